@@ -1,0 +1,106 @@
+"""Settings from the environment (``CITYOPS_*``) and an optional TOML file.
+
+Precedence, highest first: explicit arguments, environment variables, the TOML file named by
+``CITYOPS_CONFIG`` (or ``cityops.toml`` in the data directory), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path("cityops-data")
+DATABASE_FILE = "cityops.gpkg"
+
+
+def _toml_path() -> Path | None:
+    explicit = os.environ.get("CITYOPS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    data_dir = Path(os.environ.get("CITYOPS_DATA_DIR", DEFAULT_DATA_DIR))
+    candidate = data_dir / "cityops.toml"
+    return candidate if candidate.exists() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYOPS_", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    #: SQLAlchemy URL. Empty means the embedded SQLite/GeoPackage file in the data directory.
+    database_url: str = ""
+    #: Signing/pepper secret. Empty means: generated once and kept in ``<data_dir>/secret.key``.
+    secret_key: str = ""
+    log_level: str = "INFO"
+    log_json: bool = True
+    #: Bearer token lifetime for interactive logins.
+    token_ttl_minutes: int = Field(default=12 * 60, ge=1, le=60 * 24 * 30)
+    #: Unit grid code length (15 per GB/T 47678 / DB11/T 2157; 14 in CJ/T 213-era systems).
+    grid_code_length: int = Field(default=15, ge=13, le=20)
+    #: Metric CRS for distances, buffers and area (CGCS2000 3-degree Gauss–Krüger CM 108°E fits Kaizhou).
+    metric_crs: str = "EPSG:4545"
+    #: Largest accepted upload, bytes.
+    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    #: Largest batch for /api/locate/batch.
+    max_locate_batch: int = Field(default=100_000, ge=1)
+    #: Tolerance for sibling overlaps and gaps and for child-in-parent checks, square metres.
+    topology_tolerance_m2: float = Field(default=1.0, ge=0)
+    #: PostgreSQL pool size.
+    pool_size: int = Field(default=5, ge=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml = _toml_path()
+        if toml is not None:
+            if not toml.exists():
+                raise FileNotFoundError(f"CITYOPS_CONFIG names {toml}, which does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml))
+        return tuple(sources)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"unknown log level {value!r}")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / DATABASE_FILE).resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    @cached_property
+    def resolved_secret(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(32)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
