@@ -1,0 +1,56 @@
+"""The application factory: assembles every capability package's routes on one FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CollectorRegistry
+
+import cityops
+from cityops.core import ops_routes, web
+from cityops.core.db import make_engine, make_sessionmaker, migrate
+from cityops.core.settings import Settings
+from cityops.identity import routes as identity_routes
+from cityops.org import routes as org_routes
+from cityops.org.levels import load_levels
+from cityops.org.locate import LocatorCache
+from cityops.org.service import OrgConfig
+from cityops.web import routes as web_routes
+
+log = logging.getLogger("cityops")
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    engine = make_engine(settings)
+    if run_migrations:
+        migrate(engine)
+    sessions = make_sessionmaker(engine)
+    levels = load_levels(settings.grid_code_length)
+    registry = CollectorRegistry()
+    app = FastAPI(
+        title="CityOps",
+        version=cityops.__version__,
+        description="城市运行和治理中心 — city operation and governance center API",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url="/api/redoc",
+    )
+    app.state.ctx = web.AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        org=OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs),
+        locator=LocatorCache(sessions, levels),
+        registry=registry,
+    )
+    web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
+    for module in (ops_routes, identity_routes, org_routes, web_routes):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
+    if not (web_routes.STATIC_DIR / "vendor").exists():
+        log.warning("web assets missing: run 'make assets' (npm ci) to serve the map page")
+    log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
+    return app

@@ -1,0 +1,153 @@
+"""Shared web plumbing: the application context, dependencies, error mapping, request ids, metrics."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Iterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cityops.core.errors import CityOpsError, PayloadTooLarge, Unauthenticated
+from cityops.core.settings import Settings
+
+log = logging.getLogger("cityops.web")
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    org: "object"  # cityops.org.service.OrgConfig
+    locator: "object"  # cityops.org.locate.LocatorCache
+    registry: CollectorRegistry
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.ctx
+
+
+Ctx = Annotated[AppContext, Depends(context)]
+
+
+def db_session(ctx: Ctx) -> Iterator[Session]:
+    """A session per request. Routes commit explicitly before they answer (never after), so an
+    acknowledged write is durable; anything uncommitted is rolled back here."""
+    session = ctx.sessions()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+DB = Annotated[Session, Depends(db_session)]
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def current_principal(request: Request, ctx: Ctx, session: DB):
+    from cityops.identity.service import resolve_token
+
+    raw = bearer_token(request)
+    if not raw:
+        raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>' or 'X-API-Key'")
+    principal = resolve_token(session, ctx.settings.resolved_secret, raw)
+    request.state.principal = principal
+    return principal
+
+
+def require(permission: str):
+    """Dependency: an authenticated principal holding ``permission``."""
+
+    def dependency(principal=Depends(current_principal)):
+        principal.require(permission)
+        return principal
+
+    dependency.__name__ = f"require_{permission.replace('.', '_')}"
+    return dependency
+
+
+def request_id(request: Request) -> str:
+    return getattr(request.state, "request_id", "")
+
+
+async def read_upload_limited(upload, limit: int) -> bytes:
+    """Read an uploaded file, refusing (413) anything above ``limit`` bytes without buffering it all."""
+    chunks, size = [], 0
+    while chunk := await upload.read(1024 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"upload exceeds the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_body(code: str, message: str, details=None, rid: str = "") -> dict:
+    body = {"error": code, "message": message, "request_id": rid}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
+    requests = Counter("cityops_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry)
+    latency = Histogram("cityops_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request.state.request_id = rid
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_body:
+            response = JSONResponse(
+                _error_body("payload_too_large", f"request body of {length} bytes exceeds the {max_body} byte limit", rid=rid),
+                status_code=413,
+            )
+        else:
+            start = time.perf_counter()
+            response = await call_next(request)
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            latency.labels(request.method, template).observe(time.perf_counter() - start)
+        route = request.scope.get("route")
+        requests.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        response.headers["x-request-id"] = rid
+        return response
+
+    @app.exception_handler(CityOpsError)
+    async def _domain_error(request: Request, exc: CityOpsError):
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse(
+            _error_body(exc.code, exc.message, exc.details, request_id(request)), status_code=exc.status_code, headers=headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            problems.append(f"{where}: {err.get('msg')}")
+        return JSONResponse(
+            _error_body("invalid_input", "; ".join(problems) or "invalid request",
+                        [{"loc": e.get("loc"), "msg": e.get("msg")} for e in exc.errors()], request_id(request)),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return JSONResponse(_error_body("http_error", str(exc.detail), rid=request_id(request)), status_code=exc.status_code)

@@ -1,0 +1,55 @@
+"""The role catalogue (``roles.toml``), validated on load."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+ROLES_FILE = Path(__file__).with_name("roles.toml")
+
+#: Every permission a route may require; the catalogue is checked against it on load.
+PERMISSIONS = frozenset(
+    {
+        "units.read", "units.write", "units.import", "units.export", "locate",
+        "departments.read", "departments.write", "people.read", "people.write",
+        "users.read", "users.manage", "audit.read",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Role:
+    key: str
+    name_zh: str
+    name_en: str
+    permissions: frozenset[str]
+    all_units: bool
+
+    def allows(self, permission: str) -> bool:
+        return "*" in self.permissions or permission in self.permissions
+
+
+@lru_cache(maxsize=4)
+def load_roles(path: Path = ROLES_FILE) -> dict[str, Role]:
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    if data.get("version") != 1:
+        raise ValueError(f"{path}: unsupported roles catalogue version {data.get('version')!r}")
+    roles = {}
+    for key, entry in data["roles"].items():
+        perms = frozenset(entry["permissions"])
+        unknown = perms - PERMISSIONS - {"*"}
+        if unknown:
+            raise ValueError(f"{path}: role {key!r} names unknown permissions {sorted(unknown)}")
+        roles[key] = Role(key, entry["name_zh"], entry["name_en"], perms, bool(entry.get("all_units", False)))
+    return roles
+
+
+def get_role(key: str) -> Role:
+    from cityops.core.errors import InvalidInput
+
+    roles = load_roles()
+    if key not in roles:
+        raise InvalidInput(f"unknown role {key!r}; known roles: {', '.join(roles)}")
+    return roles[key]

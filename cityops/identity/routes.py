@@ -1,0 +1,139 @@
+"""Routes: login/logout, the current user, user management and API keys."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cityops.core import audit
+from cityops.core.errors import NotFound
+from cityops.core.web import DB, Ctx, bearer_token, current_principal, request_id, require
+from cityops.identity import service
+from cityops.identity.models import User
+from cityops.identity.roles import load_roles
+
+router = APIRouter(prefix="/api", tags=["identity"])
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class UserOut(BaseModel):
+    username: str
+    display_name: str
+    role: str
+    scope_units: list[str]
+    scope_departments: list[str]
+    language: str
+    active: bool
+
+
+class LoginOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+    user: UserOut
+
+
+class UserIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str | None = Field(default=None, min_length=8, max_length=256)
+    role: str
+    display_name: str | None = Field(default=None, max_length=128)
+    scope_units: list[str] = []
+    scope_departments: list[str] = []
+    language: str = "zh-CN"
+
+
+class UserPatch(BaseModel):
+    password: str | None = Field(default=None, min_length=8, max_length=256)
+    role: str | None = None
+    display_name: str | None = Field(default=None, max_length=128)
+    scope_units: list[str] | None = None
+    scope_departments: list[str] | None = None
+    language: str | None = None
+    active: bool | None = None
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+def _user_out(user: User) -> UserOut:
+    return UserOut(username=user.username, display_name=user.display_name, role=user.role,
+                   scope_units=list(user.scope_units), scope_departments=list(user.scope_departments),
+                   language=user.language, active=user.active)
+
+
+@router.post("/auth/login", response_model=LoginOut, summary="Password login (登录) → expiring bearer token")
+def login(body: LoginIn, ctx: Ctx, session: DB) -> LoginOut:
+    user = service.authenticate(session, body.username, body.password)
+    raw, token = service.issue_token(session, ctx.settings.resolved_secret, user,
+                                     ttl=timedelta(minutes=ctx.settings.token_ttl_minutes))
+    session.commit()
+    return LoginOut(access_token=raw, expires_at=token.expires_at, user=_user_out(user))
+
+
+@router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")
+def logout(request: Request, ctx: Ctx, session: DB, principal=Depends(current_principal)) -> None:
+    service.revoke_token(session, ctx.settings.resolved_secret, bearer_token(request))
+    session.commit()
+
+
+@router.get("/auth/me", summary="The current user, role, permissions and scope")
+def me(session: DB, principal=Depends(current_principal)) -> dict:
+    user = session.get(User, principal.user_id)
+    return {
+        **_user_out(user).model_dump(),
+        "role_name": {"zh-CN": principal.role.name_zh, "en": principal.role.name_en},
+        "permissions": sorted(principal.role.permissions),
+        "scope_paths": list(principal.scope.unit_paths),
+        "all_units": principal.scope.all_units,
+    }
+
+
+@router.get("/roles", summary="The role catalogue")
+def roles(principal=Depends(current_principal)) -> list[dict]:
+    return [{"key": r.key, "name_zh": r.name_zh, "name_en": r.name_en, "permissions": sorted(r.permissions)}
+            for r in load_roles().values()]
+
+
+@router.get("/users", response_model=list[UserOut], summary="Users inside your scope")
+def list_users(session: DB, principal=Depends(require("users.read"))) -> list[UserOut]:
+    return [_user_out(u) for u in service.visible_users(session, principal)]
+
+
+@router.post("/users", response_model=UserOut, status_code=201, summary="Create a user inside your scope")
+def create_user(body: UserIn, request: Request, session: DB, principal=Depends(require("users.manage"))) -> UserOut:
+    user = service.create_user(session, principal.actor(request_id(request)), by=principal, **body.model_dump())
+    session.commit()
+    return _user_out(user)
+
+
+@router.patch("/users/{username}", response_model=UserOut, summary="Change a user's role, scope, password or status")
+def patch_user(username: str, body: UserPatch, request: Request, session: DB,
+               principal=Depends(require("users.manage"))) -> UserOut:
+    user = service.update_user(session, principal, principal.actor(request_id(request)), username,
+                               body.model_dump(exclude_unset=True))
+    session.commit()
+    return _user_out(user)
+
+
+@router.post("/users/{username}/api-keys", status_code=201, summary="Issue an API key (shown once)")
+def create_api_key(username: str, body: ApiKeyIn, request: Request, ctx: Ctx, session: DB,
+                   principal=Depends(require("users.manage"))) -> dict:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or user not in service.visible_users(session, principal):
+        raise NotFound(f"user {username!r} not found")
+    ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    raw, token = service.issue_token(session, ctx.settings.resolved_secret, user, kind="api_key", ttl=ttl, name=body.name)
+    audit.record(session, principal.actor(request_id(request)), "api_key.create", "user", username,
+                 after={"name": body.name, "expires_at": token.expires_at.isoformat() if token.expires_at else None})
+    session.commit()
+    return {"api_key": raw, "name": body.name, "expires_at": token.expires_at}
+

@@ -1,0 +1,235 @@
+"""Users, passwords (argon2), bearer tokens and API keys; resolution of a token to a Principal."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cityops.core import audit
+from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from cityops.core.types import utcnow
+from cityops.identity.models import Token, User
+from cityops.identity.roles import Role, get_role
+from cityops.identity.scope import Scope
+from cityops.org.models import Department, Unit
+
+_hasher = PasswordHasher()
+LOGIN_PREFIX = "cot_"
+API_KEY_PREFIX = "cok_"
+MIN_PASSWORD_LENGTH = 8
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: int
+    username: str
+    display_name: str
+    role: Role
+    scope: Scope
+    language: str
+
+    def require(self, permission: str) -> None:
+        if not self.role.allows(permission):
+            raise Forbidden(f"role {self.role.key!r} lacks permission {permission!r}")
+
+    def actor(self, request_id: str | None = None) -> audit.Actor:
+        return audit.Actor(self.username, self.user_id, request_id)
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidInput(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    return _hasher.hash(password)
+
+
+def _token_hash(secret: str, token: str) -> str:
+    return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def _user_snapshot(user: User) -> dict:
+    return {
+        "username": user.username,
+        "display_name": user.display_name,
+        "role": user.role,
+        "scope_units": list(user.scope_units),
+        "scope_departments": list(user.scope_departments),
+        "active": user.active,
+        "language": user.language,
+    }
+
+
+def resolve_scope(session: Session, user: User, role: Role) -> Scope:
+    if role.all_units:
+        return Scope(all_units=True, department_codes=tuple(user.scope_departments))
+    paths = []
+    if user.scope_units:
+        paths = list(session.scalars(select(Unit.path).where(Unit.code.in_(user.scope_units))))
+    if user.scope_departments and not paths:
+        # Department staff work where their departments work.
+        paths = list(session.scalars(select(Department.unit_path).where(Department.code.in_(user.scope_departments))))
+    return Scope(unit_paths=tuple(sorted(set(paths))), department_codes=tuple(user.scope_departments))
+
+
+def principal_for(session: Session, user: User) -> Principal:
+    role = get_role(user.role)
+    return Principal(user.id, user.username, user.display_name, role, resolve_scope(session, user, role), user.language)
+
+
+def _check_scope_assignment(session: Session, by: Principal | None, scope_units: list[str], scope_departments: list[str]) -> None:
+    found = {u.code: u.path for u in session.scalars(select(Unit).where(Unit.code.in_(scope_units)))}
+    missing = [c for c in scope_units if c not in found]
+    if missing:
+        raise InvalidInput(f"unknown unit codes in scope_units: {', '.join(missing)}")
+    depts = set(session.scalars(select(Department.code).where(Department.code.in_(scope_departments))))
+    missing = [c for c in scope_departments if c not in depts]
+    if missing:
+        raise InvalidInput(f"unknown department codes in scope_departments: {', '.join(missing)}")
+    if by is not None:
+        for code, path in found.items():
+            by.scope.require_covers(path, f"unit {code}")
+
+
+def create_user(
+    session: Session,
+    actor: audit.Actor,
+    *,
+    username: str,
+    password: str | None,
+    role: str,
+    display_name: str | None = None,
+    scope_units: list[str] | None = None,
+    scope_departments: list[str] | None = None,
+    person_id: int | None = None,
+    language: str = "zh-CN",
+    by: Principal | None = None,
+) -> User:
+    """Create a user. ``by`` (the acting principal) may only grant scope it covers and no role above its own."""
+    username = username.strip()
+    if not username or len(username) > 64:
+        raise InvalidInput("username must have 1–64 characters")
+    role_obj = get_role(role)
+    if by is not None and not by.role.all_units and (role_obj.all_units or "*" in role_obj.permissions):
+        raise Forbidden("only an administrator can create administrators")
+    scope_units = list(scope_units or [])
+    scope_departments = list(scope_departments or [])
+    if not role_obj.all_units and not scope_units and not scope_departments:
+        raise InvalidInput(f"role {role!r} needs scope_units or scope_departments")
+    _check_scope_assignment(session, by, scope_units, scope_departments)
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"username {username!r} already exists")
+    if language not in {"zh-CN", "en"}:
+        raise InvalidInput(f"unsupported language {language!r}; use zh-CN or en")
+    user = User(
+        username=username,
+        display_name=display_name or username,
+        role=role,
+        password_hash=hash_password(password) if password else None,
+        scope_units=scope_units,
+        scope_departments=scope_departments,
+        person_id=person_id,
+        language=language,
+        active=True,
+    )
+    session.add(user)
+    session.flush()
+    audit.record(session, actor, "user.create", "user", username, after=_user_snapshot(user),
+                 unit_path=None)
+    return user
+
+
+def visible_users(session: Session, principal: Principal) -> list[User]:
+    users = list(session.scalars(select(User).order_by(User.username)))
+    if principal.role.all_units:
+        return users
+    result = []
+    for user in users:
+        target = principal_for(session, user)
+        if target.scope.unit_paths and all(principal.scope.covers(p) for p in target.scope.unit_paths) and not target.role.all_units:
+            result.append(user)
+    return result
+
+
+def update_user(session: Session, principal: Principal, actor: audit.Actor, username: str, changes: dict) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or user not in visible_users(session, principal):
+        raise NotFound(f"user {username!r} not found")
+    before = _user_snapshot(user)
+    if "role" in changes and changes["role"] is not None:
+        role_obj = get_role(changes["role"])
+        if not principal.role.all_units and (role_obj.all_units or "*" in role_obj.permissions):
+            raise Forbidden("only an administrator can grant the administrator role")
+        user.role = changes["role"]
+    if changes.get("scope_units") is not None or changes.get("scope_departments") is not None:
+        units = changes.get("scope_units") if changes.get("scope_units") is not None else user.scope_units
+        depts = changes.get("scope_departments") if changes.get("scope_departments") is not None else user.scope_departments
+        _check_scope_assignment(session, principal, list(units), list(depts))
+        user.scope_units, user.scope_departments = list(units), list(depts)
+    for key in ("display_name", "active", "language"):
+        if changes.get(key) is not None:
+            setattr(user, key, changes[key])
+    if changes.get("password"):
+        user.password_hash = hash_password(changes["password"])
+    if changes.get("active") is False:
+        for token in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))):
+            token.revoked_at = utcnow()
+    audit.record(session, actor, "user.update", "user", username, before=before, after=_user_snapshot(user))
+    return user
+
+
+def authenticate(session: Session, username: str, password: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or not user.active or not user.password_hash:
+        # Spend the same effort as a real check so timing does not reveal which usernames exist.
+        _hasher.hash(password or "x")
+        raise Unauthenticated("wrong username or password")
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        raise Unauthenticated("wrong username or password") from None
+    if _hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = _hasher.hash(password)
+    return user
+
+
+def issue_token(
+    session: Session, secret: str, user: User, *, kind: str = "login", ttl: timedelta | None = None, name: str | None = None
+) -> tuple[str, Token]:
+    prefix = LOGIN_PREFIX if kind == "login" else API_KEY_PREFIX
+    raw = prefix + secrets.token_urlsafe(32)
+    token = Token(
+        user_id=user.id,
+        kind=kind,
+        name=name,
+        token_hash=_token_hash(secret, raw),
+        expires_at=(utcnow() + ttl) if ttl else None,
+    )
+    session.add(token)
+    session.flush()
+    return raw, token
+
+
+def resolve_token(session: Session, secret: str, raw: str) -> Principal:
+    token = session.scalar(select(Token).where(Token.token_hash == _token_hash(secret, raw)))
+    now: datetime = utcnow()
+    if token is None or token.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked token")
+    if token.expires_at is not None and token.expires_at <= now:
+        raise Unauthenticated("token expired; log in again")
+    user = session.get(User, token.user_id)
+    if user is None or not user.active:
+        raise Unauthenticated("account disabled")
+    return principal_for(session, user)
+
+
+def revoke_token(session: Session, secret: str, raw: str) -> None:
+    token = session.scalar(select(Token).where(Token.token_hash == _token_hash(secret, raw)))
+    if token is not None and token.revoked_at is None:
+        token.revoked_at = utcnow()

@@ -1,0 +1,129 @@
+"""Locate (定位): point → district/township/village/grid chain, in process, from an STRtree.
+
+Points on a boundary shared by two units resolve to the smaller code, so the answer is deterministic.
+A point inside the district but in no grid resolves to the finest unit that contains it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cityops.org.levels import Levels
+from cityops.org.models import Unit
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    code: str
+    name: str
+    level: str
+
+
+@dataclass(frozen=True)
+class Located:
+    chain: tuple[ChainLink, ...]  # coarse → fine, e.g. district, township, village, grid
+
+    @property
+    def unit(self) -> ChainLink:
+        return self.chain[-1]
+
+    @property
+    def path(self) -> str:
+        return "/" + "/".join(link.code for link in self.chain) + "/"
+
+    def to_dict(self) -> dict:
+        data = {"code": self.unit.code, "level": self.unit.level, "path": self.path,
+                "chain": [link.__dict__ for link in self.chain]}
+        for link in self.chain:
+            data[link.level] = {"code": link.code, "name": link.name}
+        return data
+
+
+class Locator:
+    """Immutable index over one snapshot of the unit table."""
+
+    def __init__(self, units: list[tuple[str, str, str, str, object]], levels: Levels):
+        """``units``: (code, name, level, path, geometry) for every unit."""
+        by_code = {code: (name, level) for code, name, level, _path, _g in units}
+        self._tiers: list[tuple[shapely.STRtree, list[Located]]] = []
+        # Finest tier first: grids, then villages, townships, districts.
+        for level_key in reversed(levels.territorial_chain):
+            rows = sorted((u for u in units if u[2] == level_key and u[4] is not None), key=lambda u: u[0])
+            if not rows:
+                continue
+            located = []
+            for code, _name, _level, path, _geom in rows:
+                codes = [c for c in path.strip("/").split("/") if c]
+                located.append(Located(tuple(ChainLink(c, *by_code[c]) for c in codes if c in by_code)))
+            tree = shapely.STRtree([u[4] for u in rows])
+            self._tiers.append((tree, located))
+        self.size = sum(len(t[1]) for t in self._tiers)
+
+    def locate(self, lon: float, lat: float) -> Located | None:
+        point = shapely.Point(lon, lat)
+        for tree, located in self._tiers:
+            hits = tree.query(point, predicate="intersects")
+            if len(hits):
+                return located[int(hits.min())]
+        return None
+
+    def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> list[Located | None]:
+        points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
+        result: list[Located | None] = [None] * len(points)
+        pending = np.arange(len(points))
+        for tree, located in self._tiers:
+            if not len(pending):
+                break
+            src, hit = tree.query(points[pending], predicate="intersects")
+            if not len(src):
+                continue
+            # Smallest code (= smallest tree index) per point: sort by (point, index), keep the first.
+            order = np.lexsort((hit, src))
+            src, hit = src[order], hit[order]
+            first = np.ones(len(src), dtype=bool)
+            first[1:] = src[1:] != src[:-1]
+            for s, h in zip(pending[src[first]], hit[first], strict=True):
+                result[s] = located[h]
+            found = np.zeros(len(pending), dtype=bool)
+            found[src] = True
+            pending = pending[~found]
+        return result
+
+
+class LocatorCache:
+    """Keeps a Locator current: rebuilt when the unit table's fingerprint changes (checked at most every
+    ``check_seconds``, so other processes' writes show up too) or when this process invalidates it."""
+
+    def __init__(self, factory: sessionmaker[Session], levels: Levels, check_seconds: float = 2.0):
+        self._factory = factory
+        self._levels = levels
+        self._check_seconds = check_seconds
+        self._locator: Locator | None = None
+        self._fingerprint = None
+        self._checked_at = 0.0
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        self._checked_at = 0.0
+        self._fingerprint = None
+
+    def get(self) -> Locator:
+        now = time.monotonic()
+        if self._locator is not None and now - self._checked_at < self._check_seconds:
+            return self._locator
+        with self._lock:
+            with self._factory() as session:
+                fingerprint = tuple(session.execute(select(func.count(Unit.id), func.max(Unit.updated_at), func.max(Unit.id))).one())
+                if self._locator is None or fingerprint != self._fingerprint:
+                    rows = session.execute(select(Unit.code, Unit.name, Unit.level, Unit.path, Unit.geom)).all()
+                    self._locator = Locator([tuple(r) for r in rows], self._levels)
+                    self._fingerprint = fingerprint
+            self._checked_at = time.monotonic()
+            return self._locator
