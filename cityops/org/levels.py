@@ -24,6 +24,8 @@ class Level:
     alphabet: str
     #: Whether point location resolves to this level (professional grids overlap the territorial ones).
     locate: bool
+    #: Units above the managed district (province, city) may come without an outline.
+    geometry_optional: bool = False
 
     @property
     def code_pattern(self) -> re.Pattern:
@@ -82,6 +84,7 @@ def load_levels(grid_code_length: int = 15, path: Path = LEVELS_FILE) -> Levels:
                 prefix_of_parent=bool(entry.get("prefix_of_parent", False)),
                 alphabet=entry.get("alphabet", "0-9"),
                 locate=bool(entry.get("locate", True)),
+                geometry_optional=bool(entry.get("geometry_optional", False)),
             )
         )
     return Levels(levels)

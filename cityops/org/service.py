@@ -128,7 +128,6 @@ def validate_records(session: Session, config: OrgConfig, records: list[UnitReco
         replace=replace,
         grid_code_length=config.grid_code_length,
         tolerance_m2=config.tolerance_m2,
-        metric_crs=config.metric_crs,
     )
 
 
@@ -201,7 +200,7 @@ def import_units(
 def _compute_paths(session: Session, records: list[UnitRecord]) -> dict[str, str]:
     in_file = {r.code: r for r in records}
     parent_codes = {r.parent_code for r in records if r.parent_code and r.parent_code not in in_file}
-    known = dict(session.execute(select(Unit.code, Unit.path).where(Unit.code.in_(parent_codes))).tuples().all())
+    known = dict(session.execute(select(Unit.code, Unit.path).where(Unit.code.in_(parent_codes))).all())
     paths: dict[str, str] = {}
 
     def path_of(code: str, depth: int = 0) -> str:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Debian packages the test suite needs: PostGIS for the PostgreSQL service, Chromium (and a CJK font) for
+# the browser test.
+set -euo pipefail
+packages=()
+pg_major=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
+pg_major=${pg_major:-15}
+dpkg -s "postgresql-${pg_major}-postgis-3" >/dev/null 2>&1 || packages+=("postgresql-${pg_major}-postgis-3")
+dpkg -s chromium >/dev/null 2>&1 || packages+=(chromium)
+# A CJK font, so that screenshots of the Chinese UI are legible.
+dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages+=(fonts-wqy-microhei)
+if ((${#packages[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "missing Debian packages: ${packages[*]} (run as root: apt-get install ${packages[*]})" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+# The PostgreSQL service must be up for the PostGIS backend tests.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start || true
+  fi
+fi

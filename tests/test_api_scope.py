@@ -1,0 +1,175 @@
+"""Scope on every endpoint: a principal scoped to 义和镇 never sees or changes 大德镇's records.
+
+The table below must name every /api route (a test checks it), so a new route cannot ship untested.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from shapely.geometry import mapping, shape
+
+from tests.conftest import table_counts
+
+PUBLIC = {("POST", "/api/auth/login"), ("GET", "/api/health"), ("GET", "/api/ready"), ("GET", "/api/i18n/{language}")}
+SELF_ONLY = {("GET", "/api/auth/me"), ("POST", "/api/auth/logout"), ("GET", "/api/roles")}
+
+
+def api_routes(app) -> set[tuple[str, str]]:
+    """Every documented /api operation, from the app's own OpenAPI document."""
+    routes = {(method.upper(), path) for path, item in app.openapi()["paths"].items() if path.startswith("/api")
+              for method in item}
+    assert len(routes) > 20, "the OpenAPI document lists too few operations"
+    return routes
+
+
+def test_every_api_route_requires_credentials(api):
+    for method, path in api_routes(api.app):
+        if (method, path) in PUBLIC:
+            continue
+        url = path.replace("{code}", "500154").replace("{person_id}", "1").replace("{username}", "admin")
+        r = api.request(method, url)
+        assert r.status_code == 401, f"{method} {path} answered {r.status_code} without credentials"
+        assert r.json()["error"] == "unauthenticated"
+
+
+@pytest.fixture(scope="module")
+def world(api):
+    """Codes of both townships and an outsider with every write permission but only 义和镇 in scope."""
+    admin = api.login("admin")
+    townships = {u["name"]: u for u in api.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]}
+    yihe, dade = townships["义和镇"]["code"], townships["大德镇"]["code"]
+    dade_grid = api.get("/api/units", params={"root": dade, "level": "grid", "limit": 1}, headers=admin).json()["items"][0]
+    dade_grid = api.get(f"/api/units/{dade_grid['code']}", params={"geometry": True}, headers=admin).json()
+    dade_village = dade_grid["parent_code"]
+    dade_person = api.get("/api/people", params={"unit": dade, "limit": 1}, headers=admin).json()["items"][0]
+    r = api.post("/api/departments", headers=admin, json={"code": "dade_ajb", "name": "大德镇安监办", "unit_code": dade})
+    assert r.status_code == 201, r.text
+    r = api.post("/api/users", headers=admin, json={"username": "yihe_ops", "password": "yihe-ops-pass", "role": "district_operator",
+                                                     "scope_units": [yihe]})
+    assert r.status_code == 201, r.text
+    return {"yihe": yihe, "dade": dade, "dade_grid": dade_grid, "dade_village": dade_village,
+            "dade_person": dade_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass")}
+
+
+def _geojson_file(grid: dict) -> bytes:
+    return json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": grid["geometry"],
+                      "properties": {"code": grid["code"], "name": "改名", "parent_code": grid["parent_code"]}}]}).encode()
+
+
+def _denied(r):
+    assert r.status_code in (403, 404), f"expected 403/404, got {r.status_code}: {r.text}"
+
+
+def _in_scope(yihe: str):
+    def check(r):
+        assert r.status_code == 200, r.text
+        body = r.json()
+        items = body["items"] if isinstance(body, dict) and "items" in body else body
+        items = items["features"] if isinstance(items, dict) and "features" in items else items
+        for item in items:
+            props = item.get("properties", item)
+            text = json.dumps(props, ensure_ascii=False)
+            path = props.get("path") or props.get("unit_path") or ""
+            code = props.get("code") or props.get("unit_code") or props.get("entity_key") or ""
+            assert "大德镇" not in text, f"foreign record leaked: {text[:200]}"
+            if path:
+                assert yihe in path or path.count("/") <= 3, f"foreign path leaked: {path}"
+            if isinstance(code, str) and code.isdigit() and len(code) >= 9:
+                assert code.startswith(yihe), f"foreign code leaked: {code}"
+    return check
+
+
+def cases(w):
+    grid, dade, yihe = w["dade_grid"], w["dade"], w["yihe"]
+    inside = _in_scope(yihe)
+    point = shape(grid["geometry"]).representative_point()
+    new_grid = {"code": w["dade_village"] + "099", "name": "新网格", "parent_code": w["dade_village"],
+                "geometry": mapping(shape(grid["geometry"]))}
+    return {
+        ("GET", "/api/units"): [dict(params={"parent": dade}, check=inside), dict(params={"root": dade}, check=_denied),
+                                dict(params={"level": "grid"}, check=inside)],
+        ("POST", "/api/units"): [dict(json=new_grid, check=_denied)],
+        ("GET", "/api/units/export"): [dict(params={"root": dade}, check=_denied),
+                                       dict(params={"format": "geojson"}, check=lambda r: inside_export(r, yihe))],
+        ("POST", "/api/units/import"): [dict(files={"file": ("dade.geojson", _geojson_file(grid))}, data={"replace": "true"}, check=_denied)],
+        ("GET", "/api/units/{code}"): [dict(path={"code": grid["code"]}, check=_denied), dict(path={"code": dade}, check=_denied)],
+        ("PATCH", "/api/units/{code}"): [dict(path={"code": grid["code"]}, json={"name": "x"}, check=_denied)],
+        ("DELETE", "/api/units/{code}"): [dict(path={"code": grid["code"]}, check=_denied)],
+        ("GET", "/api/map/units"): [dict(params={"level": "village"}, check=inside), dict(params={"level": "grid"}, check=inside)],
+        ("GET", "/api/locate"): [dict(params={"lon": point.x, "lat": point.y}, check=_denied)],
+        ("POST", "/api/locate/batch"): [dict(json={"points": [[point.x, point.y]]},
+                                             check=lambda r: r.json()["results"] == [{"status": "outside_scope"}])],
+        ("GET", "/api/departments"): [dict(check=inside)],
+        ("POST", "/api/departments"): [dict(json={"code": "x1", "name": "x", "unit_code": dade}, check=_denied)],
+        ("GET", "/api/departments/{code}"): [dict(path={"code": "dade_ajb"}, check=_denied)],
+        ("PATCH", "/api/departments/{code}"): [dict(path={"code": "dade_ajb"}, json={"name": "y"}, check=_denied),
+                                               dict(path={"code": "zjw"}, json={"name": "y"}, check=_denied)],
+        ("DELETE", "/api/departments/{code}"): [dict(path={"code": "dade_ajb"}, check=_denied)],
+        ("GET", "/api/people"): [dict(check=inside), dict(params={"unit": dade}, check=_denied)],
+        ("POST", "/api/people"): [dict(json={"name": "某人", "post": "grid_worker", "unit_code": grid["code"]}, check=_denied)],
+        ("GET", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, check=_denied)],
+        ("PATCH", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, json={"phone": "110"}, check=_denied)],
+        ("DELETE", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, check=_denied)],
+        ("GET", "/api/places"): [dict(check=inside)],
+        ("GET", "/api/audit"): [dict(check=inside)],
+        ("GET", "/api/users"): [dict(check=lambda r: {u["username"] for u in r.json()} <= {"yihe", "taikang", "gridworker", "yihe_ops"})],
+        ("POST", "/api/users"): [dict(json={"username": "spy", "password": "spy-password", "role": "grid_worker",
+                                            "scope_units": [grid["code"]]}, check=_denied),
+                                 dict(json={"username": "boss", "password": "boss-password", "role": "administrator"}, check=_denied)],
+        ("PATCH", "/api/users/{username}"): [dict(path={"username": "district"}, json={"active": False}, check=_denied)],
+        ("POST", "/api/users/{username}/api-keys"): [dict(path={"username": "district"}, json={"name": "k"}, check=_denied)],
+    }
+
+
+def inside_export(r, yihe):
+    assert r.status_code == 200, r.text
+    codes = [f["properties"]["code"] for f in r.json()["features"]]
+    assert codes and all(c.startswith(yihe) for c in codes)
+
+
+def test_scope_table_names_every_route(api, world):
+    routes = api_routes(api.app) - PUBLIC - SELF_ONLY
+    assert routes == set(cases(world)), f"untested routes: {routes - set(cases(world))}"
+
+
+def test_outsider_never_sees_or_changes_foreign_records(api, world):
+    before = table_counts(api.store)
+    for (method, path), variants in cases(world).items():
+        for case in variants:
+            url = path.format(**case.get("path", {})) if case.get("path") else path
+            r = api.request(method, url, headers=world["headers"], params=case.get("params"), json=case.get("json"),
+                            files=case.get("files"), data=case.get("data"))
+            try:
+                case["check"](r)
+            except AssertionError as exc:
+                raise AssertionError(f"{method} {url}: {exc}") from None
+    assert table_counts(api.store) == before, "a denied request changed the database"
+
+
+@pytest.mark.parametrize("username", ["gridworker", "taikang", "leader"])
+def test_read_only_roles_cannot_write(api, world, username):
+    headers = api.login(username)
+    me = api.get("/api/auth/me", headers=headers).json()
+    own = me["scope_units"][0]
+    before = table_counts(api.store)
+    assert api.patch(f"/api/units/{own}", json={"name": "x"}, headers=headers).status_code == 403
+    assert api.post("/api/people", json={"name": "a", "post": "grid_worker", "unit_code": own}, headers=headers).status_code == 403
+    assert api.post("/api/users", json={"username": "z", "password": "zzzzzzzz", "role": "grid_worker", "scope_units": [own]},
+                    headers=headers).status_code == 403
+    assert table_counts(api.store) == before
+
+
+def test_township_operator_works_inside_own_scope(api, world):
+    headers = api.login("yihe")
+    grids = api.get("/api/units", params={"level": "grid", "limit": 5}, headers=headers).json()["items"]
+    assert grids and all(g["code"].startswith(world["yihe"]) for g in grids)
+    r = api.patch(f"/api/units/{grids[0]['code']}", json={"name_en": "Grid one"}, headers=headers)
+    assert r.status_code == 200 and r.json()["name_en"] == "Grid one"
+    entries = api.get("/api/audit", params={"entity_key": grids[0]["code"]}, headers=headers).json()
+    assert entries[0]["action"] == "unit.update" and entries[0]["actor"] == "yihe"
+    assert entries[0]["before"]["name_en"] is None and entries[0]["after"]["name_en"] == "Grid one"
+    # The district outline (an ancestor) is visible; another township is not.
+    assert api.get("/api/units/500154", headers=headers).status_code == 200
+    assert api.get(f"/api/units/{world['dade']}", headers=headers).status_code == 404
