@@ -110,15 +110,16 @@ def login(page, base_url: str, username: str, password: str) -> None:
     page.locator("#login-submit").click()
 
 
-def test_wrong_password_shows_the_api_message(page, base_url):
-    api_message = httpx.post(f"{base_url}/api/auth/login",
-                             json={"username": "yihe", "password": "not-the-password"}).json()["message"]
+def test_wrong_password_shows_the_error_in_the_ui_language(page, base_url):
+    body = httpx.post(f"{base_url}/api/auth/login", json={"username": "yihe", "password": "not-the-password"}).json()
+    assert body["error"] == "unauthenticated"
+    catalogue = httpx.get(f"{base_url}/api/i18n/zh-CN").json()
     login(page, base_url, "yihe", "not-the-password")
     error = page.get_by_test_id("login-error")
     from playwright.sync_api import expect
 
     expect(error).to_be_visible()
-    expect(error).to_have_text(api_message)
+    expect(error).to_have_text(catalogue["error.unauthenticated"])
     assert page.locator("#main-view").is_hidden()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "login-error.png"))

@@ -145,7 +145,9 @@ async function onLogin(event) {
     showLoginError(null);
     showMain();
   } catch (err) {
-    showLoginError(err.message || t("login.failed"));
+    // Known API error codes read in the UI language; anything else shows the API's own message.
+    const code = err.body && err.body.error;
+    showLoginError((code && state.messages[`error.${code}`]) || err.message || t("login.failed"));
   } finally {
     button.disabled = false;
     button.textContent = t("login.submit");
