@@ -47,12 +47,17 @@ class Located:
 
 
 class Locator:
-    """Immutable index over one snapshot of the unit table."""
+    """Immutable index over one snapshot of the unit table.
+
+    Polygons are prepared once (GEOS prepared geometry) and tested against the tree's bounding-box
+    candidates: STRtree's own predicate path would walk every vertex of an unprepared polygon per point,
+    which is slow for big outlines such as the district's.
+    """
 
     def __init__(self, units: list[tuple[str, str, str, str, object]], levels: Levels):
         """``units``: (code, name, level, path, geometry) for every unit."""
         by_code = {code: (name, level) for code, name, level, _path, _g in units}
-        self._tiers: list[tuple[shapely.STRtree, list[Located]]] = []
+        self._tiers: list[tuple[shapely.STRtree, np.ndarray, list[Located]]] = []
         # Finest tier first: grids, then villages, townships, districts.
         for level_key in reversed(levels.territorial_chain):
             rows = sorted((u for u in units if u[2] == level_key and u[4] is not None), key=lambda u: u[0])
@@ -62,29 +67,44 @@ class Locator:
             for code, _name, _level, path, _geom in rows:
                 codes = [c for c in path.strip("/").split("/") if c]
                 located.append(Located(tuple(ChainLink(c, *by_code[c]) for c in codes if c in by_code)))
-            tree = shapely.STRtree([u[4] for u in rows])
-            self._tiers.append((tree, located))
-        self.size = sum(len(t[1]) for t in self._tiers)
+            geoms = np.array([u[4] for u in rows], dtype=object)
+            shapely.prepare(geoms)
+            self._tiers.append((shapely.STRtree(geoms), geoms, located))
+        self.size = sum(len(t[2]) for t in self._tiers)
+
+    @staticmethod
+    def _hits(tree: shapely.STRtree, geoms: np.ndarray, points) -> tuple[np.ndarray, np.ndarray]:
+        """(point index, unit index) pairs where the unit's polygon intersects the point."""
+        src, hit = tree.query(points)
+        if not len(src):
+            return src, hit
+        keep = shapely.intersects(geoms[hit], points[src])  # prepared polygon first: fast path
+        return src[keep], hit[keep]
 
     def locate(self, lon: float, lat: float) -> Located | None:
         point = shapely.Point(lon, lat)
-        for tree, located in self._tiers:
-            hits = tree.query(point, predicate="intersects")
-            if len(hits):
-                return located[int(hits.min())]
+        for tree, geoms, located in self._tiers:
+            # Usually one to three candidates: a plain loop beats building arrays for them. Sorted, so the
+            # first polygon that holds the point has the smallest code.
+            for index in sorted(tree.query(point).tolist()):
+                if geoms[index].intersects(point):
+                    return located[index]
         return None
 
     def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> list[Located | None]:
         points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
         result: list[Located | None] = [None] * len(points)
         pending = np.arange(len(points))
-        for tree, located in self._tiers:
+        tiers = self._tiers
+        if len(tiers) > 2:
+            # Grids first; then the jurisdiction (coarsest tier), which settles every point outside it in one
+            # pass; then the tiers between, finest first, refine the points that fell in no grid.
+            tiers = [tiers[0], tiers[-1], *tiers[1:-1]]
+        for position, (tree, geoms, located) in enumerate(tiers):
             if not len(pending):
                 break
-            src, hit = tree.query(points[pending], predicate="intersects")
-            if not len(src):
-                continue
-            # Smallest code (= smallest tree index) per point: sort by (point, index), keep the first.
+            src, hit = self._hits(tree, geoms, points[pending])
+            # Smallest code (= smallest index) per point: sort by (point, index), keep the first.
             order = np.lexsort((hit, src))
             src, hit = src[order], hit[order]
             first = np.ones(len(src), dtype=bool)
@@ -93,7 +113,9 @@ class Locator:
                 result[s] = located[h]
             found = np.zeros(len(pending), dtype=bool)
             found[src] = True
-            pending = pending[~found]
+            jurisdiction_pass = position == 1 and len(tiers) > 2
+            # After the jurisdiction pass keep the points inside it (to refine), else the ones still unplaced.
+            pending = pending[found] if jurisdiction_pass else pending[~found]
         return result
 
 
