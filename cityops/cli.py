@@ -27,12 +27,20 @@ DataDir = typer.Option(None, "--data-dir", help="Data directory (default: CITYOP
 
 
 def _settings(data_dir: Optional[Path]):
+    from pydantic import ValidationError
+
     from cityops.core.logging import configure_logging
     from cityops.core.settings import Settings
 
     if data_dir is not None:
         os.environ["CITYOPS_DATA_DIR"] = str(data_dir)
-    settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    try:
+        settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        _fail(f"invalid configuration: {problems}")
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(f"invalid configuration: {exc}")
     configure_logging(settings.log_level, settings.log_json)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
@@ -59,6 +67,8 @@ def _run(fn):
     """Run a command body: domain errors become one line on stderr and a non-zero exit."""
     try:
         return fn()
+    except (typer.Exit, typer.Abort):
+        raise  # click's Exit is a RuntimeError: let our own exits through untouched
     except CityOpsError as exc:
         details = ""
         if isinstance(exc.details, dict) and exc.details.get("issues"):
@@ -144,6 +154,7 @@ def import_units(
     crs: Optional[str] = typer.Option(None, help="CRS of the file when it has none (or to override it)"),
     replace: bool = typer.Option(False, help="Replace units whose codes already exist"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report only"),
+    layer: Optional[str] = typer.Option(None, help="Layer of a multi-layer file (GeoPackage)"),
 ) -> None:
     """Import units, all-or-nothing, printing the validation report."""
     settings = _settings(data_dir)
@@ -158,7 +169,7 @@ def import_units(
         _, sessions, org_config = _store(settings)
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task(f"reading {file.name}", total=None)
-            records = unitfiles.read_units_file(file, crs=crs)
+            records = unitfiles.read_units_file(file, crs=crs, layer=layer)
             bar.update(task, description=f"validating {len(records)} units")
             with sessions() as session:
                 report = service.import_units(session, org_config, audit.Actor("cli"), Scope(all_units=True), records,

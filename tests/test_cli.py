@@ -184,11 +184,6 @@ def test_locate_outside_and_unknown_crs_fail_cleanly(locate_failures):
     assert len(bad_crs.messages) == 1, str(bad_crs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cityops/cli.py _run(): typer.Exit (click.exceptions.Exit) subclasses RuntimeError, so the "
-    "typer.Exit raised by _fail() inside a command body (locate: outside the jurisdiction, code=2; users "
-    "token: unknown user) is caught by `except (..., RuntimeError, ...)` and _fail(str(exc)) prints a second "
-    "line 'error: 2' and exits 1 instead of 2. Expected: one stderr line, exit code 2."))
 def test_locate_outside_is_one_line_with_exit_code_2(locate_failures):
     result = failed(locate_failures[0])
     assert result.messages == [result.messages[0]] and len(result.messages) == 1, str(result)
@@ -289,19 +284,11 @@ def test_users_failures(demo_dir, users_failures):
         assert conn.execute("SELECT count(*) FROM users WHERE username = 'carol'").fetchone()[0] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cityops/cli.py _run(): same cause as the locate case — `users token <unknown user>` prints "
-    "'error: no user ...' and then a spurious 'error: 1' because the typer.Exit from _fail() is caught as a "
-    "RuntimeError. Expected exactly one stderr line."))
 def test_users_token_unknown_user_is_one_line(users_failures):
     result = failed(users_failures[1])
     assert len(result.messages) == 1, str(result)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cityops/cli.py: every command calls _settings() (→ Settings()) outside _run(), so a settings error "
-    "— CITYOPS_CONFIG naming a missing file (settings.py raises FileNotFoundError) or an invalid "
-    "CITYOPS_LOG_LEVEL — escapes as a Rich-rendered Python traceback instead of one 'error:' line."))
 def test_bad_configuration_fails_without_traceback(tmp_path):
     env = _env()
     env["CITYOPS_CONFIG"] = str(tmp_path / "missing.toml")

@@ -274,11 +274,6 @@ def test_scoped_user_manager_cannot_create_an_administrator(api, codes):
     assert table_counts(api.store) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cityops/identity/service.py _check_scope_assignment: scope_departments are checked for existence "
-    "only, never against the acting principal's scope, so a manager scoped to 义和镇 can create a user "
-    "whose department ('zjw', owned by the district) gives a district-wide scope (resolve_scope falls back "
-    "to Department.unit_path). Expected 403."))
 def test_scoped_user_manager_cannot_grant_a_district_department(api, codes):
     admin = api.login("admin")
     r = _create(api, admin, username="yihe-manager2", password=PASSWORD, role="district_operator",

@@ -309,11 +309,6 @@ def test_cityops_toml_in_the_data_dir_from_the_environment(clean_env, tmp_path):
     assert Settings().token_ttl_minutes == 42
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG cityops/core/settings.py _toml_path(): '<data_dir>/cityops.toml' is looked up from the "
-    "CITYOPS_DATA_DIR environment variable (or ./cityops-data) only, so Settings(data_dir=X) — e.g. "
-    "create_app(Settings(data_dir=X)) — ignores X/cityops.toml although the module docstring says the file "
-    "in the data directory is read. Expected token_ttl_minutes == 42."))
 def test_cityops_toml_in_an_explicit_data_dir(clean_env, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -23,11 +23,11 @@ DEFAULT_DATA_DIR = Path("cityops-data")
 DATABASE_FILE = "cityops.gpkg"
 
 
-def _toml_path() -> Path | None:
+def _toml_path(data_dir: Path | str | None = None) -> Path | None:
     explicit = os.environ.get("CITYOPS_CONFIG")
     if explicit:
         return Path(explicit)
-    data_dir = Path(os.environ.get("CITYOPS_DATA_DIR", DEFAULT_DATA_DIR))
+    data_dir = Path(data_dir or os.environ.get("CITYOPS_DATA_DIR", DEFAULT_DATA_DIR))
     candidate = data_dir / "cityops.toml"
     return candidate if candidate.exists() else None
 
@@ -67,7 +67,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        toml = _toml_path()
+        toml = _toml_path(getattr(init_settings, "init_kwargs", {}).get("data_dir"))
         if toml is not None:
             if not toml.exists():
                 raise FileNotFoundError(f"CITYOPS_CONFIG names {toml}, which does not exist")

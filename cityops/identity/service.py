@@ -88,13 +88,18 @@ def _check_scope_assignment(session: Session, by: Principal | None, scope_units:
     missing = [c for c in scope_units if c not in found]
     if missing:
         raise InvalidInput(f"unknown unit codes in scope_units: {', '.join(missing)}")
-    depts = set(session.scalars(select(Department.code).where(Department.code.in_(scope_departments))))
+    depts = dict(session.execute(select(Department.code, Department.unit_path).where(Department.code.in_(scope_departments))).all())
     missing = [c for c in scope_departments if c not in depts]
     if missing:
         raise InvalidInput(f"unknown department codes in scope_departments: {', '.join(missing)}")
     if by is not None:
+        # Granting scope never exceeds the granter's own: units and departments alike (a department's
+        # scope is its owning unit's subtree, see resolve_scope).
         for code, path in found.items():
             by.scope.require_covers(path, f"unit {code}")
+        for code, path in depts.items():
+            if code not in by.scope.department_codes:
+                by.scope.require_covers(path, f"department {code}")
 
 
 def create_user(

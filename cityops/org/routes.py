@@ -113,13 +113,14 @@ def export_units(session: DB, principal=Depends(require("units.export")), format
 @router.post("/units/import", summary="Import units from a file, all-or-nothing, with a validation report")
 async def import_units(request: Request, ctx: Ctx, session: DB, principal=Depends(require("units.import")),
                        file: UploadFile = File(...), crs: str | None = Form(None), replace: bool = Form(False),
-                       dry_run: bool = Form(False)) -> dict:
+                       dry_run: bool = Form(False),
+                       layer: str | None = Form(None, description="Layer of a multi-layer file (GeoPackage)")) -> dict:
     fmt = unitfiles.detect_format(file.filename or "")
     content = await read_upload_limited(file, ctx.settings.max_upload_bytes)
     with tempfile.TemporaryDirectory(prefix="cityops-import-") as tmp:
         path = Path(tmp) / Path(file.filename or "upload").name
         path.write_bytes(content)
-        records = unitfiles.read_units_file(path, fmt=fmt, crs=crs)
+        records = unitfiles.read_units_file(path, fmt=fmt, crs=crs, layer=layer)
     report = service.import_units(session, ctx.org, principal.actor(request_id(request)), principal.scope, records,
                                   replace=replace, dry_run=dry_run)
     session.commit()
