@@ -338,3 +338,13 @@ def test_every_user_write_is_audited(api, codes):
     assert PASSWORD not in dumped and "another-pass-1" not in dumped and "$argon2" not in dumped
     assert by_action["api_key.create"]["after"]["name"] == "k"
     assert "cok_" not in dumped
+
+
+def test_login_and_logout_are_audited(api):
+    r = api.post("/api/auth/login", json={"username": "taikang", "password": "cityops-demo"})
+    token = r.json()["access_token"]
+    assert api.post("/api/auth/logout", headers={"Authorization": f"Bearer {token}"}).status_code == 204
+    entries = api.get("/api/audit", params={"entity_key": "taikang"}, headers=api.login("admin")).json()
+    actions = [e["action"] for e in entries]
+    assert actions[:2] == ["auth.logout", "auth.login"]
+    assert token not in str(entries), "the audit log must never hold a token"

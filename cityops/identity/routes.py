@@ -71,10 +71,12 @@ def _user_out(user: User) -> UserOut:
 
 
 @router.post("/auth/login", response_model=LoginOut, summary="Password login (登录) → expiring bearer token")
-def login(body: LoginIn, ctx: Ctx, session: DB) -> LoginOut:
+def login(body: LoginIn, request: Request, ctx: Ctx, session: DB) -> LoginOut:
     user = service.authenticate(session, body.username, body.password)
     raw, token = service.issue_token(session, ctx.settings.resolved_secret, user,
                                      ttl=timedelta(minutes=ctx.settings.token_ttl_minutes))
+    audit.record(session, audit.Actor(user.username, user.id, request_id(request)), "auth.login", "user", user.username,
+                 after={"token_id": token.id, "expires_at": token.expires_at.isoformat()})
     session.commit()
     return LoginOut(access_token=raw, expires_at=token.expires_at, user=_user_out(user))
 
@@ -82,6 +84,7 @@ def login(body: LoginIn, ctx: Ctx, session: DB) -> LoginOut:
 @router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")
 def logout(request: Request, ctx: Ctx, session: DB, principal=Depends(current_principal)) -> None:
     service.revoke_token(session, ctx.settings.resolved_secret, bearer_token(request))
+    audit.record(session, principal.actor(request_id(request)), "auth.logout", "user", principal.username)
     session.commit()
 
 
