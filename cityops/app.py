@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 import cityops
+from cityops.base import routes as base_routes
 from cityops.core import ops_routes, web
 from cityops.core.db import make_engine, make_sessionmaker, migrate
 from cityops.core.settings import Settings
@@ -47,7 +48,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         registry=registry,
     )
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
-    for module in (ops_routes, identity_routes, org_routes, web_routes):
+    for module in (ops_routes, identity_routes, org_routes, base_routes, web_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():

@@ -20,6 +20,8 @@ from cityops.core.errors import CityOpsError
 app = typer.Typer(help="CityOps — 城市运行和治理中心 command line", no_args_is_help=True, add_completion=False)
 users_app = typer.Typer(help="Users: add, list, issue tokens", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+layers_app = typer.Typer(help="Layer catalogue: list, versions, rollback", no_args_is_help=True)
+app.add_typer(layers_app, name="layers")
 console = Console()
 err = Console(stderr=True)
 
@@ -232,6 +234,141 @@ def locate(
         for link in located.chain:
             table.add_row(link.level, link.code, link.name)
         console.print(table)
+
+    _run(body)
+
+
+@app.command("import-layer")
+def import_layer(
+    file: Path = typer.Argument(..., help="GeoJSON, GeoJSON-seq, GeoPackage, Shapefile (.shp/.zip), FlatGeobuf or CSV"),
+    layer: str = typer.Option(..., "--layer", help="Layer key"),
+    data_dir: Optional[Path] = DataDir,
+    create: bool = typer.Option(False, help="Register the layer first (needs --title and --category)"),
+    title: Optional[str] = typer.Option(None, help="Title (zh) when creating"),
+    category: Optional[str] = typer.Option(None, help="Minor category code when creating, e.g. 0702"),
+    geometry_type: str = typer.Option("GEOMETRY", help="POINT, MULTIPOLYGON … when creating"),
+    mode: str = typer.Option("replace", help="replace (a new full version) or append"),
+    crs: Optional[str] = typer.Option(None, help="CRS of the file when it has none (or to override it)"),
+    source_layer: Optional[str] = typer.Option(None, help="Layer inside a multi-layer file"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report only"),
+) -> None:
+    """Import a file as a layer's next version: streamed, all-or-nothing, with a progress bar."""
+    settings = _settings(data_dir)
+
+    def body():
+        from rich.progress import BarColumn, MofNCompleteColumn
+
+        from cityops.base import service
+        from cityops.core import audit
+        from cityops.identity.scope import Scope
+
+        if not file.exists():
+            raise FileNotFoundError(f"{file} does not exist")
+        _, sessions, _ = _store(settings)
+        everything, actor = Scope(all_units=True), audit.Actor("cli")
+        with sessions() as session:
+            if create:
+                if not title or not category:
+                    _fail("--create needs --title and --category")
+                service.create_layer(session, actor, everything, {"key": layer, "title_zh": title, "category": category,
+                                                                  "geometry_type": geometry_type})
+            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task(f"importing {file.name}", total=None)
+                report = service.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
+                                             source_layer=source_layer, dry_run=dry_run,
+                                             progress=lambda done, total: bar.update(task, completed=done, total=total))
+            session.commit()
+        verb = "validated" if dry_run else f"imported as version {report['version']}"
+        console.print(f"{verb}: {report['read']} read, {report['added']} added, {report['removed']} replaced, "
+                      f"{report['repaired']} repaired")
+        for issue in report["issues"][:20]:
+            console.print(f"  - {issue['check']}: {issue['message']}")
+
+    _run(body)
+
+
+@app.command("export-layer")
+def export_layer(
+    layer: str = typer.Argument(..., help="Layer key"),
+    output: Path = typer.Argument(..., help="Output file; the format follows the extension"),
+    data_dir: Optional[Path] = DataDir,
+    crs: str = typer.Option("EPSG:4490", help="Output CRS"),
+    bbox: Optional[str] = typer.Option(None, help="minx,miny,maxx,maxy (lon/lat) to export part of the layer"),
+) -> None:
+    """Export a layer's current features."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.base import layerfiles, service
+        from cityops.identity.scope import Scope
+        from cityops.org.routes import parse_bbox
+
+        fmt = layerfiles.detect_format(output.name)
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            written = service.export_layer(session, Scope(all_units=True), layer, output, fmt, crs=crs, bbox=parse_bbox(bbox))
+        console.print(f"wrote {written}")
+
+    _run(body)
+
+
+@layers_app.command("list")
+def layers_list(data_dir: Optional[Path] = DataDir) -> None:
+    """List the layer catalogue."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.base import service
+        from cityops.identity.scope import Scope
+
+        _, sessions, _ = _store(settings)
+        table = Table("key", "title", "category", "geometry", "version", "features")
+        with sessions() as session:
+            for layer in service.list_layers(session, Scope(all_units=True)):
+                table.add_row(layer.key, layer.title_zh, layer.category, layer.geometry_type,
+                              str(layer.current_version), str(layer.feature_count))
+        console.print(table)
+
+    _run(body)
+
+
+@layers_app.command("versions")
+def layers_versions(layer: str, data_dir: Optional[Path] = DataDir) -> None:
+    """A layer's versions, newest first."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.base import service
+        from cityops.identity.scope import Scope
+
+        _, sessions, _ = _store(settings)
+        table = Table("version", "at", "actor", "action", "added", "removed", "repaired", "features")
+        with sessions() as session:
+            for v in service.versions(session, layer, Scope(all_units=True)):
+                table.add_row(str(v.version), v.at.strftime("%Y-%m-%d %H:%M"), v.actor,
+                              v.action + (f" → v{v.restores}" if v.restores is not None else ""),
+                              str(v.added), str(v.removed), str(v.repaired), str(v.feature_count))
+        console.print(table)
+
+    _run(body)
+
+
+@layers_app.command("rollback")
+def layers_rollback(layer: str, version: int, data_dir: Optional[Path] = DataDir) -> None:
+    """Restore an earlier version of a layer (as a new version; history is kept)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.base import service
+        from cityops.core import audit
+        from cityops.identity.scope import Scope
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            entry = service.rollback(session, audit.Actor("cli"), Scope(all_units=True), layer, version)
+            session.commit()
+        console.print(f"layer {layer} is at version {entry.version} (restores v{version}: {entry.feature_count} features)")
 
     _run(body)
 

@@ -46,6 +46,10 @@ def world(api):
     dade_person = api.get("/api/people", params={"unit": dade, "limit": 1}, headers=admin).json()["items"][0]
     r = api.post("/api/departments", headers=admin, json={"code": "dade_ajb", "name": "大德镇安监办", "unit_code": dade})
     assert r.status_code == 201, r.text
+    for key, unit in (("dade_layer", dade), ("district_layer", "500154")):
+        r = api.post("/api/layers", headers=admin, json={"key": key, "title_zh": "大德镇图层" if unit == dade else "区图层", "category": "0701",
+                                                         "geometry_type": "POINT", "unit_code": unit})
+        assert r.status_code == 201, r.text
     r = api.post("/api/users", headers=admin, json={"username": "yihe_ops", "password": "yihe-ops-pass", "role": "district_operator",
                                                      "scope_units": [yihe]})
     assert r.status_code == 201, r.text
@@ -120,7 +124,26 @@ def cases(w):
                                  dict(json={"username": "boss", "password": "boss-password", "role": "administrator"}, check=_denied)],
         ("PATCH", "/api/users/{username}"): [dict(path={"username": "district"}, json={"active": False}, check=_denied)],
         ("POST", "/api/users/{username}/api-keys"): [dict(path={"username": "district"}, json={"name": "k"}, check=_denied)],
+        ("GET", "/api/layer-categories"): [dict(check=lambda r: r.status_code == 200 and len(r.json()) == 12)],
+        ("GET", "/api/layers"): [dict(check=inside)],
+        ("POST", "/api/layers"): [dict(json={"key": "spy_layer", "title_zh": "x", "category": "0701", "unit_code": dade},
+                                       check=_denied)],
+        ("GET", "/api/layers/{key}"): [dict(path={"key": "dade_layer"}, check=_denied)],
+        ("PATCH", "/api/layers/{key}"): [dict(path={"key": "dade_layer"}, json={"title_zh": "y"}, check=_denied),
+                                         dict(path={"key": "district_layer"}, json={"title_zh": "y"}, check=_denied)],
+        ("DELETE", "/api/layers/{key}"): [dict(path={"key": "district_layer"}, check=_denied)],
+        ("POST", "/api/layers/{key}/import"): [dict(path={"key": "district_layer"}, files={"file": ("p.geojson", _points())},
+                                                    check=_denied)],
+        ("GET", "/api/layers/{key}/versions"): [dict(path={"key": "dade_layer"}, check=_denied)],
+        ("POST", "/api/layers/{key}/rollback"): [dict(path={"key": "district_layer"}, json={"version": 0}, check=_denied)],
+        ("GET", "/api/layers/{key}/features"): [dict(path={"key": "dade_layer"}, check=_denied)],
+        ("GET", "/api/layers/{key}/export"): [dict(path={"key": "dade_layer"}, check=_denied)],
     }
+
+
+def _points() -> bytes:
+    return json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"n": 1}, "geometry": {"type": "Point", "coordinates": [108.4, 31.2]}}]}).encode()
 
 
 def inside_export(r, yihe):

@@ -537,3 +537,34 @@ class LocalPlane:
 
     def inverse(self, geom):
         return shapely.transform(geom, lambda c: np.column_stack((c[:, 0] / self.kx + self.lon0, c[:, 1] / self.ky + self.lat0)))
+
+
+def _apply_xy(geoms: np.ndarray, fn) -> np.ndarray:
+    def apply(coords: np.ndarray) -> np.ndarray:
+        out = coords.copy()
+        if len(out):
+            out[:, 0], out[:, 1] = fn(coords[:, 0], coords[:, 1])
+        return out
+
+    return shapely.transform(geoms, apply, include_z=None)
+
+
+def to_canonical_many(geoms: np.ndarray, crs) -> np.ndarray:
+    """An array of geometries in ``crs`` → canonical, in one conversion call (batch imports)."""
+    ref = parse_crs(crs)
+    geoms = np.asarray(geoms, dtype=object)
+    if ref.key == CANONICAL:
+        check_lonlat(*shapely.get_coordinates(geoms).T) if len(geoms) else None
+        return geoms
+    if not ref.geographic and ref.epsg is not None:
+        geoms = np.array([_densify(g) for g in geoms], dtype=object)
+    return _apply_xy(geoms, lambda x, y: to_canonical_xy(x, y, ref))
+
+
+def from_canonical_many(geoms: np.ndarray, crs) -> np.ndarray:
+    """An array of canonical geometries → ``crs`` (batch exports)."""
+    ref = parse_crs(crs)
+    geoms = np.asarray(geoms, dtype=object)
+    if ref.key in _IDENTICAL_TO_CANONICAL:
+        return geoms
+    return _apply_xy(geoms, lambda x, y: from_canonical_xy(x, y, ref))

@@ -1,4 +1,8 @@
-"""Spatial DDL used by migrations: GeoPackage registration + R*Tree on SQLite, GiST on PostGIS."""
+"""Spatial DDL: GeoPackage registration + R*Tree on SQLite, GiST on PostGIS.
+
+Used by migrations (``bind`` omitted: Alembic's connection) and at run time for tables made on demand,
+such as the per-layer feature tables of the digital base (pass ``bind``).
+"""
 
 from __future__ import annotations
 
@@ -11,22 +15,23 @@ GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
 GPKG_USER_VERSION = 10400  # GeoPackage 1.4
 
 
-def _dialect() -> str:
-    return op.get_bind().dialect.name
+def _bind(bind=None):
+    return bind if bind is not None else op.get_bind()
 
 
-def create_geopackage_core() -> None:
+def create_geopackage_core(bind=None) -> None:
     """The mandatory GeoPackage tables and SRS rows (SQLite only)."""
-    if _dialect() != "sqlite":
+    bind = _bind(bind)
+    if bind.dialect.name != "sqlite":
         return
-    op.execute(f"PRAGMA application_id = {GPKG_APPLICATION_ID}")
-    op.execute(f"PRAGMA user_version = {GPKG_USER_VERSION}")
-    op.execute(
+    bind.exec_driver_sql(f"PRAGMA application_id = {GPKG_APPLICATION_ID}")
+    bind.exec_driver_sql(f"PRAGMA user_version = {GPKG_USER_VERSION}")
+    bind.exec_driver_sql(
         """CREATE TABLE IF NOT EXISTS gpkg_spatial_ref_sys (
             srs_name TEXT NOT NULL, srs_id INTEGER PRIMARY KEY, organization TEXT NOT NULL,
             organization_coordsys_id INTEGER NOT NULL, definition TEXT NOT NULL, description TEXT)"""
     )
-    op.execute(
+    bind.exec_driver_sql(
         """CREATE TABLE IF NOT EXISTS gpkg_contents (
             table_name TEXT NOT NULL PRIMARY KEY, data_type TEXT NOT NULL, identifier TEXT UNIQUE,
             description TEXT DEFAULT '',
@@ -34,7 +39,7 @@ def create_geopackage_core() -> None:
             min_x DOUBLE, min_y DOUBLE, max_x DOUBLE, max_y DOUBLE, srs_id INTEGER,
             CONSTRAINT fk_gc_r_srs_id FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys(srs_id))"""
     )
-    op.execute(
+    bind.exec_driver_sql(
         """CREATE TABLE IF NOT EXISTS gpkg_geometry_columns (
             table_name TEXT NOT NULL, column_name TEXT NOT NULL, geometry_type_name TEXT NOT NULL,
             srs_id INTEGER NOT NULL, z TINYINT NOT NULL, m TINYINT NOT NULL,
@@ -43,7 +48,7 @@ def create_geopackage_core() -> None:
             CONSTRAINT fk_gc_tn FOREIGN KEY (table_name) REFERENCES gpkg_contents(table_name),
             CONSTRAINT fk_gc_srs FOREIGN KEY (srs_id) REFERENCES gpkg_spatial_ref_sys (srs_id))"""
     )
-    op.execute(
+    bind.exec_driver_sql(
         """CREATE TABLE IF NOT EXISTS gpkg_extensions (
             table_name TEXT, column_name TEXT, extension_name TEXT NOT NULL, definition TEXT NOT NULL,
             scope TEXT NOT NULL,
@@ -56,7 +61,6 @@ def create_geopackage_core() -> None:
     for srid in (4326, CANONICAL_SRID):
         crs = CRS.from_epsg(srid)
         rows.append((crs.name, srid, "EPSG", srid, crs.to_wkt("WKT1_GDAL"), crs.name))
-    bind = op.get_bind()
     for row in rows:
         bind.exec_driver_sql(
             "INSERT OR IGNORE INTO gpkg_spatial_ref_sys "
@@ -67,17 +71,18 @@ def create_geopackage_core() -> None:
 
 
 def register_spatial_table(
-    table: str, column: str, geometry_type: str, description: str = "", pk: str = "id"
+    table: str, column: str, geometry_type: str, description: str = "", pk: str = "id", *,
+    identifier: str | None = None, bind=None,
 ) -> None:
     """Index a geometry column: GeoPackage registration + R*Tree (SQLite) or GiST (PostGIS)."""
-    if _dialect() == "postgresql":
-        op.execute(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column}_gist ON {table} USING gist ({column})")
+    bind = _bind(bind)
+    if bind.dialect.name == "postgresql":
+        bind.exec_driver_sql(f"CREATE INDEX IF NOT EXISTS ix_{table}_{column}_gist ON {table} USING gist ({column})")
         return
-    bind = op.get_bind()
     bind.exec_driver_sql(
         "INSERT INTO gpkg_contents (table_name, data_type, identifier, description, srs_id) "
         "VALUES (?, 'features', ?, ?, ?)",
-        (table, table, description, CANONICAL_SRID),
+        (table, identifier or table, description, CANONICAL_SRID),
     )
     bind.exec_driver_sql(
         "INSERT INTO gpkg_geometry_columns VALUES (?, ?, ?, ?, 0, 0)",
@@ -118,23 +123,34 @@ def register_spatial_table(
             BEGIN DELETE FROM {rt} WHERE id = OLD.{pk}; END""",
     ]
     for statement in statements:
-        op.execute(statement)
+        bind.exec_driver_sql(statement)
 
 
-def make_append_only(table: str) -> None:
+def unregister_spatial_table(table: str, column: str, bind) -> None:
+    """Undo register_spatial_table before the table is dropped (SQLite; PostGIS drops the index itself)."""
+    if bind.dialect.name != "sqlite":
+        return
+    bind.exec_driver_sql(f"DROP TABLE IF EXISTS rtree_{table}_{column}")
+    for sql in ("DELETE FROM gpkg_extensions WHERE table_name = ?", "DELETE FROM gpkg_geometry_columns WHERE table_name = ?",
+                "DELETE FROM gpkg_contents WHERE table_name = ?"):
+        bind.exec_driver_sql(sql, (table,))
+
+
+def make_append_only(table: str, bind=None) -> None:
     """Reject UPDATE and DELETE on ``table`` at the database level (audit and event logs)."""
-    if _dialect() == "postgresql":
-        op.execute(
+    bind = _bind(bind)
+    if bind.dialect.name == "postgresql":
+        bind.exec_driver_sql(
             f"""CREATE OR REPLACE FUNCTION {table}_append_only() RETURNS trigger AS $$
             BEGIN RAISE EXCEPTION '{table} is append-only'; END; $$ LANGUAGE plpgsql"""
         )
-        op.execute(
+        bind.exec_driver_sql(
             f"CREATE TRIGGER {table}_no_change BEFORE UPDATE OR DELETE ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {table}_append_only()"
         )
         return
     for verb in ("UPDATE", "DELETE"):
-        op.execute(
+        bind.exec_driver_sql(
             f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
             f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
         )
