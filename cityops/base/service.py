@@ -17,7 +17,7 @@ from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import Conflict, InvalidInput, NotFound, ValidationFailed
-from cityops.core.geometry import CANONICAL_SRID
+from cityops.core.geometry import CANONICAL_SRID, encode_many
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Unit
@@ -184,8 +184,9 @@ def import_file(
                 if len(issues) < MAX_REPORTED_ISSUES:
                     issues.append(issue)
             if not counts["errors"] and not dry_run:
+                encoded = encode_many(geoms, conn.dialect.name)
                 rows = [{"fid": f, "properties": p, "geom": g, "v_from": version}
-                        for f, p, g in zip(batch.fids, batch.properties, geoms, strict=True)]
+                        for f, p, g in zip(batch.fids, batch.properties, encoded, strict=True)]
                 conn.execute(insert(current), rows)
                 counts["added"] += len(rows)
             if progress:

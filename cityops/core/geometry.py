@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import struct
 
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import LargeBinary, func
@@ -37,6 +38,38 @@ def to_gpkg(geom: BaseGeometry, srid: int = CANONICAL_SRID) -> bytes:
     minx, miny, maxx, maxy = geom.bounds
     header = b"GP\x00" + bytes([_GPKG_FLAGS_LE_ENVELOPE]) + struct.pack("<i4d", srid, minx, maxx, miny, maxy)
     return header + shapely.to_wkb(geom, byte_order=1, flavor="iso")
+
+
+class EncodedGeometry(bytes):
+    """Geometry already in the storage encoding of a dialect (see encode_many)."""
+
+
+def encode_many(geoms, dialect_name: str, srid: int = CANONICAL_SRID) -> list:
+    """Encode an array of geometries for ``Geometry`` columns in one vectorised pass (bulk imports):
+    GeoPackage blobs on SQLite, ISO WKB on PostGIS. None stays None."""
+    geoms = np.asarray(geoms, dtype=object)
+    out: list = [None] * len(geoms)
+    present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
+    if not len(present):
+        return out
+    chosen = geoms[present]
+    wkb = shapely.to_wkb(chosen, byte_order=1, flavor="iso")
+    if dialect_name == "postgresql":
+        for i, blob in zip(present, wkb):
+            out[i] = EncodedGeometry(blob)
+        return out
+    bounds = shapely.bounds(chosen)  # minx, miny, maxx, maxy
+    empty = shapely.is_empty(chosen)
+    for j, (i, blob) in enumerate(zip(present, wkb)):
+        if empty[j]:
+            out[i] = EncodedGeometry(to_gpkg(chosen[j], srid))
+            continue
+        minx, miny, maxx, maxy = bounds[j]
+        out[i] = EncodedGeometry(_GPKG_PREFIX + struct.pack("<i4d", srid, minx, maxx, miny, maxy) + blob)
+    return out
+
+
+_GPKG_PREFIX = b"GP\x00" + bytes([_GPKG_FLAGS_LE_ENVELOPE])
 
 
 def _gpkg_header(blob: bytes) -> tuple[int, int, bool]:
@@ -140,6 +173,8 @@ class Geometry(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
+        if isinstance(value, EncodedGeometry):
+            return bytes(value)  # already encoded for this dialect by encode_many()
         if dialect.name == "postgresql":
             return shapely.to_wkb(value, flavor="iso")
         return to_gpkg(value, self.srid)

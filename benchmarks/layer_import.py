@@ -1,0 +1,133 @@
+"""Layer import: throughput and peak memory of ``cityops import-layer`` against ``ogr2ogr`` writing the
+same file to a GeoPackage, side by side in one run.
+
+Each run is a separate process (so peak RSS is that run's own), on a fresh data directory. The input is
+a FlatGeobuf of N building-like polygons with a few attributes, generated once (seeded).
+
+    .venv/bin/python benchmarks/layer_import.py                 # N = 200,000 and 1,000,000
+    .venv/bin/python benchmarks/layer_import.py --sizes 100000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import shapely
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+VENV_BIN = Path(sys.executable).parent
+
+
+def make_input(path: Path, n: int, seed: int = 7) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(107.95, 108.85, n)
+    y = rng.uniform(30.85, 31.65, n)
+    w = rng.uniform(0.00008, 0.0003, n)
+    h = rng.uniform(0.00008, 0.0003, n)
+    geoms = shapely.box(x, y, x + w, y + h)
+    fields = [np.array([f"B{i:08d}" for i in range(n)], dtype=object), rng.integers(1, 33, n).astype("int32"),
+              rng.choice(np.array(["砖混", "框架", "砖木", "钢结构"], dtype=object), n)]
+    meta = [("code", "str"), ("floors", "int32"), ("structure", "str")]
+    pyogrio.raw.write(path, shapely.to_wkb(geoms), fields, [m[0] for m in meta], driver="FlatGeobuf",
+                      geometry_type="Polygon", crs="EPSG:4490")
+
+
+def timed(cmd: list[str]) -> float:
+    """Wall seconds of a command."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+IMPORT_SNIPPET = """
+import sys, resource
+from pathlib import Path
+from cityops.core.settings import Settings
+from cityops.core.db import make_engine, make_sessionmaker, migrate
+from cityops.core import audit
+from cityops.identity.scope import Scope
+from cityops.org.models import Unit
+from cityops.base import service
+import shapely
+s = Settings(data_dir=Path(sys.argv[1]), log_json=False); e = make_engine(s); migrate(e); f = make_sessionmaker(e)
+with f() as session:
+    session.add(Unit(code="500154", name="开州区", level="district", path="/500154/", attributes={},
+                     geom=shapely.MultiPolygon([shapely.box(107.9, 30.8, 108.9, 31.7)])))
+    service.create_layer(session, audit.SYSTEM, Scope(all_units=True), {"key": "buildings", "title_zh": "房屋",
+                         "category": "0201", "geometry_type": "POLYGON"})
+    session.commit()
+    report = service.import_file(session, audit.SYSTEM, Scope(all_units=True), "buildings", Path(sys.argv[2]))
+    session.commit()
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork/exec, so a child would report its parent's peak.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(report["added"], hwm // 1024)
+"""
+
+
+def run_ours(source: Path, workdir: Path) -> tuple[float, float]:
+    data = workdir / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", IMPORT_SNIPPET, str(data), str(source)], capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-2000:])
+    added, peak_mb = proc.stdout.split()[-2:]
+    return elapsed, float(peak_mb)
+
+
+def run_ogr2ogr(source: Path, workdir: Path) -> float:
+    target = workdir / "ogr.gpkg"
+    target.unlink(missing_ok=True)
+    return timed(["ogr2ogr", "-f", "GPKG", str(target), str(source), "-nln", "buildings"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    if not shutil.which("ogr2ogr"):
+        raise SystemExit("ogr2ogr not found: apt-get install gdal-bin")
+    version = subprocess.run(["ogr2ogr", "--version"], capture_output=True, text=True).stdout.strip()
+    table = Table("features", "ours median s", "ours features/s", "ours peak RSS MiB", "ogr2ogr median s",
+                  "time ratio ours/ogr2ogr", title=f"layer import, {args.rounds} interleaved rounds ({version}, {os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory(prefix="cityops-bench-") as tmp:
+        workdir = Path(tmp)
+        for n in args.sizes:
+            source = workdir / f"buildings_{n}.fgb"
+            # In a child process, so this process stays small while it launches the measured ones.
+            subprocess.run([sys.executable, __file__, "--make", str(source), str(n)], check=True)
+            ours, gdal, peaks = [], [], []
+            for _ in range(args.rounds):
+                t, peak = run_ours(source, workdir)
+                ours.append(t)
+                peaks.append(peak)
+                gdal.append(run_ogr2ogr(source, workdir))
+                console.print(f"  n={n:,}: ours {t:.2f} s (peak {peak:.0f} MiB), ogr2ogr {gdal[-1]:.2f} s")
+            mo, mg = statistics.median(ours), statistics.median(gdal)
+            table.add_row(f"{n:,}", f"{mo:.2f}", f"{n / mo:,.0f}", f"{max(peaks):.0f}", f"{mg:.2f}", f"{mo / mg:.2f}")
+    console.print(table)
+    console.print("Peak RSS that does not grow with the feature count shows the import is streamed.")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--make":
+        make_input(Path(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main()
