@@ -68,10 +68,10 @@ s = Settings(data_dir=Path(sys.argv[1]), log_json=False); e = make_engine(s); mi
 with f() as session:
     session.add(Unit(code="500154", name="开州区", level="district", path="/500154/", attributes={},
                      geom=shapely.MultiPolygon([shapely.box(107.9, 30.8, 108.9, 31.7)])))
-    service.create_layer(session, audit.SYSTEM, Scope(all_units=True), {"key": "buildings", "title_zh": "房屋",
+    service.create_layer(session, audit.SYSTEM, Scope(all_units=True), {"key": "census_buildings", "title_zh": "房屋",
                          "category": "0201", "geometry_type": "POLYGON"})
     session.commit()
-    report = service.import_file(session, audit.SYSTEM, Scope(all_units=True), "buildings", Path(sys.argv[2]))
+    report = service.import_file(session, audit.SYSTEM, Scope(all_units=True), "census_buildings", Path(sys.argv[2]))
     session.commit()
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork/exec, so a child would report its parent's peak.
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))

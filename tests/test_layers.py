@@ -239,6 +239,16 @@ def test_gdal_opens_the_layer_in_the_embedded_geopackage(api, admin):
     info = pyogrio.read_info(path, layer=f"layer_{key}")
     assert info["features"] == 60 and info["crs"] == "EPSG:4490" and info["geometry_type"] == "Point"
     assert info["capabilities"]["fast_spatial_filter"]
+    # The bulk import writes the R*Tree itself: complete, used by GDAL's bbox filter, and the trigger that
+    # keeps it current for later single-row writes is back in place.
+    with api.store.engine.connect() as conn:
+        assert conn.exec_driver_sql(f"SELECT count(*) FROM rtree_layer_{key}_geom").scalar() == 60
+        assert conn.exec_driver_sql("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                                    (f"rtree_layer_{key}_geom_insert",)).scalar() == 1
+    bbox = (108.40, 31.199, 108.45, 31.21)
+    _, _, geometry, _ = pyogrio.raw.read(path, layer=f"layer_{key}", bbox=bbox, columns=[])
+    via_api = current_features(api, admin, key, bbox=",".join(map(str, bbox)))
+    assert len(geometry) == len(via_api) > 0
 
 
 def test_scope_on_layers(api, admin):

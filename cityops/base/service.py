@@ -17,7 +17,7 @@ from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import Conflict, InvalidInput, NotFound, ValidationFailed
-from cityops.core.geometry import CANONICAL_SRID, encode_many
+from cityops.core.geometry import CANONICAL_SRID
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Unit
@@ -175,7 +175,8 @@ def import_file(
         removed = _retire(conn, current, history, current.c.id.is_not(None), version)
     issues: list[layerfiles.Issue] = []
     counts = {"read": 0, "added": 0, "repaired": 0, "errors": 0}
-    with layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer) as (info, batches):
+    bulk = featurestore.BulkWriter(conn, current)
+    with bulk, layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer) as (info, batches):
         for batch in batches:
             geoms = layerfiles.conform(batch.geometries, layer.geometry_type, batch.start_row, batch.fids, batch.issues)
             counts["read"] += len(geoms)
@@ -184,11 +185,7 @@ def import_file(
                 if len(issues) < MAX_REPORTED_ISSUES:
                     issues.append(issue)
             if not counts["errors"] and not dry_run:
-                encoded = encode_many(geoms, conn.dialect.name)
-                rows = [{"fid": f, "properties": p, "geom": g, "v_from": version}
-                        for f, p, g in zip(batch.fids, batch.properties, encoded, strict=True)]
-                conn.execute(insert(current), rows)
-                counts["added"] += len(rows)
+                counts["added"] += bulk.insert(batch.fids, batch.properties, geoms, version)
             if progress:
                 progress(counts["read"], info.count)
     report = {"layer": key, "version": None if dry_run else version, "mode": mode, "source_crs": info.crs,
