@@ -53,8 +53,13 @@ def world(api):
     r = api.post("/api/users", headers=admin, json={"username": "yihe_ops", "password": "yihe-ops-pass", "role": "district_operator",
                                                      "scope_units": [yihe]})
     assert r.status_code == 201, r.text
+    dade_buildings = api.get("/api/buildings", params={"root": dade, "limit": 50}, headers=admin).json()["items"]
+    dade_building = dade_buildings[0]["code"]
+    dade_household = next(h["code"] for b in dade_buildings
+                          for h in api.get(f"/api/buildings/{b['code']}", headers=admin).json()["households"])
     return {"yihe": yihe, "dade": dade, "dade_grid": dade_grid, "dade_village": dade_village,
-            "dade_person": dade_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass")}
+            "dade_person": dade_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass"),
+            "dade_building": dade_building, "dade_household": dade_household}
 
 
 def _geojson_file(grid: dict) -> bytes:
@@ -138,7 +143,22 @@ def cases(w):
         ("POST", "/api/layers/{key}/rollback"): [dict(path={"key": "district_layer"}, json={"version": 0}, check=_denied)],
         ("GET", "/api/layers/{key}/features"): [dict(path={"key": "dade_layer"}, check=_denied)],
         ("GET", "/api/layers/{key}/export"): [dict(path={"key": "dade_layer"}, check=_denied)],
+        ("GET", "/api/buildings"): [dict(check=inside), dict(params={"root": dade}, check=_denied),
+                                    dict(params={"bbox": ",".join(map(str, shape(grid["geometry"]).bounds))}, check=inside)],
+        ("GET", "/api/buildings/{code}"): [dict(path={"code": w["dade_building"]}, check=_denied)],
+        ("GET", "/api/households/{code}"): [dict(path={"code": w["dade_household"]}, check=_denied)],
+        ("POST", "/api/threatened"): [dict(json={"geometry": grid["geometry"]}, check=_threat_outside(dade))],
     }
+
+
+def _threat_outside(dade: str):
+    def check(r):
+        assert r.status_code == 200, r.text
+        body = r.json()
+        text = json.dumps(body, ensure_ascii=False)
+        assert "大德镇" not in text and dade not in text, f"foreign record leaked: {text[:200]}"
+        assert body["totals"]["buildings"] == 0 and not body["by_grid"] and not body["households"]
+    return check
 
 
 def _points() -> bytes:

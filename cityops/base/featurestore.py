@@ -13,9 +13,9 @@ import json
 from functools import lru_cache
 
 import numpy as np
-import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
+from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
 from cityops.core.types import JSONText
@@ -68,58 +68,41 @@ def drop(conn: Connection, key: str, geometry_type: str) -> None:
 
 
 class BulkWriter:
-    """Fast inserts of new current rows for a bulk import, inside the caller's transaction.
-
-    Values are encoded once per batch and handed to the driver's executemany, past SQLAlchemy's per-row
-    processing. On SQLite the GeoPackage R*Tree insert trigger (which calls back into Python five times per
-    row) is suspended for the transaction and the index rows are written from the batch's vectorised
-    bounds instead; the trigger is restored on exit (and by the rollback, should the import fail, since
-    SQLite DDL is transactional).
-    """
+    """Fast inserts of new current rows for a bulk import, inside the caller's transaction: values are
+    encoded once per batch and handed to the driver's executemany, past SQLAlchemy's per-row processing;
+    on SQLite the R*Tree is filled from the batch's bounds (see ``core.bulk``)."""
 
     def __init__(self, conn: Connection, table: Table):
         self.conn, self.table = conn, table
         self.sqlite = conn.dialect.name == "sqlite"
-        self.trigger_sql: str | None = None
+        self._suspension = rtree_trigger_suspended(conn, table.name)
+        self.index_by_hand = False
 
     def __enter__(self) -> "BulkWriter":
-        if self.sqlite:
-            name = f"rtree_{self.table.name}_geom_insert"
-            self.trigger_sql = self.conn.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)).scalar()
-            if self.trigger_sql:
-                self.conn.exec_driver_sql(f"DROP TRIGGER {name}")
+        self.index_by_hand = self._suspension.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.trigger_sql:
-            self.conn.exec_driver_sql(self.trigger_sql)
+        self._suspension.__exit__(*exc)
 
     def insert(self, fids: list, properties: list[dict], geoms: np.ndarray, version: int) -> int:
         encoded = encode_many(geoms, self.conn.dialect.name)
         props = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
-        rows = list(zip(fids, props, encoded, [version] * len(fids), strict=True))
+        rows = [(f, p, bytes(g) if g is not None else None, version) for f, p, g in zip(fids, props, encoded, strict=True)]
         if not rows:
             return 0
         name = self.table.name
         if not self.sqlite:
             self.conn.exec_driver_sql(
                 f"INSERT INTO {name} (fid, properties, geom, v_from) "
-                f"VALUES (%s, %s::jsonb, ST_GeomFromWKB(%s, {CANONICAL_SRID}), %s)",
-                [(f, p, bytes(g) if g is not None else None, v) for f, p, g, v in rows])
+                f"VALUES (%s, %s::jsonb, ST_GeomFromWKB(%s, {CANONICAL_SRID}), %s)", rows)
             return len(rows)
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
-        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)",
-                                  [(f, p, bytes(g) if g is not None else None, v) for f, p, g, v in rows])
+        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)", rows)
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
         if end - start != len(rows):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(rows)} rows")
-        present = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
-        if present.any() and self.trigger_sql:
-            ids = np.arange(start + 1, end + 1)[present]
-            bounds = shapely.bounds(np.asarray(geoms, dtype=object)[present])
-            self.conn.exec_driver_sql(
-                f"INSERT INTO rtree_{name}_geom VALUES (?, ?, ?, ?, ?)",
-                [(int(i), float(b[0]), float(b[2]), float(b[1]), float(b[3])) for i, b in zip(ids, bounds)])
+        if self.index_by_hand:
+            write_rtree(self.conn, name, np.arange(start + 1, end + 1), geoms)
         return len(rows)

@@ -15,6 +15,7 @@ PERMISSIONS = frozenset(
         "units.read", "units.write", "units.import", "units.export", "locate",
         "departments.read", "departments.write", "people.read", "people.write",
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
+        "housing.read", "housing.write", "personal.read",
     }
 )
 

@@ -1,0 +1,1 @@
+"""OGC API – Features (Parts 1 and 2) at /ogc over the layer catalogue."""

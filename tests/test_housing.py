@@ -1,0 +1,227 @@
+"""Housing registry (房屋 · 住户 · 人口) and "who is threatened", on both backends over the small demo."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import shapely
+from shapely.geometry import mapping
+from sqlalchemy import select
+
+from cityops.core.spatial import buffer_m
+from cityops.housing.models import Building, Household, Resident
+from cityops.org.models import Place, Unit
+from tests.conftest import table_counts
+
+FLAGS = ("elderly", "disabled", "child", "bedridden")
+
+
+@pytest.fixture(scope="module")
+def world(demo_store):
+    """Everything a brute-force check needs, read straight from the tables."""
+    with demo_store.sessions() as s:
+        buildings = list(s.scalars(select(Building).order_by(Building.id)))
+        households = list(s.scalars(select(Household)))
+        residents = list(s.scalars(select(Resident)))
+        units = {u.code: u for u in s.scalars(select(Unit))}
+        place = s.scalar(select(Place).where(Place.name == "老沟湾"))
+        s.expunge_all()
+    return {"buildings": buildings, "households": households, "residents": residents, "units": units, "place": place}
+
+
+def _township(world, name):
+    return next(u for u in world["units"].values() if u.level == "township" and u.name == name)
+
+
+def brute_force(world, zone, path_prefix: str | None = None) -> dict:
+    """Totals of buildings intersecting ``zone`` (Shapely over every building), optionally under a path."""
+    hit = {b.id for b in world["buildings"] if shapely.intersects(b.footprint, zone)
+           and (path_prefix is None or b.unit_path.startswith(path_prefix))}
+    hh = {h.id for h in world["households"] if h.building_id in hit}
+    res = [r for r in world["residents"] if r.household_id in hh]
+    totals = {"buildings": len(hit), "households": len(hh), "residents": len(res),
+              "vulnerable": sum(1 for r in res if any(getattr(r, f) for f in FLAGS))}
+    totals.update({f: sum(1 for r in res if getattr(r, f)) for f in FLAGS})
+    return totals
+
+
+def test_demo_counts_are_plausible(world):
+    grids = sum(1 for u in world["units"].values() if u.level == "grid")
+    n_b, n_h, n_r = len(world["buildings"]), len(world["households"]), len(world["residents"])
+    assert 15 * grids <= n_b <= 26 * grids, (n_b, grids)
+    assert n_b <= n_h <= 3 * n_b
+    assert n_h <= n_r <= 6 * n_h
+    elderly = sum(r.elderly for r in world["residents"]) / n_r
+    assert 0.08 < elderly < 0.25
+    assert any(r.disabled for r in world["residents"]) and any(r.bedridden for r in world["residents"])
+    assert any(r.child for r in world["residents"])
+    grades = Counter(b.safety_grade for b in world["buildings"])
+    assert set(grades) <= {"A", "B", "C", "D", None} and grades["A"] > grades["D"] > 0
+    members = Counter(r.household_id for r in world["residents"])
+    assert all(members[h.id] == h.members for h in world["households"])
+
+
+def test_every_building_lies_inside_its_grid(world):
+    units = world["units"]
+    for b in world["buildings"]:
+        grid = units[b.grid_code]
+        assert grid.level == "grid" and b.unit_path == grid.path
+        assert grid.geom.contains(b.footprint), b.code
+        minx, miny, maxx, maxy = b.footprint.bounds
+        assert 0.00005 < maxx - minx < 0.0005 and 0.00005 < maxy - miny < 0.0005  # ~8–28 m across
+    by_id = {b.id: b for b in world["buildings"]}
+    assert all(h.unit_path == by_id[h.building_id].unit_path for h in world["households"])
+
+
+def test_laogouwan_has_buildings(world):
+    place = world["place"]
+    taikang = world["units"][place.unit_code[:12]]
+    assert taikang.name == "太康村"
+    near = [b for b in world["buildings"] if b.attributes.get("place") == "老沟湾"]
+    assert len(near) >= 30
+    assert all(b.unit_path.startswith(taikang.path) for b in near)
+    assert all(b.footprint.centroid.distance(place.geom) < 0.003 for b in near)  # within ~250 m
+
+
+def _laogouwan_zone(world):
+    return buffer_m(world["place"].geom, 300, "EPSG:4545")
+
+
+def test_threatened_totals_match_brute_force(api, world):
+    zone = _laogouwan_zone(world)
+    r = api.post("/api/threatened", json={"geometry": mapping(zone)}, headers=api.login("admin"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = brute_force(world, zone)
+    assert expected["buildings"] >= 30
+    assert body["totals"] == expected
+    assert body["outside_scope"]["buildings"] == 0
+    for groups in (body["by_village"], body["by_grid"]):
+        for key in expected:
+            assert sum(g[key] for g in groups) == expected[key], key
+    assert len(body["buildings"]) == expected["buildings"]
+    assert len(body["households"]) == expected["households"]
+    assert len(body["vulnerable_residents"]) == expected["vulnerable"]
+    assert any(g["name"] == "太康村" for g in body["by_village"])
+    for g in body["by_grid"]:
+        assert g["grid_workers"] and all(p["name"] and p["phone"] for p in g["grid_workers"])
+        assert g["village_cadres"] and all(p["name"] and p["phone"] for p in g["village_cadres"])
+    assert all(v["village_cadres"] for v in body["by_village"])
+    # Administrators hold personal.read: clear names.
+    assert not any(h.get("masked") for h in body["households"])
+
+
+def test_threatened_accepts_a_feature_and_projected_crs(api, world):
+    from cityops.core.crs import from_canonical, parse_crs
+
+    zone = _laogouwan_zone(world)
+    projected = from_canonical(zone, parse_crs("EPSG:4545"))
+    feature = {"type": "Feature", "properties": {}, "geometry": mapping(projected)}
+    r = api.post("/api/threatened", json={"geometry": feature, "crs": "EPSG:4545", "limit": 5}, headers=api.login("admin"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    # The round trip through the projected CRS moves edges by millimetres at most.
+    assert abs(body["totals"]["buildings"] - brute_force(world, zone)["buildings"]) <= 1
+    assert len(body["buildings"]) <= 5 and body["truncated"] is True
+
+
+def test_masking_for_leader_clear_for_township_operator(api, world):
+    yihe = _township(world, "义和镇")
+    household = next(h for h in world["households"] if h.unit_path.startswith(yihe.path))
+    residents = [r for r in world["residents"] if r.household_id == household.id]
+    clear = api.get(f"/api/households/{household.code}", headers=api.login("yihe"))
+    assert clear.status_code == 200, clear.text
+    body = clear.json()
+    assert body["head_name"] == household.head_name and body["phone"] == household.phone
+    assert {r["id_number"] for r in body["residents"]} == {r.id_number for r in residents}
+    assert not body.get("masked")
+
+    masked = api.get(f"/api/households/{household.code}", headers=api.login("leader"))
+    assert masked.status_code == 200, masked.text
+    body = masked.json()
+    assert body["masked"] is True
+    assert body["head_name"] == household.head_name[0] + "**"
+    assert body["phone"] == household.phone[:3] + "****" + household.phone[-4:]
+    text = json.dumps(body, ensure_ascii=False)
+    for r in residents:
+        assert r.id_number not in text and (r.phone is None or r.phone not in text)
+    assert all(r["id_number"] == "****" for r in body["residents"])
+    # Building detail and the threatened answer mask the same way.
+    building_code = body["building_code"]
+    detail = api.get(f"/api/buildings/{building_code}", headers=api.login("leader")).json()
+    assert all(h["masked"] and h["head_name"].endswith("**") for h in detail["households"])
+    assert detail["geometry"]["type"] == "MultiPolygon"
+    zone = _laogouwan_zone(world)
+    threat = api.post("/api/threatened", json={"geometry": mapping(zone)}, headers=api.login("leader")).json()
+    assert threat["masked"] is True
+    assert all(h["head_name"].endswith("**") for h in threat["households"])
+    assert all(r["id_number"] == "****" for r in threat["vulnerable_residents"])
+
+
+def test_township_operator_sees_only_own_records_in_a_two_township_zone(api, world):
+    yihe, dade = _township(world, "义和镇"), _township(world, "大德镇")
+    zone = shapely.box(*shapely.union(yihe.geom, dade.geom).bounds)
+    r = api.post("/api/threatened", json={"geometry": mapping(zone), "limit": 20}, headers=api.login("yihe"))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    own = brute_force(world, zone, yihe.path)
+    assert body["totals"] == own and own["buildings"] > 0
+    everything = brute_force(world, zone)
+    assert body["outside_scope"]["buildings"] == everything["buildings"] - own["buildings"] > 0
+    assert body["outside_scope"]["residents"] == everything["residents"] - own["residents"]
+    assert all(g["code"].startswith(yihe.code) for g in body["by_grid"])
+    assert all(g["code"].startswith(yihe.code) for g in body["by_village"])
+    text = json.dumps(body, ensure_ascii=False)
+    assert "大德镇" not in text and dade.code not in text
+
+
+def test_invalid_zone_is_rejected_and_changes_nothing(api, world):
+    before = table_counts(api.store)
+    admin = api.login("admin")
+    x, y = world["place"].geom.x, world["place"].geom.y
+    bowtie = {"type": "Polygon", "coordinates": [[[x, y], [x + 0.01, y + 0.01], [x + 0.01, y], [x, y + 0.01], [x, y]]]}
+    for payload in (
+        {"geometry": bowtie},
+        {"geometry": {"type": "Point", "coordinates": [x, y]}},
+        {"geometry": {"type": "Polygon", "coordinates": "nonsense"}},
+        {"geometry": mapping(shapely.box(x, y, x + 0.01, y + 0.01)), "crs": "EPSG:999999"},
+        {"geometry": mapping(shapely.box(x, y, x + 0.01, y + 0.01)), "crs": "not-a-crs"},
+    ):
+        r = api.post("/api/threatened", json=payload, headers=admin)
+        assert r.status_code == 422, (payload, r.status_code, r.text)
+        assert r.json()["error"] in ("invalid_geometry", "invalid_input", "unknown_crs")
+    assert table_counts(api.store) == before
+
+
+def test_list_buildings_filters_and_pages(api, world):
+    admin = api.login("admin")
+    taikang = world["units"][world["place"].unit_code[:12]]
+    expected = [b for b in world["buildings"] if b.unit_path.startswith(taikang.path) and b.safety_grade in ("C", "D")]
+    r = api.get("/api/buildings", params={"root": taikang.code, "grade": "C,D", "limit": 7}, headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["total"] == len(expected) > 0 and len(body["items"]) == min(7, len(expected))
+    assert {i["safety_grade"] for i in body["items"]} <= {"C", "D"}
+    page2 = api.get("/api/buildings", params={"root": taikang.code, "grade": "C,D", "limit": 7, "offset": 7}, headers=admin).json()
+    assert not {i["code"] for i in body["items"]} & {i["code"] for i in page2["items"]}
+    bbox = shapely.box(*_laogouwan_zone(world).bounds)
+    r = api.get("/api/buildings", params={"bbox": ",".join(map(str, bbox.bounds)), "geometry": "true", "limit": 1000}, headers=admin)
+    assert r.status_code == 200
+    assert r.json()["total"] == sum(1 for b in world["buildings"] if b.footprint.intersects(bbox))
+    assert all(i["geometry"]["type"] == "MultiPolygon" for i in r.json()["items"])
+    assert api.get("/api/buildings", params={"grade": "E"}, headers=admin).status_code == 422
+    # A township operator's list holds only their own township's buildings.
+    yihe = _township(world, "义和镇")
+    mine = api.get("/api/buildings", params={"limit": 1}, headers=api.login("yihe")).json()
+    assert mine["total"] == sum(1 for b in world["buildings"] if b.unit_path.startswith(yihe.path))
+
+
+def test_department_staff_see_buildings_but_masked_people(api, world):
+    headers = api.login("zhujian")  # 区住建委: the district through its department, housing.read, no personal.read
+    r = api.get("/api/buildings", headers=headers)
+    assert r.status_code == 200 and r.json()["total"] == len(world["buildings"])
+    household = world["households"][0]
+    body = api.get(f"/api/households/{household.code}", headers=headers).json()
+    assert body["masked"] is True and body["head_name"] == household.head_name[0] + "**"

@@ -1,0 +1,420 @@
+"""OGC API – Features Part 1 (Core) and Part 2 (CRS) at /ogc on both backends, then two independent clients
+against a live server: GDAL's OAPIF driver (through pyogrio) and OWSLib."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pyogrio
+import pyproj
+import pytest
+import shapely
+from shapely.geometry import Point, Polygon, mapping
+
+CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
+EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}"
+#: 25 points on a 5 × 5 grid, 0.01° apart, in the demo district (lon, lat).
+POINTS = [(108.40 + (i % 5) * 0.01, 31.20 + (i // 5) * 0.01) for i in range(25)]
+#: The CRS84 box used by the bbox tests and the points it selects.
+BOX = (108.405, 31.205, 108.425, 31.225)
+
+
+@pytest.fixture(scope="module")
+def admin(api):
+    return api.login("admin")
+
+
+def make_layer(api, admin, features, geometry_type="POINT", **extra) -> str:
+    key = "ogc_" + uuid.uuid4().hex[:10]
+    r = api.post("/api/layers", headers=admin, json={"key": key, "title_zh": "测试图层", "title_en": "OGC test layer",
+                                                    "description_zh": "OGC 测试", "category": "0701",
+                                                    "geometry_type": geometry_type, **extra})
+    assert r.status_code == 201, r.text
+    content = json.dumps({"type": "FeatureCollection", "features": features}, ensure_ascii=False).encode()
+    r = api.post(f"/api/layers/{key}/import", headers=admin, files={"file": ("f.geojson", content)})
+    assert r.status_code == 200, r.text
+    return key
+
+
+def point_features(points=POINTS):
+    return [{"type": "Feature", "properties": {"name": f"p{i}", "n": i}, "geometry": mapping(Point(x, y))}
+            for i, (x, y) in enumerate(points)]
+
+
+@pytest.fixture(scope="module")
+def points_layer(api, admin):
+    return make_layer(api, admin, point_features())
+
+
+def names(body) -> set[str]:
+    return {f["properties"]["name"] for f in body["features"]}
+
+
+def expected_in(box) -> set[str]:
+    area = shapely.box(*box)
+    return {f"p{i}" for i, (x, y) in enumerate(POINTS) if area.intersects(Point(x, y))}
+
+
+def link(body, rel) -> str | None:
+    hrefs = [lk["href"] for lk in body["links"] if lk["rel"] == rel]
+    assert len(hrefs) <= 1
+    return hrefs[0] if hrefs else None
+
+
+def path_of(href: str) -> str:
+    parts = urlsplit(href)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+# --- Part 1: discovery ------------------------------------------------------------------------------
+
+
+def test_landing_conformance_and_api_are_public(api):
+    landing = api.get("/ogc")
+    assert landing.status_code == 200 and landing.headers["content-type"].startswith("application/json")
+    rels = {lk["rel"]: lk for lk in landing.json()["links"]}
+    assert {"self", "service-desc", "conformance", "data"} <= set(rels)
+    assert rels["data"]["href"].endswith("/ogc/collections")
+    assert rels["service-desc"]["type"] == "application/vnd.oai.openapi+json;version=3.0"
+
+    conf = api.get(path_of(rels["conformance"]["href"])).json()["conformsTo"]
+    spec = "http://www.opengis.net/spec/"
+    for cls in ("ogcapi-features-1/1.0/conf/core", "ogcapi-features-1/1.0/conf/geojson",
+                "ogcapi-features-1/1.0/conf/oas30", "ogcapi-features-2/1.0/conf/crs"):
+        assert spec + cls in conf
+    assert spec + "ogcapi-features-1/1.0/conf/html" not in conf  # no HTML encoding: not declared
+
+    doc = api.get(path_of(rels["service-desc"]["href"])).json()
+    assert doc["openapi"].startswith("3.0")
+    params = {p["name"]: p for p in doc["paths"]["/collections/{collectionId}/items"]["get"]["parameters"]}
+    assert {"limit", "bbox", "bbox-crs", "crs", "offset", "datetime"} <= set(params)
+    assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}
+
+
+def test_collections_need_credentials(api, points_layer):
+    for path in ("/ogc/collections", f"/ogc/collections/{points_layer}", f"/ogc/collections/{points_layer}/items"):
+        r = api.get(path)
+        assert r.status_code == 401, path
+    key = api.post("/api/users/admin/api-keys", headers=api.login("admin"), json={"name": "ogc-" + uuid.uuid4().hex[:6]})
+    assert key.status_code == 201, key.text
+    assert api.get("/ogc/collections", headers={"X-API-Key": key.json()["api_key"]}).status_code == 200
+
+
+def test_collections_and_collection_metadata(api, admin, points_layer):
+    listed = api.get("/ogc/collections", headers=admin).json()
+    assert link(listed, "self")
+    entry = {c["id"]: c for c in listed["collections"]}[points_layer]
+    assert entry["itemType"] == "feature"
+
+    r = api.get(f"/ogc/collections/{points_layer}", headers=admin)
+    assert r.status_code == 200
+    col = r.json()
+    assert col == entry
+    assert col["title"] == "测试图层" and col["description"] == "OGC 测试"
+    [bbox] = col["extent"]["spatial"]["bbox"]
+    # CRS84 (lon, lat); on SQLite the layer bounds come from the R*Tree (float32, rounded outwards).
+    assert bbox == pytest.approx([108.40, 31.20, 108.44, 31.24], abs=1e-4)
+    assert shapely.box(*bbox).covers(shapely.box(108.40, 31.20, 108.44, 31.24))
+    assert col["extent"]["spatial"].get("crs", CRS84) == CRS84
+    assert CRS84 in col["crs"] and {EPSG.format(c) for c in (4326, 4490, 3857, 4545)} <= set(col["crs"])
+    assert col["storageCrs"] == EPSG.format(4490)
+    items = link(col, "items")
+    assert items.endswith(f"/ogc/collections/{points_layer}/items")
+    assert [lk["type"] for lk in col["links"] if lk["rel"] == "items"] == ["application/geo+json"]
+
+
+# --- Part 1: items ----------------------------------------------------------------------------------
+
+
+def test_items_default_page_and_document(api, admin, points_layer):
+    r = api.get(f"/ogc/collections/{points_layer}/items", headers=admin)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/geo+json")
+    assert r.headers["content-crs"] == f"<{CRS84}>"
+    body = r.json()
+    assert body["type"] == "FeatureCollection"
+    assert body["numberReturned"] == len(body["features"]) == 10  # default limit
+    assert body["numberMatched"] == 25
+    assert body["timeStamp"].endswith("Z")
+    f = body["features"][0]
+    assert f["type"] == "Feature" and f["id"] is not None and f["geometry"]["type"] == "Point"
+    lon, lat = f["geometry"]["coordinates"]
+    assert 108 < lon < 109 and 31 < lat < 32  # CRS84 is lon, lat
+    assert parse_qs(urlsplit(link(body, "self")).query)["limit"] == ["10"]
+    assert link(body, "prev") is None and link(body, "next")
+
+
+def test_paging_links_cover_every_feature_once(api, admin, points_layer):
+    url = f"/ogc/collections/{points_layer}/items?limit=7&bbox={','.join(map(str, (108.3, 31.1, 108.5, 31.3)))}"
+    ids, seen_names, pages = [], set(), 0
+    while url:
+        body = api.get(url, headers=admin).json()
+        pages += 1
+        assert body["numberMatched"] == 25
+        assert body["numberReturned"] == len(body["features"]) <= 7
+        ids += [f["id"] for f in body["features"]]
+        seen_names |= names(body)
+        if pages == 2:
+            prev = api.get(path_of(link(body, "prev")), headers=admin).json()
+            assert [f["id"] for f in prev["features"]] == ids[:7]
+        nxt = link(body, "next")
+        if nxt:
+            q = parse_qs(urlsplit(nxt).query)
+            assert q["limit"] == ["7"] and "bbox" in q  # the next link keeps the query
+        url = path_of(nxt) if nxt else None
+    assert pages == 4 and len(ids) == len(set(ids)) == 25
+    assert seen_names == {f"p{i}" for i in range(25)}
+    all_ids = {f["id"] for f in api.get(f"/ogc/collections/{points_layer}/items?limit=100", headers=admin).json()["features"]}
+    assert set(ids) == all_ids
+
+
+def test_limit_rules(api, admin, points_layer):
+    url = f"/ogc/collections/{points_layer}/items"
+    capped = api.get(url, params={"limit": 50000}, headers=admin)
+    assert capped.status_code == 200 and capped.json()["numberReturned"] == 25
+    assert parse_qs(urlsplit(link(capped.json(), "self")).query)["limit"] == ["10000"]  # capped, and says so
+    for bad in ("0", "-1", "abc", "1.5"):
+        r = api.get(url, params={"limit": bad}, headers=admin)
+        assert r.status_code == 400, bad
+        assert "limit" in r.json()["description"]
+    assert api.get(url, params={"offset": "-3"}, headers=admin).status_code == 400
+    beyond = api.get(url, params={"offset": 100}, headers=admin).json()
+    assert beyond["numberReturned"] == 0 and beyond["numberMatched"] == 25 and link(beyond, "next") is None
+
+
+def test_bbox_filter_and_bbox_crs(api, admin, points_layer):
+    url = f"/ogc/collections/{points_layer}/items"
+    expected = expected_in(BOX)
+    assert 0 < len(expected) < 25
+    r = api.get(url, params={"bbox": ",".join(map(str, BOX)), "limit": 100}, headers=admin).json()
+    assert names(r) == expected and r["numberMatched"] == len(expected)
+
+    minx, miny, maxx, maxy = BOX
+    for code in (4326, 4490):  # latitude first
+        lat_lon = f"{miny},{minx},{maxy},{maxx}"
+        r = api.get(url, params={"bbox": lat_lon, "bbox-crs": EPSG.format(code), "limit": 100}, headers=admin).json()
+        assert names(r) == expected, code
+    merc = pyproj.Transformer.from_crs("OGC:CRS84", "EPSG:3857", always_xy=True)
+    (x0, x1), (y0, y1) = merc.transform([minx, maxx], [miny, maxy])
+    r = api.get(url, params={"bbox": f"{x0},{y0},{x1},{y1}", "bbox-crs": EPSG.format(3857), "limit": 100}, headers=admin).json()
+    assert names(r) == expected
+    # The same numbers read as CRS84 (lat, lon taken as lon, lat) select nothing here.
+    wrong = api.get(url, params={"bbox": f"{miny},{minx},{maxy},{maxx}", "limit": 100}, headers=admin)
+    assert wrong.status_code in (200, 400) and (wrong.status_code == 400 or wrong.json()["numberMatched"] == 0)
+    six = api.get(url, params={"bbox": f"{minx},{miny},-10,{maxx},{maxy},100", "limit": 100}, headers=admin).json()
+    assert names(six) == expected
+
+
+def test_bbox_is_exact_not_the_envelope(api, admin):
+    triangle = Polygon([(108.40, 31.20), (108.42, 31.20), (108.40, 31.22)])
+    key = make_layer(api, admin, [{"type": "Feature", "properties": {"name": "tri"}, "geometry": mapping(triangle)}],
+                     geometry_type="POLYGON")
+    url = f"/ogc/collections/{key}/items"
+    corner = api.get(url, params={"bbox": "108.415,31.215,108.43,31.23"}, headers=admin).json()  # in the envelope only
+    assert corner["numberMatched"] == 0 and corner["features"] == []
+    inside = api.get(url, params={"bbox": "108.401,31.201,108.402,31.202"}, headers=admin).json()
+    assert inside["numberMatched"] == 1 and names(inside) == {"tri"}
+
+
+@pytest.mark.parametrize("bbox", ["1,2,3", "a,b,c,d", "1,2,3,4,5", "108.5,31.2,108.4,31.3", "", "1,2,3,nan"])
+def test_bad_bbox_is_400(api, admin, points_layer, bbox):
+    r = api.get(f"/ogc/collections/{points_layer}/items", params={"bbox": bbox}, headers=admin)
+    assert r.status_code == 400 and "bbox" in r.json()["description"]
+
+
+def test_unknown_parameter_is_400_and_named(api, admin, points_layer):
+    r = api.get(f"/ogc/collections/{points_layer}/items", params={"limit": 5, "foo": "1", "sortby": "n"}, headers=admin)
+    assert r.status_code == 400
+    body = r.json()
+    assert "foo" in body["description"] and "sortby" in body["description"] and body["code"]
+    r = api.get(f"/ogc/collections/{points_layer}/items/1", params={"bbox": "1,2,3,4"}, headers=admin)
+    assert r.status_code == 400 and "bbox" in r.json()["description"]
+    assert api.get("/ogc/collections", params={"foo": 1}, headers=admin).status_code == 400
+    assert api.get(f"/ogc/collections/{points_layer}/items", params={"datetime": "2024-01-01T00:00:00Z/.."},
+                   headers=admin).status_code == 200
+    assert api.get(f"/ogc/collections/{points_layer}/items", params={"datetime": "yesterday"}, headers=admin).status_code == 400
+
+
+def test_feature_by_id_and_404s(api, admin, points_layer):
+    url = f"/ogc/collections/{points_layer}/items"
+    first = api.get(url, params={"limit": 1}, headers=admin).json()["features"][0]
+    r = api.get(f"{url}/{first['id']}", headers=admin)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/geo+json")
+    assert r.headers["content-crs"] == f"<{CRS84}>"
+    feature = r.json()
+    assert feature["id"] == first["id"] and feature["properties"] == first["properties"]
+    assert feature["geometry"] == first["geometry"]
+    assert {"self", "collection"} <= {lk["rel"] for lk in feature["links"]}
+    r = api.get(f"{url}/{first['id']}", params={"crs": EPSG.format(4326)}, headers=admin)
+    assert r.json()["geometry"]["coordinates"] == pytest.approx(first["geometry"]["coordinates"][::-1])
+    assert r.headers["content-crs"] == f"<{EPSG.format(4326)}>"
+
+    for path in (f"{url}/999999", f"{url}/no-such-feature", "/ogc/collections/dUmmYColLection",
+                 "/ogc/collections/dUmmYColLection/items", "/ogc/collections/dUmmYColLection/items/1"):
+        r = api.get(path, headers=admin)
+        assert r.status_code == 404, path
+        assert r.json()["description"]
+
+
+def test_output_crs_and_axis_order(api, admin, points_layer):
+    url = f"/ogc/collections/{points_layer}/items"
+    base = {f["id"]: f["geometry"]["coordinates"] for f in api.get(url, params={"limit": 100}, headers=admin).json()["features"]}
+    for code in (4326, 4490):
+        r = api.get(url, params={"limit": 100, "crs": EPSG.format(code)}, headers=admin)
+        assert r.status_code == 200 and r.headers["content-crs"] == f"<{EPSG.format(code)}>"
+        for f in r.json()["features"]:
+            lat, lon = f["geometry"]["coordinates"]  # EPSG order: latitude first
+            assert [lon, lat] == pytest.approx(base[f["id"]]) and 31 < lat < 32
+    r = api.get(url, params={"limit": 100, "crs": CRS84}, headers=admin)
+    assert r.headers["content-crs"] == f"<{CRS84}>"
+    to_gk = pyproj.Transformer.from_crs("EPSG:4490", "EPSG:4545", always_xy=True)
+    r = api.get(url, params={"limit": 100, "crs": EPSG.format(4545)}, headers=admin)
+    assert r.status_code == 200 and r.headers["content-crs"] == f"<{EPSG.format(4545)}>"
+    for f in r.json()["features"]:
+        northing, easting = f["geometry"]["coordinates"]  # EPSG:4545 axes: X north, Y east (metres)
+        e, n = to_gk.transform(*base[f["id"]])
+        assert (easting, northing) == pytest.approx((e, n), abs=0.01)
+        assert 3_400_000 < northing < 3_500_000 and 400_000 < easting < 600_000
+    r = api.get(url, params={"limit": 100, "crs": EPSG.format(3857)}, headers=admin)
+    x, y = r.json()["features"][0]["geometry"]["coordinates"]
+    assert 12_000_000 < x < 12_100_000 and 3_600_000 < y < 3_700_000
+
+
+@pytest.mark.parametrize("crs", ["http://www.opengis.net/def/crs/EPSG/0/2000", "EPSG/0/99999", "nonsense",
+                                 "http://www.opengis.net/def/crs/EPSG/0/4547", "GCJ02"])
+def test_unsupported_crs_is_400(api, admin, points_layer, crs):
+    for name in ("crs", "bbox-crs"):
+        params = {name: crs} if name == "crs" else {"bbox": "1,2,3,4", name: crs}
+        r = api.get(f"/ogc/collections/{points_layer}/items", params=params, headers=admin)
+        assert r.status_code == 400, (name, crs)
+        assert name in r.json()["description"]
+
+
+def test_layer_outside_scope_is_an_unknown_collection(api, admin):
+    townships = {u["name"]: u["code"] for u in api.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]}
+    key = make_layer(api, admin, point_features(POINTS[:3]), unit_code=townships["大德镇"])
+    username = "ogc_" + uuid.uuid4().hex[:8]
+    r = api.post("/api/users", headers=admin, json={"username": username, "password": "ogc-user-pass",
+                                                     "role": "township_operator",
+                                                     "scope_units": [townships["义和镇"]]})
+    assert r.status_code == 201, r.text
+    outsider = api.login(username, "ogc-user-pass")
+    assert key not in {c["id"] for c in api.get("/ogc/collections", headers=outsider).json()["collections"]}
+    for path in (f"/ogc/collections/{key}", f"/ogc/collections/{key}/items"):
+        assert api.get(path, headers=outsider).status_code == 404
+        assert api.get(path, headers=admin).status_code == 200
+
+
+# --- Independent clients against a live server --------------------------------------------------------
+# SQLite only, to save time: the live server opens the demo store's GeoPackage file, the same one the
+# TestClient writes to (the PostGIS backend is covered by every test above through the same routes).
+# The server runs in a subprocess, not a thread: pyogrio keeps the GIL while GDAL fetches, so a uvicorn
+# thread in this process could never answer GDAL (the request deadlocks).
+
+SERVE = """
+import sys, uvicorn
+from cityops.app import create_app
+from cityops.core.settings import Settings
+data_dir, secret, port = sys.argv[1:4]
+app = create_app(Settings(data_dir=data_dir, secret_key=secret, log_json=False), run_migrations=False)
+uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="off")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live(api):
+    if api.store.backend != "sqlite":
+        pytest.skip("live-server client tests run on the SQLite backend only")
+    settings = api.store.settings
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.secret_key, str(port)],
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the OGC API test server did not start") from None
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}/ogc"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def gdal_auth(admin):
+    """GDAL sends the token as ``Authorization: Bearer``. Not through GDAL_HTTP_HEADERS: the OAPIF driver passes
+    its own HEADERS option (Accept) on every request, which takes precedence, so the header never arrives
+    (checked with GDAL 3.12.4); GDAL_HTTP_AUTH=BEARER (GDAL >= 3.9) adds it to every request instead."""
+    token = admin["Authorization"].removeprefix("Bearer ")
+    pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": "BEARER", "GDAL_HTTP_BEARER": token})
+    yield
+    pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": None, "GDAL_HTTP_BEARER": None})
+
+
+def _by_name(meta, geometry, fields) -> dict[str, tuple[float, float]]:
+    names_ = fields[[f for f in meta["fields"]].index("name")]
+    return {str(n): shapely.from_wkb(g).coords[0] for n, g in zip(names_, geometry)}
+
+
+def test_gdal_oapif_driver(api, admin, live, points_layer, gdal_auth):
+    source = f"OAPIF:{live}"
+    layers = {name for name, _ in pyogrio.list_layers(source)}
+    assert points_layer in layers
+
+    meta, _, geometry, fields = pyogrio.raw.read(source, layer=points_layer)
+    got = _by_name(meta, geometry, fields)
+    assert set(got) == {f"p{i}" for i in range(25)}
+    for i, (x, y) in enumerate(POINTS):  # whatever CRS GDAL asked for, its lon/lat must be ours
+        assert got[f"p{i}"] == pytest.approx((x, y), abs=1e-7)
+    info = pyogrio.read_info(source, layer=points_layer, force_feature_count=True)
+    # GDAL picks the storageCrs (EPSG:4490) and then asks for crs=…/4490 and bbox-crs=…/4490 with lat, lon
+    # bboxes: the coordinates and the bbox selection below only come out right if both axis swaps are right.
+    assert info["crs"] == "EPSG:4490" and info["features"] == 25
+
+    expected = expected_in(BOX)
+    meta, _, geometry, fields = pyogrio.raw.read(source, layer=points_layer, bbox=BOX)
+    assert set(_by_name(meta, geometry, fields)) == expected
+    api_names = names(api.get(f"/ogc/collections/{points_layer}/items", params={"bbox": ",".join(map(str, BOX)), "limit": 100},
+                              headers=admin).json())
+    assert api_names == expected
+
+
+def test_owslib_features(request, api, admin, live, points_layer):
+    from owslib import ogcapi
+    from owslib.ogcapi.features import Features
+
+    # OWSLib merges ``headers`` into its module-wide REQUEST_HEADERS dict: take the token out again afterwards.
+    request.addfinalizer(lambda: ogcapi.REQUEST_HEADERS.pop("Authorization", None))
+    client = Features(live, headers=dict(admin))
+    assert "http://www.opengis.net/spec/ogcapi-features-1/1.0/conf/core" in client.conformance()["conformsTo"]
+    ids = {c["id"] for c in client.collections()["collections"]}
+    assert points_layer in ids and points_layer in client.feature_collections()
+    assert client.collection(points_layer)["itemType"] == "feature"
+
+    page = client.collection_items(points_layer, limit=5)
+    assert page["numberReturned"] == 5 and page["numberMatched"] == 25
+    boxed = client.collection_items(points_layer, limit=100, bbox=list(BOX))
+    assert names(boxed) == expected_in(BOX)
+    lat_lon = [BOX[1], BOX[0], BOX[3], BOX[2]]
+    boxed_4326 = client.collection_items(points_layer, limit=100, bbox=lat_lon, **{"bbox-crs": EPSG.format(4326)})
+    assert names(boxed_4326) == expected_in(BOX)
+    one = client.collection_item(points_layer, page["features"][0]["id"])
+    assert one["properties"] == page["features"][0]["properties"]
