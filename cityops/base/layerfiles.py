@@ -274,7 +274,6 @@ def write_layer_file(path: Path, fmt: str, batches: Iterable[tuple[list, list[di
     if fmt in ("geojson", "geojsonseq") and ref.key not in ("EPSG:4326", "EPSG:4490", "OGC:CRS84"):
         raise InvalidInput(f"GeoJSON is lon/lat (RFC 7946); {ref} is not allowed for {fmt}")
     driver, _ = FORMATS[fmt]
-    names = [f["name"] for f in fields]
     arrow_types = {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}
     # "feature_id", not "fid": GeoPackage reserves fid for its integer primary key.
     schema = pa.schema([pa.field("feature_id", pa.string())]

@@ -17,7 +17,7 @@ from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import Conflict, InvalidInput, NotFound, ValidationFailed
-from cityops.core.geometry import CANONICAL_SRID
+from cityops.core.spatial import bbox_prefilter
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Unit
@@ -265,13 +265,7 @@ def iter_features(session: Session, layer: Layer, *, bbox: tuple[float, float, f
     box = None
     if bbox is not None:
         box = shapely.box(*bbox)
-        minx, miny, maxx, maxy = bbox
-        if conn.dialect.name == "postgresql":
-            stmt = stmt.where(current.c.geom.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
-        else:
-            stmt = stmt.where(current.c.id.in_(text(
-                f"SELECT id FROM rtree_{current.name}_geom WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny"
-            ).bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+        stmt = bbox_prefilter(stmt, conn.dialect.name, current.name, current.c.id, current.c.geom, bbox)
     to_skip, remaining = 0, None
     if box is None and limit is not None:
         stmt = stmt.limit(limit).offset(offset)

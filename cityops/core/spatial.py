@@ -12,7 +12,7 @@ from typing import Literal
 
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Select, func, literal, select, text
+from sqlalchemy import Select, func, literal, text
 from sqlalchemy.orm import Session
 
 from cityops.core.crs import from_metric, parse_crs, to_metric
@@ -36,6 +36,20 @@ def _search_envelope(geom: BaseGeometry, distance_m: float | None, metric_crs: s
     return minx, miny, maxx, maxy
 
 
+def bbox_prefilter(stmt: Select, dialect: str, table: str, id_column, geom_column,
+                   bounds: tuple[float, float, float, float], geom_name: str = "geom") -> Select:
+    """Keep rows whose envelope meets ``bounds`` (minx, miny, maxx, maxy, canonical CRS): the index step
+    of every spatial query, ``&&`` on the GiST index (PostGIS) or the GeoPackage R*Tree (SQLite). Callers
+    apply the exact predicate afterwards."""
+    minx, miny, maxx, maxy = bounds
+    if dialect == "postgresql":
+        raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
+        return stmt.where(raw.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
+    candidates = text(f"SELECT id FROM rtree_{table}_{geom_name} "
+                      "WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
+    return stmt.where(id_column.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+
+
 def spatial_filter(
     session: Session,
     model,
@@ -52,13 +66,12 @@ def spatial_filter(
     Rows come back ordered by primary key."""
     column = getattr(model, geom_attr)
     table = model.__table__.name
-    minx, miny, maxx, maxy = _search_envelope(geom, distance_m if predicate == "dwithin" else None, metric_crs)
+    envelope = _search_envelope(geom, distance_m if predicate == "dwithin" else None, metric_crs)
     dialect = session.get_bind().dialect.name
+    stmt = bbox_prefilter(stmt, dialect, table, model.id, column, envelope, geom_attr)
     if dialect == "postgresql":
         query_geom = func.ST_GeomFromWKB(literal(shapely.to_wkb(geom), type_=None), CANONICAL_SRID)
-        envelope = func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)
         raw_column = column.expression if hasattr(column, "expression") else column
-        stmt = stmt.where(raw_column.op("&&")(envelope))
         if predicate == "dwithin":
             srid = parse_crs(metric_crs).epsg
             stmt = stmt.where(
@@ -67,16 +80,13 @@ def spatial_filter(
         else:
             stmt = stmt.where(getattr(func, _SQL_PREDICATES[predicate])(raw_column, query_geom))
         return list(session.scalars(stmt.order_by(model.id)))
-    rtree = f"rtree_{table}_{geom_attr}"
-    candidates = text(f"SELECT id FROM {rtree} WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
-    stmt = stmt.where(model.id.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
     rows = list(session.scalars(stmt.order_by(model.id)))
     if not rows:
         return rows
     geoms = [getattr(r, geom_attr) for r in rows]
     if predicate == "dwithin":
         metric = to_metric(geom, metric_crs)
-        mask = shapely.dwithin(shapely.GeometryCollection([to_metric(g, metric_crs) for g in geoms]).geoms, metric, distance_m)
+        mask = shapely.dwithin([to_metric(g, metric_crs) for g in geoms], metric, distance_m)
     else:
         shapely.prepare(geom)
         fn = {"intersects": shapely.intersects, "within": shapely.within, "contains": shapely.contains}[predicate]

@@ -27,14 +27,14 @@ from datetime import datetime
 import numpy as np
 import pyproj
 import shapely
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
 from cityops.base.models import Layer
 from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs, to_canonical_xy
 from cityops.core.errors import CityOpsError, UnknownCRS
-from cityops.core.geometry import CANONICAL_SRID
+from cityops.core.spatial import bbox_prefilter
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
@@ -194,12 +194,7 @@ def _candidates(conn, current, area: shapely.Geometry | None):
     stmt = select(current.c.id, current.c.geom).order_by(current.c.id)
     if area is None:
         return stmt
-    minx, miny, maxx, maxy = area.bounds
-    if conn.dialect.name == "postgresql":
-        return stmt.where(current.c.geom.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
-    return stmt.where(current.c.id.in_(text(
-        f"SELECT id FROM rtree_{current.name}_geom WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny"
-    ).bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+    return bbox_prefilter(stmt, conn.dialect.name, current.name, current.c.id, current.c.geom, area.bounds)
 
 
 @dataclass

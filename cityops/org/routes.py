@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from shapely.geometry import mapping, shape
-from sqlalchemy import select
+from sqlalchemy import func, select
 from starlette.background import BackgroundTask
 
 from cityops.core import audit as audit_log
@@ -134,7 +134,7 @@ def get_unit(code: str, session: DB, principal=Depends(require("units.read")), g
     unit = service.get_unit(session, code, principal.scope)
     data = unit_out(unit, geometry=geometry, crs=crs)
     data["chain"] = [{"code": u.code, "name": u.name, "level": u.level} for u in service.unit_chain(session, unit)]
-    data["children"] = len(list(session.scalars(select(Unit.id).where(Unit.parent_code == code))))
+    data["children"] = session.scalar(select(func.count(Unit.id)).where(Unit.parent_code == code))
     data["responsible"] = [
         {"id": p.id, "name": p.name, "post": p.post, "phone": p.phone}
         for p in service.responsible_people(session, code) if principal.scope.covers(p.unit_path)
