@@ -14,6 +14,7 @@ from cityops.warning.models.rainfall import LevelThresholds, PowerLawCurve
 CATALOGUE = Path(__file__).with_name("catalogue.toml")
 _SECTIONS = ("rainfall", "antecedent", "tangent_angle", "inverse_velocity", "house_tilt", "dual_control", "combination")
 _SEVERITIES = ("Minor", "Moderate", "Severe", "Extreme")
+_CAP_CATEGORIES = ("Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra", "CBRNE", "Other")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Catalogue:
     curves: dict[str, PowerLawCurve]
     threshold_sets: dict[str, LevelThresholds]
     params: dict[str, dict]
+    hazard_types: dict[str, dict]
+    cap: dict
 
     def level(self, key: str) -> dict:
         return self.levels[key]
@@ -82,7 +85,18 @@ def load_catalogue(path: Path = CATALOGUE) -> Catalogue:
         _fail(path, f"[antecedent] K must be a number in (0, 1), got {k!r}")
     if params["combination"].get("red_second_indicator") not in LEVEL_KEYS:
         _fail(path, "[combination] red_second_indicator must name a level")
-    return Catalogue(levels, curves, sets, params)
+    hazards = {h["key"]: h for h in data.get("hazard_types", [])}
+    if not hazards:
+        _fail(path, "no hazard_types")
+    for key, h in hazards.items():
+        if h.get("cap_category") not in _CAP_CATEGORIES or not h.get("name_zh") or not h.get("event_zh"):
+            _fail(path, f"hazard type {key}: needs name_zh, event_zh and a CAP category among {_CAP_CATEGORIES}")
+    cap = dict(data.get("cap", {}))
+    for field in ("sender", "sender_name", "district_code"):
+        if not cap.get(field) or any(ch in str(cap[field]) for ch in " ,<&"):
+            if field != "sender_name" or not cap.get(field):
+                _fail(path, f"[cap] {field} missing or holds a space, comma, '<' or '&'")
+    return Catalogue(levels, curves, sets, params, hazards, cap)
 
 
 @lru_cache(maxsize=1)
