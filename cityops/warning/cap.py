@@ -49,6 +49,11 @@ def _sub(parent, tag: str, text=None, ns: str = CAP_NS):
     return el
 
 
+def _label(rp, hazard: dict) -> str:
+    """The risk point's name, with its hazard appended unless the name already says it."""
+    return rp.name if rp.name.endswith(hazard["name_zh"]) else f"{rp.name}{hazard['name_zh']}"
+
+
 def _param(parent, tag: str, name: str, value) -> None:
     el = _sub(parent, tag)
     _sub(el, "valueName", name)
@@ -57,6 +62,11 @@ def _param(parent, tag: str, name: str, value) -> None:
 
 def build_alert(warning, rp, base_url: str = "") -> bytes:
     """The CAP 1.2 ``<alert>`` of one warning of risk point ``rp`` (both ORM rows), as UTF-8 XML."""
+    return etree.tostring(alert_element(warning, rp, base_url), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def alert_element(warning, rp, base_url: str = ""):
+    """The CAP 1.2 ``<alert>`` element of one warning."""
     cat = catalogue()
     cfg = cat.cap
     hazard = cat.hazard_types[rp.hazard_type]
@@ -102,9 +112,9 @@ def build_alert(warning, rp, base_url: str = "") -> bytes:
             _sub(info, "expires", cap_time(warning.issued_at + timedelta(hours=int(cfg["expires_h"]))))
         _sub(info, "senderName", cfg["sender_name"])
         if warning.msg_type == "Cancel":
-            headline = f"{rp.name}{hazard['name_zh']}{lv['name_zh']}预警解除" if zh else f"{rp.name}: {lv['name_en']} warning cancelled"
+            headline = f"{_label(rp, hazard)}{lv['name_zh']}预警解除" if zh else f"{rp.name}: {lv['name_en']} warning cancelled"
         else:
-            headline = f"{rp.name}{hazard['name_zh']}{lv['name_zh']}预警" if zh else f"{rp.name}: {hazard['name_en']} {lv['name_en']} warning"
+            headline = f"{_label(rp, hazard)}{lv['name_zh']}预警" if zh else f"{rp.name}: {hazard['name_en']} {lv['name_en']} warning"
         _sub(info, "headline", headline)
         _sub(info, "description", ";".join(reasons) if reasons else headline)
         _sub(info, "instruction", INSTRUCTION[level])
@@ -126,11 +136,12 @@ def build_alert(warning, rp, base_url: str = "") -> bytes:
             _sub(area, "circle", f"{rp.geom.y:.6f},{rp.geom.x:.6f} {rp.radius_m / 1000:.3f}")
         _param(area, "geocode", "GB/T 2260", cfg["district_code"])
         _param(area, "geocode", "CityOps-unit", rp.unit_code)
-    return etree.tostring(alert, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return alert
 
 
 def build_feed(entries: list[tuple], base_url: str, updated: datetime) -> bytes:
-    """Atom index of CAP messages: ``entries`` = [(warning, risk_point), …], newest first."""
+    """Atom index of CAP messages: ``entries`` = [(warning, risk_point), …], newest first; each entry links
+    the message's own URL and carries the message inline."""
     cat = catalogue()
     feed = etree.Element(f"{{{ATOM_NS}}}feed", nsmap={None: ATOM_NS})
     _sub(feed, "id", f"urn:cityops:{cat.cap['district_code']}:cap", ATOM_NS)
@@ -147,7 +158,7 @@ def build_feed(entries: list[tuple], base_url: str, updated: datetime) -> bytes:
         entry = _sub(feed, "entry", None, ATOM_NS)
         _sub(entry, "id", f"urn:cityops:cap:{warning.identifier}", ATOM_NS)
         verb = {"Alert": "发布", "Update": "更新", "Cancel": "解除"}[warning.msg_type]
-        _sub(entry, "title", f"{rp.name}{hazard['name_zh']}{lv['name_zh']}预警{verb}", ATOM_NS)
+        _sub(entry, "title", f"{_label(rp, hazard)}{lv['name_zh']}预警{verb}", ATOM_NS)
         _sub(entry, "updated", cap_time(warning.issued_at), ATOM_NS)
         _sub(entry, "summary", ";".join((warning.reasons or {}).get("reasons", [])[:2]) or lv["name_zh"], ATOM_NS)
         link = _sub(entry, "link", None, ATOM_NS)
@@ -156,6 +167,10 @@ def build_feed(entries: list[tuple], base_url: str, updated: datetime) -> bytes:
         link.set("href", f"{base_url.rstrip('/')}/cap/alerts/{warning.identifier}.xml")
         category = _sub(entry, "category", None, ATOM_NS)
         category.set("term", f"{warning.msg_type} {lv.get('cap_severity', 'Unknown')}")
+        # The whole message inline as well, so one request gives a reader every alert (as NWS feeds do).
+        content = _sub(entry, "content", None, ATOM_NS)
+        content.set("type", "application/cap+xml")
+        content.append(alert_element(warning, rp, base_url))
     return etree.tostring(feed, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
-from sqlalchemy import or_, select
+from sqlalchemy import func, or_, select
 
 from cityops.core.crs import from_canonical, parse_crs
 from cityops.core.errors import InvalidGeometry, NotFound
@@ -115,15 +115,18 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/")
 
 
-@router.get("/cap", summary="CAP 1.2 index (Atom): current and recent alerts. Public; internal 蓝 alerts need warning.read",
+@router.get("/cap", summary="CAP 1.2 index (Atom): current alerts and those of the last `days`. Public; internal 蓝 alerts need warning.read",
             response_class=Response)
 def cap_feed(request: Request, ctx: Ctx, session: DB, days: int | None = Query(None, ge=1, le=3650),
              limit: int | None = Query(None, ge=1, le=1000)):
     principal = _optional_principal(request, ctx, session)
     cfg = catalogue().cap
     since = utcnow() - timedelta(days=days or int(cfg["feed_days"]))
+    # Current alerts (the latest message of every risk point still at a level) whatever their age, plus recent ones.
+    current = (select(func.max(RiskWarning.id)).join(RiskPoint, RiskPoint.id == RiskWarning.risk_point_id)
+               .where(RiskPoint.level != "none").group_by(RiskWarning.risk_point_id))
     stmt = (select(RiskWarning, RiskPoint).join(RiskPoint, RiskPoint.id == RiskWarning.risk_point_id)
-            .where(RiskWarning.issued_at >= since))
+            .where(or_(RiskWarning.issued_at >= since, RiskWarning.id.in_(current))))
     public_levels = [k for k, v in catalogue().levels.items() if v.get("public")]
     public = or_(RiskWarning.level.in_(public_levels) & (RiskWarning.msg_type != "Cancel"),
                  RiskWarning.previous_level.in_(public_levels) & (RiskWarning.msg_type == "Cancel"))
