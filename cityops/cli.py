@@ -457,5 +457,112 @@ def users_token(
     _run(body)
 
 
+# ------------------------------------------------------------------------- warning (风险预警) commands
+warning_app = typer.Typer(help="Early warning: calibrate thresholds, skill scores, evaluate risk points", no_args_is_help=True)
+app.add_typer(warning_app, name="warning")
+
+
+@warning_app.command("calibrate")
+def warning_calibrate(
+    events: Path = typer.Argument(..., help="CSV with columns duration_h,event_mm (one rainfall condition per landslide)"),
+    method: str = typer.Option("normal", help="residual model: normal (maximum likelihood) or kde (IRPI)"),
+    gamma: Optional[float] = typer.Option(None, help="fix γ from a regional fit and estimate only α (few local events)"),
+    bootstrap: int = typer.Option(1000, help="bootstrap resamples for the uncertainty (0 = none)"),
+    key: str = typer.Option("local", help="key of the threshold set printed for catalogue.toml"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fit four-level ED thresholds with the frequentist method and print them as a catalogue entry."""
+
+    def body():
+        import csv
+
+        from cityops.warning.models.calibration import fit_frequentist
+
+        with events.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"duration_h", "event_mm"} - set(reader.fieldnames or [])
+            if missing:
+                _fail(f"{events}: missing columns {sorted(missing)}")
+            rows = []
+            for n, row in enumerate(reader, start=2):
+                try:
+                    rows.append((float(row["duration_h"]), float(row["event_mm"])))
+                except ValueError:
+                    _fail(f"{events}: line {n}: duration_h and event_mm must be numbers")
+        fit = fit_frequentist([r[0] for r in rows], [r[1] for r in rows], method=method, gamma=gamma,
+                              n_bootstrap=bootstrap, seed=seed)
+        table = Table(title=f"ED thresholds from {fit.n_events} events (γ = {fit.gamma:.4f}, σ = {fit.sigma:.4f})")
+        for column in ("level", "P", "α_P", "E_P(24 h) mm", "α_P 5–95 %"):
+            table.add_column(column)
+        for level, p in fit.probabilities.items():
+            b = fit.bootstrap.get(level)
+            table.add_row(level, f"{p:.2f}", f"{fit.alpha_p[level]:.4f}", f"{fit.threshold(level, 24):.2f}",
+                          f"{b['q05']:.3f}–{b['q95']:.3f}" if b else "–")
+        console.print(table)
+        entry = fit.as_threshold_set(key)
+        alpha = ", ".join(f"{k} = {v}" for k, v in entry["alpha"].items())
+        probs = ", ".join(f"{k} = {v}" for k, v in entry["probabilities"].items())
+        console.print(f'[[threshold_sets]]\nkey = "{key}"\ngamma = {entry["gamma"]}\nalpha = {{ {alpha} }}\n'
+                      f'probabilities = {{ {probs} }}\ncalibration = "{entry["calibration"]}"', soft_wrap=True, markup=False)
+
+    _run(body)
+
+
+@warning_app.command("skill")
+def warning_skill(hits: int, false_alarms: int, misses: int, correct_negatives: int) -> None:
+    """Skill scores of a threshold from its contingency table (a b c d)."""
+
+    def body():
+        from cityops.warning.models.skill import Contingency
+
+        scores = Contingency(hits, false_alarms, misses, correct_negatives).scores()
+        table = Table(title="skill scores")
+        table.add_column("score")
+        table.add_column("value", justify="right")
+        for name in ("pod", "far", "pofd", "tss", "csi", "hss", "ets", "bias", "pc"):
+            table.add_row(name.upper(), f"{scores[name]:.4f}")
+        console.print(table)
+
+    _run(body)
+
+
+@warning_app.command("evaluate")
+def warning_evaluate(
+    code: Optional[str] = typer.Option(None, help="one risk point (default: all)"),
+    at: Optional[str] = typer.Option(None, help="evaluation time, ISO 8601 with offset (default: now)"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Evaluate risk points from the stored observations and print their levels."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import UTC, datetime
+
+        from sqlalchemy import select
+
+        from cityops.warning import service
+        from cityops.warning.tables import RiskPoint
+
+        when = datetime.now(UTC)
+        if at:
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError:
+                _fail(f"--at {at!r} is not an ISO 8601 time")
+            if when.tzinfo is None:
+                _fail("--at needs a UTC offset, e.g. 2026-07-09T06:00:00+08:00")
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            codes = [code] if code else list(session.scalars(select(RiskPoint.code).order_by(RiskPoint.code)))
+            table = Table(title=f"risk points at {when.isoformat()}")
+            for column in ("code", "level", "changed", "why"):
+                table.add_column(column)
+            for c in codes:
+                a = service.evaluate_risk_point(session, c, service.stored_series(session), when)
+                table.add_row(c, a.level, "yes" if a.changed else "", (a.reasons or [""])[0])
+        console.print(table)
+
+    _run(body)
+
 if __name__ == "__main__":
     app()

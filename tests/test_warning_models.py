@@ -362,3 +362,26 @@ def test_catalogue_rejects_bad_entries(tmp_path):
     bad.write_text(text.replace("K = 0.8", "K = 1.8"), encoding="utf-8")
     with pytest.raises(ValueError, match="K must"):
         load_catalogue(bad)
+
+
+# ------------------------------------------------------------------------------------------ command line
+def test_cli_calibrate_and_skill(tmp_path, synthetic_events):
+    from typer.testing import CliRunner
+
+    from cityops.cli import app
+
+    d, e = synthetic_events
+    events = tmp_path / "events.csv"
+    events.write_text("duration_h,event_mm\n" + "".join(f"{a},{b}\n" for a, b in zip(d[:400], e[:400])), encoding="utf-8")
+    runner = CliRunner()
+    r = runner.invoke(app, ["warning", "calibrate", str(events), "--bootstrap", "50", "--key", "kz"])
+    assert r.exit_code == 0, r.output
+    assert 'key = "kz"' in r.output and "[[threshold_sets]]" in r.output
+    gamma = float(next(line for line in r.output.splitlines() if line.startswith("gamma = ")).split("=")[1])
+    assert gamma == pytest.approx(0.4, abs=0.05)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("duration,event\n1,2\n", encoding="utf-8")
+    r = runner.invoke(app, ["warning", "calibrate", str(bad)])
+    assert r.exit_code == 1 and "missing columns" in r.output
+    r = runner.invoke(app, ["warning", "skill", "28", "72", "23", "2680"])
+    assert r.exit_code == 0 and "0.5229" in r.output and "0.7200" in r.output
