@@ -9,6 +9,7 @@ evaluated once at the end of the storm.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -94,6 +95,7 @@ def _pick(rng: np.random.Generator, table, size=None):
 
 
 def step_risk_points(ctx: DemoContext) -> None:
+    started = time.perf_counter()
     rng = np.random.default_rng(ctx.rng.getrandbits(63))
     actor = audit.SYSTEM
     everywhere = Scope(all_units=True)
@@ -108,23 +110,27 @@ def step_risk_points(ctx: DemoContext) -> None:
         for u in units:
             if u.level == "grid":
                 grids_of.setdefault(u.parent_code, []).append(u)
-        b_rows = session.execute(select(Building.code, Building.floors, Building.unit_path, Building.footprint,
-                                        Building.attributes)).all()
-        b_xy = np.array([[p.x, p.y] for p in (plane.forward(shapely.centroid(r.footprint)) for r in b_rows)]).reshape(-1, 2)
 
-        def near(point, radius_m: float, path: str, limit: int = 30) -> list[str]:
-            if not len(b_rows):
+        def buildings_in(grid_codes) -> tuple[list, np.ndarray]:
+            """Buildings of these grids with their centroids in the metric plane (vectorised)."""
+            rows = session.execute(select(Building.code, Building.floors, Building.unit_path, Building.footprint,
+                                          Building.attributes).where(Building.grid_code.in_(sorted(set(grid_codes))))).all()
+            xy = shapely.get_coordinates(shapely.centroid(np.array([r.footprint for r in rows], dtype=object))).reshape(-1, 2)
+            return rows, np.column_stack(((xy[:, 0] - plane.lon0) * plane.kx, (xy[:, 1] - plane.lat0) * plane.ky))
+
+        def near(rows, xy, point, radius_m: float, path: str, limit: int = 30) -> list[str]:
+            if not len(rows):
                 return []
-            p = plane.forward(point)
-            d = np.hypot(b_xy[:, 0] - p.x, b_xy[:, 1] - p.y)
-            idx = [i for i in np.argsort(d)[:limit * 2] if d[i] <= radius_m and b_rows[i].unit_path.startswith(path)]
-            return [b_rows[i].code for i in idx[:limit]]
+            d = np.hypot(xy[:, 0] - (point.x - plane.lon0) * plane.kx, xy[:, 1] - (point.y - plane.lat0) * plane.ky)
+            idx = [i for i in np.argsort(d)[: limit * 2] if d[i] <= radius_m and rows[i].unit_path.startswith(path)]
+            return [rows[i].code for i in idx[:limit]]
 
         created = []
         place = session.scalar(select(Place).where(Place.name == SCENARIO_PLACE))
         if place is not None:
             grid = by_code[place.unit_code]
-            houses = [r for r in b_rows if (r.attributes or {}).get("place") == SCENARIO_PLACE]
+            rows, _ = buildings_in([g.code for g in grids_of.get(grid.parent_code, [])] or [grid.code])
+            houses = [r for r in rows if (r.attributes or {}).get("place") == SCENARIO_PLACE]
             tilt_house = min(houses, key=lambda r: (r.floors, r.code)) if houses else None
             links = {"rainfall": SCENARIO_STREAMS["rainfall"], "displacement": SCENARIO_STREAMS["displacement"]}
             if tilt_house is not None:
@@ -138,27 +144,35 @@ def step_risk_points(ctx: DemoContext) -> None:
                                "township_gauge": gauges.get(grid.path.strip('/').split('/')[2])}})
             created.append(SCENARIO_CODE)
 
+        # The storm's township first (its slopes are the story), the rest in a seeded random order.
         villages = sorted((u for u in units if u.level == "village"), key=lambda u: u.code)
+        storm_path = next((t.path for t in townships if t.name == "义和镇"), "~")
+        villages = ([v for v in villages if v.path.startswith(storm_path)]
+                    + [villages[i] for i in rng.permutation(len(villages)) if not villages[i].path.startswith(storm_path)])
         counts = _pick(rng, _PER_VILLAGE, len(villages))
-        serial = 0
+        specs = []
         for village, n in zip(villages, counts):
             grids = grids_of.get(village.code, [])
             for k in range(n):
-                if serial >= MAX_POINTS or not grids:
+                if len(specs) >= MAX_POINTS or not grids:
                     break
                 grid = grids[int(rng.integers(0, len(grids)))]
-                point = _random_point(grid.geom, rng)
                 hazard = _pick(rng, _HAZARDS)
-                township_code = grid.path.strip("/").split("/")[2]
-                serial += 1
-                code = f"RP-{village.code}-{k + 1:02d}"
-                radius = float(rng.choice([100, 150, 200, 300]))
-                service.create_risk_point(session, actor, everywhere, {
-                    "code": code, "name": f"{village.name}{_SPOTS[int(rng.integers(0, len(_SPOTS)))]}{_NAMES[hazard]}",
-                    "hazard_type": hazard, "unit_code": grid.code, "geometry": point, "radius_m": radius,
-                    "building_codes": near(point, radius, village.path), "datastreams": {"rainfall": gauges[township_code]},
-                    "model": {"threshold_set": "kaizhou_demo"}, "attributes": {}})
-                created.append(code)
+                specs.append(dict(village=village, grid=grid, k=k, point=_random_point(grid.geom, rng), hazard=hazard,
+                                  radius=float(rng.choice([100, 150, 200, 300])),
+                                  spot=_SPOTS[int(rng.integers(0, len(_SPOTS)))]))
+        rows, xy = buildings_in([spec["grid"].code for spec in specs])
+        for spec in specs:
+            village, grid, hazard = spec["village"], spec["grid"], spec["hazard"]
+            township_code = grid.path.strip("/").split("/")[2]
+            code = f"RP-{village.code}-{spec['k'] + 1:02d}"
+            service.create_risk_point(session, actor, everywhere, {
+                "code": code, "name": f"{village.name}{spec['spot']}{_NAMES[hazard]}",
+                "hazard_type": hazard, "unit_code": grid.code, "geometry": spec["point"], "radius_m": spec["radius"],
+                "building_codes": near(rows, xy, spec["point"], spec["radius"], village.path),
+                "datastreams": {"rainfall": gauges[township_code]}, "model": {"threshold_set": "kaizhou_demo"},
+                "attributes": {}})
+            created.append(code)
         session.commit()
 
         # Observations: every township gauge (heavy over 义和镇), the scenario's slope and house.
@@ -185,7 +199,7 @@ def step_risk_points(ctx: DemoContext) -> None:
                 changes += service.evaluate_risk_point(session, code, series, REPLAY_END).changed
     ctx.summary["risk_points"] = len(created)
     ctx.summary["warnings"] = changes
-    ctx.progress(f"risk points: {len(created)}, warning level changes: {changes}")
+    ctx.progress(f"risk points: {len(created)}, warning level changes: {changes}, {time.perf_counter() - started:.1f} s")
 
 
 def _random_point(geom, rng: np.random.Generator):
