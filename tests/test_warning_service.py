@@ -232,3 +232,34 @@ def test_duplicates_and_scope_on_create(place):
         with pytest.raises(NotFound):
             service.risk_point_detail(s, dade, "RP-T-1")
         assert s.scalar(select(func.count()).select_from(RiskPoint)) == 1
+
+
+def test_displacement_gates_sustained_red_and_inverse_velocity(place):
+    """One 25-mm day (α = 85.4°) is held at orange until sustained; an α = 2 acceleration whose forecast
+    failure falls inside the evacuation lead time is red, with the forecast in the reasons."""
+    _create(place, datastreams={"displacement": [GNSS1, GNSS2]})
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours = now.timestamp() - 3600.0 * np.arange(24 * 20, -1, -1)
+    days = (hours - hours[0]) / 86400
+    step = np.where(days > days[-1] - 1, (days - (days[-1] - 1)) * 25.0, 0.0)  # the last day: +25 mm
+    jump = 2.0 * days + step
+    t_fail = days[-1] + 0.4  # failure ~10 h after now; acceleration from day 15
+    tau = np.clip(days - 15, 0, None)
+    accel = 2.0 * days - 2.0 * (t_fail - 15) * np.log(1 - tau / (t_fail - 15)) - 2.0 * tau
+    arrays = {GNSS1: jump, GNSS2: jump}
+
+    def series(ds, start, end):
+        keep = (hours >= start.timestamp()) & (hours <= end.timestamp())
+        return hours[keep], arrays[ds][keep]
+
+    held = _evaluate(place, "RP-T-1", now, series)
+    angles = [i["output"]["tangent_angle_deg"] for i in held.indicators]
+    assert all(a > 85 for a in angles) and held.level == "orange"
+    assert all("consecutive readings" in i["output"]["notes"][0] for i in held.indicators)
+    arrays.update({GNSS1: accel, GNSS2: accel})
+    red = _evaluate(place, "RP-T-1", now, series)
+    forecast = red.indicators[0]["output"]["failure_forecast"]
+    assert red.level == "red" and forecast is not None and forecast["r2"] > 0.8
+    t_true = datetime.fromtimestamp(hours[0] + t_fail * 86400, UTC)
+    assert datetime.fromisoformat(forecast["low"]) - timedelta(hours=12) <= t_true <= datetime.fromisoformat(forecast["high"]) + timedelta(hours=12)
+    assert any("predicted failure" in n for n in red.indicators[0]["output"]["notes"])

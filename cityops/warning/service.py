@@ -184,7 +184,8 @@ def _rainfall_indicator(cat: Catalogue, rp: RiskPoint, ds: int, series: Series, 
 def _displacement_indicator(cat: Catalogue, rp: RiskPoint, ds: int, series: Series, now: datetime) -> dict:
     ta = {**cat.params["tangent_angle"], **rp.model.get("tangent_angle", {})}
     iv = {**cat.params["inverse_velocity"], **rp.model.get("inverse_velocity", {})}
-    cfg = {"window_days": 30, "interval_h": 24.0, "baseline_days": 7, **rp.model.get("displacement", {})}
+    cfg = {"window_days": 30, "interval_h": 24.0, "baseline_days": 7, "iv_interval_h": 6.0, "iv_smoothing": 2,
+           **rp.model.get("displacement", {})}
     start = now - timedelta(days=float(cfg["window_days"]))
     t, s = _read(series, ds, start, now)
     if len(t) < 3:
@@ -218,21 +219,28 @@ def _displacement_indicator(cat: Catalogue, rp: RiskPoint, ds: int, series: Seri
         notes.append(f"red needs α ≥ {ta['red_from_deg']}° over {sustained} consecutive readings; held at orange")
     if rank == 1 and abs(v_i[-1]) <= floor:
         rank = 0  # at rest within the noise: no 注意级 for a still slope
-    # Inverse velocity on the readings after the onset of acceleration.
+    # Inverse velocity on a finer grid (the tangent angle uses the daily interval; a forecast needs more points),
+    # smoothed by a short moving average, fitted on the readings after the onset of acceleration.
     forecast = None
-    onset = displacement.onset_of_acceleration(v_i)
-    if onset is not None:
-        f = displacement.inverse_velocity_forecast(grid[1:][onset:], v_i[onset:], min_points=int(iv["min_points"]),
-                                                   min_r2=float(iv["min_r2"]), confidence=float(iv["confidence"]), noise_floor=floor)
-        if f is not None:
-            to_s = lambda d: t[0] + d * 86400.0  # noqa: E731
-            lead_h = (to_s(f.low) - now.timestamp()) / 3600.0
-            forecast = {"t_failure": _iso(to_s(f.t_failure)), "low": _iso(to_s(f.low)), "high": _iso(to_s(f.high)),
-                        "r2": round(f.r2, 4), "points": f.n, "lead_h_lower_bound": round(lead_h, 1)}
-            if lead_h < float(iv["evacuation_lead_h"]):
-                rank = 4
-                notes.append(f"predicted failure (lower bound) within {round(lead_h, 1)} h, under the evacuation lead time "
-                             f"{iv['evacuation_lead_h']} h")
+    iv_step = float(cfg.get("iv_interval_h", 6.0)) / 24.0
+    iv_grid = np.arange(days[-1], days[0] - 1e-9, -iv_step)[::-1]
+    onset = None
+    if len(iv_grid) >= 4:
+        iv_v = displacement.moving_average(np.diff(np.interp(iv_grid, days, s)) / np.diff(iv_grid), int(cfg.get("iv_smoothing", 2)))
+        onset = displacement.onset_of_acceleration(iv_v)
+        if onset is not None:
+            f = displacement.inverse_velocity_forecast(iv_grid[1:][onset:], iv_v[onset:], min_points=int(iv["min_points"]),
+                                                       min_r2=float(iv["min_r2"]), confidence=float(iv["confidence"]),
+                                                       noise_floor=floor)
+            if f is not None:
+                to_s = lambda d: t[0] + d * 86400.0  # noqa: E731
+                lead_h = (to_s(f.low) - now.timestamp()) / 3600.0
+                forecast = {"t_failure": _iso(to_s(f.t_failure)), "low": _iso(to_s(f.low)), "high": _iso(to_s(f.high)),
+                            "r2": round(f.r2, 4), "points": f.n, "lead_h_lower_bound": round(lead_h, 1)}
+                if lead_h < float(iv["evacuation_lead_h"]):
+                    rank = 4
+                    notes.append(f"predicted failure (lower bound) within {round(lead_h, 1)} h, under the evacuation lead time "
+                                 f"{iv['evacuation_lead_h']} h")
     angle = round(float(angles[-1]), 3)
     return {
         "indicator": "displacement", "datastream_id": ds, "status": "ok", "level": level_key(rank), "rank": rank,

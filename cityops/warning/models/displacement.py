@@ -132,7 +132,7 @@ def onset_of_acceleration(velocity, span: int = 5, min_rise: int = 3) -> int | N
     if not rising[-1]:
         return None
     run = len(rising) - (np.flatnonzero(~rising)[-1] + 1 if (~rising).any() else 0)
-    return len(v) - 1 - run if run >= min_rise else None
+    return int(len(v) - 1 - run) if run >= min_rise else None
 
 
 def saito_three_point(t1: float, t2: float, t3: float) -> float:
