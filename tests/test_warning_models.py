@@ -385,3 +385,14 @@ def test_cli_calibrate_and_skill(tmp_path, synthetic_events):
     assert r.exit_code == 1 and "missing columns" in r.output
     r = runner.invoke(app, ["warning", "skill", "28", "72", "23", "2680"])
     assert r.exit_code == 0 and "0.5229" in r.output and "0.7200" in r.output
+
+
+def test_threshold_skill_against_an_event_table():
+    # E_50 = 10·D^0.4: at D = 24 h the curve is 35.65 mm.
+    table = [(24, 40, True), (24, 36, False), (24, 30, True), (24, 20, False), (1, 12, True), (1, 9, False)]
+    d, e, slid = zip(*table)
+    c = skill.threshold_skill(d, e, slid, alpha=10.0, gamma=0.4)
+    assert c == skill.Contingency(a=2, b=1, c=1, d=2)
+    assert c.scores()["pod"] == pytest.approx(2 / 3) and c.scores()["far"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="event table"):
+        skill.threshold_skill([0], [1], [True], 10, 0.4)

@@ -72,3 +72,13 @@ def roc(scores, observed, thresholds) -> list[dict]:
         sc = Contingency.from_arrays(s >= t, o).scores()
         points.append({"threshold": float(t), "pod": sc["pod"], "pofd": sc["pofd"], "tss": sc["tss"]})
     return points
+
+
+def threshold_skill(durations_h, event_mm, landslide, alpha: float, gamma: float) -> Contingency:
+    """Contingency of an ED threshold ``E = α·D^γ`` against an event table: one row per rainfall event
+    (duration, cumulated rain, whether it triggered a landslide); warned = at or above the curve."""
+    d = np.asarray(durations_h, dtype=float)
+    e = np.asarray(event_mm, dtype=float)
+    if d.shape != e.shape or np.any(d <= 0) or np.any(e < 0):
+        raise ValueError("event table: durations must be positive and rainfall non-negative, one of each per event")
+    return Contingency.from_arrays(e >= alpha * d**gamma, landslide)
