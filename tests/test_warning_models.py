@@ -396,3 +396,17 @@ def test_threshold_skill_against_an_event_table():
     assert c.scores()["pod"] == pytest.approx(2 / 3) and c.scores()["far"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="event table"):
         skill.threshold_skill([0], [1], [True], 10, 0.4)
+
+
+def test_ui_messages_name_every_level_and_hazard_as_the_catalogue_does():
+    import json
+    from pathlib import Path
+
+    import cityops.web
+
+    messages = json.loads((Path(cityops.web.__file__).parent / "messages.json").read_text(encoding="utf-8"))
+    for language, field in (("zh-CN", "name_zh"), ("en", "name_en")):
+        for key, level in CAT.levels.items():
+            assert messages[language][f"warning.level.{key}"] == level[field]
+        for key, hazard in CAT.hazard_types.items():
+            assert messages[language][f"warning.hazard.{key}"] == hazard[field]
