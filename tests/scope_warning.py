@@ -26,6 +26,7 @@ def scope_cases(api, world) -> dict:
                                       dict(params={"min_level": "none"}, check=inside)],
         ("POST", "/api/risk-points"): [dict(json=spy, check=_denied)],
         ("GET", "/api/risk-points/{code}"): [dict(path={"code": "RP-DADE-SCOPE"}, check=_denied)],
+        ("POST", "/api/risk-points/{code}/evaluate"): [dict(path={"code": "RP-DADE-SCOPE"}, json={}, check=_denied)],
         ("GET", "/api/warnings"): [dict(check=inside)],
         ("GET", "/api/warning-models"): [dict(check=lambda r: r.status_code == 200 and len(r.json()["levels"]) == 5)],
     }

@@ -162,3 +162,26 @@ def test_cap_internal_blue_alerts_follow_scope(api, admin, schema):
     assert api.get("/cap", headers={"Authorization": "Bearer nonsense"}).status_code == 401
     assert api.get("/cap/alerts/does-not-exist.xml").status_code == 404
     assert api.get("/cap", params={"days": 0}).status_code == 422
+
+
+def test_evaluate_route_and_building_levels(api, admin):
+    from cityops.identity.scope import Scope
+    from cityops.warning import demo, service
+
+    # Re-evaluating at the end of the replay finds the same red and stores nothing new.
+    before = table_counts(api.store)
+    r = api.post("/api/risk-points/RP-LGW-001/evaluate", headers=admin, json={"at": demo.REPLAY_END.isoformat()})
+    assert r.status_code == 200, r.text
+    assert r.json()["level"] == "red" and not r.json()["changed"]
+    assert table_counts(api.store)["risk_warnings"] == before["risk_warnings"]
+    # Months later the demo gauges are silent: silence holds the level, it never cancels a warning.
+    r = api.post("/api/risk-points/RP-LGW-001/evaluate", headers=admin, json={})
+    assert r.status_code == 200 and r.json()["level"] == "red" and "level held" in r.json()["reasons"][0]
+    assert api.post("/api/risk-points/RP-LGW-001/evaluate", headers=admin, json={"at": "2026-07-09T06:00:00"}).status_code == 422
+    assert api.post("/api/risk-points/RP-NOPE/evaluate", headers=admin, json={}).status_code == 404
+    assert api.post("/api/risk-points/RP-LGW-001/evaluate", headers=api.login("leader"), json={}).status_code == 403
+    # Buildings on the slope take its level.
+    houses = api.get("/api/risk-points/RP-LGW-001", headers=admin).json()["building_codes"]
+    with api.store.sessions() as s:
+        levels = service.building_levels(s, Scope(all_units=True), houses + ["no-such-building"])
+    assert set(levels) == set(houses) and {v["level"] for v in levels.values()} == {"red"}

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, or_, select
 
 from cityops.core.crs import from_canonical, parse_crs
-from cityops.core.errors import InvalidGeometry, NotFound
+from cityops.core.errors import InvalidGeometry, InvalidInput, NotFound
 from cityops.core.types import utcnow
 from cityops.core.web import DB, Ctx, bearer_token, request_id, require
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson
@@ -76,6 +76,21 @@ def create_risk_point(body: RiskPointIn, request: Request, session: DB, principa
 def get_risk_point(code: str, session: DB, principal=Depends(require("warning.read")),
                    history: int = Query(50, ge=0, le=1000)) -> dict:
     return service.risk_point_detail(session, principal.scope, code, history=history)
+
+
+class EvaluateIn(BaseModel):
+    at: datetime | None = Field(default=None, description="evaluation time with a UTC offset (default: now)")
+
+
+@router.post("/api/risk-points/{code}/evaluate",
+             summary="Evaluate a risk point now (or at `at`) from its datastreams; stores the level and any change")
+def evaluate_risk_point(code: str, session: DB, body: EvaluateIn | None = None,
+                        principal=Depends(require("warning.write"))) -> dict:
+    service.get_risk_point(session, principal.scope, code)  # scope first: 404 outside it
+    at = (body.at if body and body.at else utcnow())
+    if at.tzinfo is None:
+        raise InvalidInput("'at' needs a UTC offset, e.g. 2026-07-09T06:00:00+08:00")
+    return service.evaluate_risk_point(session, code, service.series_source(session), at).as_dict()
 
 
 @router.get("/api/warnings", summary="Warning history (level changes) of the risk points in your scope, newest first")

@@ -336,8 +336,12 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
         storeys = int(item.get("storeys") or floors.get(item.get("building_code"), 0) or rp.model.get("tilt", {}).get("storeys", 2))
         indicators.append(_tilt_indicator(cat, rp, item, series, now, storeys))
     rank, reasons = _combine(cat, indicators)
-    level = level_key(rank)
     previous = rp.level
+    if indicators and all(i["status"] != "ok" for i in indicators) and previous != "none":
+        # Silence is not safety: with no usable observation at all the level is held, never cancelled.
+        rank = RANK[previous]
+        reasons.insert(0, "无有效观测,维持原预警等级 (no usable observations: level held)")
+    level = level_key(rank)
     assessment = Assessment(rp.code, now, level, previous, level != previous, indicators, reasons)
     rp.assessment = assessment.as_dict()
     rp.assessed_at = now
@@ -386,6 +390,12 @@ def stored_series(session: Session) -> Series:
         return np.array([r[0].timestamp() for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float)
 
     return series
+
+
+def series_source(session: Session) -> Series:
+    """Where the routes read observations: the stored observations by default; the sensing time series
+    replaces this function at start-up (``cityops.warning.service.series_source = factory``)."""
+    return stored_series(session)
 
 
 def store_observations(session: Session, datastream_id: int, times, values) -> int:
@@ -555,3 +565,16 @@ def list_warnings(session: Session, scope: Scope, *, level: str | None = None, s
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = session.execute(stmt.order_by(RiskWarning.issued_at.desc(), RiskWarning.id.desc()).limit(limit).offset(offset)).all()
     return [warning_dict(w, code) for w, code in rows], total
+
+
+def building_levels(session: Session, scope: Scope, building_codes: list[str]) -> dict[str, dict]:
+    """Warning level of each building from the risk points that threaten it (science §4.2 inheritance: a house
+    in a landslide mass at 橙 or worse takes the slope's level): ``{code: {"level", "risk_point_code"}}``, the
+    most severe risk point per building; buildings outside the caller's scope or under no risk point are left out."""
+    wanted = set(building_codes)
+    out: dict[str, dict] = {}
+    for rp in session.scalars(select(RiskPoint).where(scope.covers_clause(RiskPoint.unit_path), RiskPoint.level != "none")):
+        for code in set(rp.building_codes or []) & wanted:
+            if code not in out or RANK[rp.level] > RANK[out[code]["level"]]:
+                out[code] = {"level": rp.level, "risk_point_code": rp.code, "hazard_type": rp.hazard_type}
+    return out
