@@ -14,7 +14,7 @@ Semantics kept identical on both backends:
 * spatial operators are evaluated by GEOS on both ends (PostGIS functions; on SQLite a Shapely function
   registered on the connection), after the spatial index narrows the candidates;
 * temporal operators compare RFC 3339 strings, so datetime properties must be stored as UTC ISO 8601
-  (what our importers write); dates compare as ``YYYY-MM-DD``.
+  with an explicit offset, ``+00:00`` (what our importers write); dates compare as ``YYYY-MM-DD``.
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ class Translator:
             if kind == "number":
                 value, ok = type_coerce(text, String).cast(_FLOAT), jtype == "number"
             elif kind == "boolean":
-                value, ok = case((text == "true", 1), else_=0), jtype == "boolean"
+                value, ok = case((type_coerce(text, String) == literal("true", String), 1), else_=0), jtype == "boolean"
             else:
                 value, ok = type_coerce(text, String).collate("C"), jtype == "string"
         else:
@@ -389,16 +389,16 @@ def _py_compare(op, x, y) -> bool:
 
 
 def _utc(value: str) -> str:
-    """An RFC 3339 timestamp normalised to ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` (UTC)."""
+    """An RFC 3339 timestamp normalised to ``YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`` (UTC), the form the layer
+    importers store, so that string order is time order."""
     from datetime import datetime, timezone
 
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         raise FilterError(f"{value!r} is not an RFC 3339 timestamp") from None
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return dt.isoformat() + "Z"
+    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.isoformat()
 
 
 def _instant_or_interval(node) -> tuple[str | None, str | None]:
