@@ -1,16 +1,18 @@
-"""OGC API – Features (Parts 1 and 2) over the layer catalogue: parameter parsing, CRS handling with the
-authority axis order, exact bbox matching and paging. No HTTP here; ``routes`` builds the documents.
+"""OGC API – Features over the layer catalogue: parameter parsing, CRS handling with the authority axis
+order, exact bbox and CQL2 matching, keyset paging. No HTTP here; ``routes`` builds the documents.
 
 Feature geometry is stored in the canonical CRS (EPSG:4490, lon/lat). Part 2 CRSs are served as:
 
 * CRS84 (default): lon, lat;
 * EPSG:4326 and EPSG:4490: **lat, lon** (the EPSG axis order), both in ``crs`` output and ``bbox-crs`` input;
 * EPSG:3857: easting, northing in metres;
-* EPSG:4545 (CGCS2000 3-degree Gauss–Krüger CM 108°E): **northing (X), easting (Y)** in metres, the EPSG
-  axis order of every CGCS2000 Gauss–Krüger CRS (taken from ``pyproj.CRS.axis_info``, not assumed).
+* the district's projected CRS (``settings.metric_crs``, EPSG:4545 = CGCS2000 3-degree Gauss–Krüger CM 108°E
+  by default): **northing (X), easting (Y)** in metres, the EPSG axis order of every CGCS2000 Gauss–Krüger
+  CRS (taken from ``pyproj.CRS.axis_info``, not assumed).
 
-A bbox matches the features whose geometry intersects it, tested exactly with GEOS (Shapely) after a
-spatial-index prefilter (R*Tree on SQLite, ``&&`` on PostGIS), so both backends give the same answer. A box
+A bbox matches the features whose geometry intersects it, tested exactly with GEOS in SQL (PostGIS
+``ST_Intersects``; on SQLite a Shapely function registered on the connection) after a spatial-index
+prefilter (R*Tree on SQLite, ``&&`` on PostGIS), so both backends give the same answer. A box
 given in a projected CRS is a rectangle there; it is densified and converted to the canonical CRS, and
 features are tested against that (curved) outline, not against its lon/lat envelope.
 """
@@ -82,7 +84,6 @@ CRS_URIS = crs_uris()
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
-SCAN_BATCH = 5_000
 #: Query parameters of /items (and, except paging and bbox, of /items/{featureId}); anything else → 400.
 ITEMS_PARAMS = ("limit", "offset", "cursor", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang",
                 "filter-crs", "f")
