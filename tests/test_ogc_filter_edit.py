@@ -209,6 +209,24 @@ def test_filter_lang_alone_and_unknown_params(api, admin, grid_layer):
     assert api.get(url, params={"cursor": "a1", "offset": 3}, headers=admin).status_code == 400
 
 
+def test_queryables_as_query_parameters(api, admin, grid_layer):
+    url = f"/ogc/collections/{grid_layer}/items"
+    body = api.get(url, params={"kind": "a", "flag": "true", "limit": 100}, headers=admin).json()
+    assert ns(body) == where(lambda p, g: p["kind"] == "a" and p["flag"])
+    both = api.get(url, params={"n": "4", "filter": "kind = 'a'"}, headers=admin).json()
+    assert ns(both) == {4}
+    for bad in ({"n": "four"}, {"flag": "yes"}):
+        r = api.get(url, params=bad, headers=admin)
+        assert r.status_code == 400 and next(iter(bad)) in r.json()["description"]
+    # declared per collection in the OpenAPI document, for callers who may see the collection only
+    doc = api.get("/ogc/api", headers=admin).json()
+    declared = {p["name"] for p in doc["paths"][f"/collections/{grid_layer}/items"]["get"]["parameters"]}
+    assert {"kind", "n", "flag", "limit", "filter"} <= declared
+    assert f"/collections/{grid_layer}/items" not in api.get("/ogc/api").json()["paths"]
+    conf = api.get("/ogc/conformance").json()["conformsTo"]
+    assert SPEC + "ogcapi-features-3/1.0/conf/queryables-query-parameters" in conf
+
+
 def test_projected_crs_comes_from_settings(api, admin, grid_layer):
     metric = api.app.state.ctx.settings.metric_crs.split(":")[1]
     col = api.get(f"/ogc/collections/{grid_layer}", headers=admin).json()
@@ -459,10 +477,10 @@ def _requests(log: Path) -> list[str]:
     return [unquote_plus(line) for line in log.read_text(errors="replace").splitlines() if '"GET /ogc' in line]
 
 
-def test_gdal_filters(admin, live_logged, grid_layer):
-    """GDAL 3.12's OAPIF driver sends the spatial filter (bbox) to the server and, with our CQL2 classes,
-    still evaluates attribute filters itself (it only pushes the pre-standard "cql-text"); the answers must
-    be right either way."""
+def test_gdal_pushes_filters_to_the_server(admin, live_logged, grid_layer):
+    """GDAL's OAPIF driver sends the spatial filter as bbox and the attribute equalities of ``where`` as
+    queryable query parameters (it finds them in the OpenAPI document); the rest it evaluates itself. The
+    access log shows what reached the server; the answers must be exact either way."""
     base, log = live_logged
     token = admin["Authorization"].removeprefix("Bearer ")
     pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": "BEARER", "GDAL_HTTP_BEARER": token})
@@ -471,11 +489,13 @@ def test_gdal_filters(admin, live_logged, grid_layer):
         meta, _, geometry, fields = pyogrio.raw.read(source, layer=grid_layer, where="n > 20 AND kind = 'a'")
         names = {str(v) for v in fields[meta["fields"].tolist().index("name")]}
         assert names == {attrs(i)["name"] for i in where(lambda p, g: p["n"] > 20 and p["kind"] == "a")}
+        items = f"/collections/{grid_layer}/items"
+        assert any(items in r and "kind=a" in r for r in _requests(log)), _requests(log)
         box = (108.415, 31.205, 108.435, 31.225)
         meta, _, geometry, fields = pyogrio.raw.read(source, layer=grid_layer, bbox=box, where="kind = 'b'")
         got = {str(v) for v in fields[meta["fields"].tolist().index("name")]}
         assert got == {attrs(i)["name"] for i in where(lambda p, g: p["kind"] == "b" and shapely.box(*box).intersects(g))}
-        assert any(f"/collections/{grid_layer}/items" in r and "bbox=" in r for r in _requests(log))
+        assert any(items in r and "bbox=" in r and "kind=b" in r for r in _requests(log)), _requests(log)
     finally:
         pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": None, "GDAL_HTTP_BEARER": None})
 

@@ -115,6 +115,44 @@ def parse(text: str, lang: str | None) -> dict:
         raise FilterError(message, details=details) from None
 
 
+def query_parameter_names(layer, reserved: tuple[str, ...]) -> tuple[str, ...]:
+    """Queryables usable as ``?name=value`` (Part 3 queryables-query-parameters): every attribute whose name
+    is not one of the operation's own parameters (those stay reachable through ``filter``)."""
+    return tuple(f["name"] for f in layer.attribute_schema or [] if f["name"] not in reserved)
+
+
+def equality_filter(layer, params, names: tuple[str, ...]) -> dict | None:
+    """``?kind=a&n=3`` → the CQL2-JSON ``kind = 'a' AND n = 3``, each value read as its queryable's type."""
+    kinds = {f["name"]: f.get("type", "string") for f in layer.attribute_schema or []}
+    args = []
+    for name in names:
+        raw = params.get(name)
+        if raw is None:
+            continue
+        kind = kinds[name]
+        try:
+            if kind == "integer":
+                value = int(raw)
+            elif kind == "number":
+                value = float(raw)
+            elif kind == "boolean":
+                if raw not in ("true", "false"):
+                    raise ValueError
+                value = raw == "true"
+            elif kind == "datetime":
+                value = {"timestamp": raw}
+            elif kind == "date":
+                value = {"date": raw}
+            else:
+                value = raw
+        except ValueError:
+            raise FilterError(f"{name}={raw!r} is not a valid {kind}", details={"property": name}) from None
+        args.append({"op": "=", "args": [{"property": name}, value]})
+    if not args:
+        return None
+    return args[0] if len(args) == 1 else {"op": "and", "args": args}
+
+
 # --------------------------------------------------------------------------------------------------
 # SQLite: GEOS predicates as a SQL function
 # --------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from shapely.geometry import mapping
 
 from cityops.base import service as layers
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
-from cityops.core.web import DB, current_principal, request_id, require
+from cityops.core.web import DB, bearer_token, current_principal, request_id, require
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
 
@@ -49,6 +49,7 @@ CONFORMANCE = [
     _SPEC + "ogcapi-features-2/1.0/conf/crs",
     # Part 3: QGIS filters on the server once filter, features-filter, cql2-text and basic-cql2 are declared.
     _SPEC + "ogcapi-features-3/1.0/conf/queryables",
+    _SPEC + "ogcapi-features-3/1.0/conf/queryables-query-parameters",
     _SPEC + "ogcapi-features-3/1.0/conf/filter",
     _SPEC + "ogcapi-features-3/1.0/conf/features-filter",
     _SPEC + "cql2/1.0/conf/cql2-text",
@@ -125,8 +126,21 @@ def conformance() -> JSONResponse:
 
 
 @router.get("/api")
-def api_definition(request: Request) -> JSONResponse:
-    return JSONResponse(_openapi(_root(request), _crs_uris(request)), media_type=OPENAPI_TYPE)
+def api_definition(request: Request, session: DB) -> JSONResponse:
+    """Public; with credentials it also lists, per visible collection, its queryables as query parameters
+    (clients such as GDAL read them there), without showing the catalogue to anonymous callers."""
+    visible = []
+    raw = bearer_token(request)
+    if raw:
+        from cityops.identity.service import resolve_token
+
+        try:
+            principal = resolve_token(session, request.app.state.ctx.settings.resolved_secret, raw)
+            if principal.role.allows("layers.read"):
+                visible = layers.list_layers(session, principal.scope)
+        except CityOpsError:
+            visible = []
+    return JSONResponse(_openapi(_root(request), _crs_uris(request), visible), media_type=OPENAPI_TYPE)
 
 
 def _collection(layer, root: str, crs_uris: list[str]) -> dict:
@@ -201,8 +215,9 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
     params = request.query_params
     metric = _metric(request)
     try:
-        service.check_params(params, service.ITEMS_PARAMS, params.multi_items())
         layer = layers.get_layer(session, collection_id, principal.scope)
+        by_value = filtering.query_parameter_names(layer, service.ITEMS_PARAMS)
+        service.check_params(params, service.ITEMS_PARAMS + by_value, params.multi_items())
         limit = service.parse_limit(params.get("limit"))
         offset = service.parse_offset(params.get("offset"))
         cursor = service.parse_cursor(params.get("cursor"))
@@ -212,13 +227,16 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
         area = service.parse_bbox(params.get("bbox"), service.served_crs(params.get("bbox-crs"), "bbox-crs", metric))
         service.check_datetime(params.get("datetime"))
         compiled = None
-        if params.get("filter") is not None:
-            tree = filtering.parse(params["filter"], params.get("filter-lang"))
+        tree = filtering.parse(params["filter"], params.get("filter-lang")) if params.get("filter") is not None else None
+        if tree is None and (params.get("filter-lang") is not None or params.get("filter-crs") is not None):
+            raise service.BadRequest("filter-lang and filter-crs need a filter")
+        equal = filtering.equality_filter(layer, params, by_value)
+        if equal is not None:
+            tree = equal if tree is None else {"op": "and", "args": [tree, equal]}
+        if tree is not None:
             current, _ = service.featurestore.tables(layer.key, layer.geometry_type)
             compiled = filtering.compile_filter(tree, layer, current, session.get_bind().dialect.name,
                                                 service.served_crs(params.get("filter-crs"), "filter-crs", metric))
-        elif params.get("filter-lang") is not None or params.get("filter-crs") is not None:
-            raise service.BadRequest("filter-lang and filter-crs need a filter")
         page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled)
         geoms = service.to_output(page.geometries, out_crs)
     except CityOpsError as exc:
@@ -401,7 +419,7 @@ def _param(name: str, description: str, schema: dict, location: str = "query", r
     return {"name": name, "in": location, "description": description, "required": required, "schema": schema, **extra}
 
 
-def _openapi(root: str, crs_uris: list[str]) -> dict:
+def _openapi(root: str, crs_uris: list[str], collections: list | None = None) -> dict:
     error = {"description": "error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/exception"}}}}
     crs_schema = {"type": "string", "format": "uri", "enum": crs_uris, "default": CRS84}
     collection_id = _param("collectionId", "a layer key", {"type": "string"}, "path", True)
@@ -419,6 +437,26 @@ def _openapi(root: str, crs_uris: list[str]) -> dict:
             out["responses"].update({"401": error, "404": error})
         return out
 
+    items_params = [
+        _param("limit", f"page size, at most {MAX_LIMIT} (a larger value is rejected with 400)",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}, style="form", explode=False),
+        _param("offset", "number of matching features to skip (prefer the keyset next/prev links)",
+            {"type": "integer", "minimum": 0, "default": 0}),
+        _param("cursor", "keyset position from a next/prev link", {"type": "string", "pattern": "^[ab][0-9]+$"}),
+        _param("filter", "CQL2 filter expression over the queryables", {"type": "string"}),
+        _param("filter-lang", "encoding of filter", {"type": "string", "enum": list(filtering.FILTER_LANGS),
+            "default": "cql2-text"}),
+        _param("filter-crs", "CRS of geometry literals in filter, in its axis order", crs_schema),
+        _param("bbox", "lower and upper corner (4 or 6 numbers) in bbox-crs axis order; features intersecting it",
+            {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
+            style="form", explode=False),
+        _param("bbox-crs", "CRS of bbox, in its axis order (EPSG:4326/4490: latitude first; 4545: northing first)",
+            crs_schema),
+        crs,
+        _param("datetime", "RFC 3339 instant or interval; layers carry no time, so every feature matches",
+            {"type": "string"}, style="form", explode=False),
+        fmt,
+    ]
     feature_id = _param("featureId", "feature id", {"type": "string"}, "path", True)
     content_crs = _param("Content-Crs", "CRS of the body geometry, e.g. <http://www.opengis.net/def/crs/EPSG/0/4490>; "
                          "default CRS84", {"type": "string"}, "header")
@@ -436,6 +474,17 @@ def _openapi(root: str, crs_uris: list[str]) -> dict:
             out["requestBody"] = body
         return out
 
+    kinds = {"integer": {"type": "integer"}, "number": {"type": "number"}, "boolean": {"type": "boolean"},
+             "datetime": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"}}
+    per_collection = {}
+    for layer in collections or []:
+        types = {f["name"]: f.get("type", "string") for f in layer.attribute_schema or []}
+        by_value = [_param(name, f"features whose {name} equals this value (queryable)",
+                           kinds.get(types[name], {"type": "string"}))
+                    for name in filtering.query_parameter_names(layer, service.ITEMS_PARAMS)]
+        per_collection[f"/collections/{layer.key}/items"] = {"get": op(
+            f"getFeatures_{layer.key}", f"features of {layer.key}", [*items_params, *by_value], GEOJSON)}
+
     return {
         "openapi": "3.0.3",
         "info": {"title": "CityOps OGC API – Features", "version": "1.0.0",
@@ -448,27 +497,11 @@ def _openapi(root: str, crs_uris: list[str]) -> dict:
             "/api": {"get": op("getApi", "this document", [fmt], OPENAPI_TYPE, secure=False)},
             "/collections": {"get": op("getCollections", "the layers visible to the caller", [fmt])},
             "/collections/{collectionId}": {"get": op("describeCollection", "one layer", [collection_id, fmt])},
-            "/collections/{collectionId}/items": {"get": op("getFeatures", "features of a layer", [
-                collection_id,
-                _param("limit", f"page size, at most {MAX_LIMIT} (a larger value is rejected with 400)",
-                       {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}, style="form", explode=False),
-                _param("offset", "number of matching features to skip (prefer the keyset next/prev links)",
-                       {"type": "integer", "minimum": 0, "default": 0}),
-                _param("cursor", "keyset position from a next/prev link", {"type": "string", "pattern": "^[ab][0-9]+$"}),
-                _param("filter", "CQL2 filter expression over the queryables", {"type": "string"}),
-                _param("filter-lang", "encoding of filter", {"type": "string", "enum": list(filtering.FILTER_LANGS),
-                                                             "default": "cql2-text"}),
-                _param("filter-crs", "CRS of geometry literals in filter, in its axis order", crs_schema),
-                _param("bbox", "lower and upper corner (4 or 6 numbers) in bbox-crs axis order; features intersecting it",
-                       {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
-                       style="form", explode=False),
-                _param("bbox-crs", "CRS of bbox, in its axis order (EPSG:4326/4490: latitude first; 4545: northing first)",
-                       crs_schema),
-                crs,
-                _param("datetime", "RFC 3339 instant or interval; layers carry no time, so every feature matches",
-                       {"type": "string"}, style="form", explode=False),
-                fmt,
-            ], GEOJSON)},
+            "/collections/{collectionId}/items": {
+                "get": op("getFeatures", "features of a layer", [collection_id, *items_params], GEOJSON),
+                "post": edit_op("createFeature", "add a feature (editable layers; ogc.edit); 201 + Location",
+                                [collection_id], feature_body, created=True),
+            },
             "/collections/{collectionId}/queryables": {"get": op("getQueryables", "queryables (JSON Schema)",
                                                                   [collection_id, fmt], SCHEMA_JSON)},
             "/collections/{collectionId}/items/{featureId}": {
@@ -479,6 +512,7 @@ def _openapi(root: str, crs_uris: list[str]) -> dict:
                                  [collection_id, feature_id], patch_body),
                 "delete": edit_op("deleteFeature", "delete a feature (editable layers; ogc.edit)", [collection_id, feature_id]),
             },
+            **per_collection,
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
