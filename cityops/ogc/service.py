@@ -238,32 +238,27 @@ class Page:
     more_before: bool
 
 
-def _rows(conn, current, ids: list[int]):
-    if not ids:
-        return [], [], np.array([], dtype=object)
-    rows = conn.execute(select(current.c.id, current.c.fid, current.c.properties, current.c.geom)
-                        .where(current.c.id.in_(ids)).order_by(current.c.id)).all()
-    return ([r.fid if r.fid is not None else str(r.id) for r in rows], [r.properties for r in rows],
-            np.array([r.geom for r in rows], dtype=object))
-
-
 def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
-    """(current table, SELECT id … WHERE every condition) — the exact predicates evaluated by GEOS on both
-    backends, after the spatial index has narrowed the candidates."""
+    """(current table, a function restricting any SELECT on it to the matching rows) — the exact predicates
+    evaluated by GEOS on both backends, after the spatial index has narrowed the candidates."""
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
     dialect = conn.dialect.name
     register_sqlite(conn)
-    stmt = select(current.c.id)
-    envelopes = []
+    conditions, envelopes = [], []
     if area is not None:
-        stmt = stmt.where(spatial_predicate(dialect, "s_intersects", current.c.geom, area))
+        conditions.append(spatial_predicate(dialect, "s_intersects", current.c.geom, area))
         envelopes.append(area.bounds)
     if compiled is not None:
-        stmt = stmt.where(compiled.where)
+        conditions.append(compiled.where)
         envelopes += compiled.envelopes
-    for env in envelopes:
-        stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, env)
-    return current, stmt
+
+    def restrict(stmt):
+        stmt = stmt.where(*conditions) if conditions else stmt
+        for env in envelopes:
+            stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, env)
+        return stmt
+
+    return current, restrict
 
 
 def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limit: int, offset: int = 0,
@@ -274,27 +269,28 @@ def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limi
     does; ``offset`` is kept for clients that send it. One more row than asked is read to know whether a
     next (or previous) page exists."""
     conn = session.connection()
-    current, stmt = matching(conn, layer, area, compiled)
-    filtered = area is not None or compiled is not None
-    if filtered:
-        matched = conn.execute(select(func.count()).select_from(stmt.subquery())).scalar()
+    current, restrict = matching(conn, layer, area, compiled)
+    if area is not None or compiled is not None:
+        matched = conn.execute(restrict(select(func.count()).select_from(current))).scalar()
     else:
         matched = conn.execute(select(func.count()).select_from(current)).scalar()
+    rows_stmt = restrict(select(current.c.id, current.c.fid, current.c.properties, current.c.geom))
     more_before = offset > 0
     if cursor is not None and cursor[0] == "b":
-        ids = list(conn.execute(stmt.where(current.c.id < cursor[1]).order_by(current.c.id.desc())
-                                .limit(limit + 1)).scalars())
-        more_before, more_after = len(ids) > limit, True
-        ids = sorted(ids[:limit])
+        rows = conn.execute(rows_stmt.where(current.c.id < cursor[1]).order_by(current.c.id.desc())
+                            .limit(limit + 1)).all()
+        more_before, more_after = len(rows) > limit, True
+        rows = rows[:limit][::-1]
     else:
-        page = stmt.order_by(current.c.id)
+        page = rows_stmt.order_by(current.c.id)
         if cursor is not None:
             page = page.where(current.c.id > cursor[1])
             more_before = True
-        ids = list(conn.execute(page.limit(limit + 1).offset(offset)).scalars())
-        more_after = len(ids) > limit
-        ids = ids[:limit]
-    return Page(matched, ids, *_rows(conn, current, ids), more_after, more_before)
+        rows = conn.execute(page.limit(limit + 1).offset(offset)).all()
+        more_after = len(rows) > limit
+        rows = rows[:limit]
+    return Page(matched, [r.id for r in rows], [r.fid if r.fid is not None else str(r.id) for r in rows],
+                [r.properties for r in rows], np.array([r.geom for r in rows], dtype=object), more_after, more_before)
 
 
 @dataclass
