@@ -5,10 +5,11 @@ server's access log that the filters GDAL and OWSLib send really reach the serve
 from __future__ import annotations
 
 import json
+import math
+import socket
 import subprocess
 import sys
 import time
-import socket
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -354,6 +355,22 @@ def test_bad_content_crs_and_json(api, admin, editable):
     assert r.status_code == 400 and "JSON" in r.json()["description"]
     r = _unchanged(api, admin, editable, lambda: api.post(url, headers={**admin, "Content-Type": "text/plain"}, content=b"{}"))
     assert r.status_code == 400
+
+
+def test_oversized_bodies_are_refused(api, admin, editable):
+    from cityops.ogc.edit import MAX_VERTICES
+    from cityops.ogc.routes import MAX_FEATURE_BYTES
+
+    url = f"/ogc/collections/{editable}/items"
+    pad = {"type": "Feature", "properties": {"note": "x" * (MAX_FEATURE_BYTES + 10)},
+           "geometry": {"type": "Point", "coordinates": [108.4, 31.2]}}
+    r = _unchanged(api, admin, editable, lambda: api.post(url, headers=admin, json=pad))
+    assert r.status_code == 413 and str(MAX_FEATURE_BYTES) in r.json()["description"]
+    ring = [[108.4 + 0.01 * math.cos(t), 31.2 + 0.01 * math.sin(t)] for t in
+            (2 * math.pi * i / (MAX_VERTICES + 10) for i in range(MAX_VERTICES + 10))]
+    many = {"type": "Feature", "properties": {}, "geometry": {"type": "MultiPoint", "coordinates": ring}}
+    r = _unchanged(api, admin, editable, lambda: api.post(url, headers=admin, json=many))
+    assert r.status_code == 400 and "vertices" in r.json()["description"]
 
 
 def test_read_only_layer_is_405_with_allow(api, admin, grid_layer):
