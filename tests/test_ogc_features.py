@@ -177,10 +177,9 @@ def test_paging_links_cover_every_feature_once(api, admin, points_layer):
 
 def test_limit_rules(api, admin, points_layer):
     url = f"/ogc/collections/{points_layer}/items"
-    capped = api.get(url, params={"limit": 50000}, headers=admin)
-    assert capped.status_code == 200 and capped.json()["numberReturned"] == 25
-    assert parse_qs(urlsplit(link(capped.json(), "self")).query)["limit"] == ["10000"]  # capped, and says so
-    for bad in ("0", "-1", "abc", "1.5"):
+    top = api.get(url, params={"limit": 10000}, headers=admin)
+    assert top.status_code == 200 and top.json()["numberReturned"] == 25
+    for bad in ("0", "-1", "abc", "1.5", "10001", "50000"):  # the documented maximum is 10000
         r = api.get(url, params={"limit": bad}, headers=admin)
         assert r.status_code == 400, bad
         assert "limit" in r.json()["description"]

@@ -16,7 +16,7 @@ PERMISSIONS = frozenset(
         "departments.read", "departments.write", "people.read", "people.write",
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
-        "warning.read", "warning.write",
+        "warning.read", "warning.write", "ogc.edit",
     }
 )
 

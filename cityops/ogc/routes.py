@@ -1,31 +1,41 @@
-"""Routes: OGC API – Features Part 1 (Core) and Part 2 (CRS by Reference) at ``/ogc``; every layer of the
-catalogue is a collection whose id is the layer key.
+"""Routes: OGC API – Features Part 1 (Core), Part 2 (CRS by Reference), Part 3 (Filtering, CQL2 text and
+JSON) and Part 4 (Create, Replace, Update, Delete) at ``/ogc``; every layer of the catalogue is a collection
+whose id is the layer key.
 
 Access: the landing page ``/ogc``, ``/ogc/conformance`` and the API definition ``/ogc/api`` are public, so
 that clients can discover the service (they hold no records). Everything under ``/ogc/collections`` needs
 an authenticated principal with ``layers.read`` (``Authorization: Bearer <token>`` or ``X-API-Key``), and a
 layer outside the principal's scope is an unknown collection (404).
 
-``limit``: default 10, maximum 10000; a larger value is capped to 10000 (``numberReturned`` and the paging
-links show the cap); 0, negative or non-numeric → 400. Unknown query parameters → 400 naming them. Errors are
+``limit``: default 10, maximum 10000 (declared in ``/ogc/api``); anything else → 400. Paging links are keyset
+(``cursor=a<id>``/``b<id>``), never deep OFFSET. Unknown query parameters → 400 naming them. Edits need
+``ogc.edit`` and an editable layer; ``OPTIONS`` answers ``Allow`` for the caller (what QGIS reads). Errors are
 JSON with ``code``/``description`` (the standard's example) plus the API-wide ``error``/``message``.
 These routes are left out of ``/api/openapi.json`` (OpenAPI 3.1); ``/ogc/api`` is their OpenAPI 3.0 document.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Request
+import numpy as np
+import orjson
+import shapely
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
-from shapely.geometry import mapping
 
 from cityops.base import service as layers
-from cityops.core.errors import CityOpsError, InvalidInput, NotFound
-from cityops.core.web import DB, request_id, require
-from cityops.ogc import service
-from cityops.ogc.service import CRS84, CRS_URIS, MAX_LIMIT, STORAGE_CRS
+from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
+from cityops.core.web import DB, bearer_token, current_principal, request_id, require
+from cityops.ogc import edit, filtering, service
+from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
+
+#: Largest feature body accepted by POST/PUT/PATCH (bytes).
+MAX_FEATURE_BYTES = 5 * 1024 * 1024
+QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+SCHEMA_JSON = "application/schema+json"
 
 router = APIRouter(prefix="/ogc", tags=["OGC API – Features"], include_in_schema=False)
 
@@ -38,6 +48,24 @@ CONFORMANCE = [
     _SPEC + "ogcapi-features-1/1.0/conf/geojson",
     _SPEC + "ogcapi-features-1/1.0/conf/oas30",
     _SPEC + "ogcapi-features-2/1.0/conf/crs",
+    # Part 3: QGIS filters on the server once filter, features-filter, cql2-text and basic-cql2 are declared.
+    _SPEC + "ogcapi-features-3/1.0/conf/queryables",
+    _SPEC + "ogcapi-features-3/1.0/conf/queryables-query-parameters",
+    _SPEC + "ogcapi-features-3/1.0/conf/filter",
+    _SPEC + "ogcapi-features-3/1.0/conf/features-filter",
+    _SPEC + "cql2/1.0/conf/cql2-text",
+    _SPEC + "cql2/1.0/conf/cql2-json",
+    _SPEC + "cql2/1.0/conf/basic-cql2",
+    _SPEC + "cql2/1.0/conf/advanced-comparison-operators",
+    _SPEC + "cql2/1.0/conf/case-insensitive-comparison",
+    _SPEC + "cql2/1.0/conf/basic-spatial-functions",
+    _SPEC + "cql2/1.0/conf/basic-spatial-functions-plus",
+    _SPEC + "cql2/1.0/conf/spatial-functions",
+    _SPEC + "cql2/1.0/conf/temporal-functions",
+    # Part 4 (draft OGC 20-002)
+    _SPEC + "ogcapi-features-4/1.0/conf/create-replace-delete",
+    _SPEC + "ogcapi-features-4/1.0/conf/update",
+    _SPEC + "ogcapi-features-4/1.0/conf/features",
     _SPEC + "ogcapi-common-1/1.0/conf/core",
     _SPEC + "ogcapi-common-1/1.0/conf/landing-page",
     _SPEC + "ogcapi-common-1/1.0/conf/json",
@@ -46,15 +74,26 @@ CONFORMANCE = [
 ]
 
 
+def _metric(request: Request) -> str:
+    return request.app.state.ctx.settings.metric_crs
+
+
+def _crs_uris(request: Request) -> list[str]:
+    return service.crs_uris(_metric(request))
+
+
 def _root(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/ogc"
 
 
-def _error(request: Request, exc: CityOpsError) -> JSONResponse:
+def _error(request: Request, exc: CityOpsError, headers: dict | None = None) -> JSONResponse:
     status = 400 if isinstance(exc, InvalidInput) else exc.status_code
     code = {400: "InvalidParameterValue", 404: "NotFound"}.get(status, exc.code)
-    return JSONResponse({"code": code, "description": exc.message, "error": exc.code, "message": exc.message,
-                         "request_id": request_id(request)}, status_code=status)
+    body = {"code": code, "description": exc.message, "error": exc.code, "message": exc.message,
+            "request_id": request_id(request)}
+    if exc.details is not None:
+        body["details"] = exc.details
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _link(href: str, rel: str, type_: str = JSON, title: str | None = None) -> dict:
@@ -70,7 +109,7 @@ def landing(request: Request) -> JSONResponse:
     return JSONResponse({
         "title": "CityOps OGC API – Features",
         "description": "城市运行和治理中心 数字底座图层 — the digital base layer catalogue as OGC API – Features "
-                       "(Part 1 Core, Part 2 CRS). Collections need 'Authorization: Bearer <token>' or 'X-API-Key'.",
+                       "(Part 1 Core, Part 2 CRS, Part 3 CQL2 filtering, Part 4 editing). Collections need 'Authorization: Bearer <token>' or 'X-API-Key'.",
         "links": [
             _link(root, "self", title="this document"),
             _link(f"{root}/api", "service-desc", OPENAPI_TYPE, "the API definition (OpenAPI 3.0)"),
@@ -88,11 +127,24 @@ def conformance() -> JSONResponse:
 
 
 @router.get("/api")
-def api_definition(request: Request) -> JSONResponse:
-    return JSONResponse(_openapi(_root(request)), media_type=OPENAPI_TYPE)
+def api_definition(request: Request, session: DB) -> JSONResponse:
+    """Public; with credentials it also lists, per visible collection, its queryables as query parameters
+    (clients such as GDAL read them there), without showing the catalogue to anonymous callers."""
+    visible = []
+    raw = bearer_token(request)
+    if raw:
+        from cityops.identity.service import resolve_token
+
+        try:
+            principal = resolve_token(session, request.app.state.ctx.settings.resolved_secret, raw)
+            if principal.role.allows("layers.read"):
+                visible = layers.list_layers(session, principal.scope)
+        except CityOpsError:
+            visible = []
+    return JSONResponse(_openapi(_root(request), _crs_uris(request), visible), media_type=OPENAPI_TYPE)
 
 
-def _collection(layer, root: str) -> dict:
+def _collection(layer, root: str, crs_uris: list[str]) -> dict:
     base = f"{root}/collections/{layer.key}"
     out = {
         "id": layer.key,
@@ -101,10 +153,11 @@ def _collection(layer, root: str) -> dict:
         "links": [
             _link(base, "self", title="this collection"),
             _link(f"{base}/items", "items", GEOJSON, "features"),
+            _link(f"{base}/queryables", QUERYABLES_REL, SCHEMA_JSON, "queryables (CQL2 filter properties)"),
         ],
         "extent": {"temporal": {"interval": [[None, None]]}},
         "itemType": "feature",
-        "crs": CRS_URIS,
+        "crs": crs_uris,
         "storageCrs": STORAGE_CRS,
     }
     if layer.bounds:
@@ -121,8 +174,8 @@ def collections(request: Request, session: DB, principal=Depends(require("layers
     root = _root(request)
     return JSONResponse({
         "links": [_link(f"{root}/collections", "self", title="collections")],
-        "crs": CRS_URIS,
-        "collections": [_collection(layer, root) for layer in layers.list_layers(session, principal.scope)],
+        "crs": _crs_uris(request),
+        "collections": [_collection(layer, root, _crs_uris(request)) for layer in layers.list_layers(session, principal.scope)],
     })
 
 
@@ -133,11 +186,36 @@ def collection(collection_id: str, request: Request, session: DB, principal=Depe
         layer = layers.get_layer(session, collection_id, principal.scope)
     except CityOpsError as exc:
         return _error(request, exc)
-    return JSONResponse(_collection(layer, _root(request)))
+    return JSONResponse(_collection(layer, _root(request), _crs_uris(request)))
+
+
+@router.get("/collections/{collection_id}/queryables")
+def queryables(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+    try:
+        service.check_params(request.query_params, ("f",), request.query_params.multi_items())
+        layer = layers.get_layer(session, collection_id, principal.scope)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    url = f"{_root(request)}/collections/{layer.key}/queryables"
+    return JSONResponse(filtering.queryables(layer, url), media_type=SCHEMA_JSON)
+
+
+def _geojson(geoms) -> list:
+    """Geometries as ready GeoJSON fragments, written by GEOS in one vectorised call (full precision)."""
+    return [None if g is None else orjson.Fragment(g) for g in shapely.to_geojson(np.asarray(geoms, dtype=object))]
+
+
+class GeoJSONResponse(Response):
+    """orjson, so that the pre-written geometry fragments are embedded as they are."""
+
+    media_type = "application/geo+json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
 
 
 def _feature(fid: str, props: dict, geom, base: str | None = None) -> dict:
-    out = {"type": "Feature", "id": fid, "geometry": mapping(geom) if geom is not None else None, "properties": props}
+    out = {"type": "Feature", "id": fid, "geometry": geom, "properties": props}
     if base is not None:
         out["links"] = [_link(f"{base}/items/{fid}", "self", GEOJSON), _link(base, "collection", title="the collection")]
     return out
@@ -150,38 +228,57 @@ def _now() -> str:
 @router.get("/collections/{collection_id}/items")
 def items(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
     params = request.query_params
+    metric = _metric(request)
     try:
-        service.check_params(params, service.ITEMS_PARAMS, params.multi_items())
         layer = layers.get_layer(session, collection_id, principal.scope)
+        by_value = filtering.query_parameter_names(layer, service.ITEMS_PARAMS)
+        service.check_params(params, service.ITEMS_PARAMS + by_value, params.multi_items())
         limit = service.parse_limit(params.get("limit"))
         offset = service.parse_offset(params.get("offset"))
-        out_crs = service.served_crs(params.get("crs"), "crs")
-        area = service.parse_bbox(params.get("bbox"), service.served_crs(params.get("bbox-crs"), "bbox-crs"))
+        cursor = service.parse_cursor(params.get("cursor"))
+        if cursor is not None and offset:
+            raise service.BadRequest("cursor and offset cannot be combined; follow the next/prev links")
+        out_crs = service.served_crs(params.get("crs"), "crs", metric)
+        area = service.parse_bbox(params.get("bbox"), service.served_crs(params.get("bbox-crs"), "bbox-crs", metric))
         service.check_datetime(params.get("datetime"))
-        page = service.items(session, layer, area=area, limit=limit, offset=offset)
+        compiled = None
+        tree = filtering.parse(params["filter"], params.get("filter-lang")) if params.get("filter") is not None else None
+        if tree is None and (params.get("filter-lang") is not None or params.get("filter-crs") is not None):
+            raise service.BadRequest("filter-lang and filter-crs need a filter")
+        equal = filtering.equality_filter(layer, params, by_value)
+        if equal is not None:
+            tree = equal if tree is None else {"op": "and", "args": [tree, equal]}
+        if tree is not None:
+            current, _ = service.featurestore.tables(layer.key, layer.geometry_type)
+            compiled = filtering.compile_filter(tree, layer, current, session.get_bind().dialect.name,
+                                                service.served_crs(params.get("filter-crs"), "filter-crs", metric))
+        page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled)
         geoms = service.to_output(page.geometries, out_crs)
     except CityOpsError as exc:
         return _error(request, exc)
     base = f"{_root(request)}/collections/{layer.key}"
-    kept = [(k, v) for k, v in params.multi_items() if k not in ("limit", "offset")]
+    kept = [(k, v) for k, v in params.multi_items() if k not in ("limit", "offset", "cursor")]
 
-    def page_url(start: int) -> str:
-        return f"{base}/items?" + urlencode(kept + [("limit", str(limit)), ("offset", str(start))])
+    def page_url(extra: list[tuple[str, str]]) -> str:
+        return f"{base}/items?" + urlencode(kept + [("limit", str(limit))] + extra)
 
-    links = [_link(page_url(offset), "self", GEOJSON, "this page"), _link(base, "collection", title="the collection")]
-    if offset + len(page.fids) < page.number_matched:
-        links.append(_link(page_url(offset + limit), "next", GEOJSON, "next page"))
-    if offset > 0:
-        links.append(_link(page_url(max(0, offset - limit)), "prev", GEOJSON, "previous page"))
+    here = [("cursor", params["cursor"])] if cursor else ([("offset", str(offset))] if offset else [])
+    links = [_link(page_url(here), "self", GEOJSON, "this page"), _link(base, "collection", title="the collection")]
+    if page.ids and page.more_after:
+        links.append(_link(page_url([("cursor", f"a{page.ids[-1]}")]), "next", GEOJSON, "next page"))
+    if page.ids and page.more_before:
+        links.append(_link(page_url([("cursor", f"b{page.ids[0]}")]), "prev", GEOJSON, "previous page"))
+    elif not page.ids and offset > 0:
+        links.append(_link(page_url([("offset", str(max(0, offset - limit)))]), "prev", GEOJSON, "previous page"))
     body = {
         "type": "FeatureCollection",
-        "features": [_feature(f, p, g) for f, p, g in zip(page.fids, page.properties, geoms)],
+        "features": [_feature(f, p, g) for f, p, g in zip(page.fids, page.properties, _geojson(geoms))],
         "numberMatched": page.number_matched,
         "numberReturned": len(page.fids),
         "timeStamp": _now(),
         "links": links,
     }
-    return JSONResponse(body, media_type=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+    return GeoJSONResponse(body, headers={"Content-Crs": f"<{out_crs.uri}>"})
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}")
@@ -191,16 +288,142 @@ def item(collection_id: str, feature_id: str, request: Request, session: DB,
     try:
         service.check_params(params, service.ITEM_PARAMS, params.multi_items())
         layer = layers.get_layer(session, collection_id, principal.scope)
-        out_crs = service.served_crs(params.get("crs"), "crs")
+        out_crs = service.served_crs(params.get("crs"), "crs", _metric(request))
         found = service.feature(session, layer, feature_id)
         if found is None:
             raise NotFound(f"feature {feature_id!r} not found in collection {collection_id!r}")
     except CityOpsError as exc:
         return _error(request, exc)
-    fid, props, geom = found
-    geom = service.to_output([geom], out_crs)[0] if geom is not None else None
-    body = _feature(fid, props, geom, f"{_root(request)}/collections/{layer.key}")
-    return JSONResponse(body, media_type=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+    geom = _geojson(service.to_output([found.geom], out_crs))[0] if found.geom is not None else None
+    body = _feature(found.fid, found.properties, geom, f"{_root(request)}/collections/{layer.key}")
+    return GeoJSONResponse(body, headers={"Content-Crs": f"<{out_crs.uri}>", "ETag": found.etag})
+
+
+# --------------------------------------------------------------------------------------------------
+# Part 4: create, replace, update, delete
+# --------------------------------------------------------------------------------------------------
+
+def _allowed(layer, principal, item: bool) -> list[str]:
+    methods = ["GET", "HEAD", "OPTIONS"]
+    if edit.may_edit(layer, principal.scope, principal.role.allows("ogc.edit")):
+        methods += ["PUT", "PATCH", "DELETE"] if item else ["POST"]
+    return methods
+
+
+def _locator(request: Request):
+    return request.app.state.ctx.locator.get()
+
+
+async def _body(request: Request):
+    raw = await request.body()
+    if len(raw) > MAX_FEATURE_BYTES:
+        raise PayloadTooLarge(f"the feature body of {len(raw)} bytes exceeds the {MAX_FEATURE_BYTES} byte limit")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/geo+json", "application/json", "application/merge-patch+json", ""):
+        raise InvalidInput(f"Content-Type {ctype!r} is not accepted; send application/geo+json")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+
+
+def _editing(request: Request, session, principal, collection_id: str, item: bool):
+    """The layer, its Allow list, and the Content-Crs of the body, or raise (before anything changes)."""
+    layer = layers.get_layer(session, collection_id, principal.scope)
+    allow = _allowed(layer, principal, item)
+    if not layer.editable:
+        raise edit.NotEditable(f"collection {layer.key!r} is read-only (not an editable layer)")
+    principal.require("ogc.edit")
+    if request.query_params:
+        service.check_params(request.query_params, (), request.query_params.multi_items())
+    raw = request.headers.get("content-crs")
+    crs = service.served_crs(raw.strip().strip("<>") if raw else None, "Content-Crs", _metric(request))
+    return layer, allow, crs
+
+
+def _edit_error(request: Request, exc: CityOpsError, session, principal, collection_id: str, item: bool):
+    headers = None
+    if exc.status_code == 405:
+        try:
+            headers = {"Allow": ", ".join(_allowed(layers.get_layer(session, collection_id, principal.scope),
+                                                   principal, item))}
+        except CityOpsError:
+            pass
+    return _error(request, exc, headers)
+
+
+@router.options("/collections/{collection_id}/items")
+def items_options(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> Response:
+    try:
+        layer = layers.get_layer(session, collection_id, principal.scope)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return Response(status_code=204, headers={"Allow": ", ".join(_allowed(layer, principal, False))})
+
+
+@router.options("/collections/{collection_id}/items/{feature_id}")
+def item_options(collection_id: str, feature_id: str, request: Request, session: DB,
+                 principal=Depends(require("layers.read"))) -> Response:
+    # QGIS asks with the literal id "unknown_id" when the collection is empty: answer for the collection.
+    try:
+        layer = layers.get_layer(session, collection_id, principal.scope)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return Response(status_code=204, headers={"Allow": ", ".join(_allowed(layer, principal, True))})
+
+
+@router.post("/collections/{collection_id}/items")
+async def create_item(collection_id: str, request: Request, session: DB,
+                      principal=Depends(current_principal)) -> Response:
+    try:
+        principal.require("layers.read")
+        layer, _, crs = _editing(request, session, principal, collection_id, False)
+        body = await _body(request)
+        created = edit.create(session, principal.actor(request_id(request)), principal.scope, layer, body, crs,
+                              _locator(request))
+        session.commit()
+    except CityOpsError as exc:
+        session.rollback()
+        return _edit_error(request, exc, session, principal, collection_id, False)
+    location = f"{_root(request)}/collections/{collection_id}/items/{created.fid}"
+    return Response(status_code=201, headers={"Location": location, "ETag": created.etag})
+
+
+async def _change(kind: str, collection_id: str, feature_id: str, request: Request, session, principal) -> Response:
+    try:
+        principal.require("layers.read")
+        layer, _, crs = _editing(request, session, principal, collection_id, True)
+        actor, if_match, locator = principal.actor(request_id(request)), request.headers.get("if-match"), _locator(request)
+        if kind == "delete":
+            edit.delete(session, actor, principal.scope, layer, feature_id, locator, if_match)
+            session.commit()
+            return Response(status_code=204)
+        body = await _body(request)
+        change = edit.replace if kind == "replace" else edit.update
+        new = change(session, actor, principal.scope, layer, feature_id, body, crs, locator, if_match)
+        session.commit()
+    except CityOpsError as exc:
+        session.rollback()
+        return _edit_error(request, exc, session, principal, collection_id, True)
+    return Response(status_code=204, headers={"ETag": new.etag})
+
+
+@router.put("/collections/{collection_id}/items/{feature_id}")
+async def replace_item(collection_id: str, feature_id: str, request: Request, session: DB,
+                       principal=Depends(current_principal)) -> Response:
+    return await _change("replace", collection_id, feature_id, request, session, principal)
+
+
+@router.patch("/collections/{collection_id}/items/{feature_id}")
+async def update_item(collection_id: str, feature_id: str, request: Request, session: DB,
+                      principal=Depends(current_principal)) -> Response:
+    return await _change("update", collection_id, feature_id, request, session, principal)
+
+
+@router.delete("/collections/{collection_id}/items/{feature_id}")
+async def delete_item(collection_id: str, feature_id: str, request: Request, session: DB,
+                      principal=Depends(current_principal)) -> Response:
+    return await _change("delete", collection_id, feature_id, request, session, principal)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -211,9 +434,9 @@ def _param(name: str, description: str, schema: dict, location: str = "query", r
     return {"name": name, "in": location, "description": description, "required": required, "schema": schema, **extra}
 
 
-def _openapi(root: str) -> dict:
+def _openapi(root: str, crs_uris: list[str], collections: list | None = None) -> dict:
     error = {"description": "error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/exception"}}}}
-    crs_schema = {"type": "string", "format": "uri", "enum": CRS_URIS, "default": CRS84}
+    crs_schema = {"type": "string", "format": "uri", "enum": crs_uris, "default": CRS84}
     collection_id = _param("collectionId", "a layer key", {"type": "string"}, "path", True)
     fmt = _param("f", "response format (GeoJSON only)", {"type": "string", "enum": ["json", "geojson"]})
     crs = _param("crs", "CRS of the response geometries, in the authority's axis order: EPSG:4326 and 4490 are "
@@ -229,11 +452,59 @@ def _openapi(root: str) -> dict:
             out["responses"].update({"401": error, "404": error})
         return out
 
+    items_params = [
+        _param("limit", f"page size, at most {MAX_LIMIT} (a larger value is rejected with 400)",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}, style="form", explode=False),
+        _param("offset", "number of matching features to skip (prefer the keyset next/prev links)",
+            {"type": "integer", "minimum": 0, "default": 0}),
+        _param("cursor", "keyset position from a next/prev link", {"type": "string", "pattern": "^[ab][0-9]+$"}),
+        _param("filter", "CQL2 filter expression over the queryables", {"type": "string"}),
+        _param("filter-lang", "encoding of filter", {"type": "string", "enum": list(filtering.FILTER_LANGS),
+            "default": "cql2-text"}),
+        _param("filter-crs", "CRS of geometry literals in filter, in its axis order", crs_schema),
+        _param("bbox", "lower and upper corner (4 or 6 numbers) in bbox-crs axis order; features intersecting it",
+            {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
+            style="form", explode=False),
+        _param("bbox-crs", "CRS of bbox, in its axis order (EPSG:4326/4490: latitude first; 4545: northing first)",
+            crs_schema),
+        crs,
+        _param("datetime", "RFC 3339 instant or interval; layers carry no time, so every feature matches",
+            {"type": "string"}, style="form", explode=False),
+        fmt,
+    ]
+    feature_id = _param("featureId", "feature id", {"type": "string"}, "path", True)
+    content_crs = _param("Content-Crs", "CRS of the body geometry, e.g. <http://www.opengis.net/def/crs/EPSG/0/4490>; "
+                         "default CRS84", {"type": "string"}, "header")
+    feature_body = {"required": True, "content": {GEOJSON: {"schema": {"type": "object"}}}}
+    patch_body = {"required": True, "content": {"application/merge-patch+json": {"schema": {"type": "object"}},
+                                                GEOJSON: {"schema": {"type": "object"}}}}
+
+    def edit_op(op_id: str, summary: str, params: list, body: dict | None = None, created: bool = False) -> dict:
+        ok = {"201": {"description": "created; Location names the new feature"}} if created else \
+            {"204": {"description": "done"}}
+        out = {"operationId": op_id, "summary": summary, "parameters": params + ([content_crs] if body else []),
+               "security": secured, "responses": {**ok, "400": error, "401": error, "403": error, "404": error,
+                                                  "405": error, "412": error, "413": error}}
+        if body:
+            out["requestBody"] = body
+        return out
+
+    kinds = {"integer": {"type": "integer"}, "number": {"type": "number"}, "boolean": {"type": "boolean"},
+             "datetime": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"}}
+    per_collection = {}
+    for layer in collections or []:
+        types = {f["name"]: f.get("type", "string") for f in layer.attribute_schema or []}
+        by_value = [_param(name, f"features whose {name} equals this value (queryable)",
+                           kinds.get(types[name], {"type": "string"}))
+                    for name in filtering.query_parameter_names(layer, service.ITEMS_PARAMS)]
+        per_collection[f"/collections/{layer.key}/items"] = {"get": op(
+            f"getFeatures_{layer.key}", f"features of {layer.key}", [*items_params, *by_value], GEOJSON)}
+
     return {
         "openapi": "3.0.3",
         "info": {"title": "CityOps OGC API – Features", "version": "1.0.0",
-                 "description": "Layers of the digital base as OGC API – Features Part 1 and Part 2. limit is capped "
-                                f"at {MAX_LIMIT}; unknown query parameters are rejected (400)."},
+                 "description": "Layers of the digital base as OGC API – Features Parts 1–4. limit is at most "
+                                f"{MAX_LIMIT}; unknown query parameters are rejected (400)."},
         "servers": [{"url": root}],
         "paths": {
             "/": {"get": op("getLandingPage", "landing page", [fmt], secure=False)},
@@ -241,24 +512,22 @@ def _openapi(root: str) -> dict:
             "/api": {"get": op("getApi", "this document", [fmt], OPENAPI_TYPE, secure=False)},
             "/collections": {"get": op("getCollections", "the layers visible to the caller", [fmt])},
             "/collections/{collectionId}": {"get": op("describeCollection", "one layer", [collection_id, fmt])},
-            "/collections/{collectionId}/items": {"get": op("getFeatures", "features of a layer", [
-                collection_id,
-                _param("limit", f"page size; values above {MAX_LIMIT} are capped to {MAX_LIMIT}",
-                       {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}, style="form", explode=False),
-                _param("offset", "number of matching features to skip", {"type": "integer", "minimum": 0, "default": 0}),
-                _param("bbox", "lower and upper corner (4 or 6 numbers) in bbox-crs axis order; features intersecting it",
-                       {"type": "array", "minItems": 4, "maxItems": 6, "items": {"type": "number"}},
-                       style="form", explode=False),
-                _param("bbox-crs", "CRS of bbox, in its axis order (EPSG:4326/4490: latitude first; 4545: northing first)",
-                       crs_schema),
-                crs,
-                _param("datetime", "RFC 3339 instant or interval; layers carry no time, so every feature matches",
-                       {"type": "string"}, style="form", explode=False),
-                fmt,
-            ], GEOJSON)},
-            "/collections/{collectionId}/items/{featureId}": {"get": op("getFeature", "one feature", [
-                collection_id, _param("featureId", "feature id", {"type": "string"}, "path", True), crs, fmt,
-            ], GEOJSON)},
+            "/collections/{collectionId}/items": {
+                "get": op("getFeatures", "features of a layer", [collection_id, *items_params], GEOJSON),
+                "post": edit_op("createFeature", "add a feature (editable layers; ogc.edit); 201 + Location",
+                                [collection_id], feature_body, created=True),
+            },
+            "/collections/{collectionId}/queryables": {"get": op("getQueryables", "queryables (JSON Schema)",
+                                                                  [collection_id, fmt], SCHEMA_JSON)},
+            "/collections/{collectionId}/items/{featureId}": {
+                "get": op("getFeature", "one feature", [collection_id, feature_id, crs, fmt], GEOJSON),
+                "put": edit_op("replaceFeature", "replace a feature (editable layers; ogc.edit)", [collection_id, feature_id],
+                               feature_body),
+                "patch": edit_op("updateFeature", "JSON merge patch of a feature (editable layers; ogc.edit)",
+                                 [collection_id, feature_id], patch_body),
+                "delete": edit_op("deleteFeature", "delete a feature (editable layers; ogc.edit)", [collection_id, feature_id]),
+            },
+            **per_collection,
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},

@@ -1,16 +1,18 @@
-"""OGC API – Features (Parts 1 and 2) over the layer catalogue: parameter parsing, CRS handling with the
-authority axis order, exact bbox matching and paging. No HTTP here; ``routes`` builds the documents.
+"""OGC API – Features over the layer catalogue: parameter parsing, CRS handling with the authority axis
+order, exact bbox and CQL2 matching, keyset paging. No HTTP here; ``routes`` builds the documents.
 
 Feature geometry is stored in the canonical CRS (EPSG:4490, lon/lat). Part 2 CRSs are served as:
 
 * CRS84 (default): lon, lat;
 * EPSG:4326 and EPSG:4490: **lat, lon** (the EPSG axis order), both in ``crs`` output and ``bbox-crs`` input;
 * EPSG:3857: easting, northing in metres;
-* EPSG:4545 (CGCS2000 3-degree Gauss–Krüger CM 108°E): **northing (X), easting (Y)** in metres, the EPSG
-  axis order of every CGCS2000 Gauss–Krüger CRS (taken from ``pyproj.CRS.axis_info``, not assumed).
+* the district's projected CRS (``settings.metric_crs``, EPSG:4545 = CGCS2000 3-degree Gauss–Krüger CM 108°E
+  by default): **northing (X), easting (Y)** in metres, the EPSG axis order of every CGCS2000 Gauss–Krüger
+  CRS (taken from ``pyproj.CRS.axis_info``, not assumed).
 
-A bbox matches the features whose geometry intersects it, tested exactly with GEOS (Shapely) after a
-spatial-index prefilter (R*Tree on SQLite, ``&&`` on PostGIS), so both backends give the same answer. A box
+A bbox matches the features whose geometry intersects it, tested exactly with GEOS in SQL (PostGIS
+``ST_Intersects``; on SQLite a Shapely function registered on the connection) after a spatial-index
+prefilter (R*Tree on SQLite, ``&&`` on PostGIS), so both backends give the same answer. A box
 given in a projected CRS is a rectangle there; it is densified and converted to the canonical CRS, and
 features are tested against that (curved) outline, not against its lon/lat envelope.
 """
@@ -22,6 +24,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 
 import numpy as np
@@ -35,6 +38,7 @@ from cityops.base.models import Layer
 from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs, to_canonical_xy
 from cityops.core.errors import CityOpsError, UnknownCRS
 from cityops.core.spatial import bbox_prefilter
+from cityops.ogc.filtering import Compiled, register_sqlite, spatial_predicate
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
@@ -54,16 +58,35 @@ def _epsg(code: int) -> ServedCRS:
     return ServedCRS(EPSG_URI.format(code), f"EPSG:{code}", crs.axis_info[0].direction == "north", crs.is_geographic)
 
 
-SERVED_CRS: dict[str, ServedCRS] = {
-    c.key: c for c in (ServedCRS(CRS84, "OGC:CRS84", False, True), *(_epsg(code) for code in (4326, 4490, 3857, 4545)))
-}
-CRS_URIS = [c.uri for c in SERVED_CRS.values()]
+#: The fixed part of the served CRSs; the deployment's projected CRS (settings.metric_crs) is added to it.
+BASE_CRS = ("OGC:CRS84", "EPSG:4326", "EPSG:4490", "EPSG:3857")
+
+
+@lru_cache(maxsize=8)
+def served_table(metric_crs: str = "EPSG:4545") -> dict[str, ServedCRS]:
+    """Served CRSs by cityops.core.crs key: CRS84, 4326, 4490, 3857 and the district's projected CRS, each
+    with the axis order its authority defines (read from pyproj, not assumed)."""
+    table = {"OGC:CRS84": ServedCRS(CRS84, "OGC:CRS84", False, True)}
+    for code in (4326, 4490, 3857):
+        table[f"EPSG:{code}"] = _epsg(code)
+    metric = parse_crs(metric_crs)
+    if metric.epsg is not None and metric.key not in table:
+        table[metric.key] = _epsg(metric.epsg)
+    return table
+
+
+def crs_uris(metric_crs: str = "EPSG:4545") -> list[str]:
+    return [c.uri for c in served_table(metric_crs).values()]
+
+
+SERVED_CRS = served_table()
+CRS_URIS = crs_uris()
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 10_000
-SCAN_BATCH = 5_000
 #: Query parameters of /items (and, except paging and bbox, of /items/{featureId}); anything else → 400.
-ITEMS_PARAMS = ("limit", "offset", "bbox", "bbox-crs", "crs", "datetime", "f")
+ITEMS_PARAMS = ("limit", "offset", "cursor", "bbox", "bbox-crs", "crs", "datetime", "filter", "filter-lang",
+                "filter-crs", "f")
 ITEM_PARAMS = ("crs", "f")
 FORMATS = ("json", "geojson")
 
@@ -88,30 +111,44 @@ def check_params(params: Mapping, allowed: tuple[str, ...], multi: list[tuple[st
         raise BadRequest(f"f={fmt!r} is not supported; use f=json (GeoJSON)")
 
 
-def served_crs(value: str | None, name: str = "crs") -> ServedCRS:
-    """A ``crs``/``bbox-crs`` value (an OGC URI or URN; default CRS84) → the served CRS, else 400."""
+def served_crs(value: str | None, name: str = "crs", metric_crs: str = "EPSG:4545") -> ServedCRS:
+    """A ``crs``/``bbox-crs``/``filter-crs`` value (an OGC URI or URN; default CRS84) → the served CRS, else 400."""
+    table = served_table(metric_crs)
     if value is None:
-        return SERVED_CRS["OGC:CRS84"]
+        return table["OGC:CRS84"]
     try:
         ref = parse_crs(value)
     except UnknownCRS:
         ref = None
-    if ref is None or ref.key not in SERVED_CRS:
-        raise BadRequest(f"{name}={value!r} is not supported; use one of {', '.join(CRS_URIS)}")
-    return SERVED_CRS[ref.key]
+    if ref is None or ref.key not in table:
+        raise BadRequest(f"{name}={value!r} is not supported; use one of {', '.join(crs_uris(metric_crs))}")
+    return table[ref.key]
 
 
 def parse_limit(value: str | None) -> int:
-    """Default 10; at most 10000 (a larger value is capped to 10000, as the standard allows); < 1 → 400."""
+    """Default 10, maximum 10000 (documented in the OpenAPI document); anything outside 1..10000 → 400."""
     if value is None:
         return DEFAULT_LIMIT
     try:
         limit = int(value)
     except ValueError:
         raise BadRequest(f"limit={value!r} must be an integer from 1 to {MAX_LIMIT}") from None
-    if limit < 1:
-        raise BadRequest(f"limit={value!r} must be an integer from 1 to {MAX_LIMIT}")
-    return min(limit, MAX_LIMIT)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit={value!r} must be an integer from 1 to {MAX_LIMIT} (the maximum page size)")
+    return limit
+
+
+_CURSOR = re.compile(r"^([ab])(\d{1,18})$")
+
+
+def parse_cursor(value: str | None) -> tuple[str, int] | None:
+    """Keyset cursor of the paging links: ``a<id>`` (rows after id) or ``b<id>`` (rows before id)."""
+    if value is None:
+        return None
+    found = _CURSOR.match(value)
+    if not found:
+        raise BadRequest(f"cursor={value!r} is not a cursor from a next/prev link")
+    return found.group(1), int(found.group(2))
 
 
 def parse_offset(value: str | None) -> int:
@@ -190,64 +227,94 @@ def to_output(geoms: np.ndarray, crs: ServedCRS) -> np.ndarray:
     return out
 
 
-def _candidates(conn, current, area: shapely.Geometry | None):
-    stmt = select(current.c.id, current.c.geom).order_by(current.c.id)
-    if area is None:
-        return stmt
-    return bbox_prefilter(stmt, conn.dialect.name, current.name, current.c.id, current.c.geom, area.bounds)
-
-
 @dataclass
 class Page:
     number_matched: int
+    ids: list[int]
     fids: list[str]
     properties: list[dict]
     geometries: np.ndarray  # canonical
+    more_after: bool
+    more_before: bool
 
 
-def _rows(conn, current, ids: list[int]):
-    if not ids:
-        return [], [], np.array([], dtype=object)
-    rows = conn.execute(select(current.c.id, current.c.fid, current.c.properties, current.c.geom)
-                        .where(current.c.id.in_(ids)).order_by(current.c.id)).all()
-    return ([r.fid if r.fid is not None else str(r.id) for r in rows], [r.properties for r in rows],
-            np.array([r.geom for r in rows], dtype=object))
-
-
-def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limit: int, offset: int) -> Page:
-    """One page of current features in id order, and the exact number of features matching ``area``.
-
-    Without a bbox both come from SQL (COUNT, LIMIT/OFFSET). With one, the index-prefiltered candidates'
-    geometries are streamed in batches and tested exactly; only the page's ids are kept, so memory stays
-    bounded by the batch size whatever the layer's size."""
+def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
+    """(current table, a function restricting any SELECT on it to the matching rows) — the exact predicates
+    evaluated by GEOS on both backends, after the spatial index has narrowed the candidates."""
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    dialect = conn.dialect.name
+    register_sqlite(conn)
+    conditions, envelopes = [], []
+    if area is not None:
+        conditions.append(spatial_predicate(dialect, "s_intersects", current.c.geom, area))
+        envelopes.append(area.bounds)
+    if compiled is not None:
+        conditions.append(compiled.where)
+        envelopes += compiled.envelopes
+
+    def restrict(stmt):
+        stmt = stmt.where(*conditions) if conditions else stmt
+        for env in envelopes:
+            stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, env)
+        return stmt
+
+    return current, restrict
+
+
+def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limit: int, offset: int = 0,
+          cursor: tuple[str, int] | None = None, compiled: Compiled | None = None) -> Page:
+    """One page of current features in id order and the exact number matching.
+
+    Paging is keyset on the row id (``cursor``: after/before an id), so a deep page costs what the first
+    does; ``offset`` is kept for clients that send it. One more row than asked is read to know whether a
+    next (or previous) page exists."""
     conn = session.connection()
-    if area is None:
+    current, restrict = matching(conn, layer, area, compiled)
+    if area is not None or compiled is not None:
+        matched = conn.execute(restrict(select(func.count()).select_from(current))).scalar()
+    else:
         matched = conn.execute(select(func.count()).select_from(current)).scalar()
-        ids = list(conn.execute(select(current.c.id).order_by(current.c.id).limit(limit).offset(offset)).scalars())
-        return Page(matched, *_rows(conn, current, ids))
-    shapely.prepare(area)
-    matched, page_ids = 0, []
-    stmt = _candidates(conn, current, area).execution_options(stream_results=True, yield_per=SCAN_BATCH)
-    for chunk in conn.execute(stmt).partitions(SCAN_BATCH):
-        geoms = np.array([r.geom for r in chunk], dtype=object)
-        keep = shapely.intersects(geoms, area) if len(geoms) else np.array([], dtype=bool)
-        for row, hit in zip(chunk, keep):
-            if hit:
-                if offset <= matched < offset + limit:
-                    page_ids.append(row.id)
-                matched += 1
-    return Page(matched, *_rows(conn, current, page_ids))
+    rows_stmt = restrict(select(current.c.id, current.c.fid, current.c.properties, current.c.geom))
+    more_before = offset > 0
+    if cursor is not None and cursor[0] == "b":
+        rows = conn.execute(rows_stmt.where(current.c.id < cursor[1]).order_by(current.c.id.desc())
+                            .limit(limit + 1)).all()
+        more_before, more_after = len(rows) > limit, True
+        rows = rows[:limit][::-1]
+    else:
+        page = rows_stmt.order_by(current.c.id)
+        if cursor is not None:
+            page = page.where(current.c.id > cursor[1])
+            more_before = True
+        rows = conn.execute(page.limit(limit + 1).offset(offset)).all()
+        more_after = len(rows) > limit
+        rows = rows[:limit]
+    return Page(matched, [r.id for r in rows], [r.fid if r.fid is not None else str(r.id) for r in rows],
+                [r.properties for r in rows], np.array([r.geom for r in rows], dtype=object), more_after, more_before)
 
 
-def feature(session: Session, layer: Layer, feature_id: str) -> tuple[str, dict, object] | None:
+@dataclass
+class Found:
+    id: int
+    fid: str
+    properties: dict
+    geom: object
+    v_from: int
+
+    @property
+    def etag(self) -> str:
+        """Changes whenever the feature does: each edit gives it the layer's next version."""
+        return f'"{self.id}-{self.v_from}"'
+
+
+def feature(session: Session, layer: Layer, feature_id: str) -> Found | None:
     """The current feature whose id (source fid, else row id) is ``feature_id``."""
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
     conn = session.connection()
-    cols = (current.c.id, current.c.fid, current.c.properties, current.c.geom)
+    cols = (current.c.id, current.c.fid, current.c.properties, current.c.geom, current.c.v_from)
     row = conn.execute(select(*cols).where(current.c.fid == feature_id).order_by(current.c.id).limit(1)).first()
     if row is None and feature_id.isdigit() and len(feature_id) < 19:
         row = conn.execute(select(*cols).where(current.c.fid.is_(None), current.c.id == int(feature_id))).first()
     if row is None:
         return None
-    return (row.fid if row.fid is not None else str(row.id)), row.properties, row.geom
+    return Found(row.id, row.fid if row.fid is not None else str(row.id), row.properties, row.geom, row.v_from)
