@@ -1,0 +1,464 @@
+"""Vector tiles (矢量瓦片): the combined base map and one tile set per catalogue layer, on WebMercatorQuad.
+
+* ``render(session, scope, tileset, z, x, y)`` → MVT bytes, the same on both backends: rows come through
+  the one bbox index prefilter (``core.spatial.bbox_prefilter``), geometry is clipped, generalised and
+  encoded in Python (``cityops.tiles.mvt``).
+* Scope: catalogue layers are visible whole when the viewer sees the layer's unit (as in /api/layers);
+  units are those the viewer sees, with ``covered`` telling whether the scope covers them; buildings only
+  inside the scope (as /api/buildings).
+* Generalisation (``tilesets.toml``): per zoom a simplification tolerance, a minimum area/length and a cap on
+  features per layer, so that no tile exceeds ``max_tile_bytes``.
+* ``TileStore`` caches rendered tiles on disk (bounded, least recently used first). Keys carry the data
+  stamps of the tile's sources and the viewer's scope, so a change makes old tiles unreachable; they are
+  dropped as soon as the new stamp is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import shapely
+from sqlalchemy import LargeBinary, func, select, type_coerce, update
+from sqlalchemy.orm import Session
+
+from cityops.base import featurestore
+from cityops.base import service as layers_service
+from cityops.base.models import Layer
+from cityops.core.errors import InvalidInput, NotFound
+from cityops.core.spatial import bbox_prefilter
+from cityops.core.types import utcnow
+from cityops.housing.models import Building
+from cityops.identity.scope import Scope
+from cityops.org.models import Unit
+from cityops.tiles import mvt
+from cityops.tiles.catalogue import BaseLayer, Catalogue, Rule, load_catalogue
+from cityops.tiles.models import TileSource
+
+TMS_ID = "WebMercatorQuad"
+BASEMAP = "basemap"
+SOURCES = ("units", "buildings")
+
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+@lru_cache(maxsize=1)
+def tms() -> morecantile.TileMatrixSet:
+    return morecantile.tms.get(TMS_ID)
+
+
+# ------------------------------------------------------------------------------------ invalidation
+
+def invalidate(session: Session, source: str) -> None:
+    """Mark ``source`` ("units" or "buildings") changed, in the caller's transaction: every cached tile
+    that shows it is stale from the commit on. Writers of units or buildings call this; layer writes need
+    nothing (their version and update time are the stamp)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown tile source {source!r}; one of {', '.join(SOURCES)}")
+    session.execute(update(TileSource).where(TileSource.source == source)
+                    .values(generation=TileSource.generation + 1, changed_at=utcnow()))
+
+
+def _stamp(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+class Stamps:
+    """Data stamps of the tile sources, re-read at most every ``check_seconds`` (so other processes'
+    writes show up that late) or at once after ``refresh()``."""
+
+    def __init__(self, check_seconds: float):
+        self.check_seconds = check_seconds
+        self._at = 0.0
+        self._value: dict | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        self._at = 0.0
+
+    def get(self, session: Session) -> dict:
+        now = time.monotonic()
+        if self._value is not None and now - self._at < self.check_seconds:
+            return self._value
+        with self._lock:
+            generations = dict(session.execute(select(TileSource.source, TileSource.generation)).all())
+            units = tuple(session.execute(select(func.count(Unit.id), func.max(Unit.updated_at), func.max(Unit.id))).one())
+            buildings = tuple(session.execute(select(func.count(Building.id), func.max(Building.id))).one())
+            layers = {r.key: (r.current_version, str(r.updated_at), r.feature_count, r.unit_path, r.category)
+                      for r in session.execute(select(Layer.key, Layer.current_version, Layer.updated_at,
+                                                      Layer.feature_count, Layer.unit_path, Layer.category))}
+            self._value = {"units": _stamp(generations.get("units"), units),
+                           "buildings": _stamp(generations.get("buildings"), buildings),
+                           "layers": {k: _stamp(v) for k, v in layers.items()}}
+            self._at = time.monotonic()
+            return self._value
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+class TileCache:
+    """Rendered tiles on disk, bounded by total bytes (least recently used evicted first).
+
+    The index is per process: several workers sharing a directory each keep their own bound. The
+    directory is emptied when the cache starts, since its index cannot be trusted across restarts."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        self._index: OrderedDict[str, int] = OrderedDict()
+        self._stamps: dict[str, str] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest[2:]}.mvt"
+
+    def _forget(self, key: str) -> None:
+        size = self._index.pop(key, None)
+        if size is None:
+            return
+        self._bytes -= size
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def _check_stamp(self, tileset: str, stamp: str) -> None:
+        """Drop every tile of ``tileset`` made under another stamp (its data changed)."""
+        if self._stamps.get(tileset) == stamp:
+            return
+        if tileset in self._stamps:
+            prefix = f"{tileset}|"
+            for key in [k for k in self._index if k.startswith(prefix)]:
+                self._forget(key)
+        self._stamps[tileset] = stamp
+
+    def get(self, tileset: str, stamp: str, key: str) -> bytes | None:
+        full = f"{tileset}|{stamp}|{key}"
+        with self._lock:
+            self._check_stamp(tileset, stamp)
+            if full not in self._index:
+                self.misses += 1
+                return None
+            self._index.move_to_end(full)
+        try:
+            data = self._path(full).read_bytes()
+        except FileNotFoundError:
+            with self._lock:
+                self._index.pop(full, None)
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, tileset: str, stamp: str, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        full = f"{tileset}|{stamp}|{key}"
+        path = self._path(full)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half a tile.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        with self._lock:
+            self._check_stamp(tileset, stamp)
+            if self._stamps.get(tileset) != stamp:
+                return
+            if full in self._index:
+                self._bytes -= self._index[full]
+            self._index[full] = len(data)
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and self._index:
+                oldest = next(iter(self._index))
+                self._forget(oldest)
+                self.evictions += 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+# -------------------------------------------------------------------------------------- geometry
+
+def _decode(blobs: list, dialect: str) -> np.ndarray:
+    """Raw geometry column values → Shapely array in one pass (GeoPackage blobs or PostGIS EWKB)."""
+    if dialect == "postgresql":
+        return shapely.from_wkb(np.array([bytes(b) if isinstance(b, memoryview) else b for b in blobs], dtype=object))
+    wkb = [b[8 + _ENVELOPE_BYTES[(b[3] >> 1) & 0b111]:] for b in blobs]
+    return shapely.from_wkb(np.array(wkb, dtype=object))
+
+
+def _raw(column):
+    # The column's value as stored, skipping the per-row decoding of the Geometry type: decoded in bulk.
+    return type_coerce(column, LargeBinary)
+
+
+@dataclass
+class TileRequest:
+    z: int
+    x: int
+    y: int
+    frame: mvt.TileFrame
+    bbox: tuple[float, float, float, float]  # lon/lat, buffer included
+    rule: Rule
+
+
+def tile_request(cat: Catalogue, z: int, x: int, y: int) -> TileRequest:
+    if not cat.min_zoom <= z <= cat.max_zoom:
+        raise NotFound(f"zoom {z} is outside this tile set's range {cat.min_zoom}..{cat.max_zoom}")
+    n = 1 << z
+    if not (0 <= x < n and 0 <= y < n):
+        raise NotFound(f"tile {z}/{x}/{y} is outside the tile matrix (0..{n - 1} at zoom {z})")
+    t = morecantile.Tile(x, y, z)
+    xy = tms().xy_bounds(t)
+    frame = mvt.TileFrame(xy.left, xy.bottom, xy.right, xy.top, cat.extent, cat.buffer)
+    pad = cat.buffer / cat.extent
+    ll = tms().bounds(t)
+    dx, dy = (ll.right - ll.left) * pad, (ll.top - ll.bottom) * pad
+    bbox = (max(ll.left - dx, -180.0), max(ll.bottom - dy, -85.06), min(ll.right + dx, 180.0), min(ll.top + dy, 85.06))
+    return TileRequest(z, x, y, frame, bbox, cat.rule(z))
+
+
+def _generalise(geoms: np.ndarray, rows: list, rule: Rule, frame: mvt.TileFrame):
+    """Prepare, then drop what is too small and cap the count (largest / longest first)."""
+    prepared = mvt.prepare(geoms, frame, simplify=rule.simplify)
+    types = shapely.get_type_id(prepared)
+    keep = ~shapely.is_empty(prepared)
+    polygonal = np.isin(types, (3, 6))
+    lineal = np.isin(types, (1, 2, 5))
+    size = np.zeros(len(prepared))
+    if polygonal.any():
+        size[polygonal] = shapely.area(prepared[polygonal])
+        keep &= ~polygonal | (size >= rule.min_area)
+    if lineal.any():
+        size[lineal] = shapely.length(prepared[lineal])
+        keep &= ~lineal | (size >= rule.min_length)
+    idx = np.flatnonzero(keep)
+    if len(idx) > rule.max_features:
+        # Larger first; points (size 0) keep their id order. The kept ones stay in their original order.
+        order = np.argsort(-size[idx], kind="stable")[: rule.max_features]
+        idx = np.sort(idx[order])
+    return prepared[idx], [rows[i] for i in idx]
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
+    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path, _raw(Unit.geom).label("g")) \
+        .where(Unit.level == layer.level, Unit.geom.is_not(None), scope.sees_clause(Unit.path))
+    stmt = bbox_prefilter(stmt, dialect, "units", Unit.id, Unit.geom, req.bbox)
+    rows = session.execute(stmt.order_by(Unit.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    props = [{"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level, "covered": scope.covers(r.path)}
+             for r in kept]
+    return geoms, [r.id for r in kept], props
+
+
+def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
+    stmt = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
+                  Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint).label("g")) \
+        .where(scope.covers_clause(Building.unit_path))
+    stmt = bbox_prefilter(stmt, dialect, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
+    rows = session.execute(stmt.order_by(Building.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    storey = layer.storey_height_m
+    props = [{"code": r.code, "floors": r.floors,
+              "height": float(r.height_m) if r.height_m is not None else round(r.floors * storey, 1),
+              "use": r.use, "structure": r.structure, "safety_grade": r.safety_grade, "year_built": r.year_built,
+              "grid_code": r.grid_code} for r in kept]
+    return geoms, [r.id for r in kept], props
+
+
+def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: str):
+    current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    stmt = select(current.c.id, current.c.fid, current.c.properties, _raw(current.c.geom).label("g")) \
+        .where(current.c.geom.is_not(None))
+    stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, req.bbox)
+    if layer.geometry_type in ("POINT", "MULTIPOINT"):
+        stmt = stmt.limit(req.rule.max_features)  # points are capped in id order: let the database stop early
+    rows = session.execute(stmt.order_by(current.c.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    props = []
+    for r in kept:
+        p = dict(r.properties or {})
+        p.setdefault("fid", r.fid if r.fid is not None else str(r.id))
+        props.append(p)
+    return geoms, [r.id for r in kept], props
+
+
+# ------------------------------------------------------------------------------------------ tilesets
+
+def key_layers(session: Session, scope: Scope, cat: Catalogue) -> list[Layer]:
+    """Catalogue layers that join the base map (their category is one of ``key_categories``)."""
+    return [layer for layer in layers_service.list_layers(session, scope)
+            if any(layer.category.startswith(c) for c in cat.key_categories)]
+
+
+def _scope_key(scope: Scope) -> str:
+    return "all" if scope.all_units else _stamp(tuple(sorted(scope.unit_paths)))
+
+
+class TileService:
+    """Rendering with the cache in front; one per application."""
+
+    def __init__(self, cache_dir: Path, catalogue: Catalogue | None = None):
+        self.catalogue = catalogue or load_catalogue()
+        self.cache = TileCache(cache_dir, self.catalogue.cache_max_bytes)
+        self.stamps = Stamps(self.catalogue.cache_check_seconds)
+
+    def tile(self, session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, *,
+             buildings: bool = True) -> tuple[bytes, bool]:
+        """(MVT bytes, served from cache). ``tileset`` is "basemap" or a layer key; ``buildings``: whether the
+        viewer may see buildings (``housing.read``)."""
+        cat = self.catalogue
+        req = tile_request(cat, z, x, y)
+        stamps = self.stamps.get(session)
+        if tileset == BASEMAP:
+            visible = key_layers(session, scope, cat)
+            stamp = _stamp(stamps["units"], stamps["buildings"], sorted((l.key, stamps["layers"].get(l.key)) for l in visible))
+        else:
+            layer = layers_service.get_layer(session, tileset, scope)
+            stamp = stamps["layers"].get(layer.key) or _stamp(layer.current_version, str(layer.updated_at))
+        key = f"{_scope_key(scope)}|{int(buildings)}|{z}/{x}/{y}"
+        cached = self.cache.get(tileset, stamp, key)
+        if cached is not None:
+            return cached, True
+        data = render(session, scope, tileset, z, x, y, cat, req=req, buildings=buildings)
+        self.cache.put(tileset, stamp, key, data)
+        return data, False
+
+    def changed(self) -> None:
+        """This process wrote tile data: re-read the stamps at the next request."""
+        self.stamps.refresh()
+
+
+def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, cat: Catalogue | None = None,
+           *, req: TileRequest | None = None, buildings: bool = True) -> bytes:
+    """Render one tile without the cache."""
+    cat = cat or load_catalogue()
+    req = req or tile_request(cat, z, x, y)
+    dialect = session.get_bind().dialect.name
+    tile = mvt.new_tile()
+    if tileset == BASEMAP:
+        for layer in cat.base_layers:
+            if z < layer.min_zoom or (layer.source == "buildings" and not buildings):
+                continue
+            fn = _units if layer.source == "units" else _buildings
+            got = fn(session, scope, layer, req, dialect)
+            if got:
+                mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
+        if z >= cat.key_layers_min_zoom:
+            for layer in key_layers(session, scope, cat):
+                if layer.key in {b.id for b in cat.base_layers}:
+                    continue  # a base layer's name wins; the layer stays reachable as its own tile set
+                got = _layer_features(session, layer, req, dialect)
+                if got:
+                    mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
+    else:
+        layer = layers_service.get_layer(session, tileset, scope)
+        got = _layer_features(session, layer, req, dialect)
+        if got:
+            mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
+    return mvt.serialize(tile)
+
+
+# ---------------------------------------------------------------------------------------- metadata
+
+_FIELD_TYPES = {"string": "String", "integer": "Number", "number": "Number", "boolean": "Boolean",
+                "datetime": "String", "json": "String"}
+UNIT_FIELDS = {"code": "String", "name": "String", "name_en": "String", "level": "String",
+               "covered": "Boolean"}
+BUILDING_FIELDS = {"code": "String", "floors": "Number", "height": "Number", "use": "String", "structure": "String",
+                   "safety_grade": "String", "year_built": "Number", "grid_code": "String"}
+
+
+def layer_fields(layer: Layer) -> dict[str, str]:
+    fields = {"fid": "String"}
+    for a in layer.attribute_schema or []:
+        fields[a["name"]] = _FIELD_TYPES.get(a.get("type"), "String")
+    return fields
+
+
+def vector_layers(session: Session, scope: Scope, tileset: str, cat: Catalogue | None = None, *,
+                  buildings: bool = True) -> list[dict]:
+    """TileJSON ``vector_layers`` of a tile set (also the OGC tileset's ``layers``)."""
+    cat = cat or load_catalogue()
+    if tileset == BASEMAP:
+        out = []
+        for b in cat.base_layers:
+            if b.source == "buildings" and not buildings:
+                continue
+            fields = UNIT_FIELDS if b.source == "units" else BUILDING_FIELDS
+            desc = {"units": f"行政区划/单元网格 ({b.level})", "buildings": "房屋 buildings: height in metres for 3D"}[b.source]
+            out.append({"id": b.id, "fields": dict(fields), "description": desc, "minzoom": b.min_zoom,
+                        "maxzoom": cat.max_zoom})
+        names = {b.id for b in cat.base_layers}
+        for layer in key_layers(session, scope, cat):
+            if layer.key not in names:
+                out.append({"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
+                            "minzoom": cat.key_layers_min_zoom, "maxzoom": cat.max_zoom})
+        return out
+    layer = layers_service.get_layer(session, tileset, scope)
+    return [{"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
+             "minzoom": cat.min_zoom, "maxzoom": cat.max_zoom}]
+
+
+def bounds_of(session: Session, scope: Scope, tileset: str) -> list[float] | None:
+    if tileset == BASEMAP:
+        b = session.execute(select(Unit.geom).where(Unit.level == "district", scope.sees_clause(Unit.path))).scalars().all()
+        geoms = [g for g in b if g is not None]
+        return list(shapely.total_bounds(np.array(geoms, dtype=object))) if geoms else None
+    layer = layers_service.get_layer(session, tileset, scope)
+    return [float(v) for v in layer.bounds] if layer.bounds else None
+
+
+def tilejson(session: Session, scope: Scope, tileset: str, tiles_url: str, cat: Catalogue | None = None, *,
+             buildings: bool = True) -> dict:
+    """TileJSON 3.0.0 for a tile set; ``tiles_url`` is the absolute {z}/{x}/{y} template."""
+    cat = cat or load_catalogue()
+    layers = vector_layers(session, scope, tileset, cat, buildings=buildings)
+    if tileset == BASEMAP:
+        name, description = cat.basemap["title_zh"], cat.basemap["description_zh"]
+    else:
+        layer = layers_service.get_layer(session, tileset, scope)
+        name, description = layer.title_zh, layer.description_zh or layer.title_en
+    out = {"tilejson": "3.0.0", "name": name, "description": description, "version": "1.0.0",
+           "scheme": "xyz", "tiles": [tiles_url], "minzoom": cat.min_zoom, "maxzoom": cat.max_zoom,
+           "vector_layers": layers}
+    bounds = bounds_of(session, scope, tileset)
+    if bounds:
+        out["bounds"] = [round(v, 6) for v in bounds]
+        z = 9 if tileset == BASEMAP else 12
+        out["center"] = [round((bounds[0] + bounds[2]) / 2, 6), round((bounds[1] + bounds[3]) / 2, 6), z]
+    return out
+
+
+def parse_zxy(z: str | int, x: str | int, y: str | int) -> tuple[int, int, int]:
+    try:
+        return int(z), int(x), int(y)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"tile address {z}/{x}/{y} must be three integers") from None
