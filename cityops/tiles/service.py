@@ -206,8 +206,10 @@ def _decode(blobs: list, dialect: str) -> np.ndarray:
     return shapely.from_wkb(np.array(wkb, dtype=object))
 
 
-def _raw(column):
-    # The column's value as stored, skipping the per-row decoding of the Geometry type: decoded in bulk.
+def _raw(column, dialect: str):
+    # The stored value, skipping the Geometry type's per-row decoding: the batch is decoded at once.
+    if dialect == "postgresql":
+        return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
     return type_coerce(column, LargeBinary)
 
 
@@ -262,7 +264,7 @@ def _generalise(geoms: np.ndarray, rows: list, rule: Rule, frame: mvt.TileFrame)
 # ---------------------------------------------------------------------------------------- sources
 
 def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
-    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path, _raw(Unit.geom).label("g")) \
+    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path, _raw(Unit.geom, dialect).label("g")) \
         .where(Unit.level == layer.level, Unit.geom.is_not(None), scope.sees_clause(Unit.path))
     stmt = bbox_prefilter(stmt, dialect, "units", Unit.id, Unit.geom, req.bbox)
     rows = session.execute(stmt.order_by(Unit.id)).all()
@@ -276,7 +278,7 @@ def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, d
 
 def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
     stmt = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
-                  Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint).label("g")) \
+                  Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint, dialect).label("g")) \
         .where(scope.covers_clause(Building.unit_path))
     stmt = bbox_prefilter(stmt, dialect, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
     rows = session.execute(stmt.order_by(Building.id)).all()
@@ -293,7 +295,7 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
 
 def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: str):
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
-    stmt = select(current.c.id, current.c.fid, current.c.properties, _raw(current.c.geom).label("g")) \
+    stmt = select(current.c.id, current.c.fid, current.c.properties, _raw(current.c.geom, dialect).label("g")) \
         .where(current.c.geom.is_not(None))
     stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, req.bbox)
     if layer.geometry_type in ("POINT", "MULTIPOINT"):
@@ -337,6 +339,7 @@ class TileService:
         cat = self.catalogue
         req = tile_request(cat, z, x, y)
         stamps = self.stamps.get(session)
+        visible = None
         if tileset == BASEMAP:
             visible = key_layers(session, scope, cat)
             stamp = _stamp(stamps["units"], stamps["buildings"], sorted((l.key, stamps["layers"].get(l.key)) for l in visible))
@@ -347,7 +350,7 @@ class TileService:
         cached = self.cache.get(tileset, stamp, key)
         if cached is not None:
             return cached, True
-        data = render(session, scope, tileset, z, x, y, cat, req=req, buildings=buildings)
+        data = render(session, scope, tileset, z, x, y, cat, req=req, buildings=buildings, visible_layers=visible)
         self.cache.put(tileset, stamp, key, data)
         return data, False
 
@@ -357,8 +360,9 @@ class TileService:
 
 
 def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, cat: Catalogue | None = None,
-           *, req: TileRequest | None = None, buildings: bool = True) -> bytes:
-    """Render one tile without the cache."""
+           *, req: TileRequest | None = None, buildings: bool = True,
+           visible_layers: list[Layer] | None = None) -> bytes:
+    """Render one tile without the cache (``visible_layers``: the base map's key layers, if already known)."""
     cat = cat or load_catalogue()
     req = req or tile_request(cat, z, x, y)
     dialect = session.get_bind().dialect.name
@@ -372,7 +376,7 @@ def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int,
             if got:
                 mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
         if z >= cat.key_layers_min_zoom:
-            for layer in key_layers(session, scope, cat):
+            for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
                 if layer.key in {b.id for b in cat.base_layers}:
                     continue  # a base layer's name wins; the layer stays reachable as its own tile set
                 got = _layer_features(session, layer, req, dialect)
