@@ -56,8 +56,13 @@ class TileFrame:
 
 
 def prepare(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) -> np.ndarray:
-    """Tile-space geometry ready for encoding; empty where nothing of a feature is left in the tile."""
-    geoms = frame.to_tile(np.asarray(geoms, dtype=object))
+    """lon/lat geometry → tile-space geometry ready for encoding (see prepare_tile)."""
+    return prepare_tile(frame.to_tile(np.asarray(geoms, dtype=object)), frame, simplify=simplify)
+
+
+def prepare_tile(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) -> np.ndarray:
+    """Tile-coordinate geometry → clipped, simplified, snapped, oriented; empty where nothing is left."""
+    geoms = np.array(geoms, dtype=object)
     b = frame.buffer
     lo, hi = -b, frame.extent + b
     # Clip only what crosses the buffered tile edge (most features of a dense tile lie inside it).

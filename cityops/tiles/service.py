@@ -1,8 +1,10 @@
 """Vector tiles (矢量瓦片): the combined base map and one tile set per catalogue layer, on WebMercatorQuad.
 
-* ``render(session, scope, tileset, z, x, y)`` → MVT bytes, the same on both backends: rows come through
-  the one bbox index prefilter (``core.spatial.bbox_prefilter``), geometry is clipped, generalised and
-  encoded in Python (``cityops.tiles.mvt``).
+* ``render(session, scope, tileset, z, x, y)`` → MVT bytes with the same content on both backends: the same
+  rows (scope, bbox), attributes, ids, generalisation rules and caps. On SQLite geometry is clipped,
+  generalised and encoded in Python (``cityops.tiles.mvt``); on PostGIS each layer is one ``ST_AsMVTGeom``
+  + ``ST_AsMVT`` query with the same rules, the layers' bytes concatenated (a tile is a sequence of
+  layers). The tests decode both with GDAL and compare the two paths on PostGIS.
 * Scope: catalogue layers are visible whole when the viewer sees the layer's unit (as in /api/layers);
   units are those the viewer sees, with ``covered`` telling whether the scope covers them; buildings only
   inside the scope (as /api/buildings).
@@ -29,7 +31,7 @@ from pathlib import Path
 import morecantile
 import numpy as np
 import shapely
-from sqlalchemy import LargeBinary, func, select, type_coerce, update
+from sqlalchemy import Double, LargeBinary, Numeric, Text, case, cast, func, literal, literal_column, or_, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -73,8 +75,14 @@ def _stamp(*parts) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
+def _layer_stamp(layer: Layer) -> tuple:
+    """A layer's data stamp, read with the layer's catalogue row on every request (imports, rollbacks and
+    edits bump its version, metadata changes its update time)."""
+    return (layer.key, layer.current_version, str(layer.updated_at), layer.feature_count, layer.geometry_type)
+
+
 class Stamps:
-    """Data stamps of the tile sources, re-read at most every ``check_seconds`` (so other processes'
+    """Data stamps of units and buildings, re-read at most every ``check_seconds`` (so other processes'
     writes show up that late) or at once after ``refresh()``."""
 
     def __init__(self, check_seconds: float):
@@ -94,12 +102,8 @@ class Stamps:
             generations = dict(session.execute(select(TileSource.source, TileSource.generation)).all())
             units = tuple(session.execute(select(func.count(Unit.id), func.max(Unit.updated_at), func.max(Unit.id))).one())
             buildings = tuple(session.execute(select(func.count(Building.id), func.max(Building.id))).one())
-            layers = {r.key: (r.current_version, str(r.updated_at), r.feature_count, r.unit_path, r.category)
-                      for r in session.execute(select(Layer.key, Layer.current_version, Layer.updated_at,
-                                                      Layer.feature_count, Layer.unit_path, Layer.category))}
             self._value = {"units": _stamp(generations.get("units"), units),
-                           "buildings": _stamp(generations.get("buildings"), buildings),
-                           "layers": {k: _stamp(v) for k, v in layers.items()}}
+                           "buildings": _stamp(generations.get("buildings"), buildings)}
             self._at = time.monotonic()
             return self._value
 
@@ -240,25 +244,28 @@ def tile_request(cat: Catalogue, z: int, x: int, y: int) -> TileRequest:
 
 
 def _generalise(geoms: np.ndarray, rows: list, rule: Rule, frame: mvt.TileFrame):
-    """Prepare, then drop what is too small and cap the count (largest / longest first)."""
-    prepared = mvt.prepare(geoms, frame, simplify=rule.simplify)
-    types = shapely.get_type_id(prepared)
-    keep = ~shapely.is_empty(prepared)
-    polygonal = np.isin(types, (3, 6))
-    lineal = np.isin(types, (1, 2, 5))
-    size = np.zeros(len(prepared))
+    """Drop polygons/lines whose whole area/length (in tile units) is under the zoom's minimum, keep at most
+    ``max_features`` (largest first, ties and points by id), then clip, simplify and snap what is kept.
+
+    Sizes are of the whole feature, before clipping and simplification, so that the PostGIS path (which
+    computes them in SQL) keeps exactly the same features."""
+    tile_geoms = frame.to_tile(geoms)
+    types = shapely.get_type_id(tile_geoms)
+    polygonal = (types == 3) | (types == 6)
+    lineal = (types == 1) | (types == 2) | (types == 5)
+    size = np.zeros(len(tile_geoms))
+    keep = ~shapely.is_empty(tile_geoms)
     if polygonal.any():
-        size[polygonal] = shapely.area(prepared[polygonal])
+        size[polygonal] = shapely.area(tile_geoms[polygonal])
         keep &= ~polygonal | (size >= rule.min_area)
     if lineal.any():
-        size[lineal] = shapely.length(prepared[lineal])
+        size[lineal] = shapely.length(tile_geoms[lineal])
         keep &= ~lineal | (size >= rule.min_length)
     idx = np.flatnonzero(keep)
     if len(idx) > rule.max_features:
-        # Larger first; points (size 0) keep their id order. The kept ones stay in their original order.
         order = np.argsort(-size[idx], kind="stable")[: rule.max_features]
         idx = np.sort(idx[order])
-    return prepared[idx], [rows[i] for i in idx]
+    return mvt.prepare_tile(tile_geoms[idx], frame, simplify=rule.simplify), [rows[i] for i in idx]
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -312,6 +319,78 @@ def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: s
     return geoms, [r.id for r in kept], props
 
 
+# ----------------------------------------------------------------------------- PostGIS: ST_AsMVT
+
+def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, table, id_col, geom_col, attrs: list,
+              where: list, *, points: bool = False) -> bytes:
+    """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
+    then ST_AsMVTGeom clips, snaps and validates what is kept."""
+    rule = req.rule
+    scale = cat.extent / (req.frame.maxx - req.frame.minx)  # tile units per EPSG:3857 metre at this zoom
+    merc = func.ST_Transform(geom_col, 3857)
+    minx, miny, maxx, maxy = req.bbox
+    inner = select(id_col.label("id"), *attrs, merc.label("g")).select_from(table) \
+        .where(geom_col.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, 4490)), *where)
+    if points:
+        inner = inner.order_by(id_col).limit(rule.max_features)  # as the Python path: first by id
+    q = inner.subquery("q")
+    dim = func.ST_Dimension(q.c.g)
+    area = func.ST_Area(q.c.g) * (scale * scale)
+    length = func.ST_Length(q.c.g) * scale
+    size = case((dim == 2, area), (dim == 1, length), else_=0.0)
+    kept = select(q).where(or_(dim != 2, area >= rule.min_area), or_(dim != 1, length >= rule.min_length)) \
+        .order_by(size.desc(), q.c.id).limit(rule.max_features).subquery("kept")
+    geom = kept.c.g
+    if rule.simplify > 0:
+        geom = func.ST_SimplifyPreserveTopology(geom, rule.simplify / scale)
+    mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(req.z, req.x, req.y), cat.extent, cat.buffer, True)
+    rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
+    stmt = select(func.ST_AsMVT(literal_column("k"), name, cat.extent, "geom", "id")) \
+        .select_from(rows).where(rows.c.geom.is_not(None))
+    data = session.execute(stmt).scalar()
+    return bytes(data) if data else b""
+
+
+def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, cat: Catalogue, buildings: bool,
+               visible_layers: list[Layer] | None) -> bytes:
+    out = []
+    if tileset == BASEMAP:
+        for layer in cat.base_layers:
+            if req.z < layer.min_zoom or (layer.source == "buildings" and not buildings):
+                continue
+            if layer.source == "units":
+                covered = literal(True) if scope.all_units else scope.covers_clause(Unit.path)
+                out.append(_pg_layer(session, layer.id, req, cat, Unit.__table__, Unit.id, Unit.__table__.c.geom,
+                                     [Unit.code, Unit.name, Unit.name_en, Unit.level, covered.label("covered")],
+                                     [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None),
+                                      scope.sees_clause(Unit.path)]))
+            else:
+                storey = layer.storey_height_m
+                height = func.coalesce(Building.height_m, cast(func.round(cast(Building.floors * storey, Numeric), 1), Double))
+                out.append(_pg_layer(session, layer.id, req, cat, Building.__table__, Building.id,
+                                     Building.__table__.c.footprint,
+                                     [Building.code, Building.floors, height.label("height"), Building.use,
+                                      Building.structure, Building.safety_grade, Building.year_built, Building.grid_code],
+                                     [scope.covers_clause(Building.unit_path)]))
+        if req.z >= cat.key_layers_min_zoom:
+            names = {b.id for b in cat.base_layers}
+            for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
+                if layer.key not in names:
+                    out.append(_pg_layer_features(session, layer, req, cat))
+    else:
+        out.append(_pg_layer_features(session, layers_service.get_layer(session, tileset, scope), req, cat))
+    return b"".join(out)
+
+
+def _pg_layer_features(session: Session, layer: Layer, req: TileRequest, cat: Catalogue) -> bytes:
+    current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    # The feature's own properties win over the default fid, as in the Python path.
+    props = func.jsonb_build_object("fid", func.coalesce(current.c.fid, cast(current.c.id, Text))) \
+        .op("||")(current.c.properties)
+    return _pg_layer(session, layer.key, req, cat, current, current.c.id, current.c.geom, [props.label("properties")],
+                     [current.c.geom.is_not(None)], points=layer.geometry_type in ("POINT", "MULTIPOINT"))
+
+
 # ------------------------------------------------------------------------------------------ tilesets
 
 def key_layers(session: Session, scope: Scope, cat: Catalogue) -> list[Layer]:
@@ -342,10 +421,9 @@ class TileService:
         visible = None
         if tileset == BASEMAP:
             visible = key_layers(session, scope, cat)
-            stamp = _stamp(stamps["units"], stamps["buildings"], sorted((l.key, stamps["layers"].get(l.key)) for l in visible))
+            stamp = _stamp(stamps["units"], stamps["buildings"], sorted(_layer_stamp(layer) for layer in visible))
         else:
-            layer = layers_service.get_layer(session, tileset, scope)
-            stamp = stamps["layers"].get(layer.key) or _stamp(layer.current_version, str(layer.updated_at))
+            stamp = _layer_stamp(layers_service.get_layer(session, tileset, scope))
         key = f"{_scope_key(scope)}|{int(buildings)}|{z}/{x}/{y}"
         cached = self.cache.get(tileset, stamp, key)
         if cached is not None:
@@ -361,11 +439,14 @@ class TileService:
 
 def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, cat: Catalogue | None = None,
            *, req: TileRequest | None = None, buildings: bool = True,
-           visible_layers: list[Layer] | None = None) -> bytes:
-    """Render one tile without the cache (``visible_layers``: the base map's key layers, if already known)."""
+           visible_layers: list[Layer] | None = None, engine: str = "auto") -> bytes:
+    """Render one tile without the cache (``visible_layers``: the base map's key layers, if already known).
+    ``engine="python"`` forces the Python path on PostGIS too (the tests compare the two)."""
     cat = cat or load_catalogue()
     req = req or tile_request(cat, z, x, y)
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and engine != "python":
+        return _pg_render(session, scope, tileset, req, cat, buildings, visible_layers)
     tile = mvt.new_tile()
     if tileset == BASEMAP:
         for layer in cat.base_layers:
