@@ -409,3 +409,29 @@ def test_postgis_sql_path_matches_the_python_path(api, admin, dense):
                     # Each simplifier may move a vertex by up to its tolerance (the GEOS versions differ).
                     bound = load_catalogue().rule(z).simplify * 2 + 2
                     assert shapely.hausdorff_distance(ga, gb) <= bound, (tileset, z, name, fid)
+
+
+def test_cli_exports_a_tile_pyramid(api, admin, tmp_path):
+    """``cityops tiles export`` writes the same tiles the API serves, plus a TileJSON; bad input fails clearly."""
+    from tests.test_cli import _env, cli, failed, ok
+
+    env = _env()
+    if api.store.backend == "postgis":
+        env["CITYOPS_DATABASE_URL"] = api.store.settings.database_url
+    data = str(api.store.settings.data_dir)
+    out = tmp_path / "pyramid"
+    r = ok(cli("tiles", "export", out, "--min-zoom", "10", "--max-zoom", "11", "--data-dir", data, env=env))
+    assert "largest bytes" in r.stdout
+    files = sorted(out.rglob("*.mvt"))
+    assert files and {p.parts[-3] for p in files} == {"10", "11"}
+    doc = json.loads((out / "tilejson.json").read_text(encoding="utf-8"))
+    assert doc["tilejson"] == "3.0.0" and doc["minzoom"] == 10 and doc["maxzoom"] == 11
+    one = files[len(files) // 2]
+    z, x, y = one.parts[-3], one.parts[-2], one.stem
+    assert one.read_bytes() == api.get(f"/api/tiles/basemap/{z}/{x}/{y}.mvt", headers=admin).content
+    r = ok(cli("tiles", "list", "--data-dir", data, env=env))
+    assert "basemap" in r.stdout
+    r = failed(cli("tiles", "export", out, "--tileset", "no_such_layer", "--data-dir", data, env=env))
+    assert any("no_such_layer" in line for line in r.messages)
+    r = failed(cli("tiles", "export", out, "--bbox", "108,31", "--data-dir", data, env=env))
+    assert any("bbox" in line for line in r.messages)
