@@ -31,7 +31,8 @@ from pathlib import Path
 import morecantile
 import numpy as np
 import shapely
-from sqlalchemy import Double, LargeBinary, Numeric, Text, case, cast, func, literal, literal_column, or_, select, type_coerce, update
+from sqlalchemy import (Double, Integer, LargeBinary, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_,
+                        select, type_coerce, update)
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -321,33 +322,63 @@ def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: s
 
 # ----------------------------------------------------------------------------- PostGIS: ST_AsMVT
 
-def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, table, id_col, geom_col, attrs: list,
-              where: list, *, points: bool = False) -> bytes:
+#: Built ST_AsMVT statements by layer, scope and shape (bounded): building one costs more than running it.
+_PG_STATEMENTS: OrderedDict = OrderedDict()
+_PG_STATEMENTS_MAX = 512
+
+
+def _pg_statement(key: tuple, table, id_col, geom_col, attrs, where, *, points: bool, simplify: bool):
+    """The ST_AsMVT statement of one layer, with the tile and the zoom's rule as bind parameters."""
+    stmt = _PG_STATEMENTS.get(key)
+    if stmt is not None:
+        _PG_STATEMENTS.move_to_end(key)
+        return stmt
+    p = {n: bindparam(n, type_=t) for n, t in (("minx", Double), ("miny", Double), ("maxx", Double), ("maxy", Double),
+                                                ("scale", Double), ("scale2", Double), ("min_area", Double),
+                                                ("min_length", Double), ("tol", Double), ("max_features", Integer),
+                                                ("z", Integer), ("x", Integer), ("y", Integer), ("extent", Integer),
+                                                ("buffer", Integer), ("name", Text))}
+    merc = func.ST_Transform(geom_col, 3857)
+    inner = select(id_col.label("id"), *attrs(), merc.label("g")).select_from(table) \
+        .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where())
+    if points:
+        inner = inner.order_by(id_col).limit(p["max_features"])  # as the Python path: first by id
+    else:
+        # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would repeat ST_Transform for every
+        # use of "g" below.
+        inner = inner.offset(0)
+    q = inner.subquery("q")
+    dim = func.ST_Dimension(q.c.g)
+    area = func.ST_Area(q.c.g) * p["scale2"]
+    length = func.ST_Length(q.c.g) * p["scale"]
+    size = case((dim == 2, area), (dim == 1, length), else_=0.0)
+    kept = select(q).where(or_(dim != 2, area >= p["min_area"]), or_(dim != 1, length >= p["min_length"])) \
+        .order_by(size.desc(), q.c.id).limit(p["max_features"]).subquery("kept")
+    geom = func.ST_SimplifyPreserveTopology(kept.c.g, p["tol"]) if simplify else kept.c.g
+    mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(p["z"], p["x"], p["y"]), p["extent"], p["buffer"], True)
+    rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
+    # ST_AsMVT skips rows whose geometry ST_AsMVTGeom dropped (NULL); a WHERE here would compute it twice.
+    stmt = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id")).select_from(rows)
+    _PG_STATEMENTS[key] = stmt
+    if len(_PG_STATEMENTS) > _PG_STATEMENTS_MAX:
+        _PG_STATEMENTS.popitem(last=False)
+    return stmt
+
+
+def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key: tuple, table, id_col, geom_col,
+              attrs, where, *, points: bool = False) -> bytes:
     """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
     then ST_AsMVTGeom clips, snaps and validates what is kept."""
     rule = req.rule
     scale = cat.extent / (req.frame.maxx - req.frame.minx)  # tile units per EPSG:3857 metre at this zoom
-    merc = func.ST_Transform(geom_col, 3857)
+    stmt = _pg_statement(key + (points, rule.simplify > 0), table, id_col, geom_col, attrs, where, points=points,
+                         simplify=rule.simplify > 0)
     minx, miny, maxx, maxy = req.bbox
-    inner = select(id_col.label("id"), *attrs, merc.label("g")).select_from(table) \
-        .where(geom_col.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, 4490)), *where)
-    if points:
-        inner = inner.order_by(id_col).limit(rule.max_features)  # as the Python path: first by id
-    q = inner.subquery("q")
-    dim = func.ST_Dimension(q.c.g)
-    area = func.ST_Area(q.c.g) * (scale * scale)
-    length = func.ST_Length(q.c.g) * scale
-    size = case((dim == 2, area), (dim == 1, length), else_=0.0)
-    kept = select(q).where(or_(dim != 2, area >= rule.min_area), or_(dim != 1, length >= rule.min_length)) \
-        .order_by(size.desc(), q.c.id).limit(rule.max_features).subquery("kept")
-    geom = kept.c.g
-    if rule.simplify > 0:
-        geom = func.ST_SimplifyPreserveTopology(geom, rule.simplify / scale)
-    mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(req.z, req.x, req.y), cat.extent, cat.buffer, True)
-    rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
-    stmt = select(func.ST_AsMVT(literal_column("k"), name, cat.extent, "geom", "id")) \
-        .select_from(rows).where(rows.c.geom.is_not(None))
-    data = session.execute(stmt).scalar()
+    params = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale, "scale2": scale * scale,
+              "min_area": rule.min_area, "min_length": rule.min_length, "tol": rule.simplify / scale,
+              "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y, "extent": cat.extent,
+              "buffer": cat.buffer, "name": name}
+    data = session.execute(stmt, params).scalar()
     return bytes(data) if data else b""
 
 
@@ -358,20 +389,23 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
         for layer in cat.base_layers:
             if req.z < layer.min_zoom or (layer.source == "buildings" and not buildings):
                 continue
+            skey = _scope_key(scope)
             if layer.source == "units":
-                covered = literal(True) if scope.all_units else scope.covers_clause(Unit.path)
-                out.append(_pg_layer(session, layer.id, req, cat, Unit.__table__, Unit.id, Unit.__table__.c.geom,
-                                     [Unit.code, Unit.name, Unit.name_en, Unit.level, covered.label("covered")],
-                                     [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None),
-                                      scope.sees_clause(Unit.path)]))
+                out.append(_pg_layer(
+                    session, layer.id, req, cat, ("units", layer.id, layer.level, skey), Unit.__table__, Unit.id,
+                    Unit.__table__.c.geom,
+                    lambda: [Unit.code, Unit.name, Unit.name_en, Unit.level,
+                             (literal(True) if scope.all_units else scope.covers_clause(Unit.path)).label("covered")],
+                    lambda: [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None), scope.sees_clause(Unit.path)]))
             else:
                 storey = layer.storey_height_m
                 height = func.coalesce(Building.height_m, cast(func.round(cast(Building.floors * storey, Numeric), 1), Double))
-                out.append(_pg_layer(session, layer.id, req, cat, Building.__table__, Building.id,
-                                     Building.__table__.c.footprint,
-                                     [Building.code, Building.floors, height.label("height"), Building.use,
-                                      Building.structure, Building.safety_grade, Building.year_built, Building.grid_code],
-                                     [scope.covers_clause(Building.unit_path)]))
+                out.append(_pg_layer(
+                    session, layer.id, req, cat, ("buildings", layer.id, storey, skey), Building.__table__, Building.id,
+                    Building.__table__.c.footprint,
+                    lambda: [Building.code, Building.floors, height.label("height"), Building.use, Building.structure,
+                             Building.safety_grade, Building.year_built, Building.grid_code],
+                    lambda: [scope.covers_clause(Building.unit_path)]))
         if req.z >= cat.key_layers_min_zoom:
             names = {b.id for b in cat.base_layers}
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
@@ -384,11 +418,16 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
 
 def _pg_layer_features(session: Session, layer: Layer, req: TileRequest, cat: Catalogue) -> bytes:
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
-    # The feature's own properties win over the default fid, as in the Python path.
-    props = func.jsonb_build_object("fid", func.coalesce(current.c.fid, cast(current.c.id, Text))) \
-        .op("||")(current.c.properties)
-    return _pg_layer(session, layer.key, req, cat, current, current.c.id, current.c.geom, [props.label("properties")],
-                     [current.c.geom.is_not(None)], points=layer.geometry_type in ("POINT", "MULTIPOINT"))
+
+    def attrs():
+        # The feature's own properties win over the default fid, as in the Python path.
+        props = func.jsonb_build_object("fid", func.coalesce(current.c.fid, cast(current.c.id, Text))) \
+            .op("||")(current.c.properties)
+        return [props.label("properties")]
+
+    return _pg_layer(session, layer.key, req, cat, ("layer", layer.key, layer.geometry_type), current, current.c.id,
+                     current.c.geom, attrs, lambda: [current.c.geom.is_not(None)],
+                     points=layer.geometry_type in ("POINT", "MULTIPOINT"))
 
 
 # ------------------------------------------------------------------------------------------ tilesets
