@@ -378,7 +378,7 @@ def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key
               "min_area": rule.min_area, "min_length": rule.min_length, "tol": rule.simplify / scale,
               "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y, "extent": cat.extent,
               "buffer": cat.buffer, "name": name}
-    data = session.execute(stmt, params).scalar()
+    data = session.connection().execute(stmt, params).scalar()  # Core execution: no ORM layer per tile
     return bytes(data) if data else b""
 
 
