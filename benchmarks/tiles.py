@@ -74,17 +74,6 @@ def store(settings: Settings, build: bool):
     return engine, sessions
 
 
-def timed(fn, runs: int) -> tuple[float, float, object]:
-    fn()  # warm-up: imports, prepared statements, page cache
-    samples, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(0.95 * (len(samples) - 1))], out
-
-
 def densest_tile(sessions) -> tuple[morecantile.Tile, int]:
     with sessions() as session:
         geoms = np.array(session.scalars(select(Building.footprint)).all(), dtype=object)
@@ -142,35 +131,45 @@ def run(console: Console, runs: int, backends: dict, pg_sessions) -> None:
         total = session.scalar(select(func.count(Building.id)))
     console.print(f"demo: {total:,} buildings; densest z14 tile {tile.z}/{tile.x}/{tile.y} holds {count} building centroids")
 
-    table = Table(title=f"z14 building tile {tile.z}/{tile.x}/{tile.y}, uncached, {runs} runs (ms)")
+    table = Table(title=f"z14 building tile {tile.z}/{tile.x}/{tile.y}, uncached, {runs} interleaved rounds (ms)")
     for col in ("renderer", "median", "p95", "bytes", "features", "ratio vs ST_AsMVT"):
         table.add_column(col, justify="right" if col != "renderer" else "left")
-    results = {}
-    with pg_sessions() as session:
-        conn = session.connection()
-        med, p95, data = timed(lambda: bytes(conn.execute(text(ST_ASMVT), {"z": tile.z, "x": tile.x, "y": tile.y}).scalar()), runs)
-        results["ST_AsMVT"] = (med, p95, data)
     import mapbox_vector_tile
 
-    ref = results["ST_AsMVT"][0]
-    n_ref = len(mapbox_vector_tile.decode(results["ST_AsMVT"][2])["buildings"]["features"])
-    table.add_row("PostGIS ST_AsMVT (peer)", f"{ref:.1f}", f"{results['ST_AsMVT'][1]:.1f}",
-                  f"{len(results['ST_AsMVT'][2]):,}", str(n_ref), "1.00")
-    for backend, sessions in backends.items():
-        with sessions() as session:
-            med, p95, data = timed(lambda: service.render(session, ALL, "basemap", tile.z, tile.x, tile.y, buildings_only), runs)
-            n = len(mapbox_vector_tile.decode(data)["buildings"]["features"])
-            table.add_row(f"CityOps buildings layer, {backend}", f"{med:.1f}", f"{p95:.1f}", f"{len(data):,}", str(n),
-                          f"[bold]{med / ref:.2f}[/bold]")
-            if backend == "postgis":
-                med3, p953, data3 = timed(lambda: service.render(session, ALL, "basemap", tile.z, tile.x, tile.y, buildings_only,
-                                                                 engine="python"), runs)
-                n3 = len(mapbox_vector_tile.decode(data3)["buildings"]["features"])
-                table.add_row("CityOps buildings layer, postgis, Python encoder", f"{med3:.1f}", f"{p953:.1f}",
-                              f"{len(data3):,}", str(n3), f"{med3 / ref:.2f}")
-            med2, p952, data2 = timed(lambda: service.render(session, ALL, "basemap", tile.z, tile.x, tile.y, cat), runs)
-            table.add_row(f"CityOps whole base map tile, {backend}", f"{med2:.1f}", f"{p952:.1f}", f"{len(data2):,}", "", "")
+    sessions = {name: factory() for name, factory in backends.items()}
+    peer_session = pg_sessions()
+    peer_conn = peer_session.connection()
+    z, x, y = tile.z, tile.x, tile.y
+    renderers = [("PostGIS ST_AsMVT (peer)", lambda: bytes(peer_conn.execute(text(ST_ASMVT), {"z": z, "x": x, "y": y}).scalar()))]
+    for backend, session in sessions.items():
+        renderers.append((f"CityOps buildings layer, {backend}",
+                          lambda s=session: service.render(s, ALL, "basemap", z, x, y, buildings_only, visible_layers=[])))
+        if backend == "postgis":
+            renderers.append(("CityOps buildings layer, postgis, Python encoder",
+                              lambda s=session: service.render(s, ALL, "basemap", z, x, y, buildings_only, visible_layers=[],
+                                                               engine="python")))
+        renderers.append((f"CityOps whole base map tile, {backend}", lambda s=session: service.render(s, ALL, "basemap", z, x, y, cat)))
+    # Interleaved rounds: every renderer once per round, so load changes on this shared machine hit all alike.
+    samples: dict[str, list[float]] = {label: [] for label, _ in renderers}
+    outputs = {label: fn() for label, fn in renderers}  # warm-up
+    for _ in range(runs):
+        for label, fn in renderers:
+            t0 = time.perf_counter()
+            fn()
+            samples[label].append((time.perf_counter() - t0) * 1000)
+    ref = statistics.median(samples[renderers[0][0]])
+    for label, _ in renderers:
+        values = sorted(samples[label])
+        med, p95 = statistics.median(values), values[int(0.95 * (len(values) - 1))]
+        data = outputs[label]
+        whole = "whole base map" in label
+        n = "" if whole else str(len(mapbox_vector_tile.decode(data)["buildings"]["features"]))
+        ratio = "" if whole else (f"[bold]{med / ref:.2f}[/bold]" if "CityOps" in label else "1.00")
+        table.add_row(label, f"{med:.1f}", f"{p95:.1f}", f"{len(data):,}", n, ratio)
     console.print(table)
+    for session in sessions.values():
+        session.close()
+    peer_session.close()
 
     sizes = Table(title="base map tiles z10–z13 over the whole district (target: every tile < 500 kB)")
     for col in ("backend", "zoom", "tiles", "median bytes", "largest bytes", "slowest render ms", "< 500 kB"):

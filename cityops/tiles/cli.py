@@ -1,6 +1,8 @@
 """``cityops tiles``: list tile sets and export a tile pyramid ({z}/{x}/{y}.mvt) for offline use.
 
-The command line acts with the whole district in scope, as the other store-level commands do."""
+The command line acts with the whole district in scope, as the other store-level commands do. The exported
+``tilejson.json`` has a relative ``tiles`` template (``{z}/{x}/{y}.mvt``): make it absolute where the
+pyramid is published, as TileJSON 3.0 asks."""
 
 from __future__ import annotations
 
