@@ -435,3 +435,41 @@ def test_cli_exports_a_tile_pyramid(api, admin, tmp_path):
     assert any("no_such_layer" in line for line in r.messages)
     r = failed(cli("tiles", "export", out, "--bbox", "108,31", "--data-dir", data, env=env))
     assert any("bbox" in line for line in r.messages)
+
+
+def test_every_geometry_kind_round_trips_through_gdal(api, admin, tmp_path):
+    """Points, lines, polygons with holes and multipolygons of one layer, decoded by GDAL, land where the
+    stored features are (to the grid of a z15 tile, about 0.3 m)."""
+    b = TMS.bounds(LAYER_TILE)
+    w, h = b.right - b.left, b.top - b.bottom
+    at = lambda fx, fy: (b.left + fx * w, b.bottom + fy * h)  # noqa: E731
+    ring = [at(0.2, 0.2), at(0.45, 0.2), at(0.45, 0.45), at(0.2, 0.45), at(0.2, 0.2)]
+    hole = [at(0.3, 0.3), at(0.3, 0.35), at(0.35, 0.35), at(0.35, 0.3), at(0.3, 0.3)]
+    shapes = {
+        "point": shapely.Point(at(0.6, 0.6)),
+        "line": shapely.LineString([at(0.55, 0.1), at(0.7, 0.3), at(0.9, 0.2)]),
+        "holed": shapely.Polygon(ring, [hole]),
+        "multi": shapely.MultiPolygon([shapely.box(*at(0.6, 0.7), *at(0.7, 0.8)), shapely.box(*at(0.8, 0.7), *at(0.9, 0.8))]),
+        "crossing": shapely.LineString([at(0.5, 0.5), at(1.5, 0.5)]),  # leaves the tile: clipped
+    }
+    key = _layer(api, admin, [{"type": "Feature", "properties": {"name": k}, "geometry": mapping(g)} for k, g in shapes.items()],
+                 geometry_type="GEOMETRY")
+    t = LAYER_TILE
+    r = api.get(f"/api/tiles/{key}/{t.z}/{t.x}/{t.y}.mvt", headers=admin)
+    assert r.status_code == 200, r.text
+    rows = {row["name"]: row["geometry"] for row in gdal_layers(tmp_path, r.content, t)[key]}
+    assert set(rows) == set(shapes)
+    xy = TMS.xy_bounds(t)
+    metre = (xy.right - xy.left) / 4096
+    edge = shapely.box(xy.left, xy.bottom, xy.right, xy.top)  # GDAL clips what it reads to the tile itself
+    for name, geom in shapes.items():
+        expected = to_3857(geom).intersection(edge) if name == "crossing" else to_3857(geom)
+        got = rows[name]
+        assert got.geom_type.replace("Multi", "") == expected.geom_type.replace("Multi", ""), name
+        assert shapely.hausdorff_distance(got, expected) < 2 * metre, (name, got.wkt[:120])
+        if name == "holed":
+            polygon = got.geoms[0] if got.geom_type == "MultiPolygon" else got
+            assert len(polygon.interiors) == 1
+            assert got.area == pytest.approx(expected.area, rel=0.02)
+        if name == "multi":
+            assert len(getattr(got, "geoms", [got])) == 2
