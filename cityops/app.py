@@ -20,6 +20,7 @@ from cityops.org import routes as org_routes
 from cityops.org.levels import load_levels
 from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
+from cityops.tiles import routes as tiles_routes
 from cityops.warning import routes as warning_routes
 from cityops.web import routes as web_routes
 
@@ -51,8 +52,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         registry=registry,
     )
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
-    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, web_routes):
+    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, tiles_routes,
+                   warning_routes, web_routes):
         app.include_router(module.router)
+    tiles_routes.install(app)
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():
         log.warning("web assets missing: run 'make assets' (npm ci) to serve the map page")

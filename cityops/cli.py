@@ -564,5 +564,11 @@ def warning_evaluate(
 
     _run(body)
 
+# --- vector tiles (cityops/tiles/cli.py) ---
+from cityops.tiles import cli as _tiles_cli  # noqa: E402
+
+_tiles_cli.register(app, _settings, _store, _run, console, DataDir)
+
+
 if __name__ == "__main__":
     app()

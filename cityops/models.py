@@ -6,3 +6,4 @@ from cityops.org.models import Department, Person, Place, Unit  # noqa: F401
 from cityops.base.models import Layer, LayerVersion  # noqa: F401
 from cityops.housing.models import Building, Household, Resident  # noqa: F401
 from cityops.warning.tables import RiskPoint, RiskWarning, StoredObservation  # noqa: F401
+from cityops.tiles.models import TileSource  # noqa: F401

@@ -1,4 +1,6 @@
-// CityOps map page: login → full-screen map of the district hierarchy → click-to-inspect side panel.
+// CityOps map page: login → full-screen map of the district hierarchy → click-to-inspect side panel;
+// vector tiles (base map with 3D buildings, catalogue layers to toggle), feature inspection and drawing a
+// zone to ask "who is threatened" (受威胁对象).
 // Plain ES module, no build step. MapLibre GL is vendored under /static/vendor/ (see docs/web.md);
 // nothing is loaded from any other host. No basemap tiles and no text layers (no glyph fonts):
 // names are shown in an HTML tooltip and in the side panel.
@@ -15,6 +17,12 @@ const TOKEN_KEY = "cityops.token";
 const USER_KEY = "cityops.user";
 const LANG_KEY = "cityops.language";
 const EMPTY = { type: "FeatureCollection", features: [] };
+const BUILDINGS_3D_MINZOOM = 14;
+const BUILDINGS_MINZOOM = 12;
+// Colours by JGJ 125 safety grade (A safe … D whole-building danger); unassessed is grey.
+const GRADE_COLOURS = ["match", ["coalesce", ["get", "safety_grade"], ""],
+  "A", "#5eead4", "B", "#93c5fd", "C", "#fb923c", "D", "#ef4444", "#94a3b8"];
+const LAYER_PALETTE = ["#f472b6", "#facc15", "#4ade80", "#c084fc", "#fb7185", "#2dd4bf", "#fde68a", "#a3e635"];
 
 const state = {
   language: DEFAULT_LANGUAGE,
@@ -30,6 +38,12 @@ const state = {
   gridTimer: null,
   gridAbort: null,
   status: null, // message key shown in the status box
+  catalogue: [], // layers from /api/layers
+  enabled: new Set(), // keys of catalogue layers shown
+  drawing: null, // {points: [[lon, lat], …]} while a zone is being drawn
+  threat: null, // {zone, result} of the last "who is threatened" query
+  panelKind: "unit", // unit | feature | building | threat
+  pitched: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -56,10 +70,14 @@ async function loadLanguage(language) {
 
 function applyTranslations() {
   document.title = t("app.title");
+  $("panel-title").dataset.i18n = PANEL_TITLES[state.panelKind] || "panel.title";
+  $("view-toggle").dataset.i18n = state.pitched ? "tiles.view_2d" : "tiles.view_3d";
   for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
   for (const el of document.querySelectorAll("[data-i18n-title]")) el.title = t(el.dataset.i18nTitle);
   for (const el of document.querySelectorAll(".language-select")) el.value = state.language;
   if (state.panelUnit) renderPanel(state.panelUnit);
+  if (state.panelKind === "threat" && state.threat && state.threat.result) renderThreat(state.threat.result);
+  renderLayerList();
   setStatus(state.status);
 }
 
@@ -183,6 +201,11 @@ function showMain() {
 
 function destroyMap() {
   closePanel();
+  stopDrawing();
+  state.enabled.clear();
+  state.catalogue = [];
+  state.threat = null;
+  state.pitched = false;
   hideTooltip();
   clearTimeout(state.gridTimer);
   if (state.gridAbort) state.gridAbort.abort();
@@ -224,6 +247,30 @@ function mapLayers() {
       paint: { "line-color": "#38bdf8", "line-width": 1.4 } },
     { id: "district-line", type: "line", source: "district",
       paint: { "line-color": "#67e8f9", "line-width": 3 } },
+    // Buildings from the base map vector tiles: flat from z12, extruded by height (metres) from z14.
+    { id: "buildings-flat", type: "fill", source: "basemap", "source-layer": "buildings",
+      minzoom: BUILDINGS_MINZOOM, maxzoom: BUILDINGS_3D_MINZOOM,
+      paint: { "fill-color": GRADE_COLOURS, "fill-opacity": 0.8 } },
+    { id: "buildings-3d", type: "fill-extrusion", source: "basemap", "source-layer": "buildings",
+      minzoom: BUILDINGS_3D_MINZOOM,
+      paint: { "fill-extrusion-color": GRADE_COLOURS, "fill-extrusion-height": ["get", "height"],
+               "fill-extrusion-base": 0, "fill-extrusion-opacity": 0.85 } },
+    // "Who is threatened": the zone and the buildings found in it.
+    { id: "threat-zone-fill", type: "fill", source: "threat-zone",
+      paint: { "fill-color": "#ef4444", "fill-opacity": 0.15 } },
+    { id: "threat-zone-line", type: "line", source: "threat-zone",
+      paint: { "line-color": "#ef4444", "line-width": 2, "line-dasharray": [2, 1] } },
+    { id: "threat-buildings", type: "fill-extrusion", source: "basemap", "source-layer": "buildings",
+      minzoom: BUILDINGS_MINZOOM, filter: ["in", ["get", "code"], ["literal", []]],
+      paint: { "fill-extrusion-color": "#dc2626", "fill-extrusion-height": ["+", ["get", "height"], 0.5],
+               "fill-extrusion-opacity": 0.95 } },
+    // The zone being drawn.
+    { id: "draw-fill", type: "fill", source: "draw", filter: ["==", ["geometry-type"], "Polygon"],
+      paint: { "fill-color": "#fbbf24", "fill-opacity": 0.2 } },
+    { id: "draw-line", type: "line", source: "draw", filter: ["!=", ["geometry-type"], "Point"],
+      paint: { "line-color": "#fbbf24", "line-width": 2 } },
+    { id: "draw-points", type: "circle", source: "draw", filter: ["==", ["geometry-type"], "Point"],
+      paint: { "circle-radius": 4, "circle-color": "#fbbf24", "circle-stroke-color": "#000", "circle-stroke-width": 1 } },
     // The selected unit's outline, above every other line (feature-state cannot filter, so opacity).
     ...LEVELS.map((level) => ({
       id: `${level}-selected`, type: "line", source: level,
@@ -244,8 +291,12 @@ function initMap() {
       container: "map",
       style: {
         version: 8,
-        sources: Object.fromEntries(LEVELS.map((level) => [level,
-          { type: "geojson", data: EMPTY, promoteId: "code" }])),
+        sources: {
+          ...Object.fromEntries(LEVELS.map((level) => [level, { type: "geojson", data: EMPTY, promoteId: "code" }])),
+          basemap: { type: "vector", url: `${location.origin}/api/tiles/basemap/tilejson.json` },
+          "threat-zone": { type: "geojson", data: EMPTY },
+          draw: { type: "geojson", data: EMPTY },
+        },
         layers: mapLayers(),
       },
       center: [108.4, 31.2],
@@ -254,6 +305,10 @@ function initMap() {
       attributionControl: false,
       dragRotate: false,
       pitchWithRotate: false,
+      maxPitch: 70,
+      // Tiles and TileJSON need the login token: sent as a header, never in the URL.
+      transformRequest: (url) => (state.token && url.startsWith(`${location.origin}/api/`)
+        ? { url, headers: { Authorization: `Bearer ${state.token}` } } : { url }),
     });
   } catch (err) {
     console.error(err);
@@ -265,7 +320,11 @@ function initMap() {
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-left");
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-left");
   map.touchZoomRotate.disableRotation();
-  map.on("load", () => loadUnits(map));
+  map.on("load", () => {
+    loadUnits(map);
+    loadCatalogue(map);
+  });
+  map.on("dblclick", onDoubleClick);
   map.on("mousemove", onMouseMove);
   map.on("mouseout", clearHover);
   map.on("click", onClick);
@@ -392,6 +451,11 @@ function setFeatureState(target, key, value) {
 }
 
 function onMouseMove(event) {
+  if (state.drawing) {
+    state.map.getCanvas().style.cursor = "crosshair";
+    hideTooltip();
+    return;
+  }
   const feature = unitAt(event.point);
   const target = feature ? { level: feature.source, code: feature.properties.code } : null;
   if (!target || !state.hovered || target.code !== state.hovered.code) {
@@ -430,6 +494,15 @@ function setSelected(target) {
 }
 
 function onClick(event) {
+  if (state.drawing) {
+    addVertex(event.lngLat);
+    return;
+  }
+  const hit = featureAt(event.point);
+  if (hit) {
+    openFeaturePanel(hit);
+    return;
+  }
   const feature = unitAt(event.point);
   if (!feature) {
     closePanel();
@@ -447,7 +520,18 @@ function text(tag, content, className) {
   return el;
 }
 
+const PANEL_TITLES = { unit: "panel.title", feature: "tiles.feature_title", building: "tiles.building_title",
+  threat: "tiles.threat_title" };
+
+function setPanelKind(kind) {
+  state.panelKind = kind;
+  $("panel-title").dataset.i18n = PANEL_TITLES[kind];
+  $("panel-title").textContent = t(PANEL_TITLES[kind]);
+}
+
 async function openPanel(level, code) {
+  closePanel();
+  setPanelKind("unit");
   setSelected({ level, code });
   const seq = ++state.panelSeq;
   state.panelUnit = null;
@@ -466,6 +550,7 @@ async function openPanel(level, code) {
 }
 
 function closePanel() {
+  if (state.panelKind === "threat") clearThreat();
   state.panelSeq++;
   state.panelUnit = null;
   setSelected(null);
@@ -531,6 +616,314 @@ function renderPanel(unit) {
   body.replaceChildren(...parts);
 }
 
+// ---------------------------------------------------------------------------- catalogue layers
+
+const layerTitle = (layer) => (state.language === "en" && layer.title_en ? layer.title_en : layer.title_zh);
+
+async function loadCatalogue(map) {
+  try {
+    const layers = await api("/api/layers");
+    if (map !== state.map) return;
+    state.catalogue = layers;
+    renderLayerList();
+  } catch (err) {
+    if (!(err instanceof ApiError && err.status === 401)) console.error(err);
+  }
+}
+
+function renderLayerList() {
+  const list = $("layers-list");
+  if (!list) return;
+  const parts = [text("h3", t("tiles.layers_title"))];
+  if (!state.catalogue.length) parts.push(text("p", t("tiles.no_layers"), "muted"));
+  state.catalogue.forEach((layer) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.checked = state.enabled.has(layer.key);
+    box.dataset.layer = layer.key;
+    box.dataset.testid = `layer-${layer.key}`;
+    box.addEventListener("change", () => toggleLayer(layer, box.checked));
+    const swatch = text("span", "", "swatch");
+    swatch.style.background = layerColour(layer.key);
+    label.append(box, swatch, text("span", layerTitle(layer)), text("small", ` ${layer.feature_count ?? ""}`, "muted"));
+    label.title = `${layer.key} · ${layer.category} · ${layer.geometry_type}`;
+    parts.push(label);
+  });
+  list.replaceChildren(...parts);
+}
+
+function layerColour(key) {
+  const i = state.catalogue.findIndex((l) => l.key === key);
+  return LAYER_PALETTE[(i < 0 ? 0 : i) % LAYER_PALETTE.length];
+}
+
+/** Style layers of one catalogue layer's tile set, by its geometry type ("GEOMETRY" gets all three). */
+function catalogueStyleLayers(layer) {
+  const source = `layer:${layer.key}`;
+  const colour = layerColour(layer.key);
+  const base = { source, "source-layer": layer.key };
+  const type = (layer.geometry_type || "GEOMETRY").toUpperCase();
+  const out = [];
+  if (type.includes("POLYGON") || type === "GEOMETRY") {
+    out.push({ ...base, id: `${source}:fill`, type: "fill", filter: ["==", ["geometry-type"], "Polygon"],
+               paint: { "fill-color": colour, "fill-opacity": 0.35 } });
+    out.push({ ...base, id: `${source}:outline`, type: "line", filter: ["==", ["geometry-type"], "Polygon"],
+               paint: { "line-color": colour, "line-width": 1.2 } });
+  }
+  if (type.includes("LINE") || type === "GEOMETRY") {
+    out.push({ ...base, id: `${source}:line`, type: "line", filter: ["==", ["geometry-type"], "LineString"],
+               paint: { "line-color": colour, "line-width": 2 } });
+  }
+  if (type.includes("POINT") || type === "GEOMETRY") {
+    out.push({ ...base, id: `${source}:circle`, type: "circle", filter: ["==", ["geometry-type"], "Point"],
+               paint: { "circle-radius": 5, "circle-color": colour, "circle-stroke-color": "#0b1220",
+                        "circle-stroke-width": 1 } });
+  }
+  return out;
+}
+
+function toggleLayer(layer, on) {
+  const map = state.map;
+  if (!map) return;
+  const source = `layer:${layer.key}`;
+  if (on) {
+    state.enabled.add(layer.key);
+    if (!map.getSource(source)) {
+      map.addSource(source, { type: "vector", url: `${location.origin}/api/tiles/${encodeURIComponent(layer.key)}/tilejson.json` });
+    }
+    for (const spec of catalogueStyleLayers(layer)) {
+      if (!map.getLayer(spec.id)) map.addLayer(spec, "threat-zone-fill");
+    }
+  } else {
+    state.enabled.delete(layer.key);
+    for (const spec of catalogueStyleLayers(layer)) if (map.getLayer(spec.id)) map.removeLayer(spec.id);
+  }
+}
+
+function setVisible(ids, visible) {
+  for (const id of ids) {
+    if (state.map && state.map.getLayer(id)) state.map.setLayoutProperty(id, "visibility", visible ? "visible" : "none");
+  }
+}
+
+function toggleView() {
+  state.pitched = !state.pitched;
+  const map = state.map;
+  if (map) map.easeTo({ pitch: state.pitched ? 55 : 0, zoom: state.pitched ? Math.max(map.getZoom(), BUILDINGS_3D_MINZOOM + 1) : map.getZoom(), duration: 600 });
+  $("view-toggle").dataset.i18n = state.pitched ? "tiles.view_2d" : "tiles.view_3d";
+  $("view-toggle").textContent = t($("view-toggle").dataset.i18n);
+}
+
+// ---------------------------------------------------------------------------- feature inspection
+
+const catalogueLayerIds = () => [...state.enabled].flatMap((key) => {
+  const layer = state.catalogue.find((l) => l.key === key);
+  return layer ? catalogueStyleLayers(layer).map((s) => s.id) : [];
+}).filter((id) => state.map.getLayer(id));
+
+/** The top catalogue feature or (from z14) building under a pixel; units are handled by unitAt. */
+function featureAt(point) {
+  const map = state.map;
+  const box = [[point.x - 3, point.y - 3], [point.x + 3, point.y + 3]];
+  const layers = catalogueLayerIds();
+  if (map.getZoom() >= BUILDINGS_3D_MINZOOM && map.getLayoutProperty("buildings-3d", "visibility") !== "none") {
+    layers.push("buildings-3d");
+  }
+  if (!layers.length) return null;
+  const hits = map.queryRenderedFeatures(box, { layers });
+  return hits.find((f) => f.layer.id !== "buildings-3d") || hits[0] || null;
+}
+
+function propertyTable(props) {
+  const dl = document.createElement("dl");
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === "") continue;
+    dl.append(text("dt", key), text("dd", String(value)));
+  }
+  return dl;
+}
+
+async function openFeaturePanel(feature) {
+  closePanel();
+  const seq = ++state.panelSeq;
+  $("panel").hidden = false;
+  if (feature.layer.id === "buildings-3d") {
+    setPanelKind("building");
+    const p = feature.properties;
+    const body = [text("div", p.code, "unit-name")];
+    body[0].dataset.testid = "feature-code";
+    const dl = document.createElement("dl");
+    dl.dataset.testid = "building-details";
+    const row = (key, value) => { if (value !== undefined && value !== null) dl.append(text("dt", t(key)), text("dd", String(value))); };
+    row("tiles.grade", p.safety_grade || t("tiles.grade_none"));
+    row("tiles.floors", p.floors);
+    row("tiles.height", p.height);
+    row("tiles.use", p.use);
+    row("tiles.structure", p.structure);
+    row("tiles.year_built", p.year_built);
+    row("panel.code", p.grid_code);
+    body.push(dl);
+    $("panel-body").replaceChildren(...body);
+    try {
+      const detail = await api(`/api/buildings/${encodeURIComponent(p.code)}`);
+      if (seq !== state.panelSeq) return;
+      row("tiles.address", detail.address);
+      row("tiles.households", (detail.households || []).length);
+    } catch (err) {
+      if (seq === state.panelSeq && err.status !== 401) dl.append(text("dd", err.message, "error"));
+    }
+    return;
+  }
+  setPanelKind("feature");
+  const key = feature.layer.id.split(":")[1];
+  const layer = state.catalogue.find((l) => l.key === key);
+  const title = text("div", layer ? layerTitle(layer) : key, "unit-name");
+  title.dataset.testid = "feature-layer";
+  const props = propertyTable(feature.properties);
+  props.dataset.testid = "feature-properties";
+  $("panel-body").replaceChildren(title, props);
+}
+
+// ---------------------------------------------------------------------------- who is threatened
+
+function startDrawing() {
+  if (!state.map) return;
+  closePanel();
+  state.drawing = { points: [] };
+  state.map.doubleClickZoom.disable();
+  $("draw-bar").hidden = false;
+  $("draw-error").textContent = "";
+  renderDrawing();
+}
+
+function stopDrawing() {
+  state.drawing = null;
+  if (state.map) {
+    state.map.doubleClickZoom.enable();
+    state.map.getCanvas().style.cursor = "";
+    const source = state.map.getSource("draw");
+    if (source) source.setData(EMPTY);
+  }
+  $("draw-bar").hidden = true;
+}
+
+function addVertex(lngLat) {
+  const last = state.drawing.points[state.drawing.points.length - 1];
+  const point = [+lngLat.lng.toFixed(7), +lngLat.lat.toFixed(7)];
+  if (last && last[0] === point[0] && last[1] === point[1]) return; // the second click of a double-click
+  state.drawing.points.push(point);
+  renderDrawing();
+}
+
+function renderDrawing() {
+  const pts = state.drawing ? state.drawing.points : [];
+  const features = pts.map((p) => ({ type: "Feature", properties: {}, geometry: { type: "Point", coordinates: p } }));
+  if (pts.length >= 3) {
+    features.push({ type: "Feature", properties: {}, geometry: { type: "Polygon", coordinates: [[...pts, pts[0]]] } });
+  } else if (pts.length === 2) {
+    features.push({ type: "Feature", properties: {}, geometry: { type: "LineString", coordinates: pts } });
+  }
+  state.map.getSource("draw").setData({ type: "FeatureCollection", features });
+}
+
+function onDoubleClick(event) {
+  if (!state.drawing) return;
+  event.preventDefault();
+  finishDrawing();
+}
+
+async function finishDrawing() {
+  if (!state.drawing) return;
+  const pts = state.drawing.points;
+  if (pts.length < 3) {
+    $("draw-error").textContent = t("tiles.draw_too_few");
+    return;
+  }
+  const zone = { type: "Polygon", coordinates: [[...pts, pts[0]]] };
+  stopDrawing();
+  await runThreatened(zone);
+}
+
+async function runThreatened(zone) {
+  closePanel();
+  setPanelKind("threat");
+  state.threat = { zone, result: null };
+  window.cityopsThreat = state.threat;
+  state.map.getSource("threat-zone").setData({ type: "Feature", properties: {}, geometry: zone });
+  $("panel").hidden = false;
+  $("panel-body").replaceChildren(text("p", t("tiles.threat_busy")));
+  const seq = ++state.panelSeq;
+  try {
+    const result = await api("/api/threatened", { method: "POST", json: { geometry: zone } });
+    if (seq !== state.panelSeq) return;
+    state.threat.result = result;
+    const codes = (result.buildings || []).map((b) => b.code);
+    state.map.setFilter("threat-buildings", ["in", ["get", "code"], ["literal", codes]]);
+    renderThreat(result);
+  } catch (err) {
+    if (seq !== state.panelSeq) return;
+    const message = text("p", err.message, "error");
+    message.dataset.testid = "threat-error";
+    $("panel-body").replaceChildren(message);
+  }
+}
+
+function clearThreat() {
+  state.threat = null;
+  window.cityopsThreat = undefined;
+  if (!state.map) return;
+  if (state.map.getSource("threat-zone")) state.map.getSource("threat-zone").setData(EMPTY);
+  if (state.map.getLayer("threat-buildings")) state.map.setFilter("threat-buildings", ["in", ["get", "code"], ["literal", []]]);
+}
+
+function table(headers, rows, testid) {
+  const el = document.createElement("table");
+  if (testid) el.dataset.testid = testid;
+  const head = document.createElement("tr");
+  head.append(...headers.map((h) => text("th", h)));
+  el.append(head);
+  for (const cells of rows) {
+    const tr = document.createElement("tr");
+    tr.append(...cells.map((c) => (c instanceof Node ? c : text("td", c ?? ""))));
+    el.append(tr);
+  }
+  return el;
+}
+
+function renderThreat(result) {
+  const n = (v) => Number(v || 0).toLocaleString(state.language);
+  const totals = result.totals;
+  const parts = [];
+  const area = result.zone_area_m2 / 1e6;
+  const summary = document.createElement("dl");
+  summary.append(text("dt", t("tiles.threat_area")),
+    text("dd", `${area.toLocaleString(state.language, { maximumFractionDigits: 3 })} ${t("panel.area_unit")}`));
+  parts.push(summary);
+  const tot = table([t("tiles.threat_buildings"), t("tiles.threat_households"), t("tiles.threat_residents"),
+    t("tiles.threat_vulnerable")], [[n(totals.buildings), n(totals.households), n(totals.residents), n(totals.vulnerable)]],
+  "threat-totals");
+  parts.push(tot);
+  if (!totals.buildings) parts.push(text("p", t("tiles.threat_none"), "muted"));
+  if (result.outside_scope && result.outside_scope.buildings) {
+    parts.push(text("p", t("tiles.threat_outside").replace("{n}", n(result.outside_scope.buildings)), "muted"));
+  }
+  if (result.by_grid.length) {
+    parts.push(text("h3", t("tiles.threat_by_grid")));
+    parts.push(table([t("tiles.threat_grid"), t("tiles.threat_buildings"), t("tiles.threat_households"),
+      t("tiles.threat_residents"), t("tiles.threat_vulnerable"), t("tiles.threat_workers")],
+    result.by_grid.map((g) => [g.name || g.code, n(g.buildings), n(g.households), n(g.residents), n(g.vulnerable),
+      [...g.grid_workers, ...g.village_cadres].map((p) => `${p.name} ${p.phone || ""}`.trim()).join("、")]),
+    "threat-by-grid"));
+  }
+  if (result.truncated) parts.push(text("p", t("tiles.threat_truncated"), "muted"));
+  const clear = text("button", t("tiles.threat_clear"));
+  clear.type = "button";
+  clear.addEventListener("click", closePanel);
+  parts.push(clear);
+  $("panel-body").replaceChildren(...parts);
+}
+
 // ------------------------------------------------------------------------------------------ boot
 
 async function onLanguageChange(event) {
@@ -545,6 +938,13 @@ async function boot() {
   $("login-form").addEventListener("submit", onLogin);
   $("logout").addEventListener("click", onLogout);
   $("panel-close").addEventListener("click", closePanel);
+  $("layers-toggle").addEventListener("click", () => { $("layers-panel").hidden = !$("layers-panel").hidden; });
+  $("view-toggle").addEventListener("click", toggleView);
+  $("draw-start").addEventListener("click", startDrawing);
+  $("draw-finish").addEventListener("click", finishDrawing);
+  $("draw-cancel").addEventListener("click", stopDrawing);
+  $("toggle-buildings").addEventListener("change", (e) => setVisible(["buildings-flat", "buildings-3d"], e.target.checked));
+  $("toggle-grids").addEventListener("change", (e) => setVisible(["grid-fill", "grid-line", "grid-selected"], e.target.checked));
   for (const el of document.querySelectorAll(".language-select")) el.addEventListener("change", onLanguageChange);
   try {
     await loadLanguage(localStorage.getItem(LANG_KEY) || DEFAULT_LANGUAGE);

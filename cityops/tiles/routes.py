@@ -1,0 +1,253 @@
+"""Routes: vector tiles as XYZ with TileJSON 3.0 under ``/api/tiles`` and as OGC API – Tiles under ``/ogc``.
+
+Tile sets: ``basemap`` (units, buildings with height for 3D, key layers) and one per catalogue layer (by key).
+XYZ: ``/api/tiles/{tileset}/{z}/{x}/{y}.mvt``; OGC: ``/ogc/tiles/WebMercatorQuad/{z}/{row}/{col}`` for the
+base map (dataset tiles) and ``/ogc/collections/{key}/tiles/WebMercatorQuad/{z}/{row}/{col}`` per layer —
+note the OGC order, row (y) before column (x).
+
+Access: ``layers.read`` for every tile and tile set (``Authorization: Bearer`` or ``X-API-Key``, the browser
+sends the header); buildings appear in the base map only for principals that also hold ``housing.read``, and
+only inside their scope. The tile matrix set definitions are public (they hold no records).
+An empty tile is 204 with no body; a tile outside the matrix or the zoom range is 404.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from cityops.core.errors import CityOpsError, NotFound
+from cityops.core.web import DB, request_id, require
+from cityops.tiles import service
+from cityops.tiles.mvt import MEDIA_TYPE
+from cityops.tiles.service import BASEMAP, TMS_ID
+
+router = APIRouter(tags=["vector tiles"])
+ogc_router = APIRouter(prefix="/ogc", tags=["OGC API – Tiles"], include_in_schema=False)
+
+_SPEC = "http://www.opengis.net/spec/ogcapi-tiles-1/1.0/conf/"
+CONFORMANCE = [_SPEC + c for c in ("core", "tileset", "tilesets-list", "geodata-tilesets", "dataset-tilesets", "mvt", "oas30")]
+TMS_URI = "http://www.opengis.net/def/tilematrixset/OGC/1.0/WebMercatorQuad"
+CRS_3857 = "http://www.opengis.net/def/crs/EPSG/0/3857"
+REL_SCHEME = "http://www.opengis.net/def/rel/ogc/1.0/tiling-scheme"
+REL_TILESETS = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+#: Tiles change when data changes; the client revalidates after this many seconds (ETag makes that cheap).
+MAX_AGE = 60
+
+
+def _tiles(request: Request) -> service.TileService:
+    return request.app.state.tiles
+
+
+def _with_buildings(principal) -> bool:
+    return principal.role.allows("housing.read")
+
+
+def _tile_response(request: Request, data: bytes, cached: bool) -> Response:
+    etag = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={MAX_AGE}", "X-Tile-Cache": "hit" if cached else "miss",
+               "Vary": "Authorization, X-API-Key"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if not data:
+        return Response(status_code=204, headers=headers)
+    return Response(data, media_type=MEDIA_TYPE, headers=headers)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _tileset_ids(session, principal) -> list[dict]:
+    from cityops.base import service as layers
+
+    out = [{"id": BASEMAP, "title": service.load_catalogue().basemap["title_zh"],
+            "title_en": service.load_catalogue().basemap["title_en"], "kind": "basemap"}]
+    for layer in layers.list_layers(session, principal.scope):
+        out.append({"id": layer.key, "title": layer.title_zh, "title_en": layer.title_en, "kind": "layer",
+                    "category": layer.category, "geometry_type": layer.geometry_type})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ XYZ
+
+@router.get("/api/tiles", summary="Vector tile sets: the base map and one per catalogue layer, with TileJSON links")
+def tilesets(request: Request, session: DB, principal=Depends(require("layers.read"))) -> list[dict]:
+    base = _base(request)
+    out = []
+    for t in _tileset_ids(session, principal):
+        t["tilejson"] = f"{base}/api/tiles/{t['id']}/tilejson.json"
+        t["tiles"] = f"{base}/api/tiles/{t['id']}/{{z}}/{{x}}/{{y}}.mvt"
+        out.append(t)
+    return out
+
+
+@router.get("/api/tiles/{tileset}/tilejson.json", summary="TileJSON 3.0.0 of a tile set")
+def tilejson(tileset: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> dict:
+    url = f"{_base(request)}/api/tiles/{tileset}/{{z}}/{{x}}/{{y}}.mvt"
+    doc = service.tilejson(session, principal.scope, tileset, url, buildings=_with_buildings(principal))
+    return doc
+
+
+@router.get("/api/tiles/{tileset}/{z}/{x}/{y}.mvt", summary="One Mapbox Vector Tile (XYZ addressing)",
+            responses={200: {"content": {MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}})
+def xyz_tile(tileset: str, z: int, x: int, y: int, request: Request, session: DB,
+             principal=Depends(require("layers.read"))) -> Response:
+    data, cached = _tiles(request).tile(session, principal.scope, tileset, z, x, y, buildings=_with_buildings(principal))
+    return _tile_response(request, data, cached)
+
+
+# ------------------------------------------------------------------------------------------- OGC
+
+def _error(request: Request, exc: CityOpsError) -> JSONResponse:
+    status = 400 if exc.status_code == 422 else exc.status_code
+    code = {400: "InvalidParameterValue", 404: "NotFound"}.get(status, exc.code)
+    return JSONResponse({"code": code, "description": exc.message, "error": exc.code, "message": exc.message,
+                         "request_id": request_id(request)}, status_code=status)
+
+
+def _link(href: str, rel: str, type_: str = "application/json", **extra) -> dict:
+    return {"href": href, "rel": rel, "type": type_, **extra}
+
+
+def _check_tms(tms_id: str) -> None:
+    if tms_id != TMS_ID:
+        raise NotFound(f"tile matrix set {tms_id!r} is not offered; use {TMS_ID}")
+
+
+def _tileset_doc(request: Request, session, principal, tileset: str, path: str) -> dict:
+    cat = service.load_catalogue()
+    root = f"{_base(request)}/ogc"
+    layers = service.vector_layers(session, principal.scope, tileset, cat, buildings=_with_buildings(principal))
+    title = cat.basemap["title_zh"] if tileset == BASEMAP else next(iter(layers), {}).get("description", tileset)
+    limits = []
+    for z in range(cat.min_zoom, cat.max_zoom + 1):
+        n = (1 << z) - 1
+        limits.append({"tileMatrix": str(z), "minTileRow": 0, "maxTileRow": n, "minTileCol": 0, "maxTileCol": n})
+    doc = {
+        "title": title,
+        "dataType": "vector",
+        "crs": CRS_3857,
+        "tileMatrixSetURI": TMS_URI,
+        "tileMatrixSetLimits": limits,
+        "links": [
+            _link(f"{root}{path}/{TMS_ID}", "self"),
+            _link(f"{root}/tileMatrixSets/{TMS_ID}", REL_SCHEME, title="WebMercatorQuad"),
+            _link(f"{root}{path}/{TMS_ID}/{{tileMatrix}}/{{tileRow}}/{{tileCol}}", "item", MEDIA_TYPE, templated=True,
+                  title="Mapbox Vector Tile"),
+            _link(f"{_base(request)}/api/tiles/{tileset}/tilejson.json", "describedby", "application/json",
+                  title="TileJSON 3.0.0"),
+        ],
+        "layers": [{"id": l["id"], "dataType": "vector", "description": l.get("description", ""),
+                    "minTileMatrix": str(l["minzoom"]), "maxTileMatrix": str(l["maxzoom"]),
+                    "propertiesSchema": {"type": "object", "properties": {
+                        k: {"type": {"Number": "number", "Boolean": "boolean"}.get(v, "string")} for k, v in l["fields"].items()}}}
+                   for l in layers],
+    }
+    bounds = service.bounds_of(session, principal.scope, tileset)
+    if bounds:
+        doc["boundingBox"] = {"lowerLeft": bounds[:2], "upperRight": bounds[2:],
+                              "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
+    return doc
+
+
+def _tilesets_list(request: Request, path: str, title: str) -> dict:
+    root = f"{_base(request)}/ogc"
+    return {"tilesets": [{
+        "title": title, "dataType": "vector", "crs": CRS_3857, "tileMatrixSetURI": TMS_URI,
+        "links": [_link(f"{root}{path}/{TMS_ID}", "self", title=f"{title} ({TMS_ID})"),
+                  _link(f"{root}/tileMatrixSets/{TMS_ID}", REL_SCHEME, title="WebMercatorQuad")],
+    }], "links": [_link(f"{root}{path}", "self")]}
+
+
+@ogc_router.get("/tileMatrixSets")
+def tile_matrix_sets(request: Request) -> JSONResponse:
+    root = f"{_base(request)}/ogc"
+    return JSONResponse({"tileMatrixSets": [{"id": TMS_ID, "title": "Google Maps Compatible for the World",
+                                             "uri": TMS_URI,
+                                             "links": [_link(f"{root}/tileMatrixSets/{TMS_ID}", "self")]}]})
+
+
+@ogc_router.get("/tileMatrixSets/{tms_id}")
+def tile_matrix_set(tms_id: str, request: Request) -> JSONResponse:
+    try:
+        _check_tms(tms_id)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return JSONResponse(service.tms().model_dump(mode="json", exclude_none=True, by_alias=True))
+
+
+@ogc_router.get("/tiles")
+def dataset_tilesets(request: Request, principal=Depends(require("layers.read"))) -> JSONResponse:
+    return JSONResponse(_tilesets_list(request, "/tiles", service.load_catalogue().basemap["title_zh"]))
+
+
+@ogc_router.get("/tiles/{tms_id}")
+def dataset_tileset(tms_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+    try:
+        _check_tms(tms_id)
+        return JSONResponse(_tileset_doc(request, session, principal, BASEMAP, "/tiles"))
+    except CityOpsError as exc:
+        return _error(request, exc)
+
+
+@ogc_router.get("/tiles/{tms_id}/{tile_matrix}/{tile_row}/{tile_col}")
+def dataset_tile(tms_id: str, tile_matrix: str, tile_row: str, tile_col: str, request: Request, session: DB,
+                 principal=Depends(require("layers.read"))) -> Response:
+    try:
+        _check_tms(tms_id)
+        z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
+        data, cached = _tiles(request).tile(session, principal.scope, BASEMAP, z, x, y,
+                                            buildings=_with_buildings(principal))
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return _tile_response(request, data, cached)
+
+
+@ogc_router.get("/collections/{collection_id}/tiles")
+def collection_tilesets(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+    from cityops.base import service as layers
+
+    try:
+        layer = layers.get_layer(session, collection_id, principal.scope)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return JSONResponse(_tilesets_list(request, f"/collections/{layer.key}/tiles", layer.title_zh))
+
+
+@ogc_router.get("/collections/{collection_id}/tiles/{tms_id}")
+def collection_tileset(collection_id: str, tms_id: str, request: Request, session: DB,
+                       principal=Depends(require("layers.read"))) -> JSONResponse:
+    try:
+        _check_tms(tms_id)
+        return JSONResponse(_tileset_doc(request, session, principal, collection_id, f"/collections/{collection_id}/tiles"))
+    except CityOpsError as exc:
+        return _error(request, exc)
+
+
+@ogc_router.get("/collections/{collection_id}/tiles/{tms_id}/{tile_matrix}/{tile_row}/{tile_col}")
+def collection_tile(collection_id: str, tms_id: str, tile_matrix: str, tile_row: str, tile_col: str, request: Request,
+                    session: DB, principal=Depends(require("layers.read"))) -> Response:
+    try:
+        _check_tms(tms_id)
+        z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
+        data, cached = _tiles(request).tile(session, principal.scope, collection_id, z, x, y)
+    except CityOpsError as exc:
+        return _error(request, exc)
+    return _tile_response(request, data, cached)
+
+
+router.include_router(ogc_router)
+
+
+def install(app) -> None:
+    """Wire the tile service into the app: the routers, the cache under <data_dir>/tile-cache, and the Tiles
+    conformance classes on the OGC API conformance document."""
+    from cityops.ogc import routes as ogc_routes
+
+    app.state.tiles = service.TileService(app.state.ctx.settings.data_dir / "tile-cache")
+    for cls in CONFORMANCE:
+        if cls not in ogc_routes.CONFORMANCE:
+            ogc_routes.CONFORMANCE.append(cls)

@@ -1,0 +1,588 @@
+"""Vector tiles (矢量瓦片): the combined base map and one tile set per catalogue layer, on WebMercatorQuad.
+
+* ``render(session, scope, tileset, z, x, y)`` → MVT bytes with the same content on both backends: the same
+  rows (scope, bbox), attributes, ids, generalisation rules and caps. On SQLite geometry is clipped,
+  generalised and encoded in Python (``cityops.tiles.mvt``); on PostGIS each layer is one ``ST_AsMVTGeom``
+  + ``ST_AsMVT`` query with the same rules, the layers' bytes concatenated (a tile is a sequence of
+  layers). The tests decode both with GDAL and compare the two paths on PostGIS.
+* Scope: catalogue layers are visible whole when the viewer sees the layer's unit (as in /api/layers);
+  units are those the viewer sees, with ``covered`` telling whether the scope covers them; buildings only
+  inside the scope (as /api/buildings).
+* Generalisation (``tilesets.toml``): per zoom a simplification tolerance, a minimum area/length and a cap on
+  features per layer, so that no tile exceeds ``max_tile_bytes``.
+* ``TileStore`` caches rendered tiles on disk (bounded, least recently used first). Keys carry the data
+  stamps of the tile's sources and the viewer's scope, so a change makes old tiles unreachable; they are
+  dropped as soon as the new stamp is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import morecantile
+import numpy as np
+import shapely
+from sqlalchemy import (Double, Integer, LargeBinary, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_,
+                        select, type_coerce, update)
+from sqlalchemy.orm import Session
+
+from cityops.base import featurestore
+from cityops.base import service as layers_service
+from cityops.base.models import Layer
+from cityops.core.errors import InvalidInput, NotFound
+from cityops.core.spatial import bbox_prefilter
+from cityops.core.types import utcnow
+from cityops.housing.models import Building
+from cityops.identity.scope import Scope
+from cityops.org.models import Unit
+from cityops.tiles import mvt
+from cityops.tiles.catalogue import BaseLayer, Catalogue, Rule, load_catalogue
+from cityops.tiles.models import TileSource
+
+TMS_ID = "WebMercatorQuad"
+BASEMAP = "basemap"
+SOURCES = ("units", "buildings")
+
+_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+@lru_cache(maxsize=1)
+def tms() -> morecantile.TileMatrixSet:
+    return morecantile.tms.get(TMS_ID)
+
+
+# ------------------------------------------------------------------------------------ invalidation
+
+def invalidate(session: Session, source: str) -> None:
+    """Mark ``source`` ("units" or "buildings") changed, in the caller's transaction: every cached tile
+    that shows it is stale from the commit on. Writers of units or buildings call this; layer writes need
+    nothing (their version and update time are the stamp)."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown tile source {source!r}; one of {', '.join(SOURCES)}")
+    session.execute(update(TileSource).where(TileSource.source == source)
+                    .values(generation=TileSource.generation + 1, changed_at=utcnow()))
+
+
+def _stamp(*parts) -> str:
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
+
+
+def _layer_stamp(layer: Layer) -> tuple:
+    """A layer's data stamp, read with the layer's catalogue row on every request (imports, rollbacks and
+    edits bump its version, metadata changes its update time)."""
+    return (layer.key, layer.current_version, str(layer.updated_at), layer.feature_count, layer.geometry_type)
+
+
+class Stamps:
+    """Data stamps of units and buildings, re-read at most every ``check_seconds`` (so other processes'
+    writes show up that late) or at once after ``refresh()``."""
+
+    def __init__(self, check_seconds: float):
+        self.check_seconds = check_seconds
+        self._at = 0.0
+        self._value: dict | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        self._at = 0.0
+
+    def get(self, session: Session) -> dict:
+        now = time.monotonic()
+        if self._value is not None and now - self._at < self.check_seconds:
+            return self._value
+        with self._lock:
+            generations = dict(session.execute(select(TileSource.source, TileSource.generation)).all())
+            units = tuple(session.execute(select(func.count(Unit.id), func.max(Unit.updated_at), func.max(Unit.id))).one())
+            buildings = tuple(session.execute(select(func.count(Building.id), func.max(Building.id))).one())
+            self._value = {"units": _stamp(generations.get("units"), units),
+                           "buildings": _stamp(generations.get("buildings"), buildings)}
+            self._at = time.monotonic()
+            return self._value
+
+
+# ------------------------------------------------------------------------------------------ cache
+
+class TileCache:
+    """Rendered tiles on disk, bounded by total bytes (least recently used evicted first).
+
+    The index is per process: several workers sharing a directory each keep their own bound. The
+    directory is emptied when the cache starts, since its index cannot be trusted across restarts."""
+
+    def __init__(self, root: Path, max_bytes: int):
+        self.root = root
+        self.max_bytes = max_bytes
+        self._index: OrderedDict[str, int] = OrderedDict()
+        self._stamps: dict[str, str] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = self.evictions = 0
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        return self.root / digest[:2] / f"{digest[2:]}.mvt"
+
+    def _forget(self, key: str) -> None:
+        size = self._index.pop(key, None)
+        if size is None:
+            return
+        self._bytes -= size
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def _check_stamp(self, tileset: str, stamp: str) -> None:
+        """Drop every tile of ``tileset`` made under another stamp (its data changed)."""
+        if self._stamps.get(tileset) == stamp:
+            return
+        if tileset in self._stamps:
+            prefix = f"{tileset}|"
+            for key in [k for k in self._index if k.startswith(prefix)]:
+                self._forget(key)
+        self._stamps[tileset] = stamp
+
+    def get(self, tileset: str, stamp: str, key: str) -> bytes | None:
+        full = f"{tileset}|{stamp}|{key}"
+        with self._lock:
+            self._check_stamp(tileset, stamp)
+            if full not in self._index:
+                self.misses += 1
+                return None
+            self._index.move_to_end(full)
+        try:
+            data = self._path(full).read_bytes()
+        except FileNotFoundError:
+            with self._lock:
+                self._index.pop(full, None)
+            return None
+        self.hits += 1
+        return data
+
+    def put(self, tileset: str, stamp: str, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        full = f"{tileset}|{stamp}|{key}"
+        path = self._path(full)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half a tile.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+        with self._lock:
+            self._check_stamp(tileset, stamp)
+            if self._stamps.get(tileset) != stamp:
+                return
+            if full in self._index:
+                self._bytes -= self._index[full]
+            self._index[full] = len(data)
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and self._index:
+                oldest = next(iter(self._index))
+                self._forget(oldest)
+                self.evictions += 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+
+# -------------------------------------------------------------------------------------- geometry
+
+def _decode(blobs: list, dialect: str) -> np.ndarray:
+    """Raw geometry column values → Shapely array in one pass (GeoPackage blobs or PostGIS EWKB)."""
+    if dialect == "postgresql":
+        return shapely.from_wkb(np.array([bytes(b) if isinstance(b, memoryview) else b for b in blobs], dtype=object))
+    wkb = [b[8 + _ENVELOPE_BYTES[(b[3] >> 1) & 0b111]:] for b in blobs]
+    return shapely.from_wkb(np.array(wkb, dtype=object))
+
+
+def _raw(column, dialect: str):
+    # The stored value, skipping the Geometry type's per-row decoding: the batch is decoded at once.
+    if dialect == "postgresql":
+        return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
+    return type_coerce(column, LargeBinary)
+
+
+@dataclass
+class TileRequest:
+    z: int
+    x: int
+    y: int
+    frame: mvt.TileFrame
+    bbox: tuple[float, float, float, float]  # lon/lat, buffer included
+    rule: Rule
+
+
+def tile_request(cat: Catalogue, z: int, x: int, y: int) -> TileRequest:
+    if not cat.min_zoom <= z <= cat.max_zoom:
+        raise NotFound(f"zoom {z} is outside this tile set's range {cat.min_zoom}..{cat.max_zoom}")
+    n = 1 << z
+    if not (0 <= x < n and 0 <= y < n):
+        raise NotFound(f"tile {z}/{x}/{y} is outside the tile matrix (0..{n - 1} at zoom {z})")
+    t = morecantile.Tile(x, y, z)
+    xy = tms().xy_bounds(t)
+    frame = mvt.TileFrame(xy.left, xy.bottom, xy.right, xy.top, cat.extent, cat.buffer)
+    pad = cat.buffer / cat.extent
+    ll = tms().bounds(t)
+    dx, dy = (ll.right - ll.left) * pad, (ll.top - ll.bottom) * pad
+    bbox = (max(ll.left - dx, -180.0), max(ll.bottom - dy, -85.06), min(ll.right + dx, 180.0), min(ll.top + dy, 85.06))
+    return TileRequest(z, x, y, frame, bbox, cat.rule(z))
+
+
+def _generalise(geoms: np.ndarray, rows: list, rule: Rule, frame: mvt.TileFrame):
+    """Drop polygons/lines whose whole area/length (in tile units) is under the zoom's minimum, keep at most
+    ``max_features`` (largest first, ties and points by id), then clip, simplify and snap what is kept.
+
+    Sizes are of the whole feature, before clipping and simplification, so that the PostGIS path (which
+    computes them in SQL) keeps exactly the same features."""
+    tile_geoms = frame.to_tile(geoms)
+    types = shapely.get_type_id(tile_geoms)
+    polygonal = (types == 3) | (types == 6)
+    lineal = (types == 1) | (types == 2) | (types == 5)
+    size = np.zeros(len(tile_geoms))
+    keep = ~shapely.is_empty(tile_geoms)
+    if polygonal.any():
+        size[polygonal] = shapely.area(tile_geoms[polygonal])
+        keep &= ~polygonal | (size >= rule.min_area)
+    if lineal.any():
+        size[lineal] = shapely.length(tile_geoms[lineal])
+        keep &= ~lineal | (size >= rule.min_length)
+    idx = np.flatnonzero(keep)
+    if len(idx) > rule.max_features:
+        order = np.argsort(-size[idx], kind="stable")[: rule.max_features]
+        idx = np.sort(idx[order])
+    return mvt.prepare_tile(tile_geoms[idx], frame, simplify=rule.simplify), [rows[i] for i in idx]
+
+
+# ---------------------------------------------------------------------------------------- sources
+
+def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
+    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path, _raw(Unit.geom, dialect).label("g")) \
+        .where(Unit.level == layer.level, Unit.geom.is_not(None), scope.sees_clause(Unit.path))
+    stmt = bbox_prefilter(stmt, dialect, "units", Unit.id, Unit.geom, req.bbox)
+    rows = session.execute(stmt.order_by(Unit.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    props = [{"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level, "covered": scope.covers(r.path)}
+             for r in kept]
+    return geoms, [r.id for r in kept], props
+
+
+def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
+    stmt = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
+                  Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint, dialect).label("g")) \
+        .where(scope.covers_clause(Building.unit_path))
+    stmt = bbox_prefilter(stmt, dialect, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
+    rows = session.execute(stmt.order_by(Building.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    storey = layer.storey_height_m
+    props = [{"code": r.code, "floors": r.floors,
+              "height": float(r.height_m) if r.height_m is not None else round(r.floors * storey, 1),
+              "use": r.use, "structure": r.structure, "safety_grade": r.safety_grade, "year_built": r.year_built,
+              "grid_code": r.grid_code} for r in kept]
+    return geoms, [r.id for r in kept], props
+
+
+def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: str):
+    current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    stmt = select(current.c.id, current.c.fid, current.c.properties, _raw(current.c.geom, dialect).label("g")) \
+        .where(current.c.geom.is_not(None))
+    stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, req.bbox)
+    if layer.geometry_type in ("POINT", "MULTIPOINT"):
+        stmt = stmt.limit(req.rule.max_features)  # points are capped in id order: let the database stop early
+    rows = session.execute(stmt.order_by(current.c.id)).all()
+    if not rows:
+        return None
+    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    props = []
+    for r in kept:
+        p = dict(r.properties or {})
+        p.setdefault("fid", r.fid if r.fid is not None else str(r.id))
+        props.append(p)
+    return geoms, [r.id for r in kept], props
+
+
+# ----------------------------------------------------------------------------- PostGIS: ST_AsMVT
+
+#: Built ST_AsMVT statements by layer, scope and shape (bounded): building one costs more than running it.
+_PG_STATEMENTS: OrderedDict = OrderedDict()
+_PG_STATEMENTS_MAX = 512
+
+
+def _pg_statement(key: tuple, table, id_col, geom_col, attrs, where, *, points: bool, simplify: bool):
+    """The ST_AsMVT statement of one layer, with the tile and the zoom's rule as bind parameters."""
+    stmt = _PG_STATEMENTS.get(key)
+    if stmt is not None:
+        _PG_STATEMENTS.move_to_end(key)
+        return stmt
+    p = {n: bindparam(n, type_=t) for n, t in (("minx", Double), ("miny", Double), ("maxx", Double), ("maxy", Double),
+                                                ("scale", Double), ("scale2", Double), ("min_area", Double),
+                                                ("min_length", Double), ("tol", Double), ("max_features", Integer),
+                                                ("z", Integer), ("x", Integer), ("y", Integer), ("extent", Integer),
+                                                ("buffer", Integer), ("name", Text))}
+    merc = func.ST_Transform(geom_col, 3857)
+    inner = select(id_col.label("id"), *attrs(), merc.label("g")).select_from(table) \
+        .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where())
+    if points:
+        inner = inner.order_by(id_col).limit(p["max_features"])  # as the Python path: first by id
+    else:
+        # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would repeat ST_Transform for every
+        # use of "g" below.
+        inner = inner.offset(0)
+    q = inner.subquery("q")
+    dim = func.ST_Dimension(q.c.g)
+    area = func.ST_Area(q.c.g) * p["scale2"]
+    length = func.ST_Length(q.c.g) * p["scale"]
+    size = case((dim == 2, area), (dim == 1, length), else_=0.0)
+    kept = select(q).where(or_(dim != 2, area >= p["min_area"]), or_(dim != 1, length >= p["min_length"])) \
+        .order_by(size.desc(), q.c.id).limit(p["max_features"]).subquery("kept")
+    geom = func.ST_SimplifyPreserveTopology(kept.c.g, p["tol"]) if simplify else kept.c.g
+    mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(p["z"], p["x"], p["y"]), p["extent"], p["buffer"], True)
+    rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
+    # ST_AsMVT skips rows whose geometry ST_AsMVTGeom dropped (NULL); a WHERE here would compute it twice.
+    stmt = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id")).select_from(rows)
+    _PG_STATEMENTS[key] = stmt
+    if len(_PG_STATEMENTS) > _PG_STATEMENTS_MAX:
+        _PG_STATEMENTS.popitem(last=False)
+    return stmt
+
+
+def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key: tuple, table, id_col, geom_col,
+              attrs, where, *, points: bool = False) -> bytes:
+    """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
+    then ST_AsMVTGeom clips, snaps and validates what is kept."""
+    rule = req.rule
+    scale = cat.extent / (req.frame.maxx - req.frame.minx)  # tile units per EPSG:3857 metre at this zoom
+    stmt = _pg_statement(key + (points, rule.simplify > 0), table, id_col, geom_col, attrs, where, points=points,
+                         simplify=rule.simplify > 0)
+    minx, miny, maxx, maxy = req.bbox
+    params = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale, "scale2": scale * scale,
+              "min_area": rule.min_area, "min_length": rule.min_length, "tol": rule.simplify / scale,
+              "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y, "extent": cat.extent,
+              "buffer": cat.buffer, "name": name}
+    data = session.connection().execute(stmt, params).scalar()  # Core execution: no ORM layer per tile
+    return bytes(data) if data else b""
+
+
+def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, cat: Catalogue, buildings: bool,
+               visible_layers: list[Layer] | None) -> bytes:
+    out = []
+    if tileset == BASEMAP:
+        for layer in cat.base_layers:
+            if req.z < layer.min_zoom or (layer.source == "buildings" and not buildings):
+                continue
+            skey = _scope_key(scope)
+            if layer.source == "units":
+                out.append(_pg_layer(
+                    session, layer.id, req, cat, ("units", layer.id, layer.level, skey), Unit.__table__, Unit.id,
+                    Unit.__table__.c.geom,
+                    lambda: [Unit.code, Unit.name, Unit.name_en, Unit.level,
+                             (literal(True) if scope.all_units else scope.covers_clause(Unit.path)).label("covered")],
+                    lambda: [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None), scope.sees_clause(Unit.path)]))
+            else:
+                storey = layer.storey_height_m
+                height = func.coalesce(Building.height_m, cast(func.round(cast(Building.floors * storey, Numeric), 1), Double))
+                out.append(_pg_layer(
+                    session, layer.id, req, cat, ("buildings", layer.id, storey, skey), Building.__table__, Building.id,
+                    Building.__table__.c.footprint,
+                    lambda: [Building.code, Building.floors, height.label("height"), Building.use, Building.structure,
+                             Building.safety_grade, Building.year_built, Building.grid_code],
+                    lambda: [scope.covers_clause(Building.unit_path)]))
+        if req.z >= cat.key_layers_min_zoom:
+            names = {b.id for b in cat.base_layers}
+            for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
+                if layer.key not in names:
+                    out.append(_pg_layer_features(session, layer, req, cat))
+    else:
+        out.append(_pg_layer_features(session, layers_service.get_layer(session, tileset, scope), req, cat))
+    return b"".join(out)
+
+
+def _pg_layer_features(session: Session, layer: Layer, req: TileRequest, cat: Catalogue) -> bytes:
+    current, _ = featurestore.tables(layer.key, layer.geometry_type)
+
+    def attrs():
+        # The feature's own properties win over the default fid, as in the Python path.
+        props = func.jsonb_build_object("fid", func.coalesce(current.c.fid, cast(current.c.id, Text))) \
+            .op("||")(current.c.properties)
+        return [props.label("properties")]
+
+    return _pg_layer(session, layer.key, req, cat, ("layer", layer.key, layer.geometry_type), current, current.c.id,
+                     current.c.geom, attrs, lambda: [current.c.geom.is_not(None)],
+                     points=layer.geometry_type in ("POINT", "MULTIPOINT"))
+
+
+# ------------------------------------------------------------------------------------------ tilesets
+
+def key_layers(session: Session, scope: Scope, cat: Catalogue) -> list[Layer]:
+    """Catalogue layers that join the base map (their category is one of ``key_categories``)."""
+    return [layer for layer in layers_service.list_layers(session, scope)
+            if any(layer.category.startswith(c) for c in cat.key_categories)]
+
+
+def _scope_key(scope: Scope) -> str:
+    return "all" if scope.all_units else _stamp(tuple(sorted(scope.unit_paths)))
+
+
+class TileService:
+    """Rendering with the cache in front; one per application."""
+
+    def __init__(self, cache_dir: Path, catalogue: Catalogue | None = None):
+        self.catalogue = catalogue or load_catalogue()
+        self.cache = TileCache(cache_dir, self.catalogue.cache_max_bytes)
+        self.stamps = Stamps(self.catalogue.cache_check_seconds)
+
+    def tile(self, session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, *,
+             buildings: bool = True) -> tuple[bytes, bool]:
+        """(MVT bytes, served from cache). ``tileset`` is "basemap" or a layer key; ``buildings``: whether the
+        viewer may see buildings (``housing.read``)."""
+        cat = self.catalogue
+        req = tile_request(cat, z, x, y)
+        stamps = self.stamps.get(session)
+        visible = None
+        if tileset == BASEMAP:
+            visible = key_layers(session, scope, cat)
+            stamp = _stamp(stamps["units"], stamps["buildings"], sorted(_layer_stamp(layer) for layer in visible))
+        else:
+            stamp = _layer_stamp(layers_service.get_layer(session, tileset, scope))
+        key = f"{_scope_key(scope)}|{int(buildings)}|{z}/{x}/{y}"
+        cached = self.cache.get(tileset, stamp, key)
+        if cached is not None:
+            return cached, True
+        data = render(session, scope, tileset, z, x, y, cat, req=req, buildings=buildings, visible_layers=visible)
+        self.cache.put(tileset, stamp, key, data)
+        return data, False
+
+    def changed(self) -> None:
+        """This process wrote tile data: re-read the stamps at the next request."""
+        self.stamps.refresh()
+
+
+def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int, cat: Catalogue | None = None,
+           *, req: TileRequest | None = None, buildings: bool = True,
+           visible_layers: list[Layer] | None = None, engine: str = "auto") -> bytes:
+    """Render one tile without the cache (``visible_layers``: the base map's key layers, if already known).
+    ``engine="python"`` forces the Python path on PostGIS too (the tests compare the two)."""
+    cat = cat or load_catalogue()
+    req = req or tile_request(cat, z, x, y)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and engine != "python":
+        return _pg_render(session, scope, tileset, req, cat, buildings, visible_layers)
+    tile = mvt.new_tile()
+    if tileset == BASEMAP:
+        for layer in cat.base_layers:
+            if z < layer.min_zoom or (layer.source == "buildings" and not buildings):
+                continue
+            fn = _units if layer.source == "units" else _buildings
+            got = fn(session, scope, layer, req, dialect)
+            if got:
+                mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
+        if z >= cat.key_layers_min_zoom:
+            for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
+                if layer.key in {b.id for b in cat.base_layers}:
+                    continue  # a base layer's name wins; the layer stays reachable as its own tile set
+                got = _layer_features(session, layer, req, dialect)
+                if got:
+                    mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
+    else:
+        layer = layers_service.get_layer(session, tileset, scope)
+        got = _layer_features(session, layer, req, dialect)
+        if got:
+            mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
+    return mvt.serialize(tile)
+
+
+# ---------------------------------------------------------------------------------------- metadata
+
+_FIELD_TYPES = {"string": "String", "integer": "Number", "number": "Number", "boolean": "Boolean",
+                "datetime": "String", "json": "String"}
+UNIT_FIELDS = {"code": "String", "name": "String", "name_en": "String", "level": "String",
+               "covered": "Boolean"}
+BUILDING_FIELDS = {"code": "String", "floors": "Number", "height": "Number", "use": "String", "structure": "String",
+                   "safety_grade": "String", "year_built": "Number", "grid_code": "String"}
+
+
+def layer_fields(layer: Layer) -> dict[str, str]:
+    fields = {"fid": "String"}
+    for a in layer.attribute_schema or []:
+        fields[a["name"]] = _FIELD_TYPES.get(a.get("type"), "String")
+    return fields
+
+
+def vector_layers(session: Session, scope: Scope, tileset: str, cat: Catalogue | None = None, *,
+                  buildings: bool = True) -> list[dict]:
+    """TileJSON ``vector_layers`` of a tile set (also the OGC tileset's ``layers``)."""
+    cat = cat or load_catalogue()
+    if tileset == BASEMAP:
+        out = []
+        for b in cat.base_layers:
+            if b.source == "buildings" and not buildings:
+                continue
+            fields = UNIT_FIELDS if b.source == "units" else BUILDING_FIELDS
+            desc = {"units": f"行政区划/单元网格 ({b.level})", "buildings": "房屋 buildings: height in metres for 3D"}[b.source]
+            out.append({"id": b.id, "fields": dict(fields), "description": desc, "minzoom": b.min_zoom,
+                        "maxzoom": cat.max_zoom})
+        names = {b.id for b in cat.base_layers}
+        for layer in key_layers(session, scope, cat):
+            if layer.key not in names:
+                out.append({"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
+                            "minzoom": cat.key_layers_min_zoom, "maxzoom": cat.max_zoom})
+        return out
+    layer = layers_service.get_layer(session, tileset, scope)
+    return [{"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
+             "minzoom": cat.min_zoom, "maxzoom": cat.max_zoom}]
+
+
+def bounds_of(session: Session, scope: Scope, tileset: str) -> list[float] | None:
+    if tileset == BASEMAP:
+        b = session.execute(select(Unit.geom).where(Unit.level == "district", scope.sees_clause(Unit.path))).scalars().all()
+        geoms = [g for g in b if g is not None]
+        return list(shapely.total_bounds(np.array(geoms, dtype=object))) if geoms else None
+    layer = layers_service.get_layer(session, tileset, scope)
+    return [float(v) for v in layer.bounds] if layer.bounds else None
+
+
+def tilejson(session: Session, scope: Scope, tileset: str, tiles_url: str, cat: Catalogue | None = None, *,
+             buildings: bool = True) -> dict:
+    """TileJSON 3.0.0 for a tile set; ``tiles_url`` is the absolute {z}/{x}/{y} template."""
+    cat = cat or load_catalogue()
+    layers = vector_layers(session, scope, tileset, cat, buildings=buildings)
+    if tileset == BASEMAP:
+        name, description = cat.basemap["title_zh"], cat.basemap["description_zh"]
+    else:
+        layer = layers_service.get_layer(session, tileset, scope)
+        name, description = layer.title_zh, layer.description_zh or layer.title_en
+    out = {"tilejson": "3.0.0", "name": name, "description": description, "version": "1.0.0",
+           "scheme": "xyz", "tiles": [tiles_url], "minzoom": cat.min_zoom, "maxzoom": cat.max_zoom,
+           "vector_layers": layers}
+    bounds = bounds_of(session, scope, tileset)
+    if bounds:
+        out["bounds"] = [round(v, 6) for v in bounds]
+        z = 9 if tileset == BASEMAP else 12
+        out["center"] = [round((bounds[0] + bounds[2]) / 2, 6), round((bounds[1] + bounds[3]) / 2, 6), z]
+    return out
+
+
+def parse_zxy(z: str | int, x: str | int, y: str | int) -> tuple[int, int, int]:
+    try:
+        return int(z), int(x), int(y)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"tile address {z}/{x}/{y} must be three integers") from None
