@@ -20,6 +20,7 @@ from cityops.org import routes as org_routes
 from cityops.org.levels import load_levels
 from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
+from cityops.tasks import routes as tasks_routes
 from cityops.web import routes as web_routes
 
 log = logging.getLogger("cityops")
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         registry=registry,
     )
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
-    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, web_routes):
+    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, web_routes,
+                   tasks_routes):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():

@@ -5,3 +5,4 @@ from cityops.identity.models import Token, User  # noqa: F401
 from cityops.org.models import Department, Person, Place, Unit  # noqa: F401
 from cityops.base.models import Layer, LayerVersion  # noqa: F401
 from cityops.housing.models import Building, Household, Resident  # noqa: F401
+from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task  # noqa: F401

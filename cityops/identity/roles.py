@@ -16,6 +16,7 @@ PERMISSIONS = frozenset(
         "departments.read", "departments.write", "people.read", "people.write",
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
+        "tasks.read", "tasks.write", "tasks.progress", "tasks.command", "tasks.evacuate", "tasks.shelter",
     }
 )
 
