@@ -300,13 +300,13 @@ def set_zone(session: Session, actor: audit.Actor, scope: Scope, incident_id: in
     if not geom.is_valid:
         raise InvalidGeometry(f"invalid risk zone: {shapely.is_valid_reason(geom)}")
     zone = _as_multipolygon(geom)
-    township = session.scalar(select(Unit).where(Unit.path == incident.unit_path))
-    if township is not None and township.geom is not None and not township.geom.intersects(zone):
-        raise InvalidGeometry(f"the risk zone lies outside {township.name} ({township.code}), the incident's area")
     if not scope.all_units:
         roots = list(session.scalars(select(Unit.geom).where(Unit.path.in_(scope.unit_paths))))
         if not roots or not any(g is not None and g.intersects(zone) for g in roots):
             raise Forbidden("the risk zone lies outside your jurisdiction")
+    township = session.scalar(select(Unit).where(Unit.path == incident.unit_path))
+    if township is not None and township.geom is not None and not township.geom.intersects(zone):
+        raise InvalidGeometry(f"the risk zone lies outside {township.name} ({township.code}), the incident's area")
     threat = housing.threatened(session, scope, False, zone, limit=0)
     outside = threat["outside_scope"]["buildings"]
     if outside:
