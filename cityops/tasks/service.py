@@ -131,6 +131,8 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
                  unit_path=incident.unit_path)
     if incident.status == "active":
         _activate(session, actor, incident)
+    else:
+        _computed_zone(session, actor, incident)
     return incident
 
 
@@ -176,10 +178,21 @@ def _activate(session: Session, actor: audit.Actor, incident: Incident) -> None:
     if incident.case_ref:
         log_step(session, incident, actor.name, "case.linked", f"事件中心立案 {incident.case_ref}", {"case_ref": incident.case_ref})
     _instantiate(session, actor, incident, incident.response_level)
-    if incident.hazard_geom is not None:
-        zone = buffer_m(incident.hazard_geom, plan.zone_buffer_m, _metric_crs(session))
-        set_zone(session, actor, ALL, incident.id, zone, source="computed",
-                 note=f"隐患体外扩 {plan.zone_buffer_m:g} m", _incident=incident)
+    zone = current_zone(session, incident.id)
+    if zone is not None:  # drawn or computed while proposed: its households are locked now
+        lock_households(session, actor, incident, zone.geom)
+    else:
+        _computed_zone(session, actor, incident)
+
+
+def _computed_zone(session: Session, actor: audit.Actor, incident: Incident) -> None:
+    """The plan's zone: the hazard body plus the plan's buffer (a proposal shows it before confirmation)."""
+    if incident.hazard_geom is None:
+        return
+    plan = catalogue().plan(incident.plan_key)
+    zone = buffer_m(incident.hazard_geom, plan.zone_buffer_m, _metric_crs(session))
+    set_zone(session, actor, ALL, incident.id, zone, source="computed", note=f"隐患体外扩 {plan.zone_buffer_m:g} m",
+             _incident=incident)
 
 
 def _metric_crs(session: Session) -> str:
