@@ -344,3 +344,40 @@ def test_read_only_roles_cannot_command(api, where):
     r = _no_change(api, lambda: api.post("/api/tasks", headers=gridworker, json={"title": "x", "unit_code": where["grid"]}))
     assert r.status_code == 403
     assert api.get("/api/incidents", headers=leader).status_code == 200
+
+
+def test_cli_plans_warning_and_overdue(tmp_path):
+    """The CLI delivers a warning (as a drill) into the embedded store and runs the overdue timer."""
+    from typer.testing import CliRunner
+
+    from cityops.cli import app
+    from tests.conftest import SMALL_DEMO
+
+    from tests.conftest import make_store
+    from cityops.demo.generator import build_demo
+
+    store, close = make_store("sqlite", tmp_path / "cli")
+    try:
+        build_demo(store.sessions, store.org, SMALL_DEMO)
+        from cityops.org.models import Place
+        from sqlalchemy import select
+
+        with store.sessions() as session:
+            place = session.scalar(select(Place).where(Place.name == "老沟湾"))
+            lon, lat, unit = place.geom.x, place.geom.y, place.unit_code
+        runner = CliRunner()
+        env = {"CITYOPS_SECRET_KEY": "test-secret", "CITYOPS_LOG_JSON": "false"}
+        r = runner.invoke(app, ["tasks", "plans"], env=env)
+        assert r.exit_code == 0 and "geohazard" in r.output
+        args = ["tasks", "warning", "--risk-point", "RP-1", "--hazard", "landslide", "--unit", unit, "--lon", str(lon), "--lat", str(lat),
+                "--drill", "--data-dir", str(tmp_path / "cli")]
+        r = runner.invoke(app, [*args, "--level", "yellow"], env=env)
+        assert r.exit_code == 0 and "no response" in r.output, r.output
+        r = runner.invoke(app, [*args, "--level", "orange"], env=env)
+        assert r.exit_code == 0 and "active" in r.output and "households" in r.output, r.output
+        r = runner.invoke(app, [*args, "--level", "purple"], env=env)
+        assert r.exit_code == 1 and "purple" in r.output
+        r = runner.invoke(app, ["tasks", "check-overdue", "--data-dir", str(tmp_path / "cli")], env=env)
+        assert r.exit_code == 0 and "reminded 0" in r.output, r.output
+    finally:
+        close()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
@@ -37,14 +39,28 @@ def _prepare(session, ctx) -> None:
     session.info["metric_crs"] = ctx.settings.metric_crs
 
 
-def _write_first(session) -> None:
-    """SQLite: a transaction that has read (the credentials) cannot upgrade to a writer once another writer
-    committed meanwhile — SQLite answers "database is locked" at once instead of waiting. So for the hot,
-    concurrent writes we end the read-only part and open a transaction whose first statement writes (a
-    no-row DELETE takes the write lock), so concurrent workers queue on busy_timeout instead of failing."""
-    if session.get_bind().dialect.name == "sqlite":
-        session.commit()
-        session.execute(text("DELETE FROM task_evacuation_events WHERE 0"))
+#: SQLite allows one writer at a time. Within a process, writers queue on this lock instead of on SQLite's
+#: busy handler, which sleeps in growing steps (up to 100 ms) and so turns contention into latency.
+_SQLITE_WRITER = threading.Lock()
+
+
+@contextmanager
+def _writer(session):
+    """A write transaction for the hot, concurrent writes (household state changes). SQLite: a transaction
+    that has read (the credentials) cannot upgrade to a writer once another writer committed meanwhile;
+    SQLite answers "database is locked" at once. So the read-only part is ended, the in-process writer lock
+    taken, and a transaction opened whose first statement writes (a no-row DELETE takes the database write
+    lock; other processes queue on busy_timeout). PostgreSQL: row locks do this already; nothing to do."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    session.commit()
+    with _SQLITE_WRITER:
+        try:
+            session.execute(text("DELETE FROM task_evacuation_events WHERE 0"))
+            yield
+        finally:
+            session.rollback()  # after the route's commit this is a no-op; on error it frees the lock at once
 
 
 def _near(lon: float | None, lat: float | None):
@@ -321,12 +337,13 @@ class StateIn(BaseModel):
 @router.post("/evacuations/{evacuation_id}/state", summary="Record a household's new state, with time and position")
 def change_state(evacuation_id: int, body: StateIn, request: Request, session: DB,
                  principal=Depends(require("tasks.evacuate"))) -> dict:
-    _write_first(session)
-    ev = service.change_state(session, _actor(principal, request), principal.scope, evacuation_id, state=body.state,
-                              shelter_id=body.shelter_id, lon=body.lon, lat=body.lat, note=body.note,
-                              expected_version=body.expected_version, request_key=body.request_key)
-    session.commit()
-    return service.evacuation_dict(ev)
+    with _writer(session):
+        ev = service.change_state(session, _actor(principal, request), principal.scope, evacuation_id, state=body.state,
+                                  shelter_id=body.shelter_id, lon=body.lon, lat=body.lat, note=body.note,
+                                  expected_version=body.expected_version, request_key=body.request_key)
+        session.commit()
+        data = service.evacuation_dict(ev)
+    return data
 
 
 @router.get("/evacuations/{evacuation_id}/history", summary="Every state change of a household: when, who, where")
