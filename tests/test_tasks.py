@@ -348,20 +348,17 @@ def test_read_only_roles_cannot_command(api, where):
 
 def test_cli_plans_warning_and_overdue(tmp_path):
     """The CLI delivers a warning (as a drill) into the embedded store and runs the overdue timer."""
+    from sqlalchemy import select
     from typer.testing import CliRunner
 
     from cityops.cli import app
-    from tests.conftest import SMALL_DEMO
-
-    from tests.conftest import make_store
     from cityops.demo.generator import build_demo
+    from cityops.org.models import Place
+    from tests.conftest import SMALL_DEMO, make_store
 
     store, close = make_store("sqlite", tmp_path / "cli")
     try:
         build_demo(store.sessions, store.org, SMALL_DEMO)
-        from cityops.org.models import Place
-        from sqlalchemy import select
-
         with store.sessions() as session:
             place = session.scalar(select(Place).where(Place.name == "老沟湾"))
             lon, lat, unit = place.geom.x, place.geom.y, place.unit_code
@@ -381,3 +378,40 @@ def test_cli_plans_warning_and_overdue(tmp_path):
         assert r.exit_code == 0 and "reminded 0" in r.output, r.output
     finally:
         close()
+
+
+def test_concurrent_workers_keep_totals_exact_and_shelters_within_capacity(api, where):
+    """Workers in parallel threads: every household reported once, the shelter never over-full, totals exact."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    yihe = api.login("yihe")
+    p = where["point"]
+    shelter = api.post("/api/shelters", headers=yihe, json={"code": "SH-RACE", "name": "并发测试安置点", "capacity": 40, "lon": p.x,
+                                                             "lat": p.y, "unit_code": where["grid"]}).json()
+    r = api.post("/api/incidents", headers=yihe, json={"hazard_type": "landslide", "level": 2, "unit_code": where["grid"], "drill": True,
+                                                        "geometry": mapping(buffer_m(p, 80, METRIC))})
+    iid = r.json()["id"]
+    items = api.get(f"/api/incidents/{iid}/evacuations", headers=yihe).json()["items"]
+    assert len(items) >= 20
+
+    def report(item):
+        # Half try the shelter (it cannot take them all), the rest are moved; each report is sent twice.
+        body = {"state": "in_shelter", "shelter_id": shelter["id"]} if item["id"] % 2 else {"state": "moved"}
+        body["request_key"] = f"race-{item['id']}"
+        first = api.post(f"/api/evacuations/{item['id']}/state", headers=yihe, json=body)
+        again = api.post(f"/api/evacuations/{item['id']}/state", headers=yihe, json=body)
+        return item, first.status_code, again.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(report, items))
+    assert all(code in (200, 409) for _, code, _ in results), results
+    sheltered = [i for i, code, _ in results if code == 200 and i["id"] % 2]
+    moved = [i for i, code, _ in results if code == 200 and not i["id"] % 2]
+    occupancy = next(s for s in api.get("/api/shelters", headers=yihe).json() if s["id"] == shelter["id"])["occupancy"]
+    assert occupancy == sum(i["members"] for i in sheltered) <= 40
+    d = api.get(f"/api/incidents/{iid}/totals", headers=yihe).json()["district"]
+    assert d["by_state"]["in_shelter"] == len(sheltered) and d["by_state"]["moved"] == len(moved)
+    assert d["safe_households"] + d["remaining_households"] == d["households"] == len(items)
+    events = sum(len(api.get(f"/api/evacuations/{i['id']}/history", headers=yihe).json()) for i in items)
+    assert events == len(sheltered) + len(moved)  # retries recorded nothing twice
+    assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200
