@@ -17,6 +17,7 @@ from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from cityops.core import audit
 from cityops.core.crs import geodesic_area_m2
@@ -516,14 +517,15 @@ def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_
     if lon is not None or lat is not None:
         if lon is None or lat is None or not (-180 <= lon <= 180 and -90 <= lat <= 90):
             raise InvalidInput("position needs both lon (−180…180) and lat (−90…90)")
-    incident = session.get(Incident, ev.incident_id)
+    # Only the status: the hot path needs no geometry decoded.
+    incident_status = session.scalar(select(Incident.status).where(Incident.id == ev.incident_id))
     if not ev.in_zone:
         raise Conflict(f"household {ev.household_code} is no longer in the risk zone")
     if state == cat.return_state:
-        if incident.status != "standing_down":
+        if incident_status != "standing_down":
             raise Conflict("households return home only after the response is stood down (解除响应)")
-    elif incident.status != "active":
-        raise Conflict(f"incident {incident.id} is {incident.status}; evacuation states can no longer change")
+    elif incident_status != "active":
+        raise Conflict(f"incident {ev.incident_id} is {incident_status}; evacuation states can no longer change")
     if expected_version is not None and expected_version != ev.version:
         raise Conflict(f"household task {ev.id} changed meanwhile (version {ev.version}, you sent {expected_version}); reload it")
     if state == ev.state and (state != "in_shelter" or shelter_id == ev.shelter_id):
@@ -540,7 +542,7 @@ def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_
             raise NotFound(f"shelter {shelter_id} not found")
     elif shelter_id is not None:
         raise InvalidInput("shelter_id is only given with state in_shelter")
-    previous, old_shelter = ev.state, ev.shelter_id
+    previous, old_shelter, old_version = ev.state, ev.shelter_id, ev.version
     # Check in first, guarded in SQL, so two workers can never fill a shelter past capacity.
     if state == "in_shelter":
         taken = session.execute(update(Shelter).where(Shelter.id == shelter_id, Shelter.occupancy + ev.members <= Shelter.capacity)
@@ -550,21 +552,24 @@ def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_
     if old_shelter is not None:
         session.execute(update(Shelter).where(Shelter.id == old_shelter).values(occupancy=Shelter.occupancy - ev.members))
     now = utcnow()
-    changed = session.execute(update(Evacuation).where(Evacuation.id == ev.id, Evacuation.version == ev.version)
+    changed = session.execute(update(Evacuation).where(Evacuation.id == ev.id, Evacuation.version == old_version)
                               .values(state=state, shelter_id=shelter_id if state == "in_shelter" else None,
                                       version=Evacuation.version + 1, updated_at=now, updated_by=actor.name)).rowcount
     if not changed:
         raise Conflict(f"household task {ev.id} changed meanwhile; reload it")
     session.add(EvacuationEvent(evacuation_id=ev.id, incident_id=ev.incident_id, at=now, actor=actor.name, from_state=previous,
                                 to_state=state, shelter_id=shelter_id, lon=lon, lat=lat, note=note, request_key=request_key))
-    log_step(session, incident, actor.name, "evacuation.state",
-             f"{ev.household_code} {cat.states[previous].zh} → {cat.states[state].zh}",
-             {"evacuation_id": ev.id, "household_code": ev.household_code, "from": previous, "to": state,
-              "shelter_id": shelter_id, "lon": lon, "lat": lat, "members": ev.members, "village_code": ev.village_code,
-              "grid_code": ev.grid_code}, unit_path=ev.unit_path)
+    session.add(IncidentLog(incident_id=ev.incident_id, at=now, actor=actor.name, kind="evacuation.state",
+                            message=f"{ev.household_code} {cat.states[previous].zh} → {cat.states[state].zh}",
+                            data={"evacuation_id": ev.id, "household_code": ev.household_code, "from": previous, "to": state,
+                                  "shelter_id": shelter_id, "lon": lon, "lat": lat, "members": ev.members,
+                                  "village_code": ev.village_code, "grid_code": ev.grid_code}, unit_path=ev.unit_path))
     audit.record(session, actor, "evacuation.state", "evacuation", str(ev.id), before={"state": previous, "shelter_id": old_shelter},
                  after={"state": state, "shelter_id": shelter_id, "lon": lon, "lat": lat, "note": note}, unit_path=ev.unit_path)
-    session.expire(ev)
+    # The row as written (no read-back): the UPDATE above was guarded by the version we hold.
+    for key, value in (("state", state), ("shelter_id", shelter_id if state == "in_shelter" else None), ("version", old_version + 1),
+                       ("updated_at", now), ("updated_by", actor.name)):
+        set_committed_value(ev, key, value)
     return ev
 
 
