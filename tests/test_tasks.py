@@ -415,3 +415,32 @@ def test_concurrent_workers_keep_totals_exact_and_shelters_within_capacity(api, 
     events = sum(len(api.get(f"/api/evacuations/{i['id']}/history", headers=yihe).json()) for i in items)
     assert events == len(sheltered) + len(moved)  # retries recorded nothing twice
     assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200
+
+
+def test_open_streams_do_not_hold_database_connections(api, where):
+    """Each live stream polls with its own short session: streams never pin the request's connection."""
+    import threading
+    import time
+
+    yihe = api.login("yihe")
+    iid = api.post("/api/incidents", headers=yihe, json={"hazard_type": "landslide", "level": 4, "unit_code": where["grid"],
+                                                          "drill": True}).json()["id"]
+    pool = api.app.state.ctx.engine.pool
+    results = []
+
+    def listen():
+        results.append(api.get(f"/api/incidents/{iid}/stream", params={"seconds": 4}, headers=yihe).status_code)
+
+    threads = [threading.Thread(target=listen) for _ in range(20)]  # more than the pool's 15 connections
+    for t in threads:
+        t.start()
+    time.sleep(2)  # the streams are open and polling
+    held = [pool.checkedout() for _ in range(20) if not time.sleep(0.02)]
+    started = time.perf_counter()
+    assert api.get("/api/incidents/stats", headers=yihe).status_code == 200
+    assert time.perf_counter() - started < 2
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 20
+    assert min(held) < 5, f"open streams hold connections: {held}"
+    assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200

@@ -295,8 +295,11 @@ def timeline(incident_id: int, session: DB, principal=Depends(require("tasks.rea
 
 
 @router.get("/incidents/{incident_id}/stream", summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
-async def stream(incident_id: int, request: Request, ctx: Ctx, principal=Depends(require("tasks.read")),
+async def stream(incident_id: int, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.read")),
                  after: int = Query(0, ge=0), seconds: float = Query(STREAM_MAX_SECONDS, ge=0, le=STREAM_MAX_SECONDS)):
+    # The request's session (credentials) would otherwise hold a pooled connection, in a transaction, for the
+    # whole life of the stream; each poll below uses its own short session instead.
+    await run_in_threadpool(session.close)
     last = request.headers.get("last-event-id")
     start = int(last) if last and last.isdigit() else after
 
