@@ -22,6 +22,7 @@ from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
 from cityops.tiles import routes as tiles_routes
 from cityops.warning import routes as warning_routes
+from cityops.tasks import routes as tasks_routes
 from cityops.web import routes as web_routes
 
 log = logging.getLogger("cityops")
@@ -53,7 +54,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     )
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, tiles_routes,
-                   warning_routes, web_routes):
+                   warning_routes, tasks_routes, web_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")

@@ -568,6 +568,87 @@ def warning_evaluate(
 from cityops.tiles import cli as _tiles_cli  # noqa: E402
 
 _tiles_cli.register(app, _settings, _store, _run, console, DataDir)
+# ------------------------------------------------------------------------------ tasks (任务中心 · 应急预案)
+
+tasks_app = typer.Typer(help="Task center: plans, warnings, overdue reminders", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("plans")
+def tasks_plans() -> None:
+    """List the emergency plans (plans.toml): hazard type, trigger level, activation and actions per level."""
+    from rich.table import Table
+
+    from cityops.tasks.catalogue import ROMAN, catalogue
+
+    table = Table("plan", "hazard", "trigger", "activation", "zone buffer m", "actions I / II / III / IV")
+    for plan in catalogue().plans:
+        table.add_row(plan.key, plan.hazard_type, ROMAN[plan.trigger_level], plan.activation, f"{plan.zone_buffer_m:g}",
+                      " / ".join(str(len(plan.levels[n].actions)) for n in (1, 2, 3, 4)))
+    console.print(table)
+
+
+@tasks_app.command("warning")
+def tasks_warning(
+    risk_point: str = typer.Option(..., "--risk-point", help="risk point code"),
+    hazard: str = typer.Option(..., "--hazard", help="hazard type, e.g. landslide"),
+    level: str = typer.Option(..., "--level", help="1–4, I–IV, red/orange/yellow/blue, or none"),
+    unit: str = typer.Option(..., "--unit", help="unit code of the risk point"),
+    lon: Optional[float] = typer.Option(None, help="hazard position (EPSG:4490)"),
+    lat: Optional[float] = typer.Option(None),
+    radius_m: float = typer.Option(30.0, help="radius of the hazard body around lon/lat"),
+    drill: bool = typer.Option(False, "--drill", help="run it as a drill (演练)"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Deliver a warning level change to the plans, as the warning engine does (drills, tests, fallback)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from shapely.geometry import Point
+
+        from cityops.core import audit
+        from cityops.core.spatial import buffer_m
+        from cityops.tasks import service
+
+        _, sessions, _ = _store(settings)
+        geometry = buffer_m(Point(lon, lat), radius_m, settings.metric_crs) if lon is not None and lat is not None else None
+        with sessions() as session:
+            session.info["metric_crs"] = settings.metric_crs
+            incident = service.on_warning(session, risk_point_code=risk_point, hazard_type=hazard, level=level, unit_code=unit,
+                                          geometry=geometry, evidence={"source": "cli"}, actor=audit.Actor("cli"), drill=drill)
+            session.commit()
+            if incident is None:
+                console.print("below the plan's trigger level: no response")
+            else:
+                totals = service.totals(session, service.ALL, incident.id)["district"]
+                console.print(f"incident {incident.id}: {incident.status}, response {incident.response_level}, "
+                              f"{totals['households']} households / {totals['people']} people locked")
+
+    _run(body)
+
+
+@tasks_app.command("check-overdue")
+def tasks_check_overdue(
+    escalate_after_minutes: int = typer.Option(30, help="escalate tasks this long past their deadline"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Remind overdue tasks and escalate the long overdue to the level above (run it from a timer)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import timedelta
+
+        from cityops.core import audit
+        from cityops.tasks import service
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            result = service.check_overdue(session, audit.Actor("timer"), service.ALL,
+                                           escalate_after=timedelta(minutes=escalate_after_minutes))
+            session.commit()
+        console.print(f"reminded {len(result['reminded'])}, escalated {len(result['escalated'])}")
+
+    _run(body)
 
 
 if __name__ == "__main__":

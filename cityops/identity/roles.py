@@ -17,6 +17,7 @@ PERMISSIONS = frozenset(
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
         "warning.read", "warning.write", "ogc.edit",
+        "tasks.read", "tasks.write", "tasks.progress", "tasks.command", "tasks.evacuate", "tasks.shelter",
     }
 )
 

@@ -1,7 +1,7 @@
 """Early warning: risk points (风险点位), warning history, warning observation store.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_
 from cityops.core.types import JSONText, UTCDateTime
 
 revision = "0007"
-down_revision = "0003"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
