@@ -119,6 +119,10 @@ def demo(
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve after building (default) or only build"),
     seed: int = typer.Option(20260723, help="Random seed: the same seed builds the same district"),
     grids: int = typer.Option(4000, min=10, help="Approximate number of unit grids"),
+    buildings: Optional[int] = typer.Option(None, min=1, max=20_000_000,
+                                            help="Buildings to generate (default ~25 per grid; 8090000 = census scale)"),
+    boreholes: Optional[int] = typer.Option(None, min=0, max=5_000_000,
+                                            help="Geological boreholes (default in proportion; 600,000 at census scale)"),
 ) -> None:
     """Build the demo district into the data directory when it is empty, then serve it."""
     settings = _settings(data_dir)
@@ -136,7 +140,8 @@ def demo(
             start = time.perf_counter()
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
                 task = bar.add_task("building the demo district", total=None)
-                summary = build_demo(sessions, org_config, DemoConfig(seed=seed, grids=grids),
+                summary = build_demo(sessions, org_config, DemoConfig(seed=seed, grids=grids, buildings=buildings,
+                                                                      boreholes=boreholes),
                                      progress=lambda m: bar.update(task, description=m))
             console.print(f"demo district built in {time.perf_counter() - start:.1f} s: {json.dumps(summary, ensure_ascii=False)}")
             console.print(f"log in as admin / district / yihe / taikang / gridworker with password [bold]{DEMO_PASSWORD}[/bold]")

@@ -13,6 +13,7 @@ import json
 from functools import lru_cache
 
 import numpy as np
+import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
@@ -86,17 +87,25 @@ class BulkWriter:
         self._suspension.__exit__(*exc)
 
     def insert(self, fids: list, properties: list[dict], geoms: np.ndarray, version: int) -> int:
-        encoded = encode_many(geoms, self.conn.dialect.name)
         props = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
-        rows = [(f, p, bytes(g) if g is not None else None, version) for f, p, g in zip(fids, props, encoded, strict=True)]
-        if not rows:
+        if not props:
             return 0
         name = self.table.name
         if not self.sqlite:
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {name} (fid, properties, geom, v_from) "
-                f"VALUES (%s, %s::jsonb, ST_GeomFromWKB(%s, {CANONICAL_SRID}), %s)", rows)
-            return len(rows)
+            # COPY, with the geometry as hex EWKB carrying its SRID: several times a multi-row INSERT.
+            geoms = np.asarray(geoms, dtype=object)
+            present = np.array([g is not None for g in geoms], dtype=bool)
+            hexes = np.full(len(geoms), None, dtype=object)
+            if present.any():
+                hexes[present] = shapely.to_wkb(shapely.set_srid(geoms[present], CANONICAL_SRID), hex=True,
+                                                include_srid=True, flavor="extended")
+            cursor = self.conn.connection.driver_connection.cursor()
+            with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN") as copy:
+                for f, p, g in zip(fids, props, hexes.tolist(), strict=True):
+                    copy.write_row((f, p, g, version))
+            return len(props)
+        encoded = encode_many(geoms, self.conn.dialect.name)
+        rows = [(f, p, bytes(g) if g is not None else None, version) for f, p, g in zip(fids, props, encoded, strict=True)]
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
         self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)", rows)
