@@ -209,6 +209,56 @@ def _person(p) -> dict:
     return {"name": p.name, "post": p.post, "title": p.title, "phone": p.phone}
 
 
+_BUILDING_COLUMNS = ("id", "code", "name", "address", "floors", "height_m", "structure", "use", "year_built",
+                     "safety_grade", "grid_code", "unit_path", "attributes")
+_HOUSEHOLD_COLUMNS = ("id", "code", "building_id", "head_name", "phone", "address", "room", "members", "grid_code",
+                      "unit_path")
+_RESIDENT_COLUMNS = ("id", "household_id", "name", "id_number", "birth_year", "sex", "phone", "relation", "unit_path",
+                     *VULNERABLE_FLAGS)
+
+
+def _buildings_in(session: Session, zone: BaseGeometry) -> list:
+    """Rows (columns, not ORM objects: this is the hot path of an evacuation) of buildings whose footprint
+    intersects ``zone``: the spatial index narrows by envelope, GEOS decides exactly (on both backends, so
+    both give the same answer), the zone prepared once."""
+    columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
+    stmt = bbox_prefilter(select(*columns, Building.footprint), session.get_bind().dialect.name, Building.__tablename__,
+                          Building.id, Building.footprint, zone.bounds, geom_name="footprint")
+    rows = session.execute(stmt).all()
+    if not rows:
+        return []
+    shapely.prepare(zone)
+    hit = shapely.intersects(zone, np.array([r.footprint for r in rows], dtype=object))
+    return sorted((r for r, h in zip(rows, hit) if h), key=lambda r: r.id)
+
+
+def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str, list], dict[str, list]]:
+    """Grid workers of each grid and village cadres over it (closest unit first), in one query for all grids."""
+    from cityops.org.models import Person, person_units
+
+    ancestors = {code: [c for c in path.strip("/").split("/") if c] for code, path in grid_paths.items()}
+    codes = sorted({c for chain in ancestors.values() for c in chain})
+    linked: dict[str, list] = defaultdict(list)
+    for chunk in _chunks(codes):
+        stmt = (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
+                .join(person_units, person_units.c.person_id == Person.id)
+                .where(person_units.c.unit_code.in_(chunk), Person.post.in_(("grid_worker", "village_cadre")))
+                .order_by(Person.id))
+        for row in session.execute(stmt):
+            linked[row.unit_code].append(row)
+    workers, cadres = {}, {}
+    for code, chain in ancestors.items():
+        workers[code] = [_person(p) for p in linked.get(code, []) if p.post == "grid_worker"]
+        seen, mine = set(), []
+        for unit in reversed(chain):  # the village before the township before the district
+            for p in linked.get(unit, []):
+                if p.post == "village_cadre" and p.id not in seen:
+                    seen.add(p.id)
+                    mine.append(_person(p))
+        cadres[code] = mine
+    return workers, cadres
+
+
 def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometry, *, limit: int = 1000) -> dict:
     """Buildings whose footprint intersects ``zone`` (canonical CRS), with their households, residents and
     vulnerable residents: totals, grouped by village and grid with who answers for each. Only records in
@@ -219,7 +269,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         raise InvalidGeometry(f"the threat zone must be a Polygon or MultiPolygon, got {zone.geom_type}")
     if not zone.is_valid:
         raise InvalidGeometry(f"invalid threat zone: {shapely.is_valid_reason(zone)}")
-    hits = spatial_filter(session, Building, select(Building), "intersects", zone, geom_attr="footprint")
+    hits = _buildings_in(session, zone)
     inside = [b for b in hits if scope.covers(b.unit_path)]
     outside = [b for b in hits if not scope.covers(b.unit_path)]
     counts = _per_building_counts(session, [b.id for b in hits])
@@ -229,22 +279,25 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         _add(outside_total, counts[b.id])
     total = _zero()
     by_grid: dict[str, dict] = {}
+    grid_paths: dict[str, str] = {}
     for b in inside:
         _add(total, counts[b.id])
         _add(by_grid.setdefault(b.grid_code, _zero()), counts[b.id])
+        grid_paths[b.grid_code] = b.unit_path
 
-    grids = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(list(by_grid))))} if by_grid else {}
+    grids = {u.code: u for u in session.execute(select(Unit.code, Unit.name, Unit.parent_code)
+                                                 .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
     village_codes = sorted({g.parent_code for g in grids.values() if g.parent_code})
-    villages = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(village_codes)))} if village_codes else {}
+    villages = {u.code: u for u in session.execute(select(Unit.code, Unit.name).where(Unit.code.in_(village_codes)))} \
+        if village_codes else {}
+    workers, cadres_of = _responsible(session, grid_paths) if grid_paths else ({}, {})
     grid_groups, village_groups = [], {}
     for code in sorted(by_grid):
         grid = grids.get(code)
-        people = org.responsible_people(session, code)
-        workers = [_person(p) for p in people if p.post == "grid_worker" and any(u.code == code for u in p.units)]
-        cadres = [_person(p) for p in people if p.post == "village_cadre"]
+        cadres = cadres_of.get(code, [])
         village_code = grid.parent_code if grid else None
         grid_groups.append({"code": code, "name": grid.name if grid else None, "village_code": village_code,
-                            **by_grid[code], "grid_workers": workers, "village_cadres": cadres})
+                            **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
             "code": village_code, "name": villages[village_code].name if village_code in villages else None,
             **_zero(), "village_cadres": cadres})
@@ -255,16 +308,22 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     for b in inside[:limit]:
         building_items.append({**building_dict(b), **{k: counts[b.id][k] for k in ("households", "residents", "vulnerable")}})
     code_by_id = {b.id: b.code for b in inside}
+    h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
+    r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
+    vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
     for chunk in _chunks(list(code_by_id)):
-        if len(household_items) >= limit:
+        if len(household_items) >= limit and len(vulnerable_items) >= limit:
             break
-        for h in session.scalars(select(Household).where(Household.building_id.in_(chunk)).order_by(Household.code)):
-            household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
-        vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-        stmt = (select(Resident, Household.code).join(Household, Household.id == Resident.household_id)
-                .where(Household.building_id.in_(chunk), vulnerable).order_by(Resident.id))
-        for r, household_code in session.execute(stmt):
-            vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": household_code})
+        if len(household_items) < limit:
+            stmt = select(*h_columns).where(Household.building_id.in_(chunk)).order_by(Household.code)
+            for h in session.execute(stmt.limit(limit - len(household_items))):
+                household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
+        if len(vulnerable_items) < limit:
+            stmt = (select(*r_columns, Household.code.label("household_code"))
+                    .join(Household, Household.id == Resident.household_id)
+                    .where(Household.building_id.in_(chunk), vulnerable).order_by(Resident.id))
+            for r in session.execute(stmt.limit(limit - len(vulnerable_items))):
+                vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": r.household_code})
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
         "totals": total,
