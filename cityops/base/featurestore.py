@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from itertools import repeat
 
 import numpy as np
 import shapely
@@ -68,6 +69,10 @@ def drop(conn: Connection, key: str, geometry_type: str) -> None:
     current.drop(conn, checkfirst=True)
 
 
+#: SQLite page cache during a bulk load (negative = KiB): 256 MiB, bounded whatever the file's size.
+BULK_CACHE_KIB = -262_144
+
+
 class BulkWriter:
     """Fast inserts of new current rows for a bulk import, inside the caller's transaction: values are
     encoded once per batch and handed to the driver's executemany, past SQLAlchemy's per-row processing;
@@ -81,19 +86,27 @@ class BulkWriter:
 
     def __enter__(self) -> "BulkWriter":
         self.index_by_hand = self._suspension.__enter__()
+        self._cache = None
+        if self.sqlite:  # a larger page cache for the load: the table's and index's B-tree pages stay in memory
+            self._cache = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            self.conn.exec_driver_sql(f"PRAGMA cache_size={BULK_CACHE_KIB}")
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._cache is not None:
+            self.conn.exec_driver_sql(f"PRAGMA cache_size={int(self._cache)}")
         self._suspension.__exit__(*exc)
 
-    def insert(self, fids: list, properties: list[dict], geoms: np.ndarray, version: int) -> int:
-        props = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
-        if not props:
+    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int) -> int:
+        """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise)."""
+        if not len(properties):
             return 0
+        if not isinstance(properties[0], str):
+            properties = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
+        geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
         if not self.sqlite:
             # COPY, with the geometry as hex EWKB carrying its SRID: several times a multi-row INSERT.
-            geoms = np.asarray(geoms, dtype=object)
             present = np.array([g is not None for g in geoms], dtype=bool)
             hexes = np.full(len(geoms), None, dtype=object)
             if present.any():
@@ -101,17 +114,48 @@ class BulkWriter:
                                                 include_srid=True, flavor="extended")
             cursor = self.conn.connection.driver_connection.cursor()
             with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN") as copy:
-                for f, p, g in zip(fids, props, hexes.tolist(), strict=True):
-                    copy.write_row((f, p, g, version))
-            return len(props)
-        encoded = encode_many(geoms, self.conn.dialect.name)
-        rows = [(f, p, bytes(g) if g is not None else None, version) for f, p, g in zip(fids, props, encoded, strict=True)]
+                for row in zip(fids, properties, hexes.tolist(), repeat(version)):
+                    copy.write_row(row)
+            return len(properties)
+        blobs = gpkg_blobs(geoms)
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
-        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)", rows)
+        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)",
+                                  list(zip(fids, properties, blobs, repeat(version))))
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
-        if end - start != len(rows):
-            raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(rows)} rows")
+        if end - start != len(properties):
+            raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
         if self.index_by_hand:
             write_rtree(self.conn, name, np.arange(start + 1, end + 1), geoms)
-        return len(rows)
+        return len(properties)
+
+
+_GPKG_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srid", "<i4"), ("minx", "<f8"),
+                         ("maxx", "<f8"), ("miny", "<f8"), ("maxy", "<f8")])
+
+
+def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID) -> list:
+    """GeoPackage geometry blobs (little-endian header with an xy envelope + ISO WKB) for a batch: the headers
+    are one NumPy record array, so the per-row work is a bytes concatenation. Empty geometries get no
+    envelope, as the GeoPackage spec asks; None stays None."""
+    out: list = [None] * len(geoms)
+    present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
+    if not len(present):
+        return out
+    chosen = geoms[present]
+    empty = shapely.is_empty(chosen)
+    if empty.any():  # rare: the general encoder handles the envelope-less header
+        encoded = encode_many(chosen, "sqlite", srid)
+        for i, blob in zip(present, encoded):
+            out[i] = bytes(blob)
+        return out
+    header = np.zeros(len(chosen), dtype=_GPKG_HEADER)
+    header["magic"], header["version"], header["flags"], header["srid"] = b"GP", 0, 0b00000011, srid
+    bounds = shapely.bounds(chosen)
+    header["minx"], header["maxx"], header["miny"], header["maxy"] = bounds[:, 0], bounds[:, 2], bounds[:, 1], bounds[:, 3]
+    raw = header.tobytes()
+    size = _GPKG_HEADER.itemsize
+    wkb = shapely.to_wkb(chosen, byte_order=1, flavor="iso")
+    for j, (i, blob) in enumerate(zip(present.tolist(), wkb)):
+        out[i] = raw[j * size:(j + 1) * size] + blob
+    return out
