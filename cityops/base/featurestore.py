@@ -86,16 +86,27 @@ class BulkWriter:
 
     def __enter__(self) -> "BulkWriter":
         self.index_by_hand = self._suspension.__enter__()
-        self._cache = None
+        self._cache, self._deferred_index = None, None
+        name = self.table.name
+        if not self.sqlite and self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {name})").scalar():
+            # Into an empty table (a first import, or a replace after its rows went to history) the GiST index
+            # is built once at the end, from sorted input, instead of row by row. DDL is transactional here:
+            # a failed load rolls the drop back.
+            index = f"ix_{name}_geom_gist"
+            if self.conn.exec_driver_sql("SELECT to_regclass(%s)", (index,)).scalar():
+                self.conn.exec_driver_sql(f"DROP INDEX {index}")
+                self._deferred_index = index
         if self.sqlite:  # a larger page cache for the load: the table's and index's B-tree pages stay in memory
             self._cache = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
             self.conn.exec_driver_sql(f"PRAGMA cache_size={BULK_CACHE_KIB}")
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._deferred_index and exc_type is None:
+            self.conn.exec_driver_sql(f"CREATE INDEX {self._deferred_index} ON {self.table.name} USING gist (geom)")
         if self._cache is not None:
             self.conn.exec_driver_sql(f"PRAGMA cache_size={int(self._cache)}")
-        self._suspension.__exit__(*exc)
+        self._suspension.__exit__(exc_type, *exc)
 
     def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int) -> int:
         """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise)."""
