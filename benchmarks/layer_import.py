@@ -69,13 +69,16 @@ from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.base import service
 import shapely
+import pyogrio
 extra = {"database_url": sys.argv[3]} if len(sys.argv) > 3 else {}
+# The layer declares the file's geometry type, as a user would (Polygon → POLYGON, MultiPolygon → MULTIPOLYGON).
+geometry_type = (pyogrio.read_info(sys.argv[2]).get("geometry_type") or "GEOMETRY").upper()
 s = Settings(data_dir=Path(sys.argv[1]), log_json=False, **extra); e = make_engine(s); migrate(e); f = make_sessionmaker(e)
 with f() as session:
     session.add(Unit(code="500154", name="开州区", level="district", path="/500154/", attributes={},
                      geom=shapely.MultiPolygon([shapely.box(107.9, 30.8, 108.9, 31.7)])))
     service.create_layer(session, audit.SYSTEM, Scope(all_units=True), {"key": "census_buildings", "title_zh": "房屋",
-                         "category": "0201", "geometry_type": "GEOMETRY"})
+                         "category": "0201", "geometry_type": geometry_type})
     session.commit()
     report = service.import_file(session, audit.SYSTEM, Scope(all_units=True), "census_buildings", Path(sys.argv[2]))
     session.commit()
