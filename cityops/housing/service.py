@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import case, func, select, update
+from sqlalchemy import LargeBinary, case, func, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
@@ -217,18 +217,37 @@ _RESIDENT_COLUMNS = ("id", "household_id", "name", "id_number", "birth_year", "s
                      *VULNERABLE_FLAGS)
 
 
+#: Bytes of a GeoPackage blob's envelope by its indicator (GeoPackage 1.3, 2.1.3).
+_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def _raw_footprint(dialect: str):
+    """The footprint column as WKB (PostGIS) or the GeoPackage blob (SQLite), not decoded row by row."""
+    if dialect == "postgresql":
+        return func.ST_AsBinary(Building.footprint, type_=LargeBinary).label("wkb")
+    return type_coerce(Building.footprint, LargeBinary).label("wkb")
+
+
+def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
+    """One vectorised WKB parse for a list of raw footprints (GeoPackage headers cut off first)."""
+    if dialect != "postgresql":
+        blobs = [b[8 + _GPKG_ENVELOPE[(b[3] >> 1) & 7]:] for b in blobs]
+    return shapely.from_wkb(np.array(blobs, dtype=object))
+
+
 def _buildings_in(session: Session, zone: BaseGeometry) -> list:
     """Rows (columns, not ORM objects: this is the hot path of an evacuation) of buildings whose footprint
     intersects ``zone``: the spatial index narrows by envelope, GEOS decides exactly (on both backends, so
-    both give the same answer), the zone prepared once."""
+    both give the same answer), the zone prepared once and the footprints parsed in one call."""
+    dialect = session.get_bind().dialect.name
     columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
-    stmt = bbox_prefilter(select(*columns, Building.footprint), session.get_bind().dialect.name, Building.__tablename__,
+    stmt = bbox_prefilter(select(*columns, _raw_footprint(dialect)), dialect, Building.__tablename__,
                           Building.id, Building.footprint, zone.bounds, geom_name="footprint")
     rows = session.execute(stmt).all()
     if not rows:
         return []
     shapely.prepare(zone)
-    hit = shapely.intersects(zone, np.array([r.footprint for r in rows], dtype=object))
+    hit = shapely.intersects(zone, _decode_footprints([r.wkb for r in rows], dialect))
     return sorted((r for r, h in zip(rows, hit) if h), key=lambda r: r.id)
 
 
