@@ -8,13 +8,15 @@ what every response and export goes through.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import LargeBinary, case, func, select, type_coerce, update
+from sqlalchemy import Integer, LargeBinary, any_, case, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
@@ -174,19 +176,28 @@ def _chunks(values: list, size: int = _CHUNK):
         yield values[i : i + size]
 
 
+def _in_ids(session: Session, column, ids: list[int]):
+    """``column IN ids`` with the ids as ONE bound value (a PostgreSQL array; an SQLite JSON array read by
+    json_each): compiling hundreds of bind parameters per query cost more than the query on the hot path."""
+    ids = [int(i) for i in ids]
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(ids, ARRAY(Integer)))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
+
+
 def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, dict]:
     """households, residents and vulnerable residents per building, counted in SQL."""
     counts: dict[int, dict] = defaultdict(lambda: dict.fromkeys(("households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0))
     as_int = lambda column: func.coalesce(func.sum(case((column, 1), else_=0)), 0)  # noqa: E731
     vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    for chunk in _chunks(building_ids):
+    for chunk in ([building_ids] if building_ids else []):
         for bid, n in session.execute(select(Household.building_id, func.count(Household.id))
-                                      .where(Household.building_id.in_(chunk)).group_by(Household.building_id)):
+                                      .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id)):
             counts[bid]["households"] = n
         stmt = (select(Household.building_id, func.count(Resident.id), as_int(vulnerable),
                        *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
                 .join(Resident, Resident.household_id == Household.id)
-                .where(Household.building_id.in_(chunk)).group_by(Household.building_id))
+                .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id))
         for bid, n, vul, *flags in session.execute(stmt):
             c = counts[bid]
             c["residents"], c["vulnerable"] = n, int(vul)
@@ -330,17 +341,15 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
     r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
     vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    for chunk in _chunks(list(code_by_id)):
-        if len(household_items) >= limit and len(vulnerable_items) >= limit:
-            break
+    for chunk in ([list(code_by_id)] if code_by_id else []):
         if len(household_items) < limit:
-            stmt = select(*h_columns).where(Household.building_id.in_(chunk)).order_by(Household.code)
+            stmt = select(*h_columns).where(_in_ids(session, Household.building_id, chunk)).order_by(Household.code)
             for h in session.execute(stmt.limit(limit - len(household_items))):
                 household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
         if len(vulnerable_items) < limit:
             stmt = (select(*r_columns, Household.code.label("household_code"))
                     .join(Household, Household.id == Resident.household_id)
-                    .where(Household.building_id.in_(chunk), vulnerable).order_by(Resident.id))
+                    .where(_in_ids(session, Household.building_id, chunk), vulnerable).order_by(Resident.id))
             for r in session.execute(stmt.limit(limit - len(vulnerable_items))):
                 vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": r.household_code})
     return {
