@@ -161,3 +161,28 @@ def test_import_round_trip_of_awkward_properties(store, tmp_path):
         layer = layers.get_layer(s, "awkward", EVERYONE)
         props = [p for batch in layers.iter_features(s, layer) for p in batch[1]]
     assert [p["name"] for p in props] == names and [p["value"] for p in props] == [1.5, 2.0, 3.0, 4.25]
+
+
+def test_cli_export_housing(dense, tmp_path):
+    """`cityops export-housing` as a real subprocess on either backend: buildings in full, households masked
+    unless --personal; a bad kind or root fails with one line and no traceback."""
+    from tests.test_cli import _env, cli
+
+    store, summary = dense
+    env = {**_env(), **({"CITYOPS_DATABASE_URL": store.settings.database_url} if store.backend == "postgis" else {})}
+    data_dir = store.settings.data_dir
+    out = tmp_path / "b.fgb"
+    r = cli("export-housing", "buildings", out, "--data-dir", data_dir, env=env)
+    assert r.returncode == 0, str(r)
+    meta, _, geometry, fields = pyogrio.raw.read(out)
+    assert len(geometry) == summary["buildings"] and "safety_grade" in meta["fields"]
+    masked, clear = tmp_path / "m.csv", tmp_path / "c.csv"
+    assert cli("export-housing", "households", masked, "--data-dir", data_dir, env=env).returncode == 0
+    assert cli("export-housing", "households", clear, "--personal", "--data-dir", data_dir, env=env).returncode == 0
+    masked_rows = masked.read_text(encoding="utf-8").splitlines()
+    assert len(masked_rows) == summary["households"] + 1
+    assert ",1\n" in masked.read_text(encoding="utf-8") and "**" in masked_rows[1]
+    assert "**" not in clear.read_text(encoding="utf-8").splitlines()[1]
+    for args in (("flats", tmp_path / "x.fgb"), ("buildings", tmp_path / "x.fgb", "--root", "999")):
+        r = cli("export-housing", *args, "--data-dir", data_dir, env=env)
+        assert r.returncode != 0 and "error" in r.stderr and r.stderr.strip().count("\n") == 0, str(r)
