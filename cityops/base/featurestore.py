@@ -17,6 +17,7 @@ import numpy as np
 import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
+from cityops.base.rtree_bulk import DeferredRtree
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
@@ -86,7 +87,10 @@ class BulkWriter:
 
     def __enter__(self) -> "BulkWriter":
         self.index_by_hand = self._suspension.__enter__()
-        self._cache, self._deferred_index = None, None
+        self._cache, self._deferred_index, self._rtree = None, None, None
+        if self.index_by_hand:  # into an empty R*Tree: packed once at the end (rtree_bulk), not entry by entry
+            rtree = DeferredRtree(self.conn, self.table.name)
+            self._rtree = rtree if rtree.usable else None
         name = self.table.name
         if not self.sqlite and self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {name})").scalar():
             # Into an empty table (a first import, or a replace after its rows went to history) the GiST index
@@ -102,6 +106,14 @@ class BulkWriter:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
+        if self._rtree is not None:
+            if exc_type is None:
+                self._rtree.finish()
+            else:  # the transaction is being abandoned; the temporary table goes with the connection's next use
+                try:
+                    self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._rtree.temp}")
+                except Exception:  # noqa: BLE001 - cleanup on a failed load must not mask its error
+                    pass
         if self._deferred_index and exc_type is None:
             self.conn.exec_driver_sql(f"CREATE INDEX {self._deferred_index} ON {self.table.name} USING gist (geom)")
         if self._cache is not None:
@@ -136,7 +148,9 @@ class BulkWriter:
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
-        if self.index_by_hand:
+        if self._rtree is not None:
+            self._rtree.add(np.arange(start + 1, end + 1), geoms)
+        elif self.index_by_hand:
             write_rtree(self.conn, name, np.arange(start + 1, end + 1), geoms)
         return len(properties)
 
