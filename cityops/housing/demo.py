@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import shapely
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 
 from cityops.base.rtree_bulk import DeferredRtree
 from cityops.core import audit
