@@ -245,3 +245,17 @@ def test_packed_rtree_is_valid_and_answers_like_brute_force(tmp_path):
             check(2 * n)
     finally:
         close()
+
+
+@pytest.mark.parametrize("module", ["cityops.housing.models", "cityops.housing.service", "cityops.base.service",
+                                    "cityops.models"])
+def test_any_import_order_registers_the_steps_in_order(module):
+    """The demo steps register themselves on import; whichever package loads first, buildings come before
+    the base layers (which place boreholes beside buildings)."""
+    import subprocess
+    import sys
+
+    code = (f"import {module}, cityops.models\nfrom cityops.demo.generator import STEPS\n"
+            "names = [n for n, _ in STEPS]\nassert names.index('buildings') < names.index('base_layers'), names")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]

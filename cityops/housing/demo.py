@@ -16,7 +16,6 @@ import numpy as np
 import shapely
 from sqlalchemy import select, text
 
-from cityops.base.rtree_bulk import DeferredRtree
 from cityops.core import audit
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.crs import LocalPlane
@@ -311,6 +310,9 @@ def _select_block(rng: np.random.Generator, layout: _Layout, plane: LocalPlane, 
 
 
 def step_buildings(ctx: DemoContext) -> None:
+    # Imported here: cityops.base registers its demo step after this one, so it must not load first.
+    from cityops.base.rtree_bulk import DeferredRtree
+
     started = time.perf_counter()
     rng = np.random.default_rng(ctx.rng.getrandbits(63))
     with ctx.sessions() as session:
