@@ -9,6 +9,8 @@ dpkg -s "postgresql-${pg_major}-postgis-3" >/dev/null 2>&1 || packages+=("postgr
 dpkg -s chromium >/dev/null 2>&1 || packages+=(chromium)
 # A CJK font, so that screenshots of the Chinese UI are legible.
 dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages+=(fonts-wqy-microhei)
+# ogr2ogr: the peer of the layer-import benchmark (benchmarks/layer_import.py).
+dpkg -s gdal-bin >/dev/null 2>&1 || packages+=(gdal-bin)
 if ((${#packages[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${packages[*]} (run as root: apt-get install ${packages[*]})" >&2

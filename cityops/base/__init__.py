@@ -1,1 +1,3 @@
 """Digital base (数字底座): the layer catalogue and its versioned feature tables."""
+
+from cityops.base import demo as _demo  # noqa: E402,F401  (registers the "base_layers" demo step)

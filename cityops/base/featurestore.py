@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from itertools import repeat
 
 import numpy as np
+import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
+from cityops.base.rtree_bulk import DeferredRtree
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
@@ -67,6 +70,10 @@ def drop(conn: Connection, key: str, geometry_type: str) -> None:
     current.drop(conn, checkfirst=True)
 
 
+#: SQLite page cache during a bulk load (negative = KiB): 256 MiB, bounded whatever the file's size.
+BULK_CACHE_KIB = -262_144
+
+
 class BulkWriter:
     """Fast inserts of new current rows for a bulk import, inside the caller's transaction: values are
     encoded once per batch and handed to the driver's executemany, past SQLAlchemy's per-row processing;
@@ -80,29 +87,100 @@ class BulkWriter:
 
     def __enter__(self) -> "BulkWriter":
         self.index_by_hand = self._suspension.__enter__()
+        self._cache, self._deferred_index, self._rtree = None, None, None
+        if self.index_by_hand:  # into an empty R*Tree: packed once at the end (rtree_bulk), not entry by entry
+            rtree = DeferredRtree(self.conn, self.table.name)
+            self._rtree = rtree if rtree.usable else None
+        name = self.table.name
+        if not self.sqlite and self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {name})").scalar():
+            # Into an empty table (a first import, or a replace after its rows went to history) the GiST index
+            # is built once at the end, from sorted input, instead of row by row. DDL is transactional here:
+            # a failed load rolls the drop back.
+            index = f"ix_{name}_geom_gist"
+            if self.conn.exec_driver_sql("SELECT to_regclass(%s)", (index,)).scalar():
+                self.conn.exec_driver_sql(f"DROP INDEX {index}")
+                self._deferred_index = index
+        if self.sqlite:  # a larger page cache for the load: the table's and index's B-tree pages stay in memory
+            self._cache = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            self.conn.exec_driver_sql(f"PRAGMA cache_size={BULK_CACHE_KIB}")
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._suspension.__exit__(*exc)
+    def __exit__(self, exc_type, *exc) -> None:
+        if self._rtree is not None:
+            if exc_type is None:
+                self._rtree.finish()
+            else:  # the transaction is being abandoned; the temporary table goes with the connection's next use
+                try:
+                    self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._rtree.temp}")
+                except Exception:  # noqa: BLE001 - cleanup on a failed load must not mask its error
+                    pass
+        if self._deferred_index and exc_type is None:
+            self.conn.exec_driver_sql(f"CREATE INDEX {self._deferred_index} ON {self.table.name} USING gist (geom)")
+        if self._cache is not None:
+            self.conn.exec_driver_sql(f"PRAGMA cache_size={int(self._cache)}")
+        self._suspension.__exit__(exc_type, *exc)
 
-    def insert(self, fids: list, properties: list[dict], geoms: np.ndarray, version: int) -> int:
-        encoded = encode_many(geoms, self.conn.dialect.name)
-        props = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
-        rows = [(f, p, bytes(g) if g is not None else None, version) for f, p, g in zip(fids, props, encoded, strict=True)]
-        if not rows:
+    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int) -> int:
+        """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise)."""
+        if not len(properties):
             return 0
+        if not isinstance(properties[0], str):
+            properties = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
+        geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
         if not self.sqlite:
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {name} (fid, properties, geom, v_from) "
-                f"VALUES (%s, %s::jsonb, ST_GeomFromWKB(%s, {CANONICAL_SRID}), %s)", rows)
-            return len(rows)
+            # COPY, with the geometry as hex EWKB carrying its SRID: several times a multi-row INSERT.
+            present = np.array([g is not None for g in geoms], dtype=bool)
+            hexes = np.full(len(geoms), None, dtype=object)
+            if present.any():
+                hexes[present] = shapely.to_wkb(shapely.set_srid(geoms[present], CANONICAL_SRID), hex=True,
+                                                include_srid=True, flavor="extended")
+            cursor = self.conn.connection.driver_connection.cursor()
+            with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN") as copy:
+                for row in zip(fids, properties, hexes.tolist(), repeat(version)):
+                    copy.write_row(row)
+            return len(properties)
+        blobs = gpkg_blobs(geoms)
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
-        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)", rows)
+        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)",
+                                  list(zip(fids, properties, blobs, repeat(version))))
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
-        if end - start != len(rows):
-            raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(rows)} rows")
-        if self.index_by_hand:
+        if end - start != len(properties):
+            raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
+        if self._rtree is not None:
+            self._rtree.add(np.arange(start + 1, end + 1), geoms)
+        elif self.index_by_hand:
             write_rtree(self.conn, name, np.arange(start + 1, end + 1), geoms)
-        return len(rows)
+        return len(properties)
+
+
+_GPKG_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srid", "<i4"), ("minx", "<f8"),
+                         ("maxx", "<f8"), ("miny", "<f8"), ("maxy", "<f8")])
+
+
+def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID) -> list:
+    """GeoPackage geometry blobs (little-endian header with an xy envelope + ISO WKB) for a batch: the headers
+    are one NumPy record array, so the per-row work is a bytes concatenation. Empty geometries get no
+    envelope, as the GeoPackage spec asks; None stays None."""
+    out: list = [None] * len(geoms)
+    present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
+    if not len(present):
+        return out
+    chosen = geoms[present]
+    empty = shapely.is_empty(chosen)
+    if empty.any():  # rare: the general encoder handles the envelope-less header
+        encoded = encode_many(chosen, "sqlite", srid)
+        for i, blob in zip(present, encoded):
+            out[i] = bytes(blob)
+        return out
+    header = np.zeros(len(chosen), dtype=_GPKG_HEADER)
+    header["magic"], header["version"], header["flags"], header["srid"] = b"GP", 0, 0b00000011, srid
+    bounds = shapely.bounds(chosen)
+    header["minx"], header["maxx"], header["miny"], header["maxy"] = bounds[:, 0], bounds[:, 2], bounds[:, 1], bounds[:, 3]
+    raw = header.tobytes()
+    size = _GPKG_HEADER.itemsize
+    wkb = shapely.to_wkb(chosen, byte_order=1, flavor="iso")
+    for j, (i, blob) in enumerate(zip(present.tolist(), wkb)):
+        out[i] = raw[j * size:(j + 1) * size] + blob
+    return out

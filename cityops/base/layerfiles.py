@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyogrio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
@@ -93,9 +94,14 @@ class SourceInfo:
 class Batch:
     start_row: int
     fids: list[str | None]
-    properties: list[dict]
+    #: One JSON object per feature, encoded column by column from Arrow (no per-row dicts on the hot path).
+    properties_json: list[str]
     geometries: np.ndarray  # canonical, valid, or None where rejected
     issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def properties(self) -> list[dict]:
+        return [json.loads(p) for p in self.properties_json]
 
 
 _ARROW_TYPES = {
@@ -173,23 +179,70 @@ def open_layer_file(path: Path, fmt: str | None = None, *, crs: str | None = Non
         arrow_cm.__exit__(None, None, None)
 
 
+_NEEDS_ESCAPE = r'["\\\x00-\x1f]'
+
+
+def _json_fragments(name: str, column: pa.Array) -> pa.Array:
+    """``"name":value`` JSON text for every row of an Arrow column, computed on the whole column: Arrow's
+    kernels do the formatting; Python's json only sees the rare strings that need escaping and types Arrow
+    cannot format as JSON (dates, binary, nested). The same text json.dumps would give, up to float spelling."""
+    key = json.dumps(name, ensure_ascii=False) + ":"
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        column = column.cast(pa.string())
+        quote = pa.scalar('"')
+        text = pc.binary_join_element_wise(quote, column, quote, "")
+        escape = pc.fill_null(pc.match_substring_regex(column, _NEEDS_ESCAPE), False)
+        if pc.any(escape).as_py():
+            values = text.to_pylist()
+            raw = column.to_pylist()
+            for i in np.flatnonzero(escape.to_numpy(zero_copy_only=False)):
+                values[i] = json.dumps(raw[i], ensure_ascii=False)
+            text = pa.array(values, pa.string())
+    elif pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+        text = column.cast(pa.string())  # booleans come out as true/false
+    elif pa.types.is_floating(kind):
+        finite = pc.is_finite(column)  # NaN and ±inf are not JSON: null, as the dict path would not allow them
+        text = pc.if_else(finite, column.cast(pa.string()), pa.scalar(None, pa.string()))
+    else:
+        values = [None if v is None else json.dumps(_json_value(v), ensure_ascii=False) for v in column.to_pylist()]
+        text = pa.array(values, pa.string())
+    return pc.binary_join_element_wise(pa.scalar(key), pc.fill_null(text, "null"), "")
+
+
+def properties_json(record_batch, names: list[str]) -> list[str]:
+    """The properties of every row as JSON objects, built column-wise."""
+    present = [n for n in names if n in record_batch.schema.names]
+    if not present:
+        return ["{}"] * record_batch.num_rows
+    parts = [_json_fragments(n, record_batch.column(n)) for n in present]
+    body = pc.binary_join_element_wise(*parts, ",") if len(parts) > 1 else parts[0]
+    return pc.binary_join_element_wise(pa.scalar("{"), body, pa.scalar("}"), "").to_pylist()
+
+
 def _to_batch(record_batch, start_row: int, ref, geometry_name: str, fid_column: str | None, names: list[str]) -> Batch:
     n = record_batch.num_rows
-    columns = {name: record_batch.column(name).to_pylist() for name in names if name in record_batch.schema.names}
-    properties = [{k: _json_value(v[i]) for k, v in columns.items()} for i in range(n)]
+    properties = properties_json(record_batch, names)
     fids = ([str(v) if v is not None else None for v in record_batch.column(fid_column).to_pylist()]
             if fid_column and fid_column in record_batch.schema.names else [None] * n)
     issues: list[Issue] = []
-    wkb = record_batch.column(geometry_name).to_pylist() if geometry_name in record_batch.schema.names else [None] * n
-    geoms = np.empty(n, dtype=object)
-    for i, blob in enumerate(wkb):
-        if blob is None:
-            issues.append(Issue(start_row + i, fids[i], "missing_geometry", f"feature {start_row + i} has no geometry"))
-            continue
+    if geometry_name in record_batch.schema.names:
+        column = record_batch.column(geometry_name)
+        blobs = np.asarray(column.to_numpy(zero_copy_only=False), dtype=object)
+        missing = column.is_null().to_numpy(zero_copy_only=False)
+        # One vectorised parse; unreadable blobs come back as None and are looked at one by one below.
+        geoms = np.asarray(shapely.from_wkb(blobs, on_invalid="ignore"), dtype=object)
+    else:
+        missing, geoms = np.ones(n, dtype=bool), np.full(n, None, dtype=object)
+    for i in np.flatnonzero(missing):
+        issues.append(Issue(start_row + i, fids[i], "missing_geometry", f"feature {start_row + i} has no geometry"))
+    for i in np.flatnonzero(~missing & np.array([g is None for g in geoms], dtype=bool)):
         try:
-            geoms[i] = shapely.from_wkb(blob)
+            shapely.from_wkb(blobs[i])
+            message = "unreadable geometry"
         except shapely.errors.GEOSException as exc:
-            issues.append(Issue(start_row + i, fids[i], "invalid_geometry", f"feature {start_row + i}: unreadable geometry ({exc})"))
+            message = f"unreadable geometry ({exc})"
+        issues.append(Issue(start_row + i, fids[i], "invalid_geometry", f"feature {start_row + i}: {message}"))
     present = np.array([g is not None for g in geoms], dtype=bool)
     if present.any():
         try:
@@ -244,14 +297,24 @@ def conform(geoms: np.ndarray, geometry_type: str, start_row: int, fids: list, i
     base = geometry_type.removeprefix("MULTI")
     family = {"POINT": "point", "LINESTRING": "line", "POLYGON": "polygon"}[base]
     out = geoms.copy()
-    for i, geom in enumerate(geoms):
-        if geom is None:
-            continue
+    # Shapely type ids: 0 Point, 1 LineString, 3 Polygon, 4/5/6 their multis; -1 for None.
+    single = {"point": 0, "line": 1, "polygon": 3}[family]
+    type_ids = shapely.get_type_id(geoms)
+    target = single + 3 if want_multi else single
+    if want_multi:  # the common case in one vectorised step: singles of the right family wrapped as multis
+        wrap = np.flatnonzero(type_ids == single)
+        if len(wrap):
+            make = {"point": shapely.multipoints, "line": shapely.multilinestrings, "polygon": shapely.multipolygons}[family]
+            out[wrap] = make(geoms[wrap][:, None])
+            type_ids = type_ids.copy()
+            type_ids[wrap] = target
+    for i in np.flatnonzero((type_ids != target) & (type_ids != -1)):
+        geom = geoms[i]
         if _FAMILY.get(geom.geom_type) != family:
             issues.append(Issue(start_row + i, fids[i], "wrong_geometry_type",
                                 f"feature {start_row + i} is a {geom.geom_type}; the layer holds {geometry_type}"))
             out[i] = None
-        elif want_multi and not geom.geom_type.startswith("Multi"):
+        elif want_multi and not geom.geom_type.startswith("Multi"):  # LinearRing and the like
             out[i] = {"point": shapely.MultiPoint, "line": shapely.MultiLineString, "polygon": shapely.MultiPolygon}[family]([geom])
         elif not want_multi and geom.geom_type.startswith("Multi"):
             if len(geom.geoms) == 1:

@@ -185,7 +185,7 @@ def import_file(
                 if len(issues) < MAX_REPORTED_ISSUES:
                     issues.append(issue)
             if not counts["errors"] and not dry_run:
-                counts["added"] += bulk.insert(batch.fids, batch.properties, geoms, version)
+                counts["added"] += bulk.insert(batch.fids, batch.properties_json, geoms, version)
             if progress:
                 progress(counts["read"], info.count)
     report = {"layer": key, "version": None if dry_run else version, "mode": mode, "source_crs": info.crs,
@@ -297,3 +297,33 @@ def export_layer(session: Session, scope: Scope, key: str, target: Path, fmt: st
     layer = get_layer(session, key, scope)
     return layerfiles.write_layer_file(target, fmt, iter_features(session, layer, bbox=bbox), layer.attribute_schema,
                                        layer.geometry_type, crs=crs, layer_name=key)
+
+
+def load_features(session: Session, actor: audit.Actor, scope: Scope, key: str,
+                  batches: Iterator[tuple[list, list[dict], np.ndarray]], *, source_name: str,
+                  schema: list[dict]) -> LayerVersion:
+    """Append generated features (canonical CRS, already valid) to a layer as its next version, through the
+    same bulk writer as file imports; for producers that hold features in memory (the demo generator, other
+    capabilities' loaders). ``batches`` yields (fids, properties, geometries); ``schema`` is the attribute
+    schema ([{"name", "type"}]). Audited; in the caller's transaction."""
+    layer = _writable(session, key, scope)
+    conn = session.connection()
+    current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    version = layer.current_version + 1
+    added = 0
+    with featurestore.BulkWriter(conn, current) as bulk:
+        for fids, properties, geoms in batches:
+            added += bulk.insert(fids, properties, geoms, version)
+    layer.feature_count = conn.execute(select(func.count()).select_from(current)).scalar()
+    layer.bounds = _bounds(conn, current)
+    layer.attribute_schema = _merge_schema(layer.attribute_schema, schema)
+    layer.source_crs = layer.source_crs or "EPSG:4490"
+    layer.current_version = version
+    layer.updated_at = utcnow()
+    entry = LayerVersion(layer_id=layer.id, version=version, actor=actor.name, action="import_append",
+                         source_name=source_name, added=added, removed=0, repaired=0, feature_count=layer.feature_count)
+    session.add(entry)
+    session.flush()
+    audit.record(session, actor, "layer.import", "layer", key, unit_path=layer.unit_path,
+                 after={"version": version, "mode": "append", "added": added, "source": source_name})
+    return entry

@@ -37,10 +37,11 @@ def write_rtree(conn: Connection, table: str, ids, geoms, column: str = "geom") 
     """Index rows for ``ids`` from their geometries' bounds (empty and missing geometries are skipped)."""
     geoms = np.asarray(geoms, dtype=object)
     ids = np.asarray(ids)
-    keep = np.array([g is not None and not g.is_empty for g in geoms], dtype=bool)
+    keep = shapely.is_geometry(geoms) & ~shapely.is_empty(geoms)
     if not keep.any():
         return
     bounds = shapely.bounds(geoms[keep])
     conn.exec_driver_sql(
         f"INSERT INTO rtree_{table}_{column} (id, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
-        [(int(i), float(b[0]), float(b[2]), float(b[1]), float(b[3])) for i, b in zip(ids[keep], bounds)])
+        list(zip(ids[keep].tolist(), bounds[:, 0].tolist(), bounds[:, 2].tolist(), bounds[:, 1].tolist(),
+                 bounds[:, 3].tolist())))

@@ -48,6 +48,10 @@ class DemoConfig:
     village_scale: float = 1.0
     #: Only these townships (by name); None = all. Tests build small districts this way.
     townships: tuple[str, ...] | None = None
+    #: Buildings to generate (None: 25 per grid, ~100,000 for the full district; 8,090,000 is the census scale).
+    buildings: int | None = None
+    #: Geological boreholes (None: in proportion to the buildings, 600,000 at the census scale).
+    boreholes: int | None = None
 
 
 @dataclass

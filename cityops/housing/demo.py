@@ -14,17 +14,16 @@ import time
 
 import numpy as np
 import shapely
-from sqlalchemy import insert, select, text
+from sqlalchemy import select, text
 
 from cityops.core import audit
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.crs import LocalPlane
-from cityops.core.geometry import encode_many
+from cityops.core.geometry import CANONICAL_SRID, encode_many
 from cityops.core.types import JSONText
 from cityops.demo import names
 from cityops.demo.generator import DemoContext, register_step
 from cityops.housing.models import Building, Household, Resident
-from cityops.org.locate import Locator
 from cityops.org.models import Place, Unit
 
 #: Buildings per grid when the demo config names no total (the full demo's ~4 000 grids → ~100 000).
@@ -33,6 +32,12 @@ DEFAULT_BUILDINGS_PER_GRID = 25
 SCENARIO_PLACE, SCENARIO_BUILDINGS = "老沟湾", 40
 REFERENCE_YEAR = 2026
 _BATCH = 10_000
+#: Buildings generated per block of neighbouring villages: bounds memory at census scale (8.09 million).
+BLOCK_BUILDINGS = 250_000
+#: Buildings per km² the default layout (hamlets of ~350 m, 25 buildings a grid) was drawn for.
+_BASE_DENSITY_KM2 = 25.0
+#: Candidate rounds per block before settling for fewer buildings than asked (only at impossible densities).
+_MAX_ROUNDS = 8
 
 _STRUCTURES = (("砖混", 0.42), ("框架", 0.2), ("砖木", 0.14), ("土木", 0.16), ("钢结构", 0.03), ("其他", 0.05))
 _USES = (("住宅", 0.82), ("商业", 0.08), ("公共", 0.04), ("工业", 0.03), ("其他", 0.03))
@@ -48,42 +53,83 @@ def _pick(rng: np.random.Generator, table, n: int) -> list:
     return [values[i] for i in rng.choice(len(values), size=n, p=p / p.sum())]
 
 
-def _candidate_centres(ctx: DemoContext, rng: np.random.Generator, plane: LocalPlane, villages: list[Unit],
-                       district_m, n: int) -> np.ndarray:
-    """Centres (metric plane) of ``n`` candidate buildings: village clusters, roads between neighbours, scatter."""
-    centres = np.array([[p.x, p.y] for p in (plane.forward(v.geom).representative_point() for v in villages)])
-    n_cluster, n_road = int(n * 0.45), int(n * 0.4)
-    n_scatter = n - n_cluster - n_road
-    # Village clusters: a few hamlets per village, around its centre.
-    which = rng.integers(0, len(centres), n_cluster)
-    hamlet = rng.normal(0, 350, (len(centres), 4, 2))
-    offsets = hamlet[which, rng.integers(0, 4, n_cluster)] + rng.normal(0, 90, (n_cluster, 2))
-    cluster = centres[which] + offsets
-    # Roads: segments between each village centre and its two nearest neighbours, buildings strung along them.
-    segments = []
+def _spread(target: int, district_km2: float) -> float:
+    """How much wider than the default layout buildings spread: 1 at the default density, growing with the
+    square root of the density (the census scale fills valleys, not ever-denser hamlets)."""
+    density = target / max(district_km2, 1.0)
+    return float(np.clip(math.sqrt(density / _BASE_DENSITY_KM2), 1.0, 12.0))
+
+
+def _road_segments(centres: np.ndarray) -> np.ndarray:
+    """Village pairs (i, j) joined by a road: each village to its two nearest neighbours, mutual ones once."""
+    pairs = set()
+    if len(centres) < 2:
+        return np.empty((0, 2), dtype=int)
     for i, c in enumerate(centres):
-        d = np.hypot(*(centres - c).T)
-        for j in np.argsort(d)[1:3]:
-            if i < j or i not in np.argsort(np.hypot(*(centres - centres[j]).T))[1:3]:
-                segments.append((c, centres[j]))
-    if segments and n_road:
-        a = np.array([s[0] for s in segments])
-        b = np.array([s[1] for s in segments])
-        length = np.hypot(*(b - a).T)
-        seg = rng.choice(len(segments), n_road, p=length / length.sum())
-        t = rng.random(n_road)
-        direction = (b - a)[seg] / np.maximum(length[seg], 1)[:, None]
-        normal = np.column_stack((-direction[:, 1], direction[:, 0]))
-        # A valley road meanders: a sine wobble across the straight line, then houses on either side of it.
-        wobble = 120 * np.sin(t * math.pi * 3 + seg) + rng.normal(0, 30, n_road)
-        side = np.where(rng.random(n_road) < 0.5, -1, 1) * rng.uniform(10, 35, n_road)
-        road = a[seg] + (b - a)[seg] * t[:, None] + normal * (wobble + side)[:, None]
-    else:
-        road = np.empty((0, 2))
-        n_scatter += n_road
-    minx, miny, maxx, maxy = district_m.bounds
-    scatter = np.column_stack((rng.uniform(minx, maxx, n_scatter), rng.uniform(miny, maxy, n_scatter)))
-    return np.vstack((cluster, road, scatter))
+        # Brute-force distances are fine for a few hundred villages.
+        nearest = np.argsort(np.hypot(*(centres - c).T))[1:3]
+        for j in nearest:
+            pairs.add((min(i, int(j)), max(i, int(j))))
+    return np.array(sorted(pairs), dtype=int)
+
+
+class _Layout:
+    """Where candidate buildings go (metric plane): hamlets per village (fixed for the whole run, so repeated
+    rounds fill the same hamlets), roads between neighbouring villages, and some scatter."""
+
+    def __init__(self, rng: np.random.Generator, villages_m: list, weights: np.ndarray, spread: float):
+        self.centres = np.array([[p.x, p.y] for p in (v.representative_point() for v in villages_m)])
+        self.bounds = np.array([v.bounds for v in villages_m])
+        self.weights = weights
+        self.spread = spread
+        area = np.array([v.area for v in villages_m])
+        n_hamlets = 4 * math.ceil(spread)
+        sigma = np.minimum(350 * spread, 0.35 * np.sqrt(area))
+        self.hamlets = self.centres[:, None, :] + rng.normal(0, 1, (len(villages_m), n_hamlets, 2)) * sigma[:, None, None]
+        self.segments = _road_segments(self.centres)
+
+    def candidates(self, rng: np.random.Generator, block: np.ndarray, n: int) -> np.ndarray:
+        """``n`` candidate centres for the villages ``block`` (indices): 45 % hamlets, 40 % roads, 15 % scatter."""
+        w = self.weights[block] / self.weights[block].sum()
+        n_cluster, n_road = int(n * 0.45), int(n * 0.4)
+        which = block[rng.choice(len(block), n_cluster, p=w)]
+        local = 90 * math.sqrt(self.spread)
+        cluster = self.hamlets[which, rng.integers(0, self.hamlets.shape[1], n_cluster)] + rng.normal(0, local, (n_cluster, 2))
+        in_block = np.isin(self.segments, block).any(axis=1) if len(self.segments) else np.zeros(0, dtype=bool)
+        segments = self.segments[in_block]
+        if len(segments) and n_road:
+            a, b = self.centres[segments[:, 0]], self.centres[segments[:, 1]]
+            length = np.hypot(*(b - a).T)
+            seg = rng.choice(len(segments), n_road, p=length / length.sum())
+            t = rng.random(n_road)
+            direction = (b - a)[seg] / np.maximum(length[seg], 1)[:, None]
+            normal = np.column_stack((-direction[:, 1], direction[:, 0]))
+            # A valley road meanders: a sine wobble across the straight line, then houses on either side of it.
+            wobble = 120 * np.sin(t * math.pi * 3 + seg) + rng.normal(0, 30, n_road)
+            side = np.where(rng.random(n_road) < 0.5, -1, 1) * rng.uniform(10, 35 * self.spread, n_road)
+            road = a[seg] + (b - a)[seg] * t[:, None] + normal * (wobble + side)[:, None]
+        else:
+            road, n_road = np.empty((0, 2)), 0
+        n_scatter = n - n_cluster - n_road
+        where = block[rng.choice(len(block), n_scatter, p=w)]
+        lo, hi = self.bounds[where, :2], self.bounds[where, 2:]
+        scatter = lo + (hi - lo) * rng.random((n_scatter, 2))
+        return np.vstack((cluster, road, scatter))
+
+
+def _blocks(weights: np.ndarray, target: int) -> list[np.ndarray]:
+    """Consecutive villages (by code, so neighbours) in blocks of about ``BLOCK_BUILDINGS`` buildings."""
+    share = weights / weights.sum() * target
+    blocks, current, size = [], [], 0.0
+    for i, s in enumerate(share):
+        current.append(i)
+        size += s
+        if size >= BLOCK_BUILDINGS:
+            blocks.append(np.array(current))
+            current, size = [], 0.0
+    if current:
+        blocks.append(np.array(current))
+    return blocks
 
 
 def _rectangles(rng: np.random.Generator, centres: np.ndarray, plane: LocalPlane):
@@ -102,22 +148,34 @@ def _rectangles(rng: np.random.Generator, centres: np.ndarray, plane: LocalPlane
     return shapely.multipolygons(polygons, indices=np.arange(n)), half * 2
 
 
+def _encode(geoms: np.ndarray, dialect: str) -> list:
+    """Footprints in the form the bulk insert hands to the driver: GeoPackage blobs on SQLite, hex EWKB
+    (with the SRID, for COPY) on PostgreSQL."""
+    if dialect == "postgresql":
+        return shapely.to_wkb(shapely.set_srid(geoms, CANONICAL_SRID), hex=True, include_srid=True).tolist()
+    return encode_many(geoms, dialect)
+
+
 def _bulk_insert(conn, table, rows: list[dict]) -> None:
-    """Core bulk insert. On SQLite straight to the driver's executemany (SQLAlchemy's per-row bind processing
-    would double the demo's build time); values are already in storage form but for JSON."""
+    """Core bulk insert past SQLAlchemy's per-row bind processing (it would double the demo's build time):
+    the driver's executemany on SQLite, COPY on PostgreSQL (about ten times a multi-row INSERT). Values are
+    already in storage form but for JSON."""
     if not rows:
-        return
-    if conn.dialect.name != "sqlite":
-        conn.execute(insert(table), rows)
         return
     columns = list(rows[0])
     json_columns = {c for c in columns if isinstance(table.c[c].type, JSONText)}
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     if json_columns:
         dumps = lambda v: json.dumps(v, ensure_ascii=False, separators=(",", ":"))  # noqa: E731
         values = [tuple(dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows]
     else:
         values = [tuple(r.values()) for r in rows]
+    if conn.dialect.name == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
+        return
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     conn.exec_driver_sql(sql, values)
 
 
@@ -200,58 +258,91 @@ def _people(rng: np.random.Generator, buildings: list[dict], first_building: int
     return households, residents, int((age >= 65).sum())
 
 
+def _select_block(rng: np.random.Generator, layout: _Layout, plane: LocalPlane, block: np.ndarray, target: int,
+                  grid_tree: shapely.STRtree, grid_village: np.ndarray, scenario: np.ndarray | None,
+                  scenario_village: int | None):
+    """Footprints, sides, grid indices and scenario flags of up to ``target`` non-overlapping buildings in the
+    villages ``block``, each wholly inside one of their grids. Candidates come in rounds until enough survive;
+    a round's candidates are checked against every building kept so far (the earlier one wins)."""
+    kept_fp = np.empty(0, dtype=object)
+    kept_sides, kept_grid, kept_scenario = np.empty((0, 2)), np.empty(0, dtype=int), np.empty(0, dtype=bool)
+    in_block = np.zeros(max(int(block.max()), int(grid_village.max(initial=0))) + 1, dtype=bool)
+    in_block[block] = True
+    oversample = 1.6
+    for round_ in range(_MAX_ROUNDS):
+        missing = target - len(kept_fp)
+        if missing <= 0:
+            break
+        centres = layout.candidates(rng, block, int(missing * oversample) + 50)
+        first = scenario is not None and round_ == 0 and scenario_village is not None and in_block[scenario_village]
+        n_scenario = len(scenario) if first else 0
+        if n_scenario:
+            centres = np.vstack((scenario, centres))
+        footprints, sides = _rectangles(rng, centres, plane)
+        # Wholly inside one grid of this block (grids never overlap, so at most one).
+        src, grid = grid_tree.query(footprints, predicate="within")
+        grid_of = np.full(len(footprints), -1)
+        grid_of[src] = grid
+        keep = grid_of >= 0
+        keep[keep] = (grid_village[grid_of[keep]] >= 0) & in_block[grid_village[grid_of[keep]]]
+        is_scenario = np.arange(len(footprints)) < n_scenario
+        if n_scenario:  # the scenario cluster stays in its own village
+            keep &= ~is_scenario | (grid_village[np.maximum(grid_of, 0)] == scenario_village)
+        idx = np.flatnonzero(keep)
+        # No overlaps: of two intersecting footprints the later goes (kept ones, then scenario ones, come first).
+        everything = np.concatenate((kept_fp, footprints[idx]))
+        left, right = shapely.STRtree(everything).query(everything, predicate="intersects")
+        dropped = np.zeros(len(everything), dtype=bool)
+        dropped[left[left > right]] = True
+        new = idx[~dropped[len(kept_fp):]]
+        survival = len(new) / max(len(footprints), 1)
+        kept_fp = np.concatenate((kept_fp, footprints[new]))
+        kept_sides = np.vstack((kept_sides, sides[new]))
+        kept_grid = np.concatenate((kept_grid, grid_of[new]))
+        kept_scenario = np.concatenate((kept_scenario, is_scenario[new]))
+        oversample = min(1.3 / max(survival, 0.02), 40.0)
+    # Keep the scenario houses (at most SCENARIO_BUILDINGS), then a random subset of the rest.
+    scen = np.flatnonzero(kept_scenario)[:SCENARIO_BUILDINGS]
+    others = np.flatnonzero(~kept_scenario)
+    others = np.sort(others[rng.permutation(len(others))][: max(0, target - len(scen))])
+    chosen = np.concatenate((scen, others)).astype(int)
+    return kept_fp[chosen], kept_sides[chosen], kept_grid[chosen], kept_scenario[chosen]
+
+
 def step_buildings(ctx: DemoContext) -> None:
+    # Imported here: cityops.base registers its demo step after this one, so it must not load first.
+    from cityops.base.rtree_bulk import DeferredRtree
+
     started = time.perf_counter()
     rng = np.random.default_rng(ctx.rng.getrandbits(63))
     with ctx.sessions() as session:
-        units = session.execute(select(Unit.code, Unit.name, Unit.level, Unit.path, Unit.geom)).all()
+        units = session.execute(select(Unit.code, Unit.name, Unit.level, Unit.path, Unit.parent_code, Unit.geom)).all()
         by_code = {u.code: u for u in units}
-        villages = list(session.scalars(select(Unit).where(Unit.level == "village").order_by(Unit.code)))
-        district = session.scalar(select(Unit).where(Unit.level == "district"))
-        n_grids = sum(1 for u in units if u.level == "grid")
+        villages = [u for u in sorted(units, key=lambda u: u.code) if u.level == "village"]
+        district = next(u for u in units if u.level == "district")
+        grids = [u for u in sorted(units, key=lambda u: u.code) if u.level == "grid"]
         per_grid = getattr(ctx.config, "buildings_per_grid", DEFAULT_BUILDINGS_PER_GRID)
-        target = int(getattr(ctx.config, "buildings", None) or per_grid * n_grids)
+        target = int(getattr(ctx.config, "buildings", None) or per_grid * len(grids))
         place = session.scalar(select(Place).where(Place.name == SCENARIO_PLACE))
-        locator = Locator([tuple(u) for u in units], ctx.org_config.levels)
         plane = LocalPlane(district.geom.centroid.x, district.geom.centroid.y)
 
-        # Candidates: the scenario cluster first (so it survives the overlap pass), then the rest.
-        scenario = np.empty((0, 2))
+        village_index = {v.code: i for i, v in enumerate(villages)}
+        grid_village = np.array([village_index.get(g.parent_code, -1) for g in grids], dtype=int)
+        grid_count = np.bincount(grid_village[grid_village >= 0], minlength=len(villages)).astype(float)
+        weights = np.maximum(grid_count, 0.5)  # buildings per village ∝ its grids: same density per grid
+        villages_m = [plane.forward(v.geom) for v in villages]
+        spread = _spread(target, sum(v.area for v in villages_m) / 1e6)
+        layout = _Layout(rng, villages_m, weights, spread)
+        grid_tree = shapely.STRtree(np.array([g.geom for g in grids], dtype=object))
+        scenario, scenario_village = None, None
         if place is not None:
             p = plane.forward(place.geom)
             r = np.sqrt(rng.random(SCENARIO_BUILDINGS * 3)) * 150
             a = rng.uniform(0, 2 * math.pi, len(r))
             scenario = np.column_stack((p.x + r * np.cos(a), p.y + r * np.sin(a)))
-        rest = _candidate_centres(ctx, rng, plane, villages, plane.forward(district.geom), int(target * 1.6) + 50)
-        centres = np.vstack((scenario, rest))
-        footprints, sides = _rectangles(rng, centres, plane)
-        is_scenario = np.arange(len(centres)) < len(scenario)
-
-        # Each wholly inside one grid.
-        located = locator.locate_many(*shapely.get_coordinates(shapely.centroid(footprints)).T)
-        grid_of = np.array([loc.unit.code if loc is not None and loc.unit.level == "grid" else "" for loc in located], dtype=object)
-        keep = grid_of != ""
-        grid_geoms = {code: by_code[code].geom for code in set(grid_of[keep])}
-        for g in grid_geoms.values():
-            shapely.prepare(g)
-        idx = np.flatnonzero(keep)
-        inside = shapely.contains(np.array([grid_geoms[c] for c in grid_of[idx]], dtype=object), footprints[idx])
-        keep[idx[~inside]] = False
-        if place is not None:  # the scenario cluster stays in 太康村
-            keep &= ~is_scenario | np.array([str(c).startswith(place.unit_code[:12]) for c in grid_of], dtype=bool)
-        # No overlaps: of two intersecting candidates the later goes (scenario ones come first).
-        idx = np.flatnonzero(keep)
-        tree = shapely.STRtree(footprints[idx])
-        left, right = tree.query(footprints[idx], predicate="intersects")
-        clash = left > right
-        keep[idx[np.unique(left[clash])]] = False
-        chosen = np.flatnonzero(keep)
-        scenario_chosen = chosen[is_scenario[chosen]][:SCENARIO_BUILDINGS]
-        others = chosen[~is_scenario[chosen]]
-        others = others[rng.permutation(len(others))][: max(0, target - len(scenario_chosen))]
-        chosen = np.concatenate((scenario_chosen, np.sort(others)))
-        # Stable order: by grid, so codes run grid by grid.
-        chosen = chosen[np.argsort(grid_of[chosen].astype(str), kind="stable")]
+            scenario_village = village_index.get(place.unit_code[:12])
+        blocks = _blocks(weights, target)
+        share = weights / weights.sum() * target
 
         dialect = session.get_bind().dialect.name
         first_building = (session.scalar(text("SELECT max(id) FROM buildings")) or 0) + 1
@@ -261,69 +352,93 @@ def step_buildings(ctx: DemoContext) -> None:
         serial: dict[str, int] = {}
         n_b = n_h = n_r = n_elderly = 0
         bid, hid, rid = first_building, first_household, first_resident
-        timing = {"insert": 0.0, "prepare": time.perf_counter() - started}
-        for start in range(0, len(chosen), _BATCH):
-            batch = chosen[start : start + _BATCH]
-            n = len(batch)
-            geoms = encode_many(footprints[batch], dialect)
-            structures = _pick(rng, _STRUCTURES, n)
-            uses = _pick(rng, _USES, n)
-            grades = _pick(rng, _GRADES, n)
-            floors = np.minimum(1 + rng.poisson(1.1, n), 7)
-            years = rng.integers(1965, 2024, n)
-            buildings = []
-            for k, i in enumerate(batch):
-                grid = grid_of[i]
-                grid_path = by_code[grid].path
-                codes = grid_path.strip("/").split("/")
-                township, village = by_code[codes[-3]].name, by_code[codes[-2]].name
-                serial[grid] = serial.get(grid, 0) + 1
-                code = f"{grid}{serial[grid]:04d}"
-                group = int(grid[-3:]) if grid[-3:].isdigit() else 1
-                scenario_house = bool(is_scenario[i])
-                use = "住宅" if scenario_house else uses[k]
-                structure = structures[k]
-                if structure == "土木" and years[k] > 1995:
-                    structure = "砖混"
-                grade = grades[k]
-                if scenario_house:
-                    grade = ("B", "C", "C", "D")[serial[grid] % 4]
-                    address = f"{township}{village}6组{SCENARIO_PLACE}{serial[grid]}号"
-                else:
-                    address = f"{township}{village}{group}组{serial[grid]}号"
-                f = int(floors[k]) if structure in ("框架", "钢结构", "砖混") else min(int(floors[k]), 3)
-                buildings.append(dict(
-                    id=bid + k, code=code, name=None if use == "住宅" else f"{village}{use}用房{serial[grid]}",
-                    address=address, footprint=geoms[k], floors=f, height_m=round(f * 3.0 + 0.4, 1),
-                    structure=structure, use=use, year_built=int(years[k]), safety_grade=grade, grid_code=grid,
-                    unit_path=grid_path,
-                    attributes={"footprint_m": [round(float(sides[i, 0]), 1), round(float(sides[i, 1]), 1)],
-                                **({"place": SCENARIO_PLACE} if scenario_house else {})}))
-            households, residents, elderly = _people(rng, buildings, bid, hid, rid, region)
-            bid, hid, rid = bid + len(buildings), hid + len(households), rid + len(residents)
-            n_elderly += elderly
-            t0 = time.perf_counter()
-            conn = session.connection()
-            if dialect == "sqlite" and start == 0:
-                conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB for this connection: the load's indexes fit
-            with rtree_trigger_suspended(conn, Building.__table__.name, "footprint") as index_by_hand:
-                for table, rows in ((Building.__table__, buildings), (Household.__table__, households), (Resident.__table__, residents)):
-                    t1 = time.perf_counter()
-                    _bulk_insert(conn, table, rows)
-                    timing[table.name] = timing.get(table.name, 0.0) + time.perf_counter() - t1
-                if index_by_hand:
-                    t1 = time.perf_counter()
-                    write_rtree(conn, Building.__table__.name, [b["id"] for b in buildings], footprints[batch], "footprint")
-                    timing["rtree"] = timing.get("rtree", 0.0) + time.perf_counter() - t1
-            timing["insert"] += time.perf_counter() - t0
-            n_b, n_h, n_r = n_b + len(buildings), n_h + len(households), n_r + len(residents)
-            ctx.progress(f"buildings: {n_b}")
+        timing = {"prepare": time.perf_counter() - started, "layout": 0.0, "rows": 0.0, "insert": 0.0}
+        conn = session.connection()
+        packed = None
         if dialect == "sqlite":
-            session.connection().exec_driver_sql("PRAGMA cache_size=-2000")  # back to SQLite's default
+            conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB for this connection: the load's indexes fit
+            # Into an empty registry the R*Tree is packed once at the end instead of filled entry by entry.
+            packed = DeferredRtree(conn, Building.__table__.name, "footprint")
+            packed = packed if packed.usable else None
+        allotted = 0.0
+        for block in blocks:
+            t0 = time.perf_counter()
+            # Round the running total, so the blocks add up to the target exactly.
+            block_target = int(round(allotted + share[block].sum())) - int(round(allotted))
+            allotted += share[block].sum()
+            footprints, sides, grid_idx, is_scenario = _select_block(
+                rng, layout, plane, block, block_target, grid_tree, grid_village, scenario, scenario_village)
+            # Stable order: by grid, so codes run grid by grid.
+            order = np.argsort(grid_idx, kind="stable")
+            footprints, sides, grid_idx, is_scenario = footprints[order], sides[order], grid_idx[order], is_scenario[order]
+            timing["layout"] += time.perf_counter() - t0
+            for start in range(0, len(footprints), _BATCH):
+                t0 = time.perf_counter()
+                part = slice(start, start + _BATCH)
+                geoms = footprints[part]
+                n = len(geoms)
+                encoded = _encode(geoms, dialect)
+                structures = _pick(rng, _STRUCTURES, n)
+                uses = _pick(rng, _USES, n)
+                grades = _pick(rng, _GRADES, n)
+                floors = np.minimum(1 + rng.poisson(1.1, n), 7)
+                years = rng.integers(1965, 2024, n)
+                part_sides, part_grid, part_scenario = sides[part].tolist(), grid_idx[part].tolist(), is_scenario[part].tolist()
+                buildings = []
+                for k in range(n):
+                    g = grids[part_grid[k]]
+                    grid = g.code
+                    codes = g.path.strip("/").split("/")
+                    township, village = by_code[codes[-3]].name, by_code[codes[-2]].name
+                    serial[grid] = serial.get(grid, 0) + 1
+                    code = f"{grid}{serial[grid]:04d}"
+                    group = int(grid[-3:]) if grid[-3:].isdigit() else 1
+                    scenario_house = part_scenario[k]
+                    use = "住宅" if scenario_house else uses[k]
+                    structure = structures[k]
+                    if structure == "土木" and years[k] > 1995:
+                        structure = "砖混"
+                    grade = grades[k]
+                    if scenario_house:
+                        grade = ("B", "C", "C", "D")[serial[grid] % 4]
+                        address = f"{township}{village}6组{SCENARIO_PLACE}{serial[grid]}号"
+                    else:
+                        address = f"{township}{village}{group}组{serial[grid]}号"
+                    f = int(floors[k]) if structure in ("框架", "钢结构", "砖混") else min(int(floors[k]), 3)
+                    w, h = part_sides[k]
+                    buildings.append(dict(
+                        id=bid + k, code=code, name=None if use == "住宅" else f"{village}{use}用房{serial[grid]}",
+                        address=address, footprint=encoded[k], floors=f, height_m=round(f * 3.0 + 0.4, 1),
+                        structure=structure, use=use, year_built=int(years[k]), safety_grade=grade, grid_code=grid,
+                        unit_path=g.path,
+                        attributes={"footprint_m": [round(w, 1), round(h, 1)],
+                                    **({"place": SCENARIO_PLACE} if scenario_house else {})}))
+                households, residents, elderly = _people(rng, buildings, bid, hid, rid, region)
+                timing["rows"] += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                with rtree_trigger_suspended(conn, Building.__table__.name, "footprint") as index_by_hand:
+                    for table, rows in ((Building.__table__, buildings), (Household.__table__, households),
+                                        (Resident.__table__, residents)):
+                        _bulk_insert(conn, table, rows)
+                    if index_by_hand and packed is not None:
+                        packed.add(np.arange(bid, bid + n), geoms)
+                    elif index_by_hand:
+                        write_rtree(conn, Building.__table__.name, np.arange(bid, bid + n), geoms, "footprint")
+                timing["insert"] += time.perf_counter() - t0
+                bid, hid, rid = bid + n, hid + len(households), rid + len(residents)
+                n_b, n_h, n_r, n_elderly = n_b + n, n_h + len(households), n_r + len(residents), n_elderly + elderly
+                ctx.progress(f"buildings: {n_b:,} of {target:,}")
+        if packed is not None:
+            t0 = time.perf_counter()
+            packed.finish()
+            timing["insert"] += time.perf_counter() - t0
+        if dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA cache_size=-2000")  # back to SQLite's default
         if dialect == "postgresql":  # explicit ids: move the sequences past them
             for table in ("buildings", "households", "residents"):
                 session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
                                      f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"))
+                session.execute(text(f"ANALYZE {table}"))
         audit.record(session, audit.SYSTEM, "demo.buildings", "building", "*",
                      after={"buildings": n_b, "households": n_h, "residents": n_r})
         session.commit()
@@ -333,6 +448,7 @@ def step_buildings(ctx: DemoContext) -> None:
     ctx.summary["households"] = n_h
     ctx.summary["residents"] = n_r
     ctx.summary["elderly"] = n_elderly
+    ctx.summary["buildings_timing_s"] = {k: round(v, 1) for k, v in timing.items()}
 
 
 register_step("buildings", step_buildings, after="users")

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
-from shapely.geometry import mapping
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
 
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from shapely.geometry import mapping
+from starlette.background import BackgroundTask
+
+from cityops.base import layerfiles
 from cityops.core.crs import from_canonical, parse_crs
-from cityops.core.web import DB, require
+from cityops.core.errors import InvalidInput
+from cityops.core.web import DB, request_id, require
 from cityops.housing import service
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson, parse_bbox
 
@@ -38,6 +47,84 @@ def list_buildings(session: DB, principal=Depends(require("housing.read")), bbox
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
+def _export(session, principal, kind: str, fmt: str, crs: str, root: str | None, bbox: str | None) -> FileResponse:
+    if fmt not in layerfiles.FORMATS:
+        raise InvalidInput(f"unknown format {fmt!r}; use one of {', '.join(layerfiles.FORMATS)}")
+    workdir = Path(tempfile.mkdtemp(prefix="cityops-export-"))
+    try:
+        suffix = ".shp" if fmt == "shp" else layerfiles.FORMATS[fmt][1]
+        written = service.export(session, principal.scope, _personal(principal), kind, workdir / f"{kind}{suffix}", fmt,
+                                 crs=crs, root=root, bbox=parse_bbox(bbox))
+    except Exception:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    return FileResponse(written, filename=written.name, background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True))
+
+
+@router.get("/buildings/export", summary="Export buildings in your scope (GeoJSON, GeoJSON-seq, GPKG, SHP zip, FlatGeobuf, CSV)")
+def export_buildings(session: DB, principal=Depends(require("housing.read")), format: str = "geojson",
+                     crs: str = "EPSG:4490", root: str | None = None, bbox: str | None = None) -> FileResponse:
+    return _export(session, principal, "buildings", format, crs, root, bbox)
+
+
+@router.get("/households/export", summary="Export households in your scope; personal data masked without personal.read")
+def export_households(session: DB, principal=Depends(require("housing.read")), format: str = "geojson",
+                      crs: str = "EPSG:4490", root: str | None = None) -> FileResponse:
+    return _export(session, principal, "households", format, crs, root, None)
+
+
+class BuildingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    geometry: dict = Field(description="Footprint: GeoJSON Polygon/MultiPolygon")
+    crs: str | None = Field(default=None, description="CRS of `geometry` (default EPSG:4490 lon/lat)")
+    code: str | None = Field(default=None, max_length=40, description="Default: the grid's next serial")
+    grid_code: str | None = Field(default=None, description="Default: the grid the footprint lies in")
+    name: str | None = Field(default=None, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+    floors: int = Field(default=1)
+    height_m: float | None = None
+    structure: str = "其他"
+    use: str = "住宅"
+    year_built: int | None = None
+    safety_grade: str | None = None
+    attributes: dict = Field(default_factory=dict)
+
+
+class BuildingPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    geometry: dict | None = None
+    crs: str | None = None
+    grid_code: str | None = None
+    name: str | None = Field(default=None, max_length=200)
+    address: str | None = Field(default=None, max_length=500)
+    floors: int | None = None
+    height_m: float | None = None
+    structure: str | None = None
+    use: str | None = None
+    year_built: int | None = None
+    safety_grade: str | None = None
+    attributes: dict | None = None
+
+
+@router.post("/buildings", status_code=201, summary="Register a building (footprint, floors, structure, JGJ 125 grade)")
+def create_building(body: BuildingIn, request: Request, session: DB, principal=Depends(require("housing.write"))) -> dict:
+    data = body.model_dump(exclude={"geometry", "crs"})
+    footprint = geometry_from_geojson(body.geometry, body.crs)
+    building = service.create_building(session, principal.actor(request_id(request)), principal.scope, data, footprint)
+    session.commit()
+    return service.building_dict(building)
+
+
+@router.patch("/buildings/{code}", summary="Change a building's attributes or footprint")
+def update_building(code: str, body: BuildingPatch, request: Request, session: DB,
+                    principal=Depends(require("housing.write"))) -> dict:
+    changes = body.model_dump(exclude_unset=True, exclude={"geometry", "crs"})
+    footprint = geometry_from_geojson(body.geometry, body.crs) if body.geometry is not None else None
+    building = service.update_building(session, principal.actor(request_id(request)), principal.scope, code, changes, footprint)
+    session.commit()
+    return service.building_dict(building)
+
+
 @router.get("/buildings/{code}", summary="A building with its households and residents (personal data masked without personal.read)")
 def get_building(code: str, session: DB, principal=Depends(require("housing.read")), crs: str | None = None) -> dict:
     data = service.building_detail(session, principal.scope, _personal(principal), code)
@@ -60,3 +147,88 @@ def threatened(body: ThreatIn, session: DB, principal=Depends(require("housing.r
     geometry = body.geometry.get("geometry") if body.geometry.get("type") == "Feature" else body.geometry
     zone = geometry_from_geojson(geometry, body.crs)
     return service.threatened(session, principal.scope, _personal(principal), zone, limit=body.limit)
+
+
+class HouseholdIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    building_code: str
+    head_name: str = Field(max_length=50)
+    phone: str | None = Field(default=None, max_length=20)
+    address: str | None = Field(default=None, max_length=500)
+    room: str | None = Field(default=None, max_length=50)
+    members: int = 0
+
+
+class HouseholdPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    head_name: str | None = Field(default=None, max_length=50)
+    phone: str | None = Field(default=None, max_length=20)
+    address: str | None = Field(default=None, max_length=500)
+    room: str | None = Field(default=None, max_length=50)
+    members: int | None = None
+
+
+class ResidentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=50)
+    id_number: str | None = Field(default=None, max_length=18)
+    birth_year: int | None = None
+    sex: Literal["男", "女"] | None = None
+    phone: str | None = Field(default=None, max_length=20)
+    relation: str | None = Field(default=None, max_length=20)
+    elderly: StrictBool | None = None
+    disabled: StrictBool = False
+    child: StrictBool | None = None
+    bedridden: StrictBool = False
+
+
+class ResidentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=50)
+    id_number: str | None = Field(default=None, max_length=18)
+    birth_year: int | None = None
+    sex: Literal["男", "女"] | None = None
+    phone: str | None = Field(default=None, max_length=20)
+    relation: str | None = Field(default=None, max_length=20)
+    elderly: StrictBool | None = None
+    disabled: StrictBool | None = None
+    child: StrictBool | None = None
+    bedridden: StrictBool | None = None
+
+
+def _household_out(session, principal, code: str) -> dict:
+    return service.household_detail(session, principal.scope, _personal(principal), code)
+
+
+@router.post("/households", status_code=201, summary="Register a household in a building")
+def create_household(body: HouseholdIn, request: Request, session: DB, principal=Depends(require("housing.write"))) -> dict:
+    household = service.create_household(session, principal.actor(request_id(request)), principal.scope, body.model_dump())
+    session.commit()
+    return _household_out(session, principal, household.code)
+
+
+@router.patch("/households/{code}", summary="Change a household (head, contact, room, members)")
+def update_household(code: str, body: HouseholdPatch, request: Request, session: DB,
+                     principal=Depends(require("housing.write"))) -> dict:
+    service.update_household(session, principal.actor(request_id(request)), principal.scope, code,
+                             body.model_dump(exclude_unset=True))
+    session.commit()
+    return _household_out(session, principal, code)
+
+
+@router.post("/households/{code}/residents", status_code=201, summary="Register a resident of a household")
+def create_resident(code: str, body: ResidentIn, request: Request, session: DB,
+                    principal=Depends(require("housing.write"))) -> dict:
+    data = {k: v for k, v in body.model_dump().items() if v is not None}
+    resident = service.create_resident(session, principal.actor(request_id(request)), principal.scope, code, data)
+    session.commit()
+    return service.resident_dict(resident, principal.scope, _personal(principal))
+
+
+@router.patch("/residents/{resident_id}", summary="Change a resident (vulnerable flags, contact, id number …)")
+def update_resident(resident_id: int, body: ResidentPatch, request: Request, session: DB,
+                    principal=Depends(require("housing.write"))) -> dict:
+    resident = service.update_resident(session, principal.actor(request_id(request)), principal.scope, resident_id,
+                                       body.model_dump(exclude_unset=True))
+    session.commit()
+    return service.resident_dict(resident, principal.scope, _personal(principal))

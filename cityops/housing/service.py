@@ -8,17 +8,23 @@ what every response and export goes through.
 
 from __future__ import annotations
 
+import json
+import re
 from collections import defaultdict
 
+import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import case, func, select
+from sqlalchemy import Integer, LargeBinary, any_, case, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
+from cityops.core import audit
 from cityops.core.crs import geodesic_area_m2
-from cityops.core.errors import InvalidGeometry, InvalidInput, NotFound
-from cityops.core.spatial import spatial_filter
-from cityops.housing.models import SAFETY_GRADES, Building, Household, Resident
+from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
+from cityops.core.spatial import bbox_prefilter, spatial_filter
+from cityops.core.types import utcnow
+from cityops.housing.models import SAFETY_GRADES, STRUCTURES, USES, Building, Household, Resident
 from cityops.identity.scope import Scope
 from cityops.org import service as org
 from cityops.org.models import Unit
@@ -81,7 +87,7 @@ def household_dict(h: Household, scope: Scope, personal: bool, building_code: st
 
 
 def resident_dict(r: Resident, scope: Scope, personal: bool) -> dict:
-    data = {"name": r.name, "id_number": r.id_number, "birth_year": r.birth_year, "sex": r.sex, "phone": r.phone,
+    data = {"id": r.id, "name": r.name, "id_number": r.id_number, "birth_year": r.birth_year, "sex": r.sex, "phone": r.phone,
             "relation": r.relation, "unit_path": r.unit_path, **{f: bool(getattr(r, f)) for f in VULNERABLE_FLAGS}}
     return mask_personal("resident", data, sees_personal(scope, personal, r.unit_path))
 
@@ -170,19 +176,28 @@ def _chunks(values: list, size: int = _CHUNK):
         yield values[i : i + size]
 
 
+def _in_ids(session: Session, column, ids: list[int]):
+    """``column IN ids`` with the ids as ONE bound value (a PostgreSQL array; an SQLite JSON array read by
+    json_each): compiling hundreds of bind parameters per query cost more than the query on the hot path."""
+    ids = [int(i) for i in ids]
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(literal(ids, ARRAY(Integer)))
+    return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
+
+
 def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, dict]:
     """households, residents and vulnerable residents per building, counted in SQL."""
     counts: dict[int, dict] = defaultdict(lambda: dict.fromkeys(("households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0))
     as_int = lambda column: func.coalesce(func.sum(case((column, 1), else_=0)), 0)  # noqa: E731
     vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    for chunk in _chunks(building_ids):
+    for chunk in ([building_ids] if building_ids else []):
         for bid, n in session.execute(select(Household.building_id, func.count(Household.id))
-                                      .where(Household.building_id.in_(chunk)).group_by(Household.building_id)):
+                                      .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id)):
             counts[bid]["households"] = n
         stmt = (select(Household.building_id, func.count(Resident.id), as_int(vulnerable),
                        *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
                 .join(Resident, Resident.household_id == Household.id)
-                .where(Household.building_id.in_(chunk)).group_by(Household.building_id))
+                .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id))
         for bid, n, vul, *flags in session.execute(stmt):
             c = counts[bid]
             c["residents"], c["vulnerable"] = n, int(vul)
@@ -205,6 +220,75 @@ def _person(p) -> dict:
     return {"name": p.name, "post": p.post, "title": p.title, "phone": p.phone}
 
 
+_BUILDING_COLUMNS = ("id", "code", "name", "address", "floors", "height_m", "structure", "use", "year_built",
+                     "safety_grade", "grid_code", "unit_path", "attributes")
+_HOUSEHOLD_COLUMNS = ("id", "code", "building_id", "head_name", "phone", "address", "room", "members", "grid_code",
+                      "unit_path")
+_RESIDENT_COLUMNS = ("id", "household_id", "name", "id_number", "birth_year", "sex", "phone", "relation", "unit_path",
+                     *VULNERABLE_FLAGS)
+
+
+#: Bytes of a GeoPackage blob's envelope by its indicator (GeoPackage 1.3, 2.1.3).
+_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def _raw_footprint(dialect: str):
+    """The footprint column as WKB (PostGIS) or the GeoPackage blob (SQLite), not decoded row by row."""
+    if dialect == "postgresql":
+        return func.ST_AsBinary(Building.footprint, type_=LargeBinary).label("wkb")
+    return type_coerce(Building.footprint, LargeBinary).label("wkb")
+
+
+def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
+    """One vectorised WKB parse for a list of raw footprints (GeoPackage headers cut off first)."""
+    if dialect != "postgresql":
+        blobs = [b[8 + _GPKG_ENVELOPE[(b[3] >> 1) & 7]:] for b in blobs]
+    return shapely.from_wkb(np.array(blobs, dtype=object))
+
+
+def _buildings_in(session: Session, zone: BaseGeometry) -> list:
+    """Rows (columns, not ORM objects: this is the hot path of an evacuation) of buildings whose footprint
+    intersects ``zone``: the spatial index narrows by envelope, GEOS decides exactly (on both backends, so
+    both give the same answer), the zone prepared once and the footprints parsed in one call."""
+    dialect = session.get_bind().dialect.name
+    columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
+    stmt = bbox_prefilter(select(*columns, _raw_footprint(dialect)), dialect, Building.__tablename__,
+                          Building.id, Building.footprint, zone.bounds, geom_name="footprint")
+    rows = session.execute(stmt).all()
+    if not rows:
+        return []
+    shapely.prepare(zone)
+    hit = shapely.intersects(zone, _decode_footprints([r.wkb for r in rows], dialect))
+    return sorted((r for r, h in zip(rows, hit) if h), key=lambda r: r.id)
+
+
+def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str, list], dict[str, list]]:
+    """Grid workers of each grid and village cadres over it (closest unit first), in one query for all grids."""
+    from cityops.org.models import Person, person_units
+
+    ancestors = {code: [c for c in path.strip("/").split("/") if c] for code, path in grid_paths.items()}
+    codes = sorted({c for chain in ancestors.values() for c in chain})
+    linked: dict[str, list] = defaultdict(list)
+    for chunk in _chunks(codes):
+        stmt = (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
+                .join(person_units, person_units.c.person_id == Person.id)
+                .where(person_units.c.unit_code.in_(chunk), Person.post.in_(("grid_worker", "village_cadre")))
+                .order_by(Person.id))
+        for row in session.execute(stmt):
+            linked[row.unit_code].append(row)
+    workers, cadres = {}, {}
+    for code, chain in ancestors.items():
+        workers[code] = [_person(p) for p in linked.get(code, []) if p.post == "grid_worker"]
+        seen, mine = set(), []
+        for unit in reversed(chain):  # the village before the township before the district
+            for p in linked.get(unit, []):
+                if p.post == "village_cadre" and p.id not in seen:
+                    seen.add(p.id)
+                    mine.append(_person(p))
+        cadres[code] = mine
+    return workers, cadres
+
+
 def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometry, *, limit: int = 1000) -> dict:
     """Buildings whose footprint intersects ``zone`` (canonical CRS), with their households, residents and
     vulnerable residents: totals, grouped by village and grid with who answers for each. Only records in
@@ -215,7 +299,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         raise InvalidGeometry(f"the threat zone must be a Polygon or MultiPolygon, got {zone.geom_type}")
     if not zone.is_valid:
         raise InvalidGeometry(f"invalid threat zone: {shapely.is_valid_reason(zone)}")
-    hits = spatial_filter(session, Building, select(Building), "intersects", zone, geom_attr="footprint")
+    hits = _buildings_in(session, zone)
     inside = [b for b in hits if scope.covers(b.unit_path)]
     outside = [b for b in hits if not scope.covers(b.unit_path)]
     counts = _per_building_counts(session, [b.id for b in hits])
@@ -225,22 +309,25 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         _add(outside_total, counts[b.id])
     total = _zero()
     by_grid: dict[str, dict] = {}
+    grid_paths: dict[str, str] = {}
     for b in inside:
         _add(total, counts[b.id])
         _add(by_grid.setdefault(b.grid_code, _zero()), counts[b.id])
+        grid_paths[b.grid_code] = b.unit_path
 
-    grids = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(list(by_grid))))} if by_grid else {}
+    grids = {u.code: u for u in session.execute(select(Unit.code, Unit.name, Unit.parent_code)
+                                                 .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
     village_codes = sorted({g.parent_code for g in grids.values() if g.parent_code})
-    villages = {u.code: u for u in session.scalars(select(Unit).where(Unit.code.in_(village_codes)))} if village_codes else {}
+    villages = {u.code: u for u in session.execute(select(Unit.code, Unit.name).where(Unit.code.in_(village_codes)))} \
+        if village_codes else {}
+    workers, cadres_of = _responsible(session, grid_paths) if grid_paths else ({}, {})
     grid_groups, village_groups = [], {}
     for code in sorted(by_grid):
         grid = grids.get(code)
-        people = org.responsible_people(session, code)
-        workers = [_person(p) for p in people if p.post == "grid_worker" and any(u.code == code for u in p.units)]
-        cadres = [_person(p) for p in people if p.post == "village_cadre"]
+        cadres = cadres_of.get(code, [])
         village_code = grid.parent_code if grid else None
         grid_groups.append({"code": code, "name": grid.name if grid else None, "village_code": village_code,
-                            **by_grid[code], "grid_workers": workers, "village_cadres": cadres})
+                            **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
             "code": village_code, "name": villages[village_code].name if village_code in villages else None,
             **_zero(), "village_cadres": cadres})
@@ -251,16 +338,20 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     for b in inside[:limit]:
         building_items.append({**building_dict(b), **{k: counts[b.id][k] for k in ("households", "residents", "vulnerable")}})
     code_by_id = {b.id: b.code for b in inside}
-    for chunk in _chunks(list(code_by_id)):
-        if len(household_items) >= limit:
-            break
-        for h in session.scalars(select(Household).where(Household.building_id.in_(chunk)).order_by(Household.code)):
-            household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
-        vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-        stmt = (select(Resident, Household.code).join(Household, Household.id == Resident.household_id)
-                .where(Household.building_id.in_(chunk), vulnerable).order_by(Resident.id))
-        for r, household_code in session.execute(stmt):
-            vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": household_code})
+    h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
+    r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
+    vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
+    for chunk in ([list(code_by_id)] if code_by_id else []):
+        if len(household_items) < limit:
+            stmt = select(*h_columns).where(_in_ids(session, Household.building_id, chunk)).order_by(Household.code)
+            for h in session.execute(stmt.limit(limit - len(household_items))):
+                household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
+        if len(vulnerable_items) < limit:
+            stmt = (select(*r_columns, Household.code.label("household_code"))
+                    .join(Household, Household.id == Resident.household_id)
+                    .where(_in_ids(session, Household.building_id, chunk), vulnerable).order_by(Resident.id))
+            for r in session.execute(stmt.limit(limit - len(vulnerable_items))):
+                vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": r.household_code})
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
         "totals": total,
@@ -273,3 +364,383 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         "truncated": max(len(inside), total["households"], total["vulnerable"]) > limit,
         "masked": not personal,
     }
+
+
+# ------------------------------------------------------------------------------------------------ writes
+
+#: Bounds a write is checked against (JGJ 125 grades and the model's code lists are in models.py).
+MAX_FLOORS, MAX_HEIGHT_M, EARLIEST_YEAR = 200, 600.0, 1800
+MAX_MEMBERS = 50
+_PHONE = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+SEXES = ("男", "女")
+BUILDING_FIELDS = ("name", "address", "floors", "height_m", "structure", "use", "year_built", "safety_grade", "attributes")
+HOUSEHOLD_FIELDS = ("head_name", "phone", "address", "room", "members")
+RESIDENT_FIELDS = ("name", "id_number", "birth_year", "sex", "phone", "relation", *VULNERABLE_FLAGS)
+
+
+def _no_nulls(changes: dict, required: tuple[str, ...]) -> None:
+    nulls = sorted(k for k in required if k in changes and changes[k] is None)
+    if nulls:
+        raise InvalidInput(f"{', '.join(nulls)} cannot be null")
+
+
+def valid_id_number(value: str) -> bool:
+    """GB 11643-1999 citizen id number: 17 digits and the ISO 7064 MOD 11-2 check character."""
+    if not re.fullmatch(r"\d{17}[\dX]", value or ""):
+        return False
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(value[:17], _ID_WEIGHTS)) % 11] == value[17]
+
+
+def _check_building_values(data: dict) -> None:
+    problems = []
+    floors = data.get("floors")
+    if floors is not None and (not isinstance(floors, int) or not 1 <= floors <= MAX_FLOORS):
+        problems.append(f"floors must be an integer from 1 to {MAX_FLOORS}, got {floors!r}")
+    height = data.get("height_m")
+    if height is not None and (not isinstance(height, (int, float)) or not 0 < height <= MAX_HEIGHT_M):
+        problems.append(f"height_m must be above 0 and at most {MAX_HEIGHT_M:g}, got {height!r}")
+    if "structure" in data and data["structure"] not in STRUCTURES:
+        problems.append(f"structure {data['structure']!r} is not one of {', '.join(STRUCTURES)}")
+    if "use" in data and data["use"] not in USES:
+        problems.append(f"use {data['use']!r} is not one of {', '.join(USES)}")
+    year = data.get("year_built")
+    if year is not None and (not isinstance(year, int) or not EARLIEST_YEAR <= year <= utcnow().year):
+        problems.append(f"year_built must lie from {EARLIEST_YEAR} to {utcnow().year}, got {year!r}")
+    if data.get("safety_grade") is not None and data["safety_grade"] not in SAFETY_GRADES:
+        problems.append(f"safety_grade {data['safety_grade']!r} is not one of A, B, C, D (JGJ 125) or null")
+    if "attributes" in data and not isinstance(data["attributes"], dict):
+        problems.append("attributes must be an object")
+    if problems:
+        raise InvalidInput("; ".join(problems), details={"problems": problems})
+
+
+def _check_footprint(footprint: BaseGeometry) -> BaseGeometry:
+    if footprint is None or footprint.is_empty:
+        raise InvalidGeometry("the building footprint is empty")
+    if footprint.geom_type not in ("Polygon", "MultiPolygon"):
+        raise InvalidGeometry(f"a building footprint must be a Polygon or MultiPolygon, got {footprint.geom_type}")
+    if not footprint.is_valid:
+        raise InvalidGeometry(f"invalid building footprint: {shapely.is_valid_reason(footprint)}")
+    area = geodesic_area_m2(footprint)
+    if not 1 <= area <= 1_000_000:
+        raise InvalidGeometry(f"a building footprint of {area:.1f} m² is implausible (1 m² to 1 km²); check the CRS")
+    return footprint if footprint.geom_type == "MultiPolygon" else shapely.MultiPolygon([footprint])
+
+
+def _grid_of(session: Session, footprint: BaseGeometry, grid_code: str | None) -> Unit:
+    """The grid a footprint belongs to: the named one (which must hold its representative point), else the
+    grid holding that point."""
+    point = footprint.representative_point()
+    if grid_code:
+        grid = session.scalar(select(Unit).where(Unit.code == grid_code))
+        if grid is None or grid.level != "grid":
+            raise InvalidInput(f"unknown grid {grid_code!r}")
+        if not grid.geom.intersects(point):
+            raise InvalidGeometry(f"the footprint does not lie in grid {grid_code}")
+        return grid
+    hits = spatial_filter(session, Unit, select(Unit).where(Unit.level == "grid"), "intersects", point)
+    if not hits:
+        raise InvalidGeometry("the footprint lies in no unit grid of the district")
+    return min(hits, key=lambda u: u.code)
+
+
+def _next_code(session: Session, column, prefix: str, width: int) -> str:
+    """The next free ``prefix`` + serial code (serials are per grid or per building)."""
+    last = session.scalar(select(func.max(column)).where(column.startswith(prefix, autoescape=True),
+                                                         func.length(column) == len(prefix) + width))
+    serial = int(last[len(prefix):]) + 1 if last and last[len(prefix):].isdigit() else 1
+    if serial >= 10 ** width:
+        raise Conflict(f"no free code left under {prefix}")
+    return f"{prefix}{serial:0{width}d}"
+
+
+def _audit_household(h: Household) -> dict:
+    """Snapshot for the audit log: personal data masked (the log is read by roles without personal.read)."""
+    return mask_personal("household", household_dict(h, Scope(), False), False)
+
+
+def _audit_resident(r: Resident) -> dict:
+    return mask_personal("resident", resident_dict(r, Scope(), False), False)
+
+
+def create_building(session: Session, actor: audit.Actor, scope: Scope, data: dict, footprint: BaseGeometry) -> Building:
+    """A new building (footprint in the canonical CRS). Its grid is the one named, or the one it lies in;
+    both must be in the caller's scope. The code is the grid's next serial unless given."""
+    _check_building_values(data)
+    footprint = _check_footprint(footprint)
+    grid = _grid_of(session, footprint, data.get("grid_code"))
+    scope.require_covers(grid.path, f"grid {grid.code}")
+    code = data.get("code") or _next_code(session, Building.code, grid.code, 4)
+    if session.scalar(select(Building.id).where(Building.code == code)) is not None:
+        raise Conflict(f"building {code!r} already exists")
+    floors = data.get("floors") or 1
+    building = Building(code=code, footprint=footprint, grid_code=grid.code, unit_path=grid.path, floors=floors,
+                        height_m=data.get("height_m") if data.get("height_m") is not None else round(floors * 3.0 + 0.4, 1),
+                        structure=data.get("structure") or "其他", use=data.get("use") or "住宅",
+                        name=data.get("name"), address=data.get("address"), year_built=data.get("year_built"),
+                        safety_grade=data.get("safety_grade"), attributes=data.get("attributes") or {})
+    session.add(building)
+    session.flush()
+    audit.record(session, actor, "building.create", "building", code, after=building_dict(building), unit_path=grid.path)
+    return building
+
+
+def update_building(session: Session, actor: audit.Actor, scope: Scope, code: str, changes: dict,
+                    footprint: BaseGeometry | None = None) -> Building:
+    """Change a building's attributes and/or footprint. A footprint moved into another grid moves the
+    building there (its households and residents follow); both grids must be in scope."""
+    building = get_building(session, scope, code)
+    scope.require_covers(building.unit_path, f"building {code}")
+    unknown = set(changes) - set(BUILDING_FIELDS) - {"grid_code"}
+    if unknown:
+        raise InvalidInput(f"unknown building field(s): {', '.join(sorted(unknown))}")
+    _no_nulls(changes, ("floors", "structure", "use", "attributes"))
+    _check_building_values(changes)
+    before = building_dict(building)
+    if footprint is not None or changes.get("grid_code"):
+        footprint = _check_footprint(footprint) if footprint is not None else building.footprint
+        grid = _grid_of(session, footprint, changes.get("grid_code"))
+        scope.require_covers(grid.path, f"grid {grid.code}")
+        building.footprint = footprint
+        if grid.code != building.grid_code:
+            building.grid_code, building.unit_path = grid.code, grid.path
+            household_ids = select(Household.id).where(Household.building_id == building.id)
+            session.execute(update(Resident).where(Resident.household_id.in_(household_ids)).values(unit_path=grid.path))
+            session.execute(update(Household).where(Household.building_id == building.id)
+                            .values(grid_code=grid.code, unit_path=grid.path))
+    for name in BUILDING_FIELDS:
+        if name in changes:
+            setattr(building, name, changes[name])
+    session.flush()
+    audit.record(session, actor, "building.update", "building", code, before=before, after=building_dict(building),
+                 unit_path=building.unit_path)
+    return building
+
+
+def _check_household_values(data: dict) -> None:
+    problems = []
+    if "head_name" in data and not (isinstance(data["head_name"], str) and 1 <= len(data["head_name"].strip()) <= 50):
+        problems.append("head_name must be 1 to 50 characters")
+    if data.get("phone") and not _PHONE.match(str(data["phone"])):
+        problems.append(f"phone {data['phone']!r} is neither a mobile number (11 digits) nor a fixed line (0xx-xxxxxxxx)")
+    members = data.get("members")
+    if members is not None and (not isinstance(members, int) or not 0 <= members <= MAX_MEMBERS):
+        problems.append(f"members must be an integer from 0 to {MAX_MEMBERS}, got {members!r}")
+    if problems:
+        raise InvalidInput("; ".join(problems), details={"problems": problems})
+
+
+def _household(session: Session, scope: Scope, code: str) -> Household:
+    household = session.scalar(select(Household).where(Household.code == code))
+    if household is None or not scope.covers(household.unit_path):
+        raise NotFound(f"household {code!r} not found")
+    return household
+
+
+def create_household(session: Session, actor: audit.Actor, scope: Scope, data: dict) -> Household:
+    """A household in a building of the caller's scope; its code is the building's next two-digit serial."""
+    if not data.get("building_code"):
+        raise InvalidInput("building_code is required")
+    if not data.get("head_name"):
+        raise InvalidInput("head_name is required")
+    _check_household_values(data)
+    building = get_building(session, scope, data["building_code"])
+    scope.require_covers(building.unit_path, f"building {building.code}")
+    household = Household(code=_next_code(session, Household.code, building.code, 2), building_id=building.id,
+                          head_name=data["head_name"].strip(), phone=data.get("phone"),
+                          address=data.get("address") or building.address, room=data.get("room"),
+                          members=data.get("members") or 0, grid_code=building.grid_code, unit_path=building.unit_path)
+    session.add(household)
+    session.flush()
+    audit.record(session, actor, "household.create", "household", household.code, after=_audit_household(household),
+                 unit_path=household.unit_path)
+    return household
+
+
+def update_household(session: Session, actor: audit.Actor, scope: Scope, code: str, changes: dict) -> Household:
+    household = _household(session, scope, code)
+    unknown = set(changes) - set(HOUSEHOLD_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown household field(s): {', '.join(sorted(unknown))}")
+    _no_nulls(changes, ("head_name", "members"))
+    _check_household_values(changes)
+    before = _audit_household(household)
+    for name, value in changes.items():
+        setattr(household, name, value.strip() if name == "head_name" else value)
+    session.flush()
+    audit.record(session, actor, "household.update", "household", code, before=before, after=_audit_household(household),
+                 unit_path=household.unit_path)
+    return household
+
+
+def _check_resident_values(data: dict) -> None:
+    problems = []
+    if "name" in data and not (isinstance(data["name"], str) and 1 <= len(data["name"].strip()) <= 50):
+        problems.append("name must be 1 to 50 characters")
+    if data.get("id_number") and not valid_id_number(str(data["id_number"])):
+        problems.append("id_number is not a valid GB 11643 citizen id number (18 characters, check digit)")
+    year = data.get("birth_year")
+    if year is not None and (not isinstance(year, int) or not 1900 <= year <= utcnow().year):
+        problems.append(f"birth_year must lie from 1900 to {utcnow().year}, got {year!r}")
+    if data.get("sex") is not None and data["sex"] not in SEXES:
+        problems.append(f"sex must be one of {', '.join(SEXES)}")
+    if data.get("phone") and not _PHONE.match(str(data["phone"])):
+        problems.append(f"phone {data['phone']!r} is neither a mobile number (11 digits) nor a fixed line")
+    for flag in VULNERABLE_FLAGS:
+        if flag in data and not isinstance(data[flag], bool):
+            problems.append(f"{flag} must be true or false")
+    if data.get("id_number") and year is not None and str(data["id_number"])[6:10] != str(year):
+        problems.append("birth_year does not match the id number")
+    if problems:
+        raise InvalidInput("; ".join(problems), details={"problems": problems})
+
+
+def _derive_flags(resident: Resident) -> None:
+    """Elderly (65+) and child (under 14) follow the birth year when it is known."""
+    if resident.birth_year is not None:
+        age = utcnow().year - resident.birth_year
+        resident.elderly, resident.child = age >= 65, age < 14
+
+
+def create_resident(session: Session, actor: audit.Actor, scope: Scope, household_code: str, data: dict) -> Resident:
+    """A resident of a household in scope; the household's member count follows."""
+    if not data.get("name"):
+        raise InvalidInput("name is required")
+    unknown = set(data) - set(RESIDENT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown resident field(s): {', '.join(sorted(unknown))}")
+    _check_resident_values(data)
+    household = _household(session, scope, household_code)
+    if data.get("birth_year") is None and data.get("id_number"):
+        data = {**data, "birth_year": int(str(data["id_number"])[6:10])}
+    if data.get("id_number") and session.scalar(select(Resident.id).where(Resident.id_number == data["id_number"])):
+        raise Conflict("a resident with this id number is already registered")
+    resident = Resident(household_id=household.id, unit_path=household.unit_path,
+                        **{k: (v.strip() if k == "name" else v) for k, v in data.items()})
+    for flag in VULNERABLE_FLAGS:
+        setattr(resident, flag, bool(getattr(resident, flag)))
+    if "elderly" not in data and "child" not in data:
+        _derive_flags(resident)
+    session.add(resident)
+    household.members = (household.members or 0) + 1
+    session.flush()
+    audit.record(session, actor, "resident.create", "resident", str(resident.id), after=_audit_resident(resident),
+                 unit_path=resident.unit_path)
+    return resident
+
+
+def update_resident(session: Session, actor: audit.Actor, scope: Scope, resident_id: int, changes: dict) -> Resident:
+    resident = session.get(Resident, resident_id)
+    if resident is None or not scope.covers(resident.unit_path):
+        raise NotFound(f"resident {resident_id} not found")
+    unknown = set(changes) - set(RESIDENT_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown resident field(s): {', '.join(sorted(unknown))}")
+    _no_nulls(changes, ("name", *VULNERABLE_FLAGS))
+    _check_resident_values({**({"birth_year": resident.birth_year} if "id_number" in changes and "birth_year" not in changes
+                                else {}), **changes})
+    if changes.get("id_number") and session.scalar(select(Resident.id).where(Resident.id_number == changes["id_number"],
+                                                                              Resident.id != resident.id)):
+        raise Conflict("a resident with this id number is already registered")
+    before = _audit_resident(resident)
+    for name, value in changes.items():
+        setattr(resident, name, value.strip() if name == "name" else value)
+    if "birth_year" in changes and "elderly" not in changes and "child" not in changes:
+        _derive_flags(resident)
+    session.flush()
+    audit.record(session, actor, "resident.update", "resident", str(resident.id), before=before,
+                 after=_audit_resident(resident), unit_path=resident.unit_path)
+    return resident
+
+
+# ----------------------------------------------------------------------------------------------- export
+
+EXPORT_KINDS = ("buildings", "households")
+_EXPORT_BATCH = 10_000
+BUILDING_EXPORT_SCHEMA = [{"name": n, "type": t} for n, t in (
+    ("code", "string"), ("name", "string"), ("address", "string"), ("floors", "integer"), ("height_m", "number"),
+    ("structure", "string"), ("use", "string"), ("year_built", "integer"), ("safety_grade", "string"),
+    ("grid_code", "string"))]
+HOUSEHOLD_EXPORT_SCHEMA = [{"name": n, "type": t} for n, t in (
+    ("code", "string"), ("building_code", "string"), ("head_name", "string"), ("phone", "string"),
+    ("address", "string"), ("room", "string"), ("members", "integer"), ("vulnerable", "integer"),
+    ("grid_code", "string"), ("masked", "boolean"))]
+
+
+def _export_stmt(session: Session, scope: Scope, model, root: str | None, columns=None):
+    stmt = select(*(columns or [model])).where(scope.covers_clause(model.unit_path))
+    if root:
+        stmt = stmt.where(model.unit_path.startswith(org.get_unit(session, root, scope).path, autoescape=True))
+    return stmt
+
+
+def iter_buildings(session: Session, scope: Scope, *, root: str | None = None,
+                   bbox: tuple[float, float, float, float] | None = None, batch_size: int = _EXPORT_BATCH):
+    """Buildings in scope as (fids, properties, footprints) batches, streamed in id order. Arguments are
+    checked now (a bad ``root`` raises here), rows are read as the batches are consumed."""
+    names = [f["name"] for f in BUILDING_EXPORT_SCHEMA]
+    # Columns, not ORM objects: an export of millions of rows must not build an identity map.
+    stmt = _export_stmt(session, scope, Building, root, [getattr(Building, n) for n in names] + [Building.footprint])
+    stmt = stmt.order_by(Building.id)
+    box = shapely.box(*bbox) if bbox else None
+    if bbox:
+        stmt = bbox_prefilter(stmt, session.get_bind().dialect.name, Building.__tablename__, Building.id,
+                              Building.footprint, bbox, geom_name="footprint")
+    return _building_batches(session, stmt, names, box, batch_size)
+
+
+def _building_batches(session: Session, stmt, names: list[str], box, batch_size: int):
+    result = session.execute(stmt.execution_options(stream_results=True, yield_per=batch_size))
+    for chunk in result.partitions(batch_size):
+        geoms = np.array([row[-1] for row in chunk], dtype=object)
+        keep = shapely.intersects(geoms, box) if box is not None else np.ones(len(chunk), dtype=bool)
+        rows = [row for row, k in zip(chunk, keep) if k]
+        if rows:
+            yield [row[0] for row in rows], [dict(zip(names, row[:-1])) for row in rows], geoms[keep]
+
+
+def iter_households(session: Session, scope: Scope, personal: bool, *, root: str | None = None,
+                    batch_size: int = _EXPORT_BATCH):
+    """Households in scope as (fids, properties, points at their building) batches; personal data masked
+    (``mask_personal``) unless the caller may read it."""
+    stmt = _export_stmt(session, scope, Household, root).order_by(Household.id)
+    return _household_batches(session, scope, personal, stmt, batch_size)
+
+
+def _household_batches(session: Session, scope: Scope, personal: bool, stmt, batch_size: int):
+    vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
+    for chunk in session.execute(stmt.execution_options(yield_per=batch_size)).scalars().partitions(batch_size):
+        building_ids = sorted({h.building_id for h in chunk})
+        buildings, counts = {}, {}
+        for ids in _chunks(building_ids):
+            buildings.update({bid: (code, fp) for bid, code, fp in session.execute(
+                select(Building.id, Building.code, Building.footprint).where(Building.id.in_(ids)))})
+        for ids in _chunks([h.id for h in chunk]):
+            counts.update(dict(session.execute(select(Resident.household_id, func.count()).where(
+                Resident.household_id.in_(ids), vulnerable).group_by(Resident.household_id)).all()))
+        props = []
+        for h in chunk:
+            data = household_dict(h, scope, personal, buildings[h.building_id][0])
+            props.append({f["name"]: data.get(f["name"]) for f in HOUSEHOLD_EXPORT_SCHEMA}
+                         | {"vulnerable": counts.get(h.id, 0), "masked": bool(data.get("masked"))})
+        footprints = np.array([buildings[h.building_id][1] for h in chunk], dtype=object)
+        yield [h.code for h in chunk], props, shapely.point_on_surface(footprints)
+
+
+def export(session: Session, scope: Scope, personal: bool, kind: str, target, fmt: str, *, crs: str = "EPSG:4490",
+           root: str | None = None, bbox: tuple[float, float, float, float] | None = None):
+    """Write buildings (footprints) or households (a point at their building, personal data masked for
+    callers without ``personal.read``) to a file in any layer format; streamed, memory stays bounded."""
+    from cityops.base import layerfiles
+
+    if kind not in EXPORT_KINDS:
+        raise InvalidInput(f"unknown export {kind!r}; use one of {', '.join(EXPORT_KINDS)}")
+    if kind == "buildings":
+        batches, schema, geometry_type = iter_buildings(session, scope, root=root, bbox=bbox), BUILDING_EXPORT_SCHEMA, "MULTIPOLYGON"
+    else:
+        if bbox:
+            raise InvalidInput("bbox applies to buildings; choose households by root (a unit code)")
+        batches, schema, geometry_type = iter_households(session, scope, personal, root=root), HOUSEHOLD_EXPORT_SCHEMA, "POINT"
+    return layerfiles.write_layer_file(target, fmt, batches, schema, geometry_type, crs=crs, layer_name=kind)
