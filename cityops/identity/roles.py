@@ -16,6 +16,9 @@ PERMISSIONS = frozenset(
         "departments.read", "departments.write", "people.read", "people.write",
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
+        "events.read", "events.report", "events.intake", "events.file", "events.dispatch", "events.handle",
+        "events.approve", "events.approve_long", "events.verify", "events.supervise", "events.import",
+        "events.evaluate", "events.sweep",
     }
 )
 
