@@ -15,6 +15,7 @@ import shapely
 from sqlalchemy import select
 
 from cityops.core import audit
+from cityops.core.errors import OutsideJurisdiction
 from cityops.demo.generator import DemoContext, register_step
 from cityops.events import catalogue, service
 from cityops.org.locate import LocatorCache
@@ -67,7 +68,7 @@ def step_events(ctx: DemoContext) -> None:
                                            urgency="urgent" if rng.random() < 0.1 else "normal", reporter=reporter,
                                            external_key=f"demo:{ctx.config.seed}:{i}", reported_at=at,
                                            actor=actors["supervisor"], locator=locator)
-            except Exception:  # noqa: BLE001 - a point on a shared edge may fall outside; skip it
+            except OutsideJurisdiction:  # a point on the outer edge may fall outside; skip it
                 continue
             _play(session, case, rng, at, now, cal, actors)
             made += 1

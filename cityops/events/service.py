@@ -346,6 +346,7 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     if not isinstance(case, Case):
         case = get_case(session, scope, case, lock=True)
     elif session.get_bind().dialect.name == "postgresql":
+        session.flush()  # refresh would otherwise drop this transaction's unflushed changes to the case
         session.refresh(case, with_for_update=True)
     spec = ACTIONS.get(action)
     if spec is None:
@@ -716,7 +717,7 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
     rows = list(reader)
     if len(rows) > settings.max_import_rows:
         raise PayloadTooLarge(f"{len(rows)} rows; at most {settings.max_import_rows} per file")
-    problems, made, skipped = [], [], 0
+    problems, forbidden, made, skipped = [], [], [], 0
     with session.begin_nested():
         for n, row in enumerate(rows, start=2):
             ticket = (row.get("ticket_id") or "").strip()
@@ -744,8 +745,12 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
                 made.append(case.number)
             except ValueError as exc:
                 problems.append({"row": n, "ticket_id": ticket, "problem": str(exc)})
-            except (InvalidInput, OutsideJurisdiction, Forbidden) as exc:
+            except Forbidden as exc:
+                forbidden.append({"row": n, "ticket_id": ticket, "problem": exc.message})
+            except (InvalidInput, OutsideJurisdiction) as exc:
                 problems.append({"row": n, "ticket_id": ticket, "problem": exc.message})
+        if forbidden:  # rows outside the importer's scope: refuse the file as a whole (403)
+            raise Forbidden(f"{len(forbidden)} row(s) lie outside your scope; nothing imported", forbidden)
         if problems:  # raised inside the savepoint: every row of this file is undone
             raise ValidationFailed(f"{len(problems)} of {len(rows)} row(s) rejected; nothing imported: "
                                    f"row {problems[0]['row']}: {problems[0]['problem']}", problems)
