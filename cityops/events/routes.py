@@ -239,11 +239,14 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.r
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            with ctx.sessions() as session:
-                rows = service.outbox_since(session, scope, last)
-            for row in rows:
-                last = row.id
-                yield f"id: {row.id}\nevent: {row.topic}\ndata: {json.dumps(row.payload, ensure_ascii=False)}\n\n"
+            while True:  # drain what is pending, a bounded batch at a time
+                with ctx.sessions() as session:
+                    rows = service.outbox_since(session, scope, last, limit=500)
+                for row in rows:
+                    last = row.id
+                    yield f"id: {row.id}\nevent: {row.topic}\ndata: {json.dumps(row.payload, ensure_ascii=False)}\n\n"
+                if len(rows) < 500:
+                    break
             if loop.time() >= deadline or await request.is_disconnected():
                 return
             await asyncio.sleep(1.0)
