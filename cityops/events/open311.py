@@ -227,12 +227,13 @@ async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
             raise Open311Error(400, "400", "description must not contain HTML")
         urgency = form.get("attribute[urgency]") or "normal"
         reporter = {k: form.get(k) for k in ("email", "first_name", "last_name", "phone", "device_id", "account_id") if form.get(k)}
-        case = service.create_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
-                                   lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
-                                   address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
-                                   attributes={"media_url": form["media_url"]} if form.get("media_url") else {},
-                                   actor=principal.actor(), scope=principal.scope, locator=ctx.locator)
-        session.commit()
+        with service.write_section(session, ctx.locator) as locator:
+            case = service.create_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
+                                       lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
+                                       address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
+                                       attributes={"media_url": form["media_url"]} if form.get("media_url") else {},
+                                       actor=principal.actor(), scope=principal.scope, locator=locator)
+            session.commit()
         return _answer(fmt, "service_requests", "request",
                        [{"service_request_id": case.number, "service_notice": f"预计 {_iso(case.deadline_at) or '立案后'} 前处置"}])
 

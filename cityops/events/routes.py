@@ -75,13 +75,14 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
 def create_case(body: CaseIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("events.report"))) -> dict:
     if body.source in ("sensor", "open311"):
         raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
-    case = service.create_case(session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
-                               description=body.description, lon=body.lon, lat=body.lat, address=body.address,
-                               address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency,
-                               reporter=body.reporter, attributes=body.attributes,
-                               external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
-                               actor=principal.actor(request_id(request)), scope=principal.scope, locator=ctx.locator)
-    session.commit()
+    with service.write_section(session, ctx.locator) as locator:
+        case = service.create_case(session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
+                                   description=body.description, lon=body.lon, lat=body.lat, address=body.address,
+                                   address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency,
+                                   reporter=body.reporter, attributes=body.attributes,
+                                   external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
+                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+        session.commit()
     return service.case_dict(case)
 
 
@@ -104,11 +105,12 @@ class ActionIn(BaseModel):
 @router.post("/cases/{number}/actions/{action}", summary="Take a workflow action; 409 lists the actions allowed now")
 def take_action(number: str, action: str, body: ActionIn, request: Request, session: DB,
                 principal=Depends(require("events.read"))) -> dict:
-    case = service.get_case(session, principal.scope, number, lock=True)
     data = {k: v for k, v in body.model_dump().items() if k in ("department_code", "unit_code", "extension", "rating") and v is not None}
-    t = service.act(session, case, action, principal.actor(request_id(request)), note=body.note, data=data, lon=body.lon,
-                    lat=body.lat, may=_may(principal))
-    session.commit()
+    with service.write_section(session):
+        case = service.get_case(session, principal.scope, number, lock=True)
+        t = service.act(session, case, action, principal.actor(request_id(request)), note=body.note, data=data, lon=body.lon,
+                        lat=body.lat, may=_may(principal))
+        session.commit()
     detail = service.case_detail(session, case, _may(principal))
     detail["transition"] = {"seq": t.seq, "action": t.action, "from": t.from_state, "to": t.to_state}
     return detail
@@ -138,8 +140,10 @@ async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
     photos = await _read_photos(photo)
     if not photos:
         raise InvalidInput("no photo sent", {"field": "photo"})
-    saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
-    session.commit()
+    with service.write_section(session):
+        case = service.get_case(session, principal.scope, number)
+        saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
+        session.commit()
     return {"attachments": [{"id": a.id, "filename": a.filename, "size": a.size} for a in saved]}
 
 
@@ -162,13 +166,14 @@ async def patrol(request: Request, ctx: Ctx, session: DB, class_code: Annotated[
                  principal=Depends(require("events.report"))) -> dict:
     photos = await _read_photos(photo)  # checked before anything is written
     key = f"patrol:{principal.username}:{client_key}" if client_key else None
-    case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
-                               lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
-                               actor=principal.actor(request_id(request)), scope=principal.scope, locator=ctx.locator)
-    if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
-        for n, t, d in photos:
-            service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
-    session.commit()
+    with service.write_section(session, ctx.locator) as locator:
+        case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
+                                   lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
+                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+        if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
+            for n, t, d in photos:
+                service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
+        session.commit()
     return service.case_detail(session, case, _may(principal))
 
 
@@ -176,8 +181,9 @@ async def patrol(request: Request, ctx: Ctx, session: DB, class_code: Annotated[
 async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotated[UploadFile, File()],
                          principal=Depends(require("events.import"))) -> dict:
     raw = await read_upload_limited(file, ctx.settings.max_upload_bytes)
-    result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, ctx.locator)
-    session.commit()
+    with service.write_section(session, ctx.locator) as locator:
+        result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
+        session.commit()
     return result
 
 
@@ -195,8 +201,9 @@ class MergeIn(BaseModel):
 
 @router.post("/cases/{number}/merge", summary="Merge duplicates into this case; their reporters are informed")
 def merge(number: str, body: MergeIn, request: Request, session: DB, principal=Depends(require("events.intake"))) -> dict:
-    master = service.merge(session, principal.scope, number, body.children, principal.actor(request_id(request)), _may(principal))
-    session.commit()
+    with service.write_section(session):
+        master = service.merge(session, principal.scope, number, body.children, principal.actor(request_id(request)), _may(principal))
+        session.commit()
     return service.case_detail(session, master, _may(principal))
 
 
@@ -208,8 +215,9 @@ class SweepIn(BaseModel):
 def sweep(body: SweepIn, session: DB, principal=Depends(require("events.sweep"))) -> dict:
     if body.now is not None and body.now.tzinfo is None:
         raise InvalidInput("now needs a time zone", {"field": "now"})
-    counts = service.sweep(session, body.now, scope=principal.scope)
-    session.commit()
+    with service.write_section(session):
+        counts = service.sweep(session, body.now, scope=principal.scope)
+        session.commit()
     return counts
 
 

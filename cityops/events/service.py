@@ -17,15 +17,17 @@ import csv
 import hashlib
 import io
 import math
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import shapely
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import func, insert, or_, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
@@ -49,6 +51,52 @@ _ALARM_URGENCY = {"red": "urgent", "orange": "urgent", "yellow": "normal", "blue
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_WRITE_LOCKS: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def write_section(session: Session, locator: LocatorCache | None = None):
+    """A route's write transaction. On SQLite, writers of this process queue on one lock and the transaction
+    starts as BEGIN IMMEDIATE; the caller commits inside the block.
+
+    Yields a Locator snapshot (``FixedLocator``) when ``locator`` is given.
+
+    Why: SQLite has one writer at a time. A deferred transaction that has read (the token lookup) and then
+    writes cannot wait for the lock: under concurrent writers it fails at once with "database is locked".
+    Waiting in SQLite's busy handler instead sleeps with back-off (milliseconds per retry), which wrecks
+    latency; an in-process lock hands the database over without sleeping. The engine's begin hook has just
+    issued a plain BEGIN that touched nothing; it is replaced by BEGIN IMMEDIATE (other processes still
+    wait through the busy timeout). PostgreSQL needs none of this (row locks, MVCC)."""
+    # The read transaction ends first (its connection goes back to the pool), then the Locator snapshot is
+    # taken: a LocatorCache refresh opens its own connection, and a request holding one while asking for
+    # another can exhaust the pool under load.
+    session.commit()
+    fixed = FixedLocator(locator) if locator is not None else None
+    if session.get_bind().dialect.name != "sqlite":
+        yield fixed
+        return
+    key = str(session.get_bind().url)
+    lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        conn = session.connection()
+        conn.exec_driver_sql("ROLLBACK")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield fixed
+        finally:
+            session.rollback()  # no-op after the caller's commit; undoes everything after an error
+
+
+class FixedLocator:
+    """A Locator snapshot taken before the write lock, so locating never needs a second connection inside it."""
+
+    def __init__(self, cache: LocatorCache):
+        self._locator = cache.get()
+
+    def get(self):
+        return self._locator
 
 
 # ----------------------------------------------------------------------------------------- locating
