@@ -572,3 +572,33 @@ def test_open311_with_the_georeport_client(api, places, live_url):
         listed = client.get_service_requests(service_code="C01001")
         listed = listed if isinstance(listed, list) else [listed]
         assert rid in [x["service_request_id"] for x in listed]
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def test_cli_import_sweep_and_evaluate(api, places, tmp_path):
+    """``cityops events`` as a real subprocess against this backend's store."""
+    import os
+    import subprocess
+    import sys
+
+    settings = api.store.settings
+    env = {**os.environ, "CITYOPS_DATA_DIR": str(settings.data_dir), "CITYOPS_SECRET_KEY": "test-secret",
+           "CITYOPS_LOG_JSON": "false"}
+    if settings.database_url:
+        env["CITYOPS_DATABASE_URL"] = settings.database_url
+    lon, lat, _ = places["yihe1"]
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text(f"ticket_id,received_at,class_code,lon,lat\nCLI-1,2025-06-02T09:00:00+08:00,06010,{lon},{lat}\n", encoding="utf-8")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cityops.cli", "events", *a], env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    r = run("import-hotline", str(csv_path))
+    assert r.returncode == 0 and "created 1" in r.stdout, r.stderr
+    assert "skipped 1" in run("import-hotline", str(csv_path)).stdout
+    r = run("sweep", "--now", "2000-01-01T00:00:00+08:00")
+    assert r.returncode == 0 and "escalated: 0" in r.stdout, r.stderr
+    out = tmp_path / "eval.xlsx"
+    r = run("evaluate", "2025-06-01T00:00:00+08:00", "2025-07-01T00:00:00+08:00", "--group", "township", "--output", str(out))
+    assert r.returncode == 0 and out.stat().st_size > 1000, r.stderr
+    r = run("sweep", "--now", "2026-01-01T00:00:00")
+    assert r.returncode != 0 and "time zone" in (r.stdout + r.stderr)

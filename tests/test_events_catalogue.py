@@ -157,3 +157,11 @@ def test_settings_validation():
     del bad["sla"]
     with pytest.raises(ValidationFailed, match="sla"):
         parse_settings(bad)
+
+
+def test_between_over_rest_days_and_long_spans(cal):
+    assert cal.between(local(2026, 11, 21, 9, 0), local(2026, 11, 22, 18, 0)) == 0  # a weekend holds no working time
+    # Reversed: 09:00-12:00 and 14:00-17:30 = 6.5h, negative.
+    assert cal.between(local(2026, 11, 23, 18, 0), local(2026, 11, 23, 9, 0)) == -6.5 * 3600
+    # Decades apart still answers (no calendar walk limit for a bounded span).
+    assert cal.between(local(2000, 1, 3), local(2026, 1, 5)) > 6000 * cal.day_seconds

@@ -523,7 +523,10 @@ def sweep(session: Session, now: datetime | None = None, actor: audit.Actor = au
         cls = catalogue.taxonomy().resolve(case.class_code, case.kind)
         limit_s = cal.limit_seconds(cls.limit(case.urgency))
         if case.deadline_at > now:
-            if not case.due_soon_warned and cal.between(now, case.deadline_at) <= settings.due_soon_fraction * limit_s:
+            # Working time never exceeds wall time; 10 days covers the longest holiday run, so anything
+            # further away cannot be due soon and needs no calendar walk.
+            near = (case.deadline_at - now).total_seconds() <= settings.due_soon_fraction * limit_s + 10 * 86400
+            if near and not case.due_soon_warned and cal.between(now, case.deadline_at) <= settings.due_soon_fraction * limit_s:
                 act(session, case, "due_soon", actor, at=now,
                     data={"deadline_at": case.deadline_at.isoformat(), "remaining_s": cal.between(now, case.deadline_at)})
                 counts["due_soon"] += 1

@@ -43,10 +43,11 @@ class WorkCalendar:
         """Working seconds of a ``catalogue.Limit`` ("4h" or "2d")."""
         return limit.amount * (3600 if limit.unit == "h" else self.day_seconds)
 
-    def _windows(self, start_local: datetime):
-        """Working windows (local aware datetimes) from ``start_local`` on, in order."""
+    def _windows(self, start_local: datetime, max_days: int | None = None):
+        """Working windows (local aware datetimes) from ``start_local`` on, in order. Unbounded (``max_days``
+        None) it raises when the calendar has no working time for years; bounded it simply stops."""
         day = start_local.date()
-        for _ in range(_MAX_DAYS):
+        for _ in range(max_days or _MAX_DAYS):
             if self.is_working_day(day):
                 for s, e in self.periods:
                     ws = datetime.combine(day, s, self.tz)
@@ -55,6 +56,8 @@ class WorkCalendar:
                         continue
                     yield max(ws, start_local), we
             day += timedelta(days=1)
+        if max_days:
+            return
         raise InvalidInput(f"no working time within {_MAX_DAYS} days of {start_local.isoformat()}: check the calendar")
 
     def add(self, start: datetime, seconds: float) -> datetime:
@@ -84,7 +87,8 @@ class WorkCalendar:
             return -self.between(end, start)
         total = 0.0
         end_local = end.astimezone(self.tz)
-        for ws, we in self._windows(start.astimezone(self.tz)):
+        span = (end - start).days + 2
+        for ws, we in self._windows(start.astimezone(self.tz), max(span, 1)):
             if ws >= end_local:
                 break
             total += (min(we, end_local) - ws).total_seconds()
