@@ -256,12 +256,12 @@ def run_backend(backend: str, args) -> dict:
     env, cleanup = build(backend, tmp)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "cityops.app:create_app", "--factory", "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning", "--no-access-log"],
+                               "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
                               env={**os.environ, **env}, cwd=ROOT)
     try:
         import httpx
 
-        for _ in range(200):
+        for _ in range(300):
             try:
                 r = httpx.post(f"http://127.0.0.1:{port}/api/auth/login", json={"username": "admin", "password": "cityops-demo"})
                 break
@@ -293,9 +293,11 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--rate", type=float, default=500)
     p.add_argument("--backends", default="sqlite,postgis")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     args = p.parse_args()
     results = [run_backend(b, args) for b in args.backends.split(",")]
-    t = Table(title=f"Case creation over HTTP (locate+route+persist+log+outbox), {os.cpu_count()} cores, 1 server process")
+    t = Table(title=f"Case creation over HTTP (locate+route+persist+log+outbox), {os.cpu_count()} cores, "
+              f"{args.workers} server process(es), load generator on the same cores")
     for col in ("backend", "HTTP cases/s (closed loop)", "p50 / p99 ms", f"p50 / p99 ms at {args.rate:g}/s (open loop)",
                 "raw insert limit cases/s", "HTTP / raw", "errors", "target"):
         t.add_column(col)
