@@ -75,7 +75,7 @@ def make_rows(n: int, seed: int = 7) -> list[dict]:
     return rows
 
 
-def load(backend: str, n: int):
+def load(backend: str, n: int, keep: Path | None = None):
     import shapely
     from sqlalchemy import create_engine, insert, text
 
@@ -84,8 +84,13 @@ def load(backend: str, n: int):
     from cityops.core.settings import Settings
     from cityops.events.models import Case
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-eval-"))
-    cleanup = [lambda: shutil.rmtree(tmp, ignore_errors=True)]
+    if keep is not None and backend == "sqlite" and (keep / "cityops.gpkg").exists():
+        settings = Settings(data_dir=keep, secret_key="x", log_json=False)
+        console.print(f"{backend}: reusing the cases loaded in {keep}")
+        return make_engine(settings), lambda: None
+    tmp = keep if keep is not None and backend == "sqlite" else Path(tempfile.mkdtemp(prefix="bench-eval-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    cleanup = [] if keep is not None and backend == "sqlite" else [lambda: shutil.rmtree(tmp, ignore_errors=True)]
     url = ""
     if backend == "postgis":
         name = f"cityops_bench_{uuid.uuid4().hex[:8]}"
@@ -140,12 +145,13 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--backends", default="sqlite,postgis")
+    p.add_argument("--keep", type=Path, default=None, help="SQLite: load into (or reuse) this directory")
     args = p.parse_args()
     table = Table(title=f"Evaluation over {args.cases:,} cases (one year), median of {args.rounds}")
     for col in ("backend", "group", "rows out", "evaluate s", "raw scan s", "evaluate / raw", "target"):
         table.add_column(col)
     for backend in args.backends.split(","):
-        engine, cleanup = load(backend, args.cases)
+        engine, cleanup = load(backend, args.cases, args.keep)
         try:
             raw_sql = ("SELECT count(*), sum(CASE WHEN closed_at <= deadline_at THEN 1 ELSE 0 END), sum(rework_count), "
                        "count(filed_at), count(handled_at), count(dispatched_at), count(grid_code) FROM event_cases")

@@ -26,7 +26,7 @@ import csv
 import io
 from datetime import datetime
 
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from cityops.core.errors import InvalidInput
@@ -88,7 +88,8 @@ def evaluate(session: Session, scope: Scope, start: datetime, end: datetime, gro
         return and_(col >= start, col < end)
 
     def count(cond):
-        return func.sum(case((cond, 1), else_=0))
+        # COUNT(*) FILTER (WHERE …): SQL standard, on PostgreSQL and SQLite ≥ 3.30; cheaper than SUM(CASE …).
+        return func.count().filter(cond)
 
     filed = within(Case.filed_at)
     due = and_(within(Case.deadline_at), Case.state.not_in(("backlogged", "void")))
@@ -106,15 +107,13 @@ def evaluate(session: Session, scope: Scope, start: datetime, end: datetime, gro
                    count(and_(due, Case.closed_at.is_not(None))).label("closed"),
                    count(and_(due, Case.closed_at <= Case.deadline_at)).label("closed_on_time"),
                    count(handled).label("handled"),
-                   func.sum(case((handled, Case.rework_count), else_=0)).label("reworks"),
+                   func.coalesce(func.sum(Case.rework_count).filter(handled), 0).label("reworks"),
                    count(dispatched).label("dispatched"),
                    count(and_(dispatched, Case.dispatched_at <= Case.dispatch_due_at)).label("dispatched_on_time"),
                    count(and_(dispatched, Case.returned_count > 0)).label("dispatch_returned"),
                    count(and_(Case.supervision_count > 0, reported)).label("supervised"))
-            .where(scope.covers_clause(Case.unit_path), key.is_not(None))
-            .where((Case.reported_at < end) & ((Case.deadline_at >= start) | (Case.reported_at >= start)
-                                              | (Case.handled_at >= start) | (Case.filed_at >= start)
-                                              | (Case.dispatched_at >= start)))
+            # Every step follows the report, so a case reported after the period has nothing in it.
+            .where(scope.covers_clause(Case.unit_path), key.is_not(None), Case.reported_at < end)
             .group_by(key).order_by(key))
     out = []
     for r in session.execute(stmt):
