@@ -313,7 +313,8 @@ def test_due_soon_then_escalation_one_level_up_per_overdue_period(api, places):
         # Overdue by 4h+ of working time: township.
         assert service.sweep(session, local(2025, 3, 11, 11, 0), scope=mine)["escalated"] == 1
         assert (case.escalation_level, case.escalated_to) == (2, grid[:9])
-        notices = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.escalation")).all()
+        notices = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.escalation")
+                                  .order_by(Outbox.id)).all()
         assert [n.recipient for n in notices] == [f"unit:{grid[:12]}", f"unit:{grid[:9]}"]
         assert service.verify_projection(session, case) == {}
         session.commit()
