@@ -603,3 +603,13 @@ def test_cli_import_sweep_and_evaluate(api, places, tmp_path):
     assert r.returncode == 0 and out.stat().st_size > 1000, r.stderr
     r = run("sweep", "--now", "2026-01-01T00:00:00")
     assert r.returncode != 0 and "time zone" in (r.stdout + r.stderr)
+
+
+def test_demo_cases_span_the_workflow_and_match_their_logs(api):
+    with api.store.sessions() as session:
+        cases = session.scalars(select(Case).where(Case.reported_by == "demo:supervisor")).all()
+        assert len(cases) >= 20
+        states = {c.state for c in cases}
+        assert {"closed", "reported"} <= states and len(states) >= 4, states
+        assert all(service.verify_projection(session, c) == {} for c in cases)
+        assert any(c.closed_at and c.closed_at > c.deadline_at for c in cases if c.closed_at and c.deadline_at)

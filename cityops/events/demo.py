@@ -60,7 +60,9 @@ def step_events(ctx: DemoContext) -> None:
             lon, lat = _point_in(rng, geom)
             cls = rng.choices(classes, weights=weights)[0]
             source = _pick(rng, _SOURCES)
-            at = now - timedelta(days=HISTORY_DAYS * rng.random() ** 1.3)
+            # One in eight is live: reported in the last few hours, so the queues have work waiting.
+            live = i % 8 == 0
+            at = now - (timedelta(hours=4 * rng.random()) if live else timedelta(days=HISTORY_DAYS * rng.random() ** 1.3))
             reporter = {"name": "市民", "phone": f"139{rng.randrange(10**8):08d}"} if source in ("hotline", "public") else {}
             try:
                 case = service.create_case(session, source=source, class_code=cls.code, kind=cls.kind,
@@ -70,7 +72,7 @@ def step_events(ctx: DemoContext) -> None:
                                            actor=actors["supervisor"], locator=locator)
             except OutsideJurisdiction:  # a point on the outer edge may fall outside; skip it
                 continue
-            _play(session, case, rng, at, now, cal, actors)
+            _play(session, case, rng, at, now, cal, actors, max_steps=rng.randrange(0, 5) if live else 99)
             made += 1
             if made % 200 == 0:
                 session.commit()
@@ -81,13 +83,16 @@ def step_events(ctx: DemoContext) -> None:
     ctx.summary["events"] = made
 
 
-def _play(session, case, rng: random.Random, at: datetime, now: datetime, cal, actors) -> None:
-    """Walk one case through the workflow from ``at``, stopping at ``now``."""
+def _play(session, case, rng: random.Random, at: datetime, now: datetime, cal, actors, max_steps: int = 99) -> None:
+    """Walk one case through the workflow from ``at``, stopping at ``now`` or after ``max_steps`` actions."""
+    taken = 0
+
     def step(action: str, who: str, minutes: float, **kw) -> bool:
-        nonlocal at
+        nonlocal at, taken
         at = at + timedelta(minutes=minutes)
-        if at >= now:
+        if at >= now or taken >= max_steps:
             return False
+        taken += 1
         service.act(session, case, action, actors[who], at=at, **kw)
         return True
 
