@@ -3,7 +3,7 @@
 Cases are reported over the last 60 days from patrols, the 12345 hotline, the public and sensors, then
 played through the real workflow (``service.act`` with past timestamps), so every log entry, deadline and
 KPI is what the live system would have produced. Recent cases stop part-way: they form the live queues.
-About one case per four grids (the full demo's ~4 000 grids → ~1 000 cases).
+One case per ten grids, at least 40 (the full demo's ~4 000 grids → ~400 cases), to keep the demo fast.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from cityops.events import catalogue, service
 from cityops.org.locate import LocatorCache
 from cityops.org.models import Unit
 
-CASES_PER_GRID = 0.25
+CASES_PER_GRID = 0.1
 HISTORY_DAYS = 60
 _SOURCES = (("patrol", 0.6), ("hotline", 0.22), ("public", 0.12), ("rest", 0.06))
 
@@ -54,7 +54,7 @@ def step_events(ctx: DemoContext) -> None:
     with ctx.sessions() as session:
         grids = session.execute(select(Unit.code, Unit.geom).where(Unit.level == "grid", Unit.geom.is_not(None))
                                 .order_by(Unit.code)).all()
-        n = max(10, int(len(grids) * CASES_PER_GRID))
+        n = max(40, int(len(grids) * CASES_PER_GRID))
         for i in range(n):
             code, geom = grids[rng.randrange(len(grids))]
             lon, lat = _point_in(rng, geom)
