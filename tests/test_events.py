@@ -170,7 +170,7 @@ def test_hotline_csv_import_all_or_nothing_and_idempotent(api, places):
 # ---------------------------------------------------------------------------------------- workflow
 
 def test_happy_path_seven_steps_and_projection_from_log(api, places):
-    number = _new(api, places)["number"]
+    number = _new(api, places, reporter={"phone": "13988887777"})["number"]
     for action, state in (("accept", "accepted"), ("file", "dispatched"), ("start", "in_handling"),
                           ("feedback", "handled"), ("close", "closed")):
         r = _act(api, number, action, note="ok")
@@ -184,6 +184,8 @@ def test_happy_path_seven_steps_and_projection_from_log(api, places):
         case = session.scalar(select(Case).where(Case.number == number))
         assert service.verify_projection(session, case) == {}
         assert service.current_state(session, case) == "closed"
+        told = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.reporter")).all()
+        assert [n.recipient for n in told] == ["13988887777"]
 
 
 def _case_in_state(session, places, state: str) -> Case:

@@ -456,6 +456,13 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     # Fold the new entry into the projection: only the fields this action sets.
     case.state, case.updated_at = to_state, at
     _fold(case, action, fields, transition)
+    if action == "close":
+        contact = case.reporter or {}
+        recipient = contact.get("email") or contact.get("phone")
+        if recipient:  # the reporter is told of the closure (delivered by the notifier reading the outbox)
+            session.add(Outbox(case_id=case.id, topic="notify.reporter", recipient=recipient, unit_path=case.unit_path,
+                               created_at=at, payload={"number": case.number, "closed_at": at.isoformat(),
+                                                       "message": f"您反映的问题（案卷 {case.number}）已处理结案"}))
     if action == "file" and settings.auto_dispatch and (case.route or {}).get("mode") in ("auto", "fallback"):
         act(session, case, "dispatch", audit.Actor("system:routing"), note="自动派遣", at=at)
     return transition
