@@ -615,3 +615,18 @@ def test_demo_cases_span_the_workflow_and_match_their_logs(api):
         assert {"closed", "reported"} <= states and len(states) >= 4, states
         assert all(service.verify_projection(session, c) == {} for c in cases)
         assert any(c.closed_at and c.closed_at > c.deadline_at for c in cases if c.closed_at and c.deadline_at)
+
+
+def test_department_staff_see_only_their_departments_cases(api, places):
+    """zhujian works for 区住建委 (zjw): a 08004 工地扬尘 case routes there; a 06010 case goes to 城管局."""
+    staff = api.login("zhujian")
+    dust = _new(api, places, class_code="08004")["number"]
+    garbage = _new(api, places, class_code="06010")["number"]
+    for number in (dust, garbage):
+        for action in ("accept", "file"):
+            assert _act(api, number, action).status_code == 200
+    listed = [c["number"] for c in api.get("/api/events/cases", headers=staff, params={"limit": 5000}).json()["items"]]
+    assert dust in listed and garbage not in listed
+    assert api.get(f"/api/events/cases/{garbage}", headers=staff).status_code == 404
+    r = _act(api, dust, "start", staff)
+    assert r.status_code == 200 and r.json()["state"] == "in_handling"

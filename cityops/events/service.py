@@ -368,9 +368,14 @@ def get_case(session: Session, scope: Scope, key, *, lock: bool = False) -> Case
     if lock and session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
     case = session.scalar(stmt)
-    if case is None or not scope.covers(case.unit_path):
+    if case is None or not scope.covers(case.unit_path) or not _department_sees(scope, case.department_code):
         raise NotFound(f"no case {key!r}")
     return case
+
+
+def _department_sees(scope: Scope, department_code: str | None) -> bool:
+    """Department staff (a scope with departments) work on the cases dispatched to their departments."""
+    return scope.all_units or not scope.department_codes or department_code in scope.department_codes
 
 
 def current_state(session: Session, case: Case) -> str:
@@ -682,7 +687,7 @@ def list_cases(session: Session, scope: Scope, *, queue: str | None = None, stat
                limit: int = 100, offset: int = 0) -> tuple[list[Case], int]:
     stmt = select(Case).where(scope.covers_clause(Case.unit_path))
     if scope.department_codes and not scope.all_units:
-        stmt = stmt.where(or_(Case.department_code.in_(scope.department_codes), Case.department_code.is_(None)))
+        stmt = stmt.where(Case.department_code.in_(scope.department_codes))
     if queue:
         if queue not in QUEUES:
             raise InvalidInput(f"unknown queue {queue!r}; queues: {', '.join(QUEUES)}", {"field": "queue"})
