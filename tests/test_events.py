@@ -19,10 +19,10 @@ from shapely.geometry import shape
 from sqlalchemy import select, text
 
 from cityops.core import audit
-from cityops.core.errors import Conflict, Forbidden
-from cityops.events import catalogue, evaluation, service
-from cityops.events.models import Case, Outbox, Transition
-from cityops.events.workflow import ACTIONS, STATES, USER_ACTIONS, allowed_actions
+from cityops.core.errors import Forbidden
+from cityops.events import evaluation, service
+from cityops.events.models import Case, Outbox
+from cityops.events.workflow import STATES, USER_ACTIONS, allowed_actions
 from cityops.identity.scope import Scope
 from tests.conftest import table_counts
 
@@ -396,7 +396,7 @@ def test_evaluation_formulas_against_a_hand_computed_example(api, places):
             for action, at in steps:
                 service.act(session, c, action, ACTOR, at=at, note="n")
 
-        a, b, c, dd, e = new(), new(), new(), new(), new("public")
+        a, b, _c_open_overdue, dd, e = new(), new(), new(), new(), new("public")
         run(a, ("start", d(9, 30)), ("feedback", d(11)), ("close", d(11, 30)))
         run(b, ("return", d(9, 10)))
         service.act(session, b, "dispatch", ACTOR, at=d(9, 20), data={"unit_code": places["yihe"]})

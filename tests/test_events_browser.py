@@ -7,10 +7,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from shapely.geometry import shape
 
 from cityops.app import create_app
 from cityops.demo.generator import DEMO_PASSWORD, build_demo

@@ -27,16 +27,15 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from sqlalchemy import func, insert, or_, select, text
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
 from cityops.core.errors import (Conflict, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, PayloadTooLarge,
                                  ValidationFailed)
-from cityops.core.geometry import encode_many  # noqa: F401 - re-exported for bulk writers
 from cityops.events import catalogue
 from cityops.events.models import Attachment, Case, Outbox, Transition
-from cityops.events.workflow import ACTIONS, ACTIVE, CLOCK_RUNNING, STATES, allowed_actions, next_state, project
+from cityops.events.workflow import ACTIONS, CLOCK_RUNNING, STATES, allowed_actions, next_state, project
 from cityops.identity.scope import Scope
 from cityops.org.locate import Located, LocatorCache
 from cityops.org.models import Department, Place, Unit
