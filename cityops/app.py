@@ -13,6 +13,9 @@ from cityops.base import routes as base_routes
 from cityops.core import ops_routes, web
 from cityops.core.db import make_engine, make_sessionmaker, migrate
 from cityops.core.settings import Settings
+from cityops.events import open311 as events_open311
+from cityops.events import routes as events_routes
+from cityops.events import service as events_service
 from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
 from cityops.ogc import routes as ogc_routes
@@ -52,9 +55,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         locator=LocatorCache(sessions, levels),
         registry=registry,
     )
+    events_service.use_locator(engine, app.state.ctx.locator)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, tiles_routes,
-                   warning_routes, tasks_routes, web_routes):
+                   warning_routes, events_routes, events_open311, tasks_routes, web_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")

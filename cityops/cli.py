@@ -628,6 +628,30 @@ def tasks_warning(
                 totals = service.totals(session, service.ALL, incident.id)["district"]
                 console.print(f"incident {incident.id}: {incident.status}, response {incident.response_level}, "
                               f"{totals['households']} households / {totals['people']} people locked")
+# ---------------------------------------------------------------------------------- events (事件中心)
+events_app = typer.Typer(help="Event center (事件中心): SLA sweep, 12345 import, evaluation export.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+
+@events_app.command("sweep")
+def events_sweep(data_dir: Optional[Path] = DataDir,
+                 now: Optional[str] = typer.Option(None, help="Evaluate deadlines as of this ISO 8601 time (default: now)")) -> None:
+    """Due-soon warnings and escalation of overdue cases (run it from cron or a timer every few minutes)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import datetime
+
+        from cityops.events import service
+
+        _, sessions, _ = _store(settings)
+        at = datetime.fromisoformat(now) if now else None
+        if at is not None and at.tzinfo is None:
+            _fail("--now needs a time zone, e.g. 2026-11-23T09:00:00+08:00")
+        with sessions() as session:
+            counts = service.sweep(session, at)
+            session.commit()
+        console.print(f"due soon: {counts['due_soon']}, escalated: {counts['escalated']}")
 
     _run(body)
 
@@ -681,6 +705,54 @@ def export_housing(
             written = service.export(session, Scope(all_units=True), personal, kind, output, fmt, crs=crs, root=root,
                                      bbox=parse_bbox(bbox))
         console.print(f"wrote {written} in {time.perf_counter() - start:.1f} s")
+@events_app.command("import-hotline")
+def events_import_hotline(path: Path, data_dir: Optional[Path] = DataDir) -> None:
+    """Import 12345 hotline tickets from a CSV file (all or nothing; known tickets are skipped)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.core import audit
+        from cityops.events import service
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            result = service.import_hotline_csv(session, path.read_bytes(), audit.Actor("cli"), service.ALL)
+            session.commit()
+        console.print(f"created {result['created']}, skipped {result['skipped']}")
+
+    _run(body)
+
+
+@events_app.command("evaluate")
+def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
+                    group: str = typer.Option("township", help="district, township, village, grid, department, reporter, filer, dispatcher"),
+                    output: Optional[Path] = typer.Option(None, help="Write .csv or .xlsx instead of printing")) -> None:
+    """Evaluation (绩效评价) for a period [START, END), ISO 8601 times with a time zone."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import datetime
+
+        from cityops.events import evaluation, service
+
+        _, sessions, _ = _store(settings)
+        try:
+            period = datetime.fromisoformat(start), datetime.fromisoformat(end)
+        except ValueError as exc:
+            _fail(f"bad time: {exc}")
+        with sessions() as session:
+            rows = evaluation.evaluate(session, service.ALL, period[0], period[1], group)
+        if output is not None:
+            data = evaluation.to_xlsx(rows) if output.suffix.lower() == ".xlsx" else evaluation.to_csv(rows)
+            output.write_bytes(data)
+            console.print(f"wrote {len(rows)} rows to {output}")
+            return
+        table = Table("key", "filed", "due", "closed", "on time", "closure", "on-time closure", "rework", "composite")
+        pc = lambda v: "—" if v is None else f"{v * 100:.2f} %"  # noqa: E731
+        for r in rows:
+            table.add_row(str(r["key"]), str(r["filed"]), str(r["due"]), str(r["closed"]), str(r["closed_on_time"]),
+                          pc(r["closure_rate"]), pc(r["ontime_closure_rate"]), pc(r["rework_rate"]), str(r["composite"]))
+        console.print(table)
 
     _run(body)
 

@@ -8,3 +8,4 @@ from cityops.housing.models import Building, Household, Resident  # noqa: F401
 from cityops.warning.tables import RiskPoint, RiskWarning, StoredObservation  # noqa: F401
 from cityops.tiles.models import TileSource  # noqa: F401
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task  # noqa: F401
+from cityops.events.models import Attachment, Case, Outbox, Transition  # noqa: F401

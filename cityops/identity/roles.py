@@ -18,6 +18,7 @@ PERMISSIONS = frozenset(
         "housing.read", "housing.write", "personal.read",
         "warning.read", "warning.write", "ogc.edit",
         "tasks.read", "tasks.write", "tasks.progress", "tasks.command", "tasks.evacuate", "tasks.shelter",
+        "events.read", "events.report", "events.intake", "events.file", "events.dispatch", "events.handle", "events.approve", "events.approve_long", "events.verify", "events.supervise", "events.import", "events.evaluate", "events.sweep",
     }
 )
 

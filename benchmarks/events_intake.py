@@ -1,0 +1,314 @@
+"""Case creation over HTTP (locate + route + persist + log + outbox), side by side with the raw insert limit.
+
+    .venv/bin/python benchmarks/events_intake.py [--seconds 10] [--concurrency 16] [--rate 500] [--backends sqlite,postgis]
+
+For each backend a fresh small demo district (the test district: 3 townships, 120 grids, its departments
+and people) is built, and ``uvicorn cityops.app:create_app --factory`` (one process) serves it. The load
+generator is this process, on the same 2 cores. It speaks HTTP/1.1 over keep-alive asyncio streams: a
+general client such as httpx costs more CPU per request than the server handler and would measure itself.
+
+1. Sustained throughput: closed loop, ``--concurrency`` connections, ``--seconds``; cases/s, p50/p99.
+   Target ≥ 1,000 cases/s on SQLite.
+2. Latency at a fixed rate: open loop at ``--rate`` requests/s for ``--seconds``; latency counted from the
+   scheduled send time (no coordinated omission). Target p99 < 100 ms at 500/s on SQLite.
+3. Raw insert limit: the same three rows per case (case, transition, outbox) with SQLAlchemy Core, one
+   transaction per case, single thread, no HTTP, no locate, no routing — the storage's own ceiling for
+   committed single-case writes.
+
+Every created case is checked afterwards: count of cases = count of 201 answers. Exit code is always 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+console = Console()
+PG_ADMIN = os.environ.get("CITYOPS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+CLASSES = ("06010", "06012", "09006", "07001", "06042", "01001", "06028", "08004")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build(backend: str, data_dir: Path) -> tuple[dict, callable]:
+    from sqlalchemy import create_engine, text
+
+    from cityops.core.db import make_engine, migrate
+    from cityops.core.settings import Settings
+    from cityops.demo.generator import DemoConfig, build_demo
+    from cityops.core.db import make_sessionmaker
+    from cityops.org.levels import load_levels
+    from cityops.org.service import OrgConfig
+
+    env = {"CITYOPS_DATA_DIR": str(data_dir), "CITYOPS_SECRET_KEY": "bench-secret", "CITYOPS_LOG_LEVEL": "WARNING"}
+    cleanup = []
+    if backend == "postgis":
+        name = f"cityops_bench_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        env["CITYOPS_DATABASE_URL"] = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+
+        def drop():
+            with admin.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        cleanup.append(drop)
+    settings = Settings(data_dir=data_dir, database_url=env.get("CITYOPS_DATABASE_URL", ""), secret_key="bench-secret",
+                        log_json=False)
+    engine = make_engine(settings)
+    migrate(engine)
+    build_demo(make_sessionmaker(engine), OrgConfig(load_levels(15), 15, 1.0, settings.metric_crs),
+               DemoConfig(grids=120, village_scale=0.35, townships=("汉丰街道", "义和镇", "大德镇")))
+    engine.dispose()
+    return env, lambda: [fn() for fn in cleanup]
+
+
+def sample_points(env: dict, n: int = 5000) -> list[tuple[float, float]]:
+    import shapely
+    from sqlalchemy import select
+
+    from cityops.core.db import make_engine, make_sessionmaker
+    from cityops.core.settings import Settings
+    from cityops.org.models import Unit
+
+    settings = Settings(data_dir=env["CITYOPS_DATA_DIR"], database_url=env.get("CITYOPS_DATABASE_URL", ""), secret_key="x", log_json=False)
+    engine = make_engine(settings)
+    with make_sessionmaker(engine)() as s:
+        grids = [g for (g,) in s.execute(select(Unit.geom).where(Unit.level == "grid"))]
+    engine.dispose()
+    rng = random.Random(4)
+    pts = []
+    while len(pts) < n:
+        g = grids[rng.randrange(len(grids))]
+        minx, miny, maxx, maxy = g.bounds
+        p = shapely.Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
+        if g.contains(p):
+            pts.append((p.x, p.y))
+    return pts
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection: write a request, read status line, headers and the body."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> "Conn":
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        return cls(r, w)
+
+    async def request(self, method: str, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            k, _, v = line.decode().partition(":")
+            if k.lower() == "content-length":
+                length = int(v)
+        return status, await self.reader.readexactly(length)
+
+
+def case_body(rng: random.Random, pts) -> bytes:
+    lon, lat = pts[rng.randrange(len(pts))]
+    return json.dumps({"class_code": rng.choice(CLASSES), "lon": lon, "lat": lat, "description": "巡查发现问题"}).encode()
+
+
+async def closed_loop(port, headers, pts, seconds, concurrency) -> tuple[list[float], int, int, float]:
+    conns = [await Conn.open(port) for _ in range(concurrency)]
+    lat, errors = [], 0
+    end = time.perf_counter() + seconds
+    rng = random.Random(1)
+
+    async def worker(c):
+        nonlocal errors
+        while time.perf_counter() < end:
+            body = case_body(rng, pts)
+            t = time.perf_counter()
+            status, _ = await c.request("POST", "/api/events/cases", body, headers)
+            lat.append(time.perf_counter() - t)
+            if status != 201:
+                errors += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns))
+    elapsed = time.perf_counter() - start
+    for c in conns:
+        c.writer.close()
+    return lat, len(lat), errors, elapsed
+
+
+async def open_loop(port, headers, pts, seconds, rate) -> tuple[list[float], int, int]:
+    """Requests scheduled every 1/rate s; each waits for a free connection from a pool of 64."""
+    pool: asyncio.Queue = asyncio.Queue()
+    for _ in range(64):
+        pool.put_nowait(await Conn.open(port))
+    lat, errors = [], 0
+    rng = random.Random(2)
+    start = time.perf_counter()
+    n = int(seconds * rate)
+
+    async def one(i):
+        nonlocal errors
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        c = await pool.get()
+        try:
+            status, _ = await c.request("POST", "/api/events/cases", case_body(rng, pts), headers)
+        finally:
+            pool.put_nowait(c)
+        lat.append(time.perf_counter() - scheduled)
+        if status != 201:
+            errors += 1
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return lat, n, errors
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
+
+
+def raw_insert(env: dict, pts, seconds: float) -> float:
+    """Committed single-case writes of the same three rows with Core: the storage ceiling."""
+    from datetime import UTC, datetime
+
+    import shapely
+    from sqlalchemy import insert
+
+    from cityops.core.db import make_engine
+    from cityops.core.settings import Settings
+    from cityops.events.models import Case, Outbox, Transition
+
+    settings = Settings(data_dir=env["CITYOPS_DATA_DIR"], database_url=env.get("CITYOPS_DATABASE_URL", ""), secret_key="x", log_json=False)
+    engine = make_engine(settings)
+    rng = random.Random(3)
+    n, end = 0, time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < end:
+        lon, lat = pts[rng.randrange(len(pts))]
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            cid = conn.execute(insert(Case).returning(Case.id), {
+                "number": uuid.uuid4().hex, "source": "rest", "kind": "matter", "class_code": "06010", "title": "t",
+                "urgency": "normal", "state": "reported", "lon": lon, "lat": lat, "geom": shapely.Point(lon, lat),
+                "grid_code": "500154101001001", "unit_path": "/500100/500154/", "route": {}, "reporter": {}, "attributes": {},
+                "reported_at": now, "updated_at": now, "seq": 1, "returned_count": 0, "rework_count": 0, "extension_count": 0,
+                "supervision_count": 0, "escalation_level": 0, "due_soon_warned": 0}).scalar()
+            conn.execute(insert(Transition), {"case_id": cid, "seq": 1, "action": "report", "to_state": "reported", "at": now,
+                                              "actor": "bench", "data": {}, "unit_path": "/500100/500154/"})
+            conn.execute(insert(Outbox), {"case_id": cid, "topic": "case.report", "payload": {}, "unit_path": "/500100/500154/",
+                                          "created_at": now})
+        n += 1
+    rate = n / (time.perf_counter() - start)
+    engine.dispose()
+    return rate
+
+
+def count_cases(env: dict) -> int:
+    from sqlalchemy import func, select
+
+    from cityops.core.db import make_engine
+    from cityops.core.settings import Settings
+    from cityops.events.models import Case
+
+    settings = Settings(data_dir=env["CITYOPS_DATA_DIR"], database_url=env.get("CITYOPS_DATABASE_URL", ""), secret_key="x", log_json=False)
+    engine = make_engine(settings)
+    with engine.connect() as c:
+        n = c.execute(select(func.count(Case.id))).scalar()
+    engine.dispose()
+    return n
+
+
+def run_backend(backend: str, args) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-events-{backend}-"))
+    env, cleanup = build(backend, tmp)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "cityops.app:create_app", "--factory", "--host", "127.0.0.1",
+                               "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
+                              env={**os.environ, **env}, cwd=ROOT)
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/api/auth/login", json={"username": "admin", "password": "cityops-demo"})
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        token = r.json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        pts = sample_points(env)
+        before = count_cases(env)
+        asyncio.run(closed_loop(port, headers, pts, 2, 8))  # warm-up
+        lat_c, n_c, err_c, elapsed = asyncio.run(closed_loop(port, headers, pts, args.seconds, args.concurrency))
+        lat_o, n_o, err_o = asyncio.run(open_loop(port, headers, pts, args.seconds, args.rate))
+        created = count_cases(env) - before
+    finally:
+        server.terminate()
+        server.wait(20)
+    raw = raw_insert(env, pts, 5)
+    cleanup()
+    shutil.rmtree(tmp, ignore_errors=True)
+    warm = None  # warm-up cases are counted in `created`; report the check against all 201s
+    return {"backend": backend, "throughput": n_c / elapsed, "closed_p50": pct(lat_c, 0.5), "closed_p99": pct(lat_c, 0.99),
+            "rate": args.rate, "open_p50": pct(lat_o, 0.5), "open_p99": pct(lat_o, 0.99), "errors": err_c + err_o,
+            "raw": raw, "created": created, "answered": n_c + n_o, "warm": warm}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--rate", type=float, default=500)
+    p.add_argument("--backends", default="sqlite,postgis")
+    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    args = p.parse_args()
+    results = [run_backend(b, args) for b in args.backends.split(",")]
+    t = Table(title=f"Case creation over HTTP (locate+route+persist+log+outbox), {os.cpu_count()} cores, "
+              f"{args.workers} server process(es), load generator on the same cores")
+    for col in ("backend", "HTTP cases/s (closed loop)", "p50 / p99 ms", f"p50 / p99 ms at {args.rate:g}/s (open loop)",
+                "raw insert limit cases/s", "HTTP / raw", "errors", "target"):
+        t.add_column(col)
+    for r in results:
+        ok = r["throughput"] >= 1000 and r["open_p99"] < 100
+        t.add_row(r["backend"], f"{r['throughput']:.0f}", f"{r['closed_p50']:.1f} / {r['closed_p99']:.1f}",
+                  f"{r['open_p50']:.1f} / {r['open_p99']:.1f}", f"{r['raw']:.0f}", f"{r['throughput'] / r['raw']:.2f}",
+                  str(r["errors"]), ("PASS" if ok else "FAIL") + " (≥1000/s, p99<100 ms)")
+    console.print(t)
+    for r in results:
+        console.print(f"{r['backend']}: cases in the database grew by {r['created']} (measured answers {r['answered']} + warm-up)")
+
+
+if __name__ == "__main__":
+    main()

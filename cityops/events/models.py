@@ -1,0 +1,129 @@
+"""Tables of the event center: cases (案卷), their append-only transition log, attachments and the outbox.
+
+``event_transitions`` is the record: every action on a case is one immutable row (triggers reject UPDATE
+and DELETE on both backends). The columns of ``event_cases`` that describe progress (state, step
+timestamps, deadline, counters) are a projection of that log, written in the same transaction;
+``cityops.events.workflow.project`` rebuilds them from the log alone, and the tests compare the two.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Double, ForeignKey, Integer, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from cityops.core.db import Base
+from cityops.core.geometry import Geometry
+from cityops.core.types import JSONText, UTCDateTime, utcnow
+
+
+class Case(Base):
+    __tablename__ = "event_cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Public case number, also the Open311 service_request_id.
+    number: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    #: rest, patrol, public, open311, hotline, sensor, task.
+    source: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    #: Idempotency key of the channel (alarm key, 12345 ticket id, client request key); unique per source.
+    external_key: Mapped[str | None] = mapped_column(Text, unique=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    class_code: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    description: Mapped[str | None] = mapped_column(Text)
+    urgency: Mapped[str] = mapped_column(Text, nullable=False, default="normal")
+    state: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    lon: Mapped[float] = mapped_column(Double, nullable=False)
+    lat: Mapped[float] = mapped_column(Double, nullable=False)
+    geom = mapped_column(Geometry("POINT"), nullable=False)
+    address: Mapped[str | None] = mapped_column(Text)
+    grid_code: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    township_code: Mapped[str | None] = mapped_column(Text, index=True)
+    unit_path: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    #: Routing result: the department or, by territorial fallback, the unit that answers for the case.
+    department_code: Mapped[str | None] = mapped_column(Text, index=True)
+    assigned_unit_code: Mapped[str | None] = mapped_column(Text)
+    route: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    reporter: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    reported_by: Mapped[str | None] = mapped_column(Text, index=True)
+    attributes: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    # --- projection of the transition log
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    filed_by: Mapped[str | None] = mapped_column(Text)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    dispatched_by: Mapped[str | None] = mapped_column(Text)
+    dispatch_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Deadline in force (after approved 延期 and 挂账 pauses).
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: While paused (挂账): the working seconds that were left.
+    paused_remaining_s: Mapped[float | None] = mapped_column(Double)
+    returned_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    rework_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    extension_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    supervision_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    escalation_level: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    escalated_to: Mapped[str | None] = mapped_column(Text)
+    due_soon_warned: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    merged_into: Mapped[int | None] = mapped_column(Integer, ForeignKey("event_cases.id"))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Transition(Base):
+    """One immutable entry of a case's history: who did what, when, from which state to which."""
+
+    __tablename__ = "event_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("event_cases.id", ondelete="RESTRICT"), nullable=False, index=True)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    action: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    from_state: Mapped[str | None] = mapped_column(Text)
+    to_state: Mapped[str] = mapped_column(Text, nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    actor_id: Mapped[int | None] = mapped_column(Integer)
+    note: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    lon: Mapped[float | None] = mapped_column(Double)
+    lat: Mapped[float | None] = mapped_column(Double)
+    unit_path: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Attachment(Base):
+    __tablename__ = "event_attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(Integer, ForeignKey("event_cases.id", ondelete="RESTRICT"), nullable=False, index=True)
+    transition_seq: Mapped[int | None] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(Text, nullable=False)
+    content_type: Mapped[str] = mapped_column(Text, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False)
+    #: Relative to the data directory.
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    unit_path: Mapped[str] = mapped_column(Text, nullable=False)
+
+
+class Outbox(Base):
+    """Transactional outbox: one row per case change or reporter notice, written with the change itself,
+    so a crash can never lose a notification; consumers (live stream, notifiers) read it by id."""
+
+    __tablename__ = "event_outbox"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    case_id: Mapped[int] = mapped_column(Integer, nullable=False, index=True)
+    topic: Mapped[str] = mapped_column(Text, nullable=False)
+    recipient: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    unit_path: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,262 @@
+"""Routes of the event center at /api/events: cases, actions, patrol reports with photos, 12345 import,
+duplicates and merge, SLA sweep, evaluation export and a live stream (SSE) of case changes in scope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
+from cityops.events import catalogue, evaluation, service
+from cityops.events.models import Attachment
+
+router = APIRouter(prefix="/api/events", tags=["events"])
+
+
+def _may(principal):
+    return principal.role.allows
+
+
+class CaseIn(BaseModel):
+    class_code: str = Field(description="5-digit class code (e.g. 06010), 'kind:code', or a legacy alias")
+    kind: str | None = Field(default=None, description="component or matter (default: matter, then component)")
+    title: str | None = None
+    description: str | None = None
+    lon: float | None = None
+    lat: float | None = None
+    address: str | None = None
+    address_id: str | None = Field(default=None, description="building (门楼牌) code")
+    unit_code: str | None = None
+    urgency: str = "normal"
+    source: str = Field(default="rest", description="rest, patrol, public, hotline, task")
+    reporter: dict = Field(default_factory=dict)
+    attributes: dict = Field(default_factory=dict)
+    external_key: str | None = Field(default=None, max_length=200, description="idempotency key: a retry returns the same case")
+
+
+@router.get("/classes", summary="Taxonomy (部件/事项) with filing condition, time limits, closing condition")
+def classes(principal=Depends(require("events.read"))) -> list[dict]:
+    return [c.to_dict() for c in catalogue.taxonomy().classes.values()]
+
+
+@router.get("/cases", summary="Cases in your scope: queue by role, state, class, unit subtree, department, search")
+def list_cases(session: DB, principal=Depends(require("events.read")), queue: str | None = None,
+               state: str | None = None, class_code: str | None = None, root: str | None = None,
+               department: str | None = None, q: str | None = Query(None, max_length=100), overdue: bool | None = None,
+               source: str | None = None, format: str = Query("json", pattern="^(json|csv)$"),
+               limit: int = Query(100, ge=1, le=5000), offset: int = Query(0, ge=0)):
+    rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
+                                     department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
+    items = [service.case_dict(c) for c in rows]
+    if format == "csv":
+        import csv
+        import io
+
+        cols = ["number", "state_name", "class_code", "class_name", "title", "urgency", "source", "address", "grid_code",
+                "department_code", "assigned_unit_code", "reported_at", "filed_at", "deadline_at", "closed_at", "sla"]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(items)
+        return Response(("\ufeff" + buf.getvalue()).encode(), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="cases.csv"'})
+    return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+@router.post("/cases", status_code=201, summary="Report a case (REST intake): located, routed, logged")
+def create_case(body: CaseIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("events.report"))) -> dict:
+    if body.source in ("sensor", "open311"):
+        raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
+    with service.write_section(session, ctx.locator) as locator:
+        case = service.create_case(session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
+                                   description=body.description, lon=body.lon, lat=body.lat, address=body.address,
+                                   address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency,
+                                   reporter=body.reporter, attributes=body.attributes,
+                                   external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
+                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+        session.commit()
+    return service.case_dict(case)
+
+
+@router.get("/cases/{number}", summary="A case with its full history, photos, children and the actions allowed now")
+def get_case(number: str, session: DB, principal=Depends(require("events.read"))) -> dict:
+    case = service.get_case(session, principal.scope, number)
+    return service.case_detail(session, case, _may(principal))
+
+
+class ActionIn(BaseModel):
+    note: str | None = Field(default=None, max_length=4000)
+    department_code: str | None = None
+    unit_code: str | None = None
+    extension: str | None = Field(default=None, description="延期 amount, e.g. '4h' or '2d'")
+    rating: int | None = None
+    lon: float | None = None
+    lat: float | None = None
+
+
+@router.post("/cases/{number}/actions/{action}", summary="Take a workflow action; 409 lists the actions allowed now")
+def take_action(number: str, action: str, body: ActionIn, request: Request, session: DB,
+                principal=Depends(require("events.read"))) -> dict:
+    data = {k: v for k, v in body.model_dump().items() if k in ("department_code", "unit_code", "extension", "rating") and v is not None}
+    with service.write_section(session):
+        case = service.get_case(session, principal.scope, number, lock=True)
+        t = service.act(session, case, action, principal.actor(request_id(request)), note=body.note, data=data, lon=body.lon,
+                        lat=body.lat, may=_may(principal))
+        session.commit()
+    detail = service.case_detail(session, case, _may(principal))
+    detail["transition"] = {"seq": t.seq, "action": t.action, "from": t.from_state, "to": t.to_state}
+    return detail
+
+
+async def _read_photos(photos: list[UploadFile] | None) -> list[tuple[str, str, bytes]]:
+    settings = catalogue.settings()
+    photos = [p for p in (photos or []) if p is not None and p.filename]
+    if len(photos) > settings.attachments_per_request:
+        raise InvalidInput(f"at most {settings.attachments_per_request} photos per request", {"field": "photo"})
+    out = []
+    for p in photos:
+        try:
+            data = await read_upload_limited(p, settings.attachment_max_bytes)
+        except PayloadTooLarge:
+            raise PayloadTooLarge(f"photo {p.filename!r} exceeds the {settings.attachment_max_bytes} byte limit") from None
+        service.check_attachment(p.filename, p.content_type or "", data)
+        out.append((p.filename, p.content_type or "", data))
+    return out
+
+
+@router.post("/cases/{number}/attachments", status_code=201, summary="Add photos (JPEG/PNG/WebP, size-checked) to a case")
+async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
+                          photo: Annotated[list[UploadFile], File(description="one or more photos")],
+                          principal=Depends(require("events.report"))) -> dict:
+    case = service.get_case(session, principal.scope, number)
+    photos = await _read_photos(photo)
+    if not photos:
+        raise InvalidInput("no photo sent", {"field": "photo"})
+    with service.write_section(session):
+        case = service.get_case(session, principal.scope, number)
+        saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
+        session.commit()
+    return {"attachments": [{"id": a.id, "filename": a.filename, "size": a.size} for a in saved]}
+
+
+@router.get("/cases/{number}/attachments/{attachment_id}", summary="A case photo")
+def get_attachment(number: str, attachment_id: int, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
+    case = service.get_case(session, principal.scope, number)
+    a = session.scalar(select(Attachment).where(Attachment.id == attachment_id, Attachment.case_id == case.id))
+    if a is None:
+        raise NotFound(f"no attachment {attachment_id} on case {number}")
+    return FileResponse(ctx.settings.data_dir / a.path, media_type=a.content_type)
+
+
+@router.post("/patrol", status_code=201, summary="Grid-worker patrol report (巡查上报) with GPS position and photos")
+async def patrol(request: Request, ctx: Ctx, session: DB, class_code: Annotated[str, Form()],
+                 lon: Annotated[float | None, Form()] = None, lat: Annotated[float | None, Form()] = None,
+                 description: Annotated[str | None, Form()] = None, title: Annotated[str | None, Form()] = None,
+                 address: Annotated[str | None, Form()] = None, urgency: Annotated[str, Form()] = "normal",
+                 client_key: Annotated[str | None, Form(max_length=200)] = None,
+                 photo: Annotated[list[UploadFile] | None, File()] = None,
+                 principal=Depends(require("events.report"))) -> dict:
+    photos = await _read_photos(photo)  # checked before anything is written
+    key = f"patrol:{principal.username}:{client_key}" if client_key else None
+    with service.write_section(session, ctx.locator) as locator:
+        case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
+                                   lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
+                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+        if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
+            for n, t, d in photos:
+                service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
+        session.commit()
+    return service.case_detail(session, case, _may(principal))
+
+
+@router.post("/import/hotline", summary="Import 12345 hotline tickets from CSV (all or nothing; re-import skips known tickets)")
+async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotated[UploadFile, File()],
+                         principal=Depends(require("events.import"))) -> dict:
+    raw = await read_upload_limited(file, ctx.settings.max_upload_bytes)
+    with service.write_section(session, ctx.locator) as locator:
+        result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
+        session.commit()
+    return result
+
+
+@router.get("/cases/{number}/duplicates", summary="Duplicate candidates: same class, near in space and time")
+def duplicates(number: str, session: DB, principal=Depends(require("events.read")),
+               distance_m: float | None = Query(None, gt=0, le=5000), window_hours: float | None = Query(None, gt=0, le=24 * 90)) -> list[dict]:
+    case = service.get_case(session, principal.scope, number)
+    return [dict(service.case_dict(c), distance_m=round(d, 1))
+            for c, d in service.duplicate_candidates(session, principal.scope, case, distance_m=distance_m, window_hours=window_hours)]
+
+
+class MergeIn(BaseModel):
+    children: list[str] = Field(min_length=1, max_length=100)
+
+
+@router.post("/cases/{number}/merge", summary="Merge duplicates into this case; their reporters are informed")
+def merge(number: str, body: MergeIn, request: Request, session: DB, principal=Depends(require("events.intake"))) -> dict:
+    with service.write_section(session):
+        master = service.merge(session, principal.scope, number, body.children, principal.actor(request_id(request)), _may(principal))
+        session.commit()
+    return service.case_detail(session, master, _may(principal))
+
+
+class SweepIn(BaseModel):
+    now: datetime | None = Field(default=None, description="evaluate deadlines as of this time (default: now)")
+
+
+@router.post("/sweep", summary="Run the SLA sweep now: due-soon warnings and escalation of overdue cases in your scope")
+def sweep(body: SweepIn, session: DB, principal=Depends(require("events.sweep"))) -> dict:
+    if body.now is not None and body.now.tzinfo is None:
+        raise InvalidInput("now needs a time zone", {"field": "now"})
+    with service.write_section(session):
+        counts = service.sweep(session, body.now, scope=principal.scope)
+        session.commit()
+    return counts
+
+
+@router.get("/evaluation", summary="Evaluation (绩效评价) by area, department or post over a period; JSON, CSV or XLSX")
+def evaluate(session: DB, start: datetime, end: datetime, group: str = "township",
+             format: str = Query("json", pattern="^(json|csv|xlsx)$"), principal=Depends(require("events.evaluate"))):
+    rows = evaluation.evaluate(session, principal.scope, start, end, group)
+    if format == "csv":
+        return Response(evaluation.to_csv(rows), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="evaluation-{group}.csv"'})
+    if format == "xlsx":
+        return Response(evaluation.to_xlsx(rows),
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                        headers={"Content-Disposition": f'attachment; filename="evaluation-{group}.xlsx"'})
+    return {"start": start.isoformat(), "end": end.isoformat(), "group": group, "items": rows}
+
+
+@router.get("/stream", summary="Live stream (SSE) of case changes in your scope, from the transactional outbox")
+async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.read")),
+                 after: int = Query(0, ge=0, description="last outbox id seen (Last-Event-ID also works)"),
+                 timeout: float = Query(300, ge=0, le=3600, description="seconds to keep the stream open")):
+    last = int(request.headers.get("last-event-id") or after)
+    scope = principal.scope
+
+    async def events():
+        nonlocal last
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            while True:  # drain what is pending, a bounded batch at a time
+                with ctx.sessions() as session:
+                    rows = service.outbox_since(session, scope, last, limit=500)
+                for row in rows:
+                    last = row.id
+                    yield f"id: {row.id}\nevent: {row.topic}\ndata: {json.dumps(row.payload, ensure_ascii=False)}\n\n"
+                if len(rows) < 500:
+                    break
+            if loop.time() >= deadline or await request.is_disconnected():
+                return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

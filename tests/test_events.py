@@ -1,0 +1,632 @@
+"""Event center on both backends: intake, locate and route, every workflow path and illegal action, deadlines
+with 延期 and 挂账, escalation, duplicates and merge, photos, 12345 import, the alarm and task hooks,
+evaluation against hand-computed figures, exports, the live stream and Open311 GeoReport v2 (plain
+spec-conforming calls and the independent ``georeport`` client over a real HTTP server)."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from shapely.geometry import shape
+from sqlalchemy import select, text
+
+from cityops.core import audit
+from cityops.core.errors import Forbidden
+from cityops.events import evaluation, service
+from cityops.events.models import Case, Outbox
+from cityops.events.workflow import STATES, USER_ACTIONS, allowed_actions
+from cityops.identity.scope import Scope
+from tests.conftest import table_counts
+
+CST = ZoneInfo("Asia/Shanghai")
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 200 + b"\xff\xd9"
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 100
+ACTOR = audit.Actor("tester")
+ALL = Scope(all_units=True)
+
+
+def local(*args) -> datetime:
+    return datetime(*args, tzinfo=CST)
+
+
+@pytest.fixture(scope="module")
+def places(api):
+    """Points inside two grids of 义和镇 and one of 大德镇."""
+    admin = api.login("admin")
+    towns = {u["name"]: u["code"] for u in api.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]}
+    out = {"yihe": towns["义和镇"], "dade": towns["大德镇"]}
+    for key, town in (("yihe", towns["义和镇"]), ("dade", towns["大德镇"])):
+        grids = api.get("/api/units", params={"root": town, "level": "grid", "limit": 2}, headers=admin).json()["items"]
+        for i, g in enumerate(grids):
+            geom = shape(api.get(f"/api/units/{g['code']}", params={"geometry": True}, headers=admin).json()["geometry"])
+            p = geom.representative_point()
+            out[f"{key}{i}"] = (p.x, p.y, g["code"])
+    return out
+
+
+def _new(api, places, key="yihe0", class_code="06010", headers=None, **extra) -> dict:
+    lon, lat, _ = places[key]
+    r = api.post("/api/events/cases", headers=headers or api.login("admin"),
+                 json={"class_code": class_code, "lon": lon, "lat": lat, "description": "测试案卷", **extra})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def _act(api, number, action, headers=None, **body):
+    return api.post(f"/api/events/cases/{number}/actions/{action}", headers=headers or api.login("admin"), json=body)
+
+
+# ------------------------------------------------------------------------------------------ intake
+
+def test_create_locates_routes_and_logs(api, places):
+    case = _new(api, places)
+    lon, lat, grid = places["yihe0"]
+    assert case["state"] == "reported" and case["grid_code"] == grid and case["township_code"] == places["yihe"]
+    assert case["unit_path"].endswith(f"/{grid}/")
+    # 06010 暴露垃圾: 区城市管理局 answers for matter:06 over the district.
+    assert case["route"]["mode"] == "auto" and case["route"]["department_code"] == "cgj"
+    detail = api.get(f"/api/events/cases/{case['number']}", headers=api.login("admin")).json()
+    assert [h["action"] for h in detail["history"]] == ["report"]
+    assert detail["allowed_actions"] == ["accept", "void", "merge", "supervise", "comment"]
+
+
+def test_create_by_unit_code_address_and_legacy_code(api, places):
+    _, _, grid = places["yihe1"]
+    case = _new(api, places, class_code="0102", kind="matter", lon=None, lat=None, unit_code=grid)
+    assert case["grid_code"] == grid and case["class_code"] == "06010"
+    admin = api.login("admin")
+    place = api.get("/api/places", params={"q": "老沟湾"}, headers=admin).json()
+    name = (place["items"] if isinstance(place, dict) else place)[0]["name"]
+    r = api.post("/api/events/cases", headers=admin, json={"class_code": "10080", "address": f"太康村6组{name}附近"})
+    assert r.status_code == 201, r.text
+    assert r.json()["township_code"] == places["yihe"]
+    # No department answers for 10080 in the demo: 属地兜底 to the township.
+    assert r.json()["route"]["mode"] == "fallback" and r.json()["route"]["unit_code"] == places["yihe"]
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"class_code": "99999", "lon": 108.4, "lat": 31.2}, 422, "99999"),
+    ({"class_code": "06010"}, 422, "location is required"),
+    ({"class_code": "06010", "lon": 116.4, "lat": 39.9}, 404, "outside the district"),
+    ({"class_code": "06010", "lon": 108.4}, 422, "both lon and lat"),
+    ({"class_code": "06010", "lon": 400, "lat": 31.2}, 422, "out of range"),
+    ({"class_code": "06010", "unit_code": "999999999"}, 422, "unknown unit code"),
+    ({"class_code": "06010", "address": "火星大道1号"}, 422, "no known place"),
+    ({"class_code": "06010", "lon": 108.4, "lat": 31.2, "urgency": "whenever"}, 422, "urgency"),
+    ({"class_code": "06010", "lon": 108.4, "lat": 31.2, "description": "x" * 4001}, 422, "description"),
+    ({"class_code": "06010", "lon": 108.4, "lat": 31.2, "source": "sensor"}, 422, "own entry point"),
+])
+def test_bad_input_is_refused_and_changes_nothing(api, places, body, status, needle):
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases", headers=api.login("admin"), json=body)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["message"] and r.json()["request_id"]
+    assert table_counts(api.store) == before
+
+
+def test_rest_retry_with_the_same_key_is_idempotent(api, places):
+    first = _new(api, places, external_key="retry-1")
+    again = _new(api, places, external_key="retry-1")
+    assert first["number"] == again["number"]
+
+
+def test_patrol_report_with_photos_and_bad_attachments(api, places):
+    headers = api.login("admin")
+    lon, lat, _ = places["yihe0"]
+    r = api.post("/api/events/patrol", headers=headers, data={"class_code": "09006", "lon": str(lon), "lat": str(lat),
+                                                              "description": "占道经营", "client_key": "p-1"},
+                 files=[("photo", ("a.jpg", JPEG, "image/jpeg")), ("photo", ("b.png", PNG, "image/png"))])
+    assert r.status_code == 201, r.text
+    case = r.json()
+    assert case["source"] == "patrol" and len(case["attachments"]) == 2
+    stored = api.store.settings.data_dir / "events" / "attachments" / case["number"]
+    assert len(list(stored.iterdir())) == 2
+    photo = api.get(case["attachments"][0]["url"], headers=headers)
+    assert photo.status_code == 200 and photo.content == JPEG and photo.headers["content-type"] == "image/jpeg"
+    before = table_counts(api.store)
+    bad = [
+        ([("photo", ("x.gif", b"GIF89a....", "image/gif"))], 422, "image/gif"),
+        ([("photo", ("x.jpg", b"not a jpeg at all", "image/jpeg"))], 422, "not a valid image/jpeg"),
+        ([("photo", ("big.jpg", JPEG + b"\x00" * (10 * 1024 * 1024), "image/jpeg"))], 413, "limit"),
+    ]
+    for files, status, needle in bad:
+        r = api.post("/api/events/patrol", headers=headers, data={"class_code": "09006", "lon": str(lon), "lat": str(lat)},
+                     files=files)
+        assert r.status_code == status, r.text
+        assert needle in r.json()["message"]
+    assert table_counts(api.store) == before
+
+
+def test_hotline_csv_import_all_or_nothing_and_idempotent(api, places):
+    headers = api.login("admin")
+    lon, lat, grid = places["yihe1"]
+    good = ("ticket_id,received_at,class_code,title,description,address,lon,lat,unit_code,caller_name,caller_phone,urgency\n"
+            f"H-1,2026-11-20T09:00:00+08:00,06028,噪声,夜间噪声,,{lon},{lat},,张三,13900000001,normal\n"
+            f"H-2,2026-11-20 10:00:00,0101,井盖,井盖缺失,,,,{grid},李四,13900000002,urgent\n")
+    r = api.post("/api/events/import/hotline", headers=headers, files={"file": ("t.csv", good.encode("utf-8-sig"), "text/csv")})
+    assert r.status_code == 200, r.text
+    assert r.json()["created"] == 2
+    r = api.post("/api/events/import/hotline", headers=headers, files={"file": ("t.csv", good.encode(), "text/csv")})
+    assert r.json() == {"created": 0, "skipped": 2, "numbers": []}
+    before = table_counts(api.store)
+    bad = good.replace("H-1", "H-3").replace("H-2", "H-4").replace("06028", "77777")
+    r = api.post("/api/events/import/hotline", headers=headers, files={"file": ("t.csv", bad.encode(), "text/csv")})
+    assert r.status_code == 422 and r.json()["details"][0]["row"] == 2 and "77777" in r.json()["details"][0]["problem"]
+    r = api.post("/api/events/import/hotline", headers=headers, files={"file": ("t.csv", b"name,phone\n", "text/csv")})
+    assert r.status_code == 422 and "ticket_id" in r.json()["message"]
+    r = api.post("/api/events/import/hotline", headers=headers, files={"file": ("t.csv", "\xff\xfe".encode("latin-1"), "text/csv")})
+    assert r.status_code == 422
+    assert table_counts(api.store) == before
+
+
+# ---------------------------------------------------------------------------------------- workflow
+
+def test_happy_path_seven_steps_and_projection_from_log(api, places):
+    number = _new(api, places, reporter={"phone": "13988887777"})["number"]
+    for action, state in (("accept", "accepted"), ("file", "dispatched"), ("start", "in_handling"),
+                          ("feedback", "handled"), ("close", "closed")):
+        r = _act(api, number, action, note="ok")
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == state
+    detail = r.json()
+    assert [h["action"] for h in detail["history"]] == ["report", "accept", "file", "dispatch", "start", "feedback", "close"]
+    assert detail["history"][3]["actor"] == "system:routing" and detail["department_code"] == "cgj"
+    assert detail["deadline_at"] and detail["closed_at"] and detail["allowed_actions"] == []
+    with api.store.sessions() as session:
+        case = session.scalar(select(Case).where(Case.number == number))
+        assert service.verify_projection(session, case) == {}
+        assert service.current_state(session, case) == "closed"
+        told = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.reporter")).all()
+        assert [n.recipient for n in told] == ["13988887777"]
+
+
+def _case_in_state(session, places, state: str) -> Case:
+    lon, lat, _ = places["yihe0"]
+    case = service.create_case(session, source="rest", class_code="06012", lon=lon, lat=lat, actor=ACTOR)
+    paths = {"reported": [], "accepted": ["accept"], "filed": None, "dispatched": ["accept", "file"],
+             "returned": ["accept", "file", "return"], "in_handling": ["accept", "file", "start"],
+             "extension_requested": ["accept", "file", "start", "request_extension"],
+             "backlogged": ["accept", "file", "start", "backlog"], "handled": ["accept", "file", "start", "feedback"],
+             "rework": ["accept", "file", "start", "feedback", "rework"],
+             "closed": ["accept", "file", "start", "feedback", "close"], "void": ["void"]}
+    if state == "filed":
+        case.route = {"mode": "queue", "candidates": ["cgj", "zjw"]}  # an ambiguous route waits for a dispatcher
+        paths["filed"] = ["accept", "file"]
+    for action in paths[state]:
+        service.act(session, case, action, ACTOR, note="n", data={"extension": "1d"} if action == "request_extension" else None)
+    assert case.state == state
+    return case
+
+
+def test_every_illegal_action_gets_409_listing_the_allowed_ones(api, places):
+    headers = api.login("admin")
+    with api.store.sessions() as session:
+        numbers = {state: _case_in_state(session, places, state).number for state in STATES}
+        session.commit()
+    before = table_counts(api.store)
+    for state, number in numbers.items():
+        allowed = allowed_actions(state)
+        for action in USER_ACTIONS:
+            if action in allowed:
+                continue
+            r = _act(api, number, action, headers, note="x")
+            assert r.status_code == 409, (state, action, r.text)
+            assert r.json()["details"] == {"state": state, "allowed": allowed}
+            assert action in r.json()["message"]
+    assert _act(api, numbers["reported"], "teleport", headers).status_code == 422
+    assert table_counts(api.store) == before
+
+
+def test_side_states_return_extension_backlog_rework_void_supervise(api, places):
+    with api.store.sessions() as session:
+        t0 = local(2026, 11, 23, 9, 0)
+        lon, lat, _ = places["yihe0"]
+        case = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
+                                   reported_at=t0 - timedelta(minutes=30))
+        service.act(session, case, "accept", ACTOR, at=t0)
+        service.act(session, case, "file", ACTOR, at=t0)  # auto-dispatched
+        assert case.deadline_at == local(2026, 11, 23, 15, 0).astimezone(UTC)
+        # 回退 then re-dispatch to the township (属地).
+        service.act(session, case, "return", ACTOR, note="非本部门职责", at=t0 + timedelta(minutes=10))
+        assert case.state == "returned" and case.returned_count == 1
+        service.act(session, case, "dispatch", ACTOR, data={"unit_code": places["yihe"]}, at=t0 + timedelta(minutes=20))
+        assert case.assigned_unit_code == places["yihe"] and case.department_code is None
+        service.act(session, case, "start", ACTOR, at=t0 + timedelta(minutes=30))
+        # 延期: request 1 day, approved → deadline moves by 7 working hours (Mon 15:00 → Tue 15:00).
+        service.act(session, case, "request_extension", ACTOR, note="需协调", data={"extension": "1d"}, at=t0 + timedelta(hours=1))
+        service.act(session, case, "approve_extension", ACTOR, at=t0 + timedelta(hours=2))
+        assert case.deadline_at == local(2026, 11, 24, 15, 0).astimezone(UTC) and case.extension_count == 1
+        # A second extension needs leadership (events.approve_long).
+        service.act(session, case, "request_extension", ACTOR, note="再次延期", data={"extension": "2h"}, at=t0 + timedelta(hours=3))
+        township_may = lambda p: p != "events.approve_long"  # noqa: E731
+        with pytest.raises(Forbidden, match="leadership"):
+            service.act(session, case, "approve_extension", ACTOR, may=township_may, at=t0 + timedelta(hours=4))
+        service.act(session, case, "reject_extension", ACTOR, note="不予延期", at=t0 + timedelta(hours=4))
+        assert case.deadline_at == local(2026, 11, 24, 15, 0).astimezone(UTC)
+        # 挂账 at Mon 14:00 (8h left: Mon 14:00-17:30 + Tue to 15:00 = 3.5 + 3.5 + 1 = 8h), resumed Wed 09:00.
+        service.act(session, case, "backlog", ACTOR, note="季节性", at=local(2026, 11, 23, 14, 0))
+        assert case.state == "backlogged" and case.deadline_at is None and case.paused_remaining_s == 8 * 3600
+        service.act(session, case, "resume", ACTOR, at=local(2026, 11, 25, 9, 0))
+        assert case.deadline_at == local(2026, 11, 26, 10, 0).astimezone(UTC)  # Wed 09:00 + 8h: 3 + 3.5 + Thu 1.5
+        service.act(session, case, "supervise", ACTOR, note="领导督办", at=local(2026, 11, 25, 10, 0))
+        service.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 11, 0))
+        service.act(session, case, "rework", ACTOR, note="核查未通过", at=local(2026, 11, 25, 11, 30))
+        service.act(session, case, "start", ACTOR, at=local(2026, 11, 25, 11, 40))
+        service.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 15, 0))
+        service.act(session, case, "close", ACTOR, at=local(2026, 11, 25, 16, 0))
+        assert (case.rework_count, case.supervision_count, case.state) == (1, 1, "closed")
+        assert service.verify_projection(session, case) == {}
+        # 作废 needs a reason.
+        other = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR)
+        with pytest.raises(Exception, match="note"):
+            service.act(session, other, "void", ACTOR)
+        service.act(session, other, "void", ACTOR, note="无效上报")
+        assert other.state == "void" and other.voided_at
+        session.commit()
+
+
+def test_transition_log_is_append_only(api, places):
+    number = _new(api, places)["number"]
+    with api.store.engine.connect() as conn:
+        case_id = conn.execute(text("SELECT id FROM event_cases WHERE number = :n"), {"n": number}).scalar()
+        conn.rollback()
+    for sql in ("UPDATE event_transitions SET actor = 'x' WHERE case_id = :c", "DELETE FROM event_transitions WHERE case_id = :c"):
+        with pytest.raises(Exception, match="append-only"):
+            with api.store.engine.begin() as conn:
+                conn.execute(text(sql), {"c": case_id})
+
+
+def test_permissions_per_action(api, places):
+    number = _new(api, places)["number"]
+    # The grid worker of 太康村 may report and verify but not accept (受理) or dispatch.
+    gw = api.login("gridworker")
+    r = _act(api, number, "accept", gw)
+    assert r.status_code in (403, 404)
+    leader = api.login("leader")
+    r = _act(api, number, "accept", leader)
+    assert r.status_code == 403 and "accept" in r.json()["message"]
+
+
+# --------------------------------------------------------------------------- SLA and escalation
+
+def test_due_soon_then_escalation_one_level_up_per_overdue_period(api, places):
+    with api.store.sessions() as session:
+        lon, lat, grid = places["yihe1"]
+        case = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
+                                   reported_at=local(2025, 3, 10, 8, 0))
+        service.act(session, case, "accept", ACTOR, at=local(2025, 3, 10, 9, 0))
+        service.act(session, case, "file", ACTOR, at=local(2025, 3, 10, 9, 0))  # deadline 15:00, limit 4h
+        mine = Scope(unit_paths=(case.unit_path,))
+        assert service.sweep(session, local(2025, 3, 10, 10, 0), scope=mine) == {"due_soon": 0, "escalated": 0}
+        assert service.sweep(session, local(2025, 3, 10, 14, 30), scope=mine) == {"due_soon": 1, "escalated": 0}
+        assert service.sweep(session, local(2025, 3, 10, 14, 40), scope=mine) == {"due_soon": 0, "escalated": 0}
+        # Overdue by 1h (< one limit): escalated one level up, to the village.
+        assert service.sweep(session, local(2025, 3, 10, 16, 0), scope=mine)["escalated"] == 1
+        assert (case.escalation_level, case.escalated_to) == (1, grid[:12])
+        assert service.sweep(session, local(2025, 3, 10, 16, 30), scope=mine)["escalated"] == 0  # idempotent
+        # Overdue by 4h+ of working time: township.
+        assert service.sweep(session, local(2025, 3, 11, 11, 0), scope=mine)["escalated"] == 1
+        assert (case.escalation_level, case.escalated_to) == (2, grid[:9])
+        notices = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.escalation")
+                                  .order_by(Outbox.id)).all()
+        assert [n.recipient for n in notices] == [f"unit:{grid[:12]}", f"unit:{grid[:9]}"]
+        assert service.verify_projection(session, case) == {}
+        session.commit()
+
+
+# ----------------------------------------------------------------------------------- duplicates
+
+def test_duplicates_and_merge_inform_every_reporter(api, places):
+    headers = api.login("admin")
+    lon, lat, _ = places["yihe1"]
+    numbers = []
+    for i, dlon in enumerate((0.0, 0.0001, 0.0002)):
+        r = api.post("/api/events/cases", headers=headers, json={"class_code": "06042", "lon": lon + dlon, "lat": lat,
+                                                                  "reporter": {"phone": f"1390000000{i}"}})
+        numbers.append(r.json()["number"])
+    far = api.post("/api/events/cases", headers=headers, json={"class_code": "06042", "lon": lon + 0.01, "lat": lat}).json()["number"]
+    cands = api.get(f"/api/events/cases/{numbers[0]}/duplicates", headers=headers).json()
+    found = [c["number"] for c in cands]
+    assert set(numbers[1:]) <= set(found) and far not in found
+    assert cands[0]["distance_m"] <= cands[-1]["distance_m"]
+    r = api.post(f"/api/events/cases/{numbers[0]}/merge", headers=headers, json={"children": numbers[1:]})
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["children"]) == sorted(numbers[1:])
+    for child in numbers[1:]:
+        c = api.get(f"/api/events/cases/{child}", headers=headers).json()
+        assert c["state"] == "void" and c["merged_into"] == r.json()["id"]
+    with api.store.sessions() as session:
+        notices = session.scalars(select(Outbox).where(Outbox.topic == "notify.reporter")).all()
+        assert {"13900000001", "13900000002"} <= {n.recipient for n in notices}
+    # Merging a different class is refused; merging into a void case too.
+    other = _new(api, places, key="yihe1", class_code="06012")["number"]
+    assert api.post(f"/api/events/cases/{numbers[0]}/merge", headers=headers, json={"children": [other]}).status_code == 422
+    assert api.post(f"/api/events/cases/{numbers[1]}/merge", headers=headers, json={"children": [other]}).status_code == 409
+
+
+# ----------------------------------------------------------------------------------------- hooks
+
+def test_alarm_hook_is_idempotent_and_files_at_once(api, places):
+    lon, lat, _ = places["yihe0"]
+    with api.store.sessions() as session:
+        kw = dict(source="sensing", alarm_key="gnss-7:2026-11-23T01:00Z", class_code=None, title="老沟湾位移告警",
+                  description="GNSS 位移速率超阈值", lon=lon, lat=lat, level="橙", evidence={"rate_mm_d": 12.5}, actor=ACTOR)
+        case = service.create_case_from_alarm(session, **kw)
+        session.commit()
+        again = service.create_case_from_alarm(session, **kw)
+        assert again.id == case.id
+        assert case.urgency == "urgent" and case.class_code == "10080" and case.state == "dispatched"
+        assert case.assigned_unit_code == places["yihe"]  # 属地兜底
+        assert case.deadline_at is not None
+        closed = service.close_case(session, case.id, "险情已排除", ACTOR)
+        assert closed.state == "closed"
+        assert service.verify_projection(session, closed) == {}
+        with pytest.raises(Exception, match="level"):
+            service.create_case_from_alarm(session, **dict(kw, alarm_key="k2", level="purple"))
+        session.commit()
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+def test_evaluation_formulas_against_a_hand_computed_example(api, places):
+    """Monday 3 March 2025 in one 义和镇 grid (no other test has cases there then), class 06010 (4 working hours; filed 09:00 → deadline 15:00):
+    A closed on time; B returned once and closed late; C open and overdue; D reworked once and closed on
+    time; E (a public report) backlogged; F reported and voided.
+    filed 5, public filed 1, due 4 (E is 挂账), closed 3, on time 2, handled 3 with 1 rework, dispatched 5 with
+    1 returned, reported 6 with 5 filed. Rates: 结案率 3/4, 按期结案率 2/4, 返工率 1/3, 准确派遣率 4/5,
+    有效上报率 5/6, 监督举报率 1/5, 准确立案率 5/5. Composite 0.1·80 + 0.2·60 + 0.3·75 + 0.4·50 = 62.5."""
+    lon, lat, grid = places["yihe0"]
+    d = lambda h, m=0: local(2025, 3, 3, h, m)  # noqa: E731
+    with api.store.sessions() as session:
+        def new(source="patrol"):
+            c = service.create_case(session, source=source, class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 30))
+            service.act(session, c, "accept", ACTOR, at=d(8, 45))
+            service.act(session, c, "file", ACTOR, at=d(9))
+            return c
+
+        def run(c, *steps):
+            for action, at in steps:
+                service.act(session, c, action, ACTOR, at=at, note="n")
+
+        a, b, _c_open_overdue, dd, e = new(), new(), new(), new(), new("public")
+        run(a, ("start", d(9, 30)), ("feedback", d(11)), ("close", d(11, 30)))
+        run(b, ("return", d(9, 10)))
+        service.act(session, b, "dispatch", ACTOR, at=d(9, 20), data={"unit_code": places["yihe"]})
+        run(b, ("start", d(9, 30)), ("feedback", d(16)), ("close", d(16, 30)))
+        run(dd, ("start", d(9, 30)), ("feedback", d(10)), ("rework", d(10, 30)), ("start", d(10, 40)), ("feedback", d(11)),
+            ("close", d(11, 10)))
+        run(e, ("start", d(9, 30)), ("backlog", d(10)))
+        f = service.create_case(session, source="patrol", class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 40))
+        run(f, ("void", d(8, 50)))
+        session.commit()
+        rows = evaluation.evaluate(session, ALL, local(2025, 3, 3), local(2025, 3, 4), "grid")
+    row = next(r for r in rows if r["key"] == grid)
+    assert {k: row[k] for k in ("reported", "valid_reports", "filed", "public_filed", "due", "closed", "closed_on_time",
+                                "handled", "reworks", "dispatched", "dispatched_on_time", "dispatch_returned", "voided")} == {
+        "reported": 6, "valid_reports": 5, "filed": 5, "public_filed": 1, "due": 4, "closed": 3, "closed_on_time": 2,
+        "handled": 3, "reworks": 1, "dispatched": 5, "dispatched_on_time": 5, "dispatch_returned": 1, "voided": 0}
+    assert row["closure_rate"] == 0.75 and row["ontime_closure_rate"] == 0.5
+    assert row["rework_rate"] == pytest.approx(1 / 3, abs=1e-6) and row["accurate_dispatch_rate"] == 0.8
+    assert row["valid_report_rate"] == pytest.approx(5 / 6, abs=1e-6) and row["public_report_rate"] == 0.2
+    assert row["accurate_filing_rate"] == 1.0 and row["ontime_dispatch_rate"] == 1.0
+    assert row["composite"] == 62.5
+    # The denominator rule: "closed on time / closed" would read 2/3; the overdue open case C counts.
+    assert row["ontime_closure_rate"] != round(2 / 3, 6)
+    # Published worked example (天门): 应结案 972, 结案 911, 按期 737 → 93.72 % and 75.82 %.
+    assert round(911 / 972 * 100, 2) == 93.72 and round(737 / 972 * 100, 2) == 75.82
+    assert evaluation.filed_band_score(0) == 100 and evaluation.filed_band_score(2) == 90 and evaluation.filed_band_score(9) == 0
+
+
+def test_evaluation_api_exports_csv_and_xlsx(api, places):
+    from openpyxl import load_workbook
+
+    headers = api.login("admin")
+    params = {"start": "2025-03-03T00:00:00+08:00", "end": "2025-03-04T00:00:00+08:00", "group": "township"}
+    r = api.get("/api/events/evaluation", headers=headers, params=params)
+    assert r.status_code == 200 and any(i["key"] == places["yihe"] for i in r.json()["items"])
+    r = api.get("/api/events/evaluation", headers=headers, params={**params, "format": "csv"})
+    assert r.status_code == 200 and r.text.lstrip("\ufeff").startswith("key,reported")
+    r = api.get("/api/events/evaluation", headers=headers, params={**params, "format": "xlsx"})
+    ws = load_workbook(io.BytesIO(r.content)).active
+    assert ws["A1"].value == "对象" and any(row[0].value == places["yihe"] for row in ws.iter_rows(min_row=2))
+    for bad in ({**params, "group": "planet"}, {**params, "end": "2025-03-01T00:00:00+08:00"}, {**params, "start": "2025-03-03T00:00:00"}):
+        assert api.get("/api/events/evaluation", headers=headers, params=bad).status_code == 422
+    r = api.get("/api/events/cases", headers=headers, params={"format": "csv", "queue": "to_accept"})
+    assert r.status_code == 200 and "number,state_name" in r.text
+
+
+def test_queues_filters_and_live_stream(api, places):
+    headers = api.login("admin")
+    number = _new(api, places, key="yihe1", class_code="07001")["number"]
+    queue = api.get("/api/events/cases", headers=headers, params={"queue": "to_accept", "class_code": "07001"}).json()
+    assert number in [c["number"] for c in queue["items"]]
+    assert api.get("/api/events/cases", headers=headers, params={"queue": "nope"}).status_code == 422
+    r = api.get("/api/events/stream", headers=headers, params={"timeout": 0})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert number in r.text and "event: case.report" in r.text
+    last = max(int(line[4:]) for line in r.text.splitlines() if line.startswith("id: "))
+    _act(api, number, "accept", headers)
+    r = api.get("/api/events/stream", headers={**headers, "Last-Event-ID": str(last)}, params={"timeout": 0})
+    assert "event: case.accept" in r.text and "case.report" not in r.text
+
+
+# ------------------------------------------------------------------------------------- Open311
+
+def test_open311_plain_calls_json_and_xml(api, places):
+    lon, lat, _ = places["yihe0"]
+    admin = api.login("admin")
+    key = api.post("/api/users/admin/api-keys", headers=admin, json={"name": "open311"}).json()
+    api_key = key.get("api_key") or key.get("token") or key.get("key")
+    r = api.get("/open311/v2/discovery.json")
+    assert r.status_code == 200 and r.json()["endpoints"][0]["specification"] == "http://wiki.open311.org/GeoReport_v2"
+    assert api.get("/open311/v2/discovery.xml").headers["content-type"].startswith("text/xml")
+    services = api.get("/open311/v2/services.json", params={"jurisdiction_id": "500154"}).json()
+    codes = {s["service_code"] for s in services}
+    assert "06010" in codes and "C01001" in codes and all(isinstance(c, str) for c in codes)
+    xml = ET.fromstring(api.get("/open311/v2/services.xml").content)
+    assert xml.tag == "services" and xml.find("service/service_code").text
+    definition = api.get("/open311/v2/services/06010.json").json()
+    assert definition["attributes"][0]["code"] == "urgency"
+    r = api.post("/open311/v2/requests.json", data={"api_key": api_key, "service_code": "06010", "lat": str(lat),
+                                                    "long": str(lon), "description": "路边垃圾", "email": "a@b.cn",
+                                                    "jurisdiction_id": "500154"})
+    assert r.status_code == 200, r.text
+    rid = r.json()[0]["service_request_id"]
+    assert "token" not in r.json()[0]
+    one = api.get(f"/open311/v2/requests/{rid}.json").json()
+    assert len(one) == 1 and one[0]["status"] == "open" and one[0]["service_code"] == "06010"
+    assert "a@b.cn" not in api.get(f"/open311/v2/requests/{rid}.json").text  # no personal data in public reads
+    listed = api.get("/open311/v2/requests.xml", params={"service_request_id": rid})
+    assert ET.fromstring(listed.content).find("request/service_request_id").text == rid
+    # Errors: the standard format, with the right HTTP status.
+    before = table_counts(api.store)
+    cases = [
+        (api.post, "/open311/v2/requests.json", {"data": {"service_code": "06010", "lat": str(lat), "long": str(lon)}}, 403),
+        (api.post, "/open311/v2/requests.json", {"data": {"api_key": "cok_bad", "service_code": "06010", "lat": str(lat), "long": str(lon)}}, 403),
+        (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "98765", "lat": str(lat), "long": str(lon)}}, 404),
+        (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010"}}, 400),
+        (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010", "lat": "39.9", "long": "116.4"}}, 400),
+        (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010", "lat": "x", "long": "y"}}, 400),
+        (api.get, "/open311/v2/services.json", {"params": {"jurisdiction_id": "beijing"}}, 404),
+        (api.get, "/open311/v2/services/99999.json", {}, 404),
+        (api.get, "/open311/v2/requests/nope.json", {}, 404),
+        (api.get, "/open311/v2/tokens/abc.json", {}, 404),
+        (api.get, "/open311/v2/requests.json", {"params": {"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-06-01T00:00:00Z"}}, 400),
+        (api.get, "/open311/v2/requests.json", {"params": {"status": "pending"}}, 400),
+    ]
+    for call, url, kw, status in cases:
+        r = call(url, **kw)
+        assert r.status_code == status, (url, kw, r.text)
+        body = r.json()
+        assert isinstance(body, list) and body[0]["code"] and body[0]["description"], body
+    r = api.get("/open311/v2/services/99999.xml")
+    err = ET.fromstring(r.content)
+    assert r.status_code == 404 and err.tag == "errors" and err.find("error/description").text
+    assert table_counts(api.store) == before
+
+
+def test_open311_scope_of_the_api_key(api, places):
+    """An API key of the 义和镇 outsider cannot file a request in 大德镇 (403, nothing written)."""
+    headers = api.login("admin")
+    r = api.post("/api/users", headers=headers, json={"username": "yihe_311", "password": "yihe-311-pass", "role": "integration",
+                                                      "scope_units": [places["yihe"]]})
+    assert r.status_code == 201, r.text
+    key = api.post("/api/users/yihe_311/api-keys", headers=headers, json={"name": "k"}).json()
+    api_key = key.get("api_key") or key.get("token") or key.get("key")
+    lon, lat, _ = places["dade0"]
+    before = table_counts(api.store)
+    r = api.post("/open311/v2/requests.json", data={"api_key": api_key, "service_code": "06010", "lat": str(lat), "long": str(lon)})
+    assert r.status_code == 403 and r.json()[0]["code"] == "403"
+    assert table_counts(api.store) == before
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_url(api):
+    import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="uvicorn-open311-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}/open311/v2"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_open311_with_the_georeport_client(api, places, live_url):
+    """The independent ``georeport`` client (PyPI) reads services, definitions and requests, JSON and XML."""
+    from georeport import GeoReport
+
+    lon, lat, _ = places["yihe1"]
+    key = api.post("/api/users/admin/api-keys", headers=api.login("admin"), json={"name": "georeport"}).json()
+    api_key = key.get("api_key") or key.get("token") or key.get("key")
+    r = httpx.post(f"{live_url}/requests.xml", data={"api_key": api_key, "service_code": "C01001", "lat": str(lat), "long": str(lon),
+                                                     "attribute[urgency]": "urgent", "jurisdiction_id": "500154"})
+    assert r.status_code == 200, r.text
+    rid = ET.fromstring(r.content).find("request/service_request_id").text
+    for fmt in ("json", "xml"):
+        client = GeoReport(live_url, jurisdiction="500154", output_format=fmt)
+        services = client.get_service_list()
+        assert {"06010", "C01001"} <= {s["service_code"] for s in services}
+        definition = client.get_service_definition("06010")
+        attrs = definition["attributes"]
+        assert attrs
+        got = client.get_service_request(rid)
+        got = got[0] if isinstance(got, list) else got
+        assert got["service_request_id"] == rid and got["status"] == "open" and got["service_code"] == "C01001"
+        listed = client.get_service_requests(service_code="C01001")
+        listed = listed if isinstance(listed, list) else [listed]
+        assert rid in [x["service_request_id"] for x in listed]
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+def test_cli_import_sweep_and_evaluate(api, places, tmp_path):
+    """``cityops events`` as a real subprocess against this backend's store."""
+    import os
+    import subprocess
+    import sys
+
+    settings = api.store.settings
+    env = {**os.environ, "CITYOPS_DATA_DIR": str(settings.data_dir), "CITYOPS_SECRET_KEY": "test-secret",
+           "CITYOPS_LOG_JSON": "false"}
+    if settings.database_url:
+        env["CITYOPS_DATABASE_URL"] = settings.database_url
+    lon, lat, _ = places["yihe1"]
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text(f"ticket_id,received_at,class_code,lon,lat\nCLI-1,2025-06-02T09:00:00+08:00,06010,{lon},{lat}\n", encoding="utf-8")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cityops.cli", "events", *a], env=env, capture_output=True,  # noqa: E731
+                                    text=True, timeout=120)
+    r = run("import-hotline", str(csv_path))
+    assert r.returncode == 0 and "created 1" in r.stdout, r.stderr
+    assert "skipped 1" in run("import-hotline", str(csv_path)).stdout
+    r = run("sweep", "--now", "2000-01-01T00:00:00+08:00")
+    assert r.returncode == 0 and "escalated: 0" in r.stdout, r.stderr
+    out = tmp_path / "eval.xlsx"
+    r = run("evaluate", "2025-06-01T00:00:00+08:00", "2025-07-01T00:00:00+08:00", "--group", "township", "--output", str(out))
+    assert r.returncode == 0 and out.stat().st_size > 1000, r.stderr
+    r = run("sweep", "--now", "2026-01-01T00:00:00")
+    assert r.returncode != 0 and "time zone" in (r.stdout + r.stderr)
+
+
+def test_demo_cases_span_the_workflow_and_match_their_logs(api):
+    with api.store.sessions() as session:
+        cases = session.scalars(select(Case).where(Case.reported_by == "demo:supervisor")).all()
+        assert len(cases) >= 20
+        states = {c.state for c in cases}
+        assert {"closed", "reported"} <= states and len(states) >= 4, states
+        assert all(service.verify_projection(session, c) == {} for c in cases)
+        assert any(c.closed_at and c.closed_at > c.deadline_at for c in cases if c.closed_at and c.deadline_at)
+
+
+def test_department_staff_see_only_their_departments_cases(api, places):
+    """zhujian works for 区住建委 (zjw): a 08004 工地扬尘 case routes there; a 06010 case goes to 城管局."""
+    staff = api.login("zhujian")
+    dust = _new(api, places, class_code="08004")["number"]
+    garbage = _new(api, places, class_code="06010")["number"]
+    for number in (dust, garbage):
+        for action in ("accept", "file"):
+            assert _act(api, number, action).status_code == 200
+    listed = [c["number"] for c in api.get("/api/events/cases", headers=staff, params={"limit": 5000}).json()["items"]]
+    assert dust in listed and garbage not in listed
+    assert api.get(f"/api/events/cases/{garbage}", headers=staff).status_code == 404
+    r = _act(api, dust, "start", staff)
+    assert r.status_code == 200 and r.json()["state"] == "in_handling"
