@@ -21,6 +21,7 @@ from cityops.org.levels import load_levels
 from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
 from cityops.web import routes as web_routes
+from cityops.sensing import routes as sensing_routes, sta_routes as sensing_sta_routes
 
 log = logging.getLogger("cityops")
 
@@ -50,8 +51,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         registry=registry,
     )
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
-    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, web_routes):
+    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, web_routes,
+                   sensing_routes, sensing_sta_routes):
         app.include_router(module.router)
+    from cityops.sensing.service import start_mqtt
+    start_mqtt(app.state)  # SensorThings MQTT when CITYOPS_MQTT_URL is set
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():
         log.warning("web assets missing: run 'make assets' (npm ci) to serve the map page")

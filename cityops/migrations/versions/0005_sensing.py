@@ -1,0 +1,44 @@
+"""Sensing: SensorThings entities, observations, rollups, alarms.
+
+Revision ID: 0005
+Revises: 0003
+"""
+
+from alembic import op
+from sqlalchemy import MetaData
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+_TABLES = ("sta_things", "sta_locations", "sta_thing_locations", "sta_historical_locations",
+           "sta_historical_location_locations", "sta_sensors", "sta_observed_properties", "sta_datastreams",
+           "sta_features", "sta_observations", "sensing_rollups", "sensing_alarms", "sensing_alarm_comments")
+
+
+def _snapshot() -> MetaData:
+    """A frozen copy of this revision's tables (copied from the declarations at the time of writing:
+    later revisions alter them with their own operations, never by editing this one)."""
+    from cityops.core.db import Base
+    from cityops.sensing import models  # noqa: F401
+
+    frozen = MetaData()
+    for name in _TABLES:
+        Base.metadata.tables[name].to_metadata(frozen)
+    return frozen
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    frozen = _snapshot()
+    # units is referenced by sta_things; reflect only what the FK needs.
+    frozen.reflect(bind, only=["units"])
+    frozen.create_all(bind, tables=[frozen.tables[n] for n in _TABLES])
+
+
+def downgrade() -> None:
+    bind = op.get_bind()
+    frozen = _snapshot()
+    frozen.reflect(bind, only=["units"])
+    frozen.drop_all(bind, tables=[frozen.tables[n] for n in _TABLES])

@@ -1,0 +1,121 @@
+"""SensorThings over MQTT against a real broker (Mosquitto): Observations in on the create topics,
+entity changes out on the subscription topics (standards.md §6.4).
+
+In: ``v1.1/Observations``, ``v1.1/Datastreams({id})/Observations``, ``v1.1/FeaturesOfInterest({id})/Observations``.
+Messages go through the same validation and bounded ingest queue as HTTP. The QoS 1 PUBACK is sent only
+after the observation is committed (paho's manual acknowledgement), and a full queue blocks the network
+loop, so the broker stops delivering and publishers slow down: nothing is dropped.
+
+The broker authenticates devices; on this interface every Datastream is addressable (the HTTP API adds
+per-principal scope).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+from sqlalchemy import select
+
+from cityops.core.errors import CityOpsError
+from cityops.sensing import sta
+from cityops.sensing.models import Observation
+
+log = logging.getLogger("cityops.sensing.mqtt")
+_DS_TOPIC = re.compile(r"^v1\.1/Datastreams\((\d+)\)/Observations$")
+_FOI_TOPIC = re.compile(r"^v1\.1/FeaturesOfInterest\((\d+)\)/Observations$")
+
+
+class MqttBridge:
+    def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True):
+        self.ingestor = ingestor
+        self.url = url
+        self.base_url = base_url
+        u = urlparse(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.rejected = 0
+        self.received = 0
+        self.publish_ingested = publish_ingested
+        self._connected = threading.Event()
+        ingestor.on_committed.append(self._after_commit)
+
+    def start(self, timeout: float = 10) -> None:
+        self.client.connect(self.host, self.port, keepalive=30)
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+        if self._after_commit in self.ingestor.on_committed:
+            self.ingestor.on_committed.remove(self._after_commit)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        client.subscribe([("v1.1/Observations", 1), ("v1.1/Datastreams/+", 1), ("v1.1/+/Observations", 1)])
+        self._connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        self.received += 1
+        topic = msg.topic
+        try:
+            data = json.loads(msg.payload)
+            if not isinstance(data, dict):
+                raise ValueError("payload is not a JSON object")
+            m = _DS_TOPIC.match(topic)
+            if m:
+                data["Datastream"] = {"@iot.id": int(m.group(1))}
+            elif not (topic == "v1.1/Observations" or _FOI_TOPIC.match(topic)):
+                client.ack(msg.mid, msg.qos)
+                return
+            rows, metas = self.ingestor.validate([data])
+            # Blocks while the queue is full: the network loop stops reading, the broker holds the rest.
+            future = self.ingestor.submit(rows, metas, block=True)
+        except (CityOpsError, ValueError, TypeError) as exc:
+            self.rejected += 1
+            log.warning("MQTT observation on %s rejected: %s", topic, getattr(exc, "message", exc))
+            client.ack(msg.mid, msg.qos)  # a bad message is refused for good, not redelivered for ever
+            return
+        future.add_done_callback(lambda f: f.exception() is None and client.ack(msg.mid, msg.qos))
+
+    # ------------------------------------------------------------------------------------------ publish
+    def publish(self, topic: str, payload: dict) -> None:
+        self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=0)
+
+    def publish_entity(self, set_name: str, data: dict, row, session=None, changed: set | None = None) -> None:
+        """The complete entity on ``v1.1/{Set}`` and ``v1.1/{Set}({id})``, each changed property on its topic,
+        and on the navigation topics that reach it."""
+        self.publish(f"v1.1/{set_name}", data)
+        self.publish(f"v1.1/{set_name}({row.id})", data)
+        for prop in changed or ():
+            if prop in data:
+                self.publish(f"v1.1/{set_name}({row.id})/{prop}", {prop: data[prop]})
+        if set_name == "Observations":
+            self.publish(f"v1.1/Datastreams({row.datastream_id})/Observations", data)
+            if row.foi_id:
+                self.publish(f"v1.1/FeaturesOfInterest({row.foi_id})/Observations", data)
+        elif set_name == "Datastreams":
+            self.publish(f"v1.1/Things({row.thing_id})/Datastreams", data)
+        elif set_name == "HistoricalLocations":
+            self.publish(f"v1.1/Things({row.thing_id})/HistoricalLocations", data)
+
+    def _after_commit(self, rows, metas, changes) -> None:
+        if not self.publish_ingested or not rows:
+            return
+        by_ds: dict[int, set[int]] = {}
+        for r in rows:
+            by_ds.setdefault(r.datastream_id, set()).add(r.t_ms)
+        with self.ingestor.sessions() as session:
+            for ds_id, times in by_ds.items():
+                for obs in session.scalars(select(Observation).where(Observation.datastream_id == ds_id,
+                                                                     Observation.t_ms >= min(times), Observation.t_ms <= max(times))):
+                    if obs.t_ms in times:
+                        self.publish_entity("Observations", sta.entity_json(self.base_url, "Observations", obs), obs)
