@@ -16,6 +16,7 @@ PERMISSIONS = frozenset(
         "departments.read", "departments.write", "people.read", "people.write",
         "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
+        "sensing.read", "sensing.write", "sensing.ingest", "sensing.alarms",
     }
 )
 

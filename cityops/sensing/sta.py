@@ -17,9 +17,10 @@ from odata_query import ast as oast
 from odata_query import exceptions as oex
 from odata_query.grammar import ODataLexer, ODataParser
 from odata_query.sqlalchemy.core import AstToSqlAlchemyCoreVisitor
-from sqlalchemy import Float, and_, cast, delete, func, literal, select
+from sqlalchemy import Float, Text, and_, cast, delete, func, literal, select
 from sqlalchemy.orm import Session
 
+from cityops.core import audit
 from cityops.core.errors import CityOpsError, Forbidden, InvalidInput, NotFound
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
@@ -185,10 +186,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
             raise InvalidInput("$filter: only paths into properties/…, parameters/… and unitOfMeasurement/… are supported")
         column = self._column(owner.name)
         if self.dialect == "postgresql":
-            expr = column
-            for p in parts[:-1]:
-                expr = expr.op("->")(p)
-            return expr.op("->>")(parts[-1])
+            return func.jsonb_extract_path_text(column, *[literal(p, Text) for p in parts])
         return func.json_extract(column, "$." + ".".join(parts))
 
     def visit_DateTime(self, node):
@@ -567,6 +565,9 @@ class Writer:
         self.session.add(row)
         self.session.flush()
         self.created.append((set_name, row))
+        if set_name != "Observations":  # observations are data, not configuration: counted, not audited one by one
+            audit.record(self.session, audit.Actor(self.actor), "sta.create", SETS[set_name].singular, str(row.id),
+                         after={"name": getattr(row, "name", None)}, unit_path=getattr(row, "unit_path", None))
         return row
 
     # --- Things, Locations
@@ -801,7 +802,7 @@ def require_write(ctx: Ctx, set_name: str, row) -> None:
     ctx.scope.require_covers(row.unit_path, f"{SETS[set_name].singular}({row.id})")
 
 
-def update(ctx: Ctx, set_name: str, row, data: dict, replace: bool = False) -> None:
+def update(ctx: Ctx, set_name: str, row, data: dict, replace: bool = False, actor: str = "system") -> None:
     """PATCH (merge) or PUT (replace) the plain properties of an entity."""
     if not isinstance(data, dict):
         raise StaBadRequest("the body must be a JSON object")
@@ -840,11 +841,16 @@ def update(ctx: Ctx, set_name: str, row, data: dict, replace: bool = False) -> N
     if set_name == "Things" and "Locations" in data:
         w = Writer(ctx)
         w.link_locations(row, [w.location_ref(loc, row.unit_path) for loc in data["Locations"]])
+    if set_name != "Observations":
+        audit.record(ctx.session, audit.Actor(actor), "sta.replace" if replace else "sta.update", e.singular, str(row.id),
+                     after={k: v for k, v in data.items() if not k.startswith("@")}, unit_path=getattr(row, "unit_path", None))
     ctx.session.flush()
 
 
-def delete_entity(ctx: Ctx, set_name: str, row) -> None:
+def delete_entity(ctx: Ctx, set_name: str, row, actor: str = "system") -> None:
     require_write(ctx, set_name, row)
+    audit.record(ctx.session, audit.Actor(actor), "sta.delete", SETS[set_name].singular, str(row.id),
+                 unit_path=getattr(row, "unit_path", None))
     if set_name in ("Sensors", "ObservedProperties"):
         col = Datastream.sensor_id if set_name == "Sensors" else Datastream.observed_property_id
         # Integrity rule: deleting a Sensor/ObservedProperty deletes the Datastreams that need it.

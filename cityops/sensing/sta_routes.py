@@ -155,12 +155,12 @@ async def resources(path: str, request: Request, ctx: Ctx, session: DB):
         raise sta.StaBadRequest(f"{request.method} needs one entity: {resolved.set_name}(id)")
     row = sta.get_one(c, resolved.set_name, resolved.entity_id)
     if request.method == "DELETE":
-        sta.delete_entity(c, resolved.set_name, row)
+        sta.delete_entity(c, resolved.set_name, row, principal.username)
         session.commit()
         runtime(request.app.state).metas.forget()
         return Response(status_code=200)
     body = await _json_body(request)
-    sta.update(c, resolved.set_name, row, body, replace=request.method == "PUT")
+    sta.update(c, resolved.set_name, row, body, replace=request.method == "PUT", actor=principal.username)
     out = sta.entity_json(c.base, resolved.set_name, row)
     if resolved.set_name == "Observations":
         ds = {row.datastream_id}
