@@ -139,13 +139,36 @@ def check(meta: StreamMeta, result, phenomenon_time, result_time=None, unit: str
 
 # ------------------------------------------------------------------------------------------- write path
 
-def _insert(session: Session, rows: list[Row]) -> None:
+def foi_for(session: Session, ds_id: int, cache: dict | None = None) -> int | None:
+    """The FeatureOfInterest of observations that name none: made (once) from the Thing's Location."""
+    if cache is not None and ds_id in cache:
+        return cache[ds_id]
+    from cityops.sensing.models import FeatureOfInterest, Location, ThingLocation
+
+    ds = session.get(Datastream, ds_id)
+    loc = session.scalar(select(Location).join(ThingLocation, ThingLocation.location_id == Location.id)
+                         .where(ThingLocation.thing_id == ds.thing_id).order_by(Location.id))
+    foi_id = None
+    if loc is not None:
+        foi_id = session.scalar(select(FeatureOfInterest.id).where(FeatureOfInterest.location_id == loc.id))
+        if foi_id is None:
+            foi = FeatureOfInterest(name=loc.name, description=loc.description, encoding_type=loc.encoding_type,
+                                    feature=loc.location, location_id=loc.id, unit_path=loc.unit_path)
+            session.add(foi)
+            session.flush()
+            foi_id = foi.id
+    if cache is not None and foi_id is not None:
+        cache[ds_id] = foi_id
+    return foi_id
+
+
+def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> None:
     dialect = session.get_bind().dialect.name
     ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(Observation.__table__)
     stmt = ins.on_conflict_do_nothing(index_elements=["datastream_id", "t_ms"])
     session.execute(stmt, [{"datastream_id": r.datastream_id, "t_ms": r.t_ms, "t_end_ms": r.t_end_ms,
-                            "result_time_ms": r.result_time_ms, "result_num": r.value, "result_json": r.result_json}
-                           for r in rows])
+                            "result_time_ms": r.result_time_ms, "result_num": r.value, "result_json": r.result_json,
+                            "foi_id": fois.get(r.datastream_id)} for r in rows])
 
 
 def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None) -> list:
@@ -153,7 +176,9 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
     The caller commits."""
     if not rows:
         return []
-    _insert(session, rows)
+    cache = engine_state.fois if engine_state is not None else {}
+    fois = {ds_id: foi_for(session, ds_id, cache) for ds_id in metas}
+    _insert(session, rows, fois)
     return post_process(session, rows, metas, engine_state)
 
 

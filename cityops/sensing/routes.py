@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
@@ -16,6 +16,7 @@ from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.web import DB, require
 from cityops.sensing import alarms, catalog, timeseries
 from cityops.sensing.models import Datastream, Thing
+from cityops.sensing.ingest import Backpressure
 from cityops.sensing.service import runtime
 from cityops.sensing.timeutil import iso, now_ms, parse_instant
 
@@ -38,7 +39,12 @@ async def ingest_bulk(body: BulkIn, request: Request, principal=Depends(require(
     if not body.observations:
         raise InvalidInput("no observations")
     rows, metas = await asyncio.to_thread(ing.validate, body.observations, principal.scope)
-    future = ing.submit(rows, metas)
+    try:
+        future = ing.submit(rows, metas)
+    except Backpressure as exc:
+        return JSONResponse({"error": exc.code, "message": exc.message, "details": exc.details,
+                             "request_id": getattr(request.state, "request_id", "")},
+                            status_code=503, headers={"Retry-After": "1"})
     await asyncio.wrap_future(future)
     return {"accepted": len(rows), "pending": ing.pending}
 

@@ -25,6 +25,8 @@ class EngineState:
 
     open: dict[str, str] = field(default_factory=dict)
     loaded: bool = False
+    #: FeatureOfInterest per datastream for observations that name none (see ingest.foi_for)
+    fois: dict[int, int] = field(default_factory=dict)
 
     def load(self, session: Session) -> None:
         if not self.loaded:
