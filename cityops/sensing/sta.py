@@ -542,7 +542,8 @@ def _require(set_name: str, data: dict) -> None:
 
 
 def _link_id(data) -> int | None:
-    if isinstance(data, dict) and "@iot.id" in data and len([k for k in data if not k.startswith("@")]) == 0:
+    # An object carrying @iot.id names an existing entity (other properties in it are ignored, as FROST does).
+    if isinstance(data, dict) and "@iot.id" in data:
         try:
             return int(data["@iot.id"])
         except (TypeError, ValueError):
