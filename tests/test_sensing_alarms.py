@@ -171,6 +171,9 @@ def test_case_is_opened_at_the_configured_level_or_logged_when_absent(api, yihe,
     calls = []
     fake = types.ModuleType("cityops.events.service")
     fake.create_case_from_alarm = lambda session, **kw: calls.append(kw) or "CASE-1"
+    from cityops.sensing import escalation
+
+    monkeypatch.setattr(escalation, "_warned", [])
     with api.store.sessions() as s:
         caplog.set_level("WARNING", "cityops.sensing.escalation")
         a = alarms.raise_alarm(s, key="case:test", severity="orange", title="橙色告警", unit_code=yihe, risk_point_code="RP-2",

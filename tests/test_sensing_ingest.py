@@ -270,6 +270,11 @@ def test_mqtt_create_on_the_three_topics_and_receive_updates(api, gauge, bridge)
                    (f"v1.1/Things({gauge['thing']})/description", 1)])
     time.sleep(0.3)
     pub = _client("pub")
+    _post_one = api.post(f"{STA}/Datastreams({ds})/Observations", json={"phenomenonTime": "2026-07-19T00:00:00Z", "result": 1.0},
+                         headers=admin)
+    assert _post_one.status_code == 201
+    time.sleep(0.3)
+    received.clear()
     foi = api.get(f"{STA}/Datastreams({ds})/Observations", params={"$top": 1, "$expand": "FeatureOfInterest"},
                   headers=admin).json()["value"][0]["FeatureOfInterest"]["@iot.id"]
     before = _count(api, ds)
@@ -286,6 +291,7 @@ def test_mqtt_create_on_the_three_topics_and_receive_updates(api, gauge, bridge)
     assert _wait(lambda: _count(api, ds) == before + 3)
     assert _wait(lambda: bridge.rejected >= 2)
     time.sleep(0.3)
+    assert bridge.rejected == 2  # the bridge never hears its own publications as new observations
     assert _count(api, ds) == before + 3  # the impossible value and the malformed message were refused
     last = api.get(f"{STA}/Observations", params={"$orderby": "phenomenonTime desc", "$top": 1,
                                                     "$filter": f"phenomenonTime lt 2026-07-21T00:00:00Z and phenomenonTime gt 2026-07-19T00:00:00Z"},

@@ -11,6 +11,7 @@ import logging
 from sqlalchemy.orm import Session
 
 log = logging.getLogger("cityops.sensing.escalation")
+_warned: list[bool] = []
 
 #: Event class of a case opened from a sensing alarm, by device type (domain.md §2 codes).
 CLASS_BY_DEVICE = {"site_monitor": "08004", "water_level": "emergency", "tilt_meter": "emergency",
@@ -22,7 +23,9 @@ def open_case(session: Session, alarm, *, device_type: str | None = None, actor:
     try:
         from cityops.events.service import create_case_from_alarm  # noqa: PLC0415 - optional capability
     except ImportError:
-        log.warning("event center not installed: alarm %s (%s) opened no case", alarm.key, alarm.severity)
+        # Said once per process at warning level (then at debug), so a storm of alarms does not flood the log.
+        (log.debug if _warned else log.warning)("event center not installed: alarm %s (%s) opened no case", alarm.key, alarm.severity)
+        _warned.append(True)
         return None
     case = create_case_from_alarm(
         session, source="sensing", alarm_key=alarm.key, class_code=CLASS_BY_DEVICE.get(device_type or "", "emergency"),

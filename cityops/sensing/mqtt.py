@@ -37,7 +37,9 @@ class MqttBridge:
         self.base_url = base_url
         u = urlparse(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+        # MQTT 5: the create and the notification topics are the same (v1.1/Observations), so the bridge
+        # subscribes with "no local" and never hears its own publications as new observations.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
@@ -48,7 +50,12 @@ class MqttBridge:
         ingestor.on_committed.append(self._after_commit)
 
     def start(self, timeout: float = 10) -> None:
-        self.client.connect(self.host, self.port, keepalive=30)
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
         if not self._connected.wait(timeout):
             raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
@@ -60,7 +67,10 @@ class MqttBridge:
             self.ingestor.on_committed.remove(self._after_commit)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        client.subscribe([("v1.1/Observations", 1), ("v1.1/Datastreams/+", 1), ("v1.1/+/Observations", 1)])
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        opts = SubscribeOptions(qos=1, noLocal=True)
+        client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts)])
         self._connected.set()
 
     def _on_message(self, client, userdata, msg):

@@ -105,6 +105,8 @@ def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
             return None, {}, latest.t_ms
         return worst, {"value": worst_row.value, "unit": meta.symbol, "at": to_datetime(worst_row.t_ms).isoformat()}, worst_row.t_ms
     if rule.kind == "rate":
+        if rule.min_value is not None and latest.value < rule.min_value:
+            return None, {}, latest.t_ms  # below the level where a rise matters: no query needed
         window = int(rule.window_minutes * 60_000)
         before = session.execute(select(Observation.t_ms, Observation.result_num)
                                  .where(Observation.datastream_id == meta.id, Observation.t_ms <= latest.t_ms - window,
