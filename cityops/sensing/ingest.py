@@ -162,24 +162,40 @@ def foi_for(session: Session, ds_id: int, cache: dict | None = None) -> int | No
     return foi_id
 
 
-def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> None:
+def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
+    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored."""
     dialect = session.get_bind().dialect.name
-    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(Observation.__table__)
-    stmt = ins.on_conflict_do_nothing(index_elements=["datastream_id", "t_ms"])
-    session.execute(stmt, [{"datastream_id": r.datastream_id, "t_ms": r.t_ms, "t_end_ms": r.t_end_ms,
+    table = Observation.__table__
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    stmt = ins.on_conflict_do_nothing(index_elements=["datastream_id", "t_ms"]).returning(table.c.id, table.c.datastream_id,
+                                                                                            table.c.t_ms)
+    return [tuple(r) for r in session.connection().execute(stmt, [{"datastream_id": r.datastream_id, "t_ms": r.t_ms, "t_end_ms": r.t_end_ms,
                             "result_time_ms": r.result_time_ms, "result_num": r.value, "result_json": r.result_json,
-                            "foi_id": fois.get(r.datastream_id)} for r in rows])
+                            "foi_id": fois.get(r.datastream_id)} for r in rows])]
 
 
-def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None) -> list:
-    """Store ``rows`` (resends skipped), then rollups, datastream state and rules. Returns alarm changes.
+@dataclass
+class BatchResult:
+    #: (id, datastream_id, t_ms) of the observations stored (resends are not in it)
+    inserted: list[tuple[int, int, int]]
+    #: alarm keys raised or cleared: (key, severity or None)
+    changes: list
+    fois: dict[int, int | None]
+
+
+def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None) -> BatchResult:
+    """Store ``rows`` (resends skipped), then rollups, datastream state and rules for what was stored.
     The caller commits."""
     if not rows:
-        return []
+        return BatchResult([], [], {})
     cache = engine_state.fois if engine_state is not None else {}
     fois = {ds_id: foi_for(session, ds_id, cache) for ds_id in metas}
-    _insert(session, rows, fois)
-    return post_process(session, rows, metas, engine_state)
+    inserted = _insert(session, rows, fois)
+    if len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
+        new = {(ds, t) for _, ds, t in inserted}
+        rows = [r for r in rows if (r.datastream_id, r.t_ms) in new]
+    changes = post_process(session, rows, metas, engine_state) if rows else []
+    return BatchResult(inserted, changes, fois)
 
 
 def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None) -> list:
@@ -319,10 +335,10 @@ class Ingestor:
         metas = {}
         for it in batch:
             metas.update(it.metas)
-        changes = []
+        result = None
         try:
             with self.sessions() as session:
-                changes = write_batch(session, rows, metas, self.state)
+                result = write_batch(session, rows, metas, self.state)
                 session.commit()
         except Exception as exc:  # the whole batch failed: every submitter hears it, nothing is acknowledged
             log.exception("ingest batch failed")
@@ -338,7 +354,7 @@ class Ingestor:
                 it.future.set_result(len(it.rows))
             for hook in self.on_committed:
                 try:
-                    hook(rows, metas, changes)
+                    hook(rows, metas, result)
                 except Exception:  # a notification failure must not undo an acknowledged write
                     log.exception("post-commit hook failed")
         finally:

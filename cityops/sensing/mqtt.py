@@ -19,11 +19,10 @@ import threading
 from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import select
 
 from cityops.core.errors import CityOpsError
 from cityops.sensing import sta
-from cityops.sensing.models import Observation
+from cityops.sensing.timeutil import iso, iso_interval
 
 log = logging.getLogger("cityops.sensing.mqtt")
 _DS_TOPIC = re.compile(r"^v1\.1/Datastreams\((\d+)\)/Observations$")
@@ -55,6 +54,9 @@ class MqttBridge:
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
+        # Unacknowledged deliveries the broker may have in flight to us: acknowledgement waits for the commit,
+        # so a wide window is what lets one transaction carry many messages.
+        props.ReceiveMaximum = 20_000
         self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
         if not self._connected.wait(timeout):
@@ -117,15 +119,23 @@ class MqttBridge:
         elif set_name == "HistoricalLocations":
             self.publish(f"v1.1/Things({row.thing_id})/HistoricalLocations", data)
 
-    def _after_commit(self, rows, metas, changes) -> None:
-        if not self.publish_ingested or not rows:
+    def _after_commit(self, rows, metas, result) -> None:
+        """Publish each stored observation on its set and navigation topics (built from the batch, no re-read)."""
+        if not self.publish_ingested or result is None or not result.inserted:
             return
-        by_ds: dict[int, set[int]] = {}
-        for r in rows:
-            by_ds.setdefault(r.datastream_id, set()).add(r.t_ms)
-        with self.ingestor.sessions() as session:
-            for ds_id, times in by_ds.items():
-                for obs in session.scalars(select(Observation).where(Observation.datastream_id == ds_id,
-                                                                     Observation.t_ms >= min(times), Observation.t_ms <= max(times))):
-                    if obs.t_ms in times:
-                        self.publish_entity("Observations", sta.entity_json(self.base_url, "Observations", obs), obs)
+        values = {(r.datastream_id, r.t_ms): r for r in rows}
+        base = self.base_url
+        for obs_id, ds_id, t_ms in result.inserted:
+            r = values[(ds_id, t_ms)]
+            link = f"{base}/Observations({obs_id})"
+            data = {"@iot.id": obs_id, "@iot.selfLink": link, "phenomenonTime": iso_interval(r.t_ms, r.t_end_ms),
+                    "resultTime": iso(r.result_time_ms), "result": r.result_json if r.result_json is not None else r.value,
+                    "resultQuality": None, "validTime": None, "parameters": None,
+                    "Datastream@iot.navigationLink": f"{link}/Datastream",
+                    "FeatureOfInterest@iot.navigationLink": f"{link}/FeatureOfInterest"}
+            payload = json.dumps(data, ensure_ascii=False)
+            self.client.publish("v1.1/Observations", payload, qos=0)
+            self.client.publish(f"v1.1/Datastreams({ds_id})/Observations", payload, qos=0)
+            foi = result.fois.get(ds_id)
+            if foi:
+                self.client.publish(f"v1.1/FeaturesOfInterest({foi})/Observations", payload, qos=0)

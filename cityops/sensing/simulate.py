@@ -85,10 +85,12 @@ def storm_steps(streams: Streams, *, start_ms: int = DEFAULT_START, hours: int =
     gnss_factor = {ds: rng.uniform(0.7, 1.1) for ds in streams.gnss}
     step = step_minutes * 60_000
     for k in range(1, hours * 60 // step_minutes + 1):
-        t = start_ms + k * step
-        h = (t - start_ms) / HOUR
+        # Devices report 30 s after the mark (as real loggers do), so a storm laid over the demo's hourly
+        # quiet-day history adds readings instead of colliding with them (a resend would be skipped).
+        t = start_ms + k * step + 30_000
+        h = (k * step) / HOUR
         rows = []
-        if (t - start_ms) % HOUR == 0:  # gauges report hourly totals
+        if (k * step) % HOUR == 0:  # gauges report hourly totals
             for ds, f in rain_factor.items():
                 rows.append(ingest.Row(ds, t, None, None, round(rainfall(h - 0.5, f) + rng.uniform(0, 0.4), 1)))
         for ds, f in gnss_factor.items():
