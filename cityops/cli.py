@@ -457,9 +457,6 @@ def users_token(
     _run(body)
 
 
-if __name__ == "__main__":
-    app()
-
 
 # --- sensing: 物联感知 -------------------------------------------------------------------------------
 simulate_app = typer.Typer(help="Synthesise sensor streams over the demo district", no_args_is_help=True)
@@ -494,3 +491,31 @@ def simulate_storm_cmd(
         console.print(json.dumps(summary, ensure_ascii=False))
 
     _run(body)
+
+
+@app.command("sensing-maintain")
+def sensing_maintain(
+    data_dir: Optional[Path] = DataDir,
+    retention: bool = typer.Option(True, "--retention/--no-retention", help="Also delete data past each tier's retention"),
+) -> None:
+    """Periodic sensing work (run from cron/systemd every few minutes): no-signal alarms, escalation of
+    unacknowledged alarms, retention per time-series tier."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.sensing import alarms, rules, timeseries
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            silent = rules.check_no_signal(session)
+            escalated = alarms.escalate_overdue(session)
+            removed = timeseries.apply_retention(session) if retention else {}
+            session.commit()
+        console.print(json.dumps({"no_signal": len([c for c in silent if c[1]]), "recovered": len([c for c in silent if not c[1]]),
+                                  "escalated": len(escalated), "removed": removed}, ensure_ascii=False))
+
+    _run(body)
+
+
+if __name__ == "__main__":
+    app()

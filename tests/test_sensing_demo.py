@@ -3,6 +3,7 @@ alarms up through the levels at 老沟湾 and across 义和镇's rain gauges."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from cityops.sensing import simulate
@@ -40,3 +41,43 @@ def test_storm_is_deterministic_and_raises_the_levels(demo_store):
     assert slope["crack_width"].peak_severity == "red" and slope["crack_with_tilt"].severity == "red"
     assert rain and max(r.peak_severity for r in rain) in ("orange", "yellow")
     assert all("/500154101/" in r.unit_path or r.unit_path.startswith("/500154/") for r in rain)
+
+
+def test_simulate_cli_runs_the_storm_and_refuses_bad_options(demo_store, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if demo_store.backend != "sqlite":
+        pytest.skip("the CLI is backend-agnostic; run once, on the embedded store")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
+    env.update(COLUMNS="200", NO_COLOR="1", PYTHONIOENCODING="utf-8", CITYOPS_LOG_JSON="false")
+    cli = [sys.executable, "-m", "cityops.cli", "simulate", "storm", "--data-dir", str(demo_store.settings.data_dir)]
+    ok = subprocess.run([*cli, "--hours", "2", "--start", "2026-08-01T00:00:00+08:00"], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout.strip().splitlines()[-1])
+    assert summary["observations"] > 0 and summary["gnss"] == 3
+    bad = subprocess.run([*cli, "--url", "http://127.0.0.1:9"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "--token" in bad.stderr
+    bad = subprocess.run([*cli, "--start", "tomorrow"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "tomorrow" in bad.stderr
+
+
+def test_maintenance_command_flags_silent_devices(demo_store):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if demo_store.backend != "sqlite":
+        pytest.skip("the CLI is backend-agnostic; run once, on the embedded store")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
+    env.update(COLUMNS="200", NO_COLOR="1", PYTHONIOENCODING="utf-8", CITYOPS_LOG_JSON="false")
+    r = subprocess.run([sys.executable, "-m", "cityops.cli", "sensing-maintain", "--data-dir", str(demo_store.settings.data_dir)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    # The demo's history ends within the last hour: no GNSS station is silent yet, and nothing is old enough to drop.
+    assert out["no_signal"] == 0 and out["removed"] == {"raw": 0, "1m": 0, "1h": 0}

@@ -123,7 +123,8 @@ def _finish(request: Request, session, writer: "sta.Writer") -> None:
             bridge.publish_entity(set_name, sta.entity_json(bridge.base_url, set_name, row), row, session)
 
 
-@router.api_route(ROOT + "/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"], summary="SensorThings resources")
+@router.api_route(ROOT + "/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"], summary="SensorThings resources",
+                  include_in_schema=False)  # one handler for the whole STA grammar; OpenAPI cannot describe it
 async def resources(path: str, request: Request, ctx: Ctx, session: DB):
     principal = _principal(request, ctx, session)
     principal.require("sensing.read" if request.method == "GET" else "sensing.write")
