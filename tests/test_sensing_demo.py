@@ -15,8 +15,13 @@ def test_demo_devices_with_history(demo_store):
     with demo_store.sessions() as s:
         kinds = dict(s.execute(select(Thing.device_type, func.count()).group_by(Thing.device_type)).all())
         assert set(kinds) == {"rain_gauge", "gnss", "crack_meter", "tilt_meter", "water_level", "site_monitor", "energy_meter"}
-        villages = s.scalar(select(func.count()).select_from(Thing).where(Thing.device_type == "rain_gauge"))
-        assert villages >= 10
+        from cityops.org.models import Unit
+
+        yihe = s.scalar(select(Unit.path).where(Unit.name == "义和镇"))
+        in_yihe = s.scalar(select(func.count()).select_from(Thing).where(Thing.device_type == "rain_gauge",
+                                                                          Thing.unit_path.startswith(yihe)))
+        yihe_villages = s.scalar(select(func.count()).select_from(Unit).where(Unit.level == "village", Unit.path.startswith(yihe)))
+        assert in_yihe == yihe_villages >= 3  # every village of the storm's town has a gauge
         at_slope = s.scalars(select(Thing.device_type).where(Thing.risk_point_code == SCENARIO_RISK_POINT)).all()
         assert sorted(set(at_slope)) == ["crack_meter", "gnss", "tilt_meter"] and at_slope.count("gnss") == 3
         assert all(s.scalars(select(Thing.building_code).where(Thing.device_type.in_(["crack_meter", "tilt_meter"]))))

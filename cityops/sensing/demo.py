@@ -1,6 +1,6 @@
 """Demo step ``sensors``: the district's monitoring devices with a quiet day of history.
 
-* a rain gauge in every village (at its centre);
+* a rain gauge at the centre of every village of 义和镇 and of every third village elsewhere;
 * at 老沟湾 (太康村 6组), the slope of the signature scenario: three GNSS stations, two crack meters and
   two tilt meters on the houses nearest the place, all linked to the risk point ``SCENARIO_RISK_POINT``;
 * waterlogging gauges, construction-site PM10/noise monitors and building energy meters in the town
@@ -27,6 +27,7 @@ from cityops.sensing.timeutil import now_ms
 #: Risk point code of the 老沟湾 slope (text: the warning capability owns the risk point registry).
 SCENARIO_RISK_POINT = "500154-HP-LGW"
 SCENARIO_PLACE = "老沟湾"
+STORM_TOWNSHIP = "义和镇"
 OM = sta.OM_MEASUREMENT
 HISTORY_HOURS = 24
 
@@ -99,8 +100,11 @@ def step_sensors(ctx: DemoContext) -> None:
                 streams.append((ds_id, device_type, spec.key))
 
         villages = list(session.scalars(select(Unit).where(Unit.level == "village").order_by(Unit.code)))
-        for v in villages:
-            device("rain_gauge", f"{v.name}雨量站", v, v.geom.representative_point())
+        storm_town = session.scalar(select(Unit).where(Unit.name == STORM_TOWNSHIP, Unit.level == "township"))
+        for i, v in enumerate(villages):
+            # Every village of the storm's town, every third elsewhere: a realistic density that keeps the demo fast.
+            if (storm_town is not None and v.path.startswith(storm_town.path)) or i % 3 == 0:
+                device("rain_gauge", f"{v.name}雨量站", v, v.geom.representative_point())
         place = session.scalar(select(Place).where(Place.name == SCENARIO_PLACE))
         if place is not None:
             host = session.scalar(select(Unit).where(Unit.code == place.unit_code))
