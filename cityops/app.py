@@ -23,9 +23,12 @@ from cityops.org import routes as org_routes
 from cityops.org.levels import load_levels
 from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
+from cityops.sensing import routes as sensing_routes
+from cityops.sensing import sta_routes as sensing_sta_routes
+from cityops.sensing.service import start_mqtt
+from cityops.tasks import routes as tasks_routes
 from cityops.tiles import routes as tiles_routes
 from cityops.warning import routes as warning_routes
-from cityops.tasks import routes as tasks_routes
 from cityops.web import routes as web_routes
 
 log = logging.getLogger("cityops")
@@ -58,9 +61,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     events_service.use_locator(engine, app.state.ctx.locator)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, tiles_routes,
-                   warning_routes, events_routes, events_open311, tasks_routes, web_routes):
+                   sensing_routes, sensing_sta_routes, warning_routes, events_routes, events_open311, tasks_routes,
+                   web_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
+    start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():
         log.warning("web assets missing: run 'make assets' (npm ci) to serve the map page")

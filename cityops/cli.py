@@ -754,6 +754,62 @@ def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
                           pc(r["closure_rate"]), pc(r["ontime_closure_rate"]), pc(r["rework_rate"]), str(r["composite"]))
         console.print(table)
 
+# --- sensing: 物联感知 -------------------------------------------------------------------------------
+simulate_app = typer.Typer(help="Synthesise sensor streams over the demo district", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
+
+
+@simulate_app.command("storm")
+def simulate_storm_cmd(
+    data_dir: Optional[Path] = DataDir,
+    hours: int = typer.Option(24, min=1, max=240, help="Simulated hours"),
+    step_minutes: int = typer.Option(10, min=1, max=60, help="GNSS reporting interval (gauges report hourly)"),
+    speed: Optional[float] = typer.Option(None, min=0.001, help="Simulated seconds per real second (1 = live); omit to run compressed"),
+    start: Optional[str] = typer.Option(None, help="Start of the storm, ISO 8601 (default: now when live, else ending now)"),
+    seed: int = typer.Option(20260723, help="Random seed: the same seed gives the same storm"),
+    url: Optional[str] = typer.Option(None, help="Post to a running server (its live alarm stream shows the storm)"),
+    token: Optional[str] = typer.Option(None, help="Bearer token or API key for --url"),
+) -> None:
+    """The July storm over 义和镇: hourly rain and the 老沟湾 slope accelerating, raising alarms."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.sensing import simulate
+        from cityops.sensing.timeutil import parse_instant
+
+        if url and not token:
+            _fail("--url needs --token")
+        _, sessions, _ = _store(settings)
+        start_ms = parse_instant(start, "start") if start else None
+        summary = simulate.simulate_storm(sessions, start_ms=start_ms, hours=hours, step_minutes=step_minutes, seed=seed,
+                                          speed=speed, post=simulate.http_poster(url, token) if url else None,
+                                          progress=(lambda m: console.print(m)) if speed else None)
+        console.print(json.dumps(summary, ensure_ascii=False))
+
+    _run(body)
+
+
+@app.command("sensing-maintain")
+def sensing_maintain(
+    data_dir: Optional[Path] = DataDir,
+    retention: bool = typer.Option(True, "--retention/--no-retention", help="Also delete data past each tier's retention"),
+) -> None:
+    """Periodic sensing work (run from cron/systemd every few minutes): no-signal alarms, escalation of
+    unacknowledged alarms, retention per time-series tier."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.sensing import alarms, rules, timeseries
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            silent = rules.check_no_signal(session)
+            escalated = alarms.escalate_overdue(session)
+            removed = timeseries.apply_retention(session) if retention else {}
+            session.commit()
+        console.print(json.dumps({"no_signal": len([c for c in silent if c[1]]), "recovered": len([c for c in silent if not c[1]]),
+                                  "escalated": len(escalated), "removed": removed}, ensure_ascii=False))
+
     _run(body)
 
 

@@ -9,3 +9,4 @@ from cityops.warning.tables import RiskPoint, RiskWarning, StoredObservation  # 
 from cityops.tiles.models import TileSource  # noqa: F401
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task  # noqa: F401
 from cityops.events.models import Attachment, Case, Outbox, Transition  # noqa: F401
+from cityops.sensing.models import Alarm, Datastream, Observation, Thing  # noqa: F401

@@ -1,7 +1,7 @@
 """Task center: incidents, decision log, risk zones, shelters, evacuations, tasks.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_
 from cityops.core.types import JSONText, UTCDateTime
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

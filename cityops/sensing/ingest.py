@@ -1,0 +1,363 @@
+"""Ingest: validate observations, store them idempotently, keep rollups and datastream state, run the rules.
+
+Two entry points share one write path (``write_batch``):
+
+* ``Ingestor``: a bounded queue with one writer thread that groups submissions into transactions. A
+  submission is acknowledged (its future resolves) only after the transaction that holds it committed.
+  When the queue is full ``submit`` raises ``Backpressure`` (HTTP answers 503 + Retry-After; the MQTT
+  bridge blocks its network loop, so the broker slows the publishers).
+* STA ``POST /Observations`` writes in the request's own transaction (``post_process``).
+
+Idempotency: ``(datastream_id, t_ms)`` is unique and inserts skip conflicts, so a resend stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from cityops.core.errors import CityOpsError, InvalidInput, NotFound
+from cityops.sensing import catalog
+from cityops.sensing.models import Datastream, Observation, Thing
+from cityops.sensing.timeutil import now_ms, parse_instant, parse_time
+
+log = logging.getLogger("cityops.sensing.ingest")
+
+#: Oldest plausible observation, and how far in the future a device clock may run ahead.
+EARLIEST_MS = parse_instant("2000-01-01T00:00:00Z")
+FUTURE_SLACK_MS = 10 * 60 * 1000
+
+
+class Backpressure(CityOpsError):
+    status_code = 503
+    code = "ingest_busy"
+
+
+@dataclass(frozen=True)
+class StreamMeta:
+    """What validation and rules need to know about a datastream (cached per process)."""
+
+    id: int
+    unit_path: str
+    unit_code: str
+    symbol: str
+    numeric: bool
+    low: float | None
+    high: float | None
+    device_type: str | None
+    stream: str | None
+    thing_id: int
+    risk_point_code: str | None
+
+
+@dataclass
+class Row:
+    datastream_id: int
+    t_ms: int
+    t_end_ms: int | None
+    result_time_ms: int | None
+    value: float | None
+    result_json: Any = None
+
+
+def meta_for(session: Session, ds: Datastream) -> StreamMeta:
+    thing = session.get(Thing, ds.thing_id)
+    stream = (ds.properties or {}).get("stream")
+    low = high = None
+    if thing.device_type and stream:
+        spec = catalog.device_types()[thing.device_type].stream(stream)
+        low, high = spec.range
+    return StreamMeta(ds.id, ds.unit_path, thing.unit_code, ds.unit_of_measurement.get("symbol", ""),
+                      ds.observation_type.endswith("OM_Measurement"), low, high, thing.device_type, stream, thing.id,
+                      thing.risk_point_code)
+
+
+class MetaCache:
+    """Datastream metadata by id; a miss reads the database (new datastreams appear without restart)."""
+
+    def __init__(self, sessions: sessionmaker[Session]):
+        self.sessions = sessions
+        self._cache: dict[int, StreamMeta] = {}
+        self._lock = threading.Lock()
+
+    def get(self, ds_id: int) -> StreamMeta:
+        meta = self._cache.get(ds_id)
+        if meta is None:
+            with self.sessions() as session:
+                ds = session.get(Datastream, ds_id)
+                if ds is None:
+                    raise NotFound(f"unknown datastream {ds_id}")
+                meta = meta_for(session, ds)
+            with self._lock:
+                self._cache[ds_id] = meta
+        return meta
+
+    def forget(self, ds_id: int | None = None) -> None:
+        with self._lock:
+            if ds_id is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(ds_id, None)
+
+
+def check(meta: StreamMeta, result, phenomenon_time, result_time=None, unit: str | None = None, *, now: int | None = None) -> Row:
+    """Validate one observation against its datastream; raises InvalidInput naming what is wrong."""
+    if unit is not None and unit != meta.symbol:
+        raise InvalidInput(f"datastream {meta.id} records {meta.symbol!r}, the observation says {unit!r}")
+    if phenomenon_time is None:
+        t_ms, t_end = now_ms(), None
+    elif isinstance(phenomenon_time, (int, float)) and not isinstance(phenomenon_time, bool):
+        t_ms, t_end = int(phenomenon_time), None
+    else:
+        t_ms, t_end = parse_time(phenomenon_time, "phenomenonTime")
+    limit = (now or now_ms()) + FUTURE_SLACK_MS
+    if t_ms < EARLIEST_MS or t_ms > limit:
+        raise InvalidInput(f"phenomenonTime of datastream {meta.id} is implausible (before 2000 or more than 10 min ahead)")
+    rt = parse_instant(result_time, "resultTime") if isinstance(result_time, str) else None
+    if meta.numeric:
+        if isinstance(result, bool) or not isinstance(result, (int, float)) or not math.isfinite(result):
+            raise InvalidInput(f"datastream {meta.id} takes numeric results, got {result!r}")
+        value = float(result)
+        if meta.low is not None and not (meta.low <= value <= meta.high):
+            raise InvalidInput(f"result {value} {meta.symbol} of datastream {meta.id} is outside the possible range "
+                               f"[{meta.low}, {meta.high}]")
+        return Row(meta.id, t_ms, t_end, rt, value)
+    value = float(result) if isinstance(result, (int, float)) and not isinstance(result, bool) else None
+    return Row(meta.id, t_ms, t_end, rt, value, None if value is not None else result)
+
+
+# ------------------------------------------------------------------------------------------- write path
+
+def foi_for(session: Session, ds_id: int, cache: dict | None = None) -> int | None:
+    """The FeatureOfInterest of observations that name none: made (once) from the Thing's Location."""
+    if cache is not None and ds_id in cache:
+        return cache[ds_id]
+    from cityops.sensing.models import FeatureOfInterest, Location, ThingLocation
+
+    ds = session.get(Datastream, ds_id)
+    loc = session.scalar(select(Location).join(ThingLocation, ThingLocation.location_id == Location.id)
+                         .where(ThingLocation.thing_id == ds.thing_id).order_by(Location.id))
+    foi_id = None
+    if loc is not None:
+        foi_id = session.scalar(select(FeatureOfInterest.id).where(FeatureOfInterest.location_id == loc.id))
+        if foi_id is None:
+            foi = FeatureOfInterest(name=loc.name, description=loc.description, encoding_type=loc.encoding_type,
+                                    feature=loc.location, location_id=loc.id, unit_path=loc.unit_path)
+            session.add(foi)
+            session.flush()
+            foi_id = foi.id
+    if cache is not None and foi_id is not None:
+        cache[ds_id] = foi_id
+    return foi_id
+
+
+def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
+    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored."""
+    dialect = session.get_bind().dialect.name
+    table = Observation.__table__
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+    stmt = ins.on_conflict_do_nothing(index_elements=["datastream_id", "t_ms"]).returning(table.c.id, table.c.datastream_id,
+                                                                                            table.c.t_ms)
+    return [tuple(r) for r in session.connection().execute(stmt, [{"datastream_id": r.datastream_id, "t_ms": r.t_ms, "t_end_ms": r.t_end_ms,
+                            "result_time_ms": r.result_time_ms, "result_num": r.value, "result_json": r.result_json,
+                            "foi_id": fois.get(r.datastream_id)} for r in rows])]
+
+
+@dataclass
+class BatchResult:
+    #: (id, datastream_id, t_ms) of the observations stored (resends are not in it)
+    inserted: list[tuple[int, int, int]]
+    #: alarm keys raised or cleared: (key, severity or None)
+    changes: list
+    fois: dict[int, int | None]
+
+
+def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None) -> BatchResult:
+    """Store ``rows`` (resends skipped), then rollups, datastream state and rules for what was stored.
+    The caller commits."""
+    if not rows:
+        return BatchResult([], [], {})
+    cache = engine_state.fois if engine_state is not None else {}
+    fois = {ds_id: foi_for(session, ds_id, cache) for ds_id in metas}
+    inserted = _insert(session, rows, fois)
+    if len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
+        new = {(ds, t) for _, ds, t in inserted}
+        rows = [r for r in rows if (r.datastream_id, r.t_ms) in new]
+    changes = post_process(session, rows, metas, engine_state) if rows else []
+    return BatchResult(inserted, changes, fois)
+
+
+def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None) -> list:
+    from cityops.sensing import rules, timeseries
+
+    timeseries.update_rollups(session, rows)
+    timeseries.update_stream_state(session, rows)
+    return rules.evaluate(session, rows, metas, engine_state)
+
+
+# ---------------------------------------------------------------------------------------------- Ingestor
+
+@dataclass
+class _Item:
+    rows: list[Row]
+    metas: dict[int, StreamMeta]
+    future: Future
+    enqueued: float
+
+
+class Ingestor:
+    """Bounded queue + one writer thread. ``capacity`` counts observations, not submissions."""
+
+    def __init__(self, sessions: sessionmaker[Session], capacity: int = 500_000, max_batch: int = 50_000,
+                 registry=None, on_committed=None):
+        self.sessions = sessions
+        self.capacity = capacity
+        self.max_batch = max_batch
+        self.metas = MetaCache(sessions)
+        self._q: queue.Queue[_Item | None] = queue.Queue()
+        self._pending = 0
+        self._lock = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self.on_committed = on_committed or []
+        from cityops.sensing.rules import EngineState
+
+        self.state = EngineState()
+        self.committed_total = 0
+        self.lag_seconds = 0.0
+        self._metrics(registry)
+
+    def _metrics(self, registry) -> None:
+        self._gauge_pending = self._counter = self._lag = None
+        if registry is None:
+            return
+        from prometheus_client import Counter, Gauge
+
+        self._gauge_pending = Gauge("cityops_sensing_ingest_pending", "Observations queued, not yet committed", registry=registry)
+        self._gauge_pending.set_function(lambda: self._pending)
+        Gauge("cityops_sensing_ingest_capacity", "Ingest queue capacity (observations)", registry=registry).set(self.capacity)
+        self._counter = Counter("cityops_sensing_ingest_committed", "Observations committed (resends included)", registry=registry)
+        self._lag = Gauge("cityops_sensing_ingest_lag_seconds", "Age of the oldest submission in the last committed batch",
+                          registry=registry)
+        self._rejected = Counter("cityops_sensing_ingest_rejected", "Submissions refused with back-pressure", registry=registry)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sensing-ingest", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10) -> None:
+        self._stop = True
+        self._q.put(None)
+        if self._thread:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def validate(self, items: list[dict], scope=None) -> tuple[list[Row], dict[int, StreamMeta]]:
+        """Check a whole submission; any bad observation rejects it all (InvalidInput names which)."""
+        rows, metas, now = [], {}, now_ms()
+        for i, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidInput("an observation must be an object")
+                ds_id = item.get("datastream_id", item.get("Datastream", {}).get("@iot.id") if isinstance(item.get("Datastream"), dict) else None)
+                if not isinstance(ds_id, int) or isinstance(ds_id, bool):
+                    raise InvalidInput("datastream_id (an integer) is required")
+                meta = metas.get(ds_id) or self.metas.get(ds_id)
+                if scope is not None and not scope.covers(meta.unit_path):
+                    raise NotFound(f"unknown datastream {ds_id}")
+                metas[ds_id] = meta
+                rows.append(check(meta, item.get("result"), item.get("phenomenonTime"), item.get("resultTime"),
+                                  item.get("unit"), now=now))
+            except CityOpsError as exc:
+                exc.message = f"observation {i}: {exc.message}"
+                raise
+        return rows, metas
+
+    def submit(self, rows: list[Row], metas: dict[int, StreamMeta], block: bool = False, timeout: float | None = None) -> Future:
+        """Queue validated rows; the future resolves after their commit. Full → Backpressure (or wait when ``block``)."""
+        n = len(rows)
+        if n > self.capacity:
+            raise InvalidInput(f"a submission holds at most {self.capacity} observations")
+        with self._lock:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while self._pending + n > self.capacity:
+                if not block:
+                    if self._counter is not None:
+                        self._rejected.inc()
+                    raise Backpressure(f"ingest queue full ({self._pending} of {self.capacity} observations pending); retry shortly",
+                                       {"pending": self._pending, "capacity": self.capacity})
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise Backpressure("ingest queue full")
+                self._lock.wait(remaining if remaining is not None else 1.0)
+            self._pending += n
+        fut: Future = Future()
+        self._q.put(_Item(rows, metas, fut, time.monotonic()))
+        return fut
+
+    def _run(self) -> None:
+        while not self._stop:
+            item = self._q.get()
+            if item is None:
+                break
+            batch = [item]
+            size = len(item.rows)
+            while size < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._stop = True
+                    break
+                batch.append(nxt)
+                size += len(nxt.rows)
+            self._write(batch, size)
+
+    def _write(self, batch: list[_Item], size: int) -> None:
+        rows = [r for it in batch for r in it.rows]
+        metas = {}
+        for it in batch:
+            metas.update(it.metas)
+        result = None
+        try:
+            with self.sessions() as session:
+                result = write_batch(session, rows, metas, self.state)
+                session.commit()
+        except Exception as exc:  # the whole batch failed: every submitter hears it, nothing is acknowledged
+            log.exception("ingest batch failed")
+            for it in batch:
+                it.future.set_exception(exc)
+        else:
+            self.committed_total += size
+            self.lag_seconds = time.monotonic() - batch[0].enqueued
+            if self._counter is not None:
+                self._counter.inc(size)
+                self._lag.set(self.lag_seconds)
+            for it in batch:
+                it.future.set_result(len(it.rows))
+            for hook in self.on_committed:
+                try:
+                    hook(rows, metas, result)
+                except Exception:  # a notification failure must not undo an acknowledged write
+                    log.exception("post-commit hook failed")
+        finally:
+            with self._lock:
+                self._pending -= size
+                self._lock.notify_all()

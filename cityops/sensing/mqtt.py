@@ -1,0 +1,141 @@
+"""SensorThings over MQTT against a real broker (Mosquitto): Observations in on the create topics,
+entity changes out on the subscription topics (standards.md §6.4).
+
+In: ``v1.1/Observations``, ``v1.1/Datastreams({id})/Observations``, ``v1.1/FeaturesOfInterest({id})/Observations``.
+Messages go through the same validation and bounded ingest queue as HTTP. The QoS 1 PUBACK is sent only
+after the observation is committed (paho's manual acknowledgement), and a full queue blocks the network
+loop, so the broker stops delivering and publishers slow down: nothing is dropped.
+
+The broker authenticates devices; on this interface every Datastream is addressable (the HTTP API adds
+per-principal scope).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from cityops.core.errors import CityOpsError
+from cityops.sensing import sta
+from cityops.sensing.timeutil import iso, iso_interval
+
+log = logging.getLogger("cityops.sensing.mqtt")
+_DS_TOPIC = re.compile(r"^v1\.1/Datastreams\((\d+)\)/Observations$")
+_FOI_TOPIC = re.compile(r"^v1\.1/FeaturesOfInterest\((\d+)\)/Observations$")
+
+
+class MqttBridge:
+    def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True):
+        self.ingestor = ingestor
+        self.url = url
+        self.base_url = base_url
+        u = urlparse(url)
+        self.host, self.port = u.hostname or "127.0.0.1", u.port or 1883
+        # MQTT 5: the create and the notification topics are the same (v1.1/Observations), so the bridge
+        # subscribes with "no local" and never hears its own publications as new observations.
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True)
+        self.client.max_inflight_messages_set(1000)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.rejected = 0
+        self.received = 0
+        self.publish_ingested = publish_ingested
+        self._connected = threading.Event()
+        ingestor.on_committed.append(self._after_commit)
+
+    def start(self, timeout: float = 10) -> None:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
+        # Unacknowledged deliveries the broker may have in flight to us: acknowledgement waits for the commit,
+        # so a wide window is what lets one transaction carry many messages.
+        props.ReceiveMaximum = 20_000
+        self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+        self.client.loop_start()
+        if not self._connected.wait(timeout):
+            raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+        if self._after_commit in self.ingestor.on_committed:
+            self.ingestor.on_committed.remove(self._after_commit)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        from paho.mqtt.subscribeoptions import SubscribeOptions
+
+        opts = SubscribeOptions(qos=1, noLocal=True)
+        client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts)])
+        self._connected.set()
+
+    def _on_message(self, client, userdata, msg):
+        self.received += 1
+        topic = msg.topic
+        try:
+            data = json.loads(msg.payload)
+            if not isinstance(data, dict):
+                raise ValueError("payload is not a JSON object")
+            m = _DS_TOPIC.match(topic)
+            if m:
+                data["Datastream"] = {"@iot.id": int(m.group(1))}
+            elif not (topic == "v1.1/Observations" or _FOI_TOPIC.match(topic)):
+                client.ack(msg.mid, msg.qos)
+                return
+            rows, metas = self.ingestor.validate([data])
+            # Blocks while the queue is full: the network loop stops reading, the broker holds the rest.
+            future = self.ingestor.submit(rows, metas, block=True)
+        except (CityOpsError, ValueError, TypeError) as exc:
+            self.rejected += 1
+            log.warning("MQTT observation on %s rejected: %s", topic, getattr(exc, "message", exc))
+            client.ack(msg.mid, msg.qos)  # a bad message is refused for good, not redelivered for ever
+            return
+        future.add_done_callback(lambda f: f.exception() is None and client.ack(msg.mid, msg.qos))
+
+    # ------------------------------------------------------------------------------------------ publish
+    def publish(self, topic: str, payload: dict) -> None:
+        self.client.publish(topic, json.dumps(payload, ensure_ascii=False), qos=0)
+
+    def publish_entity(self, set_name: str, data: dict, row, session=None, changed: set | None = None) -> None:
+        """The complete entity on ``v1.1/{Set}`` and ``v1.1/{Set}({id})``, each changed property on its topic,
+        and on the navigation topics that reach it."""
+        self.publish(f"v1.1/{set_name}", data)
+        self.publish(f"v1.1/{set_name}({row.id})", data)
+        for prop in changed or ():
+            if prop in data:
+                self.publish(f"v1.1/{set_name}({row.id})/{prop}", {prop: data[prop]})
+        if set_name == "Observations":
+            self.publish(f"v1.1/Datastreams({row.datastream_id})/Observations", data)
+            if row.foi_id:
+                self.publish(f"v1.1/FeaturesOfInterest({row.foi_id})/Observations", data)
+        elif set_name == "Datastreams":
+            self.publish(f"v1.1/Things({row.thing_id})/Datastreams", data)
+        elif set_name == "HistoricalLocations":
+            self.publish(f"v1.1/Things({row.thing_id})/HistoricalLocations", data)
+
+    def _after_commit(self, rows, metas, result) -> None:
+        """Publish each stored observation on its set and navigation topics (built from the batch, no re-read)."""
+        if not self.publish_ingested or result is None or not result.inserted:
+            return
+        values = {(r.datastream_id, r.t_ms): r for r in rows}
+        base = self.base_url
+        for obs_id, ds_id, t_ms in result.inserted:
+            r = values[(ds_id, t_ms)]
+            link = f"{base}/Observations({obs_id})"
+            data = {"@iot.id": obs_id, "@iot.selfLink": link, "phenomenonTime": iso_interval(r.t_ms, r.t_end_ms),
+                    "resultTime": iso(r.result_time_ms), "result": r.result_json if r.result_json is not None else r.value,
+                    "resultQuality": None, "validTime": None, "parameters": None,
+                    "Datastream@iot.navigationLink": f"{link}/Datastream",
+                    "FeatureOfInterest@iot.navigationLink": f"{link}/FeatureOfInterest"}
+            payload = json.dumps(data, ensure_ascii=False)
+            self.client.publish("v1.1/Observations", payload, qos=0)
+            self.client.publish(f"v1.1/Datastreams({ds_id})/Observations", payload, qos=0)
+            foi = result.fois.get(ds_id)
+            if foi:
+                self.client.publish(f"v1.1/FeaturesOfInterest({foi})/Observations", payload, qos=0)

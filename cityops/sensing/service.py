@@ -1,0 +1,36 @@
+"""Per-app sensing runtime: the ingestor (bounded queue + writer thread) and the optional MQTT bridge."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from cityops.sensing.ingest import Ingestor
+
+_LOCK = threading.Lock()
+
+
+def runtime(app_state) -> Ingestor:
+    """The app's ingestor, created and started on first use (so tests need no lifespan)."""
+    with _LOCK:
+        ing = getattr(app_state, "sensing_ingestor", None)
+        if ing is None:
+            ctx = app_state.ctx
+            capacity = int(os.environ.get("CITYOPS_SENSING_QUEUE", "500000"))
+            ing = Ingestor(ctx.sessions, capacity=capacity, registry=ctx.registry)
+            ing.start()
+            app_state.sensing_ingestor = ing
+        return ing
+
+
+def start_mqtt(app_state, url: str | None = None):
+    """Connect the SensorThings MQTT bridge when CITYOPS_MQTT_URL (mqtt://host:port) is set."""
+    url = url or os.environ.get("CITYOPS_MQTT_URL")
+    if not url:
+        return None
+    from cityops.sensing.mqtt import MqttBridge
+
+    bridge = MqttBridge(runtime(app_state), url, base_url=os.environ.get("CITYOPS_PUBLIC_URL", "http://127.0.0.1:8000") + "/sta/v1.1")
+    bridge.start()
+    app_state.sensing_mqtt = bridge
+    return bridge

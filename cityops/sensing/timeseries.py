@@ -1,0 +1,175 @@
+"""Time series: rollups (1 min, 1 h, 1 day: min/max/mean/sum/count), range queries with downsampling,
+CSV export and retention per tier.
+
+Rollups are recomputed from the tier below for each bucket a write touched (an upsert per tier), so
+out-of-order observations and resends leave exactly the numbers a full recomputation would give.
+Days are local days (Asia/Shanghai, UTC+8, no daylight saving), which is what a duty report means by "day".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from typing import Iterator
+
+from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy.orm import Session
+
+from cityops.core.errors import InvalidInput
+from cityops.sensing.models import Datastream, Observation, Rollup
+from cityops.sensing.timeutil import iso, now_ms
+
+MINUTE, HOUR, DAY = 60_000, 3_600_000, 86_400_000
+LOCAL_OFFSET = 8 * HOUR
+TIERS = {"1m": MINUTE, "1h": HOUR, "1d": DAY}
+#: How long each tier is kept (days); None = for ever. Raw is the shortest, the daily tier the longest.
+RETENTION_DAYS = {"raw": 400, "1m": 800, "1h": 3650, "1d": None}
+
+
+def _bucket_expr(column: str, size: int, offset: int = 0) -> str:
+    if offset:
+        return f"((({column} + {offset}) / {size}) * {size} - {offset})"
+    return f"(({column} / {size}) * {size})"
+
+
+_UPSERT = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET vmin = excluded.vmin, vmax = excluded.vmax, "
+           "vsum = excluded.vsum, vcount = excluded.vcount")
+
+
+def _floor(t: int, size: int, offset: int = 0) -> int:
+    return ((t + offset) // size) * size - offset
+
+
+def update_rollups(session: Session, rows) -> None:
+    if not rows:
+        return
+    by_ds: dict[int, list[int]] = defaultdict(list)
+    for r in rows:
+        by_ds[r.datastream_id].append(r.t_ms)
+    ids = sorted(by_ds)
+    lo = min(min(v) for v in by_ds.values())
+    hi = max(max(v) for v in by_ds.values())
+    ids_param = bindparam("ids", expanding=True)
+    m_lo, m_hi = _floor(lo, MINUTE), _floor(hi, MINUTE) + MINUTE
+    session.execute(text(
+        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) "
+        f"SELECT datastream_id, '1m', {_bucket_expr('t_ms', MINUTE)}, min(result_num), max(result_num), sum(result_num), count(result_num) "
+        "FROM sta_observations WHERE datastream_id IN :ids AND t_ms >= :lo AND t_ms < :hi AND result_num IS NOT NULL "
+        f"GROUP BY datastream_id, {_bucket_expr('t_ms', MINUTE)} {_UPSERT}").bindparams(ids_param),
+        {"ids": ids, "lo": m_lo, "hi": m_hi})
+    h_lo, h_hi = _floor(lo, HOUR), _floor(hi, HOUR) + HOUR
+    session.execute(text(
+        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) "
+        f"SELECT datastream_id, '1h', {_bucket_expr('bucket_ms', HOUR)}, min(vmin), max(vmax), sum(vsum), sum(vcount) "
+        "FROM sensing_rollups WHERE tier = '1m' AND datastream_id IN :ids AND bucket_ms >= :lo AND bucket_ms < :hi "
+        f"GROUP BY datastream_id, {_bucket_expr('bucket_ms', HOUR)} {_UPSERT}").bindparams(ids_param),
+        {"ids": ids, "lo": h_lo, "hi": h_hi})
+    d_lo, d_hi = _floor(lo, DAY, LOCAL_OFFSET), _floor(hi, DAY, LOCAL_OFFSET) + DAY
+    session.execute(text(
+        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) "
+        f"SELECT datastream_id, '1d', {_bucket_expr('bucket_ms', DAY, LOCAL_OFFSET)}, min(vmin), max(vmax), sum(vsum), sum(vcount) "
+        "FROM sensing_rollups WHERE tier = '1h' AND datastream_id IN :ids AND bucket_ms >= :lo AND bucket_ms < :hi "
+        f"GROUP BY datastream_id, {_bucket_expr('bucket_ms', DAY, LOCAL_OFFSET)} {_UPSERT}").bindparams(ids_param),
+        {"ids": ids, "lo": d_lo, "hi": d_hi})
+
+
+def update_stream_state(session: Session, rows) -> None:
+    """Datastream phenomenonTime bounds and latest value follow the observations (out of order too)."""
+    per: dict[int, list] = {}
+    for r in rows:
+        cur = per.get(r.datastream_id)
+        end = r.t_end_ms or r.t_ms
+        if cur is None:
+            per[r.datastream_id] = [r.t_ms, end, r.t_ms, r.value]
+        else:
+            cur[0] = min(cur[0], r.t_ms)
+            cur[1] = max(cur[1], end)
+            if r.t_ms >= cur[2]:
+                cur[2], cur[3] = r.t_ms, r.value
+    session.execute(text(
+        "UPDATE sta_datastreams SET "
+        "phenomenon_start_ms = CASE WHEN phenomenon_start_ms IS NULL OR phenomenon_start_ms > :lo THEN :lo ELSE phenomenon_start_ms END, "
+        "phenomenon_end_ms = CASE WHEN phenomenon_end_ms IS NULL OR phenomenon_end_ms < :hi THEN :hi ELSE phenomenon_end_ms END, "
+        "last_value = CASE WHEN last_ms IS NULL OR last_ms <= :t THEN :v ELSE last_value END, "
+        "last_ms = CASE WHEN last_ms IS NULL OR last_ms < :t THEN :t ELSE last_ms END WHERE id = :id"),
+        [{"id": k, "lo": v[0], "hi": v[1], "t": v[2], "v": v[3]} for k, v in per.items()])
+
+
+def choose_tier(start: int, end: int, max_points: int) -> str:
+    span = max(end - start, 1)
+    if span <= 6 * HOUR:
+        return "raw"
+    for tier, size in TIERS.items():
+        if span / size <= max_points:
+            return tier
+    return "1d"
+
+
+def series(session: Session, ds_id: int, start: int, end: int, *, tier: str | None = None, max_points: int = 2000) -> dict:
+    """Points for a chart: raw readings or rollup buckets, merged further so at most ``max_points`` come back."""
+    if end <= start:
+        raise InvalidInput("end must be after start")
+    if tier is not None and tier != "raw" and tier not in TIERS:
+        raise InvalidInput(f"unknown tier {tier!r} (raw, 1m, 1h, 1d)")
+    tier = tier or choose_tier(start, end, max_points)
+    if tier == "raw":
+        rows = session.execute(select(Observation.t_ms, Observation.result_num)
+                               .where(Observation.datastream_id == ds_id, Observation.t_ms >= start, Observation.t_ms < end,
+                                      Observation.result_num.is_not(None)).order_by(Observation.t_ms)).all()
+        points = [[t, v, v, v, v, 1] for t, v in rows]
+    else:
+        rows = session.execute(select(Rollup.bucket_ms, Rollup.vmin, Rollup.vmax, Rollup.vsum, Rollup.vcount)
+                               .where(Rollup.datastream_id == ds_id, Rollup.tier == tier, Rollup.bucket_ms >= start,
+                                      Rollup.bucket_ms < end).order_by(Rollup.bucket_ms)).all()
+        points = [[t, lo, hi, s, s / c if c else None, c] for t, lo, hi, s, c in rows]
+    if len(points) > max_points:
+        # Downsample: merge consecutive points into groups, keeping min/max so peaks survive.
+        size = -(-len(points) // max_points)
+        merged = []
+        for i in range(0, len(points), size):
+            g = points[i:i + size]
+            s, c = sum(p[3] for p in g), sum(p[5] for p in g)
+            merged.append([g[0][0], min(p[1] for p in g), max(p[2] for p in g), s, s / c if c else None, c])
+        points = merged
+    return {"datastream_id": ds_id, "tier": tier, "start": iso(start), "end": iso(end),
+            "points": [{"t": iso(p[0]), "min": p[1], "max": p[2], "sum": p[3], "mean": p[4], "count": p[5]} for p in points]}
+
+
+def export_csv(session: Session, ds: Datastream, start: int, end: int) -> Iterator[str]:
+    """Raw observations of one datastream over a period, as CSV (streamed in chunks)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["datastream_id", "datastream", "phenomenon_time", "result", "unit"])
+    yield buf.getvalue()
+    last = start - 1
+    symbol = ds.unit_of_measurement.get("symbol", "")
+    while True:
+        rows = session.execute(select(Observation.t_ms, Observation.result_num, Observation.result_json)
+                               .where(Observation.datastream_id == ds.id, Observation.t_ms > last, Observation.t_ms < end)
+                               .order_by(Observation.t_ms).limit(10_000)).all()
+        if not rows:
+            return
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        for t, v, j in rows:
+            w.writerow([ds.id, ds.name, iso(t), v if v is not None else j, symbol])
+        last = rows[-1][0]
+        yield buf.getvalue()
+
+
+def apply_retention(session: Session, now: int | None = None, retention: dict | None = None) -> dict:
+    """Delete what has outlived its tier; returns rows removed per tier."""
+    now = now or now_ms()
+    retention = retention or RETENTION_DAYS
+    removed = {}
+    for tier, days in retention.items():
+        if days is None:
+            continue
+        cutoff = now - int(days * DAY)
+        if tier == "raw":
+            res = session.execute(delete(Observation).where(Observation.t_ms < cutoff))
+        else:
+            res = session.execute(delete(Rollup).where(Rollup.tier == tier, Rollup.bucket_ms < cutoff))
+        removed[tier] = res.rowcount
+    return removed

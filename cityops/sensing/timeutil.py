@@ -1,0 +1,52 @@
+"""ISO 8601 instants and intervals ⇄ epoch milliseconds (UTC), the storage form of sensing times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cityops.core.errors import InvalidInput
+
+
+def parse_instant(value: str, what: str = "time") -> int:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{what}: expected an ISO 8601 instant, got {value!r}")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        raise InvalidInput(f"{what}: {value!r} is not an ISO 8601 instant") from None
+    if dt.tzinfo is None:
+        raise InvalidInput(f"{what}: {value!r} has no time zone (add Z or an offset)")
+    return int(round(dt.timestamp() * 1000))
+
+
+def parse_time(value: str, what: str = "time") -> tuple[int, int | None]:
+    """An instant → (ms, None); an interval ``start/end`` → (start_ms, end_ms)."""
+    if isinstance(value, str) and "/" in value:
+        start, end = value.split("/", 1)
+        a, b = parse_instant(start, what), parse_instant(end, what)
+        if b < a:
+            raise InvalidInput(f"{what}: interval {value!r} ends before it starts")
+        return a, b
+    return parse_instant(value, what), None
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_interval(start: int | None, end: int | None) -> str | None:
+    if start is None:
+        return None
+    if end is None:
+        return iso(start)
+    return f"{iso(start)}/{iso(end)}"
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def to_datetime(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

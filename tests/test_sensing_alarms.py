@@ -1,0 +1,234 @@
+"""Rules as data and alarms on both backends: the shipped defaults (noise day/night, dust duration,
+waterlogging ladder, house tilt, combination, rate, no-signal), the life cycle, dedup and suppression,
+escalation by duration, de-escalation, the raise_alarm hook, the escalation seam and the live stream."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from cityops.sensing import alarms, catalog, rules
+from cityops.sensing.models import Alarm
+from tests.conftest import table_counts
+from tests.sensing_helpers import make_device, township
+
+
+def _post(api, ds, t, value, headers=None):
+    r = api.post("/api/sensing/observations", json={"observations": [{"datastream_id": ds, "phenomenonTime": t, "result": value}]},
+                 headers=headers or api.login("admin"))
+    assert r.status_code == 201, r.text
+
+
+def _open(api, key_prefix: str) -> list[dict]:
+    items = api.get("/api/sensing/alarms", params={"status": "active,acknowledged", "limit": 1000},
+                    headers=api.login("admin")).json()["items"]
+    return [a for a in items if a["key"].startswith(key_prefix)]
+
+
+@pytest.fixture(scope="module")
+def yihe(api):
+    return township(api, "义和镇")
+
+
+def test_noise_rules_follow_day_and_night_limits(api, yihe):
+    site = make_device(api, yihe, "site_monitor", "noise", "dB(A)", name="工地监测仪", extra_streams=[("pm10", "ug/m3")])
+    noise, pm10 = site["datastreams"]
+    # 58 dB(A) at 23:00 local exceeds the night limit (55); at 15:00 it is within the day limit (70).
+    _post(api, noise, "2026-07-01T15:00:00+08:00", 58.0)
+    assert not _open(api, "noise_")
+    _post(api, noise, "2026-07-01T23:00:00+08:00", 58.0)
+    night = _open(api, f"noise_night:ds{noise}")
+    assert len(night) == 1 and night[0]["severity"] == "yellow" and night[0]["evidence"]["value"] == 58.0
+    # Night Lmax 71 > 55 + 15 → orange (escalated, same alarm).
+    _post(api, noise, "2026-07-01T23:05:00+08:00", 71.0)
+    night = _open(api, f"noise_night:ds{noise}")
+    assert len(night) == 1 and night[0]["severity"] == "orange" and night[0]["history"][-1]["what"] == "escalated"
+    # Dust: above 150 µg/m³ must hold for an hour before it alarms.
+    for minute in range(0, 50, 10):
+        _post(api, pm10, f"2026-07-02T10:{minute:02d}:00+08:00", 180.0)
+    assert not _open(api, f"dust_pm10:ds{pm10}")
+    _post(api, pm10, "2026-07-02T11:00:00+08:00", 190.0)
+    dust = _open(api, f"dust_pm10:ds{pm10}")
+    assert len(dust) == 1 and dust[0]["evidence"]["held_minutes"] == 60.0
+    _post(api, pm10, "2026-07-02T11:10:00+08:00", 90.0)  # back under the limit: cleared automatically
+    assert not _open(api, f"dust_pm10:ds{pm10}")
+
+
+def test_waterlogging_ladder_dedup_deescalation_and_clear(api, yihe):
+    gauge = make_device(api, yihe, "water_level", "depth", "cm", name="下穿道水位")["datastream"]
+    key = f"waterlogging:ds{gauge}"
+    for minute, depth in ((0, 10.0), (5, 16.0), (10, 17.0), (15, 35.0), (20, 55.0), (25, 31.0)):
+        _post(api, gauge, f"2026-07-03T08:{minute:02d}:00+08:00", depth)
+    alarm = _open(api, key)
+    assert len(alarm) == 1, alarm
+    a = alarm[0]
+    assert a["severity"] == "orange" and a["peak_severity"] == "red"
+    assert [h["what"] for h in a["history"]] == ["raised", "escalated", "escalated", "de-escalated"]
+    _post(api, gauge, "2026-07-03T08:30:00+08:00", 2.0)
+    assert not _open(api, key)
+    # A new exceedance right after clearing is suppressed onto the cleared alarm, not a new one.
+    _post(api, gauge, "2026-07-03T08:35:00+08:00", 20.0)
+    assert not _open(api, key)
+    cleared = api.get(f"/api/sensing/alarms/{a['id']}", headers=api.login("admin")).json()
+    assert cleared["status"] == "cleared" and cleared["suppressed"] == 1
+
+
+def test_house_tilt_crack_combination_and_rate(api, yihe):
+    rp = "RP-LGW-TEST"
+    tilt = make_device(api, yihe, "tilt_meter", "tilt", "%", name="房屋倾斜仪", risk_point=rp)["datastream"]
+    crack = make_device(api, yihe, "crack_meter", "crack_width", "mm", name="裂缝计", risk_point=rp)["datastream"]
+    _post(api, tilt, "2026-07-04T08:00:00+08:00", 1.2)
+    assert _open(api, f"house_tilt:ds{tilt}")[0]["severity"] == "yellow"
+    assert not _open(api, f"crack_with_tilt:ds{tilt}")
+    _post(api, crack, "2026-07-04T08:00:00+08:00", 11.0)
+    _post(api, tilt, "2026-07-04T08:10:00+08:00", 1.25)
+    combo = _open(api, f"crack_with_tilt:ds{tilt}")
+    assert len(combo) == 1 and combo[0]["severity"] == "red" and combo[0]["risk_point_code"] == rp
+    assert {c["stream"] for c in combo[0]["evidence"]["conditions"]} == {"tilt", "crack_width"}
+    gnss = make_device(api, yihe, "gnss", "displacement", "mm", name="GNSS", risk_point=rp)["datastream"]
+    _post(api, gnss, "2026-07-04T02:00:00+08:00", 10.0)
+    _post(api, gnss, "2026-07-04T06:00:00+08:00", 10.5)
+    assert not _open(api, f"gnss_rate:ds{gnss}")
+    _post(api, gnss, "2026-07-04T08:00:00+08:00", 22.5)  # 12.5 mm over the 6 h window ≈ 2.08 mm/h → yellow
+    a = _open(api, f"gnss_rate:ds{gnss}")
+    assert a[0]["severity"] == "yellow" and a[0]["evidence"]["rate_per_hour"] == pytest.approx(12.5 / 6, abs=1e-3)
+
+
+def test_no_signal_and_escalation_by_duration(api, yihe):
+    gnss = make_device(api, yihe, "gnss", "displacement", "mm", name="静默GNSS")["datastream"]
+    _post(api, gnss, "2026-07-05T08:00:00+08:00", 1.0)
+    key = f"no_signal_gnss:ds{gnss}"
+    t = datetime(2026, 7, 5, 0, 0, tzinfo=UTC)
+    with api.store.sessions() as s:
+        rules.check_no_signal(s, int((t + timedelta(minutes=60)).timestamp() * 1000))
+        s.commit()
+    assert not _open(api, key)
+    with api.store.sessions() as s:
+        rules.check_no_signal(s, int((t + timedelta(minutes=150)).timestamp() * 1000))
+        s.commit()
+    a = _open(api, key)
+    assert len(a) == 1 and a[0]["severity"] == "blue"
+    # Not acknowledged for longer than the policy → one step up, once per period.
+    limit = catalog.rulebook().alarm.escalate_after_minutes
+    first = datetime.fromisoformat(a[0]["first_at"])
+    with api.store.sessions() as s:
+        assert not [x for x in alarms.escalate_overdue(s, first + timedelta(minutes=limit - 1)) if x.key == key]
+        assert [x.key for x in alarms.escalate_overdue(s, first + timedelta(minutes=limit + 1)) if x.key == key] == [key]
+        assert not [x for x in alarms.escalate_overdue(s, first + timedelta(minutes=limit + 2)) if x.key == key]
+        s.commit()
+    assert _open(api, key)[0]["severity"] == "yellow"
+    _post(api, gnss, "2026-07-05T09:00:00+08:00", 1.0)
+    with api.store.sessions() as s:
+        rules.check_no_signal(s, int((t + timedelta(minutes=61)).timestamp() * 1000))
+        s.commit()
+    assert not _open(api, key)
+
+
+def test_life_cycle_actions_and_illegal_transitions(api, yihe):
+    admin = api.login("admin")
+    with api.store.sessions() as s:
+        a = alarms.raise_alarm(s, key="warning:test:1", severity="yellow", title="测试预警", unit_code=yihe, risk_point_code="RP-1",
+                               datastream_id=None, evidence={"model": "test"}, observed_at=datetime.now(UTC), source="warning")
+        s.commit()
+        alarm_id = a.id
+    url = f"/api/sensing/alarms/{alarm_id}"
+    assert api.post(f"{url}/assign", json={"assignee": "yihe"}, headers=admin).json()["assignee"] == "yihe"
+    assert api.post(f"{url}/comments", json={"text": "已通知村干部"}, headers=admin).status_code == 201
+    r = api.post(f"{url}/acknowledge", json={"note": "收到"}, headers=admin)
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged" and r.json()["acknowledged_by"] == "admin"
+    before = table_counts(api.store)
+    assert api.post(f"{url}/acknowledge", headers=admin).status_code == 409
+    assert api.post(f"{url}/assign", json={"assignee": "nobody"}, headers=admin).status_code == 422
+    assert api.post(f"{url}/clear", json={"reason": ""}, headers=admin).status_code == 422
+    assert api.post(f"{url}/comments", json={"text": ""}, headers=admin).status_code == 422
+    assert api.post("/api/sensing/alarms/999999/acknowledge", headers=admin).status_code == 404
+    assert table_counts(api.store) == before
+    # A worse reading re-activates an acknowledged alarm.
+    with api.store.sessions() as s:
+        alarms.raise_alarm(s, key="warning:test:1", severity="orange", title="测试预警", unit_code=yihe, risk_point_code="RP-1",
+                           datastream_id=None, evidence={"model": "test"}, observed_at=datetime.now(UTC), source="warning")
+        s.commit()
+    detail = api.get(url, headers=admin).json()
+    assert detail["status"] == "active" and detail["severity"] == "orange" and detail["comments"][0]["text"] == "已通知村干部"
+    assert api.post(f"{url}/clear", json={"reason": "已处置"}, headers=admin).json()["status"] == "cleared"
+    assert api.post(f"{url}/clear", json={"reason": "again"}, headers=admin).status_code == 409
+    actions = [e["action"] for e in api.get("/api/audit", params={"entity_key": "warning:test:1"}, headers=admin).json()]
+    assert {"alarm.raise", "alarm.assign", "alarm.comment", "alarm.acknowledge", "alarm.escalated", "alarm.clear"} <= set(actions)
+    with api.store.sessions() as s, pytest.raises(Exception, match="unknown severity"):
+        alarms.raise_alarm(s, key="x", severity="purple", title="t", unit_code=yihe, risk_point_code=None, datastream_id=None,
+                           evidence={}, observed_at=datetime.now(UTC))
+
+
+def test_case_is_opened_at_the_configured_level_or_logged_when_absent(api, yihe, caplog, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("cityops.events.service")
+    fake.create_case_from_alarm = lambda session, **kw: calls.append(kw) or "CASE-1"
+    from cityops.sensing import escalation
+
+    monkeypatch.setattr(escalation, "_warned", [])
+    with api.store.sessions() as s:
+        caplog.set_level("WARNING", "cityops.sensing.escalation")
+        a = alarms.raise_alarm(s, key="case:test", severity="orange", title="橙色告警", unit_code=yihe, risk_point_code="RP-2",
+                               datastream_id=None, evidence={"v": 1}, observed_at=datetime.now(UTC), lon=108.4, lat=31.2)
+        if "cityops.events.service" not in sys.modules:
+            assert a.case_ref is None and "event center not installed" in caplog.text
+        monkeypatch.setitem(sys.modules, "cityops.events.service", fake)
+        monkeypatch.setitem(sys.modules, "cityops.events", types.ModuleType("cityops.events"))
+        low = alarms.raise_alarm(s, key="case:low", severity="yellow", title="黄色", unit_code=yihe, risk_point_code=None,
+                                 datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
+        assert low.case_ref is None and not calls
+        red = alarms.raise_alarm(s, key="case:red", severity="red", title="红色", unit_code=yihe, risk_point_code="RP-3",
+                                 datastream_id=None, evidence={"v": 2}, observed_at=datetime.now(UTC), lon=108.4, lat=31.2)
+        assert red.case_ref == "CASE-1"
+        assert calls[0]["alarm_key"] == "case:red" and calls[0]["level"] == "red" and calls[0]["lon"] == 108.4
+        s.rollback()
+
+
+def test_live_stream_delivers_scoped_alarm_changes(api, yihe):
+    """SSE: an observation that breaks a rule reaches a subscriber in scope, not one outside it."""
+    dade = township(api, "大德镇")
+    gauge = make_device(api, dade, "water_level", "depth", "cm", name="大德水位")["datastream"]
+    events: dict[str, list] = {"admin": [], "yihe": []}
+
+    def listen(user):
+        with api.stream("GET", "/api/sensing/alarms/stream", params={"max_events": 1, "timeout": 5},
+                        headers=api.login(user)) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    events[user].append(json.loads(line[6:]))
+
+    api.login("yihe")
+    threads = [threading.Thread(target=listen, args=(u,)) for u in events]
+    for th in threads:
+        th.start()
+    time.sleep(0.5)
+    t0 = time.perf_counter()
+    _post(api, gauge, "2026-07-06T08:00:00+08:00", 60.0)
+    for th in threads:
+        th.join(10)
+    assert events["admin"] and events["admin"][0]["severity"] == "red" and events["admin"][0]["change"] == "raised"
+    assert time.perf_counter() - t0 < 5
+    assert events["yihe"] == []  # 大德镇's alarm is outside 义和镇's scope
+
+
+def test_rule_book_is_validated(tmp_path):
+    good = catalog.rulebook()
+    assert {r.id for r in good.rules} >= {"noise_day", "noise_night", "dust_pm10", "waterlogging", "house_tilt"}
+    bad = {"version": 1, "alarm": {}, "rules": [{"id": "x", "title": "t", "kind": "threshold", "device_type": "toaster",
+                                                  "stream": "s", "levels": {"yellow": 1}}]}
+    with pytest.raises(Exception, match="unknown device type"):
+        catalog.rules_from_dict(bad)
+    bad["rules"][0].update(device_type="rain_gauge", stream="rainfall", levels={"purple": 1})
+    with pytest.raises(Exception, match="unknown severity"):
+        catalog.rules_from_dict(bad)
+    bad["rules"][0].update(kind="duration", levels={})
+    with pytest.raises(Exception, match="needs"):
+        catalog.rules_from_dict(bad)

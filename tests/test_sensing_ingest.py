@@ -1,0 +1,359 @@
+"""Ingest over HTTP and MQTT on both backends: idempotent, out of order, validated all-or-nothing,
+acknowledged after commit, bounded with back-pressure; rollups, series, CSV; a real kill loses nothing
+acknowledged; MQTT against the real Mosquitto broker."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from cityops.sensing.ingest import Backpressure, Ingestor
+from cityops.sensing.models import Observation, Rollup
+from tests.conftest import table_counts
+from tests.sensing_helpers import STA, make_device, township
+
+MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
+
+
+@pytest.fixture(scope="module")
+def gauge(api):
+    yihe = township(api, "义和镇")
+    return {"yihe": yihe, **make_device(api, yihe, "rain_gauge", "rainfall", "mm", name="义和雨量站A")}
+
+
+def _count(api, ds: int) -> int:
+    with api.store.sessions() as s:
+        return s.scalar(select(func.count()).select_from(Observation).where(Observation.datastream_id == ds))
+
+
+def _obs(ds, hour, minute, value, day=15):
+    return {"datastream_id": ds, "phenomenonTime": f"2026-07-{day:02d}T{hour:02d}:{minute:02d}:00+08:00", "result": value}
+
+
+def test_bulk_ingest_is_idempotent_out_of_order_and_rolls_up(api, gauge):
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    # 3 hours of 5-minute readings, sent newest first (out of order).
+    batch = [_obs(ds, h, m, float(m % 7)) for h in (9, 10, 11) for m in range(0, 60, 5)][::-1]
+    r = api.post("/api/sensing/observations", json={"observations": batch}, headers=admin)
+    assert r.status_code == 201 and r.json()["accepted"] == 36, r.text
+    assert _count(api, ds) == 36
+    # A resend of half of them plus two new ones: only the new ones are stored.
+    again = batch[:18] + [_obs(ds, 12, 0, 2.0), _obs(ds, 8, 55, 1.0)]
+    assert api.post("/api/sensing/observations", json={"observations": again}, headers=admin).status_code == 201
+    assert _count(api, ds) == 38
+    with api.store.sessions() as s:
+        hours = {b: (lo, hi, total, n) for b, lo, hi, total, n in s.execute(
+            select(Rollup.bucket_ms, Rollup.vmin, Rollup.vmax, Rollup.vsum, Rollup.vcount)
+            .where(Rollup.datastream_id == ds, Rollup.tier == "1h").order_by(Rollup.bucket_ms))}
+        day = s.execute(select(Rollup.vsum, Rollup.vcount).where(Rollup.datastream_id == ds, Rollup.tier == "1d")).all()
+        minutes = s.scalar(select(func.count()).select_from(Rollup).where(Rollup.datastream_id == ds, Rollup.tier == "1m"))
+    expected_hour = sum(float(m % 7) for m in range(0, 60, 5))
+    sums = [v[2] for v in hours.values()]
+    assert sums == [1.0, expected_hour, expected_hour, expected_hour, 2.0]
+    assert [v[3] for v in hours.values()] == [1, 12, 12, 12, 1]
+    assert day == [(3 * expected_hour + 3.0, 38)] and minutes == 38
+    # Range query: raw over 3 h, hourly rollups over a day, and downsampled to a few points with peaks kept.
+    raw = api.get(f"/api/sensing/datastreams/{ds}/series", headers=admin,
+                  params={"start": "2026-07-15T09:00:00+08:00", "end": "2026-07-15T12:00:00+08:00"}).json()
+    assert raw["tier"] == "raw" and len(raw["points"]) == 36
+    hourly = api.get(f"/api/sensing/datastreams/{ds}/series", headers=admin,
+                     params={"start": "2026-07-15T00:00:00+08:00", "end": "2026-07-16T00:00:00+08:00", "tier": "1h"}).json()
+    assert [p["sum"] for p in hourly["points"]] == sums and hourly["points"][1]["mean"] == pytest.approx(expected_hour / 12)
+    small = api.get(f"/api/sensing/datastreams/{ds}/series", headers=admin,
+                    params={"start": "2026-07-15T09:00:00+08:00", "end": "2026-07-15T12:00:00+08:00", "max_points": 10}).json()
+    assert len(small["points"]) <= 10 and max(p["max"] for p in small["points"]) == 6.0
+    # CSV export of the period.
+    r = api.get(f"/api/sensing/datastreams/{ds}/export", headers=admin,
+                params={"start": "2026-07-15T00:00:00+08:00", "end": "2026-07-16T00:00:00+08:00"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert len(rows) == 38 and rows[0]["phenomenon_time"] == "2026-07-15T00:55:00.000Z" and rows[0]["unit"] == "mm"
+
+
+def test_bad_bulk_is_rejected_whole_and_changes_nothing(api, gauge):
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    good = [_obs(ds, 13, m, 1.0) for m in range(3)]
+    before = table_counts(api.store)
+    cases = [
+        ([*good, {"datastream_id": 999999, "phenomenonTime": "2026-07-15T13:00:00Z", "result": 1.0}], 404, "unknown datastream"),
+        ([*good, {**_obs(ds, 13, 30, 1.0), "unit": "cm"}], 422, "'mm'"),
+        ([*good, _obs(ds, 13, 31, 1e6)], 422, "possible range"),
+        ([*good, _obs(ds, 13, 32, "heavy")], 422, "numeric"),
+        ([*good, {**_obs(ds, 13, 33, 1.0), "phenomenonTime": "2031-01-01T00:00:00Z"}], 422, "implausible"),
+        ([*good, {**_obs(ds, 13, 34, 1.0), "phenomenonTime": "2026-07-15 13:00"}], 422, "time zone"),
+        ([*good, {"phenomenonTime": "2026-07-15T13:00:00Z", "result": 1.0}], 422, "datastream_id"),
+    ]
+    for observations, status, words in cases:
+        r = api.post("/api/sensing/observations", json={"observations": observations}, headers=admin)
+        assert r.status_code == status, r.text
+        assert words in r.json()["message"] and "observation 3" in r.json()["message"], r.text
+    r = api.post("/api/sensing/observations", content=b'{"observations": [', headers={**admin, "content-type": "application/json"})
+    assert r.status_code == 422
+    assert api.post("/api/sensing/observations", json={"observations": []}, headers=admin).status_code == 422
+    # A device key scoped to 义和镇 cannot write to a 大德镇 datastream.
+    foreign = make_device(api, township(api, "大德镇"), "rain_gauge", "rainfall", "mm", name="大德雨量站B")
+    yihe = api.login("yihe")
+    before = table_counts(api.store)
+    r = api.post("/api/sensing/observations", json={"observations": [_obs(foreign["datastream"], 13, 0, 1.0)]}, headers=yihe)
+    assert r.status_code == 403  # township operators may not ingest at all
+    assert table_counts(api.store) == before
+
+
+def test_backpressure_answers_503_with_retry_after_and_metrics_show_it(api, gauge):
+    admin = api.login("admin")
+    app_state = api.app.state
+    real = app_state.sensing_ingestor
+    stalled = Ingestor(api.store.sessions, capacity=10)  # never started: nothing drains
+    stalled.submit(*stalled.validate([_obs(gauge["datastream"], 14, m, 1.0) for m in range(8)]))
+    app_state.sensing_ingestor = stalled
+    try:
+        before = _count(api, gauge["datastream"])
+        r = api.post("/api/sensing/observations", json={"observations": [_obs(gauge["datastream"], 15, m, 1.0) for m in range(5)]},
+                     headers=admin)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["details"] == {"pending": 8, "capacity": 10}
+        assert _count(api, gauge["datastream"]) == before
+        with pytest.raises(Backpressure):
+            stalled.submit(*stalled.validate([_obs(gauge["datastream"], 16, 0, 1.0)] * 3))
+    finally:
+        app_state.sensing_ingestor = real
+    metrics = api.get("/metrics").text
+    assert "cityops_sensing_ingest_pending" in metrics and "cityops_sensing_ingest_lag_seconds" in metrics
+
+
+# --- A real kill -----------------------------------------------------------------------------------------
+
+SERVE = """
+import sys, uvicorn
+from cityops.app import create_app
+from cityops.core.settings import Settings
+data_dir, url, secret, port = sys.argv[1:5]
+app = create_app(Settings(data_dir=data_dir, database_url=url, secret_key=secret, log_json=False), run_migrations=False)
+uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan="off")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve(settings) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.database_url, settings.secret_key, str(port)],
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("test server did not start") from None
+            time.sleep(0.1)
+
+
+def test_kill_during_ingest_loses_nothing_acknowledged(api, gauge):
+    import httpx
+
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    proc, port = _serve(api.store.settings)
+    acked: list[int] = []
+    stop = threading.Event()
+
+    def client():
+        t0 = 1_785_000_000_000  # 2026-07-25, distinct from the other tests' times
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=admin, timeout=10) as http:
+            i = 0
+            while not stop.is_set():
+                times = [t0 + (i * 200 + k) * 1000 for k in range(200)]
+                body = {"observations": [{"datastream_id": ds, "phenomenonTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t / 1000)) + "Z",
+                                          "result": 1.0} for t in times]}
+                try:
+                    r = http.post("/api/sensing/observations", json=body)
+                except httpx.HTTPError:
+                    return
+                if r.status_code == 201:
+                    acked.extend(times)
+                i += 1
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(acked) < 2000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        stop.set()
+        thread.join(10)
+        if proc.poll() is None:
+            proc.kill()
+    assert len(acked) >= 2000, "the server acknowledged too little before the kill"
+    with api.store.sessions() as s:
+        stored = set(s.scalars(select(Observation.t_ms).where(Observation.datastream_id == ds, Observation.t_ms >= min(acked))))
+    assert set(acked) <= stored, f"{len(set(acked) - stored)} acknowledged observations lost"
+
+
+# --- MQTT against the real broker ---------------------------------------------------------------------------
+
+def _broker() -> None:
+    try:
+        with socket.create_connection((MQTT_HOST, MQTT_PORT), timeout=1):
+            return
+    except OSError:
+        if os.environ.get("CI") == "true":
+            pytest.fail("Mosquitto required under CI=true at 127.0.0.1:1883")
+        pytest.skip("Mosquitto not reachable at 127.0.0.1:1883")
+
+
+@pytest.fixture
+def bridge(api):
+    _broker()
+    from cityops.sensing.mqtt import MqttBridge
+    from cityops.sensing.service import runtime
+
+    b = MqttBridge(runtime(api.app.state), f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "http://testserver/sta/v1.1",
+                   client_id=f"cityops-test-{uuid.uuid4().hex[:8]}")
+    b.start()
+    api.app.state.sensing_mqtt = b
+    yield b
+    api.app.state.sensing_mqtt = None
+    del api.app.state.sensing_mqtt
+    b.stop()
+
+
+def _client(name: str):
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:8]}")
+    c.connect(MQTT_HOST, MQTT_PORT)
+    c.loop_start()
+    return c
+
+
+def _wait(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_mqtt_create_on_the_three_topics_and_receive_updates(api, gauge, bridge):
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    received: dict[str, list] = {}
+    sub = _client("sub")
+    sub.on_message = lambda c, u, m: received.setdefault(m.topic, []).append(json.loads(m.payload))
+    sub.subscribe([(f"v1.1/Datastreams({ds})/Observations", 1), ("v1.1/Things", 1), (f"v1.1/Things({gauge['thing']})", 1),
+                   (f"v1.1/Things({gauge['thing']})/description", 1)])
+    time.sleep(0.3)
+    pub = _client("pub")
+    _post_one = api.post(f"{STA}/Datastreams({ds})/Observations", json={"phenomenonTime": "2026-07-19T00:00:00Z", "result": 1.0},
+                         headers=admin)
+    assert _post_one.status_code == 201
+    time.sleep(0.3)
+    received.clear()
+    foi = api.get(f"{STA}/Datastreams({ds})/Observations", params={"$top": 1, "$expand": "FeatureOfInterest"},
+                  headers=admin).json()["value"][0]["FeatureOfInterest"]["@iot.id"]
+    before = _count(api, ds)
+    messages = [
+        ("v1.1/Observations", {"phenomenonTime": "2026-07-20T01:00:00Z", "result": 4.5, "Datastream": {"@iot.id": ds}}),
+        (f"v1.1/Datastreams({ds})/Observations", {"phenomenonTime": "2026-07-20T02:00:00Z", "result": 5.5}),
+        (f"v1.1/FeaturesOfInterest({foi})/Observations", {"phenomenonTime": "2026-07-20T03:00:00Z", "result": 6.5,
+                                                         "Datastream": {"@iot.id": ds}}),
+        ("v1.1/Observations", {"phenomenonTime": "2026-07-20T04:00:00Z", "result": 9999.0, "Datastream": {"@iot.id": ds}}),
+        ("v1.1/Observations", b"{not json"),
+    ]
+    for topic, payload in messages:
+        pub.publish(topic, payload if isinstance(payload, bytes) else json.dumps(payload), qos=1).wait_for_publish(5)
+    assert _wait(lambda: _count(api, ds) == before + 3)
+    assert _wait(lambda: bridge.rejected >= 2)
+    time.sleep(0.3)
+    assert bridge.rejected == 2  # the bridge never hears its own publications as new observations
+    assert _count(api, ds) == before + 3  # the impossible value and the malformed message were refused
+    last = api.get(f"{STA}/Observations", params={"$orderby": "phenomenonTime desc", "$top": 1,
+                                                    "$filter": f"phenomenonTime lt 2026-07-21T00:00:00Z and phenomenonTime gt 2026-07-19T00:00:00Z"},
+                   headers=admin).json()["value"][0]
+    assert last["result"] == 6.5 and last["phenomenonTime"] == "2026-07-20T03:00:00.000Z"
+    # The server published each stored observation on the datastream's topic, as its HTTP representation.
+    assert _wait(lambda: len(received.get(f"v1.1/Datastreams({ds})/Observations", [])) >= 3)
+    published = {o["phenomenonTime"]: o for o in received[f"v1.1/Datastreams({ds})/Observations"]}
+    http = api.get(last["@iot.selfLink"].replace("http://testserver", ""), headers=admin).json()
+    assert published["2026-07-20T03:00:00.000Z"] == http
+    # Entity changes over HTTP: create and PATCH reach their set, entity and property topics exactly once.
+    r = api.post(f"{STA}/Things", json={"name": "MQTT 新设备", "description": "x", "properties": {"unit_code": gauge["yihe"]}},
+                 headers=admin)
+    api.patch(f"{STA}/Things({gauge['thing']})", json={"description": "改了"}, headers=admin)
+    assert _wait(lambda: f"v1.1/Things({gauge['thing']})/description" in received)
+    time.sleep(0.3)
+    assert [t["name"] for t in received["v1.1/Things"]].count("MQTT 新设备") == 1
+    assert received[f"v1.1/Things({gauge['thing']})/description"] == [{"description": "改了"}]
+    assert received[f"v1.1/Things({gauge['thing']})"][0]["description"] == "改了"
+    assert r.status_code == 201
+    for c in (sub, pub):
+        c.loop_stop()
+        c.disconnect()
+
+
+def test_mqtt_consumption_slows_when_the_queue_is_full(api, gauge):
+    """With a stalled writer, the bridge stops acknowledging and reading: the broker holds the rest, nothing is lost."""
+    _broker()
+    from cityops.sensing.mqtt import MqttBridge
+
+    ds = gauge["datastream"]
+    stalled = Ingestor(api.store.sessions, capacity=5)
+    b = MqttBridge(stalled, f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "http://testserver/sta/v1.1",
+                   client_id=f"cityops-slow-{uuid.uuid4().hex[:8]}", publish_ingested=False)
+    b.start()
+    pub = _client("slowpub")
+    try:
+        for k in range(20):
+            pub.publish(f"v1.1/Datastreams({ds})/Observations",
+                        json.dumps({"phenomenonTime": f"2026-07-21T00:{k:02d}:00Z", "result": 1.0}), qos=1)
+        time.sleep(1.0)
+        assert stalled.pending == 5 and b.received <= 6  # blocked on the sixth, not dropping
+        stalled.start()  # the writer drains; the broker delivers the rest
+        assert _wait(lambda: _count_range(api, ds, "2026-07-21") == 20, 15)
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        b.stop()
+        stalled.stop()
+
+
+def _count_range(api, ds, day):
+    from cityops.sensing.timeutil import parse_instant
+
+    lo = parse_instant(f"{day}T00:00:00Z")
+    with api.store.sessions() as s:
+        return s.scalar(select(func.count()).select_from(Observation).where(Observation.datastream_id == ds, Observation.t_ms >= lo,
+                                                                             Observation.t_ms < lo + 86_400_000))
+
+
+def test_sqlite_file_is_consistent(api):
+    if api.store.backend != "sqlite":
+        pytest.skip("SQLite only")
+    with api.store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
