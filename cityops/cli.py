@@ -462,6 +462,39 @@ def users_token(
     _run(body)
 
 
+# --- housing registry (房屋 · 住户): census-scale exports --------------------------------------------------
+
+@app.command("export-housing")
+def export_housing(
+    kind: str = typer.Argument(..., help="buildings or households"),
+    output: Path = typer.Argument(..., help="Output file; the format follows the extension (.fgb, .gpkg, .geojson, .csv …)"),
+    data_dir: Optional[Path] = DataDir,
+    crs: str = typer.Option("EPSG:4490", help="Output CRS"),
+    root: Optional[str] = typer.Option(None, help="Only this unit's subtree (a unit code)"),
+    bbox: Optional[str] = typer.Option(None, help="minx,miny,maxx,maxy (lon/lat); buildings only"),
+    personal: bool = typer.Option(False, "--personal/--masked", help="Households: names, phones in clear (default masked)"),
+) -> None:
+    """Export buildings (footprints) or households (personal data masked unless --personal), streamed: the
+    census file of 8.09 million buildings for the import benchmark comes from here."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.base import layerfiles
+        from cityops.housing import service
+        from cityops.identity.scope import Scope
+        from cityops.org.routes import parse_bbox
+
+        fmt = layerfiles.detect_format(output.name)
+        _, sessions, _ = _store(settings)
+        start = time.perf_counter()
+        with sessions() as session:
+            written = service.export(session, Scope(all_units=True), personal, kind, output, fmt, crs=crs, root=root,
+                                     bbox=parse_bbox(bbox))
+        console.print(f"wrote {written} in {time.perf_counter() - start:.1f} s")
+
+    _run(body)
+
+
 # ------------------------------------------------------------------------- warning (风险预警) commands
 warning_app = typer.Typer(help="Early warning: calibrate thresholds, skill scores, evaluate risk points", no_args_is_help=True)
 app.add_typer(warning_app, name="warning")
@@ -569,10 +602,13 @@ def warning_evaluate(
 
     _run(body)
 
+
 # --- vector tiles (cityops/tiles/cli.py) ---
 from cityops.tiles import cli as _tiles_cli  # noqa: E402
 
 _tiles_cli.register(app, _settings, _store, _run, console, DataDir)
+
+
 # ------------------------------------------------------------------------------ tasks (任务中心 · 应急预案)
 
 tasks_app = typer.Typer(help="Task center: plans, warnings, overdue reminders", no_args_is_help=True)
@@ -628,6 +664,34 @@ def tasks_warning(
                 totals = service.totals(session, service.ALL, incident.id)["district"]
                 console.print(f"incident {incident.id}: {incident.status}, response {incident.response_level}, "
                               f"{totals['households']} households / {totals['people']} people locked")
+
+    _run(body)
+
+
+@tasks_app.command("check-overdue")
+def tasks_check_overdue(
+    escalate_after_minutes: int = typer.Option(30, help="escalate tasks this long past their deadline"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Remind overdue tasks and escalate the long overdue to the level above (run it from a timer)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import timedelta
+
+        from cityops.core import audit
+        from cityops.tasks import service
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            result = service.check_overdue(session, audit.Actor("timer"), service.ALL,
+                                           escalate_after=timedelta(minutes=escalate_after_minutes))
+            session.commit()
+        console.print(f"reminded {len(result['reminded'])}, escalated {len(result['escalated'])}")
+
+    _run(body)
+
+
 # ---------------------------------------------------------------------------------- events (事件中心)
 events_app = typer.Typer(help="Event center (事件中心): SLA sweep, 12345 import, evaluation export.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
@@ -656,55 +720,6 @@ def events_sweep(data_dir: Optional[Path] = DataDir,
     _run(body)
 
 
-@tasks_app.command("check-overdue")
-def tasks_check_overdue(
-    escalate_after_minutes: int = typer.Option(30, help="escalate tasks this long past their deadline"),
-    data_dir: Optional[Path] = DataDir,
-) -> None:
-    """Remind overdue tasks and escalate the long overdue to the level above (run it from a timer)."""
-    settings = _settings(data_dir)
-
-    def body():
-        from datetime import timedelta
-
-        from cityops.core import audit
-        from cityops.tasks import service
-
-        _, sessions, _ = _store(settings)
-        with sessions() as session:
-            result = service.check_overdue(session, audit.Actor("timer"), service.ALL,
-                                           escalate_after=timedelta(minutes=escalate_after_minutes))
-            session.commit()
-        console.print(f"reminded {len(result['reminded'])}, escalated {len(result['escalated'])}")
-# --- housing registry (房屋 · 住户): census-scale exports --------------------------------------------------
-
-@app.command("export-housing")
-def export_housing(
-    kind: str = typer.Argument(..., help="buildings or households"),
-    output: Path = typer.Argument(..., help="Output file; the format follows the extension (.fgb, .gpkg, .geojson, .csv …)"),
-    data_dir: Optional[Path] = DataDir,
-    crs: str = typer.Option("EPSG:4490", help="Output CRS"),
-    root: Optional[str] = typer.Option(None, help="Only this unit's subtree (a unit code)"),
-    bbox: Optional[str] = typer.Option(None, help="minx,miny,maxx,maxy (lon/lat); buildings only"),
-    personal: bool = typer.Option(False, "--personal/--masked", help="Households: names, phones in clear (default masked)"),
-) -> None:
-    """Export buildings (footprints) or households (personal data masked unless --personal), streamed: the
-    census file of 8.09 million buildings for the import benchmark comes from here."""
-    settings = _settings(data_dir)
-
-    def body():
-        from cityops.base import layerfiles
-        from cityops.housing import service
-        from cityops.identity.scope import Scope
-        from cityops.org.routes import parse_bbox
-
-        fmt = layerfiles.detect_format(output.name)
-        _, sessions, _ = _store(settings)
-        start = time.perf_counter()
-        with sessions() as session:
-            written = service.export(session, Scope(all_units=True), personal, kind, output, fmt, crs=crs, root=root,
-                                     bbox=parse_bbox(bbox))
-        console.print(f"wrote {written} in {time.perf_counter() - start:.1f} s")
 @events_app.command("import-hotline")
 def events_import_hotline(path: Path, data_dir: Optional[Path] = DataDir) -> None:
     """Import 12345 hotline tickets from a CSV file (all or nothing; known tickets are skipped)."""
@@ -753,6 +768,9 @@ def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
             table.add_row(str(r["key"]), str(r["filed"]), str(r["due"]), str(r["closed"]), str(r["closed_on_time"]),
                           pc(r["closure_rate"]), pc(r["ontime_closure_rate"]), pc(r["rework_rate"]), str(r["composite"]))
         console.print(table)
+
+    _run(body)
+
 
 # --- sensing: 物联感知 -------------------------------------------------------------------------------
 simulate_app = typer.Typer(help="Synthesise sensor streams over the demo district", no_args_is_help=True)
