@@ -9,6 +9,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 import cityops
+from cityops import wiring
 from cityops.base import routes as base_routes
 from cityops.core import ops_routes, web
 from cityops.core.db import make_engine, make_sessionmaker, migrate
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                    web_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
+    if settings.wiring:
+        wiring.connect(engine)
     start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
     app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
     if not (web_routes.STATIC_DIR / "vendor").exists():

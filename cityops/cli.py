@@ -55,6 +55,10 @@ def _store(settings):
 
     engine = make_engine(settings)
     migrate(engine)
+    if settings.wiring:
+        from cityops import wiring
+
+        wiring.connect(engine)
     levels = load_levels(settings.grid_code_length)
     org_config = OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs)
     return engine, make_sessionmaker(engine), org_config

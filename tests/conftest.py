@@ -77,7 +77,9 @@ def _drop_pg_database(name: str) -> None:
 
 
 def make_store(backend: str, data_dir: Path, **overrides) -> tuple[Store, callable]:
-    """A migrated, empty store; returns it and its cleanup function."""
+    """A migrated, empty store; returns it and its cleanup function. Capabilities are tested apart here
+    (``wiring=False``); tests/test_signature_scenario.py runs them connected."""
+    overrides.setdefault("wiring", False)
     cleanup = []
     if backend == "postgis":
         require_postgis()

@@ -99,7 +99,7 @@ def test_task_from_case_links_back_and_overdue_is_reminded_then_escalated(api, w
                                                     "target_units": [where["village"]], "source_kind": "case", "source_ref": "C-2026-0001"})
     assert r.status_code == 201, r.text
     task = r.json()
-    assert task["source_link"] == "/api/cases/C-2026-0001"
+    assert task["source_link"] == "/api/events/cases/C-2026-0001"
     found = api.get("/api/tasks", params={"source_ref": "C-2026-0001"}, headers=yihe).json()
     assert {t["id"] for t in found} == {task["id"], task["children"][0]["id"]}
     with api.store.sessions() as session:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     grid_code_length: int = Field(default=15, ge=13, le=20)
     #: Metric CRS for distances, buffers and area (CGCS2000 3-degree Gauss–Krüger CM 108°E fits Kaizhou).
     metric_crs: str = "EPSG:4545"
+    #: Connect the capabilities (cityops.wiring): observations re-evaluate risk points, warnings activate
+    #: plans and raise alarms. Off only to exercise one capability alone.
+    wiring: bool = True
     #: Largest accepted upload, bytes.
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     #: Largest batch for /api/locate/batch.

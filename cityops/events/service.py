@@ -311,8 +311,8 @@ def create_case(session: Session, *, source: str, class_code: str, title: str | 
 
 
 def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, class_code: str | None, title: str,
-                           description: str, lon: float, lat: float, level: str, evidence: dict,
-                           actor: audit.Actor) -> Case:
+                           description: str, lon: float | None, lat: float | None, level: str, evidence: dict,
+                           actor: audit.Actor, unit_code: str | None = None) -> Case:
     """Internal entry point for sensor and warning alarms (传感告警转事件). Idempotent on ``alarm_key``.
 
     ``level`` is the warning colour (red/orange/yellow/blue or 红/橙/黄/蓝); red and orange are urgent.
@@ -328,8 +328,8 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
     if urgency is None:
         raise InvalidInput(f"unknown alarm level {level!r}", {"field": "level"})
     case = create_case(session, source="sensor", class_code=class_code or "10080", title=title, description=description,
-                       lon=lon, lat=lat, urgency=urgency, external_key=key,
-                       attributes={"alarm": {"source": source, "level": level, "evidence": evidence}}, actor=actor)
+                       lon=lon, lat=lat, unit_code=None if lon is not None else unit_code, urgency=urgency,
+                       external_key=key, attributes={"alarm": {"source": source, "level": level, "evidence": evidence}}, actor=actor)
     act(session, case, "accept", actor, note=f"{source} 告警自动受理")
     act(session, case, "file", actor, note="告警立案")
     return case

@@ -61,6 +61,8 @@ class DeviceType(BaseModel):
     name_zh: str
     name_en: str
     sensor: str
+    #: Event-center class (5-digit code) of the case an alarm of this device type opens; None: no case.
+    event_class: str | None = Field(default=None, pattern=r"^\d{5}$")
     datastreams: list[StreamSpec] = Field(min_length=1)
 
     def stream(self, key: str) -> StreamSpec:

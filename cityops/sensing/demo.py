@@ -25,7 +25,8 @@ from cityops.sensing import catalog, ingest, sta
 from cityops.sensing.timeutil import now_ms
 
 #: Risk point code of the 老沟湾 slope (text: the warning capability owns the risk point registry).
-SCENARIO_RISK_POINT = "500154-HP-LGW"
+#: The risk point code of 老沟湾 in the risk-point registry (cityops.warning.demo.SCENARIO_CODE).
+SCENARIO_RISK_POINT = "RP-LGW-001"
 SCENARIO_PLACE = "老沟湾"
 STORM_TOWNSHIP = "义和镇"
 OM = sta.OM_MEASUREMENT

@@ -10,12 +10,19 @@ import logging
 
 from sqlalchemy.orm import Session
 
+from cityops.core import audit
+from cityops.core.errors import CityOpsError
+
 log = logging.getLogger("cityops.sensing.escalation")
 _warned: list[bool] = []
 
-#: Event class of a case opened from a sensing alarm, by device type (domain.md §2 codes).
-CLASS_BY_DEVICE = {"site_monitor": "08004", "water_level": "emergency", "tilt_meter": "emergency",
-                   "crack_meter": "emergency", "gnss": "emergency", "rain_gauge": "emergency"}
+
+def _event_class(device_type: str | None) -> str | None:
+    """The device type's event class (device_types.toml); None lets the event center use its alarm default."""
+    from cityops.sensing.catalog import device_types
+
+    spec = device_types().get(device_type or "")
+    return spec.event_class if spec is not None else None
 
 
 def open_case(session: Session, alarm, *, device_type: str | None = None, actor: str = "sensing") -> str | None:
@@ -27,8 +34,14 @@ def open_case(session: Session, alarm, *, device_type: str | None = None, actor:
         (log.debug if _warned else log.warning)("event center not installed: alarm %s (%s) opened no case", alarm.key, alarm.severity)
         _warned.append(True)
         return None
-    case = create_case_from_alarm(
-        session, source="sensing", alarm_key=alarm.key, class_code=CLASS_BY_DEVICE.get(device_type or "", "emergency"),
-        title=alarm.title, description=f"{alarm.title}({alarm.severity})", lon=alarm.lon, lat=alarm.lat,
-        level=alarm.severity, evidence=alarm.evidence, actor=actor)
-    return str(getattr(case, "code", None) or getattr(case, "id", None) or case)
+    try:
+        with session.begin_nested():  # the event center's refusal must not undo the observations or the alarm
+            case = create_case_from_alarm(
+                session, source="sensing", alarm_key=alarm.key, class_code=_event_class(device_type),
+                title=alarm.title, description=f"{alarm.title}({alarm.severity})", lon=alarm.lon, lat=alarm.lat,
+                unit_code=alarm.unit_code, level=alarm.severity, evidence=alarm.evidence,
+                actor=audit.Actor(actor) if isinstance(actor, str) else actor)
+    except CityOpsError:
+        log.exception("event center refused a case for alarm %s", alarm.key)
+        return None
+    return str(case.id)

@@ -20,7 +20,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -206,6 +206,20 @@ def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta]
     return rules.evaluate(session, rows, metas, engine_state)
 
 
+#: Called after every committed batch with ``(sessions, rows)`` (rows actually stored): other capabilities
+#: react to new observations here (the warning models re-evaluate the risk points the rows feed). A failing
+#: hook is logged; it never undoes the acknowledged write.
+AFTER_COMMIT: list[Callable[[sessionmaker, list[Row]], None]] = []
+
+
+def run_after_commit(sessions: sessionmaker, rows: list[Row]) -> None:
+    for hook in list(AFTER_COMMIT):
+        try:
+            hook(sessions, rows)
+        except Exception:  # noqa: BLE001
+            log.exception("after-commit hook %r failed", hook)
+
+
 # ---------------------------------------------------------------------------------------------- Ingestor
 
 @dataclass
@@ -352,6 +366,7 @@ class Ingestor:
                 self._lag.set(self.lag_seconds)
             for it in batch:
                 it.future.set_result(len(it.rows))
+            run_after_commit(self.sessions, rows)
             for hook in self.on_committed:
                 try:
                     hook(rows, metas, result)

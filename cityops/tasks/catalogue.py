@@ -39,6 +39,8 @@ class Plan(BaseModel):
     name_zh: str
     name_en: str
     trigger_level: int = Field(ge=1, le=4)
+    #: Event-center class (事件分类, 5-digit code) of the case an activation opens.
+    event_class: str = Field(pattern=r"^\d{5}$")
     activation: Literal["auto", "propose", "manual"]
     zone_buffer_m: float = Field(gt=0, le=5000)
     levels: dict[int, PlanLevel]

@@ -20,23 +20,28 @@ def _events_service():
 
 
 def create_case(session, *, title: str, description: str, unit_code: str, geometry=None, hazard_type: str,
-                grade: int | None, drill: bool, actor) -> str | None:
-    """Open a case in the event center for an incident; returns its reference, or None when there is no
-    event center (logged). Runs in the caller's transaction."""
+                event_class: str, grade: int | None, drill: bool, incident_id: int, actor) -> str | None:
+    """Open a case in the event center for an incident (class ``event_class`` from the plan); returns its
+    reference, or None when there is no event center (logged). Drills open no case: they must stay out of
+    the event center's statistics. Runs in the caller's transaction, idempotent per incident."""
+    if drill:
+        return None
     service = _events_service()
     if service is None or not hasattr(service, "create_case"):
         log.info("event center not installed: incident has no case", extra={"title": title})
         return None
+    point = geometry.representative_point() if geometry is not None and not geometry.is_empty else None
     try:
         with session.begin_nested():
-            case = service.create_case(session, title=title, description=description, unit_code=unit_code,
-                                       geometry=geometry, source="tasks", category=hazard_type, grade=grade,
-                                       drill=drill, actor=actor)
+            case = service.create_case(
+                session, source="task", class_code=event_class, title=title, description=description,
+                lon=point.x if point else None, lat=point.y if point else None,
+                unit_code=None if point else unit_code, urgency="urgent", external_key=f"incident:{incident_id}",
+                attributes={"hazard_type": hazard_type, "event_grade": grade, "incident_id": incident_id}, actor=actor)
     except Exception:  # noqa: BLE001 - the evacuation must go on whatever the event center says
         log.exception("event center refused the case; the incident continues without one")
         return None
-    ref = getattr(case, "code", None) or getattr(case, "id", None) or (case.get("code") if isinstance(case, dict) else case)
-    return None if ref is None else str(ref)
+    return str(case.id)
 
 
 def close_case(session, case_ref: str | None, note: str, actor) -> bool:
@@ -50,7 +55,7 @@ def close_case(session, case_ref: str | None, note: str, actor) -> bool:
         return False
     try:
         with session.begin_nested():
-            service.close_case(session, case_ref, note, actor)
+            service.close_case(session, int(case_ref), note, actor)
     except Exception:  # noqa: BLE001
         log.exception("event center could not close case %s", case_ref)
         return False
@@ -59,4 +64,4 @@ def close_case(session, case_ref: str | None, note: str, actor) -> bool:
 
 def case_link(case_ref: str | None) -> str | None:
     """Where the case lives in the API (the event center's route), for the link back."""
-    return f"/api/cases/{case_ref}" if case_ref else None
+    return f"/api/events/cases/{case_ref}" if case_ref else None

@@ -175,7 +175,7 @@ def _activate(session: Session, actor: audit.Actor, incident: Incident) -> None:
     incident.case_ref = links.create_case(
         session, title=incident.title, description=f"{plan.name_zh} {ROMAN[incident.response_level]}级响应",
         unit_code=incident.unit_code, geometry=incident.hazard_geom, hazard_type=incident.hazard_type,
-        grade=incident.event_grade, drill=incident.drill, actor=actor)
+        event_class=plan.event_class, grade=incident.event_grade, drill=incident.drill, incident_id=incident.id, actor=actor)
     if incident.case_ref:
         log_step(session, incident, actor.name, "case.linked", f"事件中心立案 {incident.case_ref}", {"case_ref": incident.case_ref})
     _instantiate(session, actor, incident, incident.response_level)

@@ -85,6 +85,9 @@ def load_catalogue(path: Path = CATALOGUE) -> Catalogue:
         _fail(path, f"[antecedent] K must be a number in (0, 1), got {k!r}")
     if params["combination"].get("red_second_indicator") not in LEVEL_KEYS:
         _fail(path, "[combination] red_second_indicator must name a level")
+    hold = params["combination"].get("downgrade_hold_hours")
+    if not (isinstance(hold, (int, float)) and 0 <= hold <= 168):
+        _fail(path, f"[combination] downgrade_hold_hours must be a number of hours in [0, 168], got {hold!r}")
     hazards = {h["key"]: h for h in data.get("hazard_types", [])}
     if not hazards:
         _fail(path, "no hazard_types")

@@ -63,6 +63,8 @@ class LevelChange:
     building_codes: list = field(default_factory=list)
     lon: float | None = None
     lat: float | None = None
+    #: The engine the change was committed to: subscribers open their own session on it.
+    bind: object = None
 
 
 #: Subscribers called with a ``LevelChange`` after every committed level change. A failing subscriber is
@@ -315,6 +317,26 @@ def _identifier(cat: Catalogue, rp: RiskPoint, seq: int) -> str:
     return f"{cat.cap['district_code']}-{rp.code}-{seq:04d}"
 
 
+def _hold_downgrade(cat: Catalogue, rp: RiskPoint, rank: int, now: datetime, reasons: list[str]) -> int:
+    """Hysteresis: a lower level takes over only once every assessment for ``downgrade_hold_hours`` said lower;
+    until then the current level is held (and why is recorded). A level not assessed for that long is stale
+    and is not held."""
+    hold = timedelta(hours=float(cat.params["combination"]["downgrade_hold_hours"]))
+    current = RANK[rp.level]
+    attributes = dict(rp.attributes or {})
+    lower_since = attributes.pop("lower_since", None)
+    fresh = rp.assessed_at is not None and now - _aware(rp.assessed_at) <= hold
+    if rank < current and fresh:
+        since = datetime.fromisoformat(lower_since) if lower_since else now
+        if now - since < hold:
+            attributes["lower_since"] = since.isoformat()
+            reasons.insert(0, f"降级需持续 {hold.total_seconds() / 3600:g} 小时,维持{cat.level(rp.level)['name_zh']} "
+                              f"(a lower level must last {hold.total_seconds() / 3600:g} h: level held)")
+            rank = current
+    rp.attributes = attributes
+    return rank
+
+
 def evaluate_risk_point(session: Session, code: str, series: Series, now: datetime) -> Assessment:
     """Evaluate one risk point at ``now`` from its linked datastreams; store the assessment, and a warning when
     the level changes; commit; then call the ``on_level_change`` subscribers. Re-evaluating with the same data
@@ -341,6 +363,7 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
         # Silence is not safety: with no usable observation at all the level is held, never cancelled.
         rank = RANK[previous]
         reasons.insert(0, "无有效观测,维持原预警等级 (no usable observations: level held)")
+    rank = _hold_downgrade(cat, rp, rank, now, reasons)
     level = level_key(rank)
     assessment = Assessment(rp.code, now, level, previous, level != previous, indicators, reasons)
     rp.assessment = assessment.as_dict()
@@ -368,7 +391,8 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
         geom = rp.geom
         change = LevelChange(rp.code, rp.name, rp.hazard_type, rp.unit_code, rp.unit_path, previous, level, warning.id,
                              warning.identifier, msg_type, now, assessment.as_dict(), list(rp.building_codes or []),
-                             geom.x if geom is not None else None, geom.y if geom is not None else None)
+                             geom.x if geom is not None else None, geom.y if geom is not None else None,
+                             session.get_bind())
     session.commit()
     if change is not None:
         for subscriber in list(on_level_change):

@@ -1,0 +1,108 @@
+"""The signature scenario with every capability connected, on both backends: the storm simulator's rain
+gauges and GNSS stations feed the sensing store; each committed batch re-evaluates 老沟湾's warning models;
+the level rises to red; the geohazard plan activates by itself, locks the threatened households into
+evacuation tasks for their grid workers and opens the event-center case; the risk point's alarm is raised;
+simulated workers move every household; the three levels' totals agree at every step; the response stands
+down, the incident closes and so does its case."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from cityops.demo.generator import DEMO_PASSWORD, build_demo
+from cityops.sensing import simulate
+from tests.conftest import BACKENDS, SMALL_DEMO, make_store
+from tests.test_tasks_scenario import _totals_agree
+
+RISK_POINT = "RP-LGW-001"
+LEVELS = ["none", "blue", "yellow", "orange", "red"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def wired(request, tmp_path_factory):
+    from cityops.app import create_app
+
+    store, close = make_store(request.param, tmp_path_factory.mktemp(f"wired-{request.param}"), wiring=True)
+    build_demo(store.sessions, store.org, SMALL_DEMO)
+    client = TestClient(create_app(store.settings, run_migrations=False))
+    tokens: dict[str, dict] = {}
+
+    def login(username: str, password: str = DEMO_PASSWORD) -> dict:
+        if username not in tokens:
+            r = client.post("/api/auth/login", json={"username": username, "password": password})
+            assert r.status_code == 200, r.text
+            tokens[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        return tokens[username]
+
+    client.login, client.store = login, store
+    yield client
+    client.close()
+    close()
+
+
+def test_storm_to_every_household_moved(wired):
+    api = wired
+    admin, district = api.login("admin"), api.login("district")
+    rp = api.get(f"/api/risk-points/{RISK_POINT}", headers=admin).json()
+    links = rp["datastreams"]
+    assert links["rainfall"] and links["displacement"], "the demo links 老沟湾 to its gauge and GNSS stations"
+    warnings_before = {w["identifier"] for w in rp["history"]}
+
+    # 1. The July storm, compressed: 24 hours of 10-minute readings through the sensing store.
+    summary = simulate.simulate_storm(api.store.sessions, hours=24)
+    assert summary["observations"] > 0
+
+    # 2. The warning engine judged each batch: 老沟湾 rose step by step to red, with its reasons.
+    rp = api.get(f"/api/risk-points/{RISK_POINT}", headers=admin).json()
+    assert rp["level"] == "red", rp.get("reasons")
+    new = [w for w in reversed(rp["history"]) if w["identifier"] not in warnings_before]
+    ranks = [LEVELS.index(w["level"]) for w in new if w["level"] != "none"]
+    assert ranks == sorted(ranks) and ranks[-1] == LEVELS.index("red"), [w["level"] for w in new]
+    assert rp["assessment"]["indicators"], "the assessment says which observations decided it"
+
+    # 3. The geohazard plan activated by itself, at response level I, for this risk point.
+    incidents = api.get("/api/incidents", headers=district).json()
+    incidents = incidents["items"] if isinstance(incidents, dict) else incidents
+    incident = next(i for i in incidents if i["risk_point_code"] == RISK_POINT)
+    inc = api.get(f"/api/incidents/{incident['id']}", headers=district).json()
+    assert inc["status"] == "active" and inc["activation"] == "auto" and inc["plan_key"] == "geohazard"
+    assert inc["response_level"] == 1 and not inc["drill"]
+
+    # 4. The event center holds the incident's case (class 10080), and the risk point's alarm is raised.
+    case = api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()
+    assert case["class_code"] == "10080" and case["state"] not in ("closed", "void")
+    alarms = api.get("/api/sensing/alarms", params={"risk_point": RISK_POINT, "status": "active"}, headers=admin).json()["items"]
+    warning_alarm = next(a for a in alarms if a["key"] == f"warning:{RISK_POINT}")
+    assert warning_alarm["severity"] == "red" and warning_alarm["case_ref"]
+
+    # 5. The zone's households are locked, each assigned to its own grid's worker.
+    users = {"district": district, "yihe": api.login("yihe"), "taikang": api.login("taikang")}
+    place = api.get("/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+    taikang = api.get(f"/api/units/{place['unit_code']}", headers=admin).json()["parent_code"]
+    users |= {"taikang_code": taikang, "yihe_code": api.get(f"/api/units/{taikang}", headers=admin).json()["parent_code"]}
+    d = _totals_agree(api, inc["id"], users)
+    assert d["households"] > 0 and d["by_state"]["to_move"] == d["households"]
+    items = api.get(f"/api/incidents/{inc['id']}/evacuations", headers=district).json()["items"]
+    assert len(items) == d["households"]
+    for grid in {i["grid_code"] for i in items}:
+        people = api.get("/api/people", params={"unit": grid, "post": "grid_worker"}, headers=admin).json()["items"]
+        worker = next(p["id"] for p in people if p["unit_code"] == grid)
+        assert all(i["assignee_person_id"] == worker for i in items if i["grid_code"] == grid)
+
+    # 6. Simulated workers move every household; the three levels agree after each report.
+    for n, item in enumerate(items):
+        r = api.post(f"/api/evacuations/{item['id']}/state", headers=users["yihe"],
+                     json={"state": "moved", "lon": item["lon"], "lat": item["lat"], "request_key": f"sig-{item['id']}"})
+        assert r.status_code == 200, r.text
+        if n % 10 == 0:
+            _totals_agree(api, inc["id"], users)
+    d = _totals_agree(api, inc["id"], users)
+    assert d["all_at_home_moved"] and d["remaining_households"] == 0
+
+    # 7. Stand down and close: the incident's case closes in the event center too.
+    assert api.post(f"/api/incidents/{inc['id']}/stand-down", json={"reason": "降雨停止,位移趋稳"},
+                    headers=users["yihe"]).status_code == 200
+    r = api.post(f"/api/incidents/{inc['id']}/close", json={"note": "险情解除,转移群众全部安全"}, headers=users["yihe"])
+    assert r.status_code == 200 and r.json()["status"] == "closed", r.text
+    assert api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()["state"] == "closed"
