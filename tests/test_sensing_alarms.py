@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cityops.sensing import alarms, catalog, rules
 from cityops.sensing.models import Alarm
@@ -164,31 +164,26 @@ def test_life_cycle_actions_and_illegal_transitions(api, yihe):
                            evidence={}, observed_at=datetime.now(UTC))
 
 
-def test_case_is_opened_at_the_configured_level_or_logged_when_absent(api, yihe, caplog, monkeypatch):
-    import sys
-    import types
+def test_case_is_opened_at_the_configured_level(api, yihe):
+    """At or above the policy's severity an alarm opens one event-center case (filed, with the device type's
+    class); below it, none. A repeat of the alarm opens no second case."""
+    from cityops.events.models import Case
 
-    calls = []
-    fake = types.ModuleType("cityops.events.service")
-    fake.create_case_from_alarm = lambda session, **kw: calls.append(kw) or "CASE-1"
-    from cityops.sensing import escalation
-
-    monkeypatch.setattr(escalation, "_warned", [])
     with api.store.sessions() as s:
-        caplog.set_level("WARNING", "cityops.sensing.escalation")
-        a = alarms.raise_alarm(s, key="case:test", severity="orange", title="橙色告警", unit_code=yihe, risk_point_code="RP-2",
-                               datastream_id=None, evidence={"v": 1}, observed_at=datetime.now(UTC), lon=108.4, lat=31.2)
-        if "cityops.events.service" not in sys.modules:
-            assert a.case_ref is None and "event center not installed" in caplog.text
-        monkeypatch.setitem(sys.modules, "cityops.events.service", fake)
-        monkeypatch.setitem(sys.modules, "cityops.events", types.ModuleType("cityops.events"))
         low = alarms.raise_alarm(s, key="case:low", severity="yellow", title="黄色", unit_code=yihe, risk_point_code=None,
                                  datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
-        assert low.case_ref is None and not calls
+        assert low.case_ref is None
         red = alarms.raise_alarm(s, key="case:red", severity="red", title="红色", unit_code=yihe, risk_point_code="RP-3",
-                                 datastream_id=None, evidence={"v": 2}, observed_at=datetime.now(UTC), lon=108.4, lat=31.2)
-        assert red.case_ref == "CASE-1"
-        assert calls[0]["alarm_key"] == "case:red" and calls[0]["level"] == "red" and calls[0]["lon"] == 108.4
+                                 datastream_id=None, evidence={"v": 2}, observed_at=datetime.now(UTC), lon=None, lat=None,
+                                 device_type="tilt_meter")
+        assert red.case_ref
+        case = s.get(Case, int(red.case_ref))
+        assert case.class_code == "10082" and case.external_key == "alarm:case:red" and case.state in ("filed", "dispatched")
+        assert case.unit_path.startswith(f"/500100/500154/{yihe}/"), "located from the alarm's unit"
+        again = alarms.raise_alarm(s, key="case:red", severity="red", title="红色", unit_code=yihe, risk_point_code="RP-3",
+                                   datastream_id=None, evidence={"v": 3}, observed_at=datetime.now(UTC))
+        assert again.case_ref == red.case_ref
+        assert s.scalar(select(func.count()).select_from(Case).where(Case.external_key == "alarm:case:red")) == 1
         s.rollback()
 
 
