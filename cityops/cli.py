@@ -127,8 +127,11 @@ def demo(
                                             help="Buildings to generate (default ~25 per grid; 8090000 = census scale)"),
     boreholes: Optional[int] = typer.Option(None, min=0, max=5_000_000,
                                             help="Geological boreholes (default in proportion; 600,000 at census scale)"),
+    storm_speed: float = typer.Option(60.0, "--storm-speed", min=0,
+                                      help="While serving, run the July storm over 义和镇 live at this speed-up (0 = off)"),
 ) -> None:
-    """Build the demo district into the data directory when it is empty, then serve it."""
+    """Build the demo district into the data directory when it is empty, then serve it (with the storm
+    simulator feeding the sensors live, so warnings, the plan and the evacuation unfold on screen)."""
     settings = _settings(data_dir)
 
     def body():
@@ -151,11 +154,30 @@ def demo(
             console.print(f"log in as admin / district / yihe / taikang / gridworker with password [bold]{DEMO_PASSWORD}[/bold]")
         else:
             console.print("data directory already holds a district; serving it as it is")
-        engine.dispose()
+        if serve and storm_speed > 0:
+            _start_storm(sessions, storm_speed)
         if serve:
             _serve(settings, host, port)
+        engine.dispose()
 
     _run(body)
+
+
+def _start_storm(sessions, speed: float) -> None:
+    """The storm simulator in a daemon thread: 24 simulated hours at ``speed`` × real time."""
+    import threading
+
+    from cityops.sensing.simulate import simulate_storm
+
+    def run():
+        try:
+            summary = simulate_storm(sessions, hours=24, speed=speed)
+            logging.getLogger("cityops.demo").info("storm simulation finished", extra={"summary": summary})
+        except Exception:  # noqa: BLE001 - the demo server keeps serving whatever the simulator does
+            logging.getLogger("cityops.demo").exception("storm simulation stopped")
+
+    threading.Thread(target=run, name="storm-simulator", daemon=True).start()
+    console.print(f"July storm simulator running live at {speed:g}× (24 h in {24 * 60 / speed:.0f} min)")
 
 
 @app.command("import-units")

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
+from cityops.core.errors import CityOpsError
 from cityops.demo.generator import DemoContext, register_step
 
 log = logging.getLogger("cityops.wiring")
@@ -96,9 +97,13 @@ def on_level_change(change) -> None:
         rp = session.scalar(select(RiskPoint).where(RiskPoint.code == change.risk_point_code))
         body = buffer_m(rp.geom, rp.radius_m, _metric_crs(session))  # the hazard body: the risk point's radius
         level = None if change.level == "none" else change.level
-        on_warning_level(session, risk_point_code=rp.code, hazard_type=rp.hazard_type, level=level, unit_code=rp.unit_code,
-                         geometry=body, evidence={"warning": change.identifier, "reasons": change.assessment.get("reasons")},
-                         actor=actor)
+        try:
+            with session.begin_nested():
+                on_warning_level(session, risk_point_code=rp.code, hazard_type=rp.hazard_type, level=level,
+                                 unit_code=rp.unit_code, geometry=body, actor=actor,
+                                 evidence={"warning": change.identifier, "reasons": change.assessment.get("reasons")})
+        except CityOpsError as exc:  # e.g. no plan for this hazard type: the alarm below still goes out
+            log.warning("no plan response to %s: %s", change.identifier, exc.message)
         key = f"warning:{rp.code}"
         if level is None:
             alarms.resolve_condition(session, key, change.at, reason=f"warning cancelled ({change.identifier})")

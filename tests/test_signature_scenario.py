@@ -106,3 +106,12 @@ def test_storm_to_every_household_moved(wired):
     r = api.post(f"/api/incidents/{inc['id']}/close", json={"note": "险情解除,转移群众全部安全"}, headers=users["yihe"])
     assert r.status_code == 200 and r.json()["status"] == "closed", r.text
     assert api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()["state"] == "closed"
+
+
+def test_every_warning_hazard_type_has_an_emergency_plan():
+    """A risk point of any hazard type the warning catalogue knows finds a plan to respond with."""
+    from cityops.tasks.catalogue import catalogue as plans
+    from cityops.warning.catalogue import catalogue as warnings
+
+    for hazard_type in warnings().hazard_types:
+        assert plans().plan_for(hazard_type).key, hazard_type
