@@ -90,6 +90,12 @@ def test_landing_conformance_and_api_are_public(api):
                 "ogcapi-features-1/1.0/conf/oas30", "ogcapi-features-2/1.0/conf/crs"):
         assert spec + cls in conf
     assert spec + "ogcapi-features-1/1.0/conf/html" not in conf  # no HTML encoding: not declared
+    # The vector tile sets (OGC API – Tiles) are found from the landing page, as GDAL's OGCAPI driver does.
+    assert spec + "ogcapi-tiles-1/1.0/conf/core" in conf
+    tilesets = rels["http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"]["href"]
+    assert api.get(path_of(tilesets), headers=api.login("admin")).status_code == 200
+    schemes = rels["http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"]["href"]
+    assert api.get(path_of(schemes), headers=api.login("admin")).json()["tileMatrixSets"][0]["id"] == "WebMercatorQuad"
 
     doc = api.get(path_of(rels["service-desc"]["href"])).json()
     assert doc["openapi"].startswith("3.0")

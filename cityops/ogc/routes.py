@@ -35,6 +35,9 @@ from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
 #: Largest feature body accepted by POST/PUT/PATCH (bytes).
 MAX_FEATURE_BYTES = 5 * 1024 * 1024
 QUERYABLES_REL = "http://www.opengis.net/def/rel/ogc/1.0/queryables"
+#: OGC API – Tiles relations: the tile sets are served by cityops.tiles under the same /ogc root.
+TILESETS_REL = "http://www.opengis.net/def/rel/ogc/1.0/tilesets-vector"
+TILING_SCHEMES_REL = "http://www.opengis.net/def/rel/ogc/1.0/tiling-schemes"
 SCHEMA_JSON = "application/schema+json"
 
 router = APIRouter(prefix="/ogc", tags=["OGC API – Features"], include_in_schema=False)
@@ -117,6 +120,8 @@ def landing(request: Request) -> JSONResponse:
             _link(f"{root}/conformance", "http://www.opengis.net/def/rel/ogc/1.0/conformance", title="conformance classes"),
             _link(f"{root}/collections", "data", title="collections"),
             _link(f"{root}/collections", "http://www.opengis.net/def/rel/ogc/1.0/data", title="collections"),
+            _link(f"{root}/tiles", TILESETS_REL, title="vector tile sets (the base map)"),
+            _link(f"{root}/tileMatrixSets", TILING_SCHEMES_REL, title="tiling schemes"),
         ],
     })
 
@@ -154,6 +159,7 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
             _link(base, "self", title="this collection"),
             _link(f"{base}/items", "items", GEOJSON, "features"),
             _link(f"{base}/queryables", QUERYABLES_REL, SCHEMA_JSON, "queryables (CQL2 filter properties)"),
+            _link(f"{base}/tiles", TILESETS_REL, title="vector tile sets of this collection"),
         ],
         "extent": {"temporal": {"interval": [[None, None]]}},
         "itemType": "feature",
