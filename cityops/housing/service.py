@@ -278,12 +278,15 @@ def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str
     codes = sorted({c for chain in ancestors.values() for c in chain})
     linked: dict[str, list] = defaultdict(list)
     for chunk in _chunks(codes):
+        # The post is filtered here, not in SQL: with it in the WHERE clause SQLite walks the post index
+        # (thousands of grid workers) instead of the unit index (a handful of people per unit).
         stmt = (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
                 .join(person_units, person_units.c.person_id == Person.id)
-                .where(person_units.c.unit_code.in_(chunk), Person.post.in_(("grid_worker", "village_cadre")))
+                .where(person_units.c.unit_code.in_(chunk))
                 .order_by(Person.id))
         for row in session.execute(stmt):
-            linked[row.unit_code].append(row)
+            if row.post in ("grid_worker", "village_cadre"):
+                linked[row.unit_code].append(row)
     workers, cadres = {}, {}
     for code, chain in ancestors.items():
         workers[code] = [_person(p) for p in linked.get(code, []) if p.post == "grid_worker"]
