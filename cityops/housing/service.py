@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Integer, LargeBinary, any_, case, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy import Integer, LargeBinary, Text, any_, case, cast, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -181,38 +181,38 @@ def _in_ids(session: Session, column, ids: list[int]):
     json_each): compiling hundreds of bind parameters per query cost more than the query on the hot path."""
     ids = [int(i) for i in ids]
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(ids, ARRAY(Integer)))
+        # One text value cast to integer[] by the server: dumping a Python list element by element cost
+        # more client CPU than the whole query did on the server.
+        return column == any_(cast(literal("{" + ",".join(map(str, ids)) + "}", Text), ARRAY(Integer)))
     return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
 
 
-def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, dict]:
-    """households, residents and vulnerable residents per building, counted in ONE aggregate over
-    households LEFT JOIN residents (a household without residents still counts as a household)."""
-    counts: dict[int, dict] = defaultdict(lambda: dict.fromkeys(("households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0))
+#: Order of the per-building count tuples (the buildings themselves are counted apart).
+_COUNT_KEYS = ("households", "residents", "vulnerable", *VULNERABLE_FLAGS)
+_NO_COUNTS = (0,) * len(_COUNT_KEYS)
+
+
+def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, tuple[int, ...]]:
+    """households, residents, vulnerable residents and each vulnerable flag per building (``_COUNT_KEYS``
+    order; buildings without households are absent), counted in ONE aggregate over households LEFT JOIN
+    residents (a household without residents still counts as a household)."""
     if not building_ids:
-        return counts
+        return {}
     as_int = lambda column: func.coalesce(func.sum(case((column, 1), else_=0)), 0)  # noqa: E731
     vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
     stmt = (select(Household.building_id, func.count(Household.id.distinct()), func.count(Resident.id), as_int(vulnerable),
                    *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
             .outerjoin(Resident, Resident.household_id == Household.id)
             .where(_in_ids(session, Household.building_id, building_ids)).group_by(Household.building_id))
-    for bid, hh, n, vul, *flags in session.execute(stmt):
-        c = counts[bid]
-        c["households"], c["residents"], c["vulnerable"] = hh, n, int(vul)
-        for f, v in zip(VULNERABLE_FLAGS, flags, strict=True):
-            c[f] = int(v)
-    return counts
+    return {bid: tuple(int(v) for v in values) for bid, *values in session.execute(stmt)}
 
 
-def _zero() -> dict:
-    return dict.fromkeys(("buildings", "households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0)
-
-
-def _add(total: dict, counts: dict) -> None:
-    total["buildings"] += 1
-    for key, value in counts.items():
-        total[key] += value
+def _totals(ids: list[int], counts: dict[int, tuple[int, ...]]) -> dict:
+    """Totals over the buildings ``ids``: column sums of their count tuples (summed by ``sum`` over ``zip``,
+    not key by key: this runs for every building of the zone)."""
+    rows = [counts.get(i, _NO_COUNTS) for i in ids]
+    sums = [sum(column) for column in zip(*rows)] if rows else list(_NO_COUNTS)
+    return {"buildings": len(rows), **dict(zip(_COUNT_KEYS, sums))}
 
 
 def _person(p) -> dict:
@@ -331,16 +331,14 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         (inside if scope.covers(b.unit_path) else outside).append(b)
     counts = _per_building_counts(session, [b.id for b in hits])
 
-    outside_total = _zero()
-    for b in outside:
-        _add(outside_total, counts[b.id])
-    total = _zero()
-    by_grid: dict[str, dict] = {}
+    outside_total = _totals([b.id for b in outside], counts)
+    total = _totals([b.id for b in inside], counts)
+    ids_by_grid: dict[str, list[int]] = defaultdict(list)
     grid_paths: dict[str, str] = {}
     for b in inside:
-        _add(total, counts[b.id])
-        _add(by_grid.setdefault(b.grid_code, _zero()), counts[b.id])
+        ids_by_grid[b.grid_code].append(b.id)
         grid_paths[b.grid_code] = b.unit_path
+    by_grid = {code: _totals(ids, counts) for code, ids in ids_by_grid.items()}
 
     grids = {u.code: u for u in session.execute(select(Unit.code, Unit.name, Unit.parent_code)
                                                  .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
@@ -357,14 +355,15 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                             **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
             "code": village_code, "name": villages[village_code].name if village_code in villages else None,
-            **_zero(), "village_cadres": cadres})
+            "buildings": 0, **dict.fromkeys(_COUNT_KEYS, 0), "village_cadres": cadres})
         for key, value in by_grid[code].items():
             village[key] += value
 
     building_items, household_items, vulnerable_items = [], [], []
     if limit and inside:
         for b in _building_page(session, [b.id for b in inside[offset:offset + limit]]):
-            building_items.append({**building_dict(b), **{k: counts[b.id][k] for k in ("households", "residents", "vulnerable")}})
+            mine = counts.get(b.id, _NO_COUNTS)
+            building_items.append({**building_dict(b), "households": mine[0], "residents": mine[1], "vulnerable": mine[2]})
         code_by_id = {b.id: b.code for b in inside}
         inside_ids = list(code_by_id)
         if offset < total["households"]:
