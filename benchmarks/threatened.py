@@ -8,9 +8,10 @@ Zones: squares of 1,000 m × 1,000 m (in a local metric plane) centred on buildi
 grids with most buildings), one per grid, ``--zones`` of them. Each zone is queried ``--rounds`` times,
 interleaved with the raw query:
 
-- ours: ``threatened(session, Scope(all_units=True), personal=True, zone, limit=1000)`` — the whole answer:
-  exact intersection, household/resident/vulnerable counts in SQL, grouping by village and grid with the
-  responsible people, item lists;
+- ours: ``threatened(session, Scope(all_units=True), personal=True, zone, limit=--limit)`` — the whole answer
+  of ``POST /api/threatened``: exact intersection, household/resident/vulnerable counts in SQL, exact totals and
+  grouping by village and grid with the responsible people, and the first page (default 100, the API's
+  default) of each item list;
 - raw: the ids of buildings whose envelope meets the zone's envelope, straight from the spatial index
   (GeoPackage R*Tree / PostGIS GiST ``&&``), no exact test, no counts — the floor any answer pays.
 
@@ -73,6 +74,7 @@ def main() -> int:
     parser.add_argument("--zones", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--side-m", type=float, default=1000.0)
+    parser.add_argument("--limit", type=int, default=100, help="page size of the item lists (the API's default: 100)")
     args = parser.parse_args()
     settings = Settings(**({"data_dir": args.data_dir} if args.data_dir else {}),
                         **({"database_url": args.database_url} if args.database_url else {}))
@@ -93,7 +95,7 @@ def main() -> int:
                 for which in order:
                     t0, c0 = time.perf_counter(), time.process_time()
                     if which == 0:
-                        answer = threatened(session, everyone, True, zone)
+                        answer = threatened(session, everyone, True, zone, limit=args.limit)
                         ours.append(time.perf_counter() - t0)
                         cpu.append(time.process_time() - c0)
                         if r == 0:

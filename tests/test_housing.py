@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 import shapely
@@ -91,7 +91,7 @@ def _laogouwan_zone(world):
 
 def test_threatened_totals_match_brute_force(api, world):
     zone = _laogouwan_zone(world)
-    r = api.post("/api/threatened", json={"geometry": mapping(zone)}, headers=api.login("admin"))
+    r = api.post("/api/threatened", json={"geometry": mapping(zone), "limit": 1000}, headers=api.login("admin"))
     assert r.status_code == 200, r.text
     body = r.json()
     expected = brute_force(world, zone)
@@ -111,6 +111,117 @@ def test_threatened_totals_match_brute_force(api, world):
     assert all(v["village_cadres"] for v in body["by_village"])
     # Administrators hold personal.read: clear names.
     assert not any(h.get("masked") for h in body["households"])
+    assert body["truncated"] is False and body["page"]["next_offset"] is None
+
+
+def brute_force_groups(world, zone, path_prefix: str | None = None) -> tuple[dict, dict]:
+    """Per-grid and per-village totals of ``brute_force``, grouped by each building's grid and its village."""
+    by_grid: dict[str, dict] = {}
+    buildings = [b for b in world["buildings"] if shapely.intersects(b.footprint, zone)
+                 and (path_prefix is None or b.unit_path.startswith(path_prefix))]
+    households = defaultdict(list)
+    for h in world["households"]:
+        households[h.building_id].append(h.id)
+    residents = defaultdict(list)
+    for r in world["residents"]:
+        residents[r.household_id].append(r)
+    for b in buildings:
+        g = by_grid.setdefault(b.grid_code, dict.fromkeys(("buildings", "households", "residents", "vulnerable", *FLAGS), 0))
+        g["buildings"] += 1
+        for hid in households[b.id]:
+            g["households"] += 1
+            for r in residents[hid]:
+                g["residents"] += 1
+                g["vulnerable"] += any(getattr(r, f) for f in FLAGS)
+                for f in FLAGS:
+                    g[f] += bool(getattr(r, f))
+    by_village: dict[str, dict] = {}
+    for code, g in by_grid.items():
+        v = by_village.setdefault(world["units"][code].parent_code, dict.fromkeys(g, 0))
+        for k, n in g.items():
+            v[k] += n
+    return by_grid, by_village
+
+
+KEYS = ("buildings", "households", "residents", "vulnerable", *FLAGS)
+
+
+@pytest.mark.parametrize("size_m", [150, 600])
+def test_threatened_groups_exact_on_every_page(api, world, size_m):
+    """Totals and by-grid/by-village groups equal a brute-force reference on every page, whatever the page size;
+    walking the pages yields every item exactly once, in a stable order."""
+    zone = buffer_m(world["place"].geom, size_m, "EPSG:4545")
+    expected = brute_force(world, zone)
+    grids, villages = brute_force_groups(world, zone)
+    admin = api.login("admin")
+    seen = {"buildings": [], "households": [], "vulnerable_residents": []}
+    offset, pages = 0, 0
+    while offset is not None:
+        r = api.post("/api/threatened", json={"geometry": mapping(zone), "limit": 7, "offset": offset}, headers=admin)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["totals"] == expected
+        assert {g["code"]: {k: g[k] for k in KEYS} for g in body["by_grid"]} == grids
+        assert {g["code"]: {k: g[k] for k in KEYS} for g in body["by_village"]} == villages
+        assert len(body["building_codes"]) == expected["buildings"]
+        assert body["page"]["offset"] == offset and body["page"]["limit"] == 7
+        for key in seen:
+            assert len(body[key]) <= 7
+            seen[key] += body[key]
+        offset, pages = body["page"]["next_offset"], pages + 1
+        assert pages <= 1000
+    assert pages == -(-max(expected["buildings"], expected["households"], expected["vulnerable"]) // 7)
+    assert sorted(b["code"] for b in seen["buildings"]) == sorted(body["building_codes"])
+    assert len({b["code"] for b in seen["buildings"]}) == expected["buildings"]
+    codes = [h["code"] for h in seen["households"]]
+    assert codes == sorted(codes) and len(set(codes)) == expected["households"]
+    ids = [v["id"] for v in seen["vulnerable_residents"]]
+    assert ids == sorted(ids) and len(set(ids)) == expected["vulnerable"]
+    # Per-building counts in the items add up to the totals.
+    for key in ("households", "residents", "vulnerable"):
+        assert sum(b[key] for b in seen["buildings"]) == expected[key]
+
+
+def test_threatened_default_page_is_small_and_totals_complete(api, world):
+    yihe, dade = _township(world, "义和镇"), _township(world, "大德镇")
+    zone = shapely.box(*shapely.union(yihe.geom, dade.geom).bounds)
+    expected = brute_force(world, zone)
+    assert expected["households"] > 100  # so the default page is a real page
+    body = api.post("/api/threatened", json={"geometry": mapping(zone)}, headers=api.login("admin")).json()
+    assert body["totals"] == expected
+    assert len(body["households"]) == 100 and body["truncated"] is True and body["page"]["next_offset"] == 100
+    beyond = api.post("/api/threatened", json={"geometry": mapping(zone), "offset": 10**6},
+                      headers=api.login("admin")).json()
+    assert beyond["totals"] == expected and beyond["buildings"] == beyond["households"] == []
+    assert beyond["page"]["next_offset"] is None
+
+
+def test_threatened_rejects_bad_paging(api, world):
+    before = table_counts(api.store)
+    zone = mapping(_laogouwan_zone(world))
+    admin = api.login("admin")
+    for extra, field in (({"limit": -1}, "limit"), ({"limit": 100_001}, "limit"), ({"offset": -5}, "offset"),
+                         ({"limit": "many"}, "limit")):
+        r = api.post("/api/threatened", json={"geometry": zone, **extra}, headers=admin)
+        assert r.status_code == 422, (extra, r.text)
+        assert field in r.text
+    assert table_counts(api.store) == before
+
+
+def test_threatened_service_matches_brute_force_in_scope(demo_store, world):
+    """The domain function itself (used by the task center's risk zones with limit=0), scoped to one township."""
+    from cityops.housing.service import threatened
+    from cityops.identity.scope import Scope
+
+    yihe = _township(world, "义和镇")
+    zone = shapely.box(*yihe.geom.bounds)
+    with demo_store.sessions() as s:
+        answer = threatened(s, Scope(unit_paths=(yihe.path,)), False, zone, limit=0)
+    assert answer["totals"] == brute_force(world, zone, yihe.path)
+    assert answer["outside_scope"] == {k: brute_force(world, zone)[k] - answer["totals"][k] for k in KEYS}
+    grids, villages = brute_force_groups(world, zone, yihe.path)
+    assert {g["code"]: {k: g[k] for k in KEYS} for g in answer["by_grid"]} == grids
+    assert answer["buildings"] == answer["households"] == answer["vulnerable_residents"] == []
 
 
 def test_threatened_accepts_a_feature_and_projected_crs(api, world):

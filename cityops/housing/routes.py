@@ -139,14 +139,18 @@ def get_household(code: str, session: DB, principal=Depends(require("housing.rea
 class ThreatIn(BaseModel):
     geometry: dict = Field(description="GeoJSON Polygon/MultiPolygon (or a Feature holding one)")
     crs: str | None = Field(default=None, description="CRS of `geometry` (default EPSG:4490 lon/lat)")
-    limit: int = Field(default=1000, ge=0, le=100_000, description="Most items per list; totals are always exact")
+    limit: int = Field(default=service.THREAT_PAGE, ge=0, le=service.THREAT_PAGE_MAX,
+                       description="Items per page of each list (buildings, households, vulnerable residents); "
+                                   "totals and the by-village/by-grid groups are always exact and complete")
+    offset: int = Field(default=0, ge=0, description="Offset of the page in each list (see `page.next_offset`)")
 
 
 @router.post("/threatened", summary="Who is threatened: buildings, households, residents and vulnerable people in a zone")
 def threatened(body: ThreatIn, session: DB, principal=Depends(require("housing.read"))) -> dict:
     geometry = body.geometry.get("geometry") if body.geometry.get("type") == "Feature" else body.geometry
     zone = geometry_from_geojson(geometry, body.crs)
-    return service.threatened(session, principal.scope, _personal(principal), zone, limit=body.limit)
+    return service.threatened(session, principal.scope, _personal(principal), zone, limit=body.limit,
+                              offset=body.offset)
 
 
 class HouseholdIn(BaseModel):

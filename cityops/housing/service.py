@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Integer, LargeBinary, any_, case, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy import Integer, LargeBinary, Text, any_, case, cast, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -181,39 +181,38 @@ def _in_ids(session: Session, column, ids: list[int]):
     json_each): compiling hundreds of bind parameters per query cost more than the query on the hot path."""
     ids = [int(i) for i in ids]
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(literal(ids, ARRAY(Integer)))
+        # One text value cast to integer[] by the server: dumping a Python list element by element cost
+        # more client CPU than the whole query did on the server.
+        return column == any_(cast(literal("{" + ",".join(map(str, ids)) + "}", Text), ARRAY(Integer)))
     return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
 
 
-def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, dict]:
-    """households, residents and vulnerable residents per building, counted in SQL."""
-    counts: dict[int, dict] = defaultdict(lambda: dict.fromkeys(("households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0))
+#: Order of the per-building count tuples (the buildings themselves are counted apart).
+_COUNT_KEYS = ("households", "residents", "vulnerable", *VULNERABLE_FLAGS)
+_NO_COUNTS = (0,) * len(_COUNT_KEYS)
+
+
+def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, tuple[int, ...]]:
+    """households, residents, vulnerable residents and each vulnerable flag per building (``_COUNT_KEYS``
+    order; buildings without households are absent), counted in ONE aggregate over households LEFT JOIN
+    residents (a household without residents still counts as a household)."""
+    if not building_ids:
+        return {}
     as_int = lambda column: func.coalesce(func.sum(case((column, 1), else_=0)), 0)  # noqa: E731
     vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    for chunk in ([building_ids] if building_ids else []):
-        for bid, n in session.execute(select(Household.building_id, func.count(Household.id))
-                                      .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id)):
-            counts[bid]["households"] = n
-        stmt = (select(Household.building_id, func.count(Resident.id), as_int(vulnerable),
-                       *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
-                .join(Resident, Resident.household_id == Household.id)
-                .where(_in_ids(session, Household.building_id, chunk)).group_by(Household.building_id))
-        for bid, n, vul, *flags in session.execute(stmt):
-            c = counts[bid]
-            c["residents"], c["vulnerable"] = n, int(vul)
-            for f, v in zip(VULNERABLE_FLAGS, flags, strict=True):
-                c[f] = int(v)
-    return counts
+    stmt = (select(Household.building_id, func.count(Household.id.distinct()), func.count(Resident.id), as_int(vulnerable),
+                   *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
+            .outerjoin(Resident, Resident.household_id == Household.id)
+            .where(_in_ids(session, Household.building_id, building_ids)).group_by(Household.building_id))
+    return {bid: tuple(int(v) for v in values) for bid, *values in session.execute(stmt)}
 
 
-def _zero() -> dict:
-    return dict.fromkeys(("buildings", "households", "residents", "vulnerable", *VULNERABLE_FLAGS), 0)
-
-
-def _add(total: dict, counts: dict) -> None:
-    total["buildings"] += 1
-    for key, value in counts.items():
-        total[key] += value
+def _totals(ids: list[int], counts: dict[int, tuple[int, ...]]) -> dict:
+    """Totals over the buildings ``ids``: column sums of their count tuples (summed by ``sum`` over ``zip``,
+    not key by key: this runs for every building of the zone)."""
+    rows = [counts.get(i, _NO_COUNTS) for i in ids]
+    sums = [sum(column) for column in zip(*rows)] if rows else list(_NO_COUNTS)
+    return {"buildings": len(rows), **dict(zip(_COUNT_KEYS, sums))}
 
 
 def _person(p) -> dict:
@@ -247,19 +246,28 @@ def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
 
 
 def _buildings_in(session: Session, zone: BaseGeometry) -> list:
-    """Rows (columns, not ORM objects: this is the hot path of an evacuation) of buildings whose footprint
-    intersects ``zone``: the spatial index narrows by envelope, GEOS decides exactly (on both backends, so
-    both give the same answer), the zone prepared once and the footprints parsed in one call."""
+    """Rows (id, code, grid_code, unit_path: columns, not ORM objects; this is the hot path of an evacuation) of
+    buildings whose footprint intersects ``zone``, by id: the spatial index narrows by envelope, GEOS decides
+    exactly (on both backends, so both give the same answer), the zone prepared once and the footprints parsed
+    in one call. The other columns are read only for the page of items returned (``_building_page``)."""
     dialect = session.get_bind().dialect.name
-    columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
-    stmt = bbox_prefilter(select(*columns, _raw_footprint(dialect)), dialect, Building.__tablename__,
-                          Building.id, Building.footprint, zone.bounds, geom_name="footprint")
+    stmt = bbox_prefilter(select(Building.id, Building.code, Building.grid_code, Building.unit_path, _raw_footprint(dialect)),
+                          dialect, Building.__tablename__, Building.id, Building.footprint, zone.bounds, geom_name="footprint")
     rows = session.execute(stmt).all()
     if not rows:
         return []
     shapely.prepare(zone)
     hit = shapely.intersects(zone, _decode_footprints([r.wkb for r in rows], dialect))
     return sorted((r for r, h in zip(rows, hit) if h), key=lambda r: r.id)
+
+
+def _building_page(session: Session, ids: list[int]) -> list:
+    """Every column of the buildings ``ids`` (a page of the answer), in the order of ``ids``."""
+    if not ids:
+        return []
+    columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
+    rows = {r.id: r for r in session.execute(select(*columns).where(_in_ids(session, Building.id, ids)))}
+    return [rows[i] for i in ids if i in rows]
 
 
 def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str, list], dict[str, list]]:
@@ -270,12 +278,15 @@ def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str
     codes = sorted({c for chain in ancestors.values() for c in chain})
     linked: dict[str, list] = defaultdict(list)
     for chunk in _chunks(codes):
+        # The post is filtered here, not in SQL: with it in the WHERE clause SQLite walks the post index
+        # (thousands of grid workers) instead of the unit index (a handful of people per unit).
         stmt = (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
                 .join(person_units, person_units.c.person_id == Person.id)
-                .where(person_units.c.unit_code.in_(chunk), Person.post.in_(("grid_worker", "village_cadre")))
+                .where(person_units.c.unit_code.in_(chunk))
                 .order_by(Person.id))
         for row in session.execute(stmt):
-            linked[row.unit_code].append(row)
+            if row.post in ("grid_worker", "village_cadre"):
+                linked[row.unit_code].append(row)
     workers, cadres = {}, {}
     for code, chain in ancestors.items():
         workers[code] = [_person(p) for p in linked.get(code, []) if p.post == "grid_worker"]
@@ -289,31 +300,45 @@ def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str
     return workers, cadres
 
 
-def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometry, *, limit: int = 1000) -> dict:
+#: Default and largest page of each item list in the "who is threatened" answer. Totals and groups are
+#: always exact and complete; only the item lists are paged (the map's table shows the first page).
+THREAT_PAGE, THREAT_PAGE_MAX = 100, 100_000
+
+
+def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometry, *, limit: int = THREAT_PAGE,
+               offset: int = 0) -> dict:
     """Buildings whose footprint intersects ``zone`` (canonical CRS), with their households, residents and
     vulnerable residents: totals, grouped by village and grid with who answers for each. Only records in
-    ``scope``; those outside it are counted, never described."""
+    ``scope``; those outside it are counted, never described.
+
+    Totals, ``outside_scope``, ``by_village`` and ``by_grid`` are exact and complete. The three item lists
+    (buildings by id, households by code, vulnerable residents by id) are pages: ``limit`` items from
+    ``offset`` of each; ``page.next_offset`` is the offset of the next page while any list has more, and
+    ``building_codes`` names every building in scope in the zone (for highlighting on the map)."""
     if zone is None or zone.is_empty:
         raise InvalidGeometry("the threat zone is empty")
     if zone.geom_type not in ("Polygon", "MultiPolygon"):
         raise InvalidGeometry(f"the threat zone must be a Polygon or MultiPolygon, got {zone.geom_type}")
     if not zone.is_valid:
         raise InvalidGeometry(f"invalid threat zone: {shapely.is_valid_reason(zone)}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= THREAT_PAGE_MAX:
+        raise InvalidInput(f"limit must be an integer from 0 to {THREAT_PAGE_MAX}, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInput(f"offset must be a non-negative integer, got {offset!r}")
     hits = _buildings_in(session, zone)
-    inside = [b for b in hits if scope.covers(b.unit_path)]
-    outside = [b for b in hits if not scope.covers(b.unit_path)]
+    inside, outside = [], []
+    for b in hits:
+        (inside if scope.covers(b.unit_path) else outside).append(b)
     counts = _per_building_counts(session, [b.id for b in hits])
 
-    outside_total = _zero()
-    for b in outside:
-        _add(outside_total, counts[b.id])
-    total = _zero()
-    by_grid: dict[str, dict] = {}
+    outside_total = _totals([b.id for b in outside], counts)
+    total = _totals([b.id for b in inside], counts)
+    ids_by_grid: dict[str, list[int]] = defaultdict(list)
     grid_paths: dict[str, str] = {}
     for b in inside:
-        _add(total, counts[b.id])
-        _add(by_grid.setdefault(b.grid_code, _zero()), counts[b.id])
+        ids_by_grid[b.grid_code].append(b.id)
         grid_paths[b.grid_code] = b.unit_path
+    by_grid = {code: _totals(ids, counts) for code, ids in ids_by_grid.items()}
 
     grids = {u.code: u for u in session.execute(select(Unit.code, Unit.name, Unit.parent_code)
                                                  .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
@@ -330,38 +355,45 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                             **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
             "code": village_code, "name": villages[village_code].name if village_code in villages else None,
-            **_zero(), "village_cadres": cadres})
+            "buildings": 0, **dict.fromkeys(_COUNT_KEYS, 0), "village_cadres": cadres})
         for key, value in by_grid[code].items():
             village[key] += value
 
     building_items, household_items, vulnerable_items = [], [], []
-    for b in inside[:limit]:
-        building_items.append({**building_dict(b), **{k: counts[b.id][k] for k in ("households", "residents", "vulnerable")}})
-    code_by_id = {b.id: b.code for b in inside}
-    h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
-    r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
-    vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    for chunk in ([list(code_by_id)] if code_by_id else []):
-        if len(household_items) < limit:
-            stmt = select(*h_columns).where(_in_ids(session, Household.building_id, chunk)).order_by(Household.code)
-            for h in session.execute(stmt.limit(limit - len(household_items))):
-                household_items.append(household_dict(h, scope, personal, code_by_id[h.building_id]))
-        if len(vulnerable_items) < limit:
+    if limit and inside:
+        for b in _building_page(session, [b.id for b in inside[offset:offset + limit]]):
+            mine = counts.get(b.id, _NO_COUNTS)
+            building_items.append({**building_dict(b), "households": mine[0], "residents": mine[1], "vulnerable": mine[2]})
+        code_by_id = {b.id: b.code for b in inside}
+        inside_ids = list(code_by_id)
+        if offset < total["households"]:
+            h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
+            stmt = (select(*h_columns).where(_in_ids(session, Household.building_id, inside_ids))
+                    .order_by(Household.code).limit(limit).offset(offset))
+            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in session.execute(stmt)]
+        if offset < total["vulnerable"]:
+            r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
+            vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
             stmt = (select(*r_columns, Household.code.label("household_code"))
                     .join(Household, Household.id == Resident.household_id)
-                    .where(_in_ids(session, Household.building_id, chunk), vulnerable).order_by(Resident.id))
-            for r in session.execute(stmt.limit(limit - len(vulnerable_items))):
-                vulnerable_items.append({**resident_dict(r, scope, personal), "household_code": r.household_code})
+                    .where(_in_ids(session, Household.building_id, inside_ids), vulnerable)
+                    .order_by(Resident.id).limit(limit).offset(offset))
+            vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
+                                for r in session.execute(stmt)]
+    largest = max(len(inside), total["households"], total["vulnerable"])
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
         "totals": total,
         "outside_scope": outside_total,
         "by_village": list(village_groups.values()),
         "by_grid": grid_groups,
+        "building_codes": [b.code for b in inside],
         "buildings": building_items,
-        "households": household_items[:limit],
-        "vulnerable_residents": vulnerable_items[:limit],
-        "truncated": max(len(inside), total["households"], total["vulnerable"]) > limit,
+        "households": household_items,
+        "vulnerable_residents": vulnerable_items,
+        "page": {"offset": offset, "limit": limit,
+                 "next_offset": offset + limit if limit and offset + limit < largest else None},
+        "truncated": offset > 0 or largest > offset + limit,
         "masked": not personal,
     }
 

@@ -858,7 +858,7 @@ async function runThreatened(zone) {
     const result = await api("/api/threatened", { method: "POST", json: { geometry: zone } });
     if (seq !== state.panelSeq) return;
     state.threat.result = result;
-    const codes = (result.buildings || []).map((b) => b.code);
+    const codes = result.building_codes || (result.buildings || []).map((b) => b.code);
     state.map.setFilter("threat-buildings", ["in", ["get", "code"], ["literal", codes]]);
     renderThreat(result);
   } catch (err) {
