@@ -14,6 +14,9 @@ for its commands):
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import weakref
 from datetime import UTC, datetime
 
 import numpy as np
@@ -57,18 +60,83 @@ def evaluate_fed_risk_points(sessions: sessionmaker, rows) -> list[str]:
     from cityops.warning import service as warning
     from cityops.warning.tables import RiskPoint
 
-    if not rows or not _connected(sessions.kw.get("bind")):
+    bind = sessions.kw.get("bind")
+    if not rows or not _connected(bind):
         return []
-    written = {r.datastream_id for r in rows}
+    links = _fed_links(sessions, bind)
+    if not links:
+        return []  # no risk point is fed by a datastream: the common case costs a dict lookup
+    fed = sorted({code for ds_id in {r.datastream_id for r in rows} for code in links.get(ds_id, ())})
+    if not fed:
+        return []
     now = datetime.fromtimestamp(max(r.t_ms for r in rows) / 1000.0, UTC)
     evaluated = []
     with sessions() as session:
-        fed = [code for code, links in session.execute(select(RiskPoint.code, RiskPoint.datastreams)).all()
-               if written & _linked_ids(links or {})]
         for code in fed:
             warning.evaluate_risk_point(session, code, sensing_series(session), now)
             evaluated.append(code)
     return evaluated
+
+
+#: datastream id → codes of the risk points it feeds, per engine; dropped whenever a risk point is written
+#: (ORM flush or ORM bulk statement) and, as a safety net for writes that bypass the ORM, after a minute.
+_FED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_FED_LOCK = threading.Lock()
+_FED_TTL_S = 60.0
+
+
+def _fed_links(sessions: sessionmaker, bind) -> dict[int, tuple[str, ...]]:
+    from cityops.warning.tables import RiskPoint
+
+    now = time.monotonic()
+    with _FED_LOCK:
+        cached = _FED.get(bind)
+    if cached is not None and now - cached[0] < _FED_TTL_S:
+        return cached[1]
+    out: dict[int, list[str]] = {}
+    with sessions() as session:
+        for code, links in session.execute(select(RiskPoint.code, RiskPoint.datastreams)).all():
+            for ds_id in _linked_ids(links or {}):
+                out.setdefault(ds_id, []).append(code)
+    result = {k: tuple(v) for k, v in out.items()}
+    with _FED_LOCK:
+        _FED[bind] = (now, result)
+    return result
+
+
+def forget_risk_point_links() -> None:
+    """Drop the cached datastream → risk point map (call after changing risk points outside the ORM)."""
+    with _FED_LOCK:
+        _FED.clear()
+
+
+def _watch_risk_points() -> None:
+    from sqlalchemy import event
+
+    from cityops.warning.tables import RiskPoint
+
+    def after_flush(session, _ctx):
+        if any(isinstance(o, RiskPoint) for o in (*session.new, *session.dirty, *session.deleted)):
+            forget_risk_point_links()
+
+    def on_execute(state):
+        if (state.is_insert or state.is_update or state.is_delete) and any(
+                m.class_ is RiskPoint for m in (state.all_mappers or ())):
+            forget_risk_point_links()
+
+    # Also after commit: a reader may have cached the old links between the flush and the commit.
+    def after_commit(session):
+        if session.info.pop("cityops_risk_points_changed", False):
+            forget_risk_point_links()
+
+    def mark(session, _ctx):
+        if any(isinstance(o, RiskPoint) for o in (*session.new, *session.dirty, *session.deleted)):
+            session.info["cityops_risk_points_changed"] = True
+
+    event.listen(Session, "after_flush", after_flush)
+    event.listen(Session, "after_flush", mark)
+    event.listen(Session, "do_orm_execute", on_execute)
+    event.listen(Session, "after_commit", after_commit)
 
 
 def _linked_ids(links: dict) -> set[int]:
@@ -126,6 +194,7 @@ def connect(engine) -> None:
     warning.series_source = _series_source
     warning.on_level_change.append(on_level_change)
     ingest.AFTER_COMMIT.append(evaluate_fed_risk_points)
+    _watch_risk_points()
     _HOOKED.append(True)
 
 

@@ -192,8 +192,16 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
     fois = {ds_id: foi_for(session, ds_id, cache) for ds_id in metas}
     inserted = _insert(session, rows, fois)
     if len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
+        # Each stored key once (the first occurrence is the one stored, when a batch repeats it): the rollups
+        # fold rows in, so a key counted twice would count twice.
         new = {(ds, t) for _, ds, t in inserted}
-        rows = [r for r in rows if (r.datastream_id, r.t_ms) in new]
+        kept = []
+        for r in rows:
+            key = (r.datastream_id, r.t_ms)
+            if key in new:
+                new.discard(key)
+                kept.append(r)
+        rows = kept
     changes = post_process(session, rows, metas, engine_state) if rows else []
     return BatchResult(inserted, changes, fois)
 

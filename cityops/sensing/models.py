@@ -138,8 +138,8 @@ class Observation(Base):
 
 
 class Rollup(Base):
-    """Aggregates per datastream, tier (1m, 1h, 1d) and bucket start; recomputed from the tier below for
-    every bucket a write touches, so out-of-order and resent observations give the same numbers."""
+    """Aggregates per datastream, tier (1m, 1h, 1d) and bucket start; new observations are folded into
+    the buckets they touch (resends excluded), so out-of-order and resent observations give the same numbers."""
 
     __tablename__ = "sensing_rollups"
     datastream_id: Mapped[int] = mapped_column(Integer, ForeignKey("sta_datastreams.id", ondelete="CASCADE"), primary_key=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import threading
 from urllib.parse import urlparse
@@ -30,7 +31,8 @@ _FOI_TOPIC = re.compile(r"^v1\.1/FeaturesOfInterest\((\d+)\)/Observations$")
 
 
 class MqttBridge:
-    def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True):
+    def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True,
+                 notify_capacity: int = 256):
         self.ingestor = ingestor
         self.url = url
         self.base_url = base_url
@@ -44,8 +46,18 @@ class MqttBridge:
         self.client.on_message = self._on_message
         self.rejected = 0
         self.received = 0
+        #: entity representations heard on a create topic (another server's notifications on a shared broker)
+        self.ignored = 0
         self.publish_ingested = publish_ingested
         self._connected = threading.Event()
+        # Notifications of stored observations are published from their own thread, so the ingest writer
+        # commits and acknowledges the next batch meanwhile. They are QoS 0 (best effort by the standard);
+        # the queue is bounded (in batches) and a batch that finds it full is dropped and counted, never
+        # allowed to hold back ingest.
+        self.notify_capacity = notify_capacity
+        self._notify: queue.Queue = queue.Queue(maxsize=notify_capacity)
+        self.notifications_dropped = 0
+        self._notifier: threading.Thread | None = None
         ingestor.on_committed.append(self._after_commit)
 
     def start(self, timeout: float = 10) -> None:
@@ -55,14 +67,23 @@ class MqttBridge:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
         # Unacknowledged deliveries the broker may have in flight to us: acknowledgement waits for the commit,
-        # so a wide window is what lets one transaction carry many messages.
-        props.ReceiveMaximum = 20_000
+        # so a wide window is what lets one transaction carry many messages. The protocol's maximum: beyond
+        # it the broker queues for us only up to its max_queued_messages (Mosquitto: 1000 by default) and then
+        # drops, so a deployment sets that limit to 0 (unlimited) or large (docs/architecture.md, sensing).
+        props.ReceiveMaximum = 65_535
         self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
         self.client.loop_start()
+        if self.publish_ingested and self._notifier is None:
+            self._notifier = threading.Thread(target=self._notify_loop, name="sensing-mqtt-notify", daemon=True)
+            self._notifier.start()
         if not self._connected.wait(timeout):
             raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
 
     def stop(self) -> None:
+        if self._notifier is not None:
+            self._notify.put(None)  # after what is queued: pending notifications go out before we disconnect
+            self._notifier.join(10)
+            self._notifier = None
         self.client.loop_stop()
         self.client.disconnect()
         if self._after_commit in self.ingestor.on_committed:
@@ -82,6 +103,12 @@ class MqttBridge:
             data = json.loads(msg.payload)
             if not isinstance(data, dict):
                 raise ValueError("payload is not a JSON object")
+            if "@iot.selfLink" in data:
+                # A server's notification (create and notification topics are the same), not a request to
+                # create: a device never sends a selfLink. Several servers may share one broker.
+                self.ignored += 1
+                client.ack(msg.mid, msg.qos)
+                return
             m = _DS_TOPIC.match(topic)
             if m:
                 data["Datastream"] = {"@iot.id": int(m.group(1))}
@@ -120,9 +147,28 @@ class MqttBridge:
             self.publish(f"v1.1/Things({row.thing_id})/HistoricalLocations", data)
 
     def _after_commit(self, rows, metas, result) -> None:
-        """Publish each stored observation on its set and navigation topics (built from the batch, no re-read)."""
+        """Hand a committed batch to the notifier thread (never blocks the ingest writer)."""
         if not self.publish_ingested or result is None or not result.inserted:
             return
+        try:
+            self._notify.put_nowait((rows, result))
+        except queue.Full:
+            self.notifications_dropped += len(result.inserted)
+            log.warning("MQTT notification queue full (%d batches): %d observation notifications dropped",
+                        self.notify_capacity, len(result.inserted))
+
+    def _notify_loop(self) -> None:
+        while True:
+            item = self._notify.get()
+            if item is None:
+                return
+            try:
+                self._publish_batch(*item)
+            except Exception:  # noqa: BLE001 - a notification failure must not stop later ones
+                log.exception("publishing observation notifications failed")
+
+    def _publish_batch(self, rows, result) -> None:
+        """Publish each stored observation on its set and navigation topics (built from the batch, no re-read)."""
         values = {(r.datastream_id, r.t_ms): r for r in rows}
         base = self.base_url
         for obs_id, ds_id, t_ms in result.inserted:

@@ -1,8 +1,9 @@
 """Time series: rollups (1 min, 1 h, 1 day: min/max/mean/sum/count), range queries with downsampling,
 CSV export and retention per tier.
 
-Rollups are recomputed from the tier below for each bucket a write touched (an upsert per tier), so
-out-of-order observations and resends leave exactly the numbers a full recomputation would give.
+New observations are folded into their buckets (an upsert per touched bucket, resends excluded), so
+out-of-order observations and resends leave exactly the numbers a full recomputation would give;
+``recompute_rollups`` rebuilds buckets from the tier below where a correction makes folding impossible.
 Days are local days (Asia/Shanghai, UTC+8, no daylight saving), which is what a duty report means by "day".
 """
 
@@ -42,6 +43,44 @@ def _floor(t: int, size: int, offset: int = 0) -> int:
 
 
 def update_rollups(session: Session, rows) -> None:
+    """Fold newly stored observations into the 1m, 1h and 1d rollups: one upsert per touched bucket that adds
+    the batch's count and sum and widens min/max. ``rows`` must be only what was actually inserted (the write
+    path drops resends before calling), so the numbers stay those of a full recomputation whatever the
+    arrival order, and the cost follows the batch, not the size of the buckets it touches."""
+    agg: dict[tuple[int, str, int], list] = {}
+    tiers = (("1m", MINUTE, 0), ("1h", HOUR, 0), ("1d", DAY, LOCAL_OFFSET))
+    for r in rows:
+        v = r.value
+        if v is None:
+            continue
+        for tier, size, offset in tiers:
+            key = (r.datastream_id, tier, ((r.t_ms + offset) // size) * size - offset)
+            a = agg.get(key)
+            if a is None:
+                agg[key] = [v, v, v, 1]
+            else:
+                if v < a[0]:
+                    a[0] = v
+                if v > a[1]:
+                    a[1] = v
+                a[2] += v
+                a[3] += 1
+    if not agg:
+        return
+    pg = session.get_bind().dialect.name == "postgresql"
+    lo, hi = ("least", "greatest") if pg else ("min", "max")
+    session.execute(text(
+        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) VALUES (:d, :tier, :b, :lo, :hi, :s, :c) "
+        "ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
+        f"vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
+        f"vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
+        "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount"),
+        [{"d": d, "tier": t, "b": b, "lo": a[0], "hi": a[1], "s": a[2], "c": a[3]} for (d, t, b), a in sorted(agg.items())])
+
+
+def recompute_rollups(session: Session, rows) -> None:
+    """Recompute, from the tier below, every bucket ``rows`` touch: for corrections (a changed or deleted
+    observation), where folding in is not possible."""
     if not rows:
         return
     by_ds: dict[int, list[int]] = defaultdict(list)
