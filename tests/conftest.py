@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import threading
+import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,15 +141,13 @@ def demo_store(request, tmp_path_factory):
     close()
 
 
-@pytest.fixture(scope="module")
-def api(demo_store):
-    """A TestClient over the demo district, with ``login(username)`` → headers."""
+def make_client(store: Store):
+    """A TestClient over ``store`` (its own app), with ``login(username)`` → headers and ``store``."""
     from fastapi.testclient import TestClient
 
     from cityops.app import create_app
 
-    app = create_app(demo_store.settings, run_migrations=False)
-    client = TestClient(app)
+    client = TestClient(create_app(store.settings, run_migrations=False))
     tokens: dict[str, dict] = {}
 
     def login(username: str, password: str = DEMO_PASSWORD) -> dict:
@@ -156,9 +158,42 @@ def api(demo_store):
         return tokens[username]
 
     client.login = login
-    client.store = demo_store
+    client.store = store
+    return client
+
+
+@pytest.fixture(scope="module")
+def api(demo_store):
+    """A TestClient over the demo district, with ``login(username)`` → headers."""
+    client = make_client(demo_store)
     yield client
     client.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve_in_thread(app, name: str = "uvicorn-test"):
+    """Serve ``app`` with uvicorn in a background thread (for real clients and the browser); yields its URL."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def table_counts(store: Store) -> dict[str, int]:

@@ -5,9 +5,6 @@ is used; without it the module is skipped (and fails under CI=true)."""
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,7 +14,7 @@ from shapely.geometry import shape
 from cityops.app import create_app
 from cityops.demo.generator import DEMO_PASSWORD, build_demo
 from cityops.web.routes import STATIC_DIR, messages
-from tests.conftest import SMALL_DEMO, make_store
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +38,6 @@ def _require(condition: bool, problem: str) -> None:
     pytest.skip(f"browser test skipped: {problem}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory):
@@ -53,23 +45,10 @@ def base_url(tmp_path_factory):
     _require(CHROMIUM.exists(), f"{CHROMIUM} is absent (apt-get install chromium)")
     _require((STATIC_DIR / "vendor" / "maplibre-gl.mjs").exists(),
              "web assets missing: run 'npm ci && npm run vendor' in cityops/web/frontend")
-    import uvicorn
-
     store, close = make_store("sqlite", tmp_path_factory.mktemp("browser-demo"))
     build_demo(store.sessions, store.org, SMALL_DEMO)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store.settings, run_migrations=False), host="127.0.0.1",
-                                           port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="uvicorn-browser-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-browser-test") as url:
+        yield url
     close()
 
 

@@ -6,9 +6,6 @@ spec-conforming calls and the independent ``georeport`` client over a real HTTP 
 from __future__ import annotations
 
 import io
-import socket
-import threading
-import time
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -24,7 +21,7 @@ from cityops.events import evaluation, service
 from cityops.events.models import Case, Outbox
 from cityops.events.workflow import STATES, USER_ACTIONS, allowed_actions
 from cityops.identity.scope import Scope
-from tests.conftest import table_counts
+from tests.conftest import serve_in_thread, table_counts
 
 CST = ZoneInfo("Asia/Shanghai")
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 200 + b"\xff\xd9"
@@ -528,27 +525,11 @@ def test_open311_scope_of_the_api_key(api, places):
     assert table_counts(api.store) == before
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def live_url(api):
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(api.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="uvicorn-open311-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/open311/v2"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(api.app, "uvicorn-open311-test") as url:
+        yield f"{url}/open311/v2"
 
 
 def test_open311_with_the_georeport_client(api, places, live_url):

@@ -4,45 +4,25 @@ queue, sees its history and photo, and accepts it. Screenshots go to test-artifa
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 
 import pytest
 
 from cityops.app import create_app
 from cityops.demo.generator import DEMO_PASSWORD, build_demo
-from tests.conftest import SMALL_DEMO, make_store
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _require
 
 pytestmark = pytest.mark.browser
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     _require(CHROMIUM.exists(), f"{CHROMIUM} is absent (apt-get install chromium)")
-    import uvicorn
-
     store, close = make_store("sqlite", tmp_path_factory.mktemp("events-browser"))
     build_demo(store.sessions, store.org, SMALL_DEMO)
-    app = create_app(store.settings, run_migrations=False)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="uvicorn-events-browser", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-events-browser") as url:
+        yield url, store
     close()
 
 

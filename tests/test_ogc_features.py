@@ -18,6 +18,8 @@ import pytest
 import shapely
 from shapely.geometry import Point, Polygon, mapping
 
+from tests.conftest import free_port
+
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}"
 #: 25 points on a 5 × 5 grid, 0.01° apart, in the demo district (lon, lat).
@@ -333,18 +335,13 @@ uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def live(api):
     if api.store.backend != "sqlite":
         pytest.skip("live-server client tests run on the SQLite backend only")
     settings = api.store.settings
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.secret_key, str(port)],
                             cwd=Path(__file__).resolve().parents[1])
     try:

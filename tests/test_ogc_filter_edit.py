@@ -21,7 +21,8 @@ from shapely.geometry import Point, mapping, shape
 from sqlalchemy import text
 
 from tests.conftest import table_counts
-from tests.test_ogc_features import SERVE, _free_port, link, make_layer, path_of
+from tests.conftest import free_port
+from tests.test_ogc_features import SERVE, link, make_layer, path_of
 
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}"
 SPEC = "http://www.opengis.net/spec/"
@@ -466,7 +467,7 @@ def live_logged(api, tmp_path_factory):
     if api.store.backend != "sqlite":
         pytest.skip("live-server client tests run on the SQLite backend only")
     settings = api.store.settings
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("ogc-live") / "access.log"
     serve = SERVE.replace('log_level="warning"', 'log_level="info", access_log=True')
     with open(log, "wb") as out:

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text
 
 from cityops.sensing.ingest import Backpressure, Ingestor
 from cityops.sensing.models import Observation, Rollup
-from tests.conftest import table_counts
+from tests.conftest import free_port, table_counts
 from tests.sensing_helpers import STA, make_device, township
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
@@ -148,14 +148,9 @@ uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", lifespan
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def _serve(settings) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.database_url, settings.secret_key, str(port)],
                             cwd=Path(__file__).resolve().parents[1])
     deadline = time.monotonic() + 30

@@ -8,11 +8,9 @@ down, the incident closes and so does its case."""
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
-
-from cityops.demo.generator import DEMO_PASSWORD, build_demo
+from cityops.demo.generator import build_demo
 from cityops.sensing import simulate
-from tests.conftest import BACKENDS, SMALL_DEMO, make_store
+from tests.conftest import BACKENDS, SMALL_DEMO, make_client, make_store
 from tests.test_tasks_scenario import _totals_agree
 
 RISK_POINT = "RP-LGW-001"
@@ -21,21 +19,9 @@ LEVELS = ["none", "blue", "yellow", "orange", "red"]
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def wired(request, tmp_path_factory):
-    from cityops.app import create_app
-
     store, close = make_store(request.param, tmp_path_factory.mktemp(f"wired-{request.param}"), wiring=True)
     build_demo(store.sessions, store.org, SMALL_DEMO)
-    client = TestClient(create_app(store.settings, run_migrations=False))
-    tokens: dict[str, dict] = {}
-
-    def login(username: str, password: str = DEMO_PASSWORD) -> dict:
-        if username not in tokens:
-            r = client.post("/api/auth/login", json={"username": username, "password": password})
-            assert r.status_code == 200, r.text
-            tokens[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        return tokens[username]
-
-    client.login, client.store = login, store
+    client = make_client(store)
     yield client
     client.close()
     close()

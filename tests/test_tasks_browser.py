@@ -4,8 +4,6 @@ stage go to test-artifacts/. Skipped without Chromium or the web assets (failed 
 
 from __future__ import annotations
 
-import threading
-import time
 
 import httpx
 import pytest
@@ -16,8 +14,8 @@ from cityops.core.spatial import buffer_m
 from cityops.demo.generator import DEMO_PASSWORD, build_demo
 from cityops.tasks.plans import on_warning_level
 from cityops.web.routes import STATIC_DIR
-from tests.conftest import SMALL_DEMO, make_store
-from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, _require
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
+from tests.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _require
 
 pytestmark = pytest.mark.browser
 
@@ -26,22 +24,10 @@ pytestmark = pytest.mark.browser
 def served(tmp_path_factory):
     _require(CHROMIUM.exists(), f"{CHROMIUM} is absent (apt-get install chromium)")
     _require((STATIC_DIR / "vendor" / "maplibre-gl.mjs").exists(), "web assets missing: run 'make assets'")
-    import uvicorn
-
     store, close = make_store("sqlite", tmp_path_factory.mktemp("tasks-browser"))
     build_demo(store.sessions, store.org, SMALL_DEMO)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(store.settings, run_migrations=False), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", store
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-tasks-browser") as url:
+        yield url, store
     close()
 
 
