@@ -176,6 +176,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for_port(proc, port: int, seconds: float = 30) -> None:
+    """Wait until the server subprocess ``proc`` accepts connections on ``port``; fail if it dies or stalls."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"the test server on port {port} did not start") from None
+            time.sleep(0.1)
+
+
 @contextmanager
 def serve_in_thread(app, name: str = "uvicorn-test"):
     """Serve ``app`` with uvicorn in a background thread (for real clients and the browser); yields its URL."""

@@ -4,10 +4,8 @@ against a live server: GDAL's OAPIF driver (through pyogrio) and OWSLib."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -18,7 +16,7 @@ import pytest
 import shapely
 from shapely.geometry import Point, Polygon, mapping
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for_port
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}"
@@ -345,15 +343,7 @@ def live(api):
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.secret_key, str(port)],
                             cwd=Path(__file__).resolve().parents[1])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the OGC API test server did not start") from None
-                time.sleep(0.1)
+        wait_for_port(proc, port)
         yield f"http://127.0.0.1:{port}/ogc"
     finally:
         proc.terminate()

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import math
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -20,8 +18,7 @@ import shapely
 from shapely.geometry import Point, mapping, shape
 from sqlalchemy import text
 
-from tests.conftest import table_counts
-from tests.conftest import free_port
+from tests.conftest import free_port, table_counts, wait_for_port
 from tests.test_ogc_features import SERVE, link, make_layer, path_of
 
 EPSG = "http://www.opengis.net/def/crs/EPSG/0/{}"
@@ -474,15 +471,7 @@ def live_logged(api, tmp_path_factory):
         proc = subprocess.Popen([sys.executable, "-c", serve, str(settings.data_dir), settings.secret_key, str(port)],
                                 cwd=Path(__file__).resolve().parents[1], stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the OGC API test server did not start") from None
-                time.sleep(0.1)
+        wait_for_port(proc, port)
         yield f"http://127.0.0.1:{port}/ogc", log
     finally:
         proc.terminate()

@@ -22,7 +22,7 @@ from sqlalchemy import func, select, text
 
 from cityops.sensing.ingest import Backpressure, Ingestor
 from cityops.sensing.models import Observation, Rollup
-from tests.conftest import free_port, table_counts
+from tests.conftest import free_port, table_counts, wait_for_port
 from tests.sensing_helpers import STA, make_device, township
 
 MQTT_HOST, MQTT_PORT = "127.0.0.1", 1883
@@ -153,16 +153,8 @@ def _serve(settings) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(settings.data_dir), settings.database_url, settings.secret_key, str(port)],
                             cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("test server did not start") from None
-            time.sleep(0.1)
+    wait_for_port(proc, port)
+    return proc, port
 
 
 def test_kill_during_ingest_loses_nothing_acknowledged(api, gauge):
