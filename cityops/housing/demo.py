@@ -37,7 +37,11 @@ BLOCK_BUILDINGS = 250_000
 #: Buildings per km² the default layout (hamlets of ~350 m, 25 buildings a grid) was drawn for.
 _BASE_DENSITY_KM2 = 25.0
 #: Candidate rounds per block before settling for fewer buildings than asked (only at impossible densities).
-_MAX_ROUNDS = 8
+_MAX_ROUNDS = 16
+#: Candidates per round at most: bounds memory when few survive the overlap check.
+_MAX_CANDIDATES = 4 * BLOCK_BUILDINGS
+#: Share of the district's area footprints may cover on average before they shrink (see ``_size_factor``).
+_MAX_COVERAGE = 0.12
 
 _STRUCTURES = (("砖混", 0.42), ("框架", 0.2), ("砖木", 0.14), ("土木", 0.16), ("钢结构", 0.03), ("其他", 0.05))
 _USES = (("住宅", 0.82), ("商业", 0.08), ("公共", 0.04), ("工业", 0.03), ("其他", 0.03))
@@ -60,6 +64,14 @@ def _spread(target: int, district_km2: float) -> float:
     return float(np.clip(math.sqrt(density / _BASE_DENSITY_KM2), 1.0, 12.0))
 
 
+def _size_factor(target: int, district_km2: float) -> float:
+    """Footprint scale: 1 (8–20 m sides) up to the 1-million scale; smaller beyond, so that at the census
+    scale (8.09 million buildings in ~4,000 km², i.e. 40 % of the land under 8–20 m houses) footprints cover
+    at most ``_MAX_COVERAGE`` of the land and the non-overlapping layout stays reachable."""
+    coverage = target / max(district_km2, 1.0) * 196e-6  # mean footprint 14 m × 14 m, in km²
+    return float(min(1.0, math.sqrt(_MAX_COVERAGE / coverage))) if coverage > 0 else 1.0
+
+
 def _road_segments(centres: np.ndarray) -> np.ndarray:
     """Village pairs (i, j) joined by a road: each village to its two nearest neighbours, mutual ones once."""
     pairs = set()
@@ -77,7 +89,8 @@ class _Layout:
     """Where candidate buildings go (metric plane): hamlets per village (fixed for the whole run, so repeated
     rounds fill the same hamlets), roads between neighbouring villages, and some scatter."""
 
-    def __init__(self, rng: np.random.Generator, villages_m: list, weights: np.ndarray, spread: float):
+    def __init__(self, rng: np.random.Generator, villages_m: list, weights: np.ndarray, spread: float, size: float = 1.0):
+        self.size = size
         self.centres = np.array([[p.x, p.y] for p in (v.representative_point() for v in villages_m)])
         self.bounds = np.array([v.bounds for v in villages_m])
         self.weights = weights
@@ -132,10 +145,11 @@ def _blocks(weights: np.ndarray, target: int) -> list[np.ndarray]:
     return blocks
 
 
-def _rectangles(rng: np.random.Generator, centres: np.ndarray, plane: LocalPlane):
-    """Rotated 8–20 m rectangles around ``centres`` (metric) → MultiPolygons in lon/lat, plus the sides."""
+def _rectangles(rng: np.random.Generator, centres: np.ndarray, plane: LocalPlane, size: float = 1.0):
+    """Rotated 8–20 m rectangles (times ``size``) around ``centres`` (metric) → MultiPolygons in lon/lat, plus
+    the sides."""
     n = len(centres)
-    half = rng.uniform(8, 20, (n, 2)) / 2
+    half = rng.uniform(8, 20, (n, 2)) * (size / 2)
     angle = rng.uniform(0, math.pi, n)
     cos, sin = np.cos(angle), np.sin(angle)
     corners = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1), (-1, -1)], dtype=float)
@@ -273,12 +287,12 @@ def _select_block(rng: np.random.Generator, layout: _Layout, plane: LocalPlane, 
         missing = target - len(kept_fp)
         if missing <= 0:
             break
-        centres = layout.candidates(rng, block, int(missing * oversample) + 50)
+        centres = layout.candidates(rng, block, min(int(missing * oversample) + 50, _MAX_CANDIDATES))
         first = scenario is not None and round_ == 0 and scenario_village is not None and in_block[scenario_village]
         n_scenario = len(scenario) if first else 0
         if n_scenario:
             centres = np.vstack((scenario, centres))
-        footprints, sides = _rectangles(rng, centres, plane)
+        footprints, sides = _rectangles(rng, centres, plane, layout.size)
         # Wholly inside one grid of this block (grids never overlap, so at most one).
         src, grid = grid_tree.query(footprints, predicate="within")
         grid_of = np.full(len(footprints), -1)
@@ -331,8 +345,8 @@ def step_buildings(ctx: DemoContext) -> None:
         grid_count = np.bincount(grid_village[grid_village >= 0], minlength=len(villages)).astype(float)
         weights = np.maximum(grid_count, 0.5)  # buildings per village ∝ its grids: same density per grid
         villages_m = [plane.forward(v.geom) for v in villages]
-        spread = _spread(target, sum(v.area for v in villages_m) / 1e6)
-        layout = _Layout(rng, villages_m, weights, spread)
+        district_km2 = sum(v.area for v in villages_m) / 1e6
+        layout = _Layout(rng, villages_m, weights, _spread(target, district_km2), _size_factor(target, district_km2))
         grid_tree = shapely.STRtree(np.array([g.geom for g in grids], dtype=object))
         scenario, scenario_village = None, None
         if place is not None:
