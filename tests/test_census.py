@@ -259,3 +259,38 @@ def test_any_import_order_registers_the_steps_in_order(module):
             "names = [n for n, _ in STEPS]\nassert names.index('buildings') < names.index('base_layers'), names")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_census_density_lattice_layout_has_no_overlaps():
+    """Beyond the density 8–20 m houses can fill (the 8.09 M census in ~4,000 km²) buildings take lattice
+    sites: the block still gets exactly its target, wholly inside its grids, with no two footprints touching."""
+    from cityops.core.crs import LocalPlane
+    from cityops.housing import demo as housing_demo
+
+    size = housing_demo._size_factor(8_090_000, 3959)
+    assert 0.3 < size < 1 and housing_demo._size_factor(1_000_000, 3959) == 1.0
+    plane = LocalPlane(108.4, 31.2)
+    villages_m = [shapely.box(0, 0, 1000, 1000), shapely.box(1000, 0, 2000, 1000)]
+    grids_m = [shapely.box(x, 0, x + 500, 1000) for x in (0, 500, 1000, 1500)]
+    grid_tree = shapely.STRtree(np.array([plane.inverse(g) for g in grids_m], dtype=object))
+    grid_village = np.array([0, 0, 1, 1])
+    rng = np.random.default_rng(7)
+    layout = housing_demo._Layout(rng, villages_m, np.array([1.0, 1.0]), 9.0, size)
+    target = 4000  # ~40 % of the sites of 2 km² at this footprint size
+    footprints, sides, grid_idx, scenario = housing_demo._select_block(
+        rng, layout, plane, np.array([0, 1]), target, grid_tree, grid_village, None, None)
+    assert len(footprints) == target and not scenario.any()
+    assert (sides.max(axis=1) <= 20 * size + 1e-9).all()
+    left, right = shapely.STRtree(footprints).query(footprints, predicate="intersects")
+    assert (left == right).all(), "overlapping footprints"
+    assert shapely.within(footprints, grid_tree.geometries[grid_idx]).all()
+
+
+def test_census_shares_never_exceed_a_village_capacity():
+    from cityops.housing import demo as housing_demo
+
+    weights = np.array([40.0, 1.0, 1.0, 2.0])  # a grid-dense town community and three rural villages
+    capacity = np.array([100.0, 1000.0, 1000.0, 1000.0])
+    share = housing_demo._capped_shares(weights, capacity, 1500)
+    assert share.sum() == pytest.approx(1500) and (share <= capacity + 1e-9).all()
+    assert share[0] == pytest.approx(100) and share[3] == pytest.approx(2 * share[1])

@@ -8,6 +8,7 @@ around 老沟湾 (太康村 6组), the slope of the signature scenario. Everythi
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -41,7 +42,9 @@ _MAX_ROUNDS = 16
 #: Candidates per round at most: bounds memory when few survive the overlap check.
 _MAX_CANDIDATES = 4 * BLOCK_BUILDINGS
 #: Share of the district's area footprints may cover on average before they shrink (see ``_size_factor``).
-_MAX_COVERAGE = 0.12
+_MAX_COVERAGE = 0.08
+#: Share of a village's lattice sites (see ``_select_block``) buildings may take at the census scale.
+_MAX_SITE_SHARE = 0.5
 
 _STRUCTURES = (("砖混", 0.42), ("框架", 0.2), ("砖木", 0.14), ("土木", 0.16), ("钢结构", 0.03), ("其他", 0.05))
 _USES = (("住宅", 0.82), ("商业", 0.08), ("公共", 0.04), ("工业", 0.03), ("其他", 0.03))
@@ -70,6 +73,23 @@ def _size_factor(target: int, district_km2: float) -> float:
     at most ``_MAX_COVERAGE`` of the land and the non-overlapping layout stays reachable."""
     coverage = target / max(district_km2, 1.0) * 196e-6  # mean footprint 14 m × 14 m, in km²
     return float(min(1.0, math.sqrt(_MAX_COVERAGE / coverage))) if coverage > 0 else 1.0
+
+
+def _capped_shares(weights: np.ndarray, capacity: np.ndarray, target: int) -> np.ndarray:
+    """Buildings per village ∝ ``weights``, none above its ``capacity``, the excess spread over the villages
+    with room in proportion to their weights (the small, grid-dense town communities fill up first)."""
+    share = weights / weights.sum() * target
+    for _ in range(100):
+        over = share > capacity
+        if not over.any():
+            break
+        excess = float((share[over] - capacity[over]).sum())
+        share[over] = capacity[over]
+        room = share < capacity
+        if not room.any():
+            break
+        share[room] += excess * weights[room] / weights[room].sum()
+    return share
 
 
 def _road_segments(centres: np.ndarray) -> np.ndarray:
@@ -101,10 +121,11 @@ class _Layout:
         self.hamlets = self.centres[:, None, :] + rng.normal(0, 1, (len(villages_m), n_hamlets, 2)) * sigma[:, None, None]
         self.segments = _road_segments(self.centres)
 
-    def candidates(self, rng: np.random.Generator, block: np.ndarray, n: int) -> np.ndarray:
-        """``n`` candidate centres for the villages ``block`` (indices): 45 % hamlets, 40 % roads, 15 % scatter."""
+    def candidates(self, rng: np.random.Generator, block: np.ndarray, n: int, mix: tuple[float, float] = (0.45, 0.4)) -> np.ndarray:
+        """``n`` candidate centres for the villages ``block`` (indices): by default 45 % hamlets, 40 % roads, 15 %
+        scatter (``mix`` = the hamlet and road shares)."""
         w = self.weights[block] / self.weights[block].sum()
-        n_cluster, n_road = int(n * 0.45), int(n * 0.4)
+        n_cluster, n_road = int(n * mix[0]), int(n * mix[1])
         which = block[rng.choice(len(block), n_cluster, p=w)]
         local = 90 * math.sqrt(self.spread)
         cluster = self.hamlets[which, rng.integers(0, self.hamlets.shape[1], n_cluster)] + rng.normal(0, local, (n_cluster, 2))
@@ -277,38 +298,72 @@ def _select_block(rng: np.random.Generator, layout: _Layout, plane: LocalPlane, 
                   scenario_village: int | None):
     """Footprints, sides, grid indices and scenario flags of up to ``target`` non-overlapping buildings in the
     villages ``block``, each wholly inside one of their grids. Candidates come in rounds until enough survive;
-    a round's candidates are checked against every building kept so far (the earlier one wins)."""
+    a round's candidates are checked against every building kept so far (the earlier one wins).
+
+    Beyond the density 8–20 m houses can fill (``layout.size`` < 1, the census scale) the overlap check by
+    geometry keeps too few candidates per round, so each building takes a site of a lattice whose cells are
+    wider than any footprint's diagonal: one building per cell cannot overlap another, and candidates are
+    deduplicated as integer cell keys before any geometry is built."""
     kept_fp = np.empty(0, dtype=object)
     kept_sides, kept_grid, kept_scenario = np.empty((0, 2)), np.empty(0, dtype=int), np.empty(0, dtype=bool)
     in_block = np.zeros(max(int(block.max()), int(grid_village.max(initial=0))) + 1, dtype=bool)
     in_block[block] = True
+    lattice = layout.size < 1.0
+    cell = 20 * math.sqrt(2) * layout.size + 1.0  # the largest diagonal, plus 1 m between neighbours (as in step_buildings)
+    used = np.empty(0, dtype=np.int64)
     oversample = 1.6
     for round_ in range(_MAX_ROUNDS):
         missing = target - len(kept_fp)
         if missing <= 0:
             break
-        centres = layout.candidates(rng, block, min(int(missing * oversample) + 50, _MAX_CANDIDATES))
+        wanted = int(missing * oversample) + 50
+        # On the lattice, once the hamlets fill up, later rounds scatter more widely over the villages.
+        mix = (0.25, 0.25) if lattice and round_ else (0.45, 0.4)
+        centres = layout.candidates(rng, block, min(wanted, (10 if lattice else 1) * _MAX_CANDIDATES), mix)
         first = scenario is not None and round_ == 0 and scenario_village is not None and in_block[scenario_village]
         n_scenario = len(scenario) if first else 0
         if n_scenario:
             centres = np.vstack((scenario, centres))
+        is_scenario = np.arange(len(centres)) < n_scenario
+        if lattice:
+            ij = np.floor(centres / cell).astype(np.int64)
+            keys = (ij[:, 0] << 32) + (ij[:, 1] & 0xFFFFFFFF)
+            keys, first_at = np.unique(keys, return_index=True)  # sorted keys; the first candidate per cell wins
+            # ``used`` stays sorted: a binary search is far cheaper here than np.isin's hashing of both arrays.
+            at = np.minimum(np.searchsorted(used, keys), max(len(used) - 1, 0))
+            fresh = ~(used[at] == keys) if len(used) else np.ones(len(keys), dtype=bool)
+            keys, first_at = keys[fresh], first_at[fresh]
+            if len(keys) > int(missing * 1.5) + 50:  # build geometry only for about what is missing
+                pick = np.sort(np.concatenate((np.flatnonzero(is_scenario[first_at]),
+                                               rng.choice(len(keys), int(missing * 1.5) + 50, replace=False))))
+                pick = np.unique(pick)
+                keys, first_at = keys[pick], first_at[pick]
+            order = np.argsort(first_at, kind="stable")  # scenario candidates first, as generated
+            keys, first_at = keys[order], first_at[order]
+            is_scenario = is_scenario[first_at]
+            centres = ((np.column_stack((keys >> 32, (keys << 32) >> 32)) + 0.5) * cell
+                       + rng.uniform(-0.5, 0.5, (len(keys), 2)))
         footprints, sides = _rectangles(rng, centres, plane, layout.size)
-        # Wholly inside one grid of this block (grids never overlap, so at most one).
-        src, grid = grid_tree.query(footprints, predicate="within")
+        # Wholly inside one grid of this block (grids never overlap, so at most one). Asked as "grid contains
+        # footprints" so that GEOS prepares each grid polygon once instead of testing every footprint afresh.
+        grid, src = shapely.STRtree(footprints).query(grid_tree.geometries, predicate="contains")
         grid_of = np.full(len(footprints), -1)
         grid_of[src] = grid
         keep = grid_of >= 0
         keep[keep] = (grid_village[grid_of[keep]] >= 0) & in_block[grid_village[grid_of[keep]]]
-        is_scenario = np.arange(len(footprints)) < n_scenario
         if n_scenario:  # the scenario cluster stays in its own village
             keep &= ~is_scenario | (grid_village[np.maximum(grid_of, 0)] == scenario_village)
         idx = np.flatnonzero(keep)
-        # No overlaps: of two intersecting footprints the later goes (kept ones, then scenario ones, come first).
-        everything = np.concatenate((kept_fp, footprints[idx]))
-        left, right = shapely.STRtree(everything).query(everything, predicate="intersects")
-        dropped = np.zeros(len(everything), dtype=bool)
-        dropped[left[left > right]] = True
-        new = idx[~dropped[len(kept_fp):]]
+        if lattice:
+            new = idx
+            used = np.sort(np.concatenate((used, keys[idx])))
+        else:
+            # No overlaps: of two intersecting footprints the later goes (kept ones, then scenario ones, come first).
+            everything = np.concatenate((kept_fp, footprints[idx]))
+            left, right = shapely.STRtree(everything).query(everything, predicate="intersects")
+            dropped = np.zeros(len(everything), dtype=bool)
+            dropped[left[left > right]] = True
+            new = idx[~dropped[len(kept_fp):]]
         survival = len(new) / max(len(footprints), 1)
         kept_fp = np.concatenate((kept_fp, footprints[new]))
         kept_sides = np.vstack((kept_sides, sides[new]))
@@ -324,6 +379,18 @@ def _select_block(rng: np.random.Generator, layout: _Layout, plane: LocalPlane, 
 
 
 def step_buildings(ctx: DemoContext) -> None:
+    # Millions of short-lived row dicts (no reference cycles: refcounting frees them) would set off the cyclic
+    # collector again and again, each pass walking every live object: about a quarter of a census build.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _generate_buildings(ctx)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _generate_buildings(ctx: DemoContext) -> None:
     # Imported here: cityops.base registers its demo step after this one, so it must not load first.
     from cityops.base.rtree_bulk import DeferredRtree
 
@@ -346,7 +413,12 @@ def step_buildings(ctx: DemoContext) -> None:
         weights = np.maximum(grid_count, 0.5)  # buildings per village ∝ its grids: same density per grid
         villages_m = [plane.forward(v.geom) for v in villages]
         district_km2 = sum(v.area for v in villages_m) / 1e6
-        layout = _Layout(rng, villages_m, weights, _spread(target, district_km2), _size_factor(target, district_km2))
+        size = _size_factor(target, district_km2)
+        if size < 1.0:  # census scale: no village asked for more buildings than its lattice sites allow
+            cell = 20 * math.sqrt(2) * size + 1.0
+            capacity = np.array([v.area for v in villages_m]) / cell**2 * _MAX_SITE_SHARE
+            weights = _capped_shares(weights, capacity, target)
+        layout = _Layout(rng, villages_m, weights, _spread(target, district_km2), size)
         grid_tree = shapely.STRtree(np.array([g.geom for g in grids], dtype=object))
         scenario, scenario_village = None, None
         if place is not None:
