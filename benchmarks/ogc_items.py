@@ -56,7 +56,7 @@ import os, sys, uvicorn
 from cityops.app import create_app
 from cityops.core.settings import Settings
 url, data_dir, port = sys.argv[1:4]
-app = create_app(Settings(data_dir=data_dir, database_url=url or None, log_json=False,
+app = create_app(Settings(data_dir=data_dir, database_url=url, log_json=False,
                           secret_key=os.environ.get("CITYOPS_SECRET_KEY", "bench-secret"),
                           log_level="WARNING"), run_migrations=False)
 uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_log=False, lifespan="off")
@@ -151,7 +151,7 @@ def build_store(url: str | None, data_dir: Path, source: Path) -> None:
     from cityops.identity.service import create_user
     from cityops.org.models import Unit
 
-    settings = Settings(data_dir=data_dir, database_url=url, secret_key="bench-secret", log_json=False)
+    settings = Settings(data_dir=data_dir, database_url=url or "", secret_key="bench-secret", log_json=False)
     engine = make_engine(settings)
     migrate(engine)
     sessions = make_sessionmaker(engine)
