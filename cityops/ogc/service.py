@@ -301,7 +301,9 @@ def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
     R*Tree box is rounded outwards, so inside is certain), the others are tested exactly with GEOS in one
     vectorised call. None when there are too many candidates for one pass."""
     minx, miny, maxx, maxy = area.bounds
-    found = conn.exec_driver_sql(
+    # The driver's own cursor, in the session's transaction: plain tuples straight into NumPy.
+    cursor = conn.connection.dbapi_connection.cursor()
+    found = cursor.execute(
         f"SELECT id, minx, miny, maxx, maxy FROM rtree_{current.name}_geom "
         f"WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? LIMIT {SQLITE_VECTOR_MAX + 1}",
         (maxx, minx, maxy, miny)).fetchall()
@@ -320,8 +322,8 @@ def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
         blobs: dict[int, bytes] = {}
         for chunk in range(0, len(check), 30_000):  # within SQLite's bound-parameter limit
             part = check[chunk:chunk + 30_000].tolist()
-            blobs.update(conn.exec_driver_sql(
-                f"SELECT id, geom FROM {current.name} WHERE id IN ({','.join('?' * len(part))})", tuple(part)).fetchall())
+            blobs.update(cursor.execute(
+                f"SELECT id, geom FROM {current.name} WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
         geoms = _from_gpkg_many([blobs.get(i) for i in check.tolist()])
         shapely.prepare(area)
         exact = np.zeros(len(check), dtype=bool)
