@@ -380,18 +380,22 @@ def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, 
         else:
             dim = func.ST_Dimension(q.c.g)
             size = case((dim == 2, area), (dim == 1, length), else_=0.0)
-        sized = select(q, size.label("size"), (func.ST_Dimension(q.c.g) if kind == "mixed" else literal(0)).label("dim")) \
-            .offset(0).subquery("sized")
-        kept = select(*[c for c in sized.c if c.key not in ("size", "dim")])
-        if thresholds:
-            if kind == "polygon":
-                kept = kept.where(sized.c.size >= p["min_area"])
-            elif kind == "line":
-                kept = kept.where(sized.c.size >= p["min_length"])
-            else:
-                kept = kept.where(or_(sized.c.dim != 2, sized.c.size >= p["min_area"]),
-                                  or_(sized.c.dim != 1, sized.c.size >= p["min_length"]))
-        kept = kept.order_by(sized.c.size.desc(), sized.c.id).limit(p["max_features"]).subquery("kept")
+        if kind != "mixed" and not thresholds:
+            # Nothing to filter: the size is only the cap's sort key, computed once by the sort.
+            kept = select(q).order_by(size.desc(), q.c.id).limit(p["max_features"]).subquery("kept")
+        else:
+            sized = select(q, size.label("size"), (func.ST_Dimension(q.c.g) if kind == "mixed" else literal(0)).label("dim")) \
+                .offset(0).subquery("sized")
+            kept = select(*[c for c in sized.c if c.key not in ("size", "dim")])
+            if thresholds:
+                if kind == "polygon":
+                    kept = kept.where(sized.c.size >= p["min_area"])
+                elif kind == "line":
+                    kept = kept.where(sized.c.size >= p["min_length"])
+                else:
+                    kept = kept.where(or_(sized.c.dim != 2, sized.c.size >= p["min_area"]),
+                                      or_(sized.c.dim != 1, sized.c.size >= p["min_length"]))
+            kept = kept.order_by(sized.c.size.desc(), sized.c.id).limit(p["max_features"]).subquery("kept")
     geom = func.ST_SimplifyPreserveTopology(kept.c.g, p["tol"]) if simplify else kept.c.g
     mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(p["z"], p["x"], p["y"]), p["extent"], p["buffer"], True)
     rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
