@@ -391,11 +391,6 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
     geoms = np.asarray(geoms, dtype=object)
     type_ids = shapely.get_type_id(geoms)
     nonempty = ~shapely.is_empty(geoms) & (type_ids >= 0)
-    columns = _columns(properties)
-    values = _Values()
-    kidx, vidx = _tag_matrix(values, columns, len(geoms))
-    pairs = np.stack((kidx, vidx), axis=2)  # (F, K, 2)
-    valid = vidx >= 0
     if ids is not None:
         id_present = np.array([i is not None for i in ids], dtype=bool)
         id_values = np.array([i if i is not None else 0 for i in ids], dtype=np.int64)
@@ -404,8 +399,9 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
         id_values = np.zeros(len(geoms), dtype=np.int64)
     if (id_values < 0).any():
         raise ValueError("MVT feature ids are unsigned")
-    out, written = [], 0
+    # Geometry first, so that only the features actually written put values into the dictionary.
     kinds = _KIND_OF_TYPE[np.clip(type_ids, 0, 7)]
+    groups = []
     for kind in (POLYGON, LINESTRING, POINT):
         select = np.flatnonzero(nonempty & (kinds == kind))
         if not len(select):
@@ -414,22 +410,33 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
         stream, offsets = _feature_streams(points, starts, counts, part_feature, len(select), kind)
         lengths = np.diff(offsets)
         live = lengths > 0  # features whose every part collapsed are left out
-        chosen = select[live]
-        if not len(chosen):
-            continue
-        offsets = np.concatenate(([0], np.cumsum(lengths[live])))
-        sel_valid = valid[chosen]
-        tags = pairs[chosen][sel_valid].reshape(-1)  # row-major: each feature's (key, value) pairs in column order
+        if live.any():
+            groups.append((kind, select[live], np.concatenate(([0], np.cumsum(lengths[live]))), stream))
+    written = np.concatenate([g[1] for g in groups]) if groups else np.zeros(0, dtype=np.int64)
+    keep = written.tolist()
+    if isinstance(properties, dict):
+        columns = {k: [col[i] for i in keep] for k, col in properties.items()}
+    else:
+        columns = _columns([properties[i] for i in keep])
+    values = _Values()
+    kidx, vidx = _tag_matrix(values, columns, len(written))
+    pairs = np.stack((kidx, vidx), axis=2)  # (written, K, 2)
+    valid = vidx >= 0
+    out, row = [], 0
+    for kind, chosen, offsets, stream in groups:
+        rows = slice(row, row + len(chosen))
+        row += len(chosen)
+        sel_valid = valid[rows]
+        tags = pairs[rows][sel_valid].reshape(-1)  # row-major: each feature's (key, value) pairs in column order
         out.append(_features_bytes(kind, id_values[chosen], id_present[chosen], sel_valid.sum(axis=1) * 2, tags,
                                    offsets, stream))
-        written += len(chosen)
     # Layer: 15 version, 1 name, 3 keys, 4 values, 5 extent, 2 features.
     head = [b"\x78\x02", _field_bytes(0x0A, name.encode())]
     head += [_field_bytes(0x1A, k.encode()) for k in columns]
     head += values.fields
     head.append(b"\x28" + _varint(extent))
     tile.layers.append(b"".join(head) + b"".join(out))
-    return written
+    return len(written)
 
 
 def new_tile() -> Tile:
