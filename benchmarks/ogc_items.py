@@ -1,12 +1,12 @@
 """OGC API – Features items with a bbox: CityOps ``/ogc`` against pygeoapi, side by side in one run.
 
 Both servers read the same PostGIS database (a fresh CityOps store: N generated building footprints clustered
-around town centres, in ``layer_buildings``; pygeoapi reads an indexed copy of the same rows, see
-``build_store`` for why) and run the same way: one uvicorn process each, on
-127.0.0.1. pygeoapi uses its PostgreSQL provider on that table (it comes from PyPI into its own venv:
-``python3 -m venv /tmp/pygeoapi-venv && /tmp/pygeoapi-venv/bin/pip install pygeoapi psycopg2-binary
-geoalchemy2 pygeofilter uvicorn``). The client sends ``/collections/buildings/items?bbox=…&limit=100`` for a
-fixed, seeded list of ~1 km boxes in dense areas, from C keep-alive connections in threads, for a fixed
+around town centres, in ``layer_buildings``, or an existing district) and run the same way: one uvicorn
+process each, on 127.0.0.1; CityOps also serves the same data on SQLite. pygeoapi uses its PostgreSQL
+provider on that very table (it comes from PyPI into its own venv:
+``python3 -m venv /tmp/pygeoapi-venv && /tmp/pygeoapi-venv/bin/pip install pygeoapi starlette psycopg2-binary
+geoalchemy2 pygeofilter uvicorn``). The client sends ``/collections/buildings/items?bbox=…&limit=100`` for the
+200 densest ~1 km boxes, from C keep-alive connections in threads, for a fixed
 number of requests; rounds alternate between the servers and the table shows medians and the ratio.
 Every response is checked (200, a FeatureCollection with ``numberMatched``) so an error is never fast.
 
