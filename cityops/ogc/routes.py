@@ -227,6 +227,14 @@ def _feature(fid: str, props: dict, geom, base: str | None = None) -> dict:
     return out
 
 
+def _stored_json(text: str):
+    """Stored properties as a ready JSON fragment. Python's json writes non-finite numbers as NaN/Infinity,
+    which are not JSON: such text is parsed and written again (orjson makes them null, as before)."""
+    if "NaN" in text or "Infinity" in text:
+        return json.loads(text)
+    return orjson.Fragment(text)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -283,7 +291,7 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
     body = {
         "type": "FeatureCollection",
         # Properties are the stored JSON text, written as they are (no decode and re-encode per feature).
-        "features": [_feature(f, orjson.Fragment(p), g) for f, p, g in zip(page.fids, page.properties, geoms)],
+        "features": [_feature(f, _stored_json(p), g) for f, p, g in zip(page.fids, page.properties, geoms)],
         "numberMatched": page.number_matched,
         "numberReturned": len(page.fids),
         "timeStamp": _now(),
