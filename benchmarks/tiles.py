@@ -34,8 +34,6 @@ import uuid
 from pathlib import Path
 
 import morecantile
-import numpy as np
-import shapely
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, func, select, text
