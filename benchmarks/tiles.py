@@ -12,6 +12,14 @@ Usage::
 
     .venv/bin/python benchmarks/tiles.py                     # builds the demo on both backends (about 1 min)
     .venv/bin/python benchmarks/tiles.py --data-dir /tmp/t1   # reuse/keep the SQLite demo there
+    # an existing district (e.g. the census scale), read only, nothing rebuilt:
+    .venv/bin/python benchmarks/tiles.py --data-dir /work/census/sqlite \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/cityops_census
+    .venv/bin/python benchmarks/tiles.py --backends postgis --database-url postgresql+psycopg://…/cityops_census
+
+The densest z14 tile is found in SQL (building envelope centres counted per tile: the GeoPackage R*Tree on
+SQLite, the footprints' boxes on PostGIS), so it costs no memory at the census scale. With both backends it
+is chosen on the first and used for both; they hold the same district when built from the same seed.
 """
 
 from __future__ import annotations
@@ -26,8 +34,6 @@ import uuid
 from pathlib import Path
 
 import morecantile
-import numpy as np
-import shapely
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, func, select, text
@@ -63,9 +69,10 @@ SELECT ST_AsMVT(rows, 'buildings', 4096, 'geom', 'id') FROM rows
 """
 
 
-def store(settings: Settings, build: bool):
+def store(settings: Settings, build: bool, migrate_schema: bool = True):
     engine = make_engine(settings)
-    migrate(engine)
+    if migrate_schema:
+        migrate(engine)
     levels = load_levels(settings.grid_code_length)
     sessions = make_sessionmaker(engine)
     if build:
@@ -74,62 +81,88 @@ def store(settings: Settings, build: bool):
     return engine, sessions
 
 
-def densest_tile(sessions) -> tuple[morecantile.Tile, int]:
+def densest_tile(sessions, zoom: int = 14) -> tuple[morecantile.Tile, int]:
+    """The z14 tile holding the most building envelope centres, counted in the database (no geometry is
+    read into Python, so this works on 8 million buildings)."""
+    n = float(1 << zoom)
     with sessions() as session:
-        geoms = np.array(session.scalars(select(Building.footprint)).all(), dtype=object)
-    c = shapely.centroid(geoms)
-    tiles = [TMS.tile(p.x, p.y, 14) for p in c]
-    counts: dict = {}
-    for t in tiles:
-        counts[t] = counts.get(t, 0) + 1
-    best = max(counts, key=counts.get)
-    return best, counts[best]
+        if session.get_bind().dialect.name == "postgresql":
+            cx, cy = "(ST_XMin(footprint) + ST_XMax(footprint)) / 2", "(ST_YMin(footprint) + ST_YMax(footprint)) / 2"
+            source = "buildings WHERE footprint IS NOT NULL"
+        else:  # the GeoPackage R*Tree holds every footprint's envelope
+            cx, cy = "(minx + maxx) / 2", "(miny + maxy) / 2"
+            source = "rtree_buildings_footprint"
+        lat = f"radians({cy})"
+        row = session.execute(text(
+            f"SELECT CAST(floor(({cx} + 180.0) / 360.0 * :n) AS INTEGER) AS tx, "
+            f"CAST(floor((1.0 - ln(tan({lat}) + 1.0 / cos({lat})) / pi()) / 2.0 * :n) AS INTEGER) AS ty, "
+            f"count(*) AS c FROM {source} GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT 1"), {"n": n}).one()
+    return morecantile.Tile(int(row.tx), int(row.ty), zoom), int(row.c)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", type=Path, help="SQLite demo directory (built there when empty)")
+    ap.add_argument("--data-dir", type=Path, help="SQLite district directory (the demo is built there when empty)")
+    ap.add_argument("--database-url", help="an existing PostGIS district, used read only (default: build the demo "
+                                           "into a fresh database, dropped afterwards)")
+    ap.add_argument("--backends", nargs="+", choices=("sqlite", "postgis"), default=["sqlite", "postgis"])
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--skip-sizes", action="store_true", help="skip the z10–z13 size sweep")
     ap.add_argument("--keep-pg", action="store_true", help="keep the PostGIS benchmark database")
     args = ap.parse_args()
     console = Console()
-
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="cityops-tiles-bench-"))
-    sqlite_settings = Settings(data_dir=data_dir, secret_key="bench", log_json=False)
-    built = (data_dir / "cityops.gpkg").exists()
-    t0 = time.perf_counter()
-    sq_engine, sq_sessions = store(sqlite_settings, build=not built)
-    console.print(f"SQLite demo {'reused' if built else 'built'} in {time.perf_counter() - t0:.1f} s ({data_dir})")
-
-    name = f"cityops_bench_tiles_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    backends, engines = {}, []
+    admin = name = None
     try:
-        pg_settings = Settings(data_dir=data_dir / "pg", secret_key="bench", log_json=False,
-                               database_url=PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
-        t0 = time.perf_counter()
-        pg_engine, pg_sessions = store(pg_settings, build=True)
-        with pg_engine.begin() as conn:
-            conn.execute(text("ANALYZE"))
-        console.print(f"PostGIS demo built in {time.perf_counter() - t0:.1f} s (database {name})")
-        run(console, args.runs, {"sqlite": sq_sessions, "postgis": pg_sessions}, pg_sessions)
-        pg_engine.dispose()
+        if "sqlite" in args.backends:
+            data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="cityops-tiles-bench-"))
+            built = (data_dir / "cityops.gpkg").exists()
+            t0 = time.perf_counter()
+            # An existing district is only read: no migration, no build.
+            engine, backends["sqlite"] = store(Settings(data_dir=data_dir, secret_key="bench", log_json=False),
+                                               build=not built, migrate_schema=not built)
+            engines.append(engine)
+            console.print(f"SQLite district {'reused' if built else 'built'} in {time.perf_counter() - t0:.1f} s ({data_dir})")
+        if "postgis" in args.backends:
+            if args.database_url:
+                url = args.database_url
+                console.print(f"PostGIS district: {url.rsplit('/', 1)[-1]} (read only)")
+            else:
+                name = f"cityops_bench_tiles_{uuid.uuid4().hex[:8]}"
+                admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+            pg_settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="cityops-tiles-bench-pg-")), secret_key="bench",
+                                   log_json=False, database_url=url)
+            t0 = time.perf_counter()
+            engine, backends["postgis"] = store(pg_settings, build=name is not None, migrate_schema=name is not None)
+            engines.append(engine)
+            if name is not None:
+                with engine.begin() as conn:
+                    conn.execute(text("ANALYZE"))
+                console.print(f"PostGIS demo built in {time.perf_counter() - t0:.1f} s (database {name})")
+        run(console, args.runs, backends, not args.skip_sizes)
     finally:
-        if not args.keep_pg:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-        sq_engine.dispose()
+        for engine in engines:
+            engine.dispose()
+        if admin is not None:
+            if not args.keep_pg:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
 
 
-def run(console: Console, runs: int, backends: dict, pg_sessions) -> None:
+def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -> None:
     cat = load_catalogue()
     buildings_only = dataclasses.replace(cat, base_layers=tuple(b for b in cat.base_layers if b.source == "buildings"))
-    tile, count = densest_tile(backends["sqlite"])
-    with backends["sqlite"]() as session:
+    first = next(iter(backends.values()))
+    t0 = time.perf_counter()
+    tile, count = densest_tile(first)
+    with first() as session:
         total = session.scalar(select(func.count(Building.id)))
-    console.print(f"demo: {total:,} buildings; densest z14 tile {tile.z}/{tile.x}/{tile.y} holds {count} building centroids")
+    console.print(f"district: {total:,} buildings; densest z14 tile {tile.z}/{tile.x}/{tile.y} holds {count} building "
+                  f"centres (found in {time.perf_counter() - t0:.1f} s)")
 
     table = Table(title=f"z14 building tile {tile.z}/{tile.x}/{tile.y}, uncached, {runs} interleaved rounds (ms)")
     for col in ("renderer", "median", "p95", "bytes", "features", "ratio vs ST_AsMVT"):
@@ -137,10 +170,14 @@ def run(console: Console, runs: int, backends: dict, pg_sessions) -> None:
     import mapbox_vector_tile
 
     sessions = {name: factory() for name, factory in backends.items()}
-    peer_session = pg_sessions()
-    peer_conn = peer_session.connection()
     z, x, y = tile.z, tile.x, tile.y
-    renderers = [("PostGIS ST_AsMVT (peer)", lambda: bytes(peer_conn.execute(text(ST_ASMVT), {"z": z, "x": x, "y": y}).scalar()))]
+    renderers = []
+    peer_session = None
+    if "postgis" in backends:
+        peer_session = backends["postgis"]()
+        peer_conn = peer_session.connection()
+        renderers.append(("PostGIS ST_AsMVT (peer)",
+                          lambda: bytes(peer_conn.execute(text(ST_ASMVT), {"z": z, "x": x, "y": y}).scalar() or b"")))
     for backend, session in sessions.items():
         renderers.append((f"CityOps buildings layer, {backend}",
                           lambda s=session: service.render(s, ALL, "basemap", z, x, y, buildings_only, visible_layers=[])))
@@ -157,24 +194,27 @@ def run(console: Console, runs: int, backends: dict, pg_sessions) -> None:
             t0 = time.perf_counter()
             fn()
             samples[label].append((time.perf_counter() - t0) * 1000)
-    ref = statistics.median(samples[renderers[0][0]])
+    ref = statistics.median(samples[renderers[0][0]]) if peer_session is not None else None
     for label, _ in renderers:
         values = sorted(samples[label])
         med, p95 = statistics.median(values), values[int(0.95 * (len(values) - 1))]
         data = outputs[label]
         whole = "whole base map" in label
         n = "" if whole else str(len(mapbox_vector_tile.decode(data)["buildings"]["features"]))
-        ratio = "" if whole else (f"[bold]{med / ref:.2f}[/bold]" if "CityOps" in label else "1.00")
+        ratio = "" if whole or ref is None else (f"[bold]{med / ref:.2f}[/bold]" if "CityOps" in label else "1.00")
         table.add_row(label, f"{med:.1f}", f"{p95:.1f}", f"{len(data):,}", n, ratio)
     console.print(table)
     for session in sessions.values():
         session.close()
-    peer_session.close()
+    if peer_session is not None:
+        peer_session.close()
+    if not sizes_sweep:
+        return
 
     sizes = Table(title="base map tiles z10–z13 over the whole district (target: every tile < 500 kB)")
     for col in ("backend", "zoom", "tiles", "median bytes", "largest bytes", "slowest render ms", "< 500 kB"):
         sizes.add_column(col, justify="right")
-    with backends["sqlite"]() as session:
+    with first() as session:
         bounds = service.bounds_of(session, ALL, "basemap")
     for backend, sessions in backends.items():
         with sessions() as session:

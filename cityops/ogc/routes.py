@@ -227,6 +227,14 @@ def _feature(fid: str, props: dict, geom, base: str | None = None) -> dict:
     return out
 
 
+def _stored_json(text: str):
+    """Stored properties as a ready JSON fragment. Python's json writes non-finite numbers as NaN/Infinity,
+    which are not JSON: such text is parsed and written again (orjson makes them null, as before)."""
+    if "NaN" in text or "Infinity" in text:
+        return json.loads(text)
+    return orjson.Fragment(text)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
@@ -258,8 +266,12 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
             current, _ = service.featurestore.tables(layer.key, layer.geometry_type)
             compiled = filtering.compile_filter(tree, layer, current, session.get_bind().dialect.name,
                                                 service.served_crs(params.get("filter-crs"), "filter-crs", metric))
-        page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled)
-        geoms = service.to_output(page.geometries, out_crs)
+        page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled,
+                             geojson=out_crs.key == "OGC:CRS84")
+        if page.geojson is not None:
+            geoms = [None if g is None else orjson.Fragment(g) for g in page.geojson]
+        else:
+            geoms = _geojson(service.to_output(page.geometries, out_crs))
     except CityOpsError as exc:
         return _error(request, exc)
     base = f"{_root(request)}/collections/{layer.key}"
@@ -278,7 +290,8 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
         links.append(_link(page_url([("offset", str(max(0, offset - limit)))]), "prev", GEOJSON, "previous page"))
     body = {
         "type": "FeatureCollection",
-        "features": [_feature(f, p, g) for f, p, g in zip(page.fids, page.properties, _geojson(geoms))],
+        # Properties are the stored JSON text, written as they are (no decode and re-encode per feature).
+        "features": [_feature(f, _stored_json(p), g) for f, p, g in zip(page.fids, page.properties, geoms)],
         "numberMatched": page.number_matched,
         "numberReturned": len(page.fids),
         "timeStamp": _now(),

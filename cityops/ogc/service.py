@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from datetime import datetime
 import numpy as np
 import pyproj
 import shapely
-from sqlalchemy import func, select
+from sqlalchemy import LargeBinary, Text, cast, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -232,10 +233,13 @@ class Page:
     number_matched: int
     ids: list[int]
     fids: list[str]
-    properties: list[dict]
-    geometries: np.ndarray  # canonical
+    #: Each feature's properties: JSON text straight from the database (written into the response as it is).
+    properties: list[str]
+    geometries: np.ndarray  # canonical Shapely geometries, or None where ``geojson`` was written in SQL
     more_after: bool
     more_before: bool
+    #: GeoJSON geometry text in CRS84 (lon/lat), written by PostGIS when asked for (``geojson=True``).
+    geojson: list[str | None] | None = None
 
 
 def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
@@ -261,36 +265,150 @@ def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compil
     return current, restrict
 
 
+#: Above this many R*Tree candidates a SQLite bbox query is counted in SQL instead of in one vectorised pass
+#: (which holds the candidates' ids and boxes in memory).
+SQLITE_VECTOR_MAX = 250_000
+_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
+
+
+def _from_gpkg_many(blobs: list) -> np.ndarray:
+    """GeoPackage geometry blobs → Shapely array in one vectorised WKB parse (header skipped per blob)."""
+    wkb = [None if b is None else b[8 + _GPKG_ENVELOPE[(b[3] >> 1) & 0b111]:] for b in blobs]
+    return shapely.from_wkb(np.array(wkb, dtype=object))
+
+
+def _raw_json(column, dialect: str):
+    # JSON text as stored (jsonb's text form on PostgreSQL), never decoded into dicts: it goes into the
+    # response as it is.
+    return cast(column, Text) if dialect == "postgresql" else type_coerce(column, Text)
+
+
+def _page_of(ids: list[int], limit: int, offset: int, cursor: tuple[str, int] | None):
+    """(page ids, more after, more before) of sorted matching ``ids``, as the SQL paging does."""
+    if cursor is not None and cursor[0] == "b":
+        before = ids[:bisect_left(ids, cursor[1])]
+        page = before[-(limit + 1):]
+        more_before = len(page) > limit
+        return page[-limit:] if page else page, True, more_before
+    start = bisect_right(ids, cursor[1]) if cursor is not None else 0
+    rest = ids[start + offset:start + offset + limit + 1]
+    return rest[:limit], len(rest) > limit, cursor is not None or offset > 0
+
+
+def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
+    """Sorted ids of the features intersecting ``area`` (SQLite, a bbox alone): the R*Tree gives the
+    candidates with their boxes; a candidate whose box lies inside a rectangular area intersects it (its
+    R*Tree box is rounded outwards, so inside is certain), the others are tested exactly with GEOS in one
+    vectorised call. None when there are too many candidates for one pass."""
+    minx, miny, maxx, maxy = area.bounds
+    # The driver's own cursor, in the session's transaction: plain tuples straight into NumPy.
+    cursor = conn.connection.dbapi_connection.cursor()
+    found = cursor.execute(
+        f"SELECT id, minx, miny, maxx, maxy FROM rtree_{current.name}_geom "
+        f"WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? LIMIT {SQLITE_VECTOR_MAX + 1}",
+        (maxx, minx, maxy, miny)).fetchall()
+    if len(found) > SQLITE_VECTOR_MAX:
+        return None
+    if not found:
+        return []
+    box = np.array(found, dtype=np.float64)
+    ids = box[:, 0].astype(np.int64)
+    rectangle = shapely.equals(area, shapely.box(minx, miny, maxx, maxy))
+    inside = (box[:, 1] >= minx) & (box[:, 2] >= miny) & (box[:, 3] <= maxx) & (box[:, 4] <= maxy) if rectangle \
+        else np.zeros(len(ids), dtype=bool)
+    hit = inside.copy()
+    check = ids[~inside]
+    if len(check):
+        blobs: dict[int, bytes] = {}
+        for chunk in range(0, len(check), 30_000):  # within SQLite's bound-parameter limit
+            part = check[chunk:chunk + 30_000].tolist()
+            blobs.update(cursor.execute(
+                f"SELECT id, geom FROM {current.name} WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
+        geoms = _from_gpkg_many([blobs.get(i) for i in check.tolist()])
+        shapely.prepare(area)
+        exact = np.zeros(len(check), dtype=bool)
+        present = ~shapely.is_missing(geoms)
+        exact[present] = shapely.intersects(area, geoms[present])
+        hit[~inside] = exact
+    return np.sort(ids[hit]).tolist()
+
+
 def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limit: int, offset: int = 0,
-          cursor: tuple[str, int] | None = None, compiled: Compiled | None = None) -> Page:
+          cursor: tuple[str, int] | None = None, compiled: Compiled | None = None, geojson: bool = False) -> Page:
     """One page of current features in id order and the exact number matching.
 
     Paging is keyset on the row id (``cursor``: after/before an id), so a deep page costs what the first
     does; ``offset`` is kept for clients that send it. One more row than asked is read to know whether a
-    next (or previous) page exists."""
+    next (or previous) page exists. ``geojson``: on PostGIS, write the geometry as CRS84 GeoJSON in SQL.
+
+    A filtered query is one statement: the matching ids are found once (a materialised CTE, so the exact
+    GEOS predicate runs once per candidate) and give both the count and the page. On SQLite a bbox alone
+    is matched in one vectorised pass over the R*Tree candidates instead (see ``_sqlite_bbox_ids``)."""
     conn = session.connection()
+    dialect = conn.dialect.name
     current, restrict = matching(conn, layer, area, compiled)
-    if area is not None or compiled is not None:
-        matched = conn.execute(restrict(select(func.count()).select_from(current))).scalar()
-    else:
+    pg = dialect == "postgresql"
+    geojson = geojson and pg
+    # 15 decimals keep every digit of a lon/lat double (PostGIS writes the shortest exact form, as GEOS does);
+    # options 0: no "crs" member (CRS84 is GeoJSON's own).
+    geom_col = func.ST_AsGeoJSON(current.c.geom, 15, 0).label("g") if geojson else \
+        (type_coerce(current.c.geom, LargeBinary).label("g") if not pg else current.c.geom.label("g"))
+    cols = (current.c.id, current.c.fid, _raw_json(current.c.properties, dialect).label("p"), geom_col)
+    backwards = cursor is not None and cursor[0] == "b"
+
+    if dialect == "sqlite" and area is not None and compiled is None:
+        ids = _sqlite_bbox_ids(conn, current, area)
+        if ids is not None:
+            page_ids, more_after, more_before = _page_of(ids, limit, offset, cursor)
+            rows = conn.execute(select(*cols).where(current.c.id.in_(page_ids)).order_by(current.c.id)).all() \
+                if page_ids else []
+            return _page(len(ids), rows, more_after, more_before, geojson, dialect)
+
+    if area is None and compiled is None:
         matched = conn.execute(select(func.count()).select_from(current)).scalar()
-    rows_stmt = restrict(select(current.c.id, current.c.fid, current.c.properties, current.c.geom))
-    more_before = offset > 0
-    if cursor is not None and cursor[0] == "b":
-        rows = conn.execute(rows_stmt.where(current.c.id < cursor[1]).order_by(current.c.id.desc())
-                            .limit(limit + 1)).all()
+        hits = None
+        page = select(current.c.id)
+    else:
+        # MATERIALIZED: the exact predicate runs once per candidate for the count and the page together.
+        hits = restrict(select(current.c.id)).cte("hits").prefix_with("MATERIALIZED")
+        page = select(hits.c.id)
+    key = page.selected_columns[0]
+    if backwards:
+        page = page.where(key < cursor[1]).order_by(key.desc()).limit(limit + 1)
+    else:
+        if cursor is not None:
+            page = page.where(key > cursor[1])
+        page = page.order_by(key).limit(limit + 1).offset(offset)
+    page = page.subquery("page")
+    rows_stmt = select(*cols).join_from(current, page, current.c.id == page.c.id)
+    if hits is not None:
+        # The count rides on the page's rows; an empty page still needs it (a second, rare query).
+        rows_stmt = rows_stmt.add_columns(select(func.count()).select_from(hits).scalar_subquery().label("n"))
+    rows = conn.execute(rows_stmt.order_by(current.c.id.desc() if backwards else current.c.id)).all()
+    if hits is not None:
+        matched = rows[0].n if rows else conn.execute(restrict(select(func.count()).select_from(current))).scalar()
+    if backwards:
         more_before, more_after = len(rows) > limit, True
         rows = rows[:limit][::-1]
     else:
-        page = rows_stmt.order_by(current.c.id)
-        if cursor is not None:
-            page = page.where(current.c.id > cursor[1])
-            more_before = True
-        rows = conn.execute(page.limit(limit + 1).offset(offset)).all()
         more_after = len(rows) > limit
+        more_before = cursor is not None or offset > 0
         rows = rows[:limit]
-    return Page(matched, [r.id for r in rows], [r.fid if r.fid is not None else str(r.id) for r in rows],
-                [r.properties for r in rows], np.array([r.geom for r in rows], dtype=object), more_after, more_before)
+    return _page(matched, rows, more_after, more_before, geojson, dialect)
+
+
+def _page(matched: int, rows: list, more_after: bool, more_before: bool, geojson: bool, dialect: str) -> Page:
+    ids = [r.id for r in rows]
+    fids = [r.fid if r.fid is not None else str(r.id) for r in rows]
+    props = [r.p for r in rows]
+    if geojson:
+        return Page(matched, ids, fids, props, None, more_after, more_before, [r.g for r in rows])
+    blobs = [r.g for r in rows]
+    if dialect == "postgresql":
+        geoms = np.array(blobs, dtype=object)  # already Shapely (the Geometry type decodes EWKB)
+    else:
+        geoms = _from_gpkg_many(blobs) if blobs else np.array([], dtype=object)
+    return Page(matched, ids, fids, props, geoms, more_after, more_before)
 
 
 @dataclass

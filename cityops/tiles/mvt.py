@@ -4,20 +4,23 @@ Geometry goes from the canonical CRS (lon/lat) to tile coordinates (EPSG:3857 th
 tile's affine map, y down), is clipped to the tile plus a buffer, simplified, snapped to the integer grid
 (which also repairs what snapping breaks) and oriented as MVT wants, all with Shapely's array functions.
 
-Serialisation uses the protobuf schema shipped with ``mapbox-vector-tile`` (``vector_tile_pb2``). The
-geometry command stream is written here, with NumPy over every ring of the layer at once: the library's
-own encoder walks features one by one in Python, which is several times slower than PostGIS ``ST_AsMVT``
-on a dense building tile, and tile speed is a stated target (see docs/benchmarks.md).
+The protobuf is written here, vectorised: geometry command streams with NumPy over every ring of the
+layer at once, tags column by column through each column's distinct values, and every Feature message of
+a layer as one array of varints. Encoders that build a message per feature (``mapbox-vector-tile``, the
+generated protobuf classes) spend their time in a Python call per feature, several times PostGIS
+``ST_AsMVT`` on a dense building tile, and tile speed is a stated target (see docs/benchmarks.md). No
+compiled MVT encoder on PyPI takes Shapely arrays in and is kept up to date; ``mapbox-vector-tile`` still
+decodes tiles in the tests.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import shapely
-from mapbox_vector_tile.Mapbox import vector_tile_pb2
 from pyproj import Transformer
 
 MOVE_TO, LINE_TO, CLOSE_PATH = 1, 2, 7
@@ -200,36 +203,76 @@ _KIND = {0: POINT, 4: POINT, 1: LINESTRING, 2: LINESTRING, 5: LINESTRING, 3: POL
 _KIND_OF_TYPE = np.array([_KIND.get(i, 0) for i in range(8)])
 
 
-class _Values:
-    """The layer's value dictionary: one entry per distinct (type, value)."""
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
-    def __init__(self, layer):
-        self.layer = layer
+
+def _field_bytes(key: int, data: bytes) -> bytes:
+    """A length-delimited field: key, length, data."""
+    return bytes((key,)) + _varint(len(data)) + data
+
+
+class _Values:
+    """The layer's value dictionary: one entry per distinct (type, value), kept as its Layer.values field
+    (Value message: 1 string, 3 double, 5 uint, 6 sint (zigzag), 7 bool)."""
+
+    def __init__(self):
         self.index: dict = {}
+        self.fields: list[bytes] = []
 
     def add(self, value, key) -> int:
         cls = value.__class__
-        values = self.layer.values
         if cls is str:
-            values.add(string_value=value)
-        elif cls is float:
-            values.add(double_value=value)
+            data = value.encode()
+            n = len(data)
+            # Short strings (nearly all) in one step: both lengths fit a single byte.
+            field = bytes((0x22, n + 2, 0x0A, n)) + data if n < 126 else _field_bytes(0x22, _field_bytes(0x0A, data))
         elif cls is bool:
-            values.add(bool_value=value)
+            field = b"\x22\x02\x38\x01" if value else b"\x22\x02\x38\x00"
+        elif cls is float or isinstance(value, float):
+            field = b"\x22\x09\x19" + struct.pack("<d", float(value))
         elif isinstance(value, int):
-            if value < 0:
-                values.add(sint_value=value)
+            value = int(value)
+            if 0 <= value < 128:
+                field = bytes((0x22, 2, 0x28, value))
             else:
-                values.add(uint_value=value)
-        elif isinstance(value, float):
-            values.add(double_value=float(value))
+                msg = b"\x30" + _varint((value << 1) ^ (value >> 63)) if value < 0 else b"\x28" + _varint(value)
+                field = _field_bytes(0x22, msg)
         else:
-            values.add(string_value=str(value))
+            field = _field_bytes(0x22, _field_bytes(0x0A, str(value).encode()))
+        self.fields.append(field)
         n = self.index[key] = len(self.index)
         return n
 
-    def column(self, col: list) -> list[int]:
-        """Value indices of a column; -1 where the feature has no (encodable) value."""
+    def column(self, col: list) -> np.ndarray:
+        """Value indices of a column; -1 where the feature has no (encodable) value. A column of one type
+        is mapped through its distinct values (np.unique), so the dictionary is touched once per value."""
+        types = set(map(type, col))
+        nulls = type(None) in types
+        types.discard(type(None))
+        if len(types) == 1 and (cls := types.pop()) in _NUMPY_TYPES:
+            present = np.fromiter((v is not None for v in col), dtype=bool, count=len(col)) if nulls else None
+            vals = [v for v in col if v is not None] if nulls else col
+            try:
+                uniq, inverse = np.unique(np.array(vals, dtype=_NUMPY_TYPES[cls]), return_inverse=True)
+            except (OverflowError, TypeError):
+                return self._column_slow(col)
+            index, add = self.index, self.add
+            codes = np.array([index[key] if (key := (cls, u)) in index else add(u, key) for u in uniq.tolist()],
+                             dtype=np.int64)
+            if present is None:
+                return codes[inverse.reshape(-1)]
+            out = np.full(len(col), -1, dtype=np.int64)
+            out[present] = codes[inverse.reshape(-1)]
+            return out
+        return self._column_slow(col)
+
+    def _column_slow(self, col: list) -> np.ndarray:
         index, add, out = self.index, self.add, []
         append = out.append
         for v in col:
@@ -239,74 +282,167 @@ class _Values:
             key = (v.__class__, v)  # 1, 1.0 and True are distinct MVT values
             j = index.get(key)
             append(add(v, key) if j is None else j)
-        return out
+        return np.array(out, dtype=np.int64)
 
 
+#: Column types mapped through NumPy (strings as objects: NumPy's fixed-width text would drop trailing NULs).
+_NUMPY_TYPES = {str: object, int: np.int64, float: np.float64, bool: np.bool_}
 _SKIP = (dict, list)
 
 
-def _tags(layer, keys: dict, values: _Values, props: list[dict]) -> list[list[int]]:
-    """Each feature's tags [key, value, key, value …], built column by column."""
-    names = list(dict.fromkeys(k for p in props for k in p))
-    for k in names:
-        if k not in keys:
-            keys[k] = len(keys)
-            layer.keys.append(k)
+def _columns(properties) -> dict[str, list]:
+    """Properties as columns: a dict of equally long lists already, or one dict per feature."""
+    if isinstance(properties, dict):
+        return properties
+    names = dict.fromkeys(k for p in properties for k in p)
+    return {k: [p.get(k) for p in properties] for k in names}
+
+
+def _tag_matrix(values: _Values, columns: dict[str, list], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(F, K) key and value indices of every feature's tags, column by column; value -1 = no tag."""
+    names = list(columns)
     if not names:
-        return [[] for _ in props]
-    vidx = np.array([values.column([p.get(k) for p in props]) for k in names], dtype=np.int64).T  # (F, K)
-    kidx = np.broadcast_to(np.array([keys[k] for k in names], dtype=np.int64), vidx.shape)
-    pairs = np.stack((kidx, vidx), axis=2).reshape(len(props), -1)
-    rows = pairs.tolist()
-    missing = (vidx < 0).any(axis=1)
-    for f in np.flatnonzero(missing):
-        keep = vidx[f] >= 0
-        rows[f] = pairs[f].reshape(-1, 2)[keep].ravel().tolist()
-    # Unused keys (only ever None) stay in the dictionary: harmless, and rare.
-    return rows
+        return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64)
+    vidx = np.array([values.column(columns[k]) for k in names], dtype=np.int64).T.reshape(n, len(names))
+    kidx = np.broadcast_to(np.arange(len(names), dtype=np.int64), vidx.shape)
+    return kidx, vidx
 
 
-def add_layer(tile, name: str, geoms: np.ndarray, ids: list[int] | None, properties: list[dict], *,
+# --- protobuf, written with NumPy ------------------------------------------------------------------
+# The Feature messages of a layer are written here as one vectorised stream: with the generated protobuf
+# classes (or mapbox-vector-tile's encoder) each feature is a Python call, which was most of the time of a
+# dense z14 tile. Field keys are single-byte varints, so a feature is a sequence of varints:
+#   0x12 len (Layer.features)  0x08 id  0x12 len tags…  0x18 type  0x22 len geometry…
+# The layer's own fields (name, keys, values, extent, version) are a few bytes each, written below.
+
+_VARINT_LIMITS = np.array([1 << (7 * i) for i in range(1, 10)], dtype=np.uint64)
+
+
+def _varint_sizes(v: np.ndarray) -> np.ndarray:
+    return np.searchsorted(_VARINT_LIMITS, v, side="right").astype(np.int64) + 1
+
+
+def _varints(v: np.ndarray) -> bytes:
+    """Protobuf base-128 varints of non-negative integers, in one pass."""
+    v = np.asarray(v, dtype=np.uint64)
+    sizes = _varint_sizes(v)
+    owner = np.repeat(np.arange(len(v)), sizes)
+    k = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    low7 = (v[owner] >> (7 * k).astype(np.uint64)) & np.uint64(0x7F)
+    more = (k < sizes[owner] - 1).astype(np.uint64) << np.uint64(7)
+    return (low7 | more).astype(np.uint8).tobytes()
+
+
+def _segment_sums(sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Sum of ``sizes`` over each [offsets[i], offsets[i+1]) segment."""
+    cs = np.concatenate(([0], np.cumsum(sizes)))
+    return cs[offsets[1:]] - cs[offsets[:-1]]
+
+
+def _place(tokens: np.ndarray, starts: np.ndarray, counts: np.ndarray, flat: np.ndarray) -> None:
+    """Write each feature's run of ``flat`` (``counts`` long, concatenated) at its ``starts`` in ``tokens``."""
+    if not len(flat):
+        return
+    owner = np.repeat(np.arange(len(counts)), counts)
+    rank = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+    tokens[starts[owner] + rank] = flat
+
+
+def _features_bytes(kind: int, ids: np.ndarray, has_id: np.ndarray, tag_counts: np.ndarray, tags: np.ndarray,
+                    geom_offsets: np.ndarray, geometry: np.ndarray) -> bytes:
+    """The Feature messages (with their Layer.features keys) of one geometry kind, as bytes."""
+    geom_counts = np.diff(geom_offsets)
+    tag_offsets = np.concatenate(([0], np.cumsum(tag_counts)))
+    tag_len = _segment_sums(_varint_sizes(tags.astype(np.uint64)), tag_offsets)
+    geom_len = _segment_sums(_varint_sizes(geometry.astype(np.uint64)), geom_offsets)
+    has_tags = tag_counts > 0
+    body = (np.where(has_id, 1 + _varint_sizes(ids.astype(np.uint64)), 0)
+            + np.where(has_tags, 1 + _varint_sizes(tag_len.astype(np.uint64)) + tag_len, 0)
+            + 2 + 1 + _varint_sizes(geom_len.astype(np.uint64)) + geom_len)
+    count = 10 + tag_counts + geom_counts  # tokens per feature, before the absent id / tags keys are dropped
+    base = np.concatenate(([0], np.cumsum(count)[:-1])).astype(np.int64)
+    tokens = np.zeros(int(count.sum()), dtype=np.uint64)
+    keep = np.ones(len(tokens), dtype=bool)
+    tokens[base], tokens[base + 1] = 0x12, body
+    tokens[base + 2], tokens[base + 3] = 0x08, ids
+    keep[base + 2] = keep[base + 3] = has_id
+    tokens[base + 4], tokens[base + 5] = 0x12, tag_len
+    keep[base + 4] = keep[base + 5] = has_tags
+    _place(tokens, base + 6, tag_counts, tags)
+    after = base + 6 + tag_counts
+    tokens[after], tokens[after + 1], tokens[after + 2], tokens[after + 3] = 0x18, kind, 0x22, geom_len
+    _place(tokens, after + 4, geom_counts, geometry)
+    return _varints(tokens[keep])
+
+
+class Tile:
+    """A tile being written: each layer's bytes (a tile is a sequence of Tile.layers fields)."""
+
+    def __init__(self):
+        self.layers: list[bytes] = []
+
+
+def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, properties, *,
               extent: int = 4096) -> int:
     """Append one layer of prepared (tile-space) geometries to ``tile``; returns the feature count.
 
-    Features whose geometry is empty are left out. Mixed geometry kinds are written kind by kind."""
+    ``properties``: one dict per feature, or a dict of columns (lists as long as ``geoms``). Features
+    whose geometry is empty (or collapsed when snapped) are left out. Mixed kinds are written kind by kind."""
     geoms = np.asarray(geoms, dtype=object)
     type_ids = shapely.get_type_id(geoms)
     nonempty = ~shapely.is_empty(geoms) & (type_ids >= 0)
-    layer = tile.layers.add()
-    layer.version = 2
-    layer.name = name
-    layer.extent = extent
-    keys: dict[str, int] = {}
-    values = _Values(layer)
-    written = 0
+    if ids is not None:
+        id_present = np.array([i is not None for i in ids], dtype=bool)
+        id_values = np.array([i if i is not None else 0 for i in ids], dtype=np.int64)
+    else:
+        id_present = np.zeros(len(geoms), dtype=bool)
+        id_values = np.zeros(len(geoms), dtype=np.int64)
+    if (id_values < 0).any():
+        raise ValueError("MVT feature ids are unsigned")
+    # Geometry first, so that only the features actually written put values into the dictionary.
     kinds = _KIND_OF_TYPE[np.clip(type_ids, 0, 7)]
+    groups = []
     for kind in (POLYGON, LINESTRING, POINT):
         select = np.flatnonzero(nonempty & (kinds == kind))
         if not len(select):
             continue
         points, starts, counts, part_feature = _parts(geoms[select], kind)
         stream, offsets = _feature_streams(points, starts, counts, part_feature, len(select), kind)
-        flat = stream.tolist()
-        offsets = offsets.tolist()
-        tags = _tags(layer, keys, values, [properties[i] for i in select])
-        add = layer.features.add
-        for j, i in enumerate(select.tolist()):
-            a, b = offsets[j], offsets[j + 1]
-            if a == b:
-                continue  # every part collapsed
-            if ids is not None and ids[i] is not None:
-                add(id=int(ids[i]), type=kind, tags=tags[j], geometry=flat[a:b])
-            else:
-                add(type=kind, tags=tags[j], geometry=flat[a:b])
-            written += 1
-    return written
+        lengths = np.diff(offsets)
+        live = lengths > 0  # features whose every part collapsed are left out
+        if live.any():
+            groups.append((kind, select[live], np.concatenate(([0], np.cumsum(lengths[live]))), stream))
+    written = np.concatenate([g[1] for g in groups]) if groups else np.zeros(0, dtype=np.int64)
+    keep = written.tolist()
+    if isinstance(properties, dict):
+        columns = {k: [col[i] for i in keep] for k, col in properties.items()}
+    else:
+        columns = _columns([properties[i] for i in keep])
+    values = _Values()
+    kidx, vidx = _tag_matrix(values, columns, len(written))
+    pairs = np.stack((kidx, vidx), axis=2)  # (written, K, 2)
+    valid = vidx >= 0
+    out, row = [], 0
+    for kind, chosen, offsets, stream in groups:
+        rows = slice(row, row + len(chosen))
+        row += len(chosen)
+        sel_valid = valid[rows]
+        tags = pairs[rows][sel_valid].reshape(-1)  # row-major: each feature's (key, value) pairs in column order
+        out.append(_features_bytes(kind, id_values[chosen], id_present[chosen], sel_valid.sum(axis=1) * 2, tags,
+                                   offsets, stream))
+    # Layer: 15 version, 1 name, 3 keys, 4 values, 5 extent, 2 features.
+    head = [b"\x78\x02", _field_bytes(0x0A, name.encode())]
+    head += [_field_bytes(0x1A, k.encode()) for k in columns]
+    head += values.fields
+    head.append(b"\x28" + _varint(extent))
+    tile.layers.append(b"".join(head) + b"".join(out))
+    return len(written)
 
 
-def new_tile():
-    return vector_tile_pb2.tile()
+def new_tile() -> Tile:
+    return Tile()
 
 
-def serialize(tile) -> bytes:
-    return tile.SerializeToString()
+def serialize(tile: Tile) -> bytes:
+    """The tile message: each layer as field 3 (key 0x1A), length-prefixed."""
+    return b"".join(b"\x1a" + _varints(np.array([len(layer)])) + layer for layer in tile.layers)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -228,19 +229,26 @@ class TileRequest:
     rule: Rule
 
 
+_WEB_MERCATOR_HALF = 20037508.342789244  # EPSG:3857 half extent (pi * 6378137)
+
+
 def tile_request(cat: Catalogue, z: int, x: int, y: int) -> TileRequest:
     if not cat.min_zoom <= z <= cat.max_zoom:
         raise NotFound(f"zoom {z} is outside this tile set's range {cat.min_zoom}..{cat.max_zoom}")
     n = 1 << z
     if not (0 <= x < n and 0 <= y < n):
         raise NotFound(f"tile {z}/{x}/{y} is outside the tile matrix (0..{n - 1} at zoom {z})")
-    t = morecantile.Tile(x, y, z)
-    xy = tms().xy_bounds(t)
-    frame = mvt.TileFrame(xy.left, xy.bottom, xy.right, xy.top, cat.extent, cat.buffer)
+    # WebMercatorQuad bounds by arithmetic (as morecantile defines them): asking morecantile costs pyproj
+    # calls per tile, more than the rest of a PostGIS tile's Python side.
+    size = 2 * _WEB_MERCATOR_HALF / n
+    left, top = -_WEB_MERCATOR_HALF + x * size, _WEB_MERCATOR_HALF - y * size
+    frame = mvt.TileFrame(left, top - size, left + size, top, cat.extent, cat.buffer)
     pad = cat.buffer / cat.extent
-    ll = tms().bounds(t)
-    dx, dy = (ll.right - ll.left) * pad, (ll.top - ll.bottom) * pad
-    bbox = (max(ll.left - dx, -180.0), max(ll.bottom - dy, -85.06), min(ll.right + dx, 180.0), min(ll.top + dy, 85.06))
+    lon0, lon1 = x / n * 360.0 - 180.0, (x + 1) / n * 360.0 - 180.0
+    lat1 = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / n))))
+    lat0 = math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * (y + 1) / n))))
+    dx, dy = (lon1 - lon0) * pad, (lat1 - lat0) * pad
+    bbox = (max(lon0 - dx, -180.0), max(lat0 - dy, -85.06), min(lon1 + dx, 180.0), min(lat1 + dy, 85.06))
     return TileRequest(z, x, y, frame, bbox, cat.rule(z))
 
 
@@ -289,16 +297,19 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
                   Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint, dialect).label("g")) \
         .where(scope.covers_clause(Building.unit_path))
     stmt = bbox_prefilter(stmt, dialect, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
-    rows = session.execute(stmt.order_by(Building.id)).all()
+    rows = session.connection().execute(stmt.order_by(Building.id)).all()  # Core: no ORM layer per row
     if not rows:
         return None
     geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    if not kept:
+        return None
     storey = layer.storey_height_m
-    props = [{"code": r.code, "floors": r.floors,
-              "height": float(r.height_m) if r.height_m is not None else round(r.floors * storey, 1),
-              "use": r.use, "structure": r.structure, "safety_grade": r.safety_grade, "year_built": r.year_built,
-              "grid_code": r.grid_code} for r in kept]
-    return geoms, [r.id for r in kept], props
+    ids, code, floors, height_m, use, structure, grade, year, grid, _ = zip(*kept)  # column-wise from here on
+    height = [float(h) if h is not None else round(f * storey, 1) for h, f in zip(height_m, floors)]
+    columns = {"code": list(code), "floors": list(floors), "height": height, "use": list(use),
+               "structure": list(structure), "safety_grade": list(grade), "year_built": list(year),
+               "grid_code": list(grid)}
+    return geoms, list(ids), columns
 
 
 def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: str):
@@ -322,43 +333,78 @@ def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: s
 
 # ----------------------------------------------------------------------------- PostGIS: ST_AsMVT
 
-#: Built ST_AsMVT statements by layer, scope and shape (bounded): building one costs more than running it.
+#: ST_AsMVT statements by layer, scope and shape (bounded), compiled once to driver SQL: building and
+#: compiling one costs more than running it, and psycopg prepares it on the server after a few runs.
 _PG_STATEMENTS: OrderedDict = OrderedDict()
 _PG_STATEMENTS_MAX = 512
+_PG_PARAMS = (("minx", Double), ("miny", Double), ("maxx", Double), ("maxy", Double), ("scale", Double),
+              ("scale2", Double), ("min_area", Double), ("min_length", Double), ("tol", Double),
+              ("max_features", Integer), ("z", Integer), ("x", Integer), ("y", Integer), ("extent", Integer),
+              ("buffer", Integer), ("name", Text))
 
 
-def _pg_statement(key: tuple, table, id_col, geom_col, attrs, where, *, points: bool, simplify: bool):
-    """The ST_AsMVT statement of one layer, with the tile and the zoom's rule as bind parameters."""
+@dataclass(frozen=True)
+class _PgStatement:
+    sql: str
+    params: dict  # the literal binds SQLAlchemy made while compiling (constants of the statement)
+
+
+def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, where, *, kind: str,
+                  simplify: bool, thresholds: bool) -> _PgStatement:
+    """The ST_AsMVT statement of one layer as driver SQL, with the tile and the zoom's rule as parameters.
+
+    ``kind``: "point", "line", "polygon" (the table's geometry type) or "mixed" (decided per row). Each
+    feature's size (area or length in tile units) is computed once per row; ``thresholds``: whether the
+    zoom's rule has a minimum size to filter on (z14+ has none)."""
     stmt = _PG_STATEMENTS.get(key)
     if stmt is not None:
         _PG_STATEMENTS.move_to_end(key)
         return stmt
-    p = {n: bindparam(n, type_=t) for n, t in (("minx", Double), ("miny", Double), ("maxx", Double), ("maxy", Double),
-                                                ("scale", Double), ("scale2", Double), ("min_area", Double),
-                                                ("min_length", Double), ("tol", Double), ("max_features", Integer),
-                                                ("z", Integer), ("x", Integer), ("y", Integer), ("extent", Integer),
-                                                ("buffer", Integer), ("name", Text))}
+    p = {n: bindparam(n, type_=t, required=False) for n, t in _PG_PARAMS}
     merc = func.ST_Transform(geom_col, 3857)
     inner = select(id_col.label("id"), *attrs(), merc.label("g")).select_from(table) \
         .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where())
-    if points:
-        inner = inner.order_by(id_col).limit(p["max_features"])  # as the Python path: first by id
+    if kind == "point":
+        # Points are capped in id order (as the Python path) and have no size.
+        kept = inner.order_by(id_col).limit(p["max_features"]).subquery("kept")
     else:
         # OFFSET 0 keeps PostgreSQL from inlining the subquery, which would repeat ST_Transform for every
         # use of "g" below.
-        inner = inner.offset(0)
-    q = inner.subquery("q")
-    dim = func.ST_Dimension(q.c.g)
-    area = func.ST_Area(q.c.g) * p["scale2"]
-    length = func.ST_Length(q.c.g) * p["scale"]
-    size = case((dim == 2, area), (dim == 1, length), else_=0.0)
-    kept = select(q).where(or_(dim != 2, area >= p["min_area"]), or_(dim != 1, length >= p["min_length"])) \
-        .order_by(size.desc(), q.c.id).limit(p["max_features"]).subquery("kept")
+        q = inner.offset(0).subquery("q")
+        area = func.ST_Area(q.c.g) * p["scale2"]
+        length = func.ST_Length(q.c.g) * p["scale"]
+        if kind == "polygon":
+            size = area
+        elif kind == "line":
+            size = length
+        else:
+            dim = func.ST_Dimension(q.c.g)
+            size = case((dim == 2, area), (dim == 1, length), else_=0.0)
+        if kind != "mixed" and not thresholds:
+            # Nothing to filter: the size is only the cap's sort key, computed once by the sort.
+            kept = select(q).order_by(size.desc(), q.c.id).limit(p["max_features"]).subquery("kept")
+        else:
+            sized = select(q, size.label("size"), (func.ST_Dimension(q.c.g) if kind == "mixed" else literal(0)).label("dim")) \
+                .offset(0).subquery("sized")
+            kept = select(*[c for c in sized.c if c.key not in ("size", "dim")])
+            if thresholds:
+                if kind == "polygon":
+                    kept = kept.where(sized.c.size >= p["min_area"])
+                elif kind == "line":
+                    kept = kept.where(sized.c.size >= p["min_length"])
+                else:
+                    kept = kept.where(or_(sized.c.dim != 2, sized.c.size >= p["min_area"]),
+                                      or_(sized.c.dim != 1, sized.c.size >= p["min_length"]))
+            kept = kept.order_by(sized.c.size.desc(), sized.c.id).limit(p["max_features"]).subquery("kept")
     geom = func.ST_SimplifyPreserveTopology(kept.c.g, p["tol"]) if simplify else kept.c.g
     mvt_geom = func.ST_AsMVTGeom(geom, func.ST_TileEnvelope(p["z"], p["x"], p["y"]), p["extent"], p["buffer"], True)
     rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
     # ST_AsMVT skips rows whose geometry ST_AsMVTGeom dropped (NULL); a WHERE here would compute it twice.
-    stmt = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id")).select_from(rows)
+    full = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id")).select_from(rows)
+    # render_postcompile: IN lists of the scope become plain parameters, so the SQL is complete.
+    compiled = full.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
+    named = {n for n, _ in _PG_PARAMS}
+    stmt = _PgStatement(str(compiled), {k: v for k, v in compiled.params.items() if k not in named})
     _PG_STATEMENTS[key] = stmt
     if len(_PG_STATEMENTS) > _PG_STATEMENTS_MAX:
         _PG_STATEMENTS.popitem(last=False)
@@ -366,19 +412,24 @@ def _pg_statement(key: tuple, table, id_col, geom_col, attrs, where, *, points: 
 
 
 def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key: tuple, table, id_col, geom_col,
-              attrs, where, *, points: bool = False) -> bytes:
+              attrs, where, *, kind: str = "mixed") -> bytes:
     """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
     then ST_AsMVTGeom clips, snaps and validates what is kept."""
     rule = req.rule
     scale = cat.extent / (req.frame.maxx - req.frame.minx)  # tile units per EPSG:3857 metre at this zoom
-    stmt = _pg_statement(key + (points, rule.simplify > 0), table, id_col, geom_col, attrs, where, points=points,
-                         simplify=rule.simplify > 0)
+    thresholds = rule.min_area > 0 or rule.min_length > 0
+    stmt = _pg_statement(session, key + (kind, rule.simplify > 0, thresholds), table, id_col, geom_col, attrs, where,
+                         kind=kind, simplify=rule.simplify > 0, thresholds=thresholds)
     minx, miny, maxx, maxy = req.bbox
-    params = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale, "scale2": scale * scale,
-              "min_area": rule.min_area, "min_length": rule.min_length, "tol": rule.simplify / scale,
-              "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y, "extent": cat.extent,
-              "buffer": cat.buffer, "name": name}
-    data = session.connection().execute(stmt, params).scalar()  # Core execution: no ORM layer per tile
+    params = {**stmt.params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale,
+              "scale2": scale * scale, "min_area": rule.min_area, "min_length": rule.min_length,
+              "tol": rule.simplify / scale, "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y,
+              "extent": cat.extent, "buffer": cat.buffer, "name": name}
+    # Straight to the driver, in the session's transaction: no SQLAlchemy compile or result layer per tile,
+    # and a statement prepared on the server.
+    with session.connection().connection.dbapi_connection.cursor() as cursor:
+        cursor.execute(stmt.sql, params, prepare=True)
+        data = cursor.fetchone()[0]
     return bytes(data) if data else b""
 
 
@@ -396,7 +447,8 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
                     Unit.__table__.c.geom,
                     lambda: [Unit.code, Unit.name, Unit.name_en, Unit.level,
                              (literal(True) if scope.all_units else scope.covers_clause(Unit.path)).label("covered")],
-                    lambda: [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None), scope.sees_clause(Unit.path)]))
+                    lambda: [Unit.level == layer.level, Unit.__table__.c.geom.is_not(None), scope.sees_clause(Unit.path)],
+                    kind="polygon"))
             else:
                 storey = layer.storey_height_m
                 height = func.coalesce(Building.height_m, cast(func.round(cast(Building.floors * storey, Numeric), 1), Double))
@@ -405,7 +457,7 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
                     Building.__table__.c.footprint,
                     lambda: [Building.code, Building.floors, height.label("height"), Building.use, Building.structure,
                              Building.safety_grade, Building.year_built, Building.grid_code],
-                    lambda: [scope.covers_clause(Building.unit_path)]))
+                    lambda: [scope.covers_clause(Building.unit_path)], kind="polygon"))
         if req.z >= cat.key_layers_min_zoom:
             names = {b.id for b in cat.base_layers}
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
@@ -414,6 +466,11 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
     else:
         out.append(_pg_layer_features(session, layers_service.get_layer(session, tileset, scope), req, cat))
     return b"".join(out)
+
+
+#: Layer geometry type → the statement's kind (GEOMETRY and collections are decided per row).
+_KINDS = {"POINT": "point", "MULTIPOINT": "point", "LINESTRING": "line", "MULTILINESTRING": "line",
+          "POLYGON": "polygon", "MULTIPOLYGON": "polygon"}
 
 
 def _pg_layer_features(session: Session, layer: Layer, req: TileRequest, cat: Catalogue) -> bytes:
@@ -426,8 +483,7 @@ def _pg_layer_features(session: Session, layer: Layer, req: TileRequest, cat: Ca
         return [props.label("properties")]
 
     return _pg_layer(session, layer.key, req, cat, ("layer", layer.key, layer.geometry_type), current, current.c.id,
-                     current.c.geom, attrs, lambda: [current.c.geom.is_not(None)],
-                     points=layer.geometry_type in ("POINT", "MULTIPOINT"))
+                     current.c.geom, attrs, lambda: [current.c.geom.is_not(None)], kind=_KINDS.get(layer.geometry_type, "mixed"))
 
 
 # ------------------------------------------------------------------------------------------ tilesets
