@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Annotated
 
 import orjson
-
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
