@@ -145,6 +145,9 @@ def _delta(old, new) -> list[dict]:
 def _upsert(conn: Connection, rows: list[dict]) -> None:
     if not rows:
         return
+    # One order for every writer: on PostgreSQL concurrent transactions lock the rows they upsert, and two
+    # creations taking the same buckets in different orders deadlock.
+    rows = sorted(rows, key=lambda r: (r["dim"], r["month"], r["key"], r["path"]))
     ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(EvaluationRollup)
     stmt = ins.on_conflict_do_update(index_elements=["dim", "month", "key", "path"],
                                      set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
