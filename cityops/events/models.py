@@ -161,7 +161,10 @@ class EvaluationRollup(Base):
 
 @event.listens_for(Session, "before_flush")
 def _fold_into_rollups(session: Session, _context, _instances) -> None:
-    """Keep ``event_eval_rollups`` in step with every ORM change of a case, in the same transaction."""
+    """Keep ``event_eval_rollups`` in step with every ORM change of a case, in the same transaction.
+
+    SQLite only (``rollup.ENABLED_ON``): PostgreSQL meets the evaluation target with the per-case query, and
+    there concurrent creations would queue on the row locks of shared buckets (same reporter and month)."""
     new = [o for o in session.new if isinstance(o, Case)]
     changed: dict = {}
     fields = None
@@ -176,6 +179,8 @@ def _fold_into_rollups(session: Session, _context, _instances) -> None:
         if isinstance(o, Case) and o.id is not None:
             changed[o.id] = None
     if new or changed:
-        from cityops.events.rollup import apply_changes
+        from cityops.events.rollup import ENABLED_ON, apply_changes
 
-        apply_changes(session.connection(), new, changed)
+        conn = session.connection()
+        if conn.dialect.name in ENABLED_ON:
+            apply_changes(conn, new, changed)
