@@ -80,8 +80,8 @@ def evaluate(session: Session, scope: Scope, start: datetime, end: datetime, gro
              *, per_case: bool = False) -> list[dict]:
     """The evaluation rows of ``group`` over [start, end), sorted by key.
 
-    Whole calendar months come from the monthly rollups (``rollup``); the partial months at either end, and
-    scopes the rollups cannot answer exactly, from the per-case query. ``per_case=True`` computes everything
+    On SQLite, whole calendar months come from the monthly rollups (``rollup``); the partial months at either
+    end, scopes the rollups cannot answer exactly, and PostgreSQL (fast enough per case) use the per-case query. ``per_case=True`` computes everything
     with the per-case query: the reference the rollups are tested against."""
     if group not in GROUPS:
         raise InvalidInput(f"unknown group {group!r}; use one of {', '.join(GROUPS)}", {"field": "group"})
