@@ -10,10 +10,10 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from cityops.identity import service
-from cityops.identity.models import User
+from cityops.identity.models import Token, User
 from tests.conftest import table_counts
 
 PASSWORD = "correct-horse-9"
@@ -158,6 +158,35 @@ def test_logout_revokes_the_token(api):
     # Other sessions of the same user are untouched.
     assert api.get("/api/auth/me", headers=api.login("leader")).status_code == 200
 
+
+
+def test_revocation_by_another_process_takes_effect_within_the_cache_window(api, codes, monkeypatch):
+    """Resolved tokens are cached for TOKEN_CACHE_SECONDS. A revocation written straight to the database (as
+    another server process would) is honoured once that window has passed; one through this process, at once."""
+    clock = [1000.0]
+    monkeypatch.setattr(service, "_clock", lambda: clock[0])
+    service.forget_principals()
+    token = _login(api, "leader", "cityops-demo").json()["access_token"]
+    headers = _bearer(token)
+    assert api.get("/api/auth/me", headers=headers).status_code == 200
+    with api.store.sessions() as session:
+        session.execute(update(Token).where(Token.token_hash == service._token_hash(api.store.settings.resolved_secret, token))
+                        .values(revoked_at=datetime.now(UTC)))
+        session.commit()
+    clock[0] += service.TOKEN_CACHE_SECONDS / 2
+    assert api.get("/api/auth/me", headers=headers).status_code == 200  # still inside the documented window
+    clock[0] += service.TOKEN_CACHE_SECONDS
+    r = api.get("/api/auth/me", headers=headers)
+    assert r.status_code == 401 and "revoked" in r.json()["message"]
+
+    # A role change through this process applies to the very next request.
+    admin = api.login("admin")
+    assert _create(api, admin, username="cache-role", password=PASSWORD, role="township_operator",
+                   scope_units=[codes["yihe"]]).status_code == 201
+    own = _bearer(_login(api, "cache-role", PASSWORD).json()["access_token"])
+    assert api.get("/api/auth/me", headers=own).json()["role"] == "township_operator"
+    assert api.patch("/api/users/cache-role", headers=admin, json={"role": "village_cadre"}).status_code == 200
+    assert api.get("/api/auth/me", headers=own).json()["role"] == "village_cadre"
 
 # ------------------------------------------------------------------------------------------ API keys
 

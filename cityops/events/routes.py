@@ -8,6 +8,7 @@ import json
 from datetime import datetime
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
@@ -82,8 +83,11 @@ def create_case(body: CaseIn, request: Request, ctx: Ctx, session: DB, principal
                                    reporter=body.reporter, attributes=body.attributes,
                                    external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
                                    actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+        # Built before the commit, which expires the object: afterwards every attribute read would reload the row.
+        out = service.case_dict(case)
         session.commit()
-    return service.case_dict(case)
+    # orjson directly: the dict is JSON-ready, and FastAPI's generic encoder was a visible share of an intake request.
+    return Response(orjson.dumps(out), status_code=201, media_type="application/json")
 
 
 @router.get("/cases/{number}", summary="A case with its full history, photos, children and the actions allowed now")

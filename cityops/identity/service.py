@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
+from cachetools import TTLCache
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
@@ -25,6 +28,28 @@ _hasher = PasswordHasher()
 LOGIN_PREFIX = "cot_"
 API_KEY_PREFIX = "cok_"
 MIN_PASSWORD_LENGTH = 8
+#: A resolved token is reused for this long. Revocation, logout and user changes made through this process
+#: take effect at once (they drop the cache); made by another process, within this many seconds.
+TOKEN_CACHE_SECONDS = 5.0
+
+
+def _clock() -> float:
+    return time.monotonic()
+
+
+# (database, token hash) → (Principal, token expiry). Resolving a token (HMAC, token row, user row, scope
+# units) was a third of a case creation's server time; bounded so a flood of distinct tokens cannot grow it.
+_principals: TTLCache = TTLCache(maxsize=10_000, ttl=TOKEN_CACHE_SECONDS, timer=lambda: _clock())
+_principals_lock = threading.Lock()
+
+
+def forget_principals(session: Session | None = None) -> None:
+    """Drop every cached token resolution (revocations, user changes): now, and again after ``session``
+    commits, so a request resolving the token in between cannot keep the old answer."""
+    with _principals_lock:
+        _principals.clear()
+    if session is not None:
+        event.listen(session, "after_commit", lambda _s: forget_principals(), once=True)
 
 
 @dataclass(frozen=True)
@@ -186,6 +211,7 @@ def update_user(session: Session, principal: Principal, actor: audit.Actor, user
         for token in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))):
             token.revoked_at = utcnow()
     audit.record(session, actor, "user.update", "user", username, before=before, after=_user_snapshot(user))
+    forget_principals(session)
     return user
 
 
@@ -222,8 +248,14 @@ def issue_token(
 
 
 def resolve_token(session: Session, secret: str, raw: str) -> Principal:
-    token = session.scalar(select(Token).where(Token.token_hash == _token_hash(secret, raw)))
+    digest = _token_hash(secret, raw)
+    key = (str(session.get_bind().url), digest)
     now: datetime = utcnow()
+    with _principals_lock:
+        hit = _principals.get(key)
+    if hit is not None and (hit[1] is None or hit[1] > now):
+        return hit[0]
+    token = session.scalar(select(Token).where(Token.token_hash == digest))
     if token is None or token.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
     if token.expires_at is not None and token.expires_at <= now:
@@ -231,10 +263,14 @@ def resolve_token(session: Session, secret: str, raw: str) -> Principal:
     user = session.get(User, token.user_id)
     if user is None or not user.active:
         raise Unauthenticated("account disabled")
-    return principal_for(session, user)
+    principal = principal_for(session, user)
+    with _principals_lock:
+        _principals[key] = (principal, token.expires_at)
+    return principal
 
 
 def revoke_token(session: Session, secret: str, raw: str) -> None:
     token = session.scalar(select(Token).where(Token.token_hash == _token_hash(secret, raw)))
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
+    forget_principals(session)
