@@ -31,16 +31,31 @@ fi
 # flight and silently drops the rest. The sensing bridge acknowledges only after commit and keeps a persistent
 # session, so a busy or restarting server needs a deeper (still bounded) queue (README, Sensing).
 if [ -f /etc/mosquitto/mosquitto.conf ] && [ "$(id -u)" = 0 ]; then
+  changed=0
   mkdir -p /etc/mosquitto/conf.d
-  install -m 644 "$(dirname "$0")/mosquitto-cityops.conf" /etc/mosquitto/conf.d/cityops.conf
-  grep -q '^include_dir /etc/mosquitto/conf.d' /etc/mosquitto/mosquitto.conf \
-    || printf '\ninclude_dir /etc/mosquitto/conf.d\n' >> /etc/mosquitto/mosquitto.conf
+  if ! cmp -s "$(dirname "$0")/mosquitto-cityops.conf" /etc/mosquitto/conf.d/cityops.conf; then
+    install -m 644 "$(dirname "$0")/mosquitto-cityops.conf" /etc/mosquitto/conf.d/cityops.conf
+    changed=1
+  fi
+  if ! grep -q '^include_dir /etc/mosquitto/conf.d' /etc/mosquitto/mosquitto.conf; then
+    printf '\ninclude_dir /etc/mosquitto/conf.d\n' >> /etc/mosquitto/mosquitto.conf
+    changed=1
+  fi
   pid=$(cat /run/mosquitto/mosquitto.pid 2>/dev/null || true)
-  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    kill -HUP "$pid"  # both settings are reloaded on SIGHUP: connected clients keep their sessions
-  elif command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+  running=0
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && running=1
+fi
+if [ -f /etc/mosquitto/mosquitto.conf ] && [ "$(id -u)" = 0 ] && { [ "$changed" = 1 ] || [ "$running" = 0 ]; }; then
+  # A restart, not SIGHUP: Mosquitto 2.0.11 logs the reload but kept queueing only 1,000 per client. Clients
+  # reconnect; persistent sessions are saved on shutdown and restored.
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl restart mosquitto
   else
+    if [ "$running" = 1 ]; then
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
     mosquitto -d -c /etc/mosquitto/mosquitto.conf
   fi
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.1; done
 fi
