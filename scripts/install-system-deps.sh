@@ -11,6 +11,8 @@ dpkg -s chromium >/dev/null 2>&1 || packages+=(chromium)
 dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages+=(fonts-wqy-microhei)
 # ogr2ogr: the peer of the layer-import benchmark (benchmarks/layer_import.py).
 dpkg -s gdal-bin >/dev/null 2>&1 || packages+=(gdal-bin)
+# mosquitto_pub: the C load generator of the MQTT ingest benchmark (benchmarks/sensing_ingest.py).
+dpkg -s mosquitto-clients >/dev/null 2>&1 || packages+=(mosquitto-clients)
 if ((${#packages[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${packages[*]} (run as root: apt-get install ${packages[*]})" >&2
@@ -24,4 +26,36 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
   if command -v pg_ctlcluster >/dev/null && [ "$(id -u)" = 0 ]; then
     pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start || true
   fi
+fi
+# Mosquitto holds at most max_queued_messages (1,000 by default) QoS 1 messages per client beyond those in
+# flight and silently drops the rest. The sensing bridge acknowledges only after commit and keeps a persistent
+# session, so a busy or restarting server needs a deeper (still bounded) queue (README, Sensing).
+if [ -f /etc/mosquitto/mosquitto.conf ] && [ "$(id -u)" = 0 ]; then
+  changed=0
+  mkdir -p /etc/mosquitto/conf.d
+  if ! cmp -s "$(dirname "$0")/mosquitto-cityops.conf" /etc/mosquitto/conf.d/cityops.conf; then
+    install -m 644 "$(dirname "$0")/mosquitto-cityops.conf" /etc/mosquitto/conf.d/cityops.conf
+    changed=1
+  fi
+  if ! grep -q '^include_dir /etc/mosquitto/conf.d' /etc/mosquitto/mosquitto.conf; then
+    printf '\ninclude_dir /etc/mosquitto/conf.d\n' >> /etc/mosquitto/mosquitto.conf
+    changed=1
+  fi
+  pid=$(cat /run/mosquitto/mosquitto.pid 2>/dev/null || true)
+  running=0
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && running=1
+fi
+if [ -f /etc/mosquitto/mosquitto.conf ] && [ "$(id -u)" = 0 ] && { [ "$changed" = 1 ] || [ "$running" = 0 ]; }; then
+  # A restart, not SIGHUP: Mosquitto 2.0.11 logs the reload but kept queueing only 1,000 per client. Clients
+  # reconnect; persistent sessions are saved on shutdown and restored.
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    systemctl restart mosquitto
+  else
+    if [ "$running" = 1 ]; then
+      kill "$pid"
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+    mosquitto -d -c /etc/mosquitto/mosquitto.conf
+  fi
+  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null && break; sleep 0.1; done
 fi

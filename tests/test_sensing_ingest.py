@@ -305,6 +305,41 @@ def test_mqtt_create_on_the_three_topics_and_receive_updates(api, gauge, bridge)
         c.disconnect()
 
 
+def test_mqtt_data_array_messages_are_stored_all_or_nothing(api, gauge, bridge):
+    """Gateways that batch send SensorThings dataArray documents on v1.1/CreateObservations: every
+    observation of a good message is stored once (a resent message stores nothing), a message with one bad
+    observation or a malformed document stores nothing and is counted as rejected."""
+    ds = gauge["datastream"]
+    pub = _client("gateway")
+    try:
+        before = _count(api, ds)
+        good = [{"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"],
+                 "dataArray": [[f"2026-07-22T00:{m:02d}:00Z", 1.0 + m] for m in range(30)]},
+                {"Datastream": {"@iot.id": ds}, "components": ["result", "phenomenonTime", "resultTime"],
+                 "dataArray": [[0.5, "2026-07-22T01:00:00Z", "2026-07-22T01:00:05Z"]]}]
+        bad_value = {"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"],
+                     "dataArray": [["2026-07-22T02:00:00Z", 1.0], ["2026-07-22T02:01:00Z", 1e9]]}
+        bad_docs = [{"components": ["phenomenonTime", "result"], "dataArray": [["2026-07-22T03:00:00Z", 1.0]]},
+                    {"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "colour"],
+                     "dataArray": [["2026-07-22T03:00:00Z", "red"]]},
+                    {"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"],
+                     "dataArray": [["2026-07-22T03:00:00Z"]]}]
+        rejected = bridge.rejected
+        for payload in (good, good[0], bad_value, *bad_docs):  # good[0] alone: a resend of part of the first
+            pub.publish("v1.1/CreateObservations", json.dumps(payload), qos=1).wait_for_publish(5)
+        assert _wait(lambda: bridge.rejected == rejected + 4)
+        assert _wait(lambda: _count_range(api, ds, "2026-07-22") == 31)
+        time.sleep(0.3)
+        assert _count(api, ds) == before + 31 and _count_range(api, ds, "2026-07-22") == 31
+        with api.store.sessions() as s:
+            value, rt = s.execute(select(Observation.result_num, Observation.result_time_ms)
+                                  .where(Observation.datastream_id == ds, Observation.t_ms == 1_784_682_000_000)).one()
+        assert value == 0.5 and rt == 1_784_682_005_000
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+
+
 def test_mqtt_consumption_slows_when_the_queue_is_full(api, gauge):
     """With a stalled writer, the bridge stops acknowledging and reading: the broker holds the rest, nothing is lost."""
     _broker()

@@ -104,3 +104,26 @@ def test_mqtt_bridge_ignores_notifications_of_other_servers(api, streams):
         pub.loop_stop()
         pub.disconnect()
         bridge.stop()
+
+
+def test_validation_fast_path_gives_what_check_gives(api, streams):
+    """Bulk validation takes common readings inline; the rows must be those of ``check`` (times with offsets,
+    fractions and "Z"), and anything unusual still gets check's wording (out of range, no time zone, bool)."""
+    from cityops.core.errors import InvalidInput
+    from cityops.sensing.ingest import check
+
+    ing = Ingestor(api.store.sessions)
+    ds = streams[1]
+    meta = ing.metas.get(ds)
+    times = ["2026-07-14T01:02:03Z", "2026-07-14T09:02:03.5+08:00", "2026-07-14T01:02:03.123456Z", "2026-07-14T01:02:03.0004-02:30"]
+    items = [{"datastream_id": ds, "phenomenonTime": t, "result": v} for t in times for v in (0.0, 12.25, 199.5)]
+    rows, _ = ing.validate(items)
+    assert rows == [check(meta, it["result"], it["phenomenonTime"]) for it in items]
+    for bad, words in (({"phenomenonTime": "2026-07-14 01:02", "result": 1.0}, "time zone"),
+                       ({"phenomenonTime": "2026-07-14T01:02:03Z", "result": 1e9}, "possible range"),
+                       ({"phenomenonTime": "2026-07-14T01:02:03Z", "result": float("nan")}, "numeric"),
+                       ({"phenomenonTime": "1999-07-14T01:02:03Z", "result": 1.0}, "implausible"),
+                       ({"phenomenonTime": "2026-07-14T01:02:03Z", "result": True}, "numeric")):
+        with pytest.raises(InvalidInput) as exc:
+            ing.validate([items[0], {"datastream_id": ds, **bad}])
+        assert words in exc.value.message and "observation 1" in exc.value.message
