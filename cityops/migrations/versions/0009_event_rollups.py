@@ -1,6 +1,6 @@
 """Event center: monthly evaluation rollups, and indexes for the partial months an evaluation reads per case.
 
-Revision ID: 0009_events_perf
+Revision ID: 0009
 Revises: 0008
 """
 
