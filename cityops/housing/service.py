@@ -368,8 +368,11 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         inside_ids = list(code_by_id)
         if offset < total["households"]:
             h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
+            # The sort keys are expressions, not bare columns, on purpose: with a bare ``code`` / ``id`` and a LIMIT,
+            # PostgreSQL walks the whole table's index in that order hoping to meet the zone's rows early; at the
+            # census scale (32 million residents) that took minutes. So: the zone's rows first, then a top-N sort.
             stmt = (select(*h_columns).where(_in_ids(session, Household.building_id, inside_ids))
-                    .order_by(Household.code).limit(limit).offset(offset))
+                    .order_by(Household.code + "").limit(limit).offset(offset))
             household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in session.execute(stmt)]
         if offset < total["vulnerable"]:
             r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
@@ -377,7 +380,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
             stmt = (select(*r_columns, Household.code.label("household_code"))
                     .join(Household, Household.id == Resident.household_id)
                     .where(_in_ids(session, Household.building_id, inside_ids), vulnerable)
-                    .order_by(Resident.id).limit(limit).offset(offset))
+                    .order_by(Resident.id + 0).limit(limit).offset(offset))
             vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
                                 for r in session.execute(stmt)]
     largest = max(len(inside), total["households"], total["vulnerable"])
