@@ -55,6 +55,7 @@ from tests.conftest import SMALL_DEMO, make_store  # noqa: E402
 console = Console(width=200)
 METRIC = "EPSG:4545"
 HAZARD_M, ZONE_M = 50, 250  # hazard body radius; the geohazard plan adds 200 m
+RUN = f"{time.time_ns() % 10**9}"  # an existing district keeps the risk points and requests of earlier runs
 
 
 def densify(store, households_target: int) -> tuple[Place, Unit]:
@@ -113,7 +114,7 @@ def warning_round(store, place, grid, k: int, base_url: str, headers: dict, haza
     hazard = buffer_m(place.geom, hazard_m, METRIC)
     start = time.perf_counter()
     with store.sessions() as session:
-        incident = on_warning_level(session, risk_point_code=f"BENCH-{k}", hazard_type="landslide", level="orange",
+        incident = on_warning_level(session, risk_point_code=f"BENCH-{RUN}-{k}", hazard_type="landslide", level="orange",
                                     unit_code=grid.code, geometry=hazard, evidence={"bench": k})
         session.commit()
         iid = incident.id
@@ -253,7 +254,7 @@ def concurrent_updates(store, base_url: str, incident_id: int, workers: int, thi
 
     async def update(client, headers, job):
         return await client.post(f"/api/evacuations/{job}/state", headers=headers,
-                                 json={"state": "moved", "lon": 108.4, "lat": 31.2, "request_key": f"b{job}"})
+                                 json={"state": "moved", "lon": 108.4, "lat": 31.2, "request_key": f"b{RUN}-{job}"})
 
     start = time.perf_counter()
     floor = asyncio.run(_load(base_url, plan, think, health))
