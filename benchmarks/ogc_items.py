@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,9 @@ import shapely
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import create_engine, make_url, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.conftest import free_port, wait_for_port  # noqa: E402
 
 console = Console()
 PG_ADMIN = os.environ.get("CITYOPS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -105,24 +107,6 @@ resources:
         storage_crs: http://www.opengis.net/def/crs/EPSG/0/4490
         crs: [http://www.opengis.net/def/crs/OGC/1.3/CRS84, http://www.opengis.net/def/crs/EPSG/0/4490]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(port: int, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{what} did not start (exit {proc.poll()})")
-            time.sleep(0.2)
 
 
 def make_buildings(path: Path, n: int, seed: int = 11) -> None:
@@ -285,7 +269,7 @@ def main() -> None:
         for backend, db_url, data_dir in backends:
             port = free_port()
             procs.append(subprocess.Popen([sys.executable, "-c", SERVE_OURS, db_url or "", str(data_dir), str(port)], cwd=root))
-            wait_for(port, procs[-1], f"CityOps ({backend})")
+            wait_for_port(procs[-1], port, seconds=60)
             if args.api_key:
                 auth = {"X-API-Key": args.api_key}
             else:
@@ -308,7 +292,7 @@ def main() -> None:
         procs.append(subprocess.Popen([str(pg_bin / "uvicorn"), "pygeoapi.starlette_app:APP", "--host", "127.0.0.1",
                                        "--port", str(theirs_port), "--log-level", "warning", "--no-access-log"],
                                       env=env, cwd=tmp))
-        wait_for(theirs_port, procs[-1], "pygeoapi")
+        wait_for_port(procs[-1], theirs_port, seconds=60)
         storage = "http://www.opengis.net/def/crs/EPSG/0/4490"
         servers = {**cityops_servers,
                    f"pygeoapi {pg_version}": (f"http://127.0.0.1:{theirs_port}", {}, {"bbox-crs": storage, "crs": storage})}
