@@ -45,7 +45,10 @@ def make_engine(settings: Settings) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
+    # JIT off: at the census scale the planner's estimates of our short queries pass jit_above_cost, and
+    # compiling costs tens of milliseconds a query, more than running it.
+    return create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True,
+                         connect_args={"options": "-c jit=off"})
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

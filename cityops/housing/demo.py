@@ -24,6 +24,8 @@ from cityops.core.geometry import CANONICAL_SRID, encode_many
 from cityops.core.types import JSONText
 from cityops.demo import names
 from cityops.demo.generator import DemoContext, register_step
+from cityops.housing import counts as building_counts
+from cityops.housing.counts import COUNT_COLUMNS
 from cityops.housing.models import Building, Household, Resident
 from cityops.org.models import Place, Unit
 
@@ -261,6 +263,17 @@ def _people(rng: np.random.Generator, buildings: list[dict], first_building: int
     phones = np.char.add(prefixes, np.char.zfill(rng.integers(0, 10**8, n_r).astype(str), 8)).tolist()
     head_of = np.repeat(np.cumsum(members) - members, members)  # the head's resident index per resident
 
+    # The counts the triggers keep on each building (suspended during the load: cityops.housing.counts).
+    r_building = h_building[r_household]
+    elderly, child = age >= 65, age < 14
+    flags = {"elderly": elderly, "disabled": disabled, "child": child, "bedridden": bedridden}
+    per_flag = {k: np.bincount(r_building, weights=v, minlength=len(buildings)).astype(int).tolist() for k, v in
+                {"residents": np.ones(n_r), "vulnerable": elderly | disabled | child | bedridden, **flags}.items()}
+    per_flag["households"] = per_building.tolist()
+    for i, b in enumerate(buildings):
+        for key in COUNT_COLUMNS:
+            b[key] = per_flag[key][i]
+
     households = []
     head_index = (np.cumsum(members) - members).tolist()
     for h in range(n_h):
@@ -447,73 +460,75 @@ def _generate_buildings(ctx: DemoContext) -> None:
             packed = DeferredRtree(conn, Building.__table__.name, "footprint")
             packed = packed if packed.usable else None
         allotted = 0.0
-        for block in blocks:
-            t0 = time.perf_counter()
-            # Round the running total, so the blocks add up to the target exactly.
-            block_target = int(round(allotted + share[block].sum())) - int(round(allotted))
-            allotted += share[block].sum()
-            footprints, sides, grid_idx, is_scenario = _select_block(
-                rng, layout, plane, block, block_target, grid_tree, grid_village, scenario, scenario_village)
-            # Stable order: by grid, so codes run grid by grid.
-            order = np.argsort(grid_idx, kind="stable")
-            footprints, sides, grid_idx, is_scenario = footprints[order], sides[order], grid_idx[order], is_scenario[order]
-            timing["layout"] += time.perf_counter() - t0
-            for start in range(0, len(footprints), _BATCH):
+        # The rows carry their buildings' counts, so the count triggers stay out of the load.
+        with building_counts.suspended(conn):
+            for block in blocks:
                 t0 = time.perf_counter()
-                part = slice(start, start + _BATCH)
-                geoms = footprints[part]
-                n = len(geoms)
-                encoded = _encode(geoms, dialect)
-                structures = _pick(rng, _STRUCTURES, n)
-                uses = _pick(rng, _USES, n)
-                grades = _pick(rng, _GRADES, n)
-                floors = np.minimum(1 + rng.poisson(1.1, n), 7)
-                years = rng.integers(1965, 2024, n)
-                part_sides, part_grid, part_scenario = sides[part].tolist(), grid_idx[part].tolist(), is_scenario[part].tolist()
-                buildings = []
-                for k in range(n):
-                    g = grids[part_grid[k]]
-                    grid = g.code
-                    codes = g.path.strip("/").split("/")
-                    township, village = by_code[codes[-3]].name, by_code[codes[-2]].name
-                    serial[grid] = serial.get(grid, 0) + 1
-                    code = f"{grid}{serial[grid]:04d}"
-                    group = int(grid[-3:]) if grid[-3:].isdigit() else 1
-                    scenario_house = part_scenario[k]
-                    use = "住宅" if scenario_house else uses[k]
-                    structure = structures[k]
-                    if structure == "土木" and years[k] > 1995:
-                        structure = "砖混"
-                    grade = grades[k]
-                    if scenario_house:
-                        grade = ("B", "C", "C", "D")[serial[grid] % 4]
-                        address = f"{township}{village}6组{SCENARIO_PLACE}{serial[grid]}号"
-                    else:
-                        address = f"{township}{village}{group}组{serial[grid]}号"
-                    f = int(floors[k]) if structure in ("框架", "钢结构", "砖混") else min(int(floors[k]), 3)
-                    w, h = part_sides[k]
-                    buildings.append(dict(
-                        id=bid + k, code=code, name=None if use == "住宅" else f"{village}{use}用房{serial[grid]}",
-                        address=address, footprint=encoded[k], floors=f, height_m=round(f * 3.0 + 0.4, 1),
-                        structure=structure, use=use, year_built=int(years[k]), safety_grade=grade, grid_code=grid,
-                        unit_path=g.path,
-                        attributes={"footprint_m": [round(w, 1), round(h, 1)],
-                                    **({"place": SCENARIO_PLACE} if scenario_house else {})}))
-                households, residents, elderly = _people(rng, buildings, bid, hid, rid, region)
-                timing["rows"] += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                with rtree_trigger_suspended(conn, Building.__table__.name, "footprint") as index_by_hand:
-                    for table, rows in ((Building.__table__, buildings), (Household.__table__, households),
-                                        (Resident.__table__, residents)):
-                        _bulk_insert(conn, table, rows)
-                    if index_by_hand and packed is not None:
-                        packed.add(np.arange(bid, bid + n), geoms)
-                    elif index_by_hand:
-                        write_rtree(conn, Building.__table__.name, np.arange(bid, bid + n), geoms, "footprint")
-                timing["insert"] += time.perf_counter() - t0
-                bid, hid, rid = bid + n, hid + len(households), rid + len(residents)
-                n_b, n_h, n_r, n_elderly = n_b + n, n_h + len(households), n_r + len(residents), n_elderly + elderly
-                ctx.progress(f"buildings: {n_b:,} of {target:,}")
+                # Round the running total, so the blocks add up to the target exactly.
+                block_target = int(round(allotted + share[block].sum())) - int(round(allotted))
+                allotted += share[block].sum()
+                footprints, sides, grid_idx, is_scenario = _select_block(
+                    rng, layout, plane, block, block_target, grid_tree, grid_village, scenario, scenario_village)
+                # Stable order: by grid, so codes run grid by grid.
+                order = np.argsort(grid_idx, kind="stable")
+                footprints, sides, grid_idx, is_scenario = footprints[order], sides[order], grid_idx[order], is_scenario[order]
+                timing["layout"] += time.perf_counter() - t0
+                for start in range(0, len(footprints), _BATCH):
+                    t0 = time.perf_counter()
+                    part = slice(start, start + _BATCH)
+                    geoms = footprints[part]
+                    n = len(geoms)
+                    encoded = _encode(geoms, dialect)
+                    structures = _pick(rng, _STRUCTURES, n)
+                    uses = _pick(rng, _USES, n)
+                    grades = _pick(rng, _GRADES, n)
+                    floors = np.minimum(1 + rng.poisson(1.1, n), 7)
+                    years = rng.integers(1965, 2024, n)
+                    part_sides, part_grid, part_scenario = sides[part].tolist(), grid_idx[part].tolist(), is_scenario[part].tolist()
+                    buildings = []
+                    for k in range(n):
+                        g = grids[part_grid[k]]
+                        grid = g.code
+                        codes = g.path.strip("/").split("/")
+                        township, village = by_code[codes[-3]].name, by_code[codes[-2]].name
+                        serial[grid] = serial.get(grid, 0) + 1
+                        code = f"{grid}{serial[grid]:04d}"
+                        group = int(grid[-3:]) if grid[-3:].isdigit() else 1
+                        scenario_house = part_scenario[k]
+                        use = "住宅" if scenario_house else uses[k]
+                        structure = structures[k]
+                        if structure == "土木" and years[k] > 1995:
+                            structure = "砖混"
+                        grade = grades[k]
+                        if scenario_house:
+                            grade = ("B", "C", "C", "D")[serial[grid] % 4]
+                            address = f"{township}{village}6组{SCENARIO_PLACE}{serial[grid]}号"
+                        else:
+                            address = f"{township}{village}{group}组{serial[grid]}号"
+                        f = int(floors[k]) if structure in ("框架", "钢结构", "砖混") else min(int(floors[k]), 3)
+                        w, h = part_sides[k]
+                        buildings.append(dict(
+                            id=bid + k, code=code, name=None if use == "住宅" else f"{village}{use}用房{serial[grid]}",
+                            address=address, footprint=encoded[k], floors=f, height_m=round(f * 3.0 + 0.4, 1),
+                            structure=structure, use=use, year_built=int(years[k]), safety_grade=grade, grid_code=grid,
+                            unit_path=g.path,
+                            attributes={"footprint_m": [round(w, 1), round(h, 1)],
+                                        **({"place": SCENARIO_PLACE} if scenario_house else {})}))
+                    households, residents, elderly = _people(rng, buildings, bid, hid, rid, region)
+                    timing["rows"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    with rtree_trigger_suspended(conn, Building.__table__.name, "footprint") as index_by_hand:
+                        for table, rows in ((Building.__table__, buildings), (Household.__table__, households),
+                                            (Resident.__table__, residents)):
+                            _bulk_insert(conn, table, rows)
+                        if index_by_hand and packed is not None:
+                            packed.add(np.arange(bid, bid + n), geoms)
+                        elif index_by_hand:
+                            write_rtree(conn, Building.__table__.name, np.arange(bid, bid + n), geoms, "footprint")
+                    timing["insert"] += time.perf_counter() - t0
+                    bid, hid, rid = bid + n, hid + len(households), rid + len(residents)
+                    n_b, n_h, n_r, n_elderly = n_b + n, n_h + len(households), n_r + len(residents), n_elderly + elderly
+                    ctx.progress(f"buildings: {n_b:,} of {target:,}")
         if packed is not None:
             t0 = time.perf_counter()
             packed.finish()

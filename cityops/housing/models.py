@@ -7,7 +7,7 @@ way out (``cityops.housing.service.mask_personal``) for principals without ``per
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Integer, Text
+from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
@@ -37,6 +37,14 @@ class Building(Base):
     grid_code: Mapped[str] = mapped_column(Text, ForeignKey("units.code", ondelete="RESTRICT"), nullable=False, index=True)
     unit_path: Mapped[str] = mapped_column(Text, nullable=False, index=True)
     attributes: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
+    # Kept by triggers on households and residents (cityops.housing.counts), never written by the service.
+    households: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    residents: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    vulnerable: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    elderly: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    disabled: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    child: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    bedridden: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
 
 
 class Household(Base):
@@ -70,3 +78,10 @@ class Resident(Base):
     child: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     bedridden: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     unit_path: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+
+
+#: The vulnerable residents of a zone's households, by id, without reading the others ("who is threatened"
+#: repeats this predicate in its WHERE clause, which is what lets both databases use the partial index).
+VULNERABLE_PREDICATE = "elderly OR disabled OR child OR bedridden"
+Index("ix_residents_vulnerable_household", Resident.household_id, Resident.id,
+      sqlite_where=text(VULNERABLE_PREDICATE), postgresql_where=text(VULNERABLE_PREDICATE))

@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Integer, LargeBinary, Text, any_, case, cast, func, literal, literal_column, select, type_coerce, update
+from sqlalchemy import Integer, LargeBinary, Text, any_, cast, func, literal, literal_column, select, type_coerce, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from cityops.core.crs import geodesic_area_m2
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
 from cityops.core.spatial import bbox_prefilter, spatial_filter
 from cityops.core.types import utcnow
+from cityops.housing.counts import COUNT_COLUMNS, VULNERABLE_FLAGS
 from cityops.housing.models import SAFETY_GRADES, STRUCTURES, USES, Building, Household, Resident
 from cityops.identity.scope import Scope
 from cityops.org import service as org
@@ -34,7 +35,6 @@ PERSONAL_FIELDS = {
     "household": {"head_name": "name", "phone": "phone"},
     "resident": {"name": "name", "phone": "phone", "id_number": "id_number"},
 }
-VULNERABLE_FLAGS = ("elderly", "disabled", "child", "bedridden")
 #: Chunk size of ``IN (…)`` lists (SQLite allows 32 766 parameters per statement).
 _CHUNK = 5000
 
@@ -187,24 +187,8 @@ def _in_ids(session: Session, column, ids: list[int]):
     return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
 
 
-#: Order of the per-building count tuples (the buildings themselves are counted apart).
-_COUNT_KEYS = ("households", "residents", "vulnerable", *VULNERABLE_FLAGS)
-_NO_COUNTS = (0,) * len(_COUNT_KEYS)
-
-
-def _per_building_counts(session: Session, building_ids: list[int]) -> dict[int, tuple[int, ...]]:
-    """households, residents, vulnerable residents and each vulnerable flag per building (``_COUNT_KEYS``
-    order; buildings without households are absent), counted in ONE aggregate over households LEFT JOIN
-    residents (a household without residents still counts as a household)."""
-    if not building_ids:
-        return {}
-    as_int = lambda column: func.coalesce(func.sum(case((column, 1), else_=0)), 0)  # noqa: E731
-    vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-    stmt = (select(Household.building_id, func.count(Household.id.distinct()), func.count(Resident.id), as_int(vulnerable),
-                   *[as_int(getattr(Resident, f)) for f in VULNERABLE_FLAGS])
-            .outerjoin(Resident, Resident.household_id == Household.id)
-            .where(_in_ids(session, Household.building_id, building_ids)).group_by(Household.building_id))
-    return {bid: tuple(int(v) for v in values) for bid, *values in session.execute(stmt)}
+#: Per-building count tuples are in COUNT_COLUMNS order (the buildings themselves are counted apart).
+_NO_COUNTS = (0,) * len(COUNT_COLUMNS)
 
 
 def _totals(ids: list[int], counts: dict[int, tuple[int, ...]]) -> dict:
@@ -212,7 +196,7 @@ def _totals(ids: list[int], counts: dict[int, tuple[int, ...]]) -> dict:
     not key by key: this runs for every building of the zone)."""
     rows = [counts.get(i, _NO_COUNTS) for i in ids]
     sums = [sum(column) for column in zip(*rows)] if rows else list(_NO_COUNTS)
-    return {"buildings": len(rows), **dict(zip(_COUNT_KEYS, sums))}
+    return {"buildings": len(rows), **dict(zip(COUNT_COLUMNS, sums))}
 
 
 def _person(p) -> dict:
@@ -246,12 +230,13 @@ def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
 
 
 def _buildings_in(session: Session, zone: BaseGeometry) -> list:
-    """Rows (id, code, grid_code, unit_path: columns, not ORM objects; this is the hot path of an evacuation) of
-    buildings whose footprint intersects ``zone``, by id: the spatial index narrows by envelope, GEOS decides
+    """Rows (id, code, grid_code, unit_path and the counts: columns, not ORM objects; this is the hot path of an
+    evacuation) of buildings whose footprint intersects ``zone``, by id: the spatial index narrows by envelope, GEOS decides
     exactly (on both backends, so both give the same answer), the zone prepared once and the footprints parsed
     in one call. The other columns are read only for the page of items returned (``_building_page``)."""
     dialect = session.get_bind().dialect.name
-    stmt = bbox_prefilter(select(Building.id, Building.code, Building.grid_code, Building.unit_path, _raw_footprint(dialect)),
+    columns = [Building.id, Building.code, Building.grid_code, Building.unit_path, *[getattr(Building, c) for c in COUNT_COLUMNS]]
+    stmt = bbox_prefilter(select(*columns, _raw_footprint(dialect)),
                           dialect, Building.__tablename__, Building.id, Building.footprint, zone.bounds, geom_name="footprint")
     rows = session.execute(stmt).all()
     if not rows:
@@ -329,7 +314,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     inside, outside = [], []
     for b in hits:
         (inside if scope.covers(b.unit_path) else outside).append(b)
-    counts = _per_building_counts(session, [b.id for b in hits])
+    counts = {b.id: tuple(getattr(b, c) for c in COUNT_COLUMNS) for b in hits}
 
     outside_total = _totals([b.id for b in outside], counts)
     total = _totals([b.id for b in inside], counts)
@@ -355,7 +340,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                             **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
             "code": village_code, "name": villages[village_code].name if village_code in villages else None,
-            "buildings": 0, **dict.fromkeys(_COUNT_KEYS, 0), "village_cadres": cadres})
+            "buildings": 0, **dict.fromkeys(COUNT_COLUMNS, 0), "village_cadres": cadres})
         for key, value in by_grid[code].items():
             village[key] += value
 
@@ -376,6 +361,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
             household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in session.execute(stmt)]
         if offset < total["vulnerable"]:
             r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
+            # The same predicate as the partial index ix_residents_vulnerable_household, so both databases use it.
             vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
             stmt = (select(*r_columns, Household.code.label("household_code"))
                     .join(Household, Household.id == Resident.household_id)
