@@ -8,6 +8,7 @@ a FlatGeobuf of N building-like polygons with a few attributes, generated once (
     .venv/bin/python benchmarks/layer_import.py --sizes 100000 --rounds 3
     .venv/bin/python benchmarks/layer_import.py --backends sqlite postgis --sizes 1000000
     .venv/bin/python benchmarks/layer_import.py --file census.fgb     # e.g. from `cityops export-housing buildings census.fgb`
+    .venv/bin/python benchmarks/layer_import.py --file census.fgb --backends sqlite postgis --rounds 1 --keep /work/kept
 
 ``--backends`` runs ours on the embedded GeoPackage and/or PostGIS (a fresh database per run, dropped
 afterwards; COPY on PostgreSQL). The peer is always ogr2ogr writing a GeoPackage, as the issue names it.
@@ -100,19 +101,21 @@ def _pg(sql: str) -> None:
     engine.dispose()
 
 
-def run_ours(source: Path, workdir: Path, backend: str = "sqlite") -> tuple[float, float]:
-    data = workdir / "data"
+def run_ours(source: Path, workdir: Path, backend: str = "sqlite", keep: Path | None = None) -> tuple[float, float]:
+    """One import into a fresh store. With ``keep`` the store stays: the data directory at ``keep/<backend>``
+    and the PostGIS database ``cityops_bench_kept`` (replacing what an earlier run kept there)."""
+    data = keep / backend if keep else workdir / "data"
     shutil.rmtree(data, ignore_errors=True)
     args = [sys.executable, "-c", IMPORT_SNIPPET, str(data), str(source)]
     if backend == "postgis":
-        name = f"cityops_bench_{os.getpid()}"
+        name = "cityops_bench_kept" if keep else f"cityops_bench_{os.getpid()}"
         _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         _pg(f'CREATE DATABASE "{name}"')
         args.append(PG_ADMIN.rsplit("/", 1)[0] + f"/{name}")
     start = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
-    if backend == "postgis":
+    if backend == "postgis" and not keep:
         _pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-2000:])
@@ -132,6 +135,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgis"], default=["sqlite"])
     parser.add_argument("--file", type=Path, help="import this file instead of generated ones (e.g. the census export)")
+    parser.add_argument("--keep", type=Path, help="keep the last round's stores (DIR/sqlite, DIR/postgis and the database "
+                        "cityops_bench_kept), e.g. for benchmarks/ogc_items.py --collection census_buildings")
     args = parser.parse_args()
     if not shutil.which("ogr2ogr"):
         raise SystemExit("ogr2ogr not found: apt-get install gdal-bin (scripts/install-system-deps.sh)")
@@ -155,7 +160,7 @@ def main() -> None:
             gdal = []
             for _ in range(args.rounds):
                 for backend in args.backends:
-                    t, peak = run_ours(source, workdir, backend)
+                    t, peak = run_ours(source, workdir, backend, args.keep)
                     ours[backend].append(t)
                     peaks[backend].append(peak)
                     console.print(f"  {label}: ours ({backend}) {t:.2f} s (peak {peak:.0f} MiB)")
