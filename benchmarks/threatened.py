@@ -9,7 +9,7 @@ grids with most buildings), one per grid, ``--zones`` of them. Each zone is quer
 interleaved with the raw query:
 
 - ours: ``threatened(session, Scope(all_units=True), personal=True, zone, limit=--limit)`` — the whole answer
-  of ``POST /api/threatened``: exact intersection, household/resident/vulnerable counts in SQL, exact totals and
+  of ``POST /api/threatened``: exact intersection, household/resident/vulnerable counts from the building rows (kept by triggers), exact totals and
   grouping by village and grid with the responsible people, and the first page (default 100, the API's
   default) of each item list;
 - raw: the ids of buildings whose envelope meets the zone's envelope, straight from the spatial index
