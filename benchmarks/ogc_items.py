@@ -90,7 +90,7 @@ metadata:
   contact: {{name: bench, position: bench, address: x, city: x, stateorprovince: x, postalcode: x, country: x,
             phone: x, fax: x, email: x, url: https://example.org, hours: x, instructions: x, role: pointOfContact}}
 resources:
-  buildings:
+  {collection}:
     type: collection
     title: buildings
     description: buildings
@@ -283,7 +283,7 @@ def main() -> None:
         theirs_port = free_port()
         config = tmp / "pygeoapi.yml"
         config.write_text(PYGEOAPI_CONFIG.format(
-            port=theirs_port, db=parsed.database, table=table, host=parsed.host or "127.0.0.1", port_db=parsed.port or 5432,
+            port=theirs_port, collection=args.collection, db=parsed.database, table=table, host=parsed.host or "127.0.0.1", port_db=parsed.port or 5432,
             user=parsed.username or "postgres", password=parsed.password or ""), encoding="utf-8")
         openapi = tmp / "pygeoapi-openapi.yml"
         subprocess.run([str(pg_bin / "pygeoapi"), "openapi", "generate", str(config), "--output-file", str(openapi)],

@@ -21,7 +21,6 @@ from sqlalchemy.engine import Connection
 #: The count columns on ``buildings``, in the order "who is threatened" reports them.
 COUNT_COLUMNS = ("households", "residents", "vulnerable", "elderly", "disabled", "child", "bedridden")
 VULNERABLE_FLAGS = ("elderly", "disabled", "child", "bedridden")
-_FLAGS = VULNERABLE_FLAGS
 
 _TRIGGERS = {
     "sqlite": ("households_counts_insert", "households_counts_delete", "households_counts_move",
@@ -34,13 +33,18 @@ _FUNCTIONS = ("cityops_recount_buildings(integer[])", "cityops_households_insert
 
 
 def _vulnerable(alias: str) -> str:
-    return "(" + " OR ".join(f"{alias}.{f}" for f in _FLAGS) + ")"
+    return "(" + " OR ".join(f"{alias}.{f}" for f in VULNERABLE_FLAGS) + ")"
+
+
+def _resident_counts(counted: str = "*") -> list[str]:
+    """Aggregates of residents ``r`` in COUNT_COLUMNS[1:] order (residents, vulnerable, each flag)."""
+    return [f"count({counted})", f"count({counted}) FILTER (WHERE {_vulnerable('r')})",
+            *[f"count({counted}) FILTER (WHERE r.{f})" for f in VULNERABLE_FLAGS]]
 
 
 def _recount(where: str) -> str:
     """UPDATE buildings with every count recomputed from households and residents, for the rows ``where``."""
-    resident_counts = ", ".join(["count(*)", f"count(*) FILTER (WHERE {_vulnerable('r')})",
-                                 *[f"count(*) FILTER (WHERE r.{f})" for f in _FLAGS]])
+    resident_counts = ", ".join(_resident_counts())
     return (f"UPDATE buildings SET households = (SELECT count(*) FROM households h WHERE h.building_id = buildings.id), "
             f"({', '.join(COUNT_COLUMNS[1:])}) = (SELECT {resident_counts} FROM residents r "
             f"JOIN households h ON h.id = r.household_id WHERE h.building_id = buildings.id) WHERE {where}")
@@ -50,7 +54,7 @@ def _sqlite_resident_delta(row: str, sign: str) -> str:
     """Add (``+``) or take away (``-``) one resident row's counts on its household's building."""
     sets = [f"residents = residents {sign} 1",
             f"vulnerable = vulnerable {sign} {_vulnerable(row)}",
-            *[f"{f} = {f} {sign} ({row}.{f} != 0)" for f in _FLAGS]]
+            *[f"{f} = {f} {sign} ({row}.{f} != 0)" for f in VULNERABLE_FLAGS]]
     return (f"UPDATE buildings SET {', '.join(sets)} "
             f"WHERE id = (SELECT building_id FROM households WHERE id = {row}.household_id);")
 
@@ -72,8 +76,7 @@ def _sqlite_ddl() -> list[str]:
 def _postgresql_resident_delta(rows: str, sign: str) -> str:
     """Signed counts per building of a transition table's residents (a resident whose household is gone, in a
     cascade, is skipped: the household's own trigger recounts that building)."""
-    values = ["count(*)", f"count(*) FILTER (WHERE {_vulnerable('r')})", *[f"count(*) FILTER (WHERE r.{f})" for f in _FLAGS]]
-    columns = ", ".join(f"{sign}{v} AS {c}" for v, c in zip(values, COUNT_COLUMNS[1:]))
+    columns = ", ".join(f"{sign}{v} AS {c}" for v, c in zip(_resident_counts(), COUNT_COLUMNS[1:]))
     return f"SELECT h.building_id, {columns} FROM {rows} r JOIN households h ON h.id = r.household_id GROUP BY h.building_id"
 
 
@@ -137,8 +140,7 @@ def uninstall(conn: Connection) -> None:
 def _fresh_counts() -> str:
     """Every count per building with households, computed from the rows (SQLite has no derived column lists,
     so the columns are named inside)."""
-    values = ["count(DISTINCT h.id)", "count(r.id)", f"count(r.id) FILTER (WHERE {_vulnerable('r')})",
-              *[f"count(r.id) FILTER (WHERE r.{f})" for f in _FLAGS]]
+    values = ["count(DISTINCT h.id)", *_resident_counts("r.id")]
     return (f"SELECT h.building_id AS building_id, {', '.join(f'{v} AS {c}' for v, c in zip(values, COUNT_COLUMNS))} "
             f"FROM households h LEFT JOIN residents r ON r.household_id = h.id GROUP BY h.building_id")
 
