@@ -35,7 +35,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
@@ -47,7 +46,7 @@ from rich.table import Table
 from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.conftest import free_port, wait_for_port  # noqa: E402
+from tests.conftest import create_pg_database, drop_pg_database, free_port, pg_database_url, wait_for_port  # noqa: E402
 
 console = Console()
 PG_ADMIN = os.environ.get("CITYOPS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -235,7 +234,7 @@ def main() -> None:
         raise SystemExit(f"--collection {args.collection!r} is not a layer key")
     table = f"layer_{args.collection}"
 
-    admin = db = None
+    db = None
     procs: list[subprocess.Popen] = []
     tmp_dir = tempfile.TemporaryDirectory(prefix="cityops-ogc-bench-")
     tmp = Path(tmp_dir.name)
@@ -246,11 +245,8 @@ def main() -> None:
                 console.print("no --data-dir: CityOps is served on PostGIS only")
             label = f"{url.rsplit('/', 1)[-1]} (existing, read only)"
         else:
-            db = f"cityops_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'CREATE DATABASE "{db}"'))
-            url = PG_ADMIN.rsplit("/", 1)[0] + f"/{db}"
+            db = create_pg_database("cityops_bench", PG_ADMIN)
+            url = pg_database_url(db, PG_ADMIN)
             source = tmp / "buildings.fgb"
             console.print(f"generating {args.buildings:,} buildings and loading them into {db} …")
             make_buildings(source, args.buildings)
@@ -327,10 +323,8 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-            admin.dispose()
+        if db is not None:
+            drop_pg_database(db, PG_ADMIN)
         tmp_dir.cleanup()
 
     table_out = Table("server", "median req/s", "rounds req/s", "median latency ms", "p95 latency ms", "ratio / pygeoapi",

@@ -30,13 +30,12 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import morecantile
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,6 +48,7 @@ from cityops.org.levels import load_levels  # noqa: E402
 from cityops.org.service import OrgConfig  # noqa: E402
 from cityops.tiles import service  # noqa: E402
 from cityops.tiles.catalogue import load_catalogue  # noqa: E402
+from tests.conftest import create_pg_database, drop_pg_database, pg_database_url  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -112,7 +112,7 @@ def main() -> None:
     args = ap.parse_args()
     console = Console()
     backends, engines = {}, []
-    admin = name = None
+    name = None
     try:
         if "sqlite" in args.backends:
             data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="cityops-tiles-bench-"))
@@ -128,11 +128,8 @@ def main() -> None:
                 url = args.database_url
                 console.print(f"PostGIS district: {url.rsplit('/', 1)[-1]} (read only)")
             else:
-                name = f"cityops_bench_tiles_{uuid.uuid4().hex[:8]}"
-                admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-                with admin.connect() as conn:
-                    conn.execute(text(f'CREATE DATABASE "{name}"'))
-                url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+                name = create_pg_database("cityops_bench_tiles", PG_ADMIN)
+                url = pg_database_url(name, PG_ADMIN)
             pg_settings = Settings(data_dir=Path(tempfile.mkdtemp(prefix="cityops-tiles-bench-pg-")), secret_key="bench",
                                    log_json=False, database_url=url)
             t0 = time.perf_counter()
@@ -146,11 +143,8 @@ def main() -> None:
     finally:
         for engine in engines:
             engine.dispose()
-        if admin is not None:
-            if not args.keep_pg:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+        if name is not None and not args.keep_pg:
+            drop_pg_database(name, PG_ADMIN)
 
 
 def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -> None:

@@ -64,20 +64,26 @@ def require_postgis() -> None:
         pytest.skip(f"PostGIS backend skipped: {problem}")
 
 
-def _create_pg_database() -> str:
-    name = f"cityops_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def create_pg_database(prefix: str = "cityops_test", admin_url: str = PG_ADMIN_URL) -> str:
+    """A new, empty database named ``<prefix>_<random>`` (tests and benchmarks); returns its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     admin.dispose()
     return name
 
 
-def _drop_pg_database(name: str) -> None:
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+def drop_pg_database(name: str, admin_url: str = PG_ADMIN_URL) -> None:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def pg_database_url(name: str, admin_url: str = PG_ADMIN_URL) -> str:
+    """The URL of database ``name`` on the admin URL's server."""
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def make_store(backend: str, data_dir: Path, **overrides) -> tuple[Store, callable]:
@@ -87,9 +93,9 @@ def make_store(backend: str, data_dir: Path, **overrides) -> tuple[Store, callab
     cleanup = []
     if backend == "postgis":
         require_postgis()
-        name = _create_pg_database()
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-        cleanup.append(lambda: _drop_pg_database(name))
+        name = create_pg_database()
+        url = pg_database_url(name)
+        cleanup.append(lambda: drop_pg_database(name))
         settings = Settings(data_dir=data_dir, database_url=url, secret_key="test-secret", log_json=False, **overrides)
     else:
         settings = Settings(data_dir=data_dir, secret_key="test-secret", log_json=False, **overrides)
