@@ -88,6 +88,13 @@ def from_gpkg(blob: bytes) -> BaseGeometry:
     return shapely.from_wkb(blob[offset:])
 
 
+def from_gpkg_many(blobs: list) -> np.ndarray:
+    """GeoPackage blobs (None for missing) → Shapely array in one vectorised WKB parse: on the hot paths
+    (tiles, OGC items, who is threatened) the headers are cut off without validating each one."""
+    wkb = [None if b is None else b[8 + _ENVELOPE_BYTES[(b[3] >> 1) & 0b111]:] for b in blobs]
+    return shapely.from_wkb(np.array(wkb, dtype=object))
+
+
 def gpkg_envelope(blob: bytes) -> tuple[float, float, float, float] | None:
     """(minx, maxx, miny, maxy) from the header, falling back to the WKB when there is none."""
     if blob is None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cityops.core import audit
 from cityops.core.crs import geodesic_area_m2
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
+from cityops.core.geometry import from_gpkg_many
 from cityops.core.spatial import bbox_prefilter, spatial_filter
 from cityops.core.types import utcnow
 from cityops.housing.counts import COUNT_COLUMNS, VULNERABLE_FLAGS
@@ -213,8 +214,6 @@ _RESIDENT_COLUMNS = ("id", "household_id", "name", "id_number", "birth_year", "s
                      *VULNERABLE_FLAGS)
 
 
-#: Bytes of a GeoPackage blob's envelope by its indicator (GeoPackage 1.3, 2.1.3).
-_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
 def _raw_footprint(dialect: str):
@@ -227,7 +226,7 @@ def _raw_footprint(dialect: str):
 def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
     """One vectorised WKB parse for a list of raw footprints (GeoPackage headers cut off first)."""
     if dialect != "postgresql":
-        blobs = [b[8 + _GPKG_ENVELOPE[(b[3] >> 1) & 7]:] for b in blobs]
+        return from_gpkg_many(blobs)
     return shapely.from_wkb(np.array(blobs, dtype=object))
 
 

@@ -38,6 +38,7 @@ from cityops.base import featurestore
 from cityops.base.models import Layer
 from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs, to_canonical_xy
 from cityops.core.errors import CityOpsError, UnknownCRS
+from cityops.core.geometry import from_gpkg_many
 from cityops.core.spatial import bbox_prefilter
 from cityops.ogc.filtering import Compiled, register_sqlite, spatial_predicate
 
@@ -268,13 +269,6 @@ def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compil
 #: Above this many R*Tree candidates a SQLite bbox query is counted in SQL instead of in one vectorised pass
 #: (which holds the candidates' ids and boxes in memory).
 SQLITE_VECTOR_MAX = 250_000
-_GPKG_ENVELOPE = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
-
-
-def _from_gpkg_many(blobs: list) -> np.ndarray:
-    """GeoPackage geometry blobs → Shapely array in one vectorised WKB parse (header skipped per blob)."""
-    wkb = [None if b is None else b[8 + _GPKG_ENVELOPE[(b[3] >> 1) & 0b111]:] for b in blobs]
-    return shapely.from_wkb(np.array(wkb, dtype=object))
 
 
 def _raw_json(column, dialect: str):
@@ -324,7 +318,7 @@ def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
             part = check[chunk:chunk + 30_000].tolist()
             blobs.update(cursor.execute(
                 f"SELECT id, geom FROM {current.name} WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
-        geoms = _from_gpkg_many([blobs.get(i) for i in check.tolist()])
+        geoms = from_gpkg_many([blobs.get(i) for i in check.tolist()])
         shapely.prepare(area)
         exact = np.zeros(len(check), dtype=bool)
         present = ~shapely.is_missing(geoms)
@@ -407,7 +401,7 @@ def _page(matched: int, rows: list, more_after: bool, more_before: bool, geojson
     if dialect == "postgresql":
         geoms = np.array(blobs, dtype=object)  # already Shapely (the Geometry type decodes EWKB)
     else:
-        geoms = _from_gpkg_many(blobs) if blobs else np.array([], dtype=object)
+        geoms = from_gpkg_many(blobs) if blobs else np.array([], dtype=object)
     return Page(matched, ids, fids, props, geoms, more_after, more_before)
 
 

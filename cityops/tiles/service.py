@@ -40,6 +40,7 @@ from cityops.base import featurestore
 from cityops.base import service as layers_service
 from cityops.base.models import Layer
 from cityops.core.errors import InvalidInput, NotFound
+from cityops.core.geometry import from_gpkg_many
 from cityops.core.spatial import bbox_prefilter
 from cityops.core.types import utcnow
 from cityops.housing.models import Building
@@ -52,8 +53,6 @@ from cityops.tiles.models import TileSource
 TMS_ID = "WebMercatorQuad"
 BASEMAP = "basemap"
 SOURCES = ("units", "buildings")
-
-_ENVELOPE_BYTES = {0: 0, 1: 32, 2: 48, 3: 48, 4: 64}
 
 
 @lru_cache(maxsize=1)
@@ -208,8 +207,7 @@ def _decode(blobs: list, dialect: str) -> np.ndarray:
     """Raw geometry column values → Shapely array in one pass (GeoPackage blobs or PostGIS EWKB)."""
     if dialect == "postgresql":
         return shapely.from_wkb(np.array([bytes(b) if isinstance(b, memoryview) else b for b in blobs], dtype=object))
-    wkb = [b[8 + _ENVELOPE_BYTES[(b[3] >> 1) & 0b111]:] for b in blobs]
-    return shapely.from_wkb(np.array(wkb, dtype=object))
+    return from_gpkg_many(blobs)
 
 
 def _raw(column, dialect: str):
