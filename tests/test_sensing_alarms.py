@@ -78,6 +78,24 @@ def test_waterlogging_ladder_dedup_deescalation_and_clear(api, yihe):
     assert cleared["status"] == "cleared" and cleared["suppressed"] == 1
 
 
+def test_a_batch_is_judged_by_its_worst_reading(api, yihe):
+    """Gateways post many readings at once: the alarm takes the worst of the batch, wherever it lies in it,
+    with that reading as evidence (a tilt counts in magnitude, either way)."""
+    admin = api.login("admin")
+    gauge = make_device(api, yihe, "water_level", "depth", "cm", name="批量水位")["datastream"]
+    tilt = make_device(api, yihe, "tilt_meter", "tilt", "%", name="批量倾斜仪")["datastream"]
+    readings = [(gauge, "08:00", 16.0), (gauge, "08:01", 52.0), (gauge, "08:02", 31.0), (gauge, "08:03", 52.0),
+                (tilt, "08:00", 1.1), (tilt, "08:01", -1.6), (tilt, "08:02", 1.2)]
+    r = api.post("/api/sensing/observations", headers=admin, json={"observations": [
+        {"datastream_id": ds, "phenomenonTime": f"2026-07-06T{hm}:00+08:00", "result": v} for ds, hm, v in readings]})
+    assert r.status_code == 201, r.text
+    water = _open(api, f"waterlogging:ds{gauge}")
+    assert len(water) == 1 and water[0]["severity"] == "red"
+    assert water[0]["evidence"]["value"] == 52.0 and water[0]["evidence"]["at"].startswith("2026-07-06T00:01")  # the first of the two
+    house = _open(api, f"house_tilt:ds{tilt}")
+    assert len(house) == 1 and house[0]["severity"] == "orange" and house[0]["evidence"]["value"] == -1.6
+
+
 def test_house_tilt_crack_combination_and_rate(api, yihe):
     rp = "RP-LGW-TEST"
     tilt = make_device(api, yihe, "tilt_meter", "tilt", "%", name="房屋倾斜仪", risk_point=rp)["datastream"]

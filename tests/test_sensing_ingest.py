@@ -380,3 +380,19 @@ def test_sqlite_file_is_consistent(api):
         pytest.skip("SQLite only")
     with api.store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
+
+
+def test_instants_are_formatted_exactly_to_the_millisecond():
+    """Observations are stored in epoch milliseconds and read back (HTTP, MQTT, CSV) as ISO 8601 UTC:
+    the text must be the stored millisecond, before 1970 too, and never off by one from float rounding."""
+    from datetime import UTC, datetime, timedelta
+
+    from cityops.sensing.timeutil import iso, parse_instant
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for ms in (0, 1, 999, 1000, -1, -1001, 1_784_505_600_123, 253_402_300_799_999, -62_135_596_800_000):
+        text = iso(ms)
+        assert text == (epoch + timedelta(milliseconds=ms)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert parse_instant(text) == ms
+    assert iso(1_784_505_600_123) == "2026-07-20T00:00:00.123Z"
+    assert iso(None) is None

@@ -21,15 +21,16 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Callable
 
 from sqlalchemy import select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound
+from cityops.core.types import JSONText
 from cityops.sensing import catalog
-from cityops.sensing.models import Datastream, Observation, Thing
+from cityops.sensing.models import Datastream, Thing
 from cityops.sensing.timeutil import now_ms, parse_instant, parse_time
 
 log = logging.getLogger("cityops.sensing.ingest")
@@ -201,15 +202,38 @@ _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, res
 
 def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
     """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return _insert_copy(session, rows, fois)
-    table = Observation.__table__
-    stmt = sqlite_insert(table).on_conflict_do_nothing(index_elements=["datastream_id", "t_ms"]).returning(
-        table.c.id, table.c.datastream_id, table.c.t_ms)
-    return [tuple(r) for r in session.connection().execute(stmt, [{"datastream_id": r.datastream_id, "t_ms": r.t_ms, "t_end_ms": r.t_end_ms,
-                            "result_time_ms": r.result_time_ms, "result_num": r.value, "result_json": r.result_json,
-                            "foi_id": fois.get(r.datastream_id)} for r in rows])]
+    return _insert_sqlite(session, rows, fois)
+
+
+#: Rows per SQLite INSERT: 7 parameters each, under SQLite's limit of 32,766 variables a statement.
+_SQLITE_ROWS_PER_INSERT = 4_000
+
+
+@lru_cache(maxsize=8)
+def _sqlite_insert_sql(n: int) -> str:
+    return (f"INSERT INTO sta_observations ({_STAGE_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?)"] * n)
+            + " ON CONFLICT (datastream_id, t_ms) DO NOTHING RETURNING id, datastream_id, t_ms")
+
+
+def _insert_sqlite(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
+    """SQLite: multi-row INSERT … ON CONFLICT DO NOTHING RETURNING on the driver's cursor, in the session's
+    transaction. SQLAlchemy's insertmanyvalues does the same statements but builds a parameter dict per row
+    and processes it per column: that was a third of the ingest writer's time."""
+    cur = session.connection().connection.driver_connection.cursor()
+    to_text, dialect = JSONText().process_bind_param, session.get_bind().dialect
+    stored: list[tuple[int, int, int]] = []
+    for k in range(0, len(rows), _SQLITE_ROWS_PER_INSERT):
+        part = rows[k:k + _SQLITE_ROWS_PER_INSERT]
+        params: list = []
+        add = params.extend
+        for r in part:
+            add((r.datastream_id, r.t_ms, r.t_end_ms, r.result_time_ms, r.value,
+                 None if r.result_json is None else to_text(r.result_json, dialect), fois.get(r.datastream_id)))
+        cur.execute(_sqlite_insert_sql(len(part)), params)
+        stored += cur.fetchall()
+    return stored
 
 
 def _insert_copy(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
@@ -228,10 +252,10 @@ def _insert_copy(session: Session, rows: list[Row], fois: dict[int, int | None])
         for r in rows:
             write((r.datastream_id, r.t_ms, r.t_end_ms, r.result_time_ms, r.value,
                    None if r.result_json is None else Jsonb(r.result_json), fois.get(r.datastream_id)))
-    result = conn.exec_driver_sql(
+    cur.execute(
         f"INSERT INTO sta_observations ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM sensing_ingest_stage ORDER BY n "
         "ON CONFLICT (datastream_id, t_ms) DO NOTHING RETURNING id, datastream_id, t_ms")
-    stored = [tuple(r) for r in result]
+    stored = cur.fetchall()  # tuples straight from the driver (a Result row at a time was 8 % of a batch)
     conn.exec_driver_sql("TRUNCATE sensing_ingest_stage")  # the next batch of this transaction starts empty
     return stored
 

@@ -48,6 +48,13 @@ def rules_for(book, device_type: str | None, stream: str | None, ds_id: int, ris
     return out
 
 
+_EXTREME = {
+    "gt": lambda rows: max(rows, key=lambda r: r.value), "ge": lambda rows: max(rows, key=lambda r: r.value),
+    "lt": lambda rows: min(rows, key=lambda r: r.value), "le": lambda rows: min(rows, key=lambda r: r.value),
+    "abs_gt": lambda rows: max(rows, key=lambda r: abs(r.value)), "abs_ge": lambda rows: max(rows, key=lambda r: abs(r.value)),
+}
+
+
 def _level(rule: Rule, value: float) -> str | None:
     for severity, limit in rule.ladder():
         if compare(rule.op, value, limit):
@@ -94,13 +101,14 @@ def evaluate(session: Session, rows, metas: dict, state: EngineState | None = No
 
 def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
     if rule.kind == "threshold":
-        worst, worst_row = None, None
-        for r in items:
-            if rule.hours and not rule.in_hours(to_datetime(r.t_ms).astimezone(tz).hour):
-                continue
-            lv = _level(rule, r.value)
-            if lv is not None and (worst is None or catalog.SEVERITY_RANK[lv] > catalog.SEVERITY_RANK[worst]):
-                worst, worst_row = lv, r
+        if rule.hours:
+            items = [r for r in items if rule.in_hours(to_datetime(r.t_ms).astimezone(tz).hour)]
+            if not items:
+                return None, {}, latest.t_ms
+        # The level only rises with the reading (above a limit for gt/ge, below for lt/le, in magnitude for
+        # abs_*), so the batch's extreme reading decides it: one level lookup per stream, not per reading.
+        worst_row = _EXTREME[rule.op](items)
+        worst = _level(rule, worst_row.value)
         if worst is None:
             return None, {}, latest.t_ms
         return worst, {"value": worst_row.value, "unit": meta.symbol, "at": to_datetime(worst_row.t_ms).isoformat()}, worst_row.t_ms

@@ -47,24 +47,38 @@ def update_rollups(session: Session, rows) -> None:
     the batch's count and sum and widens min/max. ``rows`` must be only what was actually inserted (the write
     path drops resends before calling), so the numbers stay those of a full recomputation whatever the
     arrival order, and the cost follows the batch, not the size of the buckets it touches."""
-    agg: dict[tuple[int, str, int], list] = {}
-    tiers = (("1m", MINUTE, 0), ("1h", HOUR, 0), ("1d", DAY, LOCAL_OFFSET))
+    # Per minute bucket first (one pass over the rows), then the minutes into hours and local days: the
+    # minutes are far fewer than the rows, so the rows are walked once instead of once per tier.
+    minutes: dict[tuple[int, int], list] = {}
     for r in rows:
         v = r.value
         if v is None:
             continue
-        for tier, size, offset in tiers:
-            key = (r.datastream_id, tier, ((r.t_ms + offset) // size) * size - offset)
+        key = (r.datastream_id, r.t_ms // MINUTE * MINUTE)
+        a = minutes.get(key)
+        if a is None:
+            minutes[key] = [v, v, v, 1]
+        else:
+            if v < a[0]:
+                a[0] = v
+            if v > a[1]:
+                a[1] = v
+            a[2] += v
+            a[3] += 1
+    agg: dict[tuple[int, str, int], list] = {(d, "1m", b): a for (d, b), a in minutes.items()}
+    for tier, size, offset in (("1h", HOUR, 0), ("1d", DAY, LOCAL_OFFSET)):
+        for (d, b), m in minutes.items():
+            key = (d, tier, ((b + offset) // size) * size - offset)
             a = agg.get(key)
             if a is None:
-                agg[key] = [v, v, v, 1]
+                agg[key] = list(m)
             else:
-                if v < a[0]:
-                    a[0] = v
-                if v > a[1]:
-                    a[1] = v
-                a[2] += v
-                a[3] += 1
+                if m[0] < a[0]:
+                    a[0] = m[0]
+                if m[1] > a[1]:
+                    a[1] = m[1]
+                a[2] += m[2]
+                a[3] += m[3]
     if not agg:
         return
     pg = session.get_bind().dialect.name == "postgresql"

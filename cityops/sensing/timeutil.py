@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from cityops.core.errors import InvalidInput
 
@@ -30,10 +31,18 @@ def parse_time(value: str, what: str = "time") -> tuple[int, int | None]:
     return parse_instant(value, what), None
 
 
+@lru_cache(maxsize=4096)
+def _iso_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()
+
+
 def iso(ms: int | None) -> str | None:
+    """``2026-07-20T01:00:00.000Z``. The second is cached: notifications and reads format tens of thousands
+    of instants a second, mostly of the same few seconds."""
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    second, milli = divmod(ms, 1000)
+    return f"{_iso_second(second)}.{milli:03d}Z"
 
 
 def iso_interval(start: int | None, end: int | None) -> str | None:
