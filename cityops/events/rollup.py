@@ -153,10 +153,22 @@ def _upsert(conn: Connection, rows: list[dict]) -> None:
     # One order for every writer: on PostgreSQL concurrent transactions lock the rows they upsert, and two
     # creations taking the same buckets in different orders deadlock.
     rows = sorted(rows, key=lambda r: (r["dim"], r["month"], r["key"], r["path"]))
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(EvaluationRollup)
-    stmt = ins.on_conflict_do_update(index_elements=["dim", "month", "key", "path"],
-                                     set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
-    conn.execute(stmt, rows)
+    conn.execute(_upsert_statement(conn.dialect.name), rows)
+
+
+_UPSERTS: dict = {}
+
+
+def _upsert_statement(dialect: str):
+    """The bucket upsert, built once per dialect: building it (14 ``+ excluded`` expressions) took about as long
+    as running it, on every case creation."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is None:
+        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvaluationRollup)
+        stmt = _UPSERTS[dialect] = ins.on_conflict_do_update(
+            index_elements=["dim", "month", "key", "path"],
+            set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
+    return stmt
 
 
 def apply_changes(conn: Connection, new_cases: list, changed: dict[int, object | None]) -> None:
