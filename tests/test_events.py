@@ -685,3 +685,35 @@ def test_department_staff_see_only_their_departments_cases(api, places):
     assert api.get(f"/api/events/cases/{garbage}", headers=staff).status_code == 404
     r = _act(api, dust, "start", staff)
     assert r.status_code == 200 and r.json()["state"] == "in_handling"
+
+
+def test_sqlite_writers_of_another_process_wait_for_the_writer_lock(tmp_path):
+    """SQLite only (PostgreSQL has row locks, no writer lock): a write section waits while another process (a
+    second uvicorn worker) is in its own, instead of sleeping in SQLite's busy handler."""
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import make_store
+
+    s, close = make_store("sqlite", tmp_path / "data")
+    holder = None
+    try:
+        lock_file = f"{s.engine.url.database}-writers"
+        holder = subprocess.Popen(
+            [sys.executable, "-c", "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+             " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(1.0)", lock_file],
+            stdout=subprocess.PIPE)
+        assert holder.stdout.readline().strip() == b"held"
+        start = time.monotonic()
+        with s.sessions() as session, service.write_section(session):
+            waited = time.monotonic() - start
+            session.execute(text("CREATE TABLE probe_written (x INTEGER)"))
+            session.commit()
+        assert waited >= 0.5, f"entered the write section after {waited:.2f} s while another process held it"
+        with s.engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM probe_written")).scalar() == 0
+    finally:
+        if holder is not None:
+            holder.wait(10)
+        close()
