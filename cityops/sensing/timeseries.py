@@ -83,13 +83,26 @@ def update_rollups(session: Session, rows) -> None:
         return
     pg = session.get_bind().dialect.name == "postgresql"
     lo, hi = ("least", "greatest") if pg else ("min", "max")
+    fold = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
+            f"vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
+            f"vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
+            "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount")
+    items = sorted(agg.items())
+    if pg:
+        # One statement over arrays: an executemany of ~1,000 bucket rows a batch was 15 % of the writer's time,
+        # one pipelined statement per row. The keys are distinct, as ON CONFLICT DO UPDATE requires.
+        session.execute(text(
+            "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) "
+            "SELECT * FROM unnest(CAST(:d AS integer[]), CAST(:tier AS text[]), CAST(:b AS bigint[]), CAST(:lo AS float8[]), "
+            f"CAST(:hi AS float8[]), CAST(:s AS float8[]), CAST(:c AS integer[])) {fold}"),
+            {"d": [k[0] for k, _ in items], "tier": [k[1] for k, _ in items], "b": [k[2] for k, _ in items],
+             "lo": [float(a[0]) for _, a in items], "hi": [float(a[1]) for _, a in items],
+             "s": [float(a[2]) for _, a in items], "c": [a[3] for _, a in items]})
+        return
     session.execute(text(
-        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) VALUES (:d, :tier, :b, :lo, :hi, :s, :c) "
-        "ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
-        f"vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
-        f"vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
-        "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount"),
-        [{"d": d, "tier": t, "b": b, "lo": a[0], "hi": a[1], "s": a[2], "c": a[3]} for (d, t, b), a in sorted(agg.items())])
+        "INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount) "
+        f"VALUES (:d, :tier, :b, :lo, :hi, :s, :c) {fold}"),
+        [{"d": d, "tier": t, "b": b, "lo": a[0], "hi": a[1], "s": a[2], "c": a[3]} for (d, t, b), a in items])
 
 
 def recompute_rollups(session: Session, rows) -> None:
