@@ -135,8 +135,7 @@ class _Observe:
                 status[0] = message["status"]
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1"))]
                 if not too_large:
-                    route = getattr(scope.get("route"), "path", "unmatched")
-                    self.latency.labels(scope["method"], route).observe(time.perf_counter() - start)
+                    self.latency.labels(scope["method"], _route(scope)).observe(time.perf_counter() - start)
             await send(message)
 
         try:
@@ -147,7 +146,12 @@ class _Observe:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
-            self.requests.labels(scope["method"], getattr(scope.get("route"), "path", "unmatched"), str(status[0])).inc()
+            self.requests.labels(scope["method"], _route(scope), str(status[0])).inc()
+
+
+def _route(scope) -> str:
+    """The matched route's template (``/api/events/cases/{number}``), so metrics stay per route, not per URL."""
+    return getattr(scope.get("route"), "path", "unmatched")
 
 
 def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:

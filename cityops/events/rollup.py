@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from functools import cache
 
 from sqlalchemy import Connection, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -156,19 +157,13 @@ def _upsert(conn: Connection, rows: list[dict]) -> None:
     conn.execute(_upsert_statement(conn.dialect.name), rows)
 
 
-_UPSERTS: dict = {}
-
-
+@cache
 def _upsert_statement(dialect: str):
     """The bucket upsert, built once per dialect: building it (14 ``+ excluded`` expressions) took about as long
     as running it, on every case creation."""
-    stmt = _UPSERTS.get(dialect)
-    if stmt is None:
-        ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvaluationRollup)
-        stmt = _UPSERTS[dialect] = ins.on_conflict_do_update(
-            index_elements=["dim", "month", "key", "path"],
-            set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
-    return stmt
+    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvaluationRollup)
+    return ins.on_conflict_do_update(index_elements=["dim", "month", "key", "path"],
+                                     set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
 
 
 def apply_changes(conn: Connection, new_cases: list, changed: dict[int, object | None]) -> None:
