@@ -66,3 +66,11 @@ class Forbidden(CityOpsError):
 class OutsideJurisdiction(CityOpsError):
     status_code = 404
     code = "outside_jurisdiction"
+
+
+class Busy(CityOpsError):
+    """A bounded queue is full: the request was not taken; the client retries after ``retry_after`` seconds."""
+
+    status_code = 503
+    code = "busy"
+    retry_after = 1

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cityops.core.errors import CityOpsError, InvalidInput, NotFound
+from cityops.core.errors import Busy, CityOpsError, InvalidInput, NotFound
 from cityops.core.types import JSONText
 from cityops.sensing import catalog
 from cityops.sensing.models import Datastream, Thing
@@ -40,8 +40,7 @@ EARLIEST_MS = parse_instant("2000-01-01T00:00:00Z")
 FUTURE_SLACK_MS = 10 * 60 * 1000
 
 
-class Backpressure(CityOpsError):
-    status_code = 503
+class Backpressure(Busy):
     code = "ingest_busy"
 
 
