@@ -73,6 +73,8 @@ def test_create_locates_routes_and_logs(api, places):
     detail = api.get(f"/api/events/cases/{case['number']}", headers=api.login("admin")).json()
     assert [h["action"] for h in detail["history"]] == ["report"]
     assert detail["allowed_actions"] == ["accept", "void", "merge", "supervise", "comment"]
+    # The answer to the report (built from what was stored, not read back) is the stored case.
+    assert {k: v for k, v in detail.items() if k in case} == case
 
 
 def test_create_by_unit_code_address_and_legacy_code(api, places):
@@ -717,3 +719,104 @@ def test_sqlite_writers_of_another_process_wait_for_the_writer_lock(tmp_path):
         if holder is not None:
             holder.wait(10)
         close()
+
+
+def _draft(api, places, key="yihe0", **extra) -> service.CaseDraft:
+    lon, lat, _ = places[key]
+    with api.store.sessions() as session:
+        return service.draft_case(session, source="rest", class_code="06010", lon=lon, lat=lat, description="成组提交",
+                                  actor=ACTOR, **extra)
+
+
+def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
+    import uuid
+
+    from cityops.core.errors import Conflict
+
+    taken = _new(api, places)["number"]
+    key = f"group:{uuid.uuid4().hex}"
+    first = _draft(api, places, external_key=key)
+    clash = _draft(api, places)
+    clash.values["number"] = taken  # collides with a stored case: this one fails, the others go in
+    repeat = _draft(api, places, external_key=key)
+    other = _draft(api, places, key="dade0")
+    before = table_counts(api.store)
+    with api.store.sessions() as session:
+        results = service.insert_drafts(session, [first, clash, repeat, other])
+        session.commit()
+    assert results[0][1] is True and results[3][1] is True and results[0][0] != results[3][0]
+    assert isinstance(results[1], Conflict)
+    assert results[2] == (results[0][0], False)  # the same key twice in one group: one case
+    after = table_counts(api.store)
+    for table in ("event_cases", "event_transitions", "event_outbox"):
+        assert after[table] == before[table] + 2, table
+    with api.store.sessions() as session:
+        stored = session.get(Case, results[3][0])
+        assert (stored.number, stored.unit_path, stored.state) == (other.values["number"], other.values["unit_path"], "reported")
+        log = session.execute(text("SELECT seq, action, to_state FROM event_transitions WHERE case_id = :c"),
+                              {"c": stored.id}).all()
+        assert [tuple(r) for r in log] == [(1, "report", "reported")]
+        # A later retry of the key, alone: the first case again, nothing stored.
+        assert service.insert_drafts(session, [_draft(api, places, external_key=key)]) == [(results[0][0], False)]
+        session.commit()
+    assert table_counts(api.store) == after
+
+
+def _hold_case_writes(conn) -> None:
+    """Block every insert into event_cases until ``conn`` ends its transaction."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("ROLLBACK")  # the engine's plain BEGIN, replaced as in service.write_section
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("LOCK TABLE event_cases IN EXCLUSIVE MODE")
+
+
+def test_intake_commits_queued_reports_together_answers_after_commit_and_503_when_full(api, places):
+    """The group commit: reports queued while the writer waits go in with one commit; none is answered before
+    it is durable; a full queue answers 503 with Retry-After (REST and Open311) and stores nothing."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from cityops.events import intake
+
+    registry = CollectorRegistry()
+    state = api.app.state
+    real = getattr(state, "events_writer", None)
+    state.events_writer = writer = intake.CaseWriter(api.store.sessions, capacity=3, registry=registry)
+    admin = api.login("admin")
+    lon, lat, _ = places["yihe0"]
+    key = api.post("/api/users/admin/api-keys", headers=admin, json={"name": "busy"}).json()
+    api_key = key.get("api_key") or key.get("token") or key.get("key")
+    blocker = api.store.engine.connect()
+    try:
+        before = table_counts(api.store)
+        _hold_case_writes(blocker)
+        first = writer.submit(_draft(api, places))
+        deadline = time.monotonic() + 10
+        while writer.pending and time.monotonic() < deadline:  # the writer took it and now waits for the lock
+            time.sleep(0.01)
+        queued = [writer.submit(_draft(api, places, key=k)) for k in ("yihe0", "yihe1", "dade0")]
+        r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": lon, "lat": lat})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert r.json()["error"] == "intake_busy" and "queue full" in r.json()["message"]
+        r = api.post("/open311/v2/requests.json", data={"api_key": api_key, "service_code": "06010", "lat": str(lat),
+                                                        "long": str(lon)})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()[0]["code"] == "intake_busy"
+        time.sleep(0.2)
+        assert not any(f.done() for f in (first, *queued))  # nothing answered before its commit
+        blocker.rollback()
+        results = [f.result(timeout=30) for f in (first, *queued)]
+    finally:
+        blocker.rollback()
+        blocker.close()
+        state.events_writer = real
+    assert all(created for _, created in results) and len({cid for cid, _ in results}) == 4
+    after = table_counts(api.store)
+    assert after["event_cases"] == before["event_cases"] + 4  # the two refused reports left nothing
+    # Two commits for four reports: the one the writer held, then the three that queued behind it together.
+    assert registry.get_sample_value("cityops_events_intake_group_size_count") == 2
+    assert registry.get_sample_value("cityops_events_intake_group_size_sum") == 4
+    assert registry.get_sample_value("cityops_events_intake_rejected_total") == 2
+    assert registry.get_sample_value("cityops_events_intake_committed_total") == 4

@@ -14,9 +14,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cityops.core.errors import CityOpsError, PayloadTooLarge, Unauthenticated
+from cityops.core.errors import Busy, CityOpsError, PayloadTooLarge, Unauthenticated
 from cityops.core.settings import Settings
 
 log = logging.getLogger("cityops.web")
@@ -32,7 +33,8 @@ class AppContext:
     registry: CollectorRegistry
 
 
-def context(request: Request) -> AppContext:
+async def context(request: Request) -> AppContext:
+    # async: FastAPI runs a plain def dependency in the thread pool, a hand-off on every request for one lookup.
     return request.app.state.ctx
 
 
@@ -60,21 +62,45 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-def current_principal(request: Request, ctx: Ctx, session: DB):
-    from cityops.identity.service import resolve_token
-
+def _raw_token(request: Request) -> str:
     raw = bearer_token(request)
     if not raw:
         raise Unauthenticated("missing credentials: send 'Authorization: Bearer <token>' or 'X-API-Key'")
-    principal = resolve_token(session, ctx.settings.resolved_secret, raw)
+    return raw
+
+
+def principal_from_request(request: Request, ctx: AppContext, session: Session):
+    """The caller's principal, resolved in ``session`` (for code that already runs in a worker thread)."""
+    from cityops.identity.service import resolve_token
+
+    principal = resolve_token(session, ctx.settings.resolved_secret, _raw_token(request))
     request.state.principal = principal
     return principal
+
+
+async def current_principal(request: Request, ctx: Ctx):
+    """Dependency: the caller's principal. A token resolved in the last few seconds comes from the cache on
+    the event loop; only a miss reads the database, in the thread pool with a session of its own. (A plain
+    def dependency with the request's session cost three thread hand-offs on every request.)"""
+    from cityops.identity.service import cached_principal
+
+    raw = _raw_token(request)
+    principal = cached_principal(ctx.engine.url, ctx.settings.resolved_secret, raw)
+    if principal is not None:
+        request.state.principal = principal
+        return principal
+
+    def lookup():
+        with ctx.sessions() as session:
+            return principal_from_request(request, ctx, session)
+
+    return await run_in_threadpool(lookup)
 
 
 def require(permission: str):
     """Dependency: an authenticated principal holding ``permission``."""
 
-    def dependency(principal=Depends(current_principal)):
+    async def dependency(principal=Depends(current_principal)):  # async: no thread hand-off for a set lookup
         principal.require(permission)
         return principal
 
@@ -162,7 +188,11 @@ def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
 
     @app.exception_handler(CityOpsError)
     async def _domain_error(request: Request, exc: CityOpsError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        headers = None
+        if exc.status_code == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        elif isinstance(exc, Busy):
+            headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             _error_body(exc.code, exc.message, exc.details, request_id(request)), status_code=exc.status_code, headers=headers
         )

@@ -165,13 +165,12 @@ def _fold_into_rollups(session: Session, _context, _instances) -> None:
 
     SQLite only (``rollup.ENABLED_ON``): PostgreSQL meets the evaluation target with the per-case query, and
     there concurrent creations would queue on the row locks of shared buckets (same reporter and month)."""
-    new = [o for o in session.new if isinstance(o, Case)]
+    from cityops.events.rollup import FIELDS as fields
+
+    new = [{f: getattr(o, f) for f in fields} for o in session.new if isinstance(o, Case)]
     changed: dict = {}
-    fields = None
     for o in session.dirty:
         if isinstance(o, Case) and o.id is not None:
-            if fields is None:
-                from cityops.events.rollup import FIELDS as fields
             state = inspect(o)
             if any(state.attrs[f].history.has_changes() for f in fields):
                 changed[o.id] = o

@@ -9,6 +9,7 @@ location. Lists and single requests are public and carry no personal data of the
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
@@ -16,9 +17,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import or_, select
 
-from cityops.core.errors import CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
+from cityops.core.errors import Busy, CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
 from cityops.core.web import DB, Ctx
-from cityops.events import catalogue, service
+from cityops.events import catalogue, intake, service
 from cityops.events.models import Case
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
@@ -138,6 +139,10 @@ def _handle(fmt: str, fn):
         return error_response(fmt, 404, [("404", exc.message)])
     except OutsideJurisdiction as exc:
         return error_response(fmt, 400, [("outside_jurisdiction", exc.message)])
+    except Busy as exc:
+        response = error_response(fmt, 503, [(exc.code, exc.message)])
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except CityOpsError as exc:
         return error_response(fmt, 413 if exc.status_code == 413 else 400, [(exc.code, exc.message)])
 
@@ -227,17 +232,20 @@ async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
             raise Open311Error(400, "400", "description must not contain HTML")
         urgency = form.get("attribute[urgency]") or "normal"
         reporter = {k: form.get(k) for k in ("email", "first_name", "last_name", "phone", "device_id", "account_id") if form.get(k)}
-        with service.write_section(session, ctx.locator) as locator:
-            case = service.create_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
-                                       lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
-                                       address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
-                                       attributes={"media_url": form["media_url"]} if form.get("media_url") else {},
-                                       actor=principal.actor(), scope=principal.scope, locator=locator)
-            session.commit()
+        session.commit()  # the read transaction ends before the Locator snapshot (see service.write_section)
+        draft = service.draft_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
+                                   lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
+                                   address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
+                                   attributes={"media_url": form["media_url"]} if form.get("media_url") else {},
+                                   actor=principal.actor(), scope=principal.scope, locator=service.FixedLocator(ctx.locator))
+        session.close()
+        intake.writer(request.app.state).submit(draft).result()  # answered after the group commit
+        # A new request has no deadline yet: it is set when the case is filed (立案).
         return _answer(fmt, "service_requests", "request",
-                       [{"service_request_id": case.number, "service_notice": f"预计 {_iso(case.deadline_at) or '立案后'} 前处置"}])
+                       [{"service_request_id": draft.values["number"], "service_notice": "已收到，立案后按处置时限办理"}])
 
-    return _handle(fmt, run)
+    # In a worker thread: locating and the wait for the commit must not hold up the event loop.
+    return await asyncio.to_thread(_handle, fmt, run)
 
 
 @router.get("/requests.{fmt}", summary="Open311 list service requests (public fields only)")

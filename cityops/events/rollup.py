@@ -12,7 +12,8 @@ path: exact for any scope; the area groups are prefixes of the grid code), ``dep
 exact for scopes rooted at township level or above — narrower scopes use the per-case query).
 
 Maintenance: a ``before_flush`` hook (``models.py``) reads the stored row of every changed case, takes its
-contributions away and adds the new ones, in the same transaction as the change. A closure therefore
+contributions away and adds the new ones, in the same transaction as the change; case creation, which inserts
+with Core statements, adds its new rows itself (``service.insert_drafts``). A closure therefore
 updates the month of the case's deadline; an extension that moves the deadline moves its due count.
 Writers that bypass the ORM (bulk loads) call ``rebuild``.
 
@@ -167,16 +168,16 @@ def _upsert_statement(dialect: str):
 
 
 def apply_changes(conn: Connection, new_cases: list, changed: dict[int, object | None]) -> None:
-    """Fold ORM changes in: ``new_cases`` (pending Case objects), ``changed`` {case id: Case object or None when
-    deleted}. The stored rows (before this flush) give what the changed cases contributed so far."""
+    """Fold changes in: ``new_cases`` (mappings of at least FIELDS: new rows), ``changed`` {case id: Case object or
+    None when deleted}. The stored rows (before this flush) give what the changed cases contributed so far."""
     old_rows = {}
     if changed:
         cols = [getattr(Case, f) for f in FIELDS]
         old_rows = {r.id: r._mapping for r in conn.execute(select(Case.id, *cols).where(Case.id.in_(list(changed))))}
     old: dict = defaultdict(lambda: defaultdict(int))
     new: dict = defaultdict(lambda: defaultdict(int))
-    for case in new_cases:
-        _add(new, contributions({f: getattr(case, f) for f in FIELDS}))
+    for row in new_cases:
+        _add(new, contributions(row))
     for cid, case in changed.items():
         _add(old, contributions(old_rows.get(cid)))
         if case is not None:

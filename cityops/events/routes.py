@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
-from cityops.events import catalogue, evaluation, service
-from cityops.events.models import Attachment
+from cityops.events import catalogue, evaluation, intake, service
+from cityops.events.models import Attachment, Case
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -72,20 +72,35 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.post("/cases", status_code=201, summary="Report a case (REST intake): located, routed, logged")
-def create_case(body: CaseIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("events.report"))) -> dict:
+@router.post("/cases", status_code=201,
+             summary="Report a case (REST intake): located, routed, logged; answered after commit (503 + Retry-After when busy)")
+async def create_case(body: CaseIn, request: Request, ctx: Ctx, principal=Depends(require("events.report"))) -> Response:
     if body.source in ("sensor", "open311"):
         raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
-    with service.write_section(session, ctx.locator) as locator:
-        case = service.create_case(session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
-                                   description=body.description, lon=body.lon, lat=body.lat, address=body.address,
-                                   address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency,
-                                   reporter=body.reporter, attributes=body.attributes,
-                                   external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
-                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
-        # Built before the commit, which expires the object: afterwards every attribute read would reload the row.
-        out = service.case_dict(case)
-        session.commit()
+
+    def draft() -> service.CaseDraft:
+        with ctx.sessions() as session:  # opens a connection only if something must be read
+            return service.draft_case(
+                session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
+                description=body.description, lon=body.lon, lat=body.lat, address=body.address,
+                address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
+                attributes=body.attributes,
+                external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
+                actor=principal.actor(request_id(request)), scope=principal.scope,
+                locator=service.FixedLocator(ctx.locator))
+
+    def stored(case_id: int) -> dict:
+        with ctx.sessions() as session:
+            return service.case_dict(session.get(Case, case_id))
+
+    # Async, with a point: drafting is arithmetic on cached data (locator, routing rules), cheaper inline than a
+    # hand-off to the thread pool; an address, building or unit code is looked up in the database, in a thread.
+    # No request session either: its setup and teardown are two more hand-offs.
+    located = body.lon is not None and body.lat is not None
+    d = draft() if located else await asyncio.to_thread(draft)
+    case_id, created = await asyncio.wrap_future(intake.writer(request.app.state).submit(d))
+    # An idempotent retry (not created) answers with the case stored the first time.
+    out = service.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)
     # orjson directly: the dict is JSON-ready, and FastAPI's generic encoder was a visible share of an intake request.
     return Response(orjson.dumps(out), status_code=201, media_type="application/json")
 

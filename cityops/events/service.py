@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 try:
     import fcntl
@@ -34,6 +35,7 @@ except ImportError:  # not POSIX: processes fall back to SQLite's busy handler
 import numpy as np
 import shapely
 from sqlalchemy import func, insert, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
@@ -271,24 +273,23 @@ def _number(at: datetime) -> str:
     return f"{at.astimezone(catalogue.calendar().tz):%Y%m%d}-{uuid.uuid4().hex[:10]}"
 
 
-def _log(session: Session, case: Case, action: str, from_state: str | None, to_state: str, actor: audit.Actor,
-         at: datetime, note: str | None = None, data: dict | None = None, lon=None, lat=None, *,
-         core: bool = False) -> Transition | None:
-    """Append the log entry and its outbox row. ``core=True`` (case creation) inserts both rows with Core
-    statements instead of ORM objects: the ORM unit of work was ~40 % of a creation; returns None then. The
-    case row was then written with the entry's ``seq`` already (no second UPDATE of the new row)."""
-    if not core:
-        case.seq = (case.seq or 0) + 1
-    entry = dict(case_id=case.id, seq=case.seq, action=action, from_state=from_state, to_state=to_state, at=at,
-                 actor=actor.name, actor_id=actor.user_id, note=note, data=data or {}, lon=lon, lat=lat,
-                 unit_path=case.unit_path)
-    notice = dict(case_id=case.id, topic=f"case.{action}", unit_path=case.unit_path, created_at=at,
-                  payload={"number": case.number, "action": action, "from": from_state, "to": to_state,
+def _log_rows(case_id: int | None, seq: int, number: str, unit_path: str, action: str, from_state: str | None,
+              to_state: str, actor: audit.Actor, at: datetime, note: str | None, data: dict | None, lon, lat) -> tuple[dict, dict]:
+    """A log entry (``event_transitions``) and its outbox row, as column values."""
+    entry = dict(case_id=case_id, seq=seq, action=action, from_state=from_state, to_state=to_state, at=at,
+                 actor=actor.name, actor_id=actor.user_id, note=note, data=data or {}, lon=lon, lat=lat, unit_path=unit_path)
+    notice = dict(case_id=case_id, topic=f"case.{action}", unit_path=unit_path, created_at=at,
+                  payload={"number": number, "action": action, "from": from_state, "to": to_state,
                            "at": at.isoformat(), "actor": actor.name})
-    if core:
-        session.execute(insert(Transition.__table__), entry)
-        session.execute(insert(Outbox.__table__), notice)
-        return None
+    return entry, notice
+
+
+def _log(session: Session, case: Case, action: str, from_state: str | None, to_state: str, actor: audit.Actor,
+         at: datetime, note: str | None = None, data: dict | None = None, lon=None, lat=None) -> Transition:
+    """Append the log entry and its outbox row."""
+    case.seq = (case.seq or 0) + 1
+    entry, notice = _log_rows(case.id, case.seq, case.number, case.unit_path, action, from_state, to_state, actor, at,
+                              note, data, lon, lat)
     t = Transition(**entry)
     session.add(t)
     session.add(Outbox(**notice))
@@ -304,24 +305,30 @@ def _clean_text(value: str | None, field: str, limit: int) -> str | None:
     return value or None
 
 
-def create_case(session: Session, *, source: str, class_code: str, title: str | None = None,
-                description: str | None = None, kind: str | None = None, lon: float | None = None,
-                lat: float | None = None, address: str | None = None, address_id: str | None = None,
-                unit_code: str | None = None, urgency: str = "normal", reporter: dict | None = None,
-                external_key: str | None = None, attributes: dict | None = None, reported_at: datetime | None = None,
-                actor: audit.Actor, scope: Scope = ALL, locator: LocatorCache | None = None) -> Case:
-    """Report a case (信息收集): validate, locate, route, persist with its first log entry.
+@dataclass
+class CaseDraft:
+    """A report validated, located and routed, not yet stored: the ``event_cases`` row (without its id), its
+    first log entry and outbox row (without the case id), and the reporter's scope (an idempotent retry
+    answers with the earlier case only inside it)."""
 
-    Idempotent on ``external_key``: the same key returns the case made the first time."""
+    values: dict
+    entry: dict
+    notice: dict
+    scope: Scope
+
+
+def draft_case(session: Session, *, source: str, class_code: str, title: str | None = None,
+               description: str | None = None, kind: str | None = None, lon: float | None = None,
+               lat: float | None = None, address: str | None = None, address_id: str | None = None,
+               unit_code: str | None = None, urgency: str = "normal", reporter: dict | None = None,
+               external_key: str | None = None, attributes: dict | None = None, reported_at: datetime | None = None,
+               actor: audit.Actor, scope: Scope = ALL, locator: LocatorCache | None = None) -> CaseDraft:
+    """Everything of a report (信息收集) but its storage: validate, locate, route. Reads only (and, with a
+    point and a ``locator``, touches no table), so it runs before the write lock."""
     if source not in SOURCES:
         raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", {"field": "source"})
-    if external_key:
-        existing = session.scalar(select(Case).where(Case.external_key == external_key))
-        if existing is not None:
-            scope.require_covers(existing.unit_path, f"case {existing.number}")
-            return existing
-    cls = catalogue.taxonomy().resolve(class_code, kind)
     tax = catalogue.taxonomy()
+    cls = tax.resolve(class_code, kind)
     if urgency not in tax.urgencies:
         raise InvalidInput(f"unknown urgency {urgency!r}; use one of {', '.join(tax.urgencies)}", {"field": "urgency"})
     settings = catalogue.settings()
@@ -337,18 +344,109 @@ def create_case(session: Session, *, source: str, class_code: str, title: str | 
         raise InvalidInput("reported_at needs a time zone", {"field": "reported_at"})
     routing = route(session, cls, path)
     chain = {link.level: link.code for link in where.located.chain}
-    case = Case(number=_number(at), source=source, external_key=external_key, kind=cls.kind, class_code=cls.code,
-                title=title, description=description, urgency=urgency, state="reported", lon=where.lon, lat=where.lat,
-                geom=shapely.Point(where.lon, where.lat), address=address, grid_code=where.located.unit.code,
-                township_code=chain.get("township"), unit_path=path, route=routing, reporter=reporter or {},
-                reported_by=actor.name, attributes=attributes or {}, reported_at=at, updated_at=at, seq=1,
-                returned_count=0, rework_count=0, extension_count=0, supervision_count=0, escalation_level=0,
-                due_soon_warned=0)
-    session.add(case)
-    session.flush()
-    _log(session, case, "report", None, "reported", actor, at, description,
-         {"source": source, "located_by": where.how, "route": routing}, where.lon, where.lat, core=True)
-    return case
+    number = _number(at)
+    values = dict(number=number, source=source, external_key=external_key, kind=cls.kind, class_code=cls.code,
+                  title=title, description=description, urgency=urgency, state="reported", lon=where.lon, lat=where.lat,
+                  geom=shapely.Point(where.lon, where.lat), address=address, grid_code=where.located.unit.code,
+                  township_code=chain.get("township"), unit_path=path, department_code=None, assigned_unit_code=None,
+                  route=routing, reporter=reporter or {}, reported_by=actor.name, attributes=attributes or {},
+                  reported_at=at, updated_at=at, seq=1, returned_count=0, rework_count=0, extension_count=0,
+                  supervision_count=0, escalation_level=0, due_soon_warned=0)
+    entry, notice = _log_rows(None, 1, number, path, "report", None, "reported", actor, at, description,
+                              {"source": source, "located_by": where.how, "route": routing}, where.lon, where.lat)
+    return CaseDraft(values, entry, notice, scope)
+
+
+_CASE_COLUMNS = dict.fromkeys(Case.__table__.columns.keys())
+
+
+def draft_view(draft: CaseDraft, case_id: int) -> dict:
+    """``case_dict`` of a case just stored from ``draft``, without reading it back (and without building an ORM
+    object, whose instrumented attributes cost more than the whole view)."""
+    return case_dict(SimpleNamespace(**{**_CASE_COLUMNS, **draft.values, "id": case_id}))
+
+
+def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, bool] | Exception]:
+    """Store drafts in the session's transaction: per draft ``(case id, created)`` or the error that refused it
+    (one draft's failure leaves the others stored). Idempotent on ``external_key``: a key already stored, or
+    repeated within ``drafts``, answers with that case (``created`` False).
+
+    All the new cases go in with one multi-row INSERT of each table (a savepoint around it); only if that fails
+    are they retried one by one, each in its own savepoint, so the bad one fails alone. The evaluation rollups
+    are folded in here (Core inserts bypass the ORM hook that keeps them)."""
+    out: list = [None] * len(drafts)
+    keys = list({d.values["external_key"] for d in drafts if d.values["external_key"]})
+    known = {}
+    if keys:
+        known = {k: (cid, path) for k, cid, path in
+                 session.execute(select(Case.external_key, Case.id, Case.unit_path).where(Case.external_key.in_(keys)))}
+    fresh, first_of_key, repeats = [], {}, []
+    for i, d in enumerate(drafts):
+        key = d.values["external_key"]
+        if key in known:
+            cid, path = known[key]
+            out[i] = (cid, False) if d.scope.covers(path) else Forbidden(f"the case of key {key!r} is outside your scope")
+        elif key in first_of_key:
+            repeats.append((i, first_of_key[key]))
+        else:
+            if key:
+                first_of_key[key] = i
+            fresh.append(i)
+    try:
+        with session.begin_nested():
+            ids = _insert_rows(session, [drafts[i] for i in fresh])
+        stored = list(zip(fresh, ids))
+    except IntegrityError:  # rare: one of them collides (a key stored meanwhile by another process)
+        stored = []
+        for i in fresh:
+            try:
+                with session.begin_nested():
+                    stored.append((i, _insert_rows(session, [drafts[i]])[0]))
+            except IntegrityError:
+                key = drafts[i].values["external_key"]
+                cid = key and session.scalar(select(Case.id).where(Case.external_key == key))
+                out[i] = (cid, False) if cid else Conflict("the case could not be stored (a unique value collides)")
+    for i, cid in stored:
+        out[i] = (cid, True)
+    for i, first in repeats:
+        out[i] = (out[first][0], False) if isinstance(out[first], tuple) else out[first]
+    if stored:
+        from cityops.events import rollup
+
+        conn = session.connection()
+        if conn.dialect.name in rollup.ENABLED_ON:
+            rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
+    return out
+
+
+def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
+    if not drafts:
+        return []
+    table = Case.__table__
+    ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                               [d.values for d in drafts]))
+    entries, notices = [], []
+    for d, cid in zip(drafts, ids):
+        entries.append({**d.entry, "case_id": cid})
+        notices.append({**d.notice, "case_id": cid})
+    session.execute(insert(Transition.__table__), entries)
+    session.execute(insert(Outbox.__table__), notices)
+    return ids
+
+
+def create_case(session: Session, *, scope: Scope = ALL, **report) -> Case:
+    """Report a case (信息收集): validate, locate, route, persist with its first log entry (``draft_case`` takes
+    the arguments). Idempotent on ``external_key``: the same key returns the case made the first time."""
+    key = report.get("external_key")
+    if key:  # a retry is answered before its report is judged again
+        existing = session.scalar(select(Case).where(Case.external_key == key))
+        if existing is not None:
+            scope.require_covers(existing.unit_path, f"case {existing.number}")
+            return existing
+    result = insert_drafts(session, [draft_case(session, scope=scope, **report)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return session.get(Case, result[0])
 
 
 def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, class_code: str | None, title: str,
@@ -820,43 +918,54 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
     rows = list(reader)
     if len(rows) > settings.max_import_rows:
         raise PayloadTooLarge(f"{len(rows)} rows; at most {settings.max_import_rows} per file")
-    problems, forbidden, made, skipped = [], [], [], 0
-    with session.begin_nested():
-        for n, row in enumerate(rows, start=2):
-            ticket = (row.get("ticket_id") or "").strip()
+    problems, forbidden, drafts, skipped = [], [], [], 0
+    tickets = [(row.get("ticket_id") or "").strip() for row in rows]
+    keys = [f"12345:{t}" for t in tickets if t]
+    known = set()
+    for i in range(0, len(keys), 500):
+        known.update(session.scalars(select(Case.external_key).where(Case.external_key.in_(keys[i:i + 500]))))
+    for n, (row, ticket) in enumerate(zip(rows, tickets), start=2):
+        try:
+            if not ticket:
+                raise InvalidInput("ticket_id is empty")
             try:
-                if not ticket:
-                    raise InvalidInput("ticket_id is empty")
-                try:
-                    received = datetime.fromisoformat((row.get("received_at") or "").strip())
-                except ValueError:
-                    raise InvalidInput(f"received_at {row.get('received_at')!r} is not an ISO 8601 time") from None
-                if received.tzinfo is None:
-                    received = received.replace(tzinfo=catalogue.calendar().tz)
-                key = f"12345:{ticket}"
-                if session.scalar(select(Case.id).where(Case.external_key == key)) is not None:
-                    skipped += 1
-                    continue
-                lon, lat = row.get("lon") or None, row.get("lat") or None
-                case = create_case(session, source="hotline", class_code=(row.get("class_code") or "").strip(),
-                                   title=row.get("title") or None, description=row.get("description") or None,
-                                   lon=float(lon) if lon else None, lat=float(lat) if lat else None,
-                                   address=row.get("address") or None, unit_code=(row.get("unit_code") or "").strip() or None,
-                                   urgency=(row.get("urgency") or "normal").strip(), external_key=key,
-                                   reporter={"name": row.get("caller_name"), "phone": row.get("caller_phone"), "channel": "12345"},
-                                   reported_at=received.astimezone(UTC), actor=actor, scope=scope, locator=locator)
-                made.append(case.number)
-            except ValueError as exc:
-                problems.append({"row": n, "ticket_id": ticket, "problem": str(exc)})
-            except Forbidden as exc:
-                forbidden.append({"row": n, "ticket_id": ticket, "problem": exc.message})
-            except (InvalidInput, OutsideJurisdiction) as exc:
-                problems.append({"row": n, "ticket_id": ticket, "problem": exc.message})
-        if forbidden:  # rows outside the importer's scope: refuse the file as a whole (403)
-            raise Forbidden(f"{len(forbidden)} row(s) lie outside your scope; nothing imported", forbidden)
-        if problems:  # raised inside the savepoint: every row of this file is undone
-            raise ValidationFailed(f"{len(problems)} of {len(rows)} row(s) rejected; nothing imported: "
-                                   f"row {problems[0]['row']}: {problems[0]['problem']}", problems)
+                received = datetime.fromisoformat((row.get("received_at") or "").strip())
+            except ValueError:
+                raise InvalidInput(f"received_at {row.get('received_at')!r} is not an ISO 8601 time") from None
+            if received.tzinfo is None:
+                received = received.replace(tzinfo=catalogue.calendar().tz)
+            key = f"12345:{ticket}"
+            if key in known:
+                skipped += 1
+                continue
+            lon, lat = row.get("lon") or None, row.get("lat") or None
+            drafts.append(draft_case(session, source="hotline", class_code=(row.get("class_code") or "").strip(),
+                                     title=row.get("title") or None, description=row.get("description") or None,
+                                     lon=float(lon) if lon else None, lat=float(lat) if lat else None,
+                                     address=row.get("address") or None, unit_code=(row.get("unit_code") or "").strip() or None,
+                                     urgency=(row.get("urgency") or "normal").strip(), external_key=key,
+                                     reporter={"name": row.get("caller_name"), "phone": row.get("caller_phone"), "channel": "12345"},
+                                     reported_at=received.astimezone(UTC), actor=actor, scope=scope, locator=locator))
+        except ValueError as exc:
+            problems.append({"row": n, "ticket_id": ticket, "problem": str(exc)})
+        except Forbidden as exc:
+            forbidden.append({"row": n, "ticket_id": ticket, "problem": exc.message})
+        except (InvalidInput, OutsideJurisdiction) as exc:
+            problems.append({"row": n, "ticket_id": ticket, "problem": exc.message})
+    if forbidden:  # rows outside the importer's scope: refuse the file as a whole (403)
+        raise Forbidden(f"{len(forbidden)} row(s) lie outside your scope; nothing imported", forbidden)
+    if problems:
+        raise ValidationFailed(f"{len(problems)} of {len(rows)} row(s) rejected; nothing imported: "
+                               f"row {problems[0]['row']}: {problems[0]['problem']}", problems)
+    made = []
+    with session.begin_nested():
+        for draft, result in zip(drafts, insert_drafts(session, drafts)):
+            if isinstance(result, Exception):  # raised inside the savepoint: every row of this file is undone
+                raise ValidationFailed(f"ticket {draft.values['external_key'][6:]}: {result}; nothing imported")
+            if result[1]:
+                made.append(draft.values["number"])
+            else:  # the same ticket twice in the file
+                skipped += 1
     audit.record(session, actor, "events.import_hotline", "event_case", "12345", after={"created": len(made), "skipped": skipped})
     return {"created": len(made), "skipped": skipped, "numbers": made}
 

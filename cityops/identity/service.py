@@ -247,14 +247,22 @@ def issue_token(
     return raw, token
 
 
-def resolve_token(session: Session, secret: str, raw: str) -> Principal:
-    digest = _token_hash(secret, raw)
-    key = (str(session.get_bind().url), digest)
-    now: datetime = utcnow()
+def cached_principal(database_url, secret: str, raw: str) -> Principal | None:
+    """The principal of a token resolved within the last TOKEN_CACHE_SECONDS, or None (no database read)."""
     with _principals_lock:
-        hit = _principals.get(key)
-    if hit is not None and (hit[1] is None or hit[1] > now):
+        hit = _principals.get((str(database_url), _token_hash(secret, raw)))
+    if hit is not None and (hit[1] is None or hit[1] > utcnow()):
         return hit[0]
+    return None
+
+
+def resolve_token(session: Session, secret: str, raw: str) -> Principal:
+    url = session.get_bind().url
+    principal = cached_principal(url, secret, raw)
+    if principal is not None:
+        return principal
+    digest = _token_hash(secret, raw)
+    now: datetime = utcnow()
     token = session.scalar(select(Token).where(Token.token_hash == digest))
     if token is None or token.revoked_at is not None:
         raise Unauthenticated("invalid or revoked token")
@@ -265,7 +273,7 @@ def resolve_token(session: Session, secret: str, raw: str) -> Principal:
         raise Unauthenticated("account disabled")
     principal = principal_for(session, user)
     with _principals_lock:
-        _principals[key] = (principal, token.expires_at)
+        _principals[(str(url), digest)] = (principal, token.expires_at)
     return principal
 
 

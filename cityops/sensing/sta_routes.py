@@ -38,9 +38,9 @@ def _principal(request: Request, ctx, session):
         if user == "apikey":
             return resolve_token(session, ctx.settings.resolved_secret, password)
         return principal_for(session, authenticate(session, user, password))
-    from cityops.core.web import current_principal
+    from cityops.core.web import principal_from_request
 
-    return current_principal(request, ctx, session)
+    return principal_from_request(request, ctx, session)
 
 
 def _base(request: Request) -> str:
