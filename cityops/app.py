@@ -61,8 +61,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     )
     events_service.use_locator(engine, app.state.ctx.locator)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
-    for module in (ops_routes, identity_routes, org_routes, base_routes, housing_routes, ogc_routes, tiles_routes,
-                   sensing_routes, sensing_sta_routes, warning_routes, events_routes, events_open311, tasks_routes,
+    # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
+    # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
+    for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
+                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
                    web_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
