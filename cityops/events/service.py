@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cityops.core import audit
 from cityops.core.errors import (Conflict, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, PayloadTooLarge,
                                  ValidationFailed)
+from cityops.core.geometry import encode_many
 from cityops.events import catalogue
 from cityops.events.models import Attachment, Case, Outbox, Transition
 from cityops.events.workflow import ACTIONS, CLOCK_RUNNING, STATES, allowed_actions, next_state, project
@@ -307,9 +308,9 @@ def _clean_text(value: str | None, field: str, limit: int) -> str | None:
 
 @dataclass
 class CaseDraft:
-    """A report validated, located and routed, not yet stored: the ``event_cases`` row (without its id), its
-    first log entry and outbox row (without the case id), and the reporter's scope (an idempotent retry
-    answers with the earlier case only inside it)."""
+    """A report validated, located and routed, not yet stored: the ``event_cases`` row (without its id, and its
+    point as lon/lat only), its first log entry and outbox row (without the case id), and the reporter's scope
+    (an idempotent retry answers with the earlier case only inside it)."""
 
     values: dict
     entry: dict
@@ -347,7 +348,7 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
     number = _number(at)
     values = dict(number=number, source=source, external_key=external_key, kind=cls.kind, class_code=cls.code,
                   title=title, description=description, urgency=urgency, state="reported", lon=where.lon, lat=where.lat,
-                  geom=shapely.Point(where.lon, where.lat), address=address, grid_code=where.located.unit.code,
+                  address=address, grid_code=where.located.unit.code,
                   township_code=chain.get("township"), unit_path=path, department_code=None, assigned_unit_code=None,
                   route=routing, reporter=reporter or {}, reported_by=actor.name, attributes=attributes or {},
                   reported_at=at, updated_at=at, seq=1, returned_count=0, rework_count=0, extension_count=0,
@@ -423,8 +424,11 @@ def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
     if not drafts:
         return []
     table = Case.__table__
+    # The points of the group encoded in one vectorised pass (the geometry is lon/lat until here).
+    geoms = encode_many(shapely.points([d.values["lon"] for d in drafts], [d.values["lat"] for d in drafts]),
+                        session.get_bind().dialect.name)
     ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                               [d.values for d in drafts]))
+                               [{**d.values, "geom": g} for d, g in zip(drafts, geoms)]))
     entries, notices = [], []
     for d, cid in zip(drafts, ids):
         entries.append({**d.entry, "case_id": cid})
