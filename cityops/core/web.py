@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,21 @@ class AppContext:
     org: "object"  # cityops.org.service.OrgConfig
     locator: "object"  # cityops.org.locate.LocatorCache
     registry: CollectorRegistry
+
+
+_PER_APP_LOCK = threading.Lock()
+
+
+def per_app(app_state, name: str, make):
+    """``app_state.<name>``, made by ``make(ctx)`` on first use, once per app (so tests need no lifespan)."""
+    obj = getattr(app_state, name, None)
+    if obj is None:
+        with _PER_APP_LOCK:
+            obj = getattr(app_state, name, None)
+            if obj is None:
+                obj = make(app_state.ctx)
+                setattr(app_state, name, obj)
+    return obj
 
 
 async def context(request: Request) -> AppContext:

@@ -25,6 +25,7 @@ from concurrent.futures import Future
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core.errors import Busy
+from cityops.core.web import per_app
 from cityops.events.service import CaseDraft, insert_drafts, write_section
 
 log = logging.getLogger("cityops.events.intake")
@@ -122,15 +123,7 @@ class CaseWriter:
         log.debug("stored %d case reports in %.1f ms", len(group), 1000 * (time.perf_counter() - started))
 
 
-_LOCK = threading.Lock()
-
-
 def writer(app_state) -> CaseWriter:
     """The app's case writer, made on first use."""
-    with _LOCK:
-        w = getattr(app_state, "events_writer", None)
-        if w is None:
-            ctx = app_state.ctx
-            w = app_state.events_writer = CaseWriter(ctx.sessions, capacity=int(os.environ.get("CITYOPS_EVENTS_QUEUE", "2000")),
-                                                     registry=ctx.registry)
-        return w
+    return per_app(app_state, "events_writer", lambda ctx: CaseWriter(
+        ctx.sessions, capacity=int(os.environ.get("CITYOPS_EVENTS_QUEUE", "2000")), registry=ctx.registry))

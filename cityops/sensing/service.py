@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-import threading
 
+from cityops.core.web import per_app
 from cityops.sensing.ingest import Ingestor
 
-_LOCK = threading.Lock()
-
-
 def runtime(app_state) -> Ingestor:
-    """The app's ingestor, created and started on first use (so tests need no lifespan)."""
-    with _LOCK:
-        ing = getattr(app_state, "sensing_ingestor", None)
-        if ing is None:
-            ctx = app_state.ctx
-            capacity = int(os.environ.get("CITYOPS_SENSING_QUEUE", "500000"))
-            ing = Ingestor(ctx.sessions, capacity=capacity, registry=ctx.registry)
-            ing.start()
-            app_state.sensing_ingestor = ing
+    """The app's ingestor, created and started on first use."""
+
+    def make(ctx) -> Ingestor:
+        ing = Ingestor(ctx.sessions, capacity=int(os.environ.get("CITYOPS_SENSING_QUEUE", "500000")), registry=ctx.registry)
+        ing.start()
         return ing
+    return per_app(app_state, "sensing_ingestor", make)
 
 
 def start_mqtt(app_state, url: str | None = None):
