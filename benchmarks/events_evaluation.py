@@ -10,7 +10,8 @@ the monthly rollups are rebuilt from them once (``rollup.rebuild``, timed apart:
 hook that keeps them otherwise).
 Timed: ``evaluation.evaluate(session, Scope(all_units=True), start, end, group)`` for the groups township,
 grid, department and dispatcher (median of ``--rounds``) over the calendar year 2025 (district time), and
-over a year that starts mid-month (two partial months read per case); side by side with the per-case query
+over a year that starts mid-month (two partial months read per case) and over 16 February – 16 December (both
+partial months full of cases); side by side with the per-case query
 (``per_case=True``, the reference and the previous implementation; ``--reference-rounds``) and with the raw
 limit: one full scan that reads the same columns (``SELECT count(*), sum(...)`` with no grouping or conditions).
 Target: < 2 s per evaluation on SQLite. Exit code is always 0.
@@ -165,7 +166,9 @@ def main() -> None:
                 "evaluate / raw", "per-case / evaluate", "same rows", "target"):
         table.add_column(col)
     periods = {"calendar year": (YEAR, YEAR.replace(year=YEAR.year + 1)),
-               "from 16 Jan": (YEAR + timedelta(days=15), YEAR.replace(year=YEAR.year + 1) + timedelta(days=15))}
+               "from 16 Jan": (YEAR + timedelta(days=15), YEAR.replace(year=YEAR.year + 1) + timedelta(days=15)),
+               # Both partial months inside the generated year, so both are read with cases in them.
+               "16 Feb – 16 Dec": (YEAR.replace(month=2, day=16), YEAR.replace(month=12, day=16))}
     for backend in args.backends.split(","):
         engine, cleanup = load(backend, args.cases, args.keep)
         try:

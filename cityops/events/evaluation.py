@@ -28,7 +28,7 @@ import csv
 import io
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, select, union_all
 from sqlalchemy.orm import Session
 
 from cityops.core.errors import InvalidInput
@@ -161,8 +161,11 @@ def per_case_counts(session: Session, scope: Scope, start: datetime, end: dateti
             .where(scope.covers_clause(Case.unit_path), key.is_not(None), Case.reported_at < end)
             .group_by(key))
     if narrow:
-        stmt = stmt.where(or_(within(Case.reported_at), within(Case.filed_at), within(Case.deadline_at),
-                              within(Case.handled_at), within(Case.dispatched_at)))
+        # The cases with a counted timestamp in the period, found from the five timestamp indexes alone (each
+        # scan covering) and then read by id. Written as an OR, SQLite read the rows through each index in turn
+        # (3× slower), or for the grid group walked the whole grid_code index to skip the sort.
+        stamps = (Case.reported_at, Case.filed_at, Case.deadline_at, Case.handled_at, Case.dispatched_at)
+        stmt = stmt.where(Case.id.in_(union_all(*(select(Case.id).where(within(col)) for col in stamps))))
     return {r.key: {m: int(getattr(r, m) or 0) for m in rollup.METRICS} for r in session.execute(stmt)}
 
 
