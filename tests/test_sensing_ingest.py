@@ -340,25 +340,29 @@ def test_mqtt_data_array_messages_are_stored_all_or_nothing(api, gauge, bridge):
         pub.disconnect()
 
 
-def test_mqtt_consumption_slows_when_the_queue_is_full(api, gauge):
-    """With a stalled writer, the bridge stops acknowledging and reading: the broker holds the rest, nothing is lost."""
+def test_mqtt_consumption_slows_when_the_writer_stalls_and_the_connection_survives(api, gauge):
+    """With a stalled writer, the bridge stops acknowledging: the broker delivers no more than the in-flight
+    window and holds the rest, nothing is lost. The network loop never waits for the writer, so a stall several
+    keep-alive periods long costs neither the connection nor a redelivery of the window."""
     _broker()
     from cityops.sensing.mqtt import MqttBridge
 
     ds = gauge["datastream"]
-    stalled = Ingestor(api.store.sessions, capacity=5)
+    stalled = Ingestor(api.store.sessions, capacity=2)
     b = MqttBridge(stalled, f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "http://testserver/sta/v1.1",
-                   client_id=f"cityops-slow-{uuid.uuid4().hex[:8]}", publish_ingested=False)
+                   client_id=f"cityops-slow-{uuid.uuid4().hex[:8]}", publish_ingested=False, receive_maximum=4, keepalive=1)
     b.start()
     pub = _client("slowpub")
     try:
         for k in range(20):
             pub.publish(f"v1.1/Datastreams({ds})/Observations",
                         json.dumps({"phenomenonTime": f"2026-07-21T00:{k:02d}:00Z", "result": 1.0}), qos=1)
-        time.sleep(1.0)
-        assert stalled.pending == 5 and b.received <= 6  # blocked on the sixth, not dropping
+        time.sleep(4.0)  # the broker drops a client silent for 1.5 keep-alive periods
+        assert b.received == 4 and stalled.pending == 4  # the window, above the queue's capacity: HTTP gets 503 now
+        assert b.disconnects == 0
         stalled.start()  # the writer drains; the broker delivers the rest
         assert _wait(lambda: _count_range(api, ds, "2026-07-21") == 20, 15)
+        assert b.disconnects == 0 and b.received == 20  # nothing delivered twice
     finally:
         pub.loop_stop()
         pub.disconnect()

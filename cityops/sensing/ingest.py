@@ -419,14 +419,18 @@ class Ingestor:
                 raise
         return rows, metas
 
-    def submit(self, rows: list[Row], metas: dict[int, StreamMeta], block: bool = False, timeout: float | None = None) -> Future:
-        """Queue validated rows; the future resolves after their commit. Full → Backpressure (or wait when ``block``)."""
+    def submit(self, rows: list[Row], metas: dict[int, StreamMeta], block: bool = False, timeout: float | None = None,
+               over_capacity: bool = False) -> Future:
+        """Queue validated rows; the future resolves after their commit. Full → Backpressure (or wait when ``block``).
+
+        ``over_capacity``: queue even when full, for a caller that bounds what it holds itself (the MQTT bridge:
+        its in-flight window); others then find the queue full until the writer catches up."""
         n = len(rows)
         if n > self.capacity:
             raise InvalidInput(f"a submission holds at most {self.capacity} observations")
         with self._lock:
             deadline = None if timeout is None else time.monotonic() + timeout
-            while self._pending + n > self.capacity:
+            while self._pending + n > self.capacity and not over_capacity:
                 if not block:
                     if self._counter is not None:
                         self._rejected.inc()

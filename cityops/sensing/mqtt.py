@@ -6,9 +6,12 @@ In: ``v1.1/Observations``, ``v1.1/Datastreams({id})/Observations``, ``v1.1/Featu
 dataArray document, or a JSON array of them (the body of the HTTP CreateObservations action), all-or-nothing
 per message. One Python callback per message is this bridge's limit (a few thousand messages/s on 2 cores),
 so batching many observations per message is how MQTT reaches bulk rates. Messages go through the same
-validation and bounded ingest queue as HTTP. The QoS 1 PUBACK is sent only after the observation (or the
-whole dataArray message) is committed (paho's manual acknowledgement), and a full queue blocks the network
-loop, so the broker stops delivering and publishers slow down: nothing is dropped.
+validation and ingest queue as HTTP. The QoS 1 PUBACK is sent only after the observation (or the whole
+dataArray message) is committed (paho's manual acknowledgement). Back-pressure is MQTT 5 flow control: the
+bridge asks for at most ``receive_maximum`` unacknowledged messages in flight, so while the writer is behind,
+the broker holds the rest (and publishers slow down); nothing is dropped. The network loop itself never
+waits for the writer: it keeps answering keep-alives, so a writer stall longer than the keep-alive (a
+checkpoint, a slow disk) does not cost the connection and a redelivery of the whole window.
 
 The broker authenticates devices; on this interface every Datastream is addressable (the HTTP API adds
 per-principal scope).
@@ -40,8 +43,11 @@ CREATE_OBSERVATIONS_TOPIC = "v1.1/CreateObservations"
 
 class MqttBridge:
     def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True,
-                 notify_capacity: int = 256):
+                 notify_capacity: int = 256, receive_maximum: int = 1000, keepalive: int = 30):
         self.ingestor = ingestor
+        #: unacknowledged messages in flight to us (MQTT 5 Receive Maximum): what the bridge holds at most
+        self.receive_maximum = receive_maximum
+        self.keepalive = keepalive
         self.url = url
         self.base_url = base_url
         u = urlparse(url)
@@ -52,12 +58,16 @@ class MqttBridge:
         self.client.max_inflight_messages_set(1000)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
         self.rejected = 0
+        #: connections lost (paho reconnects by itself; unacknowledged messages are redelivered)
+        self.disconnects = 0
         self.received = 0
         #: entity representations heard on a create topic (another server's notifications on a shared broker)
         self.ignored = 0
         self.publish_ingested = publish_ingested
         self._connected = threading.Event()
+        self._stopping = False
         # Notifications of stored observations are published from their own thread, so the ingest writer
         # commits and acknowledges the next batch meanwhile. They are QoS 0 (best effort by the standard);
         # the queue is bounded (in batches) and a batch that finds it full is dropped and counted, never
@@ -75,12 +85,13 @@ class MqttBridge:
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
-        # Unacknowledged deliveries the broker may have in flight to us: acknowledgement waits for the commit,
-        # so a wide window is what lets one transaction carry many messages. The protocol's maximum: beyond
-        # it the broker queues for us only up to its max_queued_messages (Mosquitto: 1000 by default) and then
-        # drops, so a deployment sets that limit to 0 (unlimited) or large (docs/architecture.md, sensing).
-        props.ReceiveMaximum = 65_535
-        self.client.connect(self.host, self.port, keepalive=30, clean_start=False, properties=props)
+        # Unacknowledged deliveries the broker may have in flight to us. Acknowledgement waits for the commit, so
+        # the window must be wide enough for one transaction to carry many messages (1,000 dataArray messages of
+        # 500 observations are 500,000), and it bounds what the bridge holds above the ingest queue's capacity.
+        # Beyond it the broker queues for us only up to its max_queued_messages (Mosquitto: 1000 by default) and
+        # then drops, so a deployment sets that limit large (docs/architecture.md, sensing).
+        props.ReceiveMaximum = self.receive_maximum
+        self.client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=False, properties=props)
         self.client.loop_start()
         if self.publish_ingested and self._notifier is None:
             self._notifier = threading.Thread(target=self._notify_loop, name="sensing-mqtt-notify", daemon=True)
@@ -89,6 +100,7 @@ class MqttBridge:
             raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
 
     def stop(self) -> None:
+        self._stopping = True
         if self._notifier is not None:
             self._notify.put(None)  # after what is queued: pending notifications go out before we disconnect
             self._notifier.join(10)
@@ -104,6 +116,13 @@ class MqttBridge:
         opts = SubscribeOptions(qos=1, noLocal=True)
         client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts), (CREATE_OBSERVATIONS_TOPIC, opts)])
         self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self._stopping:
+            return
+        self.disconnects += 1
+        log.warning("MQTT connection to %s lost (%s); reconnecting, unacknowledged messages will be redelivered",
+                    self.url, reason_code)
 
     def _on_message(self, client, userdata, msg):
         self.received += 1
@@ -129,8 +148,8 @@ class MqttBridge:
                     return
                 items = [data]
             rows, metas = self.ingestor.validate(items)
-            # Blocks while the queue is full: the network loop stops reading, the broker holds the rest.
-            future = self.ingestor.submit(rows, metas, block=True)
+            # Queued even when the queue is full: the in-flight window bounds what we hold (see start).
+            future = self.ingestor.submit(rows, metas, over_capacity=True)
         except (CityOpsError, ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
             self.rejected += 1
             log.warning("MQTT observation on %s rejected: %s", topic, getattr(exc, "message", exc))
