@@ -27,7 +27,8 @@ def start_mqtt(app_state, url: str | None = None):
     # The client id names the broker session that holds our subscription and unacknowledged messages while we
     # are down: one per deployment (two servers sharing an id take the session from each other).
     bridge = MqttBridge(runtime(app_state), url, base_url=os.environ.get("CITYOPS_PUBLIC_URL", "http://127.0.0.1:8000") + "/sta/v1.1",
-                        client_id=os.environ.get("CITYOPS_MQTT_CLIENT_ID", "cityops-sensing"))
+                        client_id=os.environ.get("CITYOPS_MQTT_CLIENT_ID", "cityops-sensing"),
+                        receive_maximum=int(os.environ.get("CITYOPS_MQTT_RECEIVE_MAXIMUM", "1000")))
     bridge.start()
     app_state.sensing_mqtt = bridge
     return bridge
