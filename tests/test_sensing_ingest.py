@@ -340,6 +340,38 @@ def test_mqtt_data_array_messages_are_stored_all_or_nothing(api, gauge, bridge):
         pub.disconnect()
 
 
+def test_mqtt_notifications_give_way_when_the_connection_is_backed_up(api, gauge, bridge, monkeypatch):
+    """Notifications (QoS 0) are dropped and counted rather than queued behind a backed-up connection, where they
+    would hold back the acknowledgements of ingested messages; ingest itself is unaffected."""
+    from cityops.sensing import mqtt as bridge_module
+
+    ds = gauge["datastream"]
+    received = []
+    sub = _client("sub-backed-up")
+    sub.on_message = lambda c, u, m: received.append(m.topic)
+    sub.subscribe(f"v1.1/Datastreams({ds})/Observations", 1)
+    pub = _client("pub-backed-up")
+    try:
+        time.sleep(0.3)
+        monkeypatch.setattr(bridge_module._PacketBuffer, "MAX_QUEUED_WRITES", 0)  # as if the broker read nothing
+        doc = {"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"],
+               "dataArray": [[f"2026-07-23T00:{m:02d}:00Z", 1.0] for m in range(12)]}
+        pub.publish("v1.1/CreateObservations", json.dumps(doc), qos=1).wait_for_publish(5)
+        assert _wait(lambda: _count_range(api, ds, "2026-07-23") == 12)
+        assert _wait(lambda: bridge.notifications_dropped == 12)
+        time.sleep(0.3)
+        assert received == []
+        monkeypatch.setattr(bridge_module._PacketBuffer, "MAX_QUEUED_WRITES", 16)
+        doc["dataArray"] = [["2026-07-23T01:00:00Z", 2.0]]
+        pub.publish("v1.1/CreateObservations", json.dumps(doc), qos=1).wait_for_publish(5)
+        assert _wait(lambda: received == [f"v1.1/Datastreams({ds})/Observations"])
+        assert bridge.notifications_dropped == 12 and bridge.disconnects == 0
+    finally:
+        for c in (sub, pub):
+            c.loop_stop()
+            c.disconnect()
+
+
 def test_mqtt_consumption_slows_when_the_writer_stalls_and_the_connection_survives(api, gauge):
     """With a stalled writer, the bridge stops acknowledging: the broker delivers no more than the in-flight
     window and holds the rest, nothing is lost. The network loop never waits for the writer, so a stall several

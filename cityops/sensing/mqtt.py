@@ -24,6 +24,7 @@ import queue
 import re
 import struct
 import threading
+import time
 from urllib.parse import urlparse
 
 import orjson
@@ -71,10 +72,12 @@ class MqttBridge:
         # Notifications of stored observations are published from their own thread, so the ingest writer
         # commits and acknowledges the next batch meanwhile. They are QoS 0 (best effort by the standard);
         # the queue is bounded (in batches) and a batch that finds it full is dropped and counted, never
-        # allowed to hold back ingest.
+        # allowed to hold back ingest; so are notifications the broker does not read fast enough (_PacketBuffer).
         self.notify_capacity = notify_capacity
         self._notify: queue.Queue = queue.Queue(maxsize=notify_capacity)
+        #: observations whose notifications were dropped
         self.notifications_dropped = 0
+        self._dropped_logged = 0.0
         self._topic_headers = _TopicHeaders()
         self._notifier: threading.Thread | None = None
         ingestor.on_committed.append(self._after_commit)
@@ -214,12 +217,20 @@ class MqttBridge:
                     "Datastream@iot.navigationLink": f"{link}/Datastream",
                     "FeatureOfInterest@iot.navigationLink": f"{link}/FeatureOfInterest"}
             payload = orjson.dumps(data)  # UTF-8 as json.dumps(ensure_ascii=False), a fraction of the time
-            out.add(headers["v1.1/Observations"], payload)
+            out.add(headers["v1.1/Observations"], payload, first=True)
             out.add(headers[f"v1.1/Datastreams({ds_id})/Observations"], payload)
             foi = result.fois.get(ds_id)
             if foi:
                 out.add(headers[f"v1.1/FeaturesOfInterest({foi})/Observations"], payload)
         out.flush()
+        if out.dropped:
+            self.notifications_dropped += out.dropped
+            now = time.monotonic()
+            if now - self._dropped_logged >= 10:
+                self._dropped_logged = now
+                log.warning("MQTT broker not keeping up with notifications: those of %d observations dropped so far "
+                            "(QoS 0, best effort)",
+                            self.notifications_dropped)
 
 
 class _TopicHeaders(dict):
@@ -246,14 +257,22 @@ class _PacketBuffer:
     paho without it falls back to ``publish``."""
 
     CHUNK = 256 * 1024  # bytes per queued write: paho re-slices a partly sent buffer, so keep each one short
+    #: Writes that may wait on the connection before notifications are dropped. The acknowledgements of
+    #: ingested messages and the keep-alive pings queue behind them on the same connection: a broker slower
+    #: to read notifications than we make them must not delay those (the in-flight window would fill and
+    #: the connection time out), nor grow paho's unbounded write queue.
+    MAX_QUEUED_WRITES = 16
 
     def __init__(self, client: mqtt.Client):
         self.client = client
         self.parts: list[bytes] = []
         self.size = 0
-        self.fast = hasattr(client, "_packet_queue")
+        self.count = 0
+        self.dropped = 0
+        self.fast = hasattr(client, "_packet_queue") and hasattr(client, "_out_packet")
 
-    def add(self, header: bytes, payload: bytes) -> None:
+    def add(self, header: bytes, payload: bytes, first: bool = False) -> None:
+        """Queue one PUBLISH; ``first``: the first of an observation's (``dropped`` counts observations)."""
         if not self.fast:
             name_len = struct.unpack_from("!H", header)[0]
             self.client.publish(header[2:2 + name_len].decode(), payload, qos=0)
@@ -267,15 +286,18 @@ class _PacketBuffer:
                 break
         self.parts += (b"\x30", length, header, payload)  # 0x30: PUBLISH, QoS 0, not retained
         self.size += len(header) + len(payload) + 4
+        self.count += first
         if self.size >= self.CHUNK:
             self.flush()
 
     def flush(self) -> None:
         if not self.parts:
             return
-        buf, self.parts, self.size = b"".join(self.parts), [], 0
+        buf, count, self.parts, self.size, self.count = b"".join(self.parts), self.count, [], 0, 0
         # Only on an established connection: packets queued before the reconnection's CONNECT would be a
         # protocol error. QoS 0 notifications lost while the connection is down are lost (best effort, §6.4).
-        if self.client.is_connected():
-            # command 0: a plain write for paho (no publish bookkeeping, no on_publish callback)
-            self.client._packet_queue(0, buf, 0, 0)
+        if not self.client.is_connected() or len(self.client._out_packet) >= self.MAX_QUEUED_WRITES:
+            self.dropped += count
+            return
+        # command 0: a plain write for paho (no publish bookkeeping, no on_publish callback)
+        self.client._packet_queue(0, buf, 0, 0)
