@@ -163,7 +163,7 @@ def per_case_counts(session: Session, scope: Scope, start: datetime, end: dateti
     if narrow:
         # The cases with a counted timestamp in the period, found from the five timestamp indexes alone (each
         # scan covering) and then read by id. Written as an OR, SQLite read the rows through each index in turn
-        # (3× slower), or for the grid group walked the whole grid_code index to skip the sort.
+        # (2–3× slower), or for the grid group walked the whole grid_code index to skip the sort.
         stamps = (Case.reported_at, Case.filed_at, Case.deadline_at, Case.handled_at, Case.dispatched_at)
         stmt = stmt.where(Case.id.in_(union_all(*(select(Case.id).where(within(col)) for col in stamps))))
     return {r.key: {m: int(getattr(r, m) or 0) for m in rollup.METRICS} for r in session.execute(stmt)}

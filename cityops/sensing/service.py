@@ -7,6 +7,7 @@ import os
 from cityops.core.web import per_app
 from cityops.sensing.ingest import Ingestor
 
+
 def runtime(app_state) -> Ingestor:
     """The app's ingestor, created and started on first use."""
 
