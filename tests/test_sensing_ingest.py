@@ -393,7 +393,9 @@ def test_mqtt_consumption_slows_when_the_writer_stalls_and_the_connection_surviv
         assert b.received == 4 and stalled.pending == 4  # the window, above the queue's capacity: HTTP gets 503 now
         assert b.disconnects == 0
         stalled.start()  # the writer drains; the broker delivers the rest
-        assert _wait(lambda: _count_range(api, ds, "2026-07-21") == 20, 15)
+        assert _wait(lambda: _count_range(api, ds, "2026-07-21") == 20, 15), (
+            f"stored {_count_range(api, ds, '2026-07-21')}, received {b.received}, pending {stalled.pending}, "
+            f"disconnects {b.disconnects}, rejected {b.rejected}")
         assert b.disconnects == 0 and b.received == 20  # nothing delivered twice
     finally:
         pub.loop_stop()

@@ -60,6 +60,7 @@ class MqttBridge:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
         self.rejected = 0
         #: connections lost (paho reconnects by itself; unacknowledged messages are redelivered)
         self.disconnects = 0
@@ -100,7 +101,7 @@ class MqttBridge:
             self._notifier = threading.Thread(target=self._notify_loop, name="sensing-mqtt-notify", daemon=True)
             self._notifier.start()
         if not self._connected.wait(timeout):
-            raise RuntimeError(f"MQTT broker {self.url} did not accept the connection")
+            raise RuntimeError(f"MQTT broker {self.url} did not accept the connection and subscriptions")
 
     def stop(self) -> None:
         self._stopping = True
@@ -118,6 +119,14 @@ class MqttBridge:
 
         opts = SubscribeOptions(qos=1, noLocal=True)
         client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts), (CREATE_OBSERVATIONS_TOPIC, opts)])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        # Ready once the broker has the subscriptions (SUBACK): a device publishing before that on a new
+        # session would find nobody subscribed, and the broker would not keep its message for us.
+        refused = [rc for rc in reason_codes if rc.is_failure]
+        if refused:
+            log.error("MQTT broker %s refused the subscriptions: %s", self.url, refused)
+            return
         self._connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
