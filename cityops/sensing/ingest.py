@@ -419,9 +419,10 @@ class Ingestor:
                 raise
         return rows, metas
 
-    def submit(self, rows: list[Row], metas: dict[int, StreamMeta], block: bool = False, timeout: float | None = None,
+    def submit(self, rows: list[Row], metas: dict[int, StreamMeta], block: bool = False,
                over_capacity: bool = False) -> Future:
-        """Queue validated rows; the future resolves after their commit. Full → Backpressure (or wait when ``block``).
+        """Queue validated rows; the future resolves after their commit. Full → Backpressure (or wait when ``block``:
+        in-process feeders such as the benchmark).
 
         ``over_capacity``: queue even when full, for a caller that bounds what it holds itself (the MQTT bridge:
         its in-flight window); others then find the queue full until the writer catches up."""
@@ -429,17 +430,13 @@ class Ingestor:
         if n > self.capacity:
             raise InvalidInput(f"a submission holds at most {self.capacity} observations")
         with self._lock:
-            deadline = None if timeout is None else time.monotonic() + timeout
             while self._pending + n > self.capacity and not over_capacity:
                 if not block:
                     if self._counter is not None:
                         self._rejected.inc()
                     raise Backpressure(f"ingest queue full ({self._pending} of {self.capacity} observations pending); retry shortly",
                                        {"pending": self._pending, "capacity": self.capacity})
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise Backpressure("ingest queue full")
-                self._lock.wait(remaining if remaining is not None else 1.0)
+                self._lock.wait(1.0)
             self._pending += n
         fut: Future = Future()
         self._q.put(_Item(rows, metas, fut, time.monotonic()))
