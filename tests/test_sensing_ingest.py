@@ -382,14 +382,16 @@ def test_mqtt_consumption_slows_when_the_writer_stalls_and_the_connection_surviv
     ds = gauge["datastream"]
     stalled = Ingestor(api.store.sessions, capacity=2)
     b = MqttBridge(stalled, f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "http://testserver/sta/v1.1",
-                   client_id=f"cityops-slow-{uuid.uuid4().hex[:8]}", publish_ingested=False, receive_maximum=4, keepalive=1)
+                   client_id=f"cityops-slow-{uuid.uuid4().hex[:8]}", publish_ingested=False, receive_maximum=4, keepalive=3)
     b.start()
     pub = _client("slowpub")
     try:
         for k in range(20):
             pub.publish(f"v1.1/Datastreams({ds})/Observations",
                         json.dumps({"phenomenonTime": f"2026-07-21T00:{k:02d}:00Z", "result": 1.0}), qos=1)
-        time.sleep(4.0)  # the broker drops a client silent for 1.5 keep-alive periods
+        # The broker drops a client silent for 1.5 keep-alive periods (4.5 s). A keep-alive of 1 s also lost
+        # the connection while the writer drained, under a loaded full test run: that is scheduling, not the stall.
+        time.sleep(6.0)
         assert b.received == 4 and stalled.pending == 4  # the window, above the queue's capacity: HTTP gets 503 now
         assert b.disconnects == 0
         stalled.start()  # the writer drains; the broker delivers the rest
