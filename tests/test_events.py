@@ -111,6 +111,31 @@ def test_bad_input_is_refused_and_changes_nothing(api, places, body, status, nee
     assert table_counts(api.store) == before
 
 
+@pytest.mark.parametrize("raw, needle", [
+    (b"{not json", "body: Invalid JSON"),
+    (b"", "body: Invalid JSON"),
+    (b"[1, 2]", "body: Input should be an object"),
+    (b'{"lon": 108.4, "lat": 31.2}', "body.class_code: Field required"),
+    (b'{"class_code": "06010", "lon": "east", "lat": 31.2}', "body.lon: Input should be a valid number"),
+    (b'{"class_code": "06010", "lon": 108.4, "lat": 31.2, "external_key": "' + b"k" * 201 + b'"}',
+     "body.external_key: String should have at most 200 characters"),
+])
+def test_malformed_report_body_is_refused_in_the_standard_format(api, places, raw, needle):
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases", headers={**api.login("admin"), "Content-Type": "application/json"}, content=raw)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_input" and needle in r.json()["message"] and r.json()["request_id"]
+    assert table_counts(api.store) == before
+
+
+def test_report_body_is_documented(api):
+    """The intake route reads its body itself; the OpenAPI document still describes it."""
+    op = api.get("/api/openapi.json").json()["paths"]["/api/events/cases"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    assert op["requestBody"]["required"] and schema["required"] == ["class_code"]
+    assert {"class_code", "lon", "lat", "address", "unit_code", "external_key"} <= set(schema["properties"])
+
+
 def test_rest_retry_with_the_same_key_is_idempotent(api, places):
     first = _new(api, places, external_key="retry-1")
     again = _new(api, places, external_key="retry-1")
