@@ -540,6 +540,10 @@ def main():
                     except subprocess.TimeoutExpired:
                         proc.kill()
                         proc.wait(10)
+                    if "CITYOPS_MQTT_CLIENT_ID" in env:  # its session would collect the next measure's messages
+                        from cityops.sensing.mqtt import end_session
+
+                        end_session(env["CITYOPS_MQTT_URL"], env["CITYOPS_MQTT_CLIENT_ID"])
             r["minutes"] = dict(MINUTES)
             MINUTES.clear()
             results[backend] = r

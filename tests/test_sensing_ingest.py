@@ -226,7 +226,7 @@ def bridge(api):
     yield b
     api.app.state.sensing_mqtt = None
     del api.app.state.sensing_mqtt
-    b.stop()
+    b.stop(end_session=True)
 
 
 def _client(name: str):
@@ -245,6 +245,23 @@ def _wait(cond, timeout=10.0):
             return True
         time.sleep(0.05)
     return False
+
+
+def test_mqtt_bridge_keeps_its_session_across_a_restart_unless_told_to_end_it(api):
+    """A server that stops keeps its broker session (messages sent meanwhile wait for it); a throwaway client
+    id (a test, a benchmark) ends it, so the broker does not go on collecting messages for it."""
+    _broker()
+    from cityops.sensing.mqtt import MqttBridge, end_session as end
+    from cityops.sensing.service import runtime
+
+    for end_session in (False, True):
+        client_id = f"cityops-session-{uuid.uuid4().hex[:8]}"
+        b = MqttBridge(runtime(api.app.state), f"mqtt://{MQTT_HOST}:{MQTT_PORT}", "http://testserver/sta/v1.1",
+                       client_id=client_id, publish_ingested=False)
+        b.start()
+        b.stop(end_session=end_session)
+        assert end(f"mqtt://{MQTT_HOST}:{MQTT_PORT}", client_id) is not end_session
+        assert end(f"mqtt://{MQTT_HOST}:{MQTT_PORT}", client_id) is False  # the check ended it
 
 
 def test_mqtt_create_on_the_three_topics_and_receive_updates(api, gauge, bridge):
@@ -402,7 +419,7 @@ def test_mqtt_consumption_slows_when_the_writer_stalls_and_the_connection_surviv
     finally:
         pub.loop_stop()
         pub.disconnect()
-        b.stop()
+        b.stop(end_session=True)
         stalled.stop()
 
 

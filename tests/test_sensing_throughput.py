@@ -103,7 +103,7 @@ def test_mqtt_bridge_ignores_notifications_of_other_servers(api, streams):
     finally:
         pub.loop_stop()
         pub.disconnect()
-        bridge.stop()
+        bridge.stop(end_session=True)
 
 
 def test_validation_fast_path_gives_what_check_gives(api, streams):

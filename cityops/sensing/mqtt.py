@@ -103,14 +103,24 @@ class MqttBridge:
         if not self._connected.wait(timeout):
             raise RuntimeError(f"MQTT broker {self.url} did not accept the connection and subscriptions")
 
-    def stop(self) -> None:
+    def stop(self, end_session: bool = False) -> None:
+        """Disconnect. The broker keeps the session (subscriptions, messages for us) for the next start, unless
+        ``end_session``: for a client id that will not come back, whose session would otherwise go on
+        collecting messages for an hour."""
         self._stopping = True
         if self._notifier is not None:
             self._notify.put(None)  # after what is queued: pending notifications go out before we disconnect
             self._notifier.join(10)
             self._notifier = None
         self.client.loop_stop()
-        self.client.disconnect()
+        props = None
+        if end_session:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0  # MQTT 5.0 §3.14.2.2.2: the session ends with this connection
+        self.client.disconnect(properties=props)
         if self._after_commit in self.ingestor.on_committed:
             self.ingestor.on_committed.remove(self._after_commit)
 
@@ -240,6 +250,31 @@ class MqttBridge:
                 log.warning("MQTT broker not keeping up with notifications: those of %d observations dropped so far "
                             "(QoS 0, best effort)",
                             self.notifications_dropped)
+
+
+def end_session(url: str, client_id: str, timeout: float = 10) -> bool:
+    """End the broker session of ``client_id`` (a retired server's, whose subscriptions would otherwise go on
+    collecting messages until the session expires); True if there was one. Connects as that client: run it
+    only when no server uses the id."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    u = urlparse(url)
+    acked = threading.Event()
+    present = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.on_connect = lambda client, userdata, flags, rc, props: (present.append(flags.session_present), acked.set())
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0  # resumed, then ended with this connection
+    c.connect(u.hostname or "127.0.0.1", u.port or 1883, clean_start=False, properties=props)
+    c.loop_start()
+    try:
+        if not acked.wait(timeout):
+            raise RuntimeError(f"MQTT broker {url} did not accept the connection")
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    return present[0]
 
 
 class _TopicHeaders(dict):
