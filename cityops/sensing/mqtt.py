@@ -29,6 +29,9 @@ from urllib.parse import urlparse
 
 import orjson
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from cityops.core.errors import CityOpsError
 from cityops.sensing import sta
@@ -84,9 +87,6 @@ class MqttBridge:
         ingestor.on_committed.append(self._after_commit)
 
     def start(self, timeout: float = 10) -> None:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600  # the broker keeps our subscription and queued QoS 1 messages while we are down
         # Unacknowledged deliveries the broker may have in flight to us. Acknowledgement waits for the commit, so
@@ -115,9 +115,6 @@ class MqttBridge:
         self.client.loop_stop()
         props = None
         if end_session:
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0  # MQTT 5.0 §3.14.2.2.2: the session ends with this connection
         self.client.disconnect(properties=props)
@@ -125,8 +122,6 @@ class MqttBridge:
             self.ingestor.on_committed.remove(self._after_commit)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        from paho.mqtt.subscribeoptions import SubscribeOptions
-
         opts = SubscribeOptions(qos=1, noLocal=True)
         client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts), (CREATE_OBSERVATIONS_TOPIC, opts)])
 
@@ -256,9 +251,6 @@ def end_session(url: str, client_id: str, timeout: float = 10) -> bool:
     """End the broker session of ``client_id`` (a retired server's, whose subscriptions would otherwise go on
     collecting messages until the session expires); True if there was one. Connects as that client: run it
     only when no server uses the id."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
     u = urlparse(url)
     acked = threading.Event()
     present = []
