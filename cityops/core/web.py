@@ -134,7 +134,7 @@ def parse_body(model: type[BaseModel], raw: bytes):
 
 
 def json_body_schema(model: type[BaseModel]) -> dict:
-    """``openapi_extra`` documenting a JSON body that the route reads itself (``parse_body``)."""
+    """``openapi_extra`` documenting a JSON body that the route reads itself (``parse_body``, or its own decoder)."""
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 

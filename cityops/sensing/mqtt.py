@@ -81,7 +81,8 @@ class MqttBridge:
         self._notify: queue.Queue = queue.Queue(maxsize=notify_capacity)
         #: observations whose notifications were dropped
         self.notifications_dropped = 0
-        self._dropped_logged = 0.0
+        self._dropped_logged = float("-inf")  # the first drop is logged at once
+        self._dropped_lock = threading.Lock()
         self._topic_headers = _TopicHeaders()
         self._notifier: threading.Thread | None = None
         ingestor.on_committed.append(self._after_commit)
@@ -202,9 +203,7 @@ class MqttBridge:
         try:
             self._notify.put_nowait((rows, result))
         except queue.Full:
-            self.notifications_dropped += len(result.inserted)
-            log.warning("MQTT notification queue full (%d batches): %d observation notifications dropped",
-                        self.notify_capacity, len(result.inserted))
+            self._count_dropped(len(result.inserted), f"notification queue full ({self.notify_capacity} batches)")
 
     def _notify_loop(self) -> None:
         while True:
@@ -238,13 +237,18 @@ class MqttBridge:
                 out.add(headers[f"v1.1/FeaturesOfInterest({foi})/Observations"], payload)
         out.flush()
         if out.dropped:
-            self.notifications_dropped += out.dropped
+            self._count_dropped(out.dropped, "broker not reading notifications fast enough")
+
+    def _count_dropped(self, observations: int, why: str) -> None:
+        """Count dropped notifications (from the ingest writer and the notifier threads); log at most every 10 s."""
+        with self._dropped_lock:
+            self.notifications_dropped += observations
             now = time.monotonic()
-            if now - self._dropped_logged >= 10:
-                self._dropped_logged = now
-                log.warning("MQTT broker not keeping up with notifications: those of %d observations dropped so far "
-                            "(QoS 0, best effort)",
-                            self.notifications_dropped)
+            if now - self._dropped_logged < 10:
+                return
+            self._dropped_logged = now
+            total = self.notifications_dropped
+        log.warning("MQTT %s: notifications of %d observations dropped so far (QoS 0, best effort)", why, total)
 
 
 def end_session(url: str, client_id: str, timeout: float = 10) -> bool:

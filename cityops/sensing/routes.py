@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from cityops.core import audit
 from cityops.core.errors import InvalidInput, NotFound
-from cityops.core.web import DB, require
+from cityops.core.web import DB, json_body_schema, require
 from cityops.sensing import alarms, catalog, timeseries
 from cityops.sensing.models import Datastream, Thing
 from cityops.sensing.service import runtime
@@ -52,7 +52,7 @@ def decode_bulk(body: bytes) -> list:
 
 @router.post("/observations", status_code=201,
              summary="Bulk ingest: all-or-nothing validation, idempotent, answered after commit (503 + Retry-After when busy)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": BulkIn.model_json_schema()}}}})
+             openapi_extra=json_body_schema(BulkIn))
 async def ingest_bulk(request: Request, principal=Depends(require("sensing.ingest"))) -> dict:
     ing = runtime(request.app.state)
     body = await request.body()
