@@ -540,6 +540,7 @@ def warning_calibrate(
     def body():
         import csv
 
+        from cityops.warning.catalogue import catalogue
         from cityops.warning.models.calibration import fit_frequentist
 
         with events.open(encoding="utf-8-sig", newline="") as fh:
@@ -553,15 +554,17 @@ def warning_calibrate(
                     rows.append((float(row["duration_h"]), float(row["event_mm"])))
                 except ValueError:
                     _fail(f"{events}: line {n}: duration_h and event_mm must be numbers")
-        fit = fit_frequentist([r[0] for r in rows], [r[1] for r in rows], method=method, gamma=gamma,
-                              n_bootstrap=bootstrap, seed=seed)
+        cal = catalogue().params["calibration"]
+        fit = fit_frequentist([r[0] for r in rows], [r[1] for r in rows], cal["probabilities"], min_events=cal["min_events"],
+                              method=method, gamma=gamma, n_bootstrap=bootstrap, quantiles=cal["bootstrap_quantiles"], seed=seed)
         table = Table(title=f"ED thresholds from {fit.n_events} events (γ = {fit.gamma:.4f}, σ = {fit.sigma:.4f})")
-        for column in ("level", "P", "α_P", "E_P(24 h) mm", "α_P 5–95 %"):
+        span = f"{min(cal['bootstrap_quantiles']):.0%}–{max(cal['bootstrap_quantiles']):.0%}"
+        for column in ("level", "P", "α_P", "E_P(24 h) mm", f"α_P {span}"):
             table.add_column(column)
         for level, p in fit.probabilities.items():
-            b = fit.bootstrap.get(level)
+            b = list((fit.bootstrap.get(level) or {}).values())
             table.add_row(level, f"{p:.2f}", f"{fit.alpha_p[level]:.4f}", f"{fit.threshold(level, 24):.2f}",
-                          f"{b['q05']:.3f}–{b['q95']:.3f}" if b else "–")
+                          f"{min(b):.3f}–{max(b):.3f}" if b else "–")
         console.print(table)
         entry = fit.as_threshold_set(key)
         alpha = ", ".join(f"{k} = {v}" for k, v in entry["alpha"].items())

@@ -14,6 +14,11 @@ from cityops.warning.models.levels import level_key
 
 REL = 1e-3
 CAT = catalogue()
+CAL = CAT.params["calibration"]
+FIT = {"probabilities": CAL["probabilities"], "min_events": CAL["min_events"], "quantiles": CAL["bootstrap_quantiles"]}
+TA = CAT.params["tangent_angle"]
+IV = CAT.params["inverse_velocity"]
+GATES = {"min_points": IV["min_points"], "min_r2": IV["min_r2"], "confidence": IV["confidence"]}
 
 
 def approx(value, rel=REL, abs=None):
@@ -125,29 +130,30 @@ def synthetic_events():
 
 
 def test_frequentist_fit_recovers_the_synthetic_threshold(synthetic_events):
-    fit = calibration.fit_frequentist(*synthetic_events, n_bootstrap=200, seed=7)
+    fit = calibration.fit_frequentist(*synthetic_events, **FIT, n_bootstrap=200, seed=7)
     assert fit.gamma == pytest.approx(0.400, abs=0.02)
     assert fit.alpha_p["blue"] == pytest.approx(4.688, abs=0.25)
     assert fit.sigma == pytest.approx(0.2, abs=0.01)
     boot = fit.bootstrap
+    # §6.4: the bootstrap interval contains both true values — α₅ = 4.688 itself, not merely 4.688 ± 0.25.
     assert boot["gamma"]["q05"] <= 0.4 <= boot["gamma"]["q95"]
+    assert boot["blue"]["q05"] <= 4.688 <= boot["blue"]["q95"]
     assert boot["blue"]["q05"] <= fit.alpha_p["blue"] <= boot["blue"]["q95"]
-    assert boot["blue"]["q05"] <= 4.688 + 0.25 and boot["blue"]["q95"] >= 4.688 - 0.25
     # Only the intercept moves: the four curves are ordered and share γ.
     values = [fit.alpha_p[k] for k in ("blue", "yellow", "orange", "red")]
     assert values == sorted(values)
 
 
 def test_kde_residual_model_agrees_with_the_normal_on_gaussian_noise(synthetic_events):
-    normal = calibration.fit_frequentist(*synthetic_events)
-    kde = calibration.fit_frequentist(*synthetic_events, method="kde")
+    normal = calibration.fit_frequentist(*synthetic_events, **FIT)
+    kde = calibration.fit_frequentist(*synthetic_events, **FIT, method="kde")
     for level in ("blue", "yellow", "orange", "red"):
         assert kde.alpha_p[level] == pytest.approx(normal.alpha_p[level], rel=0.03)
 
 
 def test_fixed_gamma_estimates_only_alpha(synthetic_events):
     d, e = synthetic_events
-    fit = calibration.fit_frequentist(d[:60], e[:60], gamma=0.4)
+    fit = calibration.fit_frequentist(d[:60], e[:60], **FIT, gamma=0.4)
     assert fit.gamma == 0.4 and fit.alpha_p["orange"] == pytest.approx(10, rel=0.15)
 
 
@@ -169,11 +175,37 @@ def test_level_mapping_at_24_hours():
 
 def test_calibration_rejects_bad_input():
     with pytest.raises(ValueError, match="at least 3"):
-        calibration.fit_frequentist([1, 2], [3, 4])
+        calibration.fit_frequentist([1, 2], [3, 4], **FIT)
     with pytest.raises(ValueError, match="positive"):
-        calibration.fit_frequentist([1, 2, -3], [3, 4, 5])
+        calibration.fit_frequentist([1, 2, -3], [3, 4, 5], **FIT)
     with pytest.raises(ValueError, match="residual model"):
-        calibration.fit_frequentist([1, 2, 3], [3, 4, 5], method="magic")
+        calibration.fit_frequentist([1, 2, 3], [3, 4, 5], **FIT, method="magic")
+
+
+def test_the_floor_not_t5_sets_blue_for_long_events():
+    """Above ≈ 113 h the Guzzetti 2008 floor lies above the demo set's E₅: the floor decides 蓝 there (the
+    catalogue says why); below it T5 does. The floor never reaches 黄 within the set's range."""
+    ts = CAT.threshold_sets["kaizhou_demo"]
+    e5, floor = ts.curve("blue").event_rainfall, ts.floor.event_rainfall
+    assert ts.floor_crossing_h("blue") == pytest.approx((4.688 / 2.20) ** (1 / 0.16), rel=1e-6)
+    assert ts.floor_crossing_h("blue") == pytest.approx(113.1, abs=0.1)
+    assert ts.floor_crossing_h("yellow") > ts.d_max_h
+    for d in (24.0, 72.0, 110.0):  # T5 is the higher curve: at E₅ the level is 蓝
+        assert float(floor(d)) < float(e5(d))
+        assert level_key(ts.rank(float(e5(d)) * 1.001, d)) == "blue" and not ts.withheld_by_floor(float(e5(d)) * 1.001, d)
+    for d in (150.0, 240.0, 316.0):  # the floor is the higher curve: between the two, no warning
+        between = (float(e5(d)) + float(floor(d))) / 2
+        assert float(floor(d)) > float(e5(d))
+        assert ts.rank(between, d) == 0 and ts.withheld_by_floor(between, d)
+        assert level_key(ts.rank(float(floor(d)) * 1.001, d)) == "blue"
+    # A running 150-h event between the curves: the evaluation records that the floor withheld 蓝.
+    hourly = np.zeros((1, 400))
+    hourly[0, -150:] = (float(e5(150.0)) + float(floor(150.0))) / 2 / 150
+    ev = rainfall.evaluate_event(hourly, ts, CAT.params["rainfall"]["durations_h"],
+                                 event_hours=rainfall.current_event_hours(hourly, CAT.params["rainfall"]["dry_spell_h"]))
+    assert ev.rank[0] == 0 and ev.floor_withheld_h[0] == 150.0
+    text = __import__("cityops.warning.catalogue", fromlist=["CATALOGUE"]).CATALOGUE.read_text(encoding="utf-8")
+    assert "The floor, not T5, sets 蓝 for long events" in text and "113 h" in text
 
 
 # --------------------------------------------------------------------- running event (science §1.3)
@@ -230,7 +262,7 @@ T66 = np.array([80.0, 85.0, 90.0, 95.0])
 def test_inverse_velocity_alpha_2_is_exact():
     v = 1 / (0.5 * (100 - T66))
     assert v == approx([0.1, 0.1333, 0.2, 0.4])
-    f = displacement.inverse_velocity_forecast(T66, v)
+    f = displacement.inverse_velocity_forecast(T66, v, **GATES)
     assert f.t_failure == pytest.approx(100.0, abs=1e-9) and f.r2 == pytest.approx(1.0)
 
 
@@ -238,7 +270,7 @@ def test_inverse_velocity_alpha_2_is_exact():
 def test_inverse_velocity_other_exponents(exponent, expected):
     for constant in (1.0, 0.37):  # the value does not depend on the constant in front
         v = 1 / (constant * (100 - T66) ** exponent)
-        assert displacement.inverse_velocity_forecast(T66, v).t_failure == pytest.approx(expected, abs=5e-3)
+        assert displacement.inverse_velocity_forecast(T66, v, **GATES).t_failure == pytest.approx(expected, abs=5e-3)
 
 
 def test_saito_three_point():
@@ -251,28 +283,98 @@ def test_saito_three_point():
 
 
 def test_inverse_velocity_with_noise_brackets_the_true_failure_time():
+    """Velocity noise on an α = 2 series: the fitted interval contains the true t_f."""
     rng = np.random.default_rng(66)
     t = np.arange(60.0, 97.0, 0.5)
     v = 1 / (0.5 * (100 - t)) * (1 + rng.normal(0, 0.03, len(t)))
-    f = displacement.inverse_velocity_forecast(displacement.moving_average(t, 1), v, min_points=10, min_r2=0.8)
+    f = displacement.inverse_velocity_forecast(t, v, min_points=10, min_r2=0.8, confidence=IV["confidence"])
     assert f is not None and f.low < 100 < f.high and f.high - f.low < 10
+
+
+def _gnss_series(seed: int, now: float, t_fail: float = 20.0, onset: float = 10.0, creep: float = 10.0):
+    """Hourly cumulative displacement (mm) of a slope creeping at ``creep`` mm/day that accelerates by the
+    α = 2 law from ``onset`` to failure at ``t_fail`` (days), read by a GNSS of the catalogue's noise (σ = 2 mm)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(0.0, now + 1e-9, 1 / 24)
+    tau = np.clip(t - onset, 0, None)
+    span = t_fail - onset
+    s = creep * t - creep * span * np.log(1 - tau / span) - creep * tau
+    return t, s + rng.normal(0, CAT.params["displacement"]["noise_mm"], len(t))
+
+
+def _inverse_velocity(t, s, short_window, long_window):
+    dc = CAT.params["displacement"]
+    return displacement.inverse_velocity(
+        t, s, interval=IV["interval_h"] / 24, short_window=short_window, long_window=long_window, noise_mm=dc["noise_mm"],
+        floor_factor=dc["noise_floor_factor"], onset_span=IV["onset_span"], onset_min_rise=IV["onset_min_rise"], **GATES)
+
+
+def test_smoothing_with_a_short_and_a_long_average_is_what_makes_a_noisy_gnss_forecast():
+    """§3.3 gate 1 on GNSS readings with the stated ±2 mm noise, one day before failure: the catalogue's short
+    (24 h) and long (72 h) moving averages give a forecast whose interval holds the true t_f for nearly every
+    noise draw; the raw 6-h velocities (window 1) rarely do — their floor is 4× higher and their scatter wide."""
+    smoothed = raw = 0
+    for seed in range(40):
+        t, s = _gnss_series(seed, now=19.0)
+        f = _inverse_velocity(t, s, IV["short_window"], IV["long_window"]).forecast
+        smoothed += f is not None and f.low <= 20.0 <= f.high
+        f = _inverse_velocity(t, s, 1, 2).forecast
+        raw += f is not None and f.low <= 20.0 <= f.high
+    assert smoothed >= 34 and raw <= 16, (smoothed, raw)
+    # The smoothed points sit at the middle of their window, and the floors follow their windows.
+    t, s = _gnss_series(3, now=19.0)
+    r = _inverse_velocity(t, s, IV["short_window"], IV["long_window"])
+    assert r.short_floor == pytest.approx(3 * np.sqrt(2) * 2.0 / (IV["short_window"] * IV["interval_h"] / 24))
+    assert r.long_floor == pytest.approx(r.short_floor * IV["short_window"] / IV["long_window"])
+    assert r.gate is None and 10.0 <= r.onset < 19.0 and r.points >= IV["min_points"]
+
+
+def test_steady_noisy_creep_gives_no_forecast():
+    """A slope creeping steadily, read with GNSS noise: no forecast, whatever the draw."""
+    for seed in range(20):
+        t, s = _gnss_series(seed, now=19.0, onset=1e9, t_fail=2e9)
+        r = _inverse_velocity(t, s, IV["short_window"], IV["long_window"])
+        assert r.forecast is None and r.gate is not None, (seed, r)
+
+
+def test_noise_floor_is_derived_from_the_stated_gnss_noise():
+    """science §3.4: floor ≈ 3 × the velocity resolution the noise implies (√2·σ/Δt for two readings of σ).
+    With GNSS ±2 mm: 8.49 mm/day for daily intervals, 2.83 mm/day for the 72-h long average."""
+    dc = CAT.params["displacement"]
+    assert "noise_floor_mm_per_day" not in IV  # no free-standing constant beside the noise it should follow
+    assert dc["noise_mm"] == 2.0 and dc["noise_floor_factor"] == 3.0
+    assert displacement.velocity_resolution(2.0, 1.0) == pytest.approx(2.828, abs=1e-3)
+    assert displacement.noise_floor(dc["noise_mm"], 1.0, dc["noise_floor_factor"]) == pytest.approx(8.485, abs=1e-3)
+    assert displacement.noise_floor(dc["noise_mm"], 3.0, dc["noise_floor_factor"]) == pytest.approx(2.828, abs=1e-3)
+    with pytest.raises(ValueError):
+        displacement.velocity_resolution(2.0, 0)
+
+
+def test_window_velocity_is_the_moving_average_of_interval_velocities():
+    grid = np.arange(0.0, 3.01, 0.25)
+    cum = grid**2
+    w = displacement.window_velocity(grid, cum, 4)
+    interval = np.diff(cum) / np.diff(grid)
+    assert w.v == pytest.approx(np.convolve(interval, np.ones(4) / 4, mode="valid"))
+    assert w.mid == pytest.approx(grid[2:-2])  # the middle of each 4-interval window
+    assert len(displacement.window_velocity(grid[:3], cum[:3], 4).v) == 0
 
 
 def test_inverse_velocity_gates():
     decelerating = 1 / (0.5 * (T66 - 70))
-    assert displacement.inverse_velocity_forecast(T66, decelerating) is None
-    assert displacement.inverse_velocity_forecast(T66[:2], [0.1, 0.2], min_points=3) is None
+    assert displacement.inverse_velocity_forecast(T66, decelerating, **GATES) is None
+    assert displacement.inverse_velocity_forecast(T66[:2], [0.1, 0.2], **{**GATES, "min_points": 3}) is None
     v = 1 / (0.5 * (100 - T66))
-    assert displacement.inverse_velocity_forecast(T66, v, noise_floor=0.15, min_points=3) is None
+    assert displacement.inverse_velocity_forecast(T66, v, noise_floor=0.15, **{**GATES, "min_points": 3}) is None
     scattered = np.array([0.1, 0.4, 0.12, 0.5])
-    assert displacement.inverse_velocity_forecast(T66, scattered, min_r2=0.9) is None
+    assert displacement.inverse_velocity_forecast(T66, scattered, **{**GATES, "min_r2": 0.9}) is None
 
 
 def test_onset_of_acceleration():
     steady = np.full(20, 1.0)
-    assert displacement.onset_of_acceleration(steady) is None
+    assert displacement.onset_of_acceleration(steady, IV["onset_span"], IV["onset_min_rise"]) is None
     v = np.concatenate((np.full(20, 1.0), 1 + np.arange(1, 11) ** 2 * 0.1))
-    onset = displacement.onset_of_acceleration(v)
+    onset = displacement.onset_of_acceleration(v, IV["onset_span"], IV["onset_min_rise"])
     assert onset is not None and 18 <= onset <= 21
 
 
@@ -285,7 +387,7 @@ TABLE_67 = [(2.0, 45.000, "blue"), (10.0, 78.690, "yellow"), (11.3, 79.963, "yel
 def test_improved_tangent_angle(ds, angle, level):
     a = float(displacement.tangent_angle(ds, 1.0, 2.0))
     assert a == pytest.approx(angle, abs=6e-4 if angle != 84.99998 else 5e-6)
-    assert level_key(displacement.tangent_rank(a)) == level
+    assert level_key(displacement.tangent_rank(a, TA["yellow_above_deg"], TA["orange_from_deg"], TA["red_from_deg"])) == level
 
 
 def test_tangent_angle_boundaries_and_unit_invariance():
@@ -303,38 +405,74 @@ def test_tangent_angle_boundaries_and_unit_invariance():
                                                    (30, 9.78319783, 12.76046691, 0.10583586),
                                                    (60, 17.63736264, 23.67369389, 0.07712972)])
 def test_staley_m1_inversion(window, r50, r75, p4):
-    assert float(logistic.rainfall_for(0.5, 0.2, 0.3, 0.4, window)) == pytest.approx(r50, rel=1e-7)
-    assert float(logistic.rainfall_for(0.75, 0.2, 0.3, 0.4, window)) == pytest.approx(r75, rel=1e-7)
-    assert float(logistic.probability(4, 0.2, 0.3, 0.4, window)) == pytest.approx(p4, rel=1e-6)
-    assert float(logistic.probability(r50, 0.2, 0.3, 0.4, window)) == pytest.approx(0.5)
+    m1 = CAT.logistic_m1
+    assert float(logistic.rainfall_for(0.5, 0.2, 0.3, 0.4, window, m1)) == pytest.approx(r50, rel=1e-7)
+    assert float(logistic.rainfall_for(0.75, 0.2, 0.3, 0.4, window, m1)) == pytest.approx(r75, rel=1e-7)
+    assert float(logistic.probability(4, 0.2, 0.3, 0.4, window, m1)) == pytest.approx(p4, rel=1e-6)
+    assert float(logistic.probability(r50, 0.2, 0.3, 0.4, window, m1)) == pytest.approx(0.5)
 
 
 def test_staley_i15():
-    assert float(logistic.rainfall_for(0.5, 0.2, 0.3, 0.4, 15)) * 4 == pytest.approx(25.79, abs=5e-3)
+    assert float(logistic.rainfall_for(0.5, 0.2, 0.3, 0.4, 15, CAT.logistic_m1)) * 4 == pytest.approx(25.79, abs=5e-3)
     with pytest.raises(ValueError, match="window"):
-        logistic.probability(4, 0.2, 0.3, 0.4, 45)
+        logistic.probability(4, 0.2, 0.3, 0.4, 45, CAT.logistic_m1)
 
 
 # -------------------------------------------------------------------- §6.9 grading and lookups
 def test_threat_grading():
-    assert grading.threat_grade(people=120) == ("III", "中型") and grading.threat_grade(potential_loss_yuan=8_000_000) == ("III", "中型")
-    assert grading.threat_grade(1200) == ("I", "特大型")
-    assert grading.threat_grade(99) == ("IV", "小型") and grading.threat_grade(500) == ("II", "大型")
-    assert grading.threat_grade(10, 60_000_000) == ("II", "大型")  # the more severe of people and money
+    def grade(people=0, loss=0.0):
+        return grading.threat_grade(people, loss, CAT.threat_grades, CAT.threat_grade_below)
+
+    assert grade(people=120) == ("III", "中型") and grade(loss=8_000_000) == ("III", "中型")
+    assert grade(1200) == ("I", "特大型")
+    assert grade(99) == ("IV", "小型") and grade(500) == ("II", "大型")
+    assert grade(10, 60_000_000) == ("II", "大型")  # the more severe of people and money
 
 
 def test_house_tilt_per_jgj_125():
-    assert house.foundation_dangerous(3.2, storeys=2)
-    assert house.foundation_dangerous(2.1, storeys=3)
-    assert not house.foundation_dangerous(1.8, storeys=3)
-    assert not house.foundation_dangerous(3.0, storeys=2)  # strict: exactly at the limit is not dangerous
-    assert level_key(house.tilt_ladder_rank(1.8, 3)) == "orange"
-    assert level_key(house.tilt_ladder_rank(1.6, 2)) == "yellow"
-    assert level_key(house.tilt_ladder_rank(3.2, 2)) == "red"
-    assert level_key(house.tilt_ladder_rank(1.1, 3, settlement_cracks=True)) == "yellow"
-    assert house.tilt_with_cracks_dangerous(1.2, masonry_crack_mm=12) and not house.tilt_with_cracks_dangerous(0.9, masonry_crack_mm=12)
+    rule = CAT.tilt_rule
+    assert rule.dangerous(3.2, storeys=2)
+    assert rule.dangerous(2.1, storeys=3)
+    assert not rule.dangerous(1.8, storeys=3)
+    assert not rule.dangerous(3.0, storeys=2)  # strict: exactly at the limit is not dangerous
+    assert level_key(rule.judge(1.8, 3).rank) == "orange"
+    assert level_key(rule.judge(1.6, 2).rank) == "yellow"
+    assert level_key(rule.judge(3.2, 2).rank) == "red"
+    assert level_key(rule.judge(1.1, 3, settlement_cracks=True).rank) == "yellow"
+    cracks = {"crack_tilt_pct": rule.crack_tilt_pct, **CAT.params["house_cracks"]}
+    assert house.tilt_with_cracks_dangerous(1.2, masonry_crack_mm=12, **cracks)
+    assert not house.tilt_with_cracks_dangerous(0.9, masonry_crack_mm=12, **cracks)
+    assert house.tilt_with_cracks_dangerous(1.2, parallel_crack_max_mm=6, **cracks)
+    assert not house.tilt_with_cracks_dangerous(1.2, masonry_crack_mm=10, parallel_crack_max_mm=5, **cracks)  # strict
     with pytest.raises(ValueError):
-        house.tilt_limit_pct(0)
+        rule.limit_pct(0)
+
+
+@pytest.mark.parametrize("tilt, storeys, level, share", [
+    (1.6, 2, "yellow", 0.533),   # science §6.9: 黄 (≥ 1.5 %, < 2.25 %) — the old fixed ladder said 橙
+    (2.0, 3, "orange", 1.0),     # exactly at the 2 % limit: not above it (JGJ 125 is strict) — the old ladder said 红
+    (2.01, 3, "red", 1.005),
+    (3.0, 2, "orange", 1.0),     # the low-rise limit is 3 %
+    (3.01, 2, "red", 1.003),
+    (1.8, 3, "orange", 0.9),
+    (-1.6, 2, "yellow", 0.533),  # magnitude, either way
+    (0.9, 3, "none", 0.45),
+])
+def test_one_storey_aware_tilt_rule(tilt, storeys, level, share):
+    j = CAT.tilt_rule.judge(tilt, storeys)
+    assert level_key(j.rank) == level and j.share_of_limit == pytest.approx(share, abs=1e-3)
+    assert j.limit_pct == (3.0 if storeys <= 2 else 2.0) and j.storeys_known
+
+
+def test_tilt_rule_unknown_storeys_and_trend():
+    rule = CAT.tilt_rule
+    unknown = rule.judge(1.6, None)
+    assert not unknown.storeys_known and unknown.storeys == 3 and unknown.limit_pct == 2.0  # the stricter limit
+    assert level_key(unknown.rank) == "orange"
+    rising = [0.30, 0.32, 0.34, 0.36]  # three rises above the 0.01 % noise
+    assert rule.rising_readings(rising) == 3 and level_key(rule.judge(0.36, 2, rising_readings=3).rank) == "blue"
+    assert rule.rising_readings([0.30, 0.305, 0.31, 0.315]) == 0
+    assert rule.judge(0.36, 2, rising_readings=2).rank == 0
 
 
 @pytest.mark.parametrize("cum, rate, level", [(72, 71, "yellow"), (90, 40, "yellow"), (101, 50, "orange"), (100, 100, "red"),
@@ -344,9 +482,17 @@ def test_dual_control(cum, rate, level):
 
 
 def test_velocity_classes():
-    assert displacement.velocity_class(6.0) == (7, "extremely rapid")
-    assert displacement.velocity_class(1e-3) == (5, "rapid")
-    assert displacement.velocity_class(1e-11) == (1, "extremely slow")
+    def vc(v):
+        return displacement.velocity_class(v, CAT.velocity_classes, CAT.velocity_class_below)
+
+    assert vc(6.0) == (7, "extremely rapid")
+    assert vc(1e-3) == (5, "rapid")
+    assert vc(1e-11) == (1, "extremely slow")
+    # The catalogue's stated units become the m/s column of science §3.1.
+    lower = {c: v for c, _, v in CAT.velocity_classes}
+    assert lower[6] == pytest.approx(5e-2) and lower[5] == pytest.approx(5e-4, rel=0.01)
+    assert lower[4] == pytest.approx(5e-6, rel=0.01) and lower[3] == pytest.approx(5e-8, rel=0.02)
+    assert lower[2] == pytest.approx(5e-10, rel=0.02)
 
 
 # ----------------------------------------------------------------------------- catalogue validation
@@ -362,6 +508,26 @@ def test_catalogue_rejects_bad_entries(tmp_path):
     bad.write_text(text.replace("K = 0.8", "K = 1.8"), encoding="utf-8")
     with pytest.raises(ValueError, match="K must"):
         load_catalogue(bad)
+    for old, new, message in [
+        ('independent_when_different = ["observed_property"]', 'independent_when_different = ["colour"]', "independent_when_different"),
+        ("noise_mm = 2.0", "noise_mm = -2.0", r"\[displacement\] noise_mm"),
+        ("short_window = 4", "short_window = 40", "long_window must be longer"),
+        ("red_from_deg = 85.0", "red_from_deg = 75.0", "angles must increase"),
+        ("unknown_storeys = 3", "unknown_storeys = 0", "unknown_storeys"),
+        ('name_zh = "房屋倾斜"\nname_en = "House tilt"\nobserved_property = "house_tilt"', 'name_zh = "房屋倾斜"\nname_en = "House tilt"',
+         r"indicators.tilt\] missing \['observed_property'\]"),
+        ("probabilities = { blue = 0.05, yellow = 0.20, orange = 0.50, red = 0.80 }\n# Quantiles",
+         "probabilities = { blue = 0.05, yellow = 0.50, orange = 0.20, red = 0.80 }\n# Quantiles", "increasing"),
+        ('{ class = 5, name = "rapid", lower = 1.8, unit = "m/h" }', '{ class = 5, name = "rapid", lower = 1.8, unit = "furlong/h" }', "velocity_classes"),
+        ("people_min = 500,", "people_min = 5000,", "threat_grades"),
+        ("{ minutes = 30, B = -3.61,", "{ minutes = 30, Q = -3.61,", "logistic_m1"),
+        # A floor that reached the 黄 curve would silence warnings the local set calibrated.
+        ("alpha = 2.20\nbeta = 0.44", "alpha = 7.0\nbeta = 0.44", "reaches the yellow curve"),
+    ]:
+        assert old in text, old
+        bad.write_text(text.replace(old, new), encoding="utf-8")
+        with pytest.raises(ValueError, match=message):
+            load_catalogue(bad)
 
 
 # ------------------------------------------------------------------------------------------ command line

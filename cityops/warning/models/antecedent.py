@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 
-def antecedent_rainfall(previous_days_mm, k: float = 0.8, n_days: int | None = None) -> np.ndarray | float:
+def antecedent_rainfall(previous_days_mm, k: float, n_days: int | None = None) -> np.ndarray | float:
     """Pa from daily totals of the previous days, most recent first (R_1, R_2, …).
 
     ``previous_days_mm`` may be 1-D (one point) or 2-D (points × days); only the first ``n_days`` are used.
@@ -28,7 +28,7 @@ def antecedent_rainfall(previous_days_mm, k: float = 0.8, n_days: int | None = N
     return float(pa) if np.ndim(pa) == 0 else pa
 
 
-def effective_rainfall(current_day_mm, previous_days_mm, k: float = 0.8, n_days: int | None = None):
+def effective_rainfall(current_day_mm, previous_days_mm, k: float, n_days: int | None = None):
     """Re = R_0 + Pa."""
     return np.asarray(current_day_mm, dtype=float) + antecedent_rainfall(previous_days_mm, k, n_days)
 

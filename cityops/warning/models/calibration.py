@@ -8,13 +8,11 @@ probability P. A bootstrap over events gives the uncertainty of α_P and γ.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import optimize, stats
-
-DEFAULT_PROBABILITIES = {"blue": 0.05, "yellow": 0.20, "orange": 0.50, "red": 0.80}
-
 
 @dataclass
 class Calibration:
@@ -26,7 +24,7 @@ class Calibration:
     method: str
     alpha_p: dict[str, float]  # level → α_P
     probabilities: dict[str, float]
-    bootstrap: dict = field(default_factory=dict)  # level/γ → {q05, q50, q95}
+    bootstrap: dict = field(default_factory=dict)  # level/γ → {"q05": …, "q50": …, "q95": …} (the quantiles asked for)
 
     def threshold(self, level: str, duration_h):
         return self.alpha_p[level] * np.asarray(duration_h, dtype=float) ** self.gamma
@@ -38,11 +36,11 @@ class Calibration:
                 **meta}
 
 
-def _validate(d: np.ndarray, e: np.ndarray) -> None:
+def _validate(d: np.ndarray, e: np.ndarray, min_events: int) -> None:
     if d.shape != e.shape or d.ndim != 1:
         raise ValueError("durations and event rainfall must be 1-D arrays of equal length")
-    if len(d) < 3:
-        raise ValueError(f"at least 3 rainfall conditions are needed to fit a threshold, got {len(d)}")
+    if len(d) < min_events:
+        raise ValueError(f"at least {min_events} rainfall conditions are needed to fit a threshold, got {len(d)}")
     if not (np.all(np.isfinite(d)) and np.all(np.isfinite(e))) or np.any(d <= 0) or np.any(e <= 0):
         raise ValueError("durations and event rainfall must be positive finite numbers")
 
@@ -50,9 +48,13 @@ def _validate(d: np.ndarray, e: np.ndarray) -> None:
 def _delta_p(residuals: np.ndarray, p: float, method: str, mu: float, sigma: float) -> float:
     if method == "normal":
         return mu + stats.norm.ppf(p) * sigma
-    # IRPI: Gaussian kernel density of δ; δ_P solves ∫_{−∞}^{δ_P} kde = P.
+    # IRPI: Gaussian kernel density of δ; δ_P solves ∫_{−∞}^{δ_P} kde = P. The kde's CDF is the mean of
+    # Φ((x − δ_i)/h), so δ_P lies between min(δ) + h·z_P and max(δ) + h·z_P: an exact bracket.
     kde = stats.gaussian_kde(residuals)
-    lo, hi = residuals.min() - 10 * sigma, residuals.max() + 10 * sigma
+    shift = math.sqrt(float(kde.covariance[0, 0])) * stats.norm.ppf(p)
+    lo, hi = residuals.min() + shift, residuals.max() + shift
+    if lo == hi:
+        return float(lo)
     return optimize.brentq(lambda x: kde.integrate_box_1d(-np.inf, x) - p, lo, hi)
 
 
@@ -64,17 +66,18 @@ def _fit(x: np.ndarray, y: np.ndarray, gamma: float | None):
     return float(intercept), float(gamma)
 
 
-def fit_frequentist(durations_h, event_mm, probabilities: dict[str, float] | None = None, *, method: str = "normal",
-                    gamma: float | None = None, n_bootstrap: int = 0, seed: int = 0) -> Calibration:
-    """Calibrate E_P = α_P·D^γ at each probability of ``probabilities`` (default 5/20/50/80 %)."""
+def fit_frequentist(durations_h, event_mm, probabilities: dict[str, float], *, min_events: int, method: str = "normal",
+                    gamma: float | None = None, n_bootstrap: int = 0, quantiles=(), seed: int = 0) -> Calibration:
+    """Calibrate E_P = α_P·D^γ at each probability of ``probabilities`` (the catalogue's ``[calibration]``:
+    5/20/50/80 %); with ``n_bootstrap`` resamples, report the ``quantiles`` of α_P and γ."""
     if method not in ("normal", "kde"):
         raise ValueError(f"unknown residual model {method!r}: expected 'normal' or 'kde'")
-    probabilities = dict(probabilities or DEFAULT_PROBABILITIES)
+    probabilities = dict(probabilities)
     if any(not 0 < p < 1 for p in probabilities.values()):
         raise ValueError("probabilities must lie strictly between 0 and 1")
     d = np.asarray(durations_h, dtype=float)
     e = np.asarray(event_mm, dtype=float)
-    _validate(d, e)
+    _validate(d, e, min_events)
     x, y = np.log10(d), np.log10(e)
     intercept, g = _fit(x, y, gamma)
     residuals = y - (intercept + g * x)
@@ -95,6 +98,7 @@ def fit_frequentist(durations_h, event_mm, probabilities: dict[str, float] | Non
             for k, p in probabilities.items():
                 samples[k][b] = 10 ** (bi + (bmu + stats.norm.ppf(p) * bsigma if method == "normal"
                                               else _delta_p(res, p, method, bmu, bsigma)))
-        q = lambda a: dict(zip(("q05", "q50", "q95"), map(float, np.quantile(a, [0.05, 0.5, 0.95]))))  # noqa: E731
+        names = [f"q{round(q * 100):02d}" for q in quantiles]
+        q = lambda a: dict(zip(names, map(float, np.quantile(a, list(quantiles)))))  # noqa: E731
         result.bootstrap = {"gamma": q(gammas), **{k: q(v) for k, v in samples.items()}}
     return result

@@ -11,22 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-# Cruden & Varnes 1996 velocity classes: lower bound of each class in m/s (science §3.1).
-VELOCITY_CLASSES = (
-    (7, "extremely rapid", 5.0),
-    (6, "very rapid", 3.0 / 60),
-    (5, "rapid", 1.8 / 3600),
-    (4, "moderate", 13.0 / (30 * 86400)),
-    (3, "slow", 1.6 / (365 * 86400)),
-    (2, "very slow", 0.016 / (365 * 86400)),
-)
+from cityops.warning.models.levels import RANK
 
-
-def velocity_class(v_m_per_s: float) -> tuple[int, str]:
-    for number, name, lower in VELOCITY_CLASSES:
+def velocity_class(v_m_per_s: float, classes, below: tuple[int, str]) -> tuple[int, str]:
+    """Cruden & Varnes class of a velocity (science §3.1): ``classes`` = (number, name, lower bound in m/s),
+    fastest first (the catalogue's ``[velocity_classes]``); ``below`` is the class under the last bound."""
+    for number, name, lower in classes:
         if v_m_per_s >= lower:
             return number, name
-    return 1, "extremely slow"
+    return below
 
 
 # ---------------------------------------------------------------------------------------- tangent angle
@@ -39,10 +32,11 @@ def tangent_angle(delta_s, delta_t, v_constant) -> np.ndarray:
     return np.degrees(np.arctan(v_i / np.asarray(v_constant, dtype=float)))
 
 
-def tangent_rank(angle_deg, yellow_above: float = 45.0, orange_from: float = 80.0, red_from: float = 85.0) -> np.ndarray:
-    """Pinned intervals (science §3.4): α ≤ 45° → 蓝 1; 45° < α < 80° → 黄 2; 80° ≤ α < 85° → 橙 3; α ≥ 85° → 红 4."""
+def tangent_rank(angle_deg, yellow_above: float, orange_from: float, red_from: float) -> np.ndarray:
+    """Pinned intervals (science §3.4): α ≤ 45° → 蓝; 45° < α < 80° → 黄; 80° ≤ α < 85° → 橙; α ≥ 85° → 红."""
     a = np.asarray(angle_deg, dtype=float)
-    return np.select([a >= red_from, a >= orange_from, a > yellow_above], [4, 3, 2], default=1)
+    return np.select([a >= red_from, a >= orange_from, a > yellow_above], [RANK["red"], RANK["orange"], RANK["yellow"]],
+                     default=RANK["blue"])
 
 
 def constant_stage_velocity(times, displacement, noise_floor: float = 0.0) -> float:
@@ -73,7 +67,7 @@ class FailureForecast:
                 "intercept": self.intercept, "r2": self.r2, "n": self.n}
 
 
-def inverse_velocity_forecast(times, velocity, *, min_points: int = 3, min_r2: float = 0.0, confidence: float = 0.95,
+def inverse_velocity_forecast(times, velocity, *, min_points: int, min_r2: float, confidence: float,
                               noise_floor: float = 0.0) -> FailureForecast | None:
     """Linear fit of 1/v on t; t_f = −intercept/slope, with a confidence interval from the fit (delta method).
 
@@ -106,18 +100,109 @@ def inverse_velocity_forecast(times, velocity, *, min_points: int = 3, min_r2: f
     return FailureForecast(float(t_f), float(t_f - half), float(t_f + half), float(fit.slope), float(fit.intercept), r2, n)
 
 
-def moving_average(values, window: int) -> np.ndarray:
-    """Trailing moving average (the first ``window − 1`` values average what exists so far)."""
-    v = np.asarray(values, dtype=float)
-    if window <= 1 or len(v) == 0:
-        return v
-    c = np.cumsum(np.insert(v, 0, 0.0))
-    idx = np.arange(1, len(v) + 1)
-    lo = np.maximum(idx - window, 0)
-    return (c[idx] - c[lo]) / (idx - lo)
+def velocity_resolution(noise_mm: float, interval: float) -> float:
+    """Standard deviation of a velocity measured from two readings of standard deviation ``noise_mm`` taken
+    ``interval`` apart: √2·σ/Δt (mm per unit of ``interval``)."""
+    if noise_mm < 0 or interval <= 0:
+        raise ValueError("instrument noise must not be negative and the interval must be positive")
+    return math.sqrt(2.0) * noise_mm / interval
 
 
-def onset_of_acceleration(velocity, span: int = 5, min_rise: int = 3) -> int | None:
+def noise_floor(noise_mm: float, interval: float, factor: float) -> float:
+    """The velocity below which a measurement over ``interval`` is indistinguishable from noise: ``factor`` times
+    its resolution (science §3.4: "about 3× the noise-derived velocity resolution")."""
+    return factor * velocity_resolution(noise_mm, interval)
+
+
+def regular_grid(times, step: float) -> np.ndarray:
+    """Times ``step`` apart ending at the last time, oldest first, none before the first time."""
+    t = np.asarray(times, dtype=float)
+    n = int(np.floor(round((t[-1] - t[0]) / step, 9)))  # rounding absorbs float error on whole multiples
+    return t[-1] - step * np.arange(n, -1, -1)
+
+
+@dataclass(frozen=True)
+class WindowVelocity:
+    """Mean velocity over each run of ``window`` consecutive grid intervals: the moving average of the interval
+    velocities, which telescopes to (S_end − S_start)/(t_end − t_start). Only whole windows are kept."""
+
+    start: np.ndarray
+    end: np.ndarray
+    v: np.ndarray
+    window: int
+
+    @property
+    def mid(self) -> np.ndarray:
+        """Where each mean velocity belongs in time: the middle of its window (no lag from a trailing average)."""
+        return (self.start + self.end) / 2
+
+
+def window_velocity(grid, cumulative, window: int) -> WindowVelocity:
+    g = np.asarray(grid, dtype=float)
+    s = np.asarray(cumulative, dtype=float)
+    if window < 1:
+        raise ValueError(f"a moving-average window holds at least one interval, got {window}")
+    if len(g) <= window:
+        empty = np.zeros(0)
+        return WindowVelocity(empty, empty, empty, window)
+    return WindowVelocity(g[:-window], g[window:], (s[window:] - s[:-window]) / (g[window:] - g[:-window]), window)
+
+
+@dataclass(frozen=True)
+class InverseVelocityResult:
+    """The inverse-velocity assessment of a displacement series (times in days): the forecast, or the gate that
+    stopped it (science §3.3), with what each gate saw."""
+
+    forecast: FailureForecast | None
+    #: None, or why there is no forecast: "too_few_readings", "not_accelerating", "below_noise_floor", "poor_fit".
+    gate: str | None
+    short_floor: float
+    long_floor: float
+    onset: float | None = None
+    points: int = 0
+    short_velocity: float | None = None
+    long_velocity: float | None = None
+
+
+def inverse_velocity(times, cumulative, *, interval: float, short_window: int, long_window: int, noise_mm: float,
+                     floor_factor: float, onset_span: int, onset_min_rise: int, min_points: int, min_r2: float,
+                     confidence: float) -> InverseVelocityResult:
+    """Inverse-velocity forecast from cumulative displacement, with the gates of science §3.3.
+
+    1. Velocities on a regular grid of ``interval``, smoothed by a short and a long moving average (in
+       intervals); each smoothed velocity sits at the middle of its window.
+    2. The onset of acceleration is found on the long average (it ignores scatter); only the short average's
+       points after it are fitted (they follow the acceleration with little lag).
+    3. Points at or below the noise floor of the short window (``floor_factor`` × √2·noise/(window·interval))
+       are left out; then ``inverse_velocity_forecast`` applies the slope and r² gates.
+    """
+    t = np.asarray(times, dtype=float)
+    s = np.asarray(cumulative, dtype=float)
+    short_floor = noise_floor(noise_mm, short_window * interval, floor_factor)
+    long_floor = noise_floor(noise_mm, long_window * interval, floor_factor)
+    grid = regular_grid(t, interval) if len(t) >= 2 else t
+    cum = np.interp(grid, t, s) if len(t) else s
+    short, long = window_velocity(grid, cum, short_window), window_velocity(grid, cum, long_window)
+    seen = {"short_floor": short_floor, "long_floor": long_floor,
+            "short_velocity": float(short.v[-1]) if len(short.v) else None,
+            "long_velocity": float(long.v[-1]) if len(long.v) else None}
+    if len(long.v) <= onset_min_rise:
+        return InverseVelocityResult(None, "too_few_readings", **seen)
+    onset = onset_of_acceleration(long.v, onset_span, onset_min_rise)
+    if onset is None:
+        return InverseVelocityResult(None, "not_accelerating", **seen)
+    onset_t = float(long.end[onset])
+    after = short.mid >= onset_t
+    keep = after & (short.v > short_floor)
+    if keep.sum() < min_points:
+        gate = "below_noise_floor" if after.sum() >= min_points else "too_few_readings"
+        return InverseVelocityResult(None, gate, onset=onset_t, points=int(keep.sum()), **seen)
+    forecast = inverse_velocity_forecast(short.mid[keep], short.v[keep], min_points=min_points, min_r2=min_r2,
+                                         confidence=confidence, noise_floor=short_floor)
+    return InverseVelocityResult(forecast, None if forecast else "poor_fit", onset=onset_t, points=int(keep.sum()), **seen)
+
+
+def onset_of_acceleration(velocity, span: int, min_rise: int) -> int | None:
     """Index from which the smoothed velocity keeps rising: the exponential moving average's increments stay
     positive for the last run of at least ``min_rise`` readings (science §3.3 gate 2). None = not accelerating."""
     v = np.asarray(velocity, dtype=float)
@@ -145,19 +230,19 @@ def saito_three_point(t1: float, t2: float, t3: float) -> float:
 
 # ------------------------------------------------------------------------------------------ dual control
 
-def dual_control_rank(cumulative_pct: float, rate_pct: float, *, yellow_both: float = 70.0, yellow_either: float = 85.0,
-                      orange_both: float = 85.0, orange_either: float = 100.0, red_both: float = 100.0,
-                      rate_jump: bool = False) -> int:
+def dual_control_rank(cumulative_pct: float, rate_pct: float, *, yellow_both: float, yellow_either: float,
+                      orange_both: float, orange_either: float, red_both: float, rate_jump: bool = False) -> int:
     """双控 (science §3.5): percentages of the control values of cumulative displacement and its rate.
 
-    红: both ≥ 100 % or a sharp rate jump; 橙: both ≥ 85 % or either ≥ 100 %; 黄: both ≥ 70 % or either ≥ 85 %.
+    红: both ≥ red_both or a sharp rate jump; 橙: both ≥ orange_both or either ≥ orange_either; 黄: both ≥
+    yellow_both or either ≥ yellow_either (the catalogue's ``[dual_control]``: 100; 85/100; 70/85 %).
     """
     both = min(cumulative_pct, rate_pct)
     either = max(cumulative_pct, rate_pct)
     if both >= red_both or rate_jump:
-        return 4
+        return RANK["red"]
     if both >= orange_both or either >= orange_either:
-        return 3
+        return RANK["orange"]
     if both >= yellow_both or either >= yellow_either:
-        return 2
-    return 0
+        return RANK["yellow"]
+    return RANK["none"]

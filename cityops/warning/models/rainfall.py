@@ -95,7 +95,7 @@ class LevelThresholds:
     def thresholds(self, duration_h) -> np.ndarray:
         """E_P(D) for blue..red, shape (4, *D.shape)."""
         d = np.asarray(duration_h, dtype=float)
-        a = np.array([self.alpha[k] for k in LEVEL_KEYS[1:]]).reshape((4,) + (1,) * d.ndim)
+        a = np.array([self.alpha[k] for k in LEVEL_KEYS[1:]]).reshape((len(LEVEL_KEYS) - 1,) + (1,) * d.ndim)
         return a * d**self.gamma
 
     def rank(self, observed_mm, duration_h) -> np.ndarray:
@@ -107,6 +107,22 @@ class LevelThresholds:
         if self.floor is not None:  # no rainfall warning below the published floor curve (science §1.2)
             valid &= e >= self.floor.event_rainfall(d)
         return np.where(valid, reached, 0)
+
+    def withheld_by_floor(self, observed_mm, duration_h) -> np.ndarray:
+        """Where the floor, not the 蓝 curve, keeps E_obs from a warning: E_5(D) ≤ E_obs < floor(D) in range."""
+        e = np.asarray(observed_mm, dtype=float)
+        d = np.broadcast_to(np.asarray(duration_h, dtype=float), e.shape)
+        if self.floor is None:
+            return np.zeros(e.shape, dtype=bool)
+        in_range = (d >= self.d_min_h) & (d <= self.d_max_h)
+        return in_range & (e >= self.curve(LEVEL_KEYS[1]).event_rainfall(d)) & (e < self.floor.event_rainfall(d))
+
+    def floor_crossing_h(self, level: str) -> float | None:
+        """Duration at which the floor curve meets this level's curve (α_f·D^γ_f = α_P·D^γ), or None when they
+        never meet (equal exponents). Beyond it the floor is the higher curve when γ_f > γ."""
+        if self.floor is None or self.floor.gamma == self.gamma:
+            return None
+        return float((self.alpha[level] / self.floor.alpha) ** (1.0 / (self.floor.gamma - self.gamma)))
 
     def metadata(self) -> dict:
         return {"key": self.key, "name": self.name, "formula": "E_P = alpha_P * D^gamma",
@@ -165,14 +181,16 @@ class RainfallEvaluation:
     observed_mm: np.ndarray
     durations_h: np.ndarray
     observed_by_duration: np.ndarray
+    #: Per point, the candidate duration at which the floor withheld a 蓝 warning (NaN: it withheld none).
+    floor_withheld_h: np.ndarray
 
 
-def evaluate_event(hourly_mm: np.ndarray, thresholds: LevelThresholds, durations_h=(1, 3, 6, 12, 24, 48, 72),
+def evaluate_event(hourly_mm: np.ndarray, thresholds: LevelThresholds, durations_h,
                    event_hours: np.ndarray | None = None) -> RainfallEvaluation:
     """The four-level evaluation of a running event (science §1.3, §1.7), vectorised over points.
 
-    For each candidate D ending now (clipped to the event's length and the curve's validity range):
-    E_obs(D), the level reached and ``X(D) = E_obs(D)/E_5(D)``. The level is the highest over D, and the
+    For each candidate D (the catalogue's ``[rainfall] durations_h``) ending now (clipped to the event's length
+    and the curve's validity range): E_obs(D), the level reached and ``X(D) = E_obs(D)/E_5(D)``. The level is the highest over D, and the
     D recorded is the one with the largest index (the "why" shown to the operator).
     """
     rain = np.atleast_2d(np.asarray(hourly_mm, dtype=float))
@@ -191,11 +209,14 @@ def evaluate_event(hourly_mm: np.ndarray, thresholds: LevelThresholds, durations
     else:
         usable = np.ones_like(observed, dtype=bool)
     ranks = np.where(usable, thresholds.rank(observed, d_grid), 0)
+    withheld = usable & thresholds.withheld_by_floor(observed, d_grid)
     base = thresholds.curve("blue")
     index = np.where(usable & base.in_range(d_grid), observed / base.event_rainfall(d_grid), np.nan)
     index_filled = np.where(np.isnan(index), -np.inf, index)
     best = index_filled.argmax(axis=1)
     rows = np.arange(n)
     best_index = index[rows, best]
+    floor_h = np.where(withheld.any(axis=1), d_grid[rows, withheld.argmax(axis=1)], np.nan)
     return RainfallEvaluation(rank=ranks.max(axis=1), index=best_index, duration_h=d_grid[rows, best],
-                              observed_mm=observed[rows, best], durations_h=d_grid, observed_by_duration=observed)
+                              observed_mm=observed[rows, best], durations_h=d_grid, observed_by_duration=observed,
+                              floor_withheld_h=floor_h)
