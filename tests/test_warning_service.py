@@ -40,7 +40,7 @@ def place(store):
 def _create(store, code="RP-T-1", unit="500154107", point=(108.1, 31.3), **extra):
     data = {"code": code, "name": "测试滑坡", "hazard_type": "landslide", "unit_code": unit, "geometry": Point(*point),
             "radius_m": 200.0, "datastreams": {"rainfall": RAIN, "displacement": [GNSS1, GNSS2], "tilt": [{"id": TILT, "storeys": 2}]},
-            "model": {"threshold_set": "kaizhou_demo", "displacement": {"v_constant_mm_per_day": 2.0}}, **extra}
+            "model": {"threshold_set": "kaizhou_demo", "displacement": {"v_constant_mm_per_day": demo.CREEP_MM_PER_DAY}}, **extra}
     with store.sessions() as s:
         service.create_risk_point(s, ACTOR, ALL, data)
         s.commit()
@@ -105,10 +105,41 @@ def test_storm_raises_the_level_through_blue_yellow_orange_red_and_records_why(p
     assert out["antecedent_K"] == 0.8 and out["antecedent_mm"] > 0
     assert rain["model"]["calibration"] and rain["model"]["source"]
     disp = by_kind["displacement"]
-    assert disp["output"]["tangent_angle_deg"] > 45 and disp["model"]["parameters"]["v_constant_mm_per_day"] == 2.0
+    assert disp["output"]["tangent_angle_deg"] > 45 and disp["model"]["parameters"]["v_constant_mm_per_day"] == demo.CREEP_MM_PER_DAY
     assert disp["observations"]["recent"][-1][1] > 0
     assert by_kind["tilt"]["output"]["limit_pct"] == 3.0
     assert assessment["reasons"] and any("mm" in r for r in assessment["reasons"])
+    # Every level change, not only the latest, is stored with the evidence that decided it.
+    for w in history:
+        _assert_full_evidence(w.reasons, w.level)
+    # Red came from independent evidence: the rain and the slope's displacement, not one kind twice.
+    red = history[-1].reasons["decision"]
+    kinds = {d["observed_property"] for d in red["deciding"] + red["confirmed_by"]}
+    assert red["held_at"] is None and red["confirmed_by"] and len(kinds) >= 2
+
+
+def _assert_full_evidence(evidence: dict, level: str) -> None:
+    """The readings, the model and its output behind a stored level, and reasons that name them."""
+    assert evidence["reasons"] and evidence["reasons_en"] and len(evidence["reasons"]) == len(evidence["reasons_en"])
+    decision = evidence["decision"]
+    assert decision["rule_zh"] and decision["independent_when_different"] == ["observed_property"]
+    ok = [i for i in evidence["indicators"] if i["status"] == "ok"]
+    deciding = [i for i in ok if any(d["datastream_id"] == i["datastream_id"] for d in decision["deciding"])]
+    assert deciding, evidence
+    for i in ok:
+        assert i["observations"]["count"] > 0 and i["observations"]["recent"]
+        assert i["model"]["source"] and i["model"]["formula"] and i["output"] and i["figures"]
+        assert i["name_zh"] and i["observed_property"] and i["mechanism"]
+        assert i["summary_zh"] in evidence["reasons"] and i["summary_en"] in evidence["reasons_en"]
+        for note in i["notes"]:  # the notes that raised or held an indicator are reasons too
+            assert note["zh"] in evidence["reasons"] and note["en"] in evidence["reasons_en"]
+    for note in decision["notes"]:
+        assert note["zh"] in evidence["reasons"]
+    tilt = [i for i in ok if i["indicator"] == "tilt"]
+    for i in tilt:  # the tilt reason says what share of the limit was reached
+        share = f"{round(i['output']['share_of_limit'] * 100, 1)}%"
+        assert share in i["summary_zh"] and "limit" in i["summary_en"]
+        assert next(f for f in i["figures"] if f["key"] == "share_of_limit")["unit"] == "%"
 
 
 def test_hook_runs_after_commit_and_a_failing_subscriber_changes_nothing(place):
@@ -205,6 +236,13 @@ BAD_RISK_POINTS = [
     ({"datastreams": {"wind": 3}}, InvalidInput, "unknown roles"),
     ({"building_codes": ["B-NONE"]}, InvalidInput, "unknown buildings"),
     ({"radius_m": 0}, InvalidInput, "radius_m"),
+    # A risk point's model overrides are judged by the catalogue's own rules.
+    ({"model": {"wind": {}}}, InvalidInput, "unknown entries"),
+    ({"model": {"displacement": {"noise_mm": 0}}}, InvalidInput, "noise_mm must be positive"),
+    ({"model": {"displacement": {"noise_mm": "loud"}}}, InvalidInput, "noise_mm must be a number"),
+    ({"model": {"inverse_velocity": {"short_window": 40}}}, InvalidInput, "long_window must be longer"),
+    ({"model": {"tilt": {"storeys": 0}}}, InvalidInput, "storeys must be an integer ≥ 1"),
+    ({"model": {"tangent_angle": {"colour": "red"}}}, InvalidInput, "model.tangent_angle must be an object"),
 ]
 
 
@@ -234,32 +272,119 @@ def test_duplicates_and_scope_on_create(place):
         assert s.scalar(select(func.count()).select_from(RiskPoint)) == 1
 
 
-def test_displacement_gates_sustained_red_and_inverse_velocity(place):
-    """One 25-mm day (α = 85.4°) is held at orange until sustained; an α = 2 acceleration whose forecast
-    failure falls inside the evacuation lead time is red, with the forecast in the reasons."""
-    _create(place, datastreams={"displacement": [GNSS1, GNSS2]})
-    now = datetime(2026, 7, 20, tzinfo=UTC)
-    hours = now.timestamp() - 3600.0 * np.arange(24 * 20, -1, -1)
-    days = (hours - hours[0]) / 86400
-    step = np.where(days > days[-1] - 1, (days - (days[-1] - 1)) * 25.0, 0.0)  # the last day: +25 mm
-    jump = 2.0 * days + step
-    t_fail = days[-1] + 0.4  # failure ~10 h after now; acceleration from day 15
-    tau = np.clip(days - 15, 0, None)
-    accel = 2.0 * days - 2.0 * (t_fail - 15) * np.log(1 - tau / (t_fail - 15)) - 2.0 * tau
-    arrays = {GNSS1: jump, GNSS2: jump}
+def _slope(now: datetime, days_back: int = 20):
+    """Hourly times ending at ``now`` and their day numbers from the first reading."""
+    hours = now.timestamp() - 3600.0 * np.arange(24 * days_back, -1, -1)
+    return hours, (hours - hours[0]) / 86400
 
+
+def _series_of(hours, arrays):
     def series(ds, start, end):
         keep = (hours >= start.timestamp()) & (hours <= end.timestamp())
         return hours[keep], arrays[ds][keep]
 
-    held = _evaluate(place, "RP-T-1", now, series)
-    angles = [i["output"]["tangent_angle_deg"] for i in held.indicators]
-    assert all(a > 85 for a in angles) and held.level == "orange"
-    assert all("consecutive readings" in i["output"]["notes"][0] for i in held.indicators)
-    arrays.update({GNSS1: accel, GNSS2: accel})
-    red = _evaluate(place, "RP-T-1", now, series)
-    forecast = red.indicators[0]["output"]["failure_forecast"]
-    assert red.level == "red" and forecast is not None and forecast["r2"] > 0.8
+    return series
+
+
+def test_displacement_gates_sustained_red_and_inverse_velocity(place):
+    """One 140-mm day on a slope creeping at 10 mm/day (α = 85.9°) is held at orange until sustained; an α = 2
+    acceleration whose forecast failure falls inside the evacuation lead time makes the indicator red, with the
+    forecast and the notes in the reasons."""
+    _create(place, datastreams={"displacement": [GNSS1]})
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours, days = _slope(now)
+    creep = demo.CREEP_MM_PER_DAY
+    step = np.where(days > days[-1] - 1, (days - (days[-1] - 1)) * 140.0, 0.0)  # the last day: +140 mm
+    jump = creep * days + step
+    t_fail = days[-1] + 0.4  # failure ~10 h after now; acceleration from day 15
+    tau = np.clip(days - 15, 0, None)
+    accel = creep * days - creep * (t_fail - 15) * np.log(1 - tau / (t_fail - 15)) - creep * tau
+    arrays = {GNSS1: jump}
+    held = _evaluate(place, "RP-T-1", now, _series_of(hours, arrays))
+    disp = held.indicators[0]
+    assert disp["output"]["tangent_angle_deg"] > 85 and held.level == "orange"
+    assert [n["code"] for n in disp["notes"]] == ["red_not_sustained"]
+    assert "暂定橙色" in held.reasons[1] and "held at orange" in held.reasons_en[1]
+    arrays[GNSS1] = accel
+    red = _evaluate(place, "RP-T-1", now, _series_of(hours, arrays))
+    disp = red.indicators[0]
+    forecast = disp["output"]["failure_forecast"]
+    assert disp["level"] == "red" and forecast is not None and forecast["r2"] > 0.8
+    assert red.level == "orange"  # one station alone: red needs independent evidence (next test)
+    assert disp["output"]["inverse_velocity"]["gate"] is None and disp["output"]["inverse_velocity"]["onset"]
     t_true = datetime.fromtimestamp(hours[0] + t_fail * 86400, UTC)
     assert datetime.fromisoformat(forecast["low"]) - timedelta(hours=12) <= t_true <= datetime.fromisoformat(forecast["high"]) + timedelta(hours=12)
-    assert any("predicted failure" in n for n in red.indicators[0]["output"]["notes"])
+    assert any("predicted failure" in r for r in red.reasons_en) and any("反速度法" in r for r in red.reasons)
+
+
+def test_two_gnss_stations_on_one_slope_alone_cannot_make_red(place):
+    """Independence is a property of the rule (science §3.5): two GNSS stations observe one property by one
+    mechanism, so however red both are they are one line of evidence; red needs a different observed
+    property — here the house tilt reaching 黄."""
+    _create(place, datastreams={"displacement": [GNSS1, GNSS2], "tilt": [{"id": TILT, "storeys": 2}]})
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours, days = _slope(now)
+    creep = demo.CREEP_MM_PER_DAY
+    t_fail = days[-1] + 0.4
+    tau = np.clip(days - 15, 0, None)
+    accel = creep * days - creep * (t_fail - 15) * np.log(1 - tau / (t_fail - 15)) - creep * tau
+    arrays = {GNSS1: accel, GNSS2: accel * 1.05, TILT: np.full(len(hours), 0.5)}  # tilt 0.5 %: 17 % of the 3 % limit
+    two = _evaluate(place, "RP-T-1", now, _series_of(hours, arrays))
+    gnss = [i for i in two.indicators if i["indicator"] == "displacement"]
+    assert [i["level"] for i in gnss] == ["red", "red"] and two.level == "orange"
+    assert two.decision["held_at"] == "orange" and two.decision["confirmed_by"] == []
+    assert two.reasons[0].startswith("红色预警需第二个独立指标") and "count once" in two.reasons_en[0]
+    arrays[TILT] = np.full(len(hours), 1.6)  # 53 % of the limit: 黄, a different observed property
+    confirmed = _evaluate(place, "RP-T-1", now, _series_of(hours, arrays))
+    assert confirmed.level == "red" and confirmed.changed
+    assert [c["observed_property"] for c in confirmed.decision["confirmed_by"]] == ["house_tilt"]
+    with place.sessions() as s:
+        stored = s.scalar(select(RiskWarning).order_by(RiskWarning.id.desc()).limit(1))
+    _assert_full_evidence(stored.reasons, "red")
+
+
+def test_independence_by_mechanism_is_a_catalogue_choice(place, monkeypatch):
+    """Demanding a different mechanism as well: GNSS and the house tilt both tell of deformation, so they no
+    longer confirm each other; rainfall (a trigger) does."""
+    from cityops.warning.catalogue import catalogue
+
+    cat = catalogue()
+    monkeypatch.setitem(cat.params["combination"], "independent_when_different", ["observed_property", "mechanism"])
+    _create(place, datastreams={"displacement": [GNSS1], "tilt": [{"id": TILT, "storeys": 2}]})
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours, days = _slope(now)
+    creep = demo.CREEP_MM_PER_DAY
+    t_fail = days[-1] + 0.4
+    tau = np.clip(days - 15, 0, None)
+    accel = creep * days - creep * (t_fail - 15) * np.log(1 - tau / (t_fail - 15)) - creep * tau
+    a = _evaluate(place, "RP-T-1", now, _series_of(hours, {GNSS1: accel, TILT: np.full(len(hours), 2.5)}))
+    assert [i["level"] for i in a.indicators] == ["red", "orange"] and a.level == "orange"
+    assert "机理" in a.reasons[0]
+
+
+def test_tilt_reason_gives_the_share_of_the_limit_and_unknown_storeys(place):
+    _create(place, datastreams={"tilt": [{"id": TILT}]})  # no storeys, no building: the stricter limit applies
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours, _ = _slope(now, 2)
+    a = _evaluate(place, "RP-T-1", now, _series_of(hours, {TILT: np.full(len(hours), 1.6)}))
+    tilt = a.indicators[0]
+    assert tilt["level"] == "orange" and tilt["output"]["storeys"] == 3 and not tilt["output"]["storeys_known"]
+    assert "达到限值 2.0%(3 层)的 80.0%" in a.reasons[0] and "80.0 % of the limit 2.0 %" in a.reasons_en[0]
+    assert "层数不详" in a.reasons[1] and [n["code"] for n in tilt["notes"]] == ["storeys_unknown"]
+
+
+def test_rain_below_the_global_floor_says_so(place):
+    """A long, light event between the demo set's E₅ and the Guzzetti 2008 floor (D > 113 h): no warning, and
+    the reasons say the floor withheld it."""
+    _create(place, datastreams={"rainfall": RAIN})
+    now = datetime(2026, 7, 20, tzinfo=UTC)
+    hours = now.timestamp() - 3600.0 * np.arange(24 * 12, -1, -1)
+    from cityops.warning.catalogue import catalogue
+
+    ts = catalogue().threshold_sets["kaizhou_demo"]
+    e5, floor = float(ts.curve("blue").event_rainfall(150)), float(ts.floor.event_rainfall(150))
+    rain = np.where(hours > now.timestamp() - 150 * 3600, (e5 + floor) / 2 / 150, 0.0)
+    a = _evaluate(place, "RP-T-1", now, _series_of(hours, {RAIN: rain}))
+    r = a.indicators[0]
+    assert a.level == "none" and r["output"]["floor_withheld_at_h"] > 113
+    assert [n["code"] for n in r["notes"]] == ["below_floor"] and any("全球下限" in x for x in a.reasons)

@@ -33,6 +33,9 @@ REPLAY_START = datetime(2026, 6, 28, 0, 0, tzinfo=BEIJING)
 STORM_START = datetime(2026, 7, 8, 14, 0, tzinfo=BEIJING)
 REPLAY_END = datetime(2026, 7, 10, 12, 0, tzinfo=BEIJING)
 EVALUATE_EVERY = timedelta(hours=3)
+#: The slope's constant-stage creep (mm/day): resolvable by GNSS over a day (its noise floor is 3 × √2 × 2 mm
+#: per day ≈ 8.5 mm/day, catalogue [displacement]), so the slope is watched at 注意级 before the storm.
+CREEP_MM_PER_DAY = 10.0
 #: Datastream ids of the demo (the sensing registry's ids replace them when it is wired in).
 SCENARIO_STREAMS = {"rainfall": 900101, "displacement": [900102, 900103], "tilt": 900104}
 TOWNSHIP_GAUGE_BASE = 900200
@@ -67,16 +70,17 @@ def storm_rainfall(times: np.ndarray, heavy: bool) -> np.ndarray:
 
 
 def storm_displacement(times: np.ndarray, station: int) -> np.ndarray:
-    """Cumulative displacement (mm): creep at 2 mm/day, then acceleration as the storm soaks the slope
-    (the α = 2 law, 1/v falling linearly toward failure a few days after the storm)."""
+    """Cumulative displacement (mm): creep at CREEP_MM_PER_DAY (the constant-velocity stage, above the GNSS
+    noise floor), then acceleration as the storm soaks the slope (the α = 2 law: 1/v falls linearly toward
+    failure a few days after the storm)."""
     days = (times - REPLAY_START.timestamp()) / 86400
     t_storm = (STORM_START.timestamp() - REPLAY_START.timestamp()) / 86400 + 0.2
     t_fail = t_storm + 2.6 + 0.3 * station
-    creep = 2.0 * days
+    creep = CREEP_MM_PER_DAY * days
     # After onset: v = v0 / (1 − (t − t_s)/(t_f − t_s)) (1/v linear), integrated: −v0·T·ln(1 − τ/T).
     tau = np.clip(days - t_storm, 0, None)
     span = t_fail - t_storm
-    accel = -2.0 * span * np.log(np.clip(1 - tau / span, 1e-3, None)) - 2.0 * tau
+    accel = -CREEP_MM_PER_DAY * span * np.log(np.clip(1 - tau / span, 1e-3, None)) - CREEP_MM_PER_DAY * tau
     return np.round(creep + accel, 2)
 
 
@@ -139,7 +143,7 @@ def step_risk_points(ctx: DemoContext) -> None:
                 "code": SCENARIO_CODE, "name": "太康村6组老沟湾滑坡", "hazard_type": "landslide", "unit_code": grid.code,
                 "geometry": place.geom, "radius_m": 250.0, "building_codes": sorted(r.code for r in houses),
                 "datastreams": links,
-                "model": {"threshold_set": "kaizhou_demo", "displacement": {"v_constant_mm_per_day": 2.0}},
+                "model": {"threshold_set": "kaizhou_demo", "displacement": {"v_constant_mm_per_day": CREEP_MM_PER_DAY}},
                 "attributes": {"place": SCENARIO_PLACE, "volume_m3": 1.2e6, "monitor": "群测群防 + 专业监测",
                                "township_gauge": gauges.get(grid.path.strip('/').split('/')[2])}})
             created.append(SCENARIO_CODE)

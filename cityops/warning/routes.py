@@ -20,6 +20,8 @@ from cityops.warning.catalogue import catalogue
 from cityops.warning.tables import RiskPoint, RiskWarning
 
 router = APIRouter(tags=["warning"])
+#: Registration bounds of a risk point, from the catalogue ([registry]), so the route and the service agree.
+_REGISTRY = catalogue().params["registry"]
 CAP_MEDIA = "application/cap+xml; charset=utf-8"
 ATOM_MEDIA = "application/atom+xml; charset=utf-8"
 
@@ -31,7 +33,8 @@ class RiskPointIn(BaseModel):
     unit_code: str = Field(description="Grid or village the point lies in")
     geometry: dict = Field(description="GeoJSON Point")
     crs: str | None = None
-    radius_m: float = Field(default=200.0, ge=1, le=50_000, description="Radius of the threatened zone (CAP circle)")
+    radius_m: float = Field(default=_REGISTRY["default_radius_m"], ge=_REGISTRY["min_radius_m"], le=_REGISTRY["max_radius_m"],
+                            description="Radius of the threatened zone (CAP circle), metres")
     building_codes: list[str] = Field(default_factory=list, max_length=5000)
     datastreams: dict = Field(default_factory=dict, description='{"rainfall": id, "displacement": [ids], "tilt": [{"id": …, "building_code": …}]}')
     model: dict = Field(default_factory=dict, description='{"threshold_set": …, "displacement": {"v_constant_mm_per_day": …}}')

@@ -1,14 +1,13 @@
 """Risk points (风险点位) and their warning evaluation. No HTTP here.
 
 ``evaluate_risk_point`` reads the datastreams linked to a risk point through a ``series`` callable, runs the
-warning models of ``cityops.warning.models`` on them, records the level *and why* (the observations and model
-output that decided it) on the risk point, stores every level change as a warning (the history, each one a
-CAP message) and, after the commit, tells the subscribers of ``on_level_change`` (the task center activates
-plans from there).
+indicators of ``cityops.warning.indicators`` on them, records the level *and why* on the risk point, stores
+every level change as a warning with the same evidence (the history, each one a CAP message) and, after the
+commit, tells the subscribers of ``on_level_change`` (the task center activates plans from there).
 
-``series(datastream_id, start, end) -> (times, values)``: times as aware datetimes or POSIX seconds, values as
-floats, ordered by time. Conventions per indicator: rainfall = rain per reading (mm); displacement =
-cumulative displacement (mm); tilt = overall tilt against the construction baseline (%).
+The evidence of an assessment — current (``risk_points.assessment``) or of any past warning
+(``risk_warnings.reasons``) — is ``{"reasons", "reasons_en", "decision", "indicators"}``: see
+``indicators.py`` and docs/architecture.md ("Warning evidence").
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Callable
 
 import numpy as np
@@ -29,19 +28,15 @@ from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFoun
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
-from cityops.warning.catalogue import Catalogue, catalogue
-from cityops.warning.models import antecedent, displacement, house, rainfall
+from cityops.warning import indicators as ind
+from cityops.warning.catalogue import ROLES, Catalogue, catalogue
+from cityops.warning.indicators import Series, as_seconds
 from cityops.warning.models.levels import LEVEL_KEYS, RANK, level_key
 from cityops.warning.tables import RiskPoint, RiskWarning, StoredObservation
 
 log = logging.getLogger("cityops.warning")
 
-Series = Callable[[int, datetime, datetime], tuple[np.ndarray, np.ndarray]]
-BEIJING = timezone(timedelta(hours=8))
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
-ROLES = ("rainfall", "displacement", "tilt")
-#: Observations listed in an assessment's evidence per indicator (the full series stays in the store).
-EVIDENCE_READINGS = 12
 
 
 @dataclass(frozen=True)
@@ -81,12 +76,17 @@ class Assessment:
     changed: bool
     indicators: list[dict]
     reasons: list[str]
+    reasons_en: list[str] = field(default_factory=list)
+    decision: dict = field(default_factory=dict)
     warning_id: int | None = None
+
+    def evidence(self) -> dict:
+        """What is stored with the assessment and with the warning it decides."""
+        return {"reasons": self.reasons, "reasons_en": self.reasons_en, "decision": self.decision, "indicators": self.indicators}
 
     def as_dict(self) -> dict:
         return {"risk_point_code": self.risk_point_code, "at": self.at.isoformat(), "level": self.level,
-                "previous_level": self.previous_level, "changed": self.changed, "indicators": self.indicators,
-                "reasons": self.reasons}
+                "previous_level": self.previous_level, "changed": self.changed, **self.evidence()}
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -95,214 +95,6 @@ def _aware(now: datetime) -> datetime:
     if now.tzinfo is None:
         raise InvalidInput("evaluation time must be timezone-aware")
     return now.astimezone(UTC)
-
-
-def _as_seconds(times) -> np.ndarray:
-    t = np.asarray(times)
-    if t.size == 0:
-        return np.zeros(0)
-    if t.dtype == object:
-        return np.array([x.timestamp() for x in t], dtype=float)
-    if np.issubdtype(t.dtype, np.datetime64):
-        return t.astype("datetime64[ms]").astype(np.int64) / 1000.0
-    return t.astype(float)
-
-
-def _read(series: Series, datastream_id: int, start: datetime, end: datetime) -> tuple[np.ndarray, np.ndarray]:
-    times, values = series(int(datastream_id), start, end)
-    t, v = _as_seconds(times), np.asarray(values, dtype=float)
-    if t.shape != v.shape:
-        raise InvalidInput(f"datastream {datastream_id}: times and values differ in length")
-    keep = np.isfinite(v) & (t >= start.timestamp()) & (t <= end.timestamp())
-    order = np.argsort(t[keep], kind="stable")
-    return t[keep][order], v[keep][order]
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(float(seconds), UTC).isoformat(timespec="seconds")
-
-
-def _evidence(t: np.ndarray, v: np.ndarray, start: datetime, end: datetime) -> dict:
-    return {"window": [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")], "count": int(len(t)),
-            "first": _iso(t[0]) if len(t) else None, "last": _iso(t[-1]) if len(t) else None,
-            "recent": [[_iso(a), round(float(b), 4)] for a, b in zip(t[-EVIDENCE_READINGS:], v[-EVIDENCE_READINGS:])]}
-
-
-def _no_data(role: str, ds: int, start: datetime, end: datetime) -> dict:
-    return {"indicator": role, "datastream_id": ds, "status": "no_data", "level": "none", "rank": 0,
-            "observations": {"window": [start.isoformat(timespec="seconds"), end.isoformat(timespec="seconds")], "count": 0},
-            "summary_zh": f"数据流 {ds} 在评估时段内无观测", "summary_en": f"datastream {ds} has no observations in the window"}
-
-
-# -------------------------------------------------------------------------------------- indicators
-
-def _rainfall_indicator(cat: Catalogue, rp: RiskPoint, ds: int, series: Series, now: datetime) -> dict:
-    cfg = {**cat.params["rainfall"], **rp.model.get("rainfall", {})}
-    ant = {**cat.params["antecedent"], **rp.model.get("antecedent", {})}
-    thresholds = cat.threshold_sets[rp.model.get("threshold_set", next(iter(cat.threshold_sets)))]
-    durations = [int(d) for d in cfg["durations_h"]]
-    hours = max(max(durations), int(cfg["dry_spell_h"]) * 2, 24 * int(ant["n_days"]))
-    # The current rainfall day starts at the configured Beijing hour (science §1.4: state the boundary).
-    local = now.astimezone(BEIJING)
-    day_start = local.replace(hour=int(ant["day_start_hour"]), minute=0, second=0, microsecond=0)
-    if day_start > local:
-        day_start -= timedelta(days=1)
-    start = min(now - timedelta(hours=hours), day_start - timedelta(days=int(ant["n_days"])))
-    t, v = _read(series, ds, start, now)
-    if len(t) == 0:
-        return _no_data("rainfall", ds, start, now)
-    if np.any(v < 0):
-        raise InvalidInput(f"datastream {ds}: negative rainfall in the window")
-    # Hourly bins ending now: bin k holds readings in (now − (hours−k) h, now − (hours−k−1) h].
-    age_h = np.ceil((now.timestamp() - t) / 3600.0).astype(int)  # 1 = the last hour
-    recent = age_h <= hours
-    hourly = np.bincount(np.clip(hours - age_h[recent], 0, hours - 1), weights=v[recent], minlength=hours)[None, :]
-    hourly = np.where(hourly >= float(cfg["resolution_mm"]), hourly, 0.0)
-    event_h = rainfall.current_event_hours(hourly, int(cfg["dry_spell_h"]), 0.0)
-    ev = rainfall.evaluate_event(hourly, thresholds, durations, event_hours=event_h)
-    r0 = float(v[t >= day_start.timestamp()].sum())
-    days = antecedent.daily_totals(t, v, day_start.timestamp(), int(ant["n_days"]))
-    pa = antecedent.antecedent_rainfall(days, float(ant["K"]))
-    rank = int(ev.rank[0])
-    d = float(ev.duration_h[0])
-    index = None if np.isnan(ev.index[0]) else round(float(ev.index[0]), 3)
-    thr = {k: round(float(thresholds.alpha[k] * d**thresholds.gamma), 2) for k in LEVEL_KEYS[1:]}
-    obs = round(float(ev.observed_mm[0]), 2)
-    return {
-        "indicator": "rainfall", "datastream_id": ds, "status": "ok", "level": level_key(rank), "rank": rank,
-        "model": thresholds.metadata(),
-        "output": {"event_hours": int(event_h[0]), "deciding_duration_h": d, "event_rainfall_mm": obs,
-                   "exceedance_index": index, "thresholds_mm": thr,
-                   "by_duration": {str(int(dd)): round(float(e), 2) for dd, e in zip(ev.durations_h[0], ev.observed_by_duration[0])},
-                   "current_day_mm": round(r0, 2), "antecedent_mm": round(float(pa), 3), "effective_mm": round(r0 + float(pa), 3),
-                   "antecedent_K": float(ant["K"]), "antecedent_days": int(ant["n_days"]),
-                   "day_start": day_start.isoformat(timespec="seconds")},
-        "observations": _evidence(t, v, start, now),
-        "summary_zh": f"{int(d)} 小时累计雨量 {obs} mm,{'达到' + cat.levels[level_key(rank)]['name_zh'] + '阈值 ' + str(thr[level_key(rank)]) + ' mm' if rank else '未达到蓝色阈值 ' + str(thr['blue']) + ' mm'};前期有效降雨量 {round(float(pa), 1)} mm",
-        "summary_en": f"{obs} mm in {int(d)} h, {'at or above the ' + level_key(rank) + ' threshold ' + str(thr[level_key(rank)]) + ' mm' if rank else 'below the blue threshold ' + str(thr['blue']) + ' mm'}; antecedent effective rainfall {round(float(pa), 1)} mm",
-    }
-
-
-def _displacement_indicator(cat: Catalogue, rp: RiskPoint, ds: int, series: Series, now: datetime) -> dict:
-    ta = {**cat.params["tangent_angle"], **rp.model.get("tangent_angle", {})}
-    iv = {**cat.params["inverse_velocity"], **rp.model.get("inverse_velocity", {})}
-    cfg = {"window_days": 30, "interval_h": 24.0, "baseline_days": 7, "iv_interval_h": 6.0, "iv_smoothing": 2,
-           **rp.model.get("displacement", {})}
-    start = now - timedelta(days=float(cfg["window_days"]))
-    t, s = _read(series, ds, start, now)
-    if len(t) < 3:
-        return _no_data("displacement", ds, start, now) if len(t) == 0 else {
-            **_no_data("displacement", ds, start, now), "status": "insufficient_data", "observations": _evidence(t, s, start, now),
-            "summary_zh": f"数据流 {ds} 观测不足 3 条", "summary_en": f"datastream {ds}: fewer than 3 readings"}
-    step = float(cfg["interval_h"]) / 24.0  # days
-    days = (t - t[0]) / 86400.0
-    grid = np.arange(days[-1], days[0] - 1e-9, -step)[::-1]  # regular steps ending at the last reading
-    if len(grid) < 3:
-        grid = days
-    cum = np.interp(grid, days, s)
-    dt = np.diff(grid)
-    v_i = np.diff(cum) / dt  # mm/day per interval
-    floor = float(iv["noise_floor_mm_per_day"])
-    if "v_constant_mm_per_day" in cfg:
-        v_const = max(float(cfg["v_constant_mm_per_day"]), floor)
-        v_source = "configured"
-    else:  # the first baseline_days of the window taken as the constant-velocity stage
-        base = days <= days[0] + float(cfg["baseline_days"])
-        v_const = displacement.constant_stage_velocity(days[base], s[base], floor) if base.sum() >= 2 else floor
-        v_const = max(v_const, floor)
-        v_source = f"fitted over the first {cfg['baseline_days']} days"
-    angles = displacement.tangent_angle(np.diff(cum), dt, v_const)
-    ranks = displacement.tangent_rank(angles, ta["yellow_above_deg"], ta["orange_from_deg"], ta["red_from_deg"])
-    rank = int(ranks[-1])
-    sustained = int(ta["red_sustained_readings"])
-    notes = []
-    if rank == 4 and not (len(ranks) >= sustained and np.all(ranks[-sustained:] == 4)):
-        rank = 3
-        notes.append(f"red needs α ≥ {ta['red_from_deg']}° over {sustained} consecutive readings; held at orange")
-    if rank == 1 and abs(v_i[-1]) <= floor:
-        rank = 0  # at rest within the noise: no 注意级 for a still slope
-    # Inverse velocity on a finer grid (the tangent angle uses the daily interval; a forecast needs more points),
-    # smoothed by a short moving average, fitted on the readings after the onset of acceleration.
-    forecast = None
-    iv_step = float(cfg.get("iv_interval_h", 6.0)) / 24.0
-    iv_grid = np.arange(days[-1], days[0] - 1e-9, -iv_step)[::-1]
-    onset = None
-    if len(iv_grid) >= 4:
-        iv_v = displacement.moving_average(np.diff(np.interp(iv_grid, days, s)) / np.diff(iv_grid), int(cfg.get("iv_smoothing", 2)))
-        onset = displacement.onset_of_acceleration(iv_v)
-        if onset is not None:
-            f = displacement.inverse_velocity_forecast(iv_grid[1:][onset:], iv_v[onset:], min_points=int(iv["min_points"]),
-                                                       min_r2=float(iv["min_r2"]), confidence=float(iv["confidence"]),
-                                                       noise_floor=floor)
-            if f is not None:
-                to_s = lambda d: t[0] + d * 86400.0  # noqa: E731
-                lead_h = (to_s(f.low) - now.timestamp()) / 3600.0
-                forecast = {"t_failure": _iso(to_s(f.t_failure)), "low": _iso(to_s(f.low)), "high": _iso(to_s(f.high)),
-                            "r2": round(f.r2, 4), "points": f.n, "lead_h_lower_bound": round(lead_h, 1)}
-                if lead_h < float(iv["evacuation_lead_h"]):
-                    rank = 4
-                    notes.append(f"predicted failure (lower bound) within {round(lead_h, 1)} h, under the evacuation lead time "
-                                 f"{iv['evacuation_lead_h']} h")
-    angle = round(float(angles[-1]), 3)
-    return {
-        "indicator": "displacement", "datastream_id": ds, "status": "ok", "level": level_key(rank), "rank": rank,
-        "model": {"key": "improved_tangent_angle", "formula": "alpha = arctan(v_i / v)", "source": "许强等 2009 地质通报 28(4):501-505",
-                  "parameters": {**ta, "v_constant_mm_per_day": round(v_const, 4), "v_source": v_source},
-                  "inverse_velocity": {"formula": "1/v = a t + b, t_f = -b/a", "source": "Fukuzono 1985; Voight 1988", **iv}},
-        "output": {"tangent_angle_deg": angle, "velocity_mm_per_day": round(float(v_i[-1]), 4),
-                   "velocity_ratio": round(float(v_i[-1] / v_const), 3), "cumulative_mm": round(float(s[-1]), 3),
-                   "recent_angles_deg": [round(float(a), 2) for a in angles[-5:]], "onset_index": onset,
-                   "failure_forecast": forecast, "notes": notes},
-        "observations": _evidence(t, s, start, now),
-        "summary_zh": f"位移速率 {round(float(v_i[-1]), 2)} mm/d,改进切线角 {angle}°" + (f",预测破坏时间 {forecast['t_failure']}" if forecast else ""),
-        "summary_en": f"displacement rate {round(float(v_i[-1]), 2)} mm/d, improved tangent angle {angle}°"
-                      + (f", predicted failure {forecast['t_failure']}" if forecast else ""),
-    }
-
-
-def _tilt_indicator(cat: Catalogue, rp: RiskPoint, item: dict, series: Series, now: datetime, storeys: int) -> dict:
-    cfg = cat.params["house_tilt"]
-    ds = int(item["id"])
-    start = now - timedelta(days=float(rp.model.get("tilt", {}).get("window_days", 30)))
-    t, v = _read(series, ds, start, now)
-    if len(t) == 0:
-        return _no_data("tilt", ds, start, now)
-    limits = {k: cfg[k] for k in ("low_rise_max_storeys", "limit_low_rise_pct", "limit_other_pct")}
-    noise = float(rp.model.get("tilt", {}).get("noise_pct", 0.01))
-    rising = np.diff(np.abs(v)) > noise
-    trend = int(len(rising) - (np.flatnonzero(~rising)[-1] + 1)) if (~rising).any() else int(len(rising))
-    tilt = float(v[-1])
-    rank = house.tilt_ladder_rank(tilt, storeys, yellow_fraction=cfg["yellow_fraction"], orange_fraction=cfg["orange_fraction"],
-                                  crack_tilt_pct=cfg["crack_tilt_pct"], settlement_cracks=bool(item.get("settlement_cracks")),
-                                  trend_readings=trend, **limits)
-    limit = house.tilt_limit_pct(storeys, **limits)
-    dangerous = house.foundation_dangerous(tilt, storeys, **limits)
-    return {
-        "indicator": "tilt", "datastream_id": ds, "building_code": item.get("building_code"), "status": "ok",
-        "level": level_key(rank), "rank": rank,
-        "model": {"key": "jgj125_tilt_ladder", "formula": "tilt vs limit (3 % for <= 2 storeys, else 2 %)",
-                  "source": "JGJ 125-2016 §5.2; science.md §4.2", "parameters": {**cfg, "storeys": storeys}},
-        "output": {"tilt_pct": round(tilt, 4), "limit_pct": limit, "share_of_limit": round(abs(tilt) / limit, 3),
-                   "foundation_dangerous": dangerous, "rising_readings": trend},
-        "observations": _evidence(t, v, start, now),
-        "summary_zh": f"房屋倾斜 {round(tilt, 2)}%(限值 {limit}%,{storeys} 层)" + (",地基危险" if dangerous else ""),
-        "summary_en": f"house tilt {round(tilt, 2)} % (limit {limit} %, {storeys} storeys)" + (", foundation dangerous" if dangerous else ""),
-    }
-
-
-def _combine(cat: Catalogue, indicators: list[dict]) -> tuple[int, list[str]]:
-    """Highest indicator level; red only with a second independent indicator (science §3.5 project rule)."""
-    if not indicators:
-        return 0, ["no datastreams linked"]
-    ranks = sorted((i["rank"] for i in indicators), reverse=True)
-    rank = ranks[0]
-    reasons = [i["summary_zh"] for i in sorted(indicators, key=lambda i: -i["rank"]) if i["status"] == "ok"]
-    reasons += [i["summary_zh"] for i in indicators if i["status"] != "ok"]
-    need = RANK[cat.params["combination"]["red_second_indicator"]]
-    if rank == 4 and (len(ranks) < 2 or ranks[1] < need):
-        rank = 3
-        reasons.insert(0, f"红色预警需第二个独立指标达到{cat.levels[level_key(need)]['name_zh']}及以上,暂定橙色")
-    return rank, reasons
 
 
 # -------------------------------------------------------------------------------------- evaluation
@@ -317,11 +109,12 @@ def _identifier(cat: Catalogue, rp: RiskPoint, seq: int) -> str:
     return f"{cat.cap['district_code']}-{rp.code}-{seq:04d}"
 
 
-def _hold_downgrade(cat: Catalogue, rp: RiskPoint, rank: int, now: datetime, reasons: list[str]) -> int:
+def _hold_downgrade(cat: Catalogue, rp: RiskPoint, rank: int, now: datetime, decision: dict) -> int:
     """Hysteresis: a lower level takes over only once every assessment for ``downgrade_hold_hours`` said lower;
     until then the current level is held (and why is recorded). A level not assessed for that long is stale
     and is not held."""
-    hold = timedelta(hours=float(cat.params["combination"]["downgrade_hold_hours"]))
+    hours = float(cat.params["combination"]["downgrade_hold_hours"])
+    hold = timedelta(hours=hours)
     current = RANK[rp.level]
     attributes = dict(rp.attributes or {})
     lower_since = attributes.pop("lower_since", None)
@@ -330,8 +123,11 @@ def _hold_downgrade(cat: Catalogue, rp: RiskPoint, rank: int, now: datetime, rea
         since = datetime.fromisoformat(lower_since) if lower_since else now
         if now - since < hold:
             attributes["lower_since"] = since.isoformat()
-            reasons.insert(0, f"降级需持续 {hold.total_seconds() / 3600:g} 小时,维持{cat.level(rp.level)['name_zh']} "
-                              f"(a lower level must last {hold.total_seconds() / 3600:g} h: level held)")
+            decision["notes"].insert(0, {"code": "downgrade_held",
+                                         "zh": f"降级需持续 {hours:g} 小时,维持{cat.level(rp.level)['name_zh']} "
+                                               f"(a lower level must last {hours:g} h: level held)",
+                                         "en": f"a lower level must last {hours:g} h: level held"})
+            decision["held_at"] = rp.level
             rank = current
     rp.attributes = attributes
     return rank
@@ -347,25 +143,30 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
     if rp is None:
         raise NotFound(f"risk point {code!r} not found")
     links = rp.datastreams or {}
+    model = rp.model or {}
     indicators: list[dict] = []
     if links.get("rainfall") is not None:
-        indicators.append(_rainfall_indicator(cat, rp, int(links["rainfall"]), series, now))
+        indicators.append(ind.rainfall_indicator(cat, model, int(links["rainfall"]), series, now))
     for ds in links.get("displacement", []) or []:
-        indicators.append(_displacement_indicator(cat, rp, int(ds), series, now))
+        indicators.append(ind.displacement_indicator(cat, model, int(ds), series, now))
     tilt_items = [i if isinstance(i, dict) else {"id": i} for i in links.get("tilt", []) or []]
     floors = _storeys(session, [i["building_code"] for i in tilt_items if i.get("building_code")])
     for item in tilt_items:
-        storeys = int(item.get("storeys") or floors.get(item.get("building_code"), 0) or rp.model.get("tilt", {}).get("storeys", 2))
-        indicators.append(_tilt_indicator(cat, rp, item, series, now, storeys))
-    rank, reasons = _combine(cat, indicators)
+        # Storeys from the link, else the building registry, else the risk point's model; unknown → the rule decides.
+        storeys = item.get("storeys") or floors.get(item.get("building_code")) or (model.get("tilt") or {}).get("storeys")
+        indicators.append(ind.tilt_indicator(cat, model, item, series, now, int(storeys) if storeys else None))
+    rank, decision = ind.combine(cat, indicators)
     previous = rp.level
     if indicators and all(i["status"] != "ok" for i in indicators) and previous != "none":
         # Silence is not safety: with no usable observation at all the level is held, never cancelled.
         rank = RANK[previous]
-        reasons.insert(0, "无有效观测,维持原预警等级 (no usable observations: level held)")
-    rank = _hold_downgrade(cat, rp, rank, now, reasons)
+        decision["held_at"] = previous
+        decision["notes"].insert(0, {"code": "no_usable_observations", "zh": "无有效观测,维持原预警等级 (no usable observations: level held)",
+                                     "en": "no usable observations: level held"})
+    rank = _hold_downgrade(cat, rp, rank, now, decision)
     level = level_key(rank)
-    assessment = Assessment(rp.code, now, level, previous, level != previous, indicators, reasons)
+    reasons, reasons_en = ind.reasons(decision, indicators)
+    assessment = Assessment(rp.code, now, level, previous, level != previous, indicators, reasons, reasons_en, decision)
     rp.assessment = assessment.as_dict()
     rp.assessed_at = now
     change = None
@@ -381,7 +182,7 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
             refs = f"{cat.cap['sender']},{last.identifier},{cap_time(last.issued_at)}"
         warning = RiskWarning(risk_point_id=rp.id, identifier=_identifier(cat, rp, seq), msg_type=msg_type, cap_references=refs,
                               level=level, previous_level=previous, issued_at=now, unit_path=rp.unit_path,
-                              reasons={"reasons": reasons, "indicators": indicators})
+                              reasons=assessment.evidence())
         session.add(warning)
         rp.level, rp.level_since = level, now
         session.flush()
@@ -424,7 +225,7 @@ def series_source(session: Session) -> Series:
 
 def store_observations(session: Session, datastream_id: int, times, values) -> int:
     """Add observations to the store, skipping those already there (same datastream and time): idempotent."""
-    t = _as_seconds(times)
+    t = as_seconds(times)
     v = np.asarray(values, dtype=float)
     if t.shape != v.shape or not np.all(np.isfinite(v)):
         raise InvalidInput("observations need one finite value per time")
@@ -453,18 +254,23 @@ def _validate_links(session: Session, scope: Scope, data: dict) -> None:
         raise InvalidInput("datastreams: ids must be positive integers")
     cat = catalogue()
     model = data.get("model") or {}
+    try:
+        cat.check_model(model)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     ts = model.get("threshold_set")
     if ts is not None and ts not in cat.threshold_sets:
         raise InvalidInput(f"model.threshold_set {ts!r} is unknown; known: {sorted(cat.threshold_sets)}")
     v = (model.get("displacement") or {}).get("v_constant_mm_per_day")
-    if v is not None and not (isinstance(v, (int, float)) and 0 < v < 10_000):
-        raise InvalidInput("model.displacement.v_constant_mm_per_day must be a positive number of mm/day")
+    v_max = cat.params["registry"]["max_v_constant_mm_per_day"]
+    if v is not None and not (isinstance(v, (int, float)) and 0 < v < v_max):
+        raise InvalidInput(f"model.displacement.v_constant_mm_per_day must be a positive number of mm/day below {v_max:g}")
     codes = data.get("building_codes") or []
     if codes:
         found = dict(session.execute(select(Building.code, Building.unit_path).where(Building.code.in_(codes))).all())
         missing = [c for c in codes if c not in found or not scope.covers(found[c])]
         if missing:
-            raise InvalidInput(f"building_codes: unknown buildings {missing[:10]}")
+            raise InvalidInput(f"building_codes: {len(missing)} unknown buildings, the first {missing[0]!r}", {"unknown": missing})
 
 
 def create_risk_point(session: Session, actor: audit.Actor, scope: Scope, data: dict) -> RiskPoint:
@@ -481,11 +287,12 @@ def create_risk_point(session: Session, actor: audit.Actor, scope: Scope, data: 
     geom = data["geometry"]
     if not isinstance(geom, Point) or geom.is_empty:
         raise InvalidGeometry("a risk point's geometry must be a Point")
-    if unit.geom is not None and not unit.geom.buffer(1e-6).covers(geom):
+    reg = cat.params["registry"]
+    if unit.geom is not None and not unit.geom.buffer(reg["unit_tolerance_deg"]).covers(geom):
         raise InvalidGeometry(f"the point lies outside unit {unit.code} ({unit.name})")
-    radius = float(data.get("radius_m", 200.0))
-    if not 1 <= radius <= 50_000:
-        raise InvalidInput("radius_m must be between 1 and 50000")
+    radius = float(data.get("radius_m", reg["default_radius_m"]))
+    if not reg["min_radius_m"] <= radius <= reg["max_radius_m"]:
+        raise InvalidInput(f"radius_m must be between {reg['min_radius_m']:g} and {reg['max_radius_m']:g}")
     _validate_links(session, scope, data)
     if session.scalar(select(RiskPoint.id).where(RiskPoint.code == code)) is not None:
         raise Conflict(f"risk point {code!r} already exists")
@@ -513,16 +320,29 @@ def risk_point_dict(rp: RiskPoint, *, detail: bool = False) -> dict:
     if detail:
         data.update(model=rp.model, attributes=rp.attributes, assessment=rp.assessment)
     else:
-        data["reasons"] = (rp.assessment or {}).get("reasons", [])[:3]
+        data["reasons"] = (rp.assessment or {}).get("reasons", [])[:cat.params["evidence"]["list_reasons"]]
     return data
 
 
+def evidence_of(stored: dict | None) -> dict:
+    """The evidence of a stored assessment or warning, whatever its age: warnings stored before the decision
+    and English reasons were recorded give what they have."""
+    stored = stored or {}
+    return {"reasons": list(stored.get("reasons") or []), "reasons_en": list(stored.get("reasons_en") or []),
+            "decision": dict(stored.get("decision") or {}), "indicators": list(stored.get("indicators") or [])}
+
+
 def warning_dict(w: RiskWarning, code: str | None = None) -> dict:
+    """One stored warning with the evidence that decided it (the same for the history and the list)."""
     cat = catalogue()
+    lv = cat.levels[w.level]
+    evidence = evidence_of(w.reasons)
     return {"id": w.id, "identifier": w.identifier, "risk_point_code": code, "msg_type": w.msg_type, "level": w.level,
-            "level_name_zh": cat.levels[w.level]["name_zh"], "previous_level": w.previous_level,
-            "issued_at": w.issued_at.isoformat(), "references": w.cap_references, "unit_path": w.unit_path,
-            "reasons": (w.reasons or {}).get("reasons", []), "cap_url": f"/cap/alerts/{w.identifier}.xml"}
+            "level_name_zh": lv["name_zh"], "level_name_en": lv["name_en"], "colour": lv["colour"],
+            "previous_level": w.previous_level, "issued_at": w.issued_at.isoformat(), "references": w.cap_references,
+            "unit_path": w.unit_path, "reasons": evidence["reasons"], "reasons_en": evidence["reasons_en"],
+            "evidence": {"decision": evidence["decision"], "indicators": evidence["indicators"]},
+            "cap_url": f"/cap/alerts/{w.identifier}.xml"}
 
 
 def _parse_levels(value: str | None) -> list[str] | None:
