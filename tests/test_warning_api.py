@@ -62,6 +62,55 @@ def test_detail_gives_level_reasons_and_history(api, admin):
     assert any(w["risk_point_code"] == "RP-LGW-001" for w in warnings["items"])
 
 
+def test_every_july_storm_warning_carries_its_evidence(api, admin):
+    """The history endpoint and the warning list return, for every stored level change of 老沟湾, the reasons
+    (Chinese and English) and the evidence behind them: the decision, and per indicator its readings, model,
+    output, notes and labelled figures — what a card shows."""
+    from tests.test_warning_service import _assert_full_evidence
+
+    history = api.get("/api/risk-points/RP-LGW-001", headers=admin).json()["history"]
+    listed = {w["identifier"]: w for w in api.get("/api/warnings", headers=admin, params={"limit": 500}).json()["items"]}
+    assert [h["level"] for h in history] == ["red", "orange", "yellow", "blue"]
+    for h in history:
+        assert h["level_name_en"] and h["colour"].startswith("#")
+        _assert_full_evidence({"reasons": h["reasons"], "reasons_en": h["reasons_en"], **h["evidence"]}, h["level"])
+        assert listed[h["identifier"]]["evidence"] == h["evidence"] and listed[h["identifier"]]["reasons"] == h["reasons"]
+        for i in h["evidence"]["indicators"]:
+            assert i["level_name_zh"] and all({"key", "label_zh", "label_en", "value", "unit"} <= set(f) for f in i["figures"])
+    red = history[0]["evidence"]
+    assert red["decision"]["confirmed_by"] and red["decision"]["held_at"] is None
+    tilt = next(i for i in red["indicators"] if i["indicator"] == "tilt")
+    assert 0 < tilt["output"]["share_of_limit"] < 1 and "达到限值" in tilt["summary_zh"]
+
+
+def test_cap_message_carries_the_evidence(api, admin, schema):
+    """Each CAP message holds every reason in its description (in the info's language) and the evidence as
+    parameters: the rule, and per indicator its level, model, readings and figures; still valid CAP 1.2."""
+    history = api.get("/api/risk-points/RP-LGW-001", headers=admin).json()["history"]
+    for h in history:
+        r = api.get(h["cap_url"], headers=admin)
+        assert r.status_code == 200
+        schema.validate(r.text)
+        root = etree.fromstring(r.content)
+        infos = {i.findtext(f"{CAP}language"): i for i in root.findall(f"{CAP}info")}
+        zh, en = infos["zh-CN"], infos["en-US"]
+        assert all(reason in zh.findtext(f"{CAP}description") for reason in h["reasons"])
+        assert all(reason in en.findtext(f"{CAP}description") for reason in h["reasons_en"])
+        params = {p.findtext(f"{CAP}valueName"): p.findtext(f"{CAP}value") for p in en.findall(f"{CAP}parameter")}
+        assert params["CityOps-level"] == h["level"] and params["CityOps-rule"].startswith("the highest indicator level")
+        for n, i in enumerate(h["evidence"]["indicators"], start=1):
+            assert params[f"CityOps-indicator-{n}"].endswith(f"{i['level']} [ok]")
+            assert i["model"]["source"] in params[f"CityOps-indicator-{n}-model"]
+            assert params[f"CityOps-indicator-{n}-observations"].startswith(f"{i['observations']['count']} readings")
+            for f in i["figures"]:
+                if f["value"] is not None:
+                    name = f"CityOps-indicator-{n}-{f['key']}" + (f"-{f['unit']}" if f["unit"] else "")
+                    assert params[name] == str(f["value"])
+    red = etree.fromstring(api.get(history[0]["cap_url"], headers=admin).content)
+    names = [p.findtext(f"{CAP}valueName") for p in red.find(f"{CAP}info").findall(f"{CAP}parameter")]
+    assert any(n.endswith("share_of_limit-%") for n in names)
+
+
 def test_create_risk_point_and_bad_input(api, admin):
     yihe = next(u for u in api.get("/api/units", headers=admin, params={"level": "township"}).json()["items"] if u["name"] == "义和镇")
     grid = api.get("/api/units", headers=admin, params={"root": yihe["code"], "level": "grid", "limit": 1}).json()["items"][0]

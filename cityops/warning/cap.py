@@ -4,12 +4,18 @@ Each level change (``risk_warnings`` row) is one CAP message: ``Alert`` when a w
 when its level changes and ``Cancel`` when it ends, the latter two referencing the message they replace.
 Element order follows the XSD's strict sequences. Times carry a numeric offset (Beijing ``+08:00``): the XSD
 rejects ``Z`` and fractional seconds. 蓝 warnings are internal (domain §6): ``scope`` Restricted.
+
+The evidence travels with the message: ``description`` holds every reason (the notes that made it red or held
+it included), in the ``info``'s language; ``parameter``s name the decision and, per indicator ``n``, its
+level, model and source, observation window and last reading, and its labelled figures
+(``CityOps-indicator-<n>-<figure>``, the unit in the name).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from lxml import etree
 
@@ -18,7 +24,8 @@ from cityops.warning.catalogue import catalogue
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 ATOM_NS = "http://www.w3.org/2005/Atom"
 XSD = Path(__file__).with_name("cap12.xsd")
-BEIJING = timezone(timedelta(hours=8))
+BEIJING = ZoneInfo("Asia/Shanghai")
+METRES_PER_KM = 1000
 RESPONSE = {"blue": "Monitor", "yellow": "Prepare", "orange": "Evacuate", "red": "Evacuate", "none": "AllClear"}
 URGENCY = {"blue": "Future", "yellow": "Expected", "orange": "Immediate", "red": "Immediate", "none": "Past"}
 INSTRUCTION = {
@@ -89,14 +96,14 @@ def alert_element(warning, rp, base_url: str = ""):
     if warning.cap_references:
         _sub(alert, "references", warning.cap_references)
     _sub(alert, "incidents", f"{cfg['district_code']}-{rp.code}")
-    reasons = (warning.reasons or {}).get("reasons", [])
+    evidence = warning.reasons or {}
+    indicators = evidence.get("indicators", [])
     for language in ("zh-CN", "en-US"):
         zh = language == "zh-CN"
         info = _sub(alert, "info")
         _sub(info, "language", language)
         _sub(info, "category", hazard["cap_category"])
-        if hazard["cap_category"] == "Geo" and any(i.get("indicator") == "rainfall" and i.get("rank", 0) > 0
-                                                    for i in (warning.reasons or {}).get("indicators", [])):
+        if hazard["cap_category"] == "Geo" and any(i.get("indicator") == "rainfall" and i.get("rank", 0) > 0 for i in indicators):
             _sub(info, "category", "Met")
         _sub(info, "event", hazard["event_zh"] if zh else f"{hazard['name_en']} risk warning")
         _sub(info, "responseType", RESPONSE[level])
@@ -116,27 +123,58 @@ def alert_element(warning, rp, base_url: str = ""):
         else:
             headline = f"{_label(rp, hazard)}{lv['name_zh']}预警" if zh else f"{rp.name}: {hazard['name_en']} {lv['name_en']} warning"
         _sub(info, "headline", headline)
-        _sub(info, "description", ";".join(reasons) if reasons else headline)
+        reasons = evidence.get("reasons" if zh else "reasons_en") or evidence.get("reasons") or []
+        _sub(info, "description", ("；" if zh else "; ").join(reasons) if reasons else headline)
         _sub(info, "instruction", INSTRUCTION[level])
         if base_url:
             _sub(info, "web", f"{base_url.rstrip('/')}/cap/alerts/{warning.identifier}.xml")
         _param(info, "parameter", "CityOps-level", level)
         _param(info, "parameter", "CityOps-previous-level", warning.previous_level)
         _param(info, "parameter", "CityOps-risk-point", rp.code)
-        for indicator in (warning.reasons or {}).get("indicators", []):
+        for indicator in indicators:
             out = indicator.get("output") or {}
             if indicator.get("indicator") == "rainfall" and out.get("exceedance_index") is not None:
                 _param(info, "parameter", "CityOps-exceedance-index", out["exceedance_index"])
                 _param(info, "parameter", "CityOps-event-rainfall-mm", out["event_rainfall_mm"])
             if indicator.get("indicator") == "displacement" and out.get("tangent_angle_deg") is not None:
                 _param(info, "parameter", "CityOps-tangent-angle-deg", out["tangent_angle_deg"])
+        _evidence_parameters(info, evidence, zh)
         area = _sub(info, "area")
         _sub(area, "areaDesc", f"{rp.name}({rp.unit_code})" if zh else f"{rp.name} ({rp.unit_code})")
         if rp.geom is not None:
-            _sub(area, "circle", f"{rp.geom.y:.6f},{rp.geom.x:.6f} {rp.radius_m / 1000:.3f}")
+            _sub(area, "circle", f"{rp.geom.y:.6f},{rp.geom.x:.6f} {rp.radius_m / METRES_PER_KM:.3f}")
         _param(area, "geocode", "GB/T 2260", cfg["district_code"])
         _param(area, "geocode", "CityOps-unit", rp.unit_code)
     return alert
+
+
+def _evidence_parameters(info, evidence: dict, zh: bool) -> None:
+    """The decision and each indicator's model, readings and figures as CAP parameters."""
+    decision = evidence.get("decision") or {}
+    if decision:
+        _param(info, "parameter", "CityOps-rule", decision.get("rule_zh" if zh else "rule_en", ""))
+        if decision.get("held_at"):
+            _param(info, "parameter", "CityOps-held-at", decision["held_at"])
+        for n, note in enumerate(decision.get("notes") or [], start=1):
+            _param(info, "parameter", f"CityOps-decision-note-{n}", note["zh" if zh else "en"])
+    for n, i in enumerate(evidence.get("indicators") or [], start=1):
+        name = f"CityOps-indicator-{n}"
+        label = i.get("name_zh" if zh else "name_en") or i.get("indicator")
+        _param(info, "parameter", name, f"{label} (datastream {i.get('datastream_id')}): {i.get('level')} [{i.get('status')}]")
+        model = i.get("model") or {}
+        if model:
+            _param(info, "parameter", f"{name}-model", f"{model.get('key')}: {model.get('formula')} — {model.get('source')}")
+        obs = i.get("observations") or {}
+        if obs.get("count"):
+            last = (obs.get("recent") or [[None, None]])[-1]
+            _param(info, "parameter", f"{name}-observations",
+                   f"{obs['count']} readings {obs['window'][0]} – {obs['window'][1]}; last {last[0]} = {last[1]} {obs.get('unit', '')}".rstrip())
+        for figure in i.get("figures") or []:
+            if figure.get("value") is not None:
+                unit = f"-{figure['unit']}" if figure.get("unit") else ""
+                _param(info, "parameter", f"{name}-{figure['key']}{unit}", figure["value"])
+        for note in i.get("notes") or []:
+            _param(info, "parameter", f"{name}-note", note["zh" if zh else "en"])
 
 
 def build_feed(entries: list[tuple], base_url: str, updated: datetime) -> bytes:
