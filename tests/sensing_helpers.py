@@ -18,12 +18,15 @@ def township(api, name: str) -> str:
 
 
 def make_device(api, unit_code: str, device_type: str, stream: str, symbol: str, *, name: str = "设备",
-                risk_point: str | None = None, lonlat=(108.39, 31.18), headers=None, extra_streams=()) -> dict:
+                risk_point: str | None = None, building: str | None = None, lonlat=(108.39, 31.18), headers=None,
+                extra_streams=()) -> dict:
     """A Thing with a Location and one Datastream (new Sensor + ObservedProperty): returns ids."""
     headers = headers or api.login("admin")
     props = {"unit_code": unit_code, "device_type": device_type}
     if risk_point:
         props["risk_point_code"] = risk_point
+    if building:
+        props["building_code"] = building
     streams = [(stream, symbol), *extra_streams]
     body = {"name": name, "description": f"{device_type} test device", "properties": props,
             "Locations": [{"name": f"{name} 位置", "description": "安装位置", "encodingType": "application/geo+json",

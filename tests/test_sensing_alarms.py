@@ -44,10 +44,13 @@ def test_noise_rules_follow_day_and_night_limits(api, yihe):
     _post(api, noise, "2026-07-01T23:00:00+08:00", 58.0)
     night = _open(api, f"noise_night:ds{noise}")
     assert len(night) == 1 and night[0]["severity"] == "yellow" and night[0]["evidence"]["value"] == 58.0
-    # Night Lmax 71 > 55 + 15 → orange (escalated, same alarm).
+    # science §6.9: the night limit is exceeded by 3 dB — the evidence says so.
+    assert night[0]["evidence"]["limit"] == 55.0 and night[0]["evidence"]["exceeded_by"] == pytest.approx(3.0)
+    # Night Lmax 71 > 55 + 15 → orange (escalated, same alarm), 1 dB over 70.
     _post(api, noise, "2026-07-01T23:05:00+08:00", 71.0)
     night = _open(api, f"noise_night:ds{noise}")
     assert len(night) == 1 and night[0]["severity"] == "orange" and night[0]["history"][-1]["what"] == "escalated"
+    assert night[0]["evidence"]["limit"] == 70.0 and night[0]["evidence"]["exceeded_by"] == pytest.approx(1.0)
     # Dust: above 150 µg/m³ must hold for an hour before it alarms.
     for minute in range(0, 50, 10):
         _post(api, pm10, f"2026-07-02T10:{minute:02d}:00+08:00", 180.0)
@@ -62,7 +65,14 @@ def test_noise_rules_follow_day_and_night_limits(api, yihe):
 def test_waterlogging_ladder_dedup_deescalation_and_clear(api, yihe):
     gauge = make_device(api, yihe, "water_level", "depth", "cm", name="下穿道水位")["datastream"]
     key = f"waterlogging:ds{gauge}"
-    for minute, depth in ((0, 10.0), (5, 16.0), (10, 17.0), (15, 35.0), (20, 55.0), (25, 31.0)):
+    _post(api, gauge, "2026-07-03T08:00:00+08:00", 10.0)
+    assert not _open(api, key)
+    # science §6.9: 16 cm (rising) → 黄, 1 cm over the 15 cm limit.
+    _post(api, gauge, "2026-07-03T08:05:00+08:00", 16.0)
+    at16 = _open(api, key)
+    assert len(at16) == 1 and at16[0]["severity"] == "yellow"
+    assert at16[0]["evidence"]["limit"] == 15.0 and at16[0]["evidence"]["exceeded_by"] == pytest.approx(1.0)
+    for minute, depth in ((10, 17.0), (15, 35.0), (20, 55.0), (25, 31.0)):
         _post(api, gauge, f"2026-07-03T08:{minute:02d}:00+08:00", depth)
     alarm = _open(api, key)
     assert len(alarm) == 1, alarm
@@ -115,6 +125,53 @@ def test_house_tilt_crack_combination_and_rate(api, yihe):
     _post(api, gnss, "2026-07-04T08:00:00+08:00", 22.5)  # 12.5 mm over the 6 h window ≈ 2.08 mm/h → yellow
     a = _open(api, f"gnss_rate:ds{gnss}")
     assert a[0]["severity"] == "yellow" and a[0]["evidence"]["rate_per_hour"] == pytest.approx(12.5 / 6, abs=1e-3)
+
+
+def _building(api, floors) -> str:
+    """A demo building of 义和镇 with the given number of storeys."""
+    from sqlalchemy import select as sql_select
+
+    from cityops.housing.models import Building
+
+    with api.store.sessions() as s:
+        code = s.scalar(sql_select(Building.code).where(Building.floors.in_(floors)).order_by(Building.code).limit(1))
+    assert code, f"the demo district has a building of {floors} storeys"
+    return code
+
+
+@pytest.mark.parametrize("floors, readings", [
+    # science §6.9: a 2-storey house at 1.6 % is 黄 (≥ 50 %, < 75 % of the 3 % limit) — the fixed 1.0/1.5/2.0 %
+    # ladder said 橙; at exactly 3.0 % it is 橙, not red (JGJ 125 is strict); above it, red.
+    ((1, 2), [(1.6, "yellow", 0.533), (3.0, "orange", 1.0), (3.05, "red", 1.017)]),
+    # 3 storeys and more: the 2 % limit; exactly 2.0 % is 橙 (the old `≥ 2.0` made it red).
+    ((3, 4, 5, 6), [(1.2, "yellow", 0.6), (2.0, "orange", 1.0), (2.1, "red", 1.05)]),
+])
+def test_house_tilt_alarm_follows_the_storeys_of_the_building(api, yihe, floors, readings):
+    """The alarm path judges tilt with the warning path's one rule: the limit by the storeys of the tilt
+    meter's building, red strictly above it; the evidence says the limit and the share of it reached."""
+    building = _building(api, floors)
+    tilt = make_device(api, yihe, "tilt_meter", "tilt", "%", name=f"倾斜仪{building}", building=building)["datastream"]
+    key = f"house_tilt:ds{tilt}"
+    for minute, (value, level, share) in enumerate(readings):
+        _post(api, tilt, f"2026-07-07T08:{minute:02d}:00+08:00", value)
+        alarm = _open(api, key)
+        assert len(alarm) == 1 and alarm[0]["severity"] == level, (value, alarm)
+        ev = alarm[0]["evidence"]
+        assert ev["storeys_known"] and ev["storeys"] in floors and ev["limit_pct"] == (3.0 if max(floors) <= 2 else 2.0)
+        assert ev["share_of_limit"] == pytest.approx(share, abs=1e-3) and ev["foundation_dangerous"] == (level == "red")
+        assert ev["source"].startswith("JGJ 125")
+
+
+def test_house_tilt_trend_raises_blue(api, yihe):
+    """蓝 from the rule's trend clause: three rises above the noise in a row, far below the limit."""
+    tilt = make_device(api, yihe, "tilt_meter", "tilt", "%", name="趋势倾斜仪", building=_building(api, (2,)))["datastream"]
+    key = f"house_tilt:ds{tilt}"
+    for minute, value in enumerate((0.30, 0.32, 0.34)):
+        _post(api, tilt, f"2026-07-08T08:{minute:02d}:00+08:00", value)
+    assert not _open(api, key)
+    _post(api, tilt, "2026-07-08T08:03:00+08:00", 0.36)
+    blue = _open(api, key)
+    assert len(blue) == 1 and blue[0]["severity"] == "blue" and blue[0]["evidence"]["clause"] == "trend"
 
 
 def test_no_signal_and_escalation_by_duration(api, yihe):
@@ -235,8 +292,9 @@ def test_live_stream_delivers_scoped_alarm_changes(api, yihe):
 def test_rule_book_is_validated(tmp_path):
     good = catalog.rulebook()
     assert {r.id for r in good.rules} >= {"noise_day", "noise_night", "dust_pm10", "waterlogging", "house_tilt"}
-    bad = {"version": 1, "alarm": {}, "rules": [{"id": "x", "title": "t", "kind": "threshold", "device_type": "toaster",
-                                                  "stream": "s", "levels": {"yellow": 1}}]}
+    policy = good.alarm.model_dump()
+    bad = {"version": 1, "alarm": policy, "rules": [{"id": "x", "title": "t", "kind": "threshold", "device_type": "toaster",
+                                                      "stream": "s", "levels": {"yellow": 1}}]}
     with pytest.raises(Exception, match="unknown device type"):
         catalog.rules_from_dict(bad)
     bad["rules"][0].update(device_type="rain_gauge", stream="rainfall", levels={"purple": 1})
@@ -245,3 +303,11 @@ def test_rule_book_is_validated(tmp_path):
     bad["rules"][0].update(kind="duration", levels={})
     with pytest.raises(Exception, match="needs"):
         catalog.rules_from_dict(bad)
+    # The tilt rule is the warning catalogue's: a house_tilt rule with its own ladder is refused.
+    bad["rules"][0].update(kind="house_tilt", device_type="tilt_meter", stream="tilt", levels={"red": 2.0})
+    with pytest.raises(Exception, match="no levels"):
+        catalog.rules_from_dict(bad)
+    # Every policy value is stated in the file: nothing falls back on a default in code.
+    without = {k: v for k, v in policy.items() if k != "suppression_minutes"}
+    with pytest.raises(Exception, match="suppression_minutes"):
+        catalog.rules_from_dict({"version": 1, "alarm": without, "rules": []})

@@ -83,7 +83,7 @@ class Condition(BaseModel):
 class Rule(BaseModel):
     id: str
     title: str
-    kind: Literal["threshold", "rate", "duration", "combination", "no_signal"]
+    kind: Literal["threshold", "rate", "duration", "combination", "no_signal", "house_tilt"]
     device_type: str
     stream: str
     risk_point: str | None = None
@@ -107,7 +107,9 @@ class Rule(BaseModel):
         if self.severity is not None and self.severity not in SEVERITIES:
             raise ValueError(f"unknown severity {self.severity!r}")
         need = {"threshold": ("levels",), "rate": ("levels", "window_minutes"), "duration": ("value", "minutes", "severity"),
-                "combination": ("conditions", "severity"), "no_signal": ("minutes", "severity")}[self.kind]
+                "combination": ("conditions", "severity"), "no_signal": ("minutes", "severity"), "house_tilt": ()}[self.kind]
+        if self.kind == "house_tilt" and (self.levels or self.value is not None):
+            raise ValueError("a house_tilt rule takes its limits from the warning catalogue's [house_tilt]: no levels or value")
         for name in need:
             if not getattr(self, name):
                 raise ValueError(f"a {self.kind} rule needs {name!r}")
@@ -127,10 +129,12 @@ class Rule(BaseModel):
 
 
 class AlarmPolicy(BaseModel):
-    case_min_severity: str = "orange"
-    suppression_minutes: float = Field(30, ge=0)
-    escalate_after_minutes: float = Field(30, gt=0)
-    timezone: str = "Asia/Shanghai"
+    """rules.toml [alarm]; every value is stated there."""
+
+    case_min_severity: str
+    suppression_minutes: float = Field(ge=0)
+    escalate_after_minutes: float = Field(gt=0)
+    timezone: str
 
 
 class RuleBook(BaseModel):

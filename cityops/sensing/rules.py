@@ -1,7 +1,9 @@
 """The rule engine: the rule book (rules.toml) applied to each committed batch of observations.
 
-Per datastream the batch is reduced first (threshold: the worst reading; rate, duration, combination: the
-state after the latest reading), so cost grows with the number of streams touched, not of readings.
+Per datastream the batch is reduced first (threshold and house tilt: the worst reading; rate, duration,
+combination: the state after the latest reading), so cost grows with the number of streams touched, not of
+readings. House tilt is judged by the warning capability's one tilt rule (``cityops.warning.models.house``,
+parameters in the warning catalogue), with the storeys of the Thing's building.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cityops.housing.models import Building
 from cityops.sensing import alarms, catalog
 from cityops.sensing.catalog import Rule, compare
 from cityops.sensing.models import Datastream, Observation, Thing
 from cityops.sensing.timeutil import now_ms, to_datetime
+
+MS_PER_MINUTE = 60_000
+MS_PER_HOUR = 3_600_000
 
 
 @dataclass
@@ -53,6 +59,15 @@ _EXTREME = {
     "lt": lambda rows: min(rows, key=lambda r: r.value), "le": lambda rows: min(rows, key=lambda r: r.value),
     "abs_gt": lambda rows: max(rows, key=lambda r: abs(r.value)), "abs_ge": lambda rows: max(rows, key=lambda r: abs(r.value)),
 }
+
+
+def exceedance(op: str, value: float, limit: float) -> float:
+    """By how much a reading passes its limit, in the reading's unit (a night noise of 58 dB(A) passes 55 by 3)."""
+    if op in ("gt", "ge"):
+        return value - limit
+    if op in ("lt", "le"):
+        return limit - value
+    return abs(value) - limit
 
 
 def _level(rule: Rule, value: float) -> str | None:
@@ -111,11 +126,15 @@ def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
         worst = _level(rule, worst_row.value)
         if worst is None:
             return None, {}, latest.t_ms
-        return worst, {"value": worst_row.value, "unit": meta.symbol, "at": to_datetime(worst_row.t_ms).isoformat()}, worst_row.t_ms
+        limit = rule.levels[worst]
+        return worst, {"value": worst_row.value, "unit": meta.symbol, "at": to_datetime(worst_row.t_ms).isoformat(),
+                       "op": rule.op, "limit": limit, "exceeded_by": exceedance(rule.op, worst_row.value, limit)}, worst_row.t_ms
+    if rule.kind == "house_tilt":
+        return _house_tilt(session, meta, items, latest)
     if rule.kind == "rate":
         if rule.min_value is not None and latest.value < rule.min_value:
             return None, {}, latest.t_ms  # below the level where a rise matters: no query needed
-        window = int(rule.window_minutes * 60_000)
+        window = int(rule.window_minutes * MS_PER_MINUTE)
         before = session.execute(select(Observation.t_ms, Observation.result_num)
                                  .where(Observation.datastream_id == meta.id, Observation.t_ms <= latest.t_ms - window,
                                         Observation.result_num.is_not(None))
@@ -127,7 +146,7 @@ def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
                                      .order_by(Observation.t_ms.asc()).limit(1)).first()
         if before is None or latest.t_ms - before[0] <= 0:
             return None, {}, latest.t_ms
-        rate = (latest.value - before[1]) / ((latest.t_ms - before[0]) / 3_600_000)
+        rate = (latest.value - before[1]) / ((latest.t_ms - before[0]) / MS_PER_HOUR)
         if rule.min_value is not None and latest.value < rule.min_value:
             return None, {}, latest.t_ms
         lv = _level(rule, rate)
@@ -146,7 +165,7 @@ def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
             Observation.t_ms > (last_bad if last_bad is not None else -1), Observation.result_num.is_not(None)))
         if first_good is None or not compare(rule.op, latest.value, rule.value):
             return None, {}, latest.t_ms
-        held = (latest.t_ms - first_good) / 60_000
+        held = (latest.t_ms - first_good) / MS_PER_MINUTE
         if held < rule.minutes:
             return None, {}, latest.t_ms
         return rule.severity, {"value": latest.value, "unit": meta.symbol, "held_minutes": round(held, 1),
@@ -167,6 +186,28 @@ def _evaluate_rule(session, rule: Rule, meta, items, latest, tz):
     return None, {}, latest.t_ms
 
 
+def _house_tilt(session, meta, items, latest):
+    """The batch's worst tilt judged by the one tilt rule: the limit from the storeys of the Thing's building
+    (unknown → the rule's stricter assumption), 蓝 from the latest readings' rise above noise."""
+    from cityops.warning.catalogue import catalogue
+    from cityops.warning.models.levels import RANK, level_key
+
+    rule = catalogue().tilt_rule
+    worst = max(items, key=lambda r: abs(r.value))
+    storeys = session.scalar(select(Building.floors).join(Thing, Thing.building_code == Building.code)
+                             .where(Thing.id == meta.thing_id))
+    recent = session.scalars(select(Observation.result_num)
+                             .where(Observation.datastream_id == meta.id, Observation.t_ms <= latest.t_ms,
+                                    Observation.result_num.is_not(None))
+                             .order_by(Observation.t_ms.desc()).limit(rule.trend_readings + 1)).all()
+    j = rule.judge(worst.value, storeys, rising_readings=rule.rising_readings(list(reversed(recent))))
+    if j.rank == RANK["none"]:
+        return None, {}, latest.t_ms
+    return level_key(j.rank), {"value": worst.value, "unit": meta.symbol, "at": to_datetime(worst.t_ms).isoformat(),
+                                    **j.as_dict(), "share_of_limit": round(j.share_of_limit, 4),
+                                    "exceeded_by": round(abs(worst.value) - j.limit_pct, 4)}, worst.t_ms
+
+
 def _negation(op: str) -> str:
     return {"gt": "le", "ge": "lt", "lt": "ge", "le": "gt", "abs_gt": "abs_le", "abs_ge": "abs_lt"}[op]
 
@@ -183,7 +224,7 @@ def check_no_signal(session: Session, now: int | None = None, state: EngineState
             if (ds.properties or {}).get("stream") != rule.stream:
                 continue
             key = f"{rule.id}:ds{ds.id}"
-            silent = ds.last_ms is None or now - ds.last_ms > rule.minutes * 60_000
+            silent = ds.last_ms is None or now - ds.last_ms > rule.minutes * MS_PER_MINUTE
             if silent:
                 alarms.raise_alarm(session, key=key, severity=rule.severity, title=rule.title, unit_code=thing.unit_code,
                                    risk_point_code=thing.risk_point_code, datastream_id=ds.id,
