@@ -520,6 +520,8 @@ def test_catalogue_rejects_bad_entries(tmp_path):
          "probabilities = { blue = 0.05, yellow = 0.50, orange = 0.20, red = 0.80 }\n# Quantiles", "increasing"),
         ('{ class = 5, name = "rapid", lower = 1.8, unit = "m/h" }', '{ class = 5, name = "rapid", lower = 1.8, unit = "furlong/h" }', "velocity_classes"),
         ("people_min = 500,", "people_min = 5000,", "threat_grades"),
+        ("people_min = 500,", "people = 500,", "threat_grades"),
+        ('lower = 1.8, unit = "m/h"', 'lower = "fast", unit = "m/h"', "velocity_classes"),
         ("{ minutes = 30, B = -3.61,", "{ minutes = 30, Q = -3.61,", "logistic_m1"),
         # A floor that reached the 黄 curve would silence warnings the local set calibrated.
         ("alpha = 2.20\nbeta = 0.44", "alpha = 7.0\nbeta = 0.44", "reaches the yellow curve"),

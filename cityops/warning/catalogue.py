@@ -241,7 +241,9 @@ def _check_models(path: Path, params: dict, sets: dict[str, LevelThresholds]) ->
 def _velocity_classes(path: Path, section: dict) -> tuple[tuple, tuple]:
     out = []
     for row in section.get("classes") or []:
-        if row.get("unit") not in _VELOCITY_UNITS or not isinstance(row.get("class"), int) or not row.get("lower", 0) > 0:
+        lower = row.get("lower")
+        if row.get("unit") not in _VELOCITY_UNITS or not isinstance(row.get("class"), int) or not row.get("name") \
+                or not (isinstance(lower, (int, float)) and lower > 0):
             _fail(path, f"[velocity_classes] {row!r}: needs class, name, lower > 0 and a unit among {sorted(_VELOCITY_UNITS)}")
         out.append((row["class"], row["name"], row["lower"] * _VELOCITY_UNITS[row["unit"]]))
     below = section.get("below") or {}
@@ -251,7 +253,10 @@ def _velocity_classes(path: Path, section: dict) -> tuple[tuple, tuple]:
 
 
 def _threat_grades(path: Path, section: dict) -> tuple[tuple, tuple]:
-    grades = tuple((g["grade"], g["name_zh"], g["people_min"], g["loss_min_yuan"]) for g in section.get("grades") or [])
+    try:
+        grades = tuple((g["grade"], g["name_zh"], int(g["people_min"]), float(g["loss_min_yuan"])) for g in section.get("grades") or [])
+    except (KeyError, TypeError, ValueError):
+        _fail(path, "[threat_grades] each grade needs grade, name_zh, people_min and loss_min_yuan")
     below = section.get("below") or {}
     people, money = [g[2] for g in grades], [g[3] for g in grades]
     if not grades or people != sorted(people, reverse=True) or money != sorted(money, reverse=True) or "grade" not in below:
