@@ -16,6 +16,7 @@ from cityops.base import layerfiles, service
 from cityops.base.categories import load_categories
 from cityops.core.crs import from_canonical_many, parse_crs
 from cityops.core.errors import InvalidInput
+from cityops.core.params import NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org.routes import parse_bbox
 
@@ -50,7 +51,7 @@ class LayerPatch(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    version: int = Field(ge=0)
+    version: NonNegInt64
 
 
 @router.get("/layer-categories", summary="The layer category tree (12 major, ~80 minor categories)")
@@ -119,7 +120,7 @@ def rollback(key: str, body: RollbackIn, request: Request, session: DB, principa
 
 @router.get("/layers/{key}/features", summary="Current features as GeoJSON (bbox, paging)")
 def features(key: str, session: DB, principal=Depends(require("layers.read")), bbox: str | None = None,
-             limit: int = Query(100, ge=1, le=MAX_FEATURES_PAGE), offset: int = Query(0, ge=0),
+             limit: int = Query(100, ge=1, le=MAX_FEATURES_PAGE), offset: NonNegInt64 = 0,
              crs: str | None = None) -> JSONResponse:
     layer = service.get_layer(session, key, principal.scope)
     target = parse_crs(crs) if crs else None

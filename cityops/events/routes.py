@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, parse_body, read_upload_limited,
                               request_id, require)
 from cityops.events import catalogue, evaluation, intake, service
@@ -54,7 +55,7 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
                state: str | None = None, class_code: str | None = None, root: str | None = None,
                department: str | None = None, q: str | None = Query(None, max_length=100), overdue: bool | None = None,
                source: str | None = None, format: str = Query("json", pattern="^(json|csv)$"),
-               limit: int = Query(100, ge=1, le=5000), offset: int = Query(0, ge=0)):
+               limit: int = Query(100, ge=1, le=5000), offset: NonNegInt64 = 0):
     rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
                                      department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
     items = [service.case_dict(c) for c in rows]
@@ -126,7 +127,7 @@ class ActionIn(BaseModel):
     department_code: str | None = None
     unit_code: str | None = None
     extension: str | None = Field(default=None, description="延期 amount, e.g. '4h' or '2d'")
-    rating: int | None = None
+    rating: Int64 | None = None
     lon: float | None = None
     lat: float | None = None
 
@@ -177,7 +178,7 @@ async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
 
 
 @router.get("/cases/{number}/attachments/{attachment_id}", summary="A case photo")
-def get_attachment(number: str, attachment_id: int, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
+def get_attachment(number: str, attachment_id: Int64, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
     case = service.get_case(session, principal.scope, number)
     a = session.scalar(select(Attachment).where(Attachment.id == attachment_id, Attachment.case_id == case.id))
     if a is None:
@@ -266,7 +267,7 @@ def evaluate(session: DB, start: datetime, end: datetime, group: str = "township
 
 @router.get("/stream", summary="Live stream (SSE) of case changes in your scope, from the transactional outbox")
 async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.read")),
-                 after: int = Query(0, ge=0, description="last outbox id seen (Last-Event-ID also works)"),
+                 after: Annotated[NonNegInt64, Query(description="last outbox id seen (Last-Event-ID also works)")] = 0,
                  timeout: float = Query(300, ge=0, le=3600, description="seconds to keep the stream open")):
     last = int(request.headers.get("last-event-id") or after)
     scope = principal.scope

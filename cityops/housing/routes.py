@@ -16,6 +16,7 @@ from starlette.background import BackgroundTask
 from cityops.base import layerfiles
 from cityops.core.crs import from_canonical, parse_crs
 from cityops.core.errors import InvalidInput
+from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import DB, request_id, require
 from cityops.housing import service
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson, parse_bbox
@@ -38,7 +39,7 @@ def _with_geometry(data: dict, crs: str | None) -> dict:
 def list_buildings(session: DB, principal=Depends(require("housing.read")), bbox: str | None = None,
                    root: str | None = None, grade: str | None = Query(None, description="e.g. C,D or none"),
                    geometry: bool = False, crs: str | None = None,
-                   limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+                   limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     if crs:
         parse_crs(crs)
     rows, total = service.list_buildings(session, principal.scope, bbox=parse_bbox(bbox), root=root,
@@ -81,11 +82,11 @@ class BuildingIn(BaseModel):
     grid_code: str | None = Field(default=None, description="Default: the grid the footprint lies in")
     name: str | None = Field(default=None, max_length=200)
     address: str | None = Field(default=None, max_length=500)
-    floors: int = Field(default=1)
+    floors: Int64 = Field(default=1)
     height_m: float | None = None
     structure: str = "其他"
     use: str = "住宅"
-    year_built: int | None = None
+    year_built: Int64 | None = None
     safety_grade: str | None = None
     attributes: dict = Field(default_factory=dict)
 
@@ -97,11 +98,11 @@ class BuildingPatch(BaseModel):
     grid_code: str | None = None
     name: str | None = Field(default=None, max_length=200)
     address: str | None = Field(default=None, max_length=500)
-    floors: int | None = None
+    floors: Int64 | None = None
     height_m: float | None = None
     structure: str | None = None
     use: str | None = None
-    year_built: int | None = None
+    year_built: Int64 | None = None
     safety_grade: str | None = None
     attributes: dict | None = None
 
@@ -142,7 +143,7 @@ class ThreatIn(BaseModel):
     limit: int = Field(default=service.THREAT_PAGE, ge=0, le=service.THREAT_PAGE_MAX,
                        description="Items per page of each list (buildings, households, vulnerable residents); "
                                    "totals and the by-village/by-grid groups are always exact and complete")
-    offset: int = Field(default=0, ge=0, description="Offset of the page in each list (see `page.next_offset`)")
+    offset: NonNegInt64 = Field(default=0, description="Offset of the page in each list (see `page.next_offset`)")
 
 
 @router.post("/threatened", summary="Who is threatened: buildings, households, residents and vulnerable people in a zone")
@@ -160,7 +161,7 @@ class HouseholdIn(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     address: str | None = Field(default=None, max_length=500)
     room: str | None = Field(default=None, max_length=50)
-    members: int = 0
+    members: Int64 = 0
 
 
 class HouseholdPatch(BaseModel):
@@ -169,14 +170,14 @@ class HouseholdPatch(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     address: str | None = Field(default=None, max_length=500)
     room: str | None = Field(default=None, max_length=50)
-    members: int | None = None
+    members: Int64 | None = None
 
 
 class ResidentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=50)
     id_number: str | None = Field(default=None, max_length=18)
-    birth_year: int | None = None
+    birth_year: Int64 | None = None
     sex: Literal["男", "女"] | None = None
     phone: str | None = Field(default=None, max_length=20)
     relation: str | None = Field(default=None, max_length=20)
@@ -190,7 +191,7 @@ class ResidentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=50)
     id_number: str | None = Field(default=None, max_length=18)
-    birth_year: int | None = None
+    birth_year: Int64 | None = None
     sex: Literal["男", "女"] | None = None
     phone: str | None = Field(default=None, max_length=20)
     relation: str | None = Field(default=None, max_length=20)
@@ -230,7 +231,7 @@ def create_resident(code: str, body: ResidentIn, request: Request, session: DB,
 
 
 @router.patch("/residents/{resident_id}", summary="Change a resident (vulnerable flags, contact, id number …)")
-def update_resident(resident_id: int, body: ResidentPatch, request: Request, session: DB,
+def update_resident(resident_id: Int64, body: ResidentPatch, request: Request, session: DB,
                     principal=Depends(require("housing.write"))) -> dict:
     resident = service.update_resident(session, principal.actor(request_id(request)), principal.scope, resident_id,
                                        body.model_dump(exclude_unset=True))

@@ -32,8 +32,9 @@ from sqlalchemy import Float, LargeBinary, String, and_, bindparam, case, false,
 from sqlalchemy.sql.elements import ColumnElement
 
 from cityops.core.crs import to_canonical_xy
-from cityops.core.errors import CityOpsError
+from cityops.core.errors import CityOpsError, InvalidInput
 from cityops.core.geometry import CANONICAL_SRID, from_gpkg
+from cityops.core.params import parse_int64
 
 #: Names that denote the feature geometry in a filter (QGIS uses the queryable's name; others say geometry).
 GEOMETRY_NAMES = ("geometry", "geom")
@@ -132,7 +133,7 @@ def equality_filter(layer, params, names: tuple[str, ...]) -> dict | None:
         kind = kinds[name]
         try:
             if kind == "integer":
-                value = int(raw)
+                value = parse_int64(raw, name)
             elif kind == "number":
                 value = float(raw)
             elif kind == "boolean":
@@ -145,7 +146,7 @@ def equality_filter(layer, params, names: tuple[str, ...]) -> dict | None:
                 value = {"date": raw}
             else:
                 value = raw
-        except ValueError:
+        except (ValueError, InvalidInput):
             raise FilterError(f"{name}={raw!r} is not a valid {kind}", details={"property": name}) from None
         args.append({"op": "=", "args": [{"property": name}, value]})
     if not args:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 
 from cityops.base import service as layers
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
+from cityops.core.params import INT64_MAX, INT64_MIN
 from cityops.core.web import DB, bearer_token, current_principal, request_id, require
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
@@ -475,7 +476,7 @@ def _openapi(root: str, crs_uris: list[str], collections: list | None = None) ->
         _param("limit", f"page size, at most {MAX_LIMIT} (a larger value is rejected with 400)",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 10}, style="form", explode=False),
         _param("offset", "number of matching features to skip (prefer the keyset next/prev links)",
-            {"type": "integer", "minimum": 0, "default": 0}),
+            {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0}),
         _param("cursor", "keyset position from a next/prev link", {"type": "string", "pattern": "^[ab][0-9]+$"}),
         _param("filter", "CQL2 filter expression over the queryables", {"type": "string"}),
         _param("filter-lang", "encoding of filter", {"type": "string", "enum": list(filtering.FILTER_LANGS),
@@ -508,7 +509,8 @@ def _openapi(root: str, crs_uris: list[str], collections: list | None = None) ->
             out["requestBody"] = body
         return out
 
-    kinds = {"integer": {"type": "integer"}, "number": {"type": "number"}, "boolean": {"type": "boolean"},
+    kinds = {"integer": {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX}, "number": {"type": "number"},
+             "boolean": {"type": "boolean"},
              "datetime": {"type": "string", "format": "date-time"}, "date": {"type": "string", "format": "date"}}
     per_collection = {}
     for layer in collections or []:

@@ -37,8 +37,9 @@ from sqlalchemy.orm import Session
 from cityops.base import featurestore
 from cityops.base.models import Layer
 from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs, to_canonical_xy
-from cityops.core.errors import CityOpsError, UnknownCRS
+from cityops.core.errors import CityOpsError, InvalidInput, UnknownCRS
 from cityops.core.geometry import from_gpkg_many
+from cityops.core.params import parse_int64
 from cityops.core.spatial import bbox_prefilter
 from cityops.ogc.filtering import Compiled, register_sqlite, spatial_predicate
 
@@ -157,12 +158,9 @@ def parse_offset(value: str | None) -> int:
     if value is None:
         return 0
     try:
-        offset = int(value)
-    except ValueError:
-        raise BadRequest(f"offset={value!r} must be a non-negative integer") from None
-    if offset < 0:
-        raise BadRequest(f"offset={value!r} must be a non-negative integer")
-    return offset
+        return parse_int64(value, "offset", minimum=0)
+    except InvalidInput as exc:
+        raise BadRequest(exc.message) from None
 
 
 _DT = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$", re.I)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from starlette.background import BackgroundTask
 from cityops.core import audit as audit_log
 from cityops.core.crs import check_lonlat, from_canonical, parse_crs, to_canonical, to_canonical_xy
 from cityops.core.errors import Forbidden, InvalidGeometry, InvalidInput, OutsideJurisdiction
+from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org import service, unitfiles
 from cityops.org.models import Unit
@@ -35,7 +37,10 @@ def parse_bbox(value: str | None) -> tuple[float, float, float, float] | None:
     try:
         parts = [float(p) for p in value.split(",")]
     except ValueError:
-        raise InvalidInput(f"bbox {value!r} must be four numbers minx,miny,maxx,maxy") from None
+        parts = []
+    # float() takes "nan" and "inf": no box has such a corner (NaN compares false everywhere, then failed in GEOS).
+    if not parts or not all(math.isfinite(p) for p in parts):
+        raise InvalidInput(f"bbox {value!r} must be four finite numbers minx,miny,maxx,maxy")
     if len(parts) != 4 or parts[0] > parts[2] or parts[1] > parts[3]:
         raise InvalidInput(f"bbox {value!r} must be minx,miny,maxx,maxy with min <= max")
     return tuple(parts)
@@ -90,7 +95,7 @@ def unit_out(unit: Unit, *, geometry: bool = False, crs: str | None = None) -> d
 @router.get("/units", summary="List units inside your scope (and the ancestors of your scope)")
 def list_units(session: DB, principal=Depends(require("units.read")), level: str | None = None,
                parent: str | None = None, root: str | None = None, q: str | None = Query(None, max_length=64),
-               bbox: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+               bbox: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     rows, total = service.list_units(session, principal.scope, level=level, parent=parent, root=root, q=q,
                                      bbox=parse_bbox(bbox), limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "items": [unit_out(u) for u in rows]}
@@ -310,7 +315,7 @@ class PersonPatch(BaseModel):
 
 @router.get("/people", summary="People on duty inside your scope")
 def list_people(session: DB, principal=Depends(require("people.read")), unit: str | None = None,
-                post: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+                post: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     if unit:
         principal.scope.require_covers(service.unit_path(session, unit), f"unit {unit}")
     rows, total = service.list_people(session, principal.scope, unit=unit, post=post, limit=limit, offset=offset)
@@ -318,7 +323,7 @@ def list_people(session: DB, principal=Depends(require("people.read")), unit: st
 
 
 @router.get("/people/{person_id}")
-def get_person(person_id: int, session: DB, principal=Depends(require("people.read"))) -> dict:
+def get_person(person_id: Int64, session: DB, principal=Depends(require("people.read"))) -> dict:
     return service.person_snapshot(service.get_person(session, person_id, principal.scope))
 
 
@@ -330,7 +335,7 @@ def create_person(body: PersonIn, request: Request, session: DB, principal=Depen
 
 
 @router.patch("/people/{person_id}")
-def patch_person(person_id: int, body: PersonPatch, request: Request, session: DB,
+def patch_person(person_id: Int64, body: PersonPatch, request: Request, session: DB,
                  principal=Depends(require("people.write"))) -> dict:
     p = service.save_person(session, principal.actor(request_id(request)), principal.scope,
                             body.model_dump(exclude_unset=True), person_id=person_id)
@@ -339,7 +344,7 @@ def patch_person(person_id: int, body: PersonPatch, request: Request, session: D
 
 
 @router.delete("/people/{person_id}", status_code=204)
-def delete_person(person_id: int, request: Request, session: DB, principal=Depends(require("people.write"))) -> None:
+def delete_person(person_id: Int64, request: Request, session: DB, principal=Depends(require("people.write"))) -> None:
     service.delete_person(session, principal.actor(request_id(request)), principal.scope, person_id)
     session.commit()
 
@@ -354,7 +359,7 @@ def list_places(session: DB, principal=Depends(require("units.read")), q: str | 
 
 @router.get("/audit", summary="Audit log (审计日志) entries inside your scope, newest first")
 def audit(session: DB, principal=Depends(require("audit.read")), entity_key: str | None = None,
-          action: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> list[dict]:
+          action: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> list[dict]:
     E = audit_log.AuditEntry
     stmt = select(E)
     if not principal.scope.all_units:

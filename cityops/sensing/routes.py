@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Annotated
 
 import orjson
 
@@ -15,6 +16,7 @@ from sqlalchemy import func, select
 
 from cityops.core import audit
 from cityops.core.errors import InvalidInput, NotFound
+from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import DB, json_body_schema, require
 from cityops.sensing import alarms, catalog, timeseries
 from cityops.sensing.models import Datastream, Thing
@@ -78,7 +80,7 @@ def rules(principal=Depends(require("sensing.read"))) -> dict:
 
 @router.get("/devices", summary="Devices (Things) in your scope with their datastreams' latest values and alarm status")
 def devices(session: DB, principal=Depends(require("sensing.read")), device_type: str | None = None,
-            risk_point: str | None = None, limit: int = Query(200, ge=1, le=5000), offset: int = Query(0, ge=0)) -> dict:
+            risk_point: str | None = None, limit: int = Query(200, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
     q = select(Thing).where(principal.scope.covers_clause(Thing.unit_path))
     if device_type:
         q = q.where(Thing.device_type == device_type)
@@ -118,7 +120,7 @@ def _period(start: str | None, end: str | None) -> tuple[int, int]:
 
 
 @router.get("/datastreams/{ds_id}/series", summary="Range query for charts: raw or 1m/1h/1d rollups, downsampled")
-def series(ds_id: int, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
+def series(ds_id: Int64, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
            end: str | None = None, tier: str | None = None, max_points: int = Query(2000, ge=10, le=20000)) -> dict:
     ds = _datastream(session, principal, ds_id)
     s, e = _period(start, end)
@@ -126,7 +128,7 @@ def series(ds_id: int, session: DB, principal=Depends(require("sensing.read")), 
 
 
 @router.get("/datastreams/{ds_id}/export", summary="CSV export of one datastream's observations over a period")
-def export(ds_id: int, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
+def export(ds_id: Int64, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
            end: str | None = None) -> StreamingResponse:
     ds = _datastream(session, principal, ds_id)
     s, e = _period(start, end)
@@ -137,7 +139,7 @@ def export(ds_id: int, session: DB, principal=Depends(require("sensing.read")), 
 @router.get("/alarms", summary="Alarms in your scope, newest first")
 def list_alarms(session: DB, principal=Depends(require("sensing.read")), status: str | None = None,
                 severity: str | None = None, risk_point: str | None = None,
-                limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+                limit: int = Query(100, ge=1, le=1000), offset: NonNegInt64 = 0) -> dict:
     rows, total = alarms.list_alarms(session, principal.scope, status=status, severity=severity, risk_point=risk_point,
                                      limit=limit, offset=offset)
     return {"total": total, "items": [alarms.alarm_dict(a) for a in rows]}
@@ -145,7 +147,7 @@ def list_alarms(session: DB, principal=Depends(require("sensing.read")), status:
 
 @router.get("/alarms/stream", summary="Live alarm changes (Server-Sent Events), scoped")
 async def alarm_stream(request: Request, principal=Depends(require("sensing.read")),
-                       max_events: int | None = Query(None, ge=1, description="close after this many events (clients, tests)"),
+                       max_events: Annotated[NonNegInt64 | None, Query(ge=1, description="close after this many events (clients, tests)")] = None,
                        timeout: float | None = Query(None, gt=0, le=3600, description="close after this many seconds")):
     sub = alarms.HUB.subscribe(principal.scope)
     loop = asyncio.get_running_loop()
@@ -176,7 +178,7 @@ async def alarm_stream(request: Request, principal=Depends(require("sensing.read
 
 
 @router.get("/alarms/{alarm_id}", summary="One alarm with its comments")
-def get_alarm(alarm_id: int, session: DB, principal=Depends(require("sensing.read"))) -> dict:
+def get_alarm(alarm_id: Int64, session: DB, principal=Depends(require("sensing.read"))) -> dict:
     a = alarms.get_alarm(session, principal.scope, alarm_id)
     return {**alarms.alarm_dict(a), "comments": alarms.comments(session, a.id)}
 
@@ -198,7 +200,7 @@ class CommentIn(BaseModel):
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", summary="Acknowledge an active alarm")
-def acknowledge(alarm_id: int, request: Request, session: DB, body: NoteIn | None = None,
+def acknowledge(alarm_id: Int64, request: Request, session: DB, body: NoteIn | None = None,
                 principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.acknowledge(session, principal.scope, _actor(request, principal), alarm_id, body.note if body else None)
     session.commit()
@@ -206,21 +208,21 @@ def acknowledge(alarm_id: int, request: Request, session: DB, body: NoteIn | Non
 
 
 @router.post("/alarms/{alarm_id}/clear", summary="Clear an alarm (with a reason)")
-def clear(alarm_id: int, body: ClearIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def clear(alarm_id: Int64, body: ClearIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.clear(session, principal.scope, _actor(request, principal), alarm_id, body.reason)
     session.commit()
     return alarms.alarm_dict(a)
 
 
 @router.post("/alarms/{alarm_id}/assign", summary="Assign an alarm to a user")
-def assign(alarm_id: int, body: AssignIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def assign(alarm_id: Int64, body: AssignIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.assign(session, principal.scope, _actor(request, principal), alarm_id, body.assignee)
     session.commit()
     return alarms.alarm_dict(a)
 
 
 @router.post("/alarms/{alarm_id}/comments", status_code=201, summary="Comment on an alarm")
-def comment(alarm_id: int, body: CommentIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def comment(alarm_id: Int64, body: CommentIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     c = alarms.add_comment(session, principal.scope, _actor(request, principal), alarm_id, body.text)
     session.commit()
     return {"id": c.id, "author": c.author, "text": c.text, "at": c.at.isoformat()}

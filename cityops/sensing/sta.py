@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.errors import CityOpsError, Forbidden, InvalidInput, NotFound
+from cityops.core.params import INT64_MAX, INT64_MIN, parse_int64
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.sensing import catalog
@@ -189,6 +190,11 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
             return func.jsonb_extract_path_text(column, *[literal(p, Text) for p in parts])
         return func.json_extract(column, "$." + ".".join(parts))
 
+    def visit_Integer(self, node):
+        if not INT64_MIN <= node.py_val <= INT64_MAX:
+            raise StaBadRequest(f"$filter: the number {node.val[:40]} is outside the 64-bit integer range")
+        return literal(node.py_val)
+
     def visit_DateTime(self, node):
         return literal(parse_instant(node.val, "$filter"))
 
@@ -282,13 +288,11 @@ def parse_options(params: dict[str, str], entity: EntitySet) -> Options:
             raise StaBadRequest(f"unknown query option {key}")
     try:
         if "$top" in params:
-            opts.top = int(params["$top"])
+            opts.top = parse_int64(params["$top"], "$top", minimum=0)
         if "$skip" in params:
-            opts.skip = int(params["$skip"])
-    except ValueError:
-        raise StaBadRequest("$top and $skip take non-negative integers") from None
-    if (opts.top is not None and opts.top < 0) or opts.skip < 0:
-        raise StaBadRequest("$top and $skip take non-negative integers")
+            opts.skip = parse_int64(params["$skip"], "$skip", minimum=0)
+    except InvalidInput as exc:
+        raise StaBadRequest(exc.message) from None
     if "$count" in params:
         if params["$count"] not in ("true", "false"):
             raise StaBadRequest("$count is true or false")
@@ -467,7 +471,7 @@ class Resolved:
     entity_id: int | None = None
 
 
-_SEGMENT = re.compile(r"^([A-Za-z]+)(?:\((\d+|'[^']*')\))?$")
+_SEGMENT = re.compile(r"^([A-Za-z]+)(?:\(([^()]*)\))?$")
 
 
 def resolve_path(ctx: Ctx, segments: list[str]) -> tuple[Resolved, list[str]]:
@@ -507,11 +511,11 @@ def resolve_path(ctx: Ctx, segments: list[str]) -> tuple[Resolved, list[str]]:
 
 
 def _parse_id(raw: str) -> int:
-    if raw.startswith("'"):
-        raw = raw.strip("'")
-    if not raw.isdigit():
-        raise NotFound(f"no entity with id {raw!r}")
-    return int(raw)
+    text = raw[1:-1] if len(raw) > 1 and raw[0] == raw[-1] == "'" else raw
+    try:
+        return parse_int64(text, "@iot.id", minimum=0)
+    except InvalidInput:
+        raise StaBadRequest(f"{raw[:40]!r} is not an entity id (an integer from 0 to {INT64_MAX})") from None
 
 
 # ----------------------------------------------------------------------------------------------- writes
@@ -544,10 +548,12 @@ def _require(set_name: str, data: dict) -> None:
 def _link_id(data) -> int | None:
     # An object carrying @iot.id names an existing entity (other properties in it are ignored, as FROST does).
     if isinstance(data, dict) and "@iot.id" in data:
-        try:
-            return int(data["@iot.id"])
-        except (TypeError, ValueError):
-            raise StaBadRequest(f"@iot.id {data['@iot.id']!r} is not an id") from None
+        value = data["@iot.id"]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX:
+            return value
+        if isinstance(value, str):
+            return _parse_id(value)
+        raise StaBadRequest(f"@iot.id {str(value)[:40]!r} is not an entity id (an integer from 0 to {INT64_MAX})")
     return None
 
 

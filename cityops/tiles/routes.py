@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from cityops.core.errors import CityOpsError, NotFound
+from cityops.core.params import Int64
 from cityops.core.web import DB, request_id, require
 from cityops.tiles import service
 from cityops.tiles.mvt import MEDIA_TYPE
@@ -93,7 +94,7 @@ def tilejson(tileset: str, request: Request, session: DB, principal=Depends(requ
 
 @router.get("/api/tiles/{tileset}/{z}/{x}/{y}.mvt", summary="One Mapbox Vector Tile (XYZ addressing)",
             responses={200: {"content": {MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}})
-def xyz_tile(tileset: str, z: int, x: int, y: int, request: Request, session: DB,
+def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB,
              principal=Depends(require("layers.read"))) -> Response:
     data, cached = _tiles(request).tile(session, principal.scope, tileset, z, x, y, buildings=_with_buildings(principal))
     return _tile_response(request, data, cached)

@@ -12,6 +12,7 @@ from sqlalchemy import func, or_, select
 
 from cityops.core.crs import from_canonical, parse_crs
 from cityops.core.errors import InvalidGeometry, InvalidInput, NotFound
+from cityops.core.params import NonNegInt64
 from cityops.core.types import utcnow
 from cityops.core.web import DB, Ctx, bearer_token, request_id, require
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson
@@ -55,7 +56,7 @@ def list_risk_points(session: DB, principal=Depends(require("warning.read")),
                      level: str | None = Query(None, description="e.g. orange,red"),
                      min_level: str | None = Query(None, description="at or above this level"),
                      hazard_type: str | None = None, root: str | None = None, crs: str | None = None,
-                     limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+                     limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     if crs:
         parse_crs(crs)
     rows, total = service.list_risk_points(session, principal.scope, level=level, min_level=min_level, hazard_type=hazard_type,
@@ -98,7 +99,7 @@ def evaluate_risk_point(code: str, session: DB, body: EvaluateIn | None = None,
 
 @router.get("/api/warnings", summary="Warning history (level changes) of the risk points in your scope, newest first")
 def list_warnings(session: DB, principal=Depends(require("warning.read")), level: str | None = None,
-                  since: datetime | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: int = Query(0, ge=0)) -> dict:
+                  since: datetime | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     items, total = service.list_warnings(session, principal.scope, level=level, since=since, limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
