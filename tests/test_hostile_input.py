@@ -5,19 +5,59 @@ and leaves the server answering. Runs on both backends."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlencode
 
+import httpx
 import pytest
 
-from tests.conftest import table_counts
+from tests.conftest import free_port, table_counts, wait_for_port
 from tests.sensing_helpers import STA
 
 INT64_MAX = 2**63 - 1
 HUGE = "100000000000000000000000000"  # 10^26
 
 
+#: A real server process: a crash must show as a dead process, not take the test session with it.
+SERVE = """
+import sys, uvicorn
+from cityops.app import create_app
+app = create_app(run_migrations=False)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", lifespan="off")
+"""
+#: The body limit of the live server (small, so that the chunked-body test sends little).
+LIVE_MAX_UPLOAD = 1024 * 1024
+
+
 @pytest.fixture(scope="module")
 def admin(api):
     return api.login("admin")
+
+
+@pytest.fixture(scope="module")
+def live(api):
+    """The module's store served by ``uvicorn`` in its own process (settings from the environment, as deployed)."""
+    settings = api.store.settings
+    env = {**os.environ, "CITYOPS_DATA_DIR": str(settings.data_dir), "CITYOPS_DATABASE_URL": settings.database_url,
+           "CITYOPS_SECRET_KEY": settings.secret_key, "CITYOPS_LOG_JSON": "false", "CITYOPS_WIRING": "false",
+           "CITYOPS_MAX_UPLOAD_BYTES": str(LIVE_MAX_UPLOAD)}
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env, cwd=Path(__file__).resolve().parents[1])
+    try:
+        wait_for_port(proc, port)
+        proc.url = f"http://127.0.0.1:{port}"
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def assert_alive(live) -> None:
+    assert live.poll() is None, f"the server process died (exit {live.returncode})"
+    assert httpx.get(f"{live.url}/api/health", timeout=10).status_code == 200
 
 
 def _request_schemas(doc: dict):
@@ -122,3 +162,50 @@ def test_nan_and_infinite_boxes_are_refused(api, admin, url):
     r = api.get(url, headers=admin)
     assert 400 <= r.status_code < 500, (url, r.status_code, r.text[:300])
     assert "bbox" in r.json()["message"] or "bbox" in json.dumps(r.json())
+
+
+# --------------------------------------------------------------------------------------------- CQL2 filters
+
+def _items(api, headers, **params):
+    # urlencode by hand: long filters are the point, and the URL must stay what a client would send.
+    return api.get(f"/ogc/collections/hazard_points/items?{urlencode(params)}", headers=headers)
+
+
+@pytest.mark.parametrize("filter_, lang", [
+    ("(" * 2000 + "name = 'a'" + ")" * 2000, "cql2-text"),  # segfaulted the native parser: the process died
+    ("NOT (" * 1000 + "name = 'a'" + ")" * 1000, "cql2-text"),
+    ('{"op":"in","args":[{"property":"name"},' + "[" * 5000 + "]" * 5000 + "]}", "cql2-json"),
+    ('{"op":"not","args":[' * 800 + '{"op":"=","args":[{"property":"name"},"a"]}' + "]}" * 800, "cql2-json"),
+])
+def test_deeply_nested_filters_are_refused_before_parsing(live, admin, filter_, lang):
+    r = httpx.get(f"{live.url}/ogc/collections/hazard_points/items", params={"filter": filter_, "filter-lang": lang},
+                  headers=admin, timeout=30)
+    assert r.status_code == 400, r.text[:300]
+    assert "nests" in r.json()["description"] and "at most" in r.json()["description"]
+    assert_alive(live)
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting(api, admin):
+    name = "(" * 100 + "[{" * 100
+    r = _items(api, admin, filter=f"name = '{name}' OR name = '{name}'''")
+    assert r.status_code == 200, r.text[:300]
+    doc = json.dumps({"op": "=", "args": [{"property": "name"}, name + '\\"' + "}" * 300]})
+    r = _items(api, admin, **{"filter": doc, "filter-lang": "cql2-json"})
+    assert r.status_code == 200, r.text[:300]
+
+
+def test_long_in_lists_and_many_predicates(api, admin):
+    names = [f["properties"]["name"] for f in _items(api, admin, limit=2).json()["features"]]
+    # IN with 5,001 values: one SQL IN per literal type (an OR per value was a 500 after seconds on SQLite).
+    values = ",".join(str(i) for i in range(5000)) + f",'{names[1]}'"
+    r = _items(api, admin, filter=f"name IN ({values})")
+    assert r.status_code == 200, r.text[:300]
+    assert [f["properties"]["name"] for f in r.json()["features"]] == [names[1]]
+    r = _items(api, admin, filter="name IN (" + ",".join("1" for _ in range(10_001)) + ")")
+    assert r.status_code == 400 and "at most 10000" in r.json()["description"], r.text[:300]
+    # 500 predicates is the bound (SQLite refuses an expression deeper than 1,000); beyond it a clear 400.
+    ors = " OR ".join(f"name = 'n{i}'" for i in range(499)) + f" OR name = '{names[0]}'"
+    r = _items(api, admin, filter=ors)
+    assert r.status_code == 200 and r.json()["numberMatched"] == 1, r.text[:300]
+    r = _items(api, admin, filter=ors + " OR name = 'one more'")
+    assert r.status_code == 400 and "501 predicates" in r.json()["description"], r.text[:300]

@@ -39,7 +39,13 @@ from cityops.core.params import parse_int64
 #: Names that denote the feature geometry in a filter (QGIS uses the queryable's name; others say geometry).
 GEOMETRY_NAMES = ("geometry", "geom")
 FILTER_LANGS = ("cql2-text", "cql2-json")
+#: Bounds of a filter, checked before the ``cql2`` parser sees it: that parser recurses natively per level and
+#: crashes the whole process (SIGSEGV) at about 1,700 nested parentheses. Real filters nest a few levels.
 MAX_FILTER_CHARS = 100_000
+MAX_FILTER_DEPTH = 64  # nested parentheses (cql2-text) or predicates (cql2-json, where a level is {…[…]})
+#: Predicates joined by AND/OR/NOT (an IN list counts once): SQLite refuses expressions deeper than 1,000.
+MAX_FILTER_PREDICATES = 500
+MAX_IN_VALUES = 10_000
 _FLOAT = Float(precision=53)
 
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
@@ -92,9 +98,10 @@ def parse(text: str, lang: str | None) -> dict:
         raise FilterError(f"filter is longer than {MAX_FILTER_CHARS} characters")
     if not text.strip():
         raise FilterError("filter is empty")
+    _check_nesting(text, lang)
     try:
         expr = cql2.parse_text(text) if lang == "cql2-text" else cql2.parse_json(text)
-        return expr.to_json()
+        tree = expr.to_json()
     except (cql2.ParseError, ValueError) as exc:
         raw = str(exc)
         found = _POSITION.search(raw)
@@ -114,6 +121,52 @@ def parse(text: str, lang: str | None) -> dict:
         else:
             message = f"filter ({lang}) is invalid: {raw}"
         raise FilterError(message, details=details) from None
+    _check_size(tree)
+    return tree
+
+
+#: Quoted strings of each encoding (their brackets do not nest anything); an unterminated one runs to the end.
+_QUOTED = {"cql2-text": re.compile(r"'(?:[^']|'')*(?:'|$)|\"[^\"]*(?:\"|$)"),
+           "cql2-json": re.compile(r'"(?:[^"\\]|\\.)*(?:"|$)')}
+_OPENING = {"cql2-text": ("(", ")"), "cql2-json": ("{[", "}]")}
+
+
+def _check_nesting(text: str, lang: str) -> None:
+    """Refuse a filter nested deeper than the parser can take, in one pass over the text, before parsing."""
+    bare = _QUOTED[lang].sub("", text)
+    opening, closing = _OPENING[lang]
+    steps = np.zeros(len(bare), dtype=np.int32)
+    chars = np.frombuffer(bare.encode("utf-32-le"), dtype=np.uint32)
+    for c in opening:
+        steps[chars == ord(c)] = 1
+    for c in closing:
+        steps[chars == ord(c)] = -1
+    depth = int(np.cumsum(steps).max(initial=0))
+    # cql2-json spends two brackets per level ({"op", "args": [...]}) and one on the outer object.
+    allowed = MAX_FILTER_DEPTH if lang == "cql2-text" else 2 * MAX_FILTER_DEPTH + 1
+    if depth > allowed:
+        raise FilterError(f"filter ({lang}) nests {depth} levels of {'parentheses' if lang == 'cql2-text' else 'brackets'}; "
+                          f"at most {allowed} are accepted", details={"depth": depth, "max_depth": allowed})
+
+
+def _check_size(tree) -> None:
+    """Count the predicates joined by AND/OR/NOT and the values of IN lists (without recursion)."""
+    predicates, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        op = node.get("op", "").lower() if isinstance(node, dict) else ""
+        if op in ("and", "or", "not"):
+            stack.extend(node.get("args", []))
+            continue
+        predicates += 1
+        if op == "in" and isinstance(node.get("args"), list) and len(node["args"]) == 2 \
+                and isinstance(node["args"][1], list) and len(node["args"][1]) > MAX_IN_VALUES:
+            raise FilterError(f"IN lists {len(node['args'][1])} values; at most {MAX_IN_VALUES} are accepted",
+                              details={"values": len(node["args"][1]), "max_values": MAX_IN_VALUES})
+    if predicates > MAX_FILTER_PREDICATES:
+        raise FilterError(f"filter joins {predicates} predicates with AND/OR/NOT; at most {MAX_FILTER_PREDICATES} are "
+                          "accepted (use IN for a list of values)",
+                          details={"predicates": predicates, "max_predicates": MAX_FILTER_PREDICATES})
 
 
 def query_parameter_names(layer, reserved: tuple[str, ...]) -> tuple[str, ...]:
@@ -239,7 +292,7 @@ class Translator:
             values = args[1] if isinstance(args[1], list) else [args[1]]
             if not values:
                 return false()
-            return or_(*[self.compare("=", [args[0], v]) for v in values])
+            return self.in_list(args[0], values)
         if op in _SHAPELY_OPS:
             return self.spatial(op, args, top)
         if op.startswith("t_"):
@@ -335,6 +388,24 @@ class Translator:
         bound = literal(value)
         return {"=": column == bound, "<>": column != bound, "<": column < bound, "<=": column <= bound,
                 ">": column > bound, ">=": column >= bound}[op]
+
+    def in_list(self, left, values: list) -> ColumnElement[bool]:
+        """``prop IN (…)`` as one SQL ``IN`` per literal type: an OR of one comparison per value made an
+        expression as deep as the list (SQLite refuses beyond 1,000) and took seconds to compile."""
+        side = self._side(left)
+        if side[0] == "lit":
+            return or_(*[self.compare("=", [left, v]) for v in values])
+        name, casei = side[1], side[2]
+        if name in GEOMETRY_NAMES:
+            raise FilterError(f"{name!r} is the geometry; use a spatial operator such as S_INTERSECTS")
+        groups: dict[tuple[str, bool], list] = {}
+        for value in values:
+            other = self._side(value)
+            if other[0] == "prop":
+                raise FilterError("IN compares a property with a list of literals")
+            kind, literal_ = other[1]
+            groups.setdefault((kind, casei or other[2]), []).append(literal_)
+        return or_(*[self._typed(name, kind, ci).in_(items) for (kind, ci), items in groups.items()])
 
     def is_null(self, node) -> ColumnElement[bool]:
         name = self.prop_name(node)
