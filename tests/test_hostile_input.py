@@ -209,3 +209,66 @@ def test_long_in_lists_and_many_predicates(api, admin):
     assert r.status_code == 200 and r.json()["numberMatched"] == 1, r.text[:300]
     r = _items(api, admin, filter=ors + " OR name = 'one more'")
     assert r.status_code == 400 and "501 predicates" in r.json()["description"], r.text[:300]
+
+
+# ------------------------------------------------------------------------------------------- request bodies
+
+def _send_chunked(url: str, path: str, headers: dict, content_type: str, total: int, chunk: int = 64 * 1024,
+                  prefix: bytes = b""):
+    """POST a chunked body of up to ``total`` bytes on a raw socket, stopping as soon as the server answers.
+    Returns (status line, bytes sent before the answer)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    head = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", "Transfer-Encoding: chunked",
+            f"Content-Type: {content_type}", *[f"{k}: {v}" for k, v in headers.items()], "", ""]
+    sent = 0
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall("\r\n".join(head).encode())
+        if prefix:
+            sock.sendall(f"{len(prefix):x}\r\n".encode() + prefix + b"\r\n")
+        piece = f"{chunk:x}\r\n".encode() + b"x" * chunk + b"\r\n"
+        try:
+            while sent < total and not select.select([sock], [], [], 0)[0]:
+                sock.sendall(piece)
+                sent += chunk
+            if sent >= total:
+                sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed: read its answer below
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(65536)
+            if not data:
+                break
+            answer += data
+    return answer.split(b"\r\n", 1)[0].decode(), sent
+
+
+MULTIPART_FILE = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+
+
+@pytest.mark.parametrize("path, content_type, prefix", [
+    ("/api/auth/login", "application/json", b""),
+    ("/api/events/cases", "application/json", b""),
+    ("/api/sensing/observations", "application/json", b""),
+    ("/api/events/import/hotline", "multipart/form-data; boundary=xyz", MULTIPART_FILE),
+    ("/api/units/import", "multipart/form-data; boundary=xyz", MULTIPART_FILE),
+    (f"{STA}/Things", "application/json", b""),
+    ("/open311/v2/requests.json", "application/x-www-form-urlencoded", b"description="),
+])
+def test_chunked_bodies_above_the_limit_get_413_without_being_read(live, admin, path, content_type, prefix):
+    """Without Content-Length the limit used to be no limit: a chunked 512 MiB login grew the server by 1 GiB."""
+    status, sent = _send_chunked(live.url, path, admin, content_type, total=64 * LIVE_MAX_UPLOAD, prefix=prefix)
+    assert status.startswith("HTTP/1.1 413"), (status, sent)
+    # Answered once the limit was passed (what was sent beyond it sat in socket buffers), not after 64 MiB.
+    assert sent < 16 * LIVE_MAX_UPLOAD, sent
+    assert_alive(live)
+
+
+def test_chunked_bodies_within_the_limit_still_work(live):
+    r = httpx.post(f"{live.url}/api/auth/login", content=iter([b'{"username": "admin", ', b'"password": "cityops-demo"}']),
+                   headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 200, r.text

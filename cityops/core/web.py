@@ -160,10 +160,18 @@ def _error_body(code: str, message: str, details=None, rid: str = "") -> dict:
     return body
 
 
+class _BodyTooLarge(Exception):
+    """Raised into the application by ``receive`` when the body passes the limit (answered 413 by _Observe)."""
+
+
 class _Observe:
-    """Request id (``x-request-id``, taken from the request or made), the body size limit (413 from the
-    declared length, before anything reads the body) and the request metrics (latency to the response's
-    start, count by status).
+    """Request id (``x-request-id``, taken from the request or made), the body size limit and the request
+    metrics (latency to the response's start, count by status).
+
+    The limit holds for every route whatever the client declares: a ``Content-Length`` above it is answered 413
+    before anything reads the body; without one (chunked), ``receive`` counts the bytes as they arrive and
+    stops the request at the first chunk past the limit, so no more than the limit is ever buffered. Whatever
+    the application made of that interruption (a form parser's 400, an unhandled error), the answer is 413.
 
     A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every request through an extra task
     and stream wrapper, a fixed cost that showed on the small, frequent requests (case intake)."""
@@ -194,15 +202,44 @@ class _Observe:
                     self.latency.labels(scope["method"], _route(scope)).observe(time.perf_counter() - start)
             await send(message)
 
+        received = [0]
+        exceeded = started = False
+
+        async def limited_receive():
+            nonlocal exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > self.max_body:
+                    exceeded = True
+                    raise _BodyTooLarge
+            return message
+
+        async def send_unless_exceeded(message):
+            nonlocal started
+            if exceeded and not started:
+                return  # the application's answer to the interruption; the 413 below replaces it
+            started = started or message["type"] == "http.response.start"
+            await send_with_id(message)
+
         try:
             if too_large:
-                await JSONResponse(_error_body("payload_too_large",
-                                               f"request body of {length} bytes exceeds the {self.max_body} byte limit", rid=rid),
-                                   status_code=413)(scope, receive, send_with_id)
-            else:
-                await self.app(scope, receive, send_with_id)
+                await self._too_large(scope, receive, send_with_id, f"request body of {length} bytes", rid)
+                return
+            try:
+                await self.app(scope, limited_receive if length is None else receive, send_unless_exceeded)
+            except Exception:
+                if not exceeded:
+                    raise
+            if exceeded and not started:
+                await self._too_large(scope, receive, send_with_id, f"request body (more than {received[0]} bytes)", rid)
         finally:
             self.requests.labels(scope["method"], _route(scope), str(status[0])).inc()
+
+    async def _too_large(self, scope, receive, send, what: str, rid: str) -> None:
+        body = _error_body("payload_too_large", f"{what} exceeds the {self.max_body} byte limit", rid=rid)
+        # Connection: close: the rest of the body is never read, so the connection cannot carry another request.
+        await JSONResponse(body, status_code=413, headers={"Connection": "close"})(scope, receive, send)
 
 
 def _route(scope) -> str:
