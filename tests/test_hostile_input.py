@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -272,3 +273,46 @@ def test_chunked_bodies_within_the_limit_still_work(live):
     r = httpx.post(f"{live.url}/api/auth/login", content=iter([b'{"username": "admin", ', b'"password": "cityops-demo"}']),
                    headers={"Content-Type": "application/json"}, timeout=30)
     assert r.status_code == 200, r.text
+
+
+# -------------------------------------------------------------------------------------------- live streams
+
+@pytest.mark.parametrize("value", ["abc", str(2**70), "-1", "1e3", "１２"])
+@pytest.mark.parametrize("url", ["/api/events/stream?timeout=0", "/api/incidents/1/stream?seconds=0"])
+def test_bad_last_event_ids_are_refused(api, admin, url, value):
+    r = api.get(url, headers={**admin, "Last-Event-ID": value.encode()})
+    assert r.status_code == 422, (value, r.status_code, r.text[:300])
+    assert "Last-Event-ID" in r.json()["message"]
+
+
+def test_streams_end_within_their_bounded_lifetime(api, admin):
+    for url in ("/api/events/stream?timeout=3601", "/api/incidents/1/stream?seconds=301",
+                "/api/sensing/alarms/stream?timeout=301"):
+        assert api.get(url, headers=admin).status_code == 422, url
+    with api.stream("GET", "/api/sensing/alarms/stream", params={"timeout": 0.5}, headers=admin) as r:
+        assert r.status_code == 200 and "retry:" in r.read().decode()
+
+
+def test_a_stream_waiting_for_the_database_does_not_stop_the_server(api, admin):
+    """The stall after fuzzing: a stream's poll waited for a pooled connection on the event loop, so no request
+    was answered, not even those that would have given a connection back. Now the wait is in a worker thread."""
+    from tests.conftest import serve_in_thread
+
+    engine = api.app.state.ctx.engine
+    with serve_in_thread(api.app) as url, httpx.Client(base_url=url, timeout=10) as client:
+        with client.stream("GET", "/api/events/stream", params={"timeout": 30}, headers=admin) as events:
+            assert events.status_code == 200
+            lines = events.iter_lines()
+            assert next(lines).startswith("retry:")
+            # Hold every connection of the pool: the stream's next poll (every second) has to wait for one.
+            held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]  # noqa: SLF001
+            try:
+                time.sleep(2.5)
+                started = time.monotonic()
+                r = httpx.get(f"{url}/api/health", timeout=5)
+                assert r.status_code == 200 and time.monotonic() - started < 2, "the server stopped answering"
+            finally:
+                for conn in held:
+                    conn.close()
+            r = httpx.get(f"{url}/api/events/cases", params={"limit": 1}, headers=admin, timeout=10)
+            assert r.status_code == 200

@@ -4,17 +4,17 @@ duplicates and merge, SLA sweep, evaluation export and a live stream (SSE) of ca
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import datetime
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
-from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from cityops.core import sse
 from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, parse_body, read_upload_limited,
                               request_id, require)
@@ -268,25 +268,13 @@ def evaluate(session: DB, start: datetime, end: datetime, group: str = "township
 @router.get("/stream", summary="Live stream (SSE) of case changes in your scope, from the transactional outbox")
 async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.read")),
                  after: Annotated[NonNegInt64, Query(description="last outbox id seen (Last-Event-ID also works)")] = 0,
-                 timeout: float = Query(300, ge=0, le=3600, description="seconds to keep the stream open")):
-    last = int(request.headers.get("last-event-id") or after)
+                 timeout: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS,
+                                        description="seconds to keep the stream open (the client then reconnects)")):
     scope = principal.scope
 
-    async def events():
-        nonlocal last
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            while True:  # drain what is pending, a bounded batch at a time
-                with ctx.sessions() as session:
-                    rows = service.outbox_since(session, scope, last, limit=500)
-                for row in rows:
-                    last = row.id
-                    yield f"id: {row.id}\nevent: {row.topic}\ndata: {json.dumps(row.payload, ensure_ascii=False)}\n\n"
-                if len(rows) < 500:
-                    break
-            if loop.time() >= deadline or await request.is_disconnected():
-                return
-            await asyncio.sleep(1.0)
+    def fetch(since: int) -> list[sse.Event]:
+        with ctx.sessions() as session:
+            return [sse.Event(row.payload, row.topic, row.id)
+                    for row in service.outbox_since(session, scope, since, limit=500)]
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return sse.stream(request, sse.polled(fetch, sse.resume_point(request, after), interval=1.0), seconds=timeout)

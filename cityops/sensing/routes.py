@@ -4,7 +4,6 @@ live stream (Server-Sent Events)."""
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Annotated
 
 import orjson
@@ -14,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from cityops.core import audit
+from cityops.core import audit, sse
 from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import DB, json_body_schema, require
@@ -148,33 +147,16 @@ def list_alarms(session: DB, principal=Depends(require("sensing.read")), status:
 @router.get("/alarms/stream", summary="Live alarm changes (Server-Sent Events), scoped")
 async def alarm_stream(request: Request, principal=Depends(require("sensing.read")),
                        max_events: Annotated[NonNegInt64 | None, Query(ge=1, description="close after this many events (clients, tests)")] = None,
-                       timeout: float | None = Query(None, gt=0, le=3600, description="close after this many seconds")):
+                       timeout: float = Query(sse.MAX_SECONDS, gt=0, le=sse.MAX_SECONDS,
+                                              description="close after this many seconds (the client then reconnects)")):
     sub = alarms.HUB.subscribe(principal.scope)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout if timeout else None
 
-    async def events():
-        sent = 0
-        try:
-            yield ": connected\n\n"
-            while max_events is None or sent < max_events:
-                wait = 15.0 if deadline is None else min(15.0, deadline - loop.time())
-                if wait <= 0:
-                    return
-                try:
-                    data = await asyncio.wait_for(sub[1].get(), wait)
-                except asyncio.TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                name = "overflow" if data.get("event") == "overflow" else "alarm"
-                yield f"event: {name}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
-                sent += 1
-                if name == "overflow":
-                    return
-        finally:
-            alarms.HUB.unsubscribe(sub)
+    def event(data: dict) -> sse.Event:
+        return sse.Event(data, "overflow" if data.get("event") == "overflow" else "alarm")
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    # An overflow (this client fell behind) ends the stream: the client reloads the list when it reconnects.
+    return sse.stream(request, sse.queued(sub[1], event), seconds=timeout, max_events=max_events,
+                      last=lambda e: e.event == "overflow", on_close=lambda: alarms.HUB.unsubscribe(sub))
 
 
 @router.get("/alarms/{alarm_id}", summary="One alarm with its comments")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import threading
-import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import HTMLResponse, StreamingResponse
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import InvalidGeometry, InvalidInput
+from cityops.core import sse
 from cityops.core.params import Int64, NonNegInt64
 from cityops.core.web import DB, Ctx, request_id, require
 from cityops.org.routes import geometry_from_geojson
@@ -25,10 +23,8 @@ from cityops.tasks.plans import plans_summary
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
-#: Most features in an imported zone file, and the longest a live stream stays open before the client
-#: reconnects (EventSource does so by itself, resuming from Last-Event-ID).
+#: Most features in an imported zone file; how often a live stream looks for new steps.
 MAX_ZONE_FEATURES = 1000
-STREAM_MAX_SECONDS = 300
 STREAM_POLL_SECONDS = 0.25
 
 
@@ -296,36 +292,17 @@ def timeline(incident_id: Int64, session: DB, principal=Depends(require("tasks.r
 
 
 @router.get("/incidents/{incident_id}/stream", summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
-async def stream(incident_id: Int64, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.read")),
-                 after: NonNegInt64 = 0, seconds: float = Query(STREAM_MAX_SECONDS, ge=0, le=STREAM_MAX_SECONDS)):
-    # The request's session (credentials) would otherwise hold a pooled connection, in a transaction, for the
-    # whole life of the stream; each poll below uses its own short session instead.
-    await run_in_threadpool(session.close)
-    last = request.headers.get("last-event-id")
-    start = int(last) if last and last.isdigit() else after
-
-    def fetch(since: int) -> list[dict]:
+async def stream(incident_id: Int64, request: Request, ctx: Ctx, principal=Depends(require("tasks.read")),
+                 after: NonNegInt64 = 0, seconds: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
+    def fetch(since: int) -> list[sse.Event]:
         with ctx.sessions() as session:
-            return service.timeline(session, principal.scope, incident_id, after=since, limit=2000)
+            return [sse.Event(entry, entry["kind"], entry["id"])
+                    for entry in service.timeline(session, principal.scope, incident_id, after=since, limit=2000)]
 
+    start = sse.resume_point(request, after)
     first = await run_in_threadpool(fetch, start)  # 404 before the stream starts, as a normal error
-
-    async def events():
-        since = start
-        batch = first
-        deadline = time.monotonic() + seconds
-        yield "retry: 2000\n\n"
-        while True:
-            for entry in batch:
-                since = entry["id"]
-                yield f"id: {entry['id']}\nevent: {entry['kind']}\ndata: {json.dumps(entry, ensure_ascii=False)}\n\n"
-            if time.monotonic() >= deadline or await request.is_disconnected():
-                return
-            await asyncio.sleep(STREAM_POLL_SECONDS)
-            batch = await run_in_threadpool(fetch, since)
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    since = first[-1].id if first else start
+    return sse.stream(request, sse.polled(fetch, since, interval=STREAM_POLL_SECONDS), seconds=seconds, first=first)
 
 
 class StateIn(BaseModel):
