@@ -316,3 +316,49 @@ def test_a_stream_waiting_for_the_database_does_not_stop_the_server(api, admin):
                     conn.close()
             r = httpx.get(f"{url}/api/events/cases", params={"limit": 1}, headers=admin, timeout=10)
             assert r.status_code == 200
+
+
+# ------------------------------------------------------------------------------- deep JSON, CSV, SensorThings
+
+@pytest.mark.parametrize("url", [f"{STA}/Things", f"{STA}/CreateObservations", "/api/sensing/observations",
+                                 "/ogc/collections/hazard_points/items", "/api/events/cases", "/api/people"])
+def test_deeply_nested_json_bodies_are_refused(api, admin, url):
+    before = table_counts(api.store)
+    for body in ("[" * 50_000 + "]" * 50_000, '{"a":' * 50_000 + "1" + "}" * 50_000):
+        r = api.post(url, content=body, headers={**admin, "Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500, (url, r.status_code, r.text[:300])
+    assert table_counts(api.store) == before
+
+
+def test_hotline_csv_with_a_bare_carriage_return_in_a_field(api, admin):
+    def send(content: str):
+        return api.post("/api/events/import/hotline", headers=admin, files={"file": ("12345.csv", content.encode(), "text/csv")})
+
+    before = table_counts(api.store)
+    head = "ticket_id,received_at,class_code,title,description,lon,lat\n"
+    # Unquoted, a bare \r ends the row (as the csv module reads line ends): the rows are short, the file refused.
+    r = send(head + "H-CR-1,2024-07-01T08:00:00+08:00,07001,积水,路面\r积水,108.41,31.16\n")
+    assert r.status_code == 422 and r.json()["details"], r.text[:300]
+    r = send("x" * 200_000 + "\n")  # a field beyond the csv module's limit
+    assert r.status_code == 422 and "cannot be read" in r.json()["message"], r.text[:300]
+    assert table_counts(api.store) == before
+    # Quoted, it is part of the field.
+    r = send(head + 'H-CR-2,2024-07-01T08:00:00+08:00,07001,积水,"路面\r积水",108.41,31.16\n')
+    assert r.status_code == 200 and r.json()["created"] == 1, r.text[:300]
+
+
+def test_sensorthings_indexof_and_concat_work_on_both_backends(api, admin):
+    things = api.get(f"{STA}/Things", params={"$select": "id,name,description", "$top": 1000}, headers=admin).json()["value"]
+    name = things[0]["name"]
+    part = name[1:3]
+
+    def ids(filter_):
+        r = api.get(f"{STA}/Things", params={"$filter": filter_, "$select": "id", "$top": 1000}, headers=admin)
+        assert r.status_code == 200, (filter_, r.text[:300])
+        return {t["@iot.id"] for t in r.json()["value"]}
+
+    assert ids(f"indexof(name,'{part}') eq 1") == {t["@iot.id"] for t in things if t["name"].find(part) == 1}
+    assert ids("indexof(name,'不存在的名字') eq -1") == {t["@iot.id"] for t in things}
+    assert ids(f"concat(name,'-x') eq '{name}-x'") == {t["@iot.id"] for t in things if t["name"] == name}
+    assert ids(f"concat(concat(name,'/'),description) eq '{name}/{things[0]['description']}'") == {
+        t["@iot.id"] for t in things if (t["name"], t["description"]) == (name, things[0]["description"])}

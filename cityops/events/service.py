@@ -914,12 +914,19 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidInput("the CSV file is not UTF-8 text", {"field": "file"}) from None
-    reader = csv.DictReader(io.StringIO(text))
-    header = reader.fieldnames or []
-    missing = [c for c in ("ticket_id", "received_at", "class_code") if c not in header]
-    if missing:
-        raise ValidationFailed(f"the CSV header lacks column(s) {', '.join(missing)}", [{"row": 1, "problem": f"missing {missing}"}])
-    rows = list(reader)
+    # newline="": the csv module reads line ends itself (a bare \r inside a field is data, or a row end), as its
+    # documentation requires; split on \n first, such a field raised csv.Error (a 500).
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = reader.fieldnames or []
+        missing = [c for c in ("ticket_id", "received_at", "class_code") if c not in header]
+        if missing:
+            raise ValidationFailed(f"the CSV header lacks column(s) {', '.join(missing)}",
+                                   [{"row": 1, "problem": f"missing {missing}"}])
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ValidationFailed(f"the CSV file cannot be read at line {reader.line_num}: {exc}; nothing imported",
+                               [{"row": reader.line_num, "problem": str(exc)}]) from None
     if len(rows) > settings.max_import_rows:
         raise PayloadTooLarge(f"{len(rows)} rows; at most {settings.max_import_rows} per file")
     problems, forbidden, drafts, skipped = [], [], [], 0

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from cityops.base import service as layers
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
 from cityops.core.params import INT64_MAX, INT64_MIN
-from cityops.core.web import DB, bearer_token, current_principal, request_id, require
+from cityops.core.web import DB, bearer_token, current_principal, loads_json, request_id, require
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
 
@@ -341,10 +341,7 @@ async def _body(request: Request):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype not in ("application/geo+json", "application/json", "application/merge-patch+json", ""):
         raise InvalidInput(f"Content-Type {ctype!r} is not accepted; send application/geo+json")
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    return loads_json(raw)
 
 
 def _editing(request: Request, session, principal, collection_id: str, item: bool):

@@ -231,6 +231,19 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
     def func_second(self, f):
         return self._part("second", f)
 
+    # The library's indexof and concat call strpos() and concat(), which SQLite lacks (3.44 added concat):
+    # instr() is SQLite's strpos (1-based, 0 when absent), and || concatenates on both backends.
+    def func_indexof(self, first, second):
+        name = "strpos" if self.dialect == "postgresql" else "instr"
+        return getattr(func, name)(self.visit(first), self.visit(second)) - 1
+
+    def func_concat(self, *args):
+        parts = [cast(self.visit(arg), Text) for arg in args]
+        out = parts[0]
+        for part in parts[1:]:
+            out = out.op("||")(part)
+        return out
+
     def func_now(self):
         return literal(now_ms())
 

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from cityops.core.errors import InvalidInput, NotFound, Unauthenticated
-from cityops.core.web import Ctx, DB
+from cityops.core.web import DB, Ctx, loads_json
 from cityops.sensing import ingest, sta
 from cityops.sensing.models import Observation
 from cityops.sensing.service import runtime
@@ -54,9 +54,9 @@ async def _json_body(request: Request):
 
         raise PayloadTooLarge(f"body exceeds {MAX_BODY} bytes")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise sta.StaBadRequest(f"the body is not valid JSON: {exc}") from None
+        return loads_json(raw)
+    except InvalidInput as exc:
+        raise sta.StaBadRequest(exc.message) from None
 
 
 @router.get(ROOT, summary="SensorThings service root")
