@@ -29,7 +29,7 @@ def main(examples: int = typer.Option(25, help="valid and as many invalid cases 
          seed: int = typer.Option(17), backend: list[str] = typer.Option(["sqlite", "postgis"])) -> None:
     from cityops.demo.generator import build_demo
 
-    console = Console()
+    console = Console(width=200)
     table = Table("backend", "operations", "cases", "seconds", "cases/s", "answers by status", "failures")
     failed = False
     for name in backend:

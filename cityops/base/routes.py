@@ -16,7 +16,7 @@ from cityops.base import layerfiles, service
 from cityops.base.categories import load_categories
 from cityops.core.crs import from_canonical_many, parse_crs
 from cityops.core.errors import InvalidInput
-from cityops.core.params import NonNegInt64
+from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org.routes import parse_bbox
 
@@ -51,7 +51,7 @@ class LayerPatch(BaseModel):
 
 
 class RollbackIn(BaseModel):
-    version: NonNegInt64
+    version: Id
 
 
 @router.get("/layer-categories", summary="The layer category tree (12 major, ~80 minor categories)")

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import InvalidInput
-from cityops.core.params import parse_int64
+from cityops.core.params import INT32_MAX, parse_int
 
 #: Longest a stream stays open; the client reconnects and resumes.
 MAX_SECONDS = 300.0
@@ -54,7 +54,7 @@ def resume_point(request: Request, after: int) -> int:
     if raw is None or not raw.strip():
         return after
     try:
-        return parse_int64(raw, "Last-Event-ID", minimum=0)
+        return parse_int(raw, "Last-Event-ID", minimum=0, maximum=INT32_MAX)
     except InvalidInput as exc:
         raise InvalidInput(f"{exc.message}: an id of an event of this stream", exc.details) from None
 

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -274,6 +275,15 @@ def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
         return JSONResponse(
             _error_body(exc.code, exc.message, exc.details, request_id(request)), status_code=exc.status_code, headers=headers
         )
+
+    @app.exception_handler(DataError)
+    async def _data_error(request: Request, exc: DataError):
+        # The database refused a value as data (PostgreSQL: text with NUL, a number out of its column's range):
+        # the request's fault, and nothing was stored. Request types bound what they can (core.params); this
+        # answers the rest with a 422 instead of a 500.
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        return JSONResponse(_error_body("invalid_input", f"a value cannot be stored: {reason}", rid=request_id(request)),
+                            status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from cityops.core import sse
-from cityops.core.params import Int64, NonNegInt64
+from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, parse_body, read_upload_limited,
                               request_id, require)
 from cityops.events import catalogue, evaluation, intake, service
@@ -127,7 +127,7 @@ class ActionIn(BaseModel):
     department_code: str | None = None
     unit_code: str | None = None
     extension: str | None = Field(default=None, description="延期 amount, e.g. '4h' or '2d'")
-    rating: Int64 | None = None
+    rating: Int32 | None = None
     lon: float | None = None
     lat: float | None = None
 
@@ -178,7 +178,7 @@ async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
 
 
 @router.get("/cases/{number}/attachments/{attachment_id}", summary="A case photo")
-def get_attachment(number: str, attachment_id: Int64, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
+def get_attachment(number: str, attachment_id: Id, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
     case = service.get_case(session, principal.scope, number)
     a = session.scalar(select(Attachment).where(Attachment.id == attachment_id, Attachment.case_id == case.id))
     if a is None:
@@ -267,7 +267,7 @@ def evaluate(session: DB, start: datetime, end: datetime, group: str = "township
 
 @router.get("/stream", summary="Live stream (SSE) of case changes in your scope, from the transactional outbox")
 async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.read")),
-                 after: Annotated[NonNegInt64, Query(description="last outbox id seen (Last-Event-ID also works)")] = 0,
+                 after: Annotated[Id, Query(description="last outbox id seen (Last-Event-ID also works)")] = 0,
                  timeout: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS,
                                         description="seconds to keep the stream open (the client then reconnects)")):
     scope = principal.scope

@@ -16,7 +16,7 @@ from starlette.background import BackgroundTask
 from cityops.base import layerfiles
 from cityops.core.crs import from_canonical, parse_crs
 from cityops.core.errors import InvalidInput
-from cityops.core.params import Int64, NonNegInt64
+from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import DB, request_id, require
 from cityops.housing import service
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson, parse_bbox
@@ -82,11 +82,11 @@ class BuildingIn(BaseModel):
     grid_code: str | None = Field(default=None, description="Default: the grid the footprint lies in")
     name: str | None = Field(default=None, max_length=200)
     address: str | None = Field(default=None, max_length=500)
-    floors: Int64 = Field(default=1)
+    floors: Int32 = Field(default=1)
     height_m: float | None = None
     structure: str = "其他"
     use: str = "住宅"
-    year_built: Int64 | None = None
+    year_built: Int32 | None = None
     safety_grade: str | None = None
     attributes: dict = Field(default_factory=dict)
 
@@ -98,11 +98,11 @@ class BuildingPatch(BaseModel):
     grid_code: str | None = None
     name: str | None = Field(default=None, max_length=200)
     address: str | None = Field(default=None, max_length=500)
-    floors: Int64 | None = None
+    floors: Int32 | None = None
     height_m: float | None = None
     structure: str | None = None
     use: str | None = None
-    year_built: Int64 | None = None
+    year_built: Int32 | None = None
     safety_grade: str | None = None
     attributes: dict | None = None
 
@@ -161,7 +161,7 @@ class HouseholdIn(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     address: str | None = Field(default=None, max_length=500)
     room: str | None = Field(default=None, max_length=50)
-    members: Int64 = 0
+    members: Int32 = 0
 
 
 class HouseholdPatch(BaseModel):
@@ -170,14 +170,14 @@ class HouseholdPatch(BaseModel):
     phone: str | None = Field(default=None, max_length=20)
     address: str | None = Field(default=None, max_length=500)
     room: str | None = Field(default=None, max_length=50)
-    members: Int64 | None = None
+    members: Int32 | None = None
 
 
 class ResidentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=50)
     id_number: str | None = Field(default=None, max_length=18)
-    birth_year: Int64 | None = None
+    birth_year: Int32 | None = None
     sex: Literal["男", "女"] | None = None
     phone: str | None = Field(default=None, max_length=20)
     relation: str | None = Field(default=None, max_length=20)
@@ -191,7 +191,7 @@ class ResidentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=50)
     id_number: str | None = Field(default=None, max_length=18)
-    birth_year: Int64 | None = None
+    birth_year: Int32 | None = None
     sex: Literal["男", "女"] | None = None
     phone: str | None = Field(default=None, max_length=20)
     relation: str | None = Field(default=None, max_length=20)
@@ -231,7 +231,7 @@ def create_resident(code: str, body: ResidentIn, request: Request, session: DB,
 
 
 @router.patch("/residents/{resident_id}", summary="Change a resident (vulnerable flags, contact, id number …)")
-def update_resident(resident_id: Int64, body: ResidentPatch, request: Request, session: DB,
+def update_resident(resident_id: Id, body: ResidentPatch, request: Request, session: DB,
                     principal=Depends(require("housing.write"))) -> dict:
     resident = service.update_resident(session, principal.actor(request_id(request)), principal.scope, resident_id,
                                        body.model_dump(exclude_unset=True))

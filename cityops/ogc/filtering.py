@@ -34,7 +34,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from cityops.core.crs import to_canonical_xy
 from cityops.core.errors import CityOpsError, InvalidInput
 from cityops.core.geometry import CANONICAL_SRID, from_gpkg
-from cityops.core.params import parse_int64
+from cityops.core.params import parse_int
 
 #: Names that denote the feature geometry in a filter (QGIS uses the queryable's name; others say geometry).
 GEOMETRY_NAMES = ("geometry", "geom")
@@ -186,7 +186,7 @@ def equality_filter(layer, params, names: tuple[str, ...]) -> dict | None:
         kind = kinds[name]
         try:
             if kind == "integer":
-                value = parse_int64(raw, name)
+                value = parse_int(raw, name)
             elif kind == "number":
                 value = float(raw)
             elif kind == "boolean":

@@ -39,7 +39,7 @@ from cityops.base.models import Layer
 from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs, to_canonical_xy
 from cityops.core.errors import CityOpsError, InvalidInput, UnknownCRS
 from cityops.core.geometry import from_gpkg_many
-from cityops.core.params import parse_int64
+from cityops.core.params import parse_int
 from cityops.core.spatial import bbox_prefilter
 from cityops.ogc.filtering import Compiled, register_sqlite, spatial_predicate
 
@@ -158,7 +158,7 @@ def parse_offset(value: str | None) -> int:
     if value is None:
         return 0
     try:
-        return parse_int64(value, "offset", minimum=0)
+        return parse_int(value, "offset", minimum=0)
     except InvalidInput as exc:
         raise BadRequest(exc.message) from None
 

@@ -20,7 +20,7 @@ from starlette.background import BackgroundTask
 from cityops.core import audit as audit_log
 from cityops.core.crs import check_lonlat, from_canonical, parse_crs, to_canonical, to_canonical_xy
 from cityops.core.errors import Forbidden, InvalidGeometry, InvalidInput, OutsideJurisdiction
-from cityops.core.params import Int64, NonNegInt64
+from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org import service, unitfiles
 from cityops.org.models import Unit
@@ -323,7 +323,7 @@ def list_people(session: DB, principal=Depends(require("people.read")), unit: st
 
 
 @router.get("/people/{person_id}")
-def get_person(person_id: Int64, session: DB, principal=Depends(require("people.read"))) -> dict:
+def get_person(person_id: Id, session: DB, principal=Depends(require("people.read"))) -> dict:
     return service.person_snapshot(service.get_person(session, person_id, principal.scope))
 
 
@@ -335,7 +335,7 @@ def create_person(body: PersonIn, request: Request, session: DB, principal=Depen
 
 
 @router.patch("/people/{person_id}")
-def patch_person(person_id: Int64, body: PersonPatch, request: Request, session: DB,
+def patch_person(person_id: Id, body: PersonPatch, request: Request, session: DB,
                  principal=Depends(require("people.write"))) -> dict:
     p = service.save_person(session, principal.actor(request_id(request)), principal.scope,
                             body.model_dump(exclude_unset=True), person_id=person_id)
@@ -344,7 +344,7 @@ def patch_person(person_id: Int64, body: PersonPatch, request: Request, session:
 
 
 @router.delete("/people/{person_id}", status_code=204)
-def delete_person(person_id: Int64, request: Request, session: DB, principal=Depends(require("people.write"))) -> None:
+def delete_person(person_id: Id, request: Request, session: DB, principal=Depends(require("people.write"))) -> None:
     service.delete_person(session, principal.actor(request_id(request)), principal.scope, person_id)
     session.commit()
 

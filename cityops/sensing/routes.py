@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from cityops.core import audit, sse
 from cityops.core.errors import InvalidInput, NotFound
-from cityops.core.params import Int64, NonNegInt64
+from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, json_body_schema, require
 from cityops.sensing import alarms, catalog, timeseries
 from cityops.sensing.models import Datastream, Thing
@@ -119,7 +119,7 @@ def _period(start: str | None, end: str | None) -> tuple[int, int]:
 
 
 @router.get("/datastreams/{ds_id}/series", summary="Range query for charts: raw or 1m/1h/1d rollups, downsampled")
-def series(ds_id: Int64, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
+def series(ds_id: Id, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
            end: str | None = None, tier: str | None = None, max_points: int = Query(2000, ge=10, le=20000)) -> dict:
     ds = _datastream(session, principal, ds_id)
     s, e = _period(start, end)
@@ -127,7 +127,7 @@ def series(ds_id: Int64, session: DB, principal=Depends(require("sensing.read"))
 
 
 @router.get("/datastreams/{ds_id}/export", summary="CSV export of one datastream's observations over a period")
-def export(ds_id: Int64, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
+def export(ds_id: Id, session: DB, principal=Depends(require("sensing.read")), start: str | None = None,
            end: str | None = None) -> StreamingResponse:
     ds = _datastream(session, principal, ds_id)
     s, e = _period(start, end)
@@ -160,7 +160,7 @@ async def alarm_stream(request: Request, principal=Depends(require("sensing.read
 
 
 @router.get("/alarms/{alarm_id}", summary="One alarm with its comments")
-def get_alarm(alarm_id: Int64, session: DB, principal=Depends(require("sensing.read"))) -> dict:
+def get_alarm(alarm_id: Id, session: DB, principal=Depends(require("sensing.read"))) -> dict:
     a = alarms.get_alarm(session, principal.scope, alarm_id)
     return {**alarms.alarm_dict(a), "comments": alarms.comments(session, a.id)}
 
@@ -182,7 +182,7 @@ class CommentIn(BaseModel):
 
 
 @router.post("/alarms/{alarm_id}/acknowledge", summary="Acknowledge an active alarm")
-def acknowledge(alarm_id: Int64, request: Request, session: DB, body: NoteIn | None = None,
+def acknowledge(alarm_id: Id, request: Request, session: DB, body: NoteIn | None = None,
                 principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.acknowledge(session, principal.scope, _actor(request, principal), alarm_id, body.note if body else None)
     session.commit()
@@ -190,21 +190,21 @@ def acknowledge(alarm_id: Int64, request: Request, session: DB, body: NoteIn | N
 
 
 @router.post("/alarms/{alarm_id}/clear", summary="Clear an alarm (with a reason)")
-def clear(alarm_id: Int64, body: ClearIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def clear(alarm_id: Id, body: ClearIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.clear(session, principal.scope, _actor(request, principal), alarm_id, body.reason)
     session.commit()
     return alarms.alarm_dict(a)
 
 
 @router.post("/alarms/{alarm_id}/assign", summary="Assign an alarm to a user")
-def assign(alarm_id: Int64, body: AssignIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def assign(alarm_id: Id, body: AssignIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     a = alarms.assign(session, principal.scope, _actor(request, principal), alarm_id, body.assignee)
     session.commit()
     return alarms.alarm_dict(a)
 
 
 @router.post("/alarms/{alarm_id}/comments", status_code=201, summary="Comment on an alarm")
-def comment(alarm_id: Int64, body: CommentIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
+def comment(alarm_id: Id, body: CommentIn, request: Request, session: DB, principal=Depends(require("sensing.alarms"))) -> dict:
     c = alarms.add_comment(session, principal.scope, _actor(request, principal), alarm_id, body.text)
     session.commit()
     return {"id": c.id, "author": c.author, "text": c.text, "at": c.at.isoformat()}

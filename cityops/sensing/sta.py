@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.errors import CityOpsError, Forbidden, InvalidInput, NotFound
-from cityops.core.params import INT64_MAX, INT64_MIN, parse_int64
+from cityops.core.params import INT32_MAX, INT64_MAX, INT64_MIN, parse_int
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.sensing import catalog
@@ -301,9 +301,9 @@ def parse_options(params: dict[str, str], entity: EntitySet) -> Options:
             raise StaBadRequest(f"unknown query option {key}")
     try:
         if "$top" in params:
-            opts.top = parse_int64(params["$top"], "$top", minimum=0)
+            opts.top = parse_int(params["$top"], "$top", minimum=0)
         if "$skip" in params:
-            opts.skip = parse_int64(params["$skip"], "$skip", minimum=0)
+            opts.skip = parse_int(params["$skip"], "$skip", minimum=0)
     except InvalidInput as exc:
         raise StaBadRequest(exc.message) from None
     if "$count" in params:
@@ -495,7 +495,7 @@ def resolve_path(ctx: Ctx, segments: list[str]) -> tuple[Resolved, list[str]]:
     set_name, raw_id = first.groups()
     current = Resolved(set_name, False)
     if raw_id:
-        entity_id = _parse_id(raw_id)
+        entity_id = _parse_id(raw_id, set_name)
         get_one(ctx, set_name, entity_id)
         current = Resolved(set_name, True, SETS[set_name].model.id == entity_id, entity_id)
     i = 1
@@ -508,7 +508,7 @@ def resolve_path(ctx: Ctx, segments: list[str]) -> tuple[Resolved, list[str]]:
         sub = select(e.model.id).where(current.where).where(scope_clause(current.set_name, ctx.scope))
         where = spec.clause(sub)
         if m.group(2):
-            entity_id = _parse_id(m.group(2))
+            entity_id = _parse_id(m.group(2), spec.target)
             target = SETS[spec.target]
             get_one(ctx, spec.target, entity_id, where)
             current = Resolved(spec.target, True, target.model.id == entity_id, entity_id)
@@ -523,12 +523,17 @@ def resolve_path(ctx: Ctx, segments: list[str]) -> tuple[Resolved, list[str]]:
     return current, segments[i:]
 
 
-def _parse_id(raw: str) -> int:
+def _id_max(set_name: str) -> int:
+    """The largest id of a set: its key column's range (Observations are BIGINT, the others INTEGER)."""
+    return INT64_MAX if set_name == "Observations" else INT32_MAX
+
+
+def _parse_id(raw: str, set_name: str) -> int:
     text = raw[1:-1] if len(raw) > 1 and raw[0] == raw[-1] == "'" else raw
     try:
-        return parse_int64(text, "@iot.id", minimum=0)
+        return parse_int(text, "@iot.id", minimum=0, maximum=_id_max(set_name))
     except InvalidInput:
-        raise StaBadRequest(f"{raw[:40]!r} is not an entity id (an integer from 0 to {INT64_MAX})") from None
+        raise StaBadRequest(f"{raw[:40]!r} is not an id of {set_name} (an integer from 0 to {_id_max(set_name)})") from None
 
 
 # ----------------------------------------------------------------------------------------------- writes
@@ -561,12 +566,12 @@ def _require(set_name: str, data: dict) -> None:
 def _link_id(data) -> int | None:
     # An object carrying @iot.id names an existing entity (other properties in it are ignored, as FROST does).
     if isinstance(data, dict) and "@iot.id" in data:
-        value = data["@iot.id"]
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT64_MAX:
+        value = data["@iot.id"]  # a link names a Thing, Location, Sensor, … (never an Observation): INTEGER keys
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= INT32_MAX:
             return value
         if isinstance(value, str):
-            return _parse_id(value)
-        raise StaBadRequest(f"@iot.id {str(value)[:40]!r} is not an entity id (an integer from 0 to {INT64_MAX})")
+            return _parse_id(value, "linked entities")
+        raise StaBadRequest(f"@iot.id {str(value)[:40]!r} is not an entity id (an integer from 0 to {INT32_MAX})")
     return None
 
 

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import InvalidGeometry, InvalidInput
 from cityops.core import sse
-from cityops.core.params import Int64, NonNegInt64
+from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import DB, Ctx, request_id, require
 from cityops.org.routes import geometry_from_geojson
 from cityops.tasks import report, service
@@ -77,7 +77,7 @@ def list_plans(principal=Depends(require("tasks.read"))) -> list[dict]:
 
 class IncidentIn(BaseModel):
     hazard_type: str = Field(min_length=1, max_length=64)
-    level: Int64 | str = Field(description="response level 1–4 (I–IV) or a warning colour")
+    level: Int32 | str = Field(description="response level 1–4 (I–IV) or a warning colour")
     unit_code: str = Field(min_length=6, max_length=20)
     geometry: dict | None = Field(default=None, description="hazard body (GeoJSON); the zone is computed from it")
     crs: str | None = None
@@ -108,7 +108,7 @@ def open_incident(body: IncidentIn, request: Request, ctx: Ctx, session: DB, pri
 class WarningIn(BaseModel):
     risk_point_code: str = Field(min_length=1, max_length=64)
     hazard_type: str = Field(min_length=1, max_length=64)
-    level: Int64 | str | None
+    level: Int32 | str | None
     unit_code: str = Field(min_length=6, max_length=20)
     geometry: dict | None = None
     crs: str | None = None
@@ -137,7 +137,7 @@ def stats(session: DB, principal=Depends(require("tasks.read")), include_drills:
 
 
 @router.get("/incidents/{incident_id}", summary="An incident with its current zone and totals at your scope")
-def get_incident(incident_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> dict:
+def get_incident(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     incident = service.get_incident(session, principal.scope, incident_id)
     data = service.incident_dict(incident)
     zone = service.current_zone(session, incident.id)
@@ -151,7 +151,7 @@ class ReasonIn(BaseModel):
 
 
 class LevelIn(ReasonIn):
-    level: Int64 | str
+    level: Int32 | str
 
 
 class CloseIn(BaseModel):
@@ -166,36 +166,36 @@ def _command(fn, incident_id: int, request: Request, ctx: Ctx, session, principa
 
 
 @router.post("/incidents/{incident_id}/activate", summary="Confirm a proposed response (one click)")
-def activate(incident_id: Int64, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
+def activate(incident_id: Id, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     return _command(service.activate, incident_id, request, ctx, session, principal)
 
 
 @router.post("/incidents/{incident_id}/dismiss", summary="Decline a proposed response")
-def dismiss(incident_id: Int64, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
+def dismiss(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
             principal=Depends(require("tasks.command"))) -> dict:
     return _command(service.dismiss, incident_id, request, ctx, session, principal, body.reason)
 
 
 @router.post("/incidents/{incident_id}/level", summary="Upgrade or lower the response level")
-def change_level(incident_id: Int64, body: LevelIn, request: Request, ctx: Ctx, session: DB,
+def change_level(incident_id: Id, body: LevelIn, request: Request, ctx: Ctx, session: DB,
                  principal=Depends(require("tasks.command"))) -> dict:
     return _command(service.change_level, incident_id, request, ctx, session, principal, body.level, body.reason)
 
 
 @router.post("/incidents/{incident_id}/stand-down", summary="Stand the response down (解除响应): households may return")
-def stand_down(incident_id: Int64, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
+def stand_down(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
                principal=Depends(require("tasks.command"))) -> dict:
     return _command(service.stand_down, incident_id, request, ctx, session, principal, body.reason)
 
 
 @router.post("/incidents/{incident_id}/close", summary="Close: the note gets the figures, the case is closed")
-def close(incident_id: Int64, body: CloseIn, request: Request, ctx: Ctx, session: DB,
+def close(incident_id: Id, body: CloseIn, request: Request, ctx: Ctx, session: DB,
           principal=Depends(require("tasks.command"))) -> dict:
     return _command(service.close, incident_id, request, ctx, session, principal, body.note)
 
 
 @router.delete("/incidents/{incident_id}", summary="Remove a drill and everything it made (real incidents refuse)")
-def remove_drill(incident_id: Int64, request: Request, session: DB, principal=Depends(require("tasks.command"))) -> dict:
+def remove_drill(incident_id: Id, request: Request, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     counts = service.remove_drill(session, _actor(principal, request), principal.scope, incident_id)
     session.commit()
     return {"removed": counts}
@@ -243,7 +243,7 @@ def _zone_geometry(body: ZoneIn, incident, metric_crs: str):
 
 
 @router.post("/incidents/{incident_id}/zones", status_code=201, summary="A new risk-zone version: drawn, imported or computed")
-def set_zone(incident_id: Int64, body: ZoneIn, request: Request, ctx: Ctx, session: DB,
+def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session: DB,
              principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     incident = service.get_incident(session, principal.scope, incident_id, for_change=True)
@@ -254,7 +254,7 @@ def set_zone(incident_id: Int64, body: ZoneIn, request: Request, ctx: Ctx, sessi
 
 
 @router.get("/incidents/{incident_id}/zones", summary="Every version of the incident's risk zone")
-def list_zones(incident_id: Int64, session: DB, principal=Depends(require("tasks.read")), geometry: bool = True) -> list[dict]:
+def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), geometry: bool = True) -> list[dict]:
     from sqlalchemy import select
 
     from cityops.tasks.models import RiskZone
@@ -265,14 +265,14 @@ def list_zones(incident_id: Int64, session: DB, principal=Depends(require("tasks
 
 
 @router.get("/incidents/{incident_id}/threatened", summary="Who is threatened in the current zone, by village and grid, with the event grade")
-def threatened(incident_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> dict:
+def threatened(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return service.zone_threat(session, principal.scope, principal.role.allows("personal.read"), incident_id)
 
 
 # ------------------------------------------------------------------------------------------- evacuation
 
 @router.get("/incidents/{incident_id}/evacuations", summary="Household evacuation tasks at your scope; nearest first with lon/lat")
-def list_evacuations(incident_id: Int64, session: DB, principal=Depends(require("tasks.read")), state: str | None = None,
+def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), state: str | None = None,
                      grid: str | None = None, lon: float | None = None, lat: float | None = None,
                      limit: int = Query(500, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
     states = [s.strip() for s in state.split(",")] if state else None
@@ -281,19 +281,19 @@ def list_evacuations(incident_id: Int64, session: DB, principal=Depends(require(
 
 
 @router.get("/incidents/{incident_id}/totals", summary="Live totals: district, townships, villages, grids (they always agree)")
-def totals(incident_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> dict:
+def totals(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return service.totals(session, principal.scope, incident_id)
 
 
 @router.get("/incidents/{incident_id}/timeline", summary="The decision timeline (决策时间线)")
-def timeline(incident_id: Int64, session: DB, principal=Depends(require("tasks.read")), after: NonNegInt64 = 0,
+def timeline(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), after: Id = 0,
              decisions_only: bool = True, limit: int = Query(1000, ge=1, le=10000)) -> list[dict]:
     return service.timeline(session, principal.scope, incident_id, after=after, decisions_only=decisions_only, limit=limit)
 
 
 @router.get("/incidents/{incident_id}/stream", summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
-async def stream(incident_id: Int64, request: Request, ctx: Ctx, principal=Depends(require("tasks.read")),
-                 after: NonNegInt64 = 0, seconds: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
+async def stream(incident_id: Id, request: Request, ctx: Ctx, principal=Depends(require("tasks.read")),
+                 after: Id = 0, seconds: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
     def fetch(since: int) -> list[sse.Event]:
         with ctx.sessions() as session:
             return [sse.Event(entry, entry["kind"], entry["id"])
@@ -307,16 +307,16 @@ async def stream(incident_id: Int64, request: Request, ctx: Ctx, principal=Depen
 
 class StateIn(BaseModel):
     state: str = Field(min_length=1, max_length=32)
-    shelter_id: Int64 | None = None
+    shelter_id: Id | None = None
     lon: float | None = None
     lat: float | None = None
     note: str | None = Field(default=None, max_length=1000)
-    expected_version: Int64 | None = None
+    expected_version: Int32 | None = None
     request_key: str | None = Field(default=None, max_length=100, description="idempotency key: a retry changes nothing")
 
 
 @router.post("/evacuations/{evacuation_id}/state", summary="Record a household's new state, with time and position")
-def change_state(evacuation_id: Int64, body: StateIn, request: Request, session: DB,
+def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB,
                  principal=Depends(require("tasks.evacuate"))) -> dict:
     with _writer(session):
         ev = service.change_state(session, _actor(principal, request), principal.scope, evacuation_id, state=body.state,
@@ -328,12 +328,12 @@ def change_state(evacuation_id: Int64, body: StateIn, request: Request, session:
 
 
 @router.get("/evacuations/{evacuation_id}/history", summary="Every state change of a household: when, who, where")
-def evacuation_history(evacuation_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> list[dict]:
+def evacuation_history(evacuation_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> list[dict]:
     return service.history(session, principal.scope, evacuation_id)
 
 
 @router.get("/incidents/{incident_id}/report", summary="After-action report (总结报告) as an HTML document", response_class=HTMLResponse)
-def after_action_report(incident_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> HTMLResponse:
+def after_action_report(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> HTMLResponse:
     html = report.render_html(session, principal.scope, incident_id)
     return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="incident-{incident_id}-report.html"'})
 
@@ -376,7 +376,7 @@ class TaskIn(BaseModel):
     unit_code: str = Field(min_length=6, max_length=20, description="the publishing unit, owner of the task")
     target_units: list[str] = Field(default=[], max_length=500, description="one sub-task per unit")
     attachments: list[Attachment] = Field(default=[], max_length=50)
-    assignee_person_id: Int64 | None = None
+    assignee_person_id: Id | None = None
     source_kind: Literal["case", "alarm"] | None = None
     source_ref: str | None = Field(default=None, max_length=100)
     drill: bool = False
@@ -387,7 +387,7 @@ class SubtaskIn(BaseModel):
     title: str | None = Field(default=None, max_length=200)
     goal: str | None = Field(default=None, max_length=4000)
     deadline: datetime | None = None
-    assignee_person_id: Int64 | None = None
+    assignee_person_id: Id | None = None
     attachments: list[Attachment] = Field(default=[], max_length=50)
 
 
@@ -401,7 +401,7 @@ class ProgressIn(BaseModel):
 
 
 @router.get("/tasks", summary="Tasks in your scope, with rolled-up progress")
-def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_id: Int64 | None = None, status: str | None = None,
+def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_id: Id | None = None, status: str | None = None,
                overdue: bool = False, source_ref: str | None = None, include_drills: bool = True,
                limit: int = Query(200, ge=1, le=1000)) -> list[dict]:
     return service.list_tasks(session, principal.scope, incident_id=incident_id, status=status, overdue=overdue,
@@ -426,12 +426,12 @@ def check_overdue(request: Request, session: DB, principal=Depends(require("task
 
 
 @router.get("/tasks/{task_id}", summary="A task with its sub-tasks and rolled-up progress")
-def get_task(task_id: Int64, session: DB, principal=Depends(require("tasks.read"))) -> dict:
+def get_task(task_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return service.task_tree(session, principal.scope, task_id)
 
 
 @router.post("/tasks/{task_id}/subtasks", status_code=201, summary="Decompose a task for the next level down")
-def decompose(task_id: Int64, body: SubtasksIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
+def decompose(task_id: Id, body: SubtasksIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     items = [{**i.model_dump(), "attachments": [a.model_dump() for a in i.attachments]} for i in body.items]
     service.decompose(session, _actor(principal, request), principal.scope, task_id, items)
     session.commit()
@@ -439,7 +439,7 @@ def decompose(task_id: Int64, body: SubtasksIn, request: Request, session: DB, p
 
 
 @router.post("/tasks/{task_id}/progress", summary="Report progress (done rolls up to the parent)")
-def report_progress(task_id: Int64, body: ProgressIn, request: Request, session: DB,
+def report_progress(task_id: Id, body: ProgressIn, request: Request, session: DB,
                     principal=Depends(require("tasks.progress"))) -> dict:
     task = service.report_progress(session, _actor(principal, request), principal.scope, task_id, status=body.status, note=body.note)
     session.commit()
