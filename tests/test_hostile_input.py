@@ -248,11 +248,14 @@ def _send_chunked(url: str, path: str, headers: dict, content_type: str, total: 
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed: read its answer below
         answer = b""
-        while b"\r\n" not in answer:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
+        try:
+            while b"\r\n" not in answer:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                answer += data
+        except ConnectionResetError:
+            pass  # the close reached us as a reset (we were still sending), which can drop the answer: see caller
     return answer.split(b"\r\n", 1)[0].decode(), sent
 
 
@@ -270,7 +273,10 @@ MULTIPART_FILE = b'--xyz\r\nContent-Disposition: form-data; name="file"; filenam
 ])
 def test_chunked_bodies_above_the_limit_get_413_without_being_read(live, admin, path, content_type, prefix):
     """Without Content-Length the limit used to be no limit: a chunked 512 MiB login grew the server by 1 GiB."""
-    status, sent = _send_chunked(live.url, path, admin, content_type, total=64 * LIVE_MAX_UPLOAD, prefix=prefix)
+    for _ in range(3):  # a reset can overtake the answer on the wire; then the answer is simply lost: ask again
+        status, sent = _send_chunked(live.url, path, admin, content_type, total=64 * LIVE_MAX_UPLOAD, prefix=prefix)
+        if status:
+            break
     assert status.startswith("HTTP/1.1 413"), (status, sent)
     # Answered once the limit was passed (what was sent beyond it sat in socket buffers), not after 64 MiB.
     assert sent < 16 * LIVE_MAX_UPLOAD, sent
