@@ -49,6 +49,7 @@ def world(api):
     dade_grid = api.get(f"/api/units/{dade_grid['code']}", params={"geometry": True}, headers=admin).json()
     dade_village = dade_grid["parent_code"]
     dade_person = api.get("/api/people", params={"unit": dade, "limit": 1}, headers=admin).json()["items"][0]
+    yihe_person = api.get("/api/people", params={"unit": yihe, "limit": 1}, headers=admin).json()["items"][0]
     r = api.post("/api/departments", headers=admin, json={"code": "dade_ajb", "name": "大德镇安监办", "unit_code": dade})
     assert r.status_code == 201, r.text
     for key, unit in (("dade_layer", dade), ("district_layer", "500154")):
@@ -63,7 +64,7 @@ def world(api):
     dade_household = next(h["code"] for b in dade_buildings
                           for h in api.get(f"/api/buildings/{b['code']}", headers=admin).json()["households"])
     return {"yihe": yihe, "dade": dade, "dade_grid": dade_grid, "dade_village": dade_village,
-            "dade_person": dade_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass"),
+            "dade_person": dade_person["id"], "yihe_person": yihe_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass"),
             "dade_building": dade_building, "dade_household": dade_household}
 
 
@@ -74,6 +75,12 @@ def _geojson_file(grid: dict) -> bytes:
 
 def _denied(r):
     assert r.status_code in (403, 404), f"expected 403/404, got {r.status_code}: {r.text}"
+
+
+def _refused(r):
+    """Refused without revealing anything: 403/404, or 422 for a reference the caller cannot see."""
+    assert r.status_code in (403, 404, 422), f"expected 403/404/422, got {r.status_code}: {r.text}"
+    assert "大德镇" not in r.text, f"the refusal names a foreign place: {r.text}"
 
 
 def _in_scope(yihe: str):
@@ -122,9 +129,14 @@ def cases(w):
                                                dict(path={"code": "zjw"}, json={"name": "y"}, check=_denied)],
         ("DELETE", "/api/departments/{code}"): [dict(path={"code": "dade_ajb"}, check=_denied)],
         ("GET", "/api/people"): [dict(check=inside), dict(params={"unit": dade}, check=_denied)],
-        ("POST", "/api/people"): [dict(json={"name": "某人", "post": "grid_worker", "unit_code": grid["code"]}, check=_denied)],
+        ("POST", "/api/people"): [dict(json={"name": "某人", "post": "grid_worker", "unit_code": grid["code"]}, check=_denied),
+                                  # Own unit, but another township's department (unseen: "unknown") or the district's.
+                                  *[dict(json={"name": "某人", "post": "department_staff", "unit_code": yihe, "departments": [d]},
+                                         check=_refused) for d in ("dade_ajb", "zjw")]],
         ("GET", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, check=_denied)],
-        ("PATCH", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, json={"phone": "110"}, check=_denied)],
+        ("PATCH", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, json={"phone": "110"}, check=_denied),
+                                               *[dict(path={"person_id": w["yihe_person"]}, json={"departments": [d]}, check=_refused)
+                                                 for d in ("dade_ajb", "zjw")]],
         ("DELETE", "/api/people/{person_id}"): [dict(path={"person_id": w["dade_person"]}, check=_denied)],
         ("GET", "/api/places"): [dict(check=inside)],
         ("GET", "/api/audit"): [dict(check=inside)],

@@ -298,6 +298,13 @@ def _department_visible(scope: Scope, d: Department) -> bool:
     return scope.sees(d.unit_path) or d.code in scope.department_codes
 
 
+def require_department_in_scope(scope: Scope, d: Department) -> None:
+    """The caller may assign people or users to ``d``: its unit is in the scope, or it is one of the
+    scope's own departments."""
+    if d.code not in scope.department_codes:
+        scope.require_covers(d.unit_path, f"department {d.code}")
+
+
 def list_departments(session: Session, scope: Scope) -> list[Department]:
     rows = session.scalars(select(Department).order_by(Department.code))
     return [d for d in rows if _department_visible(scope, d)]
@@ -431,9 +438,14 @@ def save_person(session: Session, actor: audit.Actor, scope: Scope, data: dict, 
         p.units = units
     if data.get("departments") is not None:
         depts = list(session.scalars(select(Department).where(Department.code.in_(data["departments"]))))
-        missing = set(data["departments"]) - {d.code for d in depts}
+        # A department the caller cannot see is reported as unknown, so the answer does not reveal it exists.
+        missing = set(data["departments"]) - {d.code for d in depts if _department_visible(scope, d)}
         if missing:
             raise InvalidInput(f"unknown department codes: {', '.join(sorted(missing))}")
+        # Joining or leaving a department changes that department's staff: each one added or removed must be
+        # the caller's (in its scope, or one of its own departments), as for units.
+        for d in set(depts).symmetric_difference(p.departments):
+            require_department_in_scope(scope, d)
         p.departments = depts
     session.flush()
     audit.record(session, actor, "person.create" if before is None else "person.update", "person", str(p.id),
