@@ -48,6 +48,12 @@ def world(api):
     dade_grid = api.get("/api/units", params={"root": dade, "level": "grid", "limit": 1}, headers=admin).json()["items"][0]
     dade_grid = api.get(f"/api/units/{dade_grid['code']}", params={"geometry": True}, headers=admin).json()
     dade_village = dade_grid["parent_code"]
+    # The township's and its villages' names (grid names contain their village's), and the codes of its
+    # villages and grids: no refusal may name them, nor a code the caller did not send itself.
+    dade_units = [u for level in ("village", "grid") for u in
+                  api.get("/api/units", params={"root": dade, "level": level, "limit": 1000}, headers=admin).json()["items"]]
+    dade_names = ["大德镇", *(u["name"] for u in dade_units if u["level"] == "village")]
+    dade_codes = [u["code"] for u in dade_units]
     dade_person = api.get("/api/people", params={"unit": dade, "limit": 1}, headers=admin).json()["items"][0]
     yihe_person = api.get("/api/people", params={"unit": yihe, "limit": 1}, headers=admin).json()["items"][0]
     r = api.post("/api/departments", headers=admin, json={"code": "dade_ajb", "name": "大德镇安监办", "unit_code": dade})
@@ -63,7 +69,8 @@ def world(api):
     dade_building = dade_buildings[0]["code"]
     dade_household = next(h["code"] for b in dade_buildings
                           for h in api.get(f"/api/buildings/{b['code']}", headers=admin).json()["households"])
-    return {"yihe": yihe, "dade": dade, "dade_grid": dade_grid, "dade_village": dade_village,
+    return {"yihe": yihe, "dade": dade, "dade_grid": dade_grid, "dade_village": dade_village, "dade_names": dade_names,
+            "dade_codes": dade_codes,
             "dade_person": dade_person["id"], "yihe_person": yihe_person["id"], "headers": api.login("yihe_ops", "yihe-ops-pass"),
             "dade_building": dade_building, "dade_household": dade_household}
 
@@ -216,9 +223,20 @@ def test_outsider_never_sees_or_changes_foreign_records(api, world, table):
                             files=case.get("files"), data=case.get("data"))
             try:
                 case["check"](r)
+                if r.status_code >= 400:
+                    _names_nothing_foreign(r, world, url, case)
             except AssertionError as exc:
                 raise AssertionError(f"{method} {url}: {exc}") from None
     assert table_counts(api.store) == before, "a denied request changed the database"
+
+
+def _names_nothing_foreign(r, world, url: str, case: dict) -> None:
+    named = [n for n in world["dade_names"] if n in r.text]
+    assert not named, f"the refusal names places outside the caller's scope {named}: {r.text[:300]}"
+    sent = url + json.dumps([case.get("params"), case.get("json"), case.get("data")], ensure_ascii=False)
+    sent += "".join(f[1].decode("utf-8", "ignore") for f in (case.get("files") or {}).values())
+    codes = [c for c in world["dade_codes"] if c in r.text and c not in sent]
+    assert not codes, f"the refusal names unit codes outside the caller's scope {codes}: {r.text[:300]}"
 
 
 @pytest.mark.parametrize("username", ["gridworker", "taikang", "leader"])
@@ -246,3 +264,4 @@ def test_township_operator_works_inside_own_scope(api, world):
     # The district outline (an ancestor) is visible; another township is not.
     assert api.get("/api/units/500154", headers=headers).status_code == 200
     assert api.get(f"/api/units/{world['dade']}", headers=headers).status_code == 404
+

@@ -339,7 +339,8 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
     where = locate(session, lon=lon, lat=lat, address=address, address_id=address_id, unit_code=unit_code, locator=locator)
     path = where.located.path
     if not scope.covers(path):
-        raise Forbidden(f"the location ({where.located.unit.name}) is outside your scope")
+        # Never name the place: it belongs to someone else's scope.
+        raise Forbidden("the location is outside your scope")
     at = reported_at or utcnow()
     if at.tzinfo is None:
         raise InvalidInput("reported_at needs a time zone", {"field": "reported_at"})
@@ -445,7 +446,7 @@ def create_case(session: Session, *, scope: Scope = ALL, **report) -> Case:
     if key:  # a retry is answered before its report is judged again
         existing = session.scalar(select(Case).where(Case.external_key == key))
         if existing is not None:
-            scope.require_covers(existing.unit_path, f"case {existing.number}")
+            scope.require_covers(existing.unit_path, "the case of this external_key")
             return existing
     result = insert_drafts(session, [draft_case(session, scope=scope, **report)])[0]
     if isinstance(result, Exception):

@@ -488,13 +488,19 @@ def _audit_resident(r: Resident) -> dict:
     return mask_personal("resident", resident_dict(r, Scope(), False), False)
 
 
+def _grid_label(grid, named: str | None) -> str:
+    """How a refusal names the grid: by the code the caller gave, never by one found from the footprint (it
+    may be another township's)."""
+    return f"grid {grid.code}" if named else "the footprint's location"
+
+
 def create_building(session: Session, actor: audit.Actor, scope: Scope, data: dict, footprint: BaseGeometry) -> Building:
     """A new building (footprint in the canonical CRS). Its grid is the one named, or the one it lies in;
     both must be in the caller's scope. The code is the grid's next serial unless given."""
     _check_building_values(data)
     footprint = _check_footprint(footprint)
     grid = _grid_of(session, footprint, data.get("grid_code"))
-    scope.require_covers(grid.path, f"grid {grid.code}")
+    scope.require_covers(grid.path, _grid_label(grid, data.get("grid_code")))
     code = data.get("code") or _next_code(session, Building.code, grid.code, 4)
     if session.scalar(select(Building.id).where(Building.code == code)) is not None:
         raise Conflict(f"building {code!r} already exists")
@@ -525,7 +531,7 @@ def update_building(session: Session, actor: audit.Actor, scope: Scope, code: st
     if footprint is not None or changes.get("grid_code"):
         footprint = _check_footprint(footprint) if footprint is not None else building.footprint
         grid = _grid_of(session, footprint, changes.get("grid_code"))
-        scope.require_covers(grid.path, f"grid {grid.code}")
+        scope.require_covers(grid.path, _grid_label(grid, changes.get("grid_code")))
         building.footprint = footprint
         if grid.code != building.grid_code:
             building.grid_code, building.unit_path = grid.code, grid.path
