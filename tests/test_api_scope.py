@@ -3,7 +3,9 @@
 The table below must name every /api route (a test checks it), so a new route cannot ship untested.
 Each capability adds its own rows in a ``tests/scope_<capability>.py`` module exposing
 ``scope_cases(api, world) -> {(method, path): [case, …]}``; it may create foreign (大德镇) records as
-admin there, before the "nothing changed" count is taken.
+admin there, before the "nothing changed" count is taken. A scope module may also define ``test_*``
+functions (privilege rules of its capability): they run from this module, on its demo store and ``world``,
+after the tests above.
 """
 
 from __future__ import annotations
@@ -265,3 +267,11 @@ def test_township_operator_works_inside_own_scope(api, world):
     assert api.get("/api/units/500154", headers=headers).status_code == 200
     assert api.get(f"/api/units/{world['dade']}", headers=headers).status_code == 404
 
+
+# The privilege tests of the scope modules run here, on this module's store and world (see the docstring).
+for _module_path in sorted(Path(__file__).parent.glob("scope_*.py")):
+    _module = importlib.import_module(f"tests.{_module_path.stem}")
+    for _name, _test in vars(_module).items():
+        if _name.startswith("test_") and callable(_test):
+            assert _name not in globals(), f"{_module_path.name}: {_name} repeats a test name"
+            globals()[_name] = _test
