@@ -10,7 +10,9 @@ after the tests above.
 
 from __future__ import annotations
 
+import csv
 import importlib
+import io
 import json
 from pathlib import Path
 
@@ -266,6 +268,81 @@ def test_township_operator_works_inside_own_scope(api, world):
     # The district outline (an ancestor) is visible; another township is not.
     assert api.get("/api/units/500154", headers=headers).status_code == 200
     assert api.get(f"/api/units/{world['dade']}", headers=headers).status_code == 404
+
+
+FORMULAS = ("=HYPERLINK(\"http://example.com\",\"x\")", "+86 023", "-5级", "@SUM(A1)")
+
+
+def _csv_cells(r) -> list[str]:
+    assert r.status_code == 200, r.text
+    return [cell for row in csv.reader(io.StringIO(r.content.decode("utf-8-sig"), newline="")) for cell in row]
+
+
+def _inert(cells: list[str], value: str) -> None:
+    assert "'" + value in cells, f"{value!r} was not written as text: {[c for c in cells if value in c]}"
+    assert value not in cells, f"{value!r} was written as a formula"
+
+
+def test_csv_exports_write_formulas_as_text(api, world):
+    """Every CSV export (cases, evaluation, datastream, layer, units, buildings) writes user text that a
+    spreadsheet would run as a formula with a leading apostrophe, and numbers as they are."""
+    from openpyxl import load_workbook
+
+    from tests.sensing_helpers import make_device
+
+    admin, yihe = api.login("admin"), world["yihe"]
+    grid = api.get("/api/units", params={"root": yihe, "level": "grid", "limit": 1}, headers=admin).json()["items"][0]
+    grid = api.get(f"/api/units/{grid['code']}", params={"geometry": True}, headers=admin).json()
+    point = shape(grid["geometry"]).representative_point()
+    title, address, reporter_name, layer_text = FORMULAS[0], FORMULAS[1], "=reporter", FORMULAS[3]
+    # A case reported by a user whose name is a formula.
+    r = api.post("/api/users", headers=admin, json={"username": reporter_name, "password": "reporter-pass", "role": "grid_worker",
+                                                     "scope_units": [grid["code"]]})
+    assert r.status_code == 201, r.text
+    r = api.post("/api/events/cases", headers=api.login(reporter_name, "reporter-pass"),
+                 json={"class_code": "06010", "lon": point.x, "lat": point.y, "title": title, "address": address})
+    assert r.status_code == 201, r.text
+    cells = _csv_cells(api.get("/api/events/cases", params={"format": "csv", "q": r.json()["number"]}, headers=admin))
+    _inert(cells, title)
+    _inert(cells, address)
+    period = {"start": "2020-01-01T00:00:00+08:00", "end": "2030-01-01T00:00:00+08:00", "group": "reporter"}
+    _inert(_csv_cells(api.get("/api/events/evaluation", params={**period, "format": "csv"}, headers=admin)), reporter_name)
+    r = api.get("/api/events/evaluation", params={**period, "format": "xlsx"}, headers=admin)
+    sheet = load_workbook(io.BytesIO(r.content)).active
+    [cell] = [c for row in sheet.iter_rows() for c in row if c.value == reporter_name]
+    assert cell.data_type == "s", "the XLSX export stored the text as a formula"
+    # A datastream named with a leading minus; its negative results stay numbers.
+    dev = make_device(api, yihe, "tilt_meter", "tilt", "%", name="-5级倾斜")
+    r = api.post("/api/sensing/observations", headers=admin,
+                 json={"observations": [{"datastream_id": dev["datastream"], "phenomenonTime": "2026-07-08T08:00:00+08:00", "result": -3.5}]})
+    assert r.status_code == 201, r.text
+    cells = _csv_cells(api.get(f"/api/sensing/datastreams/{dev['datastream']}/export",
+                               params={"start": "2026-07-08T00:00:00+08:00", "end": "2026-07-09T00:00:00+08:00"}, headers=admin))
+    _inert(cells, "-5级倾斜 tilt")
+    assert "-3.5" in cells
+    # A layer attribute (written by GDAL through the same guard).
+    r = api.post("/api/layers", headers=admin, json={"key": "csv_formulas", "title_zh": "公式", "category": "0701",
+                                                      "geometry_type": "POINT", "unit_code": yihe})
+    assert r.status_code == 201, r.text
+    features = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": mapping(point),
+                                                           "properties": {"note": layer_text, "depth": -2}}]}
+    r = api.post("/api/layers/csv_formulas/import", headers=admin,
+                 files={"file": ("f.geojson", json.dumps(features).encode())})
+    assert r.status_code == 200, r.text
+    cells = _csv_cells(api.get("/api/layers/csv_formulas/export", params={"format": "csv"}, headers=admin))
+    _inert(cells, layer_text)
+    assert "-2" in cells
+    # A unit's and a building's name.
+    old_name = grid["name"]
+    assert api.patch(f"/api/units/{grid['code']}", json={"name": FORMULAS[2]}, headers=admin).status_code == 200
+    try:
+        _inert(_csv_cells(api.get("/api/units/export", params={"format": "csv", "root": grid["code"]}, headers=admin)), FORMULAS[2])
+    finally:
+        assert api.patch(f"/api/units/{grid['code']}", json={"name": old_name}, headers=admin).status_code == 200
+    building = api.get("/api/buildings", params={"root": yihe, "limit": 1}, headers=admin).json()["items"][0]
+    assert api.patch(f"/api/buildings/{building['code']}", json={"name": FORMULAS[1]}, headers=admin).status_code == 200
+    _inert(_csv_cells(api.get("/api/buildings/export", params={"format": "csv", "root": building["grid_code"]}, headers=admin)),
+           FORMULAS[1])
 
 
 # The privilege tests of the scope modules run here, on this module's store and world (see the docstring).

@@ -21,6 +21,7 @@ import pyogrio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError, FieldError, GeometryError
 
+from cityops.core import csvexport
 from cityops.core.crs import parse_crs, to_canonical_many, from_canonical_many
 from cityops.core.errors import InvalidInput, UnknownCRS
 
@@ -343,14 +344,18 @@ def write_layer_file(path: Path, fmt: str, batches: Iterable[tuple[list, list[di
                        + [pa.field(f["name"], arrow_types.get(f["type"], pa.string())) for f in fields]
                        + [pa.field("geometry", pa.binary(), metadata={"ARROW:extension:name": "geoarrow.wkb"})])
 
+    # GDAL writes the CSV; its text cells go through the shared guard against formulas (core.csvexport).
+    text_cell = csvexport.safe_cell if fmt == "csv" else (lambda v: v)
+
     def record_batches():
         for fids, properties, geoms in batches:
             geoms = from_canonical_many(np.asarray(geoms, dtype=object), ref) if len(geoms) else geoms
-            columns = [pa.array(fids, pa.string())]
+            columns = [pa.array([text_cell(f) for f in fids], pa.string())]
             for f in fields:
                 values = [p.get(f["name"]) for p in properties]
                 if f["type"] not in arrow_types:
-                    values = [None if v is None else (v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for v in values]
+                    values = [None if v is None else text_cell(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+                              for v in values]
                 columns.append(pa.array(values, arrow_types.get(f["type"], pa.string())))
             columns.append(pa.array(shapely.to_wkb(geoms), pa.binary()))
             yield pa.RecordBatch.from_arrays(columns, schema=schema)

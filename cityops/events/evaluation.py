@@ -24,13 +24,13 @@ Definitions (domain.md section 5; pinned by tests with hand-computed examples), 
 
 from __future__ import annotations
 
-import csv
 import io
 from datetime import datetime
 
 from sqlalchemy import and_, func, select, union_all
 from sqlalchemy.orm import Session
 
+from cityops.core import csvexport
 from cityops.core.errors import InvalidInput
 from cityops.events import catalogue, rollup
 from cityops.events.models import Case
@@ -171,7 +171,7 @@ def per_case_counts(session: Session, scope: Scope, start: datetime, end: dateti
 
 def to_csv(rows: list[dict]) -> bytes:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    writer = csvexport.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return ("\ufeff" + buf.getvalue()).encode("utf-8")  # BOM: Excel opens Chinese CSV correctly
@@ -195,6 +195,9 @@ def to_xlsx(rows: list[dict], title: str = "绩效评价") -> bytes:
     ws.append([HEADINGS_ZH[c] for c in COLUMNS])
     for row in rows:
         ws.append([row.get(c) for c in COLUMNS])
+        for cell in ws[ws.max_row]:
+            if cell.data_type == "f":  # openpyxl stores text beginning with "=" as a formula; ours is data
+                cell.data_type = "s"
     for col, name in enumerate(COLUMNS, start=1):
         if name.endswith("_rate"):
             for cell in ws.iter_cols(min_col=col, max_col=col, min_row=2):

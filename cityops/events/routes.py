@@ -60,13 +60,14 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
                                      department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
     items = [service.case_dict(c) for c in rows]
     if format == "csv":
-        import csv
         import io
+
+        from cityops.core import csvexport
 
         cols = ["number", "state_name", "class_code", "class_name", "title", "urgency", "source", "address", "grid_code",
                 "department_code", "assigned_unit_code", "reported_at", "filed_at", "deadline_at", "closed_at", "sla"]
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w = csvexport.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
         w.writerows(items)
         return Response(("\ufeff" + buf.getvalue()).encode(), media_type="text/csv; charset=utf-8",

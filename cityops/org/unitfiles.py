@@ -42,6 +42,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from cityops.core import csvexport
 from cityops.core.crs import from_canonical, parse_crs, to_canonical
 from cityops.core.errors import InvalidInput, UnknownCRS
 
@@ -729,7 +730,7 @@ def _write_csv(records, geometries, columns, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = list(CORE_COLUMNS) + columns + ["wkt"]
     with path.open("w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = csvexport.Writer(handle)
         writer.writerow(header)
         for record, geom in zip(records, geometries):
             row = [_none_if_blank(getattr(record, c)) or "" for c in CORE_COLUMNS]
@@ -742,7 +743,7 @@ def _write_csv(records, geometries, columns, path: Path) -> Path:
                 elif isinstance(value, bool):
                     row.append("true" if value else "false")
                 elif isinstance(value, (int, float)):
-                    row.append(repr(value) if isinstance(value, float) else str(value))
+                    row.append(value)  # a number, not text: written as it is (repr for floats)
                 else:
                     row.append(_json_text(value))
             row.append("" if geom is None else shapely.to_wkt(geom, rounding_precision=-1))

@@ -9,7 +9,6 @@ Days are local days (Asia/Shanghai, UTC+8, no daylight saving), which is what a 
 
 from __future__ import annotations
 
-import csv
 import io
 from collections import defaultdict
 from typing import Iterator
@@ -17,6 +16,7 @@ from typing import Iterator
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
+from cityops.core import csvexport
 from cityops.core.errors import InvalidInput
 from cityops.sensing.models import Datastream, Observation, Rollup
 from cityops.sensing.timeutil import iso, now_ms
@@ -205,7 +205,7 @@ def series(session: Session, ds_id: int, start: int, end: int, *, tier: str | No
 def export_csv(session: Session, ds: Datastream, start: int, end: int) -> Iterator[str]:
     """Raw observations of one datastream over a period, as CSV (streamed in chunks)."""
     buf = io.StringIO()
-    w = csv.writer(buf)
+    w = csvexport.Writer(buf)
     w.writerow(["datastream_id", "datastream", "phenomenon_time", "result", "unit"])
     yield buf.getvalue()
     last = start - 1
@@ -217,7 +217,7 @@ def export_csv(session: Session, ds: Datastream, start: int, end: int) -> Iterat
         if not rows:
             return
         buf = io.StringIO()
-        w = csv.writer(buf)
+        w = csvexport.Writer(buf)
         for t, v, j in rows:
             w.writerow([ds.id, ds.name, iso(t), v if v is not None else j, symbol])
         last = rows[-1][0]
