@@ -6,8 +6,8 @@ Every accepted edit is one new version of the layer, exactly like an import: the
 in the caller's transaction, so a layer rollback also undoes feature edits.
 
 Who may edit: the principal needs ``ogc.edit``, the layer must be editable, and either the principal's
-scope covers the layer's unit, or every geometry involved (before and after the edit) lies in units the
-scope covers — so a township operator may edit district layers' features inside the township only.
+scope covers the layer's unit, or every geometry involved (before and after the edit) lies wholly in units
+the scope covers — so a township operator may edit district layers' features inside the township only.
 Checks happen before any write, so a refused edit changes nothing.
 """
 
@@ -59,17 +59,18 @@ def _check_editable(layer: Layer) -> None:
 
 
 def _check_location(scope: Scope, layer: Layer, geoms: list, locator) -> None:
+    """On a layer outside the scope, every geometry (before and after the edit) must lie wholly in the
+    scope's units: each point of a MultiPoint, each part of a polygon, not one representative point."""
     if scope.covers(layer.unit_path):
         return
+    area = locator.area(scope.unit_paths) if locator is not None and scope.unit_paths else None
     for geom in geoms:
         if geom is None:
             raise Forbidden(f"layer {layer.key} belongs to a unit outside your scope; only features located "
                             "in your units may be edited")
-        point = geom.representative_point()
-        located = locator.locate(point.x, point.y) if locator is not None else None
-        if located is None or not scope.covers(located.path):
-            raise Forbidden(f"the feature at ({point.x:.6f}, {point.y:.6f}) is outside your scope; layer "
-                            f"{layer.key} belongs to a unit outside your scope")
+        if area is None or not area.covers(geom):
+            raise Forbidden(f"the feature's geometry lies wholly or partly outside your scope; layer {layer.key} "
+                            "belongs to a unit outside your scope, so only features wholly inside your units may be edited")
 
 
 def parse_feature(layer: Layer, body, crs) -> tuple[dict, object]:

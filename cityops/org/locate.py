@@ -19,6 +19,10 @@ from cityops.org.levels import Levels
 from cityops.org.models import Unit
 
 
+#: Tolerance of Locator.area, degrees (1e-7° ≈ 1 cm): floating-point noise along shared boundaries.
+AREA_TOLERANCE_DEG = 1e-7
+
+
 @dataclass(frozen=True)
 class ChainLink:
     code: str
@@ -58,6 +62,8 @@ class Locator:
         """``units``: (code, name, level, path, geometry) for every unit."""
         by_code = {code: (name, level) for code, name, level, _path, _g in units}
         self._tiers: list[tuple[shapely.STRtree, np.ndarray, list[Located]]] = []
+        self._geometry_by_path = {path: geom for _c, _n, _l, path, geom in units if geom is not None}
+        self._areas: dict[tuple[str, ...], object] = {}
         # Finest tier first: grids, then villages, townships, districts.
         for level_key in reversed(levels.territorial_chain):
             rows = sorted((u for u in units if u[2] == level_key and u[4] is not None), key=lambda u: u[0])
@@ -90,6 +96,19 @@ class Locator:
                 if geoms[index].intersects(point):
                     return located[index]
         return None
+
+    def area(self, paths: tuple[str, ...]):
+        """The land of the units at ``paths`` (a scope's roots) as one prepared geometry, grown by about a
+        centimetre so a geometry drawn along a scope boundary counts as inside; None when none has a
+        geometry. Kept per set of paths for the life of this snapshot."""
+        key = tuple(sorted(paths))
+        if key not in self._areas:
+            parts = [self._geometry_by_path[p] for p in key if p in self._geometry_by_path]
+            area = shapely.union_all(parts).buffer(AREA_TOLERANCE_DEG) if parts else None
+            if area is not None:
+                shapely.prepare(area)
+            self._areas[key] = area
+        return self._areas[key]
 
     def locate_many(self, lon: np.ndarray, lat: np.ndarray) -> list[Located | None]:
         points = shapely.points(np.asarray(lon, dtype=float), np.asarray(lat, dtype=float))
