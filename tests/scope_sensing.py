@@ -46,3 +46,42 @@ def scope_cases(api, world) -> dict:
         ("POST", "/api/sensing/alarms/{alarm_id}/assign"): [dict(path=aid, json={"assignee": "yihe_ops"}, check=_denied)],
         ("POST", "/api/sensing/alarms/{alarm_id}/comments"): [dict(path=aid, json={"text": "x"}, check=_denied)],
     }
+
+
+def test_sta_catalogue_changes_only_by_a_district_wide_principal(api, world):
+    """Sensors and ObservedProperties are the district's shared catalogue: a township operator, a district
+    operator scoped to one township and a device key get 403 for every change; a district-wide operator may."""
+    from tests.conftest import table_counts
+    from tests.sensing_helpers import OM, STA, UNITS
+
+    admin = api.login("admin")
+    r = api.post("/api/users", headers=admin, json={"username": "rain_gateway", "role": "integration", "scope_units": ["500154"]})
+    assert r.status_code == 201, r.text
+    key = api.post("/api/users/rain_gateway/api-keys", headers=admin, json={"name": "雨量网关"}).json()["api_key"]
+    sensor = api.post(f"{STA}/Sensors", headers=admin, json={"name": "翻斗式雨量计", "description": "tipping bucket",
+                                                              "encodingType": "text/plain", "metadata": "datasheet"}).json()["@iot.id"]
+    prop = api.post(f"{STA}/ObservedProperties", headers=admin, json={"name": "降雨量", "definition": "http://example.org/def/rain",
+                                                                      "description": "rainfall"}).json()["@iot.id"]
+    new_sensor = {"name": "自建传感器", "description": "x", "encodingType": "text/plain", "metadata": "x"}
+    new_prop = {"name": "自建属性", "definition": "http://example.org/def/x", "description": "x"}
+    for name, headers in (("yihe", api.login("yihe")), ("yihe_ops", world["headers"]), ("device key", {"X-API-Key": key})):
+        thing = api.post(f"{STA}/Things", headers=admin, json={"name": f"{name} 雨量站", "description": "d",
+                                                                "properties": {"unit_code": world["yihe"]}}).json()["@iot.id"]
+        stream = {"name": "雨量", "description": "d", "unitOfMeasurement": UNITS["mm"], "observationType": OM, "Thing": {"@iot.id": thing}}
+        before = table_counts(api.store)
+        for method, path, body in (("post", "Sensors", new_sensor), ("post", "ObservedProperties", new_prop),
+                                   ("post", "Datastreams", {**stream, "Sensor": new_sensor, "ObservedProperty": {"@iot.id": prop}}),
+                                   ("post", "Datastreams", {**stream, "Sensor": {"@iot.id": sensor}, "ObservedProperty": new_prop}),
+                                   ("patch", f"Sensors({sensor})", {"description": "改"}),
+                                   ("put", f"ObservedProperties({prop})", {**new_prop}),
+                                   ("delete", f"ObservedProperties({prop})", None)):
+            r = getattr(api, method)(f"{STA}/{path}", headers=headers, **({"json": body} if body is not None else {}))
+            assert r.status_code == 403, f"{name}: {method.upper()} {path}: {r.status_code} {r.text}"
+        assert table_counts(api.store) == before, f"{name}: a refused catalogue change changed the database"
+        # Their own devices link the shared entries by id.
+        r = api.post(f"{STA}/Datastreams", headers=headers,
+                     json={**stream, "Sensor": {"@iot.id": sensor}, "ObservedProperty": {"@iot.id": prop}})
+        assert r.status_code == 201, f"{name}: {r.text}"
+    district = api.login("district")
+    assert api.patch(f"{STA}/Sensors({sensor})", headers=district, json={"description": "区级维护"}).status_code == 200
+    assert api.post(f"{STA}/ObservedProperties", headers=district, json=new_prop).status_code == 201

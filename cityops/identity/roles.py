@@ -19,7 +19,7 @@ PERMISSIONS = frozenset(
         "warning.read", "warning.write", "ogc.edit",
         "tasks.read", "tasks.write", "tasks.progress", "tasks.command", "tasks.evacuate", "tasks.shelter",
         "events.read", "events.report", "events.intake", "events.file", "events.dispatch", "events.handle", "events.approve", "events.approve_long", "events.verify", "events.supervise", "events.import", "events.evaluate", "events.sweep",
-        "sensing.read", "sensing.write", "sensing.ingest", "sensing.alarms",
+        "sensing.read", "sensing.write", "sensing.ingest", "sensing.alarms", "sensing.catalogue",
     }
 )
 

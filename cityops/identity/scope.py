@@ -16,11 +16,21 @@ from sqlalchemy.sql import ColumnElement
 from cityops.core.errors import Forbidden
 
 
+#: Levels whose units each hold at least one whole district.
+DISTRICT_LEVELS = ("province", "city", "district")
+
+
 @dataclass(frozen=True)
 class Scope:
     all_units: bool = False
     unit_paths: tuple[str, ...] = ()
     department_codes: tuple[str, ...] = field(default_factory=tuple)
+    #: One of the roots is a whole district (or more): the district's shared catalogues are this principal's.
+    whole_district: bool = False
+
+    @property
+    def district_wide(self) -> bool:
+        return self.all_units or self.whole_district
 
     def covers(self, path: str | None) -> bool:
         if self.all_units:

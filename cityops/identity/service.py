@@ -21,7 +21,7 @@ from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Una
 from cityops.core.types import utcnow
 from cityops.identity.models import Token, User
 from cityops.identity.roles import Role, get_role
-from cityops.identity.scope import Scope
+from cityops.identity.scope import DISTRICT_LEVELS, Scope
 from cityops.org.models import Department, Unit
 
 _hasher = PasswordHasher()
@@ -94,13 +94,16 @@ def _user_snapshot(user: User) -> dict:
 def resolve_scope(session: Session, user: User, role: Role) -> Scope:
     if role.all_units:
         return Scope(all_units=True, department_codes=tuple(user.scope_departments))
-    paths = []
+    paths, whole_district = [], False
     if user.scope_units:
-        paths = list(session.scalars(select(Unit.path).where(Unit.code.in_(user.scope_units))))
+        rows = session.execute(select(Unit.path, Unit.level).where(Unit.code.in_(user.scope_units))).all()
+        paths = [path for path, _ in rows]
+        whole_district = any(level in DISTRICT_LEVELS for _, level in rows)
     if user.scope_departments and not paths:
         # Department staff work where their departments work.
         paths = list(session.scalars(select(Department.unit_path).where(Department.code.in_(user.scope_departments))))
-    return Scope(unit_paths=tuple(sorted(set(paths))), department_codes=tuple(user.scope_departments))
+    return Scope(unit_paths=tuple(sorted(set(paths))), department_codes=tuple(user.scope_departments),
+                 whole_district=whole_district)
 
 
 def principal_for(session: Session, user: User) -> Principal:

@@ -91,7 +91,7 @@ def _quiet_value(device_type: str, stream: str, t_ms: int, k: int, rng) -> float
 def step_sensors(ctx: DemoContext) -> None:
     rng = ctx.rng
     with ctx.sessions() as session:
-        writer = sta.Writer(sta.Ctx(session, Scope(all_units=True), ""), "demo")
+        writer = sta.Writer(sta.Ctx(session, Scope(all_units=True), "", catalogue=True), "demo")
         entities = _catalogue_entities(writer)
         streams: list[tuple[int, str, str]] = []
 

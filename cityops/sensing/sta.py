@@ -146,10 +146,14 @@ JSON_COLUMNS = {"properties", "location", "feature", "unit_of_measurement", "obs
 
 # ------------------------------------------------------------------------------------------------ scope
 
+#: The entity sets every township's devices share (one catalogue of the district), not scoped by unit.
+CATALOGUE = ("Sensors", "ObservedProperties")
+
+
 def scope_clause(set_name: str, scope: Scope):
     """Rows of ``set_name`` the scope covers. Sensors and ObservedProperties are a shared catalogue."""
     model = SETS[set_name].model
-    if set_name in ("Sensors", "ObservedProperties"):
+    if set_name in CATALOGUE:
         return literal(True)
     if set_name == "Observations":
         if scope.all_units:
@@ -404,6 +408,8 @@ class Ctx:
     session: Session
     scope: Scope
     base: str
+    #: The principal keeps the shared catalogue (Sensors, ObservedProperties): see ``keeps_catalogue``.
+    catalogue: bool = False
 
     @property
     def dialect(self) -> str:
@@ -676,6 +682,7 @@ class Writer:
         link = _link_id(data)
         if link is not None:
             return get_one(self.ctx, "Sensors", link)
+        _require_catalogue(self.ctx, "Sensors")
         _require("Sensors", data)
         return self._add("Sensors", Sensor(name=data["name"], description=data["description"], encoding_type=data["encodingType"],
                                            sensor_metadata=str(data["metadata"]), properties=data.get("properties")))
@@ -684,6 +691,7 @@ class Writer:
         link = _link_id(data)
         if link is not None:
             return get_one(self.ctx, "ObservedProperties", link)
+        _require_catalogue(self.ctx, "ObservedProperties")
         _require("ObservedProperties", data)
         return self._add("ObservedProperties", ObservedProperty(name=data["name"], definition=data["definition"],
                                                                 description=data["description"], properties=data.get("properties")))
@@ -815,10 +823,22 @@ def create(writer: Writer, set_name: str, data: dict, parent: Resolved | None = 
     return CREATORS[set_name](writer, data, **kwargs)
 
 
+def keeps_catalogue(principal) -> bool:
+    """Sensors and ObservedProperties are one catalogue shared by every township's devices: only a
+    district-wide principal holding ``sensing.catalogue`` creates or changes them (not township operators,
+    not device keys, which link existing entries by ``@iot.id``)."""
+    return principal.role.allows("sensing.catalogue") and principal.scope.district_wide
+
+
+def _require_catalogue(ctx: Ctx, set_name: str) -> None:
+    if not ctx.catalogue:
+        raise Forbidden(f"{set_name} are the district's shared catalogue: only a district-wide principal with "
+                        f"sensing.catalogue creates or changes them; link an existing one by @iot.id")
+
+
 def require_write(ctx: Ctx, set_name: str, row) -> None:
-    if set_name in ("Sensors", "ObservedProperties"):
-        if not ctx.scope.all_units:
-            raise Forbidden(f"{set_name} are the district catalogue: only a district-wide principal changes them")
+    if set_name in CATALOGUE:
+        _require_catalogue(ctx, set_name)
         return
     if set_name == "Observations":
         ds = ctx.session.get(Datastream, row.datastream_id)
@@ -876,7 +896,7 @@ def delete_entity(ctx: Ctx, set_name: str, row, actor: str = "system") -> None:
     require_write(ctx, set_name, row)
     audit.record(ctx.session, audit.Actor(actor), "sta.delete", SETS[set_name].singular, str(row.id),
                  unit_path=getattr(row, "unit_path", None))
-    if set_name in ("Sensors", "ObservedProperties"):
+    if set_name in CATALOGUE:
         col = Datastream.sensor_id if set_name == "Sensors" else Datastream.observed_property_id
         # Integrity rule: deleting a Sensor/ObservedProperty deletes the Datastreams that need it.
         for ds in ctx.session.scalars(select(Datastream).where(col == row.id)):

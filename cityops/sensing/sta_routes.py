@@ -2,7 +2,8 @@
 
 Access control is a CityOps extension (the standard does not address it): Bearer tokens, API keys, or
 HTTP Basic (username + password, or username ``apikey`` + an API key) for clients such as frost-sta-client.
-Reads need ``sensing.read`` and show only what the principal's scope covers; writes need ``sensing.write``.
+Reads need ``sensing.read`` and show only what the principal's scope covers; writes need ``sensing.write``,
+and the shared Sensors and ObservedProperties need a district-wide principal with ``sensing.catalogue``.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ async def create_observations(request: Request, ctx: Ctx, session: DB):
     body = await _json_body(request)
     if not isinstance(body, list):
         raise sta.StaBadRequest("CreateObservations takes a JSON array of dataArray documents")
-    c = sta.Ctx(session, principal.scope, _base(request))
+    c = sta.Ctx(session, principal.scope, _base(request), catalogue=sta.keeps_catalogue(principal))
     writer = sta.Writer(c, principal.username)
     links: list = []
     for doc in body:
@@ -128,7 +129,7 @@ def _finish(request: Request, session, writer: "sta.Writer") -> None:
 async def resources(path: str, request: Request, ctx: Ctx, session: DB):
     principal = _principal(request, ctx, session)
     principal.require("sensing.read" if request.method == "GET" else "sensing.write")
-    c = sta.Ctx(session, principal.scope, _base(request))
+    c = sta.Ctx(session, principal.scope, _base(request), catalogue=sta.keeps_catalogue(principal))
     segments = [s for s in path.split("/") if s]
     if not segments:
         raise NotFound("no resource")
