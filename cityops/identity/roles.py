@@ -14,7 +14,7 @@ PERMISSIONS = frozenset(
     {
         "units.read", "units.write", "units.import", "units.export", "locate",
         "departments.read", "departments.write", "people.read", "people.write",
-        "users.read", "users.manage", "audit.read", "layers.read", "layers.write",
+        "users.read", "users.manage", "users.credentials", "audit.read", "layers.read", "layers.write",
         "housing.read", "housing.write", "personal.read",
         "warning.read", "warning.write", "ogc.edit",
         "tasks.read", "tasks.write", "tasks.progress", "tasks.command", "tasks.evacuate", "tasks.shelter",
@@ -34,6 +34,17 @@ class Role:
 
     def allows(self, permission: str) -> bool:
         return "*" in self.permissions or permission in self.permissions
+
+    @property
+    def effective_permissions(self) -> frozenset[str]:
+        return PERMISSIONS if "*" in self.permissions else self.permissions
+
+
+def may_grant(granter: Role, role: Role) -> bool:
+    """The grant rule: nobody grants a permission they do not hold. A role may give users (by creating them or
+    changing them) only roles whose permission set is a subset of its own, and a role that reaches every unit
+    only if it reaches every unit itself. Scope is checked apart: granted scope lies within the granter's."""
+    return role.effective_permissions <= granter.effective_permissions and (granter.all_units or not role.all_units)
 
 
 @lru_cache(maxsize=4)

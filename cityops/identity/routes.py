@@ -127,16 +127,20 @@ def patch_user(username: str, body: UserPatch, request: Request, session: DB,
     return _user_out(user)
 
 
-@router.post("/users/{username}/api-keys", status_code=201, summary="Issue an API key (shown once)")
+@router.post("/users/{username}/api-keys", status_code=201,
+             summary="Issue an API key (shown once); for another user an administrator's act (users.credentials)")
 def create_api_key(username: str, body: ApiKeyIn, request: Request, ctx: Ctx, session: DB,
                    principal=Depends(require("users.manage"))) -> dict:
     user = session.scalar(select(User).where(User.username == username))
     if user is None or user not in service.visible_users(session, principal):
         raise NotFound(f"user {username!r} not found")
+    # A key acts as its user: for anyone but oneself it is acting as someone else.
+    service.require_acting_as(principal, user, "an API key")
     ttl = timedelta(days=body.expires_in_days) if body.expires_in_days else None
     raw, token = service.issue_token(session, ctx.settings.resolved_secret, user, kind="api_key", ttl=ttl, name=body.name)
     audit.record(session, principal.actor(request_id(request)), "api_key.create", "user", username,
-                 after={"name": body.name, "expires_at": token.expires_at.isoformat() if token.expires_at else None})
+                 after={"name": body.name, "token_id": token.id, "acts_as": username, "issued_by": principal.username,
+                        "expires_at": token.expires_at.isoformat() if token.expires_at else None})
     session.commit()
     return {"api_key": raw, "name": body.name, "expires_at": token.expires_at}
 

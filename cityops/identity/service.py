@@ -20,7 +20,7 @@ from cityops.core import audit
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from cityops.core.types import utcnow
 from cityops.identity.models import Token, User
-from cityops.identity.roles import Role, get_role
+from cityops.identity.roles import Role, get_role, may_grant
 from cityops.identity.scope import DISTRICT_LEVELS, Scope
 from cityops.org.models import Department, Unit
 
@@ -111,6 +111,21 @@ def principal_for(session: Session, user: User) -> Principal:
     return Principal(user.id, user.username, user.display_name, role, resolve_scope(session, user, role), user.language)
 
 
+def require_grant(by: Principal, role: Role) -> None:
+    """Refuse (403) giving ``role`` to a user, or changing a user who has it, unless the grant rule allows it."""
+    if not may_grant(by.role, role):
+        extra = sorted(role.effective_permissions - by.role.effective_permissions)
+        reason = f"it holds permissions yours does not ({', '.join(extra[:5])}{' …' if len(extra) > 5 else ''})" if extra \
+            else "it reaches every unit"
+        raise Forbidden(f"your role {by.role.key!r} may not grant role {role.key!r}: {reason}")
+
+
+def require_acting_as(by: Principal, user: User, what: str) -> None:
+    """Credentials that act as another user (API keys, password resets) are an administrator's act."""
+    if user.id != by.user_id and not by.role.allows("users.credentials"):
+        raise Forbidden(f"{what} for another user needs users.credentials (an administrator's act)")
+
+
 def _check_scope_assignment(session: Session, by: Principal | None, scope_units: list[str], scope_departments: list[str]) -> None:
     found = {u.code: u.path for u in session.scalars(select(Unit).where(Unit.code.in_(scope_units)))}
     missing = [c for c in scope_units if c not in found]
@@ -144,13 +159,14 @@ def create_user(
     language: str = "zh-CN",
     by: Principal | None = None,
 ) -> User:
-    """Create a user. ``by`` (the acting principal) may only grant scope it covers and no role above its own."""
+    """Create a user. ``by`` (the acting principal) may only grant scope it covers and roles the grant rule
+    allows it (``may_grant``); without ``by`` the system acts (CLI, demo)."""
     username = username.strip()
     if not username or len(username) > 64:
         raise InvalidInput("username must have 1–64 characters")
     role_obj = get_role(role)
-    if by is not None and not by.role.all_units and (role_obj.all_units or "*" in role_obj.permissions):
-        raise Forbidden("only an administrator can create administrators")
+    if by is not None:
+        require_grant(by, role_obj)
     scope_units = list(scope_units or [])
     scope_departments = list(scope_departments or [])
     if not role_obj.all_units and not scope_units and not scope_departments:
@@ -195,10 +211,13 @@ def update_user(session: Session, principal: Principal, actor: audit.Actor, user
     if user is None or user not in visible_users(session, principal):
         raise NotFound(f"user {username!r} not found")
     before = _user_snapshot(user)
+    # A user whose role the principal could not grant is not the principal's to change (nor to disable); a
+    # new role must be grantable too, so nobody raises their own role or anyone else's above their own.
+    require_grant(principal, get_role(user.role))
+    if changes.get("password"):
+        require_acting_as(principal, user, "resetting the password")
     if "role" in changes and changes["role"] is not None:
-        role_obj = get_role(changes["role"])
-        if not principal.role.all_units and (role_obj.all_units or "*" in role_obj.permissions):
-            raise Forbidden("only an administrator can grant the administrator role")
+        require_grant(principal, get_role(changes["role"]))
         user.role = changes["role"]
     if changes.get("scope_units") is not None or changes.get("scope_departments") is not None:
         units = changes.get("scope_units") if changes.get("scope_units") is not None else user.scope_units
@@ -210,6 +229,8 @@ def update_user(session: Session, principal: Principal, actor: audit.Actor, user
             setattr(user, key, changes[key])
     if changes.get("password"):
         user.password_hash = hash_password(changes["password"])
+        audit.record(session, actor, "user.password_reset" if user.id != principal.user_id else "user.password_change",
+                     "user", username, after={"by": principal.username})
     if changes.get("active") is False:
         for token in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))):
             token.revoked_at = utcnow()
