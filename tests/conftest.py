@@ -24,6 +24,9 @@ from cityops.demo.generator import DEMO_PASSWORD, DemoConfig, build_demo
 from cityops.org.levels import load_levels
 from cityops.org.service import OrgConfig
 
+# The scope modules' checks run from tests/test_api_scope.py: rewrite their asserts too, for readable failures.
+pytest.register_assert_rewrite(*(f"tests.{p.stem}" for p in sorted(Path(__file__).parent.glob("scope_*.py"))))
+
 PG_ADMIN_URL = os.environ.get("CITYOPS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 BACKENDS = ["sqlite", "postgis"]
 #: A small but complete district: a street, the town of the signature scenario and one more town.
