@@ -69,4 +69,82 @@ def scope_cases(api, world) -> dict:
     }
 
 
+def _points(api, world) -> dict:
+    admin = api.login("admin")
+    yihe_grid = api.get("/api/units", params={"root": world["yihe"], "level": "grid", "limit": 1}, headers=admin).json()["items"][0]
+    yihe_grid = api.get(f"/api/units/{yihe_grid['code']}", params={"geometry": True}, headers=admin).json()
+    return {"dade": shape(world["dade_grid"]["geometry"]).representative_point(),
+            "yihe": shape(yihe_grid["geometry"]).representative_point()}
+
+
+def test_open311_publishes_only_what_is_meant_for_the_public(api, world):
+    """Without credentials Open311 lists only citizens' requests (Open311, public channel) of public classes,
+    without internal notes; patrol reports, REST and 12345 cases, non-public classes and alarms are "not
+    found". With an api_key a caller also sees its own scope's cases, and nothing of another township."""
+    from cityops.core import audit
+    from cityops.events import service
+
+    admin = api.login("admin")
+    pts = _points(api, world)
+    dade, yihe = pts["dade"], pts["yihe"]
+    admin_key = api.post("/api/users/admin/api-keys", headers=admin, json={"name": "open311 scope"}).json()["api_key"]
+    r = api.post("/open311/v2/requests.json", data={"api_key": admin_key, "service_code": "06010", "lat": str(dade.y),
+                                                    "long": str(dade.x), "description": "桥头有垃圾", "email": "citizen@example.cn"})
+    assert r.status_code == 200, r.text
+    public = r.json()[0]["service_request_id"]
+    note = "内部：已电话联系队长核实"
+    assert api.post(f"/api/events/cases/{public}/actions/accept", headers=admin, json={"note": note}).status_code == 200
+
+    def rest(point, **body):
+        r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": point.x, "lat": point.y, **body})
+        assert r.status_code == 201, r.text
+        return r.json()["number"]
+
+    internal = {"rest": rest(dade, description="内部巡查记录"), "patrol": rest(dade, source="patrol"),
+                "private class": rest(dade, source="public", class_code="10082", description="某户房屋开裂")}
+    csv_body = f"ticket_id,received_at,class_code,lon,lat\nT-open311-1,2026-11-20T09:00:00+08:00,06010,{dade.x},{dade.y}\n"
+    r = api.post("/api/events/import/hotline", headers=admin, files={"file": ("t.csv", csv_body.encode(), "text/csv")})
+    assert r.status_code == 200, r.text
+    internal["12345"] = r.json()["numbers"][0]
+    with api.store.sessions() as session:
+        case = service.create_case_from_alarm(session, source="rule", alarm_key="open311-scope-alarm", class_code=None,
+                                              title="老沟湾位移告警", description="GNSS 位移速率超限", lon=dade.x, lat=dade.y,
+                                              level="orange", evidence={}, actor=audit.SYSTEM)
+        session.commit()
+        internal["alarm"] = case.number
+    own = rest(yihe, description="义和镇内部记录")
+    every = [public, own, *internal.values()]
+
+    def listed(**params) -> set[str]:
+        r = api.get("/open311/v2/requests.json", params=params)
+        assert r.status_code == 200, r.text
+        return {x["service_request_id"] for x in r.json()}
+
+    # The public.
+    shown = listed(service_request_id=",".join(every))
+    assert shown == {public}, f"published to everyone: {sorted(shown)}; only {public} is public ({internal})"
+    recent = listed()
+    assert public in recent and not recent & {own, *internal.values()}
+    for fmt in ("json", "xml"):
+        r = api.get(f"/open311/v2/requests/{public}.{fmt}")
+        assert r.status_code == 200 and note not in r.text and "citizen@example.cn" not in r.text
+    [one] = api.get(f"/open311/v2/requests/{public}.json").json()
+    assert one["status"] == "open" and one["status_notes"] == "案卷建立" and one["description"] == "桥头有垃圾"
+    missing = api.get("/open311/v2/requests/20261201-nosuchcase.json")
+    for what, number in internal.items():
+        r = api.get(f"/open311/v2/requests/{number}.json")
+        assert r.status_code == 404, f"{what}: {r.text}"
+        assert r.json()[0]["description"] == missing.json()[0]["description"].replace("20261201-nosuchcase", number)
+    # A caller with credentials: its own scope as well, nothing foreign; the administrator everything.
+    own_key = api.post("/api/users/yihe_ops/api-keys", headers=world["headers"], json={"name": "open311"}).json()["api_key"]
+    assert listed(service_request_id=",".join(every), api_key=own_key) == {public, own}
+    assert api.get(f"/open311/v2/requests/{own}.json", params={"api_key": own_key}).status_code == 200
+    assert api.get(f"/open311/v2/requests/{internal['rest']}.json", params={"api_key": own_key}).status_code == 404
+    assert listed(service_request_id=",".join(every), api_key=admin_key) == set(every)
+    r = api.get("/open311/v2/requests.json", params={"service_request_id": ",".join(every)}, headers=admin)
+    assert {x["service_request_id"] for x in r.json()} == set(every)
+    r = api.get("/open311/v2/requests.json", params={"api_key": "cok_not-a-key"})
+    assert r.status_code == 403 and r.json()[0]["code"] == "403"
+
+
 __all__ = ["scope_cases", "json"]

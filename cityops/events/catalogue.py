@@ -21,6 +21,8 @@ HERE = Path(__file__).parent
 _CODE = re.compile(r"^\d{5}$")
 _LIMIT = re.compile(r"^(\d+(?:\.\d+)?)([hd])$")
 KINDS = ("component", "matter")
+#: The channels a case comes in by (``event_cases.source``).
+SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task")
 
 
 def _file(name: str) -> Path:
@@ -61,6 +63,8 @@ class CaseClass:
     limits: dict[str, Limit]
     keywords: tuple[str, ...] = ()
     local: bool = False
+    #: Citizen reports of this class are published (Open311 without credentials).
+    public: bool = False
 
     @property
     def key(self) -> str:
@@ -72,7 +76,8 @@ class CaseClass:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "code": self.code, "name": self.name, "major": self.code[:2], "major_name": self.major_name,
                 "filing_condition": self.filing, "closing_condition": self.closing, "department_type": self.department_type,
-                "limits": {k: str(v) for k, v in self.limits.items()}, "keywords": list(self.keywords), "local": self.local}
+                "limits": {k: str(v) for k, v in self.limits.items()}, "keywords": list(self.keywords), "local": self.local,
+                "public": self.public}
 
 
 @dataclass
@@ -145,6 +150,8 @@ def parse_taxonomy(data: dict, name: str = "taxonomy.toml") -> Taxonomy:
             problems.append(f"{where}: local classes use minor codes 080-999")
         if not local and not 1 <= minor <= 79:
             problems.append(f"{where}: standard classes use minor codes 001-079 (mark local = true for 080-999)")
+        if not isinstance(c.get("public", False), bool):
+            problems.append(f"{where}: public must be true or false")
         for req in ("name", "filing", "closing", "department_type"):
             if not c.get(req):
                 problems.append(f"{where}: {req} is required")
@@ -164,7 +171,7 @@ def parse_taxonomy(data: dict, name: str = "taxonomy.toml") -> Taxonomy:
                 problems.append(f"{where}: {exc.message}")
         classes[(kind, code)] = CaseClass(kind, code, c.get("name", ""), majors.get((kind, code[:2]), ""),
                                           c.get("filing", ""), c.get("closing", ""), c.get("department_type", ""),
-                                          limits, tuple(c.get("keywords", ())), local)
+                                          limits, tuple(c.get("keywords", ())), local, c.get("public") is True)
     aliases: dict[tuple[str, str], str] = {}
     for a in data.get("aliases", []):
         kind, legacy, target = a.get("kind"), str(a.get("legacy", "")), str(a.get("code", ""))
@@ -273,6 +280,8 @@ class EventSettings:
     weights: dict[str, float]
     filed_bands: tuple[tuple[int, float], ...]
     filed_band_rest: float
+    #: Channels whose reports (of public classes) Open311 publishes to everyone.
+    open311_public_sources: tuple[str, ...] = ("open311", "public")
 
 
 def parse_settings(data: dict, name: str = "events.toml") -> EventSettings:
@@ -297,6 +306,9 @@ def parse_settings(data: dict, name: str = "events.toml") -> EventSettings:
         problems.append(f"evaluation.weights must sum to 1 (they sum to {sum(weights.values()):g})")
     if float(d.get("distance_m", 0)) <= 0 or float(d.get("window_hours", 0)) <= 0:
         problems.append("duplicates.distance_m and window_hours must be positive")
+    public_sources = tuple((data.get("open311") or {}).get("public_sources", ("open311", "public")))
+    if set(public_sources) - set(SOURCES):
+        problems.append(f"open311.public_sources: unknown channels {sorted(set(public_sources) - set(SOURCES))}")
     if problems:
         raise ValidationFailed(f"{name}: {len(problems)} problem(s): {problems[0]}", problems)
     return EventSettings(
@@ -309,7 +321,7 @@ def parse_settings(data: dict, name: str = "events.toml") -> EventSettings:
         attachments_per_request=int(a.get("max_per_request", 6)),
         max_description=int(i.get("max_description", 4000)), max_import_rows=int(i.get("max_import_rows", 20000)),
         weights=weights, filed_bands=tuple((int(b), float(v)) for b, v in e.get("filed_bands", [])),
-        filed_band_rest=float(e.get("filed_band_rest", 0)))
+        filed_band_rest=float(e.get("filed_band_rest", 0)), open311_public_sources=public_sources)
 
 
 @lru_cache(maxsize=1)

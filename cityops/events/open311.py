@@ -4,7 +4,14 @@ create/list/get requests, tokens; JSON and XML by suffix; the standard error for
 Matters keep their 5-digit code as service_code ("06010"); components are prefixed "C" ("C01001") because
 the same digits exist in both kinds. ``jurisdiction_id`` is the district code or its domain. Creating a
 request needs ``api_key``: a CityOps API key whose user holds ``events.report`` and whose scope covers the
-location. Lists and single requests are public and carry no personal data of the reporter.
+location.
+
+Reading (lists and single requests) needs no key, and then shows only what is meant for the public
+(``service.public_clause``): requests citizens made through a public channel, of classes marked public in the
+taxonomy — not patrol reports, 12345 calls, sensor alarms or tasks. With an ``api_key`` (or a bearer token)
+of a user holding ``events.read`` a caller sees that too and the cases of its own scope. A request outside
+what the caller sees is "not found", like one that does not exist. No response carries the reporter's
+personal data or anyone's notes: ``status_notes`` is the workflow step (``workflow.PUBLIC_STEP``).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from fastapi.responses import Response
 from sqlalchemy import or_, select
 
 from cityops.core.errors import Busy, CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
-from cityops.core.web import DB, Ctx
+from cityops.core.web import DB, Ctx, bearer_token
 from cityops.events import catalogue, intake, service
 from cityops.events.models import Case
+from cityops.events.workflow import PUBLIC_STEP
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 SPEC = "http://wiki.open311.org/GeoReport_v2"
@@ -115,12 +123,12 @@ def _iso(dt: datetime | None) -> str | None:
     return dt.astimezone(catalogue.calendar().tz).isoformat(timespec="seconds") if dt else None
 
 
-def _request(case: Case, notes: str | None = None) -> dict:
+def _request(case: Case) -> dict:
     cls = catalogue.taxonomy().classes.get((case.kind, case.class_code))
     closed = case.state in ("closed", "void")
     agency = (case.route or {}).get("department_name") or case.department_code or case.assigned_unit_code or ""
     return {"service_request_id": case.number, "status": "closed" if closed else "open",
-            "status_notes": notes if notes is not None else case.state, "service_name": cls.name if cls else "",
+            "status_notes": PUBLIC_STEP.get(case.state, ""), "service_name": cls.name if cls else "",
             "service_code": _service_code(cls) if cls else case.class_code, "description": case.description or "",
             "agency_responsible": agency, "service_notice": "", "requested_datetime": _iso(case.reported_at),
             "updated_datetime": _iso(case.closed_at or case.voided_at or case.updated_at),
@@ -248,13 +256,30 @@ async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
     return await asyncio.to_thread(_handle, fmt, run)
 
 
-@router.get("/requests.{fmt}", summary="Open311 list service requests (public fields only)")
-def list_requests(fmt: str, request: Request, session: DB):
+def _visible(request: Request, ctx, session):
+    """SQL filter of the requests the caller may read: the public ones, and with an ``api_key`` (or bearer
+    token) of a user holding ``events.read`` also the cases of its scope. Bad credentials: 403."""
+    from cityops.identity.service import resolve_token
+
+    raw = request.query_params.get("api_key") or bearer_token(request)
+    if not raw:
+        return service.public_clause()
+    try:
+        principal = resolve_token(session, ctx.settings.resolved_secret, raw)
+    except CityOpsError:
+        raise Open311Error(403, "403", "api_key is invalid") from None
+    if not principal.role.allows("events.read"):
+        return service.public_clause()
+    return or_(service.public_clause(), service.scope_clause(principal.scope))
+
+
+@router.get("/requests.{fmt}", summary="Open311 list service requests (public ones; with api_key also your scope's)")
+def list_requests(fmt: str, request: Request, ctx: Ctx, session: DB):
     p = request.query_params
 
     def run(fmt):
         _jurisdiction(request)
-        stmt = select(Case)
+        stmt = select(Case).where(_visible(request, ctx, session))
         if p.get("service_request_id"):
             stmt = stmt.where(Case.number.in_([x.strip() for x in p["service_request_id"].split(",") if x.strip()]))
         else:
@@ -284,11 +309,11 @@ def list_requests(fmt: str, request: Request, session: DB):
     return _handle(fmt, run)
 
 
-@router.get("/requests/{request_id}.{fmt}", summary="Open311 one service request")
-def get_request(request_id: str, fmt: str, request: Request, session: DB):
+@router.get("/requests/{request_id}.{fmt}", summary="Open311 one service request (public, or in your scope with api_key)")
+def get_request(request_id: str, fmt: str, request: Request, ctx: Ctx, session: DB):
     def run(fmt):
         _jurisdiction(request)
-        case = session.scalar(select(Case).where(Case.number == request_id))
+        case = session.scalar(select(Case).where(Case.number == request_id, _visible(request, ctx, session)))
         if case is None:
             raise Open311Error(404, "404", f"service_request_id {request_id!r} not found")
         return _answer(fmt, "service_requests", "request", [_request(case)])

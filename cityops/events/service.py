@@ -34,7 +34,7 @@ except ImportError:  # not POSIX: processes fall back to SQLite's busy handler
 
 import numpy as np
 import shapely
-from sqlalchemy import func, insert, or_, select
+from sqlalchemy import false, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,7 +50,7 @@ from cityops.org.locate import Located, LocatorCache
 from cityops.org.models import Department, Place, Unit
 
 ALL = Scope(all_units=True)
-SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task")
+SOURCES = catalogue.SOURCES
 #: Code length per level, for the escalation ladder (the unit path holds the chain).
 _LEVEL_BY_LENGTH = {6: "district", 9: "township", 12: "village"}
 _ALARM_URGENCY = {"red": "urgent", "orange": "urgent", "yellow": "normal", "blue": "normal",
@@ -824,13 +824,29 @@ QUEUES = {
 }
 
 
+def scope_clause(scope: Scope):
+    """SQL filter: the cases ``scope`` sees (its subtrees; department staff only their departments' cases)."""
+    clause = scope.covers_clause(Case.unit_path)
+    if scope.department_codes and not scope.all_units:
+        clause = clause & Case.department_code.in_(scope.department_codes)
+    return clause
+
+
+def public_clause():
+    """SQL filter: the cases published to everyone — reported through a public citizen channel
+    (events.toml ``[open311] public_sources``) and of a class marked public in the taxonomy."""
+    classes = [(c.kind, c.code) for c in catalogue.taxonomy().classes.values() if c.public]
+    if not classes:
+        return false()
+    return Case.source.in_(catalogue.settings().open311_public_sources) & or_(
+        *[(Case.kind == kind) & (Case.class_code == code) for kind, code in classes])
+
+
 def list_cases(session: Session, scope: Scope, *, queue: str | None = None, state: str | None = None,
                class_code: str | None = None, root: str | None = None, department: str | None = None,
                q: str | None = None, overdue: bool | None = None, source: str | None = None,
                limit: int = 100, offset: int = 0) -> tuple[list[Case], int]:
-    stmt = select(Case).where(scope.covers_clause(Case.unit_path))
-    if scope.department_codes and not scope.all_units:
-        stmt = stmt.where(Case.department_code.in_(scope.department_codes))
+    stmt = select(Case).where(scope_clause(scope))
     if queue:
         if queue not in QUEUES:
             raise InvalidInput(f"unknown queue {queue!r}; queues: {', '.join(QUEUES)}", {"field": "queue"})

@@ -31,6 +31,12 @@ STATES = {
     "closed": ("已结案", "Closed"),
     "void": ("作废", "Void"),
 }
+#: What the public is told of a case's progress (Open311 status_notes): the step of the workflow (domain.md
+#: section 3.2), never the internal side states (回退, 延期申请, 挂账, 返工) or anyone's notes.
+PUBLIC_STEP = {"reported": "信息收集", "accepted": "案卷建立", "filed": "案卷建立", "dispatched": "任务派遣",
+               "returned": "任务派遣", "in_handling": "任务处理", "extension_requested": "任务处理",
+               "backlogged": "任务处理", "rework": "任务处理", "handled": "处理反馈", "closed": "核查结案",
+               "void": "作废"}
 TERMINAL = frozenset({"closed", "void"})
 ACTIVE = tuple(s for s in STATES if s not in TERMINAL)
 #: States whose deadline clock runs (挂账 pauses it; before filing there is no deadline).
