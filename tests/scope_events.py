@@ -147,4 +147,51 @@ def test_open311_publishes_only_what_is_meant_for_the_public(api, world):
     assert r.status_code == 403 and r.json()[0]["code"] == "403"
 
 
+def test_hotline_ticket_ids_are_per_township(api, world):
+    """A 12345 ticket id is the township's: 大德镇's ticket T-7 neither blocks nor reveals 义和镇's T-7 (both are
+    created, the answer is the same as for an id that exists nowhere); a re-import, by the township or by the
+    district, is still one case. Keys stored before (global) are moved to their township by migration 0012."""
+    from alembic import command
+    from sqlalchemy import select
+
+    from cityops.core.db import alembic_config, migrate
+    from cityops.events.models import Case
+
+    admin, outsider, district = api.login("admin"), world["headers"], api.login("district")
+    pts = _points(api, world)
+
+    def csv_file(ticket: str, point) -> dict:
+        body = f"ticket_id,received_at,class_code,lon,lat\n{ticket},2026-11-21T09:00:00+08:00,06010,{point.x},{point.y}\n"
+        return {"file": ("t.csv", body.encode(), "text/csv")}
+
+    def imported(headers, ticket: str, where: str) -> dict:
+        r = api.post("/api/events/import/hotline", headers=headers, files=csv_file(ticket, pts[where]))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def key_of(number: str) -> str:
+        with api.store.sessions() as session:
+            return session.scalar(select(Case.external_key).where(Case.number == number))
+
+    first = imported(admin, "T-7", "dade")
+    assert first["created"] == 1
+    # Keys stored with the global form before migration 0012 get their township.
+    config = alembic_config(api.store.engine)
+    command.downgrade(config, "0011")
+    assert key_of(first["numbers"][0]) == "12345:T-7"
+    migrate(api.store.engine)
+    assert key_of(first["numbers"][0]) == f"12345:{world['dade']}:T-7"
+    assert imported(admin, "T-7", "dade") == {"created": 0, "skipped": 1, "numbers": []}
+    # 义和镇's own T-7: created, answered exactly like a ticket id that exists nowhere.
+    same_id, fresh_id = imported(outsider, "T-7", "yihe"), imported(outsider, "T-7-nowhere", "yihe")
+    assert same_id["created"] == fresh_id["created"] == 1 and same_id["skipped"] == fresh_id["skipped"] == 0
+    assert key_of(same_id["numbers"][0]) == f"12345:{world['yihe']}:T-7"
+    # Re-imports in 义和镇, by the township's operator or by the district, are the same case.
+    assert imported(outsider, "T-7", "yihe") == {"created": 0, "skipped": 1, "numbers": []}
+    assert imported(district, "T-7", "yihe") == {"created": 0, "skipped": 1, "numbers": []}
+    # The other way round: 义和镇 imports first, 大德镇's ticket with the same id is still created.
+    assert imported(outsider, "T-8", "yihe")["created"] == 1
+    assert imported(district, "T-8", "dade")["created"] == 1
+
+
 __all__ = ["scope_cases", "json"]

@@ -921,11 +921,23 @@ HOTLINE_COLUMNS = ("ticket_id", "received_at", "class_code", "title", "descripti
                    "unit_code", "caller_name", "caller_phone", "urgency")
 
 
+def hotline_key(township_code: str | None, ticket: str) -> str:
+    """The idempotency key of a 12345 ticket: its id within the township it lies in.
+
+    12345 tickets reach the district through each township's work-order system (属地: the township is the unit
+    that answers for a ticket, domain.md 1.1 and 3), and ticket ids are only unique there. Keyed by township,
+    one township's ticket can neither block nor reveal another's with the same id, while the same ticket
+    imported by the township and by the district (two importers) is still one case — which keying by the
+    importing unit would have duplicated."""
+    return f"12345:{township_code or ''}:{ticket}"
+
+
 def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: Scope,
                        locator: LocatorCache | None = None) -> dict:
     """Import 12345 hotline tickets (CSV, UTF-8 with or without BOM; columns ``HOTLINE_COLUMNS``, ticket_id,
     received_at and class_code required, plus a location). All or nothing: any bad row rejects the file with
-    every problem listed. Tickets already imported (same ticket_id) are skipped, so a re-import is safe."""
+    every problem listed. Tickets already imported (same ticket_id in the same township, ``hotline_key``) are
+    skipped, so a re-import is safe."""
     settings = catalogue.settings()
     try:
         text = raw.decode("utf-8-sig")
@@ -946,13 +958,9 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
                                [{"row": reader.line_num, "problem": str(exc)}]) from None
     if len(rows) > settings.max_import_rows:
         raise PayloadTooLarge(f"{len(rows)} rows; at most {settings.max_import_rows} per file")
-    problems, forbidden, drafts, skipped = [], [], [], 0
-    tickets = [(row.get("ticket_id") or "").strip() for row in rows]
-    keys = [f"12345:{t}" for t in tickets if t]
-    known = set()
-    for i in range(0, len(keys), 500):
-        known.update(session.scalars(select(Case.external_key).where(Case.external_key.in_(keys[i:i + 500]))))
-    for n, (row, ticket) in enumerate(zip(rows, tickets), start=2):
+    problems, forbidden, drafts, tickets = [], [], [], []
+    for n, row in enumerate(rows, start=2):
+        ticket = (row.get("ticket_id") or "").strip()
         try:
             if not ticket:
                 raise InvalidInput("ticket_id is empty")
@@ -962,18 +970,18 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
                 raise InvalidInput(f"received_at {row.get('received_at')!r} is not an ISO 8601 time") from None
             if received.tzinfo is None:
                 received = received.replace(tzinfo=catalogue.calendar().tz)
-            key = f"12345:{ticket}"
-            if key in known:
-                skipped += 1
-                continue
             lon, lat = row.get("lon") or None, row.get("lat") or None
-            drafts.append(draft_case(session, source="hotline", class_code=(row.get("class_code") or "").strip(),
-                                     title=row.get("title") or None, description=row.get("description") or None,
-                                     lon=float(lon) if lon else None, lat=float(lat) if lat else None,
-                                     address=row.get("address") or None, unit_code=(row.get("unit_code") or "").strip() or None,
-                                     urgency=(row.get("urgency") or "normal").strip(), external_key=key,
-                                     reporter={"name": row.get("caller_name"), "phone": row.get("caller_phone"), "channel": "12345"},
-                                     reported_at=received.astimezone(UTC), actor=actor, scope=scope, locator=locator))
+            draft = draft_case(session, source="hotline", class_code=(row.get("class_code") or "").strip(),
+                               title=row.get("title") or None, description=row.get("description") or None,
+                               lon=float(lon) if lon else None, lat=float(lat) if lat else None,
+                               address=row.get("address") or None, unit_code=(row.get("unit_code") or "").strip() or None,
+                               urgency=(row.get("urgency") or "normal").strip(),
+                               reporter={"name": row.get("caller_name"), "phone": row.get("caller_phone"), "channel": "12345"},
+                               reported_at=received.astimezone(UTC), actor=actor, scope=scope, locator=locator)
+            # The key needs the township, known once the ticket is located (and found in the caller's scope).
+            draft.values["external_key"] = hotline_key(draft.values["township_code"], ticket)
+            drafts.append(draft)
+            tickets.append(ticket)
         except ValueError as exc:
             problems.append({"row": n, "ticket_id": ticket, "problem": str(exc)})
         except Forbidden as exc:
@@ -985,14 +993,14 @@ def import_hotline_csv(session: Session, raw: bytes, actor: audit.Actor, scope: 
     if problems:
         raise ValidationFailed(f"{len(problems)} of {len(rows)} row(s) rejected; nothing imported: "
                                f"row {problems[0]['row']}: {problems[0]['problem']}", problems)
-    made = []
+    made, skipped = [], 0
     with session.begin_nested():
-        for draft, result in zip(drafts, insert_drafts(session, drafts)):
+        for ticket, draft, result in zip(tickets, drafts, insert_drafts(session, drafts)):
             if isinstance(result, Exception):  # raised inside the savepoint: every row of this file is undone
-                raise ValidationFailed(f"ticket {draft.values['external_key'][6:]}: {result}; nothing imported")
+                raise ValidationFailed(f"ticket {ticket}: {result}; nothing imported")
             if result[1]:
                 made.append(draft.values["number"])
-            else:  # the same ticket twice in the file
+            else:  # imported before (in this township), or twice in the file
                 skipped += 1
     audit.record(session, actor, "events.import_hotline", "event_case", "12345", after={"created": len(made), "skipped": skipped})
     return {"created": len(made), "skipped": skipped, "numbers": made}
