@@ -18,7 +18,7 @@ from rich.table import Table
 from cityops.core.errors import CityOpsError
 
 app = typer.Typer(help="CityOps — 城市运行和治理中心 command line", no_args_is_help=True, add_completion=False)
-users_app = typer.Typer(help="Users: add, list, issue tokens", no_args_is_help=True)
+users_app = typer.Typer(help="Users: add, list, issue tokens, login lockouts", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 layers_app = typer.Typer(help="Layer catalogue: list, versions, rollback", no_args_is_help=True)
 app.add_typer(layers_app, name="layers")
@@ -484,6 +484,50 @@ def users_token(
             audit.record(session, audit.Actor("cli"), "token.issue", "user", username, after={"api_key": api_key})
             session.commit()
         console.print(raw, soft_wrap=True)
+
+    _run(body)
+
+
+@users_app.command("lockouts")
+def users_lockouts(data_dir: Optional[Path] = DataDir) -> None:
+    """List failed-login counters and lockouts (accounts and client addresses)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.identity import throttle
+
+        _, sessions, _ = _store(settings)
+        table = Table("kind", "key", "failures", "locked until")
+        with sessions() as session:
+            for t in throttle.locks(session):
+                table.add_row(t.kind, t.key, str(t.failures), t.locked_until.isoformat() if t.locked_until else "")
+        console.print(table)
+
+    _run(body)
+
+
+@users_app.command("unlock")
+def users_unlock(
+    username: Optional[str] = typer.Argument(None, help="The account to unlock"),
+    address: Optional[str] = typer.Option(None, "--address", help="A client IP address to unlock instead"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Lift a login lockout (too many failed logins) of an account or a client address."""
+    settings = _settings(data_dir)
+    if (username is None) == (address is None):
+        _fail("name an account, or give --address")
+    kind, key = ("account", username) if username is not None else ("address", address)
+
+    def body():
+        from cityops.core import audit
+        from cityops.identity import throttle
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            if not throttle.lift(session, audit.Actor("cli"), kind, key):
+                _fail(f"no lockout of {kind} {key!r}")
+            session.commit()
+        console.print(f"{kind} {key} unlocked")
 
     _run(body)
 

@@ -59,6 +59,14 @@ class Settings(BaseSettings):
     topology_tolerance_m2: float = Field(default=1.0, ge=0)
     #: PostgreSQL pool size.
     pool_size: int = Field(default=5, ge=1)
+    #: Brute-force protection of password logins (identity.throttle): this many failures of one username, or
+    #: from one client address, within login_failure_window_s lock it for login_lockout_s (an operator may lift
+    #: the lock earlier). Behind a reverse proxy, let uvicorn take the client address from X-Forwarded-For
+    #: (--forwarded-allow-ips), or every client shares the proxy's address.
+    login_max_failures_per_account: int = Field(default=10, ge=1)
+    login_max_failures_per_address: int = Field(default=50, ge=1)
+    login_failure_window_s: int = Field(default=900, ge=1)
+    login_lockout_s: int = Field(default=900, ge=1)
 
     @classmethod
     def settings_customise_sources(

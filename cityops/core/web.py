@@ -154,6 +154,11 @@ def request_id(request: Request) -> str:
     return getattr(request.state, "request_id", "")
 
 
+def client_address(request: Request) -> str | None:
+    """The client's IP address (behind a trusted proxy, uvicorn has already taken it from X-Forwarded-For)."""
+    return request.client.host if request.client else None
+
+
 async def read_upload_limited(upload, limit: int) -> bytes:
     """Read an uploaded file, refusing (413) anything above ``limit`` bytes without buffering it all."""
     chunks, size = [], 0
@@ -270,7 +275,7 @@ def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
         headers = None
         if exc.status_code == 401:
             headers = {"WWW-Authenticate": "Bearer"}
-        elif isinstance(exc, Busy):
+        elif getattr(exc, "retry_after", None) is not None:  # a full queue (Busy), a login lockout
             headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(
             _error_body(exc.code, exc.message, exc.details, request_id(request)), status_code=exc.status_code, headers=headers

@@ -1,10 +1,10 @@
-"""Users, bearer tokens and API keys."""
+"""Users, bearer tokens and API keys, and the failed-login counters."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, Text
+from sqlalchemy import Boolean, ForeignKey, Integer, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
@@ -42,3 +42,23 @@ class Token(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LoginThrottle(Base):
+    """Failed password logins of one account or one client address, and its lockout (brute-force protection).
+
+    In the database, not in process memory, so every server process (``--workers``, several machines) counts
+    and enforces the same failures. ``identity.throttle`` keeps it."""
+
+    __tablename__ = "login_throttle"
+    __table_args__ = (UniqueConstraint("kind", "key", name="uq_login_throttle"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: "account" (the username tried, whether or not it exists) or "address" (the client's IP address).
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    key: Mapped[str] = mapped_column(Text, nullable=False)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: The failures counted are those since this time (a window of ``login_failure_window_s``).
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)

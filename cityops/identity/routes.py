@@ -9,8 +9,8 @@ from sqlalchemy import select
 
 from cityops.core import audit
 from cityops.core.errors import NotFound
-from cityops.core.web import DB, Ctx, bearer_token, current_principal, request_id, require
-from cityops.identity import service
+from cityops.core.web import DB, Ctx, bearer_token, client_address, current_principal, request_id, require
+from cityops.identity import service, throttle
 from cityops.identity.models import User
 from cityops.identity.roles import load_roles
 
@@ -72,7 +72,8 @@ def _user_out(user: User) -> UserOut:
 
 @router.post("/auth/login", response_model=LoginOut, summary="Password login (登录) → expiring bearer token")
 def login(body: LoginIn, request: Request, ctx: Ctx, session: DB) -> LoginOut:
-    user = service.authenticate(session, body.username, body.password)
+    user = service.authenticate_limited(session, ctx.settings, body.username, body.password,
+                                        address=client_address(request), channel="api")
     raw, token = service.issue_token(session, ctx.settings.resolved_secret, user,
                                      ttl=timedelta(minutes=ctx.settings.token_ttl_minutes))
     audit.record(session, audit.Actor(user.username, user.id, request_id(request)), "auth.login", "user", user.username,
@@ -144,3 +145,35 @@ def create_api_key(username: str, body: ApiKeyIn, request: Request, ctx: Ctx, se
     session.commit()
     return {"api_key": raw, "name": body.name, "expires_at": token.expires_at}
 
+
+
+class LockoutOut(BaseModel):
+    kind: str = Field(description="account (a username tried) or address (a client IP address)")
+    key: str
+    failures: int = Field(description="failed logins in the current window")
+    locked_until: datetime | None = Field(description="locked until then (absent: not locked, failures counted)")
+
+
+def _lock_visible(session, principal, kind: str, key: str) -> bool:
+    """Accounts of users the principal manages; addresses, and usernames that name no user, only district-wide."""
+    if principal.scope.district_wide:
+        return True
+    if kind != "account":
+        return False
+    return any(u.username == key for u in service.visible_users(session, principal))
+
+
+@router.get("/auth/lockouts", response_model=list[LockoutOut],
+            summary="Failed-login counters and lockouts (accounts you manage; addresses for district-wide managers)")
+def list_lockouts(session: DB, principal=Depends(require("users.manage"))) -> list[LockoutOut]:
+    return [LockoutOut(kind=t.kind, key=t.key, failures=t.failures, locked_until=t.locked_until)
+            for t in throttle.locks(session) if _lock_visible(session, principal, t.kind, t.key)]
+
+
+@router.delete("/auth/lockouts/{kind}/{key}", status_code=204, summary="Lift the lockout of an account or an address")
+def lift_lockout(kind: str, key: str, request: Request, session: DB, principal=Depends(require("users.manage"))) -> None:
+    if kind not in throttle.KINDS:
+        raise NotFound(f"no lockout kind {kind!r}; use account or address")
+    if not _lock_visible(session, principal, kind, key) or not throttle.lift(session, principal.actor(request_id(request)), kind, key):
+        raise NotFound(f"no lockout of {kind} {key!r}")
+    session.commit()

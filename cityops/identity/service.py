@@ -254,6 +254,32 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
+def authenticate_limited(session: Session, settings, username: str, password: str, *, address: str | None,
+                         channel: str) -> User:
+    """``authenticate`` behind the brute-force limits (``identity.throttle``): every interface that checks a
+    password calls this — the API login, HTTP Basic on /sta, and any other. A locked account or address is
+    refused (``LockedOut``, 429) before the password is looked at; a failure is counted and audited and
+    *committed* here, since the request that fails rolls back; success clears the account's failures.
+    ``address`` is the client's IP address (``request.client.host``)."""
+    from cityops.identity import throttle
+
+    try:
+        throttle.check(session, username, address)
+    except throttle.LockedOut:
+        throttle.refused(session, username, address, channel=channel, reason="locked")
+        session.commit()
+        raise
+    try:
+        user = authenticate(session, username, password)
+    except Unauthenticated as exc:
+        session.rollback()
+        throttle.failed(session, throttle.Limits.of(settings), username, address, channel=channel, reason=exc.message)
+        session.commit()
+        raise
+    throttle.succeeded(session, username)
+    return user
+
+
 def issue_token(
     session: Session, secret: str, user: User, *, kind: str = "login", ttl: timedelta | None = None, name: str | None = None
 ) -> tuple[str, Token]:

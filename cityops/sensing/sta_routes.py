@@ -28,7 +28,8 @@ MAX_BODY = 20 * 1024 * 1024
 
 
 def _principal(request: Request, ctx, session):
-    from cityops.identity.service import authenticate, principal_for, resolve_token
+    from cityops.core.web import client_address
+    from cityops.identity.service import authenticate_limited, principal_for, resolve_token
 
     header = request.headers.get("authorization", "")
     if header.lower().startswith("basic "):
@@ -38,7 +39,8 @@ def _principal(request: Request, ctx, session):
             raise Unauthenticated("malformed Basic credentials") from None
         if user == "apikey":
             return resolve_token(session, ctx.settings.resolved_secret, password)
-        return principal_for(session, authenticate(session, user, password))
+        return principal_for(session, authenticate_limited(session, ctx.settings, user, password,
+                                                           address=client_address(request), channel="sta"))
     from cityops.core.web import principal_from_request
 
     return principal_from_request(request, ctx, session)
