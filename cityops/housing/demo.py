@@ -94,7 +94,17 @@ def _capped_shares(weights: np.ndarray, capacity: np.ndarray, target: int) -> np
     return share
 
 
-def _road_segments(centres: np.ndarray) -> np.ndarray:
+#: How far (metres) a valley road swings either side of the straight line between two villages.
+ROAD_MEANDER_M = 120.0
+
+
+def road_meander(t: np.ndarray, index: np.ndarray | int) -> np.ndarray:
+    """The road's offset across the straight line at ``t`` (0 → 1 along it) for road number ``index``: the same
+    curve for the houses that line it here and for the road the base map draws (cityops/base/basemap.py)."""
+    return ROAD_MEANDER_M * np.sin(t * math.pi * 3 + index)
+
+
+def road_segments(centres: np.ndarray) -> np.ndarray:
     """Village pairs (i, j) joined by a road: each village to its two nearest neighbours, mutual ones once."""
     pairs = set()
     if len(centres) < 2:
@@ -121,7 +131,7 @@ class _Layout:
         n_hamlets = 4 * math.ceil(spread)
         sigma = np.minimum(350 * spread, 0.35 * np.sqrt(area))
         self.hamlets = self.centres[:, None, :] + rng.normal(0, 1, (len(villages_m), n_hamlets, 2)) * sigma[:, None, None]
-        self.segments = _road_segments(self.centres)
+        self.segments = road_segments(self.centres)
 
     def candidates(self, rng: np.random.Generator, block: np.ndarray, n: int, mix: tuple[float, float] = (0.45, 0.4)) -> np.ndarray:
         """``n`` candidate centres for the villages ``block`` (indices): by default 45 % hamlets, 40 % roads, 15 %
@@ -133,6 +143,7 @@ class _Layout:
         cluster = self.hamlets[which, rng.integers(0, self.hamlets.shape[1], n_cluster)] + rng.normal(0, local, (n_cluster, 2))
         in_block = np.isin(self.segments, block).any(axis=1) if len(self.segments) else np.zeros(0, dtype=bool)
         segments = self.segments[in_block]
+        numbers = np.flatnonzero(in_block)  # each road's number in the whole district: its curve is its own
         if len(segments) and n_road:
             a, b = self.centres[segments[:, 0]], self.centres[segments[:, 1]]
             length = np.hypot(*(b - a).T)
@@ -141,7 +152,7 @@ class _Layout:
             direction = (b - a)[seg] / np.maximum(length[seg], 1)[:, None]
             normal = np.column_stack((-direction[:, 1], direction[:, 0]))
             # A valley road meanders: a sine wobble across the straight line, then houses on either side of it.
-            wobble = 120 * np.sin(t * math.pi * 3 + seg) + rng.normal(0, 30, n_road)
+            wobble = road_meander(t, numbers[seg]) + rng.normal(0, 30, n_road)
             side = np.where(rng.random(n_road) < 0.5, -1, 1) * rng.uniform(10, 35 * self.spread, n_road)
             road = a[seg] + (b - a)[seg] * t[:, None] + normal * (wobble + side)[:, None]
         else:
