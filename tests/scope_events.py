@@ -46,6 +46,7 @@ def scope_cases(api, world) -> dict:
         ("GET", "/api/events/classes"): [dict(check=lambda r: r.status_code == 200 and len(r.json()) > 30)],
         ("GET", "/api/events/cases"): [dict(check=foreign), dict(params={"root": dade}, check=_denied),
                                        dict(params={"q": number}, check=foreign)],
+        ("GET", "/api/events/map/cases"): [dict(check=foreign)],
         ("POST", "/api/events/cases"): [dict(json={"class_code": "06010", "lon": point.x, "lat": point.y}, check=_denied),
                                         dict(json={"class_code": "06010", "unit_code": grid["code"]}, check=_denied)],
         ("GET", "/api/events/cases/{number}"): [dict(path={"number": number}, check=_denied)],

@@ -289,6 +289,31 @@ def test_drill_is_marked_kept_out_of_statistics_and_removed_cleanly(api, where):
     assert r.status_code == 409 and "real" in r.json()["message"]
 
 
+def test_households_to_move_are_named_as_people_know_them(api, where):
+    """The phone and the workbench show a household by its head and address, never its code; personal data is
+    masked for a role without personal.read, as the housing registry masks it."""
+    yihe, leader = api.login("yihe"), api.login("leader")
+    r = api.post("/api/incidents", headers=yihe, json={"hazard_type": "landslide", "level": "orange", "unit_code": where["grid"],
+                                                        "geometry": mapping(buffer_m(where["point"], 20, METRIC)), "drill": True})
+    assert r.status_code == 201, r.text
+    iid = r.json()["id"]
+    try:
+        clear = api.get(f"/api/incidents/{iid}/evacuations", headers=yihe).json()["items"]
+        assert clear
+        for item in clear:
+            household = api.get(f"/api/households/{item['household_code']}", headers=yihe).json()
+            assert item["head_name"] == household["head_name"] and item["address"] == household["address"]
+            assert item["phone"] == household["phone"]
+        masked = api.get(f"/api/incidents/{iid}/evacuations", headers=leader).json()["items"]
+        by_id = {i["id"]: i for i in clear}
+        for item in masked:
+            assert item["head_name"] == by_id[item["id"]]["head_name"][0] + "**"
+            assert item["address"] == by_id[item["id"]]["address"]
+            assert item["phone"] != by_id[item["id"]]["phone"]
+    finally:
+        assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200
+
+
 def test_shelter_capacity_is_never_exceeded(api, where):
     yihe = api.login("yihe")
     p = where["point"]

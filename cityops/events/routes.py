@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
@@ -20,6 +20,7 @@ from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_
                               request_id, require)
 from cityops.events import catalogue, evaluation, intake, service
 from cityops.events.models import Attachment, Case
+from cityops.events.workflow import ACTIVE
 
 router = APIRouter(prefix="/api/events", tags=["events"])
 
@@ -50,29 +51,105 @@ def classes(principal=Depends(require("events.read"))) -> list[dict]:
     return [c.to_dict() for c in catalogue.taxonomy().classes.values()]
 
 
-@router.get("/cases", summary="Cases in your scope: queue by role, state, class, unit subtree, department, search")
-def list_cases(session: DB, principal=Depends(require("events.read")), queue: str | None = None,
-               state: str | None = None, class_code: str | None = None, root: str | None = None,
-               department: str | None = None, q: str | None = Query(None, max_length=100), overdue: bool | None = None,
-               source: str | None = None, format: str = Query("json", pattern="^(json|csv)$"),
-               limit: int = Query(100, ge=1, le=5000), offset: NonNegInt64 = 0):
-    rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
-                                     department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
-    items = [service.case_dict(c) for c in rows]
-    if format == "csv":
+#: Columns of the case list export (CSV and XLSX), with their headings.
+EXPORT_COLUMNS = [("number", "案卷编号"), ("state_name", "状态"), ("class_code", "类别代码"), ("class_name", "类别"),
+                  ("title", "标题"), ("urgency", "紧急程度"), ("source", "来源"), ("address", "地址"),
+                  ("grid_code", "网格"), ("department_code", "处置部门"), ("assigned_unit_code", "处置单位"),
+                  ("reported_at", "上报时间"), ("filed_at", "立案时间"), ("deadline_at", "处置时限"),
+                  ("closed_at", "结案时间"), ("sla", "时限状态")]
+
+
+def _export(items: list[dict], fmt: str) -> Response:
+    """The list as a file: CSV (UTF-8 with a BOM, as spreadsheet programs in China expect) or XLSX."""
+    keys = [k for k, _ in EXPORT_COLUMNS]
+    if fmt == "csv":
         import io
 
         from cityops.core import csvexport
 
-        cols = ["number", "state_name", "class_code", "class_name", "title", "urgency", "source", "address", "grid_code",
-                "department_code", "assigned_unit_code", "reported_at", "filed_at", "deadline_at", "closed_at", "sla"]
         buf = io.StringIO()
-        w = csvexport.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        w = csvexport.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
         w.writeheader()
         w.writerows(items)
         return Response(("\ufeff" + buf.getvalue()).encode(), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="cases.csv"'})
+    import io
+
+    from openpyxl import Workbook
+
+    from cityops.core.csvexport import safe_cell
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("案卷")
+    sheet.append([title for _, title in EXPORT_COLUMNS])
+    for item in items:  # text that a spreadsheet would run as a formula is made inert, as in the CSV
+        sheet.append([safe_cell(item.get(k)) for k in keys])
+    out = io.BytesIO()
+    book.save(out)
+    return Response(out.getvalue(), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": 'attachment; filename="cases.xlsx"'})
+
+
+@router.get("/cases", summary="Cases in your scope: queue by role, state, class, unit subtree, department, search")
+def list_cases(session: DB, principal=Depends(require("events.read")), queue: str | None = None,
+               state: str | None = None, class_code: str | None = None, root: str | None = None,
+               department: str | None = None, q: str | None = Query(None, max_length=100), overdue: bool | None = None,
+               source: str | None = None, format: str = Query("json", pattern="^(json|csv|xlsx)$"),
+               limit: int = Query(100, ge=1, le=5000), offset: NonNegInt64 = 0):
+    rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
+                                     department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
+    items = [service.case_dict(c) for c in rows]
+    if format != "json":
+        return _export(items, format)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
+
+
+class PointGeometry(BaseModel):
+    type: Literal["Point"] = "Point"
+    coordinates: list[float]
+
+
+class CasePoint(BaseModel):
+    number: str
+    title: str | None
+    class_name: str | None
+    state: str
+    state_name: str
+    urgency: str
+    sla: str
+    deadline_at: str | None
+    reported_at: str | None
+    grid_code: str | None
+    department_code: str | None
+
+
+class CaseFeature(BaseModel):
+    type: Literal["Feature"] = "Feature"
+    id: str
+    geometry: PointGeometry
+    properties: CasePoint
+
+
+class CaseMap(BaseModel):
+    type: Literal["FeatureCollection"] = "FeatureCollection"
+    features: list[CaseFeature]
+    total: int = Field(description="open cases in scope (with a position or not)")
+    truncated: bool = Field(description="more open cases than the limit: the newest are shown")
+
+
+@router.get("/map/cases", response_model=CaseMap,
+            summary="Open cases in your scope as GeoJSON points for the map (newest first, located cases only)")
+def map_cases(session: DB, principal=Depends(require("events.read")),
+              limit: int = Query(5000, ge=1, le=20000)) -> CaseMap:
+    rows, total = service.list_cases(session, principal.scope, state=",".join(ACTIVE), limit=limit)
+    features = []
+    for c in rows:
+        if c.lon is None or c.lat is None:
+            continue
+        d = service.case_dict(c)
+        features.append(CaseFeature(id=c.number, geometry=PointGeometry(coordinates=[c.lon, c.lat]),
+                                    properties=CasePoint(**{k: d[k] for k in CasePoint.model_fields})))
+    return CaseMap(features=features, total=total, truncated=total > limit)
 
 
 @router.post("/cases", status_code=201,

@@ -38,12 +38,14 @@ def _with_geometry(data: dict, crs: str | None) -> dict:
 @router.get("/buildings", summary="List buildings in your scope, by bbox, unit subtree and JGJ 125 safety grade")
 def list_buildings(session: DB, principal=Depends(require("housing.read")), bbox: str | None = None,
                    root: str | None = None, grade: str | None = Query(None, description="e.g. C,D or none"),
+                   q: str | None = Query(None, min_length=2, max_length=64,
+                                         description="code prefix or part of the address (search; total is null)"),
                    geometry: bool = False, crs: str | None = None,
                    limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     if crs:
         parse_crs(crs)
     rows, total = service.list_buildings(session, principal.scope, bbox=parse_bbox(bbox), root=root,
-                                         grades=service.parse_grades(grade), limit=limit, offset=offset)
+                                         grades=service.parse_grades(grade), q=q, limit=limit, offset=offset)
     items = [_with_geometry(service.building_dict(b, geometry=geometry), crs) for b in rows]
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 

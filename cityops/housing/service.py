@@ -118,10 +118,16 @@ def list_buildings(
     bbox: tuple[float, float, float, float] | None = None,
     root: str | None = None,
     grades: list[str | None] | None = None,
+    q: str | None = None,
     limit: int = 100,
     offset: int = 0,
-) -> tuple[list[Building], int]:
+) -> tuple[list[Building], int | None]:
+    """Buildings in scope, by code. ``q`` (the map's search box) matches a code prefix or any part of the
+    address; its total is not counted (None): the first ``limit`` matches are what a search shows, and counting
+    every match would read the whole registry for a common word."""
     stmt = select(Building).where(scope.covers_clause(Building.unit_path))
+    if q:
+        stmt = stmt.where(Building.code.startswith(q, autoescape=True) | Building.address.contains(q, autoescape=True))
     if root:
         root_unit = org.get_unit(session, root, scope)
         stmt = stmt.where(Building.unit_path.startswith(root_unit.path, autoescape=True))
@@ -133,7 +139,9 @@ def list_buildings(
         stmt = stmt.where(clause)
     if bbox is not None:
         rows = spatial_filter(session, Building, stmt, "intersects", shapely.box(*bbox), geom_attr="footprint")
-        return rows[offset : offset + limit], len(rows)
+        return rows[offset : offset + limit], None if q else len(rows)
+    if q:
+        return list(session.scalars(stmt.limit(limit).offset(offset))), None
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = list(session.scalars(stmt.order_by(Building.code).limit(limit).offset(offset)))
     return rows, total

@@ -18,7 +18,7 @@ from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, json_body_schema, require
 from cityops.sensing import alarms, catalog, timeseries
-from cityops.sensing.models import Datastream, Thing
+from cityops.sensing.models import Datastream, Location, Thing, ThingLocation
 from cityops.sensing.service import runtime
 from cityops.sensing.timeutil import iso, now_ms, parse_instant
 
@@ -87,16 +87,24 @@ def devices(session: DB, principal=Depends(require("sensing.read")), device_type
         q = q.where(Thing.risk_point_code == risk_point)
     total = session.scalar(select(func.count()).select_from(q.subquery()))
     things = list(session.scalars(q.order_by(Thing.id).limit(limit).offset(offset)))
-    streams = {}
+    streams, where = {}, {}
     if things:
-        for ds in session.scalars(select(Datastream).where(Datastream.thing_id.in_([t.id for t in things]))):
+        ids = [t.id for t in things]
+        for ds in session.scalars(select(Datastream).where(Datastream.thing_id.in_(ids))):
             streams.setdefault(ds.thing_id, []).append(ds)
+        # Where each device stands (its current Location, a GeoJSON point): the map draws it there.
+        for thing_id, location in session.execute(select(ThingLocation.thing_id, Location.location)
+                                                  .join(Location, Location.id == ThingLocation.location_id)
+                                                  .where(ThingLocation.thing_id.in_(ids))):
+            if isinstance(location, dict) and location.get("type") == "Point" and len(location.get("coordinates", [])) >= 2:
+                where.setdefault(thing_id, location["coordinates"][:2])
     open_alarms = dict(session.execute(select(alarms.Alarm.datastream_id, func.max(alarms.Alarm.severity))
                                        .where(alarms.Alarm.status.in_(alarms.OPEN)).group_by(alarms.Alarm.datastream_id)).all())
     items = []
     for t in things:
         items.append({"id": t.id, "name": t.name, "device_type": t.device_type, "unit_code": t.unit_code, "unit_path": t.unit_path,
                       "building_code": t.building_code, "risk_point_code": t.risk_point_code, "properties": t.properties,
+                      "lon": where[t.id][0] if t.id in where else None, "lat": where[t.id][1] if t.id in where else None,
                       "datastreams": [{"id": d.id, "name": d.name, "unit": d.unit_of_measurement.get("symbol"),
                                        "last_value": d.last_value, "last_time": iso(d.last_ms),
                                        "alarm": open_alarms.get(d.id)} for d in streams.get(t.id, [])]})

@@ -277,7 +277,7 @@ def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("ta
                      limit: int = Query(500, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
     states = [s.strip() for s in state.split(",")] if state else None
     return service.list_evacuations(session, principal.scope, incident_id, states=states, grid=grid, near=_near(lon, lat),
-                                    limit=limit, offset=offset)
+                                    limit=limit, offset=offset, personal=principal.role.allows("personal.read"))
 
 
 @router.get("/incidents/{incident_id}/totals", summary="Live totals: district, townships, villages, grids (they always agree)")

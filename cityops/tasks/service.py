@@ -475,8 +475,10 @@ def _distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
 
 def list_evacuations(session: Session, scope: Scope, incident_id: int, *, states: list[str] | None = None,
                      grid: str | None = None, near: tuple[float, float] | None = None, limit: int = 500,
-                     offset: int = 0) -> dict:
-    """Household tasks at the caller's scope; with ``near`` (lon, lat) nearest first (the phone page)."""
+                     offset: int = 0, personal: bool = False) -> dict:
+    """Household tasks at the caller's scope; with ``near`` (lon, lat) nearest first (the phone page). Each
+    item of the page names its household as people know it (head, address, phone; masked unless ``personal``
+    and in scope, as the housing registry masks them)."""
     get_incident(session, scope, incident_id)
     known = catalogue().evacuation.states
     for s in states or []:
@@ -495,7 +497,18 @@ def list_evacuations(session: Session, scope: Scope, incident_id: int, *, states
         for item in items:
             item["distance_m"] = round(_distance_m(near[0], near[1], item["lon"], item["lat"]), 1)
         items.sort(key=lambda i: (i["distance_m"], i["id"]))
-    return {"total": len(items), "items": items[offset : offset + limit]}
+    page = items[offset : offset + limit]
+    codes = [i["household_code"] for i in page]
+    households = {}
+    for n in range(0, len(codes), 500):
+        households.update({h.code: h for h in session.scalars(select(Household).where(Household.code.in_(codes[n:n + 500])))})
+    for item in page:
+        h = households.get(item["household_code"])
+        if h is not None:
+            who = housing.mask_personal("household", {"head_name": h.head_name, "phone": h.phone},
+                                        housing.sees_personal(scope, personal, h.unit_path))
+            item.update(head_name=who["head_name"], phone=who["phone"], address=h.address, room=h.room)
+    return {"total": len(items), "items": page}
 
 
 def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_id: int, *, state: str,

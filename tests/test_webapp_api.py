@@ -1,0 +1,186 @@
+"""What the web app reads from the API, on both backends: the demo district's own base map (relief, water, roads,
+place names) in the catalogue and in the base map tiles, open cases as GeoJSON for the map, the case list as
+XLSX, the building search of the map's search box and the devices' positions. Then how the app itself is served:
+client-side routes, unknown API paths, the moved pages, the API reference pages from local assets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import mapbox_vector_tile
+import morecantile
+import pytest
+import shapely
+from shapely.geometry import shape
+
+from cityops.base.basemap import SCHEMAS, load_catalogue
+from cityops.web.routes import DIST_DIR
+
+BASEMAP_LAYERS = tuple(SCHEMAS)
+
+
+def _features(api, key, headers, limit=10000):
+    r = api.get(f"/api/layers/{key}/features", params={"limit": limit}, headers=headers)
+    assert r.status_code == 200, r.text
+    return r.json()["features"]
+
+
+def test_the_demo_derives_its_base_map_from_its_own_geography(api):
+    admin = api.login("admin")
+    layers = {layer["key"]: layer for layer in api.get("/api/layers", headers=admin).json()}
+    spec = load_catalogue()
+    for key in BASEMAP_LAYERS:
+        assert key in layers, f"base map layer {key} missing"
+        assert layers[key]["category"] == spec["layers"][key]["category"]
+        assert layers[key]["feature_count"] > 0, key
+    district = shape(api.get("/api/units/500154", params={"geometry": True}, headers=admin).json()["geometry"])
+    inside = district.buffer(0.001)
+    for key in ("rivers", "roads", "contours", "relief", "lakes", "peaks"):
+        for f in _features(api, key, admin):
+            geom = shape(f["geometry"])
+            assert geom.is_valid and not geom.is_empty, (key, f["properties"])
+            assert inside.contains(geom), f"{key} feature outside the district"
+    rivers = _features(api, "rivers", admin)
+    assert {spec["water"]["main_river"][0]} <= {f["properties"].get("name") for f in rivers}
+    assert [f["properties"]["name"] for f in _features(api, "lakes", admin)] == [spec["water"]["lake_name"]]
+    roads = _features(api, "roads", admin)
+    assert {"national", "village"} <= {f["properties"]["class"] for f in roads}
+    contours = _features(api, "contours", admin)
+    interval = spec["terrain"]["contour_interval_m"]
+    assert all(f["properties"]["elevation"] % interval == 0 for f in contours)
+    assert any(f["properties"]["index"] for f in contours)
+    assert {f["properties"]["kind"] for f in _features(api, "relief", admin)} == {"band", "shade", "light"}
+    # Place names: every township and village by name, and the named place of the scenario.
+    names = {(f["properties"]["kind"], f["properties"]["name"]) for f in _features(api, "place_names", admin)}
+    units = api.get("/api/units", params={"level": "township", "limit": 100}, headers=admin).json()["items"]
+    assert {("township", u["name"]) for u in units} <= names
+    assert ("place", "老沟湾") in names
+    # The roads are the ones the houses were built along: most road-side houses stand within 250 m of one.
+    buildings = api.get("/api/buildings", params={"limit": 1000, "geometry": True}, headers=admin).json()["items"]
+    tree = shapely.STRtree([shape(f["geometry"]) for f in roads])
+    centres = [shape(b["geometry"]).centroid for b in buildings]
+    near = sum(1 for c in centres if tree.query(c, predicate="dwithin", distance=250 / 111000).size)
+    assert near / len(centres) > 0.35, f"only {near} of {len(centres)} buildings near a road"
+
+
+def test_the_base_map_tiles_carry_relief_water_roads_and_names(api):
+    admin = api.login("admin")
+    seat = next(f for f in _features(api, "place_names", admin) if f["properties"]["kind"] == "township")
+    lon, lat = seat["geometry"]["coordinates"]
+    tile = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 8)
+    r = api.get(f"/api/tiles/basemap/8/{tile.x}/{tile.y}.mvt", headers=admin)
+    assert r.status_code == 200, r.status_code
+    decoded = mapbox_vector_tile.decode(r.content)
+    for layer in ("district", "township", "relief", "rivers", "place_names"):
+        assert layer in decoded and decoded[layer]["features"], f"{layer} missing from the z8 base map tile"
+    assert any(f["properties"].get("name") == seat["properties"]["name"] for f in decoded["place_names"]["features"])
+
+
+def test_open_cases_as_geojson_for_the_map(api):
+    yihe = api.login("yihe")
+    r = api.get("/api/events/map/cases", headers=yihe)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    listed = api.get("/api/events/cases", params={"limit": 5000}, headers=yihe).json()["items"]
+    open_located = {c["number"] for c in listed if c["state"] not in ("closed", "void") and c["lon"] is not None}
+    assert body["type"] == "FeatureCollection" and not body["truncated"]
+    assert {f["id"] for f in body["features"]} == open_located and open_located
+    assert body["total"] >= len(open_located)
+    feature = body["features"][0]
+    assert feature["geometry"]["type"] == "Point" and len(feature["geometry"]["coordinates"]) == 2
+    assert set(feature["properties"]) >= {"number", "class_name", "state", "state_name", "sla", "deadline_at"}
+    assert api.get("/api/events/map/cases", params={"limit": 0}, headers=yihe).status_code == 422
+
+
+def test_case_list_exports_as_xlsx_with_the_csv_rows(api):
+    from openpyxl import load_workbook
+
+    yihe = api.login("yihe")
+    r_csv = api.get("/api/events/cases", params={"format": "csv", "limit": 50}, headers=yihe)
+    r_xlsx = api.get("/api/events/cases", params={"format": "xlsx", "limit": 50}, headers=yihe)
+    assert r_xlsx.status_code == 200 and r_xlsx.headers["content-type"].startswith(
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+    rows = list(load_workbook(io.BytesIO(r_xlsx.content), read_only=True).active.iter_rows(values_only=True))
+    assert rows[0][0] == "案卷编号" and rows[0][1] == "状态"
+    numbers = [row["number"] for row in csv.DictReader(io.StringIO(r_csv.content.decode("utf-8-sig")))]
+    assert [row[0] for row in rows[1:]] == numbers and numbers
+    assert api.get("/api/events/cases", params={"format": "pdf"}, headers=yihe).status_code == 422
+
+
+def test_building_search_by_address_or_code(api):
+    yihe = api.login("yihe")
+    some = api.get("/api/buildings", params={"limit": 5}, headers=yihe).json()["items"]
+    target = some[-1]
+    part = target["address"][len("义和镇"):][:6]
+    found = api.get("/api/buildings", params={"q": part, "limit": 20}, headers=yihe).json()
+    assert found["total"] is None and 0 < len(found["items"]) <= 20
+    assert all(part in b["address"] or b["code"].startswith(part) for b in found["items"])
+    by_code = api.get("/api/buildings", params={"q": target["code"]}, headers=yihe).json()["items"]
+    assert [b["code"] for b in by_code] == [target["code"]]
+    assert api.get("/api/buildings", params={"q": "x"}, headers=yihe).status_code == 422  # at least two characters
+    assert api.get("/api/buildings", params={"q": "没有这样的地址"}, headers=yihe).json()["items"] == []
+
+
+def test_devices_carry_their_positions(api):
+    district = shape(api.get("/api/units/500154", params={"geometry": True}, headers=api.login("admin")).json()["geometry"])
+    items = api.get("/api/sensing/devices", params={"limit": 5000}, headers=api.login("district")).json()["items"]
+    assert items
+    for d in items:
+        assert d["lon"] is not None and district.buffer(0.01).contains(shapely.Point(d["lon"], d["lat"])), d["name"]
+
+
+# ------------------------------------------------------------------------------------ serving the app
+
+needs_build = pytest.mark.skipif(not (DIST_DIR / "index.html").is_file(), reason="web app not built (make assets)")
+
+
+@needs_build
+@pytest.mark.parametrize("path", ["/", "/workbench", "/workbench/cases/20260101-abc", "/command?incident=3", "/phone",
+                                  "/phone/report", "/login", "/cockpit"])
+def test_client_side_routes_get_the_app(api, path):
+    r = api.get(path)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert '<div id="app">' in r.text and r.headers["cache-control"] == "no-cache"
+
+
+def test_unknown_server_paths_are_404_for_every_method(api):
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        r = api.request(method, "/api/no-such-route")
+        assert r.status_code == 404 and r.json()["error"] in ("not_found", "http_error"), (method, r.status_code)
+    assert api.get("/ogc/no-such").status_code == 404
+    assert api.get("/assets/no-such-file.js").status_code == 404
+    assert api.get("/no-such-file.js").status_code == 404
+
+
+def test_the_old_pages_move_to_the_app(api):
+    for old, new in (("/static/events.html", "/workbench"), ("/static/command.html?incident=4", "/command?incident=4"),
+                     ("/static/phone.html", "/phone"), ("/static/report.html", "/phone/report")):
+        r = api.get(old, follow_redirects=False)
+        assert r.status_code == 301 and r.headers["location"] == new
+
+
+@needs_build
+def test_api_reference_pages_load_only_local_assets(api):
+    for page, asset in (("/api/docs", "/docs/swagger-ui-bundle.js"), ("/api/redoc", "/docs/redoc.standalone.js")):
+        html = api.get(page).text
+        urls = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html)
+        assert asset in urls and all(u.startswith("/") and not u.startswith("//") for u in urls), urls
+        assert "fonts.googleapis" not in html and "cdn." not in html
+        r = api.get(asset, headers={"Accept-Encoding": "gzip"})
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"] and len(r.content) > 100_000
+
+
+@needs_build
+def test_built_assets_are_cached_for_good_and_compressed(api):
+    index = api.get("/").text
+    script = re.search(r'src="(/assets/[^"]+\.js)"', index).group(1)
+    r = api.get(script, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert r.headers.get("content-encoding") == "gzip"
+    sw = api.get("/sw.js")
+    assert sw.status_code == 200 and sw.headers["cache-control"] == "no-cache"
+    manifest = api.get("/manifest.webmanifest").json()
+    assert manifest["start_url"] == "/phone" and manifest["display"] == "standalone"
+    assert all(api.get(icon["src"]).status_code == 200 for icon in manifest["icons"])
