@@ -5,9 +5,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-VENDOR := cityops/web/static/vendor/maplibre-gl.mjs
+FRONTEND := cityops/web/frontend
+# The built web app (Vite): index.html, content-hashed assets, the service worker, the API reference assets.
+WEBAPP := cityops/web/dist/index.html
+FRONTEND_SOURCES := $(shell find $(FRONTEND)/src $(FRONTEND)/public -type f 2>/dev/null) \
+	$(FRONTEND)/index.html $(FRONTEND)/vite.config.js cityops/web/messages.json
 
-.PHONY: setup assets demo test system-deps bench clean
+.PHONY: setup assets demo test system-deps bench bench-web clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +21,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) assets
 
-$(VENDOR): cityops/web/frontend/package-lock.json cityops/web/frontend/vendor.mjs
-	cd cityops/web/frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
+$(FRONTEND)/node_modules/.package-lock.json: $(FRONTEND)/package-lock.json
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error
 
-assets: $(VENDOR)
+$(WEBAPP): $(FRONTEND)/node_modules/.package-lock.json $(FRONTEND_SOURCES)
+	cd $(FRONTEND) && npm run --silent build
+
+assets: $(WEBAPP)
 
 demo: setup
 	$(BIN)/cityops demo $(DEMO_ARGS)
@@ -29,11 +36,17 @@ demo: setup
 system-deps:
 	scripts/install-system-deps.sh
 
+# The browser-side logic (offline queue, i18n catalogue, formatting) with Vitest, then everything else with pytest.
 test: system-deps setup
+	cd $(FRONTEND) && npm test --silent
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python benchmarks/locate.py
 
+# First paint on a throttled "Fast 3G" network and map frame rate with every live layer on (headless Chromium).
+bench-web: setup
+	$(BIN)/python benchmarks/web.py
+
 clean:
-	rm -rf $(VENV) cityops/web/frontend/node_modules cityops/web/static/vendor
+	rm -rf $(VENV) $(FRONTEND)/node_modules cityops/web/dist

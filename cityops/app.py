@@ -6,7 +6,6 @@ import gc
 import logging
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 
 import cityops
@@ -49,8 +48,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         version=cityops.__version__,
         description="城市运行和治理中心 — city operation and governance center API",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
-        redoc_url="/api/redoc",
+        # Served by cityops.web from local assets (FastAPI's own pages load them from a CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ctx = web.AppContext(
         settings=settings,
@@ -65,16 +65,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
-                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
-                   web_routes):
+                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     if settings.wiring:
         wiring.connect(engine)
     start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
-    app.mount("/static", StaticFiles(directory=web_routes.STATIC_DIR, check_dir=False), name="static")
-    if not (web_routes.STATIC_DIR / "vendor").exists():
-        log.warning("web assets missing: run 'make assets' (npm ci) to serve the map page")
+    web_routes.install(app)  # last: the web app's client-side routes catch what no other route answers
     log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
     _freeze_once()
     return app

@@ -1,0 +1,53 @@
+// Creating a map of the app: MapLibre with its worker from this build, the offline base map style, the controls,
+// and labels that follow the UI language.
+import * as maplibregl from "maplibre-gl";
+import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
+import "maplibre-gl/dist/maplibre-gl.css";
+import { authHeaders } from "../api/client.js";
+import { baseStyle, mapOptions, nameField } from "./style.js";
+
+// The bundler renames MapLibre's module, so it cannot find its worker beside itself: tell it where it is.
+maplibregl.setWorkerUrl(new URL(workerUrl, location.href).href);
+
+export { maplibregl };
+
+/** Tiles need the login token: sent as a header on every request to our own /api/, never in a URL. */
+function transformRequest(url) {
+  if (url.startsWith(`${location.origin}/api/`)) return { url, headers: authHeaders() };
+  return { url };
+}
+
+const LABEL_LAYERS = ["place-labels", "river-labels", "road-labels", "peak-labels"];
+
+/** A map in `container` with the base map; `options` go to baseStyle (units, buildings, lang) and to MapLibre. */
+export function createMap(container, { lang = "zh-CN", units = true, buildings = true, bounds = null, ...extra } = {}) {
+  const map = new maplibregl.Map(mapOptions({
+    container,
+    style: baseStyle({ lang, units, buildings }),
+    transformRequest,
+    ...(bounds ? { bounds, fitBoundsOptions: { padding: 30 } } : { center: [108.4, 31.2], zoom: 8 }),
+    ...extra,
+  }));
+  map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
+  map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
+  map.touchZoomRotate.disableRotation();
+  return map;
+}
+
+/** Switch the labels of the base map to another language. */
+export function setMapLanguage(map, lang) {
+  for (const id of LABEL_LAYERS) {
+    if (!map.getLayer(id)) continue;
+    if (id === "peak-labels") {
+      map.setLayoutProperty(id, "text-field", ["format", nameField(lang), {}, "\n", {},
+        ["to-string", ["get", "elevation"]], { "font-scale": 0.8 }]);
+    } else {
+      map.setLayoutProperty(id, "text-field", nameField(lang));
+    }
+  }
+}
+
+/** Resolves when the map's style is loaded. */
+export function whenLoaded(map) {
+  return map.loaded() || map.isStyleLoaded() ? Promise.resolve(map) : new Promise((resolve) => map.once("load", () => resolve(map)));
+}

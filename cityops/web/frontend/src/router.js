@@ -1,0 +1,40 @@
+// The pages of the app. Each route's `meta` says how it appears and who may open it:
+//   nav        — listed in the top bar, in this order (titleKey: its name in the message catalogue)
+//   permission — the permission a user needs (others are sent to their own start page)
+//   layout     — "desk" (top bar, the default), "phone" (the phone command room's frame) or "bare" (login)
+// A new page (the cockpit, say) is one entry here and one component under pages/ (see docs/web.md).
+import { createRouter, createWebHistory } from "vue-router";
+import { can, session } from "./auth/session.js";
+import { homeRoute } from "./scope.js";
+
+export const routes = [
+  { path: "/", name: "map", component: () => import("./pages/OpsMap.vue"),
+    meta: { nav: true, titleKey: "nav.map", permission: "units.read" } },
+  { path: "/workbench", name: "workbench", component: () => import("./pages/Workbench.vue"),
+    meta: { nav: true, titleKey: "nav.workbench", permission: "events.read" } },
+  { path: "/workbench/cases/:number", name: "case", component: () => import("./pages/CasePage.vue"),
+    meta: { titleKey: "nav.workbench", permission: "events.read" } },
+  { path: "/command", name: "command", component: () => import("./pages/Command.vue"),
+    meta: { nav: true, titleKey: "nav.command", permission: "tasks.read" } },
+  { path: "/phone/:tab(households|report|tasks)?", name: "phone", component: () => import("./pages/Phone.vue"),
+    meta: { nav: true, titleKey: "nav.phone", permission: "tasks.read", layout: "phone" } },
+  { path: "/login", name: "login", component: () => import("./pages/Login.vue"), meta: { public: true, layout: "bare" } },
+  { path: "/:rest(.*)*", name: "not-found", component: () => import("./pages/NotFound.vue"), meta: { public: true } },
+];
+
+export const router = createRouter({ history: createWebHistory(), routes });
+
+router.beforeEach((to) => {
+  if (to.meta.public) return true;
+  if (!session.token) return { name: "login", query: to.fullPath !== "/" ? { next: to.fullPath } : {} };
+  if (to.meta.permission && !can(to.meta.permission)) {
+    const home = homeRoute();
+    return home === to.path ? true : home;
+  }
+  return true;
+});
+
+/** The top bar's pages for the signed-in user. */
+export function navItems() {
+  return routes.filter((r) => r.meta && r.meta.nav && (!r.meta.permission || can(r.meta.permission)));
+}

@@ -1,0 +1,33 @@
+// Every failure the user sees is a sentence in their language.
+import { describe, expect, it } from "vitest";
+import { ApiError, buildUrl, errorMessage, isTransient } from "../src/api/client.js";
+import { i18n } from "../src/i18n.js";
+
+describe("error messages", () => {
+  it("says what went wrong in 简体中文 and in English", () => {
+    i18n.global.locale.value = "zh-CN";
+    expect(errorMessage(new ApiError({ status: 0, code: "network" }))).toBe("无法连接服务器，请检查网络后重试");
+    expect(errorMessage(new ApiError({ status: 401, code: "unauthenticated" }))).toContain("用户名或密码错误");
+    expect(errorMessage(new ApiError({ status: 500, code: "server" }))).toBe("服务器暂时无法处理（500），请稍后重试");
+    expect(errorMessage(new ApiError({ status: 502, code: "bad_gateway" }))).toContain("502");
+    expect(errorMessage(new ApiError({ status: 409, code: "conflict" }))).toBe("状态已变化，请刷新后重试");
+    expect(errorMessage(new ApiError({ status: 422, code: "invalid_input", details: { field: "lon" } }))).toContain("提交的内容有误");
+    expect(errorMessage(new TypeError("x"))).toBe("页面出现意外错误，请刷新后重试");
+    i18n.global.locale.value = "en";
+    expect(errorMessage(new ApiError({ status: 503, code: "busy" }))).toBe("The system is busy; please try again shortly");
+    expect(errorMessage(new ApiError({ status: 500, code: "server" }))).toMatch(/^The server could not handle this \(500\)/);
+    i18n.global.locale.value = "zh-CN";
+  });
+
+  it("tells a failure to retry from a refusal", () => {
+    expect(isTransient(new ApiError({ status: 0, code: "network" }))).toBe(true);
+    expect(isTransient(new ApiError({ status: 503, code: "busy" }))).toBe(true);
+    expect(isTransient(new ApiError({ status: 409, code: "conflict" }))).toBe(false);
+    expect(isTransient(new ApiError({ status: 403, code: "forbidden" }))).toBe(false);
+  });
+
+  it("builds query strings without empty parameters", () => {
+    expect(buildUrl("/api/x", { a: 1, b: "", c: null, d: ["p", "q"] })).toBe("/api/x?a=1&d=p%2Cq");
+    expect(buildUrl("/api/x?z=1", { a: 2 })).toBe("/api/x?z=1&a=2");
+  });
+});
