@@ -1,7 +1,8 @@
-"""The map with vector tiles in a real browser (Playwright + Debian's Chromium, as tests/test_browser.py):
-3D buildings from the base map tiles, inspecting a building, toggling a catalogue layer and inspecting
-its feature, drawing a zone to ask "who is threatened" with the answer as a table and on the map, and
-scope (a township operator's map has no other township's buildings). Screenshots go to test-artifacts/."""
+"""The operations map's base map features in a real browser (Playwright + Debian's Chromium, SwiftShader): 3D
+buildings from the base map tiles, inspecting a building, toggling a catalogue layer and inspecting its feature,
+drawing a zone to ask "who is threatened" with the answer as a table and on the map, English labels, and scope (a
+township operator's map has no other township's buildings); the base map itself (relief, water, roads, names) drawn
+offline with its labels. Screenshots go to test-artifacts/map-*.png."""
 
 from __future__ import annotations
 
@@ -13,33 +14,81 @@ import pytest
 import shapely
 from shapely.geometry import mapping, shape
 
-from cityops.demo.generator import DEMO_PASSWORD
-from tests.test_browser import ARTIFACTS, assert_local_only, base_url, browser, login, page  # noqa: F401
+from cityops.app import create_app
+from cityops.demo.generator import build_demo
+from tests.browser import (Steps, assert_local_only, assert_no_page_errors, launch, login, new_page, pixel, require_browser,
+                           token, wait_map_idle)
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
 
-def _token(base_url, username, password=DEMO_PASSWORD) -> dict:
-    r = httpx.post(f"{base_url}/api/auth/login", json={"username": username, "password": password})
-    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    require_browser()
+    store, close = make_store("sqlite", tmp_path_factory.mktemp("webapp-map"))
+    build_demo(store.sessions, store.org, SMALL_DEMO)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-webapp-map") as url:
+        yield url
+    close()
 
 
-def _wait_idle(page):
-    page.wait_for_function("window.cityopsMap && window.cityopsMap.loaded() && !window.cityopsMap.isMoving() "
-                           "&& window.cityopsMap.areTilesLoaded()")
+@pytest.fixture(scope="module")
+def browser(served):
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    b = launch(pw)
+    yield b
+    b.close()
+    pw.stop()
 
 
-def _pixel(page, lonlat):
-    p = page.evaluate("([ll]) => { const p = window.cityopsMap.project(ll); return [p.x, p.y]; }", [lonlat])
-    box = page.locator("#map").bounding_box()
-    return box["x"] + p[0], box["y"] + p[1]
-
-
-def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa: F811
+def test_the_base_map_is_drawn_offline_with_its_names(served, browser):
+    """Relief, water, roads and Chinese place names (with digits, from the shipped Latin font) are drawn from the
+    server's own tiles; in English the names switch to English."""
     from playwright.sync_api import expect
 
-    yihe = _token(base_url, "yihe")
-    admin = _token(base_url, "admin")
+    page = new_page(browser, served)
+    steps = Steps("map-base")
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    drawn = page.evaluate("""() => { const m = window.cityopsMap; const ids = ['relief', 'hillshade-dark', 'rivers', 'roads',
+        'place-labels', 'township-line', 'district-line'];
+        return Object.fromEntries(ids.map((id) => [id, m.queryRenderedFeatures({layers: [id]}).length])); }""")
+    assert all(n > 0 for n in drawn.values()), drawn
+    names = page.evaluate("""() => window.cityopsMap.queryRenderedFeatures({layers: ['place-labels']})
+        .map((f) => f.properties.name)""")
+    assert "义和镇" in names
+    steps.shot(page, "district")
+    admin = token(served, "admin")
+    place = httpx.get(f"{served}/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+    page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 13.5})", [[place["lon"], place["lat"]]])
+    wait_map_idle(page)
+    labels = page.evaluate("""() => window.cityopsMap.queryRenderedFeatures({layers: ['place-labels', 'contour-labels']})
+        .map((f) => f.properties.name || String(f.properties.elevation))""")
+    assert "老沟湾" in labels and any(label.isdigit() for label in labels), labels
+    steps.shot(page, "laogouwan")
+    page.get_by_test_id("language-select").select_option("en")
+    page.wait_for_function("""() => window.cityopsMap.getLayoutProperty('place-labels', 'text-field').toString().includes('name_en')""")
+    expect(page.get_by_test_id("nav-map")).to_have_text("Operations map")
+    wait_map_idle(page)
+    steps.shot(page, "english")
+    page.get_by_test_id("language-select").select_option("zh-CN")
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_map_tiles_3d_layers_inspection_and_threatened(served, browser):
+    from playwright.sync_api import expect
+
+    base_url = served
+    page = new_page(browser, base_url)
+    steps = Steps("map")
+    yihe = token(base_url, "yihe")
+    admin = token(base_url, "admin")
     me = httpx.get(f"{base_url}/api/auth/me", headers=yihe).json()
     root = me["scope_units"][0]
     items = httpx.get(f"{base_url}/api/buildings", params={"root": root, "limit": 1000, "geometry": "true"},
@@ -65,9 +114,8 @@ def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa:
     r = httpx.post(f"{base_url}/api/layers/{key}/import", headers=admin, files={"file": ("h.geojson", content)})
     assert r.status_code == 200, r.text
 
-    login(page, base_url, "yihe", DEMO_PASSWORD)
+    login(page, base_url, "yihe")
     page.wait_for_function("document.body.dataset.mapReady === '1'")
-    ARTIFACTS.mkdir(exist_ok=True)
 
     # 3D buildings from the base map tiles at zoom 16; inspect the target building (top view first).
     page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 16.5, pitch: 0})", [[spot.x, spot.y]])
@@ -77,20 +125,21 @@ def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa:
         const hits = map.queryRenderedFeatures(map.project(ll), {layers: ['buildings-3d']});
         return hits.some((f) => f.properties.code === code);
     }""", arg=[[spot.x, spot.y], target["code"]])
-    page.mouse.click(*_pixel(page, [spot.x, spot.y]))
-    panel = page.get_by_test_id("unit-panel")
+    page.mouse.click(*pixel(page, [spot.x, spot.y]))
+    panel = page.get_by_test_id("feature-card")
     expect(panel.get_by_test_id("feature-code")).to_have_text(target["code"])
     expect(panel.get_by_test_id("building-details")).to_contain_text(str(target["floors"]))
-    expect(panel.locator("#panel-title")).to_have_text("房屋详情")
+    expect(panel.get_by_test_id("building-details")).to_contain_text(target["address"])
+    expect(panel.get_by_test_id("card-title")).to_have_text("房屋详情")
     heights = page.evaluate("""() => window.cityopsMap.queryRenderedFeatures({layers: ['buildings-3d']})
         .map((f) => f.properties.height)""")
     assert heights and all(h > 0 for h in heights)
-    page.locator("#panel-close").click()
+    page.get_by_test_id("card-close").click()
 
     page.get_by_test_id("view-toggle").click()
     page.wait_for_function("window.cityopsMap.getPitch() > 50")
-    _wait_idle(page)
-    page.screenshot(path=str(ARTIFACTS / "map-3d-buildings.png"))
+    wait_map_idle(page)
+    steps.shot(page, "3d-buildings")
     page.get_by_test_id("view-toggle").click()
     page.wait_for_function("window.cityopsMap.getPitch() < 1")
     page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 16.5})", [[spot.x, spot.y]])
@@ -104,20 +153,22 @@ def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa:
         const map = window.cityopsMap;
         return map.getLayer(id) && map.areTilesLoaded() && map.queryRenderedFeatures({layers: [id]}).length === 1;
     }""", arg=[f"layer:{key}:circle"])
-    page.mouse.click(*_pixel(page, list(hazard)))
-    expect(panel.get_by_test_id("feature-properties")).to_contain_text("老沟湾隐患点")
-    expect(panel.get_by_test_id("feature-layer")).to_have_text("隐患点（测试）")
-    page.screenshot(path=str(ARTIFACTS / "map-layer-feature.png"))
     page.get_by_test_id("layers-toggle").click()
-    page.locator("#panel-close").click()
+    page.mouse.click(*pixel(page, list(hazard)))
+    expect(panel.get_by_test_id("feature-properties")).to_contain_text("老沟湾隐患点")
+    expect(panel.get_by_test_id("feature-properties")).to_contain_text("名称")
+    expect(panel.get_by_test_id("feature-layer")).to_have_text("隐患点（测试）")
+    steps.shot(page, "layer-feature")
+    page.get_by_test_id("card-close").click()
 
     # Draw the zone (four clicks, then Finish): the answer as a table and the buildings in red on the map.
     page.get_by_test_id("draw-start").click()
     expect(page.get_by_test_id("draw-bar")).to_be_visible()
     corners = list(zone.exterior.coords)[:4]
     for corner in corners:
-        page.mouse.click(*_pixel(page, list(corner)))
+        page.mouse.click(*pixel(page, list(corner)))
     page.get_by_test_id("draw-finish").click()
+    panel = page.get_by_test_id("threat-panel")
     totals = panel.get_by_test_id("threat-totals")
     expect(totals).to_be_visible()
     sent = page.evaluate("window.cityopsThreat.zone")
@@ -142,11 +193,12 @@ def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa:
     highlighted = set(page.evaluate("""() => window.cityopsMap.queryRenderedFeatures({layers: ['threat-buildings']})
         .map((f) => f.properties.code)"""))
     assert highlighted <= {b["code"] for b in expected["buildings"]}
-    page.screenshot(path=str(ARTIFACTS / "map-threatened.png"))
+    steps.shot(page, "threatened")
 
     # English: the result table's headings follow the language.
     page.get_by_test_id("language-select").select_option("en")
     expect(panel.locator("#panel-title")).to_have_text("Who is threatened")
+    steps.shot(page, "threatened-en")
     expect(totals.locator("th").first).to_have_text("Buildings")
     page.get_by_test_id("language-select").select_option("zh-CN")
 
@@ -156,11 +208,12 @@ def test_map_tiles_3d_layers_inspection_and_threatened(page, base_url):  # noqa:
     foreign = httpx.get(f"{base_url}/api/buildings", params={"root": dade["code"], "limit": 1, "geometry": "true"},
                         headers=admin).json()["items"][0]
     there = shape(foreign["geometry"]).representative_point()
-    page.locator("#panel-close").click()
+    panel.get_by_test_id("card-close").click()
     page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 16})", [[there.x, there.y]])
-    _wait_idle(page)
+    wait_map_idle(page)
     codes = page.evaluate("() => window.cityopsMap.queryRenderedFeatures({layers: ['buildings-3d']}).map((f) => f.properties.code)")
     assert not [c for c in codes if c.startswith(dade["code"])]
 
-    assert_local_only(page, base_url)
-    assert not [e for e in page.console_errors if "WebGL" in e or "Failed to load" in e], page.console_errors
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()

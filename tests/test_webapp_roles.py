@@ -1,0 +1,497 @@
+"""The web app as each role uses it, in real headless Chromium (Playwright, Debian's Chromium, SwiftShader WebGL):
+log in, do the role's main job end to end, check what is on the screen, a screenshot per step into
+test-artifacts/<role>-<n>-<step>.png. Every page refuses requests to any other host and the test fails if one
+was attempted. The district: the small demo on SQLite with the 老沟湾 landslide response active."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import time
+
+import httpx
+import pytest
+from shapely.geometry import Point, shape
+
+from cityops.app import create_app
+from cityops.core.spatial import buffer_m
+from cityops.demo.generator import build_demo
+from cityops.tasks.plans import on_warning_level
+from tests.browser import (DESK, PHONE, Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, launch,
+                           login, new_page, pixel, require_browser, token, wait_map_idle)
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
+
+pytestmark = pytest.mark.browser
+
+LGW_WORKER = ("lgw_worker", "lgw-worker-pw")
+
+
+def _jpeg(browser) -> bytes:
+    """A real (decodable) JPEG photo, drawn by the browser."""
+    page = browser.new_page()
+    data = page.evaluate("""() => { const c = document.createElement('canvas'); c.width = 320; c.height = 240;
+        const g = c.getContext('2d'); g.fillStyle = '#6b8e23'; g.fillRect(0, 0, 320, 240); g.fillStyle = '#8b4513';
+        g.fillRect(60, 90, 200, 90); return c.toDataURL('image/jpeg', 0.8).split(',')[1]; }""")
+    page.close()
+    return base64.b64decode(data)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The served demo, its 老沟湾 incident, a grid worker of 老沟湾, and cases for each desk role."""
+    require_browser()
+    store, close = make_store("sqlite", tmp_path_factory.mktemp("webapp-roles"))
+    build_demo(store.sessions, store.org, SMALL_DEMO)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-webapp-roles") as url:
+        admin = token(url, "admin")
+        client = httpx.Client(base_url=url, timeout=30)
+        place = client.get("/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+        with store.sessions() as session:
+            incident = on_warning_level(session, risk_point_code="RP-LGW-001", hazard_type="landslide", level="orange",
+                                        unit_code=place["unit_code"],
+                                        geometry=buffer_m(Point(place["lon"], place["lat"]), 30, "EPSG:4545"),
+                                        evidence={"rain_24h_mm": 182})
+            session.commit()
+            iid = incident.id
+        r = client.post("/api/users", headers=admin, json={"username": LGW_WORKER[0], "password": LGW_WORKER[1], "role": "grid_worker",
+                                                            "display_name": "老沟湾网格员", "scope_units": [place["unit_code"]]})
+        assert r.status_code == 201, r.text
+        # Cases: two reported in 义和镇 (to accept), one 施工扰民 (routed to 区住房城乡建委 once filed).
+        cases = []
+        for n, (cls, text) in enumerate((("06010", "村口垃圾堆积"), ("06010", "河边暴露垃圾"), ("08001", "夜间施工扰民"))):
+            r = client.post("/api/events/cases", headers=admin, json={"class_code": cls, "description": text,
+                                                                      "lon": place["lon"] + 0.001 * (n + 1), "lat": place["lat"]})
+            assert r.status_code == 201, r.text
+            cases.append(r.json()["number"])
+        for action in ("accept", "file"):
+            assert client.post(f"/api/events/cases/{cases[2]}/actions/{action}", headers=admin, json={}).status_code == 200
+        assert client.get(f"/api/events/cases/{cases[2]}", headers=admin).json()["department_code"] == "zjw"
+        # A task of the township for the village of 老沟湾 (one sub-task per village).
+        village = place["unit_code"][:12]
+        r = client.post("/api/tasks", headers=token(url, "yihe"), json={"title": "巡查老沟湾裂缝并每小时报告",
+                                                                        "unit_code": village[:9], "target_units": [village]})
+        assert r.status_code == 201, r.text
+        yield {"url": url, "store": store, "client": client, "admin": admin, "place": place, "incident": iid, "cases": cases}
+        client.close()
+    close()
+
+
+@pytest.fixture(scope="module")
+def browser(world):
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    b = launch(pw)
+    yield b
+    b.close()
+    pw.stop()
+
+
+def test_leader_watches_the_district_and_opens_the_command_view(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps = world["url"], Steps("leader")
+    page = new_page(browser, base)
+    login(page, base, "leader")
+    expect(page).to_have_url(base + "/")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    expect(page.get_by_test_id("user-name")).to_have_text("区领导")
+    expect(page.get_by_test_id("kpi-incidents")).to_contain_text("1")
+    wait_map_idle(page)
+    steps.shot(page, "operations-map")
+    # The live layers are listed with what each shows now; the base map's parts can be switched.
+    page.get_by_test_id("layers-toggle").click()
+    panel = page.get_by_test_id("layers-panel")
+    for key in ("incidents", "risk_points", "alarms", "sensors", "cases", "shelters", "relief", "water", "roads"):
+        expect(panel.get_by_test_id(f"layer-{key}")).to_be_checked()
+    expect(panel).to_contain_text("风险点位")
+    steps.shot(page, "layers")
+    page.get_by_test_id("layers-toggle").click()
+    # The incident on the map: its card, then the command view.
+    inc = world["client"].get(f"/api/incidents/{world['incident']}", headers=world["admin"]).json()
+    minx, miny, maxx, maxy = shape(inc["zone"]["geometry"]).bounds
+    centre = [(minx + maxx) / 2, (miny + maxy) / 2]
+    page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 15})", [centre])
+    wait_map_idle(page)
+    inside = [minx + (maxx - minx) * 0.2, centre[1]]  # in the zone, clear of the risk point at its centre
+    page.wait_for_function("""([ll]) => { const m = window.cityopsMap;
+        return m.queryRenderedFeatures(m.project(ll), {layers: ['incidents-fill']}).length > 0; }""", arg=[inside])
+    page.mouse.click(*pixel(page, inside))
+    card = page.get_by_test_id("feature-card")
+    expect(card.get_by_test_id("card-title")).to_have_text(inc["title"])
+    steps.shot(page, "incident-card")
+    card.get_by_test_id("card-command").click()
+    expect(page).to_have_url(f"{base}/command?incident={world['incident']}")
+    body = page.locator("#totals-body")
+    expect(body).to_have_attribute("data-households", str(inc["totals"]["district"]["households"]))
+    expect(page.get_by_test_id("tasks-board")).to_contain_text("逐户转移")
+    expect(page.get_by_test_id("tasks-timeline")).to_contain_text("风险区第1版")
+    page.wait_for_function("window.cityopsCommandMap && window.cityopsCommandMap.loaded()")
+    steps.shot(page, "command-view")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_district_operator_finds_a_place_reads_a_warning_and_files_a_case(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps, place = world["url"], Steps("district"), world["place"]
+    page = new_page(browser, base)
+    login(page, base, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    # The search box finds units, places and cases at once; a place flies the map there.
+    page.locator(".map-search input").fill("老沟")
+    hit = page.locator(".map-search-popper [data-testid=search-hit-place]").first
+    expect(hit).to_contain_text("老沟湾")
+    steps.shot(page, "search")
+    hit.click()
+    page.wait_for_function("window.cityopsMap.getZoom() > 14 && !window.cityopsMap.isMoving()")
+    wait_map_idle(page)
+    # The risk point of 老沟湾 (its warning level, why, and the response it started).
+    rp = world["client"].get("/api/risk-points/RP-LGW-001", headers=world["admin"]).json()
+    page.wait_for_function("""([ll]) => { const m = window.cityopsMap;
+        return m.queryRenderedFeatures(m.project(ll), {layers: ['risk_points']}).length > 0; }""", arg=[[rp["lon"], rp["lat"]]])
+    page.mouse.click(*pixel(page, [rp["lon"], rp["lat"]]))
+    card = page.get_by_test_id("feature-card")
+    expect(card.get_by_test_id("card-title")).to_have_text(rp["name"])
+    expect(card.get_by_test_id("card-level")).to_have_text(rp["level_name_zh"])
+    expect(card.get_by_test_id("card-command")).to_be_visible()
+    steps.shot(page, "risk-point-card")
+    # The workbench: the reported case is accepted and filed; the history names who did it.
+    page.get_by_test_id("nav-workbench").click()
+    number = world["cases"][0]
+    row = page.locator(f"[data-testid=ev-case][data-number='{number}']")
+    expect(row).to_be_visible()
+    steps.shot(page, "workbench")
+    row.click()
+    expect(page.get_by_test_id("ev-detail-title")).to_contain_text("暴露垃圾")
+    page.get_by_test_id("action-accept").click()
+    expect(page.get_by_test_id("ev-history")).to_contain_text("受理")
+    page.get_by_test_id("action-file").click()
+    history = page.get_by_test_id("ev-history")
+    expect(history).to_contain_text("立案")
+    expect(history).to_contain_text("区值班员")
+    page.wait_for_function("window.cityopsCaseMap && window.cityopsCaseMap.loaded()")
+    steps.shot(page, "case-filed")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_township_operator_bulk_accepts_exports_and_reads_a_patrol_photo(world, browser):
+    from openpyxl import load_workbook
+    from playwright.sync_api import expect
+
+    base, steps, place = world["url"], Steps("township"), world["place"]
+    photo = _jpeg(browser)
+    r = world["client"].post("/api/events/patrol", headers=token(base, *LGW_WORKER),
+                             data={"class_code": "06010", "lon": str(place["lon"]), "lat": str(place["lat"]),
+                                   "description": "路边垃圾（带照片）"}, files={"photo": ("p.jpg", photo, "image/jpeg")})
+    assert r.status_code == 201, r.text
+    patrol = r.json()["number"]
+    page = new_page(browser, base, accept_downloads=True)
+    login(page, base, "yihe")
+    page.get_by_test_id("nav-workbench").click()
+    expect(page.get_by_test_id("queue-to_accept")).to_contain_text("待受理")
+    rows = page.locator("[data-testid=ev-cases] .el-table__body tr")
+    expect(rows.first).to_be_visible()
+    waiting = {n: page.locator(f"[data-testid=ev-case][data-number='{n}']") for n in (world["cases"][1], patrol)}
+    for locator in waiting.values():
+        expect(locator).to_be_visible()
+    # Exports of what the queue shows: CSV and Excel.
+    with page.expect_download() as got:
+        page.get_by_test_id("ev-export-csv").click()
+    text = got.value.path().read_bytes().decode("utf-8-sig")
+    assert text.startswith("number,") and patrol in text
+    with page.expect_download() as got:
+        page.get_by_test_id("ev-export-xlsx").click()
+    sheet = load_workbook(io.BytesIO(got.value.path().read_bytes()), read_only=True).active
+    assert patrol in [row[0] for row in sheet.iter_rows(values_only=True)]
+    # Bulk: accept the other reported case and leave the patrol report for its detail.
+    row = page.locator(".el-table__body tr", has=waiting[world["cases"][1]])
+    row.locator(".el-checkbox").click()
+    expect(page.get_by_test_id("ev-bulk")).to_contain_text("批量受理")
+    steps.shot(page, "selected")
+    page.get_by_test_id("ev-bulk").click()
+    page.locator(".el-message-box__btns .el-button--primary").click()
+    expect(waiting[world["cases"][1]]).to_have_count(0)
+    state = world["client"].get(f"/api/events/cases/{world['cases'][1]}", headers=world["admin"]).json()["state"]
+    assert state == "accepted"
+    steps.shot(page, "bulk-accepted")
+    # The patrol report: its photo, its place on the map, its history.
+    waiting[patrol].click()
+    expect(page.get_by_test_id("ev-detail-title")).to_contain_text("暴露垃圾")
+    image = page.get_by_test_id("case-photo")
+    expect(image).to_have_count(1)
+    page.wait_for_function("() => { const i = document.querySelector('[data-testid=case-photo]'); return i && i.naturalWidth === 320; }")
+    expect(page.get_by_test_id("case-grid")).to_contain_text("网格")
+    expect(page.get_by_test_id("ev-history")).to_contain_text("老沟湾网格员")
+    page.wait_for_function("window.cityopsCaseMap && window.cityopsCaseMap.loaded()")
+    steps.shot(page, "patrol-case")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_department_staff_handles_the_case_dispatched_to_them(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps = world["url"], Steps("department")
+    number = world["cases"][2]
+    page = new_page(browser, base)
+    login(page, base, "zhujian")
+    expect(page).to_have_url(base + "/workbench")
+    expect(page.get_by_test_id("queue-to_handle")).to_have_class(re.compile("active"))
+    row = page.locator(f"[data-testid=ev-case][data-number='{number}']")
+    expect(row).to_be_visible()
+    expect(page.locator("[data-testid=ev-cases]")).to_contain_text("区住房城乡建委")
+    steps.shot(page, "queue")
+    row.click()
+    expect(page.get_by_test_id("case-department")).to_have_text("区住房城乡建委")
+    expect(page.get_by_test_id("ev-history")).to_contain_text("系统自动派遣")
+    page.get_by_test_id("action-start").click()
+    expect(page.get_by_test_id("ev-history")).to_contain_text("开始处置")
+    page.locator("textarea[data-testid=ev-note]").fill("已责令施工单位停止夜间施工")
+    page.get_by_test_id("action-feedback").click()
+    expect(page.get_by_test_id("ev-history")).to_contain_text("已责令施工单位停止夜间施工")
+    steps.shot(page, "handled")
+    assert world["client"].get(f"/api/events/cases/{number}", headers=world["admin"]).json()["state"] == "handled"
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def _phone(browser, base, place):
+    return new_page(browser, base, viewport=PHONE, is_mobile=True, has_touch=True, permissions=["geolocation"],
+                    geolocation={"longitude": place["lon"], "latitude": place["lat"], "accuracy": 8})
+
+
+def test_village_cadre_moves_households_from_the_phone(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps, place = world["url"], Steps("cadre"), world["place"]
+    page = _phone(browser, base, place)
+    login(page, base, "taikang")
+    expect(page).to_have_url(base + "/phone")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    cadre = token(base, "taikang")
+    mine = world["client"].get(f"/api/incidents/{world['incident']}/evacuations",
+                               params={"state": "to_move,refused,not_home", "lon": place["lon"], "lat": place["lat"]}, headers=cadre).json()
+    cards = page.get_by_test_id("household")
+    expect(cards).to_have_count(len(mine["items"]))
+    assert cards.first.get_attribute("data-id") == str(mine["items"][0]["id"])  # nearest first
+    first = mine["items"][0]
+    expect(cards.first).to_contain_text(first["head_name"])
+    expect(page.get_by_test_id("phone-summary")).to_contain_text(f"待转移 {mine['total']} 户")
+    steps.shot(page, "households")
+    cards.first.locator("button.moved").click()
+    expect(cards).to_have_count(len(mine["items"]) - 1)
+    expect(page.get_by_test_id("phone-summary")).to_contain_text(f"待转移 {mine['total'] - 1} 户")
+    history = world["client"].get(f"/api/evacuations/{first['id']}/history", headers=cadre).json()
+    assert [h["to"] for h in history] == ["moved"] and history[0]["lon"] == pytest.approx(place["lon"])
+    steps.shot(page, "one-moved")
+    page.get_by_test_id("phone-tab-tasks").click()
+    expect(page.get_by_test_id("phone-task").first).to_contain_text("巡查老沟湾裂缝")
+    steps.shot(page, "tasks")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_grid_worker_on_a_poor_connection_loses_nothing_and_counts_once(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps, place = world["url"], Steps("gridworker"), world["place"]
+    worker = token(base, *LGW_WORKER)
+    page = _phone(browser, base, place)
+    login(page, base, *LGW_WORKER)
+    expect(page).to_have_url(base + "/phone")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    cards = page.get_by_test_id("household")
+    expect(cards.first).to_be_visible()
+    n = cards.count()
+    steps.shot(page, "households")
+    # Installed for offline use: the service worker holds the app shell.
+    assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active.scriptURL)").endswith("/sw.js")
+    page.wait_for_function("navigator.serviceWorker.controller !== null || true")
+    # No connection: two taps wait in the outbox, shown as waiting; nothing is lost.
+    page.context.set_offline(True)
+    ids = [cards.nth(0).get_attribute("data-id"), cards.nth(1).get_attribute("data-id")]
+    cards.nth(0).locator("button.moved").click()
+    expect(page.get_by_test_id("phone-waiting")).to_contain_text("1 条待同步")
+    cards.nth(1).locator("button.with_relatives").click()
+    expect(page.get_by_test_id("phone-waiting")).to_contain_text("2 条待同步")
+    expect(page.get_by_test_id("phone-offline")).to_be_visible()
+    expect(page.get_by_test_id("household-pending")).to_have_count(2)
+    steps.shot(page, "offline-waiting")
+    # The page is closed and opened again while offline: the taps are still there.
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    expect(page.get_by_test_id("phone-waiting")).to_contain_text("2 条待同步")
+    page.context.set_offline(False)
+    expect(page.get_by_test_id("phone-waiting")).to_have_count(0, timeout=40_000)
+    expect(cards).to_have_count(n - 2)
+    for evac_id, state in zip(ids, ("moved", "with_relatives"), strict=True):
+        history = world["client"].get(f"/api/evacuations/{evac_id}/history", headers=worker).json()
+        assert [h["to"] for h in history] == [state], history
+    steps.shot(page, "synced")
+    # An answer lost on the way back: the server stored the change, the phone retries with the same key.
+    lost = {"n": 0}
+
+    def drop_answer(route):
+        if lost["n"] == 0:
+            lost["n"] += 1
+            route.fetch()  # the server applies it …
+            route.abort()  # … and the phone never hears so
+        else:
+            route.continue_()
+
+    page.route("**/api/evacuations/*/state", drop_answer)
+    target = cards.nth(0).get_attribute("data-id")
+    cards.nth(0).locator("button.moved").click()
+    expect(page.get_by_test_id("phone-waiting")).to_contain_text("1 条待同步")  # the answer was lost: it waits
+    expect(page.get_by_test_id("phone-waiting")).to_have_count(0, timeout=40_000)
+    history = world["client"].get(f"/api/evacuations/{target}/history", headers=worker).json()
+    assert [h["to"] for h in history] == ["moved"], history
+    assert lost["n"] == 1
+    page.unroute("**/api/evacuations/*/state")
+    # Patrol report with a photo and the GPS position.
+    page.get_by_test_id("phone-tab-report").click()
+    page.get_by_test_id("ev-class").select_option("matter:06010")
+    page.get_by_test_id("ev-desc").fill("老沟湾路口垃圾堆积")
+    page.get_by_test_id("ev-locate").click()
+    expect(page.get_by_test_id("ev-position")).to_contain_text(f"{place['lon']:.6f}")
+    page.get_by_test_id("ev-photo").set_input_files(files=[{"name": "photo.jpg", "mimeType": "image/jpeg", "buffer": _jpeg(browser)}])
+    steps.shot(page, "report-form")
+    page.get_by_test_id("ev-submit").click()
+    expect(page.get_by_test_id("ev-result")).to_contain_text("上报成功")
+    number = page.get_by_test_id("ev-result").inner_text().split()[-1]
+    case = world["client"].get(f"/api/events/cases/{number}", headers=world["admin"]).json()
+    assert case["source"] == "patrol" and len(case["attachments"]) == 1 and case["lon"] == pytest.approx(place["lon"])
+    steps.shot(page, "reported")
+    # Installable: the manifest and the service worker.
+    assert page.evaluate("document.querySelector('link[rel=manifest]').href").endswith("/manifest.webmanifest")
+    assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active.scriptURL)").endswith("/sw.js")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page, allow=("ERR_INTERNET_DISCONNECTED", "ERR_FAILED"))
+    page.context.close()
+
+
+def test_login_failures_are_said_in_the_users_language(world, browser):
+    from playwright.sync_api import expect
+
+    base, steps = world["url"], Steps("login")
+    page = new_page(browser, base)
+    page.goto(base + "/login")
+    error = page.get_by_test_id("login-error")
+    page.get_by_test_id("login-submit").click()
+    expect(error).to_have_text("请输入用户名和密码")
+    page.get_by_test_id("login-username").fill("yihe")
+    page.get_by_test_id("login-password").fill("not-the-password")
+    page.get_by_test_id("login-submit").click()
+    expect(error).to_contain_text("用户名或密码错误")
+    steps.shot(page, "wrong-password")
+    # The server failing (as the embedded store under load once did) and no connection at all.
+    page.route("**/api/auth/login", lambda r: r.fulfill(status=500, content_type="application/json",
+                                                        body='{"error": "internal", "message": "Internal Server Error"}'))
+    page.get_by_test_id("login-submit").click()
+    expect(error).to_have_text("服务器暂时无法处理（500），请稍后重试")
+    steps.shot(page, "server-error")
+    page.unroute("**/api/auth/login")
+    page.route("**/api/auth/login", lambda r: r.abort())
+    page.get_by_test_id("login-submit").click()
+    expect(error).to_have_text("无法连接服务器，请检查网络后重试")
+    page.get_by_test_id("language-select").select_option("en")
+    expect(error).to_have_text("Cannot reach the server; check the connection and try again")
+    expect(page.get_by_test_id("login-submit")).to_have_text("Sign in")
+    steps.shot(page, "network-error-en")
+    page.get_by_test_id("language-select").select_option("zh-CN")
+    page.unroute("**/api/auth/login")
+    assert_local_only(page)
+    page.context.close()
+
+
+def _contrast(fg: str, bg: str) -> float:
+    def lum(rgb: str) -> float:
+        parts = [float(x) for x in rgb[rgb.index("(") + 1:rgb.index(")")].split(",")[:3]]
+        out = [(c / 255) / 12.92 if c / 255 <= 0.03928 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in parts]
+        return 0.2126 * out[0] + 0.7152 * out[1] + 0.0722 * out[2]
+
+    a, b = sorted((lum(fg), lum(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def test_accessibility_basics(world, browser):
+    """Every form control has a name, the top bar's links are legible (WCAG AA contrast), the keyboard reaches the
+    pages in order with a visible focus, a session survives a reload and a second tab, and ends in both."""
+    base = world["url"]
+    page = new_page(browser, base)
+    page.goto(base + "/login")
+    unnamed = page.evaluate("""() => [...document.querySelectorAll('input, select, button, textarea')].filter((el) => {
+        const label = el.labels && el.labels.length ? el.labels[0].innerText.trim() : '';
+        return !(label || el.getAttribute('aria-label') || (el.innerText || '').trim());
+    }).map((el) => el.outerHTML)""")
+    assert unnamed == []
+    login(page, base, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    links = page.locator(".topbar a, .topbar .user, .topbar .role, .topbar button")
+    bar_bg = page.evaluate("getComputedStyle(document.querySelector('.topbar')).backgroundColor")
+    for i in range(links.count()):
+        fg = links.nth(i).evaluate("(el) => getComputedStyle(el).color")
+        own = links.nth(i).evaluate("(el) => getComputedStyle(el).backgroundColor")
+        bg = own if not own.endswith(", 0)") and own != "rgba(0, 0, 0, 0)" else bar_bg
+        assert _contrast(fg, bg) >= 4.5, (links.nth(i).inner_text(), fg, bg, _contrast(fg, bg))
+    # Keyboard: from the top, Tab reaches the product link then each page of the top bar, with a visible focus.
+    page.locator("body").focus()
+    page.keyboard.press("Tab")
+    order = []
+    for _ in range(6):
+        order.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.tagName"))
+        outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", f"no visible focus on {order[-1]}"
+        page.keyboard.press("Tab")
+    assert order[:5] == ["brand", "nav-map", "nav-workbench", "nav-command", "nav-phone"], order
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(base + "/phone")
+    # The session survives a reload and opens in a second tab; logging out in one ends both.
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    second = page.context.new_page()
+    second.goto(base + "/workbench")
+    second.get_by_test_id("ev-queues").wait_for()
+    page.get_by_test_id("logout").click()
+    page.wait_for_url("**/login")
+    second.wait_for_url("**/login**")
+    assert second.get_by_test_id("login-notice").inner_text() == "您已在其他窗口退出登录"
+    assert_local_only(page)
+    page.context.close()
+
+
+def test_no_page_of_the_app_reaches_another_host(world, browser):
+    """Every page, as the district operator, with the network to other hosts cut: none tries it (fonts, glyphs,
+    tiles, scripts, the API reference pages included)."""
+    base = world["url"]
+    page = new_page(browser, base)
+    login(page, base, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    page.evaluate("window.cityopsMap.jumpTo({center: [%f, %f], zoom: 15.5})" % (world["place"]["lon"], world["place"]["lat"]))
+    wait_map_idle(page)  # labels (Chinese and Latin) and 3D buildings drawn without a glyph server
+    for path in ("/workbench", f"/workbench/cases/{world['cases'][0]}", f"/command?incident={world['incident']}",
+                 "/phone", "/phone/report", "/api/docs", "/api/redoc"):
+        page.goto(base + path)  # the live streams never let the network go idle: wait for the page, then a while
+        page.wait_for_load_state("load")
+        time.sleep(2)
+    assert page.locator("#swagger-ui, redoc, .redoc-wrap").count() >= 1
+    assert_local_only(page)
+    page.context.close()
