@@ -15,6 +15,18 @@ import { VitePWA } from "vite-plugin-pwa";
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
 
+// ReDoc's menu shows a logo it loads from its makers' CDN, unconditionally (no option turns it off): the copy we
+// serve shows an empty image instead, so the page asks no other host. Checked, so a new version is noticed.
+const REDOC_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg";
+const EMPTY_IMAGE = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E";
+
+function localOnly(name, source) {
+  if (name !== "redoc.standalone.js") return source;
+  const text = source.toString("utf8");
+  if (!text.includes(REDOC_LOGO)) throw new Error(`${name}: the CDN logo to replace is gone; check the bundle for other hosts`);
+  return text.replaceAll(REDOC_LOGO, EMPTY_IMAGE);
+}
+
 /** Swagger UI and ReDoc for /api/docs and /api/redoc, emitted under docs/ from their npm packages. */
 function apiDocsAssets() {
   const files = [
@@ -29,7 +41,7 @@ function apiDocsAssets() {
     apply: "build",
     generateBundle() {
       for (const [source, name] of files) {
-        this.emitFile({ type: "asset", fileName: `docs/${name}`, source: readFileSync(require.resolve(source)) });
+        this.emitFile({ type: "asset", fileName: `docs/${name}`, source: localOnly(name, readFileSync(require.resolve(source))) });
       }
     },
   };

@@ -1,0 +1,229 @@
+"""Web app benchmark in headless Chromium (Debian's, through Playwright; WebGL from SwiftShader):
+
+    .venv/bin/python benchmarks/web.py [--data-dir DIR] [--runs 5] [--pan-seconds 5]
+
+Without ``--data-dir`` the default demo district (4,000 grids, ~100,000 buildings) is built into a temporary
+directory, removed afterwards; a given directory is reused when it already holds a district. The 老沟湾 landslide
+response is started (orange) so every live layer has something to draw, and the server runs in this process.
+
+Measured (targets from the issue):
+
+1. **First meaningful paint on "Fast 3G"** — the network throttled with the DevTools protocol
+   (``Network.emulateNetworkConditions``: 562.5 ms latency, 1.6 Mb/s × 0.9 down, 750 kb/s × 0.9 up; Puppeteer's
+   "Fast 3G" profile), logged in already (the session in localStorage):
+   - operations map: from navigation start to the first frame that shows the district outline and the relief
+     of the base map (checked on every animation frame in the page). Target < 2 s.
+   - phone command room (390×844): to the first render of the households list with its summary. Target < 1.5 s.
+   Each cold (empty cache) and warm (a second visit in the same browser: the content-hashed assets come from the
+   HTTP cache, the API and the tiles from the throttled network; the service worker is blocked so it cannot
+   serve anything from outside the throttle). Median of ``--runs``.
+2. **Map frame rate** — every live layer on, the 3D-capable base map at zoom 11 over 义和镇, the map panned on
+   every animation frame for ``--pan-seconds``; frames = MapLibre ``render`` events per second of panning,
+   1280×800 and 1920×1080. Target > 30 frames/s.
+
+Prints a table with each figure beside its target and the load average; exit code 0 (a report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import sys
+
+import httpx
+from shapely.geometry import Point
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.conftest.serve_in_thread
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--use-gl=angle", "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader", "--disable-background-networking", "--disable-component-update",
+        "--disable-features=Translate,OptimizationHints", "--no-first-run"]
+FAST_3G = {"offline": False, "latency": 562.5, "downloadThroughput": 1.6 * 1_000_000 / 8 * 0.9,
+           "uploadThroughput": 750 * 1000 / 8 * 0.9}
+PASSWORD = "cityops-demo"
+
+# Recorded in the page from its very start: the first animation frame where the map shows the district and its
+# relief; the first render of the phone's household list.
+PROBE = """
+(() => {
+  const t0 = performance.timeOrigin;
+  window.__fmp = null;
+  function check() {
+    const m = window.cityopsMap;
+    if (m && m.getLayer && m.getLayer('district-line')) {
+      try {
+        if (m.queryRenderedFeatures({layers: ['district-line']}).length && m.queryRenderedFeatures({layers: ['relief']}).length) {
+          window.__fmp = performance.now(); return;
+        }
+      } catch (e) {}
+    }
+    const summary = document.querySelector('#summary');
+    if (summary && summary.dataset.total !== undefined && document.body.dataset.rendered) { window.__fmp = performance.now(); return; }
+    requestAnimationFrame(check);
+  }
+  requestAnimationFrame(check);
+})();
+"""
+
+
+def build(data_dir: Path) -> None:
+    from cityops.core.settings import Settings
+    from cityops.core.db import make_engine, make_sessionmaker, migrate
+    from cityops.demo.generator import build_demo
+    from cityops.org.levels import load_levels
+    from cityops.org.models import Unit
+    from cityops.org.service import OrgConfig
+    from sqlalchemy import select
+
+    settings = Settings(data_dir=data_dir, log_json=False)
+    engine = make_engine(settings)
+    migrate(engine)
+    sessions = make_sessionmaker(engine)
+    with sessions() as s:
+        empty = s.scalar(select(Unit.id).limit(1)) is None
+    if empty:
+        started = time.perf_counter()
+        build_demo(sessions, OrgConfig(load_levels(settings.grid_code_length), settings.grid_code_length,
+                                       settings.topology_tolerance_m2, settings.metric_crs))
+        print(f"demo district built in {time.perf_counter() - started:.0f} s")
+    engine.dispose()
+
+
+def start_incident(sessions, place) -> None:
+    from cityops.core.spatial import buffer_m
+    from cityops.tasks.plans import on_warning_level
+
+    with sessions() as session:
+        on_warning_level(session, risk_point_code="RP-LGW-001", hazard_type="landslide", level="orange",
+                         unit_code=place["unit_code"], geometry=buffer_m(Point(place["lon"], place["lat"]), 30, "EPSG:4545"),
+                         evidence={"benchmark": True})
+        session.commit()
+
+
+def session_script(base: str, username: str) -> str:
+    tok = httpx.post(f"{base}/api/auth/login", json={"username": username, "password": PASSWORD}, timeout=30).json()
+    me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=30).json()
+    data = json.dumps({"token": tok["access_token"], "expiresAt": tok["expires_at"], "user": me})
+    return f"localStorage.setItem('cityops.session', {json.dumps(data)});"
+
+
+def first_paint(browser, base: str, path: str, username: str, viewport: dict, warm: bool) -> float:
+    context = browser.new_context(viewport=viewport, locale="zh-CN", service_workers="block")
+    context.add_init_script(session_script(base, username))
+    context.add_init_script(PROBE)
+    if warm:  # a first visit fills the HTTP cache
+        page = context.new_page()
+        page.goto(base + path)
+        page.wait_for_function("window.__fmp !== null", timeout=120_000)
+        page.close()
+    page = context.new_page()
+    cdp = context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.emulateNetworkConditions", FAST_3G)
+    page.goto(base + path, wait_until="commit")
+    page.wait_for_function("window.__fmp !== null", timeout=180_000, polling=100)
+    value = page.evaluate("window.__fmp") / 1000
+    context.close()
+    return value
+
+
+def frame_rate(browser, base: str, viewport: dict, centre, seconds: float) -> tuple[float, int]:
+    context = browser.new_context(viewport=viewport, locale="zh-CN", service_workers="block")
+    context.add_init_script(session_script(base, "district"))
+    page = context.new_page()
+    page.goto(base + "/")
+    page.wait_for_function("document.body.dataset.mapReady === '1'", timeout=120_000)
+    page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 11})", [list(centre)])
+    page.wait_for_function("window.cityopsMap.loaded() && window.cityopsMap.areTilesLoaded()", timeout=120_000)
+    layers = page.evaluate("""() => ['incidents-fill', 'risk_points', 'alarms', 'sensors', 'cases', 'shelters']
+        .filter((id) => window.cityopsMap.getLayoutProperty(id, 'visibility') !== 'none').length""")
+    result = page.evaluate("""(seconds) => new Promise((resolve) => {
+        const m = window.cityopsMap; let frames = 0; const start = performance.now(); let dir = 1;
+        m.on('render', () => { frames++; });
+        function step(now) {
+          if (now - start > seconds * 1000) { resolve(frames / ((performance.now() - start) / 1000)); return; }
+          if (Math.floor((now - start) / 1000) % 2 === 1) dir = -1; else dir = 1;
+          m.panBy([6 * dir, 3 * dir], {duration: 0});
+          requestAnimationFrame(step);
+        }
+        requestAnimationFrame(step);
+    })""", seconds)
+    context.close()
+    return result, layers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pan-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from cityops.app import create_app
+    from cityops.core.db import make_engine, make_sessionmaker
+    from cityops.core.settings import Settings
+    from tests.conftest import serve_in_thread
+
+    tmp = None
+    data_dir = args.data_dir
+    if data_dir is None:
+        tmp = Path(tempfile.mkdtemp(prefix="cityops-web-bench-"))
+        data_dir = tmp
+    try:
+        build(data_dir)
+        settings = Settings(data_dir=data_dir, log_json=False, log_level="WARNING")
+        app = create_app(settings)
+        with serve_in_thread(app, "uvicorn-web-bench") as base:
+            admin = {"Authorization": "Bearer " + httpx.post(f"{base}/api/auth/login", json={"username": "admin",
+                                                             "password": PASSWORD}).json()["access_token"]}
+            place = httpx.get(f"{base}/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+            engine = make_engine(settings)
+            if not httpx.get(f"{base}/api/incidents", params={"status": "active"}, headers=admin).json():
+                start_incident(make_sessionmaker(engine), place)
+            engine.dispose()
+            # A grid worker of 老沟湾 with its households (the phone page's real content).
+            httpx.post(f"{base}/api/users", headers=admin, json={"username": "bench_worker", "password": PASSWORD,
+                       "role": "grid_worker", "scope_units": [place["unit_code"]]})
+            rows = []
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                for label, path, user, viewport, target in (
+                        ("operations map", "/", "district", {"width": 1440, "height": 900}, 2.0),
+                        ("phone command room", f"/phone?lon={place['lon']}&lat={place['lat']}", "bench_worker",
+                         {"width": 390, "height": 844}, 1.5)):
+                    for warm in (False, True):
+                        values = [first_paint(browser, base, path, user, viewport, warm) for _ in range(args.runs)]
+                        med = statistics.median(values)
+                        rows.append((f"first meaningful paint, {label}, Fast 3G, {'warm' if warm else 'cold'}",
+                                     f"{med:.2f} s", f"< {target} s", "ok" if med < target else "FAIL",
+                                     " ".join(f"{v:.2f}" for v in values)))
+                for viewport in ({"width": 1280, "height": 800}, {"width": 1920, "height": 1080}):
+                    values = []
+                    for _ in range(3):
+                        fps, layers = frame_rate(browser, base, viewport, (place["lon"], place["lat"]), args.pan_seconds)
+                        values.append(fps)
+                    med = statistics.median(values)
+                    rows.append((f"map panning, {layers} live layers on, {viewport['width']}×{viewport['height']}, SwiftShader",
+                                 f"{med:.1f} fps", "> 30 fps", "ok" if med > 30 else "FAIL", " ".join(f"{v:.1f}" for v in values)))
+                browser.close()
+        width = max(len(r[0]) for r in rows)
+        print(f"\n{'measure'.ljust(width)}  {'median':>10}  {'target':>9}  result  runs")
+        for r in rows:
+            print(f"{r[0].ljust(width)}  {r[1]:>10}  {r[2]:>9}  {r[3]:>6}  {r[4]}")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; cores: {os.cpu_count()}")
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
