@@ -76,6 +76,15 @@ def test_the_base_map_tiles_carry_relief_water_roads_and_names(api):
     for layer in ("district", "township", "relief", "rivers", "place_names"):
         assert layer in decoded and decoded[layer]["features"], f"{layer} missing from the z8 base map tile"
     assert any(f["properties"].get("name") == seat["properties"]["name"] for f in decoded["place_names"]["features"])
+    # What the base map does not draw at this zoom stays out of the tile (contours from z10, hazard points from z11).
+    assert "contours" not in decoded and "hazard_points" not in decoded
+    near = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, 12)
+    closer = mapbox_vector_tile.decode(api.get(f"/api/tiles/basemap/12/{near.x}/{near.y}.mvt", headers=admin).content)
+    assert "contours" in closer
+    # Sent compressed to a client that accepts it (a slow link gets the first tiles twice as fast), as is otherwise.
+    raw = api.get(f"/api/tiles/basemap/8/{tile.x}/{tile.y}.mvt", headers={**admin, "Accept-Encoding": "identity"})
+    assert r.headers["content-encoding"] == "gzip" and "content-encoding" not in raw.headers
+    assert raw.content == r.content and r.headers["etag"] != raw.headers["etag"]
 
 
 def test_open_cases_as_geojson_for_the_map(api):

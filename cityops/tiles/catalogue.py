@@ -47,6 +47,11 @@ class Catalogue:
     base_layers: tuple[BaseLayer, ...]
     key_categories: tuple[str, ...]
     key_layers_min_zoom: int
+    #: A key layer's own first zoom, by layer key (layers not named start at key_layers_min_zoom).
+    key_layer_min_zoom: tuple[tuple[str, int], ...] = ()
+
+    def key_min_zoom(self, key: str) -> int:
+        return dict(self.key_layer_min_zoom).get(key, self.key_layers_min_zoom)
 
     def rule(self, zoom: int) -> Rule:
         return next(r for r in self.rules if r.max_zoom >= zoom)
@@ -108,10 +113,13 @@ def parse(data: dict, source: str = str(CATALOGUE)) -> Catalogue:
     keys = tuple(basemap.get("key_categories", []))
     if not all(isinstance(k, str) and k.isdigit() for k in keys):
         raise ValueError(f"{source} [basemap]: key_categories must be category codes")
+    own = basemap.get("key_layer_min_zoom", {})
+    if not isinstance(own, dict) or not all(isinstance(z, int) and min_zoom <= z <= max_zoom for z in own.values()):
+        raise ValueError(f"{source} [basemap.key_layer_min_zoom]: zooms must be integers in [{min_zoom}, {max_zoom}]")
     return Catalogue(1, extent, buffer, min_zoom, max_zoom, _need(data, "max_tile_bytes", int, source),
                      _need(cache, "max_bytes", int, f"{source} [cache]"), _need(cache, "check_seconds", float, f"{source} [cache]"),
-                     tuple(rules), {k: v for k, v in basemap.items() if k != "layers"}, tuple(layers), keys,
-                     int(basemap.get("key_layers_min_zoom", 10)))
+                     tuple(rules), {k: v for k, v in basemap.items() if k not in ("layers", "key_layer_min_zoom")},
+                     tuple(layers), keys, int(basemap.get("key_layers_min_zoom", 10)), tuple(sorted(own.items())))
 
 
 @lru_cache(maxsize=1)

@@ -13,6 +13,7 @@ An empty tile is 204 with no body; a tile outside the matrix or the zoom range i
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 
 from fastapi import APIRouter, Depends, Request
@@ -47,13 +48,19 @@ def _with_buildings(principal) -> bool:
 
 
 def _tile_response(request: Request, data: bytes, cached: bool) -> Response:
-    etag = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+    # Vector tiles shrink to about half with gzip: on a slow link the map's first tiles arrive twice as fast. The
+    # compressed form is its own representation (its own ETag).
+    gz = len(data) > 1024 and "gzip" in request.headers.get("accept-encoding", "")
+    etag = '"' + hashlib.sha1(data).hexdigest()[:20] + ('-gz"' if gz else '"')
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={MAX_AGE}", "X-Tile-Cache": "hit" if cached else "miss",
-               "Vary": "Authorization, X-API-Key"}
+               "Vary": "Authorization, X-API-Key, Accept-Encoding"}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     if not data:
         return Response(status_code=204, headers=headers)
+    if gz:
+        headers["Content-Encoding"] = "gzip"
+        return Response(gzip.compress(data, 5), media_type=MEDIA_TYPE, headers=headers)
     return Response(data, media_type=MEDIA_TYPE, headers=headers)
 
 

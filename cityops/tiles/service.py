@@ -459,7 +459,7 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
         if req.z >= cat.key_layers_min_zoom:
             names = {b.id for b in cat.base_layers}
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
-                if layer.key not in names:
+                if layer.key not in names and req.z >= cat.key_min_zoom(layer.key):
                     out.append(_pg_layer_features(session, layer, req, cat))
     else:
         out.append(_pg_layer_features(session, layers_service.get_layer(session, tileset, scope), req, cat))
@@ -551,8 +551,8 @@ def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int,
                 mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
         if z >= cat.key_layers_min_zoom:
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
-                if layer.key in {b.id for b in cat.base_layers}:
-                    continue  # a base layer's name wins; the layer stays reachable as its own tile set
+                if layer.key in {b.id for b in cat.base_layers} or z < cat.key_min_zoom(layer.key):
+                    continue  # a base layer's name wins (the layer stays reachable as its own tile set); not yet
                 got = _layer_features(session, layer, req, dialect)
                 if got:
                     mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
@@ -598,7 +598,7 @@ def vector_layers(session: Session, scope: Scope, tileset: str, cat: Catalogue |
         for layer in key_layers(session, scope, cat):
             if layer.key not in names:
                 out.append({"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
-                            "minzoom": cat.key_layers_min_zoom, "maxzoom": cat.max_zoom})
+                            "minzoom": cat.key_min_zoom(layer.key), "maxzoom": cat.max_zoom})
         return out
     layer = layers_service.get_layer(session, tileset, scope)
     return [{"id": layer.key, "fields": layer_fields(layer), "description": layer.title_zh,
