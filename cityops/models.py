@@ -1,6 +1,7 @@
 """Imports every capability's tables so that Base.metadata is complete (for Alembic and tests)."""
 
 from cityops.core.audit import AuditEntry  # noqa: F401
+from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed  # noqa: F401
 from cityops.identity.models import LoginThrottle, Token, User  # noqa: F401
 from cityops.org.models import Department, Person, Place, Unit  # noqa: F401
 from cityops.base.models import Layer, LayerVersion  # noqa: F401

@@ -10,6 +10,7 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -67,6 +68,22 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
     login_lockout_s: int = Field(default=900, ge=1)
+
+    #: Event bus (cityops.core.bus): "inprocess" delivers in the process that holds the dispatch lease, with no
+    #: other service to run (the embedded store's default); "jetstream" relays the outbox to NATS JetStream for
+    #: several workers or hosts.
+    bus_transport: Literal["inprocess", "jetstream"] = "inprocess"
+    nats_url: str = "nats://127.0.0.1:4222"
+    #: The JetStream stream; its subjects are "<stream lower-case>.<event name>". One per deployment.
+    bus_stream: str = Field(default="CITYOPS", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    #: Deliveries of an event to a consumer before it goes to the dead letters with its error.
+    bus_max_attempts: int = Field(default=5, ge=1, le=100)
+    #: Events read (and held in memory) per round: the bound of every bus queue.
+    bus_batch: int = Field(default=500, ge=1, le=10_000)
+    #: How often readers look at the outbox when nothing woke them (other SQLite processes cannot signal).
+    bus_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    #: The dispatch lease: a dead holder's work moves to another worker after this long.
+    bus_lease_seconds: float = Field(default=10.0, ge=1, le=600)
 
     @classmethod
     def settings_customise_sources(

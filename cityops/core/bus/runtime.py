@@ -1,0 +1,371 @@
+"""The bus of one database: publishing into the outbox, and delivering it to subscriptions.
+
+Two kinds of subscription:
+
+- **durable** (``Subscription(kind="durable")``): once per deployment, each event applied exactly once. The
+  handler runs in a transaction that also records ``(consumer, event id)`` in ``bus_processed``; that commit
+  comes before the acknowledgement (the cursor moves, or JetStream is acked), so a crash in between redelivers
+  an event that is then recognised and skipped. A handler that raises is retried (``bus_max_attempts`` in
+  all, with back-off); then the event goes to ``bus_dead_letters`` with its error and the consumer moves on.
+  Handlers must not commit: the bus does.
+- **broadcast** (``kind="broadcast"``): every worker process, in memory, no transaction — cache invalidation
+  and live streams. A failing listener is logged.
+
+Transports (``Settings.bus_transport``): ``inprocess`` (default; nothing else to run) reads the outbox in order
+per durable consumer in the one process that holds the ``bus.dispatch`` lease; ``jetstream`` relays the outbox
+to NATS JetStream (``jetstream.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cityops.core.bus import store
+from cityops.core.bus.events import DomainEvent, Envelope
+from cityops.core.bus.models import DeadLetter
+from cityops.core.settings import Settings
+
+log = logging.getLogger("cityops.bus")
+
+Handler = Callable[[Session, Envelope], None]
+Listener = Callable[[Envelope], None]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    consumer: str
+    events: tuple[type[DomainEvent], ...]
+    handler: Callable
+    kind: Literal["durable", "broadcast"] = "durable"
+
+    @property
+    def names(self) -> set[str]:
+        return {e.name for e in self.events}
+
+
+# --------------------------------------------------------------------------------------------- publishing
+
+def publish(session: Session, *events: DomainEvent) -> list[str]:
+    """Write ``events`` to the outbox in the session's transaction (they exist if and only if it commits);
+    the buses of this database hear of them after the commit."""
+    if not events:
+        return []
+    ids = store.append(session, list(events))
+    store.announce(session)
+    if not session.info.get("cityops_bus_poke"):
+        session.info["cityops_bus_poke"] = True
+        # A listener on this session only (not a global one), removed after it fires.
+        event.listen(session, "after_commit", _after_commit, once=True)
+    return ids
+
+
+def _after_commit(session: Session) -> None:
+    session.info.pop("cityops_bus_poke", None)
+    bind = session.get_bind()
+    for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
+        bus.wake()
+
+
+#: The running buses per database URL (a process may serve several databases, e.g. in tests).
+_BUSES: dict[str, list["Bus"]] = {}
+
+
+def _key(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+# -------------------------------------------------------------------------------------------------- metrics
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None):
+        registry = registry if registry is not None else CollectorRegistry()
+        self.delivered = Counter("cityops_bus_delivered_total", "Events applied by a durable consumer", ["consumer"], registry=registry)
+        self.redeliveries = Counter("cityops_bus_redeliveries_total", "Event deliveries retried after a failure", ["consumer"], registry=registry)
+        self.dead = Counter("cityops_bus_dead_letters_total", "Events given up after bus_max_attempts", ["consumer"], registry=registry)
+        self.lag = Gauge("cityops_bus_lag_seconds", "From an event's commit to its consumer, last event", ["consumer"], registry=registry)
+
+
+# ------------------------------------------------------------------------------------------------ the bus
+
+class Bus:
+    """Delivers one database's outbox to its subscriptions, on the transport the settings name."""
+
+    def __init__(self, engine: Engine, settings: Settings, *, registry: CollectorRegistry | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.metrics = Metrics(registry)
+        self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.subscriptions: list[Subscription] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._workers: list[_Reader] = []
+        self._lease = threading.Event()  # set while this process holds the dispatch lease
+        self.transport = None
+        self.started = False
+
+    # -- set-up
+    def subscribe(self, sub: Subscription) -> None:
+        if self.started:
+            raise RuntimeError("subscribe before the bus starts")
+        if any(s.consumer == sub.consumer for s in self.subscriptions):
+            raise ValueError(f"consumer {sub.consumer!r} is subscribed twice")
+        self.subscriptions.append(sub)
+
+    def start(self) -> "Bus":
+        durable = [s for s in self.subscriptions if s.kind == "durable"]
+        broadcast = [s for s in self.subscriptions if s.kind == "broadcast"]
+        if self.settings.bus_transport == "jetstream":
+            from cityops.core.bus.jetstream import JetStream
+
+            self.transport = JetStream(self, durable, broadcast)
+            self._workers.append(_Reader(self, "bus.relay", None, relay=self.transport.relay_batch))
+        else:
+            self._workers.extend(_Reader(self, s.consumer, s) for s in durable)
+            if broadcast:
+                self._workers.append(_Broadcast(self, broadcast))
+        # Durable consumers are registered now: a new one receives what is committed from here on.
+        with self.sessions() as s:
+            for w in self._workers:
+                if isinstance(w, _Reader):
+                    store.cursor(s, w.name)
+            s.commit()
+        _BUSES.setdefault(_key(self.engine), []).append(self)
+        self.started = True
+        self._spawn(self._keep_lease, "bus-lease")
+        for w in self._workers:
+            self._spawn(w.run, f"bus-{w.name}")
+        if self.transport is not None:
+            self.transport.start()
+        self._spawn(self._listen, "bus-listen")
+        return self
+
+    def _spawn(self, fn, name: str) -> None:
+        t = threading.Thread(target=fn, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self._stop.set()
+        self.wake()
+        if self.transport is not None:
+            self.transport.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        with self.sessions() as s:
+            store.release_lease(s, "bus.dispatch", self.holder)
+            s.commit()
+        buses = _BUSES.get(_key(self.engine), [])
+        if self in buses:
+            buses.remove(self)
+        self.started = False
+
+    # -- waking
+    def wake(self) -> None:
+        for w in self._workers:
+            w.wake.set()
+
+    def _listen(self) -> None:
+        """Wake the readers when another process commits events (PostgreSQL NOTIFY); else poll."""
+        store.listen(self.engine, self._stop, self.wake, self.settings.bus_poll_seconds)
+
+    def _keep_lease(self) -> None:
+        """One process per deployment dispatches durable consumers (or relays to JetStream): the lease holder.
+        Another worker takes over within ``bus_lease_seconds`` of the holder's death."""
+        ttl = self.settings.bus_lease_seconds
+        while not self._stop.is_set():
+            try:
+                with self.sessions() as s:
+                    store.begin_write(s)
+                    held = store.take_lease(s, "bus.dispatch", self.holder, ttl)
+                    s.commit()
+            except Exception:  # noqa: BLE001 - a database hiccup: try again, keep what we had until it expires
+                log.exception("bus lease renewal failed")
+                held = self._lease.is_set()
+            if held and not self._lease.is_set():
+                log.info("bus: this process dispatches (lease %s)", self.holder)
+                self._lease.set()
+                self.wake()
+            elif not held:
+                self._lease.clear()
+            self._stop.wait(ttl / 3)
+
+    # -- operators and tests
+    def dead_letters(self) -> list[DeadLetter]:
+        with self.sessions() as s:
+            return list(s.scalars(select(DeadLetter).order_by(DeadLetter.id)))
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Block until every event committed so far (and every event those cause) has been applied by every
+        durable consumer (whichever process holds the lease) and heard by this process's listeners."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while quiet < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"bus not idle after {timeout} s")
+            self.wake()
+            time.sleep(0.02)
+            quiet = 0 if self._busy() else quiet + 1
+
+    def _busy(self) -> bool:
+        if any(not w.idle() for w in self._workers):
+            return True
+        if self.transport is not None:
+            return not self.transport.idle()
+        with self.sessions() as s:
+            for w in self._workers:
+                if isinstance(w, _Reader) and store.read_after(s, store.cursor(s, w.name), w.sub.names, 1):
+                    return True
+        return False
+
+
+# ------------------------------------------------------------------------------------- in-process delivery
+
+class _Reader:
+    """Reads the outbox in order after its cursor and applies each event (a durable consumer), or hands
+    batches to the JetStream relay. Runs only in the lease holder."""
+
+    def __init__(self, bus: Bus, name: str, sub: Subscription | None, relay=None):
+        self.bus, self.name, self.sub, self.relay = bus, name, sub, relay
+        self.wake = threading.Event()
+        self._busy = True
+
+    def idle(self) -> bool:
+        return not self._busy and not self.wake.is_set()
+
+    def run(self) -> None:
+        bus = self.bus
+        while not bus._stop.is_set():
+            self.wake.wait(bus.settings.bus_poll_seconds)
+            self.wake.clear()
+            if not bus._lease.is_set():
+                self._busy = False
+                continue
+            self._busy = True
+            try:
+                while not bus._stop.is_set() and self._round():
+                    pass
+            except Exception:  # noqa: BLE001 - the database went away: the loop tries again
+                log.exception("bus reader %s failed", self.name)
+                bus._stop.wait(1.0)
+            self._busy = False
+
+    def _round(self) -> bool:
+        """One batch; True when there may be more."""
+        bus, limit = self.bus, self.bus.settings.bus_batch
+        with bus.sessions() as s:
+            position = store.cursor(s, self.name)
+            s.commit()
+            batch = store.read_after(s, position, self.sub.names if self.sub else None, limit)
+        if not batch:
+            return False
+        if self.relay is not None:
+            self.relay(batch)
+            with bus.sessions() as s:
+                store.begin_write(s)
+                store.advance(s, self.name, batch[-1].position)
+                s.commit()
+        else:
+            for env in batch:
+                if bus._stop.is_set():
+                    return False
+                apply(bus, self.sub, env, advance=True)
+        bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_at.timestamp()))
+        return len(batch) == limit
+
+
+def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt: int | None = None) -> bool:
+    """Apply ``env`` to a durable consumer: claim + handler + (cursor) in one transaction, retried with
+    back-off. Returns True when done (applied, already applied, or dead-lettered). With ``attempt`` (JetStream
+    counts deliveries) one try is made and False means "redeliver later"."""
+    tries = range(attempt, attempt + 1) if attempt is not None else range(1, bus.settings.bus_max_attempts + 1)
+    for n in tries:
+        try:
+            with bus.sessions() as s:
+                store.begin_write(s)
+                if store.claim(s, sub.consumer, env.id):
+                    sub.handler(s, env)
+                    bus.metrics.delivered.labels(sub.consumer).inc()
+                if advance:
+                    store.advance(s, sub.consumer, env.position)
+                s.commit()
+            return True
+        except Exception as exc:  # noqa: BLE001 - any failure of a handler is retried, then dead-lettered
+            if n >= bus.settings.bus_max_attempts:
+                log.exception("bus: %s gives up on %s %s after %d attempts", sub.consumer, env.name, env.id, n)
+                with bus.sessions() as s:
+                    store.begin_write(s)
+                    store.dead_letter(s, sub.consumer, env, f"{type(exc).__name__}: {exc}", n)
+                    store.claim(s, sub.consumer, env.id)
+                    if advance:
+                        store.advance(s, sub.consumer, env.position)
+                    s.commit()
+                bus.metrics.dead.labels(sub.consumer).inc()
+                return True
+            bus.metrics.redeliveries.labels(sub.consumer).inc()
+            log.warning("bus: %s failed on %s %s (attempt %d): %s", sub.consumer, env.name, env.id, n, exc)
+            if attempt is not None:
+                return False
+            bus._stop.wait(min(2.0, 0.05 * 2 ** n))
+            if bus._stop.is_set():
+                return False
+    return False
+
+
+class _Broadcast:
+    """Every process: reads what is committed from its start on and tells the broadcast listeners."""
+
+    name = "broadcast"
+
+    def __init__(self, bus: Bus, subs: list[Subscription]):
+        self.bus, self.subs = bus, subs
+        self.names = set().union(*(s.names for s in subs))
+        self.wake = threading.Event()
+        self._busy = True
+        with bus.sessions() as s:
+            self.position = store.head(s)
+
+    def idle(self) -> bool:
+        return not self._busy and not self.wake.is_set()
+
+    def run(self) -> None:
+        bus = self.bus
+        while not bus._stop.is_set():
+            self.wake.wait(bus.settings.bus_poll_seconds)
+            self.wake.clear()
+            self._busy = True
+            try:
+                while True:
+                    with bus.sessions() as s:
+                        batch = store.read_after(s, self.position, self.names, bus.settings.bus_batch)
+                    for env in batch:
+                        deliver_broadcast(self.subs, env)
+                    if batch:
+                        self.position = batch[-1].position
+                    if len(batch) < bus.settings.bus_batch:
+                        break
+            except Exception:  # noqa: BLE001
+                log.exception("bus broadcast reader failed")
+                bus._stop.wait(1.0)
+            self._busy = False
+
+
+def deliver_broadcast(subs: list[Subscription], env: Envelope) -> None:
+    for sub in subs:
+        if env.name in sub.names:
+            try:
+                sub.handler(env)
+            except Exception:  # noqa: BLE001 - a listener's failure is its own
+                log.exception("bus listener %s failed on %s", sub.consumer, env.name)

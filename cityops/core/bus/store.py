@@ -1,0 +1,162 @@
+"""The outbox in the database, the same on both backends; what differs between them is here.
+
+Reading in order without skipping: outbox rows get their ``seq`` when inserted, but transactions commit in
+their own order. On SQLite there is one writer at a time, so ``seq`` is commit order. On PostgreSQL a reader
+could see seq 12 committed while seq 11 is still in flight, move past it, and never see 11. So each row carries
+its transaction id (``tx``) and readers take only rows of transactions older than every transaction still
+running (``pg_snapshot_xmin``), in (tx, seq) order: that set never grows below the cursor.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import and_, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cityops.core.bus.events import DomainEvent, Envelope, lookup
+from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def append(session: Session, events: list[DomainEvent]) -> list[str]:
+    """Add events to the outbox in the session's transaction; returns their ids."""
+    ms = now_ms()
+    rows = [{"event_id": Envelope.new_id(), "name": e.name, "version": e.version,
+             "payload": e.model_dump(mode="json"), "created_ms": ms} for e in events]
+    session.execute(insert(OutboxEvent), rows)
+    return [r["event_id"] for r in rows]
+
+
+def _visible(session: Session):
+    if session.get_bind().dialect.name == "postgresql":
+        return OutboxEvent.tx < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return None
+
+
+def read_after(session: Session, position: tuple[int, int], names: set[str] | None, limit: int) -> list[Envelope]:
+    """Up to ``limit`` events after ``position`` (tx, seq), in order; only ``names`` when given."""
+    q = select(OutboxEvent).where(tuple_(OutboxEvent.tx, OutboxEvent.seq) > tuple_(*position))
+    if (visible := _visible(session)) is not None:
+        q = q.where(visible)
+    if names is not None:
+        q = q.where(OutboxEvent.name.in_(sorted(names)))
+    rows = session.scalars(q.order_by(OutboxEvent.tx, OutboxEvent.seq).limit(limit)).all()
+    return [envelope(r) for r in rows]
+
+
+def envelope(row: OutboxEvent) -> Envelope:
+    from datetime import UTC, datetime
+
+    payload = lookup(row.name, row.version).model_validate(row.payload)
+    return Envelope(row.event_id, row.seq, row.tx, row.name, row.version, datetime.fromtimestamp(row.created_ms / 1000, UTC),
+                    payload)
+
+
+def head(session: Session) -> tuple[int, int]:
+    """The position of the newest visible event ((0, 0) when the outbox is empty)."""
+    q = select(OutboxEvent.tx, OutboxEvent.seq)
+    if (visible := _visible(session)) is not None:
+        q = q.where(visible)
+    row = session.execute(q.order_by(OutboxEvent.tx.desc(), OutboxEvent.seq.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else (0, 0)
+
+
+def cursor(session: Session, consumer: str) -> tuple[int, int]:
+    """The consumer's position; a consumer seen for the first time starts at the head (it receives what is
+    published from now on, as a new JetStream consumer with the ``new`` deliver policy does)."""
+    row = session.get(Cursor, consumer)
+    if row is not None:
+        return row.tx, row.seq
+    tx, seq = head(session)
+    try:
+        with session.begin_nested():
+            session.add(Cursor(consumer=consumer, tx=tx, seq=seq, updated_ms=now_ms()))
+    except IntegrityError:  # another worker registered it first
+        row = session.get(Cursor, consumer)
+        return row.tx, row.seq
+    return tx, seq
+
+
+def advance(session: Session, consumer: str, position: tuple[int, int]) -> None:
+    session.execute(update(Cursor).where(Cursor.consumer == consumer,
+                                         tuple_(Cursor.tx, Cursor.seq) < tuple_(*position))
+                    .values(tx=position[0], seq=position[1], updated_ms=now_ms()))
+
+
+def claim(session: Session, consumer: str, event_id: str) -> bool:
+    """Record that ``consumer`` applies ``event_id`` in this transaction; False when it already has."""
+    try:
+        with session.begin_nested():
+            session.execute(insert(Processed).values(consumer=consumer, event_id=event_id, processed_ms=now_ms()))
+    except IntegrityError:
+        return False
+    return True
+
+
+def dead_letter(session: Session, consumer: str, env: Envelope, error: str, attempts: int) -> None:
+    if session.scalar(select(DeadLetter.id).where(DeadLetter.consumer == consumer, DeadLetter.event_id == env.id)):
+        return
+    session.add(DeadLetter(consumer=consumer, event_id=env.id, seq=env.seq, name=env.name, version=env.version,
+                           payload=env.payload.model_dump(mode="json"), error=error[:4000], attempts=attempts,
+                           dead_ms=now_ms()))
+
+
+def begin_write(session: Session) -> None:
+    """Start the session's transaction as a writer. On SQLite a deferred transaction that reads and then writes
+    fails at once with "database is locked" under a concurrent writer; BEGIN IMMEDIATE waits for the lock
+    (busy timeout) instead."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("ROLLBACK")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def take_lease(session: Session, name: str, holder: str, seconds: float) -> bool:
+    """Take or renew the lease ``name`` for ``holder``; False while another holder's lease runs."""
+    ms = now_ms()
+    until = ms + int(seconds * 1000)
+    taken = session.execute(update(Lease).where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_ms < ms))
+                            .values(holder=holder, expires_ms=until)).rowcount
+    if not taken:
+        if session.get(Lease, name) is not None:
+            return False
+        try:
+            with session.begin_nested():
+                session.add(Lease(name=name, holder=holder, expires_ms=until))
+        except IntegrityError:
+            return False
+    return True
+
+
+def release_lease(session: Session, name: str, holder: str) -> None:
+    session.execute(delete(Lease).where(and_(Lease.name == name, Lease.holder == holder)))
+
+
+def announce(session: Session) -> None:
+    """Tell the other processes at commit that events were written (PostgreSQL NOTIFY is delivered at commit,
+    and only then). SQLite has no such signal: other processes poll (``bus_poll_seconds``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("NOTIFY cityops_bus"))
+
+
+def listen(engine, stop, wake, poll_seconds: float) -> None:
+    """Call ``wake`` whenever another process announces events, until ``stop`` is set (PostgreSQL LISTEN)."""
+    if engine.dialect.name != "postgresql":
+        return
+    import psycopg
+
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("LISTEN cityops_bus")
+                while not stop.is_set():
+                    for _ in conn.notifies(timeout=poll_seconds, stop_after=1):
+                        wake()
+        except Exception:  # noqa: BLE001 - the server went away: readers still poll; listen again shortly
+            stop.wait(1.0)
