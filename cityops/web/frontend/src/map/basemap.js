@@ -4,12 +4,14 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
+import { trackLoad } from "./ready.js";
 import { baseStyle, mapOptions, nameField } from "./style.js";
 
 // The bundler renames MapLibre's module, so it cannot find its worker beside itself: tell it where it is.
 maplibregl.setWorkerUrl(new URL(workerUrl, location.href).href);
 
 export { maplibregl };
+export { whenLoaded } from "./ready.js";
 
 /** Tiles need the login token: sent as a header on every request to our own /api/, never in a URL. */
 function transformRequest(url) {
@@ -21,13 +23,13 @@ const LABEL_LAYERS = ["place-labels", "river-labels", "road-labels", "peak-label
 
 /** A map in `container` with the base map; `options` go to baseStyle (units, buildings, lang) and to MapLibre. */
 export function createMap(container, { lang = "zh-CN", units = true, buildings = true, bounds = null, ...extra } = {}) {
-  const map = new maplibregl.Map(mapOptions({
+  const map = trackLoad(new maplibregl.Map(mapOptions({
     container,
     style: baseStyle({ lang, units, buildings }),
     transformRequest,
     ...(bounds ? { bounds, fitBoundsOptions: { padding: 30 } } : { center: [108.4, 31.2], zoom: 8 }),
     ...extra,
-  }));
+  })));
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
   map.touchZoomRotate.disableRotation();
@@ -45,9 +47,4 @@ export function setMapLanguage(map, lang) {
       map.setLayoutProperty(id, "text-field", nameField(lang));
     }
   }
-}
-
-/** Resolves when the map's style is loaded. */
-export function whenLoaded(map) {
-  return map.loaded() || map.isStyleLoaded() ? Promise.resolve(map) : new Promise((resolve) => map.once("load", () => resolve(map)));
 }
