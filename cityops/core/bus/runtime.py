@@ -47,6 +47,8 @@ class Subscription:
     events: tuple[type[DomainEvent], ...]
     handler: Callable
     kind: Literal["durable", "broadcast"] = "durable"
+    #: Durable: one event at a time across the deployment, in outbox order (JetStream: max_ack_pending=1).
+    ordered: bool = True
 
     @property
     def names(self) -> set[str]:
@@ -113,6 +115,11 @@ class Bus:
         self._lease = threading.Event()  # set while this process holds the dispatch lease
         self.transport = None
         self.started = False
+        #: The last error of each consumer (for the dead-letter subject's header).
+        self.errors: dict[str, str] = {}
+
+    def last_error(self, consumer: str) -> str:
+        return self.errors.get(consumer, "")[:1000]
 
     # -- set-up
     def subscribe(self, sub: Subscription) -> None:
@@ -222,13 +229,11 @@ class Bus:
     def _busy(self) -> bool:
         if any(not w.idle() for w in self._workers):
             return True
-        if self.transport is not None:
-            return not self.transport.idle()
         with self.sessions() as s:
             for w in self._workers:
-                if isinstance(w, _Reader) and store.read_after(s, store.cursor(s, w.name), w.sub.names, 1):
+                if isinstance(w, _Reader) and store.read_after(s, store.cursor(s, w.name), w.sub and w.sub.names, 1):
                     return True
-        return False
+        return self.transport is not None and not self.transport.idle()
 
 
 # ------------------------------------------------------------------------------------- in-process delivery
@@ -281,15 +286,16 @@ class _Reader:
             for env in batch:
                 if bus._stop.is_set():
                     return False
-                apply(bus, self.sub, env, advance=True)
+                if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
+                    return False
         bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_at.timestamp()))
         return len(batch) == limit
 
 
-def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt: int | None = None) -> bool:
-    """Apply ``env`` to a durable consumer: claim + handler + (cursor) in one transaction, retried with
-    back-off. Returns True when done (applied, already applied, or dead-lettered). With ``attempt`` (JetStream
-    counts deliveries) one try is made and False means "redeliver later"."""
+def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt: int | None = None) -> str:
+    """Apply ``env`` to a durable consumer: claim + handler (+ cursor) in one transaction, retried with back-off.
+    Returns "done" (applied, or applied before), "dead" (dead-lettered) or, with ``attempt`` (JetStream counts
+    the deliveries, one try here), "retry"."""
     tries = range(attempt, attempt + 1) if attempt is not None else range(1, bus.settings.bus_max_attempts + 1)
     for n in tries:
         try:
@@ -301,27 +307,29 @@ def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt:
                 if advance:
                     store.advance(s, sub.consumer, env.position)
                 s.commit()
-            return True
+            return "done"
         except Exception as exc:  # noqa: BLE001 - any failure of a handler is retried, then dead-lettered
+            error = f"{type(exc).__name__}: {exc}"
+            bus.errors[sub.consumer] = error
             if n >= bus.settings.bus_max_attempts:
                 log.exception("bus: %s gives up on %s %s after %d attempts", sub.consumer, env.name, env.id, n)
                 with bus.sessions() as s:
                     store.begin_write(s)
-                    store.dead_letter(s, sub.consumer, env, f"{type(exc).__name__}: {exc}", n)
+                    store.dead_letter(s, sub.consumer, env, error, n)
                     store.claim(s, sub.consumer, env.id)
                     if advance:
                         store.advance(s, sub.consumer, env.position)
                     s.commit()
                 bus.metrics.dead.labels(sub.consumer).inc()
-                return True
+                return "dead"
             bus.metrics.redeliveries.labels(sub.consumer).inc()
             log.warning("bus: %s failed on %s %s (attempt %d): %s", sub.consumer, env.name, env.id, n, exc)
             if attempt is not None:
-                return False
+                return "retry"
             bus._stop.wait(min(2.0, 0.05 * 2 ** n))
             if bus._stop.is_set():
-                return False
-    return False
+                break
+    return "retry"
 
 
 class _Broadcast:

@@ -1,0 +1,178 @@
+"""The NATS JetStream transport: several workers or hosts on one bus.
+
+- **Relay.** The lease holder reads the outbox in order (as an in-process consumer would) and publishes each
+  event to ``<stream>.<event name>`` with its id as ``Nats-Msg-Id``: a batch republished after a crash is
+  dropped by the stream's de-duplication window. The relay's cursor moves only after JetStream acknowledged.
+- **Durable consumers.** One JetStream pull consumer per (subscription, event type), named after them
+  (nats-server 2.9 has one filter subject per consumer), shared by every worker: JetStream gives each event
+  to one of them. A consumer applies the event in its own transaction with its processed record (runtime.apply),
+  commits, then acks. An ordered subscription has one event in flight across the deployment
+  (``max_ack_pending=1``), so a risk point's levels arrive in the order they were decided. A failure is nak'ed
+  with back-off; after ``bus_max_attempts`` deliveries the event is written to ``bus_dead_letters`` and
+  published to ``<stream>.dead.<consumer>`` with its error, and acked.
+- **Broadcast.** Every worker subscribes (plain NATS, no queue group) to the stream's subjects, so live streams
+  and caches in every worker hear every event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+
+from cityops.core.bus.events import Envelope, lookup
+from cityops.core.bus.runtime import Subscription, apply, deliver_broadcast
+
+log = logging.getLogger("cityops.bus.jetstream")
+
+
+def encode(env: Envelope) -> bytes:
+    return json.dumps({"id": env.id, "seq": env.seq, "tx": env.tx, "name": env.name, "version": env.version,
+                       "occurred_ms": int(env.occurred_at.timestamp() * 1000),
+                       "payload": env.payload.model_dump(mode="json")}, ensure_ascii=False).encode()
+
+
+def decode(data: bytes) -> Envelope:
+    d = json.loads(data)
+    return Envelope(d["id"], d["seq"], d["tx"], d["name"], d["version"],
+                    datetime.fromtimestamp(d["occurred_ms"] / 1000, UTC), lookup(d["name"], d["version"]).model_validate(d["payload"]))
+
+
+def _durable_name(consumer: str, event_name: str) -> str:
+    return f"{consumer}__{event_name}".replace(".", "_")
+
+
+class JetStream:
+    def __init__(self, bus, durable: list[Subscription], broadcast: list[Subscription]):
+        self.bus, self.durable, self.broadcast = bus, durable, broadcast
+        settings = bus.settings
+        self.stream = settings.bus_stream
+        self.prefix = settings.bus_stream.lower()
+        self.loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._subs: list = []  # (Subscription, event name, pull subscription)
+        self._tasks: list[asyncio.Task] = []
+        self.nc = None
+        self.js = None
+
+    def subject(self, event_name: str) -> str:
+        return f"{self.prefix}.{event_name}"
+
+    # -- life cycle (called from the bus's thread)
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.loop.run_forever, name="bus-jetstream", daemon=True)
+        self._thread.start()
+        self._call(self._connect(), timeout=30)
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        try:
+            self._call(self._close(), timeout=10)
+        except Exception:  # noqa: BLE001 - the server may be gone already
+            log.exception("closing the JetStream connection")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+
+    def _call(self, coro, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _connect(self) -> None:
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        settings = self.bus.settings
+        self.nc = await nats.connect(settings.nats_url, name=f"cityops-{self.bus.holder}", max_reconnect_attempts=-1)
+        self.js = self.nc.jetstream()
+        config = StreamConfig(name=self.stream, subjects=[f"{self.prefix}.>"], duplicate_window=120.0)
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:  # exists with another configuration: bring it to ours
+            await self.js.update_stream(config)
+        for sub in self.durable:
+            for event in sub.events:
+                name = _durable_name(sub.consumer, event.name)
+                psub = await self.js.pull_subscribe(
+                    self.subject(event.name), durable=name, stream=self.stream,
+                    config=ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0,
+                                          deliver_policy=DeliverPolicy.NEW,
+                                          max_ack_pending=1 if sub.ordered else settings.bus_batch))
+                self._subs.append((sub, event.name, psub))
+                self._tasks.append(asyncio.create_task(self._consume(sub, psub)))
+        if self.broadcast:
+            await self.nc.subscribe(f"{self.prefix}.>", cb=self._heard, pending_msgs_limit=settings.bus_batch * 20)
+        await self.nc.flush()
+
+    async def _close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nc is not None:
+            await self.nc.close()
+
+    # -- relay (the lease holder's reader thread)
+    def relay_batch(self, batch: list[Envelope]) -> None:
+        self._call(self._publish(batch), timeout=60)
+
+    async def _publish(self, batch: list[Envelope]) -> None:
+        acks = [self.js.publish(self.subject(env.name), encode(env), stream=self.stream, headers={"Nats-Msg-Id": env.id})
+                for env in batch]
+        await asyncio.gather(*acks)
+
+    # -- durable consumers
+    async def _consume(self, sub: Subscription, psub) -> None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        bus = self.bus
+        while True:
+            try:
+                # An ordered consumer has one event in flight: a larger batch would wait out the timeout.
+                msgs = await psub.fetch(1 if sub.ordered else bus.settings.bus_batch, timeout=1.0)
+            except (NatsTimeout, asyncio.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the connection is re-established by the client
+                log.exception("JetStream fetch for %s failed", sub.consumer)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                env = decode(msg.data)
+                attempt = msg.metadata.num_delivered
+                outcome = await asyncio.to_thread(apply, bus, sub, env, advance=False, attempt=attempt)
+                if outcome == "retry":
+                    await msg.nak(delay=min(2.0, 0.05 * 2 ** attempt))
+                    continue
+                if outcome == "dead":
+                    await self.js.publish(f"{self.prefix}.dead.{sub.consumer}", msg.data, stream=self.stream,
+                                          headers={"Nats-Msg-Id": f"dead:{sub.consumer}:{env.id}",
+                                                   "CityOps-Error": " ".join(bus.last_error(sub.consumer).split())})
+                await msg.ack()
+
+    def idle(self) -> bool:
+        """No event waiting for or held by a durable consumer."""
+        async def check():
+            for _sub, _name, psub in self._subs:
+                info = await psub.consumer_info()
+                if info.num_pending or info.num_ack_pending:
+                    return False
+            return True
+
+        return self._call(check(), timeout=10)
+
+    # -- broadcast
+    async def _heard(self, msg) -> None:
+        if msg.subject.startswith(f"{self.prefix}.dead."):
+            return
+        try:
+            env = decode(msg.data)
+        except Exception:  # noqa: BLE001 - not one of ours
+            log.warning("undecodable message on %s", msg.subject)
+            return
+        deliver_broadcast(self.broadcast, env)

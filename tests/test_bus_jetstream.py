@@ -1,0 +1,84 @@
+"""The bus on NATS JetStream (PostgreSQL, the several-worker deployment): the relay publishes the outbox once
+(message ids), durable consumers shared by the workers apply each event once and in order, a poison event is
+dead-lettered (table and subject) with its error, and every worker's broadcast listeners hear every event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from sqlalchemy import select
+
+from cityops.core.bus import Bus, Subscription
+from tests.conftest import make_store
+from tests.natsserver import nats_server
+from tests.test_bus import APPLIED, META, Counted, _applied, _publish, _record
+
+
+@pytest.fixture
+def js_store(tmp_path):
+    with nats_server(tmp_path / "nats") as url:
+        s, close = make_store("postgis", tmp_path / "data", bus_transport="jetstream", nats_url=url,
+                              bus_stream="T", bus_poll_seconds=0.05, bus_max_attempts=3)
+        META.create_all(s.engine)
+        yield s
+        close()
+
+
+def _bus(store, *subs) -> Bus:
+    bus = Bus(store.engine, store.settings)
+    for sub in subs:
+        bus.subscribe(sub)
+    return bus.start()
+
+
+def _until(predicate, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_two_workers_apply_each_event_once_in_order(js_store):
+    heard_a, heard_b = [], []
+    workers = [_bus(js_store, Subscription("c", (Counted,), _record("c")),
+                    Subscription("screen", (Counted,), lambda env, h=h: h.append(env.payload.n), kind="broadcast"))
+               for h in (heard_a, heard_b)]
+    try:
+        for n in range(0, 60, 3):
+            _publish(js_store, n, n + 1, n + 2)
+        for w in workers:
+            w.wait_idle()
+        assert _applied(js_store) == list(range(60))  # once each, in order, whichever worker applied it
+        _until(lambda: len(heard_a) == 60 and len(heard_b) == 60)
+        assert heard_a == heard_b == list(range(60))
+        assert workers[0]._lease.is_set() != workers[1]._lease.is_set()  # one relay
+    finally:
+        for w in workers:
+            w.stop()
+
+
+def test_poison_event_goes_to_the_dead_letters(js_store):
+    bus = _bus(js_store, Subscription("c", (Counted,), _record("c", {2: 99})))
+    try:
+        _publish(js_store, 1, 2, 3)
+        _until(lambda: _applied(js_store) == [1, 3])
+        bus.wait_idle()
+        dead = bus.dead_letters()
+        assert [(d.payload["n"], d.attempts) for d in dead] == [(2, 3)] and "cannot take 2" in dead[0].error
+
+        async def dead_subject():
+            import nats
+
+            nc = await nats.connect(js_store.settings.nats_url)
+            sub = await nc.jetstream().pull_subscribe("t.dead.c", stream="T")
+            msgs = await sub.fetch(1, timeout=5)
+            await nc.close()
+            return msgs[0]
+
+        msg = asyncio.run(dead_subject())
+        assert json.loads(msg.data)["payload"]["n"] == 2 and "cannot take 2" in msg.headers["CityOps-Error"]
+    finally:
+        bus.stop()
