@@ -250,6 +250,9 @@ def displacement_indicator(cat: Catalogue, model: dict, ds: int, series: Series,
                                f"{iv['evacuation_lead_h']} h"))
     angle = round(float(angles[-1]), 3)
     velocity = round(float(v_i[-1]), 4)
+    # Read by people: the forecast time in the district's clock, to the minute (the output keeps the ISO instant).
+    when = (datetime.fromtimestamp(to_s(result.forecast.t_failure), BEIJING).strftime("%Y-%m-%d %H:%M")
+            if forecast else "")
     n = int(cat.params["evidence"]["recent_readings"])
     return {
         **_base(cat, "displacement", ds), "status": "ok", **_verdict(cat, rank),
@@ -279,9 +282,9 @@ def displacement_indicator(cat: Catalogue, model: dict, ds: int, series: Series,
                                forecast["lead_h_lower_bound"], "h")] if forecast else []),
         "observations": _observations(cat, t, s, start, now, "mm"),
         "summary_zh": f"位移速率 {round(velocity, 2)} mm/d,改进切线角 {angle}°(等速段 {round(v_const, 2)} mm/d)"
-                      + (f",预测破坏时间 {forecast['t_failure']}" if forecast else ""),
+                      + (f",预测破坏时间 {when}(北京时间)" if forecast else ""),
         "summary_en": f"displacement rate {round(velocity, 2)} mm/d, improved tangent angle {angle}° (constant stage "
-                      f"{round(v_const, 2)} mm/d)" + (f", predicted failure {forecast['t_failure']}" if forecast else ""),
+                      f"{round(v_const, 2)} mm/d)" + (f", predicted failure {when} (Beijing time)" if forecast else ""),
     }
 
 
