@@ -19,6 +19,8 @@ from cityops.events import routes as events_routes
 from cityops.events import service as events_service
 from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
+from cityops.indicators import routes as indicators_routes
+from cityops.indicators import service as indicators_service
 from cityops.ogc import routes as ogc_routes
 from cityops.org import routes as org_routes
 from cityops.org.levels import load_levels
@@ -42,6 +44,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         migrate(engine)
     sessions = make_sessionmaker(engine)
     levels = load_levels(settings.grid_code_length)
+    indicators_service.load_catalogue(settings)  # the indicator catalogue is validated at start-up: a bad file stops it
     registry = CollectorRegistry()
     app = FastAPI(
         title="CityOps",
@@ -65,7 +68,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
-                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes):
+                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
+                   indicators_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     if settings.wiring:

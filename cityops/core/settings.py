@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(default=50, ge=1)
     login_failure_window_s: int = Field(default=900, ge=1)
     login_lockout_s: int = Field(default=900, ge=1)
+    #: The deployment's own indicator catalogue files (a district's sub-runways, its townships' subsets), read
+    #: after the shipped pack and validated at start-up; empty = the shipped pack alone.
+    indicators_dir: Path | None = None
+    #: Live indicators are recomputed at most this often while a cockpit listens (seconds).
+    indicators_live_seconds: float = Field(default=3.0, gt=0, le=3600)
 
     #: Event bus (cityops.core.bus): "inprocess" delivers in the process that holds the dispatch lease, with no
     #: other service to run (the embedded store's default); "jetstream" relays the outbox to NATS JetStream for

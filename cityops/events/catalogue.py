@@ -22,7 +22,7 @@ _CODE = re.compile(r"^\d{5}$")
 _LIMIT = re.compile(r"^(\d+(?:\.\d+)?)([hd])$")
 KINDS = ("component", "matter")
 #: The channels a case comes in by (``event_cases.source``).
-SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task")
+SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task", "indicator")
 
 
 def _file(name: str) -> Path:

@@ -1,0 +1,351 @@
+"""Computing indicators for every unit of the district and one period, storing values and judging them.
+
+One pass per period: every platform metric is asked once (a metric answers all its parameter sets together,
+for every unit at once — one grouped query, not one per unit), each record's figures are added to its unit and
+every ancestor of it (a sparse unit × unit matrix), then reported values and formulas follow. So a district's
+sum or ratio is by construction the same as its townships' (ratios are rolled up as the ratio of the summed
+numerators and denominators, never as a mean of ratios); mean/max/min/worst roll up level by level from the
+lowest level an indicator is computed at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from scipy import sparse
+from sqlalchemy import and_, select, tuple_
+from sqlalchemy.orm import Session
+
+from cityops.core.types import utcnow
+from cityops.indicators.catalogue import LEVELS, Catalogue, Indicator
+from cityops.indicators.metrics import Registry, Window, registry as default_registry
+from cityops.indicators.models import Change, DefinitionVersion, Report, Value
+from cityops.org.models import Unit
+
+#: The local calendar of periods (days, months start at local midnight).
+TZ = ZoneInfo("Asia/Shanghai")
+PERIOD_KINDS = ("hour", "day", "week", "month", "quarter")
+
+
+def period_bounds(kind: str, at: datetime) -> tuple[datetime, datetime]:
+    """The period of ``kind`` holding ``at``: [start, end) in UTC, aligned to the local calendar."""
+    if kind not in PERIOD_KINDS:
+        raise ValueError(f"unknown period {kind!r}; use {', '.join(PERIOD_KINDS)}")
+    local = at.astimezone(TZ)
+    if kind == "hour":
+        start = local.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+    elif kind == "day":
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=1, hours=2)).replace(hour=0)
+    elif kind == "week":
+        start = (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=7, hours=2)).replace(hour=0)
+    else:
+        months = 1 if kind == "month" else 3
+        first_month = local.month if kind == "month" else 3 * ((local.month - 1) // 3) + 1
+        start = local.replace(month=first_month, day=1, hour=0, minute=0, second=0, microsecond=0)
+        y, m = divmod(first_month - 1 + months, 12)
+        end = start.replace(year=start.year + y, month=m + 1)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+@dataclass
+class UnitTree:
+    codes: list[str]
+    paths: list[str]
+    levels: list[str]
+    parent: np.ndarray  # index of the parent unit, -1 at the root(s)
+    index: dict[str, int]
+    #: ancestor-or-self matrix: (A @ own)[i] = the total of unit i's subtree.
+    ancestors: sparse.csr_matrix
+    by_level: dict[str, list[int]]
+    _path_cache: dict[str, int] = field(default_factory=dict)
+
+    def locate(self, key: str) -> int | None:
+        """The unit a record belongs to: its unit code, or the deepest known unit of its unit path."""
+        hit = self._path_cache.get(key)
+        if hit is not None or key in self._path_cache:
+            return hit
+        if key.startswith("/"):
+            found = None
+            for code in reversed(key.strip("/").split("/")):
+                if code in self.index:
+                    found = self.index[code]
+                    break
+        else:
+            found = self.index.get(key)
+        self._path_cache[key] = found
+        return found
+
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in self.codes]
+        for i, p in enumerate(self.parent):
+            if p >= 0:
+                kids[p].append(i)
+        return kids
+
+
+def unit_tree(session: Session) -> UnitTree:
+    rows = session.execute(select(Unit.code, Unit.path, Unit.level, Unit.parent_code)
+                           .where(Unit.level.in_(LEVELS)).order_by(Unit.path)).all()
+    codes = [r.code for r in rows]
+    index = {c: i for i, c in enumerate(codes)}
+    parent = np.array([index.get(r.parent_code, -1) if r.parent_code else -1 for r in rows], dtype=np.int64)
+    rows_i, cols_i = [], []
+    for j in range(len(codes)):
+        i = j
+        while i >= 0:
+            rows_i.append(i)
+            cols_i.append(j)
+            i = parent[i]
+    n = len(codes)
+    ancestors = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(n, n))
+    by_level: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        by_level[r.level].append(i)
+    return UnitTree(codes, [r.path for r in rows], [r.level for r in rows], parent, index, ancestors, dict(by_level))
+
+
+@dataclass
+class Computed:
+    """Values of one period: per indicator an array over the units (NaN = no value), with numerators/denominators."""
+
+    period: str
+    start: datetime
+    end: datetime
+    tree: UnitTree
+    values: dict[str, np.ndarray]
+    numerators: dict[str, np.ndarray]
+    denominators: dict[str, np.ndarray]
+    versions: dict[str, int] = field(default_factory=dict)
+
+
+def _roll(values: np.ndarray, tree: UnitTree, lowest: str, how: str, direction: str) -> np.ndarray:
+    """Fill the levels above ``lowest`` from their children (mean, max, min or worst)."""
+    out = np.full(len(tree.codes), np.nan)
+    keep = tree.by_level.get(lowest, [])
+    out[keep] = values[keep]
+    if how == "worst":
+        how = "max" if direction == "lower" else "min"
+    kids = tree.children()
+    for level in reversed(LEVELS[:LEVELS.index(lowest)]):
+        for i in tree.by_level.get(level, []):
+            vals = out[kids[i]]
+            vals = vals[~np.isnan(vals)]
+            if len(vals):
+                out[i] = {"mean": np.mean, "max": np.max, "min": np.min}[how](vals)
+    return out
+
+
+def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metrics: Registry | None = None,
+            codes: set[str] | None = None, tree: UnitTree | None = None) -> Computed:
+    """Every indicator of ``cat`` stored per ``period`` (hour/day/…), for the period holding ``at`` and every
+    unit; state measures are taken at the period's end, or now while it runs."""
+    metrics = metrics or default_registry()
+    tree = tree or unit_tree(session)
+    start, end = period_bounds(period, at)
+    window = Window(start, min(end, utcnow()))
+    n = len(tree.codes)
+    wanted = {c: i for c, i in cat.indicators.items() if i.stored_period == period and (codes is None or c in codes)}
+    # Formula inputs of another period are read as they stand in this one.
+    for code in list(wanted):
+        if code in cat.formulas:
+            for dep in cat.formulas[code].inputs:
+                wanted.setdefault(dep, cat.indicators[dep])
+    values: dict[str, np.ndarray] = {}
+    nums: dict[str, np.ndarray] = {}
+    dens: dict[str, np.ndarray] = {}
+
+    # 1. Platform metrics: each distinct (metric, parameters) once, each metric with all its parameter sets.
+    requests: dict[str, dict[str, dict]] = defaultdict(dict)
+    for ind in wanted.values():
+        if ind.source.kind == "metric":
+            key = json.dumps(ind.source.params, sort_keys=True)
+            requests[ind.source.metric][key] = metrics.get(ind.source.metric).resolved(ind.source.params)
+    answers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for name, sets in requests.items():
+        metric = metrics.get(name)
+        keys = list(sets)
+        results = metric.compute(session, window, [sets[k] for k in keys])
+        for key, result in zip(keys, results):
+            own_num, own_den = np.zeros(n), np.zeros(n)
+            seen = np.zeros(n, dtype=bool)
+            fold = metric.fold
+            if fold != "sum":
+                own_num[:] = np.nan
+            for unit_key, (num, den) in result.items():
+                i = tree.locate(unit_key)
+                if i is None:
+                    continue
+                seen[i] = True
+                if fold == "sum":
+                    own_num[i] += num
+                    own_den[i] += den or 0.0
+                else:
+                    own_num[i] = num if np.isnan(own_num[i]) else (max if fold == "max" else min)(own_num[i], num)
+            if fold == "sum":
+                answers[(name, key)] = (tree.ancestors @ own_num, tree.ancestors @ own_den)
+            else:
+                answers[(name, key)] = (_fold_extreme(own_num, tree, fold), np.zeros(n))
+
+    # 2. Reported values: a unit's own entry, else its children's, level by level.
+    reported = [c for c, i in wanted.items() if i.source.kind == "reported"]
+    entries: dict[str, dict[int, float]] = defaultdict(dict)
+    if reported:
+        for r in session.execute(select(Report.indicator_code, Report.unit_code, Report.value)
+                                 .where(Report.indicator_code.in_(reported), Report.period == period,
+                                        Report.period_start == start)):
+            i = tree.index.get(r.unit_code)
+            if i is not None:
+                entries[r.indicator_code][i] = r.value
+
+    for code, ind in wanted.items():
+        src = ind.source
+        if src.kind == "metric":
+            num, den = answers[(src.metric, json.dumps(src.params, sort_keys=True))]
+            metric = metrics.get(src.metric)
+            if ind.rollup == "ratio":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.where(den > 0, num / np.where(den > 0, den, 1) * ind.scale, np.nan)
+            elif metric.fold != "sum":
+                v = num * ind.scale
+            elif metric.ratio:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.where(den > 0, num / np.where(den > 0, den, 1) * ind.scale, np.nan)
+            else:
+                v = num * ind.scale
+            if ind.rollup in ("mean", "max", "min", "worst"):
+                v = _roll(v, tree, _lowest(ind), ind.rollup, ind.direction)
+            values[code], nums[code], dens[code] = v, num, den
+        elif src.kind == "reported":
+            values[code] = _reported(entries.get(code, {}), tree, ind)
+    for code in cat.formula_order:
+        if code not in wanted:
+            continue
+        formula = cat.formulas[code]
+        inputs = {dep: values.get(dep) for dep in formula.inputs}
+        v = np.full(n, np.nan)
+        for i in range(n):
+            env = {dep: (None if arr is None or np.isnan(arr[i]) else float(arr[i])) for dep, arr in inputs.items()}
+            result = formula.evaluate(env)
+            if result is not None:
+                v[i] = result * cat.indicators[code].scale
+        values[code] = v
+    # Only the levels each indicator is computed at.
+    for code, ind in wanted.items():
+        mask = np.array([lv not in ind.levels for lv in tree.levels])
+        if mask.any():
+            values[code] = values[code].copy()
+            values[code][mask] = np.nan
+    return Computed(period, start, end, tree, values, nums, dens)
+
+
+def _lowest(ind: Indicator) -> str:
+    return max(ind.levels, key=LEVELS.index)
+
+
+def _fold_extreme(own: np.ndarray, tree: UnitTree, fold: str) -> np.ndarray:
+    out = own.copy()
+    pick = np.fmax if fold == "max" else np.fmin
+    for i in sorted(range(len(out)), key=lambda i: -tree.paths[i].count("/")):
+        p = tree.parent[i]
+        if p >= 0 and not np.isnan(out[i]):
+            out[p] = pick(out[p], out[i])
+    return out
+
+
+def _reported(own: dict[int, float], tree: UnitTree, ind: Indicator) -> np.ndarray:
+    v = np.full(len(tree.codes), np.nan)
+    for i, value in own.items():
+        v[i] = value
+    how = {"sum": "sum", "mean": "mean", "max": "max", "min": "min",
+           "worst": "max" if ind.direction == "lower" else "min"}.get(ind.rollup, "sum")
+    kids = tree.children()
+    for level in reversed(LEVELS[:-1]):
+        for i in tree.by_level.get(level, []):
+            if i in own:
+                continue
+            vals = v[kids[i]]
+            vals = vals[~np.isnan(vals)]
+            if len(vals):
+                v[i] = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[how](vals)
+    return v
+
+
+# -------------------------------------------------------------------------------------------------- storing
+
+def sync_versions(session: Session, cat: Catalogue) -> dict[str, int]:
+    """The version in force of every indicator; a changed definition gets the next version (from now)."""
+    latest: dict[str, DefinitionVersion] = {}
+    for row in session.scalars(select(DefinitionVersion).order_by(DefinitionVersion.code, DefinitionVersion.version)):
+        latest[row.code] = row
+    out = {}
+    for code, ind in cat.indicators.items():
+        digest = ind.digest()
+        row = latest.get(code)
+        if row is None or row.digest != digest:
+            version = 1 if row is None else row.version + 1
+            session.add(DefinitionVersion(code=code, version=version, digest=digest, definition=ind.model_dump()))
+            out[code] = version
+        else:
+            out[code] = row.version
+    session.flush()
+    return out
+
+
+@dataclass
+class StoreResult:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    changes: list[dict] = field(default_factory=list)
+
+
+def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[str, int]) -> StoreResult:
+    """Upsert the period's values, write a change row for each new value or changed number/band; the caller commits."""
+    tree, period, start = computed.tree, computed.period, computed.start
+    codes = [c for c in computed.values if cat.indicators[c].stored_period == period]
+    existing = {(r.indicator_code, r.unit_code): r for r in session.execute(
+        select(Value.id, Value.indicator_code, Value.unit_code, Value.value, Value.band)
+        .where(Value.period == period, Value.period_start == start, Value.indicator_code.in_(codes)))} if codes else {}
+    now = utcnow()
+    result = StoreResult()
+    inserts, updates, changes = [], [], []
+    for code in codes:
+        ind = cat.indicators[code]
+        v = computed.values[code]
+        num, den = computed.numerators.get(code), computed.denominators.get(code)
+        for i in np.flatnonzero(~np.isnan(v)):
+            value = round(float(v[i]), 6)
+            band = ind.band(value)
+            unit = tree.codes[i]
+            old = existing.get((code, unit))
+            row = dict(indicator_code=code, version=versions[code], unit_code=unit, unit_path=tree.paths[i],
+                       level=tree.levels[i], period=period, period_start=start, value=value,
+                       numerator=None if num is None else float(num[i]),
+                       denominator=None if den is None or not ind.source.kind == "metric" else float(den[i]),
+                       band=band, computed_at=now)
+            if old is None:
+                inserts.append(row)
+            elif old.value != value or old.band != band:
+                updates.append({**row, "id": old.id})
+            else:
+                result.unchanged += 1
+                continue
+            changes.append(dict(indicator_code=code, unit_code=unit, unit_path=tree.paths[i], period=period,
+                                period_start=start, value=value, band=band,
+                                previous_band=None if old is None else old.band, at=now))
+    if inserts:
+        session.execute(Value.__table__.insert(), inserts)
+    if updates:
+        session.bulk_update_mappings(Value, updates)
+    if changes:
+        session.execute(Change.__table__.insert(), changes)
+    result.inserted, result.updated, result.changes = len(inserts), len(updates), changes
+    return result

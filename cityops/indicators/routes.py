@@ -1,0 +1,427 @@
+"""Routes of the indicators capability under /api/indicators (thin: the domain is in ``service``)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from cityops.core import sse
+from cityops.core.errors import Forbidden, InvalidInput
+from cityops.core.params import Id
+from cityops.core.types import utcnow
+from cityops.core.web import DB, Ctx, per_app, read_upload_limited, request_id, require
+from cityops.indicators import catalogue as catalogues
+from cityops.indicators import reports, service
+from cityops.indicators.catalogue import BAND_ZH
+from cityops.indicators.compute import PERIOD_KINDS
+from cityops.indicators.live import LiveRefresher
+from cityops.indicators.metrics import registry
+
+router = APIRouter(prefix="/api/indicators", tags=["indicators"])
+STREAM_POLL_SECONDS = 1.0
+
+UnitQ = Annotated[str | None, Query(max_length=32, description="unit code (default: your scope's root, or the district)")]
+AtQ = Annotated[datetime | None, Query(description="a time in the period to show (default now; ISO 8601 with time zone)")]
+
+
+def _at(at: datetime | None) -> datetime:
+    if at is None:
+        return utcnow()
+    if at.tzinfo is None:
+        raise InvalidInput("at needs a time zone", {"field": "at"})
+    return at
+
+
+def _cat(ctx):
+    return service.load_catalogue(ctx.settings)
+
+
+# ------------------------------------------------------------------------------------------------ models
+
+class ValueOut(BaseModel):
+    indicator: str
+    unit_code: str
+    level: str
+    period: str
+    period_start: datetime
+    value: float | None
+    band: str | None
+    band_zh: str | None
+    target: float | None
+    version: int
+    numerator: float | None = None
+    denominator: float | None = None
+
+
+class ChildValueOut(ValueOut):
+    unit_name: str
+
+
+class ValuesOut(BaseModel):
+    unit_code: str
+    unit_name: str
+    at: datetime
+    items: list[ValueOut]
+
+
+class SeriesOut(BaseModel):
+    indicator: str
+    unit_code: str
+    items: list[ValueOut]
+
+
+class ChildrenOut(BaseModel):
+    indicator: str
+    unit_code: str
+    items: list[ChildValueOut]
+
+
+class CatalogueOut(BaseModel):
+    files: list[str]
+    counts: dict[str, int]
+    sectors: list[dict[str, Any]]
+    scorecards: list[dict[str, Any]]
+
+
+class IndicatorOut(BaseModel):
+    definition: dict[str, Any]
+    sector: str
+    runway: str
+    versions: list[dict[str, Any]]
+
+
+class BoardUnit(BaseModel):
+    code: str
+    name: str
+    level: str
+    path: str
+    read_only: bool
+
+
+class Card(BaseModel):
+    indicator: str
+    name_zh: str
+    name_en: str
+    subrunway: str
+    subrunway_zh: str
+    subrunway_en: str
+    unit: str
+    direction: str
+    period: str
+    target: float | None
+    bands: dict[str, float | None]
+    value: float | None
+    band: str | None
+    period_start: datetime | None
+    trend: list[tuple[datetime, float | None]]
+
+
+class RedItem(Card):
+    runway: str
+    runway_zh: str
+    runway_en: str
+    sector: str
+    breach_id: int | None
+    case_id: int | None
+    case_number: str | None
+
+
+class RunwayCards(BaseModel):
+    code: str
+    name_zh: str
+    name_en: str
+    owner: str
+    band: str | None
+    cards: list[Card]
+
+
+class SectorTab(BaseModel):
+    code: str
+    name_zh: str
+    name_en: str
+    red: int
+    runways: list[RunwayCards]
+
+
+class BoardChild(BaseModel):
+    code: str
+    name: str
+    level: str
+
+
+class BoardOut(BaseModel):
+    unit: BoardUnit
+    at: datetime
+    sectors: list[SectorTab]
+    red_list: list[RedItem]
+    children: list[BoardChild]
+
+
+class BreachOut(BaseModel):
+    id: int
+    indicator: str
+    name_zh: str | None
+    name_en: str | None
+    unit_code: str
+    period: str
+    period_start: datetime
+    value: float | None
+    band: str
+    opened_at: datetime
+    closed_at: datetime | None
+    recovered_value: float | None
+    case_id: int | None
+    case_number: str | None
+
+
+class BreachesOut(BaseModel):
+    items: list[BreachOut]
+
+
+class RunIn(BaseModel):
+    period: str | None = Field(None, description=f"one of {', '.join(PERIOD_KINDS)}; default every period in use")
+    at: datetime | None = Field(None, description="a time in the period (default now); recomputes history for a past one")
+
+
+class RunOut(BaseModel):
+    period: str
+    period_start: datetime
+    indicators: int
+    values: int
+    inserted: int
+    updated: int
+    breaches_opened: int
+    breaches_closed: int
+
+
+class RunsOut(BaseModel):
+    items: list[RunOut]
+
+
+# ------------------------------------------------------------------------------------------------ routes
+
+@router.get("/catalogue", response_model=CatalogueOut,
+            summary="The indicator catalogue (板块 → 跑道 → 子跑道 → 指标); a township's subset with ?unit=")
+def get_catalogue(ctx: Ctx, session: DB, unit: UnitQ = None, principal=Depends(require("indicators.read"))):
+    cat = _cat(ctx)
+    township = None
+    if unit is not None:
+        u = service.unit_of(session, principal.scope, unit)
+        township = next((c for c in u.path.strip("/").split("/") if len(c) == 9), None)
+    return {"files": [f.rsplit("/", 1)[-1] for f in cat.files],
+            "counts": {"sectors": len(cat.sectors), "runways": len(cat.runways), "subrunways": len(cat.subrunways),
+                       "indicators": len(cat.indicators)},
+            "sectors": catalogues.tree(cat, township),
+            "scorecards": [s.model_dump() for s in cat.scorecards.values()]}
+
+
+@router.get("/metrics", summary="Platform metrics an indicator may be defined on (named, parameterised measures)")
+def get_metrics(principal=Depends(require("indicators.read"))) -> list[dict[str, Any]]:
+    return registry().describe()
+
+
+@router.get("/board", response_model=BoardOut,
+            summary="The cockpit (数字驾驶舱) of a unit: sector tabs, runway cards with trend, red list, children")
+def get_board(ctx: Ctx, session: DB, unit: UnitQ = None, at: AtQ = None,
+              days: int = Query(30, ge=1, le=92), principal=Depends(require("indicators.read"))):
+    u = service.unit_of(session, principal.scope, unit)
+    return service.board(session, _cat(ctx), principal.scope, u, _at(at), days)
+
+
+@router.get("/values", response_model=ValuesOut, summary="Every indicator's value for a unit in the period holding ?at")
+def get_values(ctx: Ctx, session: DB, unit: UnitQ = None, at: AtQ = None, principal=Depends(require("indicators.read"))):
+    u = service.unit_of(session, principal.scope, unit)
+    at = _at(at)
+    items = service.values_at(session, _cat(ctx), u, at)
+    return {"unit_code": u.code, "unit_name": u.name, "at": at, "items": sorted(items.values(), key=lambda d: d["indicator"])}
+
+
+@router.get("/breaches", response_model=BreachesOut, summary="Breaches (red band entered) in your scope; ?open=true for the open ones")
+def get_breaches(ctx: Ctx, session: DB, unit: UnitQ = None, open: bool = False, indicator: str | None = Query(None, max_length=64),
+                 limit: int = Query(200, ge=1, le=1000), principal=Depends(require("indicators.read"))):
+    cat = _cat(ctx)
+    u = service.unit_of(session, principal.scope, unit) if unit else None
+    rows = service.breaches(session, principal.scope, unit=u, open_only=open, indicator_code=indicator, limit=limit)
+    return {"items": [{"id": b.id, "indicator": b.indicator_code,
+                       "name_zh": cat.indicators[b.indicator_code].name_zh if b.indicator_code in cat.indicators else None,
+                       "name_en": cat.indicators[b.indicator_code].name_en if b.indicator_code in cat.indicators else None,
+                       "unit_code": b.unit_code, "period": b.period, "period_start": b.period_start, "value": b.value,
+                       "band": b.band, "opened_at": b.opened_at, "closed_at": b.closed_at,
+                       "recovered_value": b.recovered_value, "case_id": b.case_id, "case_number": b.case_number}
+                      for b in rows]}
+
+
+@router.post("/compute", response_model=RunsOut,
+             summary="Recompute the indicators of a period for the whole district (and act on breaches)")
+def post_compute(request: Request, ctx: Ctx, session: DB, body: RunIn, principal=Depends(require("indicators.compute"))):
+    if not principal.scope.district_wide:
+        raise Forbidden("recomputing indicators needs a district-wide scope (it computes every unit)")
+    if body.period is not None and body.period not in PERIOD_KINDS:
+        raise InvalidInput(f"unknown period {body.period!r}; use {', '.join(PERIOD_KINDS)}", {"field": "period"})
+    at = _at(body.at)
+    cat = _cat(ctx)
+    results = service.run_all(session, cat, at, act=True, periods=(body.period,) if body.period else None,
+                              actor=principal.actor(request_id(request)))
+    session.commit()
+    return {"items": [{"period": r.period, "period_start": r.start, "indicators": r.indicators, "values": r.values,
+                       "inserted": r.inserted, "updated": r.updated, "breaches_opened": r.breaches_opened,
+                       "breaches_closed": r.breaches_closed} for r in results]}
+
+
+@router.get("/stream", summary="Live stream (SSE) of indicator values that changed, in your scope (and its ancestors, read-only)")
+async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicators.read")),
+                 after: Annotated[Id, Query(description="last change id seen (Last-Event-ID also works); 0 = from now")] = 0,
+                 timeout: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
+    scope = principal.scope
+    live = per_app(request.app.state, "indicators_live", lambda c: LiveRefresher(c.sessions, c.settings))
+    if after == 0 and not request.headers.get("last-event-id"):
+        after = await run_in_threadpool(_last, ctx)
+
+    def read(since: int) -> list[sse.Event]:
+        with ctx.sessions() as session:
+            return [sse.Event({"indicator": c.indicator_code, "unit_code": c.unit_code, "period": c.period,
+                               "period_start": c.period_start.isoformat(), "value": c.value, "band": c.band,
+                               "band_zh": BAND_ZH.get(c.band) if c.band else None, "previous_band": c.previous_band,
+                               "at": c.at.isoformat()}, "value", c.id)
+                    for c in service.changes_after(session, scope, since)]
+
+    def fetch(since: int) -> list[sse.Event]:
+        live.refresh()  # at most every indicators_live_seconds, by one stream at a time
+        return read(since)
+
+    since = sse.resume_point(request, after)
+    # What is there now is read without recomputing; the recomputation comes with the polls that follow.
+    first = await run_in_threadpool(read, since)
+    since = first[-1].id if first else since
+    return sse.stream(request, sse.polled(fetch, since, interval=STREAM_POLL_SECONDS), seconds=timeout, first=first)
+
+
+def _last(ctx) -> int:
+    with ctx.sessions() as session:
+        return service.last_change_id(session)
+
+
+class ReportIn(BaseModel):
+    indicator: str = Field(max_length=64)
+    unit_code: str = Field(max_length=32)
+    period: str = Field(max_length=32, description="any day of the period, YYYY-MM-DD (local calendar)")
+    value: float
+    note: str | None = Field(None, max_length=2000)
+
+
+class ReportsIn(BaseModel):
+    entries: list[ReportIn] = Field(min_length=1, max_length=reports.MAX_ROWS)
+    channel: str = Field("api", pattern="^(api|form)$")
+
+
+class ReportOut(BaseModel):
+    indicator: str
+    unit_code: str
+    period: str
+    period_start: datetime
+    value: float
+    note: str | None
+    channel: str
+    entered_by: str
+    entered_at: datetime
+
+
+class ReportsOut(BaseModel):
+    stored: int
+    items: list[ReportOut]
+
+
+class DueItem(BaseModel):
+    indicator: str
+    name_zh: str
+    name_en: str
+    owner: str
+    unit_code: str
+    unit_name: str
+    period_start: datetime
+    due_at: datetime
+    entered: bool
+    value: float | None
+    status: str
+
+
+class DueOut(BaseModel):
+    items: list[DueItem]
+
+
+def _store_reports(request, ctx, session, principal, entries, channel):
+    cat = _cat(ctx)
+    rows = reports.enter(session, cat, principal.scope, entries, channel, principal.actor(request_id(request)))
+    # The new values count at once: their periods are recomputed for the indicators they feed.
+    for period, start in {(r.period, r.period_start) for r in rows}:
+        codes = {r.indicator_code for r in rows if r.period == period}
+        codes |= {c for c, f in cat.formulas.items() if f.inputs & codes}
+        service.run(session, cat, period, start, codes=codes, actor=principal.actor(request_id(request)))
+    session.commit()
+    return {"stored": len(rows), "items": [{"indicator": r.indicator_code, "unit_code": r.unit_code, "period": r.period,
+                                            "period_start": r.period_start, "value": r.value, "note": r.note,
+                                            "channel": r.channel, "entered_by": r.entered_by, "entered_at": r.entered_at}
+                                           for r in rows]}
+
+
+@router.post("/reports", response_model=ReportsOut, summary="Enter reported values (填报) by form or API; all or nothing")
+def post_reports(request: Request, ctx: Ctx, session: DB, body: ReportsIn, principal=Depends(require("indicators.report"))):
+    entries = [reports.Entry(e.indicator, e.unit_code, e.period, e.value, e.note) for e in body.entries]
+    return _store_reports(request, ctx, session, principal, entries, body.channel)
+
+
+@router.post("/reports/upload", response_model=ReportsOut,
+             summary="Upload reported values as CSV or XLSX (indicator, unit_code, period, value, note); all or nothing")
+async def post_reports_upload(request: Request, ctx: Ctx, session: DB, file: UploadFile = File(...),
+                              principal=Depends(require("indicators.report"))):
+    content = await read_upload_limited(file, ctx.settings.max_upload_bytes)
+    entries, channel = reports.parse_file(content, file.filename or "")
+    return await run_in_threadpool(_store_reports, request, ctx, session, principal, entries, channel)
+
+
+@router.get("/reports/due", response_model=DueOut,
+            summary="Reported values due for the last period, per unit in scope: entered, reminder, overdue")
+def get_reports_due(ctx: Ctx, session: DB, at: AtQ = None, principal=Depends(require("indicators.read"))):
+    return {"items": reports.due(session, _cat(ctx), principal.scope, _at(at))}
+
+
+# Per-indicator routes come last: /{code} would otherwise catch the fixed paths above.
+
+@router.get("/{code}", response_model=IndicatorOut, summary="One indicator: its definition and its versions")
+def get_indicator(ctx: Ctx, session: DB, code: str, principal=Depends(require("indicators.read"))):
+    from sqlalchemy import select
+
+    from cityops.indicators.models import DefinitionVersion
+
+    cat = _cat(ctx)
+    ind = service.indicator(cat, code)
+    sub = cat.subrunways[ind.subrunway]
+    versions = [{"version": v.version, "valid_from": v.valid_from, "digest": v.digest}
+                for v in session.scalars(select(DefinitionVersion).where(DefinitionVersion.code == code)
+                                         .order_by(DefinitionVersion.version))]
+    return {"definition": catalogues.describe(ind), "runway": sub.runway, "sector": cat.runways[sub.runway].sector,
+            "versions": versions}
+
+
+@router.get("/{code}/series", response_model=SeriesOut, summary="An indicator's values for a unit over a time range")
+def get_series(ctx: Ctx, session: DB, code: str, unit: UnitQ = None, start: datetime | None = None,
+               end: datetime | None = None, principal=Depends(require("indicators.read"))):
+    end = _at(end)
+    start = _at(start) if start is not None else end - timedelta(days=30)
+    if end <= start or (end - start).days > 3700:
+        raise InvalidInput("start must be before end, at most ten years apart", {"field": "start"})
+    u = service.unit_of(session, principal.scope, unit)
+    return {"indicator": code, "unit_code": u.code, "items": service.series(session, _cat(ctx), code, u, start, end)}
+
+
+@router.get("/{code}/children", response_model=ChildrenOut,
+            summary="An indicator at a unit's children (drill-down), worst first; only children in your scope")
+def get_children(ctx: Ctx, session: DB, code: str, unit: UnitQ = None, at: AtQ = None,
+                 principal=Depends(require("indicators.read"))):
+    u = service.unit_of(session, principal.scope, unit)
+    return {"indicator": code, "unit_code": u.code,
+            "items": service.children_values(session, _cat(ctx), principal.scope, code, u, _at(at))}

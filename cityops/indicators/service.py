@@ -1,0 +1,281 @@
+"""Indicators as the rest of the platform and the API use them: run a period (compute, store, judge, act on
+breaches), read values, series, the cockpit board, breaches, scorecards and rankings, and enter reported values.
+Plain functions over a session; no HTTP here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from cityops.core import audit
+from cityops.core.errors import Forbidden, InvalidInput, NotFound
+from cityops.core.types import utcnow
+from cityops.identity.scope import Scope
+from cityops.indicators import catalogue as catalogues
+from cityops.indicators.catalogue import BAND_ZH, Catalogue, Indicator
+from cityops.indicators.compute import PERIOD_KINDS, TZ, compute, period_bounds, store, sync_versions, unit_tree
+from cityops.indicators.models import Breach, Change, Report, Value
+from cityops.org.models import Unit
+
+log = logging.getLogger("cityops.indicators")
+SYSTEM = audit.Actor("system:indicators")
+BAND_RANK = {"green": 0, "yellow": 1, "orange": 2, "red": 3}
+
+
+@lru_cache(maxsize=8)
+def _load(extra_dir: str | None) -> Catalogue:
+    return catalogues.load(Path(extra_dir) if extra_dir else None)
+
+
+def load_catalogue(settings) -> Catalogue:
+    """The catalogue of a deployment: the shipped pack plus ``settings.indicators_dir`` (validated once)."""
+    return _load(str(settings.indicators_dir) if settings.indicators_dir else None)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+@dataclass
+class RunResult:
+    period: str
+    start: datetime
+    indicators: int
+    values: int
+    inserted: int
+    updated: int
+    breaches_opened: int
+    breaches_closed: int
+
+
+def run(session: Session, cat: Catalogue, period: str, at: datetime | None = None, *, act: bool = True,
+        codes: set[str] | None = None, actor: audit.Actor = SYSTEM) -> RunResult:
+    """Compute, store and judge one period; with ``act`` a unit entering red opens a breach (and its case where
+    the definition asks) and a recovered one closes it. The caller commits."""
+    at = at or utcnow()
+    computed = compute(session, cat, period, at, codes=codes)
+    versions = sync_versions(session, cat)
+    stored = store(session, cat, computed, versions)
+    opened = closed = 0
+    if act:
+        opened, closed = judge(session, cat, computed, actor)
+    n = sum(int((~np.isnan(v)).sum()) for v in computed.values.values())
+    return RunResult(period, computed.start, len(computed.values), n, stored.inserted, stored.updated, opened, closed)
+
+
+def run_all(session: Session, cat: Catalogue, at: datetime | None = None, *, act: bool = True,
+            periods: tuple[str, ...] | None = None, actor: audit.Actor = SYSTEM) -> list[RunResult]:
+    used = sorted({i.stored_period for i in cat.indicators.values()}, key=PERIOD_KINDS.index)
+    return [run(session, cat, p, at, act=act, actor=actor) for p in used if periods is None or p in periods]
+
+
+def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tuple[int, int]:
+    """Open a breach for every unit newly in red, close those that recovered; cases through the event center."""
+    tree = computed.tree
+    codes = [c for c in computed.values if cat.indicators[c].stored_period == computed.period]
+    open_rows = {(b.indicator_code, b.unit_code): b for b in session.scalars(
+        select(Breach).where(Breach.closed_at.is_(None), Breach.indicator_code.in_(codes)))} if codes else {}
+    now = utcnow()
+    opened = closed = 0
+    for code in codes:
+        ind = cat.indicators[code]
+        v = computed.values[code]
+        for i in np.flatnonzero(~np.isnan(v)):
+            value = float(v[i])
+            red = ind.band(value) == "red"
+            key = (code, tree.codes[i])
+            current = open_rows.get(key)
+            if red and current is None:
+                b = Breach(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=computed.period,
+                           period_start=computed.start, value=value, band="red", opened_at=now)
+                session.add(b)
+                session.flush()
+                if ind.breach.open_case:
+                    _open_case(session, ind, b, actor)
+                opened += 1
+            elif not red and current is not None:
+                current.closed_at, current.recovered_value = now, value
+                if current.case_id is not None:
+                    _close_case(session, ind, current, actor)
+                closed += 1
+    return opened, closed
+
+
+def _open_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
+    from cityops.events import service as events  # the event center owns cases; it is optional here
+
+    try:
+        with session.begin_nested():
+            case = events.create_case(
+                session, source="indicator", class_code=ind.breach.case_class, unit_code=b.unit_code,
+                title=f"{ind.name_zh}进入红色区间", external_key=f"indicator-breach:{b.id}", urgency="urgent",
+                description=f"{ind.name_zh} = {b.value:g} {ind.unit}(红色阈值 {ind.bands.red:g})",
+                attributes={"indicator": ind.code, "breach_id": b.id, "value": b.value}, actor=actor)
+            b.case_id, b.case_number = case.id, case.number
+    except Exception:  # a refused case never undoes the breach; it is logged and stays without case
+        log.exception("indicator breach: the event center refused the case", extra={"indicator": ind.code})
+
+
+def _close_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
+    from cityops.events import service as events
+
+    try:
+        with session.begin_nested():
+            events.close_case(session, b.case_id, f"{ind.name_zh}已恢复({b.recovered_value:g} {ind.unit})", actor)
+    except Exception:
+        log.exception("indicator recovery: the event center did not close the case", extra={"case": b.case_id})
+
+
+# ------------------------------------------------------------------------------------------------ reading
+
+def unit_of(session: Session, scope: Scope, code: str | None) -> Unit:
+    """The unit asked for (default: the scope's first root, else the district); seen by the scope or refused."""
+    if code is None:
+        if scope.all_units or not scope.unit_paths:
+            unit = session.scalar(select(Unit).where(Unit.level == "district").order_by(Unit.code).limit(1))
+        else:
+            root = scope.unit_paths[0].strip("/").split("/")[-1]
+            unit = session.scalar(select(Unit).where(Unit.code == root))
+    else:
+        unit = session.scalar(select(Unit).where(Unit.code == code))
+    if unit is None or not scope.sees(unit.path):
+        raise NotFound(f"unit {code!r} not found" if code else "no unit to show")
+    return unit
+
+
+def indicator(cat: Catalogue, code: str) -> Indicator:
+    ind = cat.indicators.get(code)
+    if ind is None:
+        raise NotFound(f"indicator {code!r} not found")
+    return ind
+
+
+def _value_dict(cat: Catalogue, row) -> dict:
+    ind = cat.indicators.get(row.indicator_code)
+    return {"indicator": row.indicator_code, "unit_code": row.unit_code, "level": row.level, "period": row.period,
+            "period_start": row.period_start, "value": row.value, "band": row.band,
+            "band_zh": BAND_ZH.get(row.band) if row.band else None, "target": ind.target if ind else None,
+            "version": row.version, "numerator": row.numerator, "denominator": row.denominator}
+
+
+def values_at(session: Session, cat: Catalogue, unit: Unit, at: datetime, codes: list[str] | None = None) -> dict[str, dict]:
+    """Each indicator's value for ``unit`` in the period of its own kind holding ``at``."""
+    codes = codes or list(cat.indicators)
+    by_period: dict[str, list[str]] = {}
+    for c in codes:
+        by_period.setdefault(cat.indicators[c].stored_period, []).append(c)
+    out = {}
+    for period, cs in by_period.items():
+        start, _ = period_bounds(period, at)
+        for row in session.scalars(select(Value).where(Value.unit_code == unit.code, Value.period == period,
+                                                       Value.period_start == start, Value.indicator_code.in_(cs))):
+            out[row.indicator_code] = _value_dict(cat, row)
+    return out
+
+
+def series(session: Session, cat: Catalogue, code: str, unit: Unit, start: datetime, end: datetime) -> list[dict]:
+    ind = indicator(cat, code)
+    rows = session.scalars(select(Value).where(Value.indicator_code == code, Value.unit_code == unit.code,
+                                               Value.period == ind.stored_period, Value.period_start >= start,
+                                               Value.period_start < end).order_by(Value.period_start))
+    return [_value_dict(cat, r) for r in rows]
+
+
+def children_values(session: Session, cat: Catalogue, scope: Scope, code: str, unit: Unit, at: datetime) -> list[dict]:
+    """The indicator at the unit's children (drill-down), those the scope covers, worst first."""
+    ind = indicator(cat, code)
+    start, _ = period_bounds(ind.stored_period, at)
+    rows = session.execute(select(Value, Unit.name).join(Unit, Unit.code == Value.unit_code)
+                           .where(Value.indicator_code == code, Unit.parent_code == unit.code,
+                                  Value.period == ind.stored_period, Value.period_start == start,
+                                  scope.covers_clause(Value.unit_path))).all()
+    items = [{**_value_dict(cat, v), "unit_name": name} for v, name in rows]
+    return sorted(items, key=lambda d: (-BAND_RANK.get(d["band"] or "green", 0), _worse_key(ind, d["value"])))
+
+
+def _worse_key(ind: Indicator, value):
+    if value is None:
+        return float("inf")
+    return -value if ind.direction == "lower" else value
+
+
+def board(session: Session, cat: Catalogue, scope: Scope, unit: Unit, at: datetime, days: int = 30) -> dict:
+    """The cockpit's data for one unit: sector tabs → runway cards → indicators (value, band, target, trend of the
+    last ``days`` days), the red list (red first, then orange) and the unit's children for drill-down."""
+    township = next((c for c in unit.path.strip("/").split("/") if len(c) == 9), None)
+    current = values_at(session, cat, unit, at)
+    since = at - timedelta(days=days)
+    trend: dict[str, list] = {}
+    for row in session.execute(select(Value.indicator_code, Value.period_start, Value.value)
+                               .where(Value.unit_code == unit.code, Value.period == "day", Value.period_start >= since,
+                                      Value.period_start <= at).order_by(Value.period_start)):
+        trend.setdefault(row.indicator_code, []).append([row.period_start, row.value])
+    sectors, red_list = [], []
+    for sector in catalogues.tree(cat, township):
+        runways = []
+        for runway in sector["runways"]:
+            cards = []
+            for sub in runway["subrunways"]:
+                for ind in sub["indicators"]:
+                    if unit.level not in ind["levels"]:
+                        continue
+                    v = current.get(ind["code"])
+                    card = {"indicator": ind["code"], "name_zh": ind["name_zh"], "name_en": ind["name_en"],
+                            "subrunway": sub["code"], "subrunway_zh": sub["name_zh"], "subrunway_en": sub["name_en"],
+                            "unit": ind["unit"], "direction": ind["direction"], "period": ind["period"],
+                            "target": ind["target"], "bands": ind["bands"],
+                            "value": v["value"] if v else None, "band": v["band"] if v else None,
+                            "period_start": v["period_start"] if v else None,
+                            "trend": trend.get(ind["code"], [])}
+                    cards.append(card)
+                    if card["band"] in ("red", "orange"):
+                        red_list.append({**card, "runway": runway["code"], "runway_zh": runway["name_zh"],
+                                         "runway_en": runway["name_en"], "sector": sector["code"]})
+            worst = max((BAND_RANK.get(c["band"] or "green", 0) for c in cards), default=0)
+            cards.sort(key=lambda c: -BAND_RANK.get(c["band"] or "green", 0))
+            runways.append({"code": runway["code"], "name_zh": runway["name_zh"], "name_en": runway["name_en"],
+                            "owner": runway["owner"], "band": [k for k, r in BAND_RANK.items() if r == worst][0] if cards else None,
+                            "cards": cards})
+        runways.sort(key=lambda r: -BAND_RANK.get(r["band"] or "green", 0))
+        sectors.append({"code": sector["code"], "name_zh": sector["name_zh"], "name_en": sector["name_en"],
+                        "red": sum(1 for r in runways for c in r["cards"] if c["band"] == "red"), "runways": runways})
+    red_list.sort(key=lambda c: -BAND_RANK[c["band"]])
+    breaches = {(b.indicator_code): b for b in session.scalars(
+        select(Breach).where(Breach.unit_code == unit.code, Breach.closed_at.is_(None)))}
+    for item in red_list:
+        b = breaches.get(item["indicator"])
+        item["breach_id"], item["case_id"], item["case_number"] = (b.id, b.case_id, b.case_number) if b else (None, None, None)
+    children = session.execute(select(Unit.code, Unit.name, Unit.level).where(Unit.parent_code == unit.code,
+                                                                              scope.covers_clause(Unit.path))
+                               .order_by(Unit.code)).all()
+    return {"unit": {"code": unit.code, "name": unit.name, "level": unit.level, "path": unit.path,
+                     "read_only": not scope.covers(unit.path)},
+            "at": at, "sectors": sectors, "red_list": red_list,
+            "children": [{"code": c.code, "name": c.name, "level": c.level} for c in children]}
+
+
+def breaches(session: Session, scope: Scope, *, unit: Unit | None = None, open_only: bool = False,
+             indicator_code: str | None = None, limit: int = 200) -> list[Breach]:
+    stmt = select(Breach).where(scope.covers_clause(Breach.unit_path))
+    if unit is not None:
+        stmt = stmt.where(Breach.unit_path.startswith(unit.path, autoescape=True))
+    if open_only:
+        stmt = stmt.where(Breach.closed_at.is_(None))
+    if indicator_code:
+        stmt = stmt.where(Breach.indicator_code == indicator_code)
+    return list(session.scalars(stmt.order_by(Breach.opened_at.desc(), Breach.id.desc()).limit(limit)))
+
+
+def changes_after(session: Session, scope: Scope, after: int, limit: int = 500) -> list[Change]:
+    return list(session.scalars(select(Change).where(Change.id > after, scope.sees_clause(Change.unit_path))
+                                .order_by(Change.id).limit(limit)))
+
+
+def last_change_id(session: Session) -> int:
+    return session.scalar(select(func.max(Change.id))) or 0
