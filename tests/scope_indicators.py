@@ -4,10 +4,15 @@ values, its villages' and the district's (read-only), never 大德镇's; it cann
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 
 def _denied(r):
     assert r.status_code in (403, 404), f"expected 403/404, got {r.status_code}: {r.text}"
+
+
+def _refused(r):
+    assert r.status_code == 422 and "outside your scope" in r.text, r.text
 
 
 def _clean(dade: str):
@@ -40,11 +45,29 @@ def scope_cases(api, world) -> dict:
         clean(r)
         assert r.json()["unit_code"] == district and r.json()["items"]
 
+    def only_yihe_rank(r):
+        clean(r)
+        body = r.json()
+        assert [i["unit_code"] for i in body["items"]] == [yihe] and body["of"] >= 2
+
     def only_yihe_children(r):
         clean(r)
         assert {i["unit_code"] for i in r.json()["items"]} <= {yihe}
 
+    month = datetime.now(UTC).date().isoformat()
+    csv_dade = f"indicator,unit_code,period,value\nvolunteer_hours,{dade},{month},5\n".encode()
     return {
+        ("POST", "/api/indicators/reports"): [
+            dict(json={"entries": [{"indicator": "volunteer_hours", "unit_code": dade, "period": month, "value": 5}]}, check=_refused),
+            dict(json={"entries": [{"indicator": "volunteer_hours", "unit_code": yihe, "period": month, "value": 5},
+                                   {"indicator": "volunteer_hours", "unit_code": dade, "period": month, "value": 5}]}, check=_refused)],
+        ("POST", "/api/indicators/reports/upload"): [dict(files={"file": ("r.csv", csv_dade)}, check=_refused)],
+        ("GET", "/api/indicators/reports/due"): [dict(check=clean)],
+        ("GET", "/api/indicators/scorecards"): [dict(check=clean)],
+        ("GET", "/api/indicators/scorecards/{key}"): [dict(path={"key": "township_safety"}, check=only_yihe_rank),
+                                                      dict(path={"key": "event_center"}, params={"period": "quarter"}, check=only_yihe_rank)],
+        ("GET", "/api/indicators/report"): [dict(params={"unit": dade}, check=_denied), dict(params={"unit": dade, "format": "pdf"}, check=_denied),
+                                            dict(params={"format": "xlsx"}, check=lambda r: r.status_code == 200 and r.content[:2] == b"PK")],
         ("GET", "/api/indicators/catalogue"): [dict(check=clean), dict(params={"unit": dade}, check=_denied)],
         ("GET", "/api/indicators/metrics"): [dict(check=lambda r: r.status_code == 200 and len(r.json()) >= 5)],
         ("GET", "/api/indicators/board"): [dict(check=own_board), dict(params={"unit": district}, check=district_read_only),

@@ -79,3 +79,73 @@ def test_rerun_writes_nothing_new(demo_store, computed):
         again = service.run(session, cat, "month", act=False)
         session.rollback()
     assert again.inserted == 0 and again.updated == 0
+
+
+def test_board_for_the_district_and_a_township(api, computed):
+    admin = api.login("admin")
+    r = api.get("/api/indicators/board", headers=admin)
+    assert r.status_code == 200, r.text
+    board = r.json()
+    assert board["unit"]["level"] == "district" and board["unit"]["read_only"] is False
+    assert [s["name_zh"] for s in board["sectors"]][:3] == ["党建统领", "经济发展", "设施运行"]
+    cards = [c for s in board["sectors"] for rw in s["runways"] for c in rw["cards"]]
+    assert {c["indicator"] for c in cards} >= {"cases_open", "houses_grade_d", "risk_points_warned"}
+    open_card = next(c for c in cards if c["indicator"] == "cases_open")
+    assert open_card["value"] is not None and open_card["band"] in ("green", "yellow", "orange", "red")
+    assert all(c["band"] in ("red", "orange") for c in board["red_list"])
+    township = board["children"][0]["code"]
+    r = api.get("/api/indicators/board", params={"unit": township}, headers=admin)
+    assert r.status_code == 200 and r.json()["unit"]["level"] == "township"
+    # Drill-down values agree: the children of the district add up to its open cases.
+    kids = api.get("/api/indicators/cases_open/children", headers=admin).json()["items"]
+    assert sum(k["value"] for k in kids) == open_card["value"]
+
+
+def test_reported_values_by_api_and_file_are_audited_and_counted(api, computed):
+    admin = api.login("admin")
+    townships = api.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]
+    t1, t2 = townships[0]["code"], townships[1]["code"]
+    day = datetime.now(UTC).date().isoformat()
+    r = api.post("/api/indicators/reports", headers=admin, json={"entries": [
+        {"indicator": "party_members_in_grids", "unit_code": t1, "period": day, "value": 41}]})
+    assert r.status_code == 200, r.text
+    csv = f"indicator,unit_code,period,value,note\nparty_members_in_grids,{t2},{day},9,补报\n".encode()
+    r = api.post("/api/indicators/reports/upload", headers=admin, files={"file": ("r.csv", csv)})
+    assert r.status_code == 200 and r.json()["items"][0]["channel"] == "csv", r.text
+    values = {v["unit_code"]: v["value"] for v in api.get("/api/indicators/party_members_in_grids/children", headers=admin).json()["items"]}
+    assert values[t1] == 41 and values[t2] == 9
+    district = api.get("/api/indicators/values", headers=admin).json()
+    total = next(i for i in district["items"] if i["indicator"] == "party_members_in_grids")
+    assert total["value"] == sum(values.values())
+    audit = api.get("/api/audit", params={"entity": "indicator_report"}, headers=admin).json()
+    assert audit["items"] if isinstance(audit, dict) else audit
+    # Bad rows: nothing stored, every problem named.
+    before = api.get("/api/indicators/party_members_in_grids/children", headers=admin).json()["items"]
+    r = api.post("/api/indicators/reports", headers=admin, json={"entries": [
+        {"indicator": "party_members_in_grids", "unit_code": t1, "period": day, "value": 1},
+        {"indicator": "cases_open", "unit_code": t1, "period": day, "value": 1},
+        {"indicator": "party_members_in_grids", "unit_code": t1, "period": "someday", "value": 1}]})
+    assert r.status_code == 422 and len(r.json()["details"]["problems"]) == 2, r.text
+    assert api.get("/api/indicators/party_members_in_grids/children", headers=admin).json()["items"] == before
+    r = api.post("/api/indicators/reports/upload", headers=admin, files={"file": ("r.txt", b"x")})
+    assert r.status_code == 422
+
+
+def test_scorecard_ranking_and_report_exports(api, computed):
+    admin = api.login("admin")
+    r = api.get("/api/indicators/scorecards/event_center", headers=admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["of"] == len(body["items"]) >= 2
+    assert [i["rank"] for i in body["items"]] == list(range(1, len(body["items"]) + 1))
+    assert all(0 <= i["score"] <= 100 for i in body["items"])
+    assert api.get("/api/indicators/scorecards/nothing", headers=admin).status_code == 404
+    x = api.get("/api/indicators/report", params={"format": "xlsx"}, headers=admin)
+    assert x.status_code == 200 and x.content[:2] == b"PK"
+    from openpyxl import load_workbook
+    import io
+    book = load_workbook(io.BytesIO(x.content))
+    assert book.worksheets[0]["A2"].value == "板块" and len(book.worksheets) == 1 + len(api.get(
+        "/api/indicators/scorecards", headers=admin).json()["items"])
+    p = api.get("/api/indicators/report", params={"format": "pdf"}, headers=admin)
+    assert p.status_code == 200 and p.content[:5] == b"%PDF-"

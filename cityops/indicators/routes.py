@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -15,7 +15,7 @@ from cityops.core.params import Id
 from cityops.core.types import utcnow
 from cityops.core.web import DB, Ctx, per_app, read_upload_limited, request_id, require
 from cityops.indicators import catalogue as catalogues
-from cityops.indicators import reports, service
+from cityops.indicators import reports, scorecards, service
 from cityops.indicators.catalogue import BAND_ZH
 from cityops.indicators.compute import PERIOD_KINDS
 from cityops.indicators.live import LiveRefresher
@@ -387,6 +387,75 @@ async def post_reports_upload(request: Request, ctx: Ctx, session: DB, file: Upl
             summary="Reported values due for the last period, per unit in scope: entered, reminder, overdue")
 def get_reports_due(ctx: Ctx, session: DB, at: AtQ = None, principal=Depends(require("indicators.read"))):
     return {"items": reports.due(session, _cat(ctx), principal.scope, _at(at))}
+
+
+class ScoreItemOut(BaseModel):
+    indicator: str
+    name_zh: str
+    name_en: str
+    weight: float
+    value: float | None
+    score: float | None
+    no_data: bool
+
+
+class RankRow(BaseModel):
+    unit_code: str
+    unit_name: str
+    score: float
+    rank: int
+    previous_rank: int | None
+    rank_change: int | None
+    items: list[ScoreItemOut]
+
+
+class RankingOut(BaseModel):
+    key: str
+    name_zh: str
+    name_en: str
+    level: str
+    period: str
+    period_start: datetime
+    period_end: datetime
+    of: int
+    items: list[RankRow]
+
+
+class ScorecardsOut(BaseModel):
+    items: list[dict[str, Any]]
+
+
+@router.get("/scorecards", response_model=ScorecardsOut, summary="Scorecards (监督评价): weighted indicators and scoring rules")
+def get_scorecards(ctx: Ctx, principal=Depends(require("indicators.read"))):
+    return {"items": [s.model_dump() for s in _cat(ctx).scorecards.values()]}
+
+
+@router.get("/scorecards/{key}", response_model=RankingOut,
+            summary="A scorecard's ranking (赛马比拼) for a month or quarter, with the change of rank; rows in your scope")
+def get_ranking(ctx: Ctx, session: DB, key: str, period: str = Query("month", pattern="^(month|quarter)$"), at: AtQ = None,
+                principal=Depends(require("indicators.read"))):
+    return scorecards.ranking(session, _cat(ctx), principal.scope, key, period, _at(at))
+
+
+@router.get("/report", summary="A unit's report for a period: its indicators and the scorecards' rankings, as XLSX or PDF",
+            response_class=Response, responses={200: {"content": {
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": {}, "application/pdf": {}}}})
+def get_report(ctx: Ctx, session: DB, unit: UnitQ = None, period: str = Query("month", pattern="^(month|quarter)$"),
+               at: AtQ = None, format: str = Query("xlsx", pattern="^(xlsx|pdf)$"), principal=Depends(require("indicators.read"))):
+    cat = _cat(ctx)
+    u = service.unit_of(session, principal.scope, unit)
+    at = _at(at)
+    start, end = scorecards.period_bounds(period, at)
+    values = service.values_at(session, cat, u, min(end, utcnow()) - timedelta(microseconds=1))
+    rankings = [scorecards.ranking(session, cat, principal.scope, k, period, at) for k in cat.scorecards]
+    local = start.astimezone(scorecards.TZ)
+    title = f"{u.name} 体征指标报告 {local:%Y-%m}" + (" 季度" if period == "quarter" else "")
+    rows = scorecards.report_rows(cat, values)
+    if format == "pdf":
+        body, media = scorecards.to_pdf(title, rows, rankings), "application/pdf"
+    else:
+        body, media = scorecards.to_xlsx(title, rows, rankings), "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="indicators-{u.code}-{local:%Y%m}.{format}"'})
 
 
 # Per-indicator routes come last: /{code} would otherwise catch the fixed paths above.
