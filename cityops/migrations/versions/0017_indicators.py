@@ -1,7 +1,7 @@
 """Indicators (体征指标): definition versions, values per unit and period, changes, breaches, reported values.
 
 Revision ID: 0017
-Revises: 0013
+Revises: 0020
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from cityops.core.types import JSONText, UTCDateTime
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 
