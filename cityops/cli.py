@@ -846,6 +846,94 @@ def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
 
 
 # --- sensing: 物联感知 -------------------------------------------------------------------------------
+indicators_app = typer.Typer(help="Indicators (体征指标): check the catalogue, compute periods, reported values due",
+                             no_args_is_help=True)
+app.add_typer(indicators_app, name="indicators")
+
+
+def _at_option(at: Optional[str]):
+    from datetime import datetime
+
+    value = datetime.fromisoformat(at) if at else None
+    if value is not None and value.tzinfo is None:
+        _fail("--at needs a time zone, e.g. 2026-11-23T09:00:00+08:00")
+    return value
+
+
+@indicators_app.command("check")
+def indicators_check(data_dir: Optional[Path] = DataDir) -> None:
+    """Validate the catalogue (the shipped pack and the deployment's indicators_dir) and count what it holds."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.indicators import catalogue
+
+        try:
+            cat = catalogue.load(settings.indicators_dir)
+        except catalogue.CatalogueError as exc:
+            _fail(str(exc))
+        subs = cat.subrunways.values()
+        console.print(f"{len(cat.sectors)} sectors, {len(cat.runways)} runways, "
+                      f"{sum(s.issued == 'city' for s in subs)} city + {sum(s.issued == 'local' for s in subs)} local "
+                      f"sub-runways, {len(cat.indicators)} indicators, {len(cat.scorecards)} scorecards, "
+                      f"{len(cat.townships)} township subsets")
+
+    _run(body)
+
+
+@indicators_app.command("compute")
+def indicators_compute(data_dir: Optional[Path] = DataDir,
+                       period: Optional[str] = typer.Option(None, help="hour, day, week, month or quarter (default: all in use)"),
+                       at: Optional[str] = typer.Option(None, help="A time in the period, ISO 8601 (default: now; a past time "
+                                                                  "recomputes history with the definitions in force)"),
+                       days: int = typer.Option(0, min=0, max=400, help="Also the daily values of this many days before"),
+                       act: bool = typer.Option(True, help="Open and close breaches (and their cases)")) -> None:
+    """Compute, store and judge indicators for every unit (run it from a timer for the periodic ones)."""
+    settings = _settings(data_dir)
+
+    def body():
+        from datetime import timedelta
+
+        from cityops.core.types import utcnow
+        from cityops.indicators import service
+
+        _, sessions, _ = _store(settings)
+        cat = service.load_catalogue(settings)
+        when = _at_option(at) or utcnow()
+        with sessions() as session:
+            for back in range(days, 0, -1):
+                service.run(session, cat, "day", when - timedelta(days=back), act=False)
+            results = service.run_all(session, cat, when, act=act, periods=(period,) if period else None)
+            session.commit()
+        for r in results:
+            console.print(f"{r.period} {r.start.isoformat()}: {r.values} values of {r.indicators} indicators "
+                          f"({r.inserted} new, {r.updated} changed), breaches opened {r.breaches_opened}, closed {r.breaches_closed}")
+
+    _run(body)
+
+
+@indicators_app.command("due")
+def indicators_due(data_dir: Optional[Path] = DataDir, at: Optional[str] = typer.Option(None, help="ISO 8601 time (default now)")) -> None:
+    """Reported values (填报) due for the last period: entered, reminder, overdue — per unit."""
+    settings = _settings(data_dir)
+
+    def body():
+        from cityops.core.types import utcnow
+        from cityops.identity.scope import Scope
+        from cityops.indicators import reports, service
+
+        _, sessions, _ = _store(settings)
+        with sessions() as session:
+            rows = reports.due(session, service.load_catalogue(settings), Scope(all_units=True), _at_option(at) or utcnow())
+        for r in rows:
+            if r["status"] != "entered":
+                console.print(f"{r['status']:8} {r['indicator']} {r['unit_code']} {r['unit_name']} due {r['due_at']:%Y-%m-%d}")
+        console.print(f"{sum(r['status'] == 'overdue' for r in rows)} overdue, "
+                      f"{sum(r['status'] == 'entered' for r in rows)} entered of {len(rows)}")
+
+    _run(body)
+
+
 simulate_app = typer.Typer(help="Synthesise sensor streams over the demo district", no_args_is_help=True)
 app.add_typer(simulate_app, name="simulate")
 

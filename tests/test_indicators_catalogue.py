@@ -197,3 +197,19 @@ def test_formula_language():
     for bad in ("a ** 2", "a.b", "a if b else c", "[a]", "'x'", "f(a)", "a < b"):
         with pytest.raises(formula.FormulaError):
             formula.parse(bad)
+
+
+def test_cli_check_names_the_bad_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from cityops.cli import app
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "kaizhou.toml").write_text(DISTRICT, encoding="utf-8")
+    monkeypatch.setenv("CITYOPS_INDICATORS_DIR", str(conf))
+    r = CliRunner().invoke(app, ["indicators", "check", "--data-dir", str(tmp_path / "d")])
+    assert r.exit_code == 0 and "11 city + 4 local sub-runways" in r.output.replace("\n", " "), r.output
+    (conf / "z.toml").write_text(FORMULA.format(code="zz", expr="zz + 1").join(["version = 1\n", ""]), encoding="utf-8")
+    r = CliRunner().invoke(app, ["indicators", "check", "--data-dir", str(tmp_path / "d")])
+    assert r.exit_code == 1 and "formula cycle: zz → zz" in r.output.replace("\n", " "), r.output
