@@ -869,7 +869,7 @@ def indicators_check(data_dir: Optional[Path] = DataDir) -> None:
         from cityops.indicators import catalogue
 
         try:
-            cat = catalogue.load(settings.indicators_dir)
+            cat = catalogue.load(settings.indicators_dir, pack=catalogue.pack_path(settings.indicators_pack))
         except catalogue.CatalogueError as exc:
             _fail(str(exc))
         subs = cat.subrunways.values()

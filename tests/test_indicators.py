@@ -149,3 +149,17 @@ def test_scorecard_ranking_and_report_exports(api, computed):
         "/api/indicators/scorecards", headers=admin).json()["items"])
     p = api.get("/api/indicators/report", params={"format": "pdf"}, headers=admin)
     assert p.status_code == 200 and p.content[:5] == b"%PDF-"
+
+
+def test_the_iso_pack_computes_on_the_same_data(demo_store, computed):
+    """ISO 37120/37122/37123 as a second catalogue in the same format: its platform metrics compute on the demo."""
+    iso = catalogues.load(pack=catalogues.pack_path("iso37120"))
+    assert {s.code for s in iso.sectors.values()} == {"ISO37120", "ISO37122", "ISO37123"}
+    cat, _ = computed
+    with demo_store.sessions() as session:
+        district = session.scalar(select(Unit).where(Unit.level == "district"))
+        c = compute(session, iso, "day", datetime.now(UTC))
+        mine = c.values["iso37123_unsafe_housing"][c.tree.index[district.code]]
+        theirs = compute(session, cat, "day", datetime.now(UTC), codes={"residents_grade_d"})
+        assert mine == theirs.values["residents_grade_d"][theirs.tree.index[district.code]]
+        assert c.values["iso37122_sensors_online"][c.tree.index[district.code]] >= 0

@@ -213,3 +213,8 @@ def test_cli_check_names_the_bad_line(tmp_path, monkeypatch):
     (conf / "z.toml").write_text(FORMULA.format(code="zz", expr="zz + 1").join(["version = 1\n", ""]), encoding="utf-8")
     r = CliRunner().invoke(app, ["indicators", "check", "--data-dir", str(tmp_path / "d")])
     assert r.exit_code == 1 and "formula cycle: zz → zz" in r.output.replace("\n", " "), r.output
+
+
+def test_unknown_pack_is_named(tmp_path):
+    with pytest.raises(CatalogueError, match="no such pack"):
+        catalogues.pack_path("nowhere")

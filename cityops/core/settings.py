@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     #: The deployment's own indicator catalogue files (a district's sub-runways, its townships' subsets), read
     #: after the shipped pack and validated at start-up; empty = the shipped pack alone.
     indicators_dir: Path | None = None
+    #: The indicator pack the catalogue starts from: "default" (板块/跑道/子跑道), "iso37120" (ISO 37120/37122/37123),
+    #: or the path of a pack file.
+    indicators_pack: str = "default"
     #: Live indicators are recomputed at most this often while a cockpit listens (seconds).
     indicators_live_seconds: float = Field(default=3.0, gt=0, le=3600)
 

@@ -223,6 +223,18 @@ class _Lines:
         return start
 
 
+def pack_path(name: str) -> Path:
+    """A shipped pack by name ("default", "iso37120") or a pack file's path."""
+    shipped = PACKAGE_DIR / f"{name}.toml"
+    if shipped.exists():
+        return shipped
+    path = Path(name)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PACKAGE_DIR.glob("*.toml")))
+        raise CatalogueError([Problem(name, 0, "indicators_pack", f"no such pack (shipped: {known}) nor file")])
+    return path
+
+
 def load(extra_dir: Path | None = None, *, pack: Path = DEFAULT_PACK, metrics: Registry | None = None) -> Catalogue:
     """The pack plus the deployment's files, validated; raises CatalogueError naming every problem."""
     files = [pack]

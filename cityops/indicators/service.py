@@ -31,13 +31,13 @@ BAND_RANK = {"green": 0, "yellow": 1, "orange": 2, "red": 3}
 
 
 @lru_cache(maxsize=8)
-def _load(extra_dir: str | None) -> Catalogue:
-    return catalogues.load(Path(extra_dir) if extra_dir else None)
+def _load(pack: str, extra_dir: str | None) -> Catalogue:
+    return catalogues.load(Path(extra_dir) if extra_dir else None, pack=catalogues.pack_path(pack))
 
 
 def load_catalogue(settings) -> Catalogue:
-    """The catalogue of a deployment: the shipped pack plus ``settings.indicators_dir`` (validated once)."""
-    return _load(str(settings.indicators_dir) if settings.indicators_dir else None)
+    """The catalogue of a deployment: its pack plus ``settings.indicators_dir`` (validated once per process)."""
+    return _load(settings.indicators_pack, str(settings.indicators_dir) if settings.indicators_dir else None)
 
 
 # ------------------------------------------------------------------------------------------------ running
