@@ -3,11 +3,10 @@ equal to the facts they count, the cockpit's board and scope."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from cityops.events.models import Case
 from cityops.indicators import catalogue as catalogues
@@ -163,3 +162,27 @@ def test_the_iso_pack_computes_on_the_same_data(demo_store, computed):
         theirs = compute(session, cat, "day", datetime.now(UTC), codes={"residents_grade_d"})
         assert mine == theirs.values["residents_grade_d"][theirs.tree.index[district.code]]
         assert c.values["iso37122_sensors_online"][c.tree.index[district.code]] >= 0
+
+
+def test_stream_brings_a_new_case_to_the_open_cases_live(api, computed):
+    """A case reported after the stream began reaches the listener as a change of cases_open (the live refresh)."""
+    import json as _json
+
+    from shapely.geometry import shape
+
+    admin = api.login("admin")
+    r = api.get("/api/indicators/stream", headers=admin, params={"timeout": 0})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    with api.store.sessions() as session:
+        last = service.last_change_id(session)
+    before = next(i["value"] for i in api.get("/api/indicators/values", headers=admin).json()["items"] if i["indicator"] == "cases_open")
+    grid = api.get("/api/units", params={"level": "grid", "limit": 1}, headers=admin).json()["items"][0]["code"]
+    p = shape(api.get(f"/api/units/{grid}", params={"geometry": True}, headers=admin).json()["geometry"]).representative_point()
+    r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": p.x, "lat": p.y, "description": "驾驶舱测试"})
+    assert r.status_code == 201, r.text
+    r = api.get("/api/indicators/stream", headers={**admin, "Last-Event-ID": str(last)}, params={"timeout": 2.5})
+    events = [_json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    district = [e for e in events if e["indicator"] == "cases_open" and len(e["unit_code"]) == 6]
+    assert district and district[-1]["value"] == before + 1, r.text[:500]
+    grid_event = [e for e in events if e["indicator"] == "cases_open" and e["unit_code"] == grid]
+    assert grid_event, "the grid's own value moved too"

@@ -3,7 +3,6 @@ district D → townships T1, T2 → one village each → grids. Also the breach 
 
 from __future__ import annotations
 
-import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest

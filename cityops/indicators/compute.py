@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from scipy import sparse
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.core.types import utcnow
@@ -83,12 +83,8 @@ class UnitTree:
         self._path_cache[key] = found
         return found
 
-    def children(self) -> list[list[int]]:
-        kids: list[list[int]] = [[] for _ in self.codes]
-        for i, p in enumerate(self.parent):
-            if p >= 0:
-                kids[p].append(i)
-        return kids
+    def level_index(self, level: str) -> np.ndarray:
+        return np.asarray(self.by_level.get(level, []), dtype=np.int64)
 
 
 def unit_tree(session: Session) -> UnitTree:
@@ -126,20 +122,36 @@ class Computed:
     versions: dict[str, int] = field(default_factory=dict)
 
 
-def _roll(values: np.ndarray, tree: UnitTree, lowest: str, how: str, direction: str) -> np.ndarray:
-    """Fill the levels above ``lowest`` from their children (mean, max, min or worst)."""
+def _roll(values: np.ndarray, tree: UnitTree, lowest: str, how: str, direction: str, keep_own: bool = False) -> np.ndarray:
+    """Fill the levels above ``lowest`` from their children (sum, mean, max, min or worst), level by level, each
+    level in one vectorised pass. ``keep_own``: a unit's own value (a reported one) wins over its children's."""
     out = np.full(len(tree.codes), np.nan)
-    keep = tree.by_level.get(lowest, [])
-    out[keep] = values[keep]
+    low = LEVELS.index(lowest)
+    for level in LEVELS[:low + 1] if keep_own else (lowest,):
+        idx = tree.level_index(level)
+        out[idx] = values[idx]
     if how == "worst":
         how = "max" if direction == "lower" else "min"
-    kids = tree.children()
-    for level in reversed(LEVELS[:LEVELS.index(lowest)]):
-        for i in tree.by_level.get(level, []):
-            vals = out[kids[i]]
-            vals = vals[~np.isnan(vals)]
-            if len(vals):
-                out[i] = {"mean": np.mean, "max": np.max, "min": np.min}[how](vals)
+    for child_level in reversed(LEVELS[1:low + 1]):
+        kids = tree.level_index(child_level)
+        kids = kids[~np.isnan(out[kids]) & (tree.parent[kids] >= 0)]
+        if not len(kids):
+            continue
+        parents, vals = tree.parent[kids], out[kids]
+        n = len(tree.codes)
+        if how in ("sum", "mean"):
+            total, count = np.zeros(n), np.zeros(n)
+            np.add.at(total, parents, vals)
+            np.add.at(count, parents, 1)
+            agg = total if how == "sum" else total / np.where(count > 0, count, 1)
+        else:
+            agg = np.full(n, -np.inf if how == "max" else np.inf)
+            (np.maximum if how == "max" else np.minimum).at(agg, parents, vals)
+            count = np.isfinite(agg).astype(float)
+        target = np.flatnonzero(count > 0)
+        if keep_own:
+            target = target[np.isnan(out[target])]
+        out[target] = agg[target]
     return out
 
 
@@ -229,13 +241,9 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
         if code not in wanted:
             continue
         formula = cat.formulas[code]
-        inputs = {dep: values.get(dep) for dep in formula.inputs}
-        v = np.full(n, np.nan)
-        for i in range(n):
-            env = {dep: (None if arr is None or np.isnan(arr[i]) else float(arr[i])) for dep, arr in inputs.items()}
-            result = formula.evaluate(env)
-            if result is not None:
-                v[i] = result * cat.indicators[code].scale
+        env = {dep: values.get(dep, np.full(n, np.nan)) for dep in formula.inputs}
+        v = np.asarray(formula.evaluate_array(env), dtype=float) * cat.indicators[code].scale
+        v = np.where(np.isinf(v), np.nan, v) if v.shape == (n,) else np.full(n, float(v) if np.ndim(v) == 0 else np.nan)
         values[code] = v
     # Only the levels each indicator is computed at.
     for code, ind in wanted.items():
@@ -251,12 +259,13 @@ def _lowest(ind: Indicator) -> str:
 
 
 def _fold_extreme(own: np.ndarray, tree: UnitTree, fold: str) -> np.ndarray:
+    """A unit's highest (lowest) record in its subtree: its own, or its children's, level by level."""
     out = own.copy()
-    pick = np.fmax if fold == "max" else np.fmin
-    for i in sorted(range(len(out)), key=lambda i: -tree.paths[i].count("/")):
-        p = tree.parent[i]
-        if p >= 0 and not np.isnan(out[i]):
-            out[p] = pick(out[p], out[i])
+    for child_level in reversed(LEVELS[1:]):
+        kids = tree.level_index(child_level)
+        kids = kids[~np.isnan(out[kids]) & (tree.parent[kids] >= 0)]
+        if len(kids):
+            (np.fmax if fold == "max" else np.fmin).at(out, tree.parent[kids], out[kids])
     return out
 
 
@@ -264,18 +273,8 @@ def _reported(own: dict[int, float], tree: UnitTree, ind: Indicator) -> np.ndarr
     v = np.full(len(tree.codes), np.nan)
     for i, value in own.items():
         v[i] = value
-    how = {"sum": "sum", "mean": "mean", "max": "max", "min": "min",
-           "worst": "max" if ind.direction == "lower" else "min"}.get(ind.rollup, "sum")
-    kids = tree.children()
-    for level in reversed(LEVELS[:-1]):
-        for i in tree.by_level.get(level, []):
-            if i in own:
-                continue
-            vals = v[kids[i]]
-            vals = vals[~np.isnan(vals)]
-            if len(vals):
-                v[i] = {"sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min}[how](vals)
-    return v
+    how = ind.rollup if ind.rollup in ("sum", "mean", "max", "min", "worst") else "sum"
+    return _roll(v, tree, "grid", how, ind.direction, keep_own=True)
 
 
 # -------------------------------------------------------------------------------------------------- storing
@@ -307,40 +306,69 @@ class StoreResult:
     changes: list[dict] = field(default_factory=list)
 
 
+BAND_CODES = ("green", "yellow", "orange", "red")
+
+
+def bands_of(ind: Indicator, v: np.ndarray) -> np.ndarray:
+    """``Indicator.band`` over an array: 0 green … 3 red, -1 no value."""
+    out = np.where(np.isnan(v), -1, 0)
+    for rank, name in ((1, "yellow"), (2, "orange"), (3, "red")):
+        t = getattr(ind.bands, name)
+        if t is not None:
+            with np.errstate(invalid="ignore"):
+                reached = v >= t if ind.direction == "lower" else v <= t
+            out = np.where(reached & ~np.isnan(v), rank, out)
+    return out
+
+
 def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[str, int]) -> StoreResult:
-    """Upsert the period's values, write a change row for each new value or changed number/band; the caller commits."""
+    """Upsert the period's values and write a change row for each new value or changed number/band; the comparison
+    with what is stored runs over arrays, so a recompute that changes little writes (and costs) little. The caller
+    commits."""
     tree, period, start = computed.tree, computed.period, computed.start
+    n = len(tree.codes)
     codes = [c for c in computed.values if cat.indicators[c].stored_period == period]
-    existing = {(r.indicator_code, r.unit_code): r for r in session.execute(
-        select(Value.id, Value.indicator_code, Value.unit_code, Value.value, Value.band)
-        .where(Value.period == period, Value.period_start == start, Value.indicator_code.in_(codes)))} if codes else {}
+    slot = {c: k for k, c in enumerate(codes)}
+    old_value = np.full((len(codes), n), np.nan)
+    old_band = np.full((len(codes), n), -2)
+    old_id = np.zeros((len(codes), n), dtype=np.int64)
+    rank = {b: i for i, b in enumerate(BAND_CODES)}
+    if codes:
+        for rid, code, unit, value, band in session.execute(
+                select(Value.id, Value.indicator_code, Value.unit_code, Value.value, Value.band)
+                .where(Value.period == period, Value.period_start == start)):
+            k, i = slot.get(code), tree.index.get(unit)
+            if k is None or i is None:
+                continue
+            old_id[k, i] = rid
+            old_value[k, i] = np.nan if value is None else value
+            old_band[k, i] = rank.get(band, -1)
     now = utcnow()
     result = StoreResult()
     inserts, updates, changes = [], [], []
     for code in codes:
-        ind = cat.indicators[code]
-        v = computed.values[code]
+        k, ind = slot[code], cat.indicators[code]
+        v = np.round(computed.values[code], 6)
+        present = ~np.isnan(v)
+        band = bands_of(ind, v)
+        exists = old_id[k] > 0
+        same = exists & (band == old_band[k]) & ((v == old_value[k]) | (np.isnan(v) & np.isnan(old_value[k])))
+        changed = present & ~same
+        result.unchanged += int((present & same).sum())
         num, den = computed.numerators.get(code), computed.denominators.get(code)
-        for i in np.flatnonzero(~np.isnan(v)):
-            value = round(float(v[i]), 6)
-            band = ind.band(value)
-            unit = tree.codes[i]
-            old = existing.get((code, unit))
-            row = dict(indicator_code=code, version=versions[code], unit_code=unit, unit_path=tree.paths[i],
+        for i in np.flatnonzero(changed):
+            value, b = float(v[i]), BAND_CODES[band[i]]
+            row = dict(indicator_code=code, version=versions[code], unit_code=tree.codes[i], unit_path=tree.paths[i],
                        level=tree.levels[i], period=period, period_start=start, value=value,
                        numerator=None if num is None else float(num[i]),
-                       denominator=None if den is None or not ind.source.kind == "metric" else float(den[i]),
-                       band=band, computed_at=now)
-            if old is None:
-                inserts.append(row)
-            elif old.value != value or old.band != band:
-                updates.append({**row, "id": old.id})
+                       denominator=None if den is None else float(den[i]), band=b, computed_at=now)
+            if exists[i]:
+                updates.append({**row, "id": int(old_id[k, i])})
             else:
-                result.unchanged += 1
-                continue
-            changes.append(dict(indicator_code=code, unit_code=unit, unit_path=tree.paths[i], period=period,
-                                period_start=start, value=value, band=band,
-                                previous_band=None if old is None else old.band, at=now))
+                inserts.append(row)
+            changes.append(dict(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=period,
+                                period_start=start, value=value, band=b,
+                                previous_band=BAND_CODES[old_band[k, i]] if old_band[k, i] >= 0 else None, at=now))
     if inserts:
         session.execute(Value.__table__.insert(), inserts)
     if updates:

@@ -14,7 +14,6 @@ from cityops.indicators import catalogue as catalogues
 from cityops.indicators import reports, service
 from cityops.indicators.compute import period_bounds, unit_tree
 from cityops.identity.scope import Scope
-from cityops.org.models import Unit
 
 HISTORY_DAYS = 30
 #: Reported values of the demo: (indicator, district-level value or None, per-township base value).

@@ -11,12 +11,21 @@ whitelist and compiled into closures.
 from __future__ import annotations
 
 import ast
-import operator
 from dataclasses import dataclass
+from functools import reduce
 from typing import Callable
 
-_BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-_FUNCTIONS = {"min": min, "max": max, "abs": abs}
+import numpy as np
+
+
+def _divide(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b == 0, np.nan, a / np.where(b == 0, 1, b))
+
+
+_BINARY = {ast.Add: np.add, ast.Sub: np.subtract, ast.Mult: np.multiply, ast.Div: _divide}
+#: np.minimum/maximum propagate NaN (no value in → no value out), unlike fmin/fmax.
+_FUNCTIONS = {"min": lambda *a: reduce(np.minimum, a), "max": lambda *a: reduce(np.maximum, a), "abs": np.abs}
 
 
 class FormulaError(ValueError):
@@ -27,7 +36,14 @@ class FormulaError(ValueError):
 class Formula:
     text: str
     inputs: frozenset[str]
-    evaluate: Callable[[dict[str, float | None]], float | None]
+    #: Over arrays (one element per unit; NaN = no value), elementwise: the whole district in one pass.
+    evaluate_array: Callable[[dict[str, np.ndarray]], np.ndarray]
+
+    def evaluate(self, env: dict[str, float | None]) -> float | None:
+        """One value from scalars (None = no value)."""
+        arrays = {k: np.array([np.nan if env.get(k) is None else float(env[k])]) for k in self.inputs}
+        v = float(np.asarray(self.evaluate_array(arrays)).reshape(-1)[0])
+        return None if np.isnan(v) or np.isinf(v) else v
 
 
 def parse(text: str) -> Formula:
@@ -47,30 +63,20 @@ def _compile(node: ast.AST, inputs: set[str]):
     if isinstance(node, ast.Name):
         name = node.id
         inputs.add(name)
-        return lambda env: env.get(name)
+        return lambda env: env[name]
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         inner = _compile(node.operand, inputs)
         sign = -1.0 if isinstance(node.op, ast.USub) else 1.0
-        return lambda env: None if (v := inner(env)) is None else sign * v
+        return lambda env: sign * inner(env)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         op, left, right = _BINARY[type(node.op)], _compile(node.left, inputs), _compile(node.right, inputs)
-
-        def binary(env):
-            a, b = left(env), right(env)
-            if a is None or b is None or (op is operator.truediv and b == 0):
-                return None
-            return op(a, b)
-        return binary
+        return lambda env: op(left(env), right(env))
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCTIONS
             and not node.keywords and node.args):
-        fn, args = _FUNCTIONS[node.func.id], [_compile(a, inputs) for a in node.args]
-        if fn is abs and len(args) != 1:
+        if node.func.id == "abs" and len(node.args) != 1:
             raise FormulaError("abs takes one argument")
-
-        def call(env):
-            values = [a(env) for a in args]
-            return None if any(v is None for v in values) else float(fn(*values))
-        return call
+        fn, args = _FUNCTIONS[node.func.id], [_compile(a, inputs) for a in node.args]
+        return lambda env: fn(*(a(env) for a in args))
     what = type(node).__name__
     if isinstance(node, ast.Call):
         what = f"function {getattr(node.func, 'id', '?')!r} (use min, max, abs)"

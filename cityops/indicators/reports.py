@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
-from cityops.core.errors import Forbidden, InvalidInput, NotFound, ValidationFailed
+from cityops.core.errors import InvalidInput, ValidationFailed
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.indicators.catalogue import Catalogue

@@ -17,7 +17,7 @@ from cityops.core.web import DB, Ctx, per_app, read_upload_limited, request_id, 
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators import reports, scorecards, service
 from cityops.indicators.catalogue import BAND_ZH
-from cityops.indicators.compute import PERIOD_KINDS
+from cityops.indicators.compute import PERIOD_KINDS, TZ, period_bounds
 from cityops.indicators.live import LiveRefresher
 from cityops.indicators.metrics import registry
 
@@ -445,10 +445,10 @@ def get_report(ctx: Ctx, session: DB, unit: UnitQ = None, period: str = Query("m
     cat = _cat(ctx)
     u = service.unit_of(session, principal.scope, unit)
     at = _at(at)
-    start, end = scorecards.period_bounds(period, at)
+    start, end = period_bounds(period, at)
     values = service.values_at(session, cat, u, min(end, utcnow()) - timedelta(microseconds=1))
     rankings = [scorecards.ranking(session, cat, principal.scope, k, period, at) for k in cat.scorecards]
-    local = start.astimezone(scorecards.TZ)
+    local = start.astimezone(TZ)
     title = f"{u.name} 体征指标报告 {local:%Y-%m}" + (" 季度" if period == "quarter" else "")
     rows = scorecards.report_rows(cat, values)
     if format == "pdf":

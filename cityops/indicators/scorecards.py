@@ -19,7 +19,7 @@ from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.indicators.catalogue import BAND_ZH, Catalogue, Scorecard, ScoreItem
-from cityops.indicators.compute import TZ, period_bounds  # noqa: F401  (TZ: the report's calendar)
+from cityops.indicators.compute import period_bounds
 from cityops.indicators.models import Value
 from cityops.org.models import Unit
 

@@ -5,24 +5,23 @@ Plain functions over a session; no HTTP here."""
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
-from cityops.core.errors import Forbidden, InvalidInput, NotFound
+from cityops.core.errors import NotFound
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators.catalogue import BAND_ZH, Catalogue, Indicator
-from cityops.indicators.compute import PERIOD_KINDS, TZ, compute, period_bounds, store, sync_versions, unit_tree
-from cityops.indicators.models import Breach, Change, Report, Value
+from cityops.indicators.compute import PERIOD_KINDS, bands_of, compute, period_bounds, store, sync_versions
+from cityops.indicators.models import Breach, Change, Value
 from cityops.org.models import Unit
 
 log = logging.getLogger("cityops.indicators")
@@ -86,12 +85,15 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
     for code in codes:
         ind = cat.indicators[code]
         v = computed.values[code]
-        for i in np.flatnonzero(~np.isnan(v)):
+        red = bands_of(ind, v) == 3
+        watched = set(np.flatnonzero(red)) | {tree.index[u] for (c, u) in open_rows if c == code and u in tree.index}
+        for i in sorted(watched):
+            if np.isnan(v[i]):
+                continue  # no value is no recovery: the breach stays open until a value says so
             value = float(v[i])
-            red = ind.band(value) == "red"
             key = (code, tree.codes[i])
             current = open_rows.get(key)
-            if red and current is None:
+            if red[i] and current is None:
                 b = Breach(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=computed.period,
                            period_start=computed.start, value=value, band="red", opened_at=now)
                 session.add(b)
@@ -99,7 +101,7 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
                 if ind.breach.open_case:
                     _open_case(session, ind, b, actor)
                 opened += 1
-            elif not red and current is not None:
+            elif not red[i] and current is not None:
                 current.closed_at, current.recovered_value = now, value
                 if current.case_id is not None:
                     _close_case(session, ind, current, actor)
