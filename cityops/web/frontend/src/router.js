@@ -2,7 +2,7 @@
 //   nav        — listed in the top bar, in this order (titleKey: its name in the message catalogue)
 //   permission — the permission a user needs (others are sent to their own start page)
 //   layout     — "desk" (top bar, the default), "phone" (the phone command room's frame) or "bare" (login)
-// A new page (the cockpit, say) is one entry here and one component under pages/ (see docs/web.md).
+// A new page is one entry here and one component under pages/ (see docs/web.md).
 import { createRouter, createWebHistory } from "vue-router";
 import { can, session } from "./auth/session.js";
 import { homeRoute } from "./scope.js";
@@ -10,6 +10,8 @@ import { homeRoute } from "./scope.js";
 export const routes = [
   { path: "/", name: "map", component: () => import("./pages/OpsMap.vue"),
     meta: { nav: true, titleKey: "nav.map", permission: "units.read" } },
+  { path: "/cockpit", name: "cockpit", component: () => import("./pages/Cockpit.vue"),
+    meta: { nav: true, titleKey: "nav.cockpit", permission: "indicators.read" } },
   { path: "/workbench", name: "workbench", component: () => import("./pages/Workbench.vue"),
     meta: { nav: true, titleKey: "nav.workbench", permission: "events.read" } },
   { path: "/workbench/cases/:number", name: "case", component: () => import("./pages/CasePage.vue"),

@@ -1,0 +1,116 @@
+// The cockpit's logic: red first, a runway's worst band, the band of a value, the ranking with its change, the
+// slider's days, the drill path and how values read.
+import { describe, expect, it } from "vitest";
+import { bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, rankUnits, sliderDays,
+  worstBand, worstFirst }
+  from "../src/cockpit/model.js";
+
+describe("bands", () => {
+  it("orders red, orange, yellow, green, then no value", () => {
+    expect(["green", "none", "red", "yellow", "orange"].sort((a, b) => bandRank(a) - bandRank(b)))
+      .toEqual(["red", "orange", "yellow", "green", "none"]);
+    expect(bandRank(undefined)).toBe(bandRank("none"));
+  });
+
+  it("takes the worst band of a runway's indicators; none when nothing has a value", () => {
+    expect(worstBand(["green", "yellow", null, "green"])).toBe("yellow");
+    expect(worstBand(["green", "red", "orange"])).toBe("red");
+    expect(worstBand([null, undefined])).toBe("none");
+    expect(worstBand([])).toBe("none");
+  });
+
+  it("puts the red items first and keeps the catalogue order among equals", () => {
+    const items = [{ c: "a", b: "green" }, { c: "b", b: "red" }, { c: "c", b: "none" }, { c: "d", b: "red" }, { c: "e", b: "yellow" }];
+    expect(worstFirst(items, (x) => x.b).map((x) => x.c)).toEqual(["b", "d", "e", "a", "c"]);
+  });
+});
+
+describe("ranking of units", () => {
+  const rows = [
+    { code: "t1", name: "义和镇", value: 92.5 },
+    { code: "t2", name: "大德镇", value: 97 },
+    { code: "t3", name: "汉丰街道", value: null },
+    { code: "t4", name: "镇安镇", value: 92.5 },
+  ];
+
+  it("ranks higher-is-better best first, ties share a rank, units without a value last", () => {
+    const ranked = rankUnits(rows, "higher");
+    expect(ranked.map((r) => [r.code, r.rank])).toEqual([["t2", 1], ["t1", 2], ["t4", 2], ["t3", null]]);
+  });
+
+  it("ranks lower-is-better smallest first", () => {
+    expect(rankUnits(rows, "lower").map((r) => r.code)).toEqual(["t1", "t4", "t2", "t3"]);
+  });
+
+  it("gives the change of value and of rank since the last period (positive: moved up)", () => {
+    const ranked = rankUnits(rows, "higher", { t1: 99, t2: 90, t4: 80 });
+    const by = Object.fromEntries(ranked.map((r) => [r.code, r]));
+    // Before: t1 (99) 1st, t2 (90) 2nd, t4 (80) 3rd. Now: t2 1st, t1 and t4 2nd.
+    expect(by.t2.rank_change).toBe(1);
+    expect(by.t1.rank_change).toBe(-1);
+    expect(by.t4.rank_change).toBe(1);
+    expect(by.t1.change).toBeCloseTo(-6.5);
+    expect(by.t3.change).toBeNull();
+    expect(by.t3.rank_change).toBeNull();
+  });
+});
+
+describe("time slider", () => {
+  it("has today and the 30 days before it on the district's clock, oldest first", () => {
+    // 2026-07-23 17:30 UTC is already 2026-07-24 on the district's clock (UTC+8).
+    const days = sliderDays(new Date("2026-07-23T17:30:00Z"));
+    expect(days).toHaveLength(31);
+    expect(days[30]).toBe("2026-07-24");
+    expect(days[0]).toBe("2026-06-24");
+  });
+});
+
+describe("drill-down", () => {
+  const chain = [{ code: "500154", level: "district" }, { code: "500154102", level: "township" },
+    { code: "500154102201", level: "village" }];
+
+  it("starts the path at the user's own top unit", () => {
+    expect(drillPath(chain, "500154").map((u) => u.code)).toEqual(["500154", "500154102", "500154102201"]);
+    expect(drillPath(chain, "500154102").map((u) => u.code)).toEqual(["500154102", "500154102201"]);
+  });
+
+  it("goes district → township → village → grid, and no further", () => {
+    expect(childLevel("district")).toBe("township");
+    expect(childLevel("village")).toBe("grid");
+    expect(childLevel("grid")).toBeNull();
+  });
+});
+
+describe("values", () => {
+  it("reads integers plainly, rates with one or two decimals, percentages without a space", () => {
+    expect(formatIndicator(12, "件", "zh-CN")).toBe("12 件");
+    expect(formatIndicator(93.456, "%", "zh-CN")).toBe("93.5%");
+    expect(formatIndicator(0.456, "", "en")).toBe("0.46");
+    expect(formatIndicator(null, "%")).toBe("—");
+  });
+});
+
+describe("band of a value", () => {
+  const lower = { yellow: 5, orange: 10, red: 20 };
+  const higher = { yellow: 95, orange: 90, red: 80 };
+
+  it("judges lower-is-better at or above each threshold, the worst reached winning", () => {
+    expect(bandOf(4, lower, "lower")).toBe("green");
+    expect(bandOf(5, lower, "lower")).toBe("yellow");
+    expect(bandOf(19.9, lower, "lower")).toBe("orange");
+    expect(bandOf(20, lower, "lower")).toBe("red");
+  });
+
+  it("judges higher-is-better at or below, skips bands a definition leaves out, and has none without a value", () => {
+    expect(bandOf(96, higher, "higher")).toBe("green");
+    expect(bandOf(90, higher, "higher")).toBe("orange");
+    expect(bandOf(79, higher, "higher")).toBe("red");
+    expect(bandOf(85, { red: 80 }, "higher")).toBe("green");
+    expect(bandOf(null, higher, "higher")).toBe("none");
+  });
+
+  it("reads a time as a day on the district's clock", () => {
+    expect(districtDay("2026-07-23T16:30:00Z")).toBe("2026-07-24");
+    expect(endOfDay("2026-07-24")).toBe("2026-07-24T23:59:59+08:00");
+  });
+});
