@@ -173,6 +173,16 @@ def test_leader_reads_the_district_drills_down_and_sees_a_case_arrive(world, bro
     page.keyboard.press("End")
     expect(page.get_by_test_id("time-slider")).to_contain_text("今天")
 
+    # A red indicator whose breach opened a case: the red list opens the case.
+    red_items = expected["red_list"]
+    with_case = [r for r in red_items if r["case_number"]]
+    assert with_case, red_items
+    page.get_by_test_id(f"open-ind-{with_case[0]['indicator']}").click()
+    page.wait_for_url(f"**/workbench/cases/{with_case[0]['case_number']}")
+    steps.shot(page, "red-item-case")
+    page.go_back()
+    page.wait_for_function("document.body.dataset.cockpitReady === '1'", timeout=60_000)
+
     # The response in the red list opens the command view.
     page.get_by_test_id("red-list").get_by_role("button", name="指挥调度").first.click()
     page.wait_for_url("**/command?incident=*")
