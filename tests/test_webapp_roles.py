@@ -453,12 +453,12 @@ def test_accessibility_basics(world, browser):
     page.locator("body").focus()
     page.keyboard.press("Tab")
     order = []
-    for _ in range(6):
+    for _ in range(7):
         order.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.tagName"))
         outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
         assert outline != "none", f"no visible focus on {order[-1]}"
         page.keyboard.press("Tab")
-    assert order[:5] == ["brand", "nav-map", "nav-workbench", "nav-command", "nav-phone"], order
+    assert order[:6] == ["brand", "nav-map", "nav-cockpit", "nav-workbench", "nav-command", "nav-phone"], order
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")
