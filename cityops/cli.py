@@ -28,7 +28,23 @@ err = Console(stderr=True)
 DataDir = typer.Option(None, "--data-dir", help="Data directory (default: CITYOPS_DATA_DIR or ./cityops-data)")
 
 
-def _settings(data_dir: Optional[Path]):
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"cityops {version('cityops')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(show_version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                            help="Print the version and exit")) -> None:
+    """CityOps — 城市运行和治理中心 command line"""
+
+
+def _settings(data_dir: Optional[Path], *, create: bool = False):
+    """The settings for ``--data-dir``. Only ``init`` and ``demo`` (``create``) may make a new store: any other
+    command pointed at a directory without one fails, instead of answering from a new, empty store."""
     from pydantic import ValidationError
 
     from cityops.core.logging import configure_logging
@@ -43,6 +59,14 @@ def _settings(data_dir: Optional[Path]):
         _fail(f"invalid configuration: {problems}")
     except (FileNotFoundError, ValueError) as exc:
         _fail(f"invalid configuration: {exc}")
+    if not create and settings.is_sqlite:
+        from cityops.core.settings import DATABASE_FILE
+
+        if not (settings.data_dir / DATABASE_FILE).is_file():
+            where = settings.data_dir.resolve()
+            what = "does not exist" if not where.exists() else f"holds no CityOps store ({DATABASE_FILE})"
+            _fail(f"the data directory {where} {what}; create one with `cityops init --data-dir {where}` "
+                  "(or `cityops demo`), or give the right --data-dir / CITYOPS_DATA_DIR")
     configure_logging(settings.log_level, settings.log_json)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
@@ -89,7 +113,7 @@ def _run(fn):
 @app.command()
 def init(data_dir: Optional[Path] = DataDir) -> None:
     """Create the data directory and bring the database schema up to date."""
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, create=True)
 
     def body():
         engine, _, _ = _store(settings)
@@ -132,7 +156,7 @@ def demo(
 ) -> None:
     """Build the demo district into the data directory when it is empty, then serve it (with the storm
     simulator feeding the sensors live, so warnings, the plan and the evacuation unfold on screen)."""
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, create=True)
 
     def body():
         from sqlalchemy import select

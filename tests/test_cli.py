@@ -205,6 +205,8 @@ def test_export_formats_are_readable(demo_dir, exported):
 def test_import_into_a_fresh_data_dir(demo_dir, exported, tmp_path):
     fresh, dry = tmp_path / "fresh", tmp_path / "dry"
     source = exported["geojson"]
+    for made in cli_many(["init", "--data-dir", fresh], ["init", "--data-dir", dry]):
+        ok(made)
     dry_run, result = cli_many(["import-units", source, "--dry-run", "--data-dir", dry],
                                ["import-units", source, "--data-dir", fresh])
     assert "validated" in ok(dry_run).stdout
@@ -225,6 +227,7 @@ def test_import_of_bad_files_fails_cleanly(tmp_path):
     malformed = tmp_path / "broken.geojson"
     malformed.write_text("{not json", encoding="utf-8")
     data_dir = tmp_path / "data"
+    ok(cli("init", "--data-dir", data_dir))
     bad, missing = cli_many(
         ["import-units", malformed, "--data-dir", data_dir],
         ["import-units", tmp_path / "no-such-file.geojson", "--data-dir", data_dir],
@@ -287,6 +290,29 @@ def test_users_failures(demo_dir, users_failures):
 def test_users_token_unknown_user_is_one_line(users_failures):
     result = failed(users_failures[1])
     assert len(result.messages) == 1, str(result)
+
+
+def test_only_init_and_demo_create_a_store(tmp_path):
+    """A command pointed at a directory without a store fails and says so; it does not answer from a new,
+    empty store ("outside the jurisdiction"), and leaves nothing behind."""
+    missing, empty = tmp_path / "typo", tmp_path / "empty"
+    empty.mkdir()
+    commands = [["locate", "108.4", "31.2"], ["users", "list"], ["import-units", tmp_path / "units.geojson"], ["export-units", tmp_path / "o.geojson"],
+                ["layers", "list"], ["events", "sweep"], ["serve", "--port", "1"]]
+    results = cli_many(*[[*c, "--data-dir", where] for c in commands for where in (missing, empty)])
+    for result in results:
+        failed(result)
+        where = result.args[-1]
+        assert f"{where} does not exist" in result.stderr or f"{where} holds no CityOps store" in result.stderr, str(result)
+        assert "cityops init" in result.stderr
+    assert not missing.exists() and list(empty.iterdir()) == []
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = ok(cli("--version"))
+    assert result.stdout.strip() == f"cityops {version('cityops')}"
 
 
 def test_bad_configuration_fails_without_traceback(tmp_path):

@@ -593,6 +593,9 @@ def test_open311_plain_calls_json_and_xml(api, places):
         (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010"}}, 400),
         (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010", "lat": "39.9", "long": "116.4"}}, 400),
         (api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010", "lat": "x", "long": "y"}}, 400),
+        *[(api.post, "/open311/v2/requests.json", {"data": {"api_key": api_key, "service_code": "06010", "lat": str(lat), "long": str(lon),
+                                                             "media_url": url}}, 400)
+          for url in ("javascript:alert(1)", "photo.jpg", "https://", "https://a.cn/x y.jpg", "https://a.cn/" + "x" * 2100)],
         (api.get, "/open311/v2/services.json", {"params": {"jurisdiction_id": "beijing"}}, 404),
         (api.get, "/open311/v2/services/99999.json", {}, 404),
         (api.get, "/open311/v2/requests/nope.json", {}, 404),
@@ -633,6 +636,9 @@ def live_url(api):
         yield f"{url}/open311/v2"
 
 
+PHOTO = "https://photos.example.cn/2026/07/倒伏树木.jpg?size=large&v=2"
+
+
 def test_open311_with_the_georeport_client(api, places, live_url):
     """The independent ``georeport`` client (PyPI) reads services, definitions and requests, JSON and XML."""
     from georeport import GeoReport
@@ -641,7 +647,8 @@ def test_open311_with_the_georeport_client(api, places, live_url):
     key = api.post("/api/users/admin/api-keys", headers=api.login("admin"), json={"name": "georeport"}).json()
     api_key = key.get("api_key") or key.get("token") or key.get("key")
     r = httpx.post(f"{live_url}/requests.xml", data={"api_key": api_key, "service_code": "C01001", "lat": str(lat), "long": str(lon),
-                                                     "attribute[urgency]": "urgent", "jurisdiction_id": "500154"})
+                                                     "attribute[urgency]": "urgent", "jurisdiction_id": "500154",
+                                                     "media_url": PHOTO})
     assert r.status_code == 200, r.text
     rid = ET.fromstring(r.content).find("request/service_request_id").text
     for fmt in ("json", "xml"):
@@ -654,6 +661,7 @@ def test_open311_with_the_georeport_client(api, places, live_url):
         got = client.get_service_request(rid)
         got = got[0] if isinstance(got, list) else got
         assert got["service_request_id"] == rid and got["status"] == "open" and got["service_code"] == "C01001"
+        assert got["media_url"] == PHOTO  # the photo sent with the request comes back
         listed = client.get_service_requests(service_code="C01001")
         listed = listed if isinstance(listed, list) else [listed]
         assert rid in [x["service_request_id"] for x in listed]

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from cityops.core.errors import Busy
 from cityops.core.geometry import register_sqlite_functions
 from cityops.core.settings import Settings
+
+#: How long a SQLite writer waits for the one write lock (other threads, other processes) before giving up.
+SQLITE_WRITE_WAIT_S = 30
+#: Connections a server process may open: one for each worker thread that runs a request (anyio's default
+#: thread limiter, which runs FastAPI's plain def routes and dependencies, has 40) and the background threads
+#: (ingest and intake writers, live-stream polls). Fewer, and threads that hold a connection can wait for a
+#: worker thread held by threads waiting for a connection: a plain def route's answer is validated in a worker
+#: thread while its session still holds its connection (50 simultaneous task posts on PostgreSQL: 40 answered
+#: 500 when the pool timed out). ``Settings.pool_size`` connections stay open; the others close when returned.
+POOL_CAPACITY = 60
+#: How long a request waits for a pooled connection before it is answered 503 (busy, retry).
+POOL_WAIT_S = 120
 
 
 class Base(DeclarativeBase):
@@ -23,10 +45,13 @@ def make_engine(settings: Settings) -> Engine:
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = create_engine(url, pool_size=POOL_CAPACITY // 2, max_overflow=POOL_CAPACITY // 2, pool_timeout=POOL_WAIT_S,
+                               connect_args={"timeout": SQLITE_WRITE_WAIT_S, "check_same_thread": False,
+                                             "factory": WriterConnection})
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
+            dbapi_connection.writers = _writers(engine.url.database)
             register_sqlite_functions(dbapi_connection)
             # pysqlite's own transaction handling would defer BEGIN; we issue it ourselves below so
             # that SAVEPOINT and write locks behave (SQLAlchemy's documented recipe).
@@ -35,7 +60,7 @@ def make_engine(settings: Settings) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute(f"PRAGMA busy_timeout={SQLITE_WRITE_WAIT_S * 1000}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
@@ -47,8 +72,176 @@ def make_engine(settings: Settings) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # JIT off: at the census scale the planner's estimates of our short queries pass jit_above_cost, and
     # compiling costs tens of milliseconds a query, more than running it.
-    return create_engine(url, pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True,
-                         connect_args={"options": "-c jit=off"})
+    return create_engine(url, pool_size=settings.pool_size, max_overflow=max(settings.pool_size, POOL_CAPACITY - settings.pool_size),
+                         pool_pre_ping=True, pool_timeout=POOL_WAIT_S, connect_args={"options": "-c jit=off"})
+
+
+# ------------------------------------------------------------------------------------- SQLite: one writer
+
+# SQLite admits one writer at a time. A transaction begun with a plain (deferred) BEGIN that has read and then
+# writes must upgrade its read snapshot to the write lock, and SQLite does not wait for that: when another
+# connection holds the write lock, or committed since the snapshot was taken, the write fails at once with
+# "database is locked" (SQLITE_BUSY; the busy timeout only covers a transaction's *first* lock). Every route
+# reads first (the caller's credentials, the row it changes), so under concurrent writers most writes failed.
+#
+# The cause is removed here, for every writer of the embedded store whatever its code: each connection is a
+# WriterConnection. The first statement of a transaction that writes (INSERT, UPDATE, DELETE, DDL, SAVEPOINT)
+# first takes this process's writer lock (threads queue on a threading.Lock, processes on an flock of
+# ``<database>-writers``), then ends the read snapshot and begins again with BEGIN IMMEDIATE, which holds
+# SQLite's write lock from its first statement on; the lock is handed on when the transaction ends. Reads
+# before the first write therefore see the database as of their statement, as PostgreSQL's READ COMMITTED
+# does, and nothing that was written is ever rolled back by the restart (a transaction that has changed rows
+# is never restarted). Read-only transactions never queue. Waiting on a lock hands the database over without
+# sleeping; SQLite's busy handler sleeps in growing steps, which turned contention into latency.
+# PostgreSQL needs none of this (row locks, MVCC); its connections are not WriterConnections.
+
+_WRITES = re.compile(r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(BEGIN\s+(?:IMMEDIATE|EXCLUSIVE)|INSERT|UPDATE|DELETE|REPLACE|"
+                     r"CREATE|DROP|ALTER|SAVEPOINT|ANALYZE|REINDEX|VACUUM|WITH)\b", re.IGNORECASE | re.DOTALL)
+_CTE_WRITES = re.compile(r"\b(INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+
+
+def _writes(sql: str) -> bool:
+    match = _WRITES.match(sql)
+    if match is None:
+        return False
+    return match.group(1).upper() != "WITH" or _CTE_WRITES.search(sql, match.end()) is not None
+
+
+class _Writers:
+    """The writers of one SQLite database in this process: a lock for its threads and an ``flock`` for the
+    other processes (uvicorn ``--workers``, the command line, the storm simulation)."""
+
+    def __init__(self, database: str | None):
+        self.lock = threading.Lock()
+        self.fd = None
+        if fcntl is not None and database and database != ":memory:":
+            self.fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o644)
+
+    def acquire(self) -> None:
+        if not self.lock.acquire(timeout=SQLITE_WRITE_WAIT_S):
+            raise Busy(f"the database is busy with another write for more than {SQLITE_WRITE_WAIT_S} s; try again")
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self.lock.release()
+                raise
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.lock.release()
+
+
+_WRITERS: dict[tuple[str, int], _Writers] = {}
+_WRITERS_GUARD = threading.Lock()
+
+
+def _writers(database: str | None) -> _Writers:
+    """One per database file and process (a forked child must not share its parent's open file, or the two
+    would not exclude each other)."""
+    key = (str(Path(database).resolve()) if database and database != ":memory:" else str(database), os.getpid())
+    with _WRITERS_GUARD:
+        hit = _WRITERS.get(key)
+        if hit is None:
+            hit = _WRITERS[key] = _Writers(database)
+        return hit
+
+
+class _WriterCursor(sqlite3.Cursor):
+    def execute(self, sql, parameters=()):
+        self.connection.before(sql)
+        try:
+            return super().execute(sql, parameters)
+        finally:
+            self.connection.settle()
+
+    def executemany(self, sql, seq_of_parameters):
+        self.connection.before(sql)
+        try:
+            return super().executemany(sql, seq_of_parameters)
+        finally:
+            self.connection.settle()
+
+    def executescript(self, script):
+        self.connection.before(script)
+        try:
+            return super().executescript(script)
+        finally:
+            self.connection.settle()
+
+
+class WriterConnection(sqlite3.Connection):
+    """A SQLite connection whose writing transactions queue for the write lock (see above)."""
+
+    writers: _Writers | None = None
+    holds = False  # this connection's transaction holds the writer lock
+    _unchanged = 0  # total_changes when the current transaction began
+
+    def cursor(self, factory=None):
+        return super().cursor(factory or _WriterCursor)
+
+    def before(self, sql: str) -> None:
+        if not self.holds and self.writers is not None and _writes(sql):
+            self.begin_write()
+
+    def begin_write(self) -> None:
+        """Make this connection's transaction the database's writer now: take the writer lock, and restart the
+        transaction as BEGIN IMMEDIATE unless it has already changed rows (it then keeps them and its luck)."""
+        if self.holds or self.writers is None:
+            return
+        self.writers.acquire()
+        self.holds = True
+        try:
+            if not self.in_transaction:
+                return  # a statement outside BEGIN: it commits by itself, and settle() hands the lock on
+            if self.total_changes == self._unchanged:
+                sqlite3.Connection.execute(self, "ROLLBACK")
+                sqlite3.Connection.execute(self, "BEGIN IMMEDIATE")
+        except BaseException:
+            self.settle()
+            raise
+
+    def settle(self) -> None:
+        """Hand the writer lock on once the transaction is over (committed, rolled back, or never begun)."""
+        try:
+            ended = not self.in_transaction
+        except sqlite3.ProgrammingError:  # closed
+            ended = True
+        if ended:
+            if self.holds:
+                self.holds = False
+                self.writers.release()
+            try:
+                self._unchanged = self.total_changes
+            except sqlite3.ProgrammingError:
+                pass
+
+    def commit(self):
+        try:
+            return super().commit()
+        finally:
+            self.settle()
+
+    def rollback(self):
+        try:
+            return super().rollback()
+        finally:
+            self.settle()
+
+    def close(self):
+        try:
+            return super().close()
+        finally:
+            self.settle()
+
+
+def begin_write(session: Session) -> None:
+    """Make ``session``'s transaction the embedded store's writer from now on, before it reads what it will
+    change (a read-modify-write that must not interleave with other writers). Nothing to do on PostgreSQL."""
+    dbapi = session.connection().connection.dbapi_connection
+    if isinstance(dbapi, WriterConnection):
+        dbapi.begin_write()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -133,7 +134,22 @@ def _request(case: Case) -> dict:
             "agency_responsible": agency, "service_notice": "", "requested_datetime": _iso(case.reported_at),
             "updated_datetime": _iso(case.closed_at or case.voided_at or case.updated_at),
             "expected_datetime": _iso(case.deadline_at), "address": case.address or "", "address_id": "",
-            "zipcode": "", "lat": case.lat, "long": case.lon, "media_url": ""}
+            "zipcode": "", "lat": case.lat, "long": case.lon, "media_url": (case.attributes or {}).get("media_url", "")}
+
+
+#: The longest media_url taken (browsers' practical limit for a URL).
+MAX_MEDIA_URL = 2048
+
+
+def _media_url(value: str | None) -> str | None:
+    """The request's photo (GeoReport v2 ``media_url``): an absolute http(s) URL, given back as sent on every read."""
+    if not value:
+        return None
+    url = urlsplit(value)
+    if (len(value) > MAX_MEDIA_URL or url.scheme.lower() not in ("http", "https") or not url.netloc
+            or any(c.isspace() or ord(c) < 32 for c in value)):
+        raise Open311Error(400, "400", f"media_url must be an absolute http(s) URL of at most {MAX_MEDIA_URL} characters")
+    return value
 
 
 def _handle(fmt: str, fn):
@@ -238,13 +254,14 @@ async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
         description = form.get("description") or None
         if description and "<" in description and ">" in description:
             raise Open311Error(400, "400", "description must not contain HTML")
+        media_url = _media_url(form.get("media_url"))
         urgency = form.get("attribute[urgency]") or "normal"
         reporter = {k: form.get(k) for k in ("email", "first_name", "last_name", "phone", "device_id", "account_id") if form.get(k)}
         session.commit()  # the read transaction ends before the Locator snapshot (see service.write_section)
         draft = service.draft_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
                                    lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
                                    address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
-                                   attributes={"media_url": form["media_url"]} if form.get("media_url") else {},
+                                   attributes={"media_url": media_url} if media_url else {},
                                    actor=principal.actor(), scope=principal.scope, locator=service.FixedLocator(ctx.locator))
         session.close()
         intake.writer(request.app.state).submit(draft).result()  # answered after the group commit

@@ -17,8 +17,6 @@ import csv
 import hashlib
 import io
 import math
-import os
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -27,11 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: processes fall back to SQLite's busy handler
-    fcntl = None
-
 import numpy as np
 import shapely
 from sqlalchemy import false, func, insert, or_, select
@@ -39,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
+from cityops.core.db import begin_write
 from cityops.core.errors import (Conflict, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, PayloadTooLarge,
                                  ValidationFailed)
 from cityops.core.geometry import encode_many
@@ -61,64 +55,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-_WRITE_LOCKS: dict[tuple[str, int], tuple[threading.Lock, int | None]] = {}
-_WRITE_LOCKS_GUARD = threading.Lock()
-
-
-def _sqlite_writers(url) -> tuple[threading.Lock, int | None]:
-    """This process's writer lock for a SQLite database, and a descriptor of ``<database>-writers`` whose
-    ``flock`` queues the writers of other processes (uvicorn ``--workers``). Keyed by pid as well: a forked
-    child must not share its parent's open file, or the two would not exclude each other."""
-    key = (str(url), os.getpid())
-    hit = _WRITE_LOCKS.get(key)
-    if hit is None:
-        with _WRITE_LOCKS_GUARD:
-            hit = _WRITE_LOCKS.get(key)
-            if hit is None:
-                fd = None
-                if fcntl is not None and url.database and url.database != ":memory:":
-                    fd = os.open(f"{url.database}-writers", os.O_RDWR | os.O_CREAT, 0o644)
-                hit = _WRITE_LOCKS[key] = (threading.Lock(), fd)
-    return hit
-
-
 @contextmanager
 def write_section(session: Session, locator: LocatorCache | None = None):
-    """A route's write transaction. On SQLite, writers queue on a lock (threads of this process on a
-    ``threading.Lock``, processes on an ``flock``) and the transaction starts as BEGIN IMMEDIATE; the caller
-    commits inside the block.
-
-    Yields a Locator snapshot (``FixedLocator``) when ``locator`` is given.
-
-    Why: SQLite has one writer at a time. A deferred transaction that has read (the token lookup) and then
-    writes cannot wait for the lock: under concurrent writers it fails at once with "database is locked".
-    Waiting in SQLite's busy handler instead sleeps with back-off (milliseconds per retry), which wrecks
-    latency and throughput (two server processes created fewer cases than one); a lock hands the database
-    over without sleeping. The engine's begin hook has just issued a plain BEGIN that touched nothing; it is
-    replaced by BEGIN IMMEDIATE (writers that do not come through here still wait through the busy timeout).
-    PostgreSQL needs none of this (row locks, MVCC)."""
+    """A route's write transaction, begun as the embedded store's writer before it reads what it changes
+    (``core.db.begin_write``); the caller commits inside the block. Yields a Locator snapshot
+    (``FixedLocator``) when ``locator`` is given."""
     # The read transaction ends first (its connection goes back to the pool), then the Locator snapshot is
     # taken: a LocatorCache refresh opens its own connection, and a request holding one while asking for
     # another can exhaust the pool under load.
     session.commit()
     fixed = FixedLocator(locator) if locator is not None else None
-    bind = session.get_bind()
-    if bind.dialect.name != "sqlite":
+    begin_write(session)
+    try:
         yield fixed
-        return
-    lock, fd = _sqlite_writers(bind.url)
-    with lock:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            conn = session.connection()
-            conn.exec_driver_sql("ROLLBACK")
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            yield fixed
-        finally:
-            session.rollback()  # no-op after the caller's commit; undoes everything after an error
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+    except BaseException:
+        session.rollback()
+        raise
 
 
 class FixedLocator:

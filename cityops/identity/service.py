@@ -241,6 +241,10 @@ def update_user(session: Session, principal: Principal, actor: audit.Actor, user
 
 def authenticate(session: Session, username: str, password: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
+    # The password check takes a second of CPU on a busy machine: the read transaction ends first, so the
+    # request holds no pooled connection (nor, on SQLite, a read snapshot) meanwhile. Many logins at once
+    # otherwise took every connection and other requests timed out waiting for one.
+    session.commit()
     if user is None or not user.active or not user.password_hash:
         # Spend the same effort as a real check so timing does not reveal which usernames exist.
         _hasher.hash(password or "x")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal
@@ -10,9 +9,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from cityops.core.db import begin_write
 from cityops.core.errors import InvalidGeometry, InvalidInput
 from cityops.core import sse
 from cityops.core.params import Id, Int32, NonNegInt64
@@ -36,28 +35,17 @@ def _prepare(session, ctx) -> None:
     session.info["metric_crs"] = ctx.settings.metric_crs
 
 
-#: SQLite allows one writer at a time. Within a process, writers queue on this lock instead of on SQLite's
-#: busy handler, which sleeps in growing steps (up to 100 ms) and so turns contention into latency.
-_SQLITE_WRITER = threading.Lock()
-
-
 @contextmanager
 def _writer(session):
-    """A write transaction for the hot, concurrent writes (household state changes). SQLite: a transaction
-    that has read (the credentials) cannot upgrade to a writer once another writer committed meanwhile;
-    SQLite answers "database is locked" at once. So the read-only part is ended, the in-process writer lock
-    taken, and a transaction opened whose first statement writes (a no-row DELETE takes the database write
-    lock; other processes queue on busy_timeout). PostgreSQL: row locks do this already; nothing to do."""
-    if session.get_bind().dialect.name != "sqlite":
-        yield
-        return
+    """A write transaction for the hot, concurrent writes (household state changes), begun as the embedded
+    store's writer before it reads what it changes (``core.db.begin_write``)."""
     session.commit()
-    with _SQLITE_WRITER:
-        try:
-            session.execute(text("DELETE FROM task_evacuation_events WHERE 0"))
-            yield
-        finally:
-            session.rollback()  # after the route's commit this is a no-op; on error it frees the lock at once
+    begin_write(session)
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def _near(lon: float | None, lat: float | None):

@@ -515,15 +515,39 @@ def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_
                  shelter_id: int | None = None, lon: float | None = None, lat: float | None = None,
                  note: str | None = None, expected_version: int | None = None, request_key: str | None = None) -> Evacuation:
     """Record a household's new state (with time and the worker's position). Idempotent under
-    ``request_key``; refuses illegal transitions, a full shelter and a stale ``expected_version``."""
+    ``request_key``; refuses illegal transitions, a full shelter and a stale ``expected_version``.
+
+    The same change sent many times at once (a phone retrying over a bad link) gets the same answer every time:
+    a request that lost the race to the one that recorded its key (PostgreSQL: it read the household before the
+    winner committed, and its guarded UPDATE then found the version moved on) answers with the recorded state
+    instead of a conflict; whatever it had done is rolled back."""
+    try:
+        return _change_state(session, actor, scope, evacuation_id, state=state, shelter_id=shelter_id, lon=lon, lat=lat,
+                             note=note, expected_version=expected_version, request_key=request_key)
+    except Conflict:
+        if not request_key:
+            raise
+        session.rollback()
+        ev = session.get(Evacuation, evacuation_id)
+        if ev is None or not _recorded(session, ev, request_key):
+            raise
+        return ev
+
+
+def _recorded(session: Session, ev: Evacuation, request_key: str) -> bool:
+    return session.scalar(select(EvacuationEvent.id).where(EvacuationEvent.evacuation_id == ev.id,
+                                                           EvacuationEvent.request_key == request_key).limit(1)) is not None
+
+
+def _change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_id: int, *, state: str,
+                  shelter_id: int | None, lon: float | None, lat: float | None, note: str | None,
+                  expected_version: int | None, request_key: str | None) -> Evacuation:
     ev = session.get(Evacuation, evacuation_id)
     if ev is None or not scope.covers(ev.unit_path):
         raise NotFound(f"household task {evacuation_id} not found")
-    if request_key:
-        done = session.scalar(select(EvacuationEvent.id).where(EvacuationEvent.evacuation_id == ev.id,
-                                                               EvacuationEvent.request_key == request_key))
-        if done is not None:
-            return ev  # a retry of a change already recorded
+    if request_key and _recorded(session, ev, request_key):
+        session.refresh(ev)  # read before the change was committed (PostgreSQL)
+        return ev  # a retry of a change already recorded
     cat = catalogue().evacuation
     if state not in cat.states:
         raise InvalidInput(f"unknown evacuation state {state!r}", {"states": list(cat.states)})
