@@ -15,6 +15,7 @@ from sqlalchemy import and_, delete, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cityops.core import db
 from cityops.core.bus.events import DomainEvent, Envelope, lookup
 from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed
 
@@ -107,13 +108,8 @@ def dead_letter(session: Session, consumer: str, env: Envelope, error: str, atte
 
 
 def begin_write(session: Session) -> None:
-    """Start the session's transaction as a writer. On SQLite a deferred transaction that reads and then writes
-    fails at once with "database is locked" under a concurrent writer; BEGIN IMMEDIATE waits for the lock
-    (busy timeout) instead."""
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("ROLLBACK")
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    """Start the session's transaction as the embedded store's writer (``core.db.begin_write``)."""
+    db.begin_write(session)
 
 
 def take_lease(session: Session, name: str, holder: str, seconds: float) -> bool:
