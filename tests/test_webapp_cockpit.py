@@ -100,8 +100,8 @@ def test_leader_reads_the_district_drills_down_and_sees_a_case_arrive(world, bro
     expect(page.get_by_test_id("unit-name")).to_have_text(district["name"])
     # Sector tabs by name, red items first; the chosen sector's runways worst first, each card's indicators too.
     tabs = page.get_by_test_id("sector-tabs")
-    shown = [s for s in expected["sectors"] if any(r["cards"] for r in s["runways"])]
-    for s in shown:
+    sectors = [s for s in expected["sectors"] if any(r["cards"] for r in s["runways"])]
+    for s in sectors:
         expect(tabs).to_contain_text(s["name_zh"])
     rank = {"red": 0, "orange": 1, "yellow": 2, "green": 3, "": 4}
     bands = page.locator("[data-testid=runway-cards] [data-band]").evaluate_all("els => els.map(e => e.dataset.band)")
@@ -165,6 +165,11 @@ def test_leader_reads_the_district_drills_down_and_sees_a_case_arrive(world, bro
         page.keyboard.press("ArrowLeft")
     expect(page.get_by_test_id("time-slider")).not_to_contain_text("今天")
     page.wait_for_function("document.body.dataset.cockpitAt && document.body.dataset.cockpitAt !== 'live'")
+    at = page.evaluate("document.body.dataset.cockpitAt")
+    assert at.endswith("T23:59:59+08:00"), at
+    then = board(world, "leader", at=at)
+    shown = next(c for s in then["sectors"] for r in s["runways"] for c in r["cards"] if c["indicator"] == "cases_open")
+    expect(page.get_by_test_id("indicator-cases_open")).to_have_attribute("data-value", fmt_value(shown["value"]))
     steps.shot(page, "three-days-ago")
     page.keyboard.press("End")
     expect(page.get_by_test_id("time-slider")).to_contain_text("今天")
@@ -187,7 +192,7 @@ def test_leader_reads_the_district_drills_down_and_sees_a_case_arrive(world, bro
 
     # English: sector and indicator names in English.
     page.get_by_test_id("language-select").select_option("en")
-    english = [s["name_en"] for s in shown]
+    english = [s["name_en"] for s in sectors]
     for name in english[:3]:
         expect(page.get_by_test_id("sector-tabs")).to_contain_text(name)
     steps.shot(page, "english")
