@@ -6,7 +6,9 @@ client-side routes, unknown API paths, the moved pages, the API reference pages 
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+import json
 import re
 
 import mapbox_vector_tile
@@ -181,15 +183,65 @@ def test_api_reference_pages_load_only_local_assets(api):
         assert r.status_code == 200 and "javascript" in r.headers["content-type"] and len(r.content) > 100_000
 
 
+def _raw(api, path, **headers):
+    """The bytes as sent (no decoding by the client) and the response."""
+    with api.stream("GET", path, headers=headers) as r:
+        return b"".join(r.iter_raw()), r
+
+
 @needs_build
-def test_built_assets_are_cached_for_good_and_compressed(api):
+def test_built_assets_are_cached_for_good_and_sent_pre_compressed(api):
     index = api.get("/").text
     script = re.search(r'src="(/assets/[^"]+\.js)"', index).group(1)
-    r = api.get(script, headers={"Accept-Encoding": "gzip"})
-    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
-    assert r.headers.get("content-encoding") == "gzip"
+    on_disk = DIST_DIR / script.lstrip("/")
+    variants = {}
+    for accept, encoding, suffix in (("br, gzip", "br", ".br"), ("gzip, br;q=0", "gzip", ".gz"), ("identity", None, "")):
+        body, r = _raw(api, script, **{"Accept-Encoding": accept})
+        assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert r.headers.get("content-encoding") == encoding and "javascript" in r.headers["content-type"]
+        assert r.headers["vary"] == "Accept-Encoding"
+        # The copy made at build time, byte for byte: nothing is compressed per request.
+        assert body == on_disk.with_name(on_disk.name + suffix).read_bytes()
+        variants[encoding] = r.headers["etag"]
+        again = api.get(script, headers={"Accept-Encoding": accept, "If-None-Match": r.headers["etag"]})
+        assert again.status_code == 304 and not again.content
+    assert len(set(variants.values())) == 3, variants  # each representation its own ETag
+    assert len(_raw(api, script, **{"Accept-Encoding": "br"})[0]) < len(_raw(api, script, **{"Accept-Encoding": "gzip"})[0])
+    page, r = _raw(api, "/phone", **{"Accept-Encoding": "gzip"})
+    assert r.headers["cache-control"] == "no-cache" and r.headers["content-type"].startswith("text/html")
     sw = api.get("/sw.js")
     assert sw.status_code == 200 and sw.headers["cache-control"] == "no-cache"
     manifest = api.get("/manifest.webmanifest").json()
     assert manifest["start_url"] == "/phone" and manifest["display"] == "standalone"
     assert all(api.get(icon["src"]).status_code == 200 for icon in manifest["icons"])
+
+
+@needs_build
+def test_the_page_preloads_what_its_first_paint_needs(api):
+    """index.html starts the page's own chunks (and the map's worker) beside the entry script."""
+    index = api.get("/").text
+    table = json.loads(re.search(r"var t=(\[.*?\]\]\]),p=location", index).group(1))
+    pages = dict(table)
+    assert any(f.startswith("assets/OpsMap-") for f in pages["/"]) and any(f.endswith(".mjs") for f in pages["/"])
+    assert any(f.startswith("assets/Phone-") for f in pages["/phone"])
+    # The phone's first paint needs no map library nor chart library.
+    assert not any(f.endswith(".mjs") or "charts-impl" in f for f in pages["/phone"]), pages["/phone"]
+    for files in pages.values():
+        assert all(api.get("/" + f).status_code == 200 for f in files)
+
+
+def test_api_answers_are_compressed_for_slow_links(api):
+    admin = api.login("district")
+    body, r = _raw(api, "/api/risk-points?limit=1000", **{"Accept-Encoding": "gzip", **admin})
+    assert r.status_code == 200 and r.headers["content-encoding"] == "gzip" and "Accept-Encoding" in r.headers["vary"]
+    data = json.loads(gzip.decompress(body))
+    assert data["items"] and len(body) * 3 < len(gzip.decompress(body))
+    body, r = _raw(api, "/api/risk-points?limit=1000", **{"Accept-Encoding": "identity", **admin})
+    assert "content-encoding" not in r.headers and json.loads(body) == data
+
+
+def test_a_unit_gives_its_bounding_box(api):
+    admin = api.login("admin")
+    unit = api.get("/api/units/500154", params={"geometry": True}, headers=admin).json()
+    assert unit["bbox"] == pytest.approx(list(shape(unit["geometry"]).bounds), abs=1e-6)
+    assert "geometry" not in api.get("/api/units/500154", headers=admin).json()

@@ -133,11 +133,13 @@ async def import_units(request: Request, ctx: Ctx, session: DB, principal=Depend
     return {"imported": 0 if dry_run else len(records), "dry_run": dry_run, "report": report.to_dict()}
 
 
-@router.get("/units/{code}", summary="One unit with its chain; geometry on request")
+@router.get("/units/{code}", summary="One unit with its chain and bounding box; geometry on request")
 def get_unit(code: str, session: DB, principal=Depends(require("units.read")), geometry: bool = False,
              crs: str | None = None) -> dict:
     unit = service.get_unit(session, code, principal.scope)
     data = unit_out(unit, geometry=geometry, crs=crs)
+    # [west, south, east, north] in WGS 84: enough for a map to fit the unit without its whole outline.
+    data["bbox"] = [round(v, 7) for v in unit.geom.bounds] if unit.geom is not None else None
     data["chain"] = [{"code": u.code, "name": u.name, "level": u.level} for u in service.unit_chain(session, unit)]
     data["children"] = session.scalar(select(func.count(Unit.id)).where(Unit.parent_code == code))
     data["responsible"] = [

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import logging
+import mimetypes
+import stat
 from functools import lru_cache
 from pathlib import Path
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
-from starlette.middleware.gzip import GZipMiddleware
+from starlette.datastructures import Headers
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from cityops.core.errors import NotFound
 
@@ -24,6 +28,11 @@ MESSAGES_FILE = Path(__file__).with_name("messages.json")
 #: First path segments that belong to the server, never to the app's client-side routes: an unknown path under
 #: them is a 404, not the app's page.
 SERVER_PREFIXES = frozenset({"api", "ogc", "sta", "open311", "cap", "metrics", "assets", "docs"})
+
+#: The compressed copies the build writes beside each compressible file (vite-plugin-compression2), best first.
+ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
+#: Files that must be asked for again on every visit: they name the current build's other files.
+NO_CACHE = frozenset({"index.html", "sw.js", "manifest.webmanifest", "registerSW.js"})
 
 log = logging.getLogger("cityops.web")
 router = APIRouter(tags=["web"])
@@ -69,17 +78,76 @@ def redoc() -> HTMLResponse:
                           redoc_favicon_url="/favicon.svg", with_google_fonts=False)
 
 
-def _app_page() -> FileResponse:
-    index = DIST_DIR / "index.html"
-    if not index.is_file():
+def accepted_encodings(header: str) -> set[str]:
+    """The content codings an Accept-Encoding header allows (RFC 9110 §12.5.3; ``q=0`` refuses one)."""
+    out = set()
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name and q > 0:
+            out.add(name.strip().lower())
+    return out
+
+
+class BuildFiles(StaticFiles):
+    """The build's files, each in the best pre-compressed form the client accepts (brotli, then gzip, made at build
+    time: no compression per request), with its own ETag per form (the stat of the file sent), ``Vary:
+    Accept-Encoding``, and ``Cache-Control`` by kind: content-hashed files (``assets/``) for a year, immutable;
+    ``index.html``, the service worker and the manifest never cached, so a new build is seen at once; the
+    rest revalidated. Starlette's StaticFiles serves each file as it is on disk, so the choice is added here."""
+
+    def __init__(self, *args, immutable: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.immutable = immutable
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        accepted = accepted_encodings(Headers(scope=scope).get("accept-encoding", ""))
+        for encoding, suffix in ENCODINGS:
+            if encoding not in accepted or scope["method"] not in ("GET", "HEAD"):
+                continue
+            full_path, found = await anyio.to_thread.run_sync(self.lookup_path, path + suffix)
+            if found is not None and stat.S_ISREG(found.st_mode):
+                response = self.file_response(full_path, found, scope)
+                if response.status_code != 304:
+                    response.headers["Content-Encoding"] = encoding
+                    response.headers["Content-Type"] = _media_type(path)
+                return self._cache_headers(path, response)
+        return self._cache_headers(path, await super().get_response(path, scope))
+
+    def _cache_headers(self, path: str, response: Response) -> Response:
+        if response.status_code in (200, 206, 304):
+            response.headers["Vary"] = "Accept-Encoding"
+            name = path.rsplit("/", 1)[-1]
+            response.headers["Cache-Control"] = ("public, max-age=31536000, immutable" if self.immutable
+                                                 else "no-cache" if name in NO_CACHE else "public, max-age=3600, must-revalidate")
+        return response
+
+
+def _media_type(path: str) -> str:
+    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return f"{media_type}; charset=utf-8" if media_type.startswith("text/") or media_type.endswith("javascript") else media_type
+
+
+_ROOT_FILES = BuildFiles(directory=DIST_DIR, check_dir=False)
+
+
+async def _app_page(request: Request) -> Response:
+    if not (DIST_DIR / "index.html").is_file():
         raise NotFound("the web app is not built: run 'make assets' (npm ci && npm run build in cityops/web/frontend)")
     # Never cached: it names the current content-hashed assets.
-    return FileResponse(index, headers={"Cache-Control": "no-cache"})
+    return await _ROOT_FILES.get_response("index.html", request.scope)
 
 
 @router.get("/", include_in_schema=False)
-def index() -> FileResponse:
-    return _app_page()
+async def index(request: Request) -> Response:
+    return await _app_page(request)
 
 
 class _ClientPath(Convertor):
@@ -102,7 +170,7 @@ _MOVED = {"static/index.html": "/", "static/events.html": "/workbench", "static/
 
 
 @router.get("/{path:client}", include_in_schema=False)
-def app_route(path: str, request: Request) -> Response:
+async def app_route(path: str, request: Request) -> Response:
     """A file at the root of the build (service worker, manifest, icons), else the app's page for its client-side
     routes (/workbench, /command, /phone …): the router in the browser decides what to show, so a new page needs
     no change here."""
@@ -111,27 +179,17 @@ def app_route(path: str, request: Request) -> Response:
         return RedirectResponse(_MOVED[path] + (f"?{query}" if query else ""), status_code=301)
     candidate = (DIST_DIR / path).resolve()
     if path and candidate.is_file() and DIST_DIR.resolve() in candidate.parents:
-        no_cache = candidate.name in ("sw.js", "manifest.webmanifest", "registerSW.js")
-        return FileResponse(candidate, headers={"Cache-Control": "no-cache"} if no_cache else None)
+        return await _ROOT_FILES.get_response(path, request.scope)
     if "." in path.rsplit("/", 1)[-1]:
         raise NotFound(f"no such file: /{path}")
-    return _app_page()
-
-
-class _ImmutableAssets(StaticFiles):
-    """Content-hashed build assets: a new build gets new names, so browsers may keep these for a year."""
-
-    def file_response(self, *args, **kwargs):
-        response = super().file_response(*args, **kwargs)
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
-        return response
+    return await _app_page(request)
 
 
 def install(app: FastAPI) -> None:
-    """Mount the built assets (gzip on the fly: fetched once per browser, then cached) and the app's catch-all
-    route, which must come after every other router."""
-    app.mount("/assets", GZipMiddleware(_ImmutableAssets(directory=DIST_DIR / "assets", check_dir=False), minimum_size=1024))
-    app.mount("/docs", GZipMiddleware(StaticFiles(directory=DIST_DIR / "docs", check_dir=False), minimum_size=1024))
+    """Mount the built assets (content-hashed, immutable) and the API reference assets, both pre-compressed, and
+    the app's catch-all route, which must come after every other router."""
+    app.mount("/assets", BuildFiles(directory=DIST_DIR / "assets", check_dir=False, immutable=True))
+    app.mount("/docs", BuildFiles(directory=DIST_DIR / "docs", check_dir=False))
     app.include_router(router)
     if not (DIST_DIR / "index.html").is_file():
         log.warning("web app missing: run 'make assets' (npm ci && npm run build in cityops/web/frontend)")

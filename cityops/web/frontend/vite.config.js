@@ -1,6 +1,6 @@
 // The web app's build: Vue 3 single-file components, Element Plus imported on demand, the service worker and web
-// manifest of the phone command room (vite-plugin-pwa / Workbox), and the API reference assets (Swagger UI, ReDoc)
-// copied from npm. Everything the browser loads comes from this build: nothing from a CDN at run time.
+// manifest of the phone command room (vite-plugin-pwa / Workbox), the API reference assets (Swagger UI, ReDoc)
+// copied from npm, pre-compressed copies of every file, and the preloads of each page's first paint. Everything the browser loads comes from this build: nothing from a CDN at run time.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -10,6 +10,7 @@ import vue from "@vitejs/plugin-vue";
 import Components from "unplugin-vue-components/vite";
 import { ElementPlusResolver } from "unplugin-vue-components/resolvers";
 import { defineConfig } from "vite";
+import { compression, defineAlgorithm } from "vite-plugin-compression2";
 import { VitePWA } from "vite-plugin-pwa";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -47,6 +48,57 @@ function apiDocsAssets() {
   };
 }
 
+// Which page each path opens (as src/router.js routes it), most specific first: index.html preloads that page's
+// chunks, its styles and the files its first paint fetches (the MapLibre worker, the label font) in parallel
+// with the entry script, instead of one round trip after another as the imports are discovered.
+const FIRST_PAINT_PAGES = [
+  ["/phone", "src/pages/Phone.vue"],
+  ["/workbench/cases/", "src/pages/CasePage.vue"],
+  ["/workbench", "src/pages/Workbench.vue"],
+  ["/command", "src/pages/Command.vue"],
+  ["/login", "src/pages/Login.vue"],
+  ["/", "src/pages/OpsMap.vue"],
+];
+const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, font), not imported
+
+/** The preload table of FIRST_PAINT_PAGES and a few lines in index.html that apply it for the path opened. */
+function firstPaintPreload() {
+  return {
+    name: "cityops-first-paint-preload",
+    apply: "build",
+    transformIndexHtml: {
+      order: "post",
+      handler(html, { bundle }) {
+        const chunks = Object.values(bundle).filter((c) => c.type === "chunk");
+        const entry = chunks.find((c) => c.isEntry);
+        const loaded = new Set([entry.fileName, ...entry.imports]); // Vite preloads these itself
+        const table = FIRST_PAINT_PAGES.map(([prefix, page]) => {
+          const chunk = chunks.find((c) => c.facadeModuleId && c.facadeModuleId.endsWith(page));
+          if (!chunk) throw new Error(`first-paint preload: no chunk for ${page}; keep FIRST_PAINT_PAGES in step with src/router.js`);
+          const files = [];
+          const seen = new Set();
+          const visit = (c) => {
+            if (seen.has(c.fileName) || loaded.has(c.fileName)) return;
+            seen.add(c.fileName);
+            files.push(c.fileName);
+            for (const css of c.viteMetadata.importedCss) if (!files.includes(css)) files.push(css);
+            for (const asset of c.viteMetadata.importedAssets) if (FETCHED_ASSETS.test(asset)) files.push(asset);
+            for (const name of c.imports) visit(bundle[name]);
+          };
+          visit(chunk);
+          return [prefix, files];
+        });
+        const script = `(function(){var t=${JSON.stringify(table)},p=location.pathname;for(var i=0;i<t.length;i++){`
+          + "var x=t[i][0];if(x==='/'?p!=='/':p.indexOf(x)!==0)continue;t[i][1].forEach(function(f){"
+          + "var l=document.createElement('link'),e=f.slice(f.lastIndexOf('.')+1);l.href='/'+f;"
+          + "if(e==='js'){l.rel='modulepreload';}else{l.rel='preload';l.crossOrigin='anonymous';"
+          + "l.as=e==='css'?'style':'fetch';}document.head.appendChild(l);});break;}})();";
+        return [{ tag: "script", children: script, injectTo: "head" }];
+      },
+    },
+  };
+}
+
 export default defineConfig({
   root: here,
   base: "/",
@@ -54,6 +106,15 @@ export default defineConfig({
     vue(),
     Components({ resolvers: [ElementPlusResolver({ importStyle: "css" })], dts: false }),
     apiDocsAssets(),
+    firstPaintPreload(),
+    // Brotli and gzip copies of every compressible file, made once here at the highest levels: the server sends
+    // the one the browser accepts (cityops/web/routes.py, BuildFiles) and compresses nothing per request.
+    compression({
+      algorithms: [defineAlgorithm("brotliCompress"), defineAlgorithm("gzip", { level: 9 })],
+      include: /\.(html|css|js|mjs|json|svg|webmanifest|txt)$/,
+      threshold: 1024,
+      logLevel: "silent",
+    }),
     VitePWA({
       registerType: "autoUpdate",
       injectRegister: null, // registered by src/pwa.js once the page is up

@@ -77,16 +77,21 @@ export function baseStyle({ lang = "zh-CN", units = true, buildings = true, boun
       } },
   ];
   if (units) {
-    const covered = (yes, no) => ["case", ["boolean", ["get", "covered"], true], yes, no];
+    // The highlight of the unit under the pointer: drawn only while there is one (the page sets the layer opacity
+    // to 1 then; MapLibre skips a layer at 0, which a fill of invisible pixels it would not — on a software
+    // renderer each full-screen layer costs a frame's worth of pixels). The fills also pick the unit under the
+    // pointer (queryRenderedFeatures ignores the layer opacity).
+    const highlight = { "fill-antialias": false, "fill-layer-opacity": 0, "fill-layer-opacity-transition": { duration: 0 } };
     layers.push(
-      // Fills only to pick a unit under the pointer and to light it up; units outside the scope are dimmed.
+      // Units outside the user's scope are dimmed: only those are drawn.
+      { id: "township-dim", type: "fill", ...src, "source-layer": "township", filter: ["==", ["get", "covered"], false],
+        paint: { "fill-color": "#000000", "fill-opacity": 0.35 } },
       { id: "township-fill", type: "fill", ...src, "source-layer": "township",
-        paint: { "fill-color": hover("#38bdf8", covered("#0b1a2e", "#000000")),
-          "fill-opacity": hover(0.22, covered(0.0, 0.35)) } },
+        paint: { "fill-color": "#38bdf8", "fill-opacity": hover(0.22, 0.0), ...highlight } },
       { id: "village-fill", type: "fill", ...src, "source-layer": "village", minzoom: 10,
-        paint: { "fill-color": "#7dd3fc", "fill-opacity": hover(0.18, 0.0) } },
+        paint: { "fill-color": "#7dd3fc", "fill-opacity": hover(0.18, 0.0), ...highlight } },
       { id: "grid-fill", type: "fill", ...src, "source-layer": "grid", minzoom: 12,
-        paint: { "fill-color": "#fde047", "fill-opacity": hover(0.2, 0.0) } },
+        paint: { "fill-color": "#fde047", "fill-opacity": hover(0.2, 0.0), ...highlight } },
       { id: "grid-line", type: "line", ...src, "source-layer": "grid", minzoom: 12,
         paint: { "line-color": "#e2c044", "line-width": 0.6, "line-opacity": 0.55, "line-dasharray": [3, 2] } },
       { id: "village-line", type: "line", ...src, "source-layer": "village", minzoom: 10,
@@ -109,7 +114,9 @@ export function baseStyle({ lang = "zh-CN", units = true, buildings = true, boun
   if (units) {
     layers.push(...["district", "township", "village", "grid"].map((level) => ({
       id: `${level}-selected`, type: "line", ...src, "source-layer": level,
-      paint: { "line-color": "#f97316", "line-width": 3, "line-opacity": selected(1, 0) },
+      // Like the highlight fills: drawn only while a unit of this level is selected.
+      paint: { "line-color": "#f97316", "line-width": 3, "line-opacity": selected(1, 0), "line-layer-opacity": 0,
+        "line-layer-opacity-transition": { duration: 0 } },
     })));
   }
   // Labels last, above everything but the live layers the pages add.
