@@ -11,6 +11,7 @@ import Components from "unplugin-vue-components/vite";
 import { ElementPlusResolver } from "unplugin-vue-components/resolvers";
 import { defineConfig } from "vite";
 import { compression, defineAlgorithm } from "vite-plugin-compression2";
+import { firstPaintRequests } from "./src/first-paint.js";
 import { VitePWA } from "vite-plugin-pwa";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -61,7 +62,10 @@ const FIRST_PAINT_PAGES = [
 ];
 const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, font), not imported
 
-/** The preload table of FIRST_PAINT_PAGES and a few lines in index.html that apply it for the path opened. */
+/**
+ * The preload table of FIRST_PAINT_PAGES and a few lines in index.html that apply it for the path opened, after
+ * starting the first paint's API requests (src/first-paint.js).
+ */
 function firstPaintPreload() {
   return {
     name: "cityops-first-paint-preload",
@@ -93,7 +97,12 @@ function firstPaintPreload() {
           + "var l=document.createElement('link'),e=f.slice(f.lastIndexOf('.')+1);l.href='/'+f;"
           + "if(e==='js'){l.rel='modulepreload';}else{l.rel='preload';l.crossOrigin='anonymous';"
           + "l.as=e==='css'?'style':'fetch';}document.head.appendChild(l);});break;}})();";
-        return [{ tag: "script", children: script, injectTo: "head" }];
+        // The first paint's API requests, started now with the stored session (src/first-paint.js).
+        const early = `(function(){try{var f=${firstPaintRequests.toString()};var u=f(location,localStorage);`
+          + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
+          + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};"
+          + "u.forEach(function(x){var r=fetch(x,{headers:h});r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
+        return [{ tag: "script", children: early + script, injectTo: "head" }];
       },
     },
   };

@@ -1,6 +1,6 @@
 // Every failure the user sees is a sentence in their language.
 import { describe, expect, it } from "vitest";
-import { ApiError, buildUrl, errorMessage, isTransient } from "../src/api/client.js";
+import { api, ApiError, buildUrl, errorMessage, isTransient } from "../src/api/client.js";
 import { i18n } from "../src/i18n.js";
 
 describe("error messages", () => {
@@ -29,5 +29,27 @@ describe("error messages", () => {
   it("builds query strings without empty parameters", () => {
     expect(buildUrl("/api/x", { a: 1, b: "", c: null, d: ["p", "q"] })).toBe("/api/x?a=1&d=p%2Cq");
     expect(buildUrl("/api/x?z=1", { a: 2 })).toBe("/api/x?z=1&a=2");
+  });
+});
+
+describe("answers started by index.html", () => {
+  it("are taken once by the page's first request for the same address, then the network again", async () => {
+    const calls = [];
+    const json = (body) => new Response(JSON.stringify(body), { headers: { "content-type": "application/json" } });
+    globalThis.window = { cityopsEarly: { "/api/incidents?status=active": Promise.resolve(json([{ id: 1 }])) } };
+    const realFetch = globalThis.fetch;
+    globalThis.fetch = async (url) => { calls.push(url); return json([{ id: 2 }]); };
+    try {
+      expect(await api.get("/api/incidents", { params: { status: "active" } })).toEqual([{ id: 1 }]);
+      expect(calls).toEqual([]);
+      expect(await api.get("/api/incidents", { params: { status: "active" } })).toEqual([{ id: 2 }]);
+      expect(calls).toEqual(["/api/incidents?status=active"]);
+      // An early request that failed is asked again.
+      window.cityopsEarly["/api/shelters"] = Promise.reject(new TypeError("offline"));
+      expect(await api.get("/api/shelters")).toEqual([{ id: 2 }]);
+    } finally {
+      globalThis.fetch = realFetch;
+      delete globalThis.window;
+    }
   });
 });

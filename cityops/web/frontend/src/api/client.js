@@ -38,6 +38,18 @@ export function buildUrl(path, params) {
   return text ? `${path}${path.includes("?") ? "&" : "?"}${text}` : path;
 }
 
+/**
+ * The answer to a GET that index.html started before the app's code arrived (src/first-paint.js), taken once: the
+ * page's own first request for the same address uses it instead of asking again.
+ */
+export function takeEarly(url) {
+  const early = typeof window !== "undefined" && window.cityopsEarly;
+  if (!early || !early[url]) return null;
+  const answer = early[url];
+  delete early[url];
+  return answer;
+}
+
 const STATUS_CODES = { 400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 409: "conflict",
   413: "payload_too_large", 422: "invalid_input", 429: "busy", 503: "busy" };
 
@@ -54,8 +66,10 @@ export async function request(method, path, { params, json, form, signal, raw = 
     init.body = form;
   }
   let response;
+  const url = buildUrl(path, params);
   try {
-    response = await fetch(buildUrl(path, params), init);
+    const early = method === "GET" && auth && !signal && !raw ? takeEarly(url) : null;
+    response = early ? await early.catch(() => fetch(url, init)) : await fetch(url, init);
   } catch (err) {
     if (err && err.name === "AbortError") throw err;
     throw new ApiError({ status: 0, code: "network", message: String(err && err.message) });
