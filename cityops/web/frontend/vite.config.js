@@ -54,6 +54,7 @@ function apiDocsAssets() {
 // with the entry script, instead of one round trip after another as the imports are discovered.
 const FIRST_PAINT_PAGES = [
   ["/phone", "src/pages/Phone.vue"],
+  ["/cockpit", "src/pages/Cockpit.vue"],
   ["/workbench/cases/", "src/pages/CasePage.vue"],
   ["/workbench", "src/pages/Workbench.vue"],
   ["/command", "src/pages/Command.vue"],
