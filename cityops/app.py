@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -28,6 +29,7 @@ from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
 from cityops.sensing import routes as sensing_routes
 from cityops.sensing import sta_routes as sensing_sta_routes
+from cityops.sensing.alarms import AlarmHub
 from cityops.sensing.service import start_mqtt
 from cityops.tasks import routes as tasks_routes
 from cityops.tiles import routes as tiles_routes
@@ -54,6 +56,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         # Served by cityops.web from local assets (FastAPI's own pages load them from a CDN).
         docs_url=None,
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.ctx = web.AppContext(
         settings=settings,
@@ -72,13 +75,24 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
                    indicators_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
+    # Live streams are fed from the bus in every worker; wired, the bus also carries the capabilities' chain.
+    app.state.alarm_hub = AlarmHub()
+    ctx = app.state.ctx
+    ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub)
     if settings.wiring:
-        wiring.connect(engine)
+        ctx.series_source = wiring.series_source
+        ctx.bus.start()
     start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
     web_routes.install(app)  # last: the web app's client-side routes catch what no other route answers
     log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
     _freeze_once()
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    app.state.ctx.bus.stop()
 
 
 _frozen = False

@@ -72,20 +72,43 @@ def _settings(data_dir: Optional[Path], *, create: bool = False):
     return settings
 
 
-def _store(settings):
+def _store(settings, *, bus: bool = True):
     from cityops.core.db import make_engine, make_sessionmaker, migrate
     from cityops.org.levels import load_levels
     from cityops.org.service import OrgConfig
 
     engine = make_engine(settings)
     migrate(engine)
-    if settings.wiring:
-        from cityops import wiring
-
-        wiring.connect(engine)
+    if bus:
+        _register_bus(engine, settings)
     levels = load_levels(settings.grid_code_length)
     org_config = OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs)
     return engine, make_sessionmaker(engine), org_config
+
+
+#: The buses of a command's databases (``_store``): what the command published is applied before it returns (by
+#: this process or by a server on the same database, whichever holds the dispatch lease).
+_BUSES: list = []
+
+
+def _finish_buses() -> None:
+    while _BUSES:
+        bus = _BUSES.pop()
+        try:
+            bus.start()
+            bus.wait_idle(timeout=120)
+        except Exception:  # noqa: BLE001 - the events are in the outbox: a server on this database applies them
+            err.print("[yellow]warning:[/yellow] events still pending; a server on this database will apply them")
+        bus.stop()
+
+
+def _register_bus(engine, settings) -> None:
+    """The bus of the command's database, registered now and delivering at the end of the command: on SQLite a
+    consumer writing alongside the command's own transactions would make them fail with "database is locked"."""
+    if settings.wiring:
+        from cityops import wiring
+
+        _BUSES.append(wiring.make_bus(engine, settings).register())
 
 
 def _fail(message: str, code: int = 1):
@@ -108,6 +131,8 @@ def _run(fn):
         _fail(exc.message + details)
     except (FileNotFoundError, PermissionError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
+    finally:
+        _finish_buses()
 
 
 @app.command()
@@ -122,21 +147,37 @@ def init(data_dir: Optional[Path] = DataDir) -> None:
     _run(body)
 
 
-def _serve(settings, host: str, port: int) -> None:
+def _serve(settings, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from cityops.app import create_app
 
-    application = create_app(settings)
+    if workers > 1 and settings.is_sqlite and workers > settings.sqlite_max_workers:
+        raise ValueError(f"--workers {workers}: the embedded SQLite store serves at most {settings.sqlite_max_workers} "
+                         "worker processes (one writer at a time; CITYOPS_SQLITE_MAX_WORKERS); use PostgreSQL "
+                         "(CITYOPS_DATABASE_URL) for more")
     console.print(f"CityOps serving at [bold]http://{host}:{port}/[/bold]  (API docs: /api/docs)")
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False)
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        return
+    # Each worker process builds its app from the environment: the settings it needs are passed down there.
+    from cityops.core.db import make_engine, migrate
+
+    engine = make_engine(settings)
+    migrate(engine)  # once, before the workers start
+    engine.dispose()
+    os.environ["CITYOPS_WORKERS"] = str(workers)
+    uvicorn.run("cityops.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
+                access_log=False)
 
 
 @app.command()
-def serve(data_dir: Optional[Path] = DataDir, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(data_dir: Optional[Path] = DataDir, host: str = "127.0.0.1", port: int = 8000,
+          workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                      help="Worker processes (PostgreSQL; the SQLite store allows a few)")) -> None:
     """Serve the web app and the APIs."""
     settings = _settings(data_dir)
-    _run(lambda: _serve(settings, host, port))
+    _run(lambda: _serve(settings, host, port, workers))
 
 
 @app.command()
@@ -164,7 +205,8 @@ def demo(
         from cityops.demo.generator import DEMO_PASSWORD, DemoConfig, build_demo
         from cityops.org.models import Unit
 
-        engine, sessions, org_config = _store(settings)
+        # The demo's history is not live: the bus's consumers start after it (with what the storm then sends).
+        engine, sessions, org_config = _store(settings, bus=False)
         with sessions() as session:
             empty = session.scalar(select(Unit.id).limit(1)) is None
         if empty:
@@ -178,6 +220,7 @@ def demo(
             console.print(f"log in as admin / district / yihe / taikang / gridworker with password [bold]{DEMO_PASSWORD}[/bold]")
         else:
             console.print("data directory already holds a district; serving it as it is")
+        _register_bus(engine, settings)
         if serve and storm_speed > 0:
             _start_storm(sessions, storm_speed)
         if serve:

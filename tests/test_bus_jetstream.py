@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-from sqlalchemy import select
 
 from cityops.core.bus import Bus, Subscription
 from tests.conftest import make_store
@@ -82,3 +81,46 @@ def test_poison_event_goes_to_the_dead_letters(js_store):
         assert json.loads(msg.data)["payload"]["n"] == 2 and "cannot take 2" in msg.headers["CityOps-Error"]
     finally:
         bus.stop()
+
+
+def test_a_worker_killed_mid_stream_loses_nothing_and_applies_nothing_twice(js_store):
+    """Three worker processes share the consumer; one is killed with SIGKILL while events stream in. Its
+    unacknowledged events go to the others (after bus_ack_wait_seconds); what it committed is not applied again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from sqlalchemy import func, select
+
+    settings = {k: str(v) for k, v in js_store.settings.model_dump().items()
+                if k in ("data_dir", "database_url", "secret_key", "bus_transport", "nats_url", "bus_stream",
+                         "bus_poll_seconds", "bus_max_attempts")}
+    settings["bus_ack_wait_seconds"] = "2"
+    relay = _bus(js_store)  # this process relays the outbox (it holds the lease); the workers consume
+    workers = [subprocess.Popen([sys.executable, "-m", "tests.bus_worker", json.dumps(settings)], stdout=subprocess.PIPE,
+                                text=True, cwd=os.getcwd()) for _ in range(3)]
+    try:
+        for w in workers:
+            assert w.stdout.readline().strip() == "ready"
+        total = 3000
+        for n in range(0, total, 50):
+            _publish(js_store, *range(n, n + 50))
+            if n == 1000:
+                time.sleep(0.3)
+                os.kill(workers[0].pid, signal.SIGKILL)  # mid-stream, with events in hand
+        with js_store.sessions() as s:
+            def counts():
+                return s.execute(select(func.count(), func.count(func.distinct(APPLIED.c.n)))
+                                 .where(APPLIED.c.consumer == "c")).one()
+            _until(lambda: counts()[1] == total, seconds=90)
+            time.sleep(3)  # anything applied twice would show up now
+            applied, distinct = counts()
+        assert (applied, distinct) == (total, total)
+        assert workers[0].wait(5) == -signal.SIGKILL
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait(10)
+        relay.stop()

@@ -35,6 +35,7 @@ NOT_MODEL_CODE = {
     "warning/routes.py": "HTTP routes: page sizes and request bounds",
     "warning/tables.py": "table definitions: column defaults",
     "warning/demo.py": "the demo district's synthetic July storm: data, not thresholds",
+    "warning/manifest.py": "the events it publishes: payload types",
     "sensing/__init__.py": "package marker",
     "sensing/catalog.py": "the loader of rules.toml and device_types.toml: schema bounds",
     "sensing/alarms.py": "the alarm life cycle and live stream: queue and text bounds, policy from rules.toml",
@@ -50,6 +51,8 @@ NOT_MODEL_CODE = {
     "sensing/sta_routes.py": "OGC SensorThings routes",
     "sensing/timeseries.py": "rollup buckets and downsampling",
     "sensing/timeutil.py": "time conversions",
+    "sensing/manifest.py": "the events it publishes and consumes: payload types",
+    "sensing/subscriptions.py": "bus consumers: the warning level's alarm, the live stream",
 }
 #: Mathematical identities: zero, one, two (a square, a two-point difference, √2), a half.
 IDENTITIES = {0, 1, 2, 0.5}

@@ -1,5 +1,6 @@
 """The signature scenario with every capability connected, on both backends: the storm simulator's rain
-gauges and GNSS stations feed the sensing store; each committed batch re-evaluates 老沟湾's warning models;
+gauges and GNSS stations feed the sensing store; each committed batch (observation.batch_stored, on the bus)
+re-evaluates 老沟湾's warning models;
 the level rises to red; the geohazard plan activates by itself, locks the threatened households into
 evacuation tasks for their grid workers and opens the event-center case; the risk point's alarm is raised;
 simulated workers move every household; the three levels' totals agree at every step; the response stands
@@ -23,6 +24,7 @@ def wired(request, tmp_path_factory):
     build_demo(store.sessions, store.org, SMALL_DEMO)
     client = make_client(store)
     yield client
+    client.app.state.ctx.bus.stop()
     client.close()
     close()
 
@@ -38,6 +40,8 @@ def test_storm_to_every_household_moved(wired):
     # 1. The July storm, compressed: 24 hours of 10-minute readings through the sensing store.
     summary = simulate.simulate_storm(api.store.sessions, hours=24)
     assert summary["observations"] > 0
+    # Each stored batch is an observation.batch_stored event; the chain runs as bus consumers.
+    api.app.state.ctx.bus.wait_idle(timeout=120)
 
     # 2. The warning engine judged each batch: 老沟湾 rose step by step to red, with its reasons.
     rp = api.get(f"/api/risk-points/{RISK_POINT}", headers=admin).json()
@@ -101,3 +105,83 @@ def test_every_warning_hazard_type_has_an_emergency_plan():
 
     for hazard_type in warnings().hazard_types:
         assert plans().plan_for(hazard_type).key, hazard_type
+
+
+def _second_worker(wired):
+    """Another app on the same database: another worker, as far as the bus is concerned (its own broadcast
+    reader, its own caches)."""
+    return make_client(wired.store)
+
+
+def test_an_alarm_raised_on_one_worker_reaches_a_subscriber_of_another(wired):
+    import json
+    import threading
+    import time
+    from datetime import UTC, datetime
+
+    from cityops.sensing import alarms
+
+    other = _second_worker(wired)
+    try:
+        heard, subscribed = [], threading.Event()
+
+        def listen():
+            with other.stream("GET", "/api/sensing/alarms/stream", params={"max_events": 1, "timeout": 10},
+                              headers=other.login("admin")) as r:
+                subscribed.set()
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        heard.append((time.perf_counter(), json.loads(line[6:])))
+
+        th = threading.Thread(target=listen)
+        th.start()
+        assert subscribed.wait(10)
+        time.sleep(0.3)
+        # Raised through the first worker's code path (its own session and commit).
+        with wired.store.sessions() as s:
+            t0 = time.perf_counter()
+            alarms.raise_alarm(s, key="bus-cross-worker", severity="yellow", title="跨进程告警", unit_code=None,
+                               risk_point_code=None, datastream_id=None, evidence={}, observed_at=datetime.now(UTC),
+                               source="rule")
+            s.commit()
+        th.join(15)
+        assert heard and heard[0][1]["key"] == "bus-cross-worker" and heard[0][1]["change"] == "raised"
+        # Within 1 s of the commit (the other worker reads the outbox; nothing woke it: it polls).
+        assert heard[0][0] - t0 < 1.0 + wired.store.settings.bus_poll_seconds, heard[0][0] - t0
+    finally:
+        other.app.state.ctx.bus.stop()
+        other.close()
+
+
+def test_a_building_height_change_reaches_its_tile_on_every_worker(wired):
+    import time
+
+    import mapbox_vector_tile
+    import morecantile
+    from shapely.geometry import shape
+
+    workers = [wired, _second_worker(wired)]
+    try:
+        admin = wired.login("admin")
+        code = wired.get("/api/buildings", params={"limit": 1}, headers=admin).json()["items"][0]["code"]
+        detail = wired.get(f"/api/buildings/{code}", params={"geometry": True}, headers=admin).json()
+        c = shape(detail["geometry"]).centroid
+        tile = morecantile.tms.get("WebMercatorQuad").tile(c.x, c.y, 14)
+        url = f"/api/tiles/basemap/{tile.z}/{tile.x}/{tile.y}.mvt"
+
+        def height(api) -> float:
+            decoded = mapbox_vector_tile.decode(api.get(url, headers=api.login("admin")).content)
+            return next(f["properties"]["height"] for f in decoded["buildings"]["features"] if f["properties"]["code"] == code)
+
+        old = [height(w) for w in workers]  # both workers have the tile cached
+        new_height = round(old[0] + 7.5, 1)
+        r = wired.patch(f"/api/buildings/{code}", json={"height_m": new_height}, headers=admin)
+        assert r.status_code == 200, r.text
+        wired.app.state.ctx.bus.wait_idle()
+        deadline = time.monotonic() + 10  # each worker re-reads the data stamps every check_seconds (2 s)
+        while [height(w) for w in workers] != [new_height] * 2:
+            assert time.monotonic() < deadline, [height(w) for w in workers]
+            time.sleep(0.2)
+    finally:
+        workers[1].app.state.ctx.bus.stop()
+        workers[1].close()

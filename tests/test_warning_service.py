@@ -11,6 +11,7 @@ from shapely.geometry import MultiPolygon, Point, box
 from sqlalchemy import func, select
 
 from cityops.core import audit
+from cityops.core.bus import store as bus_store
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
@@ -72,12 +73,8 @@ def _steps():
 def test_storm_raises_the_level_through_blue_yellow_orange_red_and_records_why(place):
     _create(place)
     _storm(place)
-    seen = []
-    service.on_level_change.append(seen.append)
-    try:
-        levels = [_evaluate(place, "RP-T-1", at).level for at in _steps()]
-    finally:
-        service.on_level_change.remove(seen.append)
+    levels = [_evaluate(place, "RP-T-1", at).level for at in _steps()]
+    seen = _level_events(place)
     ranks = [("none", "blue", "yellow", "orange", "red").index(lv) for lv in levels]
     assert levels[0] == "blue" and levels[-1] == "red"
     assert [lv for i, lv in enumerate(levels) if i == 0 or lv != levels[i - 1]] == ["blue", "yellow", "orange", "red"]
@@ -92,7 +89,7 @@ def test_storm_raises_the_level_through_blue_yellow_orange_red_and_records_why(p
     for prev, w in zip(history, history[1:]):
         sender, identifier, sent = w.cap_references.split(",")
         assert identifier == prev.identifier and sent.endswith("+08:00")
-    # The hook saw every change, with the assessment that decided it.
+    # Every change is a warning.level_changed event, with the reasons that decided it.
     assert [(c.previous_level, c.level) for c in seen] == [(w.previous_level, w.level) for w in history]
     assert seen[-1].identifier == history[-1].identifier and seen[-1].risk_point_code == "RP-T-1"
     # Why: each indicator names its observations and model output.
@@ -142,25 +139,22 @@ def _assert_full_evidence(evidence: dict, level: str) -> None:
         assert next(f for f in i["figures"] if f["key"] == "share_of_limit")["unit"] == "%"
 
 
-def test_hook_runs_after_commit_and_a_failing_subscriber_changes_nothing(place):
+def _level_events(store) -> list:
+    with store.sessions() as s:
+        return [e.payload for e in bus_store.read_after(s, (0, 0), {"warning.level_changed"}, 1000)]
+
+
+def test_the_level_change_event_is_committed_with_the_warning_and_only_with_it(place):
     _create(place)
     _storm(place)
-    committed = []
-
-    def broken(change):
-        raise RuntimeError("subscriber bug")
-
-    def check_committed(change):
-        with place.sessions() as s:  # another session sees the warning: it was committed before the hook ran
-            committed.append(s.scalar(select(RiskWarning.level).where(RiskWarning.identifier == change.identifier)))
-
-    service.on_level_change.extend([broken, check_committed])
-    try:
-        result = _evaluate(place, "RP-T-1", demo.REPLAY_END)
-    finally:
-        service.on_level_change.remove(broken)
-        service.on_level_change.remove(check_committed)
-    assert result.changed and committed == [result.level]
+    with place.sessions() as s:
+        undone = service.evaluate_risk_point(s, "RP-T-1", service.stored_series(s), demo.REPLAY_END, commit=False)
+        s.rollback()
+    assert undone.changed and _level_events(place) == []
+    result = _evaluate(place, "RP-T-1", demo.REPLAY_END)
+    [event] = _level_events(place)
+    assert (event.level, event.previous_level, event.risk_point_code) == (result.level, "none", "RP-T-1")
+    assert event.reasons == result.reasons and event.radius_m > 0 and event.lon is not None
 
 
 def test_reevaluation_is_idempotent_and_arrays_equal_stored_rows(place):

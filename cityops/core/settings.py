@@ -77,6 +77,25 @@ class Settings(BaseSettings):
     #: Live indicators are recomputed at most this often while a cockpit listens (seconds).
     indicators_live_seconds: float = Field(default=3.0, gt=0, le=3600)
 
+    #: Sensing ingest queue bound, in observations (full → 503 for HTTP; MQTT is held by its in-flight window).
+    sensing_queue: int = Field(default=500_000, ge=1)
+    #: Case intake queue bound, in reports (full → 503 intake_busy with Retry-After).
+    events_queue: int = Field(default=2_000, ge=1)
+    #: A directory with the event center's own taxonomy.toml / calendar.toml / events.toml (else the shipped ones).
+    events_dir: Path | None = None
+    #: SensorThings over MQTT: the broker (mqtt://host:port; empty = no bridge), the server's public URL for the
+    #: notifications' self links, the broker session's client id (one per deployment; each worker of
+    #: ``serve --workers N`` takes ``<id>-<slot>`` and shares the subscription as ``$share/<id>/…``) and the MQTT 5
+    #: in-flight window (Receive Maximum).
+    mqtt_url: str = ""
+    public_url: str = "http://127.0.0.1:8000"
+    mqtt_client_id: str = Field(default="cityops-sensing", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    mqtt_receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: Server worker processes (``cityops serve --workers N``; set for each worker by the command).
+    workers: int = Field(default=1, ge=1, le=64)
+    #: The most worker processes the embedded SQLite store serves: it has one writer at a time, and more
+    #: processes only queue for its write lock (PostgreSQL has no such bound).
+    sqlite_max_workers: int = Field(default=4, ge=1, le=64)
     #: Event bus (cityops.core.bus): "inprocess" delivers in the process that holds the dispatch lease, with no
     #: other service to run (the embedded store's default); "jetstream" relays the outbox to NATS JetStream for
     #: several workers or hosts.
@@ -90,6 +109,8 @@ class Settings(BaseSettings):
     bus_batch: int = Field(default=500, ge=1, le=10_000)
     #: How often readers look at the outbox when nothing woke them (other SQLite processes cannot signal).
     bus_poll_seconds: float = Field(default=0.5, gt=0, le=60)
+    #: JetStream: an event a worker took and did not acknowledge (it died) goes to another worker after this long.
+    bus_ack_wait_seconds: float = Field(default=30.0, ge=1, le=3600)
     #: The dispatch lease: a dead holder's work moves to another worker after this long.
     bus_lease_seconds: float = Field(default=10.0, ge=1, le=600)
 

@@ -7,7 +7,6 @@ Every file is TOML; a deployment may point ``CITYOPS_EVENTS_DIR`` at a directory
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -26,7 +25,9 @@ SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task", "
 
 
 def _file(name: str) -> Path:
-    custom = os.environ.get("CITYOPS_EVENTS_DIR")
+    from cityops.core.settings import Settings
+
+    custom = Settings().events_dir
     if custom and (Path(custom) / name).exists():
         return Path(custom) / name
     return HERE / name

@@ -16,7 +16,6 @@ minute without one.
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -126,4 +125,4 @@ class CaseWriter:
 def writer(app_state) -> CaseWriter:
     """The app's case writer, made on first use."""
     return per_app(app_state, "events_writer", lambda ctx: CaseWriter(
-        ctx.sessions, capacity=int(os.environ.get("CITYOPS_EVENTS_QUEUE", "2000")), registry=ctx.registry))
+        ctx.sessions, capacity=ctx.settings.events_queue, registry=ctx.registry))

@@ -20,12 +20,14 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.crs import geodesic_area_m2
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
 from cityops.core.geometry import from_gpkg_many
 from cityops.core.spatial import bbox_prefilter, spatial_filter
 from cityops.core.types import utcnow
 from cityops.housing.counts import COUNT_COLUMNS, VULNERABLE_FLAGS
+from cityops.housing.manifest import BuildingChanged
 from cityops.housing.models import SAFETY_GRADES, STRUCTURES, USES, Building, Household, Resident
 from cityops.identity.scope import Scope
 from cityops.org import service as org
@@ -521,6 +523,7 @@ def create_building(session: Session, actor: audit.Actor, scope: Scope, data: di
     session.add(building)
     session.flush()
     audit.record(session, actor, "building.create", "building", code, after=building_dict(building), unit_path=grid.path)
+    publish(session, BuildingChanged(codes=[code], change="created", unit_paths=[grid.path]))
     return building
 
 
@@ -553,6 +556,7 @@ def update_building(session: Session, actor: audit.Actor, scope: Scope, code: st
     session.flush()
     audit.record(session, actor, "building.update", "building", code, before=before, after=building_dict(building),
                  unit_path=building.unit_path)
+    publish(session, BuildingChanged(codes=[code], change="updated", unit_paths=[building.unit_path]))
     return building
 
 

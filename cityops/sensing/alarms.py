@@ -1,6 +1,6 @@
 """Alarms (告警): life cycle active → acknowledged → cleared, severity (蓝/黄/橙/红), assignee, comments,
 deduplication by key, suppression after clearing, escalation by duration and de-escalation, and a live
-stream (SSE) fed after commit.
+stream (SSE) fed from the bus (``alarm.changed``, every worker hears it).
 
 Other capabilities (the warning models) raise alarms through ``raise_alarm``; it deduplicates on ``key``.
 """
@@ -12,15 +12,17 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.errors import Conflict, InvalidInput, NotFound
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.sensing import catalog
+from cityops.sensing.manifest import AlarmChanged
 from cityops.sensing.models import Alarm, AlarmComment, Datastream
 
 log = logging.getLogger("cityops.sensing.alarms")
@@ -85,27 +87,12 @@ class AlarmHub:
             q.put_nowait({"event": "overflow"})
 
 
-HUB = AlarmHub()
-
-
-@event.listens_for(Session, "after_commit")
-def _publish_after_commit(session: Session) -> None:
-    """Alarm changes reach the live stream only once they are committed."""
-    pending = session.info.pop("sensing_alarm_events", None)
-    for data in pending or ():
-        HUB.publish(data)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_after_rollback(session: Session) -> None:
-    session.info.pop("sensing_alarm_events", None)
-
-
 def _emit(session: Session, alarm: Alarm, change: str) -> None:
+    """The change as an ``alarm.changed`` event in the caller's transaction: live streams in every worker hear
+    it once it is committed (sensing.subscriptions.alarm_stream)."""
     session.flush()
-    data = alarm_dict(alarm)
-    data["change"] = change
-    session.info.setdefault("sensing_alarm_events", []).append(data)
+    publish(session, AlarmChanged(alarm_id=alarm.id, key=alarm.key, change=change, severity=alarm.severity,
+                                  status=alarm.status, unit_path=alarm.unit_path, alarm=alarm_dict(alarm)))
 
 
 def _history(alarm: Alarm, at: datetime, what: str, **extra) -> None:

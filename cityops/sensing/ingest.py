@@ -22,14 +22,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from cityops.core.bus import publish
 from cityops.core.errors import Busy, CityOpsError, InvalidInput, NotFound
 from cityops.core.types import JSONText
 from cityops.sensing import catalog
+from cityops.sensing.manifest import ObservationBatchStored
 from cityops.sensing.models import Datastream, Thing
 from cityops.sensing.timeutil import now_ms, parse_instant, parse_time
 
@@ -292,25 +294,16 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
 
 
 def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None) -> list:
+    """Rollups, datastream state and rules for stored ``rows``; the ``observation.batch_stored`` event (other
+    capabilities react to new observations through it: the warning models re-evaluate the risk points the
+    rows feed)."""
     from cityops.sensing import rules, timeseries
 
+    publish(session, ObservationBatchStored(datastream_ids=sorted({r.datastream_id for r in rows}), count=len(rows),
+                                            newest_ms=max(r.t_ms for r in rows)))
     timeseries.update_rollups(session, rows)
     timeseries.update_stream_state(session, rows)
     return rules.evaluate(session, rows, metas, engine_state)
-
-
-#: Called after every committed batch with ``(sessions, rows)`` (rows actually stored): other capabilities
-#: react to new observations here (the warning models re-evaluate the risk points the rows feed). A failing
-#: hook is logged; it never undoes the acknowledged write.
-AFTER_COMMIT: list[Callable[[sessionmaker, list[Row]], None]] = []
-
-
-def run_after_commit(sessions: sessionmaker, rows: list[Row]) -> None:
-    for hook in list(AFTER_COMMIT):
-        try:
-            hook(sessions, rows)
-        except Exception:  # noqa: BLE001
-            log.exception("after-commit hook %r failed", hook)
 
 
 # ---------------------------------------------------------------------------------------------- Ingestor
@@ -483,7 +476,6 @@ class Ingestor:
                 self._lag.set(self.lag_seconds)
             for it in batch:
                 it.future.set_result(len(it.rows))
-            run_after_commit(self.sessions, rows)
             for hook in self.on_committed:
                 try:
                     hook(rows, metas, result)

@@ -47,8 +47,12 @@ CREATE_OBSERVATIONS_TOPIC = "v1.1/CreateObservations"
 
 class MqttBridge:
     def __init__(self, ingestor, url: str, base_url: str, client_id: str = "cityops-sensing", publish_ingested: bool = True,
-                 notify_capacity: int = 256, receive_maximum: int = 1000, keepalive: int = 30):
+                 notify_capacity: int = 256, receive_maximum: int = 1000, keepalive: int = 30,
+                 shared_group: str | None = None):
         self.ingestor = ingestor
+        #: Several workers: subscribe as ``$share/<group>/<topic>`` (MQTT 5 shared subscription), so the broker
+        #: gives each message to one of them.
+        self.shared_group = shared_group
         #: unacknowledged messages in flight to us (MQTT 5 Receive Maximum): what the bridge holds at most
         self.receive_maximum = receive_maximum
         self.keepalive = keepalive
@@ -123,8 +127,15 @@ class MqttBridge:
             self.ingestor.on_committed.remove(self._after_commit)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
-        opts = SubscribeOptions(qos=1, noLocal=True)
-        client.subscribe([("v1.1/Observations", opts), ("v1.1/+/Observations", opts), (CREATE_OBSERVATIONS_TOPIC, opts)])
+        topics = ["v1.1/Observations", "v1.1/+/Observations", CREATE_OBSERVATIONS_TOPIC]
+        if self.shared_group:
+            # "No local" is a protocol error on a shared subscription (MQTT 5.0 §3.8.3.1); our own notifications
+            # heard back carry a selfLink and are ignored in _on_message.
+            opts = SubscribeOptions(qos=1)
+            topics = [f"$share/{self.shared_group}/{t}" for t in topics]
+        else:
+            opts = SubscribeOptions(qos=1, noLocal=True)
+        client.subscribe([(t, opts) for t in topics])
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         # Ready once the broker has the subscriptions (SUBACK): a device publishing before that on a new

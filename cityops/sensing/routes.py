@@ -157,14 +157,17 @@ async def alarm_stream(request: Request, principal=Depends(require("sensing.read
                        max_events: Annotated[NonNegInt64 | None, Query(ge=1, description="close after this many events (clients, tests)")] = None,
                        timeout: float = Query(sse.MAX_SECONDS, gt=0, le=sse.MAX_SECONDS,
                                               description="close after this many seconds (the client then reconnects)")):
-    sub = alarms.HUB.subscribe(principal.scope)
+    ctx = request.app.state.ctx
+    ctx.bus.ensure_started()  # alarm changes reach this worker's hub through the bus (alarm.changed)
+    hub = request.app.state.alarm_hub
+    sub = hub.subscribe(principal.scope)
 
     def event(data: dict) -> sse.Event:
         return sse.Event(data, "overflow" if data.get("event") == "overflow" else "alarm")
 
     # An overflow (this client fell behind) ends the stream: the client reloads the list when it reconnects.
     return sse.stream(request, sse.queued(sub[1], event), seconds=timeout, max_events=max_events,
-                      last=lambda e: e.event == "overflow", on_close=lambda: alarms.HUB.unsubscribe(sub))
+                      last=lambda e: e.event == "overflow", on_close=lambda: hub.unsubscribe(sub))
 
 
 @router.get("/alarms/{alarm_id}", summary="One alarm with its comments")

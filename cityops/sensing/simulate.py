@@ -133,7 +133,6 @@ def simulate_storm(sessions: sessionmaker[Session], *, start_ms: int | None = No
             with sessions() as session:
                 ingest.write_batch(session, rows, metas, state)
                 session.commit()
-            ingest.run_after_commit(sessions, rows)
         written += len(rows)
         if progress:
             progress(f"{iso(t)}: {len(rows)} observations")

@@ -88,13 +88,14 @@ class EvaluateIn(BaseModel):
 
 @router.post("/api/risk-points/{code}/evaluate",
              summary="Evaluate a risk point now (or at `at`) from its datastreams; stores the level and any change")
-def evaluate_risk_point(code: str, session: DB, body: EvaluateIn | None = None,
+def evaluate_risk_point(code: str, session: DB, request: Request, body: EvaluateIn | None = None,
                         principal=Depends(require("warning.write"))) -> dict:
     service.get_risk_point(session, principal.scope, code)  # scope first: 404 outside it
     at = (body.at if body and body.at else utcnow())
     if at.tzinfo is None:
         raise InvalidInput("'at' needs a UTC offset, e.g. 2026-07-09T06:00:00+08:00")
-    return service.evaluate_risk_point(session, code, service.series_source(session), at).as_dict()
+    series = request.app.state.ctx.series_source or service.stored_series
+    return service.evaluate_risk_point(session, code, series(session), at).as_dict()
 
 
 @router.get("/api/warnings", summary="Warning history (level changes) of the risk points in your scope, newest first")

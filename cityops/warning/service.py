@@ -2,8 +2,8 @@
 
 ``evaluate_risk_point`` reads the datastreams linked to a risk point through a ``series`` callable, runs the
 indicators of ``cityops.warning.indicators`` on them, records the level *and why* on the risk point, stores
-every level change as a warning with the same evidence (the history, each one a CAP message) and, after the
-commit, tells the subscribers of ``on_level_change`` (the task center activates plans from there).
+every level change as a warning with the same evidence (the history, each one a CAP message) and, in the
+same transaction, publishes ``warning.level_changed`` (the task center activates plans from there).
 
 The evidence of an assessment — current (``risk_points.assessment``) or of any past warning
 (``risk_warnings.reasons``) — is ``{"reasons", "reasons_en", "decision", "indicators"}``: see
@@ -16,7 +16,6 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Callable
 
 import numpy as np
 from shapely.geometry import Point
@@ -24,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
@@ -31,40 +31,13 @@ from cityops.org.models import Unit
 from cityops.warning import indicators as ind
 from cityops.warning.catalogue import ROLES, Catalogue, catalogue
 from cityops.warning.indicators import Series, as_seconds
+from cityops.warning.manifest import WarningLevelChanged
 from cityops.warning.models.levels import LEVEL_KEYS, RANK, level_key
 from cityops.warning.tables import RiskPoint, RiskWarning, StoredObservation
 
 log = logging.getLogger("cityops.warning")
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
-
-
-@dataclass(frozen=True)
-class LevelChange:
-    """What ``on_level_change`` subscribers receive, after the change is committed."""
-
-    risk_point_code: str
-    risk_point_name: str
-    hazard_type: str
-    unit_code: str
-    unit_path: str
-    previous_level: str
-    level: str
-    warning_id: int
-    identifier: str
-    msg_type: str
-    at: datetime
-    assessment: dict
-    building_codes: list = field(default_factory=list)
-    lon: float | None = None
-    lat: float | None = None
-    #: The engine the change was committed to: subscribers open their own session on it.
-    bind: object = None
-
-
-#: Subscribers called with a ``LevelChange`` after every committed level change. A failing subscriber is
-#: logged and does not undo the warning (it is already stored) nor stop the other subscribers.
-on_level_change: list[Callable[[LevelChange], None]] = []
 
 
 @dataclass
@@ -133,10 +106,11 @@ def _hold_downgrade(cat: Catalogue, rp: RiskPoint, rank: int, now: datetime, dec
     return rank
 
 
-def evaluate_risk_point(session: Session, code: str, series: Series, now: datetime) -> Assessment:
+def evaluate_risk_point(session: Session, code: str, series: Series, now: datetime, *, commit: bool = True) -> Assessment:
     """Evaluate one risk point at ``now`` from its linked datastreams; store the assessment, and a warning when
-    the level changes; commit; then call the ``on_level_change`` subscribers. Re-evaluating with the same data
-    gives the same level and stores nothing new (idempotent)."""
+    the level changes with its ``warning.level_changed`` event (same transaction); commit unless told not to (a
+    bus consumer's transaction is committed by the bus). Re-evaluating with the same data gives the same level
+    and stores nothing new (idempotent)."""
     now = _aware(now)
     cat = catalogue()
     rp = session.scalar(select(RiskPoint).where(RiskPoint.code == code))
@@ -169,7 +143,6 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
     assessment = Assessment(rp.code, now, level, previous, level != previous, indicators, reasons, reasons_en, decision)
     rp.assessment = assessment.as_dict()
     rp.assessed_at = now
-    change = None
     if level != previous:
         seq = (session.scalar(select(func.count()).select_from(RiskWarning).where(RiskWarning.risk_point_id == rp.id)) or 0) + 1
         last = session.scalar(select(RiskWarning).where(RiskWarning.risk_point_id == rp.id).order_by(RiskWarning.id.desc()).limit(1))
@@ -190,17 +163,14 @@ def evaluate_risk_point(session: Session, code: str, series: Series, now: dateti
         audit.record(session, audit.SYSTEM, "warning.level_change", "risk_point", rp.code,
                      before={"level": previous}, after={"level": level, "warning": warning.identifier}, unit_path=rp.unit_path)
         geom = rp.geom
-        change = LevelChange(rp.code, rp.name, rp.hazard_type, rp.unit_code, rp.unit_path, previous, level, warning.id,
-                             warning.identifier, msg_type, now, assessment.as_dict(), list(rp.building_codes or []),
-                             geom.x if geom is not None else None, geom.y if geom is not None else None,
-                             session.get_bind())
-    session.commit()
-    if change is not None:
-        for subscriber in list(on_level_change):
-            try:
-                subscriber(change)
-            except Exception:  # noqa: BLE001 - a subscriber must not undo a committed warning
-                log.exception("level-change subscriber %r failed for %s", subscriber, change.identifier)
+        publish(session, WarningLevelChanged(
+            risk_point_code=rp.code, risk_point_name=rp.name, hazard_type=rp.hazard_type, unit_code=rp.unit_code,
+            unit_path=rp.unit_path, previous_level=previous, level=level, warning_id=warning.id,
+            identifier=warning.identifier, msg_type=msg_type, at=now, reasons=list(reasons),
+            building_codes=list(rp.building_codes or []), lon=geom.x if geom is not None else None,
+            lat=geom.y if geom is not None else None, radius_m=rp.radius_m))
+    if commit:
+        session.commit()
     return assessment
 
 
@@ -215,12 +185,6 @@ def stored_series(session: Session) -> Series:
         return np.array([r[0].timestamp() for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float)
 
     return series
-
-
-def series_source(session: Session) -> Series:
-    """Where the routes read observations: the stored observations by default; the sensing time series
-    replaces this function at start-up (``cityops.warning.service.series_source = factory``)."""
-    return stored_series(session)
 
 
 def store_observations(session: Session, datastream_id: int, times, values) -> int:

@@ -4,12 +4,13 @@
   event to ``<stream>.<event name>`` with its id as ``Nats-Msg-Id``: a batch republished after a crash is
   dropped by the stream's de-duplication window. The relay's cursor moves only after JetStream acknowledged.
 - **Durable consumers.** One JetStream pull consumer per (subscription, event type), named after them
-  (nats-server 2.9 has one filter subject per consumer), shared by every worker: JetStream gives each event
-  to one of them. A consumer applies the event in its own transaction with its processed record (runtime.apply),
-  commits, then acks. An ordered subscription has one event in flight across the deployment
-  (``max_ack_pending=1``), so a risk point's levels arrive in the order they were decided. A failure is nak'ed
-  with back-off; after ``bus_max_attempts`` deliveries the event is written to ``bus_dead_letters`` and
-  published to ``<stream>.dead.<consumer>`` with its error, and acked.
+  (nats-server 2.9 has one filter subject per consumer). An unordered subscription is pulled by every worker
+  (JetStream gives each event to one of them); an ordered one only by the lease holder, so a risk point's
+  levels are applied in the order they were decided (a dead holder's unacknowledged events come back to the
+  next after ``bus_ack_wait_seconds``). A fetched batch is applied in one transaction with each event's processed record
+  (runtime.apply_batch), committed, then acked. A failure is nak'ed with back-off; after ``bus_max_attempts``
+  deliveries the event is written to ``bus_dead_letters`` and published to ``<stream>.dead.<consumer>`` with
+  its error, and acked.
 - **Broadcast.** Every worker subscribes (plain NATS, no queue group) to the stream's subjects, so live streams
   and caches in every worker hear every event.
 """
@@ -23,7 +24,7 @@ import threading
 from datetime import UTC, datetime
 
 from cityops.core.bus.events import Envelope, lookup
-from cityops.core.bus.runtime import Subscription, apply, deliver_broadcast
+from cityops.core.bus.runtime import Subscription, apply, apply_batch, deliver_broadcast
 
 log = logging.getLogger("cityops.bus.jetstream")
 
@@ -100,9 +101,8 @@ class JetStream:
                 name = _durable_name(sub.consumer, event.name)
                 psub = await self.js.pull_subscribe(
                     self.subject(event.name), durable=name, stream=self.stream,
-                    config=ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, ack_wait=60.0,
-                                          deliver_policy=DeliverPolicy.NEW,
-                                          max_ack_pending=1 if sub.ordered else settings.bus_batch))
+                    config=ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, ack_wait=settings.bus_ack_wait_seconds,
+                                          deliver_policy=DeliverPolicy.NEW, max_ack_pending=settings.bus_batch))
                 self._subs.append((sub, event.name, psub))
                 self._tasks.append(asyncio.create_task(self._consume(sub, psub)))
         if self.broadcast:
@@ -131,9 +131,11 @@ class JetStream:
 
         bus = self.bus
         while True:
+            if sub.ordered and not bus._lease.is_set():  # ordered: only the lease holder pulls
+                await asyncio.sleep(0.2)
+                continue
             try:
-                # An ordered consumer has one event in flight: a larger batch would wait out the timeout.
-                msgs = await psub.fetch(1 if sub.ordered else bus.settings.bus_batch, timeout=1.0)
+                msgs = await psub.fetch(bus.settings.bus_batch, timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
                 continue
             except asyncio.CancelledError:
@@ -142,8 +144,12 @@ class JetStream:
                 log.exception("JetStream fetch for %s failed", sub.consumer)
                 await asyncio.sleep(1.0)
                 continue
-            for msg in msgs:
-                env = decode(msg.data)
+            envs = [decode(m.data) for m in msgs]
+            if await asyncio.to_thread(apply_batch, bus, sub, envs, advance=False):
+                for msg in msgs:
+                    await msg.ack()
+                continue
+            for msg, env in zip(msgs, envs):  # one failed: each on its own (JetStream counts the deliveries)
                 attempt = msg.metadata.num_delivered
                 outcome = await asyncio.to_thread(apply, bus, sub, env, advance=False, attempt=attempt)
                 if outcome == "retry":

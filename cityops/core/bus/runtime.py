@@ -113,6 +113,7 @@ class Bus:
         self._threads: list[threading.Thread] = []
         self._workers: list[_Reader] = []
         self._lease = threading.Event()  # set while this process holds the dispatch lease
+        self._start_lock = threading.Lock()
         self.transport = None
         self.started = False
         #: The last error of each consumer (for the dead-letter subject's header).
@@ -129,6 +130,26 @@ class Bus:
             raise ValueError(f"consumer {sub.consumer!r} is subscribed twice")
         self.subscriptions.append(sub)
 
+    def ensure_started(self) -> "Bus":
+        with self._start_lock:
+            if not self.started:
+                self.start()
+        return self
+
+    def register(self) -> "Bus":
+        """Register the durable consumers (their cursors) without delivering yet: a new consumer receives what
+        is committed from here on, whenever the bus starts."""
+        with self.sessions() as s:
+            for name in self._durable_names():
+                store.cursor(s, name)
+            s.commit()
+        return self
+
+    def _durable_names(self) -> list[str]:
+        if self.settings.bus_transport == "jetstream":
+            return ["bus.relay"]
+        return [s.consumer for s in self.subscriptions if s.kind == "durable"]
+
     def start(self) -> "Bus":
         durable = [s for s in self.subscriptions if s.kind == "durable"]
         broadcast = [s for s in self.subscriptions if s.kind == "broadcast"]
@@ -141,12 +162,7 @@ class Bus:
             self._workers.extend(_Reader(self, s.consumer, s) for s in durable)
             if broadcast:
                 self._workers.append(_Broadcast(self, broadcast))
-        # Durable consumers are registered now: a new one receives what is committed from here on.
-        with self.sessions() as s:
-            for w in self._workers:
-                if isinstance(w, _Reader):
-                    store.cursor(s, w.name)
-            s.commit()
+        self.register()
         _BUSES.setdefault(_key(self.engine), []).append(self)
         self.started = True
         self._spawn(self._keep_lease, "bus-lease")
@@ -171,9 +187,6 @@ class Bus:
             self.transport.stop()
         for t in self._threads:
             t.join(timeout=10)
-        with self.sessions() as s:
-            store.release_lease(s, "bus.dispatch", self.holder)
-            s.commit()
         buses = _BUSES.get(_key(self.engine), [])
         if self in buses:
             buses.remove(self)
@@ -192,22 +205,37 @@ class Bus:
         """One process per deployment dispatches durable consumers (or relays to JetStream): the lease holder.
         Another worker takes over within ``bus_lease_seconds`` of the holder's death."""
         ttl = self.settings.bus_lease_seconds
-        while not self._stop.is_set():
-            try:
+        file_lease = store.FileLease(self.engine, "bus") if self.engine.dialect.name == "sqlite" else None
+        try:
+            while not self._stop.is_set():
+                held = self._renew(file_lease, ttl)
+                if held and not self._lease.is_set():
+                    log.info("bus: this process dispatches (lease %s)", self.holder)
+                    self._lease.set()
+                    self.wake()
+                elif not held:
+                    self._lease.clear()
+                self._stop.wait(ttl / 3)
+        finally:
+            self._lease.clear()
+            if file_lease is not None:
+                file_lease.release()
+            else:
                 with self.sessions() as s:
-                    store.begin_write(s)
-                    held = store.take_lease(s, "bus.dispatch", self.holder, ttl)
+                    store.release_lease(s, "bus.dispatch", self.holder)
                     s.commit()
-            except Exception:  # noqa: BLE001 - a database hiccup: try again, keep what we had until it expires
-                log.exception("bus lease renewal failed")
-                held = self._lease.is_set()
-            if held and not self._lease.is_set():
-                log.info("bus: this process dispatches (lease %s)", self.holder)
-                self._lease.set()
-                self.wake()
-            elif not held:
-                self._lease.clear()
-            self._stop.wait(ttl / 3)
+
+    def _renew(self, file_lease, ttl: float) -> bool:
+        if file_lease is not None:
+            return file_lease.take()
+        try:
+            with self.sessions() as s:
+                held = store.take_lease(s, "bus.dispatch", self.holder, ttl)
+                s.commit()
+            return held
+        except Exception:  # noqa: BLE001 - a database hiccup: keep what we had until it expires
+            log.exception("bus lease renewal failed")
+            return self._lease.is_set()
 
     # -- operators and tests
     def dead_letters(self) -> list[DeadLetter]:
@@ -217,12 +245,16 @@ class Bus:
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Block until every event committed so far (and every event those cause) has been applied by every
         durable consumer (whichever process holds the lease) and heard by this process's listeners."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        woken = 0.0
         quiet = 0
         while quiet < 2:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - started > timeout:
                 raise TimeoutError(f"bus not idle after {timeout} s")
-            self.wake()
+            if now - woken > 1.0:  # not at every check: a reader woken again before it finished is never idle
+                self.wake()
+                woken = now
             time.sleep(0.02)
             quiet = 0 if self._busy() else quiet + 1
 
@@ -231,7 +263,7 @@ class Bus:
             return True
         with self.sessions() as s:
             for w in self._workers:
-                if isinstance(w, _Reader) and store.read_after(s, store.cursor(s, w.name), w.sub and w.sub.names, 1):
+                if isinstance(w, _Reader) and store.has_after(s, store.cursor(s, w.name), w.sub and w.sub.names):
                     return True
         return self.transport is not None and not self.transport.idle()
 
@@ -282,14 +314,34 @@ class _Reader:
                 store.begin_write(s)
                 store.advance(s, self.name, batch[-1].position)
                 s.commit()
-        else:
-            for env in batch:
+        elif not apply_batch(bus, self.sub, batch, advance=True):
+            for env in batch:  # one of them failed: each on its own, with retries and dead letters
                 if bus._stop.is_set():
                     return False
                 if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
                     return False
         bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_at.timestamp()))
         return len(batch) == limit
+
+
+def apply_batch(bus: Bus, sub: Subscription, envs: list[Envelope], *, advance: bool) -> bool:
+    """Apply several events in one transaction (one commit for the lot, then the acknowledgement); False, with
+    nothing applied, when any of them fails (the caller then applies them one by one)."""
+    try:
+        applied = 0
+        with bus.sessions() as s:
+            store.begin_write(s)
+            for env in envs:
+                if store.claim(s, sub.consumer, env.id):
+                    sub.handler(s, env)
+                    applied += 1
+            if advance:
+                store.advance(s, sub.consumer, envs[-1].position)
+            s.commit()
+    except Exception:  # noqa: BLE001 - found again, with its error, one by one
+        return False
+    bus.metrics.delivered.labels(sub.consumer).inc(applied)
+    return True
 
 
 def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt: int | None = None) -> str:

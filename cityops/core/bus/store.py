@@ -3,8 +3,8 @@
 Reading in order without skipping: outbox rows get their ``seq`` when inserted, but transactions commit in
 their own order. On SQLite there is one writer at a time, so ``seq`` is commit order. On PostgreSQL a reader
 could see seq 12 committed while seq 11 is still in flight, move past it, and never see 11. So each row carries
-its transaction id (``tx``) and readers take only rows of transactions older than every transaction still
-running (``pg_snapshot_xmin``), in (tx, seq) order: that set never grows below the cursor.
+its transaction id (``tx``) and readers take only rows of transactions older than every transaction of this
+database still running (``_FRONTIER``), in (tx, seq) order: that set never grows below the cursor.
 """
 
 from __future__ import annotations
@@ -33,9 +33,23 @@ def append(session: Session, events: list[DomainEvent]) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
+#: The oldest transaction of this database still running at the reader's snapshot (else the snapshot's xmax).
+#: Transaction ids are cluster-wide, so the snapshot's own xmin would wait for every database's transactions
+#: (another application's long one); an in-progress transaction is skipped only when it is known to belong to
+#: another database (one that ended since the snapshot still counts, to be safe: the next read passes it).
+_FRONTIER = text("""(
+  WITH snap AS (SELECT pg_current_snapshot() AS s)
+  SELECT coalesce(
+    (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x
+      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
+                         WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296
+                           AND a.datname IS DISTINCT FROM current_database())),
+    (SELECT pg_snapshot_xmax(snap.s)::text::bigint FROM snap)))""")
+
+
 def _visible(session: Session):
     if session.get_bind().dialect.name == "postgresql":
-        return OutboxEvent.tx < text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return OutboxEvent.tx < _FRONTIER
     return None
 
 
@@ -48,6 +62,14 @@ def read_after(session: Session, position: tuple[int, int], names: set[str] | No
         q = q.where(OutboxEvent.name.in_(sorted(names)))
     rows = session.scalars(q.order_by(OutboxEvent.tx, OutboxEvent.seq).limit(limit)).all()
     return [envelope(r) for r in rows]
+
+
+def has_after(session: Session, position: tuple[int, int], names: set[str] | None) -> bool:
+    """Whether any committed event lies after ``position``, visible to readers yet or not (for "idle")."""
+    q = select(OutboxEvent.seq).where(tuple_(OutboxEvent.tx, OutboxEvent.seq) > tuple_(*position))
+    if names is not None:
+        q = q.where(OutboxEvent.name.in_(sorted(names)))
+    return session.execute(q.limit(1)).first() is not None
 
 
 def envelope(row: OutboxEvent) -> Envelope:
@@ -90,13 +112,16 @@ def advance(session: Session, consumer: str, position: tuple[int, int]) -> None:
 
 
 def claim(session: Session, consumer: str, event_id: str) -> bool:
-    """Record that ``consumer`` applies ``event_id`` in this transaction; False when it already has."""
-    try:
-        with session.begin_nested():
-            session.execute(insert(Processed).values(consumer=consumer, event_id=event_id, processed_ms=now_ms()))
-    except IntegrityError:
-        return False
-    return True
+    """Record that ``consumer`` applies ``event_id`` in this transaction; False when it already has (on
+    PostgreSQL a concurrent claim waits for the other transaction and then finds it)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(Processed.__table__).values(consumer=consumer, event_id=event_id, processed_ms=now_ms())
+    table = Processed.__table__
+    return session.execute(stmt.on_conflict_do_nothing().returning(table.c.event_id)).first() is not None
 
 
 def dead_letter(session: Session, consumer: str, env: Envelope, error: str, attempts: int) -> None:
@@ -110,6 +135,38 @@ def dead_letter(session: Session, consumer: str, env: Envelope, error: str, atte
 def begin_write(session: Session) -> None:
     """Start the session's transaction as the embedded store's writer (``core.db.begin_write``)."""
     db.begin_write(session)
+
+
+class FileLease:
+    """The lease on SQLite: an ``flock`` on ``<database>-<name>.lock``, held while the process lives (the kernel
+    releases it when the holder dies). A lease row would be a write every few seconds, and on SQLite every write
+    makes a concurrent transaction that has read and then writes fail with "database is locked"."""
+
+    def __init__(self, engine, name: str):
+        self.path = f"{engine.url.database}-{name}.lock"
+        self.fd: int | None = None
+
+    def take(self) -> bool:
+        import fcntl
+        import os
+
+        if self.fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def release(self) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = None
 
 
 def take_lease(session: Session, name: str, holder: str, seconds: float) -> bool:

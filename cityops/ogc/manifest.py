@@ -1,0 +1,5 @@
+"""OGC API – Features: nothing on the bus (cityops.core.bus)."""
+
+from cityops.core.bus import Manifest
+
+MANIFEST = Manifest("ogc", depends_on=("org", "identity", "base"))

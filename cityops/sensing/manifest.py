@@ -1,0 +1,43 @@
+"""What sensing (物联感知) publishes and consumes on the bus (cityops.core.bus)."""
+
+from __future__ import annotations
+
+from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.warning.manifest import WarningLevelChanged
+
+
+@event_type
+class ObservationBatchStored(DomainEvent):
+    """Observations were stored (resends skipped): which datastreams, how many, the newest phenomenon time."""
+
+    name = "observation.batch_stored"
+    version = 1
+    datastream_ids: list[int]
+    count: int
+    newest_ms: int
+
+
+@event_type
+class AlarmChanged(DomainEvent):
+    """An alarm was raised, escalated, acknowledged, assigned or cleared; ``alarm`` is the alarm as the API
+    shows it (``alarms.alarm_dict``) after the change."""
+
+    name = "alarm.changed"
+    version = 1
+    alarm_id: int
+    key: str
+    change: str
+    severity: str
+    status: str
+    unit_path: str
+    alarm: dict
+
+
+MANIFEST = Manifest(
+    "sensing",
+    publishes=(ObservationBatchStored, AlarmChanged),
+    # A warning's level raises, updates or clears the risk point's alarm (sensing.subscriptions).
+    consumes=(WarningLevelChanged,),
+    # events: the alarm → case escalation (sensing/escalation.py); warning: the one tilt rule and level ladder.
+    depends_on=("org", "identity", "housing", "warning", "events"),
+)

@@ -1,0 +1,34 @@
+"""Sensing's consumers on the bus (cityops.core.bus); registered by cityops/wiring.py."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from cityops.core.bus import Envelope
+from cityops.sensing import alarms
+
+#: Level names for alarm titles.
+_LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
+
+
+def warning_alarm(session: Session, env: Envelope) -> None:
+    """``warning.level_changed``: the risk point's alarm (key ``warning:<code>``) follows the level; a cancelled
+    warning clears it."""
+    w = env.payload
+    key = f"warning:{w.risk_point_code}"
+    if w.level == "none":
+        alarms.resolve_condition(session, key, w.at, reason=f"warning cancelled ({w.identifier})")
+        return
+    alarms.raise_alarm(session, key=key, severity=w.level, title=f"{w.risk_point_name}{_LEVEL_ZH[w.level]}预警",
+                       unit_code=w.unit_code, risk_point_code=w.risk_point_code, datastream_id=None,
+                       evidence={"warning": w.identifier, "reasons": w.reasons}, observed_at=w.at, source="warning",
+                       lon=w.lon, lat=w.lat)
+
+
+def alarm_stream(hub: alarms.AlarmHub):
+    """``alarm.changed`` (broadcast, every worker): the live-stream subscribers of ``hub`` (one per app) hear it."""
+
+    def listener(env: Envelope) -> None:
+        hub.publish({**env.payload.alarm, "change": env.payload.change})
+
+    return listener

@@ -1,0 +1,109 @@
+"""Each capability imports only what its manifest allows (cityops/<capability>/manifest.py): cityops.core, its
+own package, the manifests (event types) of the events it consumes, and the capabilities named in
+``depends_on``; and the declared dependencies have no cycle. Demo steps (modules that ``register_step``) build
+the demo district from several capabilities, as cityops/wiring.py assembles them: they are not held to it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import cityops
+from cityops.core.bus.manifest import CAPABILITIES, Manifest, manifests
+
+ROOT = Path(cityops.__file__).parent
+#: Infrastructure every capability may use besides core: the demo generator's step registry.
+SHARED = {"core", "demo"}
+#: Known cycles, each with why it is still there (remove the entry when it is broken).
+KNOWN_CYCLES = {
+    frozenset({"org", "identity"}): "identity.scope (materialised-path scope) is used by org's services and "
+                                    "identity reads org's units; the scope belongs in core",
+}
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.lineno, node.module)]
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def forbidden_imports(root: Path, declared: dict[str, Manifest]) -> list[str]:
+    """Every import of one capability by another that its manifest does not allow, as 'file:line module'."""
+    problems = []
+    for cap, manifest in declared.items():
+        allowed_modules = {f"cityops.{e.__module__.split('.')[1]}.manifest" for e in manifest.consumes}
+        allowed = SHARED | {cap} | set(manifest.depends_on)
+        for path in sorted((root / cap).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if "register_step(" in text:
+                continue
+            for line, module in _imports(path):
+                parts = module.split(".")
+                if parts[0] != "cityops" or len(parts) < 2:
+                    continue
+                target = parts[1]
+                if target in allowed or module in allowed_modules or ".".join(parts[:3]) in allowed_modules:
+                    continue
+                if target in CAPABILITIES or target in {"wiring", "app", "cli", "models"}:
+                    problems.append(f"{path.relative_to(root)}:{line} imports {module}")
+    return sorted(set(problems))
+
+
+def cycles(declared: dict[str, Manifest]) -> list[list[str]]:
+    graph = {cap: set(m.depends_on) for cap, m in declared.items()}
+    found = []
+
+    def walk(node, stack):
+        for nxt in graph.get(node, ()):
+            if nxt in stack:
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif len(stack) < len(graph):
+                walk(nxt, stack + [nxt])
+
+    for cap in graph:
+        walk(cap, [cap])
+    return [c for c in found if frozenset(c) not in KNOWN_CYCLES]
+
+
+def test_every_capability_has_a_manifest_and_imports_only_what_it_declares():
+    declared = manifests()
+    assert set(declared) == set(CAPABILITIES)
+    assert forbidden_imports(ROOT, declared) == []
+
+
+def test_declared_dependencies_have_no_cycle():
+    assert cycles(manifests()) == []
+
+
+def test_every_consumed_event_is_published_by_someone():
+    declared = manifests()
+    published = set().union(*(m.published_names for m in declared.values()))
+    for cap, m in declared.items():
+        assert m.consumed_names <= published, cap
+
+
+def test_a_forbidden_import_fails(tmp_path):
+    """The check itself: a capability importing another's service without declaring it is reported; importing
+    the event types it consumes is not."""
+    from cityops.warning.manifest import WarningLevelChanged
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "events").mkdir()
+    (tmp_path / "tasks" / "plans.py").write_text(
+        "from cityops.core import audit\nfrom cityops.warning.manifest import WarningLevelChanged\n"
+        "from cityops.warning import service\n", encoding="utf-8")
+    (tmp_path / "events" / "x.py").write_text("import cityops.tasks.service\n", encoding="utf-8")
+    declared = {"tasks": Manifest("tasks", consumes=(WarningLevelChanged,)), "events": Manifest("events")}
+    assert forbidden_imports(tmp_path, declared) == [
+        "events/x.py:1 imports cityops.tasks.service",
+        "tasks/plans.py:3 imports cityops.warning",
+        "tasks/plans.py:3 imports cityops.warning.service",
+    ]
+    assert cycles({"tasks": Manifest("tasks", depends_on=("events",)), "events": Manifest("events", depends_on=("tasks",))})
