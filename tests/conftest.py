@@ -176,6 +176,7 @@ def api(demo_store):
     """A TestClient over the demo district, with ``login(username)`` → headers."""
     client = make_client(demo_store)
     yield client
+    client.app.state.ctx.bus.stop()  # a live stream started it; its database goes with the module
     client.close()
 
 

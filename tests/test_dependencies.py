@@ -15,6 +15,8 @@ from cityops.core.bus.manifest import CAPABILITIES, Manifest, manifests
 ROOT = Path(cityops.__file__).parent
 #: Infrastructure every capability may use besides core: the demo generator's step registry.
 SHARED = {"core", "demo"}
+#: Contract modules any capability may import, like the event types: what it contributes to another capability.
+CONTRACTS = {"cityops.indicators.metrics": "the metric definitions each capability contributes to the indicators"}
 #: Known cycles, each with why it is still there (remove the entry when it is broken).
 KNOWN_CYCLES = {
     frozenset({"org", "identity"}): "identity.scope (materialised-path scope) is used by org's services and "
@@ -49,7 +51,8 @@ def forbidden_imports(root: Path, declared: dict[str, Manifest]) -> list[str]:
                 if parts[0] != "cityops" or len(parts) < 2:
                     continue
                 target = parts[1]
-                if target in allowed or module in allowed_modules or ".".join(parts[:3]) in allowed_modules:
+                if (target in allowed or module in allowed_modules or ".".join(parts[:3]) in allowed_modules
+                        or ".".join(parts[:3]) in CONTRACTS):
                     continue
                 if target in CAPABILITIES or target in {"wiring", "app", "cli", "models"}:
                     problems.append(f"{path.relative_to(root)}:{line} imports {module}")

@@ -36,6 +36,7 @@ NOT_MODEL_CODE = {
     "warning/tables.py": "table definitions: column defaults",
     "warning/demo.py": "the demo district's synthetic July storm: data, not thresholds",
     "warning/manifest.py": "the events it publishes: payload types",
+    "warning/metrics.py": "the metrics it contributes to the indicators: definitions, not thresholds",
     "sensing/__init__.py": "package marker",
     "sensing/catalog.py": "the loader of rules.toml and device_types.toml: schema bounds",
     "sensing/alarms.py": "the alarm life cycle and live stream: queue and text bounds, policy from rules.toml",
@@ -52,6 +53,7 @@ NOT_MODEL_CODE = {
     "sensing/timeseries.py": "rollup buckets and downsampling",
     "sensing/timeutil.py": "time conversions",
     "sensing/manifest.py": "the events it publishes and consumes: payload types",
+    "sensing/metrics.py": "the metrics it contributes to the indicators: definitions, not thresholds",
     "sensing/subscriptions.py": "bus consumers: the warning level's alarm, the live stream",
 }
 #: Mathematical identities: zero, one, two (a square, a two-point difference, √2), a half.

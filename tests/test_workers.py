@@ -16,6 +16,8 @@ def _env(**extra) -> dict:
 
 
 def test_sqlite_refuses_more_workers_than_it_serves(tmp_path):
+    subprocess.run([*CLI, "init", "--data-dir", str(tmp_path / "data")], check=True, capture_output=True, env=_env(),
+                   timeout=120)
     r = subprocess.run([*CLI, "serve", "--workers", "9", "--data-dir", str(tmp_path / "data")], capture_output=True,
                        text=True, env=_env(), timeout=120)
     assert r.returncode == 1 and "Traceback" not in r.stderr

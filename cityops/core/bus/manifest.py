@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from cityops.core.bus.events import DomainEvent
 
 #: Every capability package under cityops/ (web, demo and the app assembly are not capabilities).
-CAPABILITIES = ("org", "identity", "base", "housing", "ogc", "tiles", "sensing", "warning", "events", "tasks")
+CAPABILITIES = ("org", "identity", "base", "housing", "ogc", "tiles", "sensing", "warning", "events", "tasks",
+                "indicators")
 
 
 @dataclass(frozen=True)

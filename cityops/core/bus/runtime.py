@@ -37,8 +37,6 @@ from cityops.core.settings import Settings
 
 log = logging.getLogger("cityops.bus")
 
-Handler = Callable[[Session, Envelope], None]
-Listener = Callable[[Envelope], None]
 
 
 @dataclass(frozen=True)
