@@ -3,6 +3,7 @@ indicators) for every unit of the demo district above the grids (1 district, 40 
 units) for one period (the current day), beside the naive way: one SQL query per indicator per unit.
 
     .venv/bin/python benchmarks/indicators.py [--backends sqlite,postgis] [--rounds 5] [--naive-units 12] [--data-dir DIR]
+                                              [--database-url URL] [--buildings N]
 
 The demo district is built once per backend (``DemoConfig()``, the default scale: ~99,000 buildings, the events,
 sensors, risk points and evacuations of the demo) unless ``--data-dir`` / ``--database-url`` name a built one.
@@ -55,7 +56,8 @@ from cityops.identity.scope import Scope  # noqa: E402
 from cityops.indicators import catalogue as catalogues  # noqa: E402
 from cityops.indicators import generate, service  # noqa: E402
 from cityops.indicators.compute import compute, period_bounds, unit_tree  # noqa: E402
-from cityops.indicators.metrics import Window, registry  # noqa: E402
+from cityops.core.metrics import Window  # noqa: E402
+from cityops.indicators.metrics import registry  # noqa: E402
 from cityops.indicators.models import Report  # noqa: E402
 from cityops.org.levels import load_levels  # noqa: E402
 from cityops.org.models import Unit  # noqa: E402
@@ -69,6 +71,9 @@ from cityops.warning.tables import RiskPoint, RiskWarning  # noqa: E402
 
 console = Console(width=200)
 PG_ADMIN = os.environ.get("CITYOPS_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+BUILDINGS = None  # --buildings: None = the demo's default (~99,000)
 
 
 def open_store(backend: str, data_dir: Path | None, url: str | None):
@@ -99,7 +104,7 @@ def open_store(backend: str, data_dir: Path | None, url: str | None):
         t = time.perf_counter()
         levels = load_levels(settings.grid_code_length)
         build_demo(sessions, OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs),
-                   DemoConfig())
+                   DemoConfig(buildings=BUILDINGS))
         console.print(f"[{backend}] demo built in {time.perf_counter() - t:.0f} s")
     return engine, sessions, cleanup
 
@@ -298,7 +303,10 @@ def main() -> None:
     ap.add_argument("--naive-units", type=int, default=12)
     ap.add_argument("--data-dir", type=Path)
     ap.add_argument("--database-url")
+    ap.add_argument("--buildings", type=int, help="buildings of the demo built (default: the demo's ~99,000)")
     args = ap.parse_args()
+    global BUILDINGS
+    BUILDINGS = args.buildings
     results = [bench(b.strip(), args) for b in args.backends.split(",") if b.strip()]
     table = Table(title=f"Indicators: one period, every unit above the grids — load average {os.getloadavg()[0]:.1f} "
                         f"{os.getloadavg()[1]:.1f} {os.getloadavg()[2]:.1f}")

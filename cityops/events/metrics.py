@@ -12,7 +12,7 @@ from cityops.events import catalogue
 from cityops.events.evaluation import per_case_counts
 from cityops.events.models import Case
 from cityops.identity.scope import Scope
-from cityops.indicators.metrics import Metric, Param, Window
+from cityops.core.metrics import Metric, Param, Window
 
 COUNTS = ("reported", "filed", "closed", "open", "overdue")
 

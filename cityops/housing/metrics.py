@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.housing.models import Building
-from cityops.indicators.metrics import Metric, Param, Window
+from cityops.core.metrics import Metric, Param, Window
 
 GRADES = ("A", "B", "C", "D")
 MEASURES = ("buildings", "households", "residents", "vulnerable")

@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from cityops.core.types import utcnow
 from cityops.indicators.catalogue import LEVELS, Catalogue, Indicator
-from cityops.indicators.metrics import Registry, Window, registry as default_registry
+from cityops.core.metrics import Window
+from cityops.indicators.metrics import Registry, registry as default_registry
 from cityops.indicators.models import Change, DefinitionVersion, Report, Value
 from cityops.org.models import Unit
 

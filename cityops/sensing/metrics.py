@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import and_, distinct, func, or_, select
 from sqlalchemy.orm import Session
 
-from cityops.indicators.metrics import Metric, Param, Window, per_param_set
+from cityops.core.metrics import Metric, Param, Window, per_param_set
 from cityops.sensing.catalog import SEVERITIES, SEVERITY_RANK
 from cityops.sensing.models import Alarm, Datastream, Rollup, Thing
 

@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from cityops.indicators.metrics import Metric, Param, Window, per_param_set
+from cityops.core.metrics import Metric, Param, Window, per_param_set
 from cityops.tasks.catalogue import catalogue
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, Shelter, Task
 

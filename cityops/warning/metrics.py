@@ -8,7 +8,7 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
-from cityops.indicators.metrics import Metric, Param, Window
+from cityops.core.metrics import Metric, Param, Window
 from cityops.warning.tables import RiskPoint, RiskWarning
 
 LEVELS = ("none", "blue", "yellow", "orange", "red")
