@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     #: or the path of a pack file.
     indicators_pack: str = "default"
     #: Live indicators are recomputed at most this often while a cockpit listens (seconds).
-    indicators_live_seconds: float = Field(default=3.0, gt=0, le=3600)
+    indicators_live_seconds: float = Field(default=1.0, gt=0, le=3600)
 
     #: Sensing ingest queue bound, in observations (full → 503 for HTTP; MQTT is held by its in-flight window).
     sensing_queue: int = Field(default=500_000, ge=1)

@@ -22,7 +22,7 @@ from cityops.indicators.live import LiveRefresher
 from cityops.indicators.metrics import registry
 
 router = APIRouter(prefix="/api/indicators", tags=["indicators"])
-STREAM_POLL_SECONDS = 1.0
+STREAM_POLL_SECONDS = 0.5
 
 UnitQ = Annotated[str | None, Query(max_length=32, description="unit code (default: your scope's root, or the district)")]
 AtQ = Annotated[datetime | None, Query(description="a time in the period to show (default now; ISO 8601 with time zone)")]
