@@ -92,6 +92,7 @@ def test_board_for_the_district_and_a_township(api, computed):
     open_card = next(c for c in cards if c["indicator"] == "cases_open")
     assert open_card["value"] is not None and open_card["band"] in ("green", "yellow", "orange", "red")
     assert all(c["band"] in ("red", "orange") for c in board["red_list"])
+    assert all(c["band"] in (None, "green", "yellow", "orange", "red") and c["red"] >= 0 for c in board["children"])
     township = board["children"][0]["code"]
     r = api.get("/api/indicators/board", params={"unit": township}, headers=admin)
     assert r.status_code == 200 and r.json()["unit"]["level"] == "township"

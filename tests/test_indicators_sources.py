@@ -16,7 +16,7 @@ from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators import reports, service
 from cityops.indicators.compute import compute, period_bounds
-from cityops.indicators.models import Breach, Value
+from cityops.indicators.models import Breach, DefinitionVersion, Value
 from cityops.org.models import Unit
 from cityops.sensing.models import Alarm
 from cityops.tasks.models import Shelter
@@ -249,3 +249,30 @@ def test_breach_opens_its_case_and_recovery_closes_it(store, tmp_path):
             session.refresh(b)
             assert b.closed_at is not None and b.recovered_value == 0
             assert session.get(Case, b.case_id).closed_at is not None
+
+
+def test_a_changed_definition_is_a_new_version_and_history_is_recomputed_with_it(store, tmp_path):
+    cat = _catalogue(tmp_path)
+    past = NOW - timedelta(days=1)
+    with store.sessions() as session:
+        _units(session)
+        _facts(session)
+        service.run(session, cat, "day", past, act=False, codes={"open_cases"})
+        session.commit()
+        start, _ = period_bounds("day", past)
+        row = lambda: session.scalar(select(Value).where(Value.indicator_code == "open_cases", Value.unit_code == D,  # noqa: E731
+                                                         Value.period == "day", Value.period_start == start))
+        assert (row().version, row().band) == (1, "green")
+        # The owner tightens the bands: the same file, red from 3.
+        path = tmp_path / "test.toml"
+        text = path.read_text(encoding="utf-8")
+        first = text.index('code = "open_cases"')
+        path.write_text(text[:first] + text[first:].replace("bands = { red = 1000 }", "bands = { red = 3 }", 1), encoding="utf-8")
+        changed = catalogues.load_files([path])
+        assert changed.indicators["open_cases"].digest() != cat.indicators["open_cases"].digest()
+        again = service.run(session, changed, "day", past, act=False, codes={"open_cases"})
+        session.commit()
+        session.expire_all()
+        assert again.updated >= 1 and (row().version, row().band) == (2, "red")
+        versions = session.scalars(select(DefinitionVersion.version).where(DefinitionVersion.code == "open_cases")).all()
+        assert sorted(versions) == [1, 2]

@@ -151,6 +151,8 @@ class BoardChild(BaseModel):
     code: str
     name: str
     level: str
+    band: str | None
+    red: int
 
 
 class BoardOut(BaseModel):

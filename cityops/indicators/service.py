@@ -256,10 +256,21 @@ def board(session: Session, cat: Catalogue, scope: Scope, unit: Unit, at: dateti
     children = session.execute(select(Unit.code, Unit.name, Unit.level).where(Unit.parent_code == unit.code,
                                                                               scope.covers_clause(Unit.path))
                                .order_by(Unit.code)).all()
+    # Each child's worst band and red count now (the map colours the units it drills into).
+    worst: dict[str, list[int]] = {c.code: [-1, 0] for c in children}
+    for period in sorted({i.stored_period for i in cat.indicators.values()}):
+        start, _ = period_bounds(period, at)
+        for code, band in session.execute(select(Value.unit_code, Value.band).where(
+                Value.unit_code.in_(list(worst)), Value.period == period, Value.period_start == start)):
+            rank = BAND_RANK.get(band or "", -1)
+            w = worst[code]
+            w[0], w[1] = max(w[0], rank), w[1] + (rank == 3)
+    names = {r: b for b, r in BAND_RANK.items()}
     return {"unit": {"code": unit.code, "name": unit.name, "level": unit.level, "path": unit.path,
                      "read_only": not scope.covers(unit.path)},
             "at": at, "sectors": sectors, "red_list": red_list,
-            "children": [{"code": c.code, "name": c.name, "level": c.level} for c in children]}
+            "children": [{"code": c.code, "name": c.name, "level": c.level, "band": names.get(worst[c.code][0]),
+                          "red": worst[c.code][1]} for c in children]}
 
 
 def breaches(session: Session, scope: Scope, *, unit: Unit | None = None, open_only: bool = False,
