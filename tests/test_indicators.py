@@ -184,6 +184,7 @@ def test_stream_brings_a_new_case_to_the_open_cases_live(api, computed):
     r = api.get("/api/indicators/stream", headers={**admin, "Last-Event-ID": str(last)}, params={"timeout": 2.5})
     events = [_json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
     district = [e for e in events if e["indicator"] == "cases_open" and len(e["unit_code"]) == 6]
-    assert district and district[-1]["value"] == before + 1, r.text[:500]
+    # The demo keeps reporting cases as time passes, so the district may have moved by more than ours.
+    assert district and district[-1]["value"] >= before + 1, r.text[:500]
     grid_event = [e for e in events if e["indicator"] == "cases_open" and e["unit_code"] == grid]
-    assert grid_event, "the grid's own value moved too"
+    assert grid_event and grid_event[-1]["value"] >= 1, "the grid's own value moved too"
