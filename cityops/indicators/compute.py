@@ -188,7 +188,6 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
         results = metric.compute(session, window, [sets[k] for k in keys])
         for key, result in zip(keys, results):
             own_num, own_den = np.zeros(n), np.zeros(n)
-            seen = np.zeros(n, dtype=bool)
             fold = metric.fold
             if fold != "sum":
                 own_num[:] = np.nan
@@ -196,7 +195,6 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
                 i = tree.locate(unit_key)
                 if i is None:
                     continue
-                seen[i] = True
                 if fold == "sum":
                     own_num[i] += num
                     own_den[i] += den or 0.0
@@ -247,11 +245,14 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
         v = np.where(np.isinf(v), np.nan, v) if v.shape == (n,) else np.full(n, float(v) if np.ndim(v) == 0 else np.nan)
         values[code] = v
     # Only the levels each indicator is computed at.
+    level_of = np.array(tree.levels)
+    masks: dict[tuple, np.ndarray] = {}
     for code, ind in wanted.items():
-        mask = np.array([lv not in ind.levels for lv in tree.levels])
-        if mask.any():
-            values[code] = values[code].copy()
-            values[code][mask] = np.nan
+        key = tuple(ind.levels)
+        if key not in masks:
+            masks[key] = ~np.isin(level_of, key)
+        if masks[key].any():
+            values[code] = np.where(masks[key], np.nan, values[code])
     return Computed(period, start, end, tree, values, nums, dens)
 
 
