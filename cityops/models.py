@@ -11,5 +11,5 @@ from cityops.tiles.models import TileSource  # noqa: F401
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task  # noqa: F401
 from cityops.events.models import Attachment, Case, Outbox, Transition  # noqa: F401
 from cityops.sensing.models import Alarm, Datastream, Observation, Thing  # noqa: F401
-from cityops.indicators.models import Breach, Change, DefinitionVersion, Report, Value  # noqa: F401
+from cityops.indicators.models import Breach, Change, DefinitionVersion, Digest, Report, Value  # noqa: F401
 import cityops.wiring  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)

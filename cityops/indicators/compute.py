@@ -10,6 +10,7 @@ lowest level an indicator is computed at.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -18,14 +19,14 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 from scipy import sparse
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from cityops.core.types import utcnow
 from cityops.indicators.catalogue import LEVELS, Catalogue, Indicator
 from cityops.core.metrics import Window
 from cityops.indicators.metrics import Registry, registry as default_registry
-from cityops.indicators.models import Change, DefinitionVersion, Report, Value
+from cityops.indicators.models import Change, DefinitionVersion, Digest, Report, Value
 from cityops.org.models import Unit
 
 #: The local calendar of periods (days, months start at local midnight).
@@ -323,41 +324,81 @@ def bands_of(ind: Indicator, v: np.ndarray) -> np.ndarray:
     return out
 
 
+def _digest(version: int, v: np.ndarray, band: np.ndarray, num, den, units: bytes) -> str:
+    """What a stored period of one indicator holds: version, units, and the values present (with their bands,
+    numerators and denominators)."""
+    idx = np.flatnonzero(~np.isnan(v))
+    h = hashlib.blake2b(units, digest_size=16)
+    h.update(version.to_bytes(4, "little"))
+    h.update(idx.astype(np.int32).tobytes())
+    h.update(v[idx].tobytes())
+    h.update(band[idx].astype(np.int8).tobytes())
+    for arr in (num, den):
+        if arr is not None:
+            h.update(np.nan_to_num(np.asarray(arr, dtype=float)[idx], nan=-1.5e308).tobytes())
+    return h.hexdigest()
+
+
 def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[str, int]) -> StoreResult:
-    """Upsert the period's values and write a change row for each new value or changed number/band; the comparison
-    with what is stored runs over arrays, so a recompute that changes little writes (and costs) little. The caller
-    commits."""
+    """Upsert the period's values and write a change row for each new value or changed number/band. Each
+    indicator's whole array has a digest (``indicator_digests``, written with the values): an indicator whose
+    digest is unchanged is skipped without reading its rows, and the others are compared over arrays — a recompute
+    that changes little reads and writes little. The caller commits."""
     tree, period, start = computed.tree, computed.period, computed.start
     n = len(tree.codes)
     codes = [c for c in computed.values if cat.indicators[c].stored_period == period]
-    slot = {c: k for k, c in enumerate(codes)}
-    old_value = np.full((len(codes), n), np.nan)
-    old_band = np.full((len(codes), n), -2)
-    old_id = np.zeros((len(codes), n), dtype=np.int64)
-    rank = {b: i for i, b in enumerate(BAND_CODES)}
-    if codes:
-        for rid, code, unit, value, band in session.execute(
-                select(Value.id, Value.indicator_code, Value.unit_code, Value.value, Value.band)
-                .where(Value.period == period, Value.period_start == start)):
-            k, i = slot.get(code), tree.index.get(unit)
-            if k is None or i is None:
-                continue
-            old_id[k, i] = rid
-            old_value[k, i] = np.nan if value is None else value
-            old_band[k, i] = rank.get(band, -1)
+    units_key = hashlib.blake2b("\n".join(tree.codes).encode(), digest_size=16).digest()
     now = utcnow()
     result = StoreResult()
-    inserts, updates, changes = [], [], []
+    prepared, digests = {}, {}
     for code in codes:
-        k, ind = slot[code], cat.indicators[code]
+        ind = cat.indicators[code]
         v = np.round(computed.values[code], 6)
-        present = ~np.isnan(v)
-        band = bands_of(ind, v)
-        exists = old_id[k] > 0
-        same = exists & (band == old_band[k]) & ((v == old_value[k]) | (np.isnan(v) & np.isnan(old_value[k])))
-        changed = present & ~same
-        result.unchanged += int((present & same).sum())
         num, den = computed.numerators.get(code), computed.denominators.get(code)
+        band = bands_of(ind, v)
+        prepared[code] = (v, band, num, den)
+        digests[code] = _digest(versions[code], v, band, num, den, units_key)
+    stored = dict(session.execute(select(Digest.indicator_code, Digest.digest).where(
+        Digest.period == period, Digest.period_start == start)).all()) if codes else {}
+    todo = [c for c in codes if stored.get(c) != digests[c]]
+    result.unchanged = sum(int((~np.isnan(prepared[c][0])).sum()) for c in codes if c not in todo)
+    slot = {c: k for k, c in enumerate(todo)}
+    old_value = np.full((len(todo), n), np.nan)
+    old_num = np.full((len(todo), n), np.nan)
+    old_den = np.full((len(todo), n), np.nan)
+    old_band = np.full((len(todo), n), -2)
+    old_id = np.zeros((len(todo), n), dtype=np.int64)
+    rank = {b: i for i, b in enumerate(BAND_CODES)}
+    for chunk in (todo[i:i + 500] for i in range(0, len(todo), 500)):
+        # Core rows, not ORM objects: a first-time period of the city-scale catalogue is ~200,000 rows.
+        t = Value.__table__.c
+        for rid, code, unit, value, band, num, den in session.connection().execute(
+                select(t.id, t.indicator_code, t.unit_code, t.value, t.band, t.numerator, t.denominator)
+                .where(t.period == period, t.period_start == start, t.indicator_code.in_(chunk))):
+            i = tree.index.get(unit)
+            if i is None:
+                continue
+            k = slot[code]
+            old_id[k, i] = rid
+            old_value[k, i] = np.nan if value is None else value
+            old_num[k, i] = np.nan if num is None else num
+            old_den[k, i] = np.nan if den is None else den
+            old_band[k, i] = rank.get(band, -1)
+    inserts, updates, changes = [], [], []
+
+    def same(a, b):
+        return (a == b) | (np.isnan(a) & np.isnan(b))
+
+    for code in todo:
+        k, (v, band, num, den) = slot[code], prepared[code]
+        present = ~np.isnan(v)
+        exists = old_id[k] > 0
+        unchanged = exists & (band == old_band[k]) & same(v, old_value[k])
+        if num is not None:
+            unchanged &= same(num, old_num[k]) & same(den, old_den[k])
+        changed = present & ~unchanged
+        result.unchanged += int((present & unchanged).sum())
+        moved = changed & ~(exists & (band == old_band[k]) & same(v, old_value[k]))  # value or band: the stream's
         for i in np.flatnonzero(changed):
             value, b = float(v[i]), BAND_CODES[band[i]]
             row = dict(indicator_code=code, version=versions[code], unit_code=tree.codes[i], unit_path=tree.paths[i],
@@ -368,14 +409,23 @@ def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[s
                 updates.append({**row, "id": int(old_id[k, i])})
             else:
                 inserts.append(row)
-            changes.append(dict(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=period,
-                                period_start=start, value=value, band=b,
-                                previous_band=BAND_CODES[old_band[k, i]] if old_band[k, i] >= 0 else None, at=now))
+            if moved[i]:
+                changes.append(dict(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=period,
+                                    period_start=start, value=value, band=b,
+                                    previous_band=BAND_CODES[old_band[k, i]] if old_band[k, i] >= 0 else None, at=now))
     if inserts:
         session.execute(Value.__table__.insert(), inserts)
     if updates:
-        session.bulk_update_mappings(Value, updates)
+        session.execute(update(Value.__table__).where(Value.__table__.c.id == bindparam("b_id")).values(
+            {c: bindparam(c) for c in ("version", "value", "numerator", "denominator", "band", "computed_at")}),
+            [{**{c: u[c] for c in ("version", "value", "numerator", "denominator", "band", "computed_at")}, "b_id": u["id"]}
+             for u in updates])
     if changes:
         session.execute(Change.__table__.insert(), changes)
+    if todo:
+        session.execute(delete(Digest).where(Digest.period == period, Digest.period_start == start,
+                                             Digest.indicator_code.in_(todo)))
+        session.execute(Digest.__table__.insert(), [dict(indicator_code=c, period=period, period_start=start,
+                                                         digest=digests[c], computed_at=now) for c in todo])
     result.inserted, result.updated, result.changes = len(inserts), len(updates), changes
     return result

@@ -51,6 +51,21 @@ class Value(Base):
     computed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
+class Digest(Base):
+    """A digest of an indicator's whole array of values (and bands, numerators, version) for a period: a recompute
+    whose digest is unchanged skips the indicator without reading its rows."""
+
+    __tablename__ = "indicator_digests"
+    __table_args__ = (UniqueConstraint("indicator_code", "period", "period_start", name="uq_indicator_digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    indicator_code: Mapped[str] = mapped_column(Text, nullable=False)
+    period: Mapped[str] = mapped_column(Text, nullable=False)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    digest: Mapped[str] = mapped_column(Text, nullable=False)
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
 class Change(Base):
     """A value that changed (new, or another number or band): the source of the live stream."""
 
