@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
-from sqlalchemy import and_, create_engine, distinct, func, or_, select, text  # noqa: E402
+from sqlalchemy import and_, create_engine, delete, distinct, func, or_, select, text  # noqa: E402
 
 import cityops.models  # noqa: E402,F401
 from cityops.core.db import make_engine, make_sessionmaker, migrate  # noqa: E402
@@ -58,7 +58,7 @@ from cityops.indicators import generate, service  # noqa: E402
 from cityops.indicators.compute import compute, period_bounds, unit_tree  # noqa: E402
 from cityops.core.metrics import Window  # noqa: E402
 from cityops.indicators.metrics import registry  # noqa: E402
-from cityops.indicators.models import Report  # noqa: E402
+from cityops.indicators.models import Digest, Report, Value  # noqa: E402
 from cityops.org.levels import load_levels  # noqa: E402
 from cityops.org.models import Unit  # noqa: E402
 from cityops.org.service import OrgConfig  # noqa: E402
@@ -250,6 +250,10 @@ def bench(backend: str, args) -> dict:
         with sessions() as session:
             tree = unit_tree(session)
             n_units = sum(len(tree.by_level.get(lv, [])) for lv in ("district", "township", "village"))
+            # A store used before (--data-dir) holds this period already: the first store starts from nothing.
+            for table in (Value, Digest):
+                session.execute(delete(table).where(table.period == "day", table.period_start == start))
+            session.commit()
             t = time.perf_counter()
             first = service.run(session, cat, "day", now, act=False)
             session.commit()
