@@ -930,7 +930,7 @@ def _at_option(at: Optional[str]):
 @indicators_app.command("check")
 def indicators_check(data_dir: Optional[Path] = DataDir) -> None:
     """Validate the catalogue (the shipped pack and the deployment's indicators_dir) and count what it holds."""
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, create=True)  # reads files only: no store needed, none is made
 
     def body():
         from cityops.indicators import catalogue
