@@ -235,3 +235,32 @@ def test_the_same_evacuation_change_from_50_clients_at_once(api, live, world):
     assert_all(responses, 200)
     assert {(r.json()["state"], r.json()["version"]) for r in responses} == {("moved", 2)}
     assert _count(api, "SELECT count(*) FROM task_evacuation_events WHERE request_key = :k", k=key) == 1
+
+
+def test_a_big_write_does_not_hold_up_other_requests(api, live, world):
+    """A SensorThings CreateObservations of 5,000 observations (one savepoint each) takes seconds of database work;
+    meanwhile the server answers a health check (the work runs in a worker thread, not on the event loop)."""
+    ds = make_device(api, world["yihe"], "water_level", "depth", "cm", name="大批量积水点", headers=api.login("admin"))["datastream"]
+    body = [{"Datastream": {"@iot.id": ds}, "components": ["phenomenonTime", "result"],
+             "dataArray": [[f"2026-06-{1 + i // 1440:02d}T{i // 60 % 24:02d}:{i % 60:02d}:00Z", 1.0] for i in range(5_000)]}]
+    done: dict = {}
+
+    def big():
+        try:
+            done["status"] = httpx.post(f"{live.url}{STA}/CreateObservations", json=body, headers=world["admin"], timeout=900).status_code
+        except httpx.HTTPError as exc:
+            done["status"] = repr(exc)
+        done["big"] = time.monotonic()
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    time.sleep(1.0)  # the body is sent and the work under way
+    if "big" in done:
+        pytest.skip("the big request finished too soon to tell anything")
+    start = time.monotonic()
+    assert httpx.get(f"{live.url}/api/health", timeout=900).status_code == 200
+    done["health"] = time.monotonic()
+    thread.join(900)
+    assert done["status"] == 201
+    assert done["health"] < done["big"], (f"the health check waited {done['health'] - start:.1f} s, until the big request "
+                                          "was answered")

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from shapely.geometry import mapping
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from cityops.base import layerfiles, service
 from cityops.base.categories import load_categories
@@ -97,13 +98,17 @@ async def import_layer(key: str, request: Request, ctx: Ctx, session: DB, princi
                        dry_run: bool = Form(False)) -> dict:
     fmt = layerfiles.detect_format(file.filename or "")
     content = await read_upload_limited(file, ctx.settings.max_upload_bytes)
-    with tempfile.TemporaryDirectory(prefix="cityops-layer-") as tmp:
-        path = Path(tmp) / Path(file.filename or "upload").name
-        path.write_bytes(content)
-        report = service.import_file(session, principal.actor(request_id(request)), principal.scope, key, path,
-                                     fmt=fmt, crs=crs, mode=mode, source_layer=layer, dry_run=dry_run)
-    session.commit()
-    return report
+
+    def run():  # reading the file and the database work in a worker thread, never on the event loop
+        with tempfile.TemporaryDirectory(prefix="cityops-layer-") as tmp:
+            path = Path(tmp) / Path(file.filename or "upload").name
+            path.write_bytes(content)
+            report = service.import_file(session, principal.actor(request_id(request)), principal.scope, key, path,
+                                         fmt=fmt, crs=crs, mode=mode, source_layer=layer, dry_run=dry_run)
+        session.commit()
+        return report
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/layers/{key}/versions", summary="The layer's versions, newest first")

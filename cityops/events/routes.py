@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
 from cityops.core import sse
@@ -244,15 +245,19 @@ async def _read_photos(photos: list[UploadFile] | None) -> list[tuple[str, str, 
 async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
                           photo: Annotated[list[UploadFile], File(description="one or more photos")],
                           principal=Depends(require("events.report"))) -> dict:
-    case = service.get_case(session, principal.scope, number)
+    await run_in_threadpool(service.get_case, session, principal.scope, number)
     photos = await _read_photos(photo)
     if not photos:
         raise InvalidInput("no photo sent", {"field": "photo"})
-    with service.write_section(session):
-        case = service.get_case(session, principal.scope, number)
-        saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
-        session.commit()
-    return {"attachments": [{"id": a.id, "filename": a.filename, "size": a.size} for a in saved]}
+
+    def save():  # in a worker thread, as all database work: never on the event loop
+        with service.write_section(session):
+            case = service.get_case(session, principal.scope, number)
+            saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
+            session.commit()
+        return {"attachments": [{"id": a.id, "filename": a.filename, "size": a.size} for a in saved]}
+
+    return await run_in_threadpool(save)
 
 
 @router.get("/cases/{number}/attachments/{attachment_id}", summary="A case photo")
@@ -274,25 +279,33 @@ async def patrol(request: Request, ctx: Ctx, session: DB, class_code: Annotated[
                  principal=Depends(require("events.report"))) -> dict:
     photos = await _read_photos(photo)  # checked before anything is written
     key = f"patrol:{principal.username}:{client_key}" if client_key else None
-    with service.write_section(session, ctx.locator) as locator:
-        case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
-                                   lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
-                                   actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
-        if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
-            for n, t, d in photos:
-                service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
-        session.commit()
-    return service.case_detail(session, case, _may(principal))
+
+    def report():
+        with service.write_section(session, ctx.locator) as locator:
+            case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
+                                       lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
+                                       actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
+            if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
+                for n, t, d in photos:
+                    service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
+            session.commit()
+        return service.case_detail(session, case, _may(principal))
+
+    return await run_in_threadpool(report)
 
 
 @router.post("/import/hotline", summary="Import 12345 hotline tickets from CSV (all or nothing; re-import skips known tickets)")
 async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotated[UploadFile, File()],
                          principal=Depends(require("events.import"))) -> dict:
     raw = await read_upload_limited(file, ctx.settings.max_upload_bytes)
-    with service.write_section(session, ctx.locator) as locator:
-        result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
-        session.commit()
-    return result
+
+    def run():
+        with service.write_section(session, ctx.locator) as locator:
+            result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
+            session.commit()
+        return result
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/cases/{number}/duplicates", summary="Duplicate candidates: same class, near in space and time")

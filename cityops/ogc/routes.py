@@ -25,6 +25,7 @@ import orjson
 import shapely
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from cityops.base import service as layers
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
@@ -334,8 +335,7 @@ def _locator(request: Request):
     return request.app.state.ctx.locator.get()
 
 
-async def _body(request: Request):
-    raw = await request.body()
+def _body(request: Request, raw: bytes):
     if len(raw) > MAX_FEATURE_BYTES:
         raise PayloadTooLarge(f"the feature body of {len(raw)} bytes exceeds the {MAX_FEATURE_BYTES} byte limit")
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -392,10 +392,15 @@ def item_options(collection_id: str, feature_id: str, request: Request, session:
 @router.post("/collections/{collection_id}/items")
 async def create_item(collection_id: str, request: Request, session: DB,
                       principal=Depends(current_principal)) -> Response:
+    # The body is read here; the database work runs in a worker thread, never on the event loop.
+    return await run_in_threadpool(_create, collection_id, request, session, principal, await request.body())
+
+
+def _create(collection_id: str, request: Request, session, principal, raw: bytes) -> Response:
     try:
         principal.require("layers.read")
         layer, _, crs = _editing(request, session, principal, collection_id, False)
-        body = await _body(request)
+        body = _body(request, raw)
         created = edit.create(session, principal.actor(request_id(request)), principal.scope, layer, body, crs,
                               _locator(request))
         session.commit()
@@ -407,6 +412,11 @@ async def create_item(collection_id: str, request: Request, session: DB,
 
 
 async def _change(kind: str, collection_id: str, feature_id: str, request: Request, session, principal) -> Response:
+    raw = b"" if kind == "delete" else await request.body()
+    return await run_in_threadpool(_changed, kind, collection_id, feature_id, request, session, principal, raw)
+
+
+def _changed(kind: str, collection_id: str, feature_id: str, request: Request, session, principal, raw: bytes) -> Response:
     try:
         principal.require("layers.read")
         layer, _, crs = _editing(request, session, principal, collection_id, True)
@@ -415,7 +425,7 @@ async def _change(kind: str, collection_id: str, feature_id: str, request: Reque
             edit.delete(session, actor, principal.scope, layer, feature_id, locator, if_match)
             session.commit()
             return Response(status_code=204)
-        body = await _body(request)
+        body = _body(request, raw)
         change = edit.replace if kind == "replace" else edit.update
         new = change(session, actor, principal.scope, layer, feature_id, body, crs, locator, if_match)
         session.commit()

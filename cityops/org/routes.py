@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from shapely.geometry import mapping, shape
 from sqlalchemy import func, select
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from cityops.core import audit as audit_log
 from cityops.core.crs import check_lonlat, from_canonical, parse_crs, to_canonical, to_canonical_xy
@@ -122,15 +123,19 @@ async def import_units(request: Request, ctx: Ctx, session: DB, principal=Depend
                        layer: str | None = Form(None, description="Layer of a multi-layer file (GeoPackage)")) -> dict:
     fmt = unitfiles.detect_format(file.filename or "")
     content = await read_upload_limited(file, ctx.settings.max_upload_bytes)
-    with tempfile.TemporaryDirectory(prefix="cityops-import-") as tmp:
-        path = Path(tmp) / Path(file.filename or "upload").name
-        path.write_bytes(content)
-        records = unitfiles.read_units_file(path, fmt=fmt, crs=crs, layer=layer)
-    report = service.import_units(session, ctx.org, principal.actor(request_id(request)), principal.scope, records,
-                                  replace=replace, dry_run=dry_run)
-    session.commit()
-    ctx.locator.invalidate()
-    return {"imported": 0 if dry_run else len(records), "dry_run": dry_run, "report": report.to_dict()}
+
+    def run():  # reading the file and the database work in a worker thread, never on the event loop
+        with tempfile.TemporaryDirectory(prefix="cityops-import-") as tmp:
+            path = Path(tmp) / Path(file.filename or "upload").name
+            path.write_bytes(content)
+            records = unitfiles.read_units_file(path, fmt=fmt, crs=crs, layer=layer)
+        report = service.import_units(session, ctx.org, principal.actor(request_id(request)), principal.scope, records,
+                                      replace=replace, dry_run=dry_run)
+        session.commit()
+        ctx.locator.invalidate()
+        return {"imported": 0 if dry_run else len(records), "dry_run": dry_run, "report": report.to_dict()}
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/units/{code}", summary="One unit with its chain and bounding box; geometry on request")

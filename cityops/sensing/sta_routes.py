@@ -13,6 +13,7 @@ import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import InvalidInput, NotFound, Unauthenticated
 from cityops.core.web import DB, Ctx, loads_json
@@ -50,8 +51,7 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + ROOT
 
 
-async def _json_body(request: Request):
-    raw = await request.body()
+def _json_body(raw: bytes):
     if len(raw) > MAX_BODY:
         from cityops.core.errors import PayloadTooLarge
 
@@ -78,9 +78,14 @@ def service_root(request: Request, ctx: Ctx, session: DB) -> dict:
 
 @router.post(ROOT + "/CreateObservations", summary="dataArray bulk creation of Observations", status_code=201)
 async def create_observations(request: Request, ctx: Ctx, session: DB):
+    # The body is read here; the database work runs in a worker thread, never on the event loop.
+    return await run_in_threadpool(_create_observations, request, ctx, session, await request.body())
+
+
+def _create_observations(request: Request, ctx, session, raw: bytes):
     principal = _principal(request, ctx, session)
     principal.require("sensing.write")
-    body = await _json_body(request)
+    body = _json_body(raw)
     if not isinstance(body, list):
         raise sta.StaBadRequest("CreateObservations takes a JSON array of dataArray documents")
     c = sta.Ctx(session, principal.scope, _base(request), catalogue=sta.keeps_catalogue(principal))
@@ -129,6 +134,11 @@ def _finish(request: Request, session, writer: "sta.Writer") -> None:
 @router.api_route(ROOT + "/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"], summary="SensorThings resources",
                   include_in_schema=False)  # one handler for the whole STA grammar; OpenAPI cannot describe it
 async def resources(path: str, request: Request, ctx: Ctx, session: DB):
+    raw = await request.body() if request.method in ("POST", "PATCH", "PUT") else b""
+    return await run_in_threadpool(_resources, path, request, ctx, session, raw)
+
+
+def _resources(path: str, request: Request, ctx, session, raw: bytes):
     principal = _principal(request, ctx, session)
     principal.require("sensing.read" if request.method == "GET" else "sensing.write")
     c = sta.Ctx(session, principal.scope, _base(request), catalogue=sta.keeps_catalogue(principal))
@@ -141,7 +151,7 @@ async def resources(path: str, request: Request, ctx: Ctx, session: DB):
     if tail:
         raise sta.StaBadRequest(f"cannot {request.method} {'/'.join(tail)}")
     if request.method == "POST":
-        body = await _json_body(request)
+        body = _json_body(raw)
         if resolved.one:
             raise sta.StaBadRequest("POST to a collection")
         parent = None
@@ -163,7 +173,7 @@ async def resources(path: str, request: Request, ctx: Ctx, session: DB):
         session.commit()
         runtime(request.app.state).metas.forget()
         return Response(status_code=200)
-    body = await _json_body(request)
+    body = _json_body(raw)
     sta.update(c, resolved.set_name, row, body, replace=request.method == "PUT", actor=principal.username)
     out = sta.entity_json(c.base, resolved.set_name, row)
     if resolved.set_name == "Observations":
