@@ -274,9 +274,10 @@ def main() -> None:
             if not httpx.get(f"{base}/api/incidents", params={"status": "active"}, headers=admin).json():
                 start_incident(make_sessionmaker(engine), place)
             engine.dispose()
+            only = set(args.only.split(","))
             # The cockpit's indicators: computed now when the district has none yet.
-            board = httpx.get(f"{base}/api/indicators/board", headers=admin, timeout=60).json()
-            if not any(c["value"] is not None for sec in board["sectors"] for r in sec["runways"] for c in r["cards"]):
+            board = httpx.get(f"{base}/api/indicators/board", headers=admin, timeout=60).json() if "cockpit" in only else None
+            if board and not any(c["value"] is not None for sec in board["sectors"] for r in sec["runways"] for c in r["cards"]):
                 httpx.post(f"{base}/api/indicators/compute", headers=admin, json={}, timeout=600).raise_for_status()
             # A grid worker of 老沟湾 with its households (the phone page's real content).
             httpx.post(f"{base}/api/users", headers=admin, json={"username": "bench_worker", "password": PASSWORD,
@@ -285,7 +286,6 @@ def main() -> None:
             load_before = os.getloadavg()
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-                only = set(args.only.split(","))
                 wall = {"width": 1920, "height": 1080}
                 pages = [("operations map", "/", "district", {"width": 1440, "height": 900}, 2.0, FAST_3G, "map"),
                          ("phone command room", f"/phone?lon={place['lon']}&lat={place['lat']}", "bench_worker",

@@ -220,6 +220,8 @@ def test_built_assets_are_cached_for_good_and_sent_pre_compressed(api):
 def test_the_page_preloads_what_its_first_paint_needs(api):
     """index.html starts the page's own chunks (and the map's worker) beside the entry script."""
     index = api.get("/").text
+    # Before any stylesheet: a script after one waits until it has loaded.
+    assert index.index("var t=") < index.index('rel="stylesheet"')
     table = json.loads(re.search(r"var t=(\[.*?\]\]\]),p=location", index).group(1))
     pages = dict(table)
     assert any(f.startswith("assets/OpsMap-") for f in pages["/"]) and any(f.endswith(".mjs") for f in pages["/"])

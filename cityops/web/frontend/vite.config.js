@@ -103,7 +103,10 @@ function firstPaintPreload() {
           + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
           + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};"
           + "u.forEach(function(x){var r=fetch(x,{headers:h});r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
-        return [{ tag: "script", children: early + script, injectTo: "head" }];
+        // Right after the charset, before any stylesheet: a script after a stylesheet waits until it has loaded.
+        const charset = '<meta charset="utf-8">';
+        if (!html.includes(charset)) throw new Error(`first-paint preload: index.html lost its ${charset}`);
+        return html.replace(charset, `${charset}\n  <script>${early}${script}</script>`);
       },
     },
   };
