@@ -194,9 +194,13 @@ def demo(
                                             help="Geological boreholes (default in proportion; 600,000 at census scale)"),
     storm_speed: float = typer.Option(60.0, "--storm-speed", min=0,
                                       help="While serving, run the July storm over 义和镇 live at this speed-up (0 = off)"),
+    worker_every: float = typer.Option(4.0, "--worker-every", min=0,
+                                       help="While serving, simulated grid workers confirm a household every this many "
+                                            "seconds, leaving 30 % of each zone to move (0 = off)"),
 ) -> None:
-    """Build the demo district into the data directory when it is empty, then serve it (with the storm
-    simulator feeding the sensors live, so warnings, the plan and the evacuation unfold on screen)."""
+    """Build the demo district into the data directory when it is empty, then serve it: the storm simulator
+    feeds the sensors live from the moment the server is up, so 老沟湾's warning rises, the plan activates, the
+    zone appears and simulated grid workers confirm its households, on screen."""
     settings = _settings(data_dir, create=True)
 
     def body():
@@ -217,12 +221,15 @@ def demo(
                                                                       boreholes=boreholes),
                                      progress=lambda m: bar.update(task, description=m))
             console.print(f"demo district built in {time.perf_counter() - start:.1f} s: {json.dumps(summary, ensure_ascii=False)}")
-            console.print(f"log in as admin / district / yihe / taikang / gridworker with password [bold]{DEMO_PASSWORD}[/bold]")
+            console.print(f"log in as admin / district / leader / yihe / taikang / gridworker / laogouwan / zhujian "
+                          f"with password [bold]{DEMO_PASSWORD}[/bold]")
         else:
             console.print("data directory already holds a district; serving it as it is")
         _register_bus(engine, settings)
         if serve and storm_speed > 0:
             _start_storm(sessions, storm_speed)
+        if serve and worker_every > 0:
+            _start_workers(sessions, worker_every)
         if serve:
             _serve(settings, host, port)
         engine.dispose()
@@ -245,6 +252,16 @@ def _start_storm(sessions, speed: float) -> None:
 
     threading.Thread(target=run, name="storm-simulator", daemon=True).start()
     console.print(f"July storm simulator running live at {speed:g}× (24 h in {24 * 60 / speed:.0f} min)")
+
+
+def _start_workers(sessions, every_s: float) -> None:
+    """Simulated grid workers in a daemon thread: they confirm the households of active responses."""
+    import threading
+
+    from cityops.tasks.simulate import run_workers
+
+    threading.Thread(target=run_workers, args=(sessions,), kwargs={"every_s": every_s}, name="demo-workers", daemon=True).start()
+    console.print(f"simulated grid workers confirm a household every {every_s:g} s (30 % of each zone left for you)")
 
 
 @app.command("import-units")

@@ -46,8 +46,9 @@ def subscriptions(*, wired: bool = True, alarm_hub=None) -> list[Subscription]:
     if wired:
         subs += [
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
-            Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
+            # The alarm first: a response activated after it joins the case the alarm opened (one danger, one case).
             Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
+            Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
             Subscription("tiles.buildings_changed", (BuildingChanged,), tiles.buildings_changed, ordered=False),
         ]
     return subs

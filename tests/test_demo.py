@@ -173,7 +173,7 @@ def test_demo_users(full, units):
 
     expected = {"admin": "administrator", "district": "district_operator", "leader": "leader",
                 "yihe": "township_operator", "taikang": "village_cadre", "gridworker": "grid_worker",
-                "zhujian": "department_staff"}
+                "zhujian": "department_staff", "laogouwan": "grid_worker"}
     with full.sessions() as session:
         users = {u.username: u for u in session.scalars(select(User))}
         assert {name: users[name].role for name in expected} == expected
@@ -185,6 +185,12 @@ def test_demo_users(full, units):
     assert users["taikang"].scope_units == [taikang.code]
     assert users["gridworker"].scope_units[0].startswith(taikang.code)
     assert users["zhujian"].scope_departments == ["zjw"]
+    with full.sessions() as session:  # 老沟湾's grid worker: the grid of the place, and the person working it
+        from cityops.org.models import Person, Place
+
+        lgw = session.scalar(select(Place).where(Place.name == "老沟湾"))
+        person = session.scalar(select(Person).where(Person.unit_code == lgw.unit_code, Person.post == "grid_worker"))
+    assert users["laogouwan"].scope_units == [lgw.unit_code] and person.name in users["laogouwan"].display_name
 
 
 def test_build_into_a_non_empty_store_raises(full):

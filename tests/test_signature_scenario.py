@@ -8,9 +8,16 @@ down, the incident closes and so does its case."""
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
+from sqlalchemy import select
+
 from cityops.demo.generator import build_demo
+from cityops.events.models import Case
 from cityops.sensing import simulate
+from cityops.tasks.simulate import confirm_one
 from tests.conftest import BACKENDS, SMALL_DEMO, make_client, make_store
 from tests.test_tasks_scenario import _totals_agree
 
@@ -58,13 +65,21 @@ def test_storm_to_every_household_moved(wired):
     inc = api.get(f"/api/incidents/{incident['id']}", headers=district).json()
     assert inc["status"] == "active" and inc["activation"] == "auto" and inc["plan_key"] == "geohazard"
     assert inc["response_level"] == 1 and not inc["drill"]
+    # Its title follows the response level it reached (it opened at II on the orange warning), and is its own.
+    assert "老沟湾" in inc["title"] and "I级响应" in inc["title"] and "II级响应" not in inc["title"], inc["title"]
+    assert [i["title"] for i in incidents].count(inc["title"]) == 1
 
-    # 4. The event center holds the incident's case (class 10080), and the risk point's alarm is raised.
+    # 4. One danger, one case: the event center holds the incident's case (class 10080), and the risk point's
+    # alarm, raised too, joined that case rather than opening a second one.
     case = api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()
     assert case["class_code"] == "10080" and case["state"] not in ("closed", "void")
     alarms = api.get("/api/sensing/alarms", params={"risk_point": RISK_POINT, "status": "active"}, headers=admin).json()["items"]
     warning_alarm = next(a for a in alarms if a["key"] == f"warning:{RISK_POINT}")
-    assert warning_alarm["severity"] == "red" and warning_alarm["case_ref"]
+    assert warning_alarm["severity"] == "red" and warning_alarm["case_ref"] == inc["case_ref"]
+    with api.store.sessions() as session:
+        keys = set(session.scalars(select(Case.external_key).where(
+            Case.external_key.in_((f"incident:{inc['id']}", f"alarm:warning:{RISK_POINT}")))))
+    assert len(keys) == 1, keys
 
     # 5. The zone's households are locked, each assigned to its own grid's worker.
     users = {"district": district, "yihe": api.login("yihe"), "taikang": api.login("taikang")}
@@ -80,7 +95,21 @@ def test_storm_to_every_household_moved(wired):
         worker = next(p["id"] for p in people if p["unit_code"] == grid)
         assert all(i["assignee_person_id"] == worker for i in items if i["grid_code"] == grid)
 
-    # 6. Simulated workers move every household; the three levels agree after each report.
+    # 6. The live demo's simulated workers confirm households one at a time (as their actor, each once), and
+    # leave 30 % of the zone to move for a visitor on the phone page.
+    rng = random.Random(7)
+    with api.store.sessions() as session:
+        while confirm_one(session, rng) is not None:
+            session.commit()
+        assert confirm_one(session, rng) is None
+    d = _totals_agree(api, inc["id"], users)
+    assert d["by_state"]["to_move"] == math.floor(0.3 * d["households"]) and d["safe_households"] > 0
+    timeline = api.get(f"/api/incidents/{inc['id']}/timeline", params={"decisions_only": False}, headers=district).json()
+    assert sum(e["actor"] == "demo:worker" for e in timeline) == d["households"] - d["by_state"]["to_move"]
+
+    # 7. Workers move every household still at home; the three levels agree after each report.
+    states = {i["id"]: i["state"] for i in api.get(f"/api/incidents/{inc['id']}/evacuations", headers=district).json()["items"]}
+    items = [i for i in items if states[i["id"]] in ("to_move", "not_home")]
     for n, item in enumerate(items):
         r = api.post(f"/api/evacuations/{item['id']}/state", headers=users["yihe"],
                      json={"state": "moved", "lon": item["lon"], "lat": item["lat"], "request_key": f"sig-{item['id']}"})
@@ -90,7 +119,7 @@ def test_storm_to_every_household_moved(wired):
     d = _totals_agree(api, inc["id"], users)
     assert d["all_at_home_moved"] and d["remaining_households"] == 0
 
-    # 7. Stand down and close: the incident's case closes in the event center too.
+    # 8. Stand down and close: the incident's case closes in the event center too.
     assert api.post(f"/api/incidents/{inc['id']}/stand-down", json={"reason": "降雨停止,位移趋稳"},
                     headers=users["yihe"]).status_code == 200
     r = api.post(f"/api/incidents/{inc['id']}/close", json={"note": "险情解除,转移群众全部安全"}, headers=users["yihe"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -103,6 +104,15 @@ def test_the_storm_unfolds_on_the_command_view_live(served):
         assert after["marker"], "the command view was reloaded"
         assert after["timeline"] > before["timeline"] and after["timeline"] >= middle["timeline"]
         assert after["households"] > 0 and after["safe"] >= 3
+        # Every time the storm caused lies on the clock the visitor reads, none in the future.
+        now = datetime.now(UTC) + timedelta(seconds=5)
+        rp = client.get(f"/api/risk-points/{SCENARIO_CODE}", headers=district).json()
+        times = [w["issued_at"] for w in rp["history"]]
+        alarms = client.get("/api/sensing/alarms", params={"risk_point": SCENARIO_CODE}, headers=district).json()["items"]
+        times += [a[k] for a in alarms for k in ("first_at", "last_at")]
+        case = client.get(f"/api/events/cases/{seen['case_ref']}", headers=district).json()
+        times += [seen["created_at"], case["reported_at"]] if "reported_at" in case else [seen["created_at"]]
+        assert alarms and all(datetime.fromisoformat(t) <= now for t in times), sorted(times)[-3:]
         assert_local_only(page)
         assert_no_page_errors(page)
     finally:

@@ -306,6 +306,9 @@ def step_users(ctx: DemoContext) -> None:
         yihe = session.scalar(select(Unit).where(Unit.name == "义和镇"))
         taikang = session.scalar(select(Unit).where(Unit.name == "太康村", Unit.parent_code == yihe.code))
         grid = session.scalar(select(Unit).where(Unit.parent_code == taikang.code).order_by(Unit.code))
+        # 老沟湾's own grid worker: the households of the storm's slope are theirs (the phone page shows them).
+        lgw = session.scalar(select(Place).where(Place.name == "老沟湾"))
+        lgw_worker = lgw and session.scalar(select(Person).where(Person.unit_code == lgw.unit_code, Person.post == "grid_worker"))
         code = ctx.catalogue["district"]["code"]
         users = [
             ("admin", "系统管理员", "administrator", [], []),
@@ -316,6 +319,9 @@ def step_users(ctx: DemoContext) -> None:
             ("gridworker", "太康村网格员", "grid_worker", [grid.code], []),
             ("zhujian", "住建委工作人员", "department_staff", [], ["zjw"]),
         ]
+        if lgw is not None:
+            users.append(("laogouwan", f"老沟湾网格员 {lgw_worker.name}" if lgw_worker else "老沟湾网格员", "grid_worker",
+                          [lgw.unit_code], []))
         for username, display, role, units, depts in users:
             identity.create_user(session, audit.SYSTEM, username=username, password=DEMO_PASSWORD, role=role,
                                  display_name=display, scope_units=units, scope_departments=depts)

@@ -431,6 +431,16 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
     return case
 
 
+def adopt_open_case(session: Session, external_key: str, attributes: dict) -> Case | None:
+    """The open case filed under ``external_key`` (say a risk point's warning alarm), with ``attributes`` added:
+    a response to the same danger joins it instead of opening a second case. None when there is none open."""
+    case = session.scalar(select(Case).where(Case.external_key == external_key))
+    if case is None or current_state(session, case) in ("closed", "void"):
+        return None
+    case.attributes = {**(case.attributes or {}), **attributes}
+    return case
+
+
 def close_case(session: Session, case_id: int, note: str, actor: audit.Actor) -> Case:
     """Close a case from wherever it stands (used by the task center: an emergency incident resolved),
     walking the remaining workflow steps; each step is logged under ``actor``."""

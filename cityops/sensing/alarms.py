@@ -121,10 +121,12 @@ def _place(session: Session, unit_code: str | None, datastream_id: int | None) -
 def raise_alarm(session: Session, *, key: str, severity: str, title: str, unit_code: str | None,
                 risk_point_code: str | None, datastream_id: int | None, evidence: dict, observed_at: datetime,
                 source: str = "rule", rule_id: str | None = None, lon: float | None = None, lat: float | None = None,
-                device_type: str | None = None) -> Alarm:
+                device_type: str | None = None, case_ref: str | None = None) -> Alarm:
     """Raise (or update) the alarm named ``key``. One open alarm per key: a repeat counts on it, a higher
     severity escalates it, a lower one de-escalates it. Within the suppression window after clearing, a
-    repeat is counted as suppressed on the cleared alarm instead of opening a new one. The caller commits."""
+    repeat is counted as suppressed on the cleared alarm instead of opening a new one. ``case_ref``: the
+    case already open for the same danger (an incident's), which the alarm joins instead of opening its own.
+    The caller commits."""
     rank = _rank(severity)
     if not key or not title:
         raise InvalidInput("an alarm needs a key and a title")
@@ -133,6 +135,7 @@ def raise_alarm(session: Session, *, key: str, severity: str, title: str, unit_c
     policy = catalog.rulebook().alarm
     alarm = session.scalar(select(Alarm).where(Alarm.key == key, Alarm.status.in_(OPEN)).order_by(Alarm.id.desc()))
     if alarm is not None:
+        alarm.case_ref = alarm.case_ref or case_ref
         alarm.occurrences += 1
         alarm.last_at = max(alarm.last_at, observed_at)
         alarm.evidence = evidence
@@ -161,7 +164,7 @@ def raise_alarm(session: Session, *, key: str, severity: str, title: str, unit_c
     code, path = _place(session, unit_code, datastream_id)
     alarm = Alarm(key=key, status="active", severity=severity, peak_severity=severity, title=title, source=source,
                   rule_id=rule_id, unit_code=code, unit_path=path, risk_point_code=risk_point_code,
-                  datastream_id=datastream_id, evidence=evidence, lon=lon, lat=lat, first_at=observed_at,
+                  datastream_id=datastream_id, evidence=evidence, lon=lon, lat=lat, first_at=observed_at, case_ref=case_ref,
                   last_at=observed_at, occurrences=1, suppressed=0, history=[{"at": observed_at.isoformat(), "what": "raised",
                                                                               "severity": severity}])
     session.add(alarm)

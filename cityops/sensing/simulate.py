@@ -5,9 +5,12 @@ Rain gauges in 义和镇 report every hour, rising to a peak in the afternoon; t
 v0 / (1 − t/t_f), the inverse-velocity shape of a slope approaching failure, science.md §3.3); the crack
 and tilt meters on the houses there follow the displacement. The same seed gives the same numbers.
 
-Runs compressed (``speed=None``: as fast as the store takes it, for tests) or live (``speed`` = simulated
-seconds per wall-clock second; 1 = real time). Observations go through the ingest write path directly, or
-to a running server (``post``) so that its live alarm stream shows them.
+Runs compressed (``speed=None``: as fast as the store takes it, for tests; the 24 hours end now) or live
+(``speed`` = simulated seconds per wall-clock second; 1 = real time). A live run stamps each step's readings
+with the moment they are sent, so that every reading, warning, alarm and case it causes carries a time on
+the clock a visitor reads, never one in the future; at a speed above 1 the storm is a time-lapse (its 24
+hours of rain and slope movement pass in 24 h / speed). Observations go through the ingest write path
+directly, or to a running server (``post``) so that its live alarm stream shows them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from sqlalchemy import func, select
@@ -26,7 +29,7 @@ from cityops.org.models import Unit
 from cityops.sensing import ingest
 from cityops.sensing.demo import SCENARIO_RISK_POINT
 from cityops.sensing.models import Alarm, Datastream, Thing
-from cityops.sensing.timeutil import iso, parse_instant
+from cityops.sensing.timeutil import iso, now_ms, parse_instant
 
 HOUR = 3_600_000
 #: 2026-07-23 00:00 China time: a fixed start for reproducible series.
@@ -105,8 +108,6 @@ def storm_steps(streams: Streams, *, start_ms: int = DEFAULT_START, hours: int =
 
 def default_start(hours: int, live: bool) -> int:
     """Live runs start now; compressed runs end now (the storm lies in the recent past, after any history)."""
-    from cityops.sensing.timeutil import now_ms
-
     hour_now = (now_ms() // HOUR) * HOUR
     return hour_now if live else hour_now - hours * HOUR
 
@@ -126,7 +127,11 @@ def simulate_storm(sessions: sessionmaker[Session], *, start_ms: int | None = No
 
     state = EngineState()
     written = 0
+    last = 0
     for t, rows in storm_steps(streams, start_ms=start_ms, hours=hours, step_minutes=step_minutes, seed=seed):
+        if speed:  # live: the readings are sent now, so they say now (one millisecond apart at least)
+            t = last = max(now_ms(), last + 1)
+            rows = [replace(r, t_ms=t) for r in rows]
         if post is not None:
             post([{"datastream_id": r.datastream_id, "phenomenonTime": iso(r.t_ms), "result": r.value} for r in rows])
         else:

@@ -20,10 +20,14 @@ def _events_service():
 
 
 def create_case(session, *, title: str, description: str, unit_code: str, geometry=None, hazard_type: str,
-                event_class: str, grade: int | None, drill: bool, incident_id: int, actor) -> str | None:
+                event_class: str, grade: int | None, drill: bool, incident_id: int, actor,
+                risk_point_code: str | None = None) -> str | None:
     """Open a case in the event center for an incident (class ``event_class`` from the plan); returns its
     reference, or None when there is no event center (logged). Drills open no case: they must stay out of
-    the event center's statistics. Runs in the caller's transaction, idempotent per incident."""
+    the event center's statistics. Runs in the caller's transaction, idempotent per incident.
+
+    One danger, one case: when the risk point's warning alarm already opened a case (``alarm:warning:<code>``,
+    the key the alarm escalation files it under), the incident joins that case instead of opening another."""
     if drill:
         return None
     service = _events_service()
@@ -31,13 +35,18 @@ def create_case(session, *, title: str, description: str, unit_code: str, geomet
         log.info("event center not installed: incident has no case", extra={"title": title})
         return None
     point = geometry.representative_point() if geometry is not None and not geometry.is_empty else None
+    attributes = {"hazard_type": hazard_type, "event_grade": grade, "incident_id": incident_id}
     try:
         with session.begin_nested():
+            if risk_point_code and hasattr(service, "adopt_open_case"):
+                joined = service.adopt_open_case(session, f"alarm:warning:{risk_point_code}", attributes)
+                if joined is not None:
+                    return str(joined.id)
             case = service.create_case(
                 session, source="task", class_code=event_class, title=title, description=description,
                 lon=point.x if point else None, lat=point.y if point else None,
                 unit_code=None if point else unit_code, urgency="urgent", external_key=f"incident:{incident_id}",
-                attributes={"hazard_type": hazard_type, "event_grade": grade, "incident_id": incident_id}, actor=actor)
+                attributes=attributes, actor=actor)
     except Exception:  # noqa: BLE001 - the evacuation must go on whatever the event center says
         log.exception("event center refused the case; the incident continues without one")
         return None

@@ -12,7 +12,7 @@ from cityops.tasks.catalogue import catalogue, parse_level
 
 
 def on_warning_level(session, *, risk_point_code: str, hazard_type: str, level, unit_code: str, geometry, evidence,
-                     actor=None):
+                     actor=None, place_name: str | None = None):
     """Warning subscriber: a risk point's warning level changed.
 
     At or above the plan's trigger level with no open response, the plan activates (``activation = "auto"``)
@@ -25,7 +25,8 @@ def on_warning_level(session, *, risk_point_code: str, hazard_type: str, level, 
     if isinstance(actor, str):
         actor = audit.Actor(actor)
     return service.on_warning(session, risk_point_code=risk_point_code, hazard_type=hazard_type, level=level,
-                              unit_code=unit_code, geometry=geometry, evidence=evidence, actor=actor)
+                              unit_code=unit_code, geometry=geometry, evidence=evidence, actor=actor,
+                              place_name=place_name)
 
 
 def plans_summary() -> list[dict]:

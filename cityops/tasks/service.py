@@ -101,9 +101,10 @@ def list_incidents(session: Session, scope: Scope, *, status: str | None = None,
 def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_type: str, level, unit_code: str,
                   geometry: BaseGeometry | None = None, risk_point_code: str | None = None, title: str | None = None,
                   activation: str = "manual", drill: bool = False, evidence: dict | None = None,
-                  warning_level: int | None = None) -> Incident:
+                  warning_level: int | None = None, place_name: str | None = None) -> Incident:
     """Open a response under the plan for ``hazard_type`` at ``level`` (1–4). ``activation`` "manual" or
-    "auto" activates at once; "proposed" waits for an operator's confirmation."""
+    "auto" activates at once; "proposed" waits for an operator's confirmation. Without a ``title`` the
+    response is named after ``place_name`` (the risk point's name; else the unit's), see ``_title``."""
     cat = catalogue()
     plan = cat.plan_for(hazard_type)
     response = parse_level(level)
@@ -113,7 +114,7 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
     scope.require_covers(unit.path, f"unit {unit_code}")
     if geometry is not None:
         _check_geometry_in_unit(session, geometry, unit)
-    incident = Incident(title=title or f"{unit.name}{plan.name_zh.removesuffix('应急预案')}{ROMAN[response]}级响应",
+    incident = Incident(title=title or _title(session, place_name or unit.name, plan, response),
                         hazard_type=plan.hazard_type, plan_key=plan.key, response_level=response,
                         warning_level=warning_level, status="proposed" if activation == "proposed" else "active",
                         activation=activation, risk_point_code=risk_point_code, hazard_geom=geometry,
@@ -135,6 +136,23 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
     else:
         _computed_zone(session, actor, incident)
     return incident
+
+
+def _title(session: Session, place: str, plan, level: int) -> str:
+    """「老沟湾滑坡地质灾害 II级响应」: the place, the plan and the response level (kept current by
+    ``change_level``); a second response at the same place and plan is numbered（第2次）so no two incidents
+    share a title."""
+    base = f"{place}{plan.name_zh.removesuffix('应急预案')}"
+    before = session.scalar(select(func.count(Incident.id)).where(Incident.title.startswith(base), Incident.plan_key == plan.key))
+    return f"{base}{ROMAN[level]}级响应" + (f"（第{before + 1}次）" if before else "")
+
+
+def _retitle(incident: Incident, old: int, new: int) -> None:
+    """A generated title follows the response level; a title an operator wrote stays as written."""
+    marker = f"{ROMAN[old]}级响应"
+    head, sep, tail = incident.title.rpartition(marker)
+    if sep and not head.endswith("I"):  # "II级响应" must not match as "I级响应"
+        incident.title = f"{head}{ROMAN[new]}级响应{tail}"
 
 
 def _check_geometry_in_unit(session: Session, geometry: BaseGeometry, unit: Unit) -> None:
@@ -175,7 +193,8 @@ def _activate(session: Session, actor: audit.Actor, incident: Incident) -> None:
     incident.case_ref = links.create_case(
         session, title=incident.title, description=f"{plan.name_zh} {ROMAN[incident.response_level]}级响应",
         unit_code=incident.unit_code, geometry=incident.hazard_geom, hazard_type=incident.hazard_type,
-        event_class=plan.event_class, grade=incident.event_grade, drill=incident.drill, incident_id=incident.id, actor=actor)
+        event_class=plan.event_class, grade=incident.event_grade, drill=incident.drill, incident_id=incident.id, actor=actor,
+        risk_point_code=incident.risk_point_code)
     if incident.case_ref:
         log_step(session, incident, actor.name, "case.linked", f"事件中心立案 {incident.case_ref}", {"case_ref": incident.case_ref})
     _instantiate(session, actor, incident, incident.response_level)
@@ -243,6 +262,7 @@ def change_level(session: Session, actor: audit.Actor, scope: Scope, incident_id
     if new == old:
         return incident
     incident.response_level = new
+    _retitle(incident, old, new)
     kind = "incident.upgrade" if new < old else "incident.downgrade"
     log_step(session, incident, actor.name, kind, f"响应由{ROMAN[old]}级调整为{ROMAN[new]}级:{reason}", {"from": old, "to": new})
     if new < old and incident.status == "active":
@@ -254,7 +274,7 @@ def change_level(session: Session, actor: audit.Actor, scope: Scope, incident_id
 
 def on_warning(session: Session, *, risk_point_code: str, hazard_type: str, level, unit_code: str,
                geometry: BaseGeometry | None, evidence: dict | None, actor: audit.Actor | None = None,
-               drill: bool = False) -> Incident | None:
+               drill: bool = False, place_name: str | None = None) -> Incident | None:
     """What a warning level change does (see ``cityops.tasks.plans.on_warning_level``)."""
     actor = actor or audit.Actor("warning")
     cat = catalogue()
@@ -282,7 +302,7 @@ def on_warning(session: Session, *, risk_point_code: str, hazard_type: str, leve
     return open_incident(session, actor, ALL, hazard_type=hazard_type, level=warning, unit_code=unit_code,
                          geometry=geometry, risk_point_code=risk_point_code,
                          activation="auto" if plan.activation == "auto" else "proposed", drill=drill,
-                         evidence=evidence, warning_level=warning)
+                         evidence=evidence, warning_level=warning, place_name=place_name)
 
 
 # ------------------------------------------------------------------------------------------ risk zones

@@ -26,6 +26,7 @@ def plan_response(session: Session, env: Envelope) -> None:
         with session.begin_nested():
             on_warning_level(session, risk_point_code=w.risk_point_code, hazard_type=w.hazard_type,
                              level=None if w.level == "none" else w.level, unit_code=w.unit_code, geometry=body,
-                             actor=audit.Actor("warning"), evidence={"warning": w.identifier, "reasons": w.reasons})
+                             actor=audit.Actor("warning"), place_name=w.risk_point_name,
+                             evidence={"warning": w.identifier, "reasons": w.reasons})
     except CityOpsError as exc:  # e.g. no plan for this hazard type: a decision, not a failure to retry
         log.warning("no plan response to %s: %s", w.identifier, exc.message)
