@@ -12,11 +12,13 @@ import math
 import random
 
 import pytest
+from shapely.geometry import shape
 from sqlalchemy import select
 
 from cityops.demo.generator import build_demo
 from cityops.events.models import Case
 from cityops.sensing import simulate
+from cityops.tasks.service import _distance_m
 from cityops.tasks.simulate import confirm_one
 from tests.conftest import BACKENDS, SMALL_DEMO, make_client, make_store
 from tests.test_tasks_scenario import _totals_agree
@@ -94,6 +96,15 @@ def test_storm_to_every_household_moved(wired):
         people = api.get("/api/people", params={"unit": grid, "post": "grid_worker"}, headers=admin).json()["items"]
         worker = next(p["id"] for p in people if p["unit_code"] == grid)
         assert all(i["assignee_person_id"] == worker for i in items if i["grid_code"] == grid)
+
+    # The shelters nearest the zone first, measured from its edge (never farther than from the zone's centre).
+    shelters = api.get("/api/shelters", params={"incident_id": inc["id"]}, headers=district).json()
+    assert shelters and [s["distance_m"] for s in shelters] == sorted(s["distance_m"] for s in shelters)
+    zone = shape(api.get(f"/api/incidents/{inc['id']}", headers=district).json()["zone"]["geometry"])
+    centre = zone.centroid
+    for s in shelters:
+        assert s["distance_m"] <= _distance_m(centre.x, centre.y, s["lon"], s["lat"]) + 1
+    assert api.get("/api/shelters", params={"incident_id": 99999}, headers=district).status_code == 404
 
     # 6. The live demo's simulated workers confirm households one at a time (as their actor, each once), and
     # leave 30 % of the zone to move for a visitor on the phone page.

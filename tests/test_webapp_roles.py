@@ -16,7 +16,7 @@ from shapely.geometry import Point, shape
 
 from cityops.app import create_app
 from cityops.core.spatial import buffer_m
-from cityops.demo.generator import build_demo
+from cityops.demo.generator import DEMO_PASSWORD, build_demo
 from cityops.tasks.plans import on_warning_level
 from tests.browser import (DESK, PHONE, Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, launch,
                            login, new_page, pixel, require_browser, token, wait_map_idle)
@@ -24,7 +24,8 @@ from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
 pytestmark = pytest.mark.browser
 
-LGW_WORKER = ("lgw_worker", "lgw-worker-pw")
+#: The demo's own login of 老沟湾's grid worker (README): the zone's households are theirs.
+LGW_WORKER = ("laogouwan", DEMO_PASSWORD)
 
 
 def _jpeg(browser) -> bytes:
@@ -39,7 +40,7 @@ def _jpeg(browser) -> bytes:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """The served demo, its 老沟湾 incident, a grid worker of 老沟湾, and cases for each desk role."""
+    """The served demo and its 老沟湾 incident (for the demo's grid worker of 老沟湾), and cases for each desk role."""
     require_browser()
     store, close = make_store("sqlite", tmp_path_factory.mktemp("webapp-roles"))
     build_demo(store.sessions, store.org, SMALL_DEMO)
@@ -54,9 +55,6 @@ def world(tmp_path_factory):
                                         evidence={"rain_24h_mm": 182})
             session.commit()
             iid = incident.id
-        r = client.post("/api/users", headers=admin, json={"username": LGW_WORKER[0], "password": LGW_WORKER[1], "role": "grid_worker",
-                                                            "display_name": "老沟湾网格员", "scope_units": [place["unit_code"]]})
-        assert r.status_code == 201, r.text
         # Cases: two reported in 义和镇 (to accept), one 施工扰民 (routed to 区住房城乡建委 once filed).
         cases = []
         for n, (cls, text) in enumerate((("06010", "村口垃圾堆积"), ("06010", "河边暴露垃圾"), ("08001", "夜间施工扰民"))):
@@ -318,6 +316,11 @@ def test_grid_worker_on_a_poor_connection_loses_nothing_and_counts_once(world, b
     expect(cards.first).to_be_visible()
     n = cards.count()
     steps.shot(page, "households")
+    # They are this worker's own: every household the phone lists is assigned to the person behind the login.
+    me = world["client"].get("/api/auth/me", headers=worker).json()
+    mine = world["client"].get(f"/api/incidents/{world['incident']}/evacuations", headers=worker).json()["items"]
+    assert 0 < n <= len(mine) and all(i["assignee_name"] and i["assignee_name"] in me["display_name"] for i in mine), \
+        (me["display_name"], {i["assignee_name"] for i in mine})
     # Installed for offline use: the service worker holds the app shell.
     assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active.scriptURL)").endswith("/sw.js")
     page.wait_for_function("navigator.serviceWorker.controller !== null || true")

@@ -39,6 +39,7 @@ from cityops.core.geometry import encode_many
 from cityops.events import catalogue
 from cityops.events.models import Attachment, Case, Outbox, Transition
 from cityops.events.workflow import ACTIONS, CLOCK_RUNNING, STATES, allowed_actions, next_state, project
+from cityops.identity import service as identity
 from cityops.identity.scope import Scope
 from cityops.org.locate import Located, LocatorCache
 from cityops.org.models import Department, Place, Unit
@@ -866,8 +867,11 @@ def case_dict(case: Case, now: datetime | None = None) -> dict:
 def case_detail(session: Session, case: Case, may=None) -> dict:
     data = case_dict(case)
     log = session.scalars(select(Transition).where(Transition.case_id == case.id).order_by(Transition.seq)).all()
+    names = identity.display_names(session, [t.actor for t in log] + [case.reported_by])
+    data["reported_by_name"] = names.get(case.reported_by)
     data["history"] = [{"seq": t.seq, "action": t.action, "action_name": ACTIONS[t.action].zh if t.action in ACTIONS else "上报",
-                        "from": t.from_state, "to": t.to_state, "at": t.at.isoformat(), "actor": t.actor, "note": t.note,
+                        "from": t.from_state, "to": t.to_state, "at": t.at.isoformat(), "actor": t.actor,
+                        "actor_name": names.get(t.actor), "note": t.note,
                         "data": t.data, "lon": t.lon, "lat": t.lat} for t in log]
     data["attachments"] = [{"id": a.id, "filename": a.filename, "content_type": a.content_type, "size": a.size,
                             "seq": a.transition_seq, "url": f"/api/events/cases/{case.number}/attachments/{a.id}"}

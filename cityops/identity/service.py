@@ -336,3 +336,13 @@ def revoke_token(session: Session, secret: str, raw: str) -> None:
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
     forget_principals(session)
+
+
+def display_names(session: Session, actors) -> dict[str, str]:
+    """Display names of the users among ``actors`` (audit actor names), so that every screen can name the
+    people in a history without the right to list users. System and demo actors (``system:routing``,
+    ``warning``) are not users: the web app's message catalogue names them in the reader's language."""
+    names = {a for a in actors if a and ":" not in a}
+    if not names:
+        return {}
+    return dict(session.execute(select(User.username, User.display_name).where(User.username.in_(sorted(names)))).all())

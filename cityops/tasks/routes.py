@@ -339,8 +339,9 @@ class ShelterIn(BaseModel):
 
 
 @router.get("/shelters", summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
-def list_shelters(session: DB, principal=Depends(require("tasks.read")), lon: float | None = None, lat: float | None = None) -> list[dict]:
-    return service.list_shelters(session, principal.scope, _near(lon, lat))
+def list_shelters(session: DB, principal=Depends(require("tasks.read")), lon: float | None = None, lat: float | None = None,
+                  incident_id: Id | None = Query(None, description="nearest first from this incident's risk zone")) -> list[dict]:
+    return service.list_shelters(session, principal.scope, _near(lon, lat), incident_id=incident_id)
 
 
 @router.post("/shelters", status_code=201, summary="Register a shelter")

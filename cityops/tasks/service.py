@@ -13,6 +13,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 import shapely
+import shapely.ops
 from shapely.geometry import MultiPolygon, mapping
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import delete, func, insert, select, update
@@ -26,6 +27,7 @@ from cityops.core.spatial import buffer_m, spatial_filter
 from cityops.core.types import utcnow
 from cityops.housing import service as housing
 from cityops.housing.models import Building, Household, Resident
+from cityops.identity import service as identity
 from cityops.identity.scope import Scope
 from cityops.org import service as org
 from cityops.org.models import Person, Unit, person_units
@@ -701,12 +703,27 @@ def shelter_dict(s: Shelter) -> dict:
             "unit_path": s.unit_path, "attributes": s.attributes}
 
 
-def list_shelters(session: Session, scope: Scope, near: tuple[float, float] | None = None) -> list[dict]:
+def list_shelters(session: Session, scope: Scope, near: tuple[float, float] | None = None,
+                  incident_id: int | None = None) -> list[dict]:
+    """Shelters in sight; nearest first from a point (``near``) or from an incident's risk zone (its edge; 0
+    inside), as the command view lists them."""
     items = [shelter_dict(s) for s in session.scalars(select(Shelter).where(scope.sees_clause(Shelter.unit_path)).order_by(Shelter.id))]
-    if near:
+    zone = None
+    if incident_id is not None:
+        incident = get_incident(session, scope, incident_id)
+        found = current_zone(session, incident.id)
+        zone = found.geom if found is not None else incident.hazard_geom
+        if zone is None:
+            raise Conflict(f"incident {incident_id} has no risk zone yet")
+    if near or zone is not None:
         for i in items:
-            i["distance_m"] = round(_distance_m(near[0], near[1], i["lon"], i["lat"]), 1)
-        items.sort(key=lambda i: i["distance_m"])
+            if zone is not None:
+                # The zone's nearest point in degrees, then the true distance: exact enough to order shelters.
+                edge = shapely.ops.nearest_points(zone, shapely.Point(i["lon"], i["lat"]))[0]
+                i["distance_m"] = round(_distance_m(edge.x, edge.y, i["lon"], i["lat"]), 1)
+            else:
+                i["distance_m"] = round(_distance_m(near[0], near[1], i["lon"], i["lat"]), 1)
+        items.sort(key=lambda i: (i["distance_m"], i["id"]))
     return items
 
 
@@ -837,6 +854,9 @@ def timeline(session: Session, scope: Scope, incident_id: int, *, after: int = 0
             out.append(log_dict(e))
             if len(out) >= limit:
                 break
+    names = identity.display_names(session, {e["actor"] for e in out})
+    for e in out:
+        e["actor_name"] = names.get(e["actor"])
     return out
 
 
