@@ -75,6 +75,9 @@ def test_storm_to_every_household_moved(wired):
     # alarm, raised too, joined that case rather than opening a second one.
     case = api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()
     assert case["class_code"] == "10080" and case["state"] not in ("closed", "void")
+    assert case["grid_name"] and case["grid_name"] != case["grid_code"]  # names, not codes, for every reader
+    tasks = api.get("/api/tasks", params={"incident_id": inc["id"]}, headers=district).json()
+    assert tasks and all(t["unit_name"] and t["unit_name"] != t["unit_code"] for t in tasks)
     alarms = api.get("/api/sensing/alarms", params={"risk_point": RISK_POINT, "status": "active"}, headers=admin).json()["items"]
     warning_alarm = next(a for a in alarms if a["key"] == f"warning:{RISK_POINT}")
     assert warning_alarm["severity"] == "red" and warning_alarm["case_ref"] == inc["case_ref"]
@@ -129,6 +132,8 @@ def test_storm_to_every_household_moved(wired):
             _totals_agree(api, inc["id"], users)
     d = _totals_agree(api, inc["id"], users)
     assert d["all_at_home_moved"] and d["remaining_households"] == 0
+    timeline = api.get(f"/api/incidents/{inc['id']}/timeline", params={"decisions_only": False}, headers=users["taikang"]).json()
+    assert {e["actor_name"] for e in timeline if e["actor"] == "yihe"} == {"义和镇值班员"}
 
     # 8. Stand down and close: the incident's case closes in the event center too.
     assert api.post(f"/api/incidents/{inc['id']}/stand-down", json={"reason": "降雨停止,位移趋稳"},

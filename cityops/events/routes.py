@@ -99,7 +99,7 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
                limit: int = Query(100, ge=1, le=5000), offset: NonNegInt64 = 0):
     rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
                                      department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
-    items = [service.case_dict(c) for c in rows]
+    items = service.with_names(session, [service.case_dict(c) for c in rows])
     if format != "json":
         return _export(items, format)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
@@ -312,8 +312,8 @@ async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotate
 def duplicates(number: str, session: DB, principal=Depends(require("events.read")),
                distance_m: float | None = Query(None, gt=0, le=5000), window_hours: float | None = Query(None, gt=0, le=24 * 90)) -> list[dict]:
     case = service.get_case(session, principal.scope, number)
-    return [dict(service.case_dict(c), distance_m=round(d, 1))
-            for c, d in service.duplicate_candidates(session, principal.scope, case, distance_m=distance_m, window_hours=window_hours)]
+    found = service.duplicate_candidates(session, principal.scope, case, distance_m=distance_m, window_hours=window_hours)
+    return service.with_names(session, [dict(service.case_dict(c), distance_m=round(d, 1)) for c, d in found])
 
 
 class MergeIn(BaseModel):

@@ -41,6 +41,7 @@ from cityops.events.models import Attachment, Case, Outbox, Transition
 from cityops.events.workflow import ACTIONS, CLOCK_RUNNING, STATES, allowed_actions, next_state, project
 from cityops.identity import service as identity
 from cityops.identity.scope import Scope
+from cityops.org import service as org_service
 from cityops.org.locate import Located, LocatorCache
 from cityops.org.models import Department, Place, Unit
 
@@ -864,8 +865,18 @@ def case_dict(case: Case, now: datetime | None = None) -> dict:
             "merged_into": case.merged_into, "rating": case.rating, "attributes": case.attributes}
 
 
+def with_names(session: Session, items: list[dict]) -> list[dict]:
+    """Cases as people read them: the grid, the department and the handling unit by name (``*_name``)."""
+    units, depts = org_service.names_of(session, [c for i in items for c in (i.get("grid_code"), i.get("assigned_unit_code"))],
+                                        [i.get("department_code") for i in items])
+    for i in items:
+        i.update(grid_name=units.get(i.get("grid_code")), department_name=depts.get(i.get("department_code")),
+                 assigned_unit_name=units.get(i.get("assigned_unit_code")))
+    return items
+
+
 def case_detail(session: Session, case: Case, may=None) -> dict:
-    data = case_dict(case)
+    data = with_names(session, [case_dict(case)])[0]
     log = session.scalars(select(Transition).where(Transition.case_id == case.id).order_by(Transition.seq)).all()
     names = identity.display_names(session, [t.actor for t in log] + [case.reported_by])
     data["reported_by_name"] = names.get(case.reported_by)

@@ -480,3 +480,13 @@ def list_places(session: Session, scope: Scope, q: str | None = None, limit: int
     if q:
         stmt = stmt.where(Place.name.contains(q, autoescape=True))
     return list(session.scalars(stmt.order_by(Place.id).limit(limit)))
+
+
+def names_of(session: Session, units=(), departments=()) -> tuple[dict[str, str], dict[str, str]]:
+    """Names of units and departments by code, for API answers that show them to people who may not read the
+    units or departments themselves (a department's staff see the grid of a case by name, not by code)."""
+    unit_codes, dept_codes = sorted({c for c in units if c}), sorted({c for c in departments if c})
+    unit_names = dict(session.execute(select(Unit.code, Unit.name).where(Unit.code.in_(unit_codes))).all()) if unit_codes else {}
+    dept_names = (dict(session.execute(select(Department.code, Department.name).where(Department.code.in_(dept_codes))).all())
+                  if dept_codes else {})
+    return unit_names, dept_names

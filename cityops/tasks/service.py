@@ -106,7 +106,7 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
                   warning_level: int | None = None, place_name: str | None = None) -> Incident:
     """Open a response under the plan for ``hazard_type`` at ``level`` (1–4). ``activation`` "manual" or
     "auto" activates at once; "proposed" waits for an operator's confirmation. Without a ``title`` the
-    response is named after ``place_name`` (the risk point's name; else the unit's), see ``_title``."""
+    response is named after ``place_name`` (the risk point's name; else the unit and the plan), see ``_title``."""
     cat = catalogue()
     plan = cat.plan_for(hazard_type)
     response = parse_level(level)
@@ -116,7 +116,7 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
     scope.require_covers(unit.path, f"unit {unit_code}")
     if geometry is not None:
         _check_geometry_in_unit(session, geometry, unit)
-    incident = Incident(title=title or _title(session, place_name or unit.name, plan, response),
+    incident = Incident(title=title or _title(session, place_name or f"{unit.name}{plan.name_zh.removesuffix('应急预案')}", response),
                         hazard_type=plan.hazard_type, plan_key=plan.key, response_level=response,
                         warning_level=warning_level, status="proposed" if activation == "proposed" else "active",
                         activation=activation, risk_point_code=risk_point_code, hazard_geom=geometry,
@@ -140,12 +140,11 @@ def open_incident(session: Session, actor: audit.Actor, scope: Scope, *, hazard_
     return incident
 
 
-def _title(session: Session, place: str, plan, level: int) -> str:
-    """「老沟湾滑坡地质灾害 II级响应」: the place, the plan and the response level (kept current by
-    ``change_level``); a second response at the same place and plan is numbered（第2次）so no two incidents
-    share a title."""
-    base = f"{place}{plan.name_zh.removesuffix('应急预案')}"
-    before = session.scalar(select(func.count(Incident.id)).where(Incident.title.startswith(base), Incident.plan_key == plan.key))
+def _title(session: Session, base: str, level: int) -> str:
+    """「太康村6组老沟湾滑坡II级响应」: the risk point (its name says the hazard; else the unit and the plan) and
+    the response level (kept current by ``change_level``); a second response there is numbered（第2次）so no
+    two incidents share a title."""
+    before = session.scalar(select(func.count(Incident.id)).where(Incident.title.startswith(base, autoescape=True)))
     return f"{base}{ROMAN[level]}级响应" + (f"（第{before + 1}次）" if before else "")
 
 
@@ -1032,6 +1031,7 @@ def progress(session: Session, scope: Scope, task: Task) -> dict:
 def task_tree(session: Session, scope: Scope, task_id: int) -> dict:
     task = get_task(session, scope, task_id)
     data = task_dict(task)
+    data["unit_name"] = org.names_of(session, [task.unit_code])[0].get(task.unit_code)
     data["progress"] = progress(session, scope, task)
     data["children"] = []
     for child in session.scalars(select(Task).where(Task.parent_id == task.id).order_by(Task.id)):
@@ -1058,6 +1058,9 @@ def list_tasks(session: Session, scope: Scope, *, incident_id: int | None = None
         d = task_dict(t)
         d["progress"] = progress(session, scope, t)
         out.append(d)
+    units, _ = org.names_of(session, [d["unit_code"] for d in out])
+    for d in out:
+        d["unit_name"] = units.get(d["unit_code"])
     return out
 
 
