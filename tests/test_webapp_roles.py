@@ -95,7 +95,7 @@ def test_leader_watches_the_district_and_opens_the_command_view(world, browser):
     expect(page).to_have_url(base + "/")
     page.wait_for_function("document.body.dataset.mapReady === '1'")
     expect(page.get_by_test_id("user-name")).to_have_text("区领导")
-    expect(page.get_by_test_id("kpi-incidents")).to_contain_text("1")
+    expect(page.get_by_test_id("kpi-incidents")).to_contain_text("1", timeout=30_000)  # live layers follow the base map
     wait_map_idle(page)
     steps.shot(page, "operations-map")
     # The live layers are listed with what each shows now; the base map's parts can be switched.
