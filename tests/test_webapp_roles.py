@@ -122,7 +122,7 @@ def test_leader_watches_the_district_and_opens_the_command_view(world, browser):
     card.get_by_test_id("card-command").click()
     expect(page).to_have_url(f"{base}/command?incident={world['incident']}")
     body = page.locator("#totals-body")
-    expect(body).to_have_attribute("data-households", str(inc["totals"]["district"]["households"]))
+    expect(body).to_have_attribute("data-households", str(inc["totals"]["district"]["households"]), timeout=30_000)
     expect(page.get_by_test_id("tasks-board")).to_contain_text("逐户转移")
     expect(page.get_by_test_id("tasks-timeline")).to_contain_text("风险区第1版")
     page.wait_for_function("window.cityopsCommandMap && window.cityopsCommandMap.loaded()")
