@@ -46,9 +46,8 @@ def subscriptions(*, wired: bool = True, alarm_hub=None) -> list[Subscription]:
     if wired:
         subs += [
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
-            # The alarm first: a response activated after it joins the case the alarm opened (one danger, one case).
-            Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
             Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
+            Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
             Subscription("tiles.buildings_changed", (BuildingChanged,), tiles.buildings_changed, ordered=False),
         ]
     return subs

@@ -422,6 +422,11 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
     existing = session.scalar(select(Case).where(Case.external_key == key))
     if existing is not None:
         return existing
+    if alarm_key.startswith("warning:"):  # one danger, one case: a response to the same risk point has one open
+        code = alarm_key.removeprefix("warning:")
+        for case in session.scalars(select(Case).where(Case.external_key.like("incident:%")).order_by(Case.id.desc()).limit(200)):
+            if (case.attributes or {}).get("risk_point_code") == code and current_state(session, case) not in ("closed", "void"):
+                return case
     urgency = _ALARM_URGENCY.get(str(level).lower())
     if urgency is None:
         raise InvalidInput(f"unknown alarm level {level!r}", {"field": "level"})

@@ -35,7 +35,8 @@ def create_case(session, *, title: str, description: str, unit_code: str, geomet
         log.info("event center not installed: incident has no case", extra={"title": title})
         return None
     point = geometry.representative_point() if geometry is not None and not geometry.is_empty else None
-    attributes = {"hazard_type": hazard_type, "event_grade": grade, "incident_id": incident_id}
+    attributes = {"hazard_type": hazard_type, "event_grade": grade, "incident_id": incident_id,
+                  "risk_point_code": risk_point_code}
     try:
         with session.begin_nested():
             if risk_point_code and hasattr(service, "adopt_open_case"):
