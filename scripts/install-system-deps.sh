@@ -11,6 +11,8 @@ dpkg -s chromium >/dev/null 2>&1 || packages+=(chromium)
 dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || packages+=(fonts-wqy-microhei)
 # ogr2ogr: the peer of the layer-import benchmark (benchmarks/layer_import.py).
 dpkg -s gdal-bin >/dev/null 2>&1 || packages+=(gdal-bin)
+# QGIS 3.22 with PyQGIS: the desktop client of /ogc in tests/test_qgis_client.py (headless, the system python3).
+dpkg -s python3-qgis >/dev/null 2>&1 || packages+=(qgis python3-qgis)
 # mosquitto_pub: the C load generator of the MQTT ingest benchmark (benchmarks/sensing_ingest.py).
 dpkg -s mosquitto-clients >/dev/null 2>&1 || packages+=(mosquitto-clients)
 if ((${#packages[@]})); then

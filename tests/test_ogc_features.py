@@ -3,6 +3,7 @@ against a live server: GDAL's OAPIF driver (through pyogrio) and OWSLib."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -15,6 +16,10 @@ import pyproj
 import pytest
 import shapely
 from shapely.geometry import Point, Polygon, mapping
+from sqlalchemy import select
+
+from cityops.core.audit import AuditEntry
+from cityops.demo.generator import DEMO_PASSWORD
 
 from tests.conftest import free_port, wait_for_port
 
@@ -104,13 +109,81 @@ def test_landing_conformance_and_api_are_public(api):
     assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10}
 
 
+def basic(username: str, password: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
 def test_collections_need_credentials(api, points_layer):
-    for path in ("/ogc/collections", f"/ogc/collections/{points_layer}", f"/ogc/collections/{points_layer}/items"):
+    for path in (f"/ogc/collections/{points_layer}", f"/ogc/collections/{points_layer}/items",
+                 f"/ogc/collections/{points_layer}/queryables"):
         r = api.get(path)
         assert r.status_code == 401, path
+        # QGIS and browsers ask their user for a password when Basic is offered.
+        assert "Basic" in r.headers["www-authenticate"], path
+    listed = api.get("/ogc/collections")
+    assert listed.status_code == 200 and points_layer not in {c["id"] for c in listed.json()["collections"]}
     key = api.post("/api/users/admin/api-keys", headers=api.login("admin"), json={"name": "ogc-" + uuid.uuid4().hex[:6]})
     assert key.status_code == 201, key.text
-    assert api.get("/ogc/collections", headers={"X-API-Key": key.json()["api_key"]}).status_code == 200
+    raw_key = key.json()["api_key"]
+    assert api.get("/ogc/collections", headers={"X-API-Key": raw_key}).status_code == 200
+
+
+def test_http_basic_on_ogc_and_tiles(api, points_layer):
+    """HTTP Basic (what QGIS 3.22 can send): a password, or an API key as the password (username ``apikey`` or
+    the key's own user); every check goes through the brute-force limits, and failures are audited."""
+    url = f"/ogc/collections/{points_layer}/items"
+    assert api.get(url, headers=basic("admin", DEMO_PASSWORD)).json()["numberMatched"] == 25
+    raw_key = api.post("/api/users/admin/api-keys", headers=api.login("admin"),
+                       json={"name": "basic-" + uuid.uuid4().hex[:6]}).json()["api_key"]
+    for user in ("apikey", "admin"):
+        assert api.get(url, headers=basic(user, raw_key)).status_code == 200, user
+    assert api.get(url, headers=basic("leader", raw_key)).status_code == 401  # another user's name with the key
+    assert api.get(url, headers={"Authorization": "Basic ???"}).status_code == 401
+    assert api.get(f"/api/tiles/{points_layer}/tilejson.json", headers=basic("admin", DEMO_PASSWORD)).status_code == 200
+    assert api.get(f"/ogc/collections/{points_layer}/tiles", headers=basic("apikey", raw_key)).status_code == 200
+    # The /api interface keeps to tokens.
+    assert api.get("/api/layers", headers=basic("admin", DEMO_PASSWORD)).status_code == 401
+
+    victim = "ogcbasic" + uuid.uuid4().hex[:6]
+    limit = api.store.settings.login_max_failures_per_account
+    for _ in range(limit):  # the limit-th failure locks the account
+        assert api.get(url, headers=basic(victim, "wrong-password")).status_code == 401
+    # Locked now: even a right password would be refused before it is checked, on every interface.
+    assert api.get(url, headers=basic(victim, "wrong-password")).status_code == 429
+    r = api.post("/api/auth/login", json={"username": victim, "password": "wrong-password"})
+    assert r.status_code == 429
+    with api.store.sessions() as session:
+        failures = session.scalars(select(AuditEntry.after).where(AuditEntry.action == "auth.login_failed",
+                                                                AuditEntry.entity_key == victim)).all()
+    assert len(failures) == limit + 2 and [f["channel"] for f in failures].count("ogc") == limit + 1
+    for kind, lock in (("account", victim), ("address", "testclient")):
+        api.delete(f"/api/auth/lockouts/{kind}/{lock}", headers=api.login("admin"))
+    assert api.get(url, headers=basic(victim, "wrong-password")).status_code == 401
+
+
+def test_public_read_layer_needs_no_login(api, admin):
+    key = make_layer(api, admin, point_features(POINTS[:5]), public_read=True)
+    private = make_layer(api, admin, point_features(POINTS[:3]))
+    listed = {c["id"] for c in api.get("/ogc/collections").json()["collections"]}
+    assert key in listed and private not in listed
+    assert api.get(f"/ogc/collections/{key}/items").json()["numberMatched"] == 5
+    r = api.get(f"/ogc/collections/{key}/items", params={"filter": "n >= 3"})
+    assert r.status_code == 200 and r.json()["numberMatched"] == 2
+    assert api.get(f"/ogc/collections/{key}/queryables").status_code == 200
+    api_doc = api.get("/ogc/api").json()["paths"]
+    assert f"/collections/{key}/items" in api_doc and f"/collections/{private}/items" not in api_doc
+    assert api.get(f"/api/tiles/{key}/tilejson.json").status_code == 200
+    assert api.get(f"/api/tiles/{private}/tilejson.json").status_code == 404
+    # Reading is open; editing is not.
+    feat = {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [108.4, 31.2]}}
+    assert api.post(f"/ogc/collections/{key}/items", json=feat).status_code == 401
+    assert api.options(f"/ogc/collections/{key}/items").headers["allow"] == "GET, HEAD, OPTIONS"
+    # Wrong credentials are refused, not taken as anonymous.
+    assert api.get(f"/ogc/collections/{key}/items", headers={"Authorization": "Bearer nope"}).status_code == 401
+    # The flag is the catalogue's: cleared, the layer needs a login again.
+    assert api.patch(f"/api/layers/{key}", headers=admin, json={"public_read": False}).status_code == 200
+    assert api.get(f"/ogc/collections/{key}/items").status_code == 401
+    assert api.get(f"/api/layers/{key}", headers=admin).json()["public_read"] is False
 
 
 def test_collections_and_collection_metadata(api, admin, points_layer):

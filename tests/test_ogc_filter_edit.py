@@ -16,7 +16,7 @@ import pyogrio
 import pytest
 import shapely
 from shapely.geometry import Point, mapping, shape
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from tests.conftest import free_port, table_counts, wait_for_port
 from tests.test_ogc_features import SERVE, link, make_layer, path_of
@@ -186,7 +186,13 @@ def test_filter_with_bbox_and_paging(api, admin, grid_layer):
     ("S_INTERSECTS(geometry, POLYGON((0 0, 1 1, 0 1, 1 0, 0 0)))", None, "not valid"),
     ("{\"op\": \"=\", \"args\": [", "cql2-json", "column"),
     ("{\"op\": \"nosuchop\", \"args\": []}", "cql2-json", "nosuchop"),
-    ("n = 1", "cql-text", "filter-lang"),
+    ("n = 1", "ecql", "filter-lang"),
+    # A literal of another type than the queryable's matched nothing; now it says why.
+    ("n = '3'", None, "'n' is a integer queryable"),
+    ("name = 3", None, "'name' is a string queryable"),
+    ("n IN ('1', '2')", None, "string literal"),
+    ("depth > 'deep'", None, "'depth' is a number queryable"),
+    ("n LIKE '1%'", None, "string literal"),
 ])
 def test_bad_filters_are_400_with_position(api, admin, grid_layer, flt, lang, needle):
     params = {"filter": flt}
@@ -197,6 +203,62 @@ def test_bad_filters_are_400_with_position(api, admin, grid_layer, flt, lang, ne
     assert needle in r.json()["description"]
     if "column" in needle:
         assert r.json()["details"]["column"] >= 1
+
+
+def test_pre_standard_filter_lang_names(api, admin, grid_layer):
+    """GDAL's OAPIF driver asks with filter-lang=cql-text (the name before CQL2)."""
+    for flt in ("n > 20 AND kind = 'a'", "name LIKE 'Site%'"):
+        assert ns(run(api, admin, grid_layer, flt, "cql-text")) == ns(run(api, admin, grid_layer, flt, "cql2-text"))
+    as_json = json.dumps({"op": ">", "args": [{"property": "n"}, 25]})
+    assert ns(run(api, admin, grid_layer, as_json, "cql-json")) == where(lambda p, g: p["n"] > 25)
+
+
+def test_s_intersects_a_point_at_a_returned_features_coordinates(api, admin):
+    """A point literal written with the coordinates a feature came back with matches that feature (every digit of
+    the stored double goes out, on both backends, in every served CRS)."""
+    points = [(108.41234567891234, 31.212345678912345), (108.40000000000001, 31.2), (108.43333333333333, 31.266666666666666),
+              (108.1 + 0.2, 31.1 + 0.2)]
+    key = make_layer(api, admin, [{"type": "Feature", "properties": {"name": f"x{i}"}, "geometry": mapping(Point(p))}
+                                  for i, p in enumerate(points)])
+    for crs, swap in ((None, False), (EPSG.format(4490), True), (EPSG.format(4326), True)):
+        extra = {"crs": crs} if crs else {}
+        body = api.get(f"/ogc/collections/{key}/items", params={"limit": 10, **extra}, headers=admin).json()
+        assert len(body["features"]) == len(points)
+        for f in body["features"]:
+            a, b = f["geometry"]["coordinates"]
+            params = {"filter-crs": crs} if crs else {}
+            got = run(api, admin, key, f"S_INTERSECTS(geometry, POINT({a!r} {b!r}))", **params)
+            assert [g["properties"]["name"] for g in got["features"]] == [f["properties"]["name"]], (crs, a, b)
+
+
+def test_temporal_conformance_only_with_a_temporal_queryable(store):
+    """Temporal functions are declared while some collection has a date or date-time queryable, and only then."""
+    from cityops.base.models import Layer
+    from cityops.org.models import Unit
+    from tests.conftest import make_client
+
+    temporal = SPEC + "cql2/1.0/conf/temporal-functions"
+    client = make_client(store)
+    try:
+        def declared() -> set[str]:
+            return set(client.get("/ogc/conformance").json()["conformsTo"])
+
+        assert temporal not in declared() and SPEC + "cql2/1.0/conf/basic-cql2" in declared()
+        with store.sessions() as session:
+            session.add(Unit(code="500154", name="开州区", level="district", path="/500154/"))
+            session.flush()
+            session.add(Layer(key="plain", title_zh="无时间", title_en="plain", category="0701", geometry_type="POINT",
+                              attribute_schema=[{"name": "n", "type": "integer"}], unit_code="500154",
+                              unit_path="/500154/"))
+            session.commit()
+        assert temporal not in declared()
+        with store.sessions() as session:
+            session.scalar(select(Layer).where(Layer.key == "plain")).attribute_schema = \
+                [{"name": "n", "type": "integer"}, {"name": "seen", "type": "datetime"}]
+            session.commit()
+        assert temporal in declared()
+    finally:
+        client.close()
 
 
 def test_filter_lang_alone_and_unknown_params(api, admin, grid_layer):
@@ -331,6 +393,7 @@ def _unchanged(api, admin, key, request_fn):
     ({"type": "Feature", "properties": {"n": "x"}, "geometry": {"type": "Point", "coordinates": [108.4, 31.2]}}, "n must be integer"),
     ({"type": "FeatureCollection", "features": []}, "FeatureCollection"),
     ({"type": "Feature", "properties": [1], "geometry": None}, "properties"),
+    ({"type": "Feature", "properties": {"n": 1}}, "no 'geometry' member"),
     ([1, 2], "Feature"),
 ])
 def test_bad_bodies_are_400_and_change_nothing(api, admin, editable, body, needle):
@@ -485,9 +548,9 @@ def _requests(log: Path) -> list[str]:
 
 
 def test_gdal_pushes_filters_to_the_server(admin, live_logged, grid_layer):
-    """GDAL's OAPIF driver sends the spatial filter as bbox and the attribute equalities of ``where`` as
-    queryable query parameters (it finds them in the OpenAPI document); the rest it evaluates itself. The
-    access log shows what reached the server; the answers must be exact either way."""
+    """GDAL's OAPIF driver sends the spatial filter as bbox and ``where`` as a CQL text filter (it finds cql-text
+    among the filter-lang values of the OpenAPI document). The access log shows what reached the server; the
+    answers must be exact either way."""
     base, log = live_logged
     token = admin["Authorization"].removeprefix("Bearer ")
     pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": "BEARER", "GDAL_HTTP_BEARER": token})
@@ -497,12 +560,12 @@ def test_gdal_pushes_filters_to_the_server(admin, live_logged, grid_layer):
         names = {str(v) for v in fields[meta["fields"].tolist().index("name")]}
         assert names == {attrs(i)["name"] for i in where(lambda p, g: p["n"] > 20 and p["kind"] == "a")}
         items = f"/collections/{grid_layer}/items"
-        assert any(items in r and "kind=a" in r for r in _requests(log)), _requests(log)
+        assert any(items in r and "kind = 'a'" in r and "filter-lang=cql-text" in r for r in _requests(log)), _requests(log)
         box = (108.415, 31.205, 108.435, 31.225)
         meta, _, geometry, fields = pyogrio.raw.read(source, layer=grid_layer, bbox=box, where="kind = 'b'")
         got = {str(v) for v in fields[meta["fields"].tolist().index("name")]}
         assert got == {attrs(i)["name"] for i in where(lambda p, g: p["kind"] == "b" and shapely.box(*box).intersects(g))}
-        assert any(items in r and "bbox=" in r and "kind=b" in r for r in _requests(log)), _requests(log)
+        assert any(items in r and "bbox=" in r and "kind = 'b'" in r for r in _requests(log)), _requests(log)
     finally:
         pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": None, "GDAL_HTTP_BEARER": None})
 
@@ -526,3 +589,27 @@ def test_owslib_filter_bbox_crs(request, admin, live_logged, grid_layer):
     if q is not None:
         assert "n" in q["properties"]
     assert any("filter=flag = false" in r for r in _requests(log))
+
+
+def test_gdal_sends_its_cql_text_and_gets_exact_answers(admin, live_logged, grid_layer):
+    """GDAL finds cql-text among the filter-lang values of the API definition and then sends the whole ``where``
+    as a CQL filter (filter-lang=cql-text, its pre-standard name): comparisons, ranges and LIKE are answered by
+    the server, exactly as GDAL itself would evaluate them."""
+    base, log = live_logged
+    token = admin["Authorization"].removeprefix("Bearer ")
+    pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": "BEARER", "GDAL_HTTP_BEARER": token})
+    try:
+        source = f"OAPIF:{base}"
+        cases = [("n > 20", lambda p: p["n"] > 20),
+                 ("n >= 5 AND n < 9 OR kind = 'b' AND depth > 40", lambda p: 5 <= p["n"] < 9 or (p["kind"] == "b" and (p["depth"] or 0) > 40)),
+                 ("name LIKE 'Site%'", lambda p: p["name"].startswith("Site"))]
+        for flt, pred in cases:
+            before = len(_requests(log))
+            meta, _, _, fields = pyogrio.raw.read(source, layer=grid_layer, where=flt)
+            names = {str(v) for v in fields[meta["fields"].tolist().index("name")]}
+            assert names == {attrs(i)["name"] for i in where(lambda p, g: pred(p))}, flt
+            sent = [r for r in _requests(log)[before:] if f"/collections/{grid_layer}/items" in r]
+            assert any("filter-lang=cql-text" in r for r in sent), sent
+            assert all(" 200" in r for r in sent), sent
+    finally:
+        pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": None, "GDAL_HTTP_BEARER": None})

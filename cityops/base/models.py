@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
@@ -35,6 +35,8 @@ class Layer(Base):
     #: CRS of the last import's source (storage is always canonical).
     source_crs: Mapped[str | None] = mapped_column(Text)
     editable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    #: Open data (公开数据): anyone may read it through /ogc and the tiles, without logging in.
+    public_read: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
     current_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     feature_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     bounds: Mapped[list | None] = mapped_column(JSONText)

@@ -37,6 +37,8 @@ class LayerIn(BaseModel):
     owner_department: str | None = None
     source: str | None = Field(default=None, max_length=256)
     editable: bool = False
+    #: Open data: readable without login through /ogc and the tiles.
+    public_read: bool = False
     unit_code: str | None = None
 
 
@@ -49,6 +51,7 @@ class LayerPatch(BaseModel):
     owner_department: str | None = None
     source: str | None = Field(default=None, max_length=256)
     editable: bool | None = None
+    public_read: bool | None = None
 
 
 class RollbackIn(BaseModel):

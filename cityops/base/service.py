@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from sqlalchemy import Connection, func, insert, literal, select, text
+from sqlalchemy import Connection, func, insert, literal, or_, select, text
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore, layerfiles
@@ -33,7 +33,7 @@ def layer_snapshot(layer: Layer) -> dict:
         "description_zh": layer.description_zh, "description_en": layer.description_en,
         "category": layer.category, "owner_department": layer.owner_department, "source": layer.source,
         "geometry_type": layer.geometry_type, "attribute_schema": layer.attribute_schema,
-        "source_crs": layer.source_crs, "editable": layer.editable, "current_version": layer.current_version,
+        "source_crs": layer.source_crs, "editable": layer.editable, "public_read": layer.public_read, "current_version": layer.current_version,
         "feature_count": layer.feature_count, "bounds": layer.bounds, "unit_code": layer.unit_code,
         "updated_at": layer.updated_at.isoformat() if layer.updated_at else None,
     }
@@ -45,8 +45,14 @@ def version_snapshot(v: LayerVersion) -> dict:
             "feature_count": v.feature_count, "restores": v.restores, "note": v.note}
 
 
+#: The scope of an anonymous reader of the standard interfaces: no unit, so public-read layers only.
+PUBLIC = Scope()
+
+
 def list_layers(session: Session, scope: Scope, category: str | None = None) -> list[Layer]:
-    stmt = select(Layer).where(scope.sees_clause(Layer.unit_path)).order_by(Layer.category, Layer.key)
+    """The layers ``scope`` sees, and the public-read ones (all a reader needs; writes check the scope)."""
+    stmt = select(Layer).where(or_(scope.sees_clause(Layer.unit_path), Layer.public_read.is_(True))) \
+        .order_by(Layer.category, Layer.key)
     if category:
         load_categories().get(category)
         stmt = stmt.where(Layer.category.startswith(category, autoescape=True))
@@ -55,7 +61,7 @@ def list_layers(session: Session, scope: Scope, category: str | None = None) -> 
 
 def get_layer(session: Session, key: str, scope: Scope) -> Layer:
     layer = session.scalar(select(Layer).where(Layer.key == key))
-    if layer is None or not scope.sees(layer.unit_path):
+    if layer is None or not (scope.sees(layer.unit_path) or layer.public_read):
         raise NotFound(f"layer {key!r} not found")
     return layer
 
@@ -90,6 +96,7 @@ def create_layer(session: Session, actor: audit.Actor, scope: Scope, data: dict)
                   description_zh=data.get("description_zh") or "", description_en=data.get("description_en") or "",
                   category=category.code, owner_department=owner, source=data.get("source") or "",
                   geometry_type=geometry_type, attribute_schema=[], editable=bool(data.get("editable", False)),
+                  public_read=bool(data.get("public_read", False)),
                   current_version=0, feature_count=0, unit_code=unit.code, unit_path=unit.path)
     session.add(layer)
     session.flush()
@@ -110,7 +117,7 @@ def update_layer(session: Session, actor: audit.Actor, scope: Scope, key: str, c
         if session.scalar(select(Department.id).where(Department.code == changes["owner_department"])) is None:
             raise InvalidInput(f"unknown department {changes['owner_department']!r}")
         layer.owner_department = changes["owner_department"]
-    for name in ("title_zh", "title_en", "description_zh", "description_en", "source", "editable"):
+    for name in ("title_zh", "title_en", "description_zh", "description_en", "source", "editable", "public_read"):
         if changes.get(name) is not None:
             setattr(layer, name, changes[name])
     layer.updated_at = utcnow()

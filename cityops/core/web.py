@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import threading
 import time
@@ -103,6 +105,20 @@ def bearer_token(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    """(username, password) of an ``Authorization: Basic`` header, or None when there is none."""
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("basic "):
+        return None
+    try:
+        username, colon, password = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("malformed Basic credentials: base64 of 'username:password' expected") from None
+    if not colon or not username:
+        raise Unauthenticated("malformed Basic credentials: base64 of 'username:password' expected")
+    return username, password
+
+
 def _raw_token(request: Request) -> str:
     raw = bearer_token(request)
     if not raw:
@@ -110,11 +126,22 @@ def _raw_token(request: Request) -> str:
     return raw
 
 
-def principal_from_request(request: Request, ctx: AppContext, session: Session):
-    """The caller's principal, resolved in ``session`` (for code that already runs in a worker thread)."""
-    from cityops.identity.service import resolve_token
+def principal_from_request(request: Request, ctx: AppContext, session: Session, *, basic_channel: str | None = None):
+    """The caller's principal, resolved in ``session`` (for code that already runs in a worker thread).
 
-    principal = resolve_token(session, ctx.settings.resolved_secret, _raw_token(request))
+    ``basic_channel``: the interface also takes HTTP Basic (a password, or an API key as the password) for clients
+    that cannot send a token header (QGIS 3.22, frost-sta-client); the check goes through the brute-force limits
+    (``authenticate_limited``), and its name is what failed logins are audited under."""
+    from cityops.identity.service import authenticate_limited, principal_for, resolve_token
+
+    credentials = basic_credentials(request) if basic_channel else None
+    if credentials is not None:
+        user = authenticate_limited(session, ctx.settings, *credentials, address=client_address(request),
+                                    channel=basic_channel, api_key=True)
+        session.commit()  # the cleared failures of the account, if it had any
+        principal = principal_for(session, user)
+    else:
+        principal = resolve_token(session, ctx.settings.resolved_secret, _raw_token(request))
     request.state.principal = principal
     return principal
 
@@ -138,10 +165,32 @@ async def current_principal(request: Request, ctx: Ctx):
     return await run_in_threadpool(lookup)
 
 
-def require(permission: str):
-    """Dependency: an authenticated principal holding ``permission``."""
+def interface_principal(channel: str, *, optional: bool = False):
+    """Dependency of the standard interfaces (/ogc, the tiles, /sta): the caller's principal from a token, an API
+    key or HTTP Basic. ``optional``: a request without credentials is anonymous (None) — it sees public-read
+    layers only; wrong credentials are still 401."""
 
-    async def dependency(principal=Depends(current_principal)):  # async: no thread hand-off for a set lookup
+    async def dependency(request: Request, ctx: Ctx):
+        if basic_credentials(request) is None:
+            if optional and not bearer_token(request):
+                return None
+            return await current_principal(request, ctx)
+
+        def lookup():
+            with ctx.sessions() as session:
+                return principal_from_request(request, ctx, session, basic_channel=channel)
+
+        return await run_in_threadpool(lookup)
+
+    dependency.__name__ = f"{channel}_principal"
+    return dependency
+
+
+def require(permission: str, *, basic: str | None = None):
+    """Dependency: an authenticated principal holding ``permission``; ``basic``: HTTP Basic is also taken, on this
+    channel (see ``interface_principal``)."""
+
+    async def dependency(principal=Depends(interface_principal(basic) if basic else current_principal)):  # async: no thread hand-off for a set lookup
         principal.require(permission)
         return principal
 
@@ -302,6 +351,10 @@ def _route(scope) -> str:
     return getattr(scope.get("route"), "path", "unmatched")
 
 
+#: Paths whose interfaces take HTTP Basic (``interface_principal``).
+BASIC_PATHS = ("/ogc", "/api/tiles", "/sta")
+
+
 def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
     requests = Counter("cityops_http_requests_total", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("cityops_http_request_seconds", "HTTP request latency", ["method", "route"], registry=registry)
@@ -313,7 +366,9 @@ def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
     async def _domain_error(request: Request, exc: CityOpsError):
         headers = None
         if exc.status_code == 401:
-            headers = {"WWW-Authenticate": "Bearer"}
+            # The standard interfaces also take HTTP Basic: say so, so that a client may ask its user.
+            basic = request.url.path.startswith(BASIC_PATHS)
+            headers = {"WWW-Authenticate": 'Bearer, Basic realm="CityOps", charset="UTF-8"' if basic else "Bearer"}
         elif getattr(exc, "retry_after", None) is not None:  # a full queue (Busy), a login lockout
             headers = {"Retry-After": str(exc.retry_after)}
         return JSONResponse(

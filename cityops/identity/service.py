@@ -258,29 +258,48 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
+#: The username that goes with an API key given as an HTTP Basic password (the key alone names its user).
+API_KEY_USERNAME = "apikey"
+
+
+def _api_key_owner(session: Session, secret: str, username: str, raw: str) -> User:
+    """The user of API key ``raw`` given as a Basic password, under username ``apikey`` or the key's own user."""
+    principal = resolve_token(session, secret, raw)
+    if username not in (API_KEY_USERNAME, principal.username):
+        raise Unauthenticated("wrong username or API key")
+    return session.get(User, principal.user_id)
+
+
 def authenticate_limited(session: Session, settings, username: str, password: str, *, address: str | None,
-                         channel: str) -> User:
+                         channel: str, api_key: bool = False) -> User:
     """``authenticate`` behind the brute-force limits (``identity.throttle``): every interface that checks a
-    password calls this — the API login, HTTP Basic on /sta, and any other. A locked account or address is
-    refused (``LockedOut``, 429) before the password is looked at; a failure is counted and audited and
+    password calls this — the API login and HTTP Basic on /ogc, the tiles and /sta. A locked account or address
+    is refused (``LockedOut``, 429) before the password is looked at; a failure is counted and audited and
     *committed* here, since the request that fails rolls back; success clears the account's failures.
-    ``address`` is the client's IP address (``request.client.host``)."""
+    ``address`` is the client's IP address (``request.client.host``).
+
+    ``api_key``: the password may be an API key (HTTP Basic, for clients that cannot send a header of their
+    own); a wrong key counts as a failure like a wrong password. Under the username ``apikey`` only the address
+    is counted, or anyone could lock every key user out by failing as ``apikey``."""
     from cityops.identity import throttle
 
+    by_key = api_key and password.startswith(API_KEY_PREFIX)
+    account = None if by_key and username == API_KEY_USERNAME else username
     try:
-        throttle.check(session, username, address)
+        throttle.check(session, account, address)
     except throttle.LockedOut:
-        throttle.refused(session, username, address, channel=channel, reason="locked")
+        throttle.refused(session, account, address, channel=channel, reason="locked")
         session.commit()
         raise
     try:
-        user = authenticate(session, username, password)
+        user = _api_key_owner(session, settings.resolved_secret, username, password) if by_key else \
+            authenticate(session, username, password)
     except Unauthenticated as exc:
         session.rollback()
-        throttle.failed(session, throttle.Limits.of(settings), username, address, channel=channel, reason=exc.message)
+        throttle.failed(session, throttle.Limits.of(settings), account, address, channel=channel, reason=exc.message)
         session.commit()
         raise
-    throttle.succeeded(session, username)
+    throttle.succeeded(session, user.username)
     return user
 
 

@@ -122,7 +122,11 @@ def _count(session: Session, kind: str, key: str, now: datetime, window: timedel
 
 def succeeded(session: Session, username: str) -> None:
     """A correct password clears the account's failures (not the address's: one valid account must not let
-    an address go on guessing others)."""
+    an address go on guessing others). Read first: HTTP Basic clients log in on every request, and a DELETE,
+    even of nothing, would take SQLite's write lock each time."""
+    if session.scalar(select(LoginThrottle.id).where(LoginThrottle.kind == "account", LoginThrottle.key == username)
+                      .limit(1)) is None:
+        return
     session.execute(delete(LoginThrottle).where(LoginThrottle.kind == "account", LoginThrottle.key == username)
                     .execution_options(synchronize_session=False))
 

@@ -79,6 +79,8 @@ def parse_feature(layer: Layer, body, crs) -> tuple[dict, object]:
     if not isinstance(body, dict) or body.get("type") != "Feature":
         raise InvalidInput("the body must be one GeoJSON Feature ({\"type\": \"Feature\", \"geometry\": …, "
                            "\"properties\": {…}})")
+    if "geometry" not in body:  # RFC 7946 §3.2: a Feature has a geometry member, null when it has none
+        raise InvalidInput("the Feature has no 'geometry' member; send the geometry, or \"geometry\": null for none")
     props = body.get("properties")
     if props is None:
         props = {}

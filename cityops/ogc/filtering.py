@@ -39,6 +39,8 @@ from cityops.core.params import parse_int
 #: Names that denote the feature geometry in a filter (QGIS uses the queryable's name; others say geometry).
 GEOMETRY_NAMES = ("geometry", "geom")
 FILTER_LANGS = ("cql2-text", "cql2-json")
+#: Pre-standard names of the encodings, still sent by clients: GDAL's OAPIF driver asks with filter-lang=cql-text.
+FILTER_LANG_SYNONYMS = {"cql-text": "cql2-text", "cql-json": "cql2-json"}
 #: Bounds of a filter, checked before the ``cql2`` parser sees it: that parser recurses natively per level and
 #: crashes the whole process (SIGSEGV) at about 1,700 nested parentheses. Real filters nest a few levels.
 MAX_FILTER_CHARS = 100_000
@@ -80,6 +82,11 @@ def queryables(layer, url: str) -> dict:
             "title": layer.title_zh, "properties": props, "additionalProperties": False}
 
 
+def has_temporal(attribute_schema) -> bool:
+    """The collection has a date or date-time queryable (what the temporal operators compare)."""
+    return any(f.get("type") in ("datetime", "date") for f in attribute_schema or [])
+
+
 def _geometry_format(geometry_type: str) -> str:
     return {"POINT": "point", "MULTIPOINT": "multipoint", "LINESTRING": "linestring",
             "MULTILINESTRING": "multilinestring", "POLYGON": "polygon", "MULTIPOLYGON": "multipolygon"}.get(
@@ -91,7 +98,7 @@ _POSITION = re.compile(r"-->\s*(\d+):(\d+)")
 
 def parse(text: str, lang: str | None) -> dict:
     """``filter`` + ``filter-lang`` → CQL2-JSON (a dict). 400 with the line and column of a syntax error."""
-    lang = lang or "cql2-text"
+    lang = FILTER_LANG_SYNONYMS.get(lang, lang) if lang else "cql2-text"
     if lang not in FILTER_LANGS:
         raise FilterError(f"filter-lang={lang!r} is not supported; use cql2-text or cql2-json")
     if len(text) > MAX_FILTER_CHARS:
@@ -122,7 +129,63 @@ def parse(text: str, lang: str | None) -> dict:
             message = f"filter ({lang}) is invalid: {raw}"
         raise FilterError(message, details=details) from None
     _check_size(tree)
+    _exact_geometries(tree, text, lang)
     return tree
+
+
+_WKT_TAG = re.compile(r"\b(MULTIPOINT|MULTILINESTRING|MULTIPOLYGON|GEOMETRYCOLLECTION|POINT|LINESTRING|POLYGON)\b"
+                      r"(?:\s+Z)?\s*\(", re.I)
+
+
+def _exact_geometries(tree, text: str, lang: str) -> None:
+    """Put back the exact coordinates of the filter's geometry literals. The ``cql2`` library (0.6) rounds them
+    in the last bits on the way through its geometry types (108.41234567891235 comes out as 108.41234567891236),
+    so a point written with a returned feature's coordinates missed that feature. The literals are read again
+    from the filter itself — WKT by GEOS, JSON by the JSON parser, both exact — and replace the library's, in
+    order (both lists follow the text)."""
+    found: list[dict] = []
+    stack = [tree]
+    while stack:  # depth first, left to right: the order the literals appear in the text
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "coordinates" in node or "geometries" in node:
+                found.append(node)
+                continue
+            stack.extend(reversed(list(node.values())))
+        elif isinstance(node, list):
+            stack.extend(reversed(node))
+    if not found:
+        return
+    if lang == "cql2-json":
+        exact, stack = [], [json.loads(text)]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                if "coordinates" in node or "geometries" in node:
+                    exact.append(node)
+                    continue
+                stack.extend(reversed(list(node.values())))
+            elif isinstance(node, list):
+                stack.extend(reversed(node))
+    else:
+        bare = _QUOTED[lang].sub(lambda m: " " * len(m.group(0)), text)  # no tag inside a string literal counts
+        exact, tag = [], _WKT_TAG.search(bare)
+        while tag:
+            depth, end = 0, tag.end() - 1
+            for end in range(tag.end() - 1, len(bare)):
+                depth += {"(": 1, ")": -1}.get(bare[end], 0)
+                if depth == 0:
+                    break
+            try:
+                exact.append(json.loads(shapely.to_geojson(shapely.from_wkt(text[tag.start():end + 1]))))
+            except shapely.errors.GEOSException:
+                return
+            tag = _WKT_TAG.search(bare, end + 1)  # past the whole literal (a collection's members are in it)
+    if len(exact) != len(found):
+        return  # not the same literals: keep the library's reading
+    for ours, theirs in zip(found, exact):
+        ours.clear()
+        ours.update(theirs)
 
 
 #: Quoted strings of each encoding (their brackets do not nest anything); an unterminated one runs to the end.
@@ -334,6 +397,15 @@ class Translator:
             value = func.lower(value)
         return case((ok, value), else_=None)
 
+    def check_kind(self, name: str, kind: str) -> None:
+        """A literal of another type than the queryable's is the client's mistake (``n = '3'`` on a number would
+        silently match nothing): 400 naming both. Properties typed ``json`` take any literal."""
+        declared = _JSON_TYPES.get(self.fields.get(name, "json"))
+        expected = "number" if declared == "integer" else declared
+        if expected is not None and expected != kind:
+            raise FilterError(f"{name!r} is a {self.fields[name]} queryable; it cannot be compared with a {kind} "
+                              f"literal", details={"property": name, "type": self.fields[name], "literal": kind})
+
     def literal_value(self, node):
         """A CQL2 literal → (kind, python value), or None when ``node`` is not a literal."""
         if isinstance(node, bool):
@@ -384,6 +456,7 @@ class Translator:
         if name in GEOMETRY_NAMES:
             raise FilterError(f"{name!r} is the geometry; use a spatial operator such as S_INTERSECTS")
         kind, value = b[1]
+        self.check_kind(name, kind)
         column = self._typed(name, kind, casei)
         bound = literal(value)
         return {"=": column == bound, "<>": column != bound, "<": column < bound, "<=": column <= bound,
@@ -404,6 +477,7 @@ class Translator:
             if other[0] == "prop":
                 raise FilterError("IN compares a property with a list of literals")
             kind, literal_ = other[1]
+            self.check_kind(name, kind)
             groups.setdefault((kind, casei or other[2]), []).append(literal_)
         return or_(*[self._typed(name, kind, ci).in_(items) for (kind, ci), items in groups.items()])
 
@@ -425,6 +499,7 @@ class Translator:
         pkind, pattern, pcasei = self._side(args[1])
         if kind != "prop" or pkind != "lit" or pattern[0] != "string":
             raise FilterError("LIKE takes a queryable and a string pattern")
+        self.check_kind(name, "string")
         casei = casei or pcasei
         text = pattern[1].lower() if casei else pattern[1]
         column = self._typed(name, "string", casei)

@@ -3,9 +3,10 @@ JSON) and Part 4 (Create, Replace, Update, Delete) at ``/ogc``; every layer of t
 whose id is the layer key.
 
 Access: the landing page ``/ogc``, ``/ogc/conformance`` and the API definition ``/ogc/api`` are public, so
-that clients can discover the service (they hold no records). Everything under ``/ogc/collections`` needs
-an authenticated principal with ``layers.read`` (``Authorization: Bearer <token>`` or ``X-API-Key``), and a
-layer outside the principal's scope is an unknown collection (404).
+that clients can discover the service (they hold no records). Layers marked public-read (open data) are
+served to anyone; every other collection needs a principal with ``layers.read`` (``Authorization: Bearer
+<token>``, ``X-API-Key``, or HTTP Basic with a password or an API key as the password — what QGIS 3.22 can
+send), and a layer outside the principal's scope is an unknown collection (404; 401 without credentials).
 
 ``limit``: default 10, maximum 10000 (declared in ``/ogc/api``); anything else → 400. Paging links are keyset
 (``cursor=a<id>``/``b<id>``), never deep OFFSET. Unknown query parameters → 400 naming them. Edits need
@@ -24,13 +25,15 @@ import numpy as np
 import orjson
 import shapely
 from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import select
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from cityops.base import service as layers
-from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
+from cityops.base.models import Layer
+from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 from cityops.core.params import INT64_MAX, INT64_MIN
-from cityops.core.web import DB, bearer_token, current_principal, loads_json, request_id, require
+from cityops.core.web import DB, interface_principal, loads_json, request_id
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
 
@@ -66,7 +69,7 @@ CONFORMANCE = [
     _SPEC + "cql2/1.0/conf/basic-spatial-functions",
     _SPEC + "cql2/1.0/conf/basic-spatial-functions-plus",
     _SPEC + "cql2/1.0/conf/spatial-functions",
-    _SPEC + "cql2/1.0/conf/temporal-functions",
+    _SPEC + "cql2/1.0/conf/temporal-functions",  # only while a temporal queryable exists (conformance())
     # Part 4 (draft OGC 20-002)
     _SPEC + "ogcapi-features-4/1.0/conf/create-replace-delete",
     _SPEC + "ogcapi-features-4/1.0/conf/update",
@@ -91,8 +94,34 @@ def _root(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/ogc"
 
 
+#: The caller: a principal (token, API key or HTTP Basic), or None without credentials (public-read layers only).
+Reader = Depends(interface_principal("ogc", optional=True))
+Editor = Depends(interface_principal("ogc"))
+
+
+def _scope(principal):
+    """What the caller reads: its scope (it must hold ``layers.read``), or the public-read layers alone."""
+    if principal is None:
+        return layers.PUBLIC
+    principal.require("layers.read")
+    return principal.scope
+
+
+def _readable(session, key: str, principal):
+    """The collection ``key`` if the caller may read it; without credentials a non-public one is 401."""
+    try:
+        return layers.get_layer(session, key, _scope(principal))
+    except NotFound:
+        if principal is None:
+            raise Unauthenticated(f"collection {key!r} needs credentials (Bearer token, X-API-Key or HTTP Basic), "
+                                  "or does not exist") from None
+        raise
+
+
 def _error(request: Request, exc: CityOpsError, headers: dict | None = None) -> JSONResponse:
     status = 400 if isinstance(exc, InvalidInput) else exc.status_code
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": 'Bearer, Basic realm="CityOps", charset="UTF-8"'}
     code = {400: "InvalidParameterValue", 404: "NotFound"}.get(status, exc.code)
     body = {"code": code, "description": exc.message, "error": exc.code, "message": exc.message,
             "request_id": request_id(request)}
@@ -114,7 +143,7 @@ def landing(request: Request) -> JSONResponse:
     return JSONResponse({
         "title": "CityOps OGC API – Features",
         "description": "城市运行和治理中心 数字底座图层 — the digital base layer catalogue as OGC API – Features "
-                       "(Part 1 Core, Part 2 CRS, Part 3 CQL2 filtering, Part 4 editing). Collections need 'Authorization: Bearer <token>' or 'X-API-Key'.",
+                       "(Part 1 Core, Part 2 CRS, Part 3 CQL2 filtering, Part 4 editing). Public-read layers are open; the others need 'Authorization: Bearer <token>', 'X-API-Key' or HTTP Basic.",
         "links": [
             _link(root, "self", title="this document"),
             _link(f"{root}/api", "service-desc", OPENAPI_TYPE, "the API definition (OpenAPI 3.0)"),
@@ -128,26 +157,25 @@ def landing(request: Request) -> JSONResponse:
     })
 
 
+TEMPORAL = _SPEC + "cql2/1.0/conf/temporal-functions"
+
+
 @router.get("/conformance")
-def conformance() -> JSONResponse:
-    return JSONResponse({"conformsTo": CONFORMANCE})
+def conformance(session: DB) -> JSONResponse:
+    """Temporal functions are declared only while some collection has a temporal queryable: a client that sees
+    the class offers temporal filters, which no collection without one could answer."""
+    temporal = any(filtering.has_temporal(schema) for schema in session.scalars(select(Layer.attribute_schema)))
+    return JSONResponse({"conformsTo": [c for c in CONFORMANCE if temporal or c != TEMPORAL]})
 
 
 @router.get("/api")
-def api_definition(request: Request, session: DB) -> JSONResponse:
-    """Public; with credentials it also lists, per visible collection, its queryables as query parameters
-    (clients such as GDAL read them there), without showing the catalogue to anonymous callers."""
-    visible = []
-    raw = bearer_token(request)
-    if raw:
-        from cityops.identity.service import resolve_token
-
-        try:
-            principal = resolve_token(session, request.app.state.ctx.settings.resolved_secret, raw)
-            if principal.role.allows("layers.read"):
-                visible = layers.list_layers(session, principal.scope)
-        except CityOpsError:
-            visible = []
+def api_definition(request: Request, session: DB, principal=Reader) -> JSONResponse:
+    """Public; it also lists, per collection the caller sees (public-read ones without credentials), its
+    queryables as query parameters (clients such as GDAL read them there)."""
+    if principal is not None and not principal.role.allows("layers.read"):
+        visible = []
+    else:
+        visible = layers.list_layers(session, _scope(principal))
     return JSONResponse(_openapi(_root(request), _crs_uris(request), visible), media_type=OPENAPI_TYPE)
 
 
@@ -174,34 +202,35 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
 
 
 @router.get("/collections")
-def collections(request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def collections(request: Request, session: DB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
+        scope = _scope(principal)
     except CityOpsError as exc:
         return _error(request, exc)
     root = _root(request)
     return JSONResponse({
         "links": [_link(f"{root}/collections", "self", title="collections")],
         "crs": _crs_uris(request),
-        "collections": [_collection(layer, root, _crs_uris(request)) for layer in layers.list_layers(session, principal.scope)],
+        "collections": [_collection(layer, root, _crs_uris(request)) for layer in layers.list_layers(session, scope)],
     })
 
 
 @router.get("/collections/{collection_id}")
-def collection(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def collection(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
     except CityOpsError as exc:
         return _error(request, exc)
     return JSONResponse(_collection(layer, _root(request), _crs_uris(request)))
 
 
 @router.get("/collections/{collection_id}/queryables")
-def queryables(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def queryables(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
     except CityOpsError as exc:
         return _error(request, exc)
     url = f"{_root(request)}/collections/{layer.key}/queryables"
@@ -242,11 +271,11 @@ def _now() -> str:
 
 
 @router.get("/collections/{collection_id}/items")
-def items(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def items(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
     params = request.query_params
     metric = _metric(request)
     try:
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
         by_value = filtering.query_parameter_names(layer, service.ITEMS_PARAMS)
         service.check_params(params, service.ITEMS_PARAMS + by_value, params.multi_items())
         limit = service.parse_limit(params.get("limit"))
@@ -304,11 +333,11 @@ def items(collection_id: str, request: Request, session: DB, principal=Depends(r
 
 @router.get("/collections/{collection_id}/items/{feature_id}")
 def item(collection_id: str, feature_id: str, request: Request, session: DB,
-         principal=Depends(require("layers.read"))) -> JSONResponse:
+         principal=Reader) -> JSONResponse:
     params = request.query_params
     try:
         service.check_params(params, service.ITEM_PARAMS, params.multi_items())
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
         out_crs = service.served_crs(params.get("crs"), "crs", _metric(request))
         found = service.feature(session, layer, feature_id)
         if found is None:
@@ -326,7 +355,7 @@ def item(collection_id: str, feature_id: str, request: Request, session: DB,
 
 def _allowed(layer, principal, item: bool) -> list[str]:
     methods = ["GET", "HEAD", "OPTIONS"]
-    if edit.may_edit(layer, principal.scope, principal.role.allows("ogc.edit")):
+    if principal is not None and edit.may_edit(layer, principal.scope, principal.role.allows("ogc.edit")):
         methods += ["PUT", "PATCH", "DELETE"] if item else ["POST"]
     return methods
 
@@ -346,7 +375,7 @@ def _body(request: Request, raw: bytes):
 
 def _editing(request: Request, session, principal, collection_id: str, item: bool):
     """The layer, its Allow list, and the Content-Crs of the body, or raise (before anything changes)."""
-    layer = layers.get_layer(session, collection_id, principal.scope)
+    layer = _readable(session, collection_id, principal)
     allow = _allowed(layer, principal, item)
     if not layer.editable:
         raise edit.NotEditable(f"collection {layer.key!r} is read-only (not an editable layer)")
@@ -370,9 +399,9 @@ def _edit_error(request: Request, exc: CityOpsError, session, principal, collect
 
 
 @router.options("/collections/{collection_id}/items")
-def items_options(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> Response:
+def items_options(collection_id: str, request: Request, session: DB, principal=Reader) -> Response:
     try:
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
     except CityOpsError as exc:
         return _error(request, exc)
     return Response(status_code=204, headers={"Allow": ", ".join(_allowed(layer, principal, False))})
@@ -380,10 +409,10 @@ def items_options(collection_id: str, request: Request, session: DB, principal=D
 
 @router.options("/collections/{collection_id}/items/{feature_id}")
 def item_options(collection_id: str, feature_id: str, request: Request, session: DB,
-                 principal=Depends(require("layers.read"))) -> Response:
+                 principal=Reader) -> Response:
     # QGIS asks with the literal id "unknown_id" when the collection is empty: answer for the collection.
     try:
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = _readable(session, collection_id, principal)
     except CityOpsError as exc:
         return _error(request, exc)
     return Response(status_code=204, headers={"Allow": ", ".join(_allowed(layer, principal, True))})
@@ -391,7 +420,7 @@ def item_options(collection_id: str, feature_id: str, request: Request, session:
 
 @router.post("/collections/{collection_id}/items")
 async def create_item(collection_id: str, request: Request, session: DB,
-                      principal=Depends(current_principal)) -> Response:
+                      principal=Editor) -> Response:
     # The body is read here; the database work runs in a worker thread, never on the event loop.
     return await run_in_threadpool(_create, collection_id, request, session, principal, await request.body())
 
@@ -437,19 +466,19 @@ def _changed(kind: str, collection_id: str, feature_id: str, request: Request, s
 
 @router.put("/collections/{collection_id}/items/{feature_id}")
 async def replace_item(collection_id: str, feature_id: str, request: Request, session: DB,
-                       principal=Depends(current_principal)) -> Response:
+                       principal=Editor) -> Response:
     return await _change("replace", collection_id, feature_id, request, session, principal)
 
 
 @router.patch("/collections/{collection_id}/items/{feature_id}")
 async def update_item(collection_id: str, feature_id: str, request: Request, session: DB,
-                      principal=Depends(current_principal)) -> Response:
+                      principal=Editor) -> Response:
     return await _change("update", collection_id, feature_id, request, session, principal)
 
 
 @router.delete("/collections/{collection_id}/items/{feature_id}")
 async def delete_item(collection_id: str, feature_id: str, request: Request, session: DB,
-                      principal=Depends(current_principal)) -> Response:
+                      principal=Editor) -> Response:
     return await _change("delete", collection_id, feature_id, request, session, principal)
 
 
@@ -468,7 +497,7 @@ def _openapi(root: str, crs_uris: list[str], collections: list | None = None) ->
     fmt = _param("f", "response format (GeoJSON only)", {"type": "string", "enum": ["json", "geojson"]})
     crs = _param("crs", "CRS of the response geometries, in the authority's axis order: EPSG:4326 and 4490 are "
                    "latitude, longitude; EPSG:4545 is northing, easting", crs_schema)
-    secured = [{"bearer": []}, {"apiKey": []}]
+    secured = [{"bearer": []}, {"apiKey": []}, {"basic": []}]
 
     def op(op_id: str, summary: str, params: list, media: str = JSON, secure: bool = True, extra: dict | None = None) -> dict:
         out = {"operationId": op_id, "summary": summary, "parameters": params,
@@ -486,7 +515,7 @@ def _openapi(root: str, crs_uris: list[str], collections: list | None = None) ->
             {"type": "integer", "minimum": 0, "maximum": INT64_MAX, "default": 0}),
         _param("cursor", "keyset position from a next/prev link", {"type": "string", "pattern": "^[ab][0-9]+$"}),
         _param("filter", "CQL2 filter expression over the queryables", {"type": "string"}),
-        _param("filter-lang", "encoding of filter", {"type": "string", "enum": list(filtering.FILTER_LANGS),
+        _param("filter-lang", "encoding of filter", {"type": "string", "enum": [*filtering.FILTER_LANGS, *filtering.FILTER_LANG_SYNONYMS],
             "default": "cql2-text"}),
         _param("filter-crs", "CRS of geometry literals in filter, in its axis order", crs_schema),
         _param("bbox", "lower and upper corner (4 or 6 numbers) in bbox-crs axis order; features intersecting it",
@@ -559,7 +588,9 @@ def _openapi(root: str, crs_uris: list[str], collections: list | None = None) ->
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"},
-                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+                                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                                "basic": {"type": "http", "scheme": "basic",
+                                          "description": "username and password, or an API key as the password"}},
             "schemas": {"exception": {"type": "object", "required": ["code"],
                                       "properties": {"code": {"type": "string"}, "description": {"type": "string"}}}},
         },

@@ -8,14 +8,13 @@ and the shared Sensors and ObservedProperties need a district-wide principal wit
 
 from __future__ import annotations
 
-import base64
 import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from cityops.core.errors import InvalidInput, NotFound, Unauthenticated
+from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.web import DB, Ctx, loads_json
 from cityops.sensing import ingest, sta
 from cityops.sensing.models import Observation
@@ -29,22 +28,9 @@ MAX_BODY = 20 * 1024 * 1024
 
 
 def _principal(request: Request, ctx, session):
-    from cityops.core.web import client_address
-    from cityops.identity.service import authenticate_limited, principal_for, resolve_token
-
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("basic "):
-        try:
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except Exception:  # malformed base64 or encoding
-            raise Unauthenticated("malformed Basic credentials") from None
-        if user == "apikey":
-            return resolve_token(session, ctx.settings.resolved_secret, password)
-        return principal_for(session, authenticate_limited(session, ctx.settings, user, password,
-                                                           address=client_address(request), channel="sta"))
     from cityops.core.web import principal_from_request
 
-    return principal_from_request(request, ctx, session)
+    return principal_from_request(request, ctx, session, basic_channel="sta")
 
 
 def _base(request: Request) -> str:

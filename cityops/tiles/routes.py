@@ -5,8 +5,9 @@ XYZ: ``/api/tiles/{tileset}/{z}/{x}/{y}.mvt``; OGC: ``/ogc/tiles/WebMercatorQuad
 base map (dataset tiles) and ``/ogc/collections/{key}/tiles/WebMercatorQuad/{z}/{row}/{col}`` per layer —
 note the OGC order, row (y) before column (x).
 
-Access: ``layers.read`` for every tile and tile set (``Authorization: Bearer`` or ``X-API-Key``, the browser
-sends the header); buildings appear in the base map only for principals that also hold ``housing.read``, and
+Access: ``layers.read`` for every tile and tile set (``Authorization: Bearer``, ``X-API-Key`` — the browser
+sends the header — or HTTP Basic with a password or an API key as the password); without credentials, the
+public-read layers alone (their tile sets, and in the base map). Buildings appear in the base map only for principals that also hold ``housing.read``, and
 only inside their scope. The tile matrix set definitions are public (they hold no records).
 An empty tile is 204 with no body; a tile outside the matrix or the zoom range is 404.
 """
@@ -21,7 +22,8 @@ from fastapi.responses import JSONResponse, Response
 
 from cityops.core.errors import CityOpsError, NotFound
 from cityops.core.params import Int64
-from cityops.core.web import DB, request_id, require
+from cityops.base.service import PUBLIC
+from cityops.core.web import DB, interface_principal, request_id
 from cityops.tiles import service
 from cityops.tiles.mvt import MEDIA_TYPE
 from cityops.tiles.service import BASEMAP, TMS_ID
@@ -43,8 +45,19 @@ def _tiles(request: Request) -> service.TileService:
     return request.app.state.tiles
 
 
+#: The caller: a principal (token, API key or HTTP Basic), or None without credentials (public-read layers only).
+Reader = Depends(interface_principal("tiles", optional=True))
+
+
+def _scope(principal):
+    if principal is None:
+        return PUBLIC
+    principal.require("layers.read")
+    return principal.scope
+
+
 def _with_buildings(principal) -> bool:
-    return principal.role.allows("housing.read")
+    return principal is not None and principal.role.allows("housing.read")
 
 
 def _tile_response(request: Request, data: bytes, cached: bool) -> Response:
@@ -73,7 +86,7 @@ def _tileset_ids(session, principal) -> list[dict]:
 
     out = [{"id": BASEMAP, "title": service.load_catalogue().basemap["title_zh"],
             "title_en": service.load_catalogue().basemap["title_en"], "kind": "basemap"}]
-    for layer in layers.list_layers(session, principal.scope):
+    for layer in layers.list_layers(session, _scope(principal)):
         out.append({"id": layer.key, "title": layer.title_zh, "title_en": layer.title_en, "kind": "layer",
                     "category": layer.category, "geometry_type": layer.geometry_type})
     return out
@@ -82,7 +95,7 @@ def _tileset_ids(session, principal) -> list[dict]:
 # ------------------------------------------------------------------------------------------ XYZ
 
 @router.get("/api/tiles", summary="Vector tile sets: the base map and one per catalogue layer, with TileJSON links")
-def tilesets(request: Request, session: DB, principal=Depends(require("layers.read"))) -> list[dict]:
+def tilesets(request: Request, session: DB, principal=Reader) -> list[dict]:
     base = _base(request)
     out = []
     for t in _tileset_ids(session, principal):
@@ -93,17 +106,17 @@ def tilesets(request: Request, session: DB, principal=Depends(require("layers.re
 
 
 @router.get("/api/tiles/{tileset}/tilejson.json", summary="TileJSON 3.0.0 of a tile set")
-def tilejson(tileset: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> dict:
+def tilejson(tileset: str, request: Request, session: DB, principal=Reader) -> dict:
     url = f"{_base(request)}/api/tiles/{tileset}/{{z}}/{{x}}/{{y}}.mvt"
-    doc = service.tilejson(session, principal.scope, tileset, url, buildings=_with_buildings(principal))
+    doc = service.tilejson(session, _scope(principal), tileset, url, buildings=_with_buildings(principal))
     return doc
 
 
 @router.get("/api/tiles/{tileset}/{z}/{x}/{y}.mvt", summary="One Mapbox Vector Tile (XYZ addressing)",
             responses={200: {"content": {MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}})
 def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB,
-             principal=Depends(require("layers.read"))) -> Response:
-    data, cached = _tiles(request).tile(session, principal.scope, tileset, z, x, y, buildings=_with_buildings(principal))
+             principal=Reader) -> Response:
+    data, cached = _tiles(request).tile(session, _scope(principal), tileset, z, x, y, buildings=_with_buildings(principal))
     return _tile_response(request, data, cached)
 
 
@@ -128,7 +141,7 @@ def _check_tms(tms_id: str) -> None:
 def _tileset_doc(request: Request, session, principal, tileset: str, path: str) -> dict:
     cat = service.load_catalogue()
     root = f"{_base(request)}/ogc"
-    layers = service.vector_layers(session, principal.scope, tileset, cat, buildings=_with_buildings(principal))
+    layers = service.vector_layers(session, _scope(principal), tileset, cat, buildings=_with_buildings(principal))
     title = cat.basemap["title_zh"] if tileset == BASEMAP else next(iter(layers), {}).get("description", tileset)
     limits = []
     for z in range(cat.min_zoom, cat.max_zoom + 1):
@@ -154,7 +167,7 @@ def _tileset_doc(request: Request, session, principal, tileset: str, path: str) 
                         k: {"type": {"Number": "number", "Boolean": "boolean"}.get(v, "string")} for k, v in l["fields"].items()}}}
                    for l in layers],
     }
-    bounds = service.bounds_of(session, principal.scope, tileset)
+    bounds = service.bounds_of(session, _scope(principal), tileset)
     if bounds:
         doc["boundingBox"] = {"lowerLeft": bounds[:2], "upperRight": bounds[2:],
                               "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
@@ -188,12 +201,13 @@ def tile_matrix_set(tms_id: str, request: Request) -> JSONResponse:
 
 
 @ogc_router.get("/tiles")
-def dataset_tilesets(request: Request, principal=Depends(require("layers.read"))) -> JSONResponse:
+def dataset_tilesets(request: Request, principal=Reader) -> JSONResponse:
+    _scope(principal)
     return JSONResponse(_tilesets_list(request, "/tiles", service.load_catalogue().basemap["title_zh"]))
 
 
 @ogc_router.get("/tiles/{tms_id}")
-def dataset_tileset(tms_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def dataset_tileset(tms_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
     try:
         _check_tms(tms_id)
         return JSONResponse(_tileset_doc(request, session, principal, BASEMAP, "/tiles"))
@@ -203,11 +217,11 @@ def dataset_tileset(tms_id: str, request: Request, session: DB, principal=Depend
 
 @ogc_router.get("/tiles/{tms_id}/{tile_matrix}/{tile_row}/{tile_col}")
 def dataset_tile(tms_id: str, tile_matrix: str, tile_row: str, tile_col: str, request: Request, session: DB,
-                 principal=Depends(require("layers.read"))) -> Response:
+                 principal=Reader) -> Response:
     try:
         _check_tms(tms_id)
         z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
-        data, cached = _tiles(request).tile(session, principal.scope, BASEMAP, z, x, y,
+        data, cached = _tiles(request).tile(session, _scope(principal), BASEMAP, z, x, y,
                                             buildings=_with_buildings(principal))
     except CityOpsError as exc:
         return _error(request, exc)
@@ -215,11 +229,11 @@ def dataset_tile(tms_id: str, tile_matrix: str, tile_row: str, tile_col: str, re
 
 
 @ogc_router.get("/collections/{collection_id}/tiles")
-def collection_tilesets(collection_id: str, request: Request, session: DB, principal=Depends(require("layers.read"))) -> JSONResponse:
+def collection_tilesets(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
     from cityops.base import service as layers
 
     try:
-        layer = layers.get_layer(session, collection_id, principal.scope)
+        layer = layers.get_layer(session, collection_id, _scope(principal))
     except CityOpsError as exc:
         return _error(request, exc)
     return JSONResponse(_tilesets_list(request, f"/collections/{layer.key}/tiles", layer.title_zh))
@@ -227,7 +241,7 @@ def collection_tilesets(collection_id: str, request: Request, session: DB, princ
 
 @ogc_router.get("/collections/{collection_id}/tiles/{tms_id}")
 def collection_tileset(collection_id: str, tms_id: str, request: Request, session: DB,
-                       principal=Depends(require("layers.read"))) -> JSONResponse:
+                       principal=Reader) -> JSONResponse:
     try:
         _check_tms(tms_id)
         return JSONResponse(_tileset_doc(request, session, principal, collection_id, f"/collections/{collection_id}/tiles"))
@@ -237,11 +251,11 @@ def collection_tileset(collection_id: str, tms_id: str, request: Request, sessio
 
 @ogc_router.get("/collections/{collection_id}/tiles/{tms_id}/{tile_matrix}/{tile_row}/{tile_col}")
 def collection_tile(collection_id: str, tms_id: str, tile_matrix: str, tile_row: str, tile_col: str, request: Request,
-                    session: DB, principal=Depends(require("layers.read"))) -> Response:
+                    session: DB, principal=Reader) -> Response:
     try:
         _check_tms(tms_id)
         z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
-        data, cached = _tiles(request).tile(session, principal.scope, collection_id, z, x, y)
+        data, cached = _tiles(request).tile(session, _scope(principal), collection_id, z, x, y)
     except CityOpsError as exc:
         return _error(request, exc)
     return _tile_response(request, data, cached)
