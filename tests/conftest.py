@@ -186,7 +186,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(proc, port: int, seconds: float = 30) -> None:
+def wait_for_port(proc, port: int, seconds: float = 90) -> None:
     """Wait until the server subprocess ``proc`` accepts connections on ``port``; fail if it dies or stalls."""
     deadline = time.monotonic() + seconds
     while True:

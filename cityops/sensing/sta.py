@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
+import numpy as np
 from odata_query import ast as oast
 from odata_query import exceptions as oex
 from odata_query.grammar import ODataLexer, ODataParser
@@ -181,18 +182,45 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         return self._column(node.name)
 
     def visit_Attribute(self, node):
-        # properties/a/b … → JSON path
+        # properties/a/b … → JSON path; Datastream/id, Thing/name, Datastream/Thing/properties/x … → the related
+        # entity's property (to-one relations: a column of this row, or a subquery per step).
         parts = []
         owner = node
         while isinstance(owner, oast.Attribute):
             parts.insert(0, owner.attr)
             owner = owner.owner
-        if not isinstance(owner, oast.Identifier) or owner.name not in ("properties", "parameters", "unitOfMeasurement"):
-            raise InvalidInput("$filter: only paths into properties/…, parameters/… and unitOfMeasurement/… are supported")
-        column = self._column(owner.name)
-        if self.dialect == "postgresql":
-            return func.jsonb_extract_path_text(column, *[literal(p, Text) for p in parts])
-        return func.json_extract(column, "$." + ".".join(parts))
+        if not isinstance(owner, oast.Identifier):
+            raise StaBadRequest("$filter: a path must start with a property or a relation")
+        parts.insert(0, owner.name)
+        entity, chain = self.entity, []  # chain: (entity, its column holding the next entity's id)
+        while parts[0] in entity.navs:
+            nav = parts.pop(0)
+            column = _TO_ONE.get((entity.name, nav))
+            if column is None or not parts:
+                to_one = [n for (set_name, n) in _TO_ONE if set_name == entity.name]
+                raise StaBadRequest(f"$filter: {nav} of {entity.name} is not a to-one relation followed by a property"
+                                   + (f"; filter through {', '.join(f'{n}/…' for n in to_one)}" if to_one else ""))
+            chain.append((entity, getattr(entity.model, column)))
+            entity = SETS[entity.navs[nav].target]
+        name, rest = parts[0], parts[1:]
+        if name not in entity.columns:
+            raise StaBadRequest(f"$filter: {entity.name} has no property {name!r}")
+        if rest and name not in ("properties", "parameters", "unitOfMeasurement"):
+            raise StaBadRequest("$filter: only paths into properties/…, parameters/… and unitOfMeasurement/… are supported")
+        if len(chain) == 1 and name == "id":
+            return chain[0][1]  # Datastream/id of an Observation is its datastream_id
+        value = getattr(entity.model, entity.columns[name])
+        if rest:
+            value = func.jsonb_extract_path_text(value, *[literal(p, Text) for p in rest]) \
+                if self.dialect == "postgresql" else func.json_extract(value, "$." + ".".join(rest))
+        if not chain:
+            return value
+        # One subquery joining the related entities, tied to this row by its own column only (a subquery per
+        # step would leave the inner ones uncorrelated).
+        q, inner = select(value).select_from(entity.model), entity
+        for ent, fk in reversed(chain[1:]):
+            q, inner = q.join(ent.model, fk == inner.model.id), ent
+        return q.where(inner.model.id == chain[0][1]).scalar_subquery()
 
     def visit_Integer(self, node):
         if not INT64_MIN <= node.py_val <= INT64_MAX:
@@ -202,11 +230,81 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
     def visit_DateTime(self, node):
         return literal(parse_instant(node.val, "$filter"))
 
+    # date() and time() of a time property are compared as text, 'YYYY-MM-DD' and 'HH:MM:SS.mmm' (UTC), so
+    # their literals are written the same way (the library's Python date and time objects matched nothing).
+    def visit_Date(self, node):
+        try:
+            return literal(node.py_val.isoformat(), Text)
+        except ValueError:
+            raise StaBadRequest(f"$filter: {node.val!r} is not a date") from None
+
+    def visit_Time(self, node):
+        try:
+            return literal(node.py_val.isoformat(timespec="milliseconds"), Text)
+        except ValueError:
+            raise StaBadRequest(f"$filter: {node.val!r} is not a time") from None
+
+    def _format(self, pg: str, sqlite: str, field_node):
+        value = self.visit(field_node)
+        if self.dialect == "postgresql":
+            return func.to_char(func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"), pg)
+        return func.strftime(sqlite, value / 1000.0, "unixepoch")
+
+    def func_date(self, f):
+        return self._format("YYYY-MM-DD", "%Y-%m-%d", f)
+
+    def func_time(self, f):
+        return self._format("HH24:MI:SS.MS", "%H:%M:%f", f)
+
+    def visit_Call(self, node):
+        # geo.length is not the string length(), geo.intersects not a string function: dispatch by namespace.
+        name = node.func.name.lower()
+        if node.func.namespace == ("geo",):
+            return self._geo(name, node.args)
+        if name == "substringof":  # SensorThings keeps OData 2's substringof(needle, haystack)
+            return self.func_contains(node.args[1], node.args[0])
+        if name in _ST_PREDICATES:
+            return self._geo(name.removeprefix("st_"), node.args)
+        return super().visit_Call(node)
+
+    def _geometry(self, node):
+        """A geometry column (GeoJSON) or a geography'…' literal (WKT, optionally SRID=4326;) as SQL."""
+        if isinstance(node, oast.Geography):
+            import shapely
+
+            wkt = re.sub(r"^\s*SRID=4326\s*;", "", node.val, flags=re.I)
+            try:
+                geom = shapely.from_wkt(wkt)
+            except shapely.errors.GEOSException:
+                raise StaBadRequest(f"$filter: geography'{node.val[:80]}' is not valid WKT") from None
+            return func.ST_GeomFromText(literal(geom.wkt, Text), 4326) if self.dialect == "postgresql" \
+                else literal(geom.wkt, Text)
+        if isinstance(node, oast.Identifier) and node.name in _GEOMETRY_PROPERTIES.get(self.entity.name, ()):
+            column = self._column(node.name)
+            if self.dialect == "postgresql":  # a GeoJSON geometry, or a Feature holding one
+                return func.ST_GeomFromGeoJSON(cast(func.coalesce(column.op("->")(literal("geometry", Text)), column), Text))
+            return column
+        allowed = _GEOMETRY_PROPERTIES.get(self.entity.name)
+        raise StaBadRequest(f"$filter: a geospatial function takes geography'…' literals and "
+                            + (f"the {' or '.join(allowed)} of {self.entity.name}" if allowed else
+                               f"no property of {self.entity.name}"))
+
+    def _geo(self, name: str, args):
+        arity = 1 if name == "length" else (3 if name == "relate" else 2)
+        if len(args) != arity:
+            raise StaBadRequest(f"$filter: {name} takes {arity} arguments")
+        operands = [self._geometry(a) for a in args[:2]] + [self.visit(a) for a in args[2:]]
+        if self.dialect == "postgresql":
+            return getattr(func, "ST_" + name.capitalize())(*operands)
+        value = func.cityops_sta_geo(name, *(operands + [None, None])[:3])
+        return value if name in ("length", "distance") else value == 1
+
     def visit_Compare(self, node):
         left, right = self.visit(node.left), self.visit(node.right)
-        if isinstance(node.left, oast.Attribute) and isinstance(node.right, (oast.Integer, oast.Float)):
+        # A JSON value is text to SQL: compared with a number, it is read as one (a related id stays a column).
+        if _json_path(node.left) and isinstance(node.right, (oast.Integer, oast.Float)):
             left = cast(left, Float)
-        if isinstance(node.right, oast.Attribute) and isinstance(node.left, (oast.Integer, oast.Float)):
+        if _json_path(node.right) and isinstance(node.left, (oast.Integer, oast.Float)):
             right = cast(right, Float)
         return self.visit(node.comparator)(left, right)
 
@@ -252,9 +350,80 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         return literal(now_ms())
 
 
-def filter_clause(entity: EntitySet, text: str, dialect: str):
+#: The column holding the id of a to-one related entity ($filter paths such as Datastream/id or Thing/name).
+_TO_ONE = {("Observations", "Datastream"): "datastream_id", ("Observations", "FeatureOfInterest"): "foi_id",
+           ("Datastreams", "Thing"): "thing_id", ("Datastreams", "Sensor"): "sensor_id",
+           ("Datastreams", "ObservedProperty"): "observed_property_id", ("HistoricalLocations", "Thing"): "thing_id"}
+#: GeoJSON properties the geospatial functions take, per entity set.
+_GEOMETRY_PROPERTIES = {"Locations": ("location",), "FeaturesOfInterest": ("feature",), "Datastreams": ("observedArea",)}
+#: SensorThings 1.1's spatial predicates (Table 17): st_equals … st_relate, beside OData's geo.intersects.
+_ST_PREDICATES = {f"st_{n}": 2 for n in ("equals", "disjoint", "touches", "within", "overlaps", "crosses", "intersects",
+                                           "contains")} | {"st_relate": 3, "substringof": 2}
+#: ``@iot.id`` in a path (frost-sta-client writes Datastream/@iot.id), outside string literals: OData's lexer
+#: does not take the ``@``; it names the id.
+_IOT_ID = re.compile(r"('(?:[^']|'')*')|@iot\.id\b")
+
+
+def _json_path(node) -> bool:
+    """``node`` is a path into a JSON property (properties/…, parameters/…, unitOfMeasurement/…)."""
+    while isinstance(node, oast.Attribute):
+        if isinstance(node.owner, oast.Identifier) and node.owner.name in ("properties", "parameters", "unitOfMeasurement"):
+            return True
+        node = node.owner
+    return False
+
+
+def _parser() -> ODataParser:
+    """OData's parser, taking SensorThings' own functions (st_*, substringof) too: it refuses any name outside
+    OData 4's list. Set on this instance (the grammar cannot be subclassed), not on the library's table."""
+    parser = ODataParser()
+    known = parser._function_call
+
+    def function_call(func_, args):
+        arity = _ST_PREDICATES.get(func_.name.lower()) if func_.namespace == () else None
+        if arity is None:
+            return known(func_, args)
+        if len(args) != arity:
+            raise StaBadRequest(f"$filter: {func_.name} takes {arity} arguments")
+        return oast.Call(func_, args)
+
+    parser._function_call = function_call
+    return parser
+
+
+def _sqlite_geo(name: str, a, b, extra):
+    """SQLite's geospatial $filter functions, by GEOS (PostGIS's own on PostgreSQL): GeoJSON or WKT operands."""
+    import shapely
+
+    def read(v):
+        return None if v is None else (shapely.from_geojson(v) if v.lstrip().startswith("{") else shapely.from_wkt(v))
+
     try:
-        tree = ODataParser().parse(ODataLexer().tokenize(text))
+        first, second = read(a), read(b)
+    except shapely.errors.GEOSException:
+        return None
+    if first is None or (second is None and name != "length"):
+        return None
+    if name == "length":
+        return shapely.length(first)
+    if name == "distance":
+        return shapely.distance(first, second)
+    if name == "relate":
+        return int(shapely.relate_pattern(first, second, extra))
+    return int(bool(getattr(shapely, name)(first, second)))
+
+
+def register_sqlite(session: Session) -> None:
+    """Make ``cityops_sta_geo`` available on the session's SQLite connection (idempotent, cheap)."""
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        conn.connection.dbapi_connection.create_function("cityops_sta_geo", 4, _sqlite_geo, deterministic=True)
+
+
+def filter_clause(entity: EntitySet, text: str, dialect: str):
+    text = _IOT_ID.sub(lambda m: m.group(1) or "id", text)
+    try:
+        tree = _parser().parse(ODataLexer().tokenize(text))
         return _FilterVisitor(entity, dialect).visit(tree)
     except CityOpsError:
         raise
@@ -429,6 +598,7 @@ def query_collection(ctx: Ctx, set_name: str, opts: Options, where=None, next_ba
     e = SETS[set_name]
     q = _base_query(ctx, set_name, where)
     if opts.filter:
+        register_sqlite(ctx.session)
         q = q.where(filter_clause(e, opts.filter, ctx.dialect))
     out: dict[str, Any] = {}
     if opts.count:
@@ -787,9 +957,15 @@ def _check_geojson(geom: dict) -> None:
     try:
         g = shape(geom)
     except Exception as exc:  # shapely raises several kinds for malformed GeoJSON
-        raise InvalidInput(f"invalid GeoJSON geometry: {exc}") from None
+        raise StaBadRequest(f"invalid GeoJSON geometry: {exc}") from None
     if g.is_empty or not g.is_valid:
-        raise InvalidInput("invalid GeoJSON geometry: empty or not valid")
+        raise StaBadRequest("invalid GeoJSON geometry: empty or not valid")
+    import shapely
+
+    xy = shapely.get_coordinates(g)
+    if not (np.all(np.abs(xy[:, 0]) <= 180) and np.all(np.abs(xy[:, 1]) <= 90)):
+        # GeoJSON is WGS 84 longitude, latitude (RFC 7946): [999, 999] is nowhere.
+        raise StaBadRequest("invalid GeoJSON geometry: coordinates outside longitude -180…180, latitude -90…90")
 
 
 CREATORS = {
@@ -904,6 +1080,28 @@ def delete_entity(ctx: Ctx, set_name: str, row, actor: str = "system") -> None:
         ctx.session.flush()
     ctx.session.delete(row)
     ctx.session.flush()
+
+
+#: Entity properties a JSON Patch may not touch (they are the server's).
+_SERVER_KEYS = ("@iot.id", "@iot.selfLink")
+
+
+def json_patch(set_name: str, row, operations) -> dict:
+    """A JSON Patch (RFC 6902, ``application/json-patch+json``, what frost-sta-client's ``patch()`` sends) applied
+    to the entity as it is → the properties it changes, for ``update`` (by the ``jsonpatch`` library)."""
+    import jsonpatch
+    import jsonpointer
+
+    if not isinstance(operations, list):
+        raise StaBadRequest("a JSON Patch is a JSON array of operations")
+    current = {k: v for k, v in entity_json("", set_name, row).items() if "@iot." not in k}
+    try:
+        patched = jsonpatch.JsonPatch(operations).apply(current)
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, AttributeError, KeyError) as exc:
+        raise StaBadRequest(f"the JSON Patch cannot be applied: {exc}") from None
+    if not isinstance(patched, dict) or any(k in patched for k in _SERVER_KEYS):
+        raise StaBadRequest("a JSON Patch may change the entity's properties, not replace it or its id")
+    return {k: patched.get(k) for k in set(current) | set(patched) if patched.get(k) != current.get(k)}
 
 
 def datastream_time_bounds(session: Session, ids: set[int]) -> None:

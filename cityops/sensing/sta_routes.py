@@ -130,6 +130,8 @@ def _resources(path: str, request: Request, ctx, session, raw: bytes):
     c = sta.Ctx(session, principal.scope, _base(request), catalogue=sta.keeps_catalogue(principal))
     segments = [s for s in path.split("/") if s]
     if not segments:
+        if request.method == "GET":  # /sta/v1.1/ — the service root, with the trailing slash clients add
+            return service_root(request, ctx, session)
         raise NotFound("no resource")
     resolved, tail = sta.resolve_path(c, segments)
     if request.method == "GET":
@@ -160,6 +162,8 @@ def _resources(path: str, request: Request, ctx, session, raw: bytes):
         runtime(request.app.state).metas.forget()
         return Response(status_code=200)
     body = _json_body(raw)
+    if request.method == "PATCH" and (isinstance(body, list) or "json-patch" in request.headers.get("content-type", "")):
+        body = sta.json_patch(resolved.set_name, row, body)
     sta.update(c, resolved.set_name, row, body, replace=request.method == "PUT", actor=principal.username)
     out = sta.entity_json(c.base, resolved.set_name, row)
     if resolved.set_name == "Observations":
