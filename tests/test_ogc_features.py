@@ -16,7 +16,7 @@ import pyproj
 import pytest
 import shapely
 from shapely.geometry import Point, Polygon, mapping
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from cityops.core.audit import AuditEntry
 from cityops.demo.generator import DEMO_PASSWORD
@@ -174,6 +174,8 @@ def test_public_read_layer_needs_no_login(api, admin):
     assert f"/collections/{key}/items" in api_doc and f"/collections/{private}/items" not in api_doc
     assert api.get(f"/api/tiles/{key}/tilejson.json").status_code == 200
     assert api.get(f"/api/tiles/{private}/tilejson.json").status_code == 404
+    assert api.get(f"/ogc/collections/{key}/tiles/WebMercatorQuad").status_code == 200
+    assert api.get("/api/tiles/basemap/tilejson.json").status_code == 401
     # Reading is open; editing is not.
     feat = {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [108.4, 31.2]}}
     assert api.post(f"/ogc/collections/{key}/items", json=feat).status_code == 401
@@ -390,6 +392,56 @@ def test_layer_outside_scope_is_an_unknown_collection(api, admin):
         assert api.get(path, headers=admin).status_code == 200
 
 
+def _building_counts(api, where: str = "1 = 1", **params) -> int:
+    with api.store.sessions() as session:
+        return session.execute(text(f"SELECT count(*) FROM buildings WHERE {where}"), params).scalar()
+
+
+def test_buildings_registry_is_a_collection(api, admin):
+    """The buildings registry in /ogc: its registry columns as queryables, no personal data, filters and bboxes
+    answered exactly, the reader's scope kept, read-only."""
+    listed = {c["id"]: c for c in api.get("/ogc/collections", headers=admin).json()["collections"]}
+    assert listed["buildings"]["title"] == "房屋" and link(listed["buildings"], "items")
+    q = api.get("/ogc/collections/buildings/queryables", headers=admin).json()
+    assert q["properties"]["floors"]["type"] == "integer" and q["properties"]["safety_grade"]["type"] == "string"
+    assert q["properties"]["geometry"]["format"] == "geometry-multipolygon"
+    assert not {"households", "residents", "vulnerable", "head_name", "phone"} & set(q["properties"])
+
+    url = "/ogc/collections/buildings/items"
+    page = api.get(url, params={"limit": 5}, headers=admin).json()
+    assert page["numberMatched"] == _building_counts(api) and len(page["features"]) == 5
+    first = page["features"][0]
+    assert first["geometry"]["type"] == "MultiPolygon" and set(first["properties"]) <= set(q["properties"])
+    assert first["id"] == first["properties"]["code"]
+    one = api.get(f"{url}/{first['id']}", headers=admin)
+    assert one.status_code == 200 and one.json()["properties"] == first["properties"] and one.headers["etag"]
+
+    flt = "floors >= 3 AND structure = '砖混'"
+    got = api.get(url, params={"filter": flt, "limit": 1}, headers=admin).json()
+    assert got["numberMatched"] == _building_counts(api, "floors >= 3 AND structure = '砖混'") > 0
+    assert api.get(url, params={"filter": "floors = 'three'"}, headers=admin).status_code == 400
+    x, y = shapely.geometry.shape(first["geometry"]).representative_point().coords[0]
+    boxed = api.get(url, params={"bbox": f"{x - 1e-6},{y - 1e-6},{x + 1e-6},{y + 1e-6}", "limit": 100}, headers=admin).json()
+    assert first["id"] in {f["id"] for f in boxed["features"]}
+    point = api.get(url, params={"filter": f"S_INTERSECTS(geometry, POINT({x!r} {y!r}))"}, headers=admin).json()
+    assert first["id"] in {f["id"] for f in point["features"]}
+
+    # Scope: the township operator reads its township's buildings only.
+    yihe = api.login("yihe")
+    mine = api.get(url, params={"limit": 1}, headers=yihe).json()["numberMatched"]
+    with api.store.sessions() as session:
+        path = session.execute(text("SELECT path FROM units WHERE name = '义和镇'")).scalar()
+    assert mine == _building_counts(api, "unit_path LIKE :p", p=path + "%") < page["numberMatched"]
+    outside = api.get(url, params={"filter": f"code <> 'x'", "limit": 10000}, headers=yihe).json()
+    assert outside["numberMatched"] == mine
+    # Read-only, and not for anonymous readers.
+    feat = {"type": "Feature", "properties": {}, "geometry": first["geometry"]}
+    r = api.post(url, headers=admin, json=feat)
+    assert r.status_code == 405 and "POST" not in r.headers["allow"]
+    assert api.get(url).status_code == 401
+    assert api.post("/api/layers", headers=admin, json={"key": "buildings", "title_zh": "x", "category": "0701"}).status_code == 409
+
+
 # --- Independent clients against a live server --------------------------------------------------------
 # SQLite only, to save time: the live server opens the demo store's GeoPackage file, the same one the
 # TestClient writes to (the PostGIS backend is covered by every test above through the same routes).
@@ -483,3 +535,16 @@ def test_owslib_features(request, api, admin, live, points_layer):
     assert names(boxed_4326) == expected_in(BOX)
     one = client.collection_item(points_layer, page["features"][0]["id"])
     assert one["properties"] == page["features"][0]["properties"]
+
+
+def test_gdal_reads_the_buildings_collection(api, admin, live, gdal_auth):
+    source = f"OAPIF:{live}"
+    assert "buildings" in {name for name, _ in pyogrio.list_layers(source)}
+    info = pyogrio.read_info(source, layer="buildings", force_feature_count=True)
+    assert info["features"] == _building_counts(api) and info["geometry_type"] in ("MultiPolygon", "Unknown")
+    assert {"code", "floors", "structure", "safety_grade"} <= set(info["fields"])
+    meta, _, geometry, fields = pyogrio.raw.read(source, layer="buildings", where="floors >= 4 AND use = '住宅'")
+    codes = {str(c) for c in fields[list(meta["fields"]).index("code")]}
+    with api.store.sessions() as session:
+        expected = set(session.execute(text("SELECT code FROM buildings WHERE floors >= 4 AND use = '住宅'")).scalars())
+    assert codes == expected and expected

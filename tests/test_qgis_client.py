@@ -91,3 +91,18 @@ def test_qgis_lists_reads_and_filters_with_basic_auth(api, live):
     requests = [line for line in log.read_text(errors="replace").splitlines() if '"GET /ogc' in line]
     assert any(f"/ogc/collections/{key}/items" in r and " 200" in r for r in requests), requests
     assert not any(" 401" in r or " 500" in r for r in requests), requests
+
+
+def test_qgis_reads_the_buildings_registry(api, live):
+    root, _ = live
+    seen = run_qgis(root, "admin", DEMO_PASSWORD, "buildings", '"floors" >= 4')
+    assert "buildings" in seen["collections"] and seen["valid"], seen.get("error")
+    assert {"code", "floors", "structure", "safety_grade"} <= set(seen["fields"])
+    with api.store.sessions() as session:
+        from sqlalchemy import text
+
+        codes = set(session.execute(text("SELECT code FROM buildings")).scalars())
+        tall = set(session.execute(text("SELECT code FROM buildings WHERE floors >= 4")).scalars())
+    assert {f["attributes"]["code"] for f in seen["features"]} == codes
+    assert {f["attributes"]["code"] for f in seen["subset"]} == tall and tall
+    assert all(f["wkt"].startswith("MultiPolygon") for f in seen["features"][:50])

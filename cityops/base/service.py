@@ -24,6 +24,8 @@ from cityops.org.models import Department, Unit
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
 MAX_REPORTED_ISSUES = 200
+#: Collection ids of /ogc that are not layers (cityops.housing.collection).
+RESERVED_KEYS = ("buildings",)
 EXPORT_BATCH = 10_000
 
 
@@ -76,8 +78,9 @@ def create_layer(session: Session, actor: audit.Actor, scope: Scope, data: dict)
     key = data["key"]
     if not KEY_PATTERN.match(key):
         raise InvalidInput(f"layer key {key!r} must be 2–48 characters of a–z, 0–9 and _, starting with a letter")
-    if session.scalar(select(Layer.id).where(Layer.key == key)) is not None:
-        raise Conflict(f"layer {key!r} already exists")
+    if session.scalar(select(Layer.id).where(Layer.key == key)) is not None or key in RESERVED_KEYS:
+        raise Conflict(f"layer {key!r} already exists" if key not in RESERVED_KEYS else
+                       f"{key!r} names the buildings registry's collection in /ogc; choose another key")
     category = load_categories().get(data["category"])
     if category.parent is None:
         raise InvalidInput(f"category {category.code} is a major category; choose one of its minor categories")

@@ -186,11 +186,10 @@ def interface_principal(channel: str, *, optional: bool = False):
     return dependency
 
 
-def require(permission: str, *, basic: str | None = None):
-    """Dependency: an authenticated principal holding ``permission``; ``basic``: HTTP Basic is also taken, on this
-    channel (see ``interface_principal``)."""
+def require(permission: str):
+    """Dependency: an authenticated principal holding ``permission``."""
 
-    async def dependency(principal=Depends(interface_principal(basic) if basic else current_principal)):  # async: no thread hand-off for a set lookup
+    async def dependency(principal=Depends(current_principal)):  # async: no thread hand-off for a set lookup
         principal.require(permission)
         return principal
 

@@ -1,6 +1,7 @@
 """Routes: OGC API – Features Part 1 (Core), Part 2 (CRS by Reference), Part 3 (Filtering, CQL2 text and
 JSON) and Part 4 (Create, Replace, Update, Delete) at ``/ogc``; every layer of the catalogue is a collection
-whose id is the layer key.
+whose id is the layer key, and the buildings registry is the read-only collection ``buildings``
+(``cityops.housing.collection``: no personal data; ``housing.read``, in the reader's scope).
 
 Access: the landing page ``/ogc``, ``/ogc/conformance`` and the API definition ``/ogc/api`` are public, so
 that clients can discover the service (they hold no records). Layers marked public-read (open data) are
@@ -25,15 +26,15 @@ import numpy as np
 import orjson
 import shapely
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import select
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
+from sqlalchemy import select
 
 from cityops.base import service as layers
 from cityops.base.models import Layer
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 from cityops.core.params import INT64_MAX, INT64_MIN
 from cityops.core.web import DB, interface_principal, loads_json, request_id
+from cityops.housing.collection import KEY as BUILDINGS, BuildingsCollection
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
 
@@ -107,8 +108,25 @@ def _scope(principal):
     return principal.scope
 
 
+def _buildings(principal):
+    """The buildings registry as a collection, for a reader holding ``housing.read`` (else None)."""
+    if principal is None or not principal.role.allows("housing.read"):
+        return None
+    return BuildingsCollection(_scope(principal))
+
+
+def _visible(session, principal) -> list:
+    """The collections the caller reads: the layers its scope sees and the public ones, then the buildings."""
+    found = layers.list_layers(session, _scope(principal))
+    found = [layer for layer in found if layer.key != BUILDINGS]
+    buildings = _buildings(principal)
+    return found + ([buildings] if buildings is not None else [])
+
+
 def _readable(session, key: str, principal):
     """The collection ``key`` if the caller may read it; without credentials a non-public one is 401."""
+    if key == BUILDINGS and (buildings := _buildings(principal)) is not None:
+        return buildings
     try:
         return layers.get_layer(session, key, _scope(principal))
     except NotFound:
@@ -175,7 +193,7 @@ def api_definition(request: Request, session: DB, principal=Reader) -> JSONRespo
     if principal is not None and not principal.role.allows("layers.read"):
         visible = []
     else:
-        visible = layers.list_layers(session, _scope(principal))
+        visible = _visible(session, principal)
     return JSONResponse(_openapi(_root(request), _crs_uris(request), visible), media_type=OPENAPI_TYPE)
 
 
@@ -189,13 +207,14 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
             _link(base, "self", title="this collection"),
             _link(f"{base}/items", "items", GEOJSON, "features"),
             _link(f"{base}/queryables", QUERYABLES_REL, SCHEMA_JSON, "queryables (CQL2 filter properties)"),
-            _link(f"{base}/tiles", TILESETS_REL, title="vector tile sets of this collection"),
         ],
         "extent": {"temporal": {"interval": [[None, None]]}},
         "itemType": "feature",
         "crs": crs_uris,
         "storageCrs": STORAGE_CRS,
     }
+    if not isinstance(layer, BuildingsCollection):  # buildings are drawn in the base map's tiles
+        out["links"].append(_link(f"{base}/tiles", TILESETS_REL, title="vector tile sets of this collection"))
     if layer.bounds:
         out["extent"]["spatial"] = {"bbox": [[float(v) for v in layer.bounds]], "crs": CRS84}
     return out
@@ -205,14 +224,14 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
 def collections(request: Request, session: DB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        scope = _scope(principal)
+        visible = _visible(session, principal)
     except CityOpsError as exc:
         return _error(request, exc)
     root = _root(request)
     return JSONResponse({
         "links": [_link(f"{root}/collections", "self", title="collections")],
         "crs": _crs_uris(request),
-        "collections": [_collection(layer, root, _crs_uris(request)) for layer in layers.list_layers(session, scope)],
+        "collections": [_collection(layer, root, _crs_uris(request)) for layer in visible],
     })
 
 
@@ -294,8 +313,8 @@ def items(collection_id: str, request: Request, session: DB, principal=Reader) -
         if equal is not None:
             tree = equal if tree is None else {"op": "and", "args": [tree, equal]}
         if tree is not None:
-            current, _ = service.featurestore.tables(layer.key, layer.geometry_type)
-            compiled = filtering.compile_filter(tree, layer, current, session.get_bind().dialect.name,
+            dialect = session.get_bind().dialect.name
+            compiled = filtering.compile_filter(tree, layer, service.source(layer, dialect).table, dialect,
                                                 service.served_crs(params.get("filter-crs"), "filter-crs", metric))
         page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled,
                              geojson=out_crs.key == "OGC:CRS84")
@@ -391,7 +410,7 @@ def _edit_error(request: Request, exc: CityOpsError, session, principal, collect
     headers = None
     if exc.status_code == 405:
         try:
-            headers = {"Allow": ", ".join(_allowed(layers.get_layer(session, collection_id, principal.scope),
+            headers = {"Allow": ", ".join(_allowed(_readable(session, collection_id, principal),
                                                    principal, item))}
         except CityOpsError:
             pass

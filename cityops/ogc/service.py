@@ -19,8 +19,10 @@ features are tested against that (curved) outline, not against its lon/lat envel
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import zlib
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Mapping
@@ -31,7 +33,7 @@ from datetime import datetime
 import numpy as np
 import pyproj
 import shapely
-from sqlalchemy import LargeBinary, Text, cast, func, select, type_coerce
+from sqlalchemy import LargeBinary, Text, cast, func, literal, select, type_coerce
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -241,13 +243,33 @@ class Page:
     geojson: list[str | None] | None = None
 
 
-def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
-    """(current table, a function restricting any SELECT on it to the matching rows) — the exact predicates
-    evaluated by GEOS on both backends, after the spatial index has narrowed the candidates."""
+@dataclass
+class Source:
+    """Where a collection's features are: a table (or derived table) of id, fid, properties (JSON), geom; the
+    table and geometry column of its spatial index; the rows the reader may see (None: all)."""
+
+    table: object
+    index_table: str
+    index_geom: str = "geom"
+    visible: object = None
+
+
+def source(layer, dialect: str) -> Source:
+    """A layer's feature table, or the source another capability declares (``ogc_source``: the buildings)."""
+    if hasattr(layer, "ogc_source"):
+        return Source(*layer.ogc_source(dialect))
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
+    return Source(current, current.name)
+
+
+def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
+    """(the collection's source, a function restricting any SELECT on its table to the matching rows) — the
+    exact predicates evaluated by GEOS on both backends, after the spatial index has narrowed the candidates."""
     dialect = conn.dialect.name
+    src = source(layer, dialect)
+    current = src.table
     register_sqlite(conn)
-    conditions, envelopes = [], []
+    conditions, envelopes = ([src.visible] if src.visible is not None else []), []
     if area is not None:
         conditions.append(spatial_predicate(dialect, "s_intersects", current.c.geom, area))
         envelopes.append(area.bounds)
@@ -258,10 +280,10 @@ def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compil
     def restrict(stmt):
         stmt = stmt.where(*conditions) if conditions else stmt
         for env in envelopes:
-            stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, env)
+            stmt = bbox_prefilter(stmt, dialect, src.index_table, current.c.id, current.c.geom, env, src.index_geom)
         return stmt
 
-    return current, restrict
+    return src, restrict
 
 
 #: Above this many R*Tree candidates a SQLite bbox query is counted in SQL instead of in one vectorised pass
@@ -287,7 +309,7 @@ def _page_of(ids: list[int], limit: int, offset: int, cursor: tuple[str, int] | 
     return rest[:limit], len(rest) > limit, cursor is not None or offset > 0
 
 
-def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
+def _sqlite_bbox_ids(conn, src: Source, area: shapely.Geometry) -> list[int] | None:
     """Sorted ids of the features intersecting ``area`` (SQLite, a bbox alone): the R*Tree gives the
     candidates with their boxes; a candidate whose box lies inside a rectangular area intersects it (its
     R*Tree box is rounded outwards, so inside is certain), the others are tested exactly with GEOS in one
@@ -296,7 +318,7 @@ def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
     # The driver's own cursor, in the session's transaction: plain tuples straight into NumPy.
     cursor = conn.connection.dbapi_connection.cursor()
     found = cursor.execute(
-        f"SELECT id, minx, miny, maxx, maxy FROM rtree_{current.name}_geom "
+        f"SELECT id, minx, miny, maxx, maxy FROM rtree_{src.index_table}_{src.index_geom} "
         f"WHERE minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ? LIMIT {SQLITE_VECTOR_MAX + 1}",
         (maxx, minx, maxy, miny)).fetchall()
     if len(found) > SQLITE_VECTOR_MAX:
@@ -315,7 +337,8 @@ def _sqlite_bbox_ids(conn, current, area: shapely.Geometry) -> list[int] | None:
         for chunk in range(0, len(check), 30_000):  # within SQLite's bound-parameter limit
             part = check[chunk:chunk + 30_000].tolist()
             blobs.update(cursor.execute(
-                f"SELECT id, geom FROM {current.name} WHERE id IN ({','.join('?' * len(part))})", part).fetchall())
+                f"SELECT id, {src.index_geom} FROM {src.index_table} WHERE id IN ({','.join('?' * len(part))})",
+                part).fetchall())
         geoms = from_gpkg_many([blobs.get(i) for i in check.tolist()])
         shapely.prepare(area)
         exact = np.zeros(len(check), dtype=bool)
@@ -338,7 +361,8 @@ def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limi
     is matched in one vectorised pass over the R*Tree candidates instead (see ``_sqlite_bbox_ids``)."""
     conn = session.connection()
     dialect = conn.dialect.name
-    current, restrict = matching(conn, layer, area, compiled)
+    src, restrict = matching(conn, layer, area, compiled)
+    current = src.table
     pg = dialect == "postgresql"
     geojson = geojson and pg
     # 15 decimals keep every digit of a lon/lat double (PostGIS writes the shortest exact form, as GEOS does);
@@ -348,15 +372,15 @@ def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limi
     cols = (current.c.id, current.c.fid, _raw_json(current.c.properties, dialect).label("p"), geom_col)
     backwards = cursor is not None and cursor[0] == "b"
 
-    if dialect == "sqlite" and area is not None and compiled is None:
-        ids = _sqlite_bbox_ids(conn, current, area)
+    if dialect == "sqlite" and area is not None and compiled is None and src.visible is None:
+        ids = _sqlite_bbox_ids(conn, src, area)
         if ids is not None:
             page_ids, more_after, more_before = _page_of(ids, limit, offset, cursor)
             rows = conn.execute(select(*cols).where(current.c.id.in_(page_ids)).order_by(current.c.id)).all() \
                 if page_ids else []
             return _page(len(ids), rows, more_after, more_before, geojson, dialect)
 
-    if area is None and compiled is None:
+    if area is None and compiled is None and src.visible is None:
         matched = conn.execute(select(func.count()).select_from(current)).scalar()
         hits = None
         page = select(current.c.id)
@@ -419,12 +443,19 @@ class Found:
 
 def feature(session: Session, layer: Layer, feature_id: str) -> Found | None:
     """The current feature whose id (source fid, else row id) is ``feature_id``."""
-    current, _ = featurestore.tables(layer.key, layer.geometry_type)
     conn = session.connection()
-    cols = (current.c.id, current.c.fid, current.c.properties, current.c.geom, current.c.v_from)
-    row = conn.execute(select(*cols).where(current.c.fid == feature_id).order_by(current.c.id).limit(1)).first()
+    src = source(layer, conn.dialect.name)
+    current = src.table
+    versioned = "v_from" in current.c  # a layer's rows carry their version; other sources are not versioned
+    cols = (current.c.id, current.c.fid, current.c.properties, current.c.geom,
+            current.c.v_from if versioned else literal(0).label("v_from"))
+    visible = [src.visible] if src.visible is not None else []
+    row = conn.execute(select(*cols).where(current.c.fid == feature_id, *visible).order_by(current.c.id).limit(1)).first()
     if row is None and feature_id.isdigit() and len(feature_id) < 19:
-        row = conn.execute(select(*cols).where(current.c.fid.is_(None), current.c.id == int(feature_id))).first()
+        row = conn.execute(select(*cols).where(current.c.fid.is_(None), current.c.id == int(feature_id), *visible)).first()
     if row is None:
         return None
-    return Found(row.id, row.fid if row.fid is not None else str(row.id), row.properties, row.geom, row.v_from)
+    props = json.loads(row.properties) if isinstance(row.properties, str) else row.properties
+    version = row.v_from if versioned else zlib.crc32(json.dumps(props, sort_keys=True).encode()
+                                                      + shapely.to_wkb(row.geom))
+    return Found(row.id, row.fid if row.fid is not None else str(row.id), props, row.geom, version)

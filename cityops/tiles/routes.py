@@ -7,7 +7,7 @@ note the OGC order, row (y) before column (x).
 
 Access: ``layers.read`` for every tile and tile set (``Authorization: Bearer``, ``X-API-Key`` — the browser
 sends the header — or HTTP Basic with a password or an API key as the password); without credentials, the
-public-read layers alone (their tile sets, and in the base map). Buildings appear in the base map only for principals that also hold ``housing.read``, and
+tile sets of public-read layers alone. Buildings appear in the base map only for principals that also hold ``housing.read``, and
 only inside their scope. The tile matrix set definitions are public (they hold no records).
 An empty tile is 204 with no body; a tile outside the matrix or the zoom range is 404.
 """
@@ -20,7 +20,7 @@ import hashlib
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from cityops.core.errors import CityOpsError, NotFound
+from cityops.core.errors import CityOpsError, NotFound, Unauthenticated
 from cityops.core.params import Int64
 from cityops.base.service import PUBLIC
 from cityops.core.web import DB, interface_principal, request_id
@@ -49,8 +49,12 @@ def _tiles(request: Request) -> service.TileService:
 Reader = Depends(interface_principal("tiles", optional=True))
 
 
-def _scope(principal):
+def _scope(principal, tileset: str = BASEMAP):
+    """What the caller's tiles show: its scope (it must hold ``layers.read``); without credentials, the tile set
+    of a public-read layer only (the base map and the list need a login)."""
     if principal is None:
+        if tileset == BASEMAP:
+            raise Unauthenticated("the base map tiles need credentials (Bearer token, X-API-Key or HTTP Basic)")
         return PUBLIC
     principal.require("layers.read")
     return principal.scope
@@ -108,7 +112,7 @@ def tilesets(request: Request, session: DB, principal=Reader) -> list[dict]:
 @router.get("/api/tiles/{tileset}/tilejson.json", summary="TileJSON 3.0.0 of a tile set")
 def tilejson(tileset: str, request: Request, session: DB, principal=Reader) -> dict:
     url = f"{_base(request)}/api/tiles/{tileset}/{{z}}/{{x}}/{{y}}.mvt"
-    doc = service.tilejson(session, _scope(principal), tileset, url, buildings=_with_buildings(principal))
+    doc = service.tilejson(session, _scope(principal, tileset), tileset, url, buildings=_with_buildings(principal))
     return doc
 
 
@@ -116,7 +120,7 @@ def tilejson(tileset: str, request: Request, session: DB, principal=Reader) -> d
             responses={200: {"content": {MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}})
 def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB,
              principal=Reader) -> Response:
-    data, cached = _tiles(request).tile(session, _scope(principal), tileset, z, x, y, buildings=_with_buildings(principal))
+    data, cached = _tiles(request).tile(session, _scope(principal, tileset), tileset, z, x, y, buildings=_with_buildings(principal))
     return _tile_response(request, data, cached)
 
 
@@ -141,7 +145,7 @@ def _check_tms(tms_id: str) -> None:
 def _tileset_doc(request: Request, session, principal, tileset: str, path: str) -> dict:
     cat = service.load_catalogue()
     root = f"{_base(request)}/ogc"
-    layers = service.vector_layers(session, _scope(principal), tileset, cat, buildings=_with_buildings(principal))
+    layers = service.vector_layers(session, _scope(principal, tileset), tileset, cat, buildings=_with_buildings(principal))
     title = cat.basemap["title_zh"] if tileset == BASEMAP else next(iter(layers), {}).get("description", tileset)
     limits = []
     for z in range(cat.min_zoom, cat.max_zoom + 1):
@@ -167,7 +171,7 @@ def _tileset_doc(request: Request, session, principal, tileset: str, path: str) 
                         k: {"type": {"Number": "number", "Boolean": "boolean"}.get(v, "string")} for k, v in l["fields"].items()}}}
                    for l in layers],
     }
-    bounds = service.bounds_of(session, _scope(principal), tileset)
+    bounds = service.bounds_of(session, _scope(principal, tileset), tileset)
     if bounds:
         doc["boundingBox"] = {"lowerLeft": bounds[:2], "upperRight": bounds[2:],
                               "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
@@ -233,7 +237,7 @@ def collection_tilesets(collection_id: str, request: Request, session: DB, princ
     from cityops.base import service as layers
 
     try:
-        layer = layers.get_layer(session, collection_id, _scope(principal))
+        layer = layers.get_layer(session, collection_id, _scope(principal, collection_id))
     except CityOpsError as exc:
         return _error(request, exc)
     return JSONResponse(_tilesets_list(request, f"/collections/{layer.key}/tiles", layer.title_zh))
@@ -255,7 +259,7 @@ def collection_tile(collection_id: str, tms_id: str, tile_matrix: str, tile_row:
     try:
         _check_tms(tms_id)
         z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
-        data, cached = _tiles(request).tile(session, _scope(principal), collection_id, z, x, y)
+        data, cached = _tiles(request).tile(session, _scope(principal, collection_id), collection_id, z, x, y)
     except CityOpsError as exc:
         return _error(request, exc)
     return _tile_response(request, data, cached)
