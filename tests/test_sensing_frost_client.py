@@ -144,7 +144,8 @@ def test_frost_client_filters_across_relations_time_and_space_and_patches(api, s
         bad = http.patch(f"/sta/v1.1/Things({thing.id})", json=[{"op": "replace", "path": "/@iot.id", "value": 1}],
                          headers={"Content-Type": "application/json-patch+json"})
         assert bad.status_code == 400, bad.text
-        for flt in ("geo.length(name) gt 1", "Datastreams/name eq 'x'", "st_within(location)"):
+        for flt in ("geo.length(name) gt 1", "Datastreams/name eq 'x'", "st_within(location)", "date(name) eq 2026-07-01",
+                    "geo.intersects(location, geography'POINT(1')"):
             assert http.get("/sta/v1.1/Locations", params={"$filter": flt}).status_code == 400, flt
         nowhere = {"name": "nowhere", "description": "-", "encodingType": "application/geo+json",
                    "location": {"type": "Point", "coordinates": [999, 999]}}

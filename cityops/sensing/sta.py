@@ -244,8 +244,17 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         except ValueError:
             raise StaBadRequest(f"$filter: {node.val!r} is not a time") from None
 
+    def _instant(self, field_node):
+        """A time property (epoch ms) or a date-time literal: what date(), time(), year() … take (anything else
+        would reach the database as text divided by a number)."""
+        if isinstance(field_node, oast.DateTime) or (isinstance(field_node, oast.Identifier)
+                                                     and field_node.name in self.entity.times):
+            return self.visit(field_node)
+        raise StaBadRequest(f"$filter: date and time functions take one of {self.entity.name}' time properties "
+                            f"({', '.join(sorted(self.entity.times)) or 'it has none'}) or a date-time")
+
     def _format(self, pg: str, sqlite: str, field_node):
-        value = self.visit(field_node)
+        value = self._instant(field_node)
         if self.dialect == "postgresql":
             return func.to_char(func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"), pg)
         return func.strftime(sqlite, value / 1000.0, "unixepoch")
@@ -309,7 +318,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         return self.visit(node.comparator)(left, right)
 
     def _part(self, fmt: str, field_node):
-        value = self.visit(field_node)
+        value = self._instant(field_node)
         if self.dialect == "postgresql":
             return func.extract(fmt, func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"))
         spec = {"year": "%Y", "month": "%m", "day": "%d", "hour": "%H", "minute": "%M", "second": "%S"}[fmt]
