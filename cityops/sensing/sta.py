@@ -966,15 +966,15 @@ def _check_geojson(geom: dict) -> None:
     try:
         g = shape(geom)
     except Exception as exc:  # shapely raises several kinds for malformed GeoJSON
-        raise StaBadRequest(f"invalid GeoJSON geometry: {exc}") from None
+        raise InvalidInput(f"invalid GeoJSON geometry: {exc}") from None
     if g.is_empty or not g.is_valid:
-        raise StaBadRequest("invalid GeoJSON geometry: empty or not valid")
+        raise InvalidInput("invalid GeoJSON geometry: empty or not valid")
     import shapely
 
     xy = shapely.get_coordinates(g)
     if not (np.all(np.abs(xy[:, 0]) <= 180) and np.all(np.abs(xy[:, 1]) <= 90)):
         # GeoJSON is WGS 84 longitude, latitude (RFC 7946): [999, 999] is nowhere.
-        raise StaBadRequest("invalid GeoJSON geometry: coordinates outside longitude -180…180, latitude -90…90")
+        raise InvalidInput("invalid GeoJSON geometry: coordinates outside longitude -180…180, latitude -90…90")
 
 
 CREATORS = {
