@@ -173,7 +173,7 @@ def test_public_read_layer_needs_no_login(api, admin):
     api_doc = api.get("/ogc/api").json()["paths"]
     assert f"/collections/{key}/items" in api_doc and f"/collections/{private}/items" not in api_doc
     assert api.get(f"/api/tiles/{key}/tilejson.json").status_code == 200
-    assert api.get(f"/api/tiles/{private}/tilejson.json").status_code == 404
+    assert api.get(f"/api/tiles/{private}/tilejson.json").status_code == 401
     assert api.get(f"/ogc/collections/{key}/tiles/WebMercatorQuad").status_code == 200
     assert api.get("/api/tiles/basemap/tilejson.json").status_code == 401
     # Reading is open; editing is not.

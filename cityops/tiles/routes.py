@@ -19,11 +19,12 @@ import hashlib
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from cityops.core.errors import CityOpsError, NotFound, Unauthenticated
 from cityops.core.params import Int64
 from cityops.base.service import PUBLIC
-from cityops.core.web import DB, interface_principal, request_id
+from cityops.core.web import DB, Ctx, interface_principal, request_id
 from cityops.tiles import service
 from cityops.tiles.mvt import MEDIA_TYPE
 from cityops.tiles.service import BASEMAP, TMS_ID
@@ -49,12 +50,32 @@ def _tiles(request: Request) -> service.TileService:
 Reader = Depends(interface_principal("tiles", optional=True))
 
 
-def _scope(principal, tileset: str = BASEMAP):
-    """What the caller's tiles show: its scope (it must hold ``layers.read``); without credentials, the tile set
-    of a public-read layer only (the base map and the list need a login)."""
+async def _tileset_reader(tileset: str, request: Request, ctx: Ctx):
+    """The caller of an XYZ tile set: without credentials only a public layer's (401 before the tile address is
+    even read, as for every other protected route)."""
+    principal = await interface_principal("tiles", optional=True)(request, ctx)
     if principal is None:
-        if tileset == BASEMAP:
-            raise Unauthenticated("the base map tiles need credentials (Bearer token, X-API-Key or HTTP Basic)")
+        def check():
+            with ctx.sessions() as session:
+                _scope(None, tileset, session)
+
+        await run_in_threadpool(check)
+    return principal
+
+
+def _scope(principal, tileset: str = BASEMAP, session=None):
+    """What the caller's tiles show: its scope (it must hold ``layers.read``); without credentials, the tile set
+    of a public-read layer only (the base map, the list and any other tile set: 401)."""
+    if principal is None:
+        from cityops.base import service as layers
+
+        try:
+            if tileset == BASEMAP or session is None:
+                raise NotFound(tileset)
+            layers.get_layer(session, tileset, PUBLIC)
+        except NotFound:
+            raise Unauthenticated(f"tile set {tileset!r} needs credentials (Bearer token, X-API-Key or HTTP Basic)") \
+                from None
         return PUBLIC
     principal.require("layers.read")
     return principal.scope
@@ -110,17 +131,17 @@ def tilesets(request: Request, session: DB, principal=Reader) -> list[dict]:
 
 
 @router.get("/api/tiles/{tileset}/tilejson.json", summary="TileJSON 3.0.0 of a tile set")
-def tilejson(tileset: str, request: Request, session: DB, principal=Reader) -> dict:
+def tilejson(tileset: str, request: Request, session: DB, principal=Depends(_tileset_reader)) -> dict:
     url = f"{_base(request)}/api/tiles/{tileset}/{{z}}/{{x}}/{{y}}.mvt"
-    doc = service.tilejson(session, _scope(principal, tileset), tileset, url, buildings=_with_buildings(principal))
+    doc = service.tilejson(session, _scope(principal, tileset, session), tileset, url, buildings=_with_buildings(principal))
     return doc
 
 
 @router.get("/api/tiles/{tileset}/{z}/{x}/{y}.mvt", summary="One Mapbox Vector Tile (XYZ addressing)",
             responses={200: {"content": {MEDIA_TYPE: {}}}, 204: {"description": "empty tile"}})
 def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB,
-             principal=Reader) -> Response:
-    data, cached = _tiles(request).tile(session, _scope(principal, tileset), tileset, z, x, y, buildings=_with_buildings(principal))
+             principal=Depends(_tileset_reader)) -> Response:
+    data, cached = _tiles(request).tile(session, _scope(principal, tileset, session), tileset, z, x, y, buildings=_with_buildings(principal))
     return _tile_response(request, data, cached)
 
 
@@ -145,7 +166,7 @@ def _check_tms(tms_id: str) -> None:
 def _tileset_doc(request: Request, session, principal, tileset: str, path: str) -> dict:
     cat = service.load_catalogue()
     root = f"{_base(request)}/ogc"
-    layers = service.vector_layers(session, _scope(principal, tileset), tileset, cat, buildings=_with_buildings(principal))
+    layers = service.vector_layers(session, _scope(principal, tileset, session), tileset, cat, buildings=_with_buildings(principal))
     title = cat.basemap["title_zh"] if tileset == BASEMAP else next(iter(layers), {}).get("description", tileset)
     limits = []
     for z in range(cat.min_zoom, cat.max_zoom + 1):
@@ -171,7 +192,7 @@ def _tileset_doc(request: Request, session, principal, tileset: str, path: str) 
                         k: {"type": {"Number": "number", "Boolean": "boolean"}.get(v, "string")} for k, v in l["fields"].items()}}}
                    for l in layers],
     }
-    bounds = service.bounds_of(session, _scope(principal, tileset), tileset)
+    bounds = service.bounds_of(session, _scope(principal, tileset, session), tileset)
     if bounds:
         doc["boundingBox"] = {"lowerLeft": bounds[:2], "upperRight": bounds[2:],
                               "crs": "http://www.opengis.net/def/crs/OGC/1.3/CRS84"}
@@ -237,7 +258,7 @@ def collection_tilesets(collection_id: str, request: Request, session: DB, princ
     from cityops.base import service as layers
 
     try:
-        layer = layers.get_layer(session, collection_id, _scope(principal, collection_id))
+        layer = layers.get_layer(session, collection_id, _scope(principal, collection_id, session))
     except CityOpsError as exc:
         return _error(request, exc)
     return JSONResponse(_tilesets_list(request, f"/collections/{layer.key}/tiles", layer.title_zh))
@@ -259,7 +280,7 @@ def collection_tile(collection_id: str, tms_id: str, tile_matrix: str, tile_row:
     try:
         _check_tms(tms_id)
         z, x, y = service.parse_zxy(tile_matrix, tile_col, tile_row)
-        data, cached = _tiles(request).tile(session, _scope(principal, collection_id), collection_id, z, x, y)
+        data, cached = _tiles(request).tile(session, _scope(principal, collection_id, session), collection_id, z, x, y)
     except CityOpsError as exc:
         return _error(request, exc)
     return _tile_response(request, data, cached)
