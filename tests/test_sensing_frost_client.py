@@ -158,7 +158,7 @@ def test_frost_client_filters_across_relations_time_and_space_and_patches(api, s
                                     location=geojson.Point((999, 999))))
 
 
-def test_mqtt_self_links_use_the_public_url(api, monkeypatch):
+def test_mqtt_self_links_use_the_public_url(api):
     """Messages leave the request that caused them: their @iot.selfLink names Settings ``public_url``
     (CITYOPS_PUBLIC_URL), the address the clients reach, not a default."""
     import json
@@ -172,9 +172,9 @@ def test_mqtt_self_links_use_the_public_url(api, monkeypatch):
     from tests.test_sensing_ingest import MQTT_HOST, MQTT_PORT, _broker, _client
 
     _broker()
-    monkeypatch.setenv("CITYOPS_MQTT_CLIENT_ID", f"cityops-public-url-{uuid.uuid4().hex[:8]}")
     public = "https://cityops.example.gov.cn/kaizhou"
-    app = create_app(api.store.settings.model_copy(update={"public_url": public}), run_migrations=False)
+    app = create_app(api.store.settings.model_copy(update={
+        "public_url": public, "mqtt_client_id": f"cityops-public-url-{uuid.uuid4().hex[:8]}"}), run_migrations=False)
     bridge = start_mqtt(app.state, f"mqtt://{MQTT_HOST}:{MQTT_PORT}")
     got: queue.Queue = queue.Queue()
     listener = _client("public-url")

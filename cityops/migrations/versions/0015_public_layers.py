@@ -1,14 +1,14 @@
 """Layers: ``public_read`` — open data that /ogc and the tiles serve without a login.
 
 Revision ID: 0015
-Revises: 0017
+Revises: 0018
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0015"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
