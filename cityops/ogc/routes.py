@@ -28,6 +28,7 @@ import shapely
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from cityops.base import service as layers
 from cityops.base.models import Layer
