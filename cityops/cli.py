@@ -92,6 +92,9 @@ _BUSES: list = []
 
 
 def _finish_buses() -> None:
+    # A command's end-of-run delivery is not a deployment's dispatcher: its lease notices would bury the command's
+    # own one-line answer on stderr. Warnings and errors still show.
+    logging.getLogger("cityops.bus").setLevel(logging.WARNING)
     while _BUSES:
         bus = _BUSES.pop()
         try:
