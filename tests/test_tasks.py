@@ -491,7 +491,7 @@ def test_open_streams_do_not_hold_database_connections(api, where):
     def listen():
         results.append(api.get(f"/api/incidents/{iid}/stream", params={"seconds": 4}, headers=yihe).status_code)
 
-    threads = [threading.Thread(target=listen) for _ in range(20)]  # more than the pool's 15 connections
+    threads = [threading.Thread(target=listen) for _ in range(20)]  # were each to hold a connection, 20 would be checked out
     for t in threads:
         t.start()
     time.sleep(2)  # the streams are open and polling
