@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import OperationalError
 
 import cityops
 from cityops import wiring
@@ -81,12 +83,30 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub)
     if settings.wiring:
         ctx.series_source = wiring.series_source
-        ctx.bus.start()
+        _start_bus(ctx.bus)
     start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
     web_routes.install(app)  # last: the web app's client-side routes catch what no other route answers
     log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
     _freeze_once()
     return app
+
+
+def _start_bus(bus) -> None:
+    """Start the bus; while the database is unreachable the server still starts (``/api/ready`` says 503) and
+    the bus starts as soon as the database answers."""
+    try:
+        bus.start()
+    except OperationalError:
+        log.warning("database unreachable: the event bus starts when it answers")
+
+        def retry() -> None:
+            while not bus.started and not bus._stop.wait(5):  # stopped meanwhile: give up
+                try:
+                    bus.ensure_started()
+                except OperationalError:
+                    continue
+
+        threading.Thread(target=retry, name="bus-start", daemon=True).start()
 
 
 @asynccontextmanager

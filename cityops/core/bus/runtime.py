@@ -149,6 +149,7 @@ class Bus:
         return [s.consumer for s in self.subscriptions if s.kind == "durable"]
 
     def start(self) -> "Bus":
+        self.register()  # first: an unreachable database fails the start before anything is set up
         durable = [s for s in self.subscriptions if s.kind == "durable"]
         broadcast = [s for s in self.subscriptions if s.kind == "broadcast"]
         if self.settings.bus_transport == "jetstream":
@@ -160,7 +161,6 @@ class Bus:
             self._workers.extend(_Reader(self, s.consumer, s) for s in durable)
             if broadcast:
                 self._workers.append(_Broadcast(self, broadcast))
-        self.register()
         _BUSES.setdefault(_key(self.engine), []).append(self)
         self.started = True
         self._spawn(self._keep_lease, "bus-lease")
