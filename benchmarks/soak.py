@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/soak.py [--minutes 10] [--data-dir DIR] [--grids 300] [--scale 10]
 
 Without ``--data-dir`` a demo district is built into a temporary directory (``cityops demo --no-serve``) and
-removed afterwards. The server is ``uvicorn`` in its own process with the deployed defaults (capabilities wired:
+removed afterwards. The server is ``cityops serve`` in its own process with the deployed defaults (capabilities wired:
 observations run the rules, warnings and plans).
 
 The load, open-loop (each kind sends on its own clock whatever the answers take), at ``--scale`` times the rates
@@ -42,11 +42,6 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "cityops-demo"
-SERVE = """
-import sys, uvicorn
-from cityops.app import create_app
-uvicorn.run(create_app(), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", lifespan="off")
-"""
 #: Seconds between two requests of each kind in the demo (the rates above); divided by --scale.
 #: An answer later than this counts as an error.
 TIMEOUT_S = 120
@@ -133,10 +128,10 @@ class Load:
         self.latency[kind].append(time.perf_counter() - start)
 
     async def run(self, seconds: float, scale: float, on_tick) -> None:
-        # Idle connections are dropped after 4 s, before uvicorn closes them (its keep-alive timeout is 5 s): a
-        # request sent on a connection the server is closing fails (ReadError, RemoteProtocolError), a race of
-        # the client's making (the first run counted 8 of them; every other answer was right).
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=4)
+        # httpx's own idle expiry (5 s): the server keeps idle connections longer (keep_alive_seconds), so the
+        # client always drops them first. The other way round, a request sent on a connection the server was
+        # closing failed (ReadError) — 8 and 1 of them in two early runs, before the setting.
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
         async with httpx.AsyncClient(base_url=self.url, timeout=TIMEOUT_S, limits=limits) as client:
             start = time.monotonic()
             pending: set[asyncio.Task] = set()
@@ -182,7 +177,9 @@ def main() -> int:
         port = free_port()
         env = {**os.environ, "CITYOPS_DATA_DIR": str(data_dir), "CITYOPS_LOG_JSON": "false"}
         env.pop("CITYOPS_DATABASE_URL", None)
-        proc = subprocess.Popen([sys.executable, "-c", SERVE, str(port)], env=env, cwd=ROOT)
+        # The server as deployed: ``cityops serve`` (its keep-alive, its logging).
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("cityops")), "serve", "--port", str(port)],
+                                env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:

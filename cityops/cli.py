@@ -161,7 +161,8 @@ def _serve(settings, host: str, port: int, workers: int = 1) -> None:
                          "(CITYOPS_DATABASE_URL) for more")
     console.print(f"CityOps serving at [bold]http://{host}:{port}/[/bold]  (API docs: /api/docs)")
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+        uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
+                    timeout_keep_alive=settings.keep_alive_seconds)
         return
     # Each worker process builds its app from the environment: the settings it needs are passed down there.
     from cityops.core.db import make_engine, migrate
@@ -171,7 +172,7 @@ def _serve(settings, host: str, port: int, workers: int = 1) -> None:
     engine.dispose()
     os.environ["CITYOPS_WORKERS"] = str(workers)
     uvicorn.run("cityops.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
-                access_log=False)
+                access_log=False, timeout_keep_alive=settings.keep_alive_seconds)
 
 
 @app.command()

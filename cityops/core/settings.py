@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     mqtt_client_id: str = Field(default="cityops-sensing", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     mqtt_receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    #: Seconds the server keeps an idle HTTP connection open. Longer than the clients' and proxies' own idle
+    #: timeouts (httpx 5 s, browsers ~60 s would race otherwise; nginx's upstream default is 60 s): whoever drops
+    #: an idle connection must be the client, or a request sent as the server closes it fails.
+    keep_alive_seconds: int = Field(default=75, ge=1, le=3600)
     #: Server worker processes (``cityops serve --workers N``; set for each worker by the command).
     workers: int = Field(default=1, ge=1, le=64)
     #: The most worker processes the embedded SQLite store serves: it has one writer at a time, and more
