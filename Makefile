@@ -41,8 +41,9 @@ test: system-deps setup
 	cd $(FRONTEND) && npm test --silent
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Every benchmark at the demo scale, each beside its peer or raw limit, one table (QUICK=1: a smaller smoke run).
 bench: setup
-	$(BIN)/python benchmarks/locate.py
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 # First paint on a throttled "Fast 3G" network and map frame rate with every live layer on (headless Chromium).
 bench-web: setup

@@ -40,6 +40,7 @@ import numpy as np
 import shapely
 from rich.console import Console
 from rich.table import Table
+from report import record  # noqa: E402
 
 SEED = 20261123
 SINGLE_MEDIAN_TARGET_US = 50.0
@@ -292,6 +293,10 @@ def run(data_dir: Path, args) -> None:
                     verdict(ratio >= BATCH_RATIO_TARGET))
     summary.add_row("batch cross-check: 0 mismatches", f"{b['mismatches'] + b['multi_bad']}",
                     verdict(b["mismatches"] + b["multi_bad"] == 0))
+    record("locate one point, median", f"{med:.1f} µs", f"bare STRtree {pct(s['base'], 50):.1f} µs",
+           med / pct(s["base"], 50), "< 50 µs", med < SINGLE_MEDIAN_TARGET_US)
+    record(f"locate a batch of {b['n']:,} points", f"{b['n'] / mo:,.0f} pts/s", f"bare STRtree {b['n'] / mb:,.0f} pts/s", ratio,
+           "≥ 0.7× STRtree", ratio >= BATCH_RATIO_TARGET and b["mismatches"] + b["multi_bad"] == 0)
     console.print()
     console.print(summary)
     failed = [med >= SINGLE_MEDIAN_TARGET_US, p99 >= SINGLE_P99_TARGET_US, ratio < BATCH_RATIO_TARGET,

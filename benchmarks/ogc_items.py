@@ -47,6 +47,7 @@ from sqlalchemy import create_engine, make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.conftest import create_pg_database, drop_pg_database, free_port, pg_database_url, wait_for_port  # noqa: E402
+from report import record  # noqa: E402
 
 console = Console()
 PG_ADMIN = os.environ.get("CITYOPS_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -340,6 +341,10 @@ def main() -> None:
                           f"{statistics.median(ms):.1f}", f"{ms[int(len(ms) * 0.95) - 1]:.1f}", f"{med / peer:.2f}×")
     console.print(table_out)
     console.print("target: CityOps ≥ 3 × pygeoapi's req/s")
+    for name in names[:-1]:
+        med = statistics.median(rps[name])
+        record(f"OGC items bbox limit=100, {label} ({name.rsplit(', ', 1)[-1]})", f"{med:.0f} req/s",
+               f"{names[-1]} {peer:.0f} req/s", med / peer, "≥ 3× pygeoapi", med / peer >= 3)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from cityops.org.models import Place, Unit  # noqa: E402
 from cityops.tasks.models import Evacuation  # noqa: E402
 from cityops.tasks.plans import on_warning_level  # noqa: E402
 from tests.conftest import SMALL_DEMO, make_store  # noqa: E402
+from report import record  # noqa: E402
 
 console = Console(width=200)
 METRIC = "EPSG:4545"
@@ -326,6 +327,8 @@ def main() -> None:
         t.add_row(backend, f"{r['buildings']:,}", f"{r['hazard_m']:.0f}", str(r["rounds"][0]["households"]), f"{statistics.median(x['persisted'] for x in r['rounds']):.3f}",
                   f"{stream:.3f}", f"{r['insert']:.3f}", f"{r['query']:.3f}", f"{stream / floor:.1f}",
                   ("PASS" if stream < 2 and ok else "FAIL"))
+        record(f"warning → every evacuation task persisted and streamed ({backend})", f"{stream:.2f} s",
+               f"raw insert + zone query {floor:.2f} s", stream / floor, "< 2 s", stream < 2 and ok)
     console.print(t)
     t = Table(title=f"{args.workers} grid workers updating households over HTTP (think 0–{args.think:g} s; target p99 < 200 ms)")
     for col in ("backend", "updates", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "health p50 ms", "health p99 ms",
@@ -336,6 +339,9 @@ def main() -> None:
         t.add_row(backend, str(x["updates"]), f"{x['rps']:.0f}", f"{x['p50']:.1f}", f"{x['p90']:.1f}", f"{x['p99']:.1f}",
                   f"{x['max']:.1f}", f"{x['floor_p50']:.1f}", f"{x['floor_p99']:.1f}", f"{x['p99'] / x['floor_p99']:.1f}",
                   "yes" if x["exact"] else "NO", "PASS" if x["p99"] < 200 and x["exact"] else "FAIL")
+        record(f"{args.workers} workers updating households, p99 ({backend})", f"{x['p99']:.0f} ms",
+               f"health check p99 {x['floor_p99']:.0f} ms", x["p99"] / x["floor_p99"], "p99 < 200 ms",
+               x["p99"] < 200 and x["exact"])
     console.print(t)
 
 

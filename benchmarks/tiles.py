@@ -49,6 +49,7 @@ from cityops.org.service import OrgConfig  # noqa: E402
 from cityops.tiles import service  # noqa: E402
 from cityops.tiles.catalogue import load_catalogue  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database, pg_database_url  # noqa: E402
+from report import record  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -197,6 +198,9 @@ def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -
         n = "" if whole else str(len(mapbox_vector_tile.decode(data)["buildings"]["features"]))
         ratio = "" if whole or ref is None else (f"[bold]{med / ref:.2f}[/bold]" if "CityOps" in label else "1.00")
         table.add_row(label, f"{med:.1f}", f"{p95:.1f}", f"{len(data):,}", n, ratio)
+        if ref is not None and label.startswith("CityOps buildings layer") and "Python encoder" not in label:
+            record(f"z14 building tile {tile.z}/{tile.x}/{tile.y} uncached, {count} buildings ({label.rsplit(', ', 1)[-1]})",
+                   f"{med:.1f} ms", f"ST_AsMVT {ref:.1f} ms", med / ref, "≤ 1.0× ST_AsMVT", med / ref <= 1.0)
     console.print(table)
     for session in sessions.values():
         session.close()
@@ -222,6 +226,8 @@ def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -
                 ok = max(sz) < 500_000
                 sizes.add_row(backend, str(z), str(len(sz)), f"{int(statistics.median(sz)):,}", f"{max(sz):,}",
                               f"{slow:.0f}", "[green]yes[/green]" if ok else "[red]NO[/red]")
+                record(f"base map tiles z{z}, largest of {len(sz)} ({backend})", f"{max(sz) / 1000:.0f} kB", "", None,
+                       "< 500 kB", ok)
     console.print(sizes)
 
 
