@@ -24,6 +24,9 @@ from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
 from cityops.indicators import routes as indicators_routes
 from cityops.indicators import service as indicators_service
+from cityops.notify import routes as notify_routes
+from cityops.notify import service as notify_service
+from cityops.notify.dispatch import Dispatcher, InboxHub
 from cityops.ogc import routes as ogc_routes
 from cityops.org import routes as org_routes
 from cityops.org.levels import load_levels
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     sessions = make_sessionmaker(engine)
     levels = load_levels(settings.grid_code_length)
     indicators_service.load_catalogue(settings)  # the indicator catalogue is validated at start-up: a bad file stops it
+    notify_service.configure(settings)  # so are the escalation policies
     registry = CollectorRegistry()
     app = FastAPI(
         title="CityOps",
@@ -74,16 +78,23 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
                    identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
-                   indicators_routes):
+                   indicators_routes, notify_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     # Live streams are fed from the bus in every worker; wired, the bus also carries the capabilities' chain.
     app.state.alarm_hub = AlarmHub()
+    app.state.inbox_hub = InboxHub(settings.notify_stream_queue)
     ctx = app.state.ctx
-    ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub)
+    ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub, inbox_hub=app.state.inbox_hub,
+                              notify_wake=lambda: app.state.notify_dispatcher.wake())
+    # Notifications are handed to their channels by the bus lease holder (started with the bus when wired, else by
+    # the first message sent through the API).
+    app.state.notify_dispatcher = Dispatcher(ctx.bus, settings)
     if settings.wiring:
         ctx.series_source = wiring.series_source
         _start_bus(ctx.bus)
+        if ctx.bus.started:
+            app.state.notify_dispatcher.start()
     start_mqtt(app.state)  # SensorThings over MQTT when CITYOPS_MQTT_URL is set
     web_routes.install(app)  # last: the web app's client-side routes catch what no other route answers
     log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
@@ -112,6 +123,7 @@ def _start_bus(bus) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     yield
+    app.state.notify_dispatcher.stop()
     app.state.ctx.bus.stop()
 
 

@@ -12,4 +12,5 @@ from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, Incident
 from cityops.events.models import Attachment, Case, Outbox, Transition  # noqa: F401
 from cityops.sensing.models import Alarm, Datastream, Observation, Thing  # noqa: F401
 from cityops.indicators.models import Breach, Change, DefinitionVersion, Digest, Report, Value  # noqa: F401
+from cityops.notify.models import Delivery, Message, Preference, PushSubscription, Recipient, TimelineEntry  # noqa: F401
 import cityops.wiring  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)

@@ -27,22 +27,27 @@ from sqlalchemy.orm import Session
 from cityops.core.bus import Bus, Envelope, Subscription
 from cityops.demo.generator import DemoContext, register_step
 from cityops.housing.manifest import BuildingChanged
+from cityops.notify.manifest import NotificationChanged, NotificationQueued
 from cityops.sensing.manifest import AlarmChanged, ObservationBatchStored
 from cityops.warning.manifest import WarningLevelChanged
 
 log = logging.getLogger("cityops.wiring")
 
 
-def subscriptions(*, wired: bool = True, alarm_hub=None) -> list[Subscription]:
+def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_wake=None) -> list[Subscription]:
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams: they are each
     capability's own, fed by its own events."""
     from cityops.sensing import subscriptions as sensing
+    from cityops.notify import subscriptions as notify
     from cityops.tasks import subscriptions as tasks
     from cityops.tiles import subscriptions as tiles
 
     subs = []
     if alarm_hub is not None:
         subs.append(Subscription("sensing.alarm_stream", (AlarmChanged,), sensing.alarm_stream(alarm_hub), kind="broadcast"))
+    if inbox_hub is not None:
+        subs.append(Subscription("notify.inbox_stream", (NotificationQueued, NotificationChanged),
+                                 notify.inbox_stream(inbox_hub, notify_wake or (lambda: None)), kind="broadcast"))
     if wired:
         subs += [
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
@@ -53,10 +58,10 @@ def subscriptions(*, wired: bool = True, alarm_hub=None) -> list[Subscription]:
     return subs
 
 
-def make_bus(engine, settings, registry=None, *, alarm_hub=None) -> Bus:
+def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None, notify_wake=None) -> Bus:
     """The bus of the database behind ``engine`` with its subscriptions (not started)."""
     bus = Bus(engine, settings, registry=registry)
-    for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub):
+    for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake):
         bus.subscribe(sub)
     return bus
 

@@ -118,6 +118,42 @@ class Settings(BaseSettings):
     #: The dispatch lease: a dead holder's work moves to another worker after this long.
     bus_lease_seconds: float = Field(default=10.0, ge=1, le=600)
 
+    #: Notifications (cityops.notify). The deployment's own escalation policies (read after the shipped ones).
+    notify_policies_dir: Path | None = None
+    #: E-mail over SMTP (empty host: the e-mail channel is not configured and its deliveries fail with that reason).
+    notify_smtp_host: str = ""
+    notify_smtp_port: int = Field(default=25, ge=1, le=65535)
+    notify_smtp_user: str = ""
+    notify_smtp_password: str = ""
+    notify_smtp_starttls: bool = False
+    notify_smtp_from: str = "cityops@localhost"
+    #: The messaging platforms and SMS gateways, channel → Apprise URL with {phone}, {email} and {name} filled in
+    #: per recipient, e.g. {"dingtalk": "dingtalk://<token>/{phone}", "wecom": "wecombot://<key>",
+    #: "feishu": "feishu://<token>", "sms": "smseagle://<token>@gateway.local/{phone}"}. A channel left out is
+    #: not configured. Government editions of the platforms on their own hosts: notify_platform_hosts.
+    notify_apprise_urls: dict[str, str] = {}
+    #: The send URL of a platform's private (government) deployment, channel → URL template as the platform's
+    #: Apprise plugin fills it ({token} for dingtalk and feishu, {key} for wecom), e.g.
+    #: {"dingtalk": "https://oapi.gov.example/robot/send?access_token={token}"}; left out = the public service.
+    notify_platform_urls: dict[str, str] = {}
+    #: Web Push (VAPID): the private key's PEM file (empty: <data_dir>/vapid_private.pem, made once) and the
+    #: contact the push services see.
+    notify_vapid_private_key: Path | None = None
+    notify_vapid_subject: str = "mailto:ops@cityops.invalid"
+    #: Channels of a person without preferences.
+    notify_default_channels: list[str] = ["inapp", "webpush"]
+    #: Tries of one delivery before it fails for good; the wait before try n is notify_retry_seconds · 2^(n-2).
+    notify_max_attempts: int = Field(default=5, ge=1, le=50)
+    notify_retry_seconds: float = Field(default=5.0, gt=0, le=3600)
+    #: How long one hand-over to a channel may take (seconds), and how often the dispatcher looks when not woken.
+    notify_send_timeout: float = Field(default=10.0, gt=0, le=300)
+    notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    #: Deliveries claimed per round (the dispatcher's bound) and each live inbox stream's queue.
+    notify_batch: int = Field(default=200, ge=1, le=10_000)
+    notify_stream_queue: int = Field(default=500, ge=1, le=100_000)
+    #: Quiet hours are local time in this zone.
+    notify_timezone: str = "Asia/Shanghai"
+
     @classmethod
     def settings_customise_sources(
         cls,

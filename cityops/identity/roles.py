@@ -21,6 +21,7 @@ PERMISSIONS = frozenset(
         "events.read", "events.report", "events.intake", "events.file", "events.dispatch", "events.handle", "events.approve", "events.approve_long", "events.verify", "events.supervise", "events.import", "events.evaluate", "events.sweep",
         "sensing.read", "sensing.write", "sensing.ingest", "sensing.alarms", "sensing.catalogue",
         "indicators.read", "indicators.report", "indicators.compute",
+        "notify.inbox", "notify.read", "notify.send",
     }
 )
 

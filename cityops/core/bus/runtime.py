@@ -235,6 +235,11 @@ class Bus:
             log.exception("bus lease renewal failed")
             return self._lease.is_set()
 
+    def dispatching(self) -> bool:
+        """This process holds the dispatch lease: work that runs once per deployment (timers, the notification
+        dispatcher) runs here now."""
+        return self._lease.is_set()
+
     # -- operators and tests
     def dead_letters(self) -> list[DeadLetter]:
         with self.sessions() as s:

@@ -1,0 +1,209 @@
+"""The dispatcher (投递) and the live inbox (收件箱推送).
+
+``Dispatcher``: one thread per process that works only while the process holds the bus's dispatch lease (so once
+per deployment, however many workers serve). Each round it runs the due escalation timers, then claims the due
+deliveries (state ``queued``/``retry`` whose time came, or ``sending`` whose claim expired because the claimer
+died) with a conditional UPDATE and commits the claim *before* handing them to their channels; the outcome of each
+is committed after. A delivery is thus never handed over by two dispatchers at once, and one whose dispatcher
+died mid-way is taken up again (at most that one hand-over repeats, under the same idempotency key: the e-mail's
+Message-ID, the push Topic). Failures wait ``notify_retry_seconds · 2^(n-1)`` and fail for good after
+``notify_max_attempts``, every reason kept. At most ``notify_batch`` deliveries are held per round.
+
+``InboxHub``: fan-out of ``notification.queued`` / ``notification.changed`` (a broadcast subscription: every worker
+hears every commit) to the inbox streams of the people they concern; bounded per subscriber, an ``overflow`` event
+tells a client that fell behind to reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from cityops.core.bus import Envelope
+from cityops.core.db import begin_write
+from cityops.core.types import utcnow
+from cityops.notify import channels, service
+from cityops.notify.models import Delivery, Message, PushSubscription, Recipient, TimelineEntry
+
+log = logging.getLogger("cityops.notify.dispatch")
+
+
+class Dispatcher:
+    def __init__(self, bus, settings):
+        self.bus = bus
+        self.settings = settings
+        self.sessions = bus.sessions
+        self.wake_event = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="notify-send")
+        self._lock = threading.Lock()
+        self.rounds = 0
+
+    def start(self) -> "Dispatcher":
+        with self._lock:
+            if self._thread is None:
+                self.bus.ensure_started()
+                self._thread = threading.Thread(target=self._run, name="notify-dispatch", daemon=True)
+                self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake_event.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self, *_args) -> None:
+        self.wake_event.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.wake_event.wait(self.settings.notify_poll_seconds)
+            self.wake_event.clear()
+            if not self.bus.dispatching():
+                continue
+            try:
+                while not self._stop.is_set() and self.round():
+                    pass
+            except Exception:  # noqa: BLE001 - the database went away: the next round tries again
+                log.exception("notification dispatcher round failed")
+                self._stop.wait(1.0)
+
+    # -- one round
+    def round(self) -> bool:
+        """Escalations due, then one batch of deliveries; True when there may be more."""
+        self.rounds += 1
+        now = utcnow()
+        with self.sessions() as s:
+            begin_write(s)
+            moved = service.escalate_due(s, now)
+            s.commit()
+        claimed = self.claim(now)
+        if claimed:
+            results = list(self._pool.map(self._send_one, claimed))
+            self.record(results)
+        return len(claimed) == self.settings.notify_batch or bool(moved)
+
+    def claim(self, now) -> list[channels.Outgoing]:
+        s_ = self.settings
+        with self.sessions() as s:
+            begin_write(s)
+            due = list(s.scalars(select(Delivery.id).where(or_(
+                and_(Delivery.state.in_(("queued", "retry")), Delivery.next_attempt_at <= now),
+                and_(Delivery.state == "sending", Delivery.claimed_until < now))).order_by(Delivery.id).limit(s_.notify_batch)))
+            if not due:
+                s.rollback()
+                return []
+            until = now + timedelta(seconds=s_.notify_send_timeout * 3 + 30)
+            s.execute(update(Delivery).where(Delivery.id.in_(due), or_(
+                and_(Delivery.state.in_(("queued", "retry")), Delivery.next_attempt_at <= now),
+                and_(Delivery.state == "sending", Delivery.claimed_until < now)))
+                .values(state="sending", attempts=Delivery.attempts + 1, claimed_until=until, deferred=False))
+            rows = s.execute(select(Delivery, Recipient, Message).join(Recipient, Recipient.id == Delivery.recipient_id)
+                             .join(Message, Message.id == Delivery.message_id)
+                             .where(Delivery.id.in_(due), Delivery.state == "sending", Delivery.claimed_until == until)).all()
+            out = []
+            for d, r, m in rows:
+                push = ()
+                if d.channel == "webpush":
+                    push = tuple((p.id, p.endpoint, p.p256dh, p.auth) for p in service.push_subscriptions(s, r.person_id, r.user_id))
+                out.append(channels.Outgoing(delivery_id=d.id, idem_key=d.idem_key, channel=d.channel, target=d.target,
+                                             name=r.name, title=m.title, body=m.body, severity=m.severity, link=m.link,
+                                             message_id=m.id, recipient_id=r.id, push=push))
+            s.commit()  # the claim is durable before anything is handed over
+        return out
+
+    def _send_one(self, out: channels.Outgoing):
+        try:
+            gone = channels.send(out, self.settings)
+            return out, (channels.SendError("", gone=gone) if gone else None)
+        except channels.SendError as exc:
+            return out, exc
+        except Exception as exc:  # noqa: BLE001 - a channel's unexpected failure is a failed try, with its reason
+            log.exception("channel %s failed", out.channel)
+            return out, channels.SendError(f"{type(exc).__name__}: {exc}")
+
+    def record(self, results) -> None:
+        now = utcnow()
+        s_ = self.settings
+        with self.sessions() as s:
+            begin_write(s)
+            for out, err in results:
+                d = s.get(Delivery, out.delivery_id)
+                if d is None or d.state != "sending":
+                    continue
+                if err is not None and not err.reason:  # handed over; some of the person's browsers are gone
+                    s.execute(update(PushSubscription).where(PushSubscription.id.in_(err.gone)).values(gone_at=now))
+                    err = None
+                if err is None:
+                    d.state, d.sent_at, d.claimed_until = "sent", now, None
+                    s.add(TimelineEntry(message_id=d.message_id, at=now, what="sent", recipient_id=d.recipient_id,
+                                        channel=d.channel, detail={"attempt": d.attempts}))
+                    continue
+                d.errors = [*(d.errors or []), {"at": now.isoformat(), "attempt": d.attempts, "error": err.reason[:1000]}]
+                d.claimed_until = None
+                if err.gone:
+                    s.execute(update(PushSubscription).where(PushSubscription.id.in_(err.gone)).values(gone_at=now))
+                if err.permanent or d.attempts >= s_.notify_max_attempts:
+                    d.state = "failed"
+                    what = "failed"
+                else:
+                    d.state = "retry"
+                    d.next_attempt_at = now + timedelta(seconds=s_.notify_retry_seconds * 2 ** (d.attempts - 1))
+                    what = "retry"
+                s.add(TimelineEntry(message_id=d.message_id, at=now, what=what, recipient_id=d.recipient_id,
+                                    channel=d.channel, detail={"attempt": d.attempts, "error": err.reason[:1000],
+                                                               **({"next_attempt_at": d.next_attempt_at.isoformat()} if what == "retry" else {})}))
+            s.commit()
+
+
+class InboxHub:
+    """Fan-out of inbox changes to SSE subscribers, per person and user. Bounded queues; ``overflow`` on a fall-behind."""
+
+    def __init__(self, queue_size: int = 500):
+        self.queue_size = queue_size
+        self._subs: set = set()
+        self._lock = threading.Lock()
+
+    def subscribe(self, user_id: int, person_id: int | None):
+        loop = asyncio.get_running_loop()
+        q: asyncio.Queue = asyncio.Queue(self.queue_size)
+        sub = (loop, q, user_id, person_id)
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def publish(self, env: Envelope) -> None:
+        p = env.payload
+        if env.name == "notification.queued":
+            items = [(r.get("person_id"), r.get("user_id"), {"event": "message", "recipient_id": r["recipient_id"],
+                                                             "message_id": p.message_id, "kind": p.kind, "severity": p.severity,
+                                                             "title": p.title, "step": p.step})
+                     for r in p.recipients]
+        else:
+            items = [(p.person_id, p.user_id, {"event": p.change, "recipient_id": p.recipient_id, "message_id": p.message_id})]
+        with self._lock:
+            subs = list(self._subs)
+        for loop, q, user_id, person_id in subs:
+            for pid, uid, data in items:
+                if (uid is not None and uid == user_id) or (pid is not None and pid == person_id):
+                    loop.call_soon_threadsafe(self._put, q, data)
+
+    @staticmethod
+    def _put(q: asyncio.Queue, data: dict) -> None:
+        try:
+            q.put_nowait(data)
+        except asyncio.QueueFull:
+            q._queue.clear()  # noqa: SLF001 - make room for the overflow marker
+            q.put_nowait({"event": "overflow"})
