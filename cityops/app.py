@@ -19,7 +19,7 @@ from cityops.core.db import make_engine, make_sessionmaker, migrate
 from cityops.core.settings import Settings
 from cityops.events import open311 as events_open311
 from cityops.events import routes as events_routes
-from cityops.events import service as events_service
+from cityops.events import routing as events_routing
 from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
 from cityops.indicators import routes as indicators_routes
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         locator=LocatorCache(sessions, levels),
         registry=registry,
     )
-    events_service.use_locator(engine, app.state.ctx.locator)
+    events_routing.use_locator(engine, app.state.ctx.locator)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.

@@ -867,14 +867,14 @@ def events_sweep(data_dir: Optional[Path] = DataDir,
     def body():
         from datetime import datetime
 
-        from cityops.events import service
+        from cityops.events import sla
 
         _, sessions, _ = _store(settings)
         at = datetime.fromisoformat(now) if now else None
         if at is not None and at.tzinfo is None:
             _fail("--now needs a time zone, e.g. 2026-11-23T09:00:00+08:00")
         with sessions() as session:
-            counts = service.sweep(session, at)
+            counts = sla.sweep(session, at)
             session.commit()
         console.print(f"due soon: {counts['due_soon']}, escalated: {counts['escalated']}")
 
@@ -888,11 +888,11 @@ def events_import_hotline(path: Path, data_dir: Optional[Path] = DataDir) -> Non
 
     def body():
         from cityops.core import audit
-        from cityops.events import service
+        from cityops.events import hotline, routing
 
         _, sessions, _ = _store(settings)
         with sessions() as session:
-            result = service.import_hotline_csv(session, path.read_bytes(), audit.Actor("cli"), service.ALL)
+            result = hotline.import_hotline_csv(session, path.read_bytes(), audit.Actor("cli"), routing.ALL)
             session.commit()
         console.print(f"created {result['created']}, skipped {result['skipped']}")
 

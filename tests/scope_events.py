@@ -83,7 +83,7 @@ def test_open311_publishes_only_what_is_meant_for_the_public(api, world):
     without internal notes; patrol reports, REST and 12345 cases, non-public classes and alarms are "not
     found". With an api_key a caller also sees its own scope's cases, and nothing of another township."""
     from cityops.core import audit
-    from cityops.events import service
+    from cityops.events import creation
 
     admin = api.login("admin")
     pts = _points(api, world)
@@ -108,7 +108,7 @@ def test_open311_publishes_only_what_is_meant_for_the_public(api, world):
     assert r.status_code == 200, r.text
     internal["12345"] = r.json()["numbers"][0]
     with api.store.sessions() as session:
-        case = service.create_case_from_alarm(session, source="rule", alarm_key="open311-scope-alarm", class_code=None,
+        case = creation.create_case_from_alarm(session, source="rule", alarm_key="open311-scope-alarm", class_code=None,
                                               title="老沟湾位移告警", description="GNSS 位移速率超限", lon=dade.x, lat=dade.y,
                                               level="orange", evidence={}, actor=audit.SYSTEM)
         session.commit()

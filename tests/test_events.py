@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 
 from cityops.core import audit
 from cityops.core.errors import Forbidden
-from cityops.events import evaluation, service
+from cityops.events import actions, creation, evaluation, routing, sla
 from cityops.events.models import Case, Outbox
 from cityops.events.workflow import STATES, USER_ACTIONS, allowed_actions
 from cityops.identity.scope import Scope
@@ -206,15 +206,15 @@ def test_happy_path_seven_steps_and_projection_from_log(api, places):
     assert detail["deadline_at"] and detail["closed_at"] and detail["allowed_actions"] == []
     with api.store.sessions() as session:
         case = session.scalar(select(Case).where(Case.number == number))
-        assert service.verify_projection(session, case) == {}
-        assert service.current_state(session, case) == "closed"
+        assert actions.verify_projection(session, case) == {}
+        assert actions.current_state(session, case) == "closed"
         told = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.reporter")).all()
         assert [n.recipient for n in told] == ["13988887777"]
 
 
 def _case_in_state(session, places, state: str) -> Case:
     lon, lat, _ = places["yihe0"]
-    case = service.create_case(session, source="rest", class_code="06012", lon=lon, lat=lat, actor=ACTOR)
+    case = creation.create_case(session, source="rest", class_code="06012", lon=lon, lat=lat, actor=ACTOR)
     paths = {"reported": [], "accepted": ["accept"], "filed": None, "dispatched": ["accept", "file"],
              "returned": ["accept", "file", "return"], "in_handling": ["accept", "file", "start"],
              "extension_requested": ["accept", "file", "start", "request_extension"],
@@ -225,7 +225,7 @@ def _case_in_state(session, places, state: str) -> Case:
         case.route = {"mode": "queue", "candidates": ["cgj", "zjw"]}  # an ambiguous route waits for a dispatcher
         paths["filed"] = ["accept", "file"]
     for action in paths[state]:
-        service.act(session, case, action, ACTOR, note="n", data={"extension": "1d"} if action == "request_extension" else None)
+        actions.act(session, case, action, ACTOR, note="n", data={"extension": "1d"} if action == "request_extension" else None)
     assert case.state == state
     return case
 
@@ -253,46 +253,46 @@ def test_side_states_return_extension_backlog_rework_void_supervise(api, places)
     with api.store.sessions() as session:
         t0 = local(2026, 11, 23, 9, 0)
         lon, lat, _ = places["yihe0"]
-        case = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
+        case = creation.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
                                    reported_at=t0 - timedelta(minutes=30))
-        service.act(session, case, "accept", ACTOR, at=t0)
-        service.act(session, case, "file", ACTOR, at=t0)  # auto-dispatched
+        actions.act(session, case, "accept", ACTOR, at=t0)
+        actions.act(session, case, "file", ACTOR, at=t0)  # auto-dispatched
         assert case.deadline_at == local(2026, 11, 23, 15, 0).astimezone(UTC)
         # 回退 then re-dispatch to the township (属地).
-        service.act(session, case, "return", ACTOR, note="非本部门职责", at=t0 + timedelta(minutes=10))
+        actions.act(session, case, "return", ACTOR, note="非本部门职责", at=t0 + timedelta(minutes=10))
         assert case.state == "returned" and case.returned_count == 1
-        service.act(session, case, "dispatch", ACTOR, data={"unit_code": places["yihe"]}, at=t0 + timedelta(minutes=20))
+        actions.act(session, case, "dispatch", ACTOR, data={"unit_code": places["yihe"]}, at=t0 + timedelta(minutes=20))
         assert case.assigned_unit_code == places["yihe"] and case.department_code is None
-        service.act(session, case, "start", ACTOR, at=t0 + timedelta(minutes=30))
+        actions.act(session, case, "start", ACTOR, at=t0 + timedelta(minutes=30))
         # 延期: request 1 day, approved → deadline moves by 7 working hours (Mon 15:00 → Tue 15:00).
-        service.act(session, case, "request_extension", ACTOR, note="需协调", data={"extension": "1d"}, at=t0 + timedelta(hours=1))
-        service.act(session, case, "approve_extension", ACTOR, at=t0 + timedelta(hours=2))
+        actions.act(session, case, "request_extension", ACTOR, note="需协调", data={"extension": "1d"}, at=t0 + timedelta(hours=1))
+        actions.act(session, case, "approve_extension", ACTOR, at=t0 + timedelta(hours=2))
         assert case.deadline_at == local(2026, 11, 24, 15, 0).astimezone(UTC) and case.extension_count == 1
         # A second extension needs leadership (events.approve_long).
-        service.act(session, case, "request_extension", ACTOR, note="再次延期", data={"extension": "2h"}, at=t0 + timedelta(hours=3))
+        actions.act(session, case, "request_extension", ACTOR, note="再次延期", data={"extension": "2h"}, at=t0 + timedelta(hours=3))
         township_may = lambda p: p != "events.approve_long"  # noqa: E731
         with pytest.raises(Forbidden, match="leadership"):
-            service.act(session, case, "approve_extension", ACTOR, may=township_may, at=t0 + timedelta(hours=4))
-        service.act(session, case, "reject_extension", ACTOR, note="不予延期", at=t0 + timedelta(hours=4))
+            actions.act(session, case, "approve_extension", ACTOR, may=township_may, at=t0 + timedelta(hours=4))
+        actions.act(session, case, "reject_extension", ACTOR, note="不予延期", at=t0 + timedelta(hours=4))
         assert case.deadline_at == local(2026, 11, 24, 15, 0).astimezone(UTC)
         # 挂账 at Mon 14:00 (8h left: Mon 14:00-17:30 + Tue to 15:00 = 3.5 + 3.5 + 1 = 8h), resumed Wed 09:00.
-        service.act(session, case, "backlog", ACTOR, note="季节性", at=local(2026, 11, 23, 14, 0))
+        actions.act(session, case, "backlog", ACTOR, note="季节性", at=local(2026, 11, 23, 14, 0))
         assert case.state == "backlogged" and case.deadline_at is None and case.paused_remaining_s == 8 * 3600
-        service.act(session, case, "resume", ACTOR, at=local(2026, 11, 25, 9, 0))
+        actions.act(session, case, "resume", ACTOR, at=local(2026, 11, 25, 9, 0))
         assert case.deadline_at == local(2026, 11, 26, 10, 0).astimezone(UTC)  # Wed 09:00 + 8h: 3 + 3.5 + Thu 1.5
-        service.act(session, case, "supervise", ACTOR, note="领导督办", at=local(2026, 11, 25, 10, 0))
-        service.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 11, 0))
-        service.act(session, case, "rework", ACTOR, note="核查未通过", at=local(2026, 11, 25, 11, 30))
-        service.act(session, case, "start", ACTOR, at=local(2026, 11, 25, 11, 40))
-        service.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 15, 0))
-        service.act(session, case, "close", ACTOR, at=local(2026, 11, 25, 16, 0))
+        actions.act(session, case, "supervise", ACTOR, note="领导督办", at=local(2026, 11, 25, 10, 0))
+        actions.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 11, 0))
+        actions.act(session, case, "rework", ACTOR, note="核查未通过", at=local(2026, 11, 25, 11, 30))
+        actions.act(session, case, "start", ACTOR, at=local(2026, 11, 25, 11, 40))
+        actions.act(session, case, "feedback", ACTOR, at=local(2026, 11, 25, 15, 0))
+        actions.act(session, case, "close", ACTOR, at=local(2026, 11, 25, 16, 0))
         assert (case.rework_count, case.supervision_count, case.state) == (1, 1, "closed")
-        assert service.verify_projection(session, case) == {}
+        assert actions.verify_projection(session, case) == {}
         # 作废 needs a reason.
-        other = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR)
+        other = creation.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR)
         with pytest.raises(Exception, match="note"):
-            service.act(session, other, "void", ACTOR)
-        service.act(session, other, "void", ACTOR, note="无效上报")
+            actions.act(session, other, "void", ACTOR)
+        actions.act(session, other, "void", ACTOR, note="无效上报")
         assert other.state == "void" and other.voided_at
         session.commit()
 
@@ -324,25 +324,25 @@ def test_permissions_per_action(api, places):
 def test_due_soon_then_escalation_one_level_up_per_overdue_period(api, places):
     with api.store.sessions() as session:
         lon, lat, grid = places["yihe1"]
-        case = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
+        case = creation.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
                                    reported_at=local(2025, 3, 10, 8, 0))
-        service.act(session, case, "accept", ACTOR, at=local(2025, 3, 10, 9, 0))
-        service.act(session, case, "file", ACTOR, at=local(2025, 3, 10, 9, 0))  # deadline 15:00, limit 4h
+        actions.act(session, case, "accept", ACTOR, at=local(2025, 3, 10, 9, 0))
+        actions.act(session, case, "file", ACTOR, at=local(2025, 3, 10, 9, 0))  # deadline 15:00, limit 4h
         mine = Scope(unit_paths=(case.unit_path,))
-        assert service.sweep(session, local(2025, 3, 10, 10, 0), scope=mine) == {"due_soon": 0, "escalated": 0}
-        assert service.sweep(session, local(2025, 3, 10, 14, 30), scope=mine) == {"due_soon": 1, "escalated": 0}
-        assert service.sweep(session, local(2025, 3, 10, 14, 40), scope=mine) == {"due_soon": 0, "escalated": 0}
+        assert sla.sweep(session, local(2025, 3, 10, 10, 0), scope=mine) == {"due_soon": 0, "escalated": 0}
+        assert sla.sweep(session, local(2025, 3, 10, 14, 30), scope=mine) == {"due_soon": 1, "escalated": 0}
+        assert sla.sweep(session, local(2025, 3, 10, 14, 40), scope=mine) == {"due_soon": 0, "escalated": 0}
         # Overdue by 1h (< one limit): escalated one level up, to the village.
-        assert service.sweep(session, local(2025, 3, 10, 16, 0), scope=mine)["escalated"] == 1
+        assert sla.sweep(session, local(2025, 3, 10, 16, 0), scope=mine)["escalated"] == 1
         assert (case.escalation_level, case.escalated_to) == (1, grid[:12])
-        assert service.sweep(session, local(2025, 3, 10, 16, 30), scope=mine)["escalated"] == 0  # idempotent
+        assert sla.sweep(session, local(2025, 3, 10, 16, 30), scope=mine)["escalated"] == 0  # idempotent
         # Overdue by 4h+ of working time: township.
-        assert service.sweep(session, local(2025, 3, 11, 11, 0), scope=mine)["escalated"] == 1
+        assert sla.sweep(session, local(2025, 3, 11, 11, 0), scope=mine)["escalated"] == 1
         assert (case.escalation_level, case.escalated_to) == (2, grid[:9])
         notices = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.escalation")
                                   .order_by(Outbox.id)).all()
         assert [n.recipient for n in notices] == [f"unit:{grid[:12]}", f"unit:{grid[:9]}"]
-        assert service.verify_projection(session, case) == {}
+        assert actions.verify_projection(session, case) == {}
         session.commit()
 
 
@@ -383,18 +383,18 @@ def test_alarm_hook_is_idempotent_and_files_at_once(api, places):
     with api.store.sessions() as session:
         kw = dict(source="sensing", alarm_key="gnss-7:2026-11-23T01:00Z", class_code=None, title="老沟湾位移告警",
                   description="GNSS 位移速率超阈值", lon=lon, lat=lat, level="橙", evidence={"rate_mm_d": 12.5}, actor=ACTOR)
-        case = service.create_case_from_alarm(session, **kw)
+        case = creation.create_case_from_alarm(session, **kw)
         session.commit()
-        again = service.create_case_from_alarm(session, **kw)
+        again = creation.create_case_from_alarm(session, **kw)
         assert again.id == case.id
         assert case.urgency == "urgent" and case.class_code == "10080" and case.state == "dispatched"
         assert case.assigned_unit_code == places["yihe"]  # 属地兜底
         assert case.deadline_at is not None
-        closed = service.close_case(session, case.id, "险情已排除", ACTOR)
+        closed = actions.close_case(session, case.id, "险情已排除", ACTOR)
         assert closed.state == "closed"
-        assert service.verify_projection(session, closed) == {}
+        assert actions.verify_projection(session, closed) == {}
         with pytest.raises(Exception, match="level"):
-            service.create_case_from_alarm(session, **dict(kw, alarm_key="k2", level="purple"))
+            creation.create_case_from_alarm(session, **dict(kw, alarm_key="k2", level="purple"))
         session.commit()
 
 
@@ -411,24 +411,24 @@ def test_evaluation_formulas_against_a_hand_computed_example(api, places):
     d = lambda h, m=0: local(2025, 3, 3, h, m)  # noqa: E731
     with api.store.sessions() as session:
         def new(source="patrol"):
-            c = service.create_case(session, source=source, class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 30))
-            service.act(session, c, "accept", ACTOR, at=d(8, 45))
-            service.act(session, c, "file", ACTOR, at=d(9))
+            c = creation.create_case(session, source=source, class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 30))
+            actions.act(session, c, "accept", ACTOR, at=d(8, 45))
+            actions.act(session, c, "file", ACTOR, at=d(9))
             return c
 
         def run(c, *steps):
             for action, at in steps:
-                service.act(session, c, action, ACTOR, at=at, note="n")
+                actions.act(session, c, action, ACTOR, at=at, note="n")
 
         a, b, _c_open_overdue, dd, e = new(), new(), new(), new(), new("public")
         run(a, ("start", d(9, 30)), ("feedback", d(11)), ("close", d(11, 30)))
         run(b, ("return", d(9, 10)))
-        service.act(session, b, "dispatch", ACTOR, at=d(9, 20), data={"unit_code": places["yihe"]})
+        actions.act(session, b, "dispatch", ACTOR, at=d(9, 20), data={"unit_code": places["yihe"]})
         run(b, ("start", d(9, 30)), ("feedback", d(16)), ("close", d(16, 30)))
         run(dd, ("start", d(9, 30)), ("feedback", d(10)), ("rework", d(10, 30)), ("start", d(10, 40)), ("feedback", d(11)),
             ("close", d(11, 10)))
         run(e, ("start", d(9, 30)), ("backlog", d(10)))
-        f = service.create_case(session, source="patrol", class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 40))
+        f = creation.create_case(session, source="patrol", class_code="06010", lon=lon, lat=lat, actor=ACTOR, reported_at=d(8, 40))
         run(f, ("void", d(8, 50)))
         session.commit()
         rows = evaluation.evaluate(session, ALL, local(2025, 3, 3), local(2025, 3, 4), "grid")
@@ -467,32 +467,32 @@ def test_evaluation_from_monthly_rollups_equals_the_per_case_query(api, places):
     dlon, dlat, _ = places["dade0"]
     with api.store.sessions() as session:
         def new(at, where=(lon, lat), source="patrol"):
-            c = service.create_case(session, source=source, class_code="06010", lon=where[0], lat=where[1], actor=ACTOR,
+            c = creation.create_case(session, source=source, class_code="06010", lon=where[0], lat=where[1], actor=ACTOR,
                                     reported_at=at)
-            service.act(session, c, "accept", ACTOR, at=at + timedelta(minutes=5))
-            service.act(session, c, "file", ACTOR, at=at + timedelta(minutes=10))
+            actions.act(session, c, "accept", ACTOR, at=at + timedelta(minutes=5))
+            actions.act(session, c, "file", ACTOR, at=at + timedelta(minutes=10))
             return c
 
         # Wed 30 April 2025 16:00: 4 working hours run into May; the extension moves the deadline further.
         a = new(local(2025, 4, 30, 16, 0))
-        service.act(session, a, "start", ACTOR, at=local(2025, 4, 30, 16, 30))
-        service.act(session, a, "request_extension", ACTOR, note="n", data={"extension": "1d"}, at=local(2025, 4, 30, 17, 0))
-        service.act(session, a, "approve_extension", ACTOR, at=local(2025, 4, 30, 17, 10))
-        service.act(session, a, "feedback", ACTOR, at=local(2025, 5, 6, 9, 0))
-        service.act(session, a, "rework", ACTOR, note="n", at=local(2025, 5, 6, 9, 30))
-        service.act(session, a, "start", ACTOR, at=local(2025, 5, 6, 9, 40))
-        service.act(session, a, "feedback", ACTOR, at=local(2025, 6, 3, 9, 0))
-        service.act(session, a, "close", ACTOR, at=local(2025, 6, 3, 10, 0))
+        actions.act(session, a, "start", ACTOR, at=local(2025, 4, 30, 16, 30))
+        actions.act(session, a, "request_extension", ACTOR, note="n", data={"extension": "1d"}, at=local(2025, 4, 30, 17, 0))
+        actions.act(session, a, "approve_extension", ACTOR, at=local(2025, 4, 30, 17, 10))
+        actions.act(session, a, "feedback", ACTOR, at=local(2025, 5, 6, 9, 0))
+        actions.act(session, a, "rework", ACTOR, note="n", at=local(2025, 5, 6, 9, 30))
+        actions.act(session, a, "start", ACTOR, at=local(2025, 5, 6, 9, 40))
+        actions.act(session, a, "feedback", ACTOR, at=local(2025, 6, 3, 9, 0))
+        actions.act(session, a, "close", ACTOR, at=local(2025, 6, 3, 10, 0))
         b = new(local(2025, 5, 30, 10, 0), (dlon, dlat), "public")  # open and overdue from June on
-        service.act(session, b, "supervise", ACTOR, note="n", at=local(2025, 6, 2, 9, 0))
+        actions.act(session, b, "supervise", ACTOR, note="n", at=local(2025, 6, 2, 9, 0))
         c = new(local(2025, 4, 15, 9, 0))
-        service.act(session, c, "start", ACTOR, at=local(2025, 4, 15, 9, 30))
-        service.act(session, c, "backlog", ACTOR, note="n", at=local(2025, 4, 15, 10, 0))
-        d = service.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
+        actions.act(session, c, "start", ACTOR, at=local(2025, 4, 15, 9, 30))
+        actions.act(session, c, "backlog", ACTOR, note="n", at=local(2025, 4, 15, 10, 0))
+        d = creation.create_case(session, source="rest", class_code="06010", lon=lon, lat=lat, actor=ACTOR,
                                 reported_at=local(2025, 5, 31, 23, 50))
-        service.act(session, d, "void", ACTOR, note="n", at=local(2025, 6, 1, 0, 10))
+        actions.act(session, d, "void", ACTOR, note="n", at=local(2025, 6, 1, 0, 10))
         e = new(local(2025, 7, 1, 8, 0), (dlon, dlat))
-        service.act(session, e, "return", ACTOR, note="n", at=local(2025, 7, 1, 8, 30))
+        actions.act(session, e, "return", ACTOR, note="n", at=local(2025, 7, 1, 8, 30))
         session.commit()
 
         yihe = Scope(unit_paths=(a.unit_path[: a.unit_path.index(places["yihe"]) + len(places["yihe"]) + 1],))
@@ -703,7 +703,7 @@ def test_demo_cases_span_the_workflow_and_match_their_logs(api):
         assert len(cases) >= 20
         states = {c.state for c in cases}
         assert {"closed", "reported"} <= states and len(states) >= 4, states
-        assert all(service.verify_projection(session, c) == {} for c in cases)
+        assert all(actions.verify_projection(session, c) == {} for c in cases)
         assert any(c.closed_at and c.closed_at > c.deadline_at for c in cases if c.closed_at and c.deadline_at)
 
 
@@ -741,7 +741,7 @@ def test_sqlite_writers_of_another_process_wait_for_the_writer_lock(tmp_path):
             stdout=subprocess.PIPE)
         assert holder.stdout.readline().strip() == b"held"
         start = time.monotonic()
-        with s.sessions() as session, service.write_section(session):
+        with s.sessions() as session, routing.write_section(session):
             waited = time.monotonic() - start
             session.execute(text("CREATE TABLE probe_written (x INTEGER)"))
             session.commit()
@@ -754,10 +754,10 @@ def test_sqlite_writers_of_another_process_wait_for_the_writer_lock(tmp_path):
         close()
 
 
-def _draft(api, places, key="yihe0", **extra) -> service.CaseDraft:
+def _draft(api, places, key="yihe0", **extra) -> creation.CaseDraft:
     lon, lat, _ = places[key]
     with api.store.sessions() as session:
-        return service.draft_case(session, source="rest", class_code="06010", lon=lon, lat=lat, description="成组提交",
+        return creation.draft_case(session, source="rest", class_code="06010", lon=lon, lat=lat, description="成组提交",
                                   actor=ACTOR, **extra)
 
 
@@ -775,7 +775,7 @@ def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
     other = _draft(api, places, key="dade0")
     before = table_counts(api.store)
     with api.store.sessions() as session:
-        results = service.insert_drafts(session, [first, clash, repeat, other])
+        results = creation.insert_drafts(session, [first, clash, repeat, other])
         session.commit()
     assert results[0][1] is True and results[3][1] is True and results[0][0] != results[3][0]
     assert isinstance(results[1], Conflict)
@@ -790,7 +790,7 @@ def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
                               {"c": stored.id}).all()
         assert [tuple(r) for r in log] == [(1, "report", "reported")]
         # A later retry of the key, alone: the first case again, nothing stored.
-        assert service.insert_drafts(session, [_draft(api, places, external_key=key)]) == [(results[0][0], False)]
+        assert creation.insert_drafts(session, [_draft(api, places, external_key=key)]) == [(results[0][0], False)]
         session.commit()
     assert table_counts(api.store) == after
 
@@ -798,7 +798,7 @@ def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
 def _hold_case_writes(conn) -> None:
     """Block every insert into event_cases until ``conn`` ends its transaction."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("ROLLBACK")  # the engine's plain BEGIN, replaced as in service.write_section
+        conn.exec_driver_sql("ROLLBACK")  # the engine's plain BEGIN, replaced as in routing.write_section
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("LOCK TABLE event_cases IN EXCLUSIVE MODE")

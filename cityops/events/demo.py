@@ -1,7 +1,7 @@
 """Demo step ``events``: a seeded stream of historical and live cases across the district.
 
 Cases are reported over the last 60 days from patrols, the 12345 hotline, the public and sensors, then
-played through the real workflow (``service.act`` with past timestamps), so every log entry, deadline and
+played through the real workflow (``actions.act`` with past timestamps), so every log entry, deadline and
 KPI is what the live system would have produced. Recent cases stop part-way: they form the live queues.
 One case per ten grids, at least 40 (the full demo's ~4 000 grids → ~400 cases), to keep the demo fast.
 """
@@ -17,7 +17,7 @@ from sqlalchemy import select
 from cityops.core import audit
 from cityops.core.errors import OutsideJurisdiction
 from cityops.demo.generator import DemoContext, register_step
-from cityops.events import catalogue, service
+from cityops.events import actions, catalogue, creation, sla
 from cityops.org.locate import LocatorCache
 from cityops.org.models import Unit
 
@@ -65,7 +65,7 @@ def step_events(ctx: DemoContext) -> None:
             at = now - (timedelta(hours=4 * rng.random()) if live else timedelta(days=HISTORY_DAYS * rng.random() ** 1.3))
             reporter = {"name": "市民", "phone": f"139{rng.randrange(10**8):08d}"} if source in ("hotline", "public") else {}
             try:
-                case = service.create_case(session, source=source, class_code=cls.code, kind=cls.kind,
+                case = creation.create_case(session, source=source, class_code=cls.code, kind=cls.kind,
                                            description=f"{cls.name}：{cls.filing}", lon=lon, lat=lat,
                                            urgency="urgent" if rng.random() < 0.1 else "normal", reporter=reporter,
                                            external_key=f"demo:{ctx.config.seed}:{i}", reported_at=at,
@@ -78,7 +78,7 @@ def step_events(ctx: DemoContext) -> None:
                 session.commit()
         session.commit()
         # Live cases (the most recent reports): due-soon warnings and escalations as of now.
-        service.sweep(session, now)
+        sla.sweep(session, now)
         session.commit()
     ctx.summary["events"] = made
 
@@ -93,7 +93,7 @@ def _play(session, case, rng: random.Random, at: datetime, now: datetime, cal, a
         if at >= now or taken >= max_steps:
             return False
         taken += 1
-        service.act(session, case, action, actors[who], at=at, **kw)
+        actions.act(session, case, action, actors[who], at=at, **kw)
         return True
 
     if rng.random() < 0.05:

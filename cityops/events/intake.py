@@ -1,5 +1,5 @@
 """Group commit of case creations (集中提交): the single-case HTTP channels (REST, Open311) hand their validated,
-located and routed drafts (``service.draft_case``) to one writer thread per process, which stores whatever has
+located and routed drafts (``creation.draft_case``) to one writer thread per process, which stores whatever has
 queued up meanwhile in one transaction and commits once.
 
 Why: one committed transaction per case is itself limited to a few hundred to ~1,500 commits/s (SQLite's and
@@ -7,7 +7,7 @@ PostgreSQL's commit waits for the disk flush, and SQLite takes one writer at a t
 before any HTTP, locating or routing is done. A group shares one commit.
 
 Guarantees: a request is answered only after the transaction holding its case committed; a bad draft fails
-alone (``service.insert_drafts``); retries are idempotent on ``external_key``. The queue is bounded
+alone (``creation.insert_drafts``); retries are idempotent on ``external_key``. The queue is bounded
 (``CITYOPS_EVENTS_QUEUE`` drafts, default 2,000): when it is full ``submit`` raises ``IntakeBusy`` (HTTP 503 with
 Retry-After) instead of waiting without limit. The thread starts on the first submission and ends after a
 minute without one.
@@ -25,7 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core.errors import Busy
 from cityops.core.web import per_app
-from cityops.events.service import CaseDraft, insert_drafts, write_section
+from cityops.events.creation import CaseDraft, insert_drafts
+from cityops.events.routing import write_section
 
 log = logging.getLogger("cityops.events.intake")
 

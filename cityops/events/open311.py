@@ -7,7 +7,7 @@ request needs ``api_key``: a CityOps API key whose user holds ``events.report`` 
 location.
 
 Reading (lists and single requests) needs no key, and then shows only what is meant for the public
-(``service.public_clause``): requests citizens made through a public channel, of classes marked public in the
+(``queries.public_clause``): requests citizens made through a public channel, of classes marked public in the
 taxonomy — not patrol reports, 12345 calls, sensor alarms or tasks. With an ``api_key`` (or a bearer token)
 of a user holding ``events.read`` a caller sees that too and the cases of its own scope. A request outside
 what the caller sees is "not found", like one that does not exist. No response carries the reporter's
@@ -27,7 +27,7 @@ from sqlalchemy import or_, select
 
 from cityops.core.errors import Busy, CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
 from cityops.core.web import DB, Ctx, bearer_token
-from cityops.events import catalogue, intake, service
+from cityops.events import catalogue, creation, intake, queries, routing
 from cityops.events.models import Case
 from cityops.events.workflow import PUBLIC_STEP
 
@@ -257,12 +257,12 @@ async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
         media_url = _media_url(form.get("media_url"))
         urgency = form.get("attribute[urgency]") or "normal"
         reporter = {k: form.get(k) for k in ("email", "first_name", "last_name", "phone", "device_id", "account_id") if form.get(k)}
-        session.commit()  # the read transaction ends before the Locator snapshot (see service.write_section)
-        draft = service.draft_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
+        session.commit()  # the read transaction ends before the Locator snapshot (see routing.write_section)
+        draft = creation.draft_case(session, source="open311", class_code=cls.code, kind=cls.kind, description=description,
                                    lon=lon_f, lat=lat_f, address=form.get("address_string") or None,
                                    address_id=form.get("address_id") or None, urgency=urgency, reporter=reporter,
                                    attributes={"media_url": media_url} if media_url else {},
-                                   actor=principal.actor(), scope=principal.scope, locator=service.FixedLocator(ctx.locator))
+                                   actor=principal.actor(), scope=principal.scope, locator=routing.FixedLocator(ctx.locator))
         session.close()
         intake.writer(request.app.state).submit(draft).result()  # answered after the group commit
         # A new request has no deadline yet: it is set when the case is filed (立案).
@@ -280,14 +280,14 @@ def _visible(request: Request, ctx, session):
 
     raw = request.query_params.get("api_key") or bearer_token(request)
     if not raw:
-        return service.public_clause()
+        return queries.public_clause()
     try:
         principal = resolve_token(session, ctx.settings.resolved_secret, raw)
     except CityOpsError:
         raise Open311Error(403, "403", "api_key is invalid") from None
     if not principal.role.allows("events.read"):
-        return service.public_clause()
-    return or_(service.public_clause(), service.scope_clause(principal.scope))
+        return queries.public_clause()
+    return or_(queries.public_clause(), queries.scope_clause(principal.scope))
 
 
 @router.get("/requests.{fmt}", summary="Open311 list service requests (public ones; with api_key also your scope's)")

@@ -19,7 +19,7 @@ from cityops.core import sse
 from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, parse_body, read_upload_limited,
                               request_id, require)
-from cityops.events import catalogue, evaluation, intake, service
+from cityops.events import actions, attachments, catalogue, creation, evaluation, hotline, intake, queries, routing, sla
 from cityops.events.models import Attachment, Case
 from cityops.events.workflow import ACTIVE
 
@@ -97,9 +97,9 @@ def list_cases(session: DB, principal=Depends(require("events.read")), queue: st
                department: str | None = None, q: str | None = Query(None, max_length=100), overdue: bool | None = None,
                source: str | None = None, format: str = Query("json", pattern="^(json|csv|xlsx)$"),
                limit: int = Query(100, ge=1, le=5000), offset: NonNegInt64 = 0):
-    rows, total = service.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
+    rows, total = queries.list_cases(session, principal.scope, queue=queue, state=state, class_code=class_code, root=root,
                                      department=department, q=q, overdue=overdue, source=source, limit=limit, offset=offset)
-    items = service.with_names(session, [service.case_dict(c) for c in rows])
+    items = queries.with_names(session, [queries.case_dict(c) for c in rows])
     if format != "json":
         return _export(items, format)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
@@ -142,12 +142,12 @@ class CaseMap(BaseModel):
             summary="Open cases in your scope as GeoJSON points for the map (newest first, located cases only)")
 def map_cases(session: DB, principal=Depends(require("events.read")),
               limit: int = Query(5000, ge=1, le=20000)) -> CaseMap:
-    rows, total = service.list_cases(session, principal.scope, state=",".join(ACTIVE), limit=limit)
+    rows, total = queries.list_cases(session, principal.scope, state=",".join(ACTIVE), limit=limit)
     features = []
     for c in rows:
         if c.lon is None or c.lat is None:
             continue
-        d = service.case_dict(c)
+        d = queries.case_dict(c)
         features.append(CaseFeature(id=c.number, geometry=PointGeometry(coordinates=[c.lon, c.lat]),
                                     properties=CasePoint(**{k: d[k] for k in CasePoint.model_fields})))
     return CaseMap(features=features, total=total, truncated=total > limit)
@@ -167,20 +167,20 @@ async def create_case(request: Request) -> Response:
     if body.source in ("sensor", "open311"):
         raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
 
-    def draft() -> service.CaseDraft:
+    def draft() -> creation.CaseDraft:
         with ctx.sessions() as session:  # opens a connection only if something must be read
-            return service.draft_case(
+            return creation.draft_case(
                 session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
                 description=body.description, lon=body.lon, lat=body.lat, address=body.address,
                 address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
                 attributes=body.attributes,
                 external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
                 actor=principal.actor(request_id(request)), scope=principal.scope,
-                locator=service.FixedLocator(ctx.locator))
+                locator=routing.FixedLocator(ctx.locator))
 
     def stored(case_id: int) -> dict:
         with ctx.sessions() as session:
-            return service.case_dict(session.get(Case, case_id))
+            return queries.case_dict(session.get(Case, case_id))
 
     # Async, with a point: drafting is arithmetic on cached data (locator, routing rules), cheaper inline than a
     # hand-off to the thread pool (the caches check a small table for changes every couple of seconds, a
@@ -190,15 +190,15 @@ async def create_case(request: Request) -> Response:
     d = draft() if located else await asyncio.to_thread(draft)
     case_id, created = await asyncio.wrap_future(intake.writer(request.app.state).submit(d))
     # An idempotent retry (not created) answers with the case stored the first time.
-    out = service.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)
+    out = creation.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)
     # orjson directly: the dict is JSON-ready, and FastAPI's generic encoder was a visible share of an intake request.
     return Response(orjson.dumps(out), status_code=201, media_type="application/json")
 
 
 @router.get("/cases/{number}", summary="A case with its full history, photos, children and the actions allowed now")
 def get_case(number: str, session: DB, principal=Depends(require("events.read"))) -> dict:
-    case = service.get_case(session, principal.scope, number)
-    return service.case_detail(session, case, _may(principal))
+    case = actions.get_case(session, principal.scope, number)
+    return queries.case_detail(session, case, _may(principal))
 
 
 class ActionIn(BaseModel):
@@ -215,12 +215,12 @@ class ActionIn(BaseModel):
 def take_action(number: str, action: str, body: ActionIn, request: Request, session: DB,
                 principal=Depends(require("events.read"))) -> dict:
     data = {k: v for k, v in body.model_dump().items() if k in ("department_code", "unit_code", "extension", "rating") and v is not None}
-    with service.write_section(session):
-        case = service.get_case(session, principal.scope, number, lock=True)
-        t = service.act(session, case, action, principal.actor(request_id(request)), note=body.note, data=data, lon=body.lon,
+    with routing.write_section(session):
+        case = actions.get_case(session, principal.scope, number, lock=True)
+        t = actions.act(session, case, action, principal.actor(request_id(request)), note=body.note, data=data, lon=body.lon,
                         lat=body.lat, may=_may(principal))
         session.commit()
-    detail = service.case_detail(session, case, _may(principal))
+    detail = queries.case_detail(session, case, _may(principal))
     detail["transition"] = {"seq": t.seq, "action": t.action, "from": t.from_state, "to": t.to_state}
     return detail
 
@@ -236,7 +236,7 @@ async def _read_photos(photos: list[UploadFile] | None) -> list[tuple[str, str, 
             data = await read_upload_limited(p, settings.attachment_max_bytes)
         except PayloadTooLarge:
             raise PayloadTooLarge(f"photo {p.filename!r} exceeds the {settings.attachment_max_bytes} byte limit") from None
-        service.check_attachment(p.filename, p.content_type or "", data)
+        attachments.check_attachment(p.filename, p.content_type or "", data)
         out.append((p.filename, p.content_type or "", data))
     return out
 
@@ -245,15 +245,15 @@ async def _read_photos(photos: list[UploadFile] | None) -> list[tuple[str, str, 
 async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
                           photo: Annotated[list[UploadFile], File(description="one or more photos")],
                           principal=Depends(require("events.report"))) -> dict:
-    await run_in_threadpool(service.get_case, session, principal.scope, number)
+    await run_in_threadpool(actions.get_case, session, principal.scope, number)
     photos = await _read_photos(photo)
     if not photos:
         raise InvalidInput("no photo sent", {"field": "photo"})
 
     def save():  # in a worker thread, as all database work: never on the event loop
-        with service.write_section(session):
-            case = service.get_case(session, principal.scope, number)
-            saved = [service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
+        with routing.write_section(session):
+            case = actions.get_case(session, principal.scope, number)
+            saved = [attachments.save_attachment(session, ctx.settings.data_dir, case, n, t, d, case.seq) for n, t, d in photos]
             session.commit()
         return {"attachments": [{"id": a.id, "filename": a.filename, "size": a.size} for a in saved]}
 
@@ -262,7 +262,7 @@ async def add_attachments(number: str, request: Request, ctx: Ctx, session: DB,
 
 @router.get("/cases/{number}/attachments/{attachment_id}", summary="A case photo")
 def get_attachment(number: str, attachment_id: Id, ctx: Ctx, session: DB, principal=Depends(require("events.read"))):
-    case = service.get_case(session, principal.scope, number)
+    case = actions.get_case(session, principal.scope, number)
     a = session.scalar(select(Attachment).where(Attachment.id == attachment_id, Attachment.case_id == case.id))
     if a is None:
         raise NotFound(f"no attachment {attachment_id} on case {number}")
@@ -281,15 +281,15 @@ async def patrol(request: Request, ctx: Ctx, session: DB, class_code: Annotated[
     key = f"patrol:{principal.username}:{client_key}" if client_key else None
 
     def report():
-        with service.write_section(session, ctx.locator) as locator:
-            case = service.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
+        with routing.write_section(session, ctx.locator) as locator:
+            case = creation.create_case(session, source="patrol", class_code=class_code, title=title, description=description,
                                        lon=lon, lat=lat, address=address, urgency=urgency, external_key=key,
                                        actor=principal.actor(request_id(request)), scope=principal.scope, locator=locator)
             if not session.scalar(select(Attachment.id).where(Attachment.case_id == case.id).limit(1)):
                 for n, t, d in photos:
-                    service.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
+                    attachments.save_attachment(session, ctx.settings.data_dir, case, n, t, d, 1)
             session.commit()
-        return service.case_detail(session, case, _may(principal))
+        return queries.case_detail(session, case, _may(principal))
 
     return await run_in_threadpool(report)
 
@@ -300,8 +300,8 @@ async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotate
     raw = await read_upload_limited(file, ctx.settings.max_upload_bytes)
 
     def run():
-        with service.write_section(session, ctx.locator) as locator:
-            result = service.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
+        with routing.write_section(session, ctx.locator) as locator:
+            result = hotline.import_hotline_csv(session, raw, principal.actor(request_id(request)), principal.scope, locator)
             session.commit()
         return result
 
@@ -311,9 +311,9 @@ async def import_hotline(request: Request, ctx: Ctx, session: DB, file: Annotate
 @router.get("/cases/{number}/duplicates", summary="Duplicate candidates: same class, near in space and time")
 def duplicates(number: str, session: DB, principal=Depends(require("events.read")),
                distance_m: float | None = Query(None, gt=0, le=5000), window_hours: float | None = Query(None, gt=0, le=24 * 90)) -> list[dict]:
-    case = service.get_case(session, principal.scope, number)
-    found = service.duplicate_candidates(session, principal.scope, case, distance_m=distance_m, window_hours=window_hours)
-    return service.with_names(session, [dict(service.case_dict(c), distance_m=round(d, 1)) for c, d in found])
+    case = actions.get_case(session, principal.scope, number)
+    found = queries.duplicate_candidates(session, principal.scope, case, distance_m=distance_m, window_hours=window_hours)
+    return queries.with_names(session, [dict(queries.case_dict(c), distance_m=round(d, 1)) for c, d in found])
 
 
 class MergeIn(BaseModel):
@@ -322,10 +322,10 @@ class MergeIn(BaseModel):
 
 @router.post("/cases/{number}/merge", summary="Merge duplicates into this case; their reporters are informed")
 def merge(number: str, body: MergeIn, request: Request, session: DB, principal=Depends(require("events.intake"))) -> dict:
-    with service.write_section(session):
-        master = service.merge(session, principal.scope, number, body.children, principal.actor(request_id(request)), _may(principal))
+    with routing.write_section(session):
+        master = actions.merge(session, principal.scope, number, body.children, principal.actor(request_id(request)), _may(principal))
         session.commit()
-    return service.case_detail(session, master, _may(principal))
+    return queries.case_detail(session, master, _may(principal))
 
 
 class SweepIn(BaseModel):
@@ -336,8 +336,8 @@ class SweepIn(BaseModel):
 def sweep(body: SweepIn, session: DB, principal=Depends(require("events.sweep"))) -> dict:
     if body.now is not None and body.now.tzinfo is None:
         raise InvalidInput("now needs a time zone", {"field": "now"})
-    with service.write_section(session):
-        counts = service.sweep(session, body.now, scope=principal.scope)
+    with routing.write_section(session):
+        counts = sla.sweep(session, body.now, scope=principal.scope)
         session.commit()
     return counts
 
@@ -366,6 +366,6 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("events.r
     def fetch(since: int) -> list[sse.Event]:
         with ctx.sessions() as session:
             return [sse.Event(row.payload, row.topic, row.id)
-                    for row in service.outbox_since(session, scope, since, limit=500)]
+                    for row in queries.outbox_since(session, scope, since, limit=500)]
 
     return sse.stream(request, sse.polled(fetch, sse.resume_point(request, after), interval=1.0), seconds=timeout)

@@ -110,11 +110,11 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
 
 
 def _open_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
-    from cityops.events import service as events  # the event center owns cases; it is optional here
+    from cityops.events import creation  # the event center owns cases; it is optional here
 
     try:
         with session.begin_nested():
-            case = events.create_case(
+            case = creation.create_case(
                 session, source="indicator", class_code=ind.breach.case_class, unit_code=b.unit_code,
                 title=f"{ind.name_zh}进入红色区间", external_key=f"indicator-breach:{b.id}", urgency="urgent",
                 description=f"{ind.name_zh} = {b.value:g} {ind.unit}(红色阈值 {ind.bands.red:g})",
@@ -125,11 +125,11 @@ def _open_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) 
 
 
 def _close_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
-    from cityops.events import service as events
+    from cityops.events import actions
 
     try:
         with session.begin_nested():
-            events.close_case(session, b.case_id, f"{ind.name_zh}已恢复({b.recovered_value:g} {ind.unit})", actor)
+            actions.close_case(session, b.case_id, f"{ind.name_zh}已恢复({b.recovered_value:g} {ind.unit})", actor)
     except Exception:
         log.exception("indicator recovery: the event center did not close the case", extra={"case": b.case_id})
 

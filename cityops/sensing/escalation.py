@@ -28,7 +28,7 @@ def _event_class(device_type: str | None) -> str | None:
 def open_case(session: Session, alarm, *, device_type: str | None = None, actor: str = "sensing") -> str | None:
     """Open a case for ``alarm``; returns the case reference, or None when the event center is absent."""
     try:
-        from cityops.events.service import create_case_from_alarm  # noqa: PLC0415 - optional capability
+        from cityops.events.creation import create_case_from_alarm  # noqa: PLC0415 - optional capability
     except ImportError:
         # Said once per process at warning level (then at debug), so a storm of alarms does not flood the log.
         (log.debug if _warned else log.warning)("event center not installed: alarm %s (%s) opened no case", alarm.key, alarm.severity)

@@ -1,6 +1,6 @@
 """Event center: 12345 ticket keys are per township (``12345:<township>:<ticket>``), no longer global.
 
-A ticket id is unique only in the township whose work-order system issued it (``events.service.hotline_key``);
+A ticket id is unique only in the township whose work-order system issued it (``events.hotline.hotline_key``);
 keys stored before this revision (``12345:<ticket>``) get the township of their case.
 
 Revision ID: 0012

@@ -1,0 +1,237 @@
+"""Case intake (信息收集): a report validated, located and routed into a draft, drafts stored in groups, and the
+entry points other capabilities call (stable):
+
+- ``create_case(session, *, source, class_code, title, lon|address|unit_code, …, actor) -> Case``
+- ``create_case_from_alarm(session, *, source, alarm_key, class_code, title, description, lon, lat, level,
+  evidence, actor) -> Case`` — idempotent on ``alarm_key``; files and (where routing is unambiguous)
+  dispatches at once.
+
+Callers commit. Every case is stored with its first log entry and an outbox row in the same transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+
+import shapely
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from cityops.core import audit
+from cityops.core.errors import Conflict, Forbidden, InvalidInput
+from cityops.core.geometry import encode_many
+from cityops.events import catalogue
+from cityops.events.actions import log_rows, act, current_state
+from cityops.events.models import Case, Outbox, Transition
+from cityops.events.queries import case_dict
+from cityops.events.routing import ALL, SOURCES, locate, route, utcnow
+from cityops.identity.scope import Scope
+from cityops.org.locate import LocatorCache
+
+
+_ALARM_URGENCY = {"red": "urgent", "orange": "urgent", "yellow": "normal", "blue": "normal",
+                  "红": "urgent", "橙": "urgent", "黄": "normal", "蓝": "normal", "urgent": "urgent", "normal": "normal"}
+
+
+def _number(at: datetime) -> str:
+    return f"{at.astimezone(catalogue.calendar().tz):%Y%m%d}-{uuid.uuid4().hex[:10]}"
+
+
+def _clean_text(value: str | None, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    value = str(value).strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{field} is longer than {limit} characters", {"field": field, "length": len(value)})
+    return value or None
+
+
+@dataclass
+class CaseDraft:
+    """A report validated, located and routed, not yet stored: the ``event_cases`` row (without its id, and its
+    point as lon/lat only), its first log entry and outbox row (without the case id), and the reporter's scope
+    (an idempotent retry answers with the earlier case only inside it)."""
+
+    values: dict
+    entry: dict
+    notice: dict
+    scope: Scope
+
+
+def draft_case(session: Session, *, source: str, class_code: str, title: str | None = None,
+               description: str | None = None, kind: str | None = None, lon: float | None = None,
+               lat: float | None = None, address: str | None = None, address_id: str | None = None,
+               unit_code: str | None = None, urgency: str = "normal", reporter: dict | None = None,
+               external_key: str | None = None, attributes: dict | None = None, reported_at: datetime | None = None,
+               actor: audit.Actor, scope: Scope = ALL, locator: LocatorCache | None = None) -> CaseDraft:
+    """Everything of a report (信息收集) but its storage: validate, locate, route. Reads only (and, with a
+    point and a ``locator``, touches no table), so it runs before the write lock."""
+    if source not in SOURCES:
+        raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", {"field": "source"})
+    tax = catalogue.taxonomy()
+    cls = tax.resolve(class_code, kind)
+    if urgency not in tax.urgencies:
+        raise InvalidInput(f"unknown urgency {urgency!r}; use one of {', '.join(tax.urgencies)}", {"field": "urgency"})
+    settings = catalogue.settings()
+    description = _clean_text(description, "description", settings.max_description)
+    title = _clean_text(title, "title", 256) or cls.name
+    address = _clean_text(address, "address", 256)
+    where = locate(session, lon=lon, lat=lat, address=address, address_id=address_id, unit_code=unit_code, locator=locator)
+    path = where.located.path
+    if not scope.covers(path):
+        # Never name the place: it belongs to someone else's scope.
+        raise Forbidden("the location is outside your scope")
+    at = reported_at or utcnow()
+    if at.tzinfo is None:
+        raise InvalidInput("reported_at needs a time zone", {"field": "reported_at"})
+    routing = route(session, cls, path)
+    chain = {link.level: link.code for link in where.located.chain}
+    number = _number(at)
+    values = dict(number=number, source=source, external_key=external_key, kind=cls.kind, class_code=cls.code,
+                  title=title, description=description, urgency=urgency, state="reported", lon=where.lon, lat=where.lat,
+                  address=address, grid_code=where.located.unit.code,
+                  township_code=chain.get("township"), unit_path=path, department_code=None, assigned_unit_code=None,
+                  route=routing, reporter=reporter or {}, reported_by=actor.name, attributes=attributes or {},
+                  reported_at=at, updated_at=at, seq=1, returned_count=0, rework_count=0, extension_count=0,
+                  supervision_count=0, escalation_level=0, due_soon_warned=0)
+    entry, notice = log_rows(None, 1, number, path, "report", None, "reported", actor, at, description,
+                              {"source": source, "located_by": where.how, "route": routing}, where.lon, where.lat)
+    return CaseDraft(values, entry, notice, scope)
+
+
+_CASE_COLUMNS = dict.fromkeys(Case.__table__.columns.keys())
+
+
+def draft_view(draft: CaseDraft, case_id: int) -> dict:
+    """``case_dict`` of a case just stored from ``draft``, without reading it back (and without building an ORM
+    object, whose instrumented attributes cost more than the whole view)."""
+    return case_dict(SimpleNamespace(**{**_CASE_COLUMNS, **draft.values, "id": case_id}))
+
+
+def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, bool] | Exception]:
+    """Store drafts in the session's transaction: per draft ``(case id, created)`` or the error that refused it
+    (one draft's failure leaves the others stored). Idempotent on ``external_key``: a key already stored, or
+    repeated within ``drafts``, answers with that case (``created`` False).
+
+    All the new cases go in with one multi-row INSERT of each table (a savepoint around it); only if that fails
+    are they retried one by one, each in its own savepoint, so the bad one fails alone. The evaluation rollups
+    are folded in here (Core inserts bypass the ORM hook that keeps them)."""
+    out: list = [None] * len(drafts)
+    keys = list({d.values["external_key"] for d in drafts if d.values["external_key"]})
+    known = {}
+    if keys:
+        known = {k: (cid, path) for k, cid, path in
+                 session.execute(select(Case.external_key, Case.id, Case.unit_path).where(Case.external_key.in_(keys)))}
+    fresh, first_of_key, repeats = [], {}, []
+    for i, d in enumerate(drafts):
+        key = d.values["external_key"]
+        if key in known:
+            cid, path = known[key]
+            out[i] = (cid, False) if d.scope.covers(path) else Forbidden(f"the case of key {key!r} is outside your scope")
+        elif key in first_of_key:
+            repeats.append((i, first_of_key[key]))
+        else:
+            if key:
+                first_of_key[key] = i
+            fresh.append(i)
+    try:
+        with session.begin_nested():
+            ids = _insert_rows(session, [drafts[i] for i in fresh])
+        stored = list(zip(fresh, ids))
+    except IntegrityError:  # rare: one of them collides (a key stored meanwhile by another process)
+        stored = []
+        for i in fresh:
+            try:
+                with session.begin_nested():
+                    stored.append((i, _insert_rows(session, [drafts[i]])[0]))
+            except IntegrityError:
+                key = drafts[i].values["external_key"]
+                cid = key and session.scalar(select(Case.id).where(Case.external_key == key))
+                out[i] = (cid, False) if cid else Conflict("the case could not be stored (a unique value collides)")
+    for i, cid in stored:
+        out[i] = (cid, True)
+    for i, first in repeats:
+        out[i] = (out[first][0], False) if isinstance(out[first], tuple) else out[first]
+    if stored:
+        from cityops.events import rollup
+
+        conn = session.connection()
+        if conn.dialect.name in rollup.ENABLED_ON:
+            rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
+    return out
+
+
+def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
+    if not drafts:
+        return []
+    table = Case.__table__
+    # The points of the group encoded in one vectorised pass (the geometry is lon/lat until here).
+    geoms = encode_many(shapely.points([d.values["lon"] for d in drafts], [d.values["lat"] for d in drafts]),
+                        session.get_bind().dialect.name)
+    ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                               [{**d.values, "geom": g} for d, g in zip(drafts, geoms)]))
+    entries, notices = [], []
+    for d, cid in zip(drafts, ids):
+        entries.append({**d.entry, "case_id": cid})
+        notices.append({**d.notice, "case_id": cid})
+    session.execute(insert(Transition.__table__), entries)
+    session.execute(insert(Outbox.__table__), notices)
+    return ids
+
+
+def create_case(session: Session, *, scope: Scope = ALL, **report) -> Case:
+    """Report a case (信息收集): validate, locate, route, persist with its first log entry (``draft_case`` takes
+    the arguments). Idempotent on ``external_key``: the same key returns the case made the first time."""
+    key = report.get("external_key")
+    if key:  # a retry is answered before its report is judged again
+        existing = session.scalar(select(Case).where(Case.external_key == key))
+        if existing is not None:
+            scope.require_covers(existing.unit_path, "the case of this external_key")
+            return existing
+    result = insert_drafts(session, [draft_case(session, scope=scope, **report)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return session.get(Case, result[0])
+
+
+def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, class_code: str | None, title: str,
+                           description: str, lon: float | None, lat: float | None, level: str, evidence: dict,
+                           actor: audit.Actor, unit_code: str | None = None) -> Case:
+    """Internal entry point for sensor and warning alarms (传感告警转事件). Idempotent on ``alarm_key``.
+
+    ``level`` is the warning colour (red/orange/yellow/blue or 红/橙/黄/蓝); red and orange are urgent.
+    The alarm is machine evidence, so the case is accepted and filed at once (and dispatched where routing
+    is unambiguous). ``class_code`` None → 10080 地质灾害隐患点异常."""
+    if not alarm_key:
+        raise InvalidInput("alarm_key is required", {"field": "alarm_key"})
+    key = f"alarm:{alarm_key}"
+    existing = session.scalar(select(Case).where(Case.external_key == key))
+    if existing is not None:
+        return existing
+    if alarm_key.startswith("warning:"):  # one danger, one case: a response to the same risk point has one open
+        code = alarm_key.removeprefix("warning:")
+        for case in session.scalars(select(Case).where(Case.external_key.like("incident:%")).order_by(Case.id.desc()).limit(200)):
+            if (case.attributes or {}).get("risk_point_code") == code and current_state(session, case) not in ("closed", "void"):
+                return case
+    urgency = _ALARM_URGENCY.get(str(level).lower())
+    if urgency is None:
+        raise InvalidInput(f"unknown alarm level {level!r}", {"field": "level"})
+    case = create_case(session, source="sensor", class_code=class_code or "10080", title=title, description=description,
+                       lon=lon, lat=lat, unit_code=None if lon is not None else unit_code, urgency=urgency,
+                       external_key=key, attributes={"alarm": {"source": source, "level": level, "evidence": evidence}}, actor=actor)
+    act(session, case, "accept", actor, note=f"{source} 告警自动受理")
+    act(session, case, "file", actor, note="告警立案")
+    return case
+
+
+def adopt_open_case(session: Session, external_key: str, attributes: dict) -> Case | None:
+    """The open case filed under ``external_key`` (say a risk point's warning alarm), with ``attributes`` added:
+    a response to the same danger joins it instead of opening a second case. None when there is none open."""
+    case = session.scalar(select(Case).where(Case.external_key == external_key))
+    if case is None or current_state(session, case) in ("closed", "void"):
+        return None
+    case.attributes = {**(case.attributes or {}), **attributes}
+    return case

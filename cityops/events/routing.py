@@ -1,0 +1,190 @@
+"""Where a case goes (事件定位与分拨): a point, address, building or unit code located to its unit chain, and the
+routing rules (departments' matter classes and areas, 属地兜底 fallback). Also the write section every changing
+route opens (``write_section``), with a Locator snapshot taken before the write lock. No HTTP here."""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from cityops.core.db import begin_write
+from cityops.core.errors import InvalidInput, OutsideJurisdiction
+from cityops.events import catalogue
+from cityops.identity.scope import Scope
+from cityops.org.locate import Located, LocatorCache
+from cityops.org.models import Department, Place, Unit
+
+
+ALL = Scope(all_units=True)
+
+
+SOURCES = catalogue.SOURCES
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def write_section(session: Session, locator: LocatorCache | None = None):
+    """A route's write transaction, begun as the embedded store's writer before it reads what it changes
+    (``core.db.begin_write``); the caller commits inside the block. Yields a Locator snapshot
+    (``FixedLocator``) when ``locator`` is given."""
+    # The read transaction ends first (its connection goes back to the pool), then the Locator snapshot is
+    # taken: a LocatorCache refresh opens its own connection, and a request holding one while asking for
+    # another can exhaust the pool under load.
+    session.commit()
+    fixed = FixedLocator(locator) if locator is not None else None
+    begin_write(session)
+    try:
+        yield fixed
+    except BaseException:
+        session.rollback()
+        raise
+
+
+class FixedLocator:
+    """A Locator snapshot taken before the write lock, so locating never needs a second connection inside it."""
+
+    def __init__(self, cache: LocatorCache):
+        self._locator = cache.get()
+
+    def get(self):
+        return self._locator
+
+_LOCATORS: dict[str, LocatorCache] = {}
+
+
+def use_locator(engine, locator: LocatorCache) -> None:
+    """Register the app's LocatorCache for ``engine`` (so hooks called without one reuse it)."""
+    _LOCATORS[str(engine.url)] = locator
+
+
+def _locator(session: Session) -> LocatorCache:
+    from cityops.org.levels import load_levels
+
+    engine = session.get_bind()
+    key = str(engine.url)
+    if key not in _LOCATORS:
+        _LOCATORS[key] = LocatorCache(sessionmaker(bind=engine), load_levels())
+    return _LOCATORS[key]
+
+
+@dataclass
+class Where:
+    lon: float
+    lat: float
+    located: Located
+    how: str
+
+
+def locate(session: Session, *, lon: float | None = None, lat: float | None = None, address: str | None = None,
+           address_id: str | None = None, unit_code: str | None = None, locator: LocatorCache | None = None) -> Where:
+    """Point, address (a named place or a building address), building code or unit code → unit chain.
+    Outside the district → OutsideJurisdiction; nothing usable → InvalidInput."""
+    locator = locator or _locator(session)
+    how = "point"
+    if lon is None or lat is None:
+        if lon is not None or lat is not None:
+            raise InvalidInput("give both lon and lat, or neither", {"field": "lon/lat"})
+        point = None
+        if address_id:
+            from cityops.housing.models import Building
+
+            b = session.scalar(select(Building).where(Building.code == address_id))
+            if b is None:
+                raise InvalidInput(f"unknown address_id {address_id!r}", {"field": "address_id"})
+            point, how = b.footprint.representative_point(), "address_id"
+        elif address:
+            place = None
+            for p in session.scalars(select(Place).order_by(func.length(Place.name).desc())):
+                if p.name and p.name in address:
+                    place = p
+                    break
+            if place is None:
+                from cityops.housing.models import Building
+
+                b = session.scalar(select(Building).where(Building.address == address.strip()).limit(1))
+                if b is None:
+                    raise InvalidInput(f"address {address!r} names no known place or building; send lon/lat",
+                                       {"field": "address"})
+                point, how = b.footprint.representative_point(), "address"
+            else:
+                point, how = place.geom, "address"
+        elif unit_code:
+            unit = session.scalar(select(Unit).where(Unit.code == unit_code))
+            if unit is None or unit.geom is None:
+                raise InvalidInput(f"unknown unit code {unit_code!r}", {"field": "unit_code"})
+            point, how = unit.geom.representative_point(), "unit_code"
+        else:
+            raise InvalidInput("a location is required: lon/lat, address, address_id or unit_code", {"field": "location"})
+        lon, lat = point.x, point.y
+    try:
+        lon, lat = float(lon), float(lat)
+    except (TypeError, ValueError):
+        raise InvalidInput("lon/lat must be numbers", {"field": "lon/lat"}) from None
+    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
+        raise InvalidInput(f"lon/lat out of range: {lon}, {lat}", {"field": "lon/lat"})
+    located = locator.get().locate(lon, lat)
+    if located is None:
+        raise OutsideJurisdiction(f"the point {lon:.6f}, {lat:.6f} lies outside the district's jurisdiction",
+                                  {"lon": lon, "lat": lat})
+    return Where(lon, lat, located, how)
+
+_DEPTS: dict[str, tuple[float, list]] = {}
+
+
+def _departments(session: Session) -> list[tuple[str, str, str, list, list]]:
+    """(code, name, unit_path, matter_classes, covered_units) of every department, cached for 2 s."""
+    key = str(session.get_bind().url)
+    hit = _DEPTS.get(key)
+    if hit and time.monotonic() - hit[0] < 2.0:
+        return hit[1]
+    rows = [(d.code, d.name, d.unit_path, list(d.matter_classes or []), list(d.covered_units or []))
+            for d in session.scalars(select(Department))]
+    _DEPTS[key] = (time.monotonic(), rows)
+    return rows
+
+
+def route(session: Session, cls: catalogue.CaseClass, path: str) -> dict:
+    """Routing rules as data: each department's ``matter_classes`` ("kind:major" or "kind:code") and its
+    area (owning unit, or ``covered_units``). The most specific class match wins, then the most local
+    department; a tie goes to the dispatch queue; no match falls back to the territorial unit (属地兜底)."""
+    codes = [c for c in path.strip("/").split("/") if c]
+    best: list[tuple[tuple[int, int], str, str]] = []
+    for code, name, unit_path, classes, covered in _departments(session):
+        if covered:
+            if not any(c in codes for c in covered):
+                continue
+        elif not path.startswith(unit_path):
+            continue
+        spec = 0
+        for entry in classes:
+            kind, _, value = entry.partition(":")
+            if kind != cls.kind:
+                continue
+            if value == cls.code:
+                spec = max(spec, 2)
+            elif value == cls.code[:2]:
+                spec = max(spec, 1)
+        if spec:
+            best.append(((spec, unit_path.count("/")), code, name))
+    settings = catalogue.settings()
+    if best:
+        top = max(b[0] for b in best)
+        winners = sorted((c, n) for s, c, n in best if s == top)
+        if len(winners) == 1:
+            return {"mode": "auto" if settings.auto_dispatch else "queue", "department_code": winners[0][0],
+                    "department_name": winners[0][1], "unit_code": None, "candidates": [winners[0][0]]}
+        return {"mode": "queue", "department_code": None, "unit_code": None,
+                "candidates": [c for c, _ in winners], "reason": "several departments answer equally"}
+    target = {"district": 6, "township": 9, "village": 12, "grid": 15}.get(settings.fallback_level, 9)
+    fallback = next((c for c in codes if len(c) == target), codes[min(1, len(codes) - 1)])
+    return {"mode": "fallback", "department_code": None, "unit_code": fallback, "candidates": [],
+            "reason": "属地兜底: no department answers for this class here"}
