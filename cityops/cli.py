@@ -810,19 +810,19 @@ def tasks_warning(
 
         from cityops.core import audit
         from cityops.core.spatial import buffer_m
-        from cityops.tasks import service
+        from cityops.tasks import evacuation, incidents, response
 
         _, sessions, _ = _store(settings)
         geometry = buffer_m(Point(lon, lat), radius_m, settings.metric_crs) if lon is not None and lat is not None else None
         with sessions() as session:
             session.info["metric_crs"] = settings.metric_crs
-            incident = service.on_warning(session, risk_point_code=risk_point, hazard_type=hazard, level=level, unit_code=unit,
-                                          geometry=geometry, evidence={"source": "cli"}, actor=audit.Actor("cli"), drill=drill)
+            incident = response.on_warning(session, risk_point_code=risk_point, hazard_type=hazard, level=level, unit_code=unit,
+                                           geometry=geometry, evidence={"source": "cli"}, actor=audit.Actor("cli"), drill=drill)
             session.commit()
             if incident is None:
                 console.print("below the plan's trigger level: no response")
             else:
-                totals = service.totals(session, service.ALL, incident.id)["district"]
+                totals = evacuation.totals(session, incidents.ALL, incident.id)["district"]
                 console.print(f"incident {incident.id}: {incident.status}, response {incident.response_level}, "
                               f"{totals['households']} households / {totals['people']} people locked")
 
@@ -841,12 +841,12 @@ def tasks_check_overdue(
         from datetime import timedelta
 
         from cityops.core import audit
-        from cityops.tasks import service
+        from cityops.tasks import incidents, work
 
         _, sessions, _ = _store(settings)
         with sessions() as session:
-            result = service.check_overdue(session, audit.Actor("timer"), service.ALL,
-                                           escalate_after=timedelta(minutes=escalate_after_minutes))
+            result = work.check_overdue(session, audit.Actor("timer"), incidents.ALL,
+                                        escalate_after=timedelta(minutes=escalate_after_minutes))
             session.commit()
         console.print(f"reminded {len(result['reminded'])}, escalated {len(result['escalated'])}")
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from cityops.demo.generator import build_demo
 from cityops.events.models import Case
 from cityops.sensing import simulate
-from cityops.tasks.service import _distance_m
+from cityops.tasks.evacuation import _distance_m
 from cityops.tasks.simulate import confirm_one
 from tests.conftest import BACKENDS, SMALL_DEMO, make_client, make_store
 from tests.test_tasks_scenario import _totals_agree

@@ -13,7 +13,7 @@ from shapely.geometry import Point, mapping, shape
 from cityops.core import audit
 from cityops.core.spatial import buffer_m
 from cityops.tasks import catalogue as cat_module
-from cityops.tasks import service
+from cityops.tasks import incidents, work
 from cityops.tasks.catalogue import catalogue, load_catalogue, parse_level
 from cityops.tasks.plans import on_warning_level
 from tests.conftest import table_counts
@@ -104,15 +104,15 @@ def test_task_from_case_links_back_and_overdue_is_reminded_then_escalated(api, w
     assert {t["id"] for t in found} == {task["id"], task["children"][0]["id"]}
     with api.store.sessions() as session:
         actor = audit.Actor("timer")
-        scope = service.ALL
+        scope = incidents.ALL
         soon = datetime.now(UTC) + timedelta(minutes=10)
-        first = service.check_overdue(session, actor, scope, now=soon)
+        first = work.check_overdue(session, actor, scope, now=soon)
         assert task["id"] in first["reminded"] and not any(e["task_id"] == task["id"] for e in first["escalated"])
-        later = service.check_overdue(session, actor, scope, now=soon + timedelta(hours=1))
+        later = work.check_overdue(session, actor, scope, now=soon + timedelta(hours=1))
         assert task["id"] not in later["reminded"]  # reminded once
         escalated = {e["task_id"]: e["to_unit"] for e in later["escalated"]}
         assert escalated[task["id"]] == "500154" and escalated[task["children"][0]["id"]] == where["township"]
-        again = service.check_overdue(session, actor, scope, now=soon + timedelta(hours=2))
+        again = work.check_overdue(session, actor, scope, now=soon + timedelta(hours=2))
         assert task["id"] not in {e["task_id"] for e in again["escalated"]}
         session.commit()
     t = api.get(f"/api/tasks/{task['id']}", headers=yihe).json()

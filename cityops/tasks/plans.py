@@ -7,7 +7,7 @@ point that turns a warning into a response.
 from __future__ import annotations
 
 from cityops.core import audit
-from cityops.tasks import service
+from cityops.tasks import response
 from cityops.tasks.catalogue import catalogue, parse_level
 
 
@@ -24,7 +24,7 @@ def on_warning_level(session, *, risk_point_code: str, hazard_type: str, level, 
     """
     if isinstance(actor, str):
         actor = audit.Actor(actor)
-    return service.on_warning(session, risk_point_code=risk_point_code, hazard_type=hazard_type, level=level,
+    return response.on_warning(session, risk_point_code=risk_point_code, hazard_type=hazard_type, level=level,
                               unit_code=unit_code, geometry=geometry, evidence=evidence, actor=actor,
                               place_name=place_name)
 

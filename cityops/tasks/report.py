@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.identity.scope import Scope
-from cityops.tasks import service
+from cityops.tasks import evacuation, incidents, work, zones
 from cityops.tasks.catalogue import ROMAN, catalogue
 from cityops.tasks.models import EvacuationEvent, RiskZone, Task
 
@@ -20,12 +20,12 @@ _ENV = Environment(loader=FileSystemLoader(Path(__file__).with_name("templates")
 
 
 def report_data(session: Session, scope: Scope, incident_id: int) -> dict:
-    incident = service.get_incident(session, scope, incident_id)
-    totals = service.totals(session, scope, incident.id)
-    zones = [service.zone_dict(z, geometry=False) for z in
+    incident = incidents.get_incident(session, scope, incident_id)
+    totals = evacuation.totals(session, scope, incident.id)
+    zone_views = [zones.zone_dict(z, geometry=False) for z in
              session.scalars(select(RiskZone).where(RiskZone.incident_id == incident.id).order_by(RiskZone.version))]
     who = defaultdict(lambda: {"changes": 0, "first": None, "last": None, "to": defaultdict(int)})
-    ids = {e["id"] for e in service.list_evacuations(session, scope, incident.id, limit=10**6)["items"]}
+    ids = {e["id"] for e in evacuation.list_evacuations(session, scope, incident.id, limit=10**6)["items"]}
     stmt = (select(EvacuationEvent).where(EvacuationEvent.incident_id == incident.id).order_by(EvacuationEvent.id))
     for e in session.scalars(stmt):
         if e.evacuation_id not in ids:
@@ -35,10 +35,10 @@ def report_data(session: Session, scope: Scope, incident_id: int) -> dict:
         w["first"] = w["first"] or e.at
         w["last"] = e.at
         w["to"][e.to_state] += 1
-    tasks = [service.task_dict(t) for t in session.scalars(select(Task).where(Task.incident_id == incident.id).order_by(Task.id))
+    tasks = [work.task_dict(t) for t in session.scalars(select(Task).where(Task.incident_id == incident.id).order_by(Task.id))
              if scope.covers(t.unit_path) or scope.sees(t.unit_path)]
-    return {"incident": service.incident_dict(incident), "totals": totals, "zones": zones,
-            "timeline": service.timeline(session, scope, incident.id, decisions_only=True),
+    return {"incident": incidents.incident_dict(incident), "totals": totals, "zones": zone_views,
+            "timeline": incidents.timeline(session, scope, incident.id, decisions_only=True),
             "who": [{"actor": k, **v, "to": dict(v["to"])} for k, v in sorted(who.items())], "tasks": tasks,
             "states": {k: v.zh for k, v in catalogue().evacuation.states.items()}, "roman": ROMAN,
             "changes": session.scalar(select(func.count(EvacuationEvent.id)).where(EvacuationEvent.incident_id == incident.id))}

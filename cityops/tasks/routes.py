@@ -17,7 +17,7 @@ from cityops.core import sse
 from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import DB, Ctx, request_id, require
 from cityops.org.routes import geometry_from_geojson
-from cityops.tasks import report, service
+from cityops.tasks import evacuation, incidents, report, response, shelters, work, zones
 from cityops.tasks.plans import plans_summary
 
 router = APIRouter(prefix="/api", tags=["tasks"])
@@ -78,19 +78,19 @@ class IncidentIn(BaseModel):
 @router.get("/incidents", summary="Incidents (应急响应) you see; drills are marked")
 def list_incidents(session: DB, principal=Depends(require("tasks.read")), status: str | None = None,
                    drill: bool | None = None) -> list[dict]:
-    return [service.incident_dict(i) for i in service.list_incidents(session, principal.scope, status=status, drill=drill)]
+    return [incidents.incident_dict(i) for i in incidents.list_incidents(session, principal.scope, status=status, drill=drill)]
 
 
 @router.post("/incidents", status_code=201, summary="Start a response by hand under a plan (or run it as a drill)")
 def open_incident(body: IncidentIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     geometry = geometry_from_geojson(body.geometry, body.crs) if body.geometry else None
-    incident = service.open_incident(session, _actor(principal, request), principal.scope, hazard_type=body.hazard_type,
+    incident = response.open_incident(session, _actor(principal, request), principal.scope, hazard_type=body.hazard_type,
                                      level=body.level, unit_code=body.unit_code, geometry=geometry,
                                      risk_point_code=body.risk_point_code, title=body.title,
                                      activation="proposed" if body.propose else "manual", drill=body.drill)
     session.commit()
-    return service.incident_dict(incident)
+    return incidents.incident_dict(incident)
 
 
 class WarningIn(BaseModel):
@@ -112,25 +112,25 @@ def warning(body: WarningIn, request: Request, ctx: Ctx, session: DB, principal=
 
     unit = org.get_unit(session, body.unit_code, principal.scope)
     principal.scope.require_covers(unit.path, f"unit {body.unit_code}")
-    incident = service.on_warning(session, risk_point_code=body.risk_point_code, hazard_type=body.hazard_type, level=body.level,
+    incident = response.on_warning(session, risk_point_code=body.risk_point_code, hazard_type=body.hazard_type, level=body.level,
                                   unit_code=body.unit_code, geometry=geometry, evidence=body.evidence,
                                   actor=_actor(principal, request), drill=body.drill)
     session.commit()
-    return {"incident": service.incident_dict(incident) if incident else None}
+    return {"incident": incidents.incident_dict(incident) if incident else None}
 
 
 @router.get("/incidents/stats", summary="Real statistics (drills excluded unless asked)")
 def stats(session: DB, principal=Depends(require("tasks.read")), include_drills: bool = False) -> dict:
-    return service.statistics(session, principal.scope, include_drills=include_drills)
+    return incidents.statistics(session, principal.scope, include_drills=include_drills)
 
 
 @router.get("/incidents/{incident_id}", summary="An incident with its current zone and totals at your scope")
 def get_incident(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
-    incident = service.get_incident(session, principal.scope, incident_id)
-    data = service.incident_dict(incident)
-    zone = service.current_zone(session, incident.id)
-    data["zone"] = service.zone_dict(zone) if zone else None
-    data["totals"] = service.totals(session, principal.scope, incident.id)
+    incident = incidents.get_incident(session, principal.scope, incident_id)
+    data = incidents.incident_dict(incident)
+    zone = zones.current_zone(session, incident.id)
+    data["zone"] = zones.zone_dict(zone) if zone else None
+    data["totals"] = evacuation.totals(session, principal.scope, incident.id)
     return data
 
 
@@ -150,41 +150,41 @@ def _command(fn, incident_id: int, request: Request, ctx: Ctx, session, principa
     _prepare(session, ctx)
     incident = fn(session, _actor(principal, request), principal.scope, incident_id, *args)
     session.commit()
-    return service.incident_dict(incident)
+    return incidents.incident_dict(incident)
 
 
 @router.post("/incidents/{incident_id}/activate", summary="Confirm a proposed response (one click)")
 def activate(incident_id: Id, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
-    return _command(service.activate, incident_id, request, ctx, session, principal)
+    return _command(response.activate, incident_id, request, ctx, session, principal)
 
 
 @router.post("/incidents/{incident_id}/dismiss", summary="Decline a proposed response")
 def dismiss(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
             principal=Depends(require("tasks.command"))) -> dict:
-    return _command(service.dismiss, incident_id, request, ctx, session, principal, body.reason)
+    return _command(response.dismiss, incident_id, request, ctx, session, principal, body.reason)
 
 
 @router.post("/incidents/{incident_id}/level", summary="Upgrade or lower the response level")
 def change_level(incident_id: Id, body: LevelIn, request: Request, ctx: Ctx, session: DB,
                  principal=Depends(require("tasks.command"))) -> dict:
-    return _command(service.change_level, incident_id, request, ctx, session, principal, body.level, body.reason)
+    return _command(response.change_level, incident_id, request, ctx, session, principal, body.level, body.reason)
 
 
 @router.post("/incidents/{incident_id}/stand-down", summary="Stand the response down (解除响应): households may return")
 def stand_down(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
                principal=Depends(require("tasks.command"))) -> dict:
-    return _command(service.stand_down, incident_id, request, ctx, session, principal, body.reason)
+    return _command(response.stand_down, incident_id, request, ctx, session, principal, body.reason)
 
 
 @router.post("/incidents/{incident_id}/close", summary="Close: the note gets the figures, the case is closed")
 def close(incident_id: Id, body: CloseIn, request: Request, ctx: Ctx, session: DB,
           principal=Depends(require("tasks.command"))) -> dict:
-    return _command(service.close, incident_id, request, ctx, session, principal, body.note)
+    return _command(response.close, incident_id, request, ctx, session, principal, body.note)
 
 
 @router.delete("/incidents/{incident_id}", summary="Remove a drill and everything it made (real incidents refuse)")
 def remove_drill(incident_id: Id, request: Request, session: DB, principal=Depends(require("tasks.command"))) -> dict:
-    counts = service.remove_drill(session, _actor(principal, request), principal.scope, incident_id)
+    counts = response.remove_drill(session, _actor(principal, request), principal.scope, incident_id)
     session.commit()
     return {"removed": counts}
 
@@ -234,11 +234,11 @@ def _zone_geometry(body: ZoneIn, incident, metric_crs: str):
 def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session: DB,
              principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
-    incident = service.get_incident(session, principal.scope, incident_id, for_change=True)
+    incident = incidents.get_incident(session, principal.scope, incident_id, for_change=True)
     geom, source = _zone_geometry(body, incident, ctx.settings.metric_crs)
-    zone = service.set_zone(session, _actor(principal, request), principal.scope, incident.id, geom, source=source, note=body.note)
+    zone = zones.set_zone(session, _actor(principal, request), principal.scope, incident.id, geom, source=source, note=body.note)
     session.commit()
-    return service.zone_dict(zone)
+    return zones.zone_dict(zone)
 
 
 @router.get("/incidents/{incident_id}/zones", summary="Every version of the incident's risk zone")
@@ -247,14 +247,14 @@ def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.re
 
     from cityops.tasks.models import RiskZone
 
-    incident = service.get_incident(session, principal.scope, incident_id)
-    return [service.zone_dict(z, geometry) for z in
+    incident = incidents.get_incident(session, principal.scope, incident_id)
+    return [zones.zone_dict(z, geometry) for z in
             session.scalars(select(RiskZone).where(RiskZone.incident_id == incident.id).order_by(RiskZone.version))]
 
 
 @router.get("/incidents/{incident_id}/threatened", summary="Who is threatened in the current zone, by village and grid, with the event grade")
 def threatened(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
-    return service.zone_threat(session, principal.scope, principal.role.allows("personal.read"), incident_id)
+    return zones.zone_threat(session, principal.scope, principal.role.allows("personal.read"), incident_id)
 
 
 # ------------------------------------------------------------------------------------------- evacuation
@@ -264,19 +264,19 @@ def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("ta
                      grid: str | None = None, lon: float | None = None, lat: float | None = None,
                      limit: int = Query(500, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
     states = [s.strip() for s in state.split(",")] if state else None
-    return service.list_evacuations(session, principal.scope, incident_id, states=states, grid=grid, near=_near(lon, lat),
+    return evacuation.list_evacuations(session, principal.scope, incident_id, states=states, grid=grid, near=_near(lon, lat),
                                     limit=limit, offset=offset, personal=principal.role.allows("personal.read"))
 
 
 @router.get("/incidents/{incident_id}/totals", summary="Live totals: district, townships, villages, grids (they always agree)")
 def totals(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
-    return service.totals(session, principal.scope, incident_id)
+    return evacuation.totals(session, principal.scope, incident_id)
 
 
 @router.get("/incidents/{incident_id}/timeline", summary="The decision timeline (决策时间线)")
 def timeline(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), after: Id = 0,
              decisions_only: bool = True, limit: int = Query(1000, ge=1, le=10000)) -> list[dict]:
-    return service.timeline(session, principal.scope, incident_id, after=after, decisions_only=decisions_only, limit=limit)
+    return incidents.timeline(session, principal.scope, incident_id, after=after, decisions_only=decisions_only, limit=limit)
 
 
 @router.get("/incidents/{incident_id}/stream", summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
@@ -285,7 +285,7 @@ async def stream(incident_id: Id, request: Request, ctx: Ctx, principal=Depends(
     def fetch(since: int) -> list[sse.Event]:
         with ctx.sessions() as session:
             return [sse.Event(entry, entry["kind"], entry["id"])
-                    for entry in service.timeline(session, principal.scope, incident_id, after=since, limit=2000)]
+                    for entry in incidents.timeline(session, principal.scope, incident_id, after=since, limit=2000)]
 
     start = sse.resume_point(request, after)
     first = await run_in_threadpool(fetch, start)  # 404 before the stream starts, as a normal error
@@ -307,17 +307,17 @@ class StateIn(BaseModel):
 def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB,
                  principal=Depends(require("tasks.evacuate"))) -> dict:
     with _writer(session):
-        ev = service.change_state(session, _actor(principal, request), principal.scope, evacuation_id, state=body.state,
+        ev = evacuation.change_state(session, _actor(principal, request), principal.scope, evacuation_id, state=body.state,
                                   shelter_id=body.shelter_id, lon=body.lon, lat=body.lat, note=body.note,
                                   expected_version=body.expected_version, request_key=body.request_key)
         session.commit()
-        data = service.evacuation_dict(ev)
+        data = evacuation.evacuation_dict(ev)
     return data
 
 
 @router.get("/evacuations/{evacuation_id}/history", summary="Every state change of a household: when, who, where")
 def evacuation_history(evacuation_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> list[dict]:
-    return service.history(session, principal.scope, evacuation_id)
+    return evacuation.history(session, principal.scope, evacuation_id)
 
 
 @router.get("/incidents/{incident_id}/report", summary="After-action report (总结报告) as an HTML document", response_class=HTMLResponse)
@@ -341,14 +341,14 @@ class ShelterIn(BaseModel):
 @router.get("/shelters", summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
 def list_shelters(session: DB, principal=Depends(require("tasks.read")), lon: float | None = None, lat: float | None = None,
                   incident_id: Id | None = Query(None, description="nearest first from this incident's risk zone")) -> list[dict]:
-    return service.list_shelters(session, principal.scope, _near(lon, lat), incident_id=incident_id)
+    return shelters.list_shelters(session, principal.scope, _near(lon, lat), incident_id=incident_id)
 
 
 @router.post("/shelters", status_code=201, summary="Register a shelter")
 def create_shelter(body: ShelterIn, request: Request, session: DB, principal=Depends(require("tasks.shelter"))) -> dict:
-    shelter = service.create_shelter(session, _actor(principal, request), principal.scope, **body.model_dump())
+    shelter = shelters.create_shelter(session, _actor(principal, request), principal.scope, **body.model_dump())
     session.commit()
-    return service.shelter_dict(shelter)
+    return shelters.shelter_dict(shelter)
 
 
 # ------------------------------------------------------------------------------------------------ tasks
@@ -393,43 +393,43 @@ class ProgressIn(BaseModel):
 def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_id: Id | None = None, status: str | None = None,
                overdue: bool = False, source_ref: str | None = None, include_drills: bool = True,
                limit: int = Query(200, ge=1, le=1000)) -> list[dict]:
-    return service.list_tasks(session, principal.scope, incident_id=incident_id, status=status, overdue=overdue,
+    return work.list_tasks(session, principal.scope, incident_id=incident_id, status=status, overdue=overdue,
                               source_ref=source_ref, include_drills=include_drills, limit=limit)
 
 
 @router.post("/tasks", status_code=201, summary="Publish a task (goal, deadline, attachments, target units)")
 def publish(body: TaskIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
-    task = service.publish_task(session, _actor(principal, request), principal.scope, title=body.title, goal=body.goal,
+    task = work.publish_task(session, _actor(principal, request), principal.scope, title=body.title, goal=body.goal,
                                 deadline=body.deadline, unit_code=body.unit_code, target_units=body.target_units,
                                 attachments=[a.model_dump() for a in body.attachments], assignee_person_id=body.assignee_person_id,
                                 source_kind=body.source_kind, source_ref=body.source_ref, drill=body.drill)
     session.commit()
-    return service.task_tree(session, principal.scope, task.id)
+    return work.task_tree(session, principal.scope, task.id)
 
 
 @router.post("/tasks/check-overdue", summary="Remind overdue tasks and escalate those long overdue (run by a timer)")
 def check_overdue(request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
-    result = service.check_overdue(session, _actor(principal, request), principal.scope)
+    result = work.check_overdue(session, _actor(principal, request), principal.scope)
     session.commit()
     return result
 
 
 @router.get("/tasks/{task_id}", summary="A task with its sub-tasks and rolled-up progress")
 def get_task(task_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
-    return service.task_tree(session, principal.scope, task_id)
+    return work.task_tree(session, principal.scope, task_id)
 
 
 @router.post("/tasks/{task_id}/subtasks", status_code=201, summary="Decompose a task for the next level down")
 def decompose(task_id: Id, body: SubtasksIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     items = [{**i.model_dump(), "attachments": [a.model_dump() for a in i.attachments]} for i in body.items]
-    service.decompose(session, _actor(principal, request), principal.scope, task_id, items)
+    work.decompose(session, _actor(principal, request), principal.scope, task_id, items)
     session.commit()
-    return service.task_tree(session, principal.scope, task_id)
+    return work.task_tree(session, principal.scope, task_id)
 
 
 @router.post("/tasks/{task_id}/progress", summary="Report progress (done rolls up to the parent)")
 def report_progress(task_id: Id, body: ProgressIn, request: Request, session: DB,
                     principal=Depends(require("tasks.progress"))) -> dict:
-    task = service.report_progress(session, _actor(principal, request), principal.scope, task_id, status=body.status, note=body.note)
+    task = work.report_progress(session, _actor(principal, request), principal.scope, task_id, status=body.status, note=body.note)
     session.commit()
-    return service.task_tree(session, principal.scope, task.id)
+    return work.task_tree(session, principal.scope, task.id)

@@ -4,7 +4,7 @@ command view's households turn safe.
 
 Most go to relatives or move out on their own; now and then nobody is home. A share is left to move (by
 default 30 %): those are for the visitor, logged in as 老沟湾's grid worker, to confirm on the phone page.
-Each change goes through ``service.change_state`` under a request key, so a restart never counts one twice.
+Each change goes through ``evacuation.change_state`` under a request key, so a restart never counts one twice.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core import audit
 from cityops.core.errors import CityOpsError
-from cityops.tasks import service
+from cityops.tasks import evacuation, incidents
 from cityops.tasks.models import Evacuation, Incident
 
 log = logging.getLogger("cityops.tasks.simulate")
@@ -41,7 +41,7 @@ def confirm_one(session: Session, rng: random.Random, leave: float = 0.3) -> dic
             continue
         ev = waiting[0]
         state = rng.choices([s for s, _ in _STATES], [w for _, w in _STATES])[0]
-        service.change_state(session, ACTOR, service.ALL, ev.id, state=state, lon=ev.lon, lat=ev.lat,
+        evacuation.change_state(session, ACTOR, incidents.ALL, ev.id, state=state, lon=ev.lon, lat=ev.lat,
                              note="演示:模拟网格员上报", request_key=f"demo-worker-{ev.id}")
         return {"incident_id": incident_id, "household": ev.household_code, "state": state}
     return None

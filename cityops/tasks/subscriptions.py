@@ -12,7 +12,7 @@ from cityops.core.bus import Envelope
 from cityops.core.errors import CityOpsError
 from cityops.core.spatial import buffer_m
 from cityops.tasks.plans import on_warning_level
-from cityops.tasks.service import _metric_crs
+from cityops.tasks.zones import _metric_crs
 
 log = logging.getLogger("cityops.tasks")
 
