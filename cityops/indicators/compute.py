@@ -68,6 +68,7 @@ class UnitTree:
     ancestors: sparse.csr_matrix
     by_level: dict[str, list[int]]
     _path_cache: dict[str, int] = field(default_factory=dict)
+    _level_arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def locate(self, key: str) -> int | None:
         """The unit a record belongs to: its unit code, or the deepest known unit of its unit path."""
@@ -86,7 +87,13 @@ class UnitTree:
         return found
 
     def level_index(self, level: str) -> np.ndarray:
-        return np.asarray(self.by_level.get(level, []), dtype=np.int64)
+        """The units of ``level`` (indices, read only: shared by every caller)."""
+        out = self._level_arrays.get(level)
+        if out is None:
+            out = np.asarray(self.by_level.get(level, []), dtype=np.int64)
+            out.flags.writeable = False
+            self._level_arrays[level] = out
+        return out
 
 
 def unit_tree(session: Session) -> UnitTree:
@@ -95,14 +102,17 @@ def unit_tree(session: Session) -> UnitTree:
     codes = [r.code for r in rows]
     index = {c: i for i, c in enumerate(codes)}
     parent = np.array([index.get(r.parent_code, -1) if r.parent_code else -1 for r in rows], dtype=np.int64)
-    rows_i, cols_i = [], []
-    for j in range(len(codes)):
-        i = j
-        while i >= 0:
-            rows_i.append(i)
-            cols_i.append(j)
-            i = parent[i]
+    # Ancestor-or-self pairs one tree level at a time (a handful of array passes, not a walk per unit).
     n = len(codes)
+    rows_i, cols_i = [], []
+    own, at = np.arange(n), np.arange(n)
+    while len(at):
+        rows_i.append(at)
+        cols_i.append(own)
+        up = parent[at]
+        keep = up >= 0
+        own, at = own[keep], up[keep]
+    rows_i, cols_i = np.concatenate(rows_i), np.concatenate(cols_i)
     ancestors = sparse.csr_matrix((np.ones(len(rows_i)), (rows_i, cols_i)), shape=(n, n))
     by_level: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
@@ -178,33 +188,41 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
 
     # 1. Platform metrics: each distinct (metric, parameters) once, each metric with all its parameter sets.
     requests: dict[str, dict[str, dict]] = defaultdict(dict)
-    for ind in wanted.values():
+    key_of: dict[str, str] = {}
+    for code, ind in wanted.items():
         if ind.source.kind == "metric":
-            key = json.dumps(ind.source.params, sort_keys=True)
-            requests[ind.source.metric][key] = metrics.get(ind.source.metric).resolved(ind.source.params)
+            key = key_of[code] = json.dumps(ind.source.params, sort_keys=True)
+            if key not in requests[ind.source.metric]:
+                requests[ind.source.metric][key] = metrics.get(ind.source.metric).resolved(ind.source.params)
     answers: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for name, sets in requests.items():
         metric = metrics.get(name)
         keys = list(sets)
         results = metric.compute(session, window, [sets[k] for k in keys])
-        for key, result in zip(keys, results):
-            own_num, own_den = np.zeros(n), np.zeros(n)
-            fold = metric.fold
-            if fold != "sum":
-                own_num[:] = np.nan
-            for unit_key, (num, den) in result.items():
-                i = tree.locate(unit_key)
-                if i is None:
+        if metric.fold == "sum":
+            # Every parameter set's own figures as two columns of one matrix, summed into every ancestor in one
+            # sparse product (the records' unit keys are looked up once per distinct key).
+            own = np.zeros((n, 2 * len(keys)))
+            for k, result in enumerate(results):
+                if not result:
                     continue
-                if fold == "sum":
-                    own_num[i] += num
-                    own_den[i] += den or 0.0
-                else:
-                    own_num[i] = num if np.isnan(own_num[i]) else (max if fold == "max" else min)(own_num[i], num)
-            if fold == "sum":
-                answers[(name, key)] = (tree.ancestors @ own_num, tree.ancestors @ own_den)
-            else:
-                answers[(name, key)] = (_fold_extreme(own_num, tree, fold), np.zeros(n))
+                idx = np.fromiter((-1 if (i := tree.locate(u)) is None else i for u in result), np.int64, len(result))
+                pairs = np.array(list(result.values()), dtype=object).reshape(len(result), 2)
+                found = idx >= 0
+                np.add.at(own[:, 2 * k], idx[found], pairs[found, 0].astype(float))
+                den = pairs[found, 1]
+                np.add.at(own[:, 2 * k + 1], idx[found], np.where(den == None, 0.0, den).astype(float))  # noqa: E711
+            total = np.asarray(tree.ancestors @ own)
+            for k, key in enumerate(keys):
+                answers[(name, key)] = (total[:, 2 * k], total[:, 2 * k + 1])
+            continue
+        for key, result in zip(keys, results):
+            own_num = np.full(n, np.nan)
+            for unit_key, (num, _den) in result.items():
+                i = tree.locate(unit_key)
+                if i is not None:
+                    own_num[i] = num if np.isnan(own_num[i]) else (max if metric.fold == "max" else min)(own_num[i], num)
+            answers[(name, key)] = (_fold_extreme(own_num, tree, metric.fold), np.zeros(n))
 
     # 2. Reported values: a unit's own entry, else its children's, level by level.
     reported = [c for c, i in wanted.items() if i.source.kind == "reported"]
@@ -220,7 +238,7 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
     for code, ind in wanted.items():
         src = ind.source
         if src.kind == "metric":
-            num, den = answers[(src.metric, json.dumps(src.params, sort_keys=True))]
+            num, den = answers[(src.metric, key_of[code])]
             metric = metrics.get(src.metric)
             if ind.rollup == "ratio":
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -285,11 +303,13 @@ def _reported(own: dict[int, float], tree: UnitTree, ind: Indicator) -> np.ndarr
 def sync_versions(session: Session, cat: Catalogue) -> dict[str, int]:
     """The version in force of every indicator; a changed definition gets the next version (from now)."""
     latest: dict[str, DefinitionVersion] = {}
-    for row in session.scalars(select(DefinitionVersion).order_by(DefinitionVersion.code, DefinitionVersion.version)):
+    # Columns, not ORM objects: the stored definitions (JSON) are never needed here.
+    for row in session.execute(select(DefinitionVersion.code, DefinitionVersion.version, DefinitionVersion.digest)
+                               .order_by(DefinitionVersion.code, DefinitionVersion.version)):
         latest[row.code] = row
     out = {}
     for code, ind in cat.indicators.items():
-        digest = ind.digest()
+        digest = definition_digest(ind)
         row = latest.get(code)
         if row is None or row.digest != digest:
             version = 1 if row is None else row.version + 1
@@ -299,6 +319,22 @@ def sync_versions(session: Session, cat: Catalogue) -> dict[str, int]:
             out[code] = row.version
     session.flush()
     return out
+
+
+#: Definition digests by object: an ``Indicator`` is frozen, so its digest never changes (a changed definition is a
+#: new object, checked by identity). Bounded: cleared when it grows past what a few catalogues hold.
+_DEFINITION_DIGESTS: dict[int, tuple[Indicator, str]] = {}
+
+
+def definition_digest(ind: Indicator) -> str:
+    hit = _DEFINITION_DIGESTS.get(id(ind))
+    if hit is not None and hit[0] is ind:
+        return hit[1]
+    if len(_DEFINITION_DIGESTS) > 50_000:
+        _DEFINITION_DIGESTS.clear()
+    digest = ind.digest()
+    _DEFINITION_DIGESTS[id(ind)] = (ind, digest)
+    return digest
 
 
 @dataclass
@@ -324,15 +360,28 @@ def bands_of(ind: Indicator, v: np.ndarray) -> np.ndarray:
     return out
 
 
-def _digest(version: int, v: np.ndarray, band: np.ndarray, num, den, units: bytes) -> str:
-    """What a stored period of one indicator holds: version, units, and the values present (with their bands,
-    numerators and denominators)."""
-    idx = np.flatnonzero(~np.isnan(v))
+def bands_matrix(inds: list[Indicator], v: np.ndarray) -> np.ndarray:
+    """``bands_of`` for many indicators at once: ``v`` holds one row per indicator; one pass per band over the whole
+    matrix instead of a few NumPy calls per indicator (the catalogue has hundreds)."""
+    lower = np.array([ind.direction == "lower" for ind in inds], dtype=bool)[:, None]
+    missing = np.isnan(v)
+    out = np.where(missing, -1, 0)
+    for rank, name in ((1, "yellow"), (2, "orange"), (3, "red")):
+        t = np.array([np.nan if getattr(ind.bands, name) is None else getattr(ind.bands, name) for ind in inds])[:, None]
+        with np.errstate(invalid="ignore"):
+            reached = np.where(lower, v >= t, v <= t)  # a missing threshold (NaN) is never reached
+        out = np.where(reached & ~missing, rank, out)
+    return out
+
+
+def _digest(version: int, idx: np.ndarray, v: np.ndarray, band: np.ndarray, num, den, units: bytes) -> str:
+    """What a stored period of one indicator holds: version, units, and the values present (``idx``: the units that
+    have one; ``v`` and ``band`` at those units), with their bands, numerators and denominators."""
     h = hashlib.blake2b(units, digest_size=16)
     h.update(version.to_bytes(4, "little"))
     h.update(idx.astype(np.int32).tobytes())
-    h.update(v[idx].tobytes())
-    h.update(band[idx].astype(np.int8).tobytes())
+    h.update(v.tobytes())
+    h.update(band.astype(np.int8).tobytes())
     for arr in (num, den):
         if arr is not None:
             h.update(np.nan_to_num(np.asarray(arr, dtype=float)[idx], nan=-1.5e308).tobytes())
@@ -351,13 +400,23 @@ def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[s
     now = utcnow()
     result = StoreResult()
     prepared, digests = {}, {}
-    for code in codes:
-        ind = cat.indicators[code]
-        v = np.round(computed.values[code], 6)
+    # Only the units of the levels the indicators are computed at (every other unit is NaN by construction): the
+    # district, townships and villages, not the thousands of grids, are rounded, banded and hashed, all indicators
+    # in one matrix.
+    used = sorted({lv for c in codes for lv in cat.indicators[c].levels})
+    live = np.flatnonzero(np.isin(np.asarray(tree.levels), used))
+    if codes:
+        values = np.empty((len(codes), len(live)))
+        for k, code in enumerate(codes):
+            values[k] = computed.values[code][live]
+        values = np.round(values, 6)
+        bands = bands_matrix([cat.indicators[c] for c in codes], values)
+    for k, code in enumerate(codes):
+        v, band = values[k], bands[k]
         num, den = computed.numerators.get(code), computed.denominators.get(code)
-        band = bands_of(ind, v)
         prepared[code] = (v, band, num, den)
-        digests[code] = _digest(versions[code], v, band, num, den, units_key)
+        here = np.flatnonzero(~np.isnan(v))
+        digests[code] = _digest(versions[code], live[here], v[here], band[here], num, den, units_key)
     stored = dict(session.execute(select(Digest.indicator_code, Digest.digest).where(
         Digest.period == period, Digest.period_start == start)).all()) if codes else {}
     todo = [c for c in codes if stored.get(c) != digests[c]]
@@ -390,7 +449,9 @@ def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[s
         return (a == b) | (np.isnan(a) & np.isnan(b))
 
     for code in todo:
-        k, (v, band, num, den) = slot[code], prepared[code]
+        k, (v_live, band_live, num, den) = slot[code], prepared[code]
+        v, band = np.full(n, np.nan), np.full(n, -1)
+        v[live], band[live] = v_live, band_live
         present = ~np.isnan(v)
         exists = old_id[k] > 0
         unchanged = exists & (band == old_band[k]) & same(v, old_value[k])

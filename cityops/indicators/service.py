@@ -20,7 +20,7 @@ from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators.catalogue import BAND_ZH, Catalogue, Indicator
-from cityops.indicators.compute import PERIOD_KINDS, bands_of, compute, period_bounds, store, sync_versions
+from cityops.indicators.compute import PERIOD_KINDS, bands_matrix, compute, period_bounds, store, sync_versions
 from cityops.indicators.models import Breach, Change, Value
 from cityops.org.models import Unit
 
@@ -82,10 +82,11 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
         select(Breach).where(Breach.closed_at.is_(None), Breach.indicator_code.in_(codes)))} if codes else {}
     now = utcnow()
     opened = closed = 0
-    for code in codes:
+    bands = bands_matrix([cat.indicators[c] for c in codes], np.vstack([computed.values[c] for c in codes])) if codes else None
+    for k, code in enumerate(codes):
         ind = cat.indicators[code]
         v = computed.values[code]
-        red = bands_of(ind, v) == 3
+        red = bands[k] == 3
         watched = set(np.flatnonzero(red)) | {tree.index[u] for (c, u) in open_rows if c == code and u in tree.index}
         for i in sorted(watched):
             if np.isnan(v[i]):
