@@ -38,6 +38,8 @@ from cityops.sensing.alarms import AlarmHub
 from cityops.sensing.service import start_mqtt
 from cityops.tasks import routes as tasks_routes
 from cityops.tiles import routes as tiles_routes
+from cityops.video import routes as video_routes
+from cityops.calls import routes as calls_routes
 from cityops.warning import routes as warning_routes
 from cityops.web import routes as web_routes
 
@@ -78,7 +80,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
                    identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
-                   indicators_routes, notify_routes):
+                   indicators_routes, notify_routes, video_routes, calls_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     # Live streams are fed from the bus in every worker; wired, the bus also carries the capabilities' chain.

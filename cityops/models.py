@@ -13,4 +13,6 @@ from cityops.events.models import Attachment, Case, Outbox, Transition  # noqa: 
 from cityops.sensing.models import Alarm, Datastream, Observation, Thing  # noqa: F401
 from cityops.indicators.models import Breach, Change, DefinitionVersion, Digest, Report, Value  # noqa: F401
 from cityops.notify.models import Delivery, Message, Preference, PushSubscription, Recipient, TimelineEntry  # noqa: F401
+from cityops.video.models import Camera  # noqa: F401
+from cityops.calls.models import CallLog  # noqa: F401
 import cityops.wiring  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)

@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     bus_ack_wait_seconds: float = Field(default=30.0, ge=1, le=3600)
     #: The dispatch lease: a dead holder's work moves to another worker after this long.
     bus_lease_seconds: float = Field(default=10.0, ge=1, le=600)
+    #: Video (cityops.video): the directory whose ``<camera code>/`` folders this server plays as HLS
+    #: (``/api/video/cameras/{code}/stream/…``; empty = ``<data_dir>/video``), and a media server (MediaMTX, SRS …)
+    #: that serves ``<video_stream_base>/<code>/index.m3u8`` for cameras without an HLS URL of their own
+    #: (empty = this server's media route).
+    video_media_dir: Path | None = None
+    video_stream_base: str = Field(default="", pattern=r"^(https?://[^\s]+|/[^\s]*)?$")
 
     #: Notifications (cityops.notify). The deployment's own escalation policies (read after the shipped ones).
     notify_policies_dir: Path | None = None

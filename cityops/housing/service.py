@@ -213,7 +213,7 @@ def _totals(ids: list[int], counts: dict[int, tuple[int, ...]]) -> dict:
 
 
 def _person(p) -> dict:
-    return {"name": p.name, "post": p.post, "title": p.title, "phone": p.phone}
+    return {"id": p.id, "name": p.name, "post": p.post, "title": p.title, "phone": p.phone}
 
 
 _BUILDING_COLUMNS = ("id", "code", "name", "address", "floors", "height_m", "structure", "use", "year_built",

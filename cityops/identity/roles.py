@@ -22,6 +22,7 @@ PERMISSIONS = frozenset(
         "sensing.read", "sensing.write", "sensing.ingest", "sensing.alarms", "sensing.catalogue",
         "indicators.read", "indicators.report", "indicators.compute",
         "notify.inbox", "notify.read", "notify.send",
+        "video.read", "video.write", "calls.read", "calls.write",
     }
 )
 
