@@ -15,6 +15,8 @@ dpkg -s gdal-bin >/dev/null 2>&1 || packages+=(gdal-bin)
 dpkg -s python3-qgis >/dev/null 2>&1 || packages+=(qgis python3-qgis)
 # mosquitto_pub: the C load generator of the MQTT ingest benchmark (benchmarks/sensing_ingest.py).
 dpkg -s mosquitto-clients >/dev/null 2>&1 || packages+=(mosquitto-clients)
+# ffmpeg: the HLS test stream the video player's browser test plays (tests/test_webapp_video.py).
+dpkg -s ffmpeg >/dev/null 2>&1 || packages+=(ffmpeg)
 if ((${#packages[@]})); then
   if [ "$(id -u)" != 0 ]; then
     echo "missing Debian packages: ${packages[*]} (run as root: apt-get install ${packages[*]})" >&2
