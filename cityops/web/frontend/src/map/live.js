@@ -126,6 +126,11 @@ export const LIVE_LAYERS = [
     const list = await api.get("/api/shelters");
     return { geojson: shelterFeatures(list), items: list };
   } },
+  // 视频监控: each camera and its view cone (GET /api/video/map draws both, part = camera | cone).
+  { key: "cameras", permission: "video.read", async load() {
+    const body = await api.get("/api/video/map");
+    return { geojson: body, items: body.features.filter((f) => f.properties.part === "camera").map((f) => f.properties) };
+  } },
 ];
 
 /** Style layers of each live layer (drawn above the base map), by layer key. */
@@ -177,6 +182,16 @@ export function liveStyleLayers() {
           "circle-color": ["match", ["get", "sla"], "overdue", "#f43f5e", "due_soon", "#f59e0b", "#c084fc"],
           "circle-stroke-color": "#ffffff", "circle-stroke-width": 1 } },
     ],
+    cameras: [
+      { id: "cameras-cone", type: "fill", source: "cameras", minzoom: 12, filter: ["==", ["get", "part"], "cone"],
+        paint: { "fill-color": ["match", ["get", "status"], "online", "#facc15", "#64748b"], "fill-opacity": 0.16 } },
+      { id: "cameras-cone-line", type: "line", source: "cameras", minzoom: 12, filter: ["==", ["get", "part"], "cone"],
+        paint: { "line-color": ["match", ["get", "status"], "online", "#facc15", "#64748b"], "line-width": 1, "line-opacity": 0.7 } },
+      { id: "cameras", type: "circle", source: "cameras", minzoom: 10, filter: ["==", ["get", "part"], "camera"],
+        paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 10, 2.5, 15, 6],
+          "circle-color": ["match", ["get", "status"], "online", "#facc15", "#475569"],
+          "circle-stroke-color": "#0b1320", "circle-stroke-width": 1.2 } },
+    ],
     shelters: [
       { id: "shelters", type: "circle", source: "shelters",
         paint: { "circle-radius": ["interpolate", ["linear"], ["zoom"], 8, 3, 14, 8], "circle-color": ["case", ["get", "full"], "#f43f5e", "#10b981"],
@@ -191,4 +206,4 @@ export function liveStyleLayers() {
 
 /** Which live layer a clicked style layer belongs to. */
 export const LIVE_CLICK_LAYERS = ["incidents-marker", "incidents-fill", "alarms", "risk_points", "cases", "cases-clusters",
-  "sensors", "shelters"];
+  "sensors", "shelters", "cameras"];

@@ -1,0 +1,162 @@
+"""Video at the scene in a real browser (Playwright + Debian's Chromium): the command view of the 老沟湾 incident
+lists the cameras nearest it and plays the best one live through hls.js — an HLS stream this test makes with
+ffmpeg and the server plays from its media directory (the picture advances and has a size); the operations map
+draws the camera layer with view cones; a click-to-call on the command view's contacts opens the call log, and
+the logged call joins the incident's timeline. Screenshots go to test-artifacts/video-*.png."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import httpx
+import pytest
+from shapely.geometry import Point
+
+from cityops.app import create_app
+from cityops.core.spatial import buffer_m
+from cityops.demo.generator import build_demo
+from cityops.tasks.plans import on_warning_level
+from tests.browser import (Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, launch, login, new_page,
+                           require_browser, token, wait_map_idle)
+from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
+
+pytestmark = pytest.mark.browser
+FFMPEG = shutil.which("ffmpeg")
+
+
+def make_hls(folder, seconds: int = 12) -> None:
+    """A test pattern as HLS (H.264 in MPEG-TS, 1 s segments), as a camera's media server would serve it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=15:duration={seconds}",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "15",
+                    "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", "-hls_segment_filename", str(folder / "seg%03d.ts"),
+                    str(folder / "index.m3u8")], check=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    require_browser()
+    if FFMPEG is None:
+        pytest.skip("ffmpeg is absent (apt-get install ffmpeg; scripts/install-system-deps.sh)")
+    store, close = make_store("sqlite", tmp_path_factory.mktemp("webapp-video"))
+    build_demo(store.sessions, store.org, SMALL_DEMO)
+    with serve_in_thread(create_app(store.settings, run_migrations=False), "uvicorn-webapp-video") as url:
+        admin = token(url, "admin")
+        client = httpx.Client(base_url=url, timeout=30)
+        place = client.get("/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+        with store.sessions() as session:
+            incident = on_warning_level(session, risk_point_code="RP-LGW-001", hazard_type="landslide", level="orange",
+                                        unit_code=place["unit_code"],
+                                        geometry=buffer_m(Point(place["lon"], place["lat"]), 30, "EPSG:4545"),
+                                        evidence={"rain_24h_mm": 182})
+            session.commit()
+            iid = incident.id
+        near = client.get(f"/api/video/nearest/incident/{iid}", params={"radius_m": 3000, "limit": 6}, headers=admin).json()["items"]
+        assert near, "the demo has cameras near 老沟湾"
+        # One stream, served for every camera near the incident from the server's media directory.
+        source = store.settings.data_dir / "video" / "_pattern"
+        make_hls(source)
+        for cam in near:
+            shutil.copytree(source, store.settings.data_dir / "video" / cam["code"], dirs_exist_ok=True)
+        yield {"url": url, "client": client, "admin": admin, "incident": iid, "near": near, "place": place}
+        client.close()
+    close()
+
+
+@pytest.fixture(scope="module")
+def browser(world):
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    b = launch(pw)
+    yield b
+    b.close()
+    pw.stop()
+
+
+def test_the_command_view_plays_the_nearest_camera(world, browser):
+    from playwright.sync_api import expect
+
+    url, iid = world["url"], world["incident"]
+    page = new_page(browser, url)
+    steps = Steps("video")
+    login(page, url, "district", path=f"/command?incident={iid}")
+    page.wait_for_function("document.body.dataset.ready === '1'", timeout=60_000)
+    panel = page.get_by_test_id("command-cameras")
+    expect(panel).to_be_visible()
+    expect(panel.get_by_test_id("cameras-list").locator("li")).to_have_count(len(world["near"]))
+    first = next(c for c in world["near"] if c["status"] == "online")
+    expect(panel.get_by_test_id("camera-playing-name")).to_have_text(first["name"])
+    # The picture plays: time advances and the frames have a size.
+    page.wait_for_function("""() => { const v = document.querySelector('[data-testid=command-cameras] video');
+        return v && v.currentTime > 1.5 && v.videoWidth > 0 && !v.paused; }""", timeout=60_000)
+    size = page.evaluate("() => { const v = document.querySelector('[data-testid=command-cameras] video'); "
+                         "return [v.videoWidth, v.videoHeight, v.currentTime]; }")
+    assert size[:2] == [320, 180], size
+    expect(panel.get_by_test_id("camera-state")).to_have_text("实时")
+    # The segments came from this server with the login token (hls.js), nothing from another host.
+    assert any(f"/api/video/cameras/{first['code']}/stream/seg" in u for u in page.requested)
+    page.evaluate("() => window.cityopsCommandMap.jumpTo({zoom: 16})")
+    wait_map_idle(page, "window.cityopsCommandMap")
+    cones = page.evaluate("() => window.cityopsCommandMap.queryRenderedFeatures({layers: ['camera-cones']}).length")
+    assert cones > 0, "the cameras' view cones are on the command map"
+    steps.shot(page, "command-playing")
+
+    # Another camera: the player switches to it.
+    others = [c for c in world["near"] if c["code"] != first["code"] and c["status"] == "online"]
+    if others:
+        panel.get_by_test_id(f"camera-{others[0]['code']}").click()
+        expect(panel.get_by_test_id("camera-playing-name")).to_have_text(others[0]["name"])
+        page.wait_for_function("""() => { const v = document.querySelector('[data-testid=command-cameras] video');
+            return v && v.currentTime > 0.5 && v.videoWidth > 0; }""", timeout=60_000)
+
+    # Click-to-call: a contact's tel: link, then the call log, which joins the incident's timeline.
+    contacts = page.get_by_test_id("command-contacts")
+    expect(contacts.get_by_test_id("tel-link").first).to_have_attribute("href", __import__("re").compile(r"^tel:[0-9+\-]+$"))
+    contacts.get_by_test_id("call-log-open").first.click()
+    dialog = page.get_by_test_id("call-dialog")
+    page.get_by_test_id("call-outcome-no_answer").click()
+    page.get_by_test_id("call-note").fill("未接，稍后再拨")
+    page.get_by_test_id("call-save").click()
+    call = page.get_by_test_id("timeline-call").first
+    expect(call).to_contain_text("无人接听", timeout=30_000)
+    expect(call).to_contain_text("未接，稍后再拨")
+    expect(dialog).to_be_hidden()
+    logged = world["client"].get("/api/calls", params={"incident_id": iid}, headers=world["admin"]).json()["items"]
+    assert len(logged) == 1 and logged[0]["outcome"] == "no_answer" and logged[0]["operator"] == "district"
+    steps.shot(page, "command-call-logged")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+
+
+def test_the_operations_map_draws_cameras_with_cones(world, browser):
+    from playwright.sync_api import expect
+
+    url, place = world["url"], world["place"]
+    page = new_page(browser, url)
+    steps = Steps("video-map")
+    login(page, url, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'", timeout=60_000)
+    page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 15})", [[place["lon"], place["lat"]]])
+    page.wait_for_function("() => window.cityopsMap.getSource('cameras') && "
+                           "window.cityopsMap.querySourceFeatures('cameras').length > 0", timeout=60_000)
+    wait_map_idle(page)
+    drawn = page.evaluate("""() => ({cones: window.cityopsMap.queryRenderedFeatures({layers: ['cameras-cone']}).length,
+        cameras: window.cityopsMap.queryRenderedFeatures({layers: ['cameras']}).length})""")
+    assert drawn["cones"] > 0 and drawn["cameras"] > 0, drawn
+    # A camera's card plays it.
+    cam = world["near"][0]
+    page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 17})", [[cam["lon"], cam["lat"]]])
+    wait_map_idle(page)
+    xy = page.evaluate("([ll]) => { const p = window.cityopsMap.project(ll); return [p.x, p.y]; }", [[cam["lon"], cam["lat"]]])
+    box = page.locator("#map").bounding_box()
+    page.mouse.click(box["x"] + xy[0], box["y"] + xy[1])
+    card = page.get_by_test_id("feature-card")
+    expect(card.get_by_test_id("card-title")).to_have_text(cam["name"])
+    page.wait_for_function("""() => { const v = document.querySelector('[data-testid=feature-card] [data-testid=camera-player] video');
+        return v && v.currentTime > 1 && v.videoWidth > 0; }""", timeout=60_000)
+    steps.shot(page, "camera-card")
+    assert_local_only(page)
+    assert_no_page_errors(page)
