@@ -1,7 +1,7 @@
 """Video and calls: cameras (视频监控, GB/T 28181 codes, view, streams) and the operators' call log.
 
 Revision ID: 0023
-Revises: 0015
+Revises: 0021
 """
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_
 from cityops.core.types import JSONText, UTCDateTime
 
 revision = "0023"
-down_revision = "0015"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
