@@ -6,6 +6,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -246,6 +247,22 @@ def begin_write(session: Session) -> None:
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+_READ_SESSIONS: "weakref.WeakKeyDictionary[Engine, sessionmaker[Session]]" = weakref.WeakKeyDictionary()
+
+
+def read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for read-only requests. On PostgreSQL their connections are in autocommit: a request costs no BEGIN
+    and no ROLLBACK round trip (on a bbox page of the OGC items those two waited longer than the query itself);
+    each statement reads its own snapshot. On SQLite BEGIN and ROLLBACK are calls inside the process, and the
+    single-writer lock hangs on our BEGIN, so its read sessions are the ordinary ones. Nothing may be written
+    through these sessions."""
+    made = _READ_SESSIONS.get(engine)
+    if made is None:
+        bind = engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
+        made = _READ_SESSIONS[engine] = sessionmaker(bind, expire_on_commit=False)
+    return made
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.gzip import GZipMiddleware
 
+from cityops.core.db import read_sessionmaker
 from cityops.core.errors import Busy, CityOpsError, InvalidInput, PayloadTooLarge, Unauthenticated
 from cityops.core.settings import Settings
 
@@ -96,6 +97,19 @@ async def db_session(ctx: Ctx) -> AsyncIterator[Session]:
 
 
 DB = Annotated[Session, Depends(db_session)]
+
+
+async def read_session(ctx: Ctx) -> AsyncIterator[Session]:
+    """A session for a read-only route (``cityops.core.db.read_sessionmaker``: no transaction round trips on
+    PostgreSQL), ended like ``db_session``'s."""
+    session = read_sessionmaker(ctx.engine)()
+    try:
+        yield session
+    finally:
+        await asyncio.get_running_loop().run_in_executor(_SESSION_ENDER, _end_session, session)
+
+
+ReadDB = Annotated[Session, Depends(read_session)]
 
 
 def bearer_token(request: Request) -> str | None:

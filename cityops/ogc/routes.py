@@ -34,7 +34,7 @@ from cityops.base import service as layers
 from cityops.base.models import Layer
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 from cityops.core.params import INT64_MAX, INT64_MIN
-from cityops.core.web import DB, interface_principal, loads_json, request_id
+from cityops.core.web import DB, ReadDB, interface_principal, loads_json, request_id
 from cityops.housing.collection import KEY as BUILDINGS, BuildingsCollection
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
@@ -180,7 +180,7 @@ TEMPORAL = _SPEC + "cql2/1.0/conf/temporal-functions"
 
 
 @router.get("/conformance")
-def conformance(session: DB) -> JSONResponse:
+def conformance(session: ReadDB) -> JSONResponse:
     """Temporal functions are declared only while some collection has a temporal queryable: a client that sees
     the class offers temporal filters, which no collection without one could answer."""
     temporal = any(filtering.has_temporal(schema) for schema in session.scalars(select(Layer.attribute_schema)))
@@ -188,7 +188,7 @@ def conformance(session: DB) -> JSONResponse:
 
 
 @router.get("/api")
-def api_definition(request: Request, session: DB, principal=Reader) -> JSONResponse:
+def api_definition(request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     """Public; it also lists, per collection the caller sees (public-read ones without credentials), its
     queryables as query parameters (clients such as GDAL read them there)."""
     if principal is not None and not principal.role.allows("layers.read"):
@@ -222,7 +222,7 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
 
 
 @router.get("/collections")
-def collections(request: Request, session: DB, principal=Reader) -> JSONResponse:
+def collections(request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
         visible = _visible(session, principal)
@@ -237,7 +237,7 @@ def collections(request: Request, session: DB, principal=Reader) -> JSONResponse
 
 
 @router.get("/collections/{collection_id}")
-def collection(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
+def collection(collection_id: str, request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
         layer = _readable(session, collection_id, principal)
@@ -247,7 +247,7 @@ def collection(collection_id: str, request: Request, session: DB, principal=Read
 
 
 @router.get("/collections/{collection_id}/queryables")
-def queryables(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
+def queryables(collection_id: str, request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
         layer = _readable(session, collection_id, principal)
@@ -291,7 +291,7 @@ def _now() -> str:
 
 
 @router.get("/collections/{collection_id}/items")
-def items(collection_id: str, request: Request, session: DB, principal=Reader) -> JSONResponse:
+def items(collection_id: str, request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     params = request.query_params
     metric = _metric(request)
     try:
@@ -352,7 +352,7 @@ def items(collection_id: str, request: Request, session: DB, principal=Reader) -
 
 
 @router.get("/collections/{collection_id}/items/{feature_id}")
-def item(collection_id: str, feature_id: str, request: Request, session: DB,
+def item(collection_id: str, feature_id: str, request: Request, session: ReadDB,
          principal=Reader) -> JSONResponse:
     params = request.query_params
     try:
