@@ -10,6 +10,9 @@ is off, and the CLI for its commands):
 - ``warning.level_changed`` → the emergency plan responds (``tasks.plan_response``) and the risk point's alarm
   follows the level (``sensing.warning_alarm``);
 - ``building.changed`` → the building tiles are stale (``tiles.buildings_changed``);
+- ``warning.level_changed``, ``plan.activated``, ``case.changed``, ``indicator.breached`` → notifications
+  (``notify.*``: the responsible people, the plan's list and the tasks' assignees, the case's handler, the level
+  above and the reporter, the indicator's owner), and ``notification.*`` → every worker's live inbox;
 - ``alarm.changed`` → the alarm live stream of every worker (broadcast);
 - the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
 """
@@ -26,9 +29,12 @@ from sqlalchemy.orm import Session
 
 from cityops.core.bus import Bus, Envelope, Subscription
 from cityops.demo.generator import DemoContext, register_step
+from cityops.events.manifest import CaseChanged
 from cityops.housing.manifest import BuildingChanged
+from cityops.indicators.manifest import IndicatorBreached
 from cityops.notify.manifest import NotificationChanged, NotificationQueued
 from cityops.sensing.manifest import AlarmChanged, ObservationBatchStored
+from cityops.tasks.manifest import PlanActivated
 from cityops.warning.manifest import WarningLevelChanged
 
 log = logging.getLogger("cityops.wiring")
@@ -54,6 +60,11 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
             Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
             Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
             Subscription("tiles.buildings_changed", (BuildingChanged,), tiles.buildings_changed, ordered=False),
+            # Every capability speaks: notifications of warnings, plan activations and tasks, cases, indicator breaches.
+            Subscription("notify.warning", (WarningLevelChanged,), notify.warning_level),
+            Subscription("notify.plan", (PlanActivated,), notify.plan_activated),
+            Subscription("notify.case", (CaseChanged,), notify.case_changed),
+            Subscription("notify.indicator", (IndicatorBreached,), notify.indicator_breached),
         ]
     return subs
 

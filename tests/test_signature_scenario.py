@@ -230,3 +230,57 @@ def test_a_building_height_change_reaches_its_tile_on_every_worker(wired):
     finally:
         workers[1].app.state.ctx.bus.stop()
         workers[1].close()
+
+
+def test_the_storm_notifies_the_right_people_and_escalates_past_the_silent(wired):
+    """After the storm above: each warning rise reached 老沟湾's own grid worker and 太康村's cadre (orange and red
+    also 义和镇's people on duty), the plan's activation reached its notification list, and the red warning, left
+    unacknowledged by the first people, escalated to the township's leader on duty — every step on its timeline."""
+    from datetime import UTC, datetime, timedelta
+
+    from cityops.notify import service as notify
+    from cityops.notify.models import Message as NotifyMessage
+
+    api = wired
+    admin = api.login("admin")
+    with api.store.sessions() as s:
+        msgs = list(s.scalars(select(NotifyMessage).where(NotifyMessage.kind.like("warning.%")).order_by(NotifyMessage.id)))
+        storm = [m for m in msgs if m.data.get("risk_point_code") == RISK_POINT]
+        assert [m.kind for m in storm][-1] == "warning.red", [m.kind for m in storm]
+        ranks = [LEVELS.index(m.severity) for m in storm]
+        assert ranks == sorted(ranks)
+        for m in storm:
+            via = {r.via for r in notify.recipients(s, m.id)}
+            assert {"unit:unit", "post:village_cadre@village"} <= via, (m.kind, via)
+            if m.severity == "orange":
+                assert "duty:operator@township" in via and "duty:leader@township" in via, (m.kind, via)
+            if m.severity == "red":  # the leader on duty only if the first people stay silent (below)
+                assert "duty:operator@township" in via and "duty:leader@township" not in via, (m.kind, via)
+        red = storm[-1]
+        assert red.policy == "red_warning" and red.status == "open"
+        plan = list(s.scalars(select(NotifyMessage).where(NotifyMessage.kind == "plan.activated")))
+        assert plan, "the plan's activation told its notification list"
+        names = {r.via for m in plan for r in notify.recipients(s, m.id)}
+        assert "notify:区长" in names and "notify:区应急管理局" in names, names
+        tasks = list(s.scalars(select(NotifyMessage).where(NotifyMessage.kind == "task.assigned")))
+        assert tasks and all(notify.recipients(s, t.id) for t in tasks)
+    # The grid worker of 老沟湾 has the red warning in the inbox, unacknowledged.
+    worker = api.login("laogouwan")
+    inbox = api.get("/api/notify/inbox", headers=worker).json()
+    mine = next(i for i in inbox["items"] if i["message_id"] == red.id)
+    assert mine["acknowledged_at"] is None and inbox["unacknowledged"] >= 1
+    # Nobody answers for the policy's wait: the next step reaches the township's leader on duty.
+    with api.store.sessions() as s:
+        first = {r.id for r in notify.recipients(s, red.id)}
+        moved = notify.escalate_due(s, datetime.now(UTC) + timedelta(minutes=6))
+        s.commit()
+        assert red.id in moved
+        added = [r for r in notify.recipients(s, red.id) if r.id not in first]
+        assert added and {r.via for r in added} == {"duty:leader@township"}
+    timeline = api.get(f"/api/notify/messages/{red.id}/timeline", headers=admin).json()
+    assert [t["what"] for t in timeline if t["what"] in ("created", "escalated")] == ["created", "escalated"]
+    # The worker acknowledges at last: escalation stops.
+    assert api.post(f"/api/notify/inbox/{mine['id']}/acknowledge", headers=worker, json={}).status_code == 200
+    with api.store.sessions() as s:
+        assert notify.escalate_due(s, datetime.now(UTC) + timedelta(hours=3)) == [] or red.id not in notify.escalate_due(s, datetime.now(UTC) + timedelta(hours=3))
+        assert s.get(NotifyMessage, red.id).status == "acknowledged"

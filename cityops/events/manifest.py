@@ -1,6 +1,37 @@
-"""The event center (事件中心): nothing on the bus yet (cityops.core.bus); other capabilities call its
+"""What the event center (事件中心) publishes on the bus (cityops.core.bus). Other capabilities still call its
 service for cases (sensing/escalation.py, tasks/links.py)."""
 
-from cityops.core.bus import Manifest
+from __future__ import annotations
 
-MANIFEST = Manifest("events", depends_on=("org", "identity", "housing"))
+from cityops.core.bus import DomainEvent, Manifest, event_type
+
+
+@event_type
+class CaseChanged(DomainEvent):
+    """A case was dispatched (派遣), escalated when overdue (超期升级) or closed (结案): the people it concerns are told
+    (the handler, the level above, the reporter). ``outbox_ids``: the case's ``event_outbox`` notices of this change,
+    which whoever delivers marks ``delivered_at``."""
+
+    name = "case.changed"
+    version = 1
+    case_id: int
+    number: str
+    action: str  # dispatch | escalate | close
+    state: str
+    title: str
+    unit_path: str
+    grid_code: str | None = None
+    township_code: str | None = None
+    department_code: str | None = None
+    #: dispatch to a unit, or the unit an overdue case escalated to
+    unit_code: str | None = None
+    escalation_level: str | None = None
+    deadline_at: str | None = None
+    #: the reporter's contact (close): e-mail and/or phone, when given
+    reporter_email: str | None = None
+    reporter_phone: str | None = None
+    source: str | None = None
+    outbox_ids: list[int] = []
+
+
+MANIFEST = Manifest("events", publishes=(CaseChanged,), depends_on=("org", "identity", "housing"))

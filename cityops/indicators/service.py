@@ -20,6 +20,8 @@ from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators.catalogue import BAND_ZH, Catalogue, Indicator
+from cityops.core.bus import publish
+from cityops.indicators.manifest import IndicatorBreached
 from cityops.indicators.compute import PERIOD_KINDS, bands_matrix, compute, period_bounds, store, sync_versions
 from cityops.indicators.models import Breach, Change, Value
 from cityops.org.models import Unit
@@ -101,6 +103,9 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
                 session.flush()
                 if ind.breach.open_case:
                     _open_case(session, ind, b, actor)
+                publish(session, IndicatorBreached(breach_id=b.id, indicator_code=code, indicator_name=ind.name_zh,
+                                                   owner=ind.owner, unit_code=b.unit_code, unit_path=b.unit_path,
+                                                   period=computed.period, value=value, unit=getattr(ind, "unit", None)))
                 opened += 1
             elif not red[i] and current is not None:
                 current.closed_at, current.recovered_value = now, value

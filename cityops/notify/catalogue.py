@@ -29,15 +29,20 @@ ADDRESS = re.compile(
     r"|(?:post|title|role|duty):[^@\s]{1,64}@[A-Za-z0-9_]{1,32}"
     r"|unit:[A-Za-z0-9_]{1,32}"
     r"|department:\S{1,64}"
-    r"|notify:\S{1,64})$")
+    r"|notify:\S{1,64}"
+    r"|email:[^@\s]{1,64}@[^@\s]{1,190}"
+    r"|phone:\+?[0-9-]{5,20})$")
 
 
 def address_problem(address: str) -> str | None:
     """Why ``address`` is not an address, or None."""
     if not isinstance(address, str) or not ADDRESS.match(address):
         return (f"{address!r} is not an address (person:<id>, user:<id>, post:<post>@<where>, title:<title>@<where>, "
-                "unit:<where>, department:<code or name>, role:<role>@<where>, duty:leader|operator@<where>, notify:<name>)")
+                "unit:<where>, department:<code or name>, role:<role>@<where>, duty:leader|operator@<where>, notify:<name>, "
+                "email:<address>, phone:<number>)")
     kind, _, rest = address.partition(":")
+    if kind in ("email", "phone"):
+        return None
     where = rest.rpartition("@")[2] if "@" in rest else (rest if kind == "unit" else None)
     if where is not None and where not in WHERE and not where.isdigit():
         return f"{address!r}: where {where!r} must be one of {', '.join(WHERE)} or a unit code"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.events.manifest import CaseChanged
+from cityops.indicators.manifest import IndicatorBreached
+from cityops.tasks.manifest import PlanActivated
+from cityops.warning.manifest import WarningLevelChanged
 
 
 @event_type
@@ -39,7 +43,9 @@ class NotificationChanged(DomainEvent):
 MANIFEST = Manifest(
     "notify",
     publishes=(NotificationQueued, NotificationChanged),
-    consumes=(),
-    # org: addresses resolve through units, posts and departments; identity: users, roles, scope.
-    depends_on=("org", "identity"),
+    # Every capability speaks (notify.subscriptions, registered in cityops/wiring.py).
+    consumes=(WarningLevelChanged, PlanActivated, CaseChanged, IndicatorBreached),
+    # org: addresses resolve through units, posts and departments; identity: users, roles, scope; events: the
+    # case outbox's notices are marked delivered once handed to the channels' queue.
+    depends_on=("org", "identity", "events"),
 )

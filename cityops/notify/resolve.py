@@ -70,6 +70,10 @@ def units_at(session: Session, unit: Unit, where: str) -> list[Unit]:
 def resolve(session: Session, catalogue: Catalogue, address: str, unit: Unit, at: datetime,
             _depth: int = 0) -> list[Target]:
     kind, _, rest = address.partition(":")
+    if kind == "email":  # someone outside the org (a reporter): reached by e-mail only
+        return [Target(address, None, None, rest, unit.path, None, rest)]
+    if kind == "phone":  # … or by SMS
+        return [Target(address, None, None, rest, unit.path, rest, None)]
     what, _, where = rest.partition("@")
     if kind == "person":
         p = session.get(Person, int(rest))

@@ -224,7 +224,10 @@ def _reach(session: Session, row: MessageRow, found: list[tuple[Target, str]], c
     deliveries = []
     for r, target in new:
         pref = prefs.get(target.person_id)
-        chosen = _channels_for(channels, pref, row.severity, settings)
+        if target.person_id is None and target.user_id is None:  # outside the org: the channel its address names
+            chosen = ["email"] if target.email else ["sms"]
+        else:
+            chosen = _channels_for(channels, pref, row.severity, settings)
         quiet_until = _quiet_until(pref, now, settings) if row.severity != "red" else None
         for channel in chosen:
             d = Delivery(message_id=row.id, recipient_id=r.id, channel=channel, idem_key=f"{row.id}:{r.key}:{channel}",

@@ -11,11 +11,13 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.errors import Conflict, InvalidInput
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.tasks import links
 from cityops.tasks.catalogue import ROMAN, catalogue, parse_level
+from cityops.tasks.manifest import PlanActivated
 from cityops.tasks.evacuation import totals
 from cityops.tasks.incidents import ALL, _ancestor, _unit, get_incident, incident_dict, log_step
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task
@@ -146,6 +148,13 @@ def _instantiate(session: Session, actor: audit.Actor, incident: Incident, level
                  f"{ROMAN[level]}级响应措施下达 {len(made)} 项", {"tasks": [t.id for t in made], "actions": [t.action_key for t in made]})
     if spec.notify:
         log_step(session, incident, actor.name, "plan.notify", "通知:" + "、".join(spec.notify), {"notify": spec.notify})
+    if spec.notify or made:  # the notification list and the new tasks' assignees are told (notifications)
+        publish(session, PlanActivated(
+            incident_id=incident.id, title=incident.title, plan_key=plan.key, plan_name=plan.name_zh, response_level=level,
+            unit_code=incident.unit_code, unit_path=incident.unit_path, risk_point_code=incident.risk_point_code,
+            notify=list(spec.notify), drill=bool(incident.drill),
+            tasks=[{"id": t.id, "title": t.title, "role": t.assignee_role, "unit_code": t.unit_code,
+                    "deadline": t.deadline.isoformat()} for t in made]))
     return made
 
 

@@ -156,6 +156,8 @@ export default defineConfig({
         navigateFallback: "/index.html",
         navigateFallbackDenylist: [/^\/(api|ogc|sta|open311|cap|metrics|docs|assets)(\/|$)/],
         cleanupOutdatedCaches: true,
+        // Web Push: the push and notificationclick handlers (public/push-sw.js).
+        importScripts: ["/push-sw.js"],
       },
     }),
   ],
