@@ -329,3 +329,38 @@ def test_the_lease_holder_dispatches_woken_by_the_bus(env):
         assert time.monotonic() - t0 < 10, "not delivered"
         time.sleep(0.02)
     assert _deliveries(env, mid)["email"].state in ("sending", "sent")
+
+
+def test_a_closed_case_tells_its_reporter_and_its_notice_is_marked_delivered(env):
+    """case.changed (close) → the reporter's e-mail, through the real SMTP server; the case outbox's notice gets
+    delivered_at; an overdue escalation reaches the unit it went to."""
+    from cityops.core.bus import Envelope
+    from cityops.events.manifest import CaseChanged
+    from cityops.events.models import Outbox
+    from cityops.notify import subscriptions
+
+    path = f"/{DISTRICT}/{TOWN}/{VILLAGE}/{GRID}/"
+    with env.store.sessions() as s:
+        notice = Outbox(case_id=41, topic="notify.reporter", recipient="citizen@mail.example", unit_path=path, payload={})
+        s.add(notice)
+        s.commit()
+        payload = CaseChanged(case_id=41, number="2026-000041", action="close", state="closed", title="路灯不亮",
+                              unit_path=path, grid_code=GRID, township_code=TOWN, reporter_email="citizen@mail.example",
+                              outbox_ids=[notice.id])
+        env_ = Envelope(id=Envelope.new_id(), seq=1, tx=0, name=CaseChanged.name, version=1,
+                        occurred_at=datetime.now(UTC), payload=payload)
+        mid = subscriptions.case_changed(s, env_)
+        assert subscriptions.case_changed(s, env_) == mid  # redelivered: nothing new
+        s.commit()
+        s.expire_all()
+        assert s.get(Outbox, notice.id).delivered_at is not None
+        escalate = CaseChanged(case_id=42, number="2026-000042", action="escalate", state="dispatched", title="井盖缺失",
+                               unit_path=path, unit_code=TOWN, escalation_level="township")
+        overdue = subscriptions.case_changed(s, Envelope(id=Envelope.new_id(), seq=2, tx=0, name=CaseChanged.name, version=1,
+                                                         occurred_at=datetime.now(UTC), payload=escalate))
+        s.commit()
+        assert s.get(MessageRow, overdue).policy == "overdue_case"
+        assert [r.name for r in service.recipients(s, overdue)] == ["镇长乙"]
+    env.dispatcher.round()
+    (rcpts, mail), = [(r, m) for r, m in env.smtp.messages if r == ["citizen@mail.example"]]
+    assert "2026-000041" in mail["Subject"] and "评价" in mail.get_content()

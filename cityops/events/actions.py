@@ -12,8 +12,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cityops.events import catalogue
+from cityops.events.manifest import CaseChanged
 from cityops.events.models import Case, Outbox, Transition
 from cityops.events.routing import ALL, utcnow
 from cityops.events.workflow import ACTIONS, STATES, allowed_actions, next_state, project
@@ -167,16 +169,37 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     # Fold the new entry into the projection: only the fields this action sets.
     case.state, case.updated_at = to_state, at
     _fold(case, action, fields, transition)
+    notices = []
     if action == "close":
         contact = case.reporter or {}
         recipient = contact.get("email") or contact.get("phone")
-        if recipient:  # the reporter is told of the closure (delivered by the notifier reading the outbox)
-            session.add(Outbox(case_id=case.id, topic="notify.reporter", recipient=recipient, unit_path=case.unit_path,
-                               created_at=at, payload={"number": case.number, "closed_at": at.isoformat(),
-                                                       "message": f"您反映的问题（案卷 {case.number}）已处理结案"}))
+        if recipient:  # the reporter is told of the closure (notifications, through case.changed)
+            notice = Outbox(case_id=case.id, topic="notify.reporter", recipient=recipient, unit_path=case.unit_path,
+                            created_at=at, payload={"number": case.number, "closed_at": at.isoformat(),
+                                                    "message": f"您反映的问题（案卷 {case.number}）已处理结案"})
+            session.add(notice)
+            notices.append(notice)
+    if action in ("dispatch", "close"):
+        announce(session, case, action, data, notices)
     if action == "file" and settings.auto_dispatch and (case.route or {}).get("mode") in ("auto", "fallback"):
         act(session, case, "dispatch", audit.Actor("system:routing"), note="自动派遣", at=at)
     return transition
+
+
+def announce(session: Session, case: Case, action: str, data: dict, notices: list) -> None:
+    """``case.changed`` for the people the change concerns (notifications), in the change's transaction; the
+    ``notices`` (outbox rows of this change) are marked delivered by whoever delivers them."""
+    if notices:
+        session.flush()
+    contact = case.reporter or {}
+    publish(session, CaseChanged(
+        case_id=case.id, number=case.number, action=action, state=case.state, title=case.title or case.number,
+        unit_path=case.unit_path, grid_code=case.grid_code, township_code=case.township_code,
+        department_code=data.get("department_code") or case.department_code,
+        unit_code=data.get("unit_code") or case.assigned_unit_code, escalation_level=data.get("escalation_level"),
+        deadline_at=case.deadline_at.isoformat() if case.deadline_at else None,
+        reporter_email=contact.get("email"), reporter_phone=contact.get("phone"), source=case.source,
+        outbox_ids=[n.id for n in notices]))
 
 
 def transition_view(t: Transition) -> dict:

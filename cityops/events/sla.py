@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.events import catalogue
-from cityops.events.actions import act
+from cityops.events.actions import act, announce
 from cityops.events.models import Case, Outbox
 from cityops.events.routing import ALL, utcnow
 from cityops.events.workflow import CLOCK_RUNNING
@@ -50,9 +50,11 @@ def sweep(session: Session, now: datetime | None = None, actor: audit.Actor = au
             target = by_level.get(ladder[level]) or codes[0]
             act(session, case, "escalate", actor, at=now, note=f"超期升级至{ladder[level]}",
                 data={"level": level, "unit_code": target, "overdue_working_s": overdue_s})
-            session.add(Outbox(case_id=case.id, topic="notify.escalation", recipient=f"unit:{target}",
-                               unit_path=case.unit_path, created_at=now,
-                               payload={"number": case.number, "level": ladder[level], "unit_code": target}))
+            notice = Outbox(case_id=case.id, topic="notify.escalation", recipient=f"unit:{target}",
+                            unit_path=case.unit_path, created_at=now,
+                            payload={"number": case.number, "level": ladder[level], "unit_code": target})
+            session.add(notice)
+            announce(session, case, "escalate", {"unit_code": target, "escalation_level": ladder[level]}, [notice])
             counts["escalated"] += 1
     return counts
 
