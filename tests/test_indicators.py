@@ -188,3 +188,26 @@ def test_stream_brings_a_new_case_to_the_open_cases_live(api, computed):
     assert district and district[-1]["value"] >= before + 1, r.text[:500]
     grid_event = [e for e in events if e["indicator"] == "cases_open" and e["unit_code"] == grid]
     assert grid_event and grid_event[-1]["value"] >= 1, "the grid's own value moved too"
+
+
+def test_bands_matrix_is_bands_of_for_every_indicator():
+    """The one-pass bands of many indicators agree with the per-indicator rule (both directions, thresholds missing,
+    values on a threshold, no value)."""
+    import numpy as np
+
+    from cityops.indicators.catalogue import Bands, Indicator, Source
+    from cityops.indicators.compute import bands_matrix, bands_of
+
+    def ind(code, direction, **bands):
+        return Indicator(code=code, subrunway="s", name_zh="指标", name_en="x", unit="个", direction=direction,
+                         period="daily", bands=Bands(**bands), levels=["district"], rollup="sum", owner="o",
+                         source=Source(kind="reported"))
+
+    inds = [ind("a", "lower", yellow=1, orange=2, red=3), ind("b", "higher", yellow=90, orange=80, red=70),
+            ind("c", "lower", red=5), ind("d", "higher", red=10), ind("e", "lower", yellow=0.5, red=2)]
+    rng = np.random.default_rng(3)
+    v = rng.choice([np.nan, 0, 1, 2, 3, 4, 5, 70, 75, 80, 85, 90, 95, 0.5], size=(len(inds), 200))
+    got = bands_matrix(inds, v)
+    for k, i in enumerate(inds):
+        assert got[k].tolist() == bands_of(i, v[k]).tolist(), i.code
+    assert set(got[0][np.isnan(v[0])]) == {-1}
