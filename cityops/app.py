@@ -88,7 +88,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.inbox_hub = InboxHub(settings.notify_stream_queue)
     ctx = app.state.ctx
     ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub, inbox_hub=app.state.inbox_hub,
-                              notify_wake=lambda: app.state.notify_dispatcher.wake())
+                              notify_wake=lambda: app.state.notify_dispatcher.wake(), tile_service=app.state.tiles,
+                              locator=ctx.locator, with_timers=True)
     # Notifications are handed to their channels by the bus lease holder (started with the bus when wired, else by
     # the first message sent through the API).
     app.state.notify_dispatcher = Dispatcher(ctx.bus, settings)

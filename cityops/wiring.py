@@ -13,7 +13,11 @@ is off, and the CLI for its commands):
 - ``warning.level_changed``, ``plan.activated``, ``case.changed``, ``indicator.breached`` → notifications
   (``notify.*``: the responsible people, the plan's list and the tasks' assignees, the case's handler, the level
   above and the reporter, the indicator's owner), and ``notification.*`` → every worker's live inbox;
+- ``unit.changed`` → the unit tiles are stale (``tiles.units_changed``) and every worker's locator is rebuilt
+  at its next use (broadcast);
 - ``alarm.changed`` → the alarm live stream of every worker (broadcast);
+- ``tile_source.changed`` → every worker's tile cache re-reads its data stamps (broadcast);
+- ``access.changed`` → every worker drops its cached token resolutions (broadcast);
 - the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
 """
 
@@ -27,33 +31,42 @@ from shapely.geometry import Point, shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cityops.core.bus import Bus, Envelope, Subscription
+from cityops.core.bus import Bus, Envelope, Subscription, Timer
 from cityops.demo.generator import DemoContext, register_step
 from cityops.events.manifest import CaseChanged
 from cityops.housing.manifest import BuildingChanged
+from cityops.identity.manifest import AccessChanged
 from cityops.indicators.manifest import IndicatorBreached
 from cityops.notify.manifest import NotificationChanged, NotificationQueued
+from cityops.org.manifest import UnitsChanged
 from cityops.sensing.manifest import AlarmChanged, ObservationBatchStored
 from cityops.tasks.manifest import PlanActivated
+from cityops.tiles.manifest import TileSourceChanged
 from cityops.warning.manifest import WarningLevelChanged
 
 log = logging.getLogger("cityops.wiring")
 
 
-def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_wake=None) -> list[Subscription]:
-    """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams: they are each
-    capability's own, fed by its own events."""
+def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
+                  locator=None) -> list[Subscription]:
+    """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
+    they are each capability's own, fed by its own events."""
+    from cityops.identity import subscriptions as identity
     from cityops.sensing import subscriptions as sensing
     from cityops.notify import subscriptions as notify
     from cityops.tasks import subscriptions as tasks
     from cityops.tiles import subscriptions as tiles
 
-    subs = []
+    subs = [Subscription("identity.token_cache", (AccessChanged,), identity.token_cache, kind="broadcast")]
     if alarm_hub is not None:
         subs.append(Subscription("sensing.alarm_stream", (AlarmChanged,), sensing.alarm_stream(alarm_hub), kind="broadcast"))
     if inbox_hub is not None:
         subs.append(Subscription("notify.inbox_stream", (NotificationQueued, NotificationChanged),
                                  notify.inbox_stream(inbox_hub, notify_wake or (lambda: None)), kind="broadcast"))
+    if tile_service is not None:
+        subs.append(Subscription("tiles.stamps", (TileSourceChanged,), tiles.stamps_listener(tile_service), kind="broadcast"))
+    if locator is not None:
+        subs.append(Subscription("org.locator", (UnitsChanged,), lambda _env: locator.invalidate(), kind="broadcast"))
     if wired:
         subs += [
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
@@ -65,15 +78,43 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
             Subscription("notify.plan", (PlanActivated,), notify.plan_activated),
             Subscription("notify.case", (CaseChanged,), notify.case_changed),
             Subscription("notify.indicator", (IndicatorBreached,), notify.indicator_breached),
+            Subscription("tiles.units_changed", (UnitsChanged,), tiles.units_changed, ordered=False),
         ]
     return subs
 
 
-def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None, notify_wake=None) -> Bus:
-    """The bus of the database behind ``engine`` with its subscriptions (not started)."""
+def timers(settings) -> list[Timer]:
+    """The deployment's periodic jobs (what the CLI's ``events sweep``, ``tasks check-overdue`` and ``sensing
+    maintain`` do from cron), each run once per period whatever the number of workers."""
+    from datetime import timedelta
+
+    from cityops.core import audit
+    from cityops.events import service as events
+    from cityops.sensing import alarms, rules
+    from cityops.tasks import service as tasks
+
+    def sensing(session: Session) -> None:
+        rules.check_no_signal(session)
+        alarms.escalate_overdue(session)
+
+    jobs = [("events.sweep", settings.timer_events_sweep_seconds, lambda session: events.sweep(session, None)),
+            ("tasks.overdue", settings.timer_tasks_overdue_seconds,
+             lambda session: tasks.check_overdue(session, audit.Actor("timer"), tasks.ALL, escalate_after=timedelta(minutes=30))),
+            ("sensing.maintain", settings.timer_sensing_seconds, sensing)]
+    return [Timer(name, seconds, job) for name, seconds, job in jobs if seconds > 0]
+
+
+def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
+             locator=None, with_timers: bool = False) -> Bus:
+    """The bus of the database behind ``engine`` with its subscriptions (not started); a server's bus
+    (``with_timers``, wired) also runs the deployment's periodic jobs."""
     bus = Bus(engine, settings, registry=registry)
-    for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake):
+    for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake,
+                             tile_service=tile_service, locator=locator):
         bus.subscribe(sub)
+    if with_timers and settings.wiring:
+        for timer in timers(settings):
+            bus.every(timer)
     return bus
 
 

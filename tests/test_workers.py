@@ -1,5 +1,7 @@
 """`cityops serve --workers N`: on PostgreSQL with JetStream every worker's live stream hears an alarm raised in
-another process within a second; the embedded SQLite store refuses more workers than it serves, saying so."""
+another process within a second, a token revoked through one worker is refused by all, and the periodic jobs
+run once per period for the deployment; the embedded SQLite store refuses more workers than it serves, saying
+so."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import time
 from datetime import UTC, datetime
 
 import httpx
+import pytest
+from sqlalchemy import select
 
 from tests.conftest import create_pg_database, drop_pg_database, free_port, pg_database_url, require_postgis, wait_for_port
 from tests.natsserver import nats_server
@@ -34,8 +38,10 @@ def test_sqlite_refuses_more_workers_than_it_serves(tmp_path):
     assert "at most 4 worker processes" in r.stderr and "PostgreSQL" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
     require_postgis()
+    from cityops.core.bus.models import TimerRun
     from cityops.core.db import make_engine, make_sessionmaker, migrate
     from cityops.core.settings import Settings
     from cityops.org.models import Unit
@@ -45,7 +51,8 @@ def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
     with nats_server(tmp_path / "nats") as nats_url:
         env = _env(CITYOPS_DATABASE_URL=pg_database_url(name), CITYOPS_BUS_TRANSPORT="jetstream", CITYOPS_NATS_URL=nats_url,
                    CITYOPS_BUS_STREAM=f"W{os.getpid()}", CITYOPS_SECRET_KEY="workers-test", CITYOPS_DATA_DIR=str(tmp_path / "data"),
-                   CITYOPS_LOG_LEVEL="WARNING")
+                   CITYOPS_LOG_LEVEL="WARNING", CITYOPS_TIMER_EVENTS_SWEEP_SECONDS="1", CITYOPS_TIMER_TASKS_OVERDUE_SECONDS="1",
+                   CITYOPS_TIMER_SENSING_SECONDS="1")
         settings = Settings(data_dir=tmp_path / "data", database_url=pg_database_url(name), secret_key="workers-test",
                             bus_transport="jetstream", nats_url=nats_url, bus_stream=f"W{os.getpid()}")
         engine = make_engine(settings)
@@ -61,36 +68,73 @@ def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
         server = subprocess.Popen([*CLI, "serve", "--workers", "2", "--port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
-            wait_for_port(server, port, seconds=240)  # each worker builds its app; slow on a loaded machine
+            wait_for_port(server, port, seconds=240)
+            nats_url.wait_for_clients(2)  # both workers built their app: each bus is connected to NATS
             base = f"http://127.0.0.1:{port}"
             token = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": "Workers-2026!"},
                                timeout=30).json()["access_token"]
-            heard, ready = [], threading.Barrier(7)
+            heard: dict[int, list] = {n: [] for n in range(6)}
 
-            def listen():
-                with httpx.stream("GET", f"{base}/api/sensing/alarms/stream", params={"max_events": 1, "timeout": 20},
-                                  headers={"Authorization": f"Bearer {token}"}, timeout=30) as resp:
-                    ready.wait(30)
+            def listen(n: int):
+                with httpx.stream("GET", f"{base}/api/sensing/alarms/stream", params={"timeout": 60},
+                                  headers={"Authorization": f"Bearer {token}"}, timeout=90) as resp:
                     for line in resp.iter_lines():
                         if line.startswith("data: "):
-                            heard.append((time.perf_counter(), json.loads(line[6:])))
+                            heard[n].append((time.perf_counter(), json.loads(line[6:])))
+                            if heard[n][-1][1]["key"] == "workers-test":
+                                return
+
+            def raise_alarm(key: str) -> float:
+                with sessions() as s:  # a third process raises it: whichever worker a subscriber is on, it hears it
+                    t0 = time.perf_counter()
+                    alarms.raise_alarm(s, key=key, severity="orange", title="跨进程告警", unit_code="500154",
+                                       risk_point_code=None, datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
+                    s.commit()
+                return t0
 
             # Six subscribers over fresh connections: the kernel spreads them over both workers.
-            threads = [threading.Thread(target=listen) for _ in range(6)]
+            threads = [threading.Thread(target=listen, args=(n,)) for n in range(6)]
             for th in threads:
                 th.start()
-            ready.wait(30)
-            time.sleep(1.0)  # every worker's stream is subscribed (and its JetStream subscription up)
-            with sessions() as s:  # a third process raises it: whichever worker a subscriber is on, it hears it
-                t0 = time.perf_counter()
-                alarms.raise_alarm(s, key="workers-test", severity="orange", title="跨进程告警", unit_code="500154",
-                                   risk_point_code=None, datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
-                s.commit()
+            # Warm up until every subscriber heard an alarm: each stream is subscribed, and the path (relay,
+            # JetStream, each worker's subscription) carried one event; what is timed next is the steady state.
+            deadline = time.monotonic() + 60
+            for n in range(600):
+                raise_alarm(f"workers-warm-{n}")
+                if all(heard.values()):
+                    break
+                assert time.monotonic() < deadline, {k: len(v) for k, v in heard.items()}
+                time.sleep(0.1)
+            t0 = raise_alarm("workers-test")
             for th in threads:
                 th.join(30)
-            assert len(heard) == 6, heard
-            assert all(d["key"] == "workers-test" and d["change"] == "raised" for _, d in heard)
-            assert max(t for t, _ in heard) - t0 < 1.0, [t - t0 for t, _ in heard]
+            last = [v[-1] for v in heard.values()]
+            assert all(d["key"] == "workers-test" and d["change"] == "raised" for _, d in last), last
+            assert max(t for t, _ in last) - t0 < 1.0, [t - t0 for t, _ in last]
+
+            # A token revoked through one worker is refused by every worker at once (access.changed drops each
+            # worker's cached resolutions; without it a worker would keep the token for TOKEN_CACHE_SECONDS).
+            other = httpx.post(f"{base}/api/auth/login", json={"username": "admin", "password": "Workers-2026!"},
+                               timeout=30).json()["access_token"]
+            me = [httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {other}"}, timeout=30).status_code
+                  for _ in range(12)]  # fresh connections: both workers resolve (and cache) it
+            assert me == [200] * 12, me
+            assert httpx.post(f"{base}/api/auth/logout", headers={"Authorization": f"Bearer {other}"},
+                              timeout=30).status_code == 204
+            time.sleep(0.5)
+            me = [httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {other}"}, timeout=30).status_code
+                  for _ in range(12)]
+            assert me == [401] * 12, me
+
+            # The periodic jobs ran once a second for the deployment, not once a second per worker.
+            with sessions() as s:
+                before = {t.name: t.runs for t in s.scalars(select(TimerRun))}
+            time.sleep(6)
+            with sessions() as s:
+                after = {t.name: (t.runs, t.holder) for t in s.scalars(select(TimerRun))}
+            assert set(after) == {"events.sweep", "tasks.overdue", "sensing.maintain"}, after
+            for name, (runs, _holder) in after.items():
+                assert 3 <= runs - before.get(name, 0) <= 7, (name, runs - before.get(name, 0))
         finally:
             server.terminate()
             try:

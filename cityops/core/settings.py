@@ -160,6 +160,14 @@ class Settings(BaseSettings):
     #: Quiet hours are local time in this zone.
     notify_timezone: str = "Asia/Shanghai"
 
+    #: The server's periodic jobs, run once per period per deployment (the dispatch lease holder; each run claimed
+    #: in bus_timers), 0 = off (run the CLI commands from cron instead): the event center's SLA sweep (due-soon
+    #: warnings, escalation), overdue task reminders and escalation, sensing's no-signal check and escalation of
+    #: unacknowledged alarms.
+    timer_events_sweep_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    timer_tasks_overdue_seconds: float = Field(default=900.0, ge=0, le=86_400)
+    timer_sensing_seconds: float = Field(default=300.0, ge=0, le=86_400)
+
     @classmethod
     def settings_customise_sources(
         cls,

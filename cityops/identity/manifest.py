@@ -1,5 +1,19 @@
-"""Users, roles and scope: nothing on the bus yet (cityops.core.bus)."""
+"""What users, roles and scope (身份 · 权限) publish on the bus (cityops.core.bus)."""
 
-from cityops.core.bus import Manifest
+from __future__ import annotations
 
-MANIFEST = Manifest("identity", depends_on=("org",))
+from cityops.core.bus import DomainEvent, Manifest, event_type
+
+
+@event_type
+class AccessChanged(DomainEvent):
+    """A user's access changed (tokens revoked, role, scope or activity changed): every worker drops the
+    token resolutions it holds."""
+
+    name = "access.changed"
+    version = 1
+    usernames: list[str] = []
+    change: str
+
+
+MANIFEST = Manifest("identity", publishes=(AccessChanged,), depends_on=("org",))

@@ -13,12 +13,14 @@ from datetime import datetime, timedelta
 from argon2 import PasswordHasher
 from cachetools import TTLCache
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from cityops.core.types import utcnow
+from cityops.identity.manifest import AccessChanged
 from cityops.identity.models import Token, User
 from cityops.identity.roles import Role, get_role, may_grant
 from cityops.identity.scope import DISTRICT_LEVELS, Scope
@@ -43,13 +45,14 @@ _principals: TTLCache = TTLCache(maxsize=10_000, ttl=TOKEN_CACHE_SECONDS, timer=
 _principals_lock = threading.Lock()
 
 
-def forget_principals(session: Session | None = None) -> None:
-    """Drop every cached token resolution (revocations, user changes): now, and again after ``session``
-    commits, so a request resolving the token in between cannot keep the old answer."""
+def forget_principals(session: Session | None = None, *, usernames: list[str] | None = None, change: str = "changed") -> None:
+    """Drop every cached token resolution (revocations, user changes) now; with ``session``, also announce
+    ``access.changed`` in its transaction, so every worker drops its own after the commit (a request resolving
+    the token in between cannot keep the old answer)."""
     with _principals_lock:
         _principals.clear()
     if session is not None:
-        event.listen(session, "after_commit", lambda _s: forget_principals(), once=True)
+        publish(session, AccessChanged(usernames=sorted(usernames or []), change=change))
 
 
 @dataclass(frozen=True)
@@ -235,7 +238,7 @@ def update_user(session: Session, principal: Principal, actor: audit.Actor, user
         for token in session.scalars(select(Token).where(Token.user_id == user.id, Token.revoked_at.is_(None))):
             token.revoked_at = utcnow()
     audit.record(session, actor, "user.update", "user", username, before=before, after=_user_snapshot(user))
-    forget_principals(session)
+    forget_principals(session, usernames=[username], change="user.update")
     return user
 
 
@@ -354,7 +357,7 @@ def revoke_token(session: Session, secret: str, raw: str) -> None:
     token = session.scalar(select(Token).where(Token.token_hash == _token_hash(secret, raw)))
     if token is not None and token.revoked_at is None:
         token.revoked_at = utcnow()
-    forget_principals(session)
+    forget_principals(session, change="token.revoked")
 
 
 def display_names(session: Session, actors) -> dict[str, str]:

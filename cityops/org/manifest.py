@@ -1,5 +1,19 @@
-"""Administrative units, places, departments, people: nothing on the bus yet (cityops.core.bus)."""
+"""What administrative units, places, departments and people (组织 · 网格) publish on the bus (cityops.core.bus)."""
 
-from cityops.core.bus import Manifest
+from __future__ import annotations
 
-MANIFEST = Manifest("org", depends_on=("identity",))
+from cityops.core.bus import DomainEvent, Manifest, event_type
+
+
+@event_type
+class UnitsChanged(DomainEvent):
+    """Administrative units were created, replaced, changed or deleted (boundaries, names, levels): locators
+    and the units' tiles are stale in every worker."""
+
+    name = "unit.changed"
+    version = 1
+    codes: list[str]
+    change: str
+
+
+MANIFEST = Manifest("org", publishes=(UnitsChanged,), depends_on=("identity",))

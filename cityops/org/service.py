@@ -17,11 +17,13 @@ from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
+from cityops.core.bus import publish
 from cityops.core.crs import geodesic_area_m2
 from cityops.core.types import utcnow
 from cityops.core.errors import Conflict, Forbidden, InvalidGeometry, InvalidInput, NotFound, ValidationFailed
 from cityops.identity.scope import Scope
 from cityops.org.levels import Levels
+from cityops.org.manifest import UnitsChanged
 from cityops.org.models import Department, Person, Place, Unit, person_departments, person_units
 from cityops.org.unitfiles import UnitRecord
 from cityops.org.validation import ExistingUnit, ValidationReport, validate_units
@@ -194,6 +196,7 @@ def import_units(
             snap = {k: v for k, v in values.items() if k not in ("geom", "path", "created_at", "updated_at")}
             audit.record(session, actor, "unit.create", "unit", values["code"], after=snap, unit_path=values["path"])
     session.flush()
+    publish(session, UnitsChanged(codes=sorted(r.code for r in records)[:1000], change="import"))
     return report
 
 
@@ -243,6 +246,7 @@ def update_unit(session: Session, config: OrgConfig, actor: audit.Actor, scope: 
         unit.attributes = dict(changes["attributes"])
     session.flush()
     audit.record(session, actor, "unit.update", "unit", code, before=before, after=unit_snapshot(unit), unit_path=unit.path)
+    publish(session, UnitsChanged(codes=[code], change="update"))
     return unit
 
 
@@ -263,6 +267,7 @@ def delete_unit(session: Session, actor: audit.Actor, scope: Scope, code: str) -
     session.delete(unit)
     session.flush()
     audit.record(session, actor, "unit.delete", "unit", code, before=before, unit_path=unit.path)
+    publish(session, UnitsChanged(codes=[code], change="delete"))
 
 
 def export_records(session: Session, scope: Scope, *, root: str | None = None, level: str | None = None) -> list[UnitRecord]:

@@ -39,6 +39,7 @@ from sqlalchemy.orm import Session
 from cityops.base import featurestore
 from cityops.base import service as layers_service
 from cityops.base.models import Layer
+from cityops.core.bus import publish
 from cityops.core.errors import InvalidInput, NotFound
 from cityops.core.geometry import from_gpkg_many
 from cityops.core.spatial import bbox_prefilter
@@ -48,6 +49,7 @@ from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.tiles import mvt
 from cityops.tiles.catalogue import BaseLayer, Catalogue, Rule, load_catalogue
+from cityops.tiles.manifest import TileSourceChanged
 from cityops.tiles.models import TileSource
 
 TMS_ID = "WebMercatorQuad"
@@ -68,8 +70,10 @@ def invalidate(session: Session, source: str) -> None:
     nothing (their version and update time are the stamp)."""
     if source not in SOURCES:
         raise ValueError(f"unknown tile source {source!r}; one of {', '.join(SOURCES)}")
-    session.execute(update(TileSource).where(TileSource.source == source)
-                    .values(generation=TileSource.generation + 1, changed_at=utcnow()))
+    generation = session.execute(update(TileSource).where(TileSource.source == source)
+                                 .values(generation=TileSource.generation + 1, changed_at=utcnow())
+                                 .returning(TileSource.generation)).scalar()
+    publish(session, TileSourceChanged(source=source, generation=generation or 0))
 
 
 def _stamp(*parts) -> str:
@@ -90,9 +94,11 @@ class Stamps:
         self.check_seconds = check_seconds
         self._at = 0.0
         self._value: dict | None = None
+        self._refreshed = 0
         self._lock = threading.Lock()
 
     def refresh(self) -> None:
+        self._refreshed += 1  # a read under way when this is called may hold the old stamps: it is not kept
         self._at = 0.0
 
     def get(self, session: Session) -> dict:
@@ -100,13 +106,15 @@ class Stamps:
         if self._value is not None and now - self._at < self.check_seconds:
             return self._value
         with self._lock:
+            refreshed = self._refreshed
             generations = dict(session.execute(select(TileSource.source, TileSource.generation)).all())
             units = tuple(session.execute(select(func.count(Unit.id), func.max(Unit.updated_at), func.max(Unit.id))).one())
             buildings = tuple(session.execute(select(func.count(Building.id), func.max(Building.id))).one())
-            self._value = {"units": _stamp(generations.get("units"), units),
-                           "buildings": _stamp(generations.get("buildings"), buildings)}
-            self._at = time.monotonic()
-            return self._value
+            value = {"units": _stamp(generations.get("units"), units),
+                     "buildings": _stamp(generations.get("buildings"), buildings)}
+            if refreshed == self._refreshed:
+                self._value, self._at = value, time.monotonic()
+            return value
 
 
 # ------------------------------------------------------------------------------------------ cache

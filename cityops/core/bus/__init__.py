@@ -9,6 +9,6 @@
 
 from cityops.core.bus.events import DomainEvent, Envelope, event_type
 from cityops.core.bus.manifest import Manifest
-from cityops.core.bus.runtime import Bus, Subscription, publish
+from cityops.core.bus.runtime import Bus, Subscription, Timer, publish
 
-__all__ = ["Bus", "DomainEvent", "Envelope", "Manifest", "Subscription", "event_type", "publish"]
+__all__ = ["Bus", "DomainEvent", "Envelope", "Manifest", "Subscription", "Timer", "event_type", "publish"]

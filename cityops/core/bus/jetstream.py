@@ -130,10 +130,15 @@ class JetStream:
         from nats.errors import TimeoutError as NatsTimeout
 
         bus = self.bus
+        pulling = False
         while True:
             if sub.ordered and not bus._lease.is_set():  # ordered: only the lease holder pulls
+                pulling = False
                 await asyncio.sleep(0.2)
                 continue
+            if sub.ordered and not pulling:
+                pulling = True
+                await self._after_takeover(sub, psub)
             try:
                 msgs = await psub.fetch(bus.settings.bus_batch, timeout=1.0)
             except (NatsTimeout, asyncio.TimeoutError):
@@ -160,6 +165,23 @@ class JetStream:
                                           headers={"Nats-Msg-Id": f"dead:{sub.consumer}:{env.id}",
                                                    "CityOps-Error": " ".join(bus.last_error(sub.consumer).split())})
                 await msg.ack()
+
+    async def _after_takeover(self, sub: Subscription, psub) -> None:
+        """An ordered consumer whose previous puller died holding events (fetched, never acknowledged): wait
+        until JetStream gives them back (``ack_wait``) before pulling, since it hands out redeliveries before
+        newer events — so the new holder applies them first, in their order, not after what followed them."""
+        while True:
+            try:
+                info = await psub.consumer_info()
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - reconnecting: ask again
+                await asyncio.sleep(0.5)
+        if info.num_ack_pending:
+            log.info("bus: %s waits %.0f s for %d events a previous holder left unacknowledged", sub.consumer,
+                     self.bus.settings.bus_ack_wait_seconds, info.num_ack_pending)
+            await asyncio.sleep(self.bus.settings.bus_ack_wait_seconds + 0.2)
 
     def idle(self) -> bool:
         """No event waiting for or held by a durable consumer."""

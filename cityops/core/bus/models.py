@@ -72,3 +72,14 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     holder: Mapped[str] = mapped_column(Text, nullable=False)
     expires_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class TimerRun(Base):
+    """A periodic job's last run, claimed in the job's transaction: once per period per deployment."""
+
+    __tablename__ = "bus_timers"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_ms: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    runs: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -93,6 +93,8 @@ class Metrics:
         self.redeliveries = Counter("cityops_bus_redeliveries_total", "Event deliveries retried after a failure", ["consumer"], registry=registry)
         self.dead = Counter("cityops_bus_dead_letters_total", "Events given up after bus_max_attempts", ["consumer"], registry=registry)
         self.lag = Gauge("cityops_bus_lag_seconds", "From an event's commit to its consumer, last event", ["consumer"], registry=registry)
+        self.timer_runs = Counter("cityops_timer_runs_total", "Runs of a periodic job in this process", ["timer"], registry=registry)
+        self.timer_failures = Counter("cityops_timer_failures_total", "Failed runs of a periodic job", ["timer"], registry=registry)
 
 
 # ------------------------------------------------------------------------------------------------ the bus
@@ -107,6 +109,7 @@ class Bus:
         self.metrics = Metrics(registry)
         self.holder = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.subscriptions: list[Subscription] = []
+        self.timers: list[Timer] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._workers: list[_Reader] = []
@@ -127,6 +130,14 @@ class Bus:
         if any(s.consumer == sub.consumer for s in self.subscriptions):
             raise ValueError(f"consumer {sub.consumer!r} is subscribed twice")
         self.subscriptions.append(sub)
+
+    def every(self, timer: "Timer") -> None:
+        """Run ``timer`` once per its period per deployment (in the dispatch lease holder), while the bus runs."""
+        if self.started:
+            raise RuntimeError("add timers before the bus starts")
+        if any(t.name == timer.name for t in self.timers):
+            raise ValueError(f"timer {timer.name!r} is added twice")
+        self.timers.append(timer)
 
     def ensure_started(self) -> "Bus":
         with self._start_lock:
@@ -169,7 +180,23 @@ class Bus:
         if self.transport is not None:
             self.transport.start()
         self._spawn(self._listen, "bus-listen")
+        if self.timers:
+            self._spawn(self._run_timers, "bus-timers")
         return self
+
+    def _run_timers(self) -> None:
+        """The lease holder tries each timer every so often; its tick in ``bus_timers`` says whether it is due."""
+        check = max(0.2, min(5.0, min(t.seconds for t in self.timers) / 4))
+        while not self._stop.wait(check):
+            if not self._lease.is_set():
+                continue
+            for timer in self.timers:
+                if self._stop.is_set():
+                    return
+                try:
+                    run_timer(self, timer)
+                except Exception:  # noqa: BLE001 - the database went away: the next check tries again
+                    log.exception("timer %s could not run", timer.name)
 
     def _spawn(self, fn, name: str) -> None:
         t = threading.Thread(target=fn, name=name, daemon=True)
@@ -269,6 +296,43 @@ class Bus:
                 if isinstance(w, _Reader) and store.has_after(s, store.cursor(s, w.name), w.sub and w.sub.names):
                     return True
         return self.transport is not None and not self.transport.idle()
+
+
+# ----------------------------------------------------------------------------------------------- timers
+
+@dataclass(frozen=True)
+class Timer:
+    """A periodic job of the deployment (SLA sweep, overdue tasks, alarm escalation): run once per
+    ``seconds`` per deployment, however many workers serve it. Only the dispatch lease holder tries, and each
+    run claims its tick in ``bus_timers`` in the job's own transaction (a conditional update: of two processes
+    that both believe they hold the lease, one finds the tick taken), so a run is never doubled. The first
+    sighting of a timer starts its clock: it first runs one period after the deployment first started it."""
+
+    name: str
+    seconds: float
+    job: Callable[[Session], object]
+
+
+def run_timer(bus: "Bus", timer: Timer) -> bool:
+    """Run ``timer`` if its tick is due (claimed in the job's transaction); True when it ran."""
+    try:
+        with bus.sessions() as s:
+            store.begin_write(s)
+            if not store.claim_tick(s, timer.name, timer.seconds, bus.holder):
+                s.rollback()
+                return False
+            timer.job(s)
+            s.commit()
+        bus.metrics.timer_runs.labels(timer.name).inc()
+        return True
+    except Exception:  # noqa: BLE001 - logged; the tick is taken all the same, so a failing job waits its period
+        log.exception("timer %s failed", timer.name)
+        bus.metrics.timer_failures.labels(timer.name).inc()
+        with bus.sessions() as s:
+            store.begin_write(s)
+            store.claim_tick(s, timer.name, timer.seconds, bus.holder)
+            s.commit()
+        return False
 
 
 # ------------------------------------------------------------------------------------- in-process delivery

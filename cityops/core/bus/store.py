@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import db
 from cityops.core.bus.events import DomainEvent, Envelope, lookup
-from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed
+from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed, TimerRun
 
 
 def now_ms() -> int:
@@ -213,3 +213,21 @@ def listen(engine, stop, wake, poll_seconds: float) -> None:
                         wake()
         except Exception:  # noqa: BLE001 - the server went away: readers still poll; listen again shortly
             stop.wait(1.0)
+
+
+def claim_tick(session: Session, name: str, seconds: float, holder: str) -> bool:
+    """Take the timer ``name``'s tick if ``seconds`` passed since its last run, in the caller's transaction (on
+    PostgreSQL a concurrent claim waits for it and then finds the tick taken). A timer seen for the first time
+    starts its clock and does not run."""
+    ms = now_ms()
+    taken = session.execute(update(TimerRun).where(TimerRun.name == name, TimerRun.last_ms <= ms - int(seconds * 1000))
+                            .values(last_ms=ms, holder=holder, runs=TimerRun.runs + 1)).rowcount
+    if taken:
+        return True
+    if session.get(TimerRun, name) is None:
+        try:
+            with session.begin_nested():
+                session.add(TimerRun(name=name, last_ms=ms, holder=holder, runs=0))
+        except IntegrityError:
+            pass
+    return False
