@@ -99,12 +99,12 @@ class Stamps:
 
     def refresh(self) -> None:
         self._refreshed += 1  # a read under way when this is called may hold the old stamps: it is not kept
-        self._at = 0.0
+        self._value = None
 
     def get(self, session: Session) -> dict:
-        now = time.monotonic()
-        if self._value is not None and now - self._at < self.check_seconds:
-            return self._value
+        now, value = time.monotonic(), self._value
+        if value is not None and now - self._at < self.check_seconds:
+            return value
         with self._lock:
             refreshed = self._refreshed
             generations = dict(session.execute(select(TileSource.source, TileSource.generation)).all())
