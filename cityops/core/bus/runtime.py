@@ -319,7 +319,7 @@ def run_timer(bus: "Bus", timer: Timer) -> bool:
         with bus.sessions() as s:
             store.begin_write(s)
             if not store.claim_tick(s, timer.name, timer.seconds, bus.holder):
-                s.rollback()
+                s.commit()  # a first sighting's clock, else nothing
                 return False
             timer.job(s)
             s.commit()
