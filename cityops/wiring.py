@@ -89,17 +89,18 @@ def timers(settings) -> list[Timer]:
     from datetime import timedelta
 
     from cityops.core import audit
-    from cityops.events import service as events
+    from cityops.events.sla import sweep
     from cityops.sensing import alarms, rules
-    from cityops.tasks import service as tasks
+    from cityops.tasks.incidents import ALL
+    from cityops.tasks.work import check_overdue
 
     def sensing(session: Session) -> None:
         rules.check_no_signal(session)
         alarms.escalate_overdue(session)
 
-    jobs = [("events.sweep", settings.timer_events_sweep_seconds, lambda session: events.sweep(session, None)),
+    jobs = [("events.sweep", settings.timer_events_sweep_seconds, lambda session: sweep(session, None)),
             ("tasks.overdue", settings.timer_tasks_overdue_seconds,
-             lambda session: tasks.check_overdue(session, audit.Actor("timer"), tasks.ALL, escalate_after=timedelta(minutes=30))),
+             lambda session: check_overdue(session, audit.Actor("timer"), ALL, escalate_after=timedelta(minutes=30))),
             ("sensing.maintain", settings.timer_sensing_seconds, sensing)]
     return [Timer(name, seconds, job) for name, seconds, job in jobs if seconds > 0]
 
