@@ -23,4 +23,4 @@ class IndicatorBreached(DomainEvent):
     unit: str | None = None
 
 
-MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,), depends_on=("org", "identity", "events"))
+MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,), depends_on=("org", "identity", "events", "sensing", "warning", "housing", "tasks"))

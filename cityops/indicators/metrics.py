@@ -1,17 +1,13 @@
-"""The registry of platform metrics: every capability's ``metrics.py`` (``METRICS``), as named in ``PROVIDERS`` — one
-declared list, read here and nowhere else, so a catalogue never carries SQL and no capability is patched from
-outside. The shape of a metric is ``cityops.core.metrics``."""
+"""The registry of platform metrics: every contributing capability's ``metrics.py`` (``METRICS``), imported here
+by name — one declared list (the capabilities are in the indicators manifest's ``depends_on``), read here and
+nowhere else, so a catalogue never carries SQL and no capability is patched from outside. The shape of a metric
+is ``cityops.core.metrics``."""
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
 
 from cityops.core.metrics import Metric
-
-#: The capabilities that contribute metrics (their ``<module>.METRICS``).
-PROVIDERS = ("cityops.events.metrics", "cityops.sensing.metrics", "cityops.warning.metrics",
-             "cityops.housing.metrics", "cityops.tasks.metrics")
 
 
 class Registry:
@@ -31,9 +27,17 @@ class Registry:
                             for k, p in m.params.items()}} for m in self.metrics.values()]
 
 
+def providers() -> list[list[Metric]]:
+    """The metrics of each contributing capability (imported when first asked for: they read their own tables)."""
+    from cityops.events.metrics import METRICS as events
+    from cityops.housing.metrics import METRICS as housing
+    from cityops.sensing.metrics import METRICS as sensing
+    from cityops.tasks.metrics import METRICS as tasks
+    from cityops.warning.metrics import METRICS as warning
+
+    return [events, sensing, warning, housing, tasks]
+
+
 @lru_cache(maxsize=1)
 def registry() -> Registry:
-    metrics: list[Metric] = []
-    for module in PROVIDERS:
-        metrics.extend(importlib.import_module(module).METRICS)
-    return Registry(metrics)
+    return Registry([metric for provided in providers() for metric in provided])
