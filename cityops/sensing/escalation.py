@@ -1,7 +1,7 @@
 """An alarm at or above the configured severity opens an event-center case (事件中心).
 
-The event center is its own capability; this is the one place that calls it. It is imported lazily, so
-sensing works (and logs a warning) where the event center is not installed.
+The event center is its own capability (declared in the sensing manifest's ``depends_on``); this is the one
+place that calls it, in the alarm's transaction.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.errors import CityOpsError
+from cityops.events.creation import create_case_from_alarm
 
 log = logging.getLogger("cityops.sensing.escalation")
-_warned: list[bool] = []
 
 
 def _event_class(device_type: str | None) -> str | None:
@@ -26,14 +26,7 @@ def _event_class(device_type: str | None) -> str | None:
 
 
 def open_case(session: Session, alarm, *, device_type: str | None = None, actor: str = "sensing") -> str | None:
-    """Open a case for ``alarm``; returns the case reference, or None when the event center is absent."""
-    try:
-        from cityops.events.creation import create_case_from_alarm  # noqa: PLC0415 - optional capability
-    except ImportError:
-        # Said once per process at warning level (then at debug), so a storm of alarms does not flood the log.
-        (log.debug if _warned else log.warning)("event center not installed: alarm %s (%s) opened no case", alarm.key, alarm.severity)
-        _warned.append(True)
-        return None
+    """Open a case for ``alarm``; returns the case reference, or None when the event center refused it (logged)."""
     try:
         with session.begin_nested():  # the event center's refusal must not undo the observations or the alarm
             case = create_case_from_alarm(
