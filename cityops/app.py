@@ -23,6 +23,7 @@ from cityops.events import routing as events_routing
 from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
 from cityops.indicators import routes as indicators_routes
+from cityops.duty import routes as duty_routes
 from cityops.indicators import service as indicators_service
 from cityops.notify import routes as notify_routes
 from cityops.notify import service as notify_service
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
                    identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
-                   indicators_routes, notify_routes, video_routes, calls_routes):
+                   indicators_routes, notify_routes, video_routes, calls_routes, duty_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     # Live streams are fed from the bus in every worker; wired, the bus also carries the capabilities' chain.

@@ -15,4 +15,5 @@ from cityops.indicators.models import Breach, Change, DefinitionVersion, Digest,
 from cityops.notify.models import Delivery, Message, Preference, PushSubscription, Recipient, TimelineEntry  # noqa: F401
 from cityops.video.models import Camera  # noqa: F401
 from cityops.calls.models import CallLog  # noqa: F401
+from cityops.duty.models import DutyAssignment, DutyHandover  # noqa: F401
 import cityops.wiring  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)

@@ -23,6 +23,7 @@ PERMISSIONS = frozenset(
         "indicators.read", "indicators.report", "indicators.compute",
         "notify.inbox", "notify.read", "notify.send",
         "video.read", "video.write", "calls.read", "calls.write",
+        "duty.read", "duty.edit", "directives.read", "directives.issue", "directives.receive",
     }
 )
 
