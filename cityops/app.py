@@ -24,6 +24,8 @@ from cityops.housing import routes as housing_routes
 from cityops.identity import routes as identity_routes
 from cityops.indicators import routes as indicators_routes
 from cityops.duty import routes as duty_routes
+from cityops.directives import routes as directives_routes
+from cityops.directives.hub import DirectiveHub
 from cityops.indicators import service as indicators_service
 from cityops.notify import routes as notify_routes
 from cityops.notify import service as notify_service
@@ -81,14 +83,16 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
                    identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
-                   indicators_routes, notify_routes, video_routes, calls_routes, duty_routes):
+                   indicators_routes, notify_routes, video_routes, calls_routes, duty_routes, directives_routes):
         app.include_router(module.router)
     tiles_routes.install(app)
     # Live streams are fed from the bus in every worker; wired, the bus also carries the capabilities' chain.
     app.state.alarm_hub = AlarmHub()
     app.state.inbox_hub = InboxHub(settings.notify_stream_queue)
     ctx = app.state.ctx
+    app.state.directive_hub = DirectiveHub()
     ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub, inbox_hub=app.state.inbox_hub,
+                              directive_hub=app.state.directive_hub,
                               notify_wake=lambda: app.state.notify_dispatcher.wake(), tile_service=app.state.tiles,
                               locator=ctx.locator, with_timers=True)
     # Notifications are handed to their channels by the bus lease holder (started with the bus when wired, else by

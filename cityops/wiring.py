@@ -16,6 +16,8 @@ is off, and the CLI for its commands):
 - ``unit.changed`` → the unit tiles are stale (``tiles.units_changed``) and every worker's locator is rebuilt
   at its next use (broadcast);
 - ``alarm.changed`` → the alarm live stream of every worker (broadcast);
+- ``directive.changed`` → the directive receipt boards' live streams of every worker (broadcast); the
+  ``directives.sweep`` timer reminds and escalates the silent receivers once per deployment;
 - ``tile_source.changed`` → every worker's tile cache re-reads its data stamps (broadcast);
 - ``access.changed`` → every worker drops its cached token resolutions (broadcast);
 - the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
@@ -33,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core.bus import Bus, Envelope, Subscription, Timer
 from cityops.demo.generator import DemoContext, register_step
+from cityops.directives.manifest import DirectiveChanged
 from cityops.events.manifest import CaseChanged
 from cityops.housing.manifest import BuildingChanged
 from cityops.identity.manifest import AccessChanged
@@ -48,7 +51,7 @@ log = logging.getLogger("cityops.wiring")
 
 
 def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
-                  locator=None) -> list[Subscription]:
+                  locator=None, directive_hub=None) -> list[Subscription]:
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
     they are each capability's own, fed by its own events."""
     from cityops.identity import subscriptions as identity
@@ -57,7 +60,12 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
     from cityops.tasks import subscriptions as tasks
     from cityops.tiles import subscriptions as tiles
 
+    from cityops.directives import hub as directives_hub
+
     subs = [Subscription("identity.token_cache", (AccessChanged,), identity.token_cache, kind="broadcast")]
+    if directive_hub is not None:
+        subs.append(Subscription("directives.board_stream", (DirectiveChanged,), directives_hub.board_stream(directive_hub),
+                                 kind="broadcast"))
     if alarm_hub is not None:
         subs.append(Subscription("sensing.alarm_stream", (AlarmChanged,), sensing.alarm_stream(alarm_hub), kind="broadcast"))
     if inbox_hub is not None:
@@ -89,6 +97,8 @@ def timers(settings) -> list[Timer]:
     from datetime import timedelta
 
     from cityops.core import audit
+    from cityops.directives import catalogue as directives_catalogue
+    from cityops.directives import service as directives
     from cityops.events.sla import sweep
     from cityops.sensing import alarms, rules
     from cityops.tasks.incidents import ALL
@@ -101,17 +111,19 @@ def timers(settings) -> list[Timer]:
     jobs = [("events.sweep", settings.timer_events_sweep_seconds, lambda session: sweep(session, None)),
             ("tasks.overdue", settings.timer_tasks_overdue_seconds,
              lambda session: check_overdue(session, audit.Actor("timer"), ALL, escalate_after=timedelta(minutes=30))),
-            ("sensing.maintain", settings.timer_sensing_seconds, sensing)]
+            ("sensing.maintain", settings.timer_sensing_seconds, sensing),
+            # The silent receivers of directives are reminded, then escalated to the leader on duty above.
+            ("directives.sweep", directives_catalogue.load().sweep_seconds, lambda session: directives.sweep(session))]
     return [Timer(name, seconds, job) for name, seconds, job in jobs if seconds > 0]
 
 
 def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
-             locator=None, with_timers: bool = False) -> Bus:
+             locator=None, with_timers: bool = False, directive_hub=None) -> Bus:
     """The bus of the database behind ``engine`` with its subscriptions (not started); a server's bus
     (``with_timers``, wired) also runs the deployment's periodic jobs."""
     bus = Bus(engine, settings, registry=registry)
     for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake,
-                             tile_service=tile_service, locator=locator):
+                             tile_service=tile_service, locator=locator, directive_hub=directive_hub):
         bus.subscribe(sub)
     if with_timers and settings.wiring:
         for timer in timers(settings):

@@ -12,7 +12,7 @@ from cityops.core.bus.events import DomainEvent
 
 #: Every capability package under cityops/ (web, demo and the app assembly are not capabilities).
 CAPABILITIES = ("org", "identity", "base", "housing", "ogc", "tiles", "sensing", "warning", "events", "tasks",
-                "indicators", "notify", "video", "calls", "duty")
+                "indicators", "notify", "video", "calls", "duty", "directives")
 
 
 @dataclass(frozen=True)
