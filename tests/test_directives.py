@@ -74,6 +74,13 @@ def test_reaches_every_township_and_village_and_the_board_accounts_for_each(api,
         for x in lv["receipts"]:
             assert x["recipients"], f"{x['name']} has nobody to receive it"
             assert x["delivered_at"], f"{x['name']} was not handed to its channel"
+    # Handed to the notification service: every recipient is a recipient of its messages.
+    from cityops.notify.models import Message as Note, Recipient as NoteRecipient
+
+    with api.store.sessions() as s:
+        notes = s.scalars(select(Note.id).where(Note.subject_kind == "directive", Note.subject_id == str(did))).all()
+        reached = set(s.scalars(select(NoteRecipient.person_id).where(NoteRecipient.message_id.in_(notes))))
+    assert notes and reached == {p["person_id"] for lv in board["levels"] for x in lv["receipts"] for p in x["recipients"]}
     # The township's recipients are its leader and operator on duty now (the demo roster).
     yihe = next(x for x in levels[(1, "township")]["receipts"] if x["unit_code"] == units["yihe"])
     assert {p["role"] for p in yihe["recipients"]} == {"leader", "operator"} and all(p["rostered"] for p in yihe["recipients"])

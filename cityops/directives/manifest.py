@@ -22,4 +22,5 @@ class DirectiveChanged(DomainEvent):
 
 # duty: the people on duty are a receipt's recipients and the escalation's addressees.
 # indicators: the runways' owner departments ("departments on the geohazard runway").
-MANIFEST = Manifest("directives", publishes=(DirectiveChanged,), depends_on=("org", "identity", "duty", "indicators"))
+# notify: the directive, and each escalation, reach people through the notification service.
+MANIFEST = Manifest("directives", publishes=(DirectiveChanged,), depends_on=("org", "identity", "duty", "indicators", "notify"))

@@ -239,8 +239,9 @@ def issue(session: Session, actor: audit.Actor, scope: Scope, *, title: str, bod
         total += _cascade(session, d, list(zip(first, ids, strict=True)), cascade, now)
     if total > c.max_receipts:
         raise InvalidInput(f"a directive reaches at most {c.max_receipts} units; this one would reach {total}")
-    _delivered(session, d, now)
-    entry = _log(session, d, None, d.unit_path, "issued", actor, now, {"receipts": total, "targets": targets, "cascade": cascade})
+    reached = _delivered(session, d, now, actor)
+    entry = _log(session, d, None, d.unit_path, "issued", actor, now,
+                 {"receipts": total, "people": reached, "targets": targets, "cascade": cascade})
     audit.record(session, actor, "directive.issue", "directive", str(d.id), after={"title": d.title, "receipts": total},
                  unit_path=d.unit_path)
     publish(session, DirectiveChanged(directive_id=d.id, change="issued", unit_path=d.unit_path, log_id=entry.id,
@@ -282,10 +283,31 @@ def _cascade(session: Session, d: Directive, parents: list[tuple[Target, int]], 
     return made
 
 
-def _delivered(session: Session, d: Directive, now: datetime) -> None:
-    """Hand the directive's new receipts to their channel: the in-app inbox of the receiving unit's people (the
-    receipt itself, listed by ``inbox``). Marked delivered in the issuing transaction."""
-    session.execute(update(Receipt).where(Receipt.directive_id == d.id, Receipt.delivered_at.is_(None)).values(delivered_at=now))
+#: Most addresses in one notification (the notification service's limit).
+_NOTIFY_BATCH = 500
+
+
+def _delivered(session: Session, d: Directive, now: datetime, actor: audit.Actor | str = "system", *, what: str = "issued",
+               severity: str = "orange") -> int:
+    """Hand the directive's new receipts to the notification service (cityops.notify): their recipients get the
+    directive in their inbox and on the channels of their preferences; the service's dispatcher hands them to
+    the channels after the commit. The receipts are marked delivered in the same transaction. Returns the
+    number of people reached. Escalation is the directive's own (``sweep``), not a notification policy."""
+    from cityops.notify.service import Message, send
+
+    rows = session.execute(select(Receipt.id, Receipt.recipients).where(Receipt.directive_id == d.id, Receipt.delivered_at.is_(None))).all()
+    if not rows:
+        return 0
+    people = sorted({p["person_id"] for _, recipients in rows for p in recipients if p.get("person_id") is not None})
+    first_id = rows[0][0]
+    for k in range(0, len(people), _NOTIFY_BATCH):
+        send(session, Message(kind=f"directive.{what}", severity=severity, title=d.title, body=d.body[:8000], subject_kind="directive",
+                              subject_id=str(d.id), link=f"/directives?id={d.id}", unit_code=d.unit_code,
+                              to=[f"person:{pid}" for pid in people[k:k + _NOTIFY_BATCH]], policy="",
+                              dedup_key=f"directive:{d.id}:{first_id}:{k}", data={"directive_id": d.id}),
+             actor=actor if isinstance(actor, str) else actor.name, strict=False, now=now)
+    session.execute(update(Receipt).where(Receipt.id.in_([r[0] for r in rows])).values(delivered_at=now))
+    return len(people)
 
 
 def _log(session: Session, d: Directive, receipt: Receipt | None, path: str, action: str, actor: audit.Actor | str,
@@ -500,7 +522,7 @@ def forward(session: Session, actor: audit.Actor, scope: Scope, directive_id: in
     if count + len(chosen) > c.max_receipts:
         raise InvalidInput(f"a directive reaches at most {c.max_receipts} units")
     ids = _insert_receipts(session, d, chosen, {t.key: r.id for t in chosen}, {t.key: r.depth + 1 for t in chosen}, now)
-    _delivered(session, d, now)
+    _delivered(session, d, now, actor, what="passed_down")
     if r.state == "sent":
         r.state, r.read_at, r.read_by = "read", now, actor.name
     entry = _log(session, d, r, r.unit_path, "passed_down", actor, now, {"receipts": len(ids), "units": [t.unit_code for t in chosen][:50]})
@@ -511,6 +533,21 @@ def forward(session: Session, actor: audit.Actor, scope: Scope, directive_id: in
 
 
 # ------------------------------------------------------------------------------------------ the silent
+
+def _notify_escalations(session: Session, escalations, now: datetime) -> None:
+    """Tell the leader on duty above the silent units (one notification per directive and unit above)."""
+    from cityops.notify.service import Message, send
+
+    for d, above, names, told in escalations:
+        if not told:
+            continue
+        send(session, Message(kind="directive.escalated", severity="red", title=f"督办：{d.title}",
+                              body=f"以下单位尚未签收或反馈：{'、'.join(names[:50])}{' 等' if len(names) > 50 else ''}（共 {len(names)} 个）",
+                              subject_kind="directive", subject_id=str(d.id), link=f"/directives?id={d.id}", unit_code=above,
+                              to=[f"person:{t['person_id']}" for t in told], policy="",
+                              dedup_key=f"directive:{d.id}:escalated:{above}:{now.isoformat()}", data={"directive_id": d.id}),
+             actor="system:directives", strict=False, now=now)
+
 
 def sweep(session: Session, now: datetime | None = None) -> dict:
     """Remind the silent and escalate those still silent after ``escalate_after_reminders`` reminders: receipts
@@ -536,6 +573,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict:
     above_keys = {parent_units.get(r.parent_id) or d.unit_code for r, d in to_escalate}
     leaders = on_duty_many(session, sorted(above_keys), now) if above_keys else {}
     reminded = escalated = 0
+    escalations: dict[tuple[int, str], tuple] = {}
     by_directive: dict[int, tuple[Directive, list[LogEntry]]] = {}
     for r, d in silent:
         if r.reminders >= c.escalate_after_reminders:
@@ -544,6 +582,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict:
             r.escalated_at = now
             entry = _log(session, d, r, r.unit_path, "escalated", "system:directives", now,
                          {"to_unit": above, "to": told, "state": r.state})
+            escalations.setdefault((d.id, above), (d, above, [], told))[2].append(r.name)
             escalated += 1
         else:
             r.reminders += 1
@@ -553,6 +592,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict:
             reminded += 1
         by_directive.setdefault(d.id, (d, []))[1].append(entry)
     session.flush()
+    _notify_escalations(session, escalations.values(), now)
     for d, entries in by_directive.values():
         publish(session, DirectiveChanged(directive_id=d.id, change="swept", unit_path=d.unit_path, log_id=entries[-1].id,
                                           receipts=len(entries)))
