@@ -59,7 +59,7 @@ class DirectiveIn(BaseModel):
 
 
 class ReportIn(BaseModel):
-    text: str = Field(min_length=1, max_length=5000)
+    text: str | None = Field(default=None, min_length=1, max_length=5000, description="what was done (report only)")
 
 
 class ForwardIn(BaseModel):
