@@ -1,7 +1,7 @@
 """Duty (值班值守): roster assignments and shift handovers.
 
 Revision ID: 0022
-Revises: 0023
+Revises: 0024
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from cityops.core.types import JSONText, UTCDateTime
 
 revision = "0022"
-down_revision = "0023"
+down_revision = "0024"
 branch_labels = None
 depends_on = None
 
