@@ -97,7 +97,6 @@ def timers(settings) -> list[Timer]:
     from datetime import timedelta
 
     from cityops.core import audit
-    from cityops.directives import catalogue as directives_catalogue
     from cityops.directives import service as directives
     from cityops.events.sla import sweep
     from cityops.sensing import alarms, rules
@@ -113,7 +112,7 @@ def timers(settings) -> list[Timer]:
              lambda session: check_overdue(session, audit.Actor("timer"), ALL, escalate_after=timedelta(minutes=30))),
             ("sensing.maintain", settings.timer_sensing_seconds, sensing),
             # The silent receivers of directives are reminded, then escalated to the leader on duty above.
-            ("directives.sweep", directives_catalogue.load().sweep_seconds, lambda session: directives.sweep(session))]
+            ("directives.sweep", settings.timer_directives_seconds, lambda session: directives.sweep(session))]
     return [Timer(name, seconds, job) for name, seconds, job in jobs if seconds > 0]
 
 

@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     timer_events_sweep_seconds: float = Field(default=300.0, ge=0, le=86_400)
     timer_tasks_overdue_seconds: float = Field(default=900.0, ge=0, le=86_400)
     timer_sensing_seconds: float = Field(default=300.0, ge=0, le=86_400)
+    #: Directives: the silent receivers reminded and escalated (directives.toml says when); 0 turns it off.
+    timer_directives_seconds: float = Field(default=30.0, ge=0, le=86_400)
 
     @classmethod
     def settings_customise_sources(

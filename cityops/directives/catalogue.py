@@ -24,7 +24,6 @@ class Catalogue(BaseModel):
     remind_after_minutes: float = Field(gt=0)
     remind_every_minutes: float = Field(gt=0)
     escalate_after_reminders: int = Field(ge=1)
-    sweep_seconds: float = Field(gt=0)
     max_receipts: int = Field(ge=1)
     levels: Levels
 
