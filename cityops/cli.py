@@ -1082,3 +1082,39 @@ def sensing_maintain(
 
 if __name__ == "__main__":
     app()
+
+
+video_app = typer.Typer(help="Video: cameras and the streams this server plays", no_args_is_help=True)
+app.add_typer(video_app, name="video")
+
+
+@video_app.command("test-pattern")
+def video_test_pattern(
+    camera: Optional[list[str]] = typer.Option(None, "--camera", help="camera code (repeatable; default: every online camera)"),
+    seconds: int = typer.Option(30, help="length of the looping test picture"),
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Give cameras a moving test picture (ffmpeg) that this server plays as HLS, e.g. for the demo district."""
+    settings = _settings(data_dir)
+
+    def body():
+        from sqlalchemy import select
+
+        from cityops.video import media
+        from cityops.video.models import Camera
+
+        _, sessions, _ = _store(settings, bus=False)
+        with sessions() as session:
+            stmt = select(Camera.code).order_by(Camera.code)
+            stmt = stmt.where(Camera.code.in_(camera)) if camera else stmt.where(Camera.status == "online")
+            codes = list(session.scalars(stmt))
+        missing = sorted(set(camera or []) - set(codes))
+        if missing:
+            console.print(f"[red]no camera {', '.join(missing)}[/red]")
+            raise typer.Exit(1)
+        root = media.media_dir(settings)
+        root.mkdir(parents=True, exist_ok=True)
+        source = media.test_pattern(root / "_test-pattern", seconds=seconds)
+        console.print(f"{media.publish(source, root, codes)} cameras play the test picture from {root}")
+
+    _run(body)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -321,3 +322,16 @@ def test_bad_configuration_fails_without_traceback(tmp_path):
     result = cli("init", "--data-dir", tmp_path / "data", env=env)
     assert result.returncode != 0
     assert "missing.toml" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is absent (apt-get install ffmpeg)")
+def test_video_test_pattern_gives_cameras_a_stream(demo_dir):
+    with sqlite3.connect(demo_dir / "cityops.gpkg") as conn:
+        code = conn.execute("SELECT code FROM video_cameras WHERE status = 'online' ORDER BY code LIMIT 1").fetchone()[0]
+    result = ok(cli("video", "test-pattern", "--camera", code, "--seconds", "3", "--data-dir", demo_dir))
+    assert "1 cameras play the test picture" in result.stdout
+    playlist = (demo_dir / "video" / code / "index.m3u8").read_text()
+    assert playlist.count("#EXTINF") == 3 and "#EXT-X-ENDLIST" in playlist
+    assert (demo_dir / "video" / code / "seg000.ts").read_bytes()[:1] == b"\x47"  # an MPEG-TS sync byte
+    bad = cli("video", "test-pattern", "--camera", "50015401081326999999", "--data-dir", demo_dir)
+    assert bad.returncode == 1 and "no camera 50015401081326999999" in bad.stdout + bad.stderr

@@ -7,7 +7,6 @@ the logged call joins the incident's timeline. Screenshots go to test-artifacts/
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import httpx
 import pytest
@@ -17,21 +16,13 @@ from cityops.app import create_app
 from cityops.core.spatial import buffer_m
 from cityops.demo.generator import build_demo
 from cityops.tasks.plans import on_warning_level
+from cityops.video import media
 from tests.browser import (Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, launch, login, new_page,
                            require_browser, token, wait_map_idle)
 from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
 pytestmark = pytest.mark.browser
 FFMPEG = shutil.which("ffmpeg")
-
-
-def make_hls(folder, seconds: int = 12) -> None:
-    """A test pattern as HLS (H.264 in MPEG-TS, 1 s segments), as a camera's media server would serve it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size=320x180:rate=15:duration={seconds}",
-                    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p", "-g", "15",
-                    "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod", "-hls_segment_filename", str(folder / "seg%03d.ts"),
-                    str(folder / "index.m3u8")], check=True, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +45,11 @@ def world(tmp_path_factory):
             iid = incident.id
         near = client.get(f"/api/video/nearest/incident/{iid}", params={"radius_m": 3000, "limit": 6}, headers=admin).json()["items"]
         assert near, "the demo has cameras near 老沟湾"
-        # One stream, served for every camera near the incident from the server's media directory.
-        source = store.settings.data_dir / "video" / "_pattern"
-        make_hls(source)
-        for cam in near:
-            shutil.copytree(source, store.settings.data_dir / "video" / cam["code"], dirs_exist_ok=True)
+        # One stream (made by ffmpeg here), served for every camera near the incident from the server's media directory.
+        root = media.media_dir(store.settings)
+        source = media.test_pattern(root / "_pattern", seconds=12, size="320x180")
+        assert (source / "index.m3u8").read_text().count("#EXTINF") == 12
+        assert media.publish(source, root, [c["code"] for c in near]) == len(near)
         yield {"url": url, "client": client, "admin": admin, "incident": iid, "near": near, "place": place}
         client.close()
     close()
@@ -158,5 +149,32 @@ def test_the_operations_map_draws_cameras_with_cones(world, browser):
     page.wait_for_function("""() => { const v = document.querySelector('[data-testid=feature-card] [data-testid=camera-player] video');
         return v && v.currentTime > 1 && v.videoWidth > 0; }""", timeout=60_000)
     steps.shot(page, "camera-card")
+    assert_local_only(page)
+    assert_no_page_errors(page)
+
+
+def test_the_case_page_lists_its_calls_and_the_cameras_that_see_it(world, browser):
+    from playwright.sync_api import expect
+
+    url, client, admin, place = world["url"], world["client"], world["admin"], world["place"]
+    r = client.post("/api/events/cases", headers=admin, json={"class_code": "06010", "description": "老沟湾路口垃圾堆积",
+                                                               "lon": place["lon"], "lat": place["lat"]})
+    assert r.status_code == 201, r.text
+    number = r.json()["number"]
+    person = client.get("/api/people", params={"unit": place["unit_code"], "limit": 1}, headers=admin).json()["items"][0]
+    r = client.post("/api/calls", headers=admin, json={"person_id": person["id"], "outcome": "answered", "case": number,
+                                                       "note": "已到场核实"})
+    assert r.status_code == 201, r.text
+    page = new_page(browser, url)
+    steps = Steps("video-case")
+    login(page, url, "district", path=f"/workbench/cases/{number}")
+    expect(page.get_by_test_id("case-calls")).to_contain_text(f"致电 {person['name']}（已接通）")
+    expect(page.get_by_test_id("case-calls")).to_contain_text("已到场核实")
+    near = page.get_by_test_id("cameras-near")
+    expect(near.get_by_test_id("cameras-list").locator("li").first).to_be_visible()
+    page.wait_for_function("""() => { const v = document.querySelector('[data-testid=cameras-near] video');
+        return v && v.currentTime > 1 && v.videoWidth > 0; }""", timeout=60_000)
+    steps.shot(page, "case")
+    assert_no_internal_codes(page)
     assert_local_only(page)
     assert_no_page_errors(page)

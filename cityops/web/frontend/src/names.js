@@ -42,6 +42,11 @@ export function departmentName(code, given) {
   return d ? localName(d) : code;
 }
 
+/** A department's record as listed (name, phone …), once the departments are loaded; else null. */
+export function departmentOf(code) {
+  return (code && cache.departments[code]) || null;
+}
+
 /** An actor as people read it: system actors by role, demo actors by their post, users by display name. */
 export function actorName(actor, given) {
   if (given) return given;
