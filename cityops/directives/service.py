@@ -301,11 +301,17 @@ def _delivered(session: Session, d: Directive, now: datetime, actor: audit.Actor
     people = sorted({p["person_id"] for _, recipients in rows for p in recipients if p.get("person_id") is not None})
     first_id = rows[0][0]
     for k in range(0, len(people), _NOTIFY_BATCH):
+        # The service resolves person:<id> one by one through the session: load the batch (and the relationships
+        # it loads with them) in one query first, so each look-up is answered from the session's identity map.
+        # Without it, 93 % of issuing to ~570 people was these look-ups (three queries per person). The list is
+        # held until the call returns: the identity map keeps only objects somebody refers to.
+        held = list(session.scalars(select(Person).where(Person.id.in_(people[k:k + _NOTIFY_BATCH]))))
         send(session, Message(kind=f"directive.{what}", severity=severity, title=d.title, body=d.body[:8000], subject_kind="directive",
                               subject_id=str(d.id), link=f"/directives?id={d.id}", unit_code=d.unit_code,
                               to=[f"person:{pid}" for pid in people[k:k + _NOTIFY_BATCH]], policy="",
                               dedup_key=f"directive:{d.id}:{first_id}:{k}", data={"directive_id": d.id}),
              actor=actor if isinstance(actor, str) else actor.name, strict=False, now=now)
+        del held
     session.execute(update(Receipt).where(Receipt.id.in_([r[0] for r in rows])).values(delivered_at=now))
     return len(people)
 
