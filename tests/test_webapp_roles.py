@@ -498,3 +498,69 @@ def test_no_page_of_the_app_reaches_another_host(world, browser):
     assert page.locator("#swagger-ui, redoc, .redoc-wrap").count() >= 1
     assert_local_only(page)
     page.context.close()
+
+
+def test_township_operator_acknowledges_a_red_message_and_the_grid_worker_gets_one_live(world, browser):
+    """The inbox on every page: 义和镇's operator on duty sees a red message in the top bar, acknowledges it, and
+    reads its timeline; 老沟湾's grid worker, on the phone page, gets a message while the page is open (the live
+    inbox stream) and acknowledges it there."""
+    from playwright.sync_api import expect
+
+    base, steps, client, admin = world["url"], Steps("inbox"), world["client"], world["admin"]
+    yihe_code = client.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]
+    yihe_code = next(u["code"] for u in yihe_code if u["name"] == "义和镇")
+    r = client.post("/api/notify/messages", headers=admin, json={
+        "kind": "notice.red", "severity": "red", "title": "老沟湾红色预警：请立即组织转移", "body": "累计雨量超过红色阈值，裂缝扩展。",
+        "unit_code": yihe_code, "to": ["post:operator@unit"], "channels": ["inapp"], "policy": ""})
+    assert r.status_code == 201, r.text
+    mid = r.json()["id"]
+    page = new_page(browser, base)
+    login(page, base, "yihe")
+    bell = page.get_by_test_id("inbox-bell")
+    expect(page.get_by_test_id("inbox-count")).to_have_text("1")
+    steps.shot(page, "bell")
+    bell.click()
+    item = page.get_by_test_id("inbox-item").filter(has_text="老沟湾红色预警")
+    expect(item).to_be_visible()
+    expect(item).to_have_class(re.compile(r"sev-red"))
+    page.wait_for_timeout(500)  # the drawer's slide
+    steps.shot(page, "drawer")
+    item.get_by_test_id("inbox-ack").click()
+    expect(item.get_by_test_id("inbox-acked")).to_be_visible()
+    expect(page.get_by_test_id("inbox-count")).to_have_count(0)
+    yihe = token(base, "yihe")
+    assert client.get("/api/notify/inbox/count", headers=yihe).json()["unacknowledged"] == 0
+    item.get_by_test_id("inbox-timeline").click()
+    expect(page).to_have_url(f"{base}/messages/{mid}")
+    expect(page.get_by_test_id("message-status")).to_have_text("已确认")
+    expect(page.get_by_test_id("message-timeline")).to_contain_text("确认收到")
+    steps.shot(page, "timeline")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+    # The phone: the message arrives while the page is open.
+    place = world["place"]
+    phone = _phone(browser, base, place)
+    login(phone, base, *LGW_WORKER)
+    phone.wait_for_function("document.body.dataset.ready === '1'")
+    expect(phone.get_by_test_id("inbox-bell")).to_be_visible()
+    before = client.get("/api/notify/inbox/count", headers=token(base, *LGW_WORKER)).json()["unacknowledged"]
+    r = client.post("/api/notify/messages", headers=admin, json={
+        "kind": "notice", "severity": "orange", "title": "请到老沟湾3号房核实人员", "unit_code": place["unit_code"],
+        "to": ["post:grid_worker@unit"], "channels": ["inapp", "webpush"], "policy": ""})
+    assert r.status_code == 201, r.text
+    expect(phone.get_by_test_id("inbox-count")).to_have_text(str(before + 1), timeout=10_000)
+    phone.get_by_test_id("inbox-bell").click()
+    item = phone.get_by_test_id("inbox-item").filter(has_text="老沟湾3号房")
+    expect(item).to_be_visible()
+    expect(phone.get_by_test_id("push-subscribe")).to_be_visible()
+    phone.wait_for_timeout(500)  # the drawer's slide
+    steps.shot(phone, "phone-inbox")
+    item.get_by_test_id("inbox-ack").click()
+    expect(item.get_by_test_id("inbox-acked")).to_be_visible()
+    steps.shot(phone, "phone-acked")
+    assert_local_only(phone)
+    assert_no_page_errors(phone)
+    phone.context.close()

@@ -59,7 +59,7 @@ export function severityClass(item) {
   return `sev-${item.severity || "info"}`;
 }
 
-function urlBase64ToUint8Array(text) {
+export function urlBase64ToUint8Array(text) {
   const padded = (text + "=".repeat((4 - (text.length % 4)) % 4)).replace(/-/g, "+").replace(/_/g, "/");
   return Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
 }
