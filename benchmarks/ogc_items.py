@@ -1,11 +1,11 @@
 """OGC API – Features items with a bbox: CityOps ``/ogc`` against pygeoapi, side by side in one run.
 
 Both servers read the same PostGIS database (a fresh CityOps store: N generated building footprints clustered
-around town centres, in ``layer_buildings``, or an existing district) and run the same way: one uvicorn
+around town centres, in the layer ``footprints`` (table ``layer_footprints``), or an existing district) and run the same way: one uvicorn
 process each, on 127.0.0.1; CityOps also serves the same data on SQLite. pygeoapi uses its PostgreSQL
 provider on that very table (it comes from PyPI into its own venv:
 ``python3 -m venv /tmp/pygeoapi-venv && /tmp/pygeoapi-venv/bin/pip install pygeoapi starlette psycopg2-binary
-geoalchemy2 pygeofilter uvicorn``). The client sends ``/collections/buildings/items?bbox=…&limit=100`` for the
+geoalchemy2 pygeofilter uvicorn``). The client sends ``/collections/footprints/items?bbox=…&limit=100`` for the
 200 densest ~1 km boxes, from C keep-alive connections in threads, for a fixed
 number of requests; rounds alternate between the servers and the table shows medians and the ratio.
 Every response is checked (200, a FeatureCollection with ``numberMatched``) so an error is never fast.
@@ -126,7 +126,7 @@ def make_buildings(path: Path, n: int, seed: int = 11) -> None:
 
 def build_store(url: str | None, data_dir: Path, source: Path) -> None:
     """A fresh CityOps store (PostGIS at ``url``, else SQLite in ``data_dir``) with ``source`` as layer
-    ``buildings`` and a user ``bench`` who sees everything."""
+    ``footprints`` and a user ``bench`` who sees everything."""
     from cityops.base import service
     from cityops.core import audit
     from cityops.core.db import make_engine, make_sessionmaker, migrate
@@ -144,14 +144,14 @@ def build_store(url: str | None, data_dir: Path, source: Path) -> None:
         session.add(Unit(code="500154", name="开州区", level="district", path="/500154/", attributes={},
                          geom=shapely.MultiPolygon([shapely.box(107.9, 30.8, 108.9, 31.7)])))
         create_user(session, audit.SYSTEM, username="bench", password="bench-password", role="administrator")
-        service.create_layer(session, audit.SYSTEM, everything, {"key": "buildings", "title_zh": "房屋",
+        service.create_layer(session, audit.SYSTEM, everything, {"key": "footprints", "title_zh": "房屋",
                                                                    "category": "0201", "geometry_type": "POLYGON"})
         session.commit()
-        service.import_file(session, audit.SYSTEM, everything, "buildings", source)
+        service.import_file(session, audit.SYSTEM, everything, "footprints", source)
         session.commit()
     if url is not None:
         with engine.begin() as conn:
-            conn.exec_driver_sql("ANALYZE layer_buildings")
+            conn.exec_driver_sql("ANALYZE layer_footprints")
     engine.dispose()
 
 
@@ -174,7 +174,7 @@ def densest_boxes(url: str, table: str, count: int = 200, cell: tuple[float, flo
 
 
 def load(base: str, headers: dict, extra: dict, bboxes: list[str], concurrency: int, total: int,
-         path: str = "/collections/buildings/items") -> tuple[float, list[float]]:
+         path: str = "/collections/footprints/items") -> tuple[float, list[float]]:
     """Requests per second over ``total`` requests from ``concurrency`` threads, and the latencies."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -214,7 +214,8 @@ def main() -> None:
     parser.add_argument("--database-url", help="an existing PostGIS district, used read only")
     parser.add_argument("--data-dir", type=Path, help="with --database-url: the same district on SQLite, also served "
                                                       "by CityOps (read only)")
-    parser.add_argument("--collection", default="buildings", help="layer key served (default buildings)")
+    parser.add_argument("--collection", default="footprints", help="layer key served (default footprints: the generated "
+                        "layer; the key buildings names the buildings registry's collection)")
     parser.add_argument("--username", default="bench", help="CityOps user for an existing district")
     parser.add_argument("--password", default="bench-password")
     parser.add_argument("--api-key", help="an API key of the existing district instead of a login (which stores a "
