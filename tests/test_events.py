@@ -515,7 +515,7 @@ def test_evaluation_from_monthly_rollups_equals_the_per_case_query(api, places):
         from cityops.events import rollup
 
         kept = _rollup_rows(session)
-        if api.store.backend != "sqlite":  # kept on SQLite only (see rollup.ENABLED_ON)
+        if api.store.backend != "sqlite":  # kept on SQLite only (see rollup.enabled)
             assert kept == {}
             return
         assert any(k[0] == "grid" and k[1] == "2025-05" for k in kept)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from sqlalchemy import Connection, func, insert, literal, or_, select, text
+from sqlalchemy import Connection, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore, layerfiles
@@ -17,7 +17,7 @@ from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import Conflict, InvalidInput, NotFound, ValidationFailed
-from cityops.core.spatial import bbox_prefilter
+from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Unit
@@ -149,12 +149,7 @@ def _merge_schema(old: list[dict], new: list[dict]) -> list[dict]:
 
 
 def _bounds(conn: Connection, table) -> list[float] | None:
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(text(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
-                                f"(SELECT ST_Extent(geom) AS e FROM {table.name}) s")).one()
-    else:
-        row = conn.execute(text(f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM rtree_{table.name}_geom")).one()
-    return None if row[0] is None else [float(v) for v in row]
+    return storage_of(conn).extent(conn, table.name)
 
 
 def import_file(
@@ -275,7 +270,7 @@ def iter_features(session: Session, layer: Layer, *, bbox: tuple[float, float, f
     box = None
     if bbox is not None:
         box = shapely.box(*bbox)
-        stmt = bbox_prefilter(stmt, conn.dialect.name, current.name, current.c.id, current.c.geom, bbox)
+        stmt = storage_of(conn).bbox_prefilter(stmt, current.name, current.c.id, current.c.geom, bbox)
     to_skip, remaining = 0, None
     if box is None and limit is not None:
         stmt = stmt.limit(limit).offset(offset)

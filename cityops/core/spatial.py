@@ -12,11 +12,12 @@ from typing import Literal
 
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Select, func, literal, text
+from sqlalchemy import Select, func, literal
 from sqlalchemy.orm import Session
 
 from cityops.core.crs import from_metric, parse_crs, to_metric
 from cityops.core.geometry import CANONICAL_SRID
+from cityops.core.storage import storage_of
 
 Predicate = Literal["intersects", "within", "contains", "dwithin"]
 
@@ -38,16 +39,9 @@ def _search_envelope(geom: BaseGeometry, distance_m: float | None, metric_crs: s
 
 def bbox_prefilter(stmt: Select, dialect: str, table: str, id_column, geom_column,
                    bounds: tuple[float, float, float, float], geom_name: str = "geom") -> Select:
-    """Keep rows whose envelope meets ``bounds`` (minx, miny, maxx, maxy, canonical CRS): the index step
-    of every spatial query, ``&&`` on the GiST index (PostGIS) or the GeoPackage R*Tree (SQLite). Callers
-    apply the exact predicate afterwards."""
-    minx, miny, maxx, maxy = bounds
-    if dialect == "postgresql":
-        raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
-        return stmt.where(raw.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
-    candidates = text(f"SELECT id FROM rtree_{table}_{geom_name} "
-                      "WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
-    return stmt.where(id_column.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+    """``Storage.bbox_prefilter`` of the backend named ``dialect`` (callers that hold a session use
+    ``storage_of(session).bbox_prefilter``)."""
+    return storage_of(dialect).bbox_prefilter(stmt, table, id_column, geom_column, bounds, geom_name)
 
 
 def spatial_filter(

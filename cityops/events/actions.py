@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from cityops.core import audit
 from cityops.core.bus import publish
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound
+from cityops.core.storage import storage_of
 from cityops.events import catalogue
 from cityops.events.manifest import CaseChanged
 from cityops.events.models import Case, Outbox, Transition
@@ -73,8 +74,8 @@ def get_case(session: Session, scope: Scope, key, *, lock: bool = False) -> Case
         stmt = stmt.where(Case.id == int(key))
     else:
         stmt = stmt.where(Case.number == str(key))
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
+    if lock:
+        stmt = storage_of(session).lock_for_update(stmt)
     case = session.scalar(stmt)
     if case is None or not scope.covers(case.unit_path) or not _department_sees(scope, case.department_code):
         raise NotFound(f"no case {key!r}")
@@ -106,9 +107,8 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     ``may(permission) -> bool`` is the principal's permission check (None: internal caller, all allowed)."""
     if not isinstance(case, Case):
         case = get_case(session, scope, case, lock=True)
-    elif session.get_bind().dialect.name == "postgresql":
-        session.flush()  # refresh would otherwise drop this transaction's unflushed changes to the case
-        session.refresh(case, with_for_update=True)
+    else:
+        storage_of(session).refresh_locked(session, case)
     spec = ACTIONS.get(action)
     if spec is None:
         raise InvalidInput(f"unknown action {action!r}; actions: {', '.join(ACTIONS)}", {"field": "action"})

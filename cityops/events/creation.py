@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.errors import Conflict, Forbidden, InvalidInput
-from cityops.core.geometry import encode_many
+from cityops.core.storage import storage_of
 from cityops.events import catalogue
 from cityops.events.actions import log_rows, act, current_state
 from cityops.events.models import Case, Outbox, Transition
@@ -159,7 +159,7 @@ def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, 
         from cityops.events import rollup
 
         conn = session.connection()
-        if conn.dialect.name in rollup.ENABLED_ON:
+        if rollup.enabled(conn):
             rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
     return out
 
@@ -169,8 +169,8 @@ def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
         return []
     table = Case.__table__
     # The points of the group encoded in one vectorised pass (the geometry is lon/lat until here).
-    geoms = encode_many(shapely.points([d.values["lon"] for d in drafts], [d.values["lat"] for d in drafts]),
-                        session.get_bind().dialect.name)
+    geoms = storage_of(session).encode_geometries(shapely.points([d.values["lon"] for d in drafts],
+                                                                 [d.values["lat"] for d in drafts]))
     ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True),
                                [{**d.values, "geom": g} for d, g in zip(drafts, geoms)]))
     entries, notices = [], []

@@ -91,7 +91,7 @@ def evaluate(session: Session, scope: Scope, start: datetime, end: datetime, gro
         raise InvalidInput("end must be after start", {"field": "end"})
     if (end - start).days > 3700:
         raise InvalidInput("the period may span at most ten years", {"field": "end"})
-    fast = not per_case and session.get_bind().dialect.name in rollup.ENABLED_ON and rollup.scope_fits(scope, group)
+    fast = not per_case and rollup.enabled(session) and rollup.scope_fits(scope, group)
     months = rollup.full_months(start, end) if fast else None
     if months is None:
         totals = per_case_counts(session, scope, start, end, group)

@@ -163,7 +163,7 @@ class EvaluationRollup(Base):
 def _fold_into_rollups(session: Session, _context, _instances) -> None:
     """Keep ``event_eval_rollups`` in step with every ORM change of a case, in the same transaction.
 
-    SQLite only (``rollup.ENABLED_ON``): PostgreSQL meets the evaluation target with the per-case query, and
+    On the embedded store only (``rollup.enabled``): PostgreSQL meets the evaluation target with the per-case query, and
     there concurrent creations would queue on the row locks of shared buckets (same reporter and month)."""
     from cityops.events.rollup import FIELDS as fields
 
@@ -178,8 +178,8 @@ def _fold_into_rollups(session: Session, _context, _instances) -> None:
         if isinstance(o, Case) and o.id is not None:
             changed[o.id] = None
     if new or changed:
-        from cityops.events.rollup import ENABLED_ON, apply_changes
+        from cityops.events.rollup import apply_changes, enabled
 
         conn = session.connection()
-        if conn.dialect.name in ENABLED_ON:
+        if enabled(conn):
             apply_changes(conn, new, changed)

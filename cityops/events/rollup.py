@@ -13,11 +13,11 @@ exact for scopes rooted at township level or above — narrower scopes use the p
 
 Maintenance: a ``before_flush`` hook (``models.py``) reads the stored row of every changed case, takes its
 contributions away and adds the new ones, in the same transaction as the change; case creation, which inserts
-with Core statements, adds its new rows itself (``service.insert_drafts``). A closure therefore
+with Core statements, adds its new rows itself (``creation.insert_drafts``). A closure therefore
 updates the month of the case's deadline; an extension that moves the deadline moves its due count.
 Writers that bypass the ORM (bulk loads) call ``rebuild``.
 
-Kept on SQLite only (``ENABLED_ON``). PostgreSQL answers a year of 1,000,000 cases per case in about a second,
+Kept on the embedded store only (``enabled``: SQLite). PostgreSQL answers a year of 1,000,000 cases per case in about a second,
 and there the rollups cost more than they give: concurrent creations lock the same bucket rows (one
 reporter, one month) until they commit, which measurably serialised case intake.
 """
@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from functools import cache
 
 from sqlalchemy import Connection, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from cityops.core.storage import Storage, storage_of
 from cityops.events import catalogue
 from cityops.events.models import Case, EvaluationRollup
 
@@ -41,9 +41,13 @@ METRICS = ("reported", "valid_reports", "filed", "public_filed", "voided", "due"
 FIELDS = ("source", "state", "grid_code", "unit_path", "department_code", "assigned_unit_code", "reported_by",
           "filed_by", "dispatched_by", "reported_at", "filed_at", "deadline_at", "handled_at", "dispatched_at",
           "dispatch_due_at", "closed_at", "voided_at", "rework_count", "returned_count", "supervision_count")
-ENABLED_ON = ("sqlite",)
 AREA_PREFIX = {"district": 6, "township": 9, "village": 12, "grid": None}
 DIMENSION_OF = {"department": "department", "reporter": "reporter", "filer": "filer", "dispatcher": "dispatcher"}
+
+
+def enabled(bind) -> bool:
+    """Whether the rollups are kept on the store of ``bind`` (a session or connection): on the embedded one."""
+    return storage_of(bind).embedded
 
 
 def _tz():
@@ -155,14 +159,14 @@ def _upsert(conn: Connection, rows: list[dict]) -> None:
     # One order for every writer: on PostgreSQL concurrent transactions lock the rows they upsert, and two
     # creations taking the same buckets in different orders deadlock.
     rows = sorted(rows, key=lambda r: (r["dim"], r["month"], r["key"], r["path"]))
-    conn.execute(_upsert_statement(conn.dialect.name), rows)
+    conn.execute(_upsert_statement(storage_of(conn)), rows)
 
 
 @cache
-def _upsert_statement(dialect: str):
-    """The bucket upsert, built once per dialect: building it (14 ``+ excluded`` expressions) took about as long
+def _upsert_statement(storage: Storage):
+    """The bucket upsert, built once per backend: building it (14 ``+ excluded`` expressions) took about as long
     as running it, on every case creation."""
-    ins = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(EvaluationRollup)
+    ins = storage.insert(EvaluationRollup)
     return ins.on_conflict_do_update(index_elements=["dim", "month", "key", "path"],
                                      set_={m: getattr(EvaluationRollup, m) + getattr(ins.excluded, m) for m in METRICS})
 
@@ -194,7 +198,7 @@ def _add(acc, contrib) -> None:
 def rebuild(conn: Connection, batch: int = 20_000) -> int:
     """Recompute every rollup from ``event_cases`` (after bulk loads that bypass the ORM); returns the row count."""
     conn.execute(delete(EvaluationRollup))
-    if conn.dialect.name not in ENABLED_ON:
+    if not enabled(conn):
         return 0
     acc: dict = defaultdict(lambda: defaultdict(int))
     cols = [getattr(Case, f) for f in FIELDS]

@@ -15,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import literal, select
 
+from cityops.core.storage import Storage, storage_of
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
 
@@ -28,13 +29,13 @@ COLUMNS = {"code": "string", "name": "string", "address": "string", "floors": "i
 
 
 @lru_cache(maxsize=4)
-def _table(dialect: str):
-    """One derived table per dialect: a filter compiled against it and the query that runs it must name the
+def _table(storage: Storage):
+    """One derived table per backend: a filter compiled against it and the query that runs it must name the
     same object."""
     pairs = []
     for name in COLUMNS:
         pairs += [literal(name), getattr(Building, name)]
-    properties = func.jsonb_build_object(*pairs) if dialect == "postgresql" else func.json_object(*pairs)
+    properties = storage.json_object(*pairs)
     return select(Building.id.label("id"), Building.code.label("fid"), properties.label("properties"),
                   Building.footprint.label("geom"), Building.unit_path.label("unit_path")).subquery("ogc_buildings")
 
@@ -62,5 +63,5 @@ class BuildingsCollection:
 
     def ogc_source(self, dialect: str):
         """(feature table, its spatial index's table and geometry column, the rows this scope may read)."""
-        table = _table(dialect)
+        table = _table(storage_of(dialect))
         return table, "buildings", "footprint", self.scope.covers_clause(table.c.unit_path)

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 
 from sqlalchemy.engine import Connection
 
+from cityops.core.storage import storage_of
+
 #: The count columns on ``buildings``, in the order "who is threatened" reports them.
 COUNT_COLUMNS = ("households", "residents", "vulnerable", "elderly", "disabled", "child", "bedridden")
 VULNERABLE_FLAGS = ("elderly", "disabled", "child", "bedridden")
@@ -124,17 +126,16 @@ def _postgresql_ddl() -> list[str]:
 
 def install(conn: Connection) -> None:
     """Create the triggers (and on PostgreSQL their functions)."""
-    for statement in _sqlite_ddl() if conn.dialect.name == "sqlite" else _postgresql_ddl():
+    for statement in storage_of(conn).trigger_ddl(sqlite=_sqlite_ddl(), postgresql=_postgresql_ddl()):
         conn.exec_driver_sql(statement)
 
 
 def uninstall(conn: Connection) -> None:
-    for name in _TRIGGERS[conn.dialect.name]:
-        table = name.split("_", 1)[0]
-        conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {name}" + ("" if conn.dialect.name == "sqlite" else f" ON {table}"))
-    if conn.dialect.name == "postgresql":
-        for function in _FUNCTIONS:
-            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {function}")
+    storage = storage_of(conn)
+    for name in storage.trigger_ddl(**_TRIGGERS):
+        conn.exec_driver_sql(storage.drop_trigger(name, name.split("_", 1)[0]))
+    for statement in storage.trigger_ddl(postgresql=[f"DROP FUNCTION IF EXISTS {f}" for f in _FUNCTIONS]):
+        conn.exec_driver_sql(statement)
 
 
 def _fresh_counts() -> str:

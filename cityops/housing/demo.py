@@ -12,6 +12,7 @@ import gc
 import json
 import math
 import time
+from contextlib import ExitStack
 
 import numpy as np
 import shapely
@@ -20,7 +21,7 @@ from sqlalchemy import select, text
 from cityops.core import audit
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.crs import LocalPlane
-from cityops.core.geometry import CANONICAL_SRID, encode_many
+from cityops.core.storage import storage_of
 from cityops.core.types import JSONText
 from cityops.demo import names
 from cityops.demo.generator import DemoContext, register_step
@@ -196,18 +197,9 @@ def _rectangles(rng: np.random.Generator, centres: np.ndarray, plane: LocalPlane
     return shapely.multipolygons(polygons, indices=np.arange(n)), half * 2
 
 
-def _encode(geoms: np.ndarray, dialect: str) -> list:
-    """Footprints in the form the bulk insert hands to the driver: GeoPackage blobs on SQLite, hex EWKB
-    (with the SRID, for COPY) on PostgreSQL."""
-    if dialect == "postgresql":
-        return shapely.to_wkb(shapely.set_srid(geoms, CANONICAL_SRID), hex=True, include_srid=True).tolist()
-    return encode_many(geoms, dialect)
-
-
 def _bulk_insert(conn, table, rows: list[dict]) -> None:
     """Core bulk insert past SQLAlchemy's per-row bind processing (it would double the demo's build time):
-    the driver's executemany on SQLite, COPY on PostgreSQL (about ten times a multi-row INSERT). Values are
-    already in storage form but for JSON."""
+    ``Storage.bulk_insert``. Values are already in storage form but for JSON."""
     if not rows:
         return
     columns = list(rows[0])
@@ -217,14 +209,7 @@ def _bulk_insert(conn, table, rows: list[dict]) -> None:
         values = [tuple(dumps(r[c]) if c in json_columns else r[c] for c in columns) for r in rows]
     else:
         values = [tuple(r.values()) for r in rows]
-    if conn.dialect.name == "postgresql":
-        cursor = conn.connection.driver_connection.cursor()
-        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in values:
-                copy.write_row(row)
-        return
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    conn.exec_driver_sql(sql, values)
+    storage_of(conn).bulk_insert(conn, table.name, columns, values)
 
 
 def _people(rng: np.random.Generator, buildings: list[dict], first_building: int,
@@ -454,7 +439,7 @@ def _generate_buildings(ctx: DemoContext) -> None:
         blocks = _blocks(weights, target)
         share = weights / weights.sum() * target
 
-        dialect = session.get_bind().dialect.name
+        storage = storage_of(session)
         first_building = (session.scalar(text("SELECT max(id) FROM buildings")) or 0) + 1
         first_household = (session.scalar(text("SELECT max(id) FROM households")) or 0) + 1
         first_resident = (session.scalar(text("SELECT max(id) FROM residents")) or 0) + 1
@@ -465,8 +450,9 @@ def _generate_buildings(ctx: DemoContext) -> None:
         timing = {"prepare": time.perf_counter() - started, "layout": 0.0, "rows": 0.0, "insert": 0.0}
         conn = session.connection()
         packed = None
-        if dialect == "sqlite":
-            conn.exec_driver_sql("PRAGMA cache_size=-262144")  # 256 MB for this connection: the load's indexes fit
+        loading = ExitStack()
+        loading.enter_context(storage.bulk_cache(conn, 262_144))  # 256 MB for this connection: the load's indexes fit
+        if storage.rtree_index:
             # Into an empty registry the R*Tree is packed once at the end instead of filled entry by entry.
             packed = DeferredRtree(conn, Building.__table__.name, "footprint")
             packed = packed if packed.usable else None
@@ -489,7 +475,7 @@ def _generate_buildings(ctx: DemoContext) -> None:
                     part = slice(start, start + _BATCH)
                     geoms = footprints[part]
                     n = len(geoms)
-                    encoded = _encode(geoms, dialect)
+                    encoded = storage.bulk_geometries(geoms)
                     structures = _pick(rng, _STRUCTURES, n)
                     uses = _pick(rng, _USES, n)
                     grades = _pick(rng, _GRADES, n)
@@ -544,13 +530,8 @@ def _generate_buildings(ctx: DemoContext) -> None:
             t0 = time.perf_counter()
             packed.finish()
             timing["insert"] += time.perf_counter() - t0
-        if dialect == "sqlite":
-            conn.exec_driver_sql("PRAGMA cache_size=-2000")  # back to SQLite's default
-        if dialect == "postgresql":  # explicit ids: move the sequences past them
-            for table in ("buildings", "households", "residents"):
-                session.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                     f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"))
-                session.execute(text(f"ANALYZE {table}"))
+        loading.close()  # the page cache back to what it was
+        storage.after_bulk_load(conn, ["buildings", "households", "residents"])  # explicit ids: sequences past them
         audit.record(session, audit.SYSTEM, "demo.buildings", "building", "*",
                      after={"buildings": n_b, "households": n_h, "residents": n_r})
         session.commit()

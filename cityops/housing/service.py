@@ -8,23 +8,21 @@ what every response and export goes through.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import Integer, LargeBinary, Text, any_, cast, func, literal, literal_column, select, type_coerce, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.bus import publish
 from cityops.core.crs import geodesic_area_m2
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
-from cityops.core.geometry import from_gpkg_many
-from cityops.core.spatial import bbox_prefilter, spatial_filter
+from cityops.core.spatial import spatial_filter
+from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.housing.counts import COUNT_COLUMNS, VULNERABLE_FLAGS
 from cityops.housing.manifest import BuildingChanged
@@ -188,14 +186,8 @@ def _chunks(values: list, size: int = _CHUNK):
 
 
 def _in_ids(session: Session, column, ids: list[int]):
-    """``column IN ids`` with the ids as ONE bound value (a PostgreSQL array; an SQLite JSON array read by
-    json_each): compiling hundreds of bind parameters per query cost more than the query on the hot path."""
-    ids = [int(i) for i in ids]
-    if session.get_bind().dialect.name == "postgresql":
-        # One text value cast to integer[] by the server: dumping a Python list element by element cost
-        # more client CPU than the whole query did on the server.
-        return column == any_(cast(literal("{" + ",".join(map(str, ids)) + "}", Text), ARRAY(Integer)))
-    return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
+    """``column IN ids`` with the ids as ONE bound value (``Storage.in_ids``)."""
+    return storage_of(session).in_ids(column, ids)
 
 
 #: Per-building count tuples are in COUNT_COLUMNS order (the buildings themselves are counted apart), read
@@ -226,34 +218,20 @@ _RESIDENT_COLUMNS = ("id", "household_id", "name", "id_number", "birth_year", "s
 
 
 
-def _raw_footprint(dialect: str):
-    """The footprint column as WKB (PostGIS) or the GeoPackage blob (SQLite), not decoded row by row."""
-    if dialect == "postgresql":
-        return func.ST_AsBinary(Building.footprint, type_=LargeBinary).label("wkb")
-    return type_coerce(Building.footprint, LargeBinary).label("wkb")
-
-
-def _decode_footprints(blobs: list, dialect: str) -> np.ndarray:
-    """One vectorised WKB parse for a list of raw footprints (GeoPackage headers cut off first)."""
-    if dialect != "postgresql":
-        return from_gpkg_many(blobs)
-    return shapely.from_wkb(np.array(blobs, dtype=object))
-
-
 def _buildings_in(session: Session, zone: BaseGeometry) -> list:
     """Rows (id, code, grid_code, unit_path and the counts: columns, not ORM objects; this is the hot path of an
     evacuation) of buildings whose footprint intersects ``zone``, by id: the spatial index narrows by envelope, GEOS decides
     exactly (on both backends, so both give the same answer), the zone prepared once and the footprints parsed
     in one call. The other columns are read only for the page of items returned (``_building_page``)."""
-    dialect = session.get_bind().dialect.name
+    storage = storage_of(session)
     columns = [Building.id, Building.code, Building.grid_code, Building.unit_path, *[getattr(Building, c) for c in COUNT_COLUMNS]]
-    stmt = bbox_prefilter(select(*columns, _raw_footprint(dialect)),
-                          dialect, Building.__tablename__, Building.id, Building.footprint, zone.bounds, geom_name="footprint")
+    stmt = storage.bbox_prefilter(select(*columns, storage.raw_geometry(Building.footprint).label("wkb")),
+                                  Building.__tablename__, Building.id, Building.footprint, zone.bounds, geom_name="footprint")
     rows = session.execute(stmt).all()
     if not rows:
         return []
     shapely.prepare(zone)
-    hit = shapely.intersects(zone, _decode_footprints([r.wkb for r in rows], dialect))
+    hit = shapely.intersects(zone, storage.decode_geometries([r.wkb for r in rows]))
     return sorted((r for r, h in zip(rows, hit) if h), key=lambda r: r.id)
 
 
@@ -727,8 +705,8 @@ def iter_buildings(session: Session, scope: Scope, *, root: str | None = None,
     stmt = stmt.order_by(Building.id)
     box = shapely.box(*bbox) if bbox else None
     if bbox:
-        stmt = bbox_prefilter(stmt, session.get_bind().dialect.name, Building.__tablename__, Building.id,
-                              Building.footprint, bbox, geom_name="footprint")
+        stmt = storage_of(session).bbox_prefilter(stmt, Building.__tablename__, Building.id, Building.footprint, bbox,
+                                                  geom_name="footprint")
     return _building_batches(session, stmt, names, box, batch_size)
 
 

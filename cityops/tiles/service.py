@@ -32,8 +32,8 @@ from pathlib import Path
 import morecantile
 import numpy as np
 import shapely
-from sqlalchemy import (Double, Integer, LargeBinary, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_,
-                        select, type_coerce, update)
+from sqlalchemy import (Double, Integer, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_, select,
+                        update)
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -41,8 +41,7 @@ from cityops.base import service as layers_service
 from cityops.base.models import Layer
 from cityops.core.bus import publish
 from cityops.core.errors import InvalidInput, NotFound
-from cityops.core.geometry import from_gpkg_many
-from cityops.core.spatial import bbox_prefilter
+from cityops.core.storage import Storage, storage_of
 from cityops.core.types import utcnow
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
@@ -211,20 +210,6 @@ class TileCache:
 
 # -------------------------------------------------------------------------------------- geometry
 
-def _decode(blobs: list, dialect: str) -> np.ndarray:
-    """Raw geometry column values → Shapely array in one pass (GeoPackage blobs or PostGIS EWKB)."""
-    if dialect == "postgresql":
-        return shapely.from_wkb(np.array([bytes(b) if isinstance(b, memoryview) else b for b in blobs], dtype=object))
-    return from_gpkg_many(blobs)
-
-
-def _raw(column, dialect: str):
-    # The stored value, skipping the Geometry type's per-row decoding: the batch is decoded at once.
-    if dialect == "postgresql":
-        return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
-    return type_coerce(column, LargeBinary)
-
-
 @dataclass
 class TileRequest:
     z: int
@@ -285,28 +270,30 @@ def _generalise(geoms: np.ndarray, rows: list, rule: Rule, frame: mvt.TileFrame)
 
 # ---------------------------------------------------------------------------------------- sources
 
-def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
-    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path, _raw(Unit.geom, dialect).label("g")) \
+def _units(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage):
+    stmt = select(Unit.id, Unit.code, Unit.name, Unit.name_en, Unit.level, Unit.path,
+                  storage.raw_geometry(Unit.geom).label("g")) \
         .where(Unit.level == layer.level, Unit.geom.is_not(None), scope.sees_clause(Unit.path))
-    stmt = bbox_prefilter(stmt, dialect, "units", Unit.id, Unit.geom, req.bbox)
+    stmt = storage.bbox_prefilter(stmt, "units", Unit.id, Unit.geom, req.bbox)
     rows = session.execute(stmt.order_by(Unit.id)).all()
     if not rows:
         return None
-    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    geoms, kept = _generalise(storage.decode_geometries([r.g for r in rows]), rows, req.rule, req.frame)
     props = [{"code": r.code, "name": r.name, "name_en": r.name_en, "level": r.level, "covered": scope.covers(r.path)}
              for r in kept]
     return geoms, [r.id for r in kept], props
 
 
-def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, dialect: str):
+def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage):
     stmt = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
-                  Building.safety_grade, Building.year_built, Building.grid_code, _raw(Building.footprint, dialect).label("g")) \
+                  Building.safety_grade, Building.year_built, Building.grid_code,
+                  storage.raw_geometry(Building.footprint).label("g")) \
         .where(scope.covers_clause(Building.unit_path))
-    stmt = bbox_prefilter(stmt, dialect, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
+    stmt = storage.bbox_prefilter(stmt, "buildings", Building.id, Building.footprint, req.bbox, "footprint")
     rows = session.connection().execute(stmt.order_by(Building.id)).all()  # Core: no ORM layer per row
     if not rows:
         return None
-    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    geoms, kept = _generalise(storage.decode_geometries([r.g for r in rows]), rows, req.rule, req.frame)
     if not kept:
         return None
     storey = layer.storey_height_m
@@ -318,17 +305,17 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
     return geoms, list(ids), columns
 
 
-def _layer_features(session: Session, layer: Layer, req: TileRequest, dialect: str):
+def _layer_features(session: Session, layer: Layer, req: TileRequest, storage: Storage):
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
-    stmt = select(current.c.id, current.c.fid, current.c.properties, _raw(current.c.geom, dialect).label("g")) \
+    stmt = select(current.c.id, current.c.fid, current.c.properties, storage.raw_geometry(current.c.geom).label("g")) \
         .where(current.c.geom.is_not(None))
-    stmt = bbox_prefilter(stmt, dialect, current.name, current.c.id, current.c.geom, req.bbox)
+    stmt = storage.bbox_prefilter(stmt, current.name, current.c.id, current.c.geom, req.bbox)
     if layer.geometry_type in ("POINT", "MULTIPOINT"):
         stmt = stmt.limit(req.rule.max_features)  # points are capped in id order: let the database stop early
     rows = session.execute(stmt.order_by(current.c.id)).all()
     if not rows:
         return None
-    geoms, kept = _generalise(_decode([r.g for r in rows], dialect), rows, req.rule, req.frame)
+    geoms, kept = _generalise(storage.decode_geometries([r.g for r in rows]), rows, req.rule, req.frame)
     props = []
     for r in kept:
         p = dict(r.properties or {})
@@ -545,8 +532,8 @@ def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int,
     ``engine="python"`` forces the Python path on PostGIS too (the tests compare the two)."""
     cat = cat or load_catalogue()
     req = req or tile_request(cat, z, x, y)
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql" and engine != "python":
+    storage = storage_of(session)
+    if storage.spatial_sql and engine != "python":
         return _pg_render(session, scope, tileset, req, cat, buildings, visible_layers)
     tile = mvt.new_tile()
     if tileset == BASEMAP:
@@ -554,19 +541,19 @@ def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int,
             if z < layer.min_zoom or (layer.source == "buildings" and not buildings):
                 continue
             fn = _units if layer.source == "units" else _buildings
-            got = fn(session, scope, layer, req, dialect)
+            got = fn(session, scope, layer, req, storage)
             if got:
                 mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
         if z >= cat.key_layers_min_zoom:
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
                 if layer.key in {b.id for b in cat.base_layers} or z < cat.key_min_zoom(layer.key):
                     continue  # a base layer's name wins (the layer stays reachable as its own tile set); not yet
-                got = _layer_features(session, layer, req, dialect)
+                got = _layer_features(session, layer, req, storage)
                 if got:
                     mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
     else:
         layer = layers_service.get_layer(session, tileset, scope)
-        got = _layer_features(session, layer, req, dialect)
+        got = _layer_features(session, layer, req, storage)
         if got:
             mvt.add_layer(tile, layer.key, *got, extent=cat.extent)
     return mvt.serialize(tile)

@@ -1,0 +1,302 @@
+"""The storage strategy: what differs between the two backends, in one place.
+
+CityOps runs on the embedded SQLite store (GeoPackage geometry, R*Tree index, one writer at a time) and on
+PostgreSQL/PostGIS (WKB geometry, GiST index, row locks, arrays, jsonb). Domain code never asks which one it
+is on: it takes the ``Storage`` of its session or connection (``storage_of``) and calls the operation it needs
+— a bounding-box prefilter, geometry encoding and decoding, an upsert, a row lock, JSON and array functions,
+trigger DDL. Both implementations give the same results; only the way differs.
+
+``storage_of`` is the one place that looks at the dialect's name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from contextlib import contextmanager
+
+import numpy as np
+import shapely
+from sqlalchemy import Integer, LargeBinary, Select, Text, any_, cast, func, literal, literal_column, select, text, type_coerce
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
+
+
+class Storage:
+    """Operations whose SQL differs between the backends. One instance per backend (``SQLITE``, ``POSTGRESQL``)."""
+
+    #: The dialect's name ("sqlite", "postgresql"), for logs and metrics only.
+    name: str = ""
+    #: An embedded store: one process, one writer at a time (SQLite). Precomputed rollups pay off there;
+    #: row locks are not needed (the writer lock is held for the whole write transaction).
+    embedded: bool = False
+    #: Geometry functions run in SQL (PostGIS: ST_AsMVT, ST_Intersects …); without them the exact predicates and
+    #: tile encoding run in Python (GEOS through Shapely) on the candidates the index prefilter returns.
+    spatial_sql: bool = False
+    #: Spatial indexes are GeoPackage R*Tree tables (``rtree_<table>_<column>``) that bulk loads may fill by hand.
+    rtree_index: bool = False
+
+    # ----------------------------------------------------------------------------------- writing
+
+    def insert(self, table):
+        """An INSERT for ``table`` (model or Table) that offers ``on_conflict_do_update`` / ``on_conflict_do_nothing``
+        and ``.excluded``: an upsert, the same on both backends."""
+        raise NotImplementedError
+
+    def lock_for_update(self, stmt: Select) -> Select:
+        """``stmt`` taking row locks on what it reads, for a read-modify-write."""
+        raise NotImplementedError
+
+    def refresh_locked(self, session: Session, obj) -> None:
+        """Reload ``obj`` under a row lock (its unflushed changes flushed first)."""
+        raise NotImplementedError
+
+    def trigger_ddl(self, *, sqlite: Iterable[str] = (), postgresql: Iterable[str] = ()) -> list[str]:
+        """Of trigger DDL written for each backend (trigger bodies differ: per-row NEW/OLD against statement-level
+        transition tables), the statements for this one."""
+        raise NotImplementedError
+
+    def drop_trigger(self, name: str, table: str) -> str:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------- bulk loading
+
+    def bulk_geometries(self, geoms) -> list:
+        """Geometries in the form ``bulk_insert`` hands to the driver (GeoPackage blobs; hex EWKB with its SRID for
+        COPY)."""
+        raise NotImplementedError
+
+    def bulk_insert(self, conn: Connection, table: str, columns: list[str], values: list[tuple]) -> None:
+        """Rows already in storage form, past SQLAlchemy's per-row bind processing: the driver's executemany
+        (SQLite), COPY (PostgreSQL, about ten times a multi-row INSERT)."""
+        raise NotImplementedError
+
+    def bulk_cache(self, conn: Connection, kib: int):
+        """A context manager giving this connection a page cache of ``kib`` KiB for a load (SQLite's default is
+        2 MB; PostgreSQL's shared buffers need nothing per connection)."""
+        raise NotImplementedError
+
+    def after_bulk_load(self, conn: Connection, tables: list[str]) -> None:
+        """After rows went in with explicit ids: sequences moved past them and statistics refreshed."""
+        raise NotImplementedError
+
+    def extent(self, conn: Connection, table: str, geom_name: str = "geom") -> list[float] | None:
+        """[minx, miny, maxx, maxy] of a table's geometries (from the spatial index where it holds them), or None."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- geometry
+
+    def bbox_prefilter(self, stmt: Select, table: str, id_column, geom_column,
+                       bounds: tuple[float, float, float, float], geom_name: str = "geom") -> Select:
+        """Keep rows whose envelope meets ``bounds`` (minx, miny, maxx, maxy, canonical CRS): the index step of
+        every spatial query, ``&&`` on the GiST index (PostGIS) or the GeoPackage R*Tree (SQLite). Callers apply
+        the exact predicate afterwards."""
+        raise NotImplementedError
+
+    def raw_geometry(self, column):
+        """``column`` selected as the stored bytes, not decoded row by row (``decode_geometries`` decodes a batch)."""
+        raise NotImplementedError
+
+    def decode_geometries(self, blobs: list) -> np.ndarray:
+        """Values of ``raw_geometry`` → Shapely array, in one vectorised pass."""
+        raise NotImplementedError
+
+    def encode_geometries(self, geoms, srid: int = CANONICAL_SRID) -> list:
+        """Geometries in this backend's storage encoding, for bulk inserts into ``Geometry`` columns."""
+        return encode_many(geoms, self.name, srid)
+
+    # -------------------------------------------------------------------------------- JSON, arrays
+
+    def json_text(self, column):
+        """A JSON column as its stored text, never decoded into Python objects."""
+        raise NotImplementedError
+
+    def json_object(self, *pairs):
+        """SQL building a JSON object from alternating keys and values."""
+        raise NotImplementedError
+
+    def json_path(self, column, keys: list[str]):
+        """The member at ``keys`` of a JSON column, as text."""
+        raise NotImplementedError
+
+    def text_position(self, haystack, needle):
+        """1-based position of ``needle`` in ``haystack`` (0 when absent)."""
+        raise NotImplementedError
+
+    def in_ids(self, column, ids: list[int]):
+        """``column IN ids`` with the ids as ONE bound value (a PostgreSQL array, an SQLite JSON array read by
+        json_each): compiling hundreds of bind parameters per query costs more than the query on hot paths."""
+        raise NotImplementedError
+
+
+class SQLiteStorage(Storage):
+    name = "sqlite"
+    embedded = True
+    rtree_index = True
+
+    def bulk_geometries(self, geoms):
+        return encode_many(geoms, self.name)
+
+    def bulk_insert(self, conn, table, columns, values):
+        if values:
+            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                                 values)
+
+    @contextmanager
+    def bulk_cache(self, conn, kib):
+        before = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+        conn.exec_driver_sql(f"PRAGMA cache_size=-{int(kib)}")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"PRAGMA cache_size={int(before)}")
+
+    def after_bulk_load(self, conn, tables):
+        return None  # INTEGER PRIMARY KEY continues after the largest id; ANALYZE is left to the planner's defaults
+
+    def extent(self, conn, table, geom_name="geom"):
+        row = conn.execute(text(f"SELECT min(minx), min(miny), max(maxx), max(maxy) FROM rtree_{table}_{geom_name}")).one()
+        return None if row[0] is None else [float(v) for v in row]
+
+    def insert(self, table):
+        return sqlite.insert(table)
+
+    def lock_for_update(self, stmt):
+        return stmt  # the writer lock (core.db.begin_write) already serialises the whole transaction
+
+    def refresh_locked(self, session, obj):
+        return None
+
+    def trigger_ddl(self, *, sqlite=(), postgresql=()):
+        return list(sqlite)
+
+    def drop_trigger(self, name, table):
+        return f"DROP TRIGGER IF EXISTS {name}"
+
+    def bbox_prefilter(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
+        minx, miny, maxx, maxy = bounds
+        candidates = text(f"SELECT id FROM rtree_{table}_{geom_name} "
+                          "WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
+        return stmt.where(id_column.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+
+    def raw_geometry(self, column):
+        return type_coerce(column, LargeBinary)
+
+    def decode_geometries(self, blobs):
+        return from_gpkg_many(blobs) if len(blobs) else np.array([], dtype=object)
+
+    def json_text(self, column):
+        return type_coerce(column, Text)
+
+    def json_object(self, *pairs):
+        return func.json_object(*pairs)
+
+    def json_path(self, column, keys):
+        return func.json_extract(column, "$." + ".".join(keys))
+
+    def text_position(self, haystack, needle):
+        return func.instr(haystack, needle)
+
+    def in_ids(self, column, ids):
+        ids = [int(i) for i in ids]
+        return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
+
+
+class PostgreSQLStorage(Storage):
+    name = "postgresql"
+    embedded = False
+    spatial_sql = True
+
+    def bulk_geometries(self, geoms):
+        geoms = np.asarray(geoms, dtype=object)
+        return shapely.to_wkb(shapely.set_srid(geoms, CANONICAL_SRID), hex=True, include_srid=True).tolist()
+
+    def bulk_insert(self, conn, table, columns, values):
+        if not values:
+            return
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
+
+    @contextmanager
+    def bulk_cache(self, conn, kib):
+        yield
+
+    def after_bulk_load(self, conn, tables):
+        for table in tables:
+            conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                              f"coalesce((SELECT max(id) FROM {table}), 0) + 1, false)"))
+            conn.execute(text(f"ANALYZE {table}"))
+
+    def extent(self, conn, table, geom_name="geom"):
+        row = conn.execute(text(f"SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM "
+                                f"(SELECT ST_Extent({geom_name}) AS e FROM {table}) s")).one()
+        return None if row[0] is None else [float(v) for v in row]
+
+    def insert(self, table):
+        return postgresql.insert(table)
+
+    def lock_for_update(self, stmt):
+        return stmt.with_for_update()
+
+    def refresh_locked(self, session, obj):
+        session.flush()  # refresh would otherwise drop this transaction's unflushed changes to the object
+        session.refresh(obj, with_for_update=True)
+
+    def trigger_ddl(self, *, sqlite=(), postgresql=()):
+        return list(postgresql)
+
+    def drop_trigger(self, name, table):
+        return f"DROP TRIGGER IF EXISTS {name} ON {table}"
+
+    def bbox_prefilter(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
+        minx, miny, maxx, maxy = bounds
+        raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
+        return stmt.where(raw.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
+
+    def raw_geometry(self, column):
+        return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
+
+    def decode_geometries(self, blobs):
+        return shapely.from_wkb(np.array([bytes(b) if isinstance(b, memoryview) else b for b in blobs], dtype=object))
+
+    def json_text(self, column):
+        return cast(column, Text)
+
+    def json_object(self, *pairs):
+        return func.jsonb_build_object(*pairs)
+
+    def json_path(self, column, keys):
+        return column.op("#>>")(literal("{" + ",".join(keys) + "}", Text))
+
+    def text_position(self, haystack, needle):
+        return func.strpos(haystack, needle)
+
+    def in_ids(self, column, ids):
+        # One text value cast to integer[] by the server: dumping a Python list element by element cost more
+        # client CPU than the whole query did on the server.
+        return column == any_(cast(literal("{" + ",".join(str(int(i)) for i in ids) + "}", Text), ARRAY(Integer)))
+
+
+SQLITE = SQLiteStorage()
+POSTGRESQL = PostgreSQLStorage()
+_BY_NAME = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
+
+
+def storage_of(bind: Session | Connection | Engine | str) -> Storage:
+    """The storage strategy of a session, connection, engine (or dialect name)."""
+    if isinstance(bind, str):
+        name = bind
+    else:
+        if isinstance(bind, Session):
+            bind = bind.get_bind()
+        name = bind.dialect.name
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise RuntimeError(f"unsupported database backend {name!r}: CityOps runs on SQLite and PostgreSQL") from None
