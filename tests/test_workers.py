@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tests.conftest import create_pg_database, drop_pg_database, free_port, pg_database_url, require_postgis, wait_for_port
 from tests.natsserver import nats_server
@@ -143,3 +143,109 @@ def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
                 server.kill()
             engine.dispose()
             drop_pg_database(name)
+
+
+@pytest.mark.slow
+def test_two_workers_share_the_mqtt_subscription(tmp_path):
+    """With ``--workers 2`` each worker's bridge subscribes as ``$share/<client id>/…`` (MQTT 5): the broker gives
+    each message to one of them (its log names the receiving client), both take part, and every observation is
+    stored once."""
+    require_postgis()
+    import getpass
+    import uuid
+
+    import paho.mqtt.client as mqtt
+
+    from cityops.core.db import make_engine, make_sessionmaker, migrate
+    from cityops.core.settings import Settings
+    from cityops.org.models import Unit
+    from cityops.sensing.models import Observation
+    from tests.sensing_helpers import make_device
+
+    broker_port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    log = tmp_path / "mosquitto.log"
+    # The broker's log names the client each message goes to (kept as the user running the test: the log file
+    # lies in the test's own directory).
+    conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser {getpass.getuser()}\n"
+                    f"log_dest file {log}\nlog_type all\n")
+    broker = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    name = create_pg_database()
+    client_id = f"cityops-share-{uuid.uuid4().hex[:8]}"
+    env = _env(CITYOPS_DATABASE_URL=pg_database_url(name), CITYOPS_SECRET_KEY="workers-test",
+               CITYOPS_DATA_DIR=str(tmp_path / "data"), CITYOPS_LOG_LEVEL="WARNING",
+               CITYOPS_MQTT_URL=f"mqtt://127.0.0.1:{broker_port}", CITYOPS_MQTT_CLIENT_ID=client_id)
+    settings = Settings(data_dir=tmp_path / "data", database_url=pg_database_url(name), secret_key="workers-test")
+    engine = make_engine(settings)
+    server = None
+    try:
+        wait_for_port(broker, broker_port)
+        migrate(engine)
+        with make_sessionmaker(engine)() as s:
+            s.add(Unit(code="500154", name="开州区", level="district", path="/500154/"))
+            s.commit()
+        r = subprocess.run([*CLI, "users", "add", "admin", "--role", "administrator", "--password", "Workers-2026!"],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        for _attempt in range(3):  # a free port can be taken by another program before the server binds it
+            port = free_port()
+            server = subprocess.Popen([*CLI, "serve", "--workers", "2", "--port", str(port)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(server, port, seconds=240)
+                time.sleep(1.0)
+            except RuntimeError:
+                pass
+            if server.poll() is None:
+                break
+        deadline = time.monotonic() + 240
+        while not log.exists() or sum("New client connected" in line and client_id in line for line in log.read_text().splitlines()) < 2:
+            assert time.monotonic() < deadline, "both workers' bridges connect to the broker"
+            time.sleep(0.5)
+
+        class Api(httpx.Client):
+            def login(self, username):
+                r = self.post("/api/auth/login", json={"username": username, "password": "Workers-2026!"})
+                return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        with Api(base_url=f"http://127.0.0.1:{port}", timeout=60) as api:
+            ds = make_device(api, "500154", "rain_gauge", "rainfall", "mm", headers=api.login("admin"))["datastream"]
+        n = 200
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{client_id}-device", protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", broker_port)
+        pub.loop_start()
+        t0 = 1_780_000_000_000
+        for i in range(n):
+            info = pub.publish(f"v1.1/Datastreams({ds})/Observations",
+                               json.dumps({"phenomenonTime": datetime.fromtimestamp((t0 + i * 60_000) / 1000, UTC).isoformat(),
+                                           "result": float(i)}), qos=1)
+            info.wait_for_publish(30)
+        pub.loop_stop()
+        pub.disconnect()
+        deadline = time.monotonic() + 60
+        while True:
+            with make_sessionmaker(engine)() as s:
+                stored = s.scalar(select(func.count()).select_from(Observation).where(Observation.datastream_id == ds))
+            if stored >= n or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert stored == n
+        received = {}
+        for line in log.read_text().splitlines():
+            # the devices' messages (QoS 1); the servers' own notifications on the same topic come back at QoS 0
+            if "Sending PUBLISH to" in line and ", q1," in line and f"Datastreams({ds})/Observations" in line:
+                who = line.split("Sending PUBLISH to ", 1)[1].split(" ", 1)[0]
+                if who.startswith(client_id + "-") and who != f"{client_id}-device":
+                    received[who] = received.get(who, 0) + 1
+        assert len(received) == 2 and sum(received.values()) == n, received
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        engine.dispose()
+        drop_pg_database(name)
+        broker.terminate()
+        broker.wait(10)
