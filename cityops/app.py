@@ -14,9 +14,9 @@ from sqlalchemy.exc import OperationalError
 import cityops
 from cityops import wiring
 from cityops.base import routes as base_routes
-from cityops.core import ops_routes, web
+from cityops.core import catalogues, ops_routes, web
 from cityops.core.db import make_engine, make_sessionmaker, migrate
-from cityops.core.settings import Settings
+from cityops.core.settings import Settings, worker_settings
 from cityops.events import open311 as events_open311
 from cityops.events import routes as events_routes
 from cityops.events import routing as events_routing
@@ -26,9 +26,7 @@ from cityops.indicators import routes as indicators_routes
 from cityops.duty import routes as duty_routes
 from cityops.directives import routes as directives_routes
 from cityops.directives.hub import DirectiveHub
-from cityops.indicators import service as indicators_service
 from cityops.notify import routes as notify_routes
-from cityops.notify import service as notify_service
 from cityops.notify.dispatch import Dispatcher, InboxHub
 from cityops.ogc import routes as ogc_routes
 from cityops.org import routes as org_routes
@@ -50,14 +48,13 @@ log = logging.getLogger("cityops")
 
 
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> FastAPI:
-    settings = settings or Settings()
+    settings = settings or worker_settings()
+    catalogues.load_all(settings)  # every capability's catalogue files, validated: a bad file stops the start
     engine = make_engine(settings)
     if run_migrations:
         migrate(engine)
     sessions = make_sessionmaker(engine)
     levels = load_levels(settings.grid_code_length)
-    indicators_service.load_catalogue(settings)  # the indicator catalogue is validated at start-up: a bad file stops it
-    notify_service.configure(settings)  # so are the escalation policies
     registry = CollectorRegistry()
     app = FastAPI(
         title="CityOps",

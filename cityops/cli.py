@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -50,8 +49,6 @@ def _settings(data_dir: Optional[Path], *, create: bool = False):
     from cityops.core.logging import configure_logging
     from cityops.core.settings import Settings
 
-    if data_dir is not None:
-        os.environ["CITYOPS_DATA_DIR"] = str(data_dir)
     try:
         settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
     except ValidationError as exc:
@@ -68,6 +65,12 @@ def _settings(data_dir: Optional[Path], *, create: bool = False):
             _fail(f"the data directory {where} {what}; create one with `cityops init --data-dir {where}` "
                   "(or `cityops demo`), or give the right --data-dir / CITYOPS_DATA_DIR")
     configure_logging(settings.log_level, settings.log_json)
+    from cityops.core.catalogues import CatalogueError, load_all
+
+    try:
+        load_all(settings)  # every catalogue file validated, and read from where the settings say
+    except CatalogueError as exc:
+        _fail(str(exc))
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
@@ -164,15 +167,19 @@ def _serve(settings, host: str, port: int, workers: int = 1) -> None:
         uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
                     timeout_keep_alive=settings.keep_alive_seconds)
         return
-    # Each worker process builds its app from the environment: the settings it needs are passed down there.
+    # Each worker process builds its app by importing the factory: the settings are handed over in a file.
     from cityops.core.db import make_engine, migrate
+    from cityops.core.settings import hand_over
 
     engine = make_engine(settings)
     migrate(engine)  # once, before the workers start
     engine.dispose()
-    os.environ["CITYOPS_WORKERS"] = str(workers)
-    uvicorn.run("cityops.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
-                access_log=False, timeout_keep_alive=settings.keep_alive_seconds)
+    handed = hand_over(settings, workers=workers)
+    try:
+        uvicorn.run("cityops.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
+                    access_log=False, timeout_keep_alive=settings.keep_alive_seconds)
+    finally:
+        handed.unlink(missing_ok=True)
 
 
 @app.command()

@@ -184,7 +184,9 @@ def test_bad_deployment_file_stops_the_server(tmp_path):
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "x.toml").write_text("version = 1\n[[sector]]\ncode = 5\n", encoding="utf-8")
-    with pytest.raises(CatalogueError, match=r"x.toml:3: sector 5: code: Input should be a valid string"):
+    from cityops.core.catalogues import CatalogueError as StartUpError
+
+    with pytest.raises(StartUpError, match=r"x.toml:3, field sector 5: code: Input should be a valid string"):
         create_app(Settings(data_dir=tmp_path / "data", secret_key="s", indicators_dir=conf, wiring=False))
 
 

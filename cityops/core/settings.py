@@ -6,6 +6,7 @@ Precedence, highest first: explicit arguments, environment variables, the TOML f
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from functools import cached_property
@@ -217,3 +218,31 @@ class Settings(BaseSettings):
         path.write_text(value)
         path.chmod(0o600)
         return value
+
+
+#: Names the settings file ``hand_over`` wrote, for the worker processes that inherit the environment.
+_HANDED_OVER = "CITYOPS_SETTINGS_FILE"
+
+
+def hand_over(settings: Settings, **changes) -> Path:
+    """Pass ``settings`` (with ``changes``) to worker processes that build the app from an import string
+    (``uvicorn --workers``: each imports ``cityops.app:create_app`` and calls it without arguments, so the only
+    channel is what it inherits). They are written to a file only the owner can read, in the data directory,
+    and named in this process's environment; ``worker_settings`` reads them back. Returns the file (the caller
+    removes it when the workers are gone)."""
+    values = {**settings.model_dump(mode="json"), **changes}
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(settings.data_dir) / f".serve-settings-{os.getpid()}.json"
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values), encoding="utf-8")
+    os.environ[_HANDED_OVER] = str(path.resolve())
+    return path
+
+
+def worker_settings() -> Settings:
+    """The settings of a process that builds the app without arguments: those handed over by the command that
+    started it (``hand_over``), else the environment and the TOML file."""
+    path = os.environ.get(_HANDED_OVER)
+    if path:
+        return Settings(**json.loads(Path(path).read_text(encoding="utf-8")))
+    return Settings()

@@ -1,7 +1,8 @@
 """The event center's catalogues as data: taxonomy (部件/事项), duty calendar and settings, validated on load.
 
-Every file is TOML; a deployment may point ``CITYOPS_EVENTS_DIR`` at a directory holding its own
-``taxonomy.toml``, ``calendar.toml`` or ``events.toml``. A file that fails validation raises
+Every file is TOML; a deployment may point the ``events_dir`` setting (``CITYOPS_EVENTS_DIR``) at a directory
+holding its own ``taxonomy.toml``, ``calendar.toml`` or ``events.toml``; the files are loaded and validated at
+start-up (``load_taxonomy`` …, declared in the manifest). A file that fails validation raises
 ``ValidationFailed`` listing every problem, and nothing is loaded.
 """
 
@@ -24,11 +25,38 @@ KINDS = ("component", "matter")
 SOURCES = ("rest", "patrol", "public", "open311", "hotline", "sensor", "task", "indicator")
 
 
-def _file(name: str) -> Path:
-    from cityops.core.settings import Settings
+#: The deployment's directory of catalogue files (``use_settings``); None: the shipped files.
+_DIR: list[Path | None] = [None]
 
-    custom = Settings().events_dir
-    if custom and (Path(custom) / name).exists():
+
+def use_settings(config) -> None:
+    """Read the catalogues from ``config.events_dir`` (the shipped files where it has none)."""
+    custom = Path(config.events_dir) if config.events_dir else None
+    if _DIR[0] != custom:
+        _DIR[0] = custom
+        taxonomy.cache_clear()
+        calendar.cache_clear()
+        settings.cache_clear()
+
+
+def load_taxonomy(config) -> Taxonomy:
+    use_settings(config)
+    return taxonomy()
+
+
+def load_calendar(config):
+    use_settings(config)
+    return calendar()
+
+
+def load_settings(config) -> EventSettings:
+    use_settings(config)
+    return settings()
+
+
+def _file(name: str) -> Path:
+    custom = _DIR[0]
+    if custom and (custom / name).exists():
         return Path(custom) / name
     return HERE / name
 

@@ -4,6 +4,7 @@ service for cases (sensing/escalation.py, tasks/links.py)."""
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -34,4 +35,8 @@ class CaseChanged(DomainEvent):
     outbox_ids: list[int] = []
 
 
-MANIFEST = Manifest("events", publishes=(CaseChanged,), depends_on=("org", "identity", "housing"))
+MANIFEST = Manifest("events", publishes=(CaseChanged,), depends_on=("org", "identity", "housing"), catalogues=(
+    Catalogue("taxonomy.toml", "cityops.events.catalogue:load_taxonomy"),
+    Catalogue("calendar.toml", "cityops.events.catalogue:load_calendar"),
+    Catalogue("events.toml", "cityops.events.catalogue:load_settings"),
+))

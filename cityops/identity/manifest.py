@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -16,4 +17,5 @@ class AccessChanged(DomainEvent):
     change: str
 
 
-MANIFEST = Manifest("identity", publishes=(AccessChanged,), depends_on=("org",))
+MANIFEST = Manifest("identity", publishes=(AccessChanged,), depends_on=("org",),
+                    catalogues=(Catalogue("roles.toml", "cityops.identity.roles:load_roles"),))

@@ -4,6 +4,7 @@ contract module ``cityops.indicators.metrics``; a breach opens a case through th
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -23,4 +24,6 @@ class IndicatorBreached(DomainEvent):
     unit: str | None = None
 
 
-MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,), depends_on=("org", "identity", "events", "sensing", "warning", "housing", "tasks"))
+MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,),
+                    depends_on=("org", "identity", "events", "sensing", "warning", "housing", "tasks"),
+                    catalogues=(Catalogue("indicators", "cityops.indicators.service:load_catalogue"),))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 from cityops.events.manifest import CaseChanged
 from cityops.indicators.manifest import IndicatorBreached
 from cityops.tasks.manifest import PlanActivated
@@ -48,4 +49,6 @@ MANIFEST = Manifest(
     # org: addresses resolve through units, posts and departments; identity: users, roles, scope; events: the
     # case outbox's notices are marked delivered once handed to the channels' queue.
     depends_on=("org", "identity", "events"),
+    # The escalation policies; loading them also keeps the settings the domain reads (channels, quiet hours).
+    catalogues=(Catalogue("policies", "cityops.notify.service:configure"),),
 )

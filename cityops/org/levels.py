@@ -58,6 +58,11 @@ class Levels:
         return [k for k in ("district", "township", "village", "grid") if k in self.by_key]
 
 
+def levels_for(settings) -> Levels:
+    """The levels catalogue with the grid's code length from the settings (``grid_code_length``)."""
+    return load_levels(settings.grid_code_length)
+
+
 @lru_cache(maxsize=8)
 def load_levels(grid_code_length: int = 15, path: Path = LEVELS_FILE) -> Levels:
     data = tomllib.loads(Path(path).read_text(encoding="utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -16,4 +17,5 @@ class UnitsChanged(DomainEvent):
     change: str
 
 
-MANIFEST = Manifest("org", publishes=(UnitsChanged,), depends_on=("identity",))
+MANIFEST = Manifest("org", publishes=(UnitsChanged,), depends_on=("identity",),
+                    catalogues=(Catalogue("levels.toml", "cityops.org.levels:levels_for"),))

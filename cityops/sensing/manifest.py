@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 from cityops.warning.manifest import WarningLevelChanged
 
 
@@ -40,4 +41,6 @@ MANIFEST = Manifest(
     consumes=(WarningLevelChanged,),
     # events: the alarm → case escalation (sensing/escalation.py); warning: the one tilt rule and level ladder.
     depends_on=("org", "identity", "housing", "warning", "events"),
+    catalogues=(Catalogue("device_types.toml", "cityops.sensing.catalog:device_types"),
+                Catalogue("rules.toml", "cityops.sensing.catalog:rulebook")),
 )

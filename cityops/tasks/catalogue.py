@@ -114,7 +114,7 @@ def load_catalogue(path: Path = CATALOGUE) -> Catalogue:
         with open(path, "rb") as fh:
             return Catalogue.model_validate(tomllib.load(fh))
     except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise ValueError(f"invalid plan catalogue {path}: {exc}") from None
+        raise ValueError(f"invalid plan catalogue {path}: {exc}") from exc
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 from cityops.warning.manifest import WarningLevelChanged
 
 
@@ -33,4 +34,5 @@ MANIFEST = Manifest(
     consumes=(WarningLevelChanged,),
     # events: the incident's case (tasks/links.py).
     depends_on=("org", "identity", "housing", "events"),
+    catalogues=(Catalogue("plans.toml", "cityops.tasks.catalogue:catalogue"),),
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 from cityops.housing.manifest import BuildingChanged
 from cityops.org.manifest import UnitsChanged
 
@@ -19,4 +20,5 @@ class TileSourceChanged(DomainEvent):
 
 
 MANIFEST = Manifest("tiles", publishes=(TileSourceChanged,), consumes=(BuildingChanged, UnitsChanged),
-                    depends_on=("org", "identity", "base", "housing", "ogc"))
+                    depends_on=("org", "identity", "base", "housing", "ogc"),
+                    catalogues=(Catalogue("tilesets.toml", "cityops.tiles.catalogue:load_catalogue"),))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -39,4 +40,5 @@ MANIFEST = Manifest(
     # reads the sensing time series for the warning models.
     consumes=(),
     depends_on=("org", "identity", "housing"),
+    catalogues=(Catalogue("catalogue.toml", "cityops.warning.catalogue:catalogue"),),
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cityops.core.bus.events import DomainEvent
+from cityops.core.catalogues import Catalogue
 
 #: Every capability package under cityops/ (web, demo and the app assembly are not capabilities).
 CAPABILITIES = ("org", "identity", "base", "housing", "ogc", "tiles", "sensing", "warning", "events", "tasks",
@@ -22,6 +23,8 @@ class Manifest:
     consumes: tuple[type[DomainEvent], ...] = ()
     #: Capabilities whose modules this one imports (tables, domain functions). Consuming an event needs no entry.
     depends_on: tuple[str, ...] = ()
+    #: The capability's catalogue files, each validated at start-up (``cityops.core.catalogues``).
+    catalogues: tuple[Catalogue, ...] = ()
     description: str = field(default="", compare=False)
 
     def __post_init__(self):
