@@ -49,17 +49,43 @@ function apiDocsAssets() {
   };
 }
 
+/**
+ * The message catalogue (cityops/web/messages.json) one module per language, `virtual:cityops-messages/<code>`:
+ * the entry script imports 简体中文 only; English is its own chunk, fetched when a user picks it (src/i18n.js).
+ */
+function messageCatalogue() {
+  const file = join(here, "..", "messages.json");
+  const prefix = "virtual:cityops-messages/";
+  return {
+    name: "cityops-messages",
+    resolveId(id) {
+      return id.startsWith(prefix) ? `\0${id}` : null;
+    },
+    load(id) {
+      if (!id.startsWith(`\0${prefix}`)) return null;
+      this.addWatchFile(file);
+      const code = id.slice(prefix.length + 1);
+      const all = JSON.parse(readFileSync(file, "utf8"));
+      if (!all[code]) this.error(`messages.json has no language ${code}`);
+      return `export default ${JSON.stringify(all[code])};`;
+    },
+  };
+}
+
 // Which page each path opens (as src/router.js routes it), most specific first: index.html preloads that page's
 // chunks, its styles and the files its first paint fetches (the MapLibre worker, the label font) in parallel
 // with the entry script, instead of one round trip after another as the imports are discovered.
+// The desk pages also need their frame (src/components/DeskLayout.vue, with Element Plus); the phone and the login
+// page have none.
+const DESK = "src/components/DeskLayout.vue";
 const FIRST_PAINT_PAGES = [
-  ["/phone", "src/pages/Phone.vue"],
-  ["/cockpit", "src/pages/Cockpit.vue"],
-  ["/workbench/cases/", "src/pages/CasePage.vue"],
-  ["/workbench", "src/pages/Workbench.vue"],
-  ["/command", "src/pages/Command.vue"],
-  ["/login", "src/pages/Login.vue"],
-  ["/", "src/pages/OpsMap.vue"],
+  ["/phone", ["src/pages/Phone.vue"]],
+  ["/cockpit", ["src/pages/Cockpit.vue", DESK]],
+  ["/workbench/cases/", ["src/pages/CasePage.vue", DESK]],
+  ["/workbench", ["src/pages/Workbench.vue", DESK]],
+  ["/command", ["src/pages/Command.vue", DESK]],
+  ["/login", ["src/pages/Login.vue"]],
+  ["/", ["src/pages/OpsMap.vue", DESK]],
 ];
 const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, font), not imported
 
@@ -77,9 +103,7 @@ function firstPaintPreload() {
         const chunks = Object.values(bundle).filter((c) => c.type === "chunk");
         const entry = chunks.find((c) => c.isEntry);
         const loaded = new Set([entry.fileName, ...entry.imports]); // Vite preloads these itself
-        const table = FIRST_PAINT_PAGES.map(([prefix, page]) => {
-          const chunk = chunks.find((c) => c.facadeModuleId && c.facadeModuleId.endsWith(page));
-          if (!chunk) throw new Error(`first-paint preload: no chunk for ${page}; keep FIRST_PAINT_PAGES in step with src/router.js`);
+        const table = FIRST_PAINT_PAGES.map(([prefix, modules]) => {
           const files = [];
           const seen = new Set();
           const visit = (c) => {
@@ -90,7 +114,11 @@ function firstPaintPreload() {
             for (const asset of c.viteMetadata.importedAssets) if (FETCHED_ASSETS.test(asset)) files.push(asset);
             for (const name of c.imports) visit(bundle[name]);
           };
-          visit(chunk);
+          for (const page of modules) {
+            const chunk = chunks.find((c) => c.facadeModuleId && c.facadeModuleId.endsWith(page));
+            if (!chunk) throw new Error(`first-paint preload: no chunk for ${page}; keep FIRST_PAINT_PAGES in step with src/router.js`);
+            visit(chunk);
+          }
           return [prefix, files];
         });
         const script = `(function(){var t=${JSON.stringify(table)},p=location.pathname;for(var i=0;i<t.length;i++){`
@@ -116,6 +144,7 @@ export default defineConfig({
   root: here,
   base: "/",
   plugins: [
+    messageCatalogue(),
     vue(),
     Components({ resolvers: [ElementPlusResolver({ importStyle: "css" })], dts: false }),
     apiDocsAssets(),
@@ -161,6 +190,9 @@ export default defineConfig({
       },
     }),
   ],
+  // The catalogue's messages are compiled by src/i18n-compile.js: vue-i18n's general compiler stays out of the build
+  // (not in tests, where test/i18n.test.js checks our compiler against it).
+  define: process.env.VITEST ? {} : { __INTLIFY_DROP_MESSAGE_COMPILER__: "true" },
   build: {
     outDir: join(here, "..", "dist"),
     emptyOutDir: true,

@@ -1,7 +1,4 @@
 import { createApp } from "vue";
-import "element-plus/theme-chalk/dark/css-vars.css";
-import "element-plus/es/components/message/style/css";
-import "element-plus/es/components/message-box/style/css";
 import "./styles.css";
 import App from "./App.vue";
 import { restoreSession } from "./auth/session.js";
@@ -10,6 +7,8 @@ import { registerServiceWorker } from "./pwa.js";
 import { router } from "./router.js";
 
 restoreSession();
-setLanguage(storedLanguage());
-createApp(App).use(i18n).use(router).mount("#app");
-registerServiceWorker();
+// 简体中文 is in this script; another language's messages are fetched before the first render.
+setLanguage(storedLanguage()).finally(() => {
+  createApp(App).use(i18n).use(router).mount("#app");
+  registerServiceWorker();
+});

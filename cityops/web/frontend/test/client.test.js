@@ -1,10 +1,10 @@
 // Every failure the user sees is a sentence in their language.
 import { describe, expect, it } from "vitest";
 import { api, ApiError, buildUrl, errorMessage, isTransient } from "../src/api/client.js";
-import { i18n } from "../src/i18n.js";
+import { i18n, setLanguage } from "../src/i18n.js";
 
 describe("error messages", () => {
-  it("says what went wrong in 简体中文 and in English", () => {
+  it("says what went wrong in 简体中文 and in English", async () => {
     i18n.global.locale.value = "zh-CN";
     expect(errorMessage(new ApiError({ status: 0, code: "network" }))).toBe("无法连接服务器，请检查网络后重试");
     expect(errorMessage(new ApiError({ status: 401, code: "unauthenticated" }))).toContain("用户名或密码错误");
@@ -13,7 +13,7 @@ describe("error messages", () => {
     expect(errorMessage(new ApiError({ status: 409, code: "conflict" }))).toBe("状态已变化，请刷新后重试");
     expect(errorMessage(new ApiError({ status: 422, code: "invalid_input", details: { field: "lon" } }))).toContain("提交的内容有误");
     expect(errorMessage(new TypeError("x"))).toBe("页面出现意外错误，请刷新后重试");
-    i18n.global.locale.value = "en";
+    await setLanguage("en"); // its messages are a module of their own, loaded when chosen
     expect(errorMessage(new ApiError({ status: 503, code: "busy" }))).toBe("The system is busy; please try again shortly");
     expect(errorMessage(new ApiError({ status: 500, code: "server" }))).toMatch(/^The server could not handle this \(500\)/);
     i18n.global.locale.value = "zh-CN";

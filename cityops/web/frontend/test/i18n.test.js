@@ -2,9 +2,10 @@
 // the same placeholders in both, and every key the code names exists.
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { compile } from "@intlify/core-base";
+import { compile, createMessageContext } from "@intlify/core-base";
 import { describe, expect, it } from "vitest";
 import messages from "../../messages.json";
+import { compileMessage } from "../src/i18n-compile.js";
 
 const SRC = new URL("../src/", import.meta.url).pathname;
 const files = (dir) => readdirSync(dir).flatMap((n) => {
@@ -32,6 +33,19 @@ describe("message catalogue", () => {
       }
       expect(placeholders(en[key]), key).toEqual(placeholders(zh[key]));
     }
+  });
+
+  it("holds only text and named placeholders, which the app's own compiler renders as vue-i18n's would", () => {
+    for (const key of Object.keys(zh)) {
+      for (const text of [zh[key], en[key]]) {
+        // Nothing of the syntax our compiler leaves out (src/i18n-compile.js): plurals, links, literals, modifiers.
+        expect(text.replace(/\{\s*\w+\s*\}/g, ""), `${key}: ${text}`).not.toMatch(/[{}|@$%]/);
+        const named = Object.fromEntries(placeholders(text).map((p, i) => [p, `<${p}:${i}>`]));
+        const theirs = compile(text, { warnHtmlMessage: false, onError: () => {} })(createMessageContext({ named }));
+        expect(compileMessage(text)(createMessageContext({ named })), key).toBe(theirs);
+      }
+    }
+    expect(compileMessage("共 {n} 户，{ name }")(createMessageContext({ named: { n: 3, name: "老沟湾" } }))).toBe("共 3 户，老沟湾");
   });
 
   it("has every key the code names", () => {
