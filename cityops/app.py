@@ -35,6 +35,7 @@ from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
 from cityops.sensing import routes as sensing_routes
 from cityops.sensing import sta_routes as sensing_sta_routes
+from cityops.indicators.live import LiveIndicators
 from cityops.sensing.alarms import AlarmHub
 from cityops.sensing.service import start_mqtt
 from cityops.tasks import routes as tasks_routes
@@ -88,10 +89,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     app.state.inbox_hub = InboxHub(settings.notify_stream_queue)
     ctx = app.state.ctx
     app.state.directive_hub = DirectiveHub()
+    app.state.indicators_live = LiveIndicators(ctx.sessions, settings)
     ctx.bus = wiring.make_bus(engine, settings, registry, alarm_hub=app.state.alarm_hub, inbox_hub=app.state.inbox_hub,
                               directive_hub=app.state.directive_hub,
                               notify_wake=lambda: app.state.notify_dispatcher.wake(), tile_service=app.state.tiles,
-                              locator=ctx.locator, with_timers=True)
+                              locator=ctx.locator, with_timers=True, indicators_live=app.state.indicators_live)
     # Notifications are handed to their channels by the bus lease holder (started with the bus when wired, else by
     # the first message sent through the API).
     app.state.notify_dispatcher = Dispatcher(ctx.bus, settings)
@@ -130,6 +132,7 @@ async def _lifespan(app: FastAPI):
     yield
     app.state.notify_dispatcher.stop()
     app.state.ctx.bus.stop()
+    app.state.indicators_live.stop()
 
 
 _frozen = False

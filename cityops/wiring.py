@@ -20,6 +20,8 @@ is off, and the CLI for its commands):
   ``directives.sweep`` timer reminds and escalates the silent receivers once per deployment;
 - ``tile_source.changed`` → every worker's tile cache re-reads its data stamps (broadcast);
 - ``access.changed`` → every worker drops its cached token resolutions (broadcast);
+- ``alarm.changed``, ``warning.level_changed`` → the live indicators of every worker recompute at once and reach
+  the open cockpits (broadcast, ``indicators.live``);
 - the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
 """
 
@@ -51,7 +53,7 @@ log = logging.getLogger("cityops.wiring")
 
 
 def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
-                  locator=None, directive_hub=None) -> list[Subscription]:
+                  locator=None, directive_hub=None, indicators_live=None) -> list[Subscription]:
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
     they are each capability's own, fed by its own events."""
     from cityops.identity import subscriptions as identity
@@ -75,6 +77,9 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
         subs.append(Subscription("tiles.stamps", (TileSourceChanged,), tiles.stamps_listener(tile_service), kind="broadcast"))
     if locator is not None:
         subs.append(Subscription("org.locator", (UnitsChanged,), lambda _env: locator.invalidate(), kind="broadcast"))
+    if indicators_live is not None:
+        subs.append(Subscription("indicators.live", (AlarmChanged, WarningLevelChanged), indicators_live.poke,
+                                 kind="broadcast"))
     if wired:
         subs += [
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
@@ -117,7 +122,7 @@ def timers(settings) -> list[Timer]:
 
 
 def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None, notify_wake=None, tile_service=None,
-             locator=None, with_timers: bool = False, directive_hub=None) -> Bus:
+             locator=None, with_timers: bool = False, directive_hub=None, indicators_live=None) -> Bus:
     """The bus of the database behind ``engine`` with its subscriptions (not started); a server's bus
     (``with_timers``, wired) also runs the deployment's periodic jobs."""
     from cityops.notify.resolve import use_roster
@@ -125,7 +130,8 @@ def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None,
     use_roster(duty_roster)  # notifications addressed to duty:leader|operator@… reach the people on the roster
     bus = Bus(engine, settings, registry=registry)
     for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake,
-                             tile_service=tile_service, locator=locator, directive_hub=directive_hub):
+                             tile_service=tile_service, locator=locator, directive_hub=directive_hub,
+                             indicators_live=indicators_live):
         bus.subscribe(sub)
     if with_timers and settings.wiring:
         for timer in timers(settings):

@@ -211,3 +211,59 @@ def test_bands_matrix_is_bands_of_for_every_indicator():
     for k, i in enumerate(inds):
         assert got[k].tolist() == bands_of(i, v[k]).tolist(), i.code
     assert set(got[0][np.isnan(v[0])]) == {-1}
+
+
+def test_a_new_case_is_pushed_to_an_open_stream_at_once(api, computed):
+    """The live indicators recompute when a case is committed, not on a timer: with the periodic refresh an hour
+    away, a case created while a stream is open still reaches it in about a second (the event center's outbox is
+    the mark; alarms and warning levels poke it through the bus)."""
+    from cityops.wiring import subscriptions
+
+    live = api.app.state.indicators_live
+    assert {s.consumer: s.names for s in subscriptions(indicators_live=live)}["indicators.live"] == \
+        {"alarm.changed", "warning.level_changed"}
+    settings = live.settings
+    live.settings = settings.model_copy(update={"indicators_live_seconds": 3600})
+    try:
+        _case_reaches_the_stream(api, live)
+    finally:
+        live.settings = settings
+
+
+def _case_reaches_the_stream(api, live):
+    import json as _json
+    import threading
+    import time
+
+    from shapely.geometry import shape
+
+    admin = api.login("admin")
+    grid = api.get("/api/units", params={"level": "grid", "limit": 1}, headers=admin).json()["items"][0]["code"]
+    p = shape(api.get(f"/api/units/{grid}", params={"geometry": True}, headers=admin).json()["geometry"]).representative_point()
+    got: list[tuple[float, dict]] = []
+
+    def listen():
+        with api.stream("GET", "/api/indicators/stream", headers=admin, params={"timeout": 20}) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    got.append((time.monotonic(), _json.loads(line[6:])))
+
+    runs = live.runs
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 60
+    while live.runs == runs and time.monotonic() < deadline:  # the first watcher's own computation
+        time.sleep(0.05)
+    assert live.runs > runs
+    time.sleep(0.5)
+    seen = len(got)
+    r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": p.x, "lat": p.y, "description": "推送测试"})
+    assert r.status_code == 201, r.text
+    created = time.monotonic()
+    while time.monotonic() < created + 10 and not any(e["indicator"] == "cases_open" and e["unit_code"] == grid
+                                                       for _, e in got[seen:]):
+        time.sleep(0.05)
+    arrived = [at for at, e in got[seen:] if e["indicator"] == "cases_open" and e["unit_code"] == grid]
+    assert arrived, "the new case never reached the stream"
+    assert arrived[0] - created < 5, arrived[0] - created  # not the hour of the periodic refresh
+    t.join(30)

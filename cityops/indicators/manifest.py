@@ -1,10 +1,14 @@
-"""What indicators (指标) publish on the bus (cityops.core.bus). Capabilities contribute metrics through the
-contract module ``cityops.indicators.metrics``; a breach opens a case through the event center's service."""
+"""What indicators (指标) publish on the bus (cityops.core.bus), and what they listen to. Capabilities contribute
+metrics through the contract module ``cityops.indicators.metrics``; a breach opens a case through the event
+center's service. An alarm or a warning level that changed makes the live indicators recompute at once and reach
+the open cockpits (``live.py``, broadcast)."""
 
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
 from cityops.core.catalogues import Catalogue
+from cityops.sensing.manifest import AlarmChanged
+from cityops.warning.manifest import WarningLevelChanged
 
 
 @event_type
@@ -24,6 +28,6 @@ class IndicatorBreached(DomainEvent):
     unit: str | None = None
 
 
-MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,),
+MANIFEST = Manifest("indicators", publishes=(IndicatorBreached,), consumes=(AlarmChanged, WarningLevelChanged),
                     depends_on=("org", "identity", "events", "sensing", "warning", "housing", "tasks"),
                     catalogues=(Catalogue("indicators", "cityops.indicators.service:load_catalogue"),))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
@@ -18,11 +19,13 @@ from cityops.indicators import catalogue as catalogues
 from cityops.indicators import reports, scorecards, service
 from cityops.indicators.catalogue import BAND_ZH
 from cityops.indicators.compute import PERIOD_KINDS, TZ, period_bounds
-from cityops.indicators.live import LiveRefresher
+from cityops.indicators.live import LiveIndicators
 from cityops.indicators.metrics import registry
 
 router = APIRouter(prefix="/api/indicators", tags=["indicators"])
-STREAM_POLL_SECONDS = 0.5
+#: A stream reads the stored changes when the live indicators were recomputed, and at least this often (changes
+#: stored by others: a computation run, a reported value).
+STREAM_READ_SECONDS = 2.0
 
 UnitQ = Annotated[str | None, Query(max_length=32, description="unit code (default: your scope's root, or the district)")]
 AtQ = Annotated[datetime | None, Query(description="a time in the period to show (default now; ISO 8601 with time zone)")]
@@ -279,7 +282,7 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicato
                  after: Annotated[Id, Query(description="last change id seen (Last-Event-ID also works); 0 = from now")] = 0,
                  timeout: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
     scope = principal.scope
-    live = per_app(request.app.state, "indicators_live", lambda c: LiveRefresher(c.sessions, c.settings))
+    live = live_indicators(request.app.state)
     if after == 0 and not request.headers.get("last-event-id"):
         after = await run_in_threadpool(_last, ctx)
 
@@ -291,15 +294,33 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicato
                                "at": c.at.isoformat()}, "value", c.id)
                     for c in service.changes_after(session, scope, since)]
 
-    def fetch(since: int) -> list[sse.Event]:
-        live.refresh()  # at most every indicators_live_seconds, by one stream at a time
-        return read(since)
-
     since = sse.resume_point(request, after)
-    # What is there now is read without recomputing; the recomputation comes with the polls that follow.
+    # What is there now is read without recomputing; the live thread recomputes and wakes this stream.
     first = await run_in_threadpool(read, since)
     since = first[-1].id if first else since
-    return sse.stream(request, sse.polled(fetch, since, interval=STREAM_POLL_SECONDS), seconds=timeout, first=first)
+    handle = None
+
+    async def source(timeout: float) -> list[sse.Event]:
+        nonlocal since, handle
+        if handle is None:  # inside the stream's body, so that its end always unwatches
+            handle = live.watch()
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            await live.wait(handle, max(0.0, min(STREAM_READ_SECONDS, remaining)))
+            batch = await run_in_threadpool(read, since)
+            if batch:
+                since = batch[-1].id
+                return batch
+            if deadline - time.monotonic() <= 0:
+                return []
+
+    return sse.stream(request, source, seconds=timeout, first=first, on_close=lambda: handle is not None and live.unwatch(handle))
+
+
+def live_indicators(app_state) -> LiveIndicators:
+    """The process's live indicators (one per app); the bus's broadcasts poke it (wiring.py)."""
+    return per_app(app_state, "indicators_live", lambda c: LiveIndicators(c.sessions, c.settings))
 
 
 def _last(ctx) -> int:
