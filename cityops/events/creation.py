@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cityops.core import audit
+from cityops.core import audit, ladder
 from cityops.core.errors import Conflict, Forbidden, InvalidInput
 from cityops.core.storage import storage_of
 from cityops.events import catalogue
@@ -32,8 +32,15 @@ from cityops.identity.scope import Scope
 from cityops.org.locate import LocatorCache
 
 
-_ALARM_URGENCY = {"red": "urgent", "orange": "urgent", "yellow": "normal", "blue": "normal",
-                  "红": "urgent", "橙": "urgent", "黄": "normal", "蓝": "normal", "urgent": "urgent", "normal": "normal"}
+def _alarm_urgency(level) -> str | None:
+    """A warning colour's case urgency (orange and red are urgent); an urgency passes as it is; None: neither."""
+    if level in ("urgent", "normal"):
+        return level
+    try:
+        key = ladder.parse(level)
+    except ValueError:
+        return None
+    return None if key == "none" else ("urgent" if ladder.urgent(key) else "normal")
 
 
 def _number(at: datetime) -> str:
@@ -216,7 +223,7 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
         for case in session.scalars(select(Case).where(Case.external_key.like("incident:%")).order_by(Case.id.desc()).limit(200)):
             if (case.attributes or {}).get("risk_point_code") == code and current_state(session, case) not in ("closed", "void"):
                 return case
-    urgency = _ALARM_URGENCY.get(str(level).lower())
+    urgency = _alarm_urgency(str(level).lower())
     if urgency is None:
         raise InvalidInput(f"unknown alarm level {level!r}", {"field": "level"})
     case = create_case(session, source="sensor", class_code=class_code or "10080", title=title, description=description,

@@ -33,6 +33,7 @@ from sqlalchemy import Connection, delete, func, select
 from cityops.core.storage import Storage, storage_of
 from cityops.events import catalogue
 from cityops.events.models import Case, EvaluationRollup
+from cityops.org.levels import active_levels
 
 PUBLIC_SOURCES = ("public", "open311", "hotline")
 METRICS = ("reported", "valid_reports", "filed", "public_filed", "voided", "due", "closed", "closed_on_time",
@@ -41,7 +42,8 @@ METRICS = ("reported", "valid_reports", "filed", "public_filed", "voided", "due"
 FIELDS = ("source", "state", "grid_code", "unit_path", "department_code", "assigned_unit_code", "reported_by",
           "filed_by", "dispatched_by", "reported_at", "filed_at", "deadline_at", "handled_at", "dispatched_at",
           "dispatch_due_at", "closed_at", "voided_at", "rework_count", "returned_count", "supervision_count")
-AREA_PREFIX = {"district": 6, "township": 9, "village": 12, "grid": None}
+#: The area groups: unit levels whose codes prefix a case's grid code (lengths from the levels catalogue).
+AREA_LEVELS = ("district", "township", "village", "grid")
 DIMENSION_OF = {"department": "department", "reporter": "reporter", "filer": "filer", "dispatcher": "dispatcher"}
 
 
@@ -86,9 +88,10 @@ def _township_path(path: str) -> str:
 
 def scope_fits(scope, group: str) -> bool:
     """Whether the rollup answers ``group`` exactly for ``scope`` (see the module docstring)."""
-    if group in AREA_PREFIX or scope.all_units:
+    if group in AREA_LEVELS or scope.all_units:
         return True
-    return all(len(_last_code(root)) <= 9 for root in scope.unit_paths)
+    township = active_levels().code_length("township")
+    return all(len(_last_code(root)) <= township for root in scope.unit_paths)
 
 
 def _last_code(path: str) -> str:
@@ -219,8 +222,8 @@ def rebuild(conn: Connection, batch: int = 20_000) -> int:
 def counts(session, scope, months: list[str], group: str) -> dict[str, dict[str, int]]:
     """Sums of the rollups of ``months`` per group key, within ``scope``."""
     r = EvaluationRollup
-    if group in AREA_PREFIX:
-        n = AREA_PREFIX[group]
+    if group in AREA_LEVELS:
+        n = None if group == "grid" else active_levels().code_length(group)
         key, dim = (r.key if n is None else func.substr(r.key, 1, n)), "grid"
     else:
         key, dim = r.key, DIMENSION_OF[group]

@@ -17,6 +17,7 @@ from cityops.core.db import begin_write
 from cityops.core.errors import InvalidInput, OutsideJurisdiction
 from cityops.events import catalogue
 from cityops.identity.scope import Scope
+from cityops.org.levels import active_levels
 from cityops.org.locate import Located, LocatorCache
 from cityops.org.models import Department, Place, Unit
 
@@ -67,12 +68,10 @@ def use_locator(engine, locator: LocatorCache) -> None:
 
 
 def _locator(session: Session) -> LocatorCache:
-    from cityops.org.levels import load_levels
-
     engine = session.get_bind()
     key = str(engine.url)
     if key not in _LOCATORS:
-        _LOCATORS[key] = LocatorCache(sessionmaker(bind=engine), load_levels())
+        _LOCATORS[key] = LocatorCache(sessionmaker(bind=engine), active_levels())
     return _LOCATORS[key]
 
 
@@ -184,7 +183,8 @@ def route(session: Session, cls: catalogue.CaseClass, path: str) -> dict:
                     "department_name": winners[0][1], "unit_code": None, "candidates": [winners[0][0]]}
         return {"mode": "queue", "department_code": None, "unit_code": None,
                 "candidates": [c for c, _ in winners], "reason": "several departments answer equally"}
-    target = {"district": 6, "township": 9, "village": 12, "grid": 15}.get(settings.fallback_level, 9)
+    levels = active_levels()
+    target = levels.code_length(settings.fallback_level if settings.fallback_level in levels.by_key else "township")
     fallback = next((c for c in codes if len(c) == target), codes[min(1, len(codes) - 1)])
     return {"mode": "fallback", "department_code": None, "unit_code": fallback, "candidates": [],
             "reason": "属地兜底: no department answers for this class here"}

@@ -14,10 +14,9 @@ from cityops.events.models import Case, Outbox
 from cityops.events.routing import ALL, utcnow
 from cityops.events.workflow import CLOCK_RUNNING
 from cityops.identity.scope import Scope
+from cityops.org.levels import active_levels
 
 
-#: Code length per level, for the escalation ladder (the unit path holds the chain).
-_LEVEL_BY_LENGTH = {6: "district", 9: "township", 12: "village"}
 
 
 def sweep(session: Session, now: datetime | None = None, actor: audit.Actor = audit.Actor("system:sla"),
@@ -46,7 +45,8 @@ def sweep(session: Session, now: datetime | None = None, actor: audit.Actor = au
         level = min(1 + int(overdue_s // limit_s), len(ladder) - 1)
         if level > (case.escalation_level or 0):
             codes = [c for c in case.unit_path.strip("/").split("/") if c]
-            by_level = {_LEVEL_BY_LENGTH.get(len(c), "grid"): c for c in codes}
+            levels = active_levels()
+            by_level = {levels.level_of(c): c for c in codes}
             target = by_level.get(ladder[level]) or codes[0]
             act(session, case, "escalate", actor, at=now, note=f"超期升级至{ladder[level]}",
                 data={"level": level, "unit_code": target, "overdue_working_s": overdue_s})

@@ -21,6 +21,7 @@ from cityops.indicators.catalogue import BAND_ZH
 from cityops.indicators.compute import PERIOD_KINDS, TZ, period_bounds
 from cityops.indicators.live import LiveIndicators
 from cityops.indicators.metrics import registry
+from cityops.org.levels import active_levels
 
 router = APIRouter(prefix="/api/indicators", tags=["indicators"])
 #: A stream reads the stored changes when the live indicators were recomputed, and at least this often (changes
@@ -216,7 +217,7 @@ def get_catalogue(ctx: Ctx, session: DB, unit: UnitQ = None, principal=Depends(r
     township = None
     if unit is not None:
         u = service.unit_of(session, principal.scope, unit)
-        township = next((c for c in u.path.strip("/").split("/") if len(c) == 9), None)
+        township = next((c for c in u.path.strip("/").split("/") if active_levels().level_of(c) == "township"), None)
     return {"files": [f.rsplit("/", 1)[-1] for f in cat.files],
             "counts": {"sectors": len(cat.sectors), "runways": len(cat.runways), "subrunways": len(cat.subrunways),
                        "indicators": len(cat.indicators)},

@@ -24,6 +24,7 @@ from cityops.core.bus import publish
 from cityops.indicators.manifest import IndicatorBreached
 from cityops.indicators.compute import PERIOD_KINDS, bands_matrix, compute, period_bounds, store, sync_versions
 from cityops.indicators.models import Breach, Change, Value
+from cityops.org.levels import active_levels
 from cityops.org.models import Unit
 
 log = logging.getLogger("cityops.indicators")
@@ -216,7 +217,7 @@ def _worse_key(ind: Indicator, value):
 def board(session: Session, cat: Catalogue, scope: Scope, unit: Unit, at: datetime, days: int = 30) -> dict:
     """The cockpit's data for one unit: sector tabs → runway cards → indicators (value, band, target, trend of the
     last ``days`` days), the red list (red first, then orange) and the unit's children for drill-down."""
-    township = next((c for c in unit.path.strip("/").split("/") if len(c) == 9), None)
+    township = next((c for c in unit.path.strip("/").split("/") if active_levels().level_of(c) == "township"), None)
     current = values_at(session, cat, unit, at)
     since = at - timedelta(days=days)
     trend: dict[str, list] = {}

@@ -43,6 +43,15 @@ class Levels:
         except KeyError:
             raise InvalidInput(f"unknown level {key!r}; known levels: {', '.join(self.by_key)}") from None
 
+    def code_length(self, key: str) -> int:
+        """The code length of level ``key`` (6 district, 9 township, 12 village, the grid's from the settings)."""
+        return self.get(key).code_length
+
+    def level_of(self, code: str) -> str | None:
+        """The territorial level a code in a unit path belongs to, by its length; None when no level has it."""
+        level = self.infer(code)
+        return level.key if level is not None else None
+
     def infer(self, code: str, parent_level: str | None = None) -> Level | None:
         """The territorial level a code's length implies (6 → district, 9 → township …)."""
         candidates = [lv for lv in self.ordered if lv.code_length == len(code) and lv.locate]
@@ -58,9 +67,21 @@ class Levels:
         return [k for k in ("district", "township", "village", "grid") if k in self.by_key]
 
 
+#: The catalogue the process started with (``levels_for``, at start-up); the shipped defaults until then.
+_ACTIVE: list[Levels] = []
+
+
 def levels_for(settings) -> Levels:
-    """The levels catalogue with the grid's code length from the settings (``grid_code_length``)."""
-    return load_levels(settings.grid_code_length)
+    """The levels catalogue with the grid's code length from the settings (``grid_code_length``); it becomes the
+    process's ``active_levels``."""
+    levels = load_levels(settings.grid_code_length)
+    _ACTIVE[:] = [levels]
+    return levels
+
+
+def active_levels() -> Levels:
+    """The levels catalogue of this process (validated at start-up with the deployment's grid code length)."""
+    return _ACTIVE[0] if _ACTIVE else load_levels()
 
 
 @lru_cache(maxsize=8)

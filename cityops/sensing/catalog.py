@@ -12,12 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from cityops.core import ladder
 from cityops.core.errors import InvalidInput
 
 HERE = Path(__file__).parent
-SEVERITIES = ("blue", "yellow", "orange", "red")
+SEVERITIES = ladder.COLOURS
 SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-SEVERITY_ZH = {"blue": "蓝", "yellow": "黄", "orange": "橙", "red": "红"}
+SEVERITY_ZH = ladder.ZH
 Op = Literal["gt", "ge", "lt", "le", "abs_gt", "abs_ge"]
 
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from cityops.core import ladder
 from cityops.core.bus import Envelope
 from cityops.sensing import alarms
-
-#: Level names for alarm titles.
-_LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
 
 
 def warning_alarm(session: Session, env: Envelope) -> None:
@@ -19,7 +17,7 @@ def warning_alarm(session: Session, env: Envelope) -> None:
     if w.level == "none":
         alarms.resolve_condition(session, key, w.at, reason=f"warning cancelled ({w.identifier})")
         return
-    alarms.raise_alarm(session, key=key, severity=w.level, title=f"{w.risk_point_name}{_LEVEL_ZH[w.level]}预警",
+    alarms.raise_alarm(session, key=key, severity=w.level, title=f"{w.risk_point_name}{ladder.ZH[w.level]}色预警",
                        unit_code=w.unit_code, risk_point_code=w.risk_point_code, datastream_id=None,
                        evidence={"warning": w.identifier, "reasons": w.reasons}, observed_at=w.at, source="warning",
                        lon=w.lon, lat=w.lat)

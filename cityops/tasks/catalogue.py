@@ -9,12 +9,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from cityops.core import ladder
 from cityops.core.errors import InvalidInput
 
 CATALOGUE = Path(__file__).with_name("plans.toml")
 LEVELS = ("district", "township", "village", "grid")
-#: Warning colours → level number (I = 1 most severe). Accepted as the warning capability may send either.
-WARNING_COLOURS = {"red": 1, "红": 1, "orange": 2, "橙": 2, "yellow": 3, "黄": 3, "blue": 4, "蓝": 4}
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV"}
 
 
@@ -136,8 +135,10 @@ def parse_level(value) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         lowered = text.lower()
-        if lowered in WARNING_COLOURS:
-            return WARNING_COLOURS[lowered]
+        try:
+            return ladder.response_level(ladder.parse(lowered))
+        except ValueError:
+            pass
         roman = {v: k for k, v in ROMAN.items()}
         if text.upper() in roman:
             return roman[text.upper()]

@@ -8,11 +8,11 @@ from collections import defaultdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from cityops.core import ladder
 from cityops.core.metrics import Metric, Param, Window
 from cityops.warning.tables import RiskPoint, RiskWarning
 
-LEVELS = ("none", "blue", "yellow", "orange", "red")
-RANK = {level: i for i, level in enumerate(LEVELS)}
+LEVELS, RANK = ladder.LEVELS, ladder.RANK
 
 
 def _risk_points(session: Session, window: Window, param_sets: list[dict]):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-LEVEL_KEYS = ("none", "blue", "yellow", "orange", "red")
-RANK = {key: rank for rank, key in enumerate(LEVEL_KEYS)}
+from cityops.core.ladder import LEVELS as LEVEL_KEYS
+from cityops.core.ladder import RANK
 
 
 def level_key(rank: int) -> str:
