@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -23,4 +24,6 @@ class DirectiveChanged(DomainEvent):
 # duty: the people on duty are a receipt's recipients and the escalation's addressees.
 # indicators: the runways' owner departments ("departments on the geohazard runway").
 # notify: the directive, and each escalation, reach people through the notification service.
-MANIFEST = Manifest("directives", publishes=(DirectiveChanged,), depends_on=("org", "identity", "duty", "indicators", "notify"))
+MANIFEST = Manifest("directives", publishes=(DirectiveChanged,),
+                    depends_on=("org", "identity", "duty", "indicators", "notify"),
+                    catalogues=(Catalogue("directives.toml", "cityops.directives.catalogue:load"),))

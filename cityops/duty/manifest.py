@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cityops.core.bus import DomainEvent, Manifest, event_type
+from cityops.core.catalogues import Catalogue
 
 
 @event_type
@@ -19,4 +20,5 @@ class RosterChanged(DomainEvent):
 
 
 # events: the duty calendar (工作日历, events/calendar.toml) decides working days and holidays.
-MANIFEST = Manifest("duty", publishes=(RosterChanged,), depends_on=("org", "identity", "events"))
+MANIFEST = Manifest("duty", publishes=(RosterChanged,), depends_on=("org", "identity", "events"),
+                    catalogues=(Catalogue("shifts.toml", "cityops.duty.catalogue:load"),))
