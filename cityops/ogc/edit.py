@@ -13,11 +13,9 @@ Checks happen before any write, so a refused edit changes nothing.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import shapely
-from shapely.geometry import shape
 from sqlalchemy import func, insert, literal, select
 from sqlalchemy.orm import Session
 
@@ -25,6 +23,7 @@ from cityops.base import featurestore, layerfiles
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import CityOpsError, Conflict, Forbidden, InvalidGeometry, InvalidInput, NotFound
+from cityops.core.geojson import read_geometry
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.ogc import service
@@ -93,19 +92,7 @@ def parse_feature(layer: Layer, body, crs) -> tuple[dict, object]:
 def parse_geometry(layer: Layer, raw, crs):
     if raw is None:
         return None
-    try:
-        geom = shape(raw)
-    except Exception as exc:  # noqa: BLE001 - Shapely raises several types for malformed GeoJSON
-        raise InvalidGeometry(f"geometry is not valid GeoJSON: {exc}") from None
-    coords = shapely.get_coordinates(geom)
-    if len(coords) > MAX_VERTICES:
-        raise InvalidGeometry(f"geometry has {len(coords)} vertices; at most {MAX_VERTICES} are accepted")
-    if geom.is_empty:
-        raise InvalidGeometry("geometry is empty")
-    if not all(math.isfinite(v) for v in coords.ravel()):
-        raise InvalidGeometry("geometry has non-finite coordinates")
-    if not geom.is_valid:
-        raise InvalidGeometry(f"geometry is invalid: {shapely.is_valid_reason(geom)}")
+    geom = read_geometry(raw, max_vertices=MAX_VERTICES)
     geom = to_canonical_geometry(geom, crs, "Content-Crs")
     issues: list[layerfiles.Issue] = []
     [out] = layerfiles.conform(np.array([geom], dtype=object), layer.geometry_type, 0, [None], issues)

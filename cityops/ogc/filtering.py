@@ -27,12 +27,12 @@ from functools import lru_cache
 import cql2
 import numpy as np
 import shapely
-from shapely.geometry import shape
 from sqlalchemy import Float, LargeBinary, String, and_, bindparam, case, false, func, literal, not_, or_, true, type_coerce
 from sqlalchemy.sql.elements import ColumnElement
 
 from cityops.core.crs import to_canonical_xy
 from cityops.core.errors import CityOpsError, InvalidInput
+from cityops.core.geojson import read_geometry
 from cityops.core.geometry import CANONICAL_SRID, from_gpkg
 from cityops.core.params import parse_int
 
@@ -528,7 +528,7 @@ class Translator:
                     b = [b[0], b[1], b[3], b[4]]
                 geom = shapely.box(*b) if len(b) == 4 else None
             else:
-                geom = shape(node)
+                geom = read_geometry(node, check_valid=False)
         except Exception:  # noqa: BLE001 - any malformed literal is the client's error
             geom = None
         if geom is None or geom.is_empty:

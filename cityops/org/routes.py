@@ -13,14 +13,15 @@ import shapely
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
-from shapely.geometry import mapping, shape
+from shapely.geometry import mapping
 from sqlalchemy import func, select
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from cityops.core import audit as audit_log
 from cityops.core.crs import check_lonlat, from_canonical, parse_crs, to_canonical, to_canonical_xy
-from cityops.core.errors import Forbidden, InvalidGeometry, InvalidInput, OutsideJurisdiction
+from cityops.core.errors import Forbidden, InvalidInput, OutsideJurisdiction
+from cityops.core.geojson import read_geometry, require_valid
 from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org import service, unitfiles
@@ -51,16 +52,7 @@ def geometry_from_geojson(value: dict | None, crs: str | None):
     """A GeoJSON geometry in ``crs`` → a valid Shapely geometry in the canonical CRS."""
     if value is None:
         return None
-    try:
-        geom = shape(value)
-    except Exception as exc:  # shapely raises several types for malformed GeoJSON
-        raise InvalidGeometry(f"malformed GeoJSON geometry: {exc}") from None
-    geom = to_canonical(geom, parse_crs(crs))
-    if geom.is_empty:
-        raise InvalidGeometry("geometry is empty")
-    if not geom.is_valid:
-        raise InvalidGeometry(f"invalid geometry: {shapely.is_valid_reason(geom)}")
-    return geom
+    return require_valid(to_canonical(read_geometry(value, check_valid=False), parse_crs(crs)))
 
 
 class UnitIn(BaseModel):
