@@ -1087,10 +1087,6 @@ def sensing_maintain(
     _run(body)
 
 
-if __name__ == "__main__":
-    app()
-
-
 video_app = typer.Typer(help="Video: cameras and the streams this server plays", no_args_is_help=True)
 app.add_typer(video_app, name="video")
 
@@ -1125,3 +1121,7 @@ def video_test_pattern(
         console.print(f"{media.publish(source, root, codes)} cameras play the test picture from {root}")
 
     _run(body)
+
+
+if __name__ == "__main__":
+    app()
