@@ -65,13 +65,15 @@ def _settings(data_dir: Optional[Path], *, create: bool = False):
             _fail(f"the data directory {where} {what}; create one with `cityops init --data-dir {where}` "
                   "(or `cityops demo`), or give the right --data-dir / CITYOPS_DATA_DIR")
     configure_logging(settings.log_level, settings.log_json)
+    # Before the catalogues: loading them imports Alembic, whose plugins announce themselves at INFO and would
+    # bury a command's one-line answer on stderr.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from cityops.core.catalogues import CatalogueError, load_all
 
     try:
         load_all(settings)  # every catalogue file validated, and read from where the settings say
     except CatalogueError as exc:
         _fail(str(exc))
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     return settings
 
 

@@ -220,9 +220,11 @@ def serve_in_thread(app, name: str = "uvicorn-test"):
         thread.join(10)
 
 
-#: The bus's own bookkeeping moves on its threads whatever a request does (the dispatch lease, consumers catching
-#: up on earlier events); its outbox stays counted: a refused request publishes nothing.
-BUS_BOOKKEEPING = {"bus_leases", "bus_cursors", "bus_processed"}
+#: What background threads move whatever a request does: the bus's bookkeeping (the dispatch lease, consumers
+#: catching up on earlier events, the deployment's timers) and the notification dispatcher's timeline (earlier
+#: messages handed to their channels, escalation steps falling due). The outbox, messages, recipients and
+#: deliveries stay counted: a refused request publishes and sends nothing.
+BUS_BOOKKEEPING = {"bus_leases", "bus_cursors", "bus_processed", "bus_timers", "notify_timeline"}
 
 
 def table_counts(store: Store) -> dict[str, int]:
