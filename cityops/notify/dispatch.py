@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 
 from cityops.core.bus import Envelope
 from cityops.core.db import begin_write
@@ -109,11 +109,16 @@ class Dispatcher:
             rows = s.execute(select(Delivery, Recipient, Message).join(Recipient, Recipient.id == Delivery.recipient_id)
                              .join(Message, Message.id == Delivery.message_id)
                              .where(Delivery.id.in_(due), Delivery.state == "sending", Delivery.claimed_until == until)).all()
+            # The browsers of every Web Push recipient of the batch in one query (one per delivery was most of a
+            # large directive's claim).
+            subs = service.push_subscriptions_of(s, [(r.person_id, r.user_id) for d, r, _ in rows if d.channel == "webpush"])
             out = []
             for d, r, m in rows:
                 push = ()
                 if d.channel == "webpush":
-                    push = tuple((p.id, p.endpoint, p.p256dh, p.auth) for p in service.push_subscriptions(s, r.person_id, r.user_id))
+                    push = tuple((p.id, p.endpoint, p.p256dh, p.auth) for p in subs
+                                 if (r.person_id is not None and p.person_id == r.person_id)
+                                 or (r.user_id is not None and p.user_id == r.user_id))
                 out.append(channels.Outgoing(delivery_id=d.id, idem_key=d.idem_key, channel=d.channel, target=d.target,
                                              name=r.name, title=m.title, body=m.body, severity=m.severity, link=m.link,
                                              message_id=m.id, recipient_id=r.id, push=push))
@@ -131,21 +136,31 @@ class Dispatcher:
             return out, channels.SendError(f"{type(exc).__name__}: {exc}")
 
     def record(self, results) -> None:
+        """The outcome of a batch: the handed-over ones in one UPDATE and one INSERT of their timeline entries (a
+        statement per delivery was most of the time a large directive took to reach its channels), failures one by
+        one with their reasons."""
         now = utcnow()
         s_ = self.settings
         with self.sessions() as s:
             begin_write(s)
-            for out, err in results:
-                d = s.get(Delivery, out.delivery_id)
+            gone = [i for _, err in results if err is not None and not err.reason for i in err.gone]
+            if gone:  # handed over; some of the person's browsers are gone
+                s.execute(update(PushSubscription).where(PushSubscription.id.in_(gone)).values(gone_at=now))
+            sent = [out.delivery_id for out, err in results if err is None or not err.reason]
+            if sent:
+                done = s.execute(update(Delivery).where(Delivery.id.in_(sent), Delivery.state == "sending")
+                                 .values(state="sent", sent_at=now, claimed_until=None)
+                                 .returning(Delivery.message_id, Delivery.recipient_id, Delivery.channel, Delivery.attempts)
+                                 .execution_options(synchronize_session=False)).all()
+                if done:
+                    s.execute(insert(TimelineEntry), [
+                        {"message_id": m, "at": now, "what": "sent", "recipient_id": r, "channel": c, "step": None,
+                         "detail": {"attempt": a}} for m, r, c, a in done])
+            failed = [(out, err) for out, err in results if err is not None and err.reason]
+            found = {d.id: d for d in s.scalars(select(Delivery).where(Delivery.id.in_([o.delivery_id for o, _ in failed])))} if failed else {}
+            for out, err in failed:
+                d = found.get(out.delivery_id)
                 if d is None or d.state != "sending":
-                    continue
-                if err is not None and not err.reason:  # handed over; some of the person's browsers are gone
-                    s.execute(update(PushSubscription).where(PushSubscription.id.in_(err.gone)).values(gone_at=now))
-                    err = None
-                if err is None:
-                    d.state, d.sent_at, d.claimed_until = "sent", now, None
-                    s.add(TimelineEntry(message_id=d.message_id, at=now, what="sent", recipient_id=d.recipient_id,
-                                        channel=d.channel, detail={"attempt": d.attempts}))
                     continue
                 d.errors = [*(d.errors or []), {"at": now.isoformat(), "attempt": d.attempts, "error": err.reason[:1000]}]
                 d.claimed_until = None
