@@ -116,13 +116,13 @@ def raw_limit(settings: Settings, n: int) -> float:
         c.execute(text("CREATE TABLE IF NOT EXISTS bench_receipts (id INTEGER PRIMARY KEY, directive_id INTEGER, unit_code TEXT,"
                        " unit_path TEXT, name TEXT, level TEXT, recipients TEXT, state TEXT, sent_at TEXT)"))
         c.execute(text("DELETE FROM bench_receipts"))
-    rows = [{"directive_id": 1, "unit_code": f"{i:09d}", "unit_path": f"/500154/{i:09d}/", "name": "某村", "level": "village",
+    rows = [{"id": i + 1, "directive_id": 1, "unit_code": f"{i:09d}", "unit_path": f"/500154/{i:09d}/", "name": "某村", "level": "village",
              "recipients": '[{"person_id": 1, "name": "某人"}]', "state": "sent", "sent_at": "2026-07-08T12:00:00+00:00"}
             for i in range(n)]
     t = time.perf_counter()
     with engine.begin() as c:
-        c.execute(text("INSERT INTO bench_receipts (directive_id, unit_code, unit_path, name, level, recipients, state, sent_at)"
-                       " VALUES (:directive_id, :unit_code, :unit_path, :name, :level, :recipients, :state, :sent_at)"), rows)
+        c.execute(text("INSERT INTO bench_receipts (id, directive_id, unit_code, unit_path, name, level, recipients, state, sent_at)"
+                       " VALUES (:id, :directive_id, :unit_code, :unit_path, :name, :level, :recipients, :state, :sent_at)"), rows)
     elapsed = time.perf_counter() - t
     with engine.begin() as c:
         c.execute(text("DROP TABLE bench_receipts"))

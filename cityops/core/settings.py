@@ -156,7 +156,7 @@ class Settings(BaseSettings):
     notify_send_timeout: float = Field(default=10.0, gt=0, le=300)
     notify_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     #: Deliveries claimed per round (the dispatcher's bound) and each live inbox stream's queue.
-    notify_batch: int = Field(default=200, ge=1, le=10_000)
+    notify_batch: int = Field(default=1000, ge=1, le=10_000)
     notify_stream_queue: int = Field(default=500, ge=1, le=100_000)
     #: Quiet hours are local time in this zone.
     notify_timezone: str = "Asia/Shanghai"

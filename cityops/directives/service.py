@@ -183,8 +183,9 @@ def _recipients(session: Session, targets: list[Target], at: datetime) -> dict[t
         by_unit = defaultdict(list)
         codes = sorted({t.unit_code for t in posted})
         for i in range(0, len(codes), 500):
-            for p in session.scalars(select(Person).where(Person.unit_code.in_(codes[i:i + 500]),
-                                                          Person.post.in_({t.post for t in posted})).order_by(Person.id)):
+            # Columns, not ORM objects: a directive to every grid worker reads ~4,500 people here.
+            for p in session.execute(select(Person.id, Person.name, Person.phone, Person.post, Person.unit_code).where(
+                    Person.unit_code.in_(codes[i:i + 500]), Person.post.in_({t.post for t in posted})).order_by(Person.id)):
                 by_unit[(p.unit_code, p.post)].append({"person_id": p.id, "name": p.name, "phone": p.phone, "post": p.post,
                                                        "role": "recipient", "rostered": False})
         for t in posted:

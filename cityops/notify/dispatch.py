@@ -87,7 +87,9 @@ class Dispatcher:
             s.commit()
         claimed = self.claim(now)
         if claimed:
-            results = list(self._pool.map(self._send_one, claimed))
+            # The in-app inbox row is the delivery itself: handed over as claimed, without a trip through the pool.
+            results = [(o, None) for o in claimed if o.channel == "inapp"]
+            results += self._pool.map(self._send_one, [o for o in claimed if o.channel != "inapp"])
             self.record(results)
         return len(claimed) == self.settings.notify_batch or bool(moved)
 
