@@ -388,3 +388,15 @@ def test_nul_characters_are_refused_not_500(api, admin):
     r = api.post("/api/units", headers=admin, json={"code": "500154101\u0000", "name": "a\u0000b", "parent_code": "500154"})
     assert 400 <= r.status_code < 500, r.text[:300]
     assert table_counts(api.store) == before
+
+
+@pytest.mark.parametrize("key", ["³", "٣", "１２", "9" * 40])
+def test_non_ascii_and_huge_digits_in_a_path_are_not_found(api, admin, key):
+    """str.isdigit() holds for '³', Arabic-Indic and full-width digits, which int() refuses or reads: a key of
+    them is a case number or feature id that does not exist, never a 500 (a fuzzer finding)."""
+    r = api.post(f"/api/events/cases/{key}/merge", json={"children": ["x"]}, headers=admin)
+    assert r.status_code == 404, r.text[:300]
+    r = api.get(f"/api/events/cases/{key}", headers=admin)
+    assert r.status_code == 404, r.text[:300]
+    r = api.get(f"/ogc/collections/hazard_points/items/{key}", headers=admin)
+    assert r.status_code == 404, r.text[:300]

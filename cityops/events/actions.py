@@ -70,7 +70,8 @@ def close_case(session: Session, case_id: int, note: str, actor: audit.Actor) ->
 
 def get_case(session: Session, scope: Scope, key, *, lock: bool = False) -> Case:
     stmt = select(Case)
-    if isinstance(key, int) or (isinstance(key, str) and key.isdigit()):
+    # ASCII digits only: str.isdigit() also holds for '³' and other digits int() refuses; a case number otherwise.
+    if isinstance(key, int) or (isinstance(key, str) and key.isascii() and key.isdigit() and len(key) <= 18):
         stmt = stmt.where(Case.id == int(key))
     else:
         stmt = stmt.where(Case.number == str(key))

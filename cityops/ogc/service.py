@@ -451,7 +451,7 @@ def feature(session: Session, layer: Layer, feature_id: str) -> Found | None:
             current.c.v_from if versioned else literal(0).label("v_from"))
     visible = [src.visible] if src.visible is not None else []
     row = conn.execute(select(*cols).where(current.c.fid == feature_id, *visible).order_by(current.c.id).limit(1)).first()
-    if row is None and feature_id.isdigit() and len(feature_id) < 19:
+    if row is None and feature_id.isascii() and feature_id.isdigit() and len(feature_id) < 19:
         row = conn.execute(select(*cols).where(current.c.fid.is_(None), current.c.id == int(feature_id), *visible)).first()
     if row is None:
         return None
