@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from cityops.core.db import begin_write
 from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
 
 
@@ -53,6 +54,11 @@ class Storage:
 
     def refresh_locked(self, session: Session, obj) -> None:
         """Reload ``obj`` under a row lock (its unflushed changes flushed first)."""
+        raise NotImplementedError
+
+    def serialize(self, session: Session, key: str) -> None:
+        """Until ``session``'s transaction ends, other transactions that serialise on ``key`` wait: a decision
+        about something that has no row to lock yet (say, whether a danger already has its case)."""
         raise NotImplementedError
 
     def trigger_ddl(self, *, sqlite: Iterable[str] = (), postgresql: Iterable[str] = ()) -> list[str]:
@@ -171,6 +177,9 @@ class SQLiteStorage(Storage):
     def refresh_locked(self, session, obj):
         return None
 
+    def serialize(self, session, key):
+        begin_write(session)  # the store's one writer from here to the commit
+
     def trigger_ddl(self, *, sqlite=(), postgresql=()):
         return list(sqlite)
 
@@ -247,6 +256,9 @@ class PostgreSQLStorage(Storage):
     def refresh_locked(self, session, obj):
         session.flush()  # refresh would otherwise drop this transaction's unflushed changes to the object
         session.refresh(obj, with_for_update=True)
+
+    def serialize(self, session, key):
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
 
     def trigger_ddl(self, *, sqlite=(), postgresql=()):
         return list(postgresql)

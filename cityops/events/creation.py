@@ -215,6 +215,10 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
     if not alarm_key:
         raise InvalidInput("alarm_key is required", {"field": "alarm_key"})
     key = f"alarm:{alarm_key}"
+    if alarm_key.startswith("warning:"):
+        # One danger, one case: the plan's consumer may be deciding the same in another transaction
+        # (adopt_open_case serialises on the same key), and neither would see the other's new case.
+        storage_of(session).serialize(session, key)
     existing = session.scalar(select(Case).where(Case.external_key == key))
     if existing is not None:
         return existing
@@ -236,7 +240,10 @@ def create_case_from_alarm(session: Session, *, source: str, alarm_key: str, cla
 
 def adopt_open_case(session: Session, external_key: str, attributes: dict) -> Case | None:
     """The open case filed under ``external_key`` (say a risk point's warning alarm), with ``attributes`` added:
-    a response to the same danger joins it instead of opening a second case. None when there is none open."""
+    a response to the same danger joins it instead of opening a second case. None when there is none open. Holds
+    ``external_key`` until the caller's transaction ends, so a warning alarm deciding at the same time
+    (create_case_from_alarm) sees the response's case once it is committed."""
+    storage_of(session).serialize(session, external_key)
     case = session.scalar(select(Case).where(Case.external_key == external_key))
     if case is None or current_state(session, case) in ("closed", "void"):
         return None
