@@ -250,7 +250,8 @@ def test_department_staff_handles_the_case_dispatched_to_them(world, browser):
     expect(page.locator("[data-testid=ev-cases]")).to_contain_text("区住房城乡建委")
     steps.shot(page, "queue")
     row.click()
-    expect(page.get_by_test_id("case-department")).to_have_text("区住房城乡建委")
+    # The department by name, with its number to call (tel:) and the call log's button beside it.
+    expect(page.get_by_test_id("case-department")).to_contain_text("区住房城乡建委")
     expect(page.get_by_test_id("ev-history")).to_contain_text("系统自动派遣")
     page.get_by_test_id("action-start").click()
     expect(page.get_by_test_id("ev-history")).to_contain_text("开始处置")
@@ -456,12 +457,13 @@ def test_accessibility_basics(world, browser):
     page.locator("body").focus()
     page.keyboard.press("Tab")
     order = []
-    for _ in range(7):
+    for _ in range(9):
         order.append(page.evaluate("document.activeElement.dataset.testid || document.activeElement.tagName"))
         outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
         assert outline != "none", f"no visible focus on {order[-1]}"
         page.keyboard.press("Tab")
-    assert order[:6] == ["brand", "nav-map", "nav-cockpit", "nav-workbench", "nav-command", "nav-phone"], order
+    assert order[:8] == ["brand", "nav-map", "nav-cockpit", "nav-workbench", "nav-command", "nav-duty", "nav-directives",
+                         "nav-phone"], order
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")
