@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
@@ -78,6 +79,42 @@ def polled(fetch: Callable[[int], list[Event]], since: int, *, interval: float) 
             await asyncio.sleep(min(interval, remaining))
 
     return next_events
+
+
+class LiveHub:
+    """Fan-out of changes heard on another thread (a bus listener) to this worker's live streams. Each subscriber
+    is ``(loop, queue, key)``: ``key`` is what ``publish`` asks its ``wants`` about (a scope, a person …). Queues
+    are bounded: one that falls behind is emptied and told so (an ``overflow`` item), and its page reloads."""
+
+    def __init__(self, queue_size: int = 1000):
+        self.queue_size = queue_size
+        self._subs: set = set()
+        self._lock = threading.Lock()
+
+    def subscribe(self, key) -> tuple:
+        sub = (asyncio.get_running_loop(), asyncio.Queue(self.queue_size), key)
+        with self._lock:
+            self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub) -> None:
+        with self._lock:
+            self._subs.discard(sub)
+
+    def publish(self, data: dict, wants: Callable[[object], bool], overflow: dict | None = None) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for loop, q, key in subs:
+            if wants(key):
+                loop.call_soon_threadsafe(self._put, q, data, overflow or {"event": "overflow"})
+
+    @staticmethod
+    def _put(q: asyncio.Queue, data: dict, overflow: dict) -> None:
+        try:
+            q.put_nowait(data)
+        except asyncio.QueueFull:
+            q._queue.clear()  # noqa: SLF001 - make room for the overflow marker
+            q.put_nowait(overflow)
 
 
 def queued(queue: asyncio.Queue, event: Callable[[object], Event]) -> Source:

@@ -16,7 +16,6 @@ tells a client that fell behind to reload.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from datetime import timedelta
 
 from sqlalchemy import and_, insert, or_, select, update
 
+from cityops.core import sse
 from cityops.core.bus import Envelope
 from cityops.core.db import begin_write
 from cityops.core.types import utcnow
@@ -181,25 +181,14 @@ class Dispatcher:
             s.commit()
 
 
-class InboxHub:
-    """Fan-out of inbox changes to SSE subscribers, per person and user. Bounded queues; ``overflow`` on a fall-behind."""
+class InboxHub(sse.LiveHub):
+    """Fan-out of inbox changes to the SSE subscribers they concern, per person and user (core.sse.LiveHub)."""
 
     def __init__(self, queue_size: int = 500):
-        self.queue_size = queue_size
-        self._subs: set = set()
-        self._lock = threading.Lock()
+        super().__init__(queue_size)
 
     def subscribe(self, user_id: int, person_id: int | None):
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue(self.queue_size)
-        sub = (loop, q, user_id, person_id)
-        with self._lock:
-            self._subs.add(sub)
-        return sub
-
-    def unsubscribe(self, sub) -> None:
-        with self._lock:
-            self._subs.discard(sub)
+        return super().subscribe((user_id, person_id))
 
     def publish(self, env: Envelope) -> None:
         p = env.payload
@@ -210,17 +199,6 @@ class InboxHub:
                      for r in p.recipients]
         else:
             items = [(p.person_id, p.user_id, {"event": p.change, "recipient_id": p.recipient_id, "message_id": p.message_id})]
-        with self._lock:
-            subs = list(self._subs)
-        for loop, q, user_id, person_id in subs:
-            for pid, uid, data in items:
-                if (uid is not None and uid == user_id) or (pid is not None and pid == person_id):
-                    loop.call_soon_threadsafe(self._put, q, data)
-
-    @staticmethod
-    def _put(q: asyncio.Queue, data: dict) -> None:
-        try:
-            q.put_nowait(data)
-        except asyncio.QueueFull:
-            q._queue.clear()  # noqa: SLF001 - make room for the overflow marker
-            q.put_nowait({"event": "overflow"})
+        for pid, uid, data in items:
+            super().publish(data, lambda key, pid=pid, uid=uid: (uid is not None and uid == key[0])
+                            or (pid is not None and pid == key[1]))

@@ -7,15 +7,13 @@ Other capabilities (the warning models) raise alarms through ``raise_alarm``; it
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from cityops.core import audit
+from cityops.core import audit, sse
 from cityops.core.bus import publish
 from cityops.core.errors import Conflict, InvalidInput, NotFound
 from cityops.core.types import utcnow
@@ -50,41 +48,14 @@ def alarm_dict(a: Alarm) -> dict:
 
 # --------------------------------------------------------------------------------------- live stream
 
-class AlarmHub:
-    """Fan-out of alarm changes to SSE subscribers. Each subscriber has a bounded queue; one that falls
-    behind is told so (an ``overflow`` event) and dropped, and reloads the list when it reconnects."""
-
-    def __init__(self, queue_size: int = 1000):
-        self.queue_size = queue_size
-        self._subs: set = set()
-        self._lock = threading.Lock()
+class AlarmHub(sse.LiveHub):
+    """Fan-out of alarm changes to the SSE subscribers whose scope covers them (core.sse.LiveHub)."""
 
     def subscribe(self, scope: Scope):
-        loop = asyncio.get_running_loop()
-        q: asyncio.Queue = asyncio.Queue(self.queue_size)
-        sub = (loop, q, scope)
-        with self._lock:
-            self._subs.add(sub)
-        return sub
-
-    def unsubscribe(self, sub) -> None:
-        with self._lock:
-            self._subs.discard(sub)
+        return super().subscribe(scope)
 
     def publish(self, data: dict) -> None:
-        with self._lock:
-            subs = list(self._subs)
-        for loop, q, scope in subs:
-            if scope.covers(data.get("unit_path")):
-                loop.call_soon_threadsafe(self._put, q, data)
-
-    @staticmethod
-    def _put(q: asyncio.Queue, data: dict) -> None:
-        try:
-            q.put_nowait(data)
-        except asyncio.QueueFull:
-            q._queue.clear()  # noqa: SLF001 - make room for the overflow marker
-            q.put_nowait({"event": "overflow"})
+        super().publish(data, lambda scope: scope.covers(data.get("unit_path")))
 
 
 def _emit(session: Session, alarm: Alarm, change: str) -> None:
