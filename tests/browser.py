@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -59,6 +60,20 @@ class Steps:
         path = ARTIFACTS / f"{self.name}-{self.n}-{step}.png"
         page.screenshot(path=str(path), full_page=full_page)
         return path
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium under Playwright for a test module (its ``browser`` fixture), closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    pw = sync_playwright().start()
+    try:
+        b = launch(pw)
+        yield b
+        b.close()
+    finally:
+        pw.stop()
 
 
 def new_page(browser, base_url: str, *, viewport=DESK, **context_options):

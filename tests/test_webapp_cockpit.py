@@ -15,7 +15,7 @@ from cityops.app import create_app
 from cityops.core.spatial import buffer_m
 from cityops.demo.generator import build_demo
 from cityops.tasks.plans import on_warning_level
-from tests.browser import (Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, launch, login,
+from tests.browser import (chromium, Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, login,
                            new_page, require_browser, token, wait_map_idle)
 from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
@@ -51,13 +51,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(world):
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    b = launch(pw)
-    yield b
-    b.close()
-    pw.stop()
+    with chromium() as b:
+        yield b
 
 
 def board(world, user: str, **params) -> dict:

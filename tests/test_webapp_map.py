@@ -16,7 +16,7 @@ from shapely.geometry import mapping, shape
 
 from cityops.app import create_app
 from cityops.demo.generator import build_demo
-from tests.browser import (Steps, assert_local_only, assert_no_page_errors, launch, login, new_page, pixel, require_browser,
+from tests.browser import (chromium, Steps, assert_local_only, assert_no_page_errors, login, new_page, pixel, require_browser,
                            token, wait_map_idle)
 from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
@@ -35,13 +35,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(served):
-    from playwright.sync_api import sync_playwright
-
-    pw = sync_playwright().start()
-    b = launch(pw)
-    yield b
-    b.close()
-    pw.stop()
+    with chromium() as b:
+        yield b
 
 
 def test_the_base_map_is_drawn_offline_with_its_names(served, browser):
