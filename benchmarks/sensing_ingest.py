@@ -117,7 +117,7 @@ def setup_streams(sessions) -> tuple[list[int], list[int], str]:
 
     with sessions() as s:
         grid = s.scalar(select(Unit).where(Unit.level == "grid").order_by(Unit.code))
-        w = sta.Writer(sta.Ctx(s, Scope(all_units=True), ""), "bench")
+        w = sta.Writer(sta.Ctx(s, Scope(all_units=True), "", catalogue=True), "bench")
         ents = _catalogue_entities(w)
         p = grid.geom.representative_point()
         ids = [add_device(w, ents, "water_level", f"bench{i}", grid, p)[0] for i in range(N_STREAMS)]
