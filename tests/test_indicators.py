@@ -230,6 +230,20 @@ def test_a_new_case_is_pushed_to_an_open_stream_at_once(api, computed):
         live.settings = settings
 
 
+def test_a_fact_recomputes_only_the_live_indicators_it_moves():
+    """A case, an alarm, a warning level each recompute the live indicators on the metrics they move; the sensor
+    aggregates that change with every reading under ingest wait for the periodic refresh."""
+    from cityops.indicators.live import moved_by
+
+    cat = catalogues.load()
+    assert moved_by(cat, {"case.changed"}) == {"cases_open", "cases_overdue", "waterlogging_cases"}
+    assert moved_by(cat, {"alarm.changed"}) == {"alarms_open", "geohazard_alarms"}
+    assert moved_by(cat, {"warning.level_changed"}) == {"risk_points_warned", "risk_points_red"}
+    assert moved_by(cat, {"case.changed", "alarm.changed"}) == \
+        {"cases_open", "cases_overdue", "waterlogging_cases", "alarms_open", "geohazard_alarms"}
+    assert moved_by(cat, {"observation.batch_stored"}) == set()
+
+
 def _case_reaches_the_stream(api, live):
     import json as _json
     import threading

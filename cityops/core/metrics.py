@@ -48,6 +48,10 @@ class Metric:
     fold: Literal["sum", "max", "min"] = "sum"
     #: The results carry a denominator (a rate: the indicator rolls up as the ratio of the sums).
     ratio: bool = False
+    #: The facts (domain event names) after which this metric's figures may have moved: a live indicator on it is
+    #: recomputed as soon as one is committed, alone (with the formulas over it), not with every live indicator.
+    #: A metric no fact moves (sensor aggregates, devices online) follows the periodic live refresh.
+    moved_by: tuple[str, ...] = ()
 
     def check(self, params: dict) -> list[tuple[str, str]]:
         """Problems with ``params`` as (parameter, message); [] when they are usable."""

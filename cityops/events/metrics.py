@@ -69,7 +69,7 @@ def _evaluation(session: Session, window: Window, param_sets: list[dict]):
 METRICS = [
     Metric("events.cases", "案件数", "Cases", _cases,
            {"count": Param(choices=COUNTS, default="open"), "class_prefix": Param(),
-            "source": Param(choices=catalogue.SOURCES)}),
+            "source": Param(choices=catalogue.SOURCES)}, moved_by=("case.changed",)),
     Metric("events.evaluation", "事件处置评价率", "Event handling evaluation rate", _evaluation,
            {"measure": Param(choices=tuple(RATES), required=True)}, ratio=True),
 ]

@@ -4,16 +4,18 @@ One thread per server process (``LiveIndicators``) recomputes the live indicator
 wakes the indicator streams of the process, which read the stored changes at once; nothing polls per stream.
 It recomputes:
 
-- **at once** when a fact that moves a live indicator is committed: an alarm raised or changed, a warning level
+- **at once, only what the fact moves** when a fact is committed: an alarm raised or changed, a warning level
   changed (bus broadcasts, ``wiring.py``: every worker process hears them), a case created or moved (the event
   center's outbox grew: one ``max(id)`` read every ``MARK_SECONDS``; the event center publishes no bus event per
-  case, its intake path stays one write);
-- **at least every** ``indicators_live_seconds`` for what moves without such a fact (sensor readings under
-  ingest, devices going offline), so the cheap fast path is never the only one.
+  case, its intake path stays one write; it stands for ``case.changed``). Each platform metric names the facts that
+  move it (``Metric.moved_by``); a fact recomputes the live indicators on those metrics and the formulas over them
+  — a case recomputes the three case counts, not the sensor aggregates of a district under ingest;
+- **all of them at least every** ``indicators_live_seconds`` for what moves without such a fact (sensor readings
+  under ingest, devices going offline). A fact that arrives while nothing is being recomputed goes first.
 
 Only while at least one stream is open; a recomputation that finds the store busy (SQLite, another writer) is
-tried again on the next turn. Facts that arrive during a recomputation are picked up by the next one (the dirty
-flag is cleared before reading, not after).
+tried again on the next turn. Facts that arrive during a recomputation are picked up by the next one (the pending
+facts are taken before reading, not after).
 """
 
 from __future__ import annotations
@@ -27,18 +29,38 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from cityops.indicators import service
+from cityops.indicators.metrics import registry
 
 log = logging.getLogger("cityops.indicators")
 
 #: How often the event center's outbox is looked at for a new case change (one indexed max(id) read).
 MARK_SECONDS = 0.1
+#: The fact the event center's outbox growing stands for.
+CASE_FACT = "case.changed"
+
+
+def moved_by(cat, facts: set[str]) -> set[str]:
+    """The live indicators of ``cat`` that ``facts`` (event names) may have moved: those on a metric moved by one
+    of them, and the formulas over those (``formula_order`` is topological: one pass follows chains)."""
+    metrics = registry()
+    moved = set()
+    for code, ind in cat.indicators.items():
+        if ind.period == "live" and ind.source.kind == "metric":
+            metric = metrics.get(ind.source.metric)
+            if metric is not None and facts.intersection(metric.moved_by):
+                moved.add(code)
+    for code in cat.formula_order:
+        if cat.indicators[code].period == "live" and moved.intersection(cat.formulas[code].inputs):
+            moved.add(code)
+    return moved
 
 
 class LiveIndicators:
     def __init__(self, sessions, settings):
         self.sessions, self.settings = sessions, settings
         self._cond = threading.Condition()
-        self._dirty = False
+        self._dirty = False  # every live indicator is due (the first watcher, the periodic refresh)
+        self._facts: set[str] = set()  # facts committed since the last recomputation (event names)
         self._watchers = 0
         self._waiters: set = set()  # (loop, asyncio.Event) of each open stream
         self._thread: threading.Thread | None = None
@@ -50,10 +72,15 @@ class LiveIndicators:
 
     # ------------------------------------------------------------------------------------------ facts
 
-    def poke(self, *_args) -> None:
-        """A fact that moves a live indicator was committed (a bus broadcast listener; any thread)."""
+    def poke(self, env=None) -> None:
+        """A fact that moves a live indicator was committed (a bus broadcast listener, given the event's envelope;
+        any thread). Without an envelope every live indicator is recomputed."""
+        name = getattr(env, "name", None)
         with self._cond:
-            self._dirty = True
+            if name is None:
+                self._dirty = True
+            else:
+                self._facts.add(name)
             self._cond.notify()
 
     # ------------------------------------------------------------------------------------------ streams
@@ -111,7 +138,7 @@ class LiveIndicators:
                         self._thread = None
                         return
                 due = self.last + self.settings.indicators_live_seconds - time.monotonic()
-                if not self._dirty and due > 0:
+                if not self._dirty and not self._facts and due > 0:
                     self._cond.wait(min(MARK_SECONDS, due))
             try:
                 mark = self._case_mark()
@@ -119,19 +146,36 @@ class LiveIndicators:
                 mark = self._mark
             with self._cond:
                 if mark != self._mark:
-                    self._dirty, self._mark = True, mark
+                    if self._mark is not None:
+                        self._facts.add(CASE_FACT)
+                    else:  # the first look: what was there is in the first (full) recomputation
+                        self._dirty = True
+                    self._mark = mark
+                facts, self._facts = self._facts, set()
                 due = self.last + self.settings.indicators_live_seconds - time.monotonic()
-                if not self._dirty and due > 0:
+                everything = self._dirty or due <= 0
+                if not everything and not facts:
                     continue
-                self._dirty = False
-            if self._recompute():
+                if everything:
+                    self._dirty = False
+            # A fact first: its few indicators now, the periodic refresh of the rest on the next turn.
+            if facts and self._recompute(facts=facts):
+                self._wake()
+                if everything:
+                    with self._cond:
+                        self._dirty = True
+                continue
+            if everything and self._recompute():
                 self._wake()
 
-    def _recompute(self) -> bool:
-        """Recompute the live indicators; True when it stored something."""
+    def _recompute(self, facts: set[str] | None = None) -> bool:
+        """Recompute the live indicators (those ``facts`` moved, or all); True when it stored something."""
+        started = time.monotonic()
         try:
             cat = service.load_catalogue(self.settings)
             live = {c for c, i in cat.indicators.items() if i.period == "live"}
+            if facts is not None:
+                live = moved_by(cat, facts)
             if not live:
                 return False
             with self.sessions() as session:
@@ -142,13 +186,19 @@ class LiveIndicators:
         except OperationalError:  # SQLite busy with another writer: the next turn tries again
             log.warning("live indicators not refreshed: database busy")
             with self._cond:
-                self._dirty = True
+                if facts is None:
+                    self._dirty = True
+                else:
+                    self._facts |= facts
             return False
         except Exception:  # noqa: BLE001 - the thread outlives one bad turn; the error is in the log
             log.exception("live indicators not refreshed")
             return False
         finally:
-            self.last = time.monotonic()
+            if facts is None:  # the periodic refresh is timed from the last full recomputation
+                self.last = time.monotonic()
+            log.debug("live indicators recomputed in %.3f s (%s)", time.monotonic() - started,
+                      ", ".join(sorted(facts)) if facts is not None else "all")
 
     def _wake(self) -> None:
         with self._cond:

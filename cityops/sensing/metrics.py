@@ -76,7 +76,7 @@ def _reading(session: Session, window: Window, params: dict):
 
 METRICS = [
     Metric("sensing.alarms", "未解除告警数", "Open alarms", _alarms,
-           {"min_severity": Param(choices=SEVERITIES, default="blue")}),
+           {"min_severity": Param(choices=SEVERITIES, default="blue")}, moved_by=("alarm.changed",)),
     Metric("sensing.devices_online", "设备在线率", "Devices online", per_param_set(_online),
            {"device_type": Param(), "window_hours": Param(kind="int", default=2)}, ratio=True),
     Metric("sensing.reading_max", "监测读数极值", "Highest reading", per_param_set(_reading),

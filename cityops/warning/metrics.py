@@ -38,5 +38,6 @@ def _risk_points(session: Session, window: Window, param_sets: list[dict]):
 
 METRICS = [
     Metric("warning.risk_points", "风险点数(按预警等级)", "Risk points by warning level", _risk_points,
-           {"min_level": Param(choices=LEVELS, default="none"), "hazard_type": Param()}),
+           {"min_level": Param(choices=LEVELS, default="none"), "hazard_type": Param()},
+           moved_by=("warning.level_changed",)),
 ]
