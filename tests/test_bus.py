@@ -104,6 +104,24 @@ def test_event_only_with_its_change_and_applied_once_in_order(store):
         bus.stop()
 
 
+def test_a_batch_claims_its_events_at_once_and_applies_each_once(store):
+    """A batch is claimed in one statement: an event met twice in one batch (a redelivery fetched beside the
+    original) or again in a later batch is applied once."""
+    from cityops.core.bus.runtime import apply_batch
+    from cityops.core.bus.store import read_after
+
+    bus = Bus(store.engine, store.settings)
+    sub = Subscription("c", (Counted,), _record("c"))
+    _publish(store, 1, 2, 3)
+    with store.sessions() as s:
+        envs = read_after(s, (0, 0), {"testbus.counted"}, 10)
+    assert [e.payload.n for e in envs] == [1, 2, 3]
+    assert apply_batch(bus, sub, [envs[0], envs[1], envs[0]], advance=False)
+    assert _applied(store) == [1, 2]
+    assert apply_batch(bus, sub, envs, advance=False)
+    assert _applied(store) == [1, 2, 3]
+
+
 def test_retried_then_dead_lettered_and_the_consumer_goes_on(store):
     fail = {2: 1, 3: 10}  # 2 fails once, 3 always
     bus = _bus(store, Subscription("c", (Counted,), _record("c", fail)))

@@ -398,8 +398,10 @@ def apply_batch(bus: Bus, sub: Subscription, envs: list[Envelope], *, advance: b
         applied = 0
         with bus.sessions() as s:
             store.begin_write(s)
+            claimed = store.claim_many(s, sub.consumer, [env.id for env in envs])
             for env in envs:
-                if store.claim(s, sub.consumer, env.id):
+                if env.id in claimed:
+                    claimed.discard(env.id)  # the same event twice in one batch (a redelivery): applied once
                     sub.handler(s, env)
                     applied += 1
             if advance:

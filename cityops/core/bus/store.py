@@ -124,6 +124,23 @@ def claim(session: Session, consumer: str, event_id: str) -> bool:
     return session.execute(stmt.on_conflict_do_nothing().returning(table.c.event_id)).first() is not None
 
 
+def claim_many(session: Session, consumer: str, event_ids: list[str]) -> set[str]:
+    """``claim`` for a batch in one statement (one round trip instead of one per event): the ids this transaction
+    now applies; those ``consumer`` has applied before are left out."""
+    if not event_ids:
+        return set()
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    ms = now_ms()
+    table = Processed.__table__
+    stmt = (dialect_insert(table).values([{"consumer": consumer, "event_id": i, "processed_ms": ms} for i in event_ids])
+            .on_conflict_do_nothing().returning(table.c.event_id))
+    return set(session.scalars(stmt))
+
+
 def dead_letter(session: Session, consumer: str, env: Envelope, error: str, attempts: int) -> None:
     if session.scalar(select(DeadLetter.id).where(DeadLetter.consumer == consumer, DeadLetter.event_id == env.id)):
         return
