@@ -208,6 +208,18 @@ def test_web_push_is_encrypted_and_vapid_signed(env):
             assert s.get(PushSubscription, gone_id).gone_at is not None  # 410: that browser unsubscribed
 
 
+def test_a_phone_without_push_subscription_is_skipped_at_once_with_its_reason(env):
+    """Web Push to someone whose phones never subscribed is skipped when queued, as an e-mail without an address
+    is: the dispatcher has nothing to hand over and nothing to fail; the in-app delivery still goes."""
+    mid = _send(env, to=[f"person:{env.org['people']['cadre']}"], channels=["inapp", "webpush"])
+    ds = _deliveries(env, mid)
+    assert ds["webpush"].state == "skipped" and "no push subscription" in ds["webpush"].errors[0]["error"]
+    assert ("skipped", "webpush", 0) in _timeline(env, mid)
+    env.dispatcher.round()
+    ds = _deliveries(env, mid)
+    assert ds["inapp"].state == "sent" and ds["webpush"].state == "skipped" and ds["webpush"].attempts == 0
+
+
 def test_quiet_hours_hold_back_the_phone_but_not_a_red_warning(env):
     cadre = env.org["people"]["cadre"]
     now = datetime.now(UTC)

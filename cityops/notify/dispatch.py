@@ -21,11 +21,12 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from cityops.core import sse
 from cityops.core.bus import Envelope
 from cityops.core.db import begin_write
+from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.notify import channels, service
 from cityops.notify.models import Delivery, Message, PushSubscription, Recipient, TimelineEntry
@@ -94,36 +95,46 @@ class Dispatcher:
         return len(claimed) == self.settings.notify_batch or bool(moved)
 
     def claim(self, now) -> list[channels.Outgoing]:
+        """Claim up to ``notify_batch`` due deliveries in ONE conditional ``UPDATE … WHERE id IN (SELECT … LIMIT n)
+        RETURNING`` (a SELECT of the ids, an UPDATE naming them and a SELECT of them back were three statements
+        carrying a thousand ids each), then read the few messages of the batch and the recipients of the deliveries
+        that leave the process (an in-app delivery needs neither: the inbox row is the delivery)."""
         s_ = self.settings
+        due_now = or_(and_(Delivery.state.in_(("queued", "retry")), Delivery.next_attempt_at <= now),
+                      and_(Delivery.state == "sending", Delivery.claimed_until < now))
+        until = now + timedelta(seconds=s_.notify_send_timeout * 3 + 30)
         with self.sessions() as s:
             begin_write(s)
-            due = list(s.scalars(select(Delivery.id).where(or_(
-                and_(Delivery.state.in_(("queued", "retry")), Delivery.next_attempt_at <= now),
-                and_(Delivery.state == "sending", Delivery.claimed_until < now))).order_by(Delivery.id).limit(s_.notify_batch)))
-            if not due:
+            due = select(Delivery.id).where(due_now).order_by(Delivery.id).limit(s_.notify_batch)
+            claimed = s.execute(update(Delivery).where(Delivery.id.in_(due.scalar_subquery()), due_now)
+                                .values(state="sending", attempts=Delivery.attempts + 1, claimed_until=until, deferred=False)
+                                .returning(Delivery.id, Delivery.idem_key, Delivery.channel, Delivery.target,
+                                           Delivery.message_id, Delivery.recipient_id)
+                                .execution_options(synchronize_session=False)).all()
+            if not claimed:
                 s.rollback()
                 return []
-            until = now + timedelta(seconds=s_.notify_send_timeout * 3 + 30)
-            s.execute(update(Delivery).where(Delivery.id.in_(due), or_(
-                and_(Delivery.state.in_(("queued", "retry")), Delivery.next_attempt_at <= now),
-                and_(Delivery.state == "sending", Delivery.claimed_until < now)))
-                .values(state="sending", attempts=Delivery.attempts + 1, claimed_until=until, deferred=False))
-            rows = s.execute(select(Delivery, Recipient, Message).join(Recipient, Recipient.id == Delivery.recipient_id)
-                             .join(Message, Message.id == Delivery.message_id)
-                             .where(Delivery.id.in_(due), Delivery.state == "sending", Delivery.claimed_until == until)).all()
+            messages = {m.id: m for m in s.execute(select(Message.id, Message.title, Message.body, Message.severity, Message.link)
+                                                   .where(Message.id.in_({c.message_id for c in claimed})))}
+            outside = [c.recipient_id for c in claimed if c.channel != "inapp"]
+            people = {r.id: r for r in s.execute(select(Recipient.id, Recipient.name, Recipient.person_id, Recipient.user_id)
+                                                 .where(Recipient.id.in_(outside)))} if outside else {}
             # The browsers of every Web Push recipient of the batch in one query (one per delivery was most of a
             # large directive's claim).
-            subs = service.push_subscriptions_of(s, [(r.person_id, r.user_id) for d, r, _ in rows if d.channel == "webpush"])
+            subs = service.push_subscriptions_of(s, [(people[c.recipient_id].person_id, people[c.recipient_id].user_id)
+                                                     for c in claimed if c.channel == "webpush"])
             out = []
-            for d, r, m in rows:
+            for c in sorted(claimed, key=lambda c: c.id):
+                m, r = messages[c.message_id], people.get(c.recipient_id)
                 push = ()
-                if d.channel == "webpush":
+                if c.channel == "webpush":
                     push = tuple((p.id, p.endpoint, p.p256dh, p.auth) for p in subs
                                  if (r.person_id is not None and p.person_id == r.person_id)
                                  or (r.user_id is not None and p.user_id == r.user_id))
-                out.append(channels.Outgoing(delivery_id=d.id, idem_key=d.idem_key, channel=d.channel, target=d.target,
-                                             name=r.name, title=m.title, body=m.body, severity=m.severity, link=m.link,
-                                             message_id=m.id, recipient_id=r.id, push=push))
+                out.append(channels.Outgoing(delivery_id=c.id, idem_key=c.idem_key, channel=c.channel, target=c.target,
+                                             name=r.name if r is not None else "", title=m.title, body=m.body,
+                                             severity=m.severity, link=m.link, message_id=m.id, recipient_id=c.recipient_id,
+                                             push=push))
             s.commit()  # the claim is durable before anything is handed over
         return out
 
@@ -150,14 +161,14 @@ class Dispatcher:
                 s.execute(update(PushSubscription).where(PushSubscription.id.in_(gone)).values(gone_at=now))
             sent = [out.delivery_id for out, err in results if err is None or not err.reason]
             if sent:
-                done = s.execute(update(Delivery).where(Delivery.id.in_(sent), Delivery.state == "sending")
+                storage = storage_of(s)
+                done = s.execute(update(Delivery).where(storage.in_ids(Delivery.id, sent), Delivery.state == "sending")
                                  .values(state="sent", sent_at=now, claimed_until=None)
                                  .returning(Delivery.message_id, Delivery.recipient_id, Delivery.channel, Delivery.attempts)
                                  .execution_options(synchronize_session=False)).all()
-                if done:
-                    s.execute(insert(TimelineEntry), [
-                        {"message_id": m, "at": now, "what": "sent", "recipient_id": r, "channel": c, "step": None,
-                         "detail": {"attempt": a}} for m, r, c, a in done])
+                storage.insert_rows(s, TimelineEntry, [
+                    {"message_id": m, "at": now, "what": "sent", "recipient_id": r, "channel": c, "step": None,
+                     "detail": {"attempt": a}} for m, r, c, a in done])
             failed = [(out, err) for out, err in results if err is not None and err.reason]
             found = {d.id: d for d in s.scalars(select(Delivery).where(Delivery.id.in_([o.delivery_id for o, _ in failed])))} if failed else {}
             for out, err in failed:

@@ -32,20 +32,21 @@ from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from cityops.core import audit
 from cityops.core.bus import publish
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cityops.core.settings import Settings
+from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.identity.models import User
 from cityops.identity.scope import Scope
 from cityops.notify import catalogue as cat
 from cityops.notify.manifest import NotificationChanged, NotificationQueued
 from cityops.notify.models import Delivery, Message as MessageRow, Preference, PushSubscription, Recipient, TimelineEntry
-from cityops.notify.resolve import Target, resolve
+from cityops.notify.resolve import Target, people_by_id, resolve
 from cityops.org.models import Person, Unit
 
 log = logging.getLogger("cityops.notify")
@@ -195,8 +196,13 @@ def send(session: Session, message: Message, *, actor: str = "system", scope: Sc
 def _resolve_all(session: Session, addresses: list[str], unit: Unit, at: datetime) -> tuple[list[tuple[Target, str]], list[str]]:
     found: dict[str, tuple[Target, str]] = {}
     unresolved = []
+    people = people_by_id(session, [int(a[7:]) for a in addresses if a.startswith("person:") and a[7:].isdigit()])
     for address in addresses:
-        targets = resolve(session, catalogue(), address, unit, at)
+        if address.startswith("person:") and address[7:].isdigit():
+            person = people.get(int(address[7:]))
+            targets = [person] if person is not None else []
+        else:
+            targets = resolve(session, catalogue(), address, unit, at)
         if not targets:
             unresolved.append(address)
         for t in targets:
@@ -221,12 +227,18 @@ def _reach(session: Session, row: MessageRow, found: list[tuple[Target, str]], c
     new = [(target, via) for target, via in found if target.key not in have]
     if not new:
         return []
-    ids = session.execute(insert(Recipient).returning(Recipient.id, sort_by_parameter_order=True), [
+    storage = storage_of(session)
+    ids = storage.insert_rows(session, Recipient, [
         {"message_id": row.id, "key": t.key, "person_id": t.person_id, "user_id": t.user_id, "name": t.name,
-         "via": via, "step": step, "unit_path": t.unit_path, "created_at": now} for t, via in new]).scalars().all()
+         "via": via, "step": step, "unit_path": t.unit_path, "created_at": now} for t, via in new], returning_ids=True)
     prefs = {p.person_id: p for p in session.scalars(select(Preference).where(
         Preference.person_id.in_([t.person_id for t, _ in new if t.person_id is not None])))}
     settings = _Config.settings
+    # Whose phones can take a Web Push at all: a person without a live subscription has the delivery skipped now,
+    # as one without an e-mail address has, rather than queued for the dispatcher to fail it.
+    pushable = {(p.person_id, p.user_id) for p in push_subscriptions_of(session, [(t.person_id, t.user_id) for t, _ in new])}
+    pushable_people = {p for p, _ in pushable if p is not None}
+    pushable_users = {u for _, u in pushable if u is not None}
     deliveries, entries = [], []
     for recipient_id, (target, _via) in zip(ids, new):
         pref = prefs.get(target.person_id)
@@ -248,6 +260,10 @@ def _reach(session: Session, row: MessageRow, found: list[tuple[Target, str]], c
             elif channel in ("sms", "dingtalk"):
                 d["target"] = target.phone
                 problem = None if target.phone else "no phone number"
+            elif channel == "webpush":
+                d["target"] = target.name
+                problem = None if (target.person_id in pushable_people or target.user_id in pushable_users) \
+                    else "no push subscription on this person's phones"
             else:
                 d["target"] = "inbox" if channel == "inapp" else target.name
             if problem:
@@ -262,8 +278,8 @@ def _reach(session: Session, row: MessageRow, found: list[tuple[Target, str]], c
             entries.append({"message_id": row.id, "what": what, "at": now, "recipient_id": recipient_id,
                             "channel": channel, "step": step, "detail": detail})
     if deliveries:
-        session.execute(insert(Delivery), deliveries)
-        session.execute(insert(TimelineEntry), entries)
+        storage.insert_rows(session, Delivery, deliveries)
+        storage.insert_rows(session, TimelineEntry, entries)
     reached = [Reached(i, t.person_id, t.user_id) for i, (t, _) in zip(ids, new)]
     publish(session, NotificationQueued(
         message_id=row.id, kind=row.kind, severity=row.severity, title=row.title, unit_path=row.unit_path, step=step,
