@@ -21,6 +21,7 @@ from cityops.base.rtree_bulk import DeferredRtree
 from cityops.core.bulk import rtree_trigger_suspended, write_rtree
 from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
+from cityops.core.storage import storage_of
 from cityops.core.types import JSONText
 
 GEOMETRY_TYPES = ("POINT", "MULTIPOINT", "LINESTRING", "MULTILINESTRING", "POLYGON", "MULTIPOLYGON", "GEOMETRY")
@@ -70,8 +71,8 @@ def drop(conn: Connection, key: str, geometry_type: str) -> None:
     current.drop(conn, checkfirst=True)
 
 
-#: SQLite page cache during a bulk load (negative = KiB): 256 MiB, bounded whatever the file's size.
-BULK_CACHE_KIB = -262_144
+#: SQLite page cache during a bulk load, KiB: 256 MiB, bounded whatever the file's size.
+BULK_CACHE_KIB = 262_144
 
 
 class BulkWriter:
@@ -81,28 +82,22 @@ class BulkWriter:
 
     def __init__(self, conn: Connection, table: Table):
         self.conn, self.table = conn, table
-        self.sqlite = conn.dialect.name == "sqlite"
+        self.storage = storage_of(conn)
         self._suspension = rtree_trigger_suspended(conn, table.name)
         self.index_by_hand = False
 
     def __enter__(self) -> "BulkWriter":
         self.index_by_hand = self._suspension.__enter__()
-        self._cache, self._deferred_index, self._rtree = None, None, None
+        self._deferred_index, self._rtree = None, None
         if self.index_by_hand:  # into an empty R*Tree: packed once at the end (rtree_bulk), not entry by entry
             rtree = DeferredRtree(self.conn, self.table.name)
             self._rtree = rtree if rtree.usable else None
-        name = self.table.name
-        if not self.sqlite and self.conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {name})").scalar():
-            # Into an empty table (a first import, or a replace after its rows went to history) the GiST index
-            # is built once at the end, from sorted input, instead of row by row. DDL is transactional here:
-            # a failed load rolls the drop back.
-            index = f"ix_{name}_geom_gist"
-            if self.conn.exec_driver_sql("SELECT to_regclass(%s)", (index,)).scalar():
-                self.conn.exec_driver_sql(f"DROP INDEX {index}")
-                self._deferred_index = index
-        if self.sqlite:  # a larger page cache for the load: the table's and index's B-tree pages stay in memory
-            self._cache = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
-            self.conn.exec_driver_sql(f"PRAGMA cache_size={BULK_CACHE_KIB}")
+        # Into an empty table (a first import, or a replace after its rows went to history) a GiST index is built
+        # once at the end, from sorted input, instead of row by row.
+        self._deferred_index = self.storage.defer_spatial_index(self.conn, self.table.name)
+        # A larger page cache for the load (SQLite): the table's and index's B-tree pages stay in memory.
+        self._cache = self.storage.bulk_cache(self.conn, BULK_CACHE_KIB)
+        self._cache.__enter__()
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -115,9 +110,8 @@ class BulkWriter:
                 except Exception:  # noqa: BLE001 - cleanup on a failed load must not mask its error
                     pass
         if self._deferred_index and exc_type is None:
-            self.conn.exec_driver_sql(f"CREATE INDEX {self._deferred_index} ON {self.table.name} USING gist (geom)")
-        if self._cache is not None:
-            self.conn.exec_driver_sql(f"PRAGMA cache_size={int(self._cache)}")
+            self.storage.build_spatial_index(self.conn, self.table.name, self._deferred_index)
+        self._cache.__exit__(exc_type, *exc)
         self._suspension.__exit__(exc_type, *exc)
 
     def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int) -> int:
@@ -128,7 +122,7 @@ class BulkWriter:
             properties = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
         geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
-        if not self.sqlite:
+        if not self.storage.rtree_index:
             # COPY, with the geometry as hex EWKB carrying its SRID: several times a multi-row INSERT.
             present = np.array([g is not None for g in geoms], dtype=bool)
             hexes = np.full(len(geoms), None, dtype=object)

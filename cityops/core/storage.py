@@ -17,7 +17,8 @@ from contextlib import contextmanager
 
 import numpy as np
 import shapely
-from sqlalchemy import Integer, LargeBinary, Select, Text, any_, cast, func, insert, literal, literal_column, select, text, type_coerce
+from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, case, cast, func, insert, literal, literal_column,
+                        select, text, type_coerce)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
@@ -41,6 +42,14 @@ class Storage:
     spatial_sql: bool = False
     #: Spatial indexes are GeoPackage R*Tree tables (``rtree_<table>_<column>``) that bulk loads may fill by hand.
     rtree_index: bool = False
+    #: Many rows go in fastest through COPY into a staging table and one INSERT … SELECT (PostgreSQL); without it,
+    #: multi-row VALUES statements on the driver's cursor (SQLite: in process, no round trips to save).
+    copy_in: bool = False
+    #: Array parameters (``unnest``, ``= ANY``): a batch of rows as one statement with one value per column.
+    arrays: bool = False
+    #: The names of the two-or-more-argument minimum and maximum functions (``least``/``greatest``; SQLite's
+    #: ``min``/``max`` with several arguments).
+    least_greatest: tuple[str, str] = ("least", "greatest")
 
     # ----------------------------------------------------------------------------------- writing
 
@@ -68,6 +77,12 @@ class Storage:
         raise NotImplementedError
 
     def drop_trigger(self, name: str, table: str) -> str:
+        raise NotImplementedError
+
+    def register_function(self, conn: Connection, name: str, nargs: int, fn) -> None:
+        """Make the Python function ``fn`` callable in SQL as ``name`` on this connection where the backend lacks
+        what it computes (SQLite: GEOS predicates on GeoPackage blobs); a no-op where SQL has its own (PostGIS).
+        Idempotent and cheap."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------- bulk loading
@@ -102,6 +117,16 @@ class Storage:
 
     def extent(self, conn: Connection, table: str, geom_name: str = "geom") -> list[float] | None:
         """[minx, miny, maxx, maxy] of a table's geometries (from the spatial index where it holds them), or None."""
+        raise NotImplementedError
+
+    def defer_spatial_index(self, conn: Connection, table: str) -> str | None:
+        """Before a load into ``table``: when it is empty and its spatial index can be built afterwards in one pass
+        (a GiST index from sorted input, instead of row by row), drop the index in the load's transaction and
+        return its name for ``build_spatial_index``; else None (the R*Tree is handled by ``core.bulk``)."""
+        return None
+
+    def build_spatial_index(self, conn: Connection, table: str, index: str) -> None:
+        """Create the spatial index ``defer_spatial_index`` dropped."""
         raise NotImplementedError
 
     # ---------------------------------------------------------------------------------- geometry
@@ -139,6 +164,29 @@ class Storage:
         """The member at ``keys`` of a JSON column, as text."""
         raise NotImplementedError
 
+    def json_typed(self, column, key: str, kind: str):
+        """(value, ok) of the top-level member ``key`` of a JSON column read as ``kind`` ("number", "string" compared
+        in code-point order, "boolean" as 1/0) and whether its JSON type is that kind: typed comparisons with the
+        same answer on both backends."""
+        raise NotImplementedError
+
+    def json_typeof(self, column, key: str):
+        """The JSON type name of the top-level member ``key`` (NULL when absent, ``'null'`` for a JSON null)."""
+        raise NotImplementedError
+
+    def like(self, value, pattern: str):
+        """Case-sensitive SQL LIKE (``%``, ``_``, ``\\`` escapes) of ``value`` against ``pattern``: SQLite's LIKE is
+        case-insensitive for ASCII, so there it is the equivalent GLOB."""
+        raise NotImplementedError
+
+    def epoch_ms_text(self, value, what: str):
+        """Epoch milliseconds as UTC text: ``what`` "date" → 'YYYY-MM-DD', "time" → 'HH:MM:SS.mmm'."""
+        raise NotImplementedError
+
+    def epoch_ms_part(self, value, part: str):
+        """A part ("year", "month", "day", "hour", "minute", "second") of epoch milliseconds in UTC, as a number."""
+        raise NotImplementedError
+
     def text_position(self, haystack, needle):
         """1-based position of ``needle`` in ``haystack`` (0 when absent)."""
         raise NotImplementedError
@@ -153,6 +201,7 @@ class SQLiteStorage(Storage):
     name = "sqlite"
     embedded = True
     rtree_index = True
+    least_greatest = ("min", "max")
 
     def bulk_geometries(self, geoms):
         return encode_many(geoms, self.name)
@@ -205,6 +254,9 @@ class SQLiteStorage(Storage):
     def drop_trigger(self, name, table):
         return f"DROP TRIGGER IF EXISTS {name}"
 
+    def register_function(self, conn, name, nargs, fn):
+        conn.connection.dbapi_connection.create_function(name, nargs, fn, deterministic=True)
+
     def bbox_prefilter(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
         minx, miny, maxx, maxy = bounds
         candidates = text(f"SELECT id FROM rtree_{table}_{geom_name} "
@@ -226,6 +278,26 @@ class SQLiteStorage(Storage):
     def json_path(self, column, keys):
         return func.json_extract(column, "$." + ".".join(keys))
 
+    def json_typed(self, column, key, kind):
+        path = _sqlite_member(key)
+        jtype = func.json_type(column, path)
+        ok = {"number": jtype.in_(("integer", "real")), "boolean": jtype.in_(("true", "false")),
+              "string": jtype == "text"}[kind]
+        return func.json_extract(column, path), ok
+
+    def json_typeof(self, column, key):
+        return func.json_type(column, _sqlite_member(key))
+
+    def like(self, value, pattern):
+        return value.op("GLOB")(like_to_glob(pattern))
+
+    def epoch_ms_text(self, value, what):
+        return func.strftime({"date": "%Y-%m-%d", "time": "%H:%M:%f"}[what], value / 1000.0, "unixepoch")
+
+    def epoch_ms_part(self, value, part):
+        spec = {"year": "%Y", "month": "%m", "day": "%d", "hour": "%H", "minute": "%M", "second": "%S"}[part]
+        return cast(func.strftime(spec, value / 1000.0, "unixepoch"), Float)
+
     def text_position(self, haystack, needle):
         return func.instr(haystack, needle)
 
@@ -238,6 +310,8 @@ class PostgreSQLStorage(Storage):
     name = "postgresql"
     embedded = False
     spatial_sql = True
+    copy_in = True
+    arrays = True
 
     def bulk_geometries(self, geoms):
         geoms = np.asarray(geoms, dtype=object)
@@ -286,6 +360,18 @@ class PostgreSQLStorage(Storage):
                                 f"(SELECT ST_Extent({geom_name}) AS e FROM {table}) s")).one()
         return None if row[0] is None else [float(v) for v in row]
 
+    def defer_spatial_index(self, conn, table):
+        if not conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {table})").scalar():
+            return None
+        index = f"ix_{table}_geom_gist"  # DDL is transactional here: a failed load rolls the drop back
+        if not conn.exec_driver_sql("SELECT to_regclass(%s)", (index,)).scalar():
+            return None
+        conn.exec_driver_sql(f"DROP INDEX {index}")
+        return index
+
+    def build_spatial_index(self, conn, table, index):
+        conn.exec_driver_sql(f"CREATE INDEX {index} ON {table} USING gist (geom)")
+
     def insert(self, table):
         return postgresql.insert(table)
 
@@ -305,6 +391,9 @@ class PostgreSQLStorage(Storage):
     def drop_trigger(self, name, table):
         return f"DROP TRIGGER IF EXISTS {name} ON {table}"
 
+    def register_function(self, conn, name, nargs, fn):
+        return None  # PostGIS and PostgreSQL have the function in SQL
+
     def bbox_prefilter(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
         minx, miny, maxx, maxy = bounds
         raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
@@ -323,7 +412,29 @@ class PostgreSQLStorage(Storage):
         return func.jsonb_build_object(*pairs)
 
     def json_path(self, column, keys):
-        return column.op("#>>")(literal("{" + ",".join(keys) + "}", Text))
+        return func.jsonb_extract_path_text(column, *[literal(k, Text) for k in keys])
+
+    def json_typed(self, column, key, kind):
+        text_ = type_coerce(column.op("->>")(literal(key, String)), String)
+        jtype = func.jsonb_typeof(column.op("->")(literal(key, String)))
+        if kind == "number":
+            return text_.cast(Float(precision=53)), jtype == "number"
+        if kind == "boolean":
+            return case((text_ == literal("true", String), 1), else_=0), jtype == "boolean"
+        return text_.collate("C"), jtype == "string"
+
+    def json_typeof(self, column, key):
+        return func.jsonb_typeof(column.op("->")(literal(key, String)))
+
+    def like(self, value, pattern):
+        return value.like(pattern, escape="\\")
+
+    def epoch_ms_text(self, value, what):
+        fmt = {"date": "YYYY-MM-DD", "time": "HH24:MI:SS.MS"}[what]
+        return func.to_char(func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"), fmt)
+
+    def epoch_ms_part(self, value, part):
+        return func.extract(part, func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"))
 
     def text_position(self, haystack, needle):
         return func.strpos(haystack, needle)
@@ -339,8 +450,30 @@ POSTGRESQL = PostgreSQLStorage()
 _BY_NAME = {"sqlite": SQLITE, "postgresql": POSTGRESQL}
 
 
-def storage_of(bind: Session | Connection | Engine | str) -> Storage:
-    """The storage strategy of a session, connection, engine (or dialect name)."""
+def _sqlite_member(key: str) -> str:
+    return '$."' + key.replace('"', '\\"') + '"'
+
+
+def like_to_glob(pattern: str) -> str:
+    """A LIKE pattern (``%``, ``_``, backslash escape) → the GLOB pattern that matches the same (case sensitive,
+    like PostgreSQL's LIKE)."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            nxt = pattern[i + 1]
+            out.append(f"[{nxt}]" if nxt in "*?[" else nxt)
+            i += 2
+            continue
+        out.append({"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}.get(ch, ch))
+        i += 1
+    return "".join(out)
+
+
+def storage_of(bind: "Session | Connection | Engine | Storage | str") -> Storage:
+    """The storage strategy of a session, connection, engine (or dialect name; a Storage is its own)."""
+    if isinstance(bind, Storage):
+        return bind
     if isinstance(bind, str):
         name = bind
     else:

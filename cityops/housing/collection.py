@@ -61,7 +61,7 @@ class BuildingsCollection:
     def attribute_schema(self) -> list[dict]:
         return [{"name": n, "type": t} for n, t in COLUMNS.items()]
 
-    def ogc_source(self, dialect: str):
+    def ogc_source(self, storage: Storage | str):
         """(feature table, its spatial index's table and geometry column, the rows this scope may read)."""
-        table = _table(storage_of(dialect))
+        table = _table(storage_of(storage))
         return table, "buildings", "footprint", self.scope.covers_clause(table.c.unit_path)

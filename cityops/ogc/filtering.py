@@ -27,7 +27,7 @@ from functools import lru_cache
 import cql2
 import numpy as np
 import shapely
-from sqlalchemy import Float, LargeBinary, String, and_, bindparam, case, false, func, literal, not_, or_, true, type_coerce
+from sqlalchemy import LargeBinary, and_, bindparam, case, false, func, literal, not_, or_, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from cityops.core.crs import to_canonical_xy
@@ -35,6 +35,7 @@ from cityops.core.errors import CityOpsError, InvalidInput
 from cityops.core.geojson import read_geometry
 from cityops.core.geometry import CANONICAL_SRID, from_gpkg
 from cityops.core.params import parse_int
+from cityops.core.storage import Storage, storage_of
 
 #: Names that denote the feature geometry in a filter (QGIS uses the queryable's name; others say geometry).
 GEOMETRY_NAMES = ("geometry", "geom")
@@ -48,7 +49,6 @@ MAX_FILTER_DEPTH = 64  # nested parentheses (cql2-text) or predicates (cql2-json
 #: Predicates joined by AND/OR/NOT (an IN list counts once): SQLite refuses expressions deeper than 1,000.
 MAX_FILTER_PREDICATES = 500
 MAX_IN_VALUES = 10_000
-_FLOAT = Float(precision=53)
 
 _JSON_TYPES = {"string": "string", "integer": "integer", "number": "number", "boolean": "boolean",
                "datetime": "string", "date": "string", "json": None}
@@ -298,14 +298,13 @@ def _sqlite_spatial(op: str, blob: bytes | None, wkb: bytes) -> int | None:
 
 
 def register_sqlite(conn) -> None:
-    """Make ``cityops_spatial(op, geom, wkb)`` available on this SQLite connection (idempotent, cheap)."""
-    if conn.dialect.name == "sqlite":
-        conn.connection.dbapi_connection.create_function("cityops_spatial", 3, _sqlite_spatial, deterministic=True)
+    """Make ``cityops_spatial(op, geom, wkb)`` available where SQL has no GEOS predicates (idempotent, cheap)."""
+    storage_of(conn).register_function(conn, "cityops_spatial", 3, _sqlite_spatial)
 
 
-def spatial_predicate(dialect: str, op: str, column, geom) -> ColumnElement[bool]:
+def spatial_predicate(storage: Storage | str, op: str, column, geom) -> ColumnElement[bool]:
     wkb = bindparam(None, shapely.to_wkb(geom), type_=LargeBinary, unique=True)
-    if dialect == "postgresql":
+    if storage_of(storage).spatial_sql:
         return getattr(func, _POSTGIS_OPS[op])(column, func.ST_GeomFromWKB(wkb, CANONICAL_SRID))
     return func.cityops_spatial(op, column, wkb) == 1
 
@@ -322,8 +321,8 @@ class Compiled:
 
 
 class Translator:
-    def __init__(self, layer, table, dialect: str, filter_crs):
-        self.layer, self.table, self.dialect, self.crs = layer, table, dialect, filter_crs
+    def __init__(self, layer, table, storage: Storage | str, filter_crs):
+        self.layer, self.table, self.storage, self.crs = layer, table, storage_of(storage), filter_crs
         self.fields = {f["name"]: f.get("type", "string") for f in layer.attribute_schema or []}
         self.envelopes: list[tuple[float, float, float, float]] = []
 
@@ -376,23 +375,7 @@ class Translator:
 
     def _typed(self, name: str, kind: str, casei: bool = False):
         """The property as SQL, NULL unless its JSON value has ``kind`` (number|string|boolean)."""
-        props = self.table.c.properties
-        if self.dialect == "postgresql":
-            raw = props.op("->")(literal(name, String))
-            jtype = func.jsonb_typeof(raw)
-            text = props.op("->>")(literal(name, String))
-            if kind == "number":
-                value, ok = type_coerce(text, String).cast(_FLOAT), jtype == "number"
-            elif kind == "boolean":
-                value, ok = case((type_coerce(text, String) == literal("true", String), 1), else_=0), jtype == "boolean"
-            else:
-                value, ok = type_coerce(text, String).collate("C"), jtype == "string"
-        else:
-            path = '$."' + name.replace('"', '\\"') + '"'
-            jtype = func.json_type(props, path)
-            value = func.json_extract(props, path)
-            ok = {"number": jtype.in_(("integer", "real")), "boolean": jtype.in_(("true", "false")),
-                  "string": jtype == "text"}[kind]
+        value, ok = self.storage.json_typed(self.table.c.properties, name, kind)
         if casei:
             value = func.lower(value)
         return case((ok, value), else_=None)
@@ -487,11 +470,7 @@ class Translator:
             raise FilterError("IS NULL takes a queryable")
         if name in GEOMETRY_NAMES:
             return self.table.c.geom.is_(None)
-        props = self.table.c.properties
-        if self.dialect == "postgresql":
-            jtype = func.jsonb_typeof(props.op("->")(literal(name, String)))
-        else:
-            jtype = func.json_type(props, '$."' + name.replace('"', '\\"') + '"')
+        jtype = self.storage.json_typeof(self.table.c.properties, name)
         return or_(jtype.is_(None), jtype == "null")
 
     def like(self, args) -> ColumnElement[bool]:
@@ -502,10 +481,7 @@ class Translator:
         self.check_kind(name, "string")
         casei = casei or pcasei
         text = pattern[1].lower() if casei else pattern[1]
-        column = self._typed(name, "string", casei)
-        if self.dialect == "postgresql":
-            return column.like(text, escape="\\")
-        return column.op("GLOB")(_like_to_glob(text))
+        return self.storage.like(self._typed(name, "string", casei), text)
 
     def spatial(self, op: str, args, top: bool) -> ColumnElement[bool]:
         name = self.prop_name(args[0])
@@ -518,7 +494,7 @@ class Translator:
         geom = self.geometry_literal(other)
         if top and op in _INDEXABLE:
             self.envelopes.append(geom.bounds)
-        return spatial_predicate(self.dialect, op, self.table.c.geom, geom)
+        return spatial_predicate(self.storage, op, self.table.c.geom, geom)
 
     def geometry_literal(self, node):
         try:
@@ -606,21 +582,6 @@ def _instant_or_interval(node) -> tuple[str | None, str | None]:
     raise FilterError("a temporal operator needs a TIMESTAMP, DATE or INTERVAL literal")
 
 
-def _like_to_glob(pattern: str) -> str:
-    """CQL2 LIKE (``%``, ``_``, backslash escape) → SQLite GLOB (case sensitive, like PostgreSQL's LIKE)."""
-    out, i = [], 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\" and i + 1 < len(pattern):
-            nxt = pattern[i + 1]
-            out.append(f"[{nxt}]" if nxt in "*?[" else nxt)
-            i += 2
-            continue
-        out.append({"%": "*", "_": "?", "*": "[*]", "?": "[?]", "[": "[[]"}.get(ch, ch))
-        i += 1
-    return "".join(out)
-
-
 def to_canonical_geometry(geom, served, what: str):
     """A geometry in a served CRS (authority axis order) → canonical lon/lat; 400 naming ``what`` when the
     coordinates cannot be in that CRS."""
@@ -645,5 +606,5 @@ def to_canonical_geometry(geom, served, what: str):
         raise FilterError(f"coordinates cannot be converted from {what} {served.uri}: {exc.message}") from None
 
 
-def compile_filter(tree: dict, layer, table, dialect: str, filter_crs) -> Compiled:
-    return Translator(layer, table, dialect, filter_crs).compile(tree)
+def compile_filter(tree: dict, layer, table, storage: Storage | str, filter_crs) -> Compiled:
+    return Translator(layer, table, storage, filter_crs).compile(tree)

@@ -34,6 +34,7 @@ from cityops.base import service as layers
 from cityops.base.models import Layer
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 from cityops.core.params import INT64_MAX, INT64_MIN
+from cityops.core.storage import storage_of
 from cityops.core.web import DB, ReadDB, interface_principal, loads_json, request_id
 from cityops.housing.collection import KEY as BUILDINGS, BuildingsCollection
 from cityops.ogc import edit, filtering, service
@@ -314,8 +315,8 @@ def items(collection_id: str, request: Request, session: ReadDB, principal=Reade
         if equal is not None:
             tree = equal if tree is None else {"op": "and", "args": [tree, equal]}
         if tree is not None:
-            dialect = session.get_bind().dialect.name
-            compiled = filtering.compile_filter(tree, layer, service.source(layer, dialect).table, dialect,
+            storage = storage_of(session)
+            compiled = filtering.compile_filter(tree, layer, service.source(layer, storage).table, storage,
                                                 service.served_crs(params.get("filter-crs"), "filter-crs", metric))
         page = service.items(session, layer, area=area, limit=limit, offset=offset, cursor=cursor, compiled=compiled,
                              geojson=out_crs.key == "OGC:CRS84")

@@ -33,7 +33,7 @@ from datetime import datetime
 import numpy as np
 import pyproj
 import shapely
-from sqlalchemy import LargeBinary, Text, cast, func, literal, select, type_coerce
+from sqlalchemy import func, literal, select
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
@@ -42,7 +42,7 @@ from cityops.core.crs import PROJECTED_SEGMENT_M, from_canonical_many, parse_crs
 from cityops.core.errors import CityOpsError, InvalidInput, UnknownCRS
 from cityops.core.geometry import from_gpkg_many
 from cityops.core.params import parse_int
-from cityops.core.spatial import bbox_prefilter
+from cityops.core.storage import Storage, storage_of
 from cityops.ogc.filtering import Compiled, register_sqlite, spatial_predicate
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
@@ -254,10 +254,10 @@ class Source:
     visible: object = None
 
 
-def source(layer, dialect: str) -> Source:
+def source(layer, storage: Storage | str) -> Source:
     """A layer's feature table, or the source another capability declares (``ogc_source``: the buildings)."""
     if hasattr(layer, "ogc_source"):
-        return Source(*layer.ogc_source(dialect))
+        return Source(*layer.ogc_source(storage_of(storage)))
     current, _ = featurestore.tables(layer.key, layer.geometry_type)
     return Source(current, current.name)
 
@@ -265,13 +265,13 @@ def source(layer, dialect: str) -> Source:
 def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compiled | None):
     """(the collection's source, a function restricting any SELECT on its table to the matching rows) — the
     exact predicates evaluated by GEOS on both backends, after the spatial index has narrowed the candidates."""
-    dialect = conn.dialect.name
-    src = source(layer, dialect)
+    storage = storage_of(conn)
+    src = source(layer, storage)
     current = src.table
     register_sqlite(conn)
     conditions, envelopes = ([src.visible] if src.visible is not None else []), []
     if area is not None:
-        conditions.append(spatial_predicate(dialect, "s_intersects", current.c.geom, area))
+        conditions.append(spatial_predicate(storage, "s_intersects", current.c.geom, area))
         envelopes.append(area.bounds)
     if compiled is not None:
         conditions.append(compiled.where)
@@ -280,7 +280,7 @@ def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compil
     def restrict(stmt):
         stmt = stmt.where(*conditions) if conditions else stmt
         for env in envelopes:
-            stmt = bbox_prefilter(stmt, dialect, src.index_table, current.c.id, current.c.geom, env, src.index_geom)
+            stmt = storage.bbox_prefilter(stmt, src.index_table, current.c.id, current.c.geom, env, src.index_geom)
         return stmt
 
     return src, restrict
@@ -291,10 +291,10 @@ def matching(conn, layer: Layer, area: shapely.Geometry | None, compiled: Compil
 SQLITE_VECTOR_MAX = 250_000
 
 
-def _raw_json(column, dialect: str):
+def _raw_json(column, storage: Storage):
     # JSON text as stored (jsonb's text form on PostgreSQL), never decoded into dicts: it goes into the
     # response as it is.
-    return cast(column, Text) if dialect == "postgresql" else type_coerce(column, Text)
+    return storage.json_text(column)
 
 
 def _page_of(ids: list[int], limit: int, offset: int, cursor: tuple[str, int] | None):
@@ -360,25 +360,24 @@ def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limi
     GEOS predicate runs once per candidate) and give both the count and the page. On SQLite a bbox alone
     is matched in one vectorised pass over the R*Tree candidates instead (see ``_sqlite_bbox_ids``)."""
     conn = session.connection()
-    dialect = conn.dialect.name
+    storage = storage_of(conn)
     src, restrict = matching(conn, layer, area, compiled)
     current = src.table
-    pg = dialect == "postgresql"
-    geojson = geojson and pg
+    geojson = geojson and storage.spatial_sql
     # 15 decimals keep every digit of a lon/lat double (PostGIS writes the shortest exact form, as GEOS does);
     # options 0: no "crs" member (CRS84 is GeoJSON's own).
     geom_col = func.ST_AsGeoJSON(current.c.geom, 15, 0).label("g") if geojson else \
-        (type_coerce(current.c.geom, LargeBinary).label("g") if not pg else current.c.geom.label("g"))
-    cols = (current.c.id, current.c.fid, _raw_json(current.c.properties, dialect).label("p"), geom_col)
+        storage.raw_geometry(current.c.geom).label("g")
+    cols = (current.c.id, current.c.fid, _raw_json(current.c.properties, storage).label("p"), geom_col)
     backwards = cursor is not None and cursor[0] == "b"
 
-    if dialect == "sqlite" and area is not None and compiled is None and src.visible is None:
+    if storage.rtree_index and area is not None and compiled is None and src.visible is None:
         ids = _sqlite_bbox_ids(conn, src, area)
         if ids is not None:
             page_ids, more_after, more_before = _page_of(ids, limit, offset, cursor)
             rows = conn.execute(select(*cols).where(current.c.id.in_(page_ids)).order_by(current.c.id)).all() \
                 if page_ids else []
-            return _page(len(ids), rows, more_after, more_before, geojson, dialect)
+            return _page(len(ids), rows, more_after, more_before, geojson, storage)
 
     if area is None and compiled is None and src.visible is None:
         matched = conn.execute(select(func.count()).select_from(current)).scalar()
@@ -410,20 +409,16 @@ def items(session: Session, layer: Layer, *, area: shapely.Geometry | None, limi
         more_after = len(rows) > limit
         more_before = cursor is not None or offset > 0
         rows = rows[:limit]
-    return _page(matched, rows, more_after, more_before, geojson, dialect)
+    return _page(matched, rows, more_after, more_before, geojson, storage)
 
 
-def _page(matched: int, rows: list, more_after: bool, more_before: bool, geojson: bool, dialect: str) -> Page:
+def _page(matched: int, rows: list, more_after: bool, more_before: bool, geojson: bool, storage: Storage) -> Page:
     ids = [r.id for r in rows]
     fids = [r.fid if r.fid is not None else str(r.id) for r in rows]
     props = [r.p for r in rows]
     if geojson:
         return Page(matched, ids, fids, props, None, more_after, more_before, [r.g for r in rows])
-    blobs = [r.g for r in rows]
-    if dialect == "postgresql":
-        geoms = np.array(blobs, dtype=object)  # already Shapely (the Geometry type decodes EWKB)
-    else:
-        geoms = from_gpkg_many(blobs) if blobs else np.array([], dtype=object)
+    geoms = storage.decode_geometries([r.g for r in rows])  # in one vectorised pass
     return Page(matched, ids, fids, props, geoms, more_after, more_before)
 
 
@@ -444,7 +439,7 @@ class Found:
 def feature(session: Session, layer: Layer, feature_id: str) -> Found | None:
     """The current feature whose id (source fid, else row id) is ``feature_id``."""
     conn = session.connection()
-    src = source(layer, conn.dialect.name)
+    src = source(layer, storage_of(conn))
     current = src.table
     versioned = "v_from" in current.c  # a layer's rows carry their version; other sources are not versioned
     cols = (current.c.id, current.c.fid, current.c.properties, current.c.geom,

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core.bus import publish
 from cityops.core.errors import Busy, CityOpsError, InvalidInput, NotFound
+from cityops.core.storage import storage_of
 from cityops.core.types import JSONText
 from cityops.sensing import catalog
 from cityops.sensing.manifest import ObservationBatchStored
@@ -203,7 +204,7 @@ _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, res
 
 def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
     """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored."""
-    if session.get_bind().dialect.name == "postgresql":
+    if storage_of(session).copy_in:
         return _insert_copy(session, rows, fois)
     return _insert_sqlite(session, rows, fois)
 

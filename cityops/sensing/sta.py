@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from cityops.core import audit
 from cityops.core.errors import CityOpsError, Forbidden, InvalidInput, NotFound
 from cityops.core.params import INT32_MAX, INT64_MAX, INT64_MIN, parse_int
+from cityops.core.storage import Storage, storage_of
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.sensing import catalog
@@ -168,9 +169,9 @@ def scope_clause(set_name: str, scope: Scope):
 class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
     """Maps STA names to columns; datetime literals become epoch ms like the time columns."""
 
-    def __init__(self, entity: EntitySet, dialect: str):
+    def __init__(self, entity: EntitySet, storage: Storage | str):
         self.entity = entity
-        self.dialect = dialect
+        self.storage = storage_of(storage)
         self.table = entity.model.__table__
 
     def _column(self, name: str):
@@ -211,8 +212,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
             return chain[0][1]  # Datastream/id of an Observation is its datastream_id
         value = getattr(entity.model, entity.columns[name])
         if rest:
-            value = func.jsonb_extract_path_text(value, *[literal(p, Text) for p in rest]) \
-                if self.dialect == "postgresql" else func.json_extract(value, "$." + ".".join(rest))
+            value = self.storage.json_path(value, rest)
         if not chain:
             return value
         # One subquery joining the related entities, tied to this row by its own column only (a subquery per
@@ -253,17 +253,11 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         raise StaBadRequest(f"$filter: date and time functions take one of {self.entity.name}' time properties "
                             f"({', '.join(sorted(self.entity.times)) or 'it has none'}) or a date-time")
 
-    def _format(self, pg: str, sqlite: str, field_node):
-        value = self._instant(field_node)
-        if self.dialect == "postgresql":
-            return func.to_char(func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"), pg)
-        return func.strftime(sqlite, value / 1000.0, "unixepoch")
-
     def func_date(self, f):
-        return self._format("YYYY-MM-DD", "%Y-%m-%d", f)
+        return self.storage.epoch_ms_text(self._instant(f), "date")
 
     def func_time(self, f):
-        return self._format("HH24:MI:SS.MS", "%H:%M:%f", f)
+        return self.storage.epoch_ms_text(self._instant(f), "time")
 
     def visit_Call(self, node):
         # geo.length is not the string length(), geo.intersects not a string function: dispatch by namespace.
@@ -286,11 +280,11 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
                 geom = shapely.from_wkt(wkt)
             except shapely.errors.GEOSException:
                 raise StaBadRequest(f"$filter: geography'{node.val[:80]}' is not valid WKT") from None
-            return func.ST_GeomFromText(literal(geom.wkt, Text), 4326) if self.dialect == "postgresql" \
+            return func.ST_GeomFromText(literal(geom.wkt, Text), 4326) if self.storage.spatial_sql \
                 else literal(geom.wkt, Text)
         if isinstance(node, oast.Identifier) and node.name in _GEOMETRY_PROPERTIES.get(self.entity.name, ()):
             column = self._column(node.name)
-            if self.dialect == "postgresql":  # a GeoJSON geometry, or a Feature holding one
+            if self.storage.spatial_sql:  # a GeoJSON geometry, or a Feature holding one
                 return func.ST_GeomFromGeoJSON(cast(func.coalesce(column.op("->")(literal("geometry", Text)), column), Text))
             return column
         allowed = _GEOMETRY_PROPERTIES.get(self.entity.name)
@@ -303,7 +297,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         if len(args) != arity:
             raise StaBadRequest(f"$filter: {name} takes {arity} arguments")
         operands = [self._geometry(a) for a in args[:2]] + [self.visit(a) for a in args[2:]]
-        if self.dialect == "postgresql":
+        if self.storage.spatial_sql:
             return getattr(func, "ST_" + name.capitalize())(*operands)
         value = func.cityops_sta_geo(name, *(operands + [None, None])[:3])
         return value if name in ("length", "distance") else value == 1
@@ -318,11 +312,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
         return self.visit(node.comparator)(left, right)
 
     def _part(self, fmt: str, field_node):
-        value = self._instant(field_node)
-        if self.dialect == "postgresql":
-            return func.extract(fmt, func.to_timestamp(value / 1000.0).op("AT TIME ZONE")("UTC"))
-        spec = {"year": "%Y", "month": "%m", "day": "%d", "hour": "%H", "minute": "%M", "second": "%S"}[fmt]
-        return cast(func.strftime(spec, value / 1000.0, "unixepoch"), Float)
+        return self.storage.epoch_ms_part(self._instant(field_node), fmt)
 
     def func_year(self, f):
         return self._part("year", f)
@@ -345,8 +335,7 @@ class _FilterVisitor(AstToSqlAlchemyCoreVisitor):
     # The library's indexof and concat call strpos() and concat(), which SQLite lacks (3.44 added concat):
     # instr() is SQLite's strpos (1-based, 0 when absent), and || concatenates on both backends.
     def func_indexof(self, first, second):
-        name = "strpos" if self.dialect == "postgresql" else "instr"
-        return getattr(func, name)(self.visit(first), self.visit(second)) - 1
+        return self.storage.text_position(self.visit(first), self.visit(second)) - 1
 
     def func_concat(self, *args):
         parts = [cast(self.visit(arg), Text) for arg in args]
@@ -425,15 +414,14 @@ def _sqlite_geo(name: str, a, b, extra):
 def register_sqlite(session: Session) -> None:
     """Make ``cityops_sta_geo`` available on the session's SQLite connection (idempotent, cheap)."""
     conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        conn.connection.dbapi_connection.create_function("cityops_sta_geo", 4, _sqlite_geo, deterministic=True)
+    storage_of(conn).register_function(conn, "cityops_sta_geo", 4, _sqlite_geo)
 
 
-def filter_clause(entity: EntitySet, text: str, dialect: str):
+def filter_clause(entity: EntitySet, text: str, storage: Storage | str):
     text = _IOT_ID.sub(lambda m: m.group(1) or "id", text)
     try:
         tree = _parser().parse(ODataLexer().tokenize(text))
-        return _FilterVisitor(entity, dialect).visit(tree)
+        return _FilterVisitor(entity, storage).visit(tree)
     except CityOpsError:
         raise
     except (oex.ODataException, NotImplementedError, Exception) as exc:  # the parser raises several kinds
@@ -590,8 +578,8 @@ class Ctx:
     catalogue: bool = False
 
     @property
-    def dialect(self) -> str:
-        return self.session.get_bind().dialect.name
+    def storage(self) -> Storage:
+        return storage_of(self.session)
 
 
 def _base_query(ctx: Ctx, set_name: str, where=None):
@@ -608,7 +596,7 @@ def query_collection(ctx: Ctx, set_name: str, opts: Options, where=None, next_ba
     q = _base_query(ctx, set_name, where)
     if opts.filter:
         register_sqlite(ctx.session)
-        q = q.where(filter_clause(e, opts.filter, ctx.dialect))
+        q = q.where(filter_clause(e, opts.filter, ctx.storage))
     out: dict[str, Any] = {}
     if opts.count:
         out["@iot.count"] = ctx.session.scalar(select(func.count()).select_from(q.subquery()))

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from cityops.core import csvexport
 from cityops.core.errors import InvalidInput
+from cityops.core.storage import storage_of
 from cityops.sensing.models import Datastream, Observation, Rollup
 from cityops.sensing.timeutil import iso, now_ms
 
@@ -81,14 +82,14 @@ def update_rollups(session: Session, rows) -> None:
                 a[3] += m[3]
     if not agg:
         return
-    pg = session.get_bind().dialect.name == "postgresql"
-    lo, hi = ("least", "greatest") if pg else ("min", "max")
+    storage = storage_of(session)
+    lo, hi = storage.least_greatest
     fold = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
             f"vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
             f"vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
             "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount")
     items = sorted(agg.items())
-    if pg:
+    if storage.arrays:
         # One statement over arrays: an executemany of ~1,000 bucket rows a batch was 15 % of the writer's time,
         # one pipelined statement per row. The keys are distinct, as ON CONFLICT DO UPDATE requires.
         session.execute(text(
