@@ -229,6 +229,28 @@ def test_silent_units_are_reminded_then_escalated(api, units):
     assert all(e["data"]["to_unit"] == units["yihe"] for e in escalations if e not in to_district)
     board = api.get(f"/api/directives/{did}", headers=api.login("district")).json()
     assert all(lv["escalated"] == lv["total"] for lv in board["levels"])
+    # Each reminder went out as a notification to the silent units' people (their inbox, on its timeline), and
+    # the escalation to the leaders on duty above; the reminder's log entry names its message.
+    from cityops.notify import service as notify
+    from cityops.notify.models import Message as Note
+
+    people = {p["person_id"] for lv in board["levels"] for x in lv["receipts"] for p in x["recipients"]}
+    reminders = [e for e in tl if e["action"] == "reminded"]
+    assert len(reminders) == nrec * c.escalate_after_reminders
+    with api.store.sessions() as s:
+        notes = {n.id: n for n in s.scalars(select(Note).where(Note.subject_kind == "directive", Note.subject_id == str(did)))}
+        reminded = [n for n in notes.values() if n.kind == "directive.reminded"]
+        assert len(reminded) == c.escalate_after_reminders  # one per sweep (one batch, receipts awaited)
+        for n in reminded:
+            assert {r.person_id for r in notify.recipients(s, n.id)} == people
+            assert [t.what for t in notify.timeline(s, n.id)][:2] == ["created", "queued"]
+            assert "催办" in n.title and n.severity == "orange"
+        assert all(e["data"]["messages"] and set(e["data"]["messages"]) <= {n.id for n in reminded}
+                   for e in reminders if any(x["id"] == e["receipt_id"] and x["recipients"]
+                                             for lv in board["levels"] for x in lv["receipts"]))
+        escalated = [n for n in notes.values() if n.kind == "directive.escalated"]
+        leaders = {t["person_id"] for e in escalations for t in e["data"]["to"]}
+        assert escalated and {r.person_id for n in escalated for r in notify.recipients(s, n.id)} == leaders
 
 
 def test_board_is_live(api, units):

@@ -551,11 +551,39 @@ def _notify_escalations(session: Session, escalations, now: datetime) -> None:
              actor="system:directives", strict=False, now=now)
 
 
+def _notify_reminders(session: Session, reminders, now: datetime) -> None:
+    """Remind the people of the silent units through the notification service (their inbox and channels, each
+    message with its own timeline): one message per directive and what is awaited (receipt or report), in
+    batches of the service's limit; the reminder's log entries name the message."""
+    from cityops.notify.service import Message, send
+
+    for (d, awaited), items in reminders.items():
+        people = sorted({p["person_id"] for r, _ in items for p in r.recipients if p.get("person_id") is not None})
+        if not people:
+            continue
+        names = [r.name for r, _ in items]
+        ask = "签收" if awaited == "confirm" else "反馈落实情况"
+        mids = []
+        for k in range(0, len(people), _NOTIFY_BATCH):
+            mids.append(send(session, Message(
+                kind="directive.reminded", severity="orange", title=f"催办：请{ask}——{d.title}",
+                body=f"指令「{d.title}」尚待贵单位{ask}（{'、'.join(names[:20])}{' 等' if len(names) > 20 else ''}）。请尽快办理。",
+                subject_kind="directive", subject_id=str(d.id), link=f"/directives?id={d.id}", unit_code=d.unit_code,
+                to=[f"person:{pid}" for pid in people[k:k + _NOTIFY_BATCH]], policy="",
+                dedup_key=f"directive:{d.id}:reminded:{awaited}:{now.isoformat()}:{k}",
+                data={"directive_id": d.id, "receipts": [r.id for r, _ in items][:500]}),
+                actor="system:directives", strict=False, now=now))
+        for r, entry in items:
+            mine = {p["person_id"] for p in r.recipients}
+            entry.data = {**entry.data, "messages": [m for m, k in zip(mids, range(0, len(people), _NOTIFY_BATCH))
+                                                     if mine & set(people[k:k + _NOTIFY_BATCH])]}
+
+
 def sweep(session: Session, now: datetime | None = None) -> dict:
     """Remind the silent and escalate those still silent after ``escalate_after_reminders`` reminders: receipts
     not confirmed ``remind_after_minutes`` after they were sent, and receipts confirmed but not reported when
-    the deadline has passed. Each reminder and escalation is on the timeline; the escalation names the leader on
-    duty of the level above. Run once per deployment by the directives timer (or the CLI). The caller commits."""
+    the deadline has passed. Each reminder and escalation is on the timeline and goes out as a notification
+    (cityops.notify: the silent units' people, then the leader on duty of the level above). Run once per deployment by the directives timer (or the CLI). The caller commits."""
     now = now or datetime.now(UTC)
     c = cat.load()
     first = now - timedelta(minutes=c.remind_after_minutes)
@@ -576,6 +604,7 @@ def sweep(session: Session, now: datetime | None = None) -> dict:
     leaders = on_duty_many(session, sorted(above_keys), now) if above_keys else {}
     reminded = escalated = 0
     escalations: dict[tuple[int, str], tuple] = {}
+    reminders: dict[tuple[Directive, str], list[tuple[Receipt, LogEntry]]] = defaultdict(list)
     by_directive: dict[int, tuple[Directive, list[LogEntry]]] = {}
     for r, d in silent:
         if r.reminders >= c.escalate_after_reminders:
@@ -591,9 +620,11 @@ def sweep(session: Session, now: datetime | None = None) -> dict:
             r.last_reminded_at = now
             entry = _log(session, d, r, r.unit_path, "reminded", "system:directives", now,
                          {"n": r.reminders, "to": [x["name"] for x in r.recipients], "state": r.state})
+            reminders[(d, "report" if r.state == "confirmed" else "confirm")].append((r, entry))
             reminded += 1
         by_directive.setdefault(d.id, (d, []))[1].append(entry)
     session.flush()
+    _notify_reminders(session, reminders, now)
     _notify_escalations(session, escalations.values(), now)
     for d, entries in by_directive.values():
         publish(session, DirectiveChanged(directive_id=d.id, change="swept", unit_path=d.unit_path, log_id=entries[-1].id,
