@@ -20,8 +20,9 @@ is off, and the CLI for its commands):
   ``directives.sweep`` timer reminds and escalates the silent receivers once per deployment;
 - ``tile_source.changed`` → every worker's tile cache re-reads its data stamps (broadcast);
 - ``access.changed`` → every worker drops its cached token resolutions (broadcast);
-- ``alarm.changed``, ``warning.level_changed`` → the live indicators of every worker recompute at once and reach
-  the open cockpits (broadcast, ``indicators.live``);
+- ``alarm.changed``, ``warning.level_changed`` → the live indicators of every worker recompute (those the fact
+  moves) at once and reach the open cockpits; ``unit.changed`` → they build their unit tree again (broadcast,
+  ``indicators.live``);
 - the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
 """
 
@@ -78,7 +79,7 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
     if locator is not None:
         subs.append(Subscription("org.locator", (UnitsChanged,), lambda _env: locator.invalidate(), kind="broadcast"))
     if indicators_live is not None:
-        subs.append(Subscription("indicators.live", (AlarmChanged, WarningLevelChanged), indicators_live.poke,
+        subs.append(Subscription("indicators.live", (AlarmChanged, WarningLevelChanged, UnitsChanged), indicators_live.poke,
                                  kind="broadcast"))
     if wired:
         subs += [

@@ -221,7 +221,7 @@ def test_a_new_case_is_pushed_to_an_open_stream_at_once(api, computed):
 
     live = api.app.state.indicators_live
     assert {s.consumer: s.names for s in subscriptions(indicators_live=live)}["indicators.live"] == \
-        {"alarm.changed", "warning.level_changed"}
+        {"alarm.changed", "warning.level_changed", "unit.changed"}
     settings = live.settings
     live.settings = settings.model_copy(update={"indicators_live_seconds": 3600})
     try:

@@ -10,8 +10,14 @@ It recomputes:
   case, its intake path stays one write; it stands for ``case.changed``). Each platform metric names the facts that
   move it (``Metric.moved_by``); a fact recomputes the live indicators on those metrics and the formulas over them
   — a case recomputes the three case counts, not the sensor aggregates of a district under ingest;
-- **all of them at least every** ``indicators_live_seconds`` for what moves without such a fact (sensor readings
-  under ingest, devices going offline). A fact that arrives while nothing is being recomputed goes first.
+- **the others every** ``indicators_live_seconds``: what moves without such a fact (sensor readings under ingest,
+  devices going offline, evacuations), and **all of them every** ``FULL_SECONDS`` (what a fact moves also moves
+  with time: a case becomes overdue). A turn is short so a fact never waits long behind it: recomputing the
+  indicators a fact does not move every second, or all of them, held the thread for most of every second under
+  ingest, and a case waited behind it.
+
+The unit tree (every unit of the district with its ancestors, the costliest part of a small recomputation) is
+built once and kept until a unit changes (``unit.changed``, a broadcast) or the next full recomputation.
 
 Only while at least one stream is open; a recomputation that finds the store busy (SQLite, another writer) is
 tried again on the next turn. Facts that arrive during a recomputation are picked up by the next one (the pending
@@ -28,7 +34,7 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from cityops.indicators import service
+from cityops.indicators import compute, service
 from cityops.indicators.metrics import registry
 
 log = logging.getLogger("cityops.indicators")
@@ -37,6 +43,16 @@ log = logging.getLogger("cityops.indicators")
 MARK_SECONDS = 0.1
 #: The fact the event center's outbox growing stands for.
 CASE_FACT = "case.changed"
+#: The units changed: the unit tree is built again.
+UNITS_FACT = "unit.changed"
+#: Every live indicator is recomputed at least this often (seconds).
+FULL_SECONDS = 30.0
+
+
+def unmoved(cat) -> set[str]:
+    """The live indicators no fact moves (they follow the periodic refresh only)."""
+    facts = {f for m in registry().metrics.values() for f in m.moved_by}
+    return {c for c, i in cat.indicators.items() if i.period == "live"} - moved_by(cat, facts)
 
 
 def moved_by(cat, facts: set[str]) -> set[str]:
@@ -66,7 +82,9 @@ class LiveIndicators:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._mark: int | None = None
-        self.last = 0.0
+        self._tree = None  # the unit tree of the last recomputation (compute.UnitTree)
+        self.last = 0.0  # the last periodic refresh
+        self.last_full = 0.0
         #: recomputations done (tests and benchmarks read it)
         self.runs = 0
 
@@ -77,7 +95,9 @@ class LiveIndicators:
         any thread). Without an envelope every live indicator is recomputed."""
         name = getattr(env, "name", None)
         with self._cond:
-            if name is None:
+            if name == UNITS_FACT:
+                self._tree = None
+            if name is None or name == UNITS_FACT:
                 self._dirty = True
             else:
                 self._facts.add(name)
@@ -152,53 +172,64 @@ class LiveIndicators:
                         self._dirty = True
                     self._mark = mark
                 facts, self._facts = self._facts, set()
-                due = self.last + self.settings.indicators_live_seconds - time.monotonic()
-                everything = self._dirty or due <= 0
-                if not everything and not facts:
+                now = time.monotonic()
+                everything = self._dirty or now - self.last_full >= FULL_SECONDS
+                periodic = everything or now - self.last >= self.settings.indicators_live_seconds
+                if not periodic and not facts:
                     continue
                 if everything:
                     self._dirty = False
-            # A fact first: its few indicators now, the periodic refresh of the rest on the next turn.
-            if facts and self._recompute(facts=facts):
-                self._wake()
-                if everything:
+            # A fact first: its few indicators now, the periodic refresh on the next turn.
+            if facts:
+                if self._recompute("facts", facts):
+                    self._wake()
+                if periodic:
                     with self._cond:
-                        self._dirty = True
+                        self._dirty = self._dirty or everything
                 continue
-            if everything and self._recompute():
+            if self._recompute("all" if everything else "rest"):
                 self._wake()
 
-    def _recompute(self, facts: set[str] | None = None) -> bool:
-        """Recompute the live indicators (those ``facts`` moved, or all); True when it stored something."""
+    def _recompute(self, what: str, facts: set[str] | None = None) -> bool:
+        """Recompute the live indicators ``what`` says: those ``facts`` moved, the ``rest`` (no fact moves them) or
+        ``all``; True when it stored something."""
         started = time.monotonic()
         try:
             cat = service.load_catalogue(self.settings)
-            live = {c for c, i in cat.indicators.items() if i.period == "live"}
-            if facts is not None:
-                live = moved_by(cat, facts)
-            if not live:
+            if what == "facts":
+                codes = moved_by(cat, facts)
+            elif what == "rest":
+                codes = unmoved(cat)
+            else:
+                codes = {c for c, i in cat.indicators.items() if i.period == "live"}
+            if not codes:
                 return False
             with self.sessions() as session:
-                result = service.run(session, cat, "day", codes=live)
+                if what == "all" or self._tree is None:
+                    self._tree = compute.unit_tree(session)
+                result = service.run(session, cat, "day", codes=codes, tree=self._tree)
                 session.commit()
             self.runs += 1
             return bool(result.inserted or result.updated)
         except OperationalError:  # SQLite busy with another writer: the next turn tries again
             log.warning("live indicators not refreshed: database busy")
             with self._cond:
-                if facts is None:
-                    self._dirty = True
-                else:
+                if facts is not None:
                     self._facts |= facts
+                elif what == "all":
+                    self._dirty = True
             return False
         except Exception:  # noqa: BLE001 - the thread outlives one bad turn; the error is in the log
             log.exception("live indicators not refreshed")
             return False
         finally:
-            if facts is None:  # the periodic refresh is timed from the last full recomputation
-                self.last = time.monotonic()
-            log.debug("live indicators recomputed in %.3f s (%s)", time.monotonic() - started,
-                      ", ".join(sorted(facts)) if facts is not None else "all")
+            now = time.monotonic()
+            if what != "facts":  # the periodic refresh is timed from its last turn
+                self.last = now
+            if what == "all":
+                self.last_full = now
+            log.debug("live indicators (%s) recomputed in %.3f s", ", ".join(sorted(facts)) if facts else what,
+                      now - started)
 
     def _wake(self) -> None:
         with self._cond:
