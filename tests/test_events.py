@@ -18,7 +18,7 @@ from sqlalchemy import select, text
 from cityops.core import audit
 from cityops.core.errors import Forbidden
 from cityops.events import actions, creation, evaluation, routing, sla
-from cityops.events.models import Case, Outbox
+from cityops.events.models import Case, Outbox, Transition
 from cityops.events.workflow import STATES, USER_ACTIONS, allowed_actions
 from cityops.identity.scope import Scope
 from tests.conftest import serve_in_thread, table_counts
@@ -210,6 +210,61 @@ def test_happy_path_seven_steps_and_projection_from_log(api, places):
         assert actions.current_state(session, case) == "closed"
         told = session.scalars(select(Outbox).where(Outbox.case_id == case.id, Outbox.topic == "notify.reporter")).all()
         assert [n.recipient for n in told] == ["13988887777"]
+
+
+def test_the_reporter_rates_the_closed_case_through_the_link_of_the_closure_message(api, places):
+    """Closing a case reported with an e-mail address tells the reporter (notifications, through case.changed as
+    the bus stores it) with a link that rates the case: only with that link's token, 1–5, once; bad input is
+    refused and changes nothing."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from cityops.core.bus import Envelope
+    from cityops.core.bus.models import OutboxEvent
+    from cityops.events.manifest import CaseChanged
+    from cityops.notify import subscriptions
+    from cityops.notify.models import Message as Note
+
+    number = _new(api, places, reporter={"email": "citizen@mail.example"})["number"]
+    other = _new(api, places, reporter={"email": "other@mail.example"})["number"]
+    for n in (number, other):
+        for action in ("accept", "file", "start", "feedback", "close"):
+            assert _act(api, n, action, note="ok").status_code == 200
+    with api.store.sessions() as s:
+        rows = s.scalars(select(OutboxEvent).where(OutboxEvent.name == CaseChanged.name).order_by(OutboxEvent.seq)).all()
+        row = next(r for r in rows if r.payload["number"] == number and r.payload["action"] == "close")
+        env = Envelope(id=row.event_id, seq=row.seq, tx=row.tx, name=row.name, version=row.version,
+                       occurred_at=datetime.now(UTC), payload=CaseChanged(**row.payload))
+        mid = subscriptions.case_changed(s, env)
+        s.commit()
+        note = s.get(Note, mid)
+        assert note.kind == "case.closed" and "评价" in note.body
+        closing = s.scalar(select(Transition.data).where(Transition.action == "close", Transition.case_id == row.payload["case_id"]))
+        assert row.payload["rating_token"] not in str(closing)  # the case keeps only its digest
+    link = urlsplit(note.link)
+    assert link.path == f"/open311/v2/requests/{number}/rating.json"
+    token = parse_qs(link.query)["token"][0]
+    r = api.get(note.link)
+    assert r.status_code == 200 and r.json()[0]["service_request_id"] == number and r.json()[0]["rating"] is None
+    url = f"/open311/v2/requests/{number}/rating.json"
+    before = table_counts(api.store)
+    for path, form, status in ((url, {"token": "x" * 24, "rating": "4"}, 403),  # not the reporter's link
+                               (f"/open311/v2/requests/{other}/rating.json", {"token": token, "rating": "4"}, 403),
+                               (url, {"rating": "4"}, 403),
+                               (url, {"token": token, "rating": "6"}, 400), (url, {"token": token, "rating": "四"}, 400),
+                               (url, {"token": token, "rating": ""}, 400),
+                               ("/open311/v2/requests/2099-999999/rating.json", {"token": token, "rating": "4"}, 404)):
+        r = api.post(path, data=form)
+        assert r.status_code == status, (path, form, r.status_code, r.text)
+        assert r.json()[0]["description"]
+    assert api.get(f"{url}?token=wrong").status_code == 403
+    assert table_counts(api.store) == before
+    r = api.post(url, data={"token": token, "rating": "4", "comment": "处理及时"})
+    assert r.status_code == 200, r.text
+    assert r.json()[0]["rating"] == 4
+    again = api.post(url, data={"token": token, "rating": "1"})
+    assert again.status_code == 409 and api.get(note.link).json()[0]["rating"] == 4
+    detail = api.get(f"/api/events/cases/{number}", headers=api.login("admin")).json()
+    assert detail["rating"] == 4 and [h for h in detail["history"] if h["action"] == "rate"][0]["actor"] == "reporter"
 
 
 def _case_in_state(session, places, state: str) -> Case:

@@ -6,6 +6,9 @@ steps, each logged. Callers commit."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from datetime import datetime
 
 from sqlalchemy import select
@@ -129,6 +132,7 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     cal, settings = catalogue.calendar(), catalogue.settings()
     cls = catalogue.taxonomy().resolve(case.class_code, case.kind)
     extra: dict = {}
+    rating_token = None
     if action == "file":
         deadline = cal.add_limit(at, cls.limit(case.urgency))
         extra = {"deadline_at": deadline.isoformat(), "limit": str(cls.limit(case.urgency)),
@@ -157,6 +161,11 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
         if not data.get("merged_into"):
             raise InvalidInput("merge needs merged_into", {"field": "merged_into"})
         extra = {"merged_into": int(data["merged_into"])}
+    elif action == "close" and ((case.reporter or {}).get("email") or (case.reporter or {}).get("phone")):
+        # The reporter rates through a link in the closure message: its token reaches only the message (the
+        # event); the case keeps its digest.
+        rating_token = secrets.token_urlsafe(18)
+        extra = {"rating_key": _digest(rating_token)}
     elif action == "rate":
         rating = data.get("rating")
         if not isinstance(rating, int) or not 1 <= rating <= 5:
@@ -181,13 +190,47 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
             session.add(notice)
             notices.append(notice)
     if action in ("dispatch", "close"):
-        announce(session, case, action, data, notices)
+        announce(session, case, action, data, notices, rating_token=rating_token if action == "close" else None)
     if action == "file" and settings.auto_dispatch and (case.route or {}).get("mode") in ("auto", "fallback"):
         act(session, case, "dispatch", audit.Actor("system:routing"), note="自动派遣", at=at)
     return transition
 
 
-def announce(session: Session, case: Case, action: str, data: dict, notices: list) -> None:
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def reporter_case(session: Session, number: str, token: str, *, lock: bool = False) -> Case:
+    """The closed case whose closure message carried ``token`` (the reporter's rating link). An unknown case is
+    NotFound; a token that is not this case's is Forbidden."""
+    stmt = select(Case).where(Case.number == str(number))
+    if lock:
+        stmt = storage_of(session).lock_for_update(stmt)
+    case = session.scalar(stmt)
+    if case is None:
+        raise NotFound(f"no case {number!r}")
+    key = session.scalar(select(Transition.data).where(Transition.case_id == case.id, Transition.action == "close")
+                         .order_by(Transition.seq.desc()).limit(1))
+    expected = (key or {}).get("rating_key")
+    if not token or not expected or not hmac.compare_digest(expected, _digest(token)):
+        raise Forbidden("this rating link is not the one sent to the reporter of this case")
+    return case
+
+
+def rate_by_reporter(session: Session, number: str, token: str, rating, note: str | None = None,
+                     at: datetime | None = None) -> Transition:
+    """The reporter rates the closed case (评价, 1–5) once, through the link of the closure message."""
+    case = reporter_case(session, number, token, lock=True)
+    if case.rating is not None:
+        raise Conflict(f"case {case.number} has been rated already ({case.rating})", {"rating": case.rating})
+    if note is not None and len(note) > 1000:
+        raise InvalidInput("a comment has at most 1000 characters", {"field": "comment"})
+    return act(session, case, "rate", audit.Actor("reporter"), note=(note or "").strip() or None,
+               data={"rating": rating}, at=at)
+
+
+def announce(session: Session, case: Case, action: str, data: dict, notices: list, *,
+             rating_token: str | None = None) -> None:
     """``case.changed`` for the people the change concerns (notifications), in the change's transaction; the
     ``notices`` (outbox rows of this change) are marked delivered by whoever delivers them."""
     if notices:
@@ -199,7 +242,7 @@ def announce(session: Session, case: Case, action: str, data: dict, notices: lis
         department_code=data.get("department_code") or case.department_code,
         unit_code=data.get("unit_code") or case.assigned_unit_code, escalation_level=data.get("escalation_level"),
         deadline_at=case.deadline_at.isoformat() if case.deadline_at else None,
-        reporter_email=contact.get("email"), reporter_phone=contact.get("phone"), source=case.source,
+        reporter_email=contact.get("email"), reporter_phone=contact.get("phone"), rating_token=rating_token, source=case.source,
         outbox_ids=[n.id for n in notices]))
 
 

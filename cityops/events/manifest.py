@@ -31,6 +31,8 @@ class CaseChanged(DomainEvent):
     #: the reporter's contact (close): e-mail and/or phone, when given
     reporter_email: str | None = None
     reporter_phone: str | None = None
+    #: close: the reporter's rating link token (the case keeps only its digest)
+    rating_token: str | None = None
     source: str | None = None
     outbox_ids: list[int] = []
 

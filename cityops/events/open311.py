@@ -27,7 +27,7 @@ from sqlalchemy import or_, select
 
 from cityops.core.errors import Busy, CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
 from cityops.core.web import DB, Ctx, bearer_token
-from cityops.events import catalogue, creation, intake, queries, routing
+from cityops.events import actions, catalogue, creation, intake, queries, routing
 from cityops.events.models import Case
 from cityops.events.workflow import PUBLIC_STEP
 
@@ -168,7 +168,7 @@ def _handle(fmt: str, fn):
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     except CityOpsError as exc:
-        return error_response(fmt, 413 if exc.status_code == 413 else 400, [(exc.code, exc.message)])
+        return error_response(fmt, exc.status_code if exc.status_code in (409, 413) else 400, [(exc.code, exc.message)])
 
 
 @router.get("/discovery.{fmt}", include_in_schema=True, summary="Open311 service discovery")
@@ -336,6 +336,44 @@ def get_request(request_id: str, fmt: str, request: Request, ctx: Ctx, session: 
         return _answer(fmt, "service_requests", "request", [_request(case)])
 
     return _handle(fmt, run)
+
+
+def _rating(case: Case) -> dict:
+    return {"service_request_id": case.number, "status": "closed" if case.state == "closed" else "open",
+            "service_name": _request(case)["service_name"], "description": case.description or "",
+            "updated_datetime": _iso(case.closed_at), "rating": case.rating}
+
+
+@router.get("/requests/{request_id}/rating.{fmt}",
+            summary="The reporter's rating of a closed request (the link of the closure message: token required)")
+def get_rating(request_id: str, fmt: str, request: Request, session: DB):
+    def run(fmt):
+        _jurisdiction(request)
+        case = actions.reporter_case(session, request_id, request.query_params.get("token") or "")
+        return _answer(fmt, "ratings", "rating", [_rating(case)])
+
+    return _handle(fmt, run)
+
+
+@router.post("/requests/{request_id}/rating.{fmt}",
+             summary="The reporter rates a closed request 1–5 once (form-encoded: token, rating, comment)")
+async def post_rating(request_id: str, fmt: str, request: Request, session: DB):
+    form = dict(await request.form()) if "form" in (request.headers.get("content-type") or "") else {}
+
+    def run(fmt):
+        _jurisdiction(request, form)
+        token = form.get("token") or request.query_params.get("token") or ""
+        raw = (form.get("rating") or "").strip()
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 5):
+            actions.reporter_case(session, request_id, token)  # a stranger learns nothing about the rating
+            raise Open311Error(400, "400", "rating must be a whole number from 1 to 5")
+        with routing.write_section(session):
+            actions.rate_by_reporter(session, request_id, token, int(raw), form.get("comment") or None)
+            session.commit()
+        case = session.scalar(select(Case).where(Case.number == request_id))
+        return _answer(fmt, "ratings", "rating", [_rating(case)])
+
+    return await asyncio.to_thread(_handle, fmt, run)
 
 
 @router.get("/tokens/{token}.{fmt}", summary="Open311 request id from token (every service here is realtime)")

@@ -113,8 +113,10 @@ def case_changed(session, env: Envelope) -> int | None:
         to = [f"email:{p.reporter_email}"] if p.reporter_email else [f"phone:{p.reporter_phone}"]
         mid = send(session, Message(
             kind="case.closed", severity="info", title=f"您反映的问题已办结（{p.number}）",
-            body=f"您反映的问题（案卷 {p.number}：{p.title}）已处理结案。欢迎对办理结果评价（1–5 分）：回复本消息或在 12345 / 随手拍中评价。",
-            subject_kind="case", subject_id=str(p.case_id), link=f"/open311/v2/requests/{p.number}.json",
+            body=f"您反映的问题（案卷 {p.number}：{p.title}）已处理结案。欢迎对办理结果评价（1–5 分），请打开本消息的链接。",
+            subject_kind="case", subject_id=str(p.case_id),
+            link=(f"/open311/v2/requests/{p.number}/rating.json?token={p.rating_token}" if p.rating_token
+                  else f"/open311/v2/requests/{p.number}.json"),
             unit_code=_unit_of(p.unit_path), to=to, policy="",
             dedup_key=f"case:{p.case_id}:close", data={"event": env.id}), actor="system:events", strict=False)
     if p.outbox_ids:
