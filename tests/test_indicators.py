@@ -96,6 +96,13 @@ def test_board_for_the_district_and_a_township(api, computed):
     township = board["children"][0]["code"]
     r = api.get("/api/indicators/board", params={"unit": township}, headers=admin)
     assert r.status_code == 200 and r.json()["unit"]["level"] == "township"
+    # The first screen needs no other answer: the breadcrumb (names, top first) and the box the map fits.
+    unit = r.json()["unit"]
+    assert [c["code"] for c in unit["chain"]][-2:] == [board["unit"]["code"], township]
+    assert unit["chain"][-1]["name"] == board["children"][0]["name"] and unit["chain"][-2]["level"] == "district"
+    west, south, east, north = unit["bbox"]
+    district_box = board["unit"]["bbox"]
+    assert district_box[0] <= west < east <= district_box[2] and district_box[1] <= south < north <= district_box[3]
     # Drill-down values agree: the children of the district add up to its open cases.
     kids = api.get("/api/indicators/cases_open/children", headers=admin).json()["items"]
     assert sum(k["value"] for k in kids) == open_card["value"]

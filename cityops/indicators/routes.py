@@ -98,12 +98,23 @@ class IndicatorOut(BaseModel):
     versions: list[dict[str, Any]]
 
 
+class ChainUnit(BaseModel):
+    code: str
+    name: str
+    name_en: str | None = None
+    level: str
+
+
 class BoardUnit(BaseModel):
     code: str
     name: str
     level: str
     path: str
     read_only: bool
+    #: [west, south, east, north] in WGS 84: the map fits the unit without its outline.
+    bbox: list[float] | None = None
+    #: The unit's ancestors and itself, top first (the breadcrumb).
+    chain: list[ChainUnit] = []
 
 
 class Card(BaseModel):

@@ -217,7 +217,8 @@ def _worse_key(ind: Indicator, value):
 
 def board(session: Session, cat: Catalogue, scope: Scope, unit: Unit, at: datetime, days: int = 30) -> dict:
     """The cockpit's data for one unit: sector tabs → runway cards → indicators (value, band, target, trend of the
-    last ``days`` days), the red list (red first, then orange) and the unit's children for drill-down."""
+    last ``days`` days), the red list (red first, then orange) and the unit's children for drill-down; with the
+    unit's bounding box and ancestors, so the first screen needs this one answer."""
     township = next((c for c in unit.path.strip("/").split("/") if active_levels().level_of(c) == "township"), None)
     current = values_at(session, cat, unit, at)
     since = at - timedelta(days=days)
@@ -274,8 +275,13 @@ def board(session: Session, cat: Catalogue, scope: Scope, unit: Unit, at: dateti
             w = worst[code]
             w[0], w[1] = max(w[0], rank), w[1] + (rank == 3)
     names = {r: b for b, r in BAND_RANK.items()}
+    codes = [c for c in unit.path.strip("/").split("/") if c]
+    chain = {r.code: r for r in session.execute(select(Unit.code, Unit.name, Unit.name_en, Unit.level)
+                                                .where(Unit.code.in_(codes)))}
     return {"unit": {"code": unit.code, "name": unit.name, "level": unit.level, "path": unit.path,
-                     "read_only": not scope.covers(unit.path)},
+                     "read_only": not scope.covers(unit.path),
+                     "bbox": [round(v, 7) for v in unit.geom.bounds] if unit.geom is not None else None,
+                     "chain": [chain[c]._asdict() for c in codes if c in chain]},
             "at": at, "sectors": sectors, "red_list": red_list,
             "children": [{"code": c.code, "name": c.name, "level": c.level, "band": names.get(worst[c.code][0]),
                           "red": worst[c.code][1]} for c in children]}

@@ -1,7 +1,8 @@
 // The API requests a page's first paint needs whose addresses are known before any of the app's code runs: index.html
 // starts them while the scripts are still arriving (or being read on a slow phone), and the API client takes their
 // answers instead of asking again (api/client.js, takeEarly). On a link with half a second per round trip that is
-// one round trip less before the phone shows its households.
+// one round trip less before the phone shows its households; the cockpit's board is computed by the server while
+// the browser reads the scripts.
 //
 // `firstPaintRequests` is copied into index.html as it is (vite.config.js, `firstPaintPreload`): it may use nothing
 // from outside its own body but its arguments.
@@ -16,8 +17,17 @@ export function firstPaintRequests(location, storage) {
   };
   var session = read("cityops.session");
   var path = location.pathname;
-  if (!session || !session.token || !session.user || !/^\/phone(\/households)?\/?$/.test(path)) return [];
+  if (!session || !session.token || !session.user) return [];
   var query = new URLSearchParams(location.search);
+  if (/^\/cockpit\/?$/.test(path)) {
+    // The cockpit's board (pages/Cockpit.vue): the unit asked for inside the user's scope, else the scope's top
+    // unit, else (district-wide) the district, which the server picks.
+    var own = (session.user.scope_units || [])[0] || "";
+    var asked = query.get("unit") || "";
+    var unit = asked && (!own || asked.indexOf(own) === 0) ? asked : own;
+    return ["/api/indicators/board" + (unit ? "?" + new URLSearchParams({ unit: unit }).toString() : "")];
+  }
+  if (!/^\/phone(\/households)?\/?$/.test(path)) return [];
   var cache = read("cityops.phone." + session.user.username) || {};
   var urls = ["/api/incidents?status=active"];
   var id = Number(query.get("incident")) || cache.incidentId;

@@ -27,6 +27,19 @@ describe("the phone's first paint requests", () => {
     expect(firstPaintRequests(at("/workbench"), storage(session))).toEqual([]);
   });
 
+  it("ask for the cockpit's board of the unit the page will show", () => {
+    // A district-wide user: the district (the server's default), or the unit in the address.
+    expect(firstPaintRequests(at("/cockpit"), storage(session))).toEqual(["/api/indicators/board"]);
+    expect(firstPaintRequests(at("/cockpit?unit=500101001"), storage(session)))
+      .toEqual([buildUrl("/api/indicators/board", { unit: "500101001" })]);
+    // A township operator: the township, and never a unit outside it.
+    const scoped = { "cityops.session": { token: "t", user: { username: "t1", scope_units: ["500101002"] } } };
+    expect(firstPaintRequests(at("/cockpit"), storage(scoped))).toEqual([buildUrl("/api/indicators/board", { unit: "500101002" })]);
+    expect(firstPaintRequests(at("/cockpit?unit=500101002003"), storage(scoped)))
+      .toEqual([buildUrl("/api/indicators/board", { unit: "500101002003" })]);
+    expect(firstPaintRequests(at("/cockpit?unit=500101001"), storage(scoped))).toEqual([buildUrl("/api/indicators/board", { unit: "500101002" })]);
+  });
+
   it("stand alone, as index.html runs them", () => {
     // eslint-disable-next-line no-new-func
     const copy = new Function(`return ${firstPaintRequests.toString()}`)();
