@@ -18,7 +18,7 @@ from cityops.core import audit
 from cityops.core.bus import publish
 from cityops.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from cityops.core.storage import storage_of
-from cityops.events import catalogue
+from cityops.events import catalogue, rollup
 from cityops.events.manifest import CaseChanged
 from cityops.events.models import Case, Outbox, Transition
 from cityops.events.routing import ALL, utcnow
@@ -176,9 +176,12 @@ def act(session: Session, case: Case | int | str, action: str, actor: audit.Acto
     to_state = next_state(state, action)
     transition = _log(session, case, action, state, to_state, actor, at, note, data, lon, lat)
     fields = project([transition_view(transition)])
-    # Fold the new entry into the projection: only the fields this action sets.
+    # Fold the new entry into the projection: only the fields this action sets; and the projection's change into
+    # the evaluation rollups.
+    before = rollup.values_of(case)
     case.state, case.updated_at = to_state, at
     _fold(case, action, fields, transition)
+    rollup.fold_change(session, before, case)
     notices = []
     if action == "close":
         contact = case.reporter or {}

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Double, ForeignKey, Integer, Text, UniqueConstraint, event, inspect
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Double, ForeignKey, Integer, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
 from cityops.core.geometry import Geometry
@@ -157,29 +157,3 @@ class EvaluationRollup(Base):
     dispatched_on_time: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     dispatch_returned: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     supervised: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-
-@event.listens_for(Session, "before_flush")
-def _fold_into_rollups(session: Session, _context, _instances) -> None:
-    """Keep ``event_eval_rollups`` in step with every ORM change of a case, in the same transaction.
-
-    On the embedded store only (``rollup.enabled``): PostgreSQL meets the evaluation target with the per-case query, and
-    there concurrent creations would queue on the row locks of shared buckets (same reporter and month)."""
-    from cityops.events.rollup import FIELDS as fields
-
-    new = [{f: getattr(o, f) for f in fields} for o in session.new if isinstance(o, Case)]
-    changed: dict = {}
-    for o in session.dirty:
-        if isinstance(o, Case) and o.id is not None:
-            state = inspect(o)
-            if any(state.attrs[f].history.has_changes() for f in fields):
-                changed[o.id] = o
-    for o in session.deleted:
-        if isinstance(o, Case) and o.id is not None:
-            changed[o.id] = None
-    if new or changed:
-        from cityops.events.rollup import apply_changes, enabled
-
-        conn = session.connection()
-        if enabled(conn):
-            apply_changes(conn, new, changed)

@@ -11,11 +11,13 @@ path: exact for any scope; the area groups are prefixes of the grid code), ``dep
 ``filer``, ``dispatcher`` (path cut at the township, so a year has a few thousand rows, not one per case;
 exact for scopes rooted at township level or above — narrower scopes use the per-case query).
 
-Maintenance: a ``before_flush`` hook (``models.py``) reads the stored row of every changed case, takes its
-contributions away and adds the new ones, in the same transaction as the change; case creation, which inserts
-with Core statements, adds its new rows itself (``creation.insert_drafts``). A closure therefore
-updates the month of the case's deadline; an extension that moves the deadline moves its due count.
-Writers that bypass the ORM (bulk loads) call ``rebuild``.
+Maintenance, by the event center's own writers, in the transaction of the change: ``actions.act`` (every
+workflow step, the one writer of a case's progress columns) takes ``values_of(case)`` before it changes the case
+and calls ``fold_change`` after, which takes the case's old contributions away and adds the new ones; case
+creation adds its new rows (``creation.insert_drafts``). A closure therefore updates the month of the case's
+deadline; an extension that moves the deadline moves its due count. Writers that bypass both (bulk loads) call
+``rebuild``. There is no session-wide hook: a new writer of those columns calls ``fold_change`` itself, and
+``tests/test_events.py`` compares the kept rollups with a rebuild.
 
 Kept on the embedded store only (``enabled``: SQLite). PostgreSQL answers a year of 1,000,000 cases per case in about a second,
 and there the rollups cost more than they give: concurrent creations lock the same bucket rows (one
@@ -190,6 +192,22 @@ def apply_changes(conn: Connection, new_cases: list, changed: dict[int, object |
         if case is not None:
             _add(new, contributions({f: getattr(case, f) for f in FIELDS}))
     _upsert(conn, _delta(old, new))
+
+
+def values_of(case) -> dict:
+    """The FIELDS of a case as they are now: take them before changing a case, for ``fold_change``."""
+    return {f: getattr(case, f) for f in FIELDS}
+
+
+def fold_change(session, before: dict, case) -> None:
+    """Fold one case's change into the rollups, in the change's transaction: what it contributed with ``before``
+    (``values_of`` taken before the change) taken away, what it contributes now added."""
+    after = values_of(case)
+    if after == before:
+        return
+    conn = session.connection()
+    if enabled(conn):
+        _upsert(conn, _delta(contributions(before), contributions(after)))
 
 
 def _add(acc, contrib) -> None:

@@ -321,7 +321,7 @@ class Ingestor:
     """Bounded queue + one writer thread. ``capacity`` counts observations, not submissions."""
 
     def __init__(self, sessions: sessionmaker[Session], capacity: int = 500_000, max_batch: int = 50_000,
-                 registry=None, on_committed=None):
+                 registry=None):
         self.sessions = sessions
         self.capacity = capacity
         self.max_batch = max_batch
@@ -331,13 +331,28 @@ class Ingestor:
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stop = False
-        self.on_committed = on_committed or []
+        #: Who hears of each committed batch (rows, metas, result), on the writer thread after the acknowledgements:
+        #: the MQTT bridge's notifier (``attach_notifier``), which must not block. One owner, attached and detached
+        #: by it, not a list anyone appends to; other capabilities hear of stored observations through the
+        #: ``observation.batch_stored`` event, written in the batch's transaction.
+        self._notifier = None
         from cityops.sensing.rules import EngineState
 
         self.state = EngineState()
         self.committed_total = 0
         self.lag_seconds = 0.0
         self._metrics(registry)
+
+    def attach_notifier(self, notifier) -> None:
+        """Hand every committed batch to ``notifier(rows, metas, result)`` (the MQTT bridge publishing the stored
+        observations). One bridge per process notifies: a bridge built later takes over."""
+        if self._notifier is not None and self._notifier != notifier:
+            log.warning("a second MQTT bridge on this ingestor takes over the notifications of stored observations")
+        self._notifier = notifier
+
+    def detach_notifier(self, notifier) -> None:
+        if self._notifier == notifier:
+            self._notifier = None
 
     def _metrics(self, registry) -> None:
         self._gauge_pending = self._counter = self._lag = None
@@ -477,11 +492,12 @@ class Ingestor:
                 self._lag.set(self.lag_seconds)
             for it in batch:
                 it.future.set_result(len(it.rows))
-            for hook in self.on_committed:
+            notifier = self._notifier
+            if notifier is not None:
                 try:
-                    hook(rows, metas, result)
+                    notifier(rows, metas, result)
                 except Exception:  # a notification failure must not undo an acknowledged write
-                    log.exception("post-commit hook failed")
+                    log.exception("notifying committed observations failed")
         finally:
             with self._lock:
                 self._pending -= size

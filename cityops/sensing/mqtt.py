@@ -89,7 +89,7 @@ class MqttBridge:
         self._dropped_lock = threading.Lock()
         self._topic_headers = _TopicHeaders()
         self._notifier: threading.Thread | None = None
-        ingestor.on_committed.append(self._after_commit)
+        ingestor.attach_notifier(self._after_commit)
 
     def start(self, timeout: float = 10) -> None:
         props = Properties(PacketTypes.CONNECT)
@@ -123,8 +123,7 @@ class MqttBridge:
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0  # MQTT 5.0 §3.14.2.2.2: the session ends with this connection
         self.client.disconnect(properties=props)
-        if self._after_commit in self.ingestor.on_committed:
-            self.ingestor.on_committed.remove(self._after_commit)
+        self.ingestor.detach_notifier(self._after_commit)
 
     def _on_connect(self, client, userdata, flags, reason_code, properties):
         topics = ["v1.1/Observations", "v1.1/+/Observations", CREATE_OBSERVATIONS_TOPIC]
