@@ -918,7 +918,8 @@ def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
     def body():
         from datetime import datetime
 
-        from cityops.events import evaluation, service
+        from cityops.events import evaluation
+        from cityops.events.routing import ALL
 
         _, sessions, _ = _store(settings)
         try:
@@ -926,7 +927,7 @@ def events_evaluate(start: str, end: str, data_dir: Optional[Path] = DataDir,
         except ValueError as exc:
             _fail(f"bad time: {exc}")
         with sessions() as session:
-            rows = evaluation.evaluate(session, service.ALL, period[0], period[1], group)
+            rows = evaluation.evaluate(session, ALL, period[0], period[1], group)
         if output is not None:
             data = evaluation.to_xlsx(rows) if output.suffix.lower() == ".xlsx" else evaluation.to_csv(rows)
             output.write_bytes(data)

@@ -19,10 +19,10 @@ from cityops.calls.models import CallLog
 from cityops.core import audit
 from cityops.core.errors import Conflict, InvalidInput, NotFound
 from cityops.core.types import utcnow
-from cityops.events import service as events_service
+from cityops.events.actions import get_case
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Person, Unit
-from cityops.tasks import service as tasks_service
+from cityops.tasks.incidents import get_incident
 
 OUTCOMES = ("answered", "no_answer", "busy", "unreachable", "rejected", "wrong_number", "voicemail")
 DIRECTIONS = ("outgoing", "incoming")
@@ -86,9 +86,9 @@ def log_call(session: Session, actor: audit.Actor, scope: Scope, data: dict) -> 
         raise InvalidInput(f"{name} has no phone number on record: give the number called")
     incident_id = case_id = None
     if data.get("incident_id") is not None:
-        incident_id = tasks_service.get_incident(session, scope, data["incident_id"]).id
+        incident_id = get_incident(session, scope, data["incident_id"]).id
     if data.get("case") is not None:
-        case_id = events_service.get_case(session, scope, data["case"]).id
+        case_id = get_case(session, scope, data["case"]).id
     entry = CallLog(direction=data.get("direction", "outgoing"), person_id=person_id, department_code=department_code,
                     unit_code=unit_code, unit_path=unit_path, callee_name=data.get("callee_name") or name, number=number,
                     called_at=called_at, duration_s=data.get("duration_s"), outcome=data["outcome"],
@@ -120,9 +120,9 @@ def list_calls(session: Session, scope: Scope, user_id: int | None, *, person_id
             raise NotFound(f"unit {unit!r} not found")
         stmt = stmt.where(CallLog.unit_path.startswith(row.path, autoescape=True))
     if incident_id is not None:
-        stmt = stmt.where(CallLog.incident_id == tasks_service.get_incident(session, scope, incident_id).id)
+        stmt = stmt.where(CallLog.incident_id == get_incident(session, scope, incident_id).id)
     if case is not None:
-        stmt = stmt.where(CallLog.case_id == events_service.get_case(session, scope, case).id)
+        stmt = stmt.where(CallLog.case_id == get_case(session, scope, case).id)
     total = session.scalar(select(func.count()).select_from(stmt.subquery()))
     rows = list(session.scalars(stmt.order_by(CallLog.called_at.desc(), CallLog.id.desc()).limit(limit).offset(offset)))
     return rows, total

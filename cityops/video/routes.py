@@ -15,9 +15,9 @@ from cityops.core.crs import check_lonlat
 from cityops.core.errors import InvalidGeometry, NotFound
 from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, Ctx, request_id, require
-from cityops.events import service as events_service
+from cityops.events.actions import get_case
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson
-from cityops.tasks import service as tasks_service
+from cityops.tasks.incidents import get_incident
 from cityops.video import gb28181, service
 
 router = APIRouter(prefix="/api/video", tags=["video"])
@@ -187,7 +187,7 @@ def nearest_point(session: DB, ctx: Ctx, lon: float, lat: float, principal=Depen
 def nearest_incident(incident_id: Id, session: DB, ctx: Ctx, principal=Depends(require("video.read")),
                      radius_m: float = _RADIUS, limit: int = _LIMIT,
                      status: Literal["online", "offline", "fault"] | None = None) -> dict:
-    incident = tasks_service.get_incident(session, principal.scope, incident_id)
+    incident = get_incident(session, principal.scope, incident_id)
     if incident.hazard_geom is None:
         raise NotFound(f"incident {incident_id} has no location")
     target = service.target_point(incident.hazard_geom)
@@ -199,7 +199,7 @@ def nearest_incident(incident_id: Id, session: DB, ctx: Ctx, principal=Depends(r
 def nearest_case(number: str, session: DB, ctx: Ctx, principal=Depends(require("video.read")),
                  radius_m: float = _RADIUS, limit: int = _LIMIT,
                  status: Literal["online", "offline", "fault"] | None = None) -> dict:
-    case = events_service.get_case(session, principal.scope, number)
+    case = get_case(session, principal.scope, number)
     return _nearest(session, ctx, principal, Point(case.lon, case.lat), radius_m, limit, status,
                     {"kind": "case", "id": case.id, "number": case.number, "title": case.title})
 
