@@ -110,15 +110,14 @@ def resolve_targets(session: Session, scope: Scope, targets: list[dict], *, indi
             post = t.get("post")
             if not post:
                 raise InvalidInput(f"{where}: post is missing")
-            stmt = select(Unit).where(scope.covers_clause(Unit.path),
-                                      Unit.code.in_(select(Person.unit_code).where(Person.post == post)))
+            posted = (scope.covers_clause(Unit.path), Unit.code.in_(select(Person.unit_code).where(Person.post == post)))
             if t.get("zone") is not None:
                 if zone_of is None:
                     raise InvalidInput(f"{where}: zone given but no geometry reader")
                 zone: BaseGeometry = zone_of(t["zone"], t.get("crs"))
-                units = spatial_filter(session, Unit, stmt, "intersects", zone)
-            else:
-                units = list(session.scalars(stmt))
+                units = spatial_filter(session, Unit, select(Unit).where(*posted), "intersects", zone)
+            else:  # columns: the units of every grid worker are thousands, their outlines not needed
+                units = session.execute(select(Unit.code, Unit.path, Unit.name, Unit.level).where(*posted)).all()
             found = [Target(u.code, "", u.path, u.name, u.level, post) for u in units]
         elif kind in ("departments", "runway"):
             if kind == "runway":
