@@ -5,6 +5,8 @@ test-artifacts/directives-<n>-<step>.png."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cityops.app import create_app
@@ -77,6 +79,49 @@ def test_roster_then_composer_to_live_board(served):
         expect(other.get_by_test_id("board-totals")).not_to_have_attribute("data-total", str(total))
         assert "大德镇" not in other.get_by_test_id("directives").inner_text()
         for p in (page, other):
+            assert_local_only(p)
+            assert_no_page_errors(p)
+            assert_no_internal_codes(p)
+        browser.close()
+
+
+def test_notification_settings_page_saves_channels_and_quiet_hours(served):
+    """The inbox links to the notification settings; a grid worker turns phone push off and sets quiet hours, is
+    told that a red warning overrides them, saves, and finds them again after a reload (and in the API)."""
+    import httpx
+    from playwright.sync_api import expect, sync_playwright
+
+    url = served
+    steps = Steps("notify-settings")
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        page = new_page(browser, url)
+        login(page, url, "district", path="/duty")
+        page.get_by_test_id("inbox-bell").click()
+        page.get_by_test_id("inbox-settings").click()
+        page.wait_for_url("**/settings/notifications")
+        expect(page.get_by_test_id("notify-settings")).to_contain_text("通知设置")
+
+        worker = new_page(browser, url)
+        login(worker, url, "laogouwan", path="/settings/notifications")
+        worker.wait_for_url("**/settings/notifications")
+        expect(worker.get_by_test_id("prefs-red-note")).to_contain_text("红色预警")
+        push = worker.get_by_test_id("prefs-channel-webpush")
+        expect(push).to_have_class(re.compile("is-checked"), timeout=20_000)
+        push.click()
+        expect(push).not_to_have_class(re.compile("is-checked"))
+        worker.get_by_test_id("prefs-quiet").click()
+        expect(worker.get_by_test_id("prefs-quiet-start")).to_be_visible()
+        steps.shot(worker, "edited")
+        worker.get_by_test_id("prefs-save").click()
+        expect(worker.get_by_test_id("prefs-saved")).to_be_visible(timeout=20_000)
+        saved = httpx.get(f"{url}/api/notify/preferences", headers=token(url, "laogouwan"), timeout=30).json()
+        assert saved["channels"] == ["inapp"] and (saved["quiet_start"], saved["quiet_end"]) == ("22:00", "07:00"), saved
+        worker.reload()
+        expect(worker.get_by_test_id("prefs-quiet-start")).to_be_visible(timeout=20_000)
+        expect(worker.get_by_test_id("prefs-channel-webpush")).not_to_have_class(re.compile("is-checked"))
+        steps.shot(worker, "saved")
+        for p in (page, worker):
             assert_local_only(p)
             assert_no_page_errors(p)
             assert_no_internal_codes(p)

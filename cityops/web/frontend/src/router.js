@@ -26,6 +26,8 @@ export const routes = [
     meta: { nav: true, titleKey: "nav.phone", permission: "tasks.read", layout: "phone" } },
   { path: "/messages/:id(\\d+)", name: "message", component: () => import("./pages/MessagePage.vue"),
     meta: { titleKey: "notify.timeline", permission: "notify.inbox" } },
+  { path: "/settings/notifications", name: "notify-settings", component: () => import("./pages/NotifySettings.vue"),
+    meta: { titleKey: "notify.prefs.title", permission: "notify.inbox" } },
   { path: "/login", name: "login", component: () => import("./pages/Login.vue"), meta: { public: true, layout: "bare" } },
   { path: "/:rest(.*)*", name: "not-found", component: () => import("./pages/NotFound.vue"), meta: { public: true } },
 ];

@@ -98,6 +98,7 @@ export async function request(method, path, { params, json, form, signal, raw = 
 export const api = {
   get: (path, options) => request("GET", path, options),
   post: (path, json, options) => request("POST", path, { ...options, json: json ?? {} }),
+  put: (path, json, options) => request("PUT", path, { ...options, json }),
   patch: (path, json, options) => request("PATCH", path, { ...options, json }),
   delete: (path, options) => request("DELETE", path, options),
   form: (path, form, options) => request("POST", path, { ...options, form }),
