@@ -18,10 +18,15 @@ datastreams (rules on: the waterlogging ladder and its rising-rate rule):
 5. latency  observation → rule → alarm → SSE event, p50/p95, while a background load of ~10,000 obs/s
             is posted over HTTP.
 
+With ``--mqtt-workers 1,2`` the MQTT paths are also measured against ``cityops serve --workers N`` (each worker's
+bridge on an MQTT 5 shared subscription, ``$share/<client id>/…``, so the broker splits the messages between them),
+rounds interleaved (1, 2, 1, 2, …); the figure is the ratio N workers / 1 worker (target: not below 1).
+
 Prints a table (medians of --rounds) and the ratio of each path to the raw insert.
   .venv/bin/python benchmarks/sensing_ingest.py [--seconds 15] [--backends sqlite,postgis] [--paths mqtt,http,...]
         [--load 10000]
-Needs Mosquitto at 127.0.0.1:1883 and ``mosquitto_pub`` (scripts/install-system-deps.sh).
+Needs Mosquitto at 127.0.0.1:1883 and ``mosquitto_pub`` (scripts/install-system-deps.sh); ``--own-broker`` runs a
+``mosquitto`` of its own on a free port instead (nothing published to a broker others use).
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ N_STREAMS = 200
 #: committed observations/s of each whole minute of the last long measure, per path (the sustained check)
 MINUTES: dict[str, list[float]] = {}
 BATCH = 10_000
+#: The MQTT broker the measures publish to (``--own-broker`` starts one of this run's own on a free port).
+MQTT_PORT = 1883
 SERVE = """
 import sys, uvicorn
 from cityops.app import create_app
@@ -201,6 +208,73 @@ def serve(settings, env=None):
             time.sleep(0.1)
 
 
+def serve_workers(settings, env: dict, workers: int):
+    """``cityops serve --workers N`` (as deployed; N = 1 runs the same command with one process)."""
+    port = _free_port()
+    full = {k: v for k, v in os.environ.items() if not k.startswith("CITYOPS_")}
+    full.update(CITYOPS_DATA_DIR=str(settings.data_dir), CITYOPS_DATABASE_URL=settings.database_url, CITYOPS_SECRET_KEY="bench",
+                CITYOPS_LOG_JSON="false", CITYOPS_LOG_LEVEL="WARNING", **env)
+    proc = subprocess.Popen([sys.executable, "-m", "cityops.cli", "serve", "--workers", str(workers), "--port", str(port)],
+                            cwd=ROOT, env=full, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            if httpx.get(base + "/api/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("server did not start")
+        time.sleep(0.2)
+    time.sleep(3 * workers)  # every worker's bridge subscribed (the health answer comes from one of them)
+    return proc, base
+
+
+def own_broker(work: Path) -> subprocess.Popen:
+    """A Mosquitto of this run's own on a free port (MQTT 5 shared subscriptions are on by default)."""
+    global MQTT_PORT
+    MQTT_PORT = _free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(f"listener {MQTT_PORT} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
+    proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", MQTT_PORT), timeout=0.5).close()
+            return proc
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("mosquitto did not start") from None
+            time.sleep(0.1)
+
+
+def bench_mqtt_workers(settings, sessions, ids, clock, args, workers: int) -> dict:
+    """The MQTT paths against ``cityops serve --workers N`` with the bridge on (shared subscription when N > 1)."""
+    client_id = f"cityops-bench-{uuid.uuid4().hex[:8]}"
+    env = {"CITYOPS_SENSING_QUEUE": "200000", "CITYOPS_MQTT_URL": f"mqtt://127.0.0.1:{MQTT_PORT}",
+           "CITYOPS_MQTT_CLIENT_ID": client_id}
+    proc, _base = serve_workers(settings, env, workers)
+    out = {}
+    try:
+        out["mqtt"], _ = bench_mqtt(sessions, ids, clock, args.seconds, min(args.mqtt_rate, 5_000))
+        out["mqtt batch"], _ = bench_mqtt(sessions, ids, clock, args.seconds, args.mqtt_rate * 4, batch=500)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        from cityops.sensing.mqtt import end_session
+
+        for cid in [client_id] if workers == 1 else [f"{client_id}-{slot}" for slot in range(workers * 2)]:
+            end_session(f"mqtt://127.0.0.1:{MQTT_PORT}", cid)
+    return out
+
+
 def _iso(t_ms: int) -> str:
     from cityops.sensing.timeutil import iso
 
@@ -282,7 +356,7 @@ def _mosquitto_pub(topic: str, lines: bytes, per_connection: int = 20_000) -> No
     for k in range(0, len(parts), per_connection):
         chunk = b"\n".join(p for p in parts[k:k + per_connection] if p)
         if chunk:
-            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", topic, "-l"],
+            subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(MQTT_PORT), "-q", "1", "-t", topic, "-l"],
                            input=chunk + b"\n", check=True)
 
 
@@ -312,7 +386,7 @@ def bench_mqtt_paced(sessions, ids, clock, seconds, rate, batch) -> tuple[float,
     before, last_before = _count_obs(sessions), _last_obs_id(sessions)
     topic = "v1.1/CreateObservations" if batch > 1 else "v1.1/Observations"
     n = (rate // batch) * batch
-    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", "1883", "-q", "1", "-t", topic, "-l"]
+    cmd = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(MQTT_PORT), "-q", "1", "-t", topic, "-l"]
     minutes, next_minute, minute_mark = [], 60.0, 0
     pub, sent_on_connection, total = None, 0, 0
     start = time.perf_counter()
@@ -393,7 +467,7 @@ def bench_mqtt_subscriber(ids, clock, seconds, rate_hint=20_000) -> float:
     c.on_message = on_message
     props = Properties(PacketTypes.CONNECT)
     props.ReceiveMaximum = 65_535
-    c.connect("127.0.0.1", 1883, properties=props, clean_start=True)
+    c.connect("127.0.0.1", MQTT_PORT, properties=props, clean_start=True)
     c.loop_start()
     c.subscribe(topic, qos=1)
     time.sleep(0.5)
@@ -486,7 +560,20 @@ def main():
     ap.add_argument("--paced", action="store_true",
                     help="sustained MQTT: publish --mqtt-rate observations/s for --seconds instead of all at once")
     ap.add_argument("--raw-seconds", type=float, help="length of the raw insert measures (default: --seconds)")
+    ap.add_argument("--mqtt-workers", help="also the MQTT paths against `cityops serve --workers N` for each N "
+                                           "(comma-separated, e.g. 1,2), rounds interleaved")
+    ap.add_argument("--own-broker", action="store_true", help="a mosquitto of this run's own on a free port")
     args = ap.parse_args()
+    broker = own_broker(Path(tempfile.mkdtemp(prefix="bench-sensing-mqtt-"))) if args.own_broker else None
+    try:
+        run(args)
+    finally:
+        if broker is not None:
+            broker.terminate()
+            broker.wait(10)
+
+
+def run(args) -> None:
     results = {}
     sel = set(args.paths.split(","))
     paths_order = ("raw", "raw copy", "pipeline", "http", "mqtt", "mqtt batch", "mqtt sub", "mqtt publish", "mqtt batch publish")
@@ -509,7 +596,7 @@ def main():
             # HTTP and latency against a server without the MQTT bridge; MQTT against one with it (the bridge
             # also publishes every stored observation, a cost the HTTP figure would otherwise carry too).
             for env, paths in (({"CITYOPS_SENSING_QUEUE": "200000"}, ("http", "latency")),
-                               ({"CITYOPS_SENSING_QUEUE": "200000", "CITYOPS_MQTT_URL": "mqtt://127.0.0.1:1883",
+                               ({"CITYOPS_SENSING_QUEUE": "200000", "CITYOPS_MQTT_URL": f"mqtt://127.0.0.1:{MQTT_PORT}",
                                 "CITYOPS_MQTT_CLIENT_ID": f"cityops-bench-{uuid.uuid4().hex[:8]}"}, ("mqtt", "mqtt batch"))):
                 paths = tuple(p for p in paths if p in sel)
                 if not paths:
@@ -545,6 +632,16 @@ def main():
                         from cityops.sensing.mqtt import end_session
 
                         end_session(env["CITYOPS_MQTT_URL"], env["CITYOPS_MQTT_CLIENT_ID"])
+            if args.mqtt_workers:
+                counts = [int(n) for n in args.mqtt_workers.split(",")]
+                r["workers"] = {n: {"mqtt": [], "mqtt batch": []} for n in counts}
+                for _ in range(args.rounds):
+                    for n in counts:
+                        got = bench_mqtt_workers(settings, sessions, ids, clock, args, n)
+                        print(f"{backend}: {n} worker(s): mqtt {got['mqtt']:,.0f} obs/s, mqtt batch {got['mqtt batch']:,.0f} obs/s",
+                              flush=True)
+                        for k, v in got.items():
+                            r["workers"][n][k].append(v)
             r["minutes"] = dict(MINUTES)
             MINUTES.clear()
             results[backend] = r
@@ -569,6 +666,16 @@ def main():
                 limit = "COPY" if r["raw copy"] and statistics.median(r["raw copy"]) >= statistics.median(r["raw"]) else "executemany"
                 record(f"sensing HTTP bulk ingest ({backend})", f"{v:,.0f} obs/s", f"{limit} {raw:,.0f} obs/s", v / raw,
                        f"≥ {floor:.0%} of {limit}", v / raw >= floor)
+        if r.get("workers"):
+            counts = sorted(r["workers"])
+            one = r["workers"][counts[0]]
+            for n in counts[1:]:
+                for path in ("mqtt", "mqtt batch"):
+                    a, b = statistics.median(r["workers"][n][path]), statistics.median(one[path])
+                    print(f"{backend:<8} {path:<19} {n} workers {a:,.0f} obs/s, {counts[0]} worker {b:,.0f} obs/s: "
+                          f"{a / b:.2f}× (target ≥ 1: not slower) {'PASS' if a >= b else 'FAIL'}")
+                    record(f"MQTT ingest ({path}), {n} workers on a shared subscription vs {counts[0]} ({backend})",
+                           f"{a:,.0f} obs/s", f"{counts[0]} worker {b:,.0f} obs/s", a / b, "≥ 1.0× one worker", a >= b)
         for path, minutes in r["minutes"].items():
             if minutes:
                 print(f"{backend:<8} {path:<19} per minute: min {min(minutes):,.0f}, median {statistics.median(minutes):,.0f}, "
