@@ -29,7 +29,8 @@ def append(session: Session, events: list[DomainEvent]) -> list[str]:
     ms = now_ms()
     rows = [{"event_id": Envelope.new_id(), "name": e.name, "version": e.version,
              "payload": e.model_dump(mode="json"), "created_ms": ms} for e in events]
-    session.execute(insert(OutboxEvent), rows)
+    # Core's executemany on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs.
+    session.execute(insert(OutboxEvent.__table__), rows)
     return [r["event_id"] for r in rows]
 
 
