@@ -6,10 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FRONTEND := cityops/web/frontend
-# The built web app (Vite): index.html, content-hashed assets, the service worker, the API reference assets.
+# The built web app (Vite): index.html, phone.html (the phone command room, inlined), content-hashed assets, the
+# service worker, the API reference assets.
 WEBAPP := cityops/web/dist/index.html
 FRONTEND_SOURCES := $(shell find $(FRONTEND)/src $(FRONTEND)/public -type f 2>/dev/null) \
-	$(FRONTEND)/index.html $(FRONTEND)/vite.config.js cityops/web/messages.json
+	$(FRONTEND)/index.html $(FRONTEND)/phone.html $(FRONTEND)/vite.config.js $(FRONTEND)/vite.phone.config.js \
+	cityops/web/messages.json
 
 .PHONY: setup assets demo test system-deps bench bench-web clean
 

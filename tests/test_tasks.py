@@ -357,6 +357,38 @@ def test_households_to_move_are_named_as_people_know_them(api, where):
         assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200
 
 
+def test_the_phone_gets_its_households_in_one_answer(api, where):
+    """The phone command room's first screen is one request on a poor connection: the active incidents with how
+    many households of each are the worker's, the chosen incident's households nearest first and its totals — the
+    same as the separate lists say."""
+    yihe = api.login("yihe")
+    r = api.post("/api/incidents", headers=yihe, json={"hazard_type": "landslide", "level": "orange", "unit_code": where["grid"],
+                                                        "geometry": mapping(buffer_m(where["point"], 20, METRIC)), "drill": True})
+    assert r.status_code == 201, r.text
+    iid = r.json()["id"]
+    near = {"lon": where["place"]["lon"], "lat": where["place"]["lat"]}
+    try:
+        params = {"state": "to_move,refused,not_home", **near}
+        mine = api.get("/api/evacuations/mine", headers=yihe, params=params).json()
+        listed = {i["id"]: i for i in api.get("/api/incidents", headers=yihe, params={"status": "active"}).json()}
+        assert {i["id"] for i in mine["incidents"]} == set(listed)
+        ours = next(i for i in mine["incidents"] if i["id"] == iid)
+        assert ours["title"] == listed[iid]["title"]
+        assert ours["mine"] == api.get(f"/api/incidents/{iid}/evacuations", headers=yihe, params={"limit": 1}).json()["total"] > 0
+        # Asked for: that incident; not asked: the first (newest) with households of the worker's — here the new one.
+        for chosen in (api.get("/api/evacuations/mine", headers=yihe, params={**params, "incident_id": iid}).json(), mine):
+            assert chosen["incident_id"] == iid
+            assert chosen["evacuations"] == api.get(f"/api/incidents/{iid}/evacuations", headers=yihe, params=params).json()
+            assert chosen["totals"]["district"] == api.get(f"/api/incidents/{iid}/totals", headers=yihe).json()["district"]
+        distances = [i["distance_m"] for i in mine["evacuations"]["items"]]
+        assert distances == sorted(distances)
+        r = api.get("/api/evacuations/mine", headers=yihe, params={"state": "flying"})
+        assert r.status_code == 422 and "flying" in r.json()["message"]
+        assert api.get("/api/evacuations/mine", headers=yihe, params={"lon": 106.5}).status_code == 422
+    finally:
+        assert api.delete(f"/api/incidents/{iid}", headers=yihe).status_code == 200
+
+
 def test_shelter_capacity_is_never_exceeded(api, where):
     yihe = api.login("yihe")
     p = where["point"]

@@ -232,6 +232,27 @@ def test_the_page_preloads_what_its_first_paint_needs(api):
         assert all(api.get("/" + f).status_code == 200 for f in files)
 
 
+@needs_build
+def test_the_phone_page_needs_no_other_file_before_its_households(api):
+    """/phone is the phone command room's own page, its script and styles inside: on a poor connection nothing but
+    the page and its households' answer (asked for by its first lines) comes before the list; none of the desk's
+    component library, the map or the charts is in it."""
+    for path in ("/phone", "/phone/report", "/phone/tasks/"):
+        page, r = _raw(api, path, **{"Accept-Encoding": "br"})
+        assert r.status_code == 200 and r.headers["content-encoding"] == "br" and r.headers["cache-control"] == "no-cache"
+        assert len(page) < 100_000, f"{path}: {len(page)} bytes of brotli"
+        html = api.get(path).text
+        assert not re.findall(r'<(?:script|link)[^>]+(?:src|href)="/assets/', html), path
+        assert '<script type="module">' in html and '<div id="app">' in html
+        # The households' request starts before the app's script, right after the charset.
+        assert html.index("/api/evacuations/mine") < html.index('<script type="module">')
+        assert "import(" not in html, f"{path}: a chunk loaded later would run a second copy of the app"
+        for foreign in ("maplibregl.Map", "echarts.init", "ElDrawer", "ElMessageBox"):
+            assert foreign not in html, (path, foreign)
+    # The app's other pages keep the app's page.
+    assert '<script type="module" crossorigin src="/assets/' in api.get("/workbench").text
+
+
 def test_api_answers_are_compressed_for_slow_links(api):
     admin = api.login("district")
     body, r = _raw(api, "/api/risk-points?limit=1000", **{"Accept-Encoding": "gzip", **admin})

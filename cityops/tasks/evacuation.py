@@ -21,7 +21,7 @@ from cityops.housing.models import Household
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
 from cityops.tasks.catalogue import catalogue
-from cityops.tasks.incidents import get_incident
+from cityops.tasks.incidents import get_incident, incident_dict, list_incidents
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, Shelter
 
 
@@ -79,6 +79,29 @@ def list_evacuations(session: Session, scope: Scope, incident_id: int, *, states
                                         housing.sees_personal(scope, personal, h.unit_path))
             item.update(head_name=who["head_name"], phone=who["phone"], address=h.address, room=h.room)
     return {"total": len(items), "items": page}
+
+
+def my_households(session: Session, scope: Scope, *, incident_id: int | None = None, states: list[str] | None = None,
+                  near: tuple[float, float] | None = None, personal: bool = False) -> dict:
+    """What the phone command room shows first, in one answer (one round trip on a poor connection): the active
+    incidents the caller sees, each with how many of its households are the caller's (``mine``); the chosen
+    incident — the asked one if it is among them, else the first with households of the caller's, else the first —
+    with its households (``states``, nearest first with ``near``) and its totals at the caller's scope. Without an
+    active incident: an empty list and no choice."""
+    active = list_incidents(session, scope, status="active")
+    ids = [i.id for i in active]
+    mine = dict(session.execute(select(Evacuation.incident_id, func.count(Evacuation.id))
+                                .where(Evacuation.incident_id.in_(ids), Evacuation.in_zone.is_(True),
+                                       scope.covers_clause(Evacuation.unit_path))
+                                .group_by(Evacuation.incident_id)).all()) if ids else {}
+    incidents = [{**incident_dict(i), "mine": int(mine.get(i.id, 0))} for i in active]
+    chosen = (incident_id if incident_id in ids
+              else next((i for i in ids if mine.get(i)), ids[0] if ids else None))
+    if chosen is None:
+        return {"incidents": [], "incident_id": None, "evacuations": {"total": 0, "items": []}, "totals": None}
+    return {"incidents": incidents, "incident_id": chosen,
+            "evacuations": list_evacuations(session, scope, chosen, states=states, near=near, personal=personal),
+            "totals": totals(session, scope, chosen)}
 
 
 def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_id: int, *, state: str,

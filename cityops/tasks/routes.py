@@ -268,6 +268,22 @@ def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("ta
                                     limit=limit, offset=offset, personal=principal.role.allows("personal.read"))
 
 
+class MyHouseholdsOut(BaseModel):
+    incidents: list[dict[str, Any]] = Field(description="active incidents you see, each with `mine`: how many of its households are yours")
+    incident_id: int | None = Field(description="the incident chosen: the one asked for, else the first with households of yours")
+    evacuations: dict[str, Any] = Field(description="its households ({total, items}), nearest first with lon/lat")
+    totals: dict[str, Any] | None = Field(description="its live totals at your scope")
+
+
+@router.get("/evacuations/mine", response_model=MyHouseholdsOut,
+            summary="Your households to move: your active incidents, the chosen one's households nearest first and its totals, in one answer")
+def my_households(session: DB, principal=Depends(require("tasks.read")), incident_id: Id | None = None,
+                  state: str | None = None, lon: float | None = None, lat: float | None = None) -> dict:
+    states = [s.strip() for s in state.split(",")] if state else None
+    return evacuation.my_households(session, principal.scope, incident_id=incident_id, states=states, near=_near(lon, lat),
+                                    personal=principal.role.allows("personal.read"))
+
+
 @router.get("/incidents/{incident_id}/totals", summary="Live totals: district, townships, villages, grids (they always agree)")
 def totals(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return evacuation.totals(session, principal.scope, incident_id)

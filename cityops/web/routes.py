@@ -32,7 +32,9 @@ SERVER_PREFIXES = frozenset({"api", "ogc", "sta", "open311", "cap", "metrics", "
 #: The compressed copies the build writes beside each compressible file (vite-plugin-compression2), best first.
 ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 #: Files that must be asked for again on every visit: they name the current build's other files.
-NO_CACHE = frozenset({"index.html", "sw.js", "manifest.webmanifest", "registerSW.js"})
+NO_CACHE = frozenset({"index.html", "phone.html", "sw.js", "manifest.webmanifest", "registerSW.js"})
+#: The phone command room's own page (its app inlined, for a first visit on a poor connection): its paths.
+PHONE_PATHS = frozenset({"phone", "phone/households", "phone/report", "phone/tasks"})
 
 log = logging.getLogger("cityops.web")
 router = APIRouter(tags=["web"])
@@ -138,11 +140,11 @@ def _media_type(path: str) -> str:
 _ROOT_FILES = BuildFiles(directory=DIST_DIR, check_dir=False)
 
 
-async def _app_page(request: Request) -> Response:
+async def _app_page(request: Request, page: str = "index.html") -> Response:
     if not (DIST_DIR / "index.html").is_file():
         raise NotFound("the web app is not built: run 'make assets' (npm ci && npm run build in cityops/web/frontend)")
     # Never cached: it names the current content-hashed assets.
-    return await _ROOT_FILES.get_response("index.html", request.scope)
+    return await _ROOT_FILES.get_response(page if (DIST_DIR / page).is_file() else "index.html", request.scope)
 
 
 @router.get("/", include_in_schema=False)
@@ -182,7 +184,7 @@ async def app_route(path: str, request: Request) -> Response:
         return await _ROOT_FILES.get_response(path, request.scope)
     if "." in path.rsplit("/", 1)[-1]:
         raise NotFound(f"no such file: /{path}")
-    return await _app_page(request)
+    return await _app_page(request, "phone.html" if path.rstrip("/") in PHONE_PATHS else "index.html")
 
 
 def install(app: FastAPI) -> None:

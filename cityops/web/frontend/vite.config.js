@@ -53,7 +53,7 @@ function apiDocsAssets() {
  * The message catalogue (cityops/web/messages.json) one module per language, `virtual:cityops-messages/<code>`:
  * the entry script imports 简体中文 only; English is its own chunk, fetched when a user picks it (src/i18n.js).
  */
-function messageCatalogue() {
+export function messageCatalogue() {
   const file = join(here, "..", "messages.json");
   const prefix = "virtual:cityops-messages/";
   return {
@@ -88,6 +88,36 @@ const FIRST_PAINT_PAGES = [
   ["/", ["src/pages/OpsMap.vue", DESK]],
 ];
 const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, font), not imported
+
+/** The first paint's API requests, started at once with the stored session (src/first-paint.js). */
+export function earlyRequests() {
+  return `(function(){try{var f=${firstPaintRequests.toString()};var u=f(location,localStorage);`
+    + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
+    + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};"
+    + "u.forEach(function(x){var r=fetch(x,{headers:h});r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
+}
+
+/** `script` right after the page's charset, before any stylesheet: a script after a stylesheet waits until it has loaded. */
+export function withEarlyScript(html, script) {
+  const charset = '<meta charset="utf-8">';
+  if (!html.includes(charset)) throw new Error(`first-paint preload: the page lost its ${charset}`);
+  return html.replace(charset, `${charset}\n  <script>${script}</script>`);
+}
+
+/** Brotli and gzip copies of every compressible file, made once at the highest levels: the server sends the one the
+ * browser accepts (cityops/web/routes.py, BuildFiles) and compresses nothing per request. */
+export function precompressed() {
+  return compression({
+    algorithms: [defineAlgorithm("brotliCompress"), defineAlgorithm("gzip", { level: 9 })],
+    include: /\.(html|css|js|mjs|json|svg|webmanifest|txt)$/,
+    threshold: 1024,
+    logLevel: "silent",
+  });
+}
+
+// The catalogue's messages are compiled by src/i18n-compile.js: vue-i18n's general compiler stays out of the build
+// (not in tests, where test/i18n.test.js checks our compiler against it).
+export const DEFINE = process.env.VITEST ? {} : { __INTLIFY_DROP_MESSAGE_COMPILER__: "true" };
 
 /**
  * The preload table of FIRST_PAINT_PAGES and a few lines in index.html that apply it for the path opened, after
@@ -126,15 +156,7 @@ function firstPaintPreload() {
           + "var l=document.createElement('link'),e=f.slice(f.lastIndexOf('.')+1);l.href='/'+f;"
           + "if(e==='js'){l.rel='modulepreload';}else{l.rel='preload';l.crossOrigin='anonymous';"
           + "l.as=e==='css'?'style':'fetch';}document.head.appendChild(l);});break;}})();";
-        // The first paint's API requests, started now with the stored session (src/first-paint.js).
-        const early = `(function(){try{var f=${firstPaintRequests.toString()};var u=f(location,localStorage);`
-          + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
-          + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};"
-          + "u.forEach(function(x){var r=fetch(x,{headers:h});r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
-        // Right after the charset, before any stylesheet: a script after a stylesheet waits until it has loaded.
-        const charset = '<meta charset="utf-8">';
-        if (!html.includes(charset)) throw new Error(`first-paint preload: index.html lost its ${charset}`);
-        return html.replace(charset, `${charset}\n  <script>${early}${script}</script>`);
+        return withEarlyScript(html, earlyRequests() + script);
       },
     },
   };
@@ -149,14 +171,7 @@ export default defineConfig({
     Components({ resolvers: [ElementPlusResolver({ importStyle: "css" })], dts: false }),
     apiDocsAssets(),
     firstPaintPreload(),
-    // Brotli and gzip copies of every compressible file, made once here at the highest levels: the server sends
-    // the one the browser accepts (cityops/web/routes.py, BuildFiles) and compresses nothing per request.
-    compression({
-      algorithms: [defineAlgorithm("brotliCompress"), defineAlgorithm("gzip", { level: 9 })],
-      include: /\.(html|css|js|mjs|json|svg|webmanifest|txt)$/,
-      threshold: 1024,
-      logLevel: "silent",
-    }),
+    precompressed(),
     VitePWA({
       registerType: "autoUpdate",
       injectRegister: null, // registered by src/pwa.js once the page is up
@@ -190,9 +205,7 @@ export default defineConfig({
       },
     }),
   ],
-  // The catalogue's messages are compiled by src/i18n-compile.js: vue-i18n's general compiler stays out of the build
-  // (not in tests, where test/i18n.test.js checks our compiler against it).
-  define: process.env.VITEST ? {} : { __INTLIFY_DROP_MESSAGE_COMPILER__: "true" },
+  define: DEFINE,
   build: {
     outDir: join(here, "..", "dist"),
     emptyOutDir: true,

@@ -10,7 +10,9 @@
 /** The evacuation states the phone lists (its households still to move). */
 export const OPEN_STATES = "to_move,refused,not_home";
 
-/** Paths (with query) to ask for at once on opening `location`, given the stored session and lists. */
+/** Paths (with query) to ask for at once on opening `location`, given the stored session and lists: the cockpit's
+ * board; the phone's households in one answer (its incidents, the chosen one's households and totals;
+ * `GET /api/evacuations/mine`) and the shelters, the very addresses HouseholdsTab builds. */
 export function firstPaintRequests(location, storage) {
   var read = function (key) {
     try { return JSON.parse(storage.getItem(key) || "null"); } catch (e) { return null; }
@@ -29,15 +31,10 @@ export function firstPaintRequests(location, storage) {
   }
   if (!/^\/phone(\/households)?\/?$/.test(path)) return [];
   var cache = read("cityops.phone." + session.user.username) || {};
-  var urls = ["/api/incidents?status=active"];
   var id = Number(query.get("incident")) || cache.incidentId;
-  if (id) {
-    var near = query.get("lon") && query.get("lat")
-      ? new URLSearchParams({ lon: String(Number(query.get("lon"))), lat: String(Number(query.get("lat"))) }).toString() : "";
-    urls.push("/api/incidents/" + id + "/evacuations?" + new URLSearchParams({ state: "to_move,refused,not_home" }).toString()
-      + (near ? "&" + near : ""));
-    urls.push("/api/incidents/" + id + "/totals");
-    urls.push("/api/shelters" + (near ? "?" + near : ""));
-  }
-  return urls;
+  var near = query.get("lon") && query.get("lat")
+    ? new URLSearchParams({ lon: String(Number(query.get("lon"))), lat: String(Number(query.get("lat"))) }).toString() : "";
+  var mine = new URLSearchParams(id ? { incident_id: String(id) } : {});
+  mine.set("state", "to_move,refused,not_home");
+  return ["/api/evacuations/mine?" + mine.toString() + (near ? "&" + near : ""), "/api/shelters" + (near ? "?" + near : "")];
 }

@@ -4,8 +4,9 @@
 //   layout     — "desk" (top bar, the default), "phone" (the phone command room's frame) or "bare" (login)
 // A new page is one entry here and one component under pages/ (see docs/web.md).
 import { createRouter, createWebHistory } from "vue-router";
-import { can, session } from "./auth/session.js";
-import { homeRoute } from "./scope.js";
+import { accessGuard } from "./access.js";
+import { can } from "./auth/session.js";
+import { phoneRoute } from "./phone/route.js";
 
 export const routes = [
   { path: "/", name: "map", component: () => import("./pages/OpsMap.vue"),
@@ -22,8 +23,7 @@ export const routes = [
     meta: { nav: true, titleKey: "nav.duty", permission: "duty.read" } },
   { path: "/directives", name: "directives", component: () => import("./pages/Directives.vue"),
     meta: { nav: true, titleKey: "nav.directives", permission: "directives.read" } },
-  { path: "/phone/:tab(households|report|tasks)?", name: "phone", component: () => import("./pages/Phone.vue"),
-    meta: { nav: true, titleKey: "nav.phone", permission: "tasks.read", layout: "phone" } },
+  { ...phoneRoute, component: () => import("./pages/Phone.vue") },
   { path: "/messages/:id(\\d+)", name: "message", component: () => import("./pages/MessagePage.vue"),
     meta: { titleKey: "notify.timeline", permission: "notify.inbox" } },
   { path: "/settings/notifications", name: "notify-settings", component: () => import("./pages/NotifySettings.vue"),
@@ -34,15 +34,7 @@ export const routes = [
 
 export const router = createRouter({ history: createWebHistory(), routes });
 
-router.beforeEach((to) => {
-  if (to.meta.public) return true;
-  if (!session.token) return { name: "login", query: to.fullPath !== "/" ? { next: to.fullPath } : {} };
-  if (to.meta.permission && !can(to.meta.permission)) {
-    const home = homeRoute();
-    return home === to.path ? true : home;
-  }
-  return true;
-});
+router.beforeEach(accessGuard);
 
 /** The top bar's pages for the signed-in user. */
 export function navItems() {

@@ -9,19 +9,18 @@ const session = { "cityops.session": { token: "t", user: { username: "w1" } } };
 const at = (href) => new URL(href, "http://host");
 
 describe("the phone's first paint requests", () => {
-  it("ask for the incident list and, for the incident of the last visit, what the households tab asks", () => {
+  it("ask for the households in one answer, for the incident of the last visit, and the shelters nearest first", () => {
     const urls = firstPaintRequests(at("/phone?lon=108.3232669&lat=31.04"),
       storage({ ...session, "cityops.phone.w1": { incidentId: 7 } }));
     // The very addresses HouseholdsTab builds through the API client, so its requests take these answers.
     const near = { lon: 108.3232669, lat: 31.04 };
-    expect(urls).toEqual(["/api/incidents?status=active",
-      buildUrl("/api/incidents/7/evacuations", { state: OPEN_STATES, ...near }),
-      "/api/incidents/7/totals", buildUrl("/api/shelters", near)]);
+    expect(urls).toEqual([buildUrl("/api/evacuations/mine", { incident_id: 7, state: OPEN_STATES, ...near }),
+      buildUrl("/api/shelters", near)]);
   });
 
   it("follow an incident asked for in the address, and ask for nothing without a session or on other pages", () => {
-    expect(firstPaintRequests(at("/phone?incident=3"), storage(session))).toEqual(["/api/incidents?status=active",
-      buildUrl("/api/incidents/3/evacuations", { state: OPEN_STATES }), "/api/incidents/3/totals", "/api/shelters"]);
+    expect(firstPaintRequests(at("/phone?incident=3"), storage(session))).toEqual([
+      buildUrl("/api/evacuations/mine", { incident_id: 3, state: OPEN_STATES }), "/api/shelters"]);
     expect(firstPaintRequests(at("/phone"), storage({}))).toEqual([]);
     expect(firstPaintRequests(at("/phone/report"), storage(session))).toEqual([]);
     expect(firstPaintRequests(at("/workbench"), storage(session))).toEqual([]);
@@ -43,6 +42,7 @@ describe("the phone's first paint requests", () => {
   it("stand alone, as index.html runs them", () => {
     // eslint-disable-next-line no-new-func
     const copy = new Function(`return ${firstPaintRequests.toString()}`)();
-    expect(copy(at("/phone"), storage(session))).toEqual(["/api/incidents?status=active"]);
+    expect(copy(at("/phone"), storage(session))).toEqual([buildUrl("/api/evacuations/mine", { state: OPEN_STATES }),
+      "/api/shelters"]);
   });
 });
