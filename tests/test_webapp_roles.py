@@ -231,6 +231,56 @@ def test_township_operator_bulk_accepts_exports_and_reads_a_patrol_photo(world, 
     page.context.close()
 
 
+def test_the_queue_reloads_live_without_a_mask_and_its_tags_keep_their_size(world, browser):
+    """A case reported while the workbench is open comes into the queue by itself; that live reload neither covers
+    the table with the loading mask nor shrinks or moves the state and deadline tags of the rows already shown."""
+    from playwright.sync_api import expect
+
+    base, place = world["url"], world["place"]
+    page = new_page(browser, base)
+    steps = Steps("workbench-live")
+    login(page, base, "yihe", path="/workbench")
+    expect(page.locator("[data-testid=ev-cases] .el-table__body tr").first).to_be_visible()
+    page.wait_for_timeout(800)
+    # From now on, every frame: is the loading mask over the table, and how far is each tag shown now from its size
+    # now (tags of the rows already there, found by their case number; a new row may move them down, not shrink them).
+    page.evaluate("""() => {
+        const rects = () => { const out = {};
+            for (const tr of document.querySelectorAll('[data-testid=ev-cases] .el-table__body tr')) {
+              const n = tr.querySelector('[data-testid=ev-case]'); if (!n) continue;
+              tr.querySelectorAll('.el-tag').forEach((t, i) => { const r = t.getBoundingClientRect();
+                out[n.dataset.number + '/' + i] = [r.width, r.height]; }); }
+            return out; };
+        const start = rects();
+        window.__live = {mask: 0, moved: 0, tags: Object.keys(start).length, frames: 0};
+        (function watch() {
+          const w = window.__live; w.frames++;
+          const mask = document.querySelector('[data-testid=ev-cases] .el-loading-mask');
+          if (mask && getComputedStyle(mask).display !== 'none' && getComputedStyle(mask).opacity !== '0') w.mask++;
+          const now = rects();
+          for (const [k, r] of Object.entries(start)) {
+            const s = now[k]; if (!s) continue;
+            const d = Math.max(...s.map((v, i) => Math.abs(v - r[i])));
+            if (d > w.moved) w.moved = d;
+          }
+          requestAnimationFrame(watch);
+        })();
+    }""")
+    r = world["client"].post("/api/events/cases", headers=world["admin"], json={
+        "class_code": "06010", "description": "老沟湾桥头垃圾（实时刷新）", "lon": place["lon"] + 0.0005, "lat": place["lat"]})
+    assert r.status_code == 201, r.text
+    number = r.json()["number"]
+    expect(page.locator(f"[data-testid=ev-case][data-number='{number}']")).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(600)
+    live = page.evaluate("window.__live")
+    assert live["tags"] > 0 and live["frames"] > 10, live
+    assert live["mask"] == 0, f"the loading mask covered the table during a live reload: {live}"
+    assert live["moved"] < 1, f"a tag already shown changed size during a live reload: {live}"
+    steps.shot(page, "after-live-reload")
+    assert_no_page_errors(page)
+    page.context.close()
+
+
 def test_department_staff_handles_the_case_dispatched_to_them(world, browser):
     from playwright.sync_api import expect
 

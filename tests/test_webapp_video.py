@@ -173,3 +173,46 @@ def test_the_case_page_lists_its_calls_and_the_cameras_that_see_it(world, browse
     assert_no_internal_codes(page)
     assert_local_only(page)
     assert_no_page_errors(page)
+
+
+def test_a_camera_without_a_picture_says_no_signal_with_its_name(world, browser):
+    """On the case page, a camera whose stream never comes, or that is offline, shows 无信号 with the camera's name
+    and why, never a black box. (Last in the module: it adds a camera beside the incident.)"""
+    from playwright.sync_api import expect
+
+    url, client, admin, place = world["url"], world["client"], world["admin"], world["place"]
+    code = world["near"][0]["code"][:13] + "0990001"  # the same center and type, a serial of its own
+    r = client.post("/api/video/cameras", headers=admin, json={
+        "code": code, "name": "老沟湾村口（无信号测试）", "unit_code": place["unit_code"], "direction_deg": 90,
+        "geometry": {"type": "Point", "coordinates": [place["lon"], place["lat"]]}, "status": "online"})
+    assert r.status_code == 201, r.text
+    r = client.post("/api/events/cases", headers=admin, json={"class_code": "06010", "description": "老沟湾村口积水",
+                                                               "lon": place["lon"], "lat": place["lat"]})
+    assert r.status_code == 201, r.text
+    number = r.json()["number"]
+    page = new_page(browser, url)
+    steps = Steps("video-no-signal")
+    login(page, url, "district", path=f"/workbench/cases/{number}")
+    near = page.get_by_test_id("cameras-near")
+    near.get_by_test_id(f"camera-{code}").click()
+    player = near.get_by_test_id("camera-player")
+    expect(player.get_by_test_id("camera-playing-name")).to_have_text("老沟湾村口（无信号测试）")
+    # No stream on the server for it: the player gives up and says so over the picture.
+    no_signal = player.get_by_test_id("camera-no-signal")
+    expect(no_signal).to_be_visible(timeout=30_000)
+    expect(no_signal).to_contain_text("无信号")
+    expect(no_signal).to_contain_text("老沟湾村口（无信号测试）")
+    expect(no_signal).to_contain_text("未收到视频流")
+    box, video = no_signal.bounding_box(), player.get_by_test_id("camera-video").bounding_box()
+    assert box["width"] >= video["width"] - 2 and box["height"] >= video["height"] - 2, (box, video)
+    steps.shot(page, "no-stream")
+    # Marked offline: the same panel, with the camera's status.
+    assert client.patch(f"/api/video/cameras/{code}", headers=admin, json={"status": "offline"}).status_code == 200
+    page.reload()
+    near.get_by_test_id(f"camera-{code}").click()
+    expect(player.get_by_test_id("camera-no-signal")).to_contain_text("离线")
+    expect(player.get_by_test_id("camera-no-signal")).to_contain_text("老沟湾村口（无信号测试）")
+    steps.shot(page, "offline")
+    assert_no_internal_codes(page)
+    assert_local_only(page)
+    assert_no_page_errors(page)
