@@ -307,7 +307,8 @@ def _delivered(session: Session, d: Directive, now: datetime, actor: audit.Actor
                               to=[f"person:{pid}" for pid in people[k:k + _NOTIFY_BATCH]], policy="",
                               dedup_key=f"directive:{d.id}:{first_id}:{k}", data={"directive_id": d.id}),
              actor=actor if isinstance(actor, str) else actor.name, strict=False, now=now)
-    session.execute(update(Receipt).where(Receipt.id.in_([r[0] for r in rows])).values(delivered_at=now))
+    session.execute(update(Receipt).where(storage_of(session).in_ids(Receipt.id, [r[0] for r in rows])).values(delivered_at=now)
+                    .execution_options(synchronize_session=False))
     return len(people)
 
 

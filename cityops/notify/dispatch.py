@@ -118,7 +118,7 @@ class Dispatcher:
                                                    .where(Message.id.in_({c.message_id for c in claimed})))}
             outside = [c.recipient_id for c in claimed if c.channel != "inapp"]
             people = {r.id: r for r in s.execute(select(Recipient.id, Recipient.name, Recipient.person_id, Recipient.user_id)
-                                                 .where(Recipient.id.in_(outside)))} if outside else {}
+                                                 .where(storage_of(s).in_ids(Recipient.id, outside)))} if outside else {}
             # The browsers of every Web Push recipient of the batch in one query (one per delivery was most of a
             # large directive's claim).
             subs = service.push_subscriptions_of(s, [(people[c.recipient_id].person_id, people[c.recipient_id].user_id)

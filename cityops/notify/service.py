@@ -227,12 +227,12 @@ def _reach(session: Session, row: MessageRow, found: list[tuple[Target, str]], c
     new = [(target, via) for target, via in found if target.key not in have]
     if not new:
         return []
-    storage = storage_of(session)
-    ids = storage.insert_rows(session, Recipient, [
+    ids = storage_of(session).insert_rows(session, Recipient, [
         {"message_id": row.id, "key": t.key, "person_id": t.person_id, "user_id": t.user_id, "name": t.name,
          "via": via, "step": step, "unit_path": t.unit_path, "created_at": now} for t, via in new], returning_ids=True)
+    storage = storage_of(session)
     prefs = {p.person_id: p for p in session.scalars(select(Preference).where(
-        Preference.person_id.in_([t.person_id for t, _ in new if t.person_id is not None])))}
+        storage.in_ids(Preference.person_id, [t.person_id for t, _ in new if t.person_id is not None])))}
     settings = _Config.settings
     # Whose phones can take a Web Push at all: a person without a live subscription has the delivery skipped now,
     # as one without an e-mail address has, rather than queued for the dispatcher to fail it.
@@ -600,8 +600,9 @@ def push_subscriptions_of(session: Session, pairs: list[tuple[int | None, int | 
     users = {u for _, u in pairs if u is not None}
     if not persons and not users:
         return []
+    storage = storage_of(session)
     return list(session.scalars(select(PushSubscription).where(
-        or_(PushSubscription.person_id.in_(persons), PushSubscription.user_id.in_(users)),
+        or_(storage.in_ids(PushSubscription.person_id, persons), storage.in_ids(PushSubscription.user_id, users)),
         PushSubscription.gone_at.is_(None))))
 
 
