@@ -1,6 +1,6 @@
 """Case creation over HTTP (locate + route + persist + log + outbox), side by side with the raw insert limit.
 
-    .venv/bin/python benchmarks/events_intake.py [--seconds 10] [--concurrency 16] [--rate 500] [--backends sqlite,postgis] [--workers 1] [--raw-group 64]
+    .venv/bin/python benchmarks/events_intake.py [--seconds 10] [--concurrency 16] [--rate 0] [--backends sqlite,postgis] [--workers 1] [--raw-group 64] [--profile DIR]
 
 For each backend a fresh small demo district (the test district: 3 townships, 120 grids, its departments
 and people) is built, and ``uvicorn cityops.app:create_app --factory`` (one process) serves it. The load
@@ -10,13 +10,17 @@ general client such as httpx costs more CPU per request than the server handler 
 1. Sustained throughput: closed loop, ``--concurrency`` connections, ``--seconds``; cases/s, p50/p99.
    Target ≥ 1,000 cases/s on SQLite.
 2. Latency at a fixed rate: open loop at ``--rate`` requests/s for ``--seconds``; latency counted from the
-   scheduled send time (no coordinated omission). Target p99 < 100 ms at 500/s on SQLite.
+   scheduled send time (no coordinated omission). ``--rate 0`` (the default): half the capacity the closed loop
+   just measured, as the target is stated (p99 < 100 ms at half the measured capacity).
 3. Raw insert limits: the same three rows per case (case, transition, outbox) with SQLAlchemy Core, single
    thread, no HTTP, no locate, no routing: one transaction per case (the ceiling of committed single-case
    writes), and ``--raw-group`` cases per transaction with multi-row inserts (the ceiling of the group
    commit the server uses; the ratio is taken to this one).
 
 Every created case is checked afterwards: count of cases = count of 201 answers. Exit code is always 0.
+
+``--profile DIR``: the server runs under ``py-spy record --subprocesses`` (``--py-spy`` names the program), and
+its samples over the whole run land in ``DIR/intake-<backend>.txt`` (collapsed stacks, one line per stack).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -202,9 +207,11 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
-def raw_insert(env: dict, pts, seconds: float, group: int = 1) -> float:
+def raw_insert(env: dict, pts, seconds: float, group: int = 1, driver: bool = False) -> float:
     """Committed writes of the same three rows per case with Core, ``group`` cases per transaction (multi-row
-    inserts): the storage ceiling for one case per commit (group 1) and for grouped commits."""
+    inserts): the storage ceiling for one case per commit (group 1) and for grouped commits. ``driver``: the rows
+    on the driver instead (ids reserved, executemany on SQLite, COPY on PostgreSQL), past SQLAlchemy's statement
+    building — the grouped limit is the better of the two."""
     from datetime import UTC, datetime
 
     import shapely
@@ -212,6 +219,7 @@ def raw_insert(env: dict, pts, seconds: float, group: int = 1) -> float:
 
     from cityops.core.db import make_engine
     from cityops.core.settings import Settings
+    from cityops.core.storage import storage_of
     from cityops.events.models import Case, Outbox, Transition
 
     settings = Settings(data_dir=env["CITYOPS_DATA_DIR"], database_url=env.get("CITYOPS_DATABASE_URL", ""), secret_key="x", log_json=False)
@@ -232,11 +240,21 @@ def raw_insert(env: dict, pts, seconds: float, group: int = 1) -> float:
                 "reported_at": now, "updated_at": now, "seq": 1, "returned_count": 0, "rework_count": 0, "extension_count": 0,
                 "supervision_count": 0, "escalation_level": 0, "due_soon_warned": 0})
         with engine.begin() as conn:
-            ids = conn.execute(insert(Case).returning(Case.id, sort_by_parameter_order=True), cases).scalars().all()
-            conn.execute(insert(Transition), [{"case_id": cid, "seq": 1, "action": "report", "to_state": "reported", "at": now,
-                                               "actor": "bench", "data": {}, "unit_path": path} for cid in ids])
-            conn.execute(insert(Outbox), [{"case_id": cid, "topic": "case.report", "payload": {}, "unit_path": path,
-                                           "created_at": now} for cid in ids])
+            if driver:  # ids drawn first, then each table's rows on the driver (executemany / COPY)
+                storage = storage_of(conn)
+                geoms = storage.bulk_geometries([c["geom"] for c in cases])
+                ids = storage.insert_rows(conn, Case, [{**c, "geom": g} for c, g in zip(cases, geoms)], returning_ids=True)
+                storage.insert_rows(conn, Transition, [
+                    {"case_id": cid, "seq": 1, "action": "report", "to_state": "reported", "at": now, "actor": "bench",
+                     "data": {}, "unit_path": path} for cid in ids])
+                storage.insert_rows(conn, Outbox, [{"case_id": cid, "topic": "case.report", "payload": {},
+                                                              "unit_path": path, "created_at": now} for cid in ids])
+            else:
+                ids = conn.execute(insert(Case).returning(Case.id, sort_by_parameter_order=True), cases).scalars().all()
+                conn.execute(insert(Transition), [{"case_id": cid, "seq": 1, "action": "report", "to_state": "reported",
+                                                   "at": now, "actor": "bench", "data": {}, "unit_path": path} for cid in ids])
+                conn.execute(insert(Outbox), [{"case_id": cid, "topic": "case.report", "payload": {}, "unit_path": path,
+                                               "created_at": now} for cid in ids])
         n += group
     rate = n / (time.perf_counter() - start)
     engine.dispose()
@@ -262,7 +280,9 @@ def run_backend(backend: str, args) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-events-{backend}-"))
     env, cleanup = build(backend, tmp)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "cityops.app:create_app", "--factory", "--host", "127.0.0.1",
+    spy = [args.py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-o",
+           str(Path(args.profile) / f"intake-{backend}.txt"), "--"] if args.profile else []
+    server = subprocess.Popen([*spy, sys.executable, "-m", "uvicorn", "cityops.app:create_app", "--factory", "--host", "127.0.0.1",
                                "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
                               env={**os.environ, **env}, cwd=ROOT)
     try:
@@ -288,26 +308,32 @@ def run_backend(backend: str, args) -> dict:
         lat_c, n_c, err_c, elapsed = asyncio.run(closed_loop(port, headers, pts, args.seconds, args.concurrency))
         # Share of the machine's cores the load generator itself used during the closed loop.
         gen_cpu = (time.process_time() - cpu0) / elapsed / (os.cpu_count() or 1)
-        lat_o, n_o, err_o = asyncio.run(open_loop(port, headers, pts, args.seconds, args.rate))
+        rate = args.rate or max(1.0, round(n_c / elapsed / 2))
+        lat_o, n_o, err_o = asyncio.run(open_loop(port, headers, pts, args.seconds, rate))
         created = count_cases(env) - before
     finally:
-        server.terminate()
-        server.wait(20)
+        # py-spy writes its samples when interrupted; uvicorn stops on the same signal.
+        server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+        server.wait(60)
     raw = raw_insert(env, pts, 5)
-    raw_group = raw_insert(env, pts, 5, group=args.raw_group)
+    raw_core = raw_insert(env, pts, 5, group=args.raw_group)
+    raw_driver = raw_insert(env, pts, 5, group=args.raw_group, driver=True)
+    raw_group = max(raw_core, raw_driver)
     cleanup()
     shutil.rmtree(tmp, ignore_errors=True)
     warm = None  # warm-up cases are counted in `created`; report the check against all 201s
     return {"backend": backend, "throughput": n_c / elapsed, "closed_p50": pct(lat_c, 0.5), "closed_p99": pct(lat_c, 0.99),
-            "rate": args.rate, "open_p50": pct(lat_o, 0.5), "open_p99": pct(lat_o, 0.99), "errors": err_c + err_o,
-            "raw": raw, "raw_group": raw_group, "created": created, "answered": n_c + n_o, "warm": warm, "gen_cpu": gen_cpu}
+            "rate": rate, "open_p50": pct(lat_o, 0.5), "open_p99": pct(lat_o, 0.99), "errors": err_c + err_o,
+            "raw": raw, "raw_group": raw_group, "raw_core": raw_core, "raw_driver": raw_driver, "created": created, "answered": n_c + n_o, "warm": warm, "gen_cpu": gen_cpu}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=10)
     p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--rate", type=float, default=500)
+    p.add_argument("--rate", type=float, default=0, help="open-loop requests/s; 0: half the closed loop's cases/s")
+    p.add_argument("--profile", help="directory for py-spy samples of the server (collapsed stacks)")
+    p.add_argument("--py-spy", default="py-spy", help="the py-spy program")
     p.add_argument("--backends", default="sqlite,postgis")
     p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     p.add_argument("--raw-group", type=int, default=64, help="cases per transaction of the grouped raw insert")
@@ -315,22 +341,22 @@ def main() -> None:
     results = [run_backend(b, args) for b in args.backends.split(",")]
     t = Table(title=f"Case creation over HTTP (locate+route+persist+log+outbox), {os.cpu_count()} cores, "
               f"{args.workers} server process(es), load generator on the same cores")
-    for col in ("backend", "HTTP cases/s (closed loop)", "p50 / p99 ms", f"p50 / p99 ms at {args.rate:g}/s (open loop)",
-                "raw, one case per commit (cases/s)", f"raw, {args.raw_group} per commit (cases/s)", "HTTP / raw grouped",
+    for col in ("backend", "HTTP cases/s (closed loop)", "p50 / p99 ms", "open loop: rate, p50 / p99 ms",
+                "raw, one case per commit (cases/s)", f"raw, {args.raw_group} per commit: Core / driver (cases/s)", "HTTP / raw grouped",
                 "errors", "load generator CPU (of all cores)", "target"):
         t.add_column(col)
     for r in results:
-        ok = r["throughput"] >= 1000 and r["open_p99"] < 100
+        ok = r["throughput"] / r["raw_group"] >= 0.5 and r["open_p99"] < 100
         t.add_row(r["backend"], f"{r['throughput']:.0f}", f"{r['closed_p50']:.1f} / {r['closed_p99']:.1f}",
-                  f"{r['open_p50']:.1f} / {r['open_p99']:.1f}", f"{r['raw']:.0f}", f"{r['raw_group']:.0f}",
+                  f"{r['rate']:g}/s: {r['open_p50']:.1f} / {r['open_p99']:.1f}", f"{r['raw']:.0f}", f"{r['raw_core']:.0f} / {r['raw_driver']:.0f}",
                   f"{r['throughput'] / r['raw_group']:.2f}",
-                  str(r["errors"]), f"{r['gen_cpu'] * 100:.0f} %", ("PASS" if ok else "FAIL") + " (≥1000/s, p99<100 ms)")
+                  str(r["errors"]), f"{r['gen_cpu'] * 100:.0f} %", ("PASS" if ok else "FAIL") + " (≥ 0.5× raw grouped, p99 < 100 ms at half)")
     console.print(t)
     for r in results:
         record(f"case intake over HTTP, {args.workers} process(es) ({r['backend']})", f"{r['throughput']:.0f} cases/s",
                f"grouped raw insert {r['raw_group']:.0f}/s", r["throughput"] / r["raw_group"], "≥ 0.5× limit",
                r["throughput"] / r["raw_group"] >= 0.5 and not r["errors"],
-               note=f"p99 {r['open_p99']:.0f} ms at {args.rate:g}/s (target < 100 ms at half capacity); {r['errors']} errors")
+               note=f"p99 {r['open_p99']:.0f} ms at {r['rate']:g}/s = half capacity (target < 100 ms); {r['errors']} errors")
     for r in results:
         console.print(f"{r['backend']}: cases in the database grew by {r['created']} (measured answers {r['answered']} + warm-up)")
 

@@ -22,9 +22,10 @@ from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from cityops.core.db import begin_write
+from cityops.core.db import WriterConnection, begin_write
 from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
 from cityops.core.types import JSONText
 
@@ -100,8 +101,9 @@ class Storage:
     def insert_rows(self, bind: Session | Connection, table, rows: list[dict], *, returning_ids: bool = False) -> list[int]:
         """Many rows of a mapped table (model or Table, integer primary key ``id``) in the caller's transaction:
         values as the ORM takes them (aware datetimes, Python objects for JSON columns); with ``returning_ids`` the
-        new ids in the order of ``rows``. SQLite: SQLAlchemy's executemany (the driver steps one prepared
-        statement per row, the floor there). PostgreSQL: COPY, the ids drawn from the table's sequence first
+        new ids in the order of ``rows``. SQLite: the driver's executemany, each column's SQLAlchemy bind
+        processing applied once per column (SQLAlchemy's own executemany built a parameter set per row), the ids
+        reserved under the writer lock first. PostgreSQL: COPY, the ids drawn from the table's sequence first
         (multi-row INSERTs of a few thousand rows spent more time in the driver's parsing of their thousands of
         placeholders than in the server)."""
         raise NotImplementedError
@@ -215,10 +217,31 @@ class SQLiteStorage(Storage):
         if not rows:
             return []
         table = getattr(table, "__table__", table)
+        conn = bind.connection() if isinstance(bind, Session) else bind
+        ids: list[int] = []
         if returning_ids:
-            return list(bind.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars())
-        bind.execute(insert(table), rows)
-        return []
+            # What SQLite itself would give (largest rowid + 1; no AUTOINCREMENT), under the writer lock.
+            dbapi = conn.connection.dbapi_connection
+            if isinstance(dbapi, WriterConnection):
+                dbapi.begin_write()
+            top = conn.exec_driver_sql(f"SELECT coalesce(max(id), 0) FROM {table.name}").scalar()
+            ids = list(range(top + 1, top + 1 + len(rows)))
+        columns = list(rows[0])
+        # The Python-side column defaults SQLAlchemy's INSERT would have filled in for columns the rows leave out.
+        missing = [c for c in table.columns if c.name not in rows[0] and c.default is not None and c.name != "id"]
+        if missing:
+            fill = {c.name: c.default.arg if c.default.is_scalar else None for c in missing}
+            calls = [c for c in missing if c.default.is_callable]
+            rows = [{**row, **fill, **{c.name: c.default.arg(None) for c in calls}} for row in rows]
+            columns = list(rows[0])
+        procs = [_bind_processor(table.c[c].type, conn.dialect) for c in columns]
+        values = [tuple(v if p is None or v is None else p(v) for v, p in zip(map(row.__getitem__, columns), procs))
+                  for row in rows]
+        if returning_ids:
+            values = [(i, *v) for i, v in zip(ids, values)]
+            columns = ["id", *columns]
+        self.bulk_insert(conn, table.name, columns, values)
+        return ids
 
     @contextmanager
     def bulk_cache(self, conn, kib):
@@ -338,11 +361,14 @@ class PostgreSQLStorage(Storage):
                                     {"t": table.name, "n": len(rows)}).scalars())
         cursor = conn.connection.driver_connection.cursor()
         names = (["id"] if returning_ids else []) + columns
-        with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-            for n, row in enumerate(rows):
-                values = [json.dumps(row[c], ensure_ascii=False) if c in as_json and row[c] is not None else row[c]
-                          for c in columns]
-                copy.write_row([ids[n], *values] if returning_ids else values)
+        try:
+            with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+                for n, row in enumerate(rows):
+                    values = [json.dumps(row[c], ensure_ascii=False) if c in as_json and row[c] is not None else row[c]
+                              for c in columns]
+                    copy.write_row([ids[n], *values] if returning_ids else values)
+        except conn.dialect.dbapi.IntegrityError as exc:  # COPY runs on the driver's cursor: SQLAlchemy's error type
+            raise IntegrityError(f"COPY {table.name}", None, exc) from exc
         return ids
 
     @contextmanager
@@ -443,6 +469,17 @@ class PostgreSQLStorage(Storage):
         # One text value cast to integer[] by the server: dumping a Python list element by element cost more
         # client CPU than the whole query did on the server.
         return column == any_(cast(literal("{" + ",".join(str(int(i)) for i in ids) + "}", Text), ARRAY(Integer)))
+
+
+_PROCESSORS: dict = {}  # (type, dialect) → bind processor, for SQLiteStorage.insert_rows
+
+
+def _bind_processor(type_, dialect):
+    """The bind processing SQLAlchemy applies to a value of ``type_`` on ``dialect`` (TypeDecorator included)."""
+    key = (id(type_), dialect.name)
+    if key not in _PROCESSORS:
+        _PROCESSORS[key] = type_.dialect_impl(dialect).bind_processor(dialect)
+    return _PROCESSORS[key]
 
 
 SQLITE = SQLiteStorage()

@@ -27,7 +27,7 @@ from cityops.events import catalogue
 from cityops.events.actions import log_rows, act, current_state
 from cityops.events.models import Case, Outbox, Transition
 from cityops.events.queries import case_dict
-from cityops.events.routing import ALL, SOURCES, locate, route, utcnow
+from cityops.events.routing import ALL, SOURCES, Where, locate, locate_points, route, utcnow
 from cityops.identity.scope import Scope
 from cityops.org.locate import LocatorCache
 
@@ -73,9 +73,11 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
                lat: float | None = None, address: str | None = None, address_id: str | None = None,
                unit_code: str | None = None, urgency: str = "normal", reporter: dict | None = None,
                external_key: str | None = None, attributes: dict | None = None, reported_at: datetime | None = None,
-               actor: audit.Actor, scope: Scope = ALL, locator: LocatorCache | None = None) -> CaseDraft:
+               actor: audit.Actor, scope: Scope = ALL, locator: LocatorCache | None = None,
+               where: Where | Exception | None = None) -> CaseDraft:
     """Everything of a report (信息收集) but its storage: validate, locate, route. Reads only (and, with a
-    point and a ``locator``, touches no table), so it runs before the write lock."""
+    point and a ``locator``, touches no table), so it runs before the write lock. ``where``: the point located
+    already (``draft_reports``), or the error locating it gave."""
     if source not in SOURCES:
         raise InvalidInput(f"unknown source {source!r}; use one of {', '.join(SOURCES)}", {"field": "source"})
     tax = catalogue.taxonomy()
@@ -86,7 +88,10 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
     description = _clean_text(description, "description", settings.max_description)
     title = _clean_text(title, "title", 256) or cls.name
     address = _clean_text(address, "address", 256)
-    where = locate(session, lon=lon, lat=lat, address=address, address_id=address_id, unit_code=unit_code, locator=locator)
+    if where is None:
+        where = locate(session, lon=lon, lat=lat, address=address, address_id=address_id, unit_code=unit_code, locator=locator)
+    elif isinstance(where, Exception):
+        raise where
     path = where.located.path
     if not scope.covers(path):
         # Never name the place: it belongs to someone else's scope.
@@ -107,6 +112,29 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
     entry, notice = log_rows(None, 1, number, path, "report", None, "reported", actor, at, description,
                               {"source": source, "located_by": where.how, "route": routing}, where.lon, where.lat)
     return CaseDraft(values, entry, notice, scope)
+
+
+@dataclass
+class PointReport:
+    """A report with lon/lat, not yet drafted: ``draft_case``'s keyword arguments. The case writer drafts its
+    whole group together (``draft_reports``), locating every point in one pass; ``draft`` holds the result."""
+
+    report: dict
+    draft: CaseDraft | None = None
+
+
+def draft_reports(session: Session, reports: list[PointReport], locator: LocatorCache | None = None) -> list[CaseDraft | Exception]:
+    """``draft_case`` of each point report, their points located at once (``routing.locate_points``); per report
+    its draft or the error that refuses it (the others go on)."""
+    found = locate_points(session, [(r.report["lon"], r.report["lat"]) for r in reports], locator)
+    out: list[CaseDraft | Exception] = []
+    for r, where in zip(reports, found, strict=True):
+        try:
+            r.draft = draft_case(session, **r.report, where=where)
+            out.append(r.draft)
+        except Exception as exc:  # this report alone is refused; its request hears why
+            out.append(exc)
+    return out
 
 
 _CASE_COLUMNS = dict.fromkeys(Case.__table__.columns.keys())
@@ -172,21 +200,26 @@ def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, 
 
 
 def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
+    """The drafts' cases (ids drawn first), first log entries and outbox rows through the storage strategy's
+    ``insert_rows``: the driver's executemany (SQLite) or COPY (PostgreSQL). SQLAlchemy's multi-row INSERT …
+    RETURNING built and bound a parameter set per row and column, the largest share of a group's write."""
     if not drafts:
         return []
-    table = Case.__table__
+    storage = storage_of(session)
     # The points of the group encoded in one vectorised pass (the geometry is lon/lat until here).
-    geoms = storage_of(session).encode_geometries(shapely.points([d.values["lon"] for d in drafts],
-                                                                 [d.values["lat"] for d in drafts]))
-    ids = list(session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True),
-                               [{**d.values, "geom": g} for d, g in zip(drafts, geoms)]))
-    entries, notices = [], []
-    for d, cid in zip(drafts, ids):
-        entries.append({**d.entry, "case_id": cid})
-        notices.append({**d.notice, "case_id": cid})
-    session.execute(insert(Transition.__table__), entries)
-    session.execute(insert(Outbox.__table__), notices)
+    geoms = storage.bulk_geometries(shapely.points([d.values["lon"] for d in drafts], [d.values["lat"] for d in drafts]))
+    ids = storage.insert_rows(session, Case, [{**_CASE_DEFAULTS, **d.values, "geom": g} for d, g in zip(drafts, geoms)],
+                              returning_ids=True)
+    storage.insert_rows(session, Transition, [{**_ENTRY_DEFAULTS, **d.entry, "case_id": cid} for d, cid in zip(drafts, ids)])
+    storage.insert_rows(session, Outbox, [{**_NOTICE_DEFAULTS, **d.notice, "case_id": cid} for d, cid in zip(drafts, ids)])
     return ids
+
+
+#: Every column a draft may leave out, so each group's rows carry the same keys (the driver's executemany and COPY
+#: take one column list).
+_CASE_DEFAULTS = {c: None for c in Case.__table__.columns.keys() if c != "id"}
+_ENTRY_DEFAULTS = {c: None for c in Transition.__table__.columns.keys() if c != "id"}
+_NOTICE_DEFAULTS = {c: None for c in Outbox.__table__.columns.keys() if c != "id"}
 
 
 def create_case(session: Session, *, scope: Scope = ALL, **report) -> Case:

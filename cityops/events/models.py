@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Double, ForeignKey, Integer, Text, UniqueConstraint
+from sqlalchemy import Double, ForeignKey, Index, Integer, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
@@ -18,49 +18,64 @@ from cityops.core.geometry import Geometry
 from cityops.core.types import JSONText, UTCDateTime, utcnow
 
 
+def _set(column: str) -> Index:
+    """An index of a column that is NULL until a step sets it (a new case has no entry in it)."""
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_event_cases_{column}", column, sqlite_where=where, postgresql_where=where)
+
+
 class Case(Base):
     __tablename__ = "event_cases"
+    #: What each index serves is listed in docs/architecture.md ("The indexes of event_cases"); every other
+    #: column is only read from rows these (or a scan) found. A case insert maintains as few as the queries need.
+    __table_args__ = (
+        Index("ix_event_cases_reported_at", "reported_at"),
+        Index("ix_event_cases_unit_path", "unit_path"),
+        Index("ix_event_cases_state_reported", "state", "reported_at"),
+        Index("ix_event_cases_class_reported", "class_code", "reported_at"),
+        *(_set(c) for c in ("filed_at", "dispatched_at", "handled_at", "deadline_at", "department_code")),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     #: Public case number, also the Open311 service_request_id.
     number: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
     #: rest, patrol, public, open311, hotline, sensor, task.
-    source: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    source: Mapped[str] = mapped_column(Text, nullable=False)
     #: Idempotency key of the channel (alarm key, 12345 ticket id, client request key); unique per source.
     external_key: Mapped[str | None] = mapped_column(Text, unique=True)
     kind: Mapped[str] = mapped_column(Text, nullable=False)
-    class_code: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    class_code: Mapped[str] = mapped_column(Text, nullable=False)
     title: Mapped[str] = mapped_column(Text, nullable=False)
     description: Mapped[str | None] = mapped_column(Text)
     urgency: Mapped[str] = mapped_column(Text, nullable=False, default="normal")
-    state: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    state: Mapped[str] = mapped_column(Text, nullable=False)
     lon: Mapped[float] = mapped_column(Double, nullable=False)
     lat: Mapped[float] = mapped_column(Double, nullable=False)
     geom = mapped_column(Geometry("POINT"), nullable=False)
     address: Mapped[str | None] = mapped_column(Text)
-    grid_code: Mapped[str] = mapped_column(Text, nullable=False, index=True)
-    township_code: Mapped[str | None] = mapped_column(Text, index=True)
-    unit_path: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    grid_code: Mapped[str] = mapped_column(Text, nullable=False)
+    township_code: Mapped[str | None] = mapped_column(Text)
+    unit_path: Mapped[str] = mapped_column(Text, nullable=False)
     #: Routing result: the department or, by territorial fallback, the unit that answers for the case.
-    department_code: Mapped[str | None] = mapped_column(Text, index=True)
+    department_code: Mapped[str | None] = mapped_column(Text)
     assigned_unit_code: Mapped[str | None] = mapped_column(Text)
     route: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
     reporter: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
-    reported_by: Mapped[str | None] = mapped_column(Text, index=True)
+    reported_by: Mapped[str | None] = mapped_column(Text)
     attributes: Mapped[dict] = mapped_column(JSONText, nullable=False, default=dict)
     # --- projection of the transition log
-    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, index=True)
+    reported_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    filed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     filed_by: Mapped[str | None] = mapped_column(Text)
-    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     dispatched_by: Mapped[str | None] = mapped_column(Text)
     dispatch_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
-    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    handled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Deadline in force (after approved 延期 and 挂账 pauses).
-    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: While paused (挂账): the working seconds that were left.
     paused_remaining_s: Mapped[float | None] = mapped_column(Double)
     returned_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

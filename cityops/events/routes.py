@@ -167,28 +167,30 @@ async def create_case(request: Request) -> Response:
     if body.source in ("sensor", "open311"):
         raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
 
+    report = dict(source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
+                  description=body.description, lon=body.lon, lat=body.lat, address=body.address,
+                  address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
+                  attributes=body.attributes,
+                  external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
+                  actor=principal.actor(request_id(request)), scope=principal.scope)
+
     def draft() -> creation.CaseDraft:
-        with ctx.sessions() as session:  # opens a connection only if something must be read
-            return creation.draft_case(
-                session, source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
-                description=body.description, lon=body.lon, lat=body.lat, address=body.address,
-                address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
-                attributes=body.attributes,
-                external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
-                actor=principal.actor(request_id(request)), scope=principal.scope,
-                locator=routing.FixedLocator(ctx.locator))
+        with ctx.sessions() as session:  # an address, building or unit code is looked up in the database
+            return creation.draft_case(session, **report, locator=routing.FixedLocator(ctx.locator))
 
     def stored(case_id: int) -> dict:
         with ctx.sessions() as session:
             return queries.case_dict(session.get(Case, case_id))
 
-    # Async, with a point: drafting is arithmetic on cached data (locator, routing rules), cheaper inline than a
-    # hand-off to the thread pool (the caches check a small table for changes every couple of seconds, a
-    # sub-millisecond read); an address, building or unit code is looked up in the database, in a thread.
-    # No request session either: its setup and teardown are two more hand-offs.
-    located = body.lon is not None and body.lat is not None
-    d = draft() if located else await asyncio.to_thread(draft)
-    case_id, created = await asyncio.wrap_future(intake.writer(request.app.state).submit(d))
+    # With a point, the report goes to the case writer as it is: the writer locates and routes its whole group
+    # at once (a vectorised Locator pass, cached routing rules) before the transaction, so the event loop only
+    # authenticates, parses and answers. An address, building or unit code is drafted here, in a thread.
+    if body.lon is not None and body.lat is not None:
+        item = creation.PointReport(report)
+    else:
+        item = await asyncio.to_thread(draft)
+    case_id, created = await asyncio.wrap_future(intake.writer(request.app.state).submit(item))
+    d = item.draft if isinstance(item, creation.PointReport) else item
     # An idempotent retry (not created) answers with the case stored the first time.
     out = creation.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)
     # orjson directly: the dict is JSON-ready, and FastAPI's generic encoder was a visible share of an intake request.

@@ -124,13 +124,46 @@ def locate(session: Session, *, lon: float | None = None, lat: float | None = No
         else:
             raise InvalidInput("a location is required: lon/lat, address, address_id or unit_code", {"field": "location"})
         lon, lat = point.x, point.y
+    lon, lat = _point(lon, lat)
+    return _where(lon, lat, locator.get().locate(lon, lat), how)
+
+
+def locate_points(session: Session, points: list[tuple], locator: LocatorCache | None = None) -> list[Where | Exception]:
+    """``locate`` of many lon/lat points at once: one vectorised Locator pass (STRtree query and prepared
+    polygons over the whole array) instead of a Shapely point and a tree query per report. Per point its
+    ``Where``, or the error ``locate`` would have raised for it."""
+    out: list[Where | Exception] = [None] * len(points)
+    good, lons, lats = [], [], []
+    for i, (lon, lat) in enumerate(points):
+        try:
+            lon, lat = _point(lon, lat)
+        except InvalidInput as exc:
+            out[i] = exc
+            continue
+        good.append(i)
+        lons.append(lon)
+        lats.append(lat)
+    if good:
+        found = (locator or _locator(session)).get().locate_many(lons, lats)
+        for i, lon, lat, located in zip(good, lons, lats, found, strict=True):
+            try:
+                out[i] = _where(lon, lat, located, "point")
+            except OutsideJurisdiction as exc:
+                out[i] = exc
+    return out
+
+
+def _point(lon, lat) -> tuple[float, float]:
     try:
         lon, lat = float(lon), float(lat)
     except (TypeError, ValueError):
         raise InvalidInput("lon/lat must be numbers", {"field": "lon/lat"}) from None
     if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
         raise InvalidInput(f"lon/lat out of range: {lon}, {lat}", {"field": "lon/lat"})
-    located = locator.get().locate(lon, lat)
+    return lon, lat
+
+
+def _where(lon: float, lat: float, located: Located | None, how: str) -> Where:
     if located is None:
         raise OutsideJurisdiction(f"the point {lon:.6f}, {lat:.6f} lies outside the district's jurisdiction",
                                   {"lon": lon, "lat": lat})
