@@ -66,6 +66,13 @@ def test_bulk_ingest_is_idempotent_out_of_order_and_rolls_up(api, gauge):
     assert sums == [1.0, expected_hour, expected_hour, expected_hour, 2.0]
     assert [v[3] for v in hours.values()] == [1, 12, 12, 12, 1]
     assert day == [(3 * expected_hour + 3.0, 38)] and minutes == 38
+    # The datastream follows what was stored, whatever the order: its phenomenonTime spans the earliest to the
+    # latest reading (08:55–12:00 local), and its latest value is the 12:00 one, not the last one sent (08:55).
+    d = api.get(f"{STA}/Datastreams({ds})", headers=admin).json()
+    assert d["phenomenonTime"] == "2026-07-15T00:55:00.000Z/2026-07-15T04:00:00.000Z"
+    streams = [s for t in api.get("/api/sensing/devices", headers=admin, params={"limit": 1000}).json()["items"]
+               for s in t["datastreams"] if s["id"] == ds]
+    assert streams[0]["last_value"] == 2.0 and streams[0]["last_time"] == "2026-07-15T04:00:00.000Z"
     # Range query: raw over 3 h, hourly rollups over a day, and downsampled to a few points with peaks kept.
     raw = api.get(f"/api/sensing/datastreams/{ds}/series", headers=admin,
                   params={"start": "2026-07-15T09:00:00+08:00", "end": "2026-07-15T12:00:00+08:00"}).json()

@@ -202,11 +202,12 @@ def foi_for(session: Session, ds_id: int, cache: dict | None = None) -> int | No
 _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, result_json, foi_id"
 
 
-def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
-    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored."""
+def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> tuple[list[tuple[int, int, int]], bool]:
+    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored, and whether the
+    datastreams' state already follows them (the COPY path's statement updated it)."""
     if storage_of(session).copy_in:
-        return _insert_copy(session, rows, fois)
-    return _insert_sqlite(session, rows, fois)
+        return _insert_copy(session, rows, fois), True
+    return _insert_sqlite(session, rows, fois), False
 
 
 #: Rows per SQLite INSERT: 7 parameters each, under SQLite's limit of 32,766 variables a statement.
@@ -238,14 +239,42 @@ def _insert_sqlite(session: Session, rows: list[Row], fois: dict[int, int | None
     return stored
 
 
+#: The PostgreSQL write of a staged batch, one statement: the staging rows taken out (DELETE … RETURNING, so the next
+#: batch of the transaction starts empty without a TRUNCATE round trip), inserted skipping resends, and the
+#: datastreams' time bounds and latest value moved by what was stored (``timeseries.update_stream_state`` in SQL:
+#: it was a pipelined UPDATE per datastream, the statement the batch waited on longest).
+_PG_STORE = f"""
+WITH staged AS (DELETE FROM sensing_ingest_stage RETURNING *),
+ins AS (
+    INSERT INTO sta_observations ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM staged ORDER BY n
+    ON CONFLICT (datastream_id, t_ms) DO NOTHING RETURNING id, datastream_id, t_ms, t_end_ms, result_num),
+per AS (
+    SELECT datastream_id, min(t_ms) AS lo, max(coalesce(t_end_ms, t_ms)) AS hi, max(t_ms) AS t,
+           (array_agg(result_num ORDER BY t_ms DESC))[1] AS v
+    FROM ins GROUP BY datastream_id),
+state AS (
+    UPDATE sta_datastreams d SET
+        phenomenon_start_ms = CASE WHEN d.phenomenon_start_ms IS NULL OR d.phenomenon_start_ms > per.lo THEN per.lo
+                                   ELSE d.phenomenon_start_ms END,
+        phenomenon_end_ms = CASE WHEN d.phenomenon_end_ms IS NULL OR d.phenomenon_end_ms < per.hi THEN per.hi
+                                 ELSE d.phenomenon_end_ms END,
+        last_value = CASE WHEN d.last_ms IS NULL OR d.last_ms <= per.t THEN per.v ELSE d.last_value END,
+        last_ms = CASE WHEN d.last_ms IS NULL OR d.last_ms < per.t THEN per.t ELSE d.last_ms END
+    FROM per WHERE d.id = per.datastream_id RETURNING 1)
+SELECT id, datastream_id, t_ms FROM ins"""
+
+
 def _insert_copy(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
-    """PostgreSQL: COPY into a per-connection staging table, then one INSERT … SELECT … ON CONFLICT DO NOTHING
-    RETURNING (idempotent as the row-wise insert; duplicates inside a batch keep the first). COPY is the
-    cheapest way into PostgreSQL; the multi-row VALUES insert with RETURNING was ~60 % of a batch."""
+    """PostgreSQL: COPY into a per-connection staging table, then one statement (``_PG_STORE``) that inserts with
+    ON CONFLICT DO NOTHING (idempotent as the row-wise insert; duplicates inside a batch keep the first), returns
+    what was stored and updates the datastreams' state: three round trips a batch besides the rollups (there were
+    four and a pipelined UPDATE per datastream: the staging table's DDL, COPY, INSERT, TRUNCATE, the state)."""
     conn = session.connection()
+    # Each batch: the table made in a transaction that later rolled back is gone with it.
     conn.exec_driver_sql(
-        "CREATE TEMP TABLE IF NOT EXISTS sensing_ingest_stage (n bigserial, datastream_id integer, t_ms bigint, t_end_ms bigint, "
-        "result_time_ms bigint, result_num double precision, result_json jsonb, foi_id integer) ON COMMIT DELETE ROWS")
+        "CREATE TEMP TABLE IF NOT EXISTS sensing_ingest_stage (n bigserial, datastream_id integer, t_ms bigint, "
+        "t_end_ms bigint, result_time_ms bigint, result_num double precision, result_json jsonb, foi_id integer) "
+        "ON COMMIT DELETE ROWS")
     from psycopg.types.json import Jsonb
 
     cur = conn.connection.driver_connection.cursor()
@@ -254,12 +283,8 @@ def _insert_copy(session: Session, rows: list[Row], fois: dict[int, int | None])
         for r in rows:
             write((r.datastream_id, r.t_ms, r.t_end_ms, r.result_time_ms, r.value,
                    None if r.result_json is None else Jsonb(r.result_json), fois.get(r.datastream_id)))
-    cur.execute(
-        f"INSERT INTO sta_observations ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM sensing_ingest_stage ORDER BY n "
-        "ON CONFLICT (datastream_id, t_ms) DO NOTHING RETURNING id, datastream_id, t_ms")
-    stored = cur.fetchall()  # tuples straight from the driver (a Result row at a time was 8 % of a batch)
-    conn.exec_driver_sql("TRUNCATE sensing_ingest_stage")  # the next batch of this transaction starts empty
-    return stored
+    cur.execute(_PG_STORE)
+    return cur.fetchall()  # tuples straight from the driver (a Result row at a time was 8 % of a batch)
 
 
 @dataclass
@@ -278,7 +303,7 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
         return BatchResult([], [], {})
     cache = engine_state.fois if engine_state is not None else {}
     fois = {ds_id: foi_for(session, ds_id, cache) for ds_id in metas}
-    inserted = _insert(session, rows, fois)
+    inserted, state_kept = _insert(session, rows, fois)
     if len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
         # Each stored key once (the first occurrence is the one stored, when a batch repeats it): the rollups
         # fold rows in, so a key counted twice would count twice.
@@ -290,20 +315,22 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
                 new.discard(key)
                 kept.append(r)
         rows = kept
-    changes = post_process(session, rows, metas, engine_state) if rows else []
+    changes = post_process(session, rows, metas, engine_state, state_kept=state_kept) if rows else []
     return BatchResult(inserted, changes, fois)
 
 
-def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None) -> list:
-    """Rollups, datastream state and rules for stored ``rows``; the ``observation.batch_stored`` event (other
-    capabilities react to new observations through it: the warning models re-evaluate the risk points the
-    rows feed)."""
+def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None, *,
+                 state_kept: bool = False) -> list:
+    """Rollups, datastream state (unless the insert kept it: ``state_kept``) and rules for stored ``rows``; the
+    ``observation.batch_stored`` event (other capabilities react to new observations through it: the warning
+    models re-evaluate the risk points the rows feed)."""
     from cityops.sensing import rules, timeseries
 
     publish(session, ObservationBatchStored(datastream_ids=sorted({r.datastream_id for r in rows}), count=len(rows),
                                             newest_ms=max(r.t_ms for r in rows)))
     timeseries.update_rollups(session, rows)
-    timeseries.update_stream_state(session, rows)
+    if not state_kept:
+        timeseries.update_stream_state(session, rows)
     return rules.evaluate(session, rows, metas, engine_state)
 
 
