@@ -119,19 +119,24 @@ def sample_points(env: dict, n: int = 5000) -> list[tuple[float, float]]:
 class Conn:
     """One keep-alive HTTP/1.1 connection: write a request, read status line, headers and the body."""
 
-    def __init__(self, reader, writer):
-        self.reader, self.writer = reader, writer
+    def __init__(self, reader, writer, port: int):
+        self.reader, self.writer, self.port = reader, writer, port
 
     @classmethod
     async def open(cls, port: int) -> "Conn":
         r, w = await asyncio.open_connection("127.0.0.1", port)
-        return cls(r, w)
+        return cls(r, w, port)
 
     async def request(self, method: str, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
         head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         self.writer.write(head.encode() + body)
         status_line = await self.reader.readline()
+        if not status_line:  # the server closed a connection idle past its keep-alive (a slow open loop): reconnect
+            self.writer.close()
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+            self.writer.write(head.encode() + body)
+            status_line = await self.reader.readline()
         status = int(status_line.split()[1])
         length = 0
         while True:
