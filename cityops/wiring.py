@@ -9,6 +9,8 @@ is off, and the CLI for its commands):
   reading the sensing time series (``warning.evaluate``; the adapter is ``sensing_series``);
 - ``warning.level_changed`` → the emergency plan responds (``tasks.plan_response``) and the risk point's alarm
   follows the level (``sensing.warning_alarm``);
+- ``incident.activated`` / ``incident.closed`` → the event center opens (or joins) and closes the incident's case
+  (``events.incident_case``), and ``case.linked`` → the incident keeps its reference (``tasks.case_link``);
 - ``building.changed`` → the building tiles are stale (``tiles.buildings_changed``);
 - ``warning.level_changed``, ``plan.activated``, ``case.changed``, ``indicator.breached`` → notifications
   (``notify.*``: the responsible people, the plan's list and the tasks' assignees, the case's handler, the level
@@ -39,14 +41,14 @@ from sqlalchemy.orm import Session
 from cityops.core.bus import Bus, Envelope, Subscription, Timer
 from cityops.demo.generator import DemoContext, register_step
 from cityops.directives.manifest import DirectiveChanged
-from cityops.events.manifest import CaseChanged
+from cityops.events.manifest import CaseChanged, CaseLinked
 from cityops.housing.manifest import BuildingChanged
 from cityops.identity.manifest import AccessChanged
 from cityops.indicators.manifest import IndicatorBreached
 from cityops.notify.manifest import NotificationChanged, NotificationQueued
 from cityops.org.manifest import UnitsChanged
 from cityops.sensing.manifest import AlarmChanged, ObservationBatchStored
-from cityops.tasks.manifest import PlanActivated
+from cityops.tasks.manifest import IncidentActivated, IncidentClosed, PlanActivated
 from cityops.tiles.manifest import TileSourceChanged
 from cityops.warning.manifest import WarningLevelChanged
 
@@ -57,6 +59,7 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
                   locator=None, directive_hub=None, indicators_live=None) -> list[Subscription]:
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
     they are each capability's own, fed by its own events."""
+    from cityops.events import subscriptions as events
     from cityops.identity import subscriptions as identity
     from cityops.sensing import subscriptions as sensing
     from cityops.notify import subscriptions as notify
@@ -86,6 +89,10 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
             Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
             Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
+            # An incident's case: opened (or the danger's open case joined) and closed by the event center, the
+            # reference kept by the task center.
+            Subscription("events.incident_case", (IncidentActivated, IncidentClosed), events.incident_event),
+            Subscription("tasks.case_link", (CaseLinked,), tasks.case_link),
             Subscription("tiles.buildings_changed", (BuildingChanged,), tiles.buildings_changed, ordered=False),
             # Every capability speaks: notifications of warnings, plan activations and tasks, cases, indicator breaches.
             Subscription("notify.warning", (WarningLevelChanged,), notify.warning_level),

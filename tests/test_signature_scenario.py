@@ -135,11 +135,12 @@ def test_storm_to_every_household_moved(wired):
     timeline = api.get(f"/api/incidents/{inc['id']}/timeline", params={"decisions_only": False}, headers=users["taikang"]).json()
     assert {e["actor_name"] for e in timeline if e["actor"] == "yihe"} == {"义和镇值班员"}
 
-    # 8. Stand down and close: the incident's case closes in the event center too.
+    # 8. Stand down and close: the incident's case closes in the event center too (its consumer of incident.closed).
     assert api.post(f"/api/incidents/{inc['id']}/stand-down", json={"reason": "降雨停止,位移趋稳"},
                     headers=users["yihe"]).status_code == 200
     r = api.post(f"/api/incidents/{inc['id']}/close", json={"note": "险情解除,转移群众全部安全"}, headers=users["yihe"])
     assert r.status_code == 200 and r.json()["status"] == "closed", r.text
+    api.app.state.ctx.bus.wait_idle()
     assert api.get(f"/api/events/cases/{inc['case_ref']}", headers=admin).json()["state"] == "closed"
 
 
@@ -286,3 +287,58 @@ def test_the_storm_notifies_the_right_people_and_escalates_past_the_silent(wired
     with api.store.sessions() as s:
         assert notify.escalate_due(s, datetime.now(UTC) + timedelta(hours=3)) == [] or red.id not in notify.escalate_due(s, datetime.now(UTC) + timedelta(hours=3))
         assert s.get(NotifyMessage, red.id).status == "acknowledged"
+
+
+def test_one_danger_one_case_and_titles_that_follow_the_level(wired):
+    """A proposed response activated after its warning alarm opened a case joins that case (the event center's
+    consumer of incident.activated; the incident keeps the reference from case.linked); the title names the risk
+    point, follows the response level, and a second response there is numbered. Closing the incident closes the
+    case (incident.closed)."""
+    from datetime import UTC, datetime
+
+    from shapely.geometry import Point
+
+    from cityops.core.spatial import buffer_m
+    from cityops.sensing import alarms
+    from cityops.tasks.plans import on_warning_level
+
+    api, bus = wired, wired.app.state.ctx.bus
+    admin, yihe = api.login("admin"), api.login("yihe")
+    place = api.get("/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+    grid, point = place["unit_code"], Point(place["lon"], place["lat"])
+    body = buffer_m(point, 40, api.store.settings.metric_crs)
+
+    def warn(level):
+        with api.store.sessions() as session:
+            incident = on_warning_level(session, risk_point_code="WL-LGW", hazard_type="waterlogging", level=level,
+                                        unit_code=grid, geometry=body, evidence={}, place_name="老沟湾测试积水点")
+            alarm = alarms.raise_alarm(session, key="warning:WL-LGW", severity=level, title=f"老沟湾测试积水点{level}",
+                                       unit_code=grid, risk_point_code="WL-LGW", datastream_id=None, evidence={},
+                                       observed_at=datetime.now(UTC), source="warning", lon=point.x, lat=point.y,
+                                       case_ref=incident.case_ref)
+            session.commit()
+            result = incident.id, alarm.case_ref
+        bus.wait_idle()
+        return result
+
+    iid, alarm_case = warn("orange")  # the flood plan proposes: no case yet, the alarm opens one
+    assert alarm_case and api.get(f"/api/incidents/{iid}", headers=yihe).json()["title"] == "老沟湾测试积水点II级响应"
+    assert api.post(f"/api/incidents/{iid}/activate", headers=yihe).status_code == 200
+    bus.wait_idle()
+    inc = api.get(f"/api/incidents/{iid}", headers=yihe).json()
+    assert inc["case_ref"] == alarm_case  # joined, not a second case
+    timeline = api.get(f"/api/incidents/{iid}/timeline", headers=yihe).json()
+    assert any(e["kind"] == "case.linked" and e["data"]["joined"] for e in timeline)
+    with api.store.sessions() as session:
+        assert session.scalar(select(Case.id).where(Case.external_key == f"incident:{iid}")) is None
+    assert warn("red") == (iid, alarm_case)
+    assert api.get(f"/api/incidents/{iid}", headers=yihe).json()["title"] == "老沟湾测试积水点I级响应"
+    assert api.post(f"/api/incidents/{iid}/stand-down", headers=yihe, json={"reason": "积水退去"}).status_code == 200
+    assert api.post(f"/api/incidents/{iid}/close", headers=yihe, json={"note": "结束"}).status_code == 200
+    bus.wait_idle()
+    assert api.get(f"/api/events/cases/{alarm_case}", headers=admin).json()["state"] == "closed"
+    with api.store.sessions() as session:
+        again = on_warning_level(session, risk_point_code="WL-LGW", hazard_type="waterlogging", level="orange",
+                                 unit_code=grid, geometry=body, evidence={}, place_name="老沟湾测试积水点")
+        session.commit()
+        assert again.id != iid and again.title == "老沟湾测试积水点II级响应（第2次）"

@@ -208,41 +208,6 @@ def test_proposed_plan_waits_for_one_click_and_can_be_dismissed(api, where):
     assert r.json()["status"] == "dismissed"
 
 
-def test_one_danger_one_case_and_titles_that_follow_the_level(api, where):
-    """A proposed response activated after its warning alarm opened a case joins that case; the title names
-    the risk point, follows the response level, and a second response there is numbered."""
-    from cityops.sensing import alarms
-
-    yihe = api.login("yihe")
-    body = buffer_m(where["point"], 40, METRIC)
-
-    def warn(level):
-        with api.store.sessions() as session:
-            incident = on_warning_level(session, risk_point_code="WL-LGW", hazard_type="waterlogging", level=level,
-                                        unit_code=where["grid"], geometry=body, evidence={}, place_name="老沟湾测试积水点")
-            alarm = alarms.raise_alarm(session, key="warning:WL-LGW", severity=level, title=f"老沟湾测试积水点{level}",
-                                       unit_code=where["grid"], risk_point_code="WL-LGW", datastream_id=None, evidence={},
-                                       observed_at=datetime.now(UTC), source="warning", lon=where["point"].x,
-                                       lat=where["point"].y, case_ref=incident.case_ref)
-            session.commit()
-            return incident.id, alarm.case_ref
-
-    iid, alarm_case = warn("orange")  # the flood plan proposes: no case yet, the alarm opens one
-    assert alarm_case and api.get(f"/api/incidents/{iid}", headers=yihe).json()["title"] == "老沟湾测试积水点II级响应"
-    assert api.post(f"/api/incidents/{iid}/activate", headers=yihe).status_code == 200
-    inc = api.get(f"/api/incidents/{iid}", headers=yihe).json()
-    assert inc["case_ref"] == alarm_case  # joined, not a second case
-    assert warn("red") == (iid, alarm_case)
-    assert api.get(f"/api/incidents/{iid}", headers=yihe).json()["title"] == "老沟湾测试积水点I级响应"
-    assert api.post(f"/api/incidents/{iid}/stand-down", headers=yihe, json={"reason": "积水退去"}).status_code == 200
-    assert api.post(f"/api/incidents/{iid}/close", headers=yihe, json={"note": "结束"}).status_code == 200
-    with api.store.sessions() as session:
-        again = on_warning_level(session, risk_point_code="WL-LGW", hazard_type="waterlogging", level="orange",
-                                 unit_code=where["grid"], geometry=body, evidence={}, place_name="老沟湾测试积水点")
-        session.commit()
-        assert again.id != iid and again.title == "老沟湾测试积水点II级响应（第2次）"
-
-
 def test_bad_incident_and_zone_input(api, where):
     yihe = api.login("yihe")
     grid = where["grid"]

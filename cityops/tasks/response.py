@@ -15,9 +15,8 @@ from cityops.core.bus import publish
 from cityops.core.errors import Conflict, InvalidInput
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
-from cityops.tasks import links
 from cityops.tasks.catalogue import ROMAN, catalogue, parse_level
-from cityops.tasks.manifest import PlanActivated
+from cityops.tasks.manifest import IncidentActivated, IncidentClosed, PlanActivated
 from cityops.tasks.evacuation import totals
 from cityops.tasks.incidents import ALL, _ancestor, _unit, get_incident, incident_dict, log_step
 from cityops.tasks.models import Evacuation, EvacuationEvent, Incident, IncidentLog, RiskZone, Shelter, Task
@@ -108,13 +107,14 @@ def dismiss(session: Session, actor: audit.Actor, scope: Scope, incident_id: int
 def _activate(session: Session, actor: audit.Actor, incident: Incident) -> None:
     plan = catalogue().plan(incident.plan_key)
     incident.activated_at = utcnow()
-    incident.case_ref = links.create_case(
-        session, title=incident.title, description=f"{plan.name_zh} {ROMAN[incident.response_level]}级响应",
-        unit_code=incident.unit_code, geometry=incident.hazard_geom, hazard_type=incident.hazard_type,
-        event_class=plan.event_class, grade=incident.event_grade, drill=incident.drill, incident_id=incident.id, actor=actor,
-        risk_point_code=incident.risk_point_code)
-    if incident.case_ref:
-        log_step(session, incident, actor.name, "case.linked", f"事件中心立案 {incident.case_ref}", {"case_ref": incident.case_ref})
+    # The event center opens the incident's case (or joins the danger's open one) and answers case.linked.
+    geometry = incident.hazard_geom
+    point = geometry.representative_point() if geometry is not None and not geometry.is_empty else None
+    publish(session, IncidentActivated(
+        incident_id=incident.id, title=incident.title, description=f"{plan.name_zh} {ROMAN[incident.response_level]}级响应",
+        unit_code=incident.unit_code, unit_path=incident.unit_path, hazard_type=incident.hazard_type,
+        event_class=plan.event_class, event_grade=incident.event_grade, risk_point_code=incident.risk_point_code,
+        lon=point.x if point else None, lat=point.y if point else None, drill=bool(incident.drill), actor=actor.name))
     _instantiate(session, actor, incident, incident.response_level)
     zone = current_zone(session, incident.id)
     if zone is not None:  # drawn or computed while proposed: its households are locked now
@@ -251,9 +251,11 @@ def close(session: Session, actor: audit.Actor, scope: Scope, incident_id: int, 
     incident.status = "closed"
     incident.closed_at = utcnow()
     session.execute(update(Task).where(Task.incident_id == incident.id, Task.status == "open").values(status="done", completed_at=utcnow()))
-    closed = links.close_case(session, incident.case_ref, incident.closing_note, actor)
-    log_step(session, incident, actor.name, "incident.closed", "响应结束,事件关闭" + ("(事件中心已结案)" if closed else ""),
-             {"figures": f, "case_closed": closed})
+    # The event center closes the incident's case with the closing note.
+    publish(session, IncidentClosed(incident_id=incident.id, case_ref=incident.case_ref,
+                                    risk_point_code=incident.risk_point_code, closing_note=incident.closing_note,
+                                    unit_path=incident.unit_path, drill=bool(incident.drill), actor=actor.name))
+    log_step(session, incident, actor.name, "incident.closed", "响应结束,事件关闭", {"figures": f})
     audit.record(session, actor, "incident.close", "incident", str(incident.id), after={"note": incident.closing_note, "figures": f},
                  unit_path=incident.unit_path)
     return incident

@@ -11,6 +11,8 @@ from cityops.core import audit
 from cityops.core.bus import Envelope
 from cityops.core.errors import CityOpsError
 from cityops.core.spatial import buffer_m
+from cityops.tasks.incidents import log_step
+from cityops.tasks.models import Incident
 from cityops.tasks.plans import on_warning_level
 from cityops.tasks.zones import _metric_crs
 
@@ -30,3 +32,17 @@ def plan_response(session: Session, env: Envelope) -> None:
                              evidence={"warning": w.identifier, "reasons": w.reasons})
     except CityOpsError as exc:  # e.g. no plan for this hazard type: a decision, not a failure to retry
         log.warning("no plan response to %s: %s", w.identifier, exc.message)
+
+
+def case_link(session: Session, env: Envelope) -> None:
+    """``case.linked`` of an incident: the incident keeps its case's reference, and its timeline says so."""
+    c = env.payload
+    if c.subject_kind != "incident":
+        return
+    incident = session.get(Incident, c.subject_id)
+    if incident is None or incident.case_ref == str(c.case_id):
+        return
+    incident.case_ref = str(c.case_id)
+    message = f"并入事件中心案卷 {c.number}" if c.joined else f"事件中心立案 {c.number}"
+    log_step(session, incident, "events", "case.linked", message, {"case_ref": incident.case_ref, "number": c.number,
+                                                                   "joined": c.joined})
