@@ -133,9 +133,6 @@ def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None,
              locator=None, with_timers: bool = False, directive_hub=None, indicators_live=None) -> Bus:
     """The bus of the database behind ``engine`` with its subscriptions (not started); a server's bus
     (``with_timers``, wired) also runs the deployment's periodic jobs."""
-    from cityops.notify.resolve import use_roster
-
-    use_roster(duty_roster)  # notifications addressed to duty:leader|operator@… reach the people on the roster
     bus = Bus(engine, settings, registry=registry)
     for sub in subscriptions(wired=settings.wiring, alarm_hub=alarm_hub, inbox_hub=inbox_hub, notify_wake=notify_wake,
                              tile_service=tile_service, locator=locator, directive_hub=directive_hub,
@@ -145,20 +142,6 @@ def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None,
         for timer in timers(settings):
             bus.every(timer)
     return bus
-
-
-def duty_roster(session: Session, unit_code: str, role: str, at: datetime) -> list[int] | None:
-    """The notification service's roster source: the people the duty roster puts in ``role`` in ``unit_code`` at
-    ``at``; None when the roster names nobody there (the service then falls back to the unit's posts)."""
-    from cityops.core.errors import NotFound
-    from cityops.duty.service import on_duty
-
-    try:
-        people = on_duty(session, unit_code, at)
-    except NotFound:
-        return None
-    ids = [o.person_id for o in people if o.role == role and o.rostered]
-    return ids or None
 
 
 def sensing_series(session: Session):

@@ -47,8 +47,9 @@ MANIFEST = Manifest(
     # Every capability speaks (notify.subscriptions, registered in cityops/wiring.py).
     consumes=(WarningLevelChanged, PlanActivated, CaseChanged, IndicatorBreached),
     # org: addresses resolve through units, posts and departments; identity: users, roles, scope; events: the
-    # case outbox's notices are marked delivered once handed to the channels' queue.
-    depends_on=("org", "identity", "events"),
+    # case outbox's notices are marked delivered once handed to the channels' queue; duty: who is on duty now
+    # (duty:leader|operator@… addresses).
+    depends_on=("org", "identity", "events", "duty"),
     # The escalation policies; loading them also keeps the settings the domain reads (channels, quiet hours).
     catalogues=(Catalogue("policies", "cityops.notify.service:configure"),),
 )

@@ -4,35 +4,36 @@ the duty roster.
 An address names people relative to the message's unit (see policies/default.toml for the forms). ``resolve``
 returns, for each address, the recipients it names (possibly none: the caller decides whether that is an error).
 
-The duty roster belongs to another capability; the app and the CLI hand its "who is on duty" function to
-``use_roster`` at start-up (cityops.wiring). Without one, ``duty:leader@…`` is the unit's post ``leader`` and
-``duty:operator@…`` its post ``operator``.
+``duty:leader@…`` / ``duty:operator@…`` ask the duty roster (``cityops.duty.service.on_duty``, a declared dependency)
+who is rostered in that role now; where it names nobody, the unit's post ``leader`` / ``operator`` answers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cityops.core.errors import NotFound
 from cityops.core.storage import storage_of
+from cityops.duty.service import on_duty
 from cityops.identity.models import User
 from cityops.notify.catalogue import Catalogue
 from cityops.org.models import Department, Person, Unit, person_departments
 
-#: ``(session, unit_code, role, at) -> list of person ids`` on duty, or None when the unit has no roster.
-RosterSource = Callable[[Session, str, str, datetime], "list[int] | None"]
-_ROSTER: list[RosterSource] = []
 
-
-def use_roster(source: RosterSource | None) -> None:
-    """The duty roster's "who is on duty now" (set once at start-up by the wiring)."""
-    _ROSTER.clear()
-    if source is not None:
-        _ROSTER.append(source)
+def rostered(session: Session, unit_code: str, role: str, at: datetime) -> list[int] | None:
+    """The people the duty roster puts in ``role`` in ``unit_code`` at ``at``; None when the roster names nobody
+    there (the unit's posts answer instead)."""
+    try:
+        people = on_duty(session, unit_code, at)
+    except NotFound:
+        return None
+    ids = [o.person_id for o in people if o.role == role and o.rostered]
+    return ids or None
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,11 @@ def resolve(session: Session, catalogue: Catalogue, address: str, unit: Unit, at
         ids: list[int] = []
         fell_back = []
         for code in codes:
-            on_duty = _ROSTER[0](session, code, what, at) if _ROSTER else None
-            if on_duty is None:
+            people = rostered(session, code, what, at)
+            if people is None:
                 fell_back.append(code)
             else:
-                ids += on_duty
+                ids += people
         out = _people(session, select(Person).where(Person.id.in_(ids))) if ids else []
         if fell_back:
             out += _people(session, select(Person).where(Person.unit_code.in_(fell_back), Person.post == what))
