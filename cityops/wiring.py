@@ -112,6 +112,7 @@ def timers(settings) -> list[Timer]:
     from cityops.core import audit
     from cityops.directives import service as directives
     from cityops.events.sla import sweep
+    from cityops.notify import service as notify_service
     from cityops.sensing import alarms, rules
     from cityops.tasks.incidents import ALL
     from cityops.tasks.work import check_overdue
@@ -125,7 +126,10 @@ def timers(settings) -> list[Timer]:
              lambda session: check_overdue(session, audit.Actor("timer"), ALL, escalate_after=timedelta(minutes=30))),
             ("sensing.maintain", settings.timer_sensing_seconds, sensing),
             # The silent receivers of directives are reminded, then escalated to the leader on duty above.
-            ("directives.sweep", settings.timer_directives_seconds, lambda session: directives.sweep(session))]
+            ("directives.sweep", settings.timer_directives_seconds, lambda session: directives.sweep(session)),
+            # Messages nobody acknowledged go to their policy's next step (new deliveries wake the dispatcher
+            # through notification.queued).
+            ("notify.escalate", settings.timer_notify_escalate_seconds, lambda session: notify_service.escalate_due(session))]
     return [Timer(name, seconds, job) for name, seconds, job in jobs if seconds > 0]
 
 

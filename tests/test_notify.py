@@ -274,6 +274,34 @@ def test_escalation_runs_its_steps_until_someone_acknowledges(env):
     assert ("acknowledged", None, 2) in _timeline(env, mid)
 
 
+def test_escalation_runs_as_the_deployments_bus_timer(env):
+    """The policy's next step comes from the bus timer ``notify.escalate`` (once per period per deployment, its
+    tick claimed in bus_timers), not from the dispatcher: its round hands over deliveries only."""
+    import time
+
+    from cityops.core.bus.runtime import run_timer
+    from cityops.wiring import timers
+
+    cadre = env.org["people"]["cadre"]
+    t0 = datetime.now(UTC) - timedelta(minutes=6)
+    with env.store.sessions() as s:
+        mid = service.send(s, Message(kind="warning.red", severity="red", title="老沟湾 红色预警", unit_code=VILLAGE,
+                                      to=[f"person:{cadre}"], subject_kind="warning", subject_id="2"), now=t0)
+        s.commit()
+    env.dispatcher.round()
+    with env.store.sessions() as s:
+        assert [r.name for r in service.recipients(s, mid)] == ["书记丙"]  # the dispatcher does not escalate
+    settings = env.settings.model_copy(update={"timer_notify_escalate_seconds": 0.2})
+    (timer,) = [t for t in timers(settings) if t.name == "notify.escalate"]
+    assert not run_timer(env.bus, timer)  # the first sighting starts its clock
+    time.sleep(0.3)
+    assert run_timer(env.bus, timer)
+    with env.store.sessions() as s:
+        assert [r.name for r in service.recipients(s, mid)] == ["书记丙", "镇长乙"]
+    assert ("escalated", None, 1) in _timeline(env, mid)
+    assert not run_timer(env.bus, timer)  # once per period
+
+
 def test_a_policy_that_runs_out_marks_the_message_exhausted(env):
     t0 = datetime.now(UTC)
     with env.store.sessions() as s:

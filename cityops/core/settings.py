@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     timer_sensing_seconds: float = Field(default=300.0, ge=0, le=86_400)
     #: Directives: the silent receivers reminded and escalated (directives.toml says when); 0 turns it off.
     timer_directives_seconds: float = Field(default=30.0, ge=0, le=86_400)
+    #: Notifications: the escalation policies' next steps for messages nobody acknowledged; 0 turns it off.
+    timer_notify_escalate_seconds: float = Field(default=15.0, ge=0, le=86_400)
 
     @classmethod
     def settings_customise_sources(

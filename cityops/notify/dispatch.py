@@ -1,7 +1,7 @@
 """The dispatcher (投递) and the live inbox (收件箱推送).
 
 ``Dispatcher``: one thread per process that works only while the process holds the bus's dispatch lease (so once
-per deployment, however many workers serve). Each round it runs the due escalation timers, then claims the due
+per deployment, however many workers serve). Each round it claims the due
 deliveries (state ``queued``/``retry`` whose time came, or ``sending`` whose claim expired because the claimer
 died) with a conditional UPDATE and commits the claim *before* handing them to their channels; the outcome of each
 is committed after. A delivery is thus never handed over by two dispatchers at once, and one whose dispatcher
@@ -79,20 +79,17 @@ class Dispatcher:
 
     # -- one round
     def round(self) -> bool:
-        """Escalations due, then one batch of deliveries; True when there may be more."""
+        """One batch of deliveries; True when there may be more. (Escalation is the bus timer
+        ``notify.escalate``, cityops.wiring.timers.)"""
         self.rounds += 1
         now = utcnow()
-        with self.sessions() as s:
-            begin_write(s)
-            moved = service.escalate_due(s, now)
-            s.commit()
         claimed = self.claim(now)
         if claimed:
             # The in-app inbox row is the delivery itself: handed over as claimed, without a trip through the pool.
             results = [(o, None) for o in claimed if o.channel == "inapp"]
             results += self._pool.map(self._send_one, [o for o in claimed if o.channel != "inapp"])
             self.record(results)
-        return len(claimed) == self.settings.notify_batch or bool(moved)
+        return len(claimed) == self.settings.notify_batch
 
     def claim(self, now) -> list[channels.Outgoing]:
         """Claim up to ``notify_batch`` due deliveries in ONE conditional ``UPDATE … WHERE id IN (SELECT … LIMIT n)

@@ -17,7 +17,7 @@ Public API (callers commit; nothing is handed to a channel before the commit)::
 ``send`` writes the message, its recipients (the inbox) and one delivery per recipient and channel (the outbox,
 unique per message + recipient + channel) and publishes ``notification.queued`` in the caller's transaction. The
 dispatcher (``dispatch.py``; the process holding the bus lease) hands the deliveries to their channels after the
-commit, retries failures with back-off, and runs the escalation timers. ``acknowledge``, ``mark_read`` and
+commit and retries failures with back-off; ``escalate_due`` runs as the bus timer ``notify.escalate``. ``acknowledge``, ``mark_read`` and
 ``mark_delivered`` are the recipient's receipts; ``timeline`` is everything that happened to a message.
 
 ``strict=False`` (capabilities reacting to events): addresses that name nobody are put on the timeline instead of
@@ -327,7 +327,7 @@ def _timeline(session: Session, message_id: int, what: str, at: datetime, *, rec
 # --------------------------------------------------------------------------------------------- escalation
 
 def escalate_due(session: Session, now: datetime | None = None, limit: int = 100) -> list[int]:
-    """Run every escalation timer that is due (the dispatcher, in the bus lease holder): the next step of each
+    """Run every escalation that is due (the bus timer ``notify.escalate``, once per deployment): the next step of each
     open message whose wait ran out, or ``exhausted`` after the last. Returns the message ids moved."""
     now = now or utcnow()
     ids = list(session.scalars(select(MessageRow.id).where(MessageRow.status == "open", MessageRow.escalate_at.is_not(None),
