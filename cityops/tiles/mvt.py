@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from pyproj import Transformer
 
@@ -64,7 +66,8 @@ def prepare(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) -> np
 
 
 def prepare_tile(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) -> np.ndarray:
-    """Tile-coordinate geometry → clipped, simplified, snapped, oriented; empty where nothing is left."""
+    """Tile-coordinate geometry → clipped, simplified, snapped (and valid); empty where nothing is left.
+    Ring orientation is the encoder's (add_layer)."""
     geoms = np.array(geoms, dtype=object)
     b = frame.buffer
     lo, hi = -b, frame.extent + b
@@ -85,8 +88,7 @@ def prepare_tile(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) 
         if broken.any():
             fixed = shapely.make_valid(geoms[broken], method="structure", keep_collapsed=False)
             geoms[broken] = shapely.set_precision(fixed, 1.0)  # back on the grid after repair
-        # MVT: exterior rings have positive area in tile coordinates (y down) — shapely's "counter-clockwise".
-        geoms[polygonal] = shapely.orient_polygons(geoms[polygonal], exterior_cw=False)
+    # Rings are oriented as MVT wants when they are encoded (_parts), from the coordinates read there.
     return geoms
 
 
@@ -155,23 +157,80 @@ def _rank_within(groups: np.ndarray, n: int) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(starts, idx, 0))
 
 
-def _parts(geoms: np.ndarray, kind: int):
-    """Flattened vertices and parts (rings or lines or points) of the layer's geometries."""
+def _ragged(geoms: np.ndarray, kind: int):
+    """(coords, part_offsets, part_feature, exterior) of one kind's geometries in one pass (GeoArrow layout):
+    parts are rings (polygons: exterior, then holes, part by part), lines or points, in feature order."""
+    n = len(geoms)
+    try:
+        _, coords, offsets = shapely.to_ragged_array(geoms)
+    except ValueError:  # e.g. LinearRing beside LineString: part by part through GEOS
+        return _ragged_by_parts(geoms, kind)
+    if kind == POINT:
+        if not offsets:  # Points: one part each
+            return coords, np.arange(n + 1), np.arange(n), None
+        per_feature = np.diff(offsets[0])
+        return coords, np.arange(len(coords) + 1), np.repeat(np.arange(n), per_feature), None
+    if kind == LINESTRING:
+        line_offsets = offsets[0]
+        if len(offsets) == 1:
+            return coords, line_offsets, np.arange(n), None
+        return coords, line_offsets, np.repeat(np.arange(n), np.diff(offsets[1])), None
+    ring_offsets, polygon_offsets = offsets[0], offsets[1]
+    rings_per_polygon = np.diff(polygon_offsets)
+    polygon_feature = np.arange(n) if len(offsets) == 2 else np.repeat(np.arange(n), np.diff(offsets[2]))
+    ring_feature = np.repeat(polygon_feature, rings_per_polygon)
+    exterior = np.zeros(len(ring_offsets) - 1, dtype=bool)
+    exterior[polygon_offsets[:-1][rings_per_polygon > 0]] = True
+    return coords, ring_offsets, ring_feature, exterior
+
+
+def _ragged_by_parts(geoms: np.ndarray, kind: int):
     parts, part_feature = shapely.get_parts(geoms, return_index=True)
+    exterior = None
     if kind == POLYGON:
         rings, ring_parent = shapely.get_rings(parts, return_index=True)
         part_feature = part_feature[ring_parent]
+        exterior = np.r_[True, ring_parent[1:] != ring_parent[:-1]] if len(rings) else np.zeros(0, dtype=bool)
         parts = rings
     coords, vertex_part = shapely.get_coordinates(parts, return_index=True)
     counts = np.bincount(vertex_part, minlength=len(parts))
+    return coords, np.r_[0, np.cumsum(counts)], part_feature, exterior
+
+
+def _orient(points: np.ndarray, starts: np.ndarray, counts: np.ndarray, exterior: np.ndarray) -> np.ndarray:
+    """Rings (closing vertex included) reordered so that exteriors have positive and holes negative area in
+    tile coordinates (y down): what MVT 2.1 asks, and what shapely.orient_polygons(exterior_cw=False) gives.
+    The coordinates are integers, so the shoelace sums are exact."""
+    if not len(points):
+        return points
+    x, y = points[:, 0], points[:, 1]
+    cross = x[:-1] * y[1:] - x[1:] * y[:-1]
+    ring_of = np.repeat(np.arange(len(counts)), counts)
+    same = ring_of[:-1] == ring_of[1:]  # pairs inside one ring
+    area2 = np.bincount(ring_of[:-1][same], weights=cross[same], minlength=len(counts))
+    flip = np.where(exterior, area2 <= 0, area2 > 0)
+    if not flip.any():
+        return points
+    order = np.arange(len(points))
+    vertex_flip = flip[ring_of]
+    ends = starts + counts - 1
+    order[vertex_flip] = (starts + ends)[ring_of[vertex_flip]] - order[vertex_flip]
+    return points[order]
+
+
+def _parts(geoms: np.ndarray, kind: int):
+    """Flattened vertices and parts (rings or lines or points) of the layer's geometries; rings oriented."""
+    coords, offsets, part_feature, exterior = _ragged(geoms, kind)
+    counts = np.diff(offsets).astype(np.int64)
+    points = np.rint(coords).astype(np.int64)
     if kind == POLYGON:
+        points = _orient(points, offsets[:-1].astype(np.int64), counts, exterior)
         # Rings repeat their first vertex at the end; MVT closes with ClosePath instead.
         ends = np.cumsum(counts) - 1
-        keep = np.ones(len(coords), dtype=bool)
+        keep = np.ones(len(points), dtype=bool)
         keep[ends[counts > 0]] = False
-        coords = coords[keep]
+        points = points[keep]
         counts = np.maximum(counts - 1, 0)
-    points = np.rint(coords).astype(np.int64)
     if kind != POINT and len(points):
         # Drop vertices that repeat the previous one of the same part (snapping makes them).
         vertex_part = np.repeat(np.arange(len(counts)), counts)
@@ -218,12 +277,16 @@ def _field_bytes(key: int, data: bytes) -> bytes:
 
 
 class _Values:
-    """The layer's value dictionary: one entry per distinct (type, value), kept as its Layer.values field
-    (Value message: 1 string, 3 double, 5 uint, 6 sint (zigzag), 7 bool)."""
+    """The layer's value dictionary (Layer.values; Value message: 1 string, 3 double, 5 uint, 6 sint (zigzag),
+    7 bool). Columns of one type are encoded together, as NumPy byte arrays: every distinct value of every
+    such column in one np.unique per type, each written once (a Python call per distinct value was a fifth
+    of a dense tile's time; every building code is distinct). Columns of mixed or nested values go value by
+    value (``add``)."""
 
     def __init__(self):
         self.index: dict = {}
         self.fields: list[bytes] = []
+        self.count = 0
 
     def add(self, value, key) -> int:
         cls = value.__class__
@@ -246,31 +309,42 @@ class _Values:
         else:
             field = _field_bytes(0x22, _field_bytes(0x0A, str(value).encode()))
         self.fields.append(field)
-        n = self.index[key] = len(self.index)
+        n = self.index[key] = self.count
+        self.count += 1
         return n
 
-    def column(self, col: list) -> np.ndarray:
-        """Value indices of a column; -1 where the feature has no (encodable) value. A column of one type
-        is mapped through its distinct values (np.unique), so the dictionary is touched once per value."""
-        types = set(map(type, col))
-        nulls = type(None) in types
-        types.discard(type(None))
-        if len(types) == 1 and (cls := types.pop()) in _NUMPY_TYPES:
-            present = np.fromiter((v is not None for v in col), dtype=bool, count=len(col)) if nulls else None
-            vals = [v for v in col if v is not None] if nulls else col
-            try:
-                uniq, inverse = np.unique(np.array(vals, dtype=_NUMPY_TYPES[cls]), return_inverse=True)
-            except (OverflowError, TypeError):
-                return self._column_slow(col)
-            index, add = self.index, self.add
-            codes = np.array([index[key] if (key := (cls, u)) in index else add(u, key) for u in uniq.tolist()],
-                             dtype=np.int64)
-            if present is None:
-                return codes[inverse.reshape(-1)]
-            out = np.full(len(col), -1, dtype=np.int64)
-            out[present] = codes[inverse.reshape(-1)]
+    def columns(self, columns: list[list]) -> np.ndarray:
+        """(F, K) value indices of the columns; -1 where a feature has no (encodable) value. Columns of one
+        type become Arrow arrays; those of a type are dictionary-encoded together (a hash table in C), and
+        the dictionary is written from Arrow's buffers."""
+        n = len(columns[0]) if columns else 0
+        out = np.full((n, len(columns)), -1, dtype=np.int64)
+        if not n:
             return out
-        return self._column_slow(col)
+        typed: dict[type, list] = {}
+        for j, col in enumerate(columns):
+            types = set(map(type, col))
+            types.discard(type(None))
+            cls = types.pop() if len(types) == 1 else None
+            if cls in _ARROW_TYPES:
+                try:
+                    array = pa.array(col, type=_ARROW_TYPES[cls])
+                except (OverflowError, pa.ArrowException):
+                    array = None  # integers beyond 64 bits: value by value
+                if array is not None:
+                    typed.setdefault(cls, []).append((j, array))
+                    continue
+            if types or cls is not None:
+                out[:, j] = self._column_slow(col)
+        for cls, cols in typed.items():
+            encoded = pa.concat_arrays([a for _, a in cols]).dictionary_encode()
+            indices = pc.fill_null(encoded.indices, -1).to_numpy().astype(np.int64)
+            codes = np.where(indices >= 0, indices + self.count, -1)
+            self.count += len(encoded.dictionary)
+            self.fields.append(_value_fields(cls, encoded.dictionary))
+            for at, (j, _) in zip(range(0, len(codes), n), cols):
+                out[:, j] = codes[at:at + n]
+        return out
 
     def _column_slow(self, col: list) -> np.ndarray:
         index, add, out = self.index, self.add, []
@@ -285,9 +359,53 @@ class _Values:
         return np.array(out, dtype=np.int64)
 
 
-#: Column types mapped through NumPy (strings as objects: NumPy's fixed-width text would drop trailing NULs).
-_NUMPY_TYPES = {str: object, int: np.int64, float: np.float64, bool: np.bool_}
+#: Column types encoded through Arrow.
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _SKIP = (dict, list)
+
+
+def _framed(key: int, flat: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``key varint(len) body`` for each body of ``flat`` (bodies concatenated, ``lengths`` long), as bytes."""
+    lengths = lengths.astype(np.int64)
+    size = _varint_sizes(lengths.astype(np.uint64))
+    total = 1 + size + lengths
+    starts = np.concatenate(([0], np.cumsum(total)[:-1])).astype(np.int64)
+    out = np.empty(int(total.sum()), dtype=np.uint8)
+    out[starts] = key
+    _place(out, starts + 1, size, np.frombuffer(_varints(lengths), dtype=np.uint8))
+    _place(out, starts + 1 + size, lengths, flat)
+    return out
+
+
+def _value_fields(cls: type, values: pa.Array) -> bytes:
+    """Layer.values fields (key 4) of distinct values of one type (an Arrow array without nulls)."""
+    k = len(values)
+    if cls is str:
+        offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + k + 1]
+        data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if k and offsets[-1] > offsets[0] else \
+            np.zeros(0, dtype=np.uint8)
+        lengths = np.diff(offsets).astype(np.int64)
+        inner = _framed(0x0A, data[offsets[0]:offsets[-1]], lengths)
+        inner_len = 1 + _varint_sizes(lengths.astype(np.uint64)) + lengths
+    elif cls is float:
+        inner = np.empty((k, 9), dtype=np.uint8)
+        inner[:, 0] = 0x19
+        inner[:, 1:] = values.to_numpy().astype("<f8").view(np.uint8).reshape(k, 8)
+        inner, inner_len = inner.reshape(-1), np.full(k, 9, dtype=np.int64)
+    elif cls is bool:
+        inner = np.empty((k, 2), dtype=np.uint8)
+        inner[:, 0], inner[:, 1] = 0x38, values.to_numpy(zero_copy_only=False).astype(np.uint8)
+        inner, inner_len = inner.reshape(-1), np.full(k, 2, dtype=np.int64)
+    else:  # int: uint (5) when not negative, else sint (6, zigzag)
+        v = values.to_numpy().astype(np.int64)
+        negative = v < 0
+        u = np.where(negative, (v << 1) ^ (v >> 63), v).astype(np.uint64)
+        inner_len = 1 + _varint_sizes(u)
+        starts = np.concatenate(([0], np.cumsum(inner_len)[:-1])).astype(np.int64)
+        inner = np.empty(int(inner_len.sum()), dtype=np.uint8)
+        inner[starts] = np.where(negative, 0x30, 0x28)
+        _place(inner, starts + 1, inner_len - 1, np.frombuffer(_varints(u), dtype=np.uint8))
+    return _framed(0x22, inner, inner_len).tobytes()
 
 
 def _columns(properties) -> dict[str, list]:
@@ -303,7 +421,7 @@ def _tag_matrix(values: _Values, columns: dict[str, list], n: int) -> tuple[np.n
     names = list(columns)
     if not names:
         return np.zeros((n, 0), dtype=np.int64), np.zeros((n, 0), dtype=np.int64)
-    vidx = np.array([values.column(columns[k]) for k in names], dtype=np.int64).T.reshape(n, len(names))
+    vidx = values.columns([columns[k] for k in names]).reshape(n, len(names))
     kidx = np.broadcast_to(np.arange(len(names), dtype=np.int64), vidx.shape)
     return kidx, vidx
 
