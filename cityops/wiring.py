@@ -22,6 +22,8 @@ is off, and the CLI for its commands):
   ``directives.sweep`` timer reminds and escalates the silent receivers once per deployment;
 - ``tile_source.changed`` → every worker's tile cache re-reads its data stamps (broadcast);
 - ``access.changed`` → every worker drops its cached token resolutions (broadcast);
+- ``layer.version_created``, ``layer.changed`` → every worker drops its cached layer catalogue (broadcast,
+  ``base.layer_catalogue``: the read paths of /ogc take layers from it);
 - ``alarm.changed``, ``warning.level_changed`` → the live indicators of every worker recompute (those the fact
   moves) at once and reach the open cockpits; ``unit.changed`` → they build their unit tree again (broadcast,
   ``indicators.live``);
@@ -38,6 +40,7 @@ from shapely.geometry import Point, shape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cityops.base.manifest import LayerChanged, LayerVersionCreated
 from cityops.core.bus import Bus, Envelope, Subscription, Timer
 from cityops.demo.generator import DemoContext, register_step
 from cityops.directives.manifest import DirectiveChanged
@@ -59,6 +62,7 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
                   locator=None, directive_hub=None, indicators_live=None) -> list[Subscription]:
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
     they are each capability's own, fed by its own events."""
+    from cityops.base import catalogue as layer_catalogue
     from cityops.events import subscriptions as events
     from cityops.identity import subscriptions as identity
     from cityops.sensing import subscriptions as sensing
@@ -68,7 +72,9 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
 
     from cityops.directives import hub as directives_hub
 
-    subs = [Subscription("identity.token_cache", (AccessChanged,), identity.token_cache, kind="broadcast")]
+    subs = [Subscription("identity.token_cache", (AccessChanged,), identity.token_cache, kind="broadcast"),
+            Subscription("base.layer_catalogue", (LayerVersionCreated, LayerChanged), layer_catalogue.listener,
+                         kind="broadcast")]
     if directive_hub is not None:
         subs.append(Subscription("directives.board_stream", (DirectiveChanged,), directives_hub.board_stream(directive_hub),
                                  kind="broadcast"))

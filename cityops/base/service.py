@@ -12,7 +12,7 @@ import shapely
 from sqlalchemy import Connection, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
-from cityops.base import featurestore, layerfiles
+from cityops.base import catalogue, featurestore, layerfiles
 from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
@@ -105,6 +105,7 @@ def create_layer(session: Session, actor: audit.Actor, scope: Scope, data: dict)
     session.flush()
     featurestore.create(session.connection(), key, geometry_type, layer.title_zh)
     audit.record(session, actor, "layer.create", "layer", key, after=layer_snapshot(layer), unit_path=layer.unit_path)
+    catalogue.changed(session, key, "created")
     return layer
 
 
@@ -126,6 +127,7 @@ def update_layer(session: Session, actor: audit.Actor, scope: Scope, key: str, c
     layer.updated_at = utcnow()
     session.flush()
     audit.record(session, actor, "layer.update", "layer", key, before=before, after=layer_snapshot(layer), unit_path=layer.unit_path)
+    catalogue.changed(session, key, "updated")
     return layer
 
 
@@ -136,6 +138,7 @@ def delete_layer(session: Session, actor: audit.Actor, scope: Scope, key: str) -
     session.delete(layer)
     session.flush()
     audit.record(session, actor, "layer.delete", "layer", key, before=before, unit_path=layer.unit_path)
+    catalogue.changed(session, key, "deleted")
 
 
 def versions(session: Session, key: str, scope: Scope) -> list[LayerVersion]:
@@ -216,6 +219,7 @@ def import_file(
     session.flush()
     audit.record(session, actor, "layer.import", "layer", key, unit_path=layer.unit_path,
                  after={k: report[k] for k in ("version", "mode", "read", "added", "removed", "repaired")})
+    catalogue.version_created(session, layer, f"import_{mode}")
     return report
 
 
@@ -256,6 +260,7 @@ def rollback(session: Session, actor: audit.Actor, scope: Scope, key: str, targe
     session.flush()
     audit.record(session, actor, "layer.rollback", "layer", key, unit_path=layer.unit_path,
                  after={"version": version, "restores": target, "added": added, "removed": removed})
+    catalogue.version_created(session, layer, "rollback")
     return entry
 
 
@@ -331,4 +336,5 @@ def load_features(session: Session, actor: audit.Actor, scope: Scope, key: str,
     session.flush()
     audit.record(session, actor, "layer.import", "layer", key, unit_path=layer.unit_path,
                  after={"version": version, "mode": "append", "added": added, "source": source_name})
+    catalogue.version_created(session, layer, "import_append")
     return entry

@@ -19,7 +19,7 @@ import shapely
 from sqlalchemy import func, insert, literal, select
 from sqlalchemy.orm import Session
 
-from cityops.base import featurestore, layerfiles
+from cityops.base import catalogue, featurestore, layerfiles
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
 from cityops.core.errors import CityOpsError, Conflict, Forbidden, InvalidGeometry, InvalidInput, NotFound
@@ -161,6 +161,7 @@ def _new_version(session: Session, layer: Layer, actor: audit.Actor, added: int,
     session.add(LayerVersion(layer_id=layer.id, version=version, actor=actor.name, action="edit",
                              source_name="OGC API", added=added, removed=removed, repaired=0,
                              feature_count=layer.feature_count, note=note))
+    catalogue.version_created(session, layer, "edit")
     return version
 
 

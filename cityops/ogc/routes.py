@@ -31,11 +31,13 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from cityops.base import service as layers
+from cityops.base.catalogue import LayerCatalogue
 from cityops.base.models import Layer
 from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge, Unauthenticated
 from cityops.core.params import INT64_MAX, INT64_MIN
+from cityops.core.db import read_sessionmaker
 from cityops.core.storage import storage_of
-from cityops.core.web import DB, ReadDB, interface_principal, loads_json, request_id
+from cityops.core.web import DB, ReadDB, interface_principal, loads_json, per_app, request_id
 from cityops.housing.collection import KEY as BUILDINGS, BuildingsCollection
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
@@ -117,20 +119,32 @@ def _buildings(principal):
     return BuildingsCollection(_scope(principal))
 
 
-def _visible(session, principal) -> list:
+def _catalogue(request: Request) -> LayerCatalogue | None:
+    """The worker's layer catalogue in memory, when the bus tells this worker of every change (a wired server:
+    ``layer.version_created`` and ``layer.changed`` reach every worker); else None, and each request reads the
+    layer's row. Only the read routes use it: edits read and change the row in their own transaction."""
+    ctx = request.app.state.ctx
+    if ctx.bus is None or not ctx.bus.started:
+        return None
+    return per_app(request.app.state, "layer_catalogue", lambda c: LayerCatalogue(read_sessionmaker(c.engine)))
+
+
+def _visible(session, principal, catalogue: LayerCatalogue | None = None) -> list:
     """The collections the caller reads: the layers its scope sees and the public ones, then the buildings."""
-    found = layers.list_layers(session, _scope(principal))
+    scope = _scope(principal)
+    found = catalogue.visible(scope) if catalogue is not None else layers.list_layers(session, scope)
     found = [layer for layer in found if layer.key != BUILDINGS]
     buildings = _buildings(principal)
     return found + ([buildings] if buildings is not None else [])
 
 
-def _readable(session, key: str, principal):
+def _readable(session, key: str, principal, catalogue: LayerCatalogue | None = None):
     """The collection ``key`` if the caller may read it; without credentials a non-public one is 401."""
     if key == BUILDINGS and (buildings := _buildings(principal)) is not None:
         return buildings
     try:
-        return layers.get_layer(session, key, _scope(principal))
+        scope = _scope(principal)
+        return catalogue.get(key, scope) if catalogue is not None else layers.get_layer(session, key, scope)
     except NotFound:
         if principal is None:
             raise Unauthenticated(f"collection {key!r} needs credentials (Bearer token, X-API-Key or HTTP Basic), "
@@ -181,10 +195,13 @@ TEMPORAL = _SPEC + "cql2/1.0/conf/temporal-functions"
 
 
 @router.get("/conformance")
-def conformance(session: ReadDB) -> JSONResponse:
+def conformance(request: Request, session: ReadDB) -> JSONResponse:
     """Temporal functions are declared only while some collection has a temporal queryable: a client that sees
     the class offers temporal filters, which no collection without one could answer."""
-    temporal = any(filtering.has_temporal(schema) for schema in session.scalars(select(Layer.attribute_schema)))
+    catalogue = _catalogue(request)
+    schemas = [layer.attribute_schema for layer in catalogue.all()] if catalogue is not None else \
+        session.scalars(select(Layer.attribute_schema))
+    temporal = any(filtering.has_temporal(schema) for schema in schemas)
     return JSONResponse({"conformsTo": [c for c in CONFORMANCE if temporal or c != TEMPORAL]})
 
 
@@ -195,7 +212,7 @@ def api_definition(request: Request, session: ReadDB, principal=Reader) -> JSONR
     if principal is not None and not principal.role.allows("layers.read"):
         visible = []
     else:
-        visible = _visible(session, principal)
+        visible = _visible(session, principal, _catalogue(request))
     return JSONResponse(_openapi(_root(request), _crs_uris(request), visible), media_type=OPENAPI_TYPE)
 
 
@@ -226,7 +243,7 @@ def _collection(layer, root: str, crs_uris: list[str]) -> dict:
 def collections(request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        visible = _visible(session, principal)
+        visible = _visible(session, principal, _catalogue(request))
     except CityOpsError as exc:
         return _error(request, exc)
     root = _root(request)
@@ -241,7 +258,7 @@ def collections(request: Request, session: ReadDB, principal=Reader) -> JSONResp
 def collection(collection_id: str, request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        layer = _readable(session, collection_id, principal)
+        layer = _readable(session, collection_id, principal, _catalogue(request))
     except CityOpsError as exc:
         return _error(request, exc)
     return JSONResponse(_collection(layer, _root(request), _crs_uris(request)))
@@ -251,7 +268,7 @@ def collection(collection_id: str, request: Request, session: ReadDB, principal=
 def queryables(collection_id: str, request: Request, session: ReadDB, principal=Reader) -> JSONResponse:
     try:
         service.check_params(request.query_params, ("f",), request.query_params.multi_items())
-        layer = _readable(session, collection_id, principal)
+        layer = _readable(session, collection_id, principal, _catalogue(request))
     except CityOpsError as exc:
         return _error(request, exc)
     url = f"{_root(request)}/collections/{layer.key}/queryables"
@@ -296,7 +313,7 @@ def items(collection_id: str, request: Request, session: ReadDB, principal=Reade
     params = request.query_params
     metric = _metric(request)
     try:
-        layer = _readable(session, collection_id, principal)
+        layer = _readable(session, collection_id, principal, _catalogue(request))
         by_value = filtering.query_parameter_names(layer, service.ITEMS_PARAMS)
         service.check_params(params, service.ITEMS_PARAMS + by_value, params.multi_items())
         limit = service.parse_limit(params.get("limit"))
@@ -358,7 +375,7 @@ def item(collection_id: str, feature_id: str, request: Request, session: ReadDB,
     params = request.query_params
     try:
         service.check_params(params, service.ITEM_PARAMS, params.multi_items())
-        layer = _readable(session, collection_id, principal)
+        layer = _readable(session, collection_id, principal, _catalogue(request))
         out_crs = service.served_crs(params.get("crs"), "crs", _metric(request))
         found = service.feature(session, layer, feature_id)
         if found is None:
