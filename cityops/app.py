@@ -78,9 +78,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     events_routing.use_locator(engine, app.state.ctx.locator)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
-    # nothing else): the high-rate paths — case intake, sensor ingest, map tiles — come first.
+    # nothing else): the high-rate paths — case intake, sensor ingest, map tiles, OGC feature pages — come first.
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
-                   identity_routes, org_routes, base_routes, housing_routes, ogc_routes, warning_routes, tasks_routes,
+                   ogc_routes, identity_routes, org_routes, base_routes, housing_routes, warning_routes, tasks_routes,
                    indicators_routes, notify_routes, video_routes, calls_routes, duty_routes, directives_routes):
         app.include_router(module.router)
     tiles_routes.install(app)

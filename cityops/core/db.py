@@ -6,6 +6,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ except ImportError:  # pragma: no cover - not POSIX
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from cityops.core.errors import Busy
@@ -73,8 +75,40 @@ def make_engine(settings: Settings) -> Engine:
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # JIT off: at the census scale the planner's estimates of our short queries pass jit_above_cost, and
     # compiling costs tens of milliseconds a query, more than running it.
-    return create_engine(url, pool_size=settings.pool_size, max_overflow=max(settings.pool_size, POOL_CAPACITY - settings.pool_size),
-                         pool_pre_ping=True, pool_timeout=POOL_WAIT_S, connect_args={"options": "-c jit=off"})
+    engine = create_engine(url, pool_size=settings.pool_size, max_overflow=max(settings.pool_size, POOL_CAPACITY - settings.pool_size),
+                           pool_timeout=POOL_WAIT_S, connect_args={"options": "-c jit=off"})
+    _ping_when_idle(engine)
+    return engine
+
+
+#: A pooled PostgreSQL connection unused for longer than this is checked (one round trip) before it is handed out.
+PING_AFTER_IDLE_S = 2.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection at checkout only when it sat idle for ``PING_AFTER_IDLE_S``.
+
+    SQLAlchemy's ``pool_pre_ping`` checks every checkout: on a bbox page of the OGC items that round trip was a
+    fifth of the request's time in its worker thread, on connections returned milliseconds before. A connection
+    goes stale while it sits in the pool (the server restarted, a firewall dropped it), so only those are pinged;
+    a dead one is replaced before the request sees it (``DisconnectionError``: the pool's documented recipe for
+    a custom ping). SQLAlchemy has no idle threshold for its own ping, hence this."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection, record):
+        record.info["cityops_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection, record, _proxy):
+        since = record.info.get("cityops_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_S:
+            return
+        try:
+            dbapi_connection.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
+        except Exception as exc:  # noqa: BLE001 - any failure here means the connection is unusable
+            raise DisconnectionError(f"pooled connection found dead: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------------- SQLite: one writer

@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     max_locate_batch: int = Field(default=100_000, ge=1)
     #: Tolerance for sibling overlaps and gaps and for child-in-parent checks, square metres.
     topology_tolerance_m2: float = Field(default=1.0, ge=0)
-    #: PostgreSQL pool size.
-    pool_size: int = Field(default=5, ge=1)
+    #: PostgreSQL connections a server process keeps open (up to ``core.db.POOL_CAPACITY`` in all; those beyond
+    #: this close when returned). 5 was fewer than a wired server's bus readers and 8 concurrent readers use at
+    #: once: every request past them opened a new connection (a fork on the server) and closed it again.
+    pool_size: int = Field(default=16, ge=1)
     #: Brute-force protection of password logins (identity.throttle): this many failures of one username, or
     #: from one client address, within login_failure_window_s lock it for login_lockout_s (an operator may lift
     #: the lock earlier). Behind a reverse proxy, let uvicorn take the client address from X-Forwarded-For
