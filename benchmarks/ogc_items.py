@@ -271,8 +271,9 @@ def main() -> None:
             if args.api_key:
                 auth = {"X-API-Key": args.api_key}
             else:
+                # A password check takes seconds of CPU on a busy machine: more than httpx's default 5 s timeout.
                 login = httpx.post(f"http://127.0.0.1:{port}/api/auth/login",
-                                   json={"username": args.username, "password": args.password})
+                                   json={"username": args.username, "password": args.password}, timeout=120)
                 if login.status_code != 200:
                     raise SystemExit(f"CityOps ({backend}): login as {args.username!r} failed: {login.text[:200]}")
                 auth = {"Authorization": f"Bearer {login.json()['access_token']}"}

@@ -238,7 +238,7 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
     columns = [Building.id, Building.code, Building.grid_code, Building.unit_path, *[getattr(Building, c) for c in COUNT_COLUMNS]]
     stmt = storage.bbox_prefilter(select(*columns, storage.raw_geometry(Building.footprint).label("wkb")),
                                   Building.__tablename__, Building.id, Building.footprint, zone.bounds, geom_name="footprint")
-    rows = session.execute(stmt).all()
+    rows = session.connection().execute(stmt).all()  # Core rows: no ORM loading of ~3,000 rows
     k = len(COUNT_COLUMNS)
     if not rows:
         return _ZoneBuildings(np.zeros(0, dtype=np.int64), [], [], [], np.zeros((0, k), dtype=np.int64))
@@ -256,7 +256,7 @@ def _building_page(session: Session, ids: list[int]) -> list:
     if not ids:
         return []
     columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
-    rows = {r.id: r for r in session.execute(select(*columns).where(_in_ids(session, Building.id, ids)))}
+    rows = {r.id: r for r in session.connection().execute(select(*columns).where(_in_ids(session, Building.id, ids)))}
     return [rows[i] for i in ids if i in rows]
 
 
@@ -274,7 +274,7 @@ def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str
                 .join(person_units, person_units.c.person_id == Person.id)
                 .where(person_units.c.unit_code.in_(chunk))
                 .order_by(Person.id))
-        for row in session.execute(stmt):
+        for row in session.connection().execute(stmt):
             if row.post in ("grid_worker", "village_cadre"):
                 linked[row.unit_code].append(row)
     workers, cadres = {}, {}
@@ -315,6 +315,9 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         raise InvalidInput(f"limit must be an integer from 0 to {THREAT_PAGE_MAX}, got {limit!r}")
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise InvalidInput(f"offset must be a non-negative integer, got {offset!r}")
+    # Read through the session's connection (Core rows, not ORM loading); pending changes are written first, as
+    # Session.execute would.
+    session.flush()
     hits = _buildings_in(session, zone)
     covered_path = {path: scope.covers(path) for path in set(hits.paths)}  # a few grids' paths, not every building
     covered = np.fromiter((covered_path[p] for p in hits.paths), dtype=bool, count=len(hits.paths))
@@ -332,10 +335,11 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                for code, n, sums in zip(grid_codes.tolist(), grid_buildings, grid_sums.tolist())}
     grid_paths = {code: path for code, path in zip(inside.grids, inside.paths)}
 
-    grids = {u.code: u for u in session.execute(select(Unit.code, Unit.name, Unit.parent_code)
+    conn = session.connection()
+    grids = {u.code: u for u in conn.execute(select(Unit.code, Unit.name, Unit.parent_code)
                                                  .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
     village_codes = sorted({g.parent_code for g in grids.values() if g.parent_code})
-    villages = {u.code: u for u in session.execute(select(Unit.code, Unit.name).where(Unit.code.in_(village_codes)))} \
+    villages = {u.code: u for u in conn.execute(select(Unit.code, Unit.name).where(Unit.code.in_(village_codes)))} \
         if village_codes else {}
     workers, cadres_of = _responsible(session, grid_paths) if grid_paths else ({}, {})
     grid_groups, village_groups = [], {}
@@ -360,24 +364,28 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                                    "vulnerable": mine[b.id][2]})
         inside_ids = inside.ids.tolist()
         code_by_id = dict(zip(inside_ids, inside.codes))
+        # Each page reads only the buildings its counts say hold something (households; vulnerable residents):
+        # about 40 % of a zone's buildings hold no vulnerable resident, and each is an index probe the less.
+        with_households = inside.ids[inside.counts[:, 0] > 0].tolist()
+        with_vulnerable = inside.ids[inside.counts[:, 2] > 0].tolist()
         if offset < total["households"]:
             h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
             # The sort keys are expressions, not bare columns, on purpose: with a bare ``code`` / ``id`` and a LIMIT,
             # PostgreSQL walks the whole table's index in that order hoping to meet the zone's rows early; at the
             # census scale (32 million residents) that took minutes. So: the zone's rows first, then a top-N sort.
-            stmt = (select(*h_columns).where(_in_ids(session, Household.building_id, inside_ids))
+            stmt = (select(*h_columns).where(_in_ids(session, Household.building_id, with_households))
                     .order_by(Household.code + "").limit(limit).offset(offset))
-            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in session.execute(stmt)]
+            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in conn.execute(stmt)]
         if offset < total["vulnerable"]:
             r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
             # The same predicate as the partial index ix_residents_vulnerable_household, so both databases use it.
             vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
             stmt = (select(*r_columns, Household.code.label("household_code"))
                     .join(Household, Household.id == Resident.household_id)
-                    .where(_in_ids(session, Household.building_id, inside_ids), vulnerable)
+                    .where(_in_ids(session, Household.building_id, with_vulnerable), vulnerable)
                     .order_by(Resident.id + 0).limit(limit).offset(offset))
             vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
-                                for r in session.execute(stmt)]
+                                for r in conn.execute(stmt)]
     largest = max(len(inside.ids), total["households"], total["vulnerable"])
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
