@@ -22,8 +22,9 @@ const elsewhere = (path, name) => ({
 
 const router = createRouter({
   history: createWebHistory(),
+  // The app's pages the phone links to by name (the inbox's timeline and settings, the login), then any other path.
   routes: [{ ...phoneRoute, component: Phone }, elsewhere("/login", "login"), elsewhere("/messages/:id(\\d+)", "message"),
-    elsewhere("/:rest(.*)*", "elsewhere")],
+    elsewhere("/settings/notifications", "notify-settings"), elsewhere("/:rest(.*)*", "elsewhere")],
 });
 router.beforeEach(accessGuard);
 
