@@ -16,7 +16,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from cityops.core import audit
 from cityops.core.bus import publish
@@ -336,11 +336,12 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     grid_paths = {code: path for code, path in zip(inside.grids, inside.paths)}
 
     conn = session.connection()
-    grids = {u.code: u for u in conn.execute(select(Unit.code, Unit.name, Unit.parent_code)
-                                                 .where(Unit.code.in_(list(by_grid))))} if by_grid else {}
-    village_codes = sorted({g.parent_code for g in grids.values() if g.parent_code})
-    villages = {u.code: u for u in conn.execute(select(Unit.code, Unit.name).where(Unit.code.in_(village_codes)))} \
-        if village_codes else {}
+    # The grids and the names of their villages in one statement (one round trip the less).
+    parent_unit = aliased(Unit)
+    grids = {u.code: u for u in conn.execute(
+        select(Unit.code, Unit.name, Unit.parent_code, parent_unit.name.label("parent_name"))
+        .outerjoin(parent_unit, parent_unit.code == Unit.parent_code).where(Unit.code.in_(list(by_grid))))} if by_grid else {}
+    villages = {g.parent_code: g.parent_name for g in grids.values() if g.parent_code and g.parent_name is not None}
     workers, cadres_of = _responsible(session, grid_paths) if grid_paths else ({}, {})
     grid_groups, village_groups = [], {}
     for code in sorted(by_grid):
@@ -350,7 +351,7 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         grid_groups.append({"code": code, "name": grid.name if grid else None, "village_code": village_code,
                             **by_grid[code], "grid_workers": workers.get(code, []), "village_cadres": cadres})
         village = village_groups.setdefault(village_code, {
-            "code": village_code, "name": villages[village_code].name if village_code in villages else None,
+            "code": village_code, "name": villages.get(village_code),
             "buildings": 0, **dict.fromkeys(COUNT_COLUMNS, 0), "village_cadres": cadres})
         for key, value in by_grid[code].items():
             village[key] += value
