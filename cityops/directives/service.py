@@ -181,11 +181,15 @@ def _recipients(session: Session, targets: list[Target], at: datetime) -> dict[t
     posted = [t for t in targets if t.post]
     if posted:
         by_unit = defaultdict(list)
-        codes = sorted({t.unit_code for t in posted})
-        for i in range(0, len(codes), 500):
-            # Columns, not ORM objects: a directive to every grid worker reads ~4,500 people here.
-            for p in session.execute(select(Person.id, Person.name, Person.phone, Person.post, Person.unit_code).where(
-                    Person.unit_code.in_(codes[i:i + 500]), Person.post.in_({t.post for t in posted})).order_by(Person.id)):
+        codes = {t.unit_code for t in posted}
+        # Columns, not ORM objects: a directive to every grid worker reads ~4,500 people here. Many units: every
+        # person of the posts, kept by unit here (thousands of unit codes as placeholders cost more than the rows).
+        stmt = select(Person.id, Person.name, Person.phone, Person.post, Person.unit_code).where(
+            Person.post.in_({t.post for t in posted}))
+        if len(codes) <= 200:
+            stmt = stmt.where(Person.unit_code.in_(sorted(codes)))
+        for p in session.execute(stmt.order_by(Person.id)):
+            if p.unit_code in codes:
                 by_unit[(p.unit_code, p.post)].append({"person_id": p.id, "name": p.name, "phone": p.phone, "post": p.post,
                                                        "role": "recipient", "rostered": False})
         for t in posted:
