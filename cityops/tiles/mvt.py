@@ -158,33 +158,9 @@ def _rank_within(groups: np.ndarray, n: int) -> np.ndarray:
 
 
 def _ragged(geoms: np.ndarray, kind: int):
-    """(coords, part_offsets, part_feature, exterior) of one kind's geometries in one pass (GeoArrow layout):
-    parts are rings (polygons: exterior, then holes, part by part), lines or points, in feature order."""
-    n = len(geoms)
-    try:
-        _, coords, offsets = shapely.to_ragged_array(geoms)
-    except ValueError:  # e.g. LinearRing beside LineString: part by part through GEOS
-        return _ragged_by_parts(geoms, kind)
-    if kind == POINT:
-        if not offsets:  # Points: one part each
-            return coords, np.arange(n + 1), np.arange(n), None
-        per_feature = np.diff(offsets[0])
-        return coords, np.arange(len(coords) + 1), np.repeat(np.arange(n), per_feature), None
-    if kind == LINESTRING:
-        line_offsets = offsets[0]
-        if len(offsets) == 1:
-            return coords, line_offsets, np.arange(n), None
-        return coords, line_offsets, np.repeat(np.arange(n), np.diff(offsets[1])), None
-    ring_offsets, polygon_offsets = offsets[0], offsets[1]
-    rings_per_polygon = np.diff(polygon_offsets)
-    polygon_feature = np.arange(n) if len(offsets) == 2 else np.repeat(np.arange(n), np.diff(offsets[2]))
-    ring_feature = np.repeat(polygon_feature, rings_per_polygon)
-    exterior = np.zeros(len(ring_offsets) - 1, dtype=bool)
-    exterior[polygon_offsets[:-1][rings_per_polygon > 0]] = True
-    return coords, ring_offsets, ring_feature, exterior
-
-
-def _ragged_by_parts(geoms: np.ndarray, kind: int):
+    """(coords, part_offsets, part_feature, exterior) of one kind's geometries: parts are rings (polygons:
+    exterior, then holes, part by part), lines or points, in feature order. (GEOS's parts, rings and
+    coordinates as arrays; shapely.to_ragged_array gives the same layout but was slower here.)"""
     parts, part_feature = shapely.get_parts(geoms, return_index=True)
     exterior = None
     if kind == POLYGON:
