@@ -29,6 +29,13 @@ def _clean(dade: str):
     return check
 
 
+def _not_chosen(incident: int, clean):
+    def check(r):
+        clean(r)
+        assert r.json()["incident_id"] != incident, "the phone's answer chose a foreign incident"
+    return check
+
+
 def scope_cases(api, world) -> dict:
     admin = api.login("admin")
     dade, yihe = world["dade"], world["yihe"]
@@ -94,6 +101,9 @@ def scope_cases(api, world) -> dict:
         ("GET", "/api/incidents/{incident_id}/report"): [dict(path=i, check=_denied)],
         ("POST", "/api/evacuations/{evacuation_id}/state"): [dict(path={"evacuation_id": evacuation}, json={"state": "moved"},
                                                                   check=_denied)],
+        # The phone's first answer: asked for 大德镇's incident, the outsider gets its own choice, never the foreign one.
+        ("GET", "/api/evacuations/mine"): [dict(check=clean),
+                                           dict(params={"incident_id": incident}, check=_not_chosen(incident, clean))],
         ("GET", "/api/evacuations/{evacuation_id}/history"): [dict(path={"evacuation_id": evacuation}, check=_denied)],
         ("GET", "/api/shelters"): [dict(check=clean)],
         ("POST", "/api/shelters"): [dict(json={"code": "SPY", "name": "x", "capacity": 5, "lon": body["coordinates"][0][0][0],
