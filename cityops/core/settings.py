@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     indicators_pack: str = "default"
     #: Live indicators are recomputed at most this often while a cockpit listens (seconds).
     indicators_live_seconds: float = Field(default=1.0, gt=0, le=3600)
+    #: Every live indicator is recomputed at least this often, moved by a fact or not (seconds).
+    indicators_full_seconds: float = Field(default=30.0, gt=0, le=86400)
 
     #: Sensing ingest queue bound, in observations (full → 503 for HTTP; MQTT is held by its in-flight window).
     sensing_queue: int = Field(default=500_000, ge=1)

@@ -11,7 +11,7 @@ It recomputes:
   move it (``Metric.moved_by``); a fact recomputes the live indicators on those metrics and the formulas over them
   — a case recomputes the three case counts, not the sensor aggregates of a district under ingest;
 - **the others every** ``indicators_live_seconds``: what moves without such a fact (sensor readings under ingest,
-  devices going offline, evacuations), and **all of them every** ``FULL_SECONDS`` (what a fact moves also moves
+  devices going offline, evacuations), and **all of them every** ``Settings.indicators_full_seconds`` (what a fact moves also moves
   with time: a case becomes overdue). A turn is short so a fact never waits long behind it: recomputing the
   indicators a fact does not move every second, or all of them, held the thread for most of every second under
   ingest, and a case waited behind it.
@@ -45,8 +45,6 @@ MARK_SECONDS = 0.1
 CASE_FACT = "case.changed"
 #: The units changed: the unit tree is built again.
 UNITS_FACT = "unit.changed"
-#: Every live indicator is recomputed at least this often (seconds).
-FULL_SECONDS = 30.0
 
 
 def unmoved(cat) -> set[str]:
@@ -173,7 +171,7 @@ class LiveIndicators:
                     self._mark = mark
                 facts, self._facts = self._facts, set()
                 now = time.monotonic()
-                everything = self._dirty or now - self.last_full >= FULL_SECONDS
+                everything = self._dirty or now - self.last_full >= self.settings.indicators_full_seconds
                 periodic = everything or now - self.last >= self.settings.indicators_live_seconds
                 if not periodic and not facts:
                     continue
