@@ -52,7 +52,8 @@ def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
         env = _env(CITYOPS_DATABASE_URL=pg_database_url(name), CITYOPS_BUS_TRANSPORT="jetstream", CITYOPS_NATS_URL=nats_url,
                    CITYOPS_BUS_STREAM=f"W{os.getpid()}", CITYOPS_SECRET_KEY="workers-test", CITYOPS_DATA_DIR=str(tmp_path / "data"),
                    CITYOPS_LOG_LEVEL="WARNING", CITYOPS_TIMER_EVENTS_SWEEP_SECONDS="1", CITYOPS_TIMER_TASKS_OVERDUE_SECONDS="1",
-                   CITYOPS_TIMER_SENSING_SECONDS="1", CITYOPS_TIMER_DIRECTIVES_SECONDS="1")
+                   CITYOPS_TIMER_SENSING_SECONDS="1", CITYOPS_TIMER_DIRECTIVES_SECONDS="1",
+                   CITYOPS_TIMER_NOTIFY_ESCALATE_SECONDS="1")
         settings = Settings(data_dir=tmp_path / "data", database_url=pg_database_url(name), secret_key="workers-test",
                             bus_transport="jetstream", nats_url=nats_url, bus_stream=f"W{os.getpid()}")
         engine = make_engine(settings)
@@ -132,7 +133,7 @@ def test_every_worker_hears_an_alarm_raised_elsewhere(tmp_path):
             time.sleep(6)
             with sessions() as s:
                 after = {t.name: (t.runs, t.holder) for t in s.scalars(select(TimerRun))}
-            assert set(after) == {"events.sweep", "tasks.overdue", "sensing.maintain", "directives.sweep"}, after
+            assert set(after) == {"events.sweep", "tasks.overdue", "sensing.maintain", "directives.sweep", "notify.escalate"}, after
             for name, (runs, _holder) in after.items():
                 assert 3 <= runs - before.get(name, 0) <= 7, (name, runs - before.get(name, 0))
         finally:
