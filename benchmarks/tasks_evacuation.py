@@ -128,27 +128,13 @@ def warning_round(store, place, grid, k: int, base_url: str, headers: dict, haza
         session.commit()
         iid = incident.id
     persisted = time.perf_counter() - start
-    locked = None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
-        with client.stream("GET", f"/api/incidents/{iid}/stream", params={"seconds": 0}) as r:
-            for line in r.iter_lines():
-                if line.startswith("event: evacuation.locked"):
-                    locked = True
-                if locked and line.startswith("data: "):
-                    import json
-
-                    locked = json.loads(line[6:])["data"]["households_in_zone"]
-                    break
-    on_stream = time.perf_counter() - start
-    with store.sessions() as session:
-        rows = session.scalar(select(text("count(*)")).select_from(Evacuation).where(Evacuation.incident_id == iid))
-    return {"incident": iid, "persisted": persisted, "on_stream": on_stream, "households": rows, "stream_households": locked}
+        return _locked_on_stream(store, client, iid, start, persisted)
 
 
 def warning_round_bus(store, place, grid, k: int, base_url: str, headers: dict, hazard_m: float = HAZARD_M) -> dict:
     """The chain on the bus: a ``warning.level_changed`` committed (as the warning engine commits it) → the outbox
     relay → JetStream → ``tasks.plan_response`` in a worker → the incident's live stream shows the locked zone."""
-    import json
     from datetime import UTC, datetime
 
     from cityops.core.bus import publish
@@ -163,7 +149,7 @@ def warning_round_bus(store, place, grid, k: int, base_url: str, headers: dict, 
         publish(session, event)
         start = time.perf_counter()
         session.commit()
-    persisted = iid = locked = None
+    persisted = iid = None
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         deadline = time.monotonic() + 120
         while iid is None:  # the incident appears with its tasks and zone, in the consumer's one transaction
@@ -174,13 +160,21 @@ def warning_round_bus(store, place, grid, k: int, base_url: str, headers: dict, 
                 iid, persisted = found[0]["id"], time.perf_counter() - start
             else:
                 time.sleep(0.02)
-        with client.stream("GET", f"/api/incidents/{iid}/stream", params={"seconds": 0}) as r:
-            for line in r.iter_lines():
-                if line.startswith("event: evacuation.locked"):
-                    locked = True
-                if locked and line.startswith("data: "):
-                    locked = json.loads(line[6:])["data"]["households_in_zone"]
-                    break
+        return _locked_on_stream(store, client, iid, start, persisted)
+
+
+def _locked_on_stream(store, client, iid: int, start: float, persisted: float | None) -> dict:
+    """Read the incident's live stream until the locked zone's household count arrives; the round's figures."""
+    import json
+
+    locked = None
+    with client.stream("GET", f"/api/incidents/{iid}/stream", params={"seconds": 0}) as r:
+        for line in r.iter_lines():
+            if line.startswith("event: evacuation.locked"):
+                locked = True
+            if locked and line.startswith("data: "):
+                locked = json.loads(line[6:])["data"]["households_in_zone"]
+                break
     on_stream = time.perf_counter() - start
     with store.sessions() as session:
         rows = session.scalar(select(text("count(*)")).select_from(Evacuation).where(Evacuation.incident_id == iid))
