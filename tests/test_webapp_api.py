@@ -9,6 +9,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 
 import mapbox_vector_tile
@@ -192,7 +193,7 @@ def _raw(api, path, **headers):
 @needs_build
 def test_built_assets_are_cached_for_good_and_sent_pre_compressed(api):
     index = api.get("/").text
-    script = re.search(r'src="(/assets/[^"]+\.js)"', index).group(1)
+    script = re.search(r"m\.src='(/assets/[^']+\.js)'", index).group(1)  # the entry, started by the page's first lines
     on_disk = DIST_DIR / script.lstrip("/")
     variants = {}
     for accept, encoding, suffix in (("br, gzip", "br", ".br"), ("gzip, br;q=0", "gzip", ".gz"), ("identity", None, "")):
@@ -249,8 +250,8 @@ def test_the_phone_page_needs_no_other_file_before_its_households(api):
         assert "import(" not in html, f"{path}: a chunk loaded later would run a second copy of the app"
         for foreign in ("maplibregl.Map", "echarts.init", "ElDrawer", "ElMessageBox"):
             assert foreign not in html, (path, foreign)
-    # The app's other pages keep the app's page.
-    assert '<script type="module" crossorigin src="/assets/' in api.get("/workbench").text
+    # The app's other pages keep the app's page (its entry script started by the page's first lines).
+    assert re.search(r"m\.src='/assets/index-[\w-]+\.js'", api.get("/workbench").text)
 
 
 def test_api_answers_are_compressed_for_slow_links(api):
@@ -268,3 +269,79 @@ def test_a_unit_gives_its_bounding_box(api):
     unit = api.get("/api/units/500154", params={"geometry": True}, headers=admin).json()
     assert unit["bbox"] == pytest.approx(list(shape(unit["geometry"]).bounds), abs=1e-6)
     assert "geometry" not in api.get("/api/units/500154", headers=admin).json()
+
+
+def _overview(api, headers, **params):
+    return api.get("/api/map/overview", params={"width": 1440, "height": 848, **params},
+                   headers={**headers, "Accept-Encoding": "gzip"})
+
+
+def test_the_map_first_view_is_drawn_by_the_server_from_current_data(api):
+    """GET /api/map/overview: the operations map's first view as one small SVG — relief, water, roads, the units,
+    place names in Chinese, and the live things (risk points by level, cases, shelters) of the moment."""
+    district = api.login("district")
+    r = _overview(api, district)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("image/svg+xml") and r.headers["cache-control"] == "no-store"
+    assert r.headers["content-encoding"] == "gzip"
+    svg = r.text
+    root = re.match(r'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1440 848"[^>]*data-live="(\d+)"', svg)
+    assert root and int(root.group(1)) > 0, svg[:300]
+    for part in ('class="relief"', 'class="water"', 'class="road"', 'class="township"', 'class="district"',
+                 'class="live risk-points"', 'class="live shelters"'):
+        assert part in svg, part
+    townships = api.get("/api/units", params={"level": "township"}, headers=district).json()["items"]
+    labels = re.findall(r"<text[^>]*>([^<]+)</text>", svg)
+    assert {u["name"] for u in townships} <= set(labels), labels
+    # Every risk point the user sees is drawn, one circle each, in the group of its level.
+    points = api.get("/api/risk-points", params={"limit": 1000}, headers=district).json()["items"]
+    drawn = sum(len(re.findall("<circle", g)) for g in re.findall(r'<g class="live risk-points"[^>]*>(.*?)</g>', svg))
+    assert drawn == len([p for p in points if p["lon"] is not None])
+    # The same view again: the base part comes from the cache, the live part is read again, the answer the same.
+    assert _overview(api, district).text == svg
+    # English names for an English user.
+    assert "Yihe" in " ".join(re.findall(r"<text[^>]*>([^<]+)</text>", _overview(api, district, lang="en").text))
+
+
+def test_the_map_first_view_fits_the_box_as_the_map_does(api):
+    """With a box (the map's last view) the drawing is that box fitted into the window with the padding, centred,
+    as MapLibre's fitBounds: the drawing and the map that replaces it line up."""
+    district = api.login("district")
+    box = (108.20, 30.95, 108.40, 31.05)
+    r = _overview(api, district, bbox=",".join(map(str, box)), padding=30)
+    assert r.status_code == 200, r.text
+    w, s, e, n = map(float, re.search(r'data-bounds="([^"]+)"', r.text).group(1).split(","))
+    assert w < box[0] and e > box[2] and s < box[1] and n > box[3]
+    assert (w + e) / 2 == pytest.approx((box[0] + box[2]) / 2, abs=1e-4)
+    zoom = float(re.search(r'data-zoom="([^"]+)"', r.text).group(1))
+    # The box in Web Mercator (the world = 512 pixels at zoom 0) fitted into 1440 × 848 less 30 pixels each side.
+    def y(lat):
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2)) / (2 * math.pi)
+    scale = min(1380 / ((box[2] - box[0]) / 360), 788 / (y(box[3]) - y(box[1])))
+    assert zoom == pytest.approx(math.log2(scale / 512), abs=1e-3)
+
+
+@pytest.mark.parametrize("params", [
+    {"width": 0}, {"width": 99999}, {"height": -5}, {"width": "wide"}, {"bbox": "a,b,c,d"}, {"bbox": "108.4,31,108.2,31.1"},
+    {"bbox": "108,31,109"}, {"bbox": "nan,31,109,32"}, {"bbox": "108,-89,109,32"}, {"padding": 900}, {"padding": -1},
+    {"padding": 424}, {"lang": "fr"},
+])
+def test_the_map_first_view_refuses_bad_parameters(api, params):
+    r = _overview(api, api.login("district"), **params)
+    assert r.status_code == 422, (params, r.status_code, r.text)
+    assert r.json()["error"], r.text
+
+
+def test_the_map_first_view_needs_its_size_and_a_login(api):
+    assert api.get("/api/map/overview", params={"width": 800, "height": 600}).status_code == 401
+    assert api.get("/api/map/overview", params={"width": 800}, headers=api.login("district")).status_code == 422
+
+
+@needs_build
+def test_the_map_page_asks_for_its_first_view_before_its_scripts(api):
+    """index.html asks for the server's drawing of the map's first view before anything else and starts the
+    page's scripts once its answer has begun (so the two do not share a slow link)."""
+    index = api.get("/").text
+    assert index.index("/api/map/overview?") < index.index("function go(){") < index.index('rel="stylesheet"')
+    assert "window.cityopsGate.then(go)" in index
+    assert not re.search(r'<script[^>]+src="/assets/', index), "the entry script must not start before the drawing"

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import anyio.to_thread
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.convertors import Convertor, register_url_convertor
@@ -20,6 +20,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from cityops.core.errors import NotFound
+from cityops.core.web import ReadDB, require
+from cityops.web import overview
 
 #: The Vite build output (gitignored): index.html, assets/ (content-hashed), docs/ (Swagger UI, ReDoc), the
 #: service worker, the web manifest and the icons.
@@ -61,6 +63,19 @@ def catalogue(language: str) -> dict[str, str]:
     if language not in data:
         raise NotFound(f"no messages for language {language!r}; available: {', '.join(data)}")
     return data[language]
+
+
+@router.get("/api/map/overview", summary="The operations map's first view as one SVG: base map and live things, scoped",
+            response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}})
+def map_overview(session: ReadDB, principal=Depends(require("layers.read")),
+                 width: int = Query(..., description="pixels"), height: int = Query(..., description="pixels"),
+                 bbox: str | None = Query(None, description="w,s,e,n to fit (the map's last view); default: the scope"),
+                 padding: int = Query(40, description="pixels around the box, as the map's fitBounds"),
+                 lang: str = Query("zh-CN")) -> Response:
+    """Drawn from the current data on every request (live things) over a cached base part; never cached by the
+    browser: it is the state of the moment."""
+    svg = overview.overview_svg(session, principal, width=width, height=height, bbox=bbox, padding=padding, lang=lang)
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-store"})
 
 
 # The API reference pages load Swagger UI and ReDoc from the app's own build (npm packages swagger-ui-dist and

@@ -12,6 +12,7 @@ import { ElementPlusResolver } from "unplugin-vue-components/resolvers";
 import { defineConfig } from "vite";
 import { compression, defineAlgorithm } from "vite-plugin-compression2";
 import { firstPaintRequests } from "./src/first-paint.js";
+import { overviewRequest } from "./src/overview.js";
 import { VitePWA } from "vite-plugin-pwa";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -93,8 +94,29 @@ const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, 
 export function earlyRequests() {
   return `(function(){try{var f=${firstPaintRequests.toString()};var u=f(location,localStorage);`
     + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
-    + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};"
-    + "u.forEach(function(x){var r=fetch(x,{headers:h});r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
+    + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};var g=window.cityopsGate;"
+    // After the map's drawing has begun to arrive (earlyOverview), like the scripts: not sharing the link with it.
+    + "u.forEach(function(x){var r=g?g.then(function(){return fetch(x,{headers:h});}):fetch(x,{headers:h});"
+    + "r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
+}
+
+/**
+ * The operations map's first view drawn by the server (src/overview.js), asked for before anything else and shown
+ * as soon as it arrives. `window.cityopsGate` resolves when its answer has begun (or failed, or after 2.5 s): the
+ * page's scripts start then, so that the drawing does not share the link with ~600 kB of them (a throttled link is
+ * shared evenly by the requests in flight); their own round trip overlaps the drawing's transfer.
+ */
+export function earlyOverview() {
+  return `(function(){try{var f=${overviewRequest.toString()};var u=f(location,localStorage,innerWidth,innerHeight);`
+    + "if(!u)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
+    + "var r=fetch(u,{headers:{Authorization:'Bearer '+s.token}});"
+    + "window.cityopsGate=new Promise(function(ok){r.then(ok,ok);setTimeout(ok,2500);});"
+    + "r.then(function(x){if(!x.ok)throw 0;return x.text();}).then(function(t){function show(){"
+    + "if(window.cityopsMapDrawn||location.pathname!=='/')return;var d=document.createElement('div');d.id='overview';"
+    + "d.setAttribute('aria-hidden','true');d.style.cssText='position:fixed;left:0;right:0;bottom:0;top:52px;z-index:1;"
+    + "pointer-events:none;overflow:hidden;background:#0d1d30';d.innerHTML=t;document.body.appendChild(d);}"
+    + "if(document.body)show();else document.addEventListener('DOMContentLoaded',show);}).catch(function(){});"
+    + "}catch(e){}})();";
 }
 
 /** `script` right after the page's charset, before any stylesheet: a script after a stylesheet waits until it has loaded. */
@@ -151,12 +173,22 @@ function firstPaintPreload() {
           }
           return [prefix, files];
         });
-        const script = `(function(){var t=${JSON.stringify(table)},p=location.pathname;for(var i=0;i<t.length;i++){`
+        // The entry script is started by the lines below (after the map's drawing has begun to arrive, see
+        // earlyOverview), not by its tag.
+        const tag = new RegExp(`<script type="module" crossorigin src="/${entry.fileName.replace(/[.]/g, "[.]")}"></script>\\s*`);
+        if (!tag.test(html)) throw new Error("first-paint preload: the entry's script tag is not where it was");
+        html = html.replace(tag, "");
+        const script = `(function(){function go(){var t=${JSON.stringify(table)},p=location.pathname;for(var i=0;i<t.length;i++){`
           + "var x=t[i][0];if(x==='/'?p!=='/':p.indexOf(x)!==0)continue;t[i][1].forEach(function(f){"
           + "var l=document.createElement('link'),e=f.slice(f.lastIndexOf('.')+1);l.href='/'+f;"
           + "if(e==='js'){l.rel='modulepreload';}else{l.rel='preload';l.crossOrigin='anonymous';"
-          + "l.as=e==='css'?'style':'fetch';}document.head.appendChild(l);});break;}})();";
-        return withEarlyScript(html, earlyRequests() + script);
+          + "l.as=e==='css'?'style':'fetch';}document.head.appendChild(l);});break;}"
+          + `var k=document.createElement('link');k.rel='modulepreload';k.href='/${entry.fileName}';document.head.appendChild(k);`
+          + `var m=document.createElement('script');m.type='module';m.crossOrigin='';m.src='/${entry.fileName}';`
+          + "function run(){document.head.appendChild(m);}"
+          + "if(document.readyState==='loading')document.addEventListener('DOMContentLoaded',run);else run();}"
+          + "if(window.cityopsGate)window.cityopsGate.then(go);else go();})();";
+        return withEarlyScript(html, earlyOverview() + earlyRequests() + script);
       },
     },
   };

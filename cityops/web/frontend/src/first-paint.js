@@ -10,8 +10,8 @@
 /** The evacuation states the phone lists (its households still to move). */
 export const OPEN_STATES = "to_move,refused,not_home";
 
-/** Paths (with query) to ask for at once on opening `location`, given the stored session and lists: the cockpit's
- * board; the phone's households in one answer (its incidents, the chosen one's households and totals;
+/** Paths (with query) to ask for at once on opening `location`, given the stored session and lists: the operations
+ * map's live layers (those drawn at its first view) and units to fit; the cockpit's board; the phone's households in one answer (its incidents, the chosen one's households and totals;
  * `GET /api/evacuations/mine`) and the shelters, the very addresses HouseholdsTab builds. */
 export function firstPaintRequests(location, storage) {
   var read = function (key) {
@@ -28,6 +28,23 @@ export function firstPaintRequests(location, storage) {
     var asked = query.get("unit") || "";
     var unit = asked && (!own || asked.indexOf(own) === 0) ? asked : own;
     return ["/api/indicators/board" + (unit ? "?" + new URLSearchParams({ unit: unit }).toString() : "")];
+  }
+  if (path === "/") {
+    // The operations map (pages/OpsMap.vue, map/live.js): the live layers the first view draws, by permission, and
+    // the scope's units to fit a first visit (without a view remembered from the last one).
+    var perms = session.user.permissions || [];
+    var may = function (p) { return perms.indexOf("*") >= 0 || perms.indexOf(p) >= 0; };
+    var urls = [];
+    if (may("tasks.read")) urls.push("/api/incidents?status=active");
+    if (may("warning.read")) urls.push("/api/risk-points?limit=1000&offset=0");
+    if (may("sensing.read")) urls.push("/api/sensing/alarms?" + new URLSearchParams({ status: "active,acknowledged", limit: "1000" }).toString());
+    if (may("events.read")) urls.push("/api/events/map/cases");
+    if (may("tasks.read")) urls.push("/api/shelters");
+    var prefs = read("cityops.map." + session.user.username) || {};
+    if (!prefs.bounds) {
+      (session.user.scope_units || []).slice(0, 20).forEach(function (code) { urls.push("/api/units/" + encodeURIComponent(code)); });
+    }
+    return urls;
   }
   if (!/^\/phone(\/households)?\/?$/.test(path)) return [];
   var cache = read("cityops.phone." + session.user.username) || {};

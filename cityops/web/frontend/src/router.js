@@ -6,6 +6,7 @@
 import { createRouter, createWebHistory } from "vue-router";
 import { accessGuard } from "./access.js";
 import { can } from "./auth/session.js";
+import { dropOverview } from "./overview.js";
 import { phoneRoute } from "./phone/route.js";
 
 export const routes = [
@@ -35,6 +36,8 @@ export const routes = [
 export const router = createRouter({ history: createWebHistory(), routes });
 
 router.beforeEach(accessGuard);
+// The server's drawing of the map's first view belongs to the map: gone when the first page is another one.
+router.afterEach((to) => { if (to.name !== "map") dropOverview(); });
 
 /** The top bar's pages for the signed-in user. */
 export function navItems() {

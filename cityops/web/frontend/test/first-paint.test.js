@@ -46,3 +46,28 @@ describe("the phone's first paint requests", () => {
       "/api/shelters"]);
   });
 });
+
+describe("the operations map's first paint requests", () => {
+  const user = (permissions, extra = {}) => ({ "cityops.session": { token: "t",
+    user: { username: "d1", permissions, scope_units: ["500154101"] } }, ...extra });
+
+  it("ask for the live layers of the first view by permission, at the very addresses the layers' loaders build", () => {
+    const urls = firstPaintRequests(at("/"), storage(user(["*"])));
+    // map/live.js: api.get(path, { params }) and getAll's first page go through buildUrl.
+    expect(urls).toEqual([
+      buildUrl("/api/incidents", { status: "active" }),
+      buildUrl("/api/risk-points", { limit: 1000, offset: 0 }),
+      buildUrl("/api/sensing/alarms", { status: "active,acknowledged", limit: 1000 }),
+      "/api/events/map/cases",
+      "/api/shelters",
+      "/api/units/500154101",
+    ]);
+    // Sensors and cameras are drawn from a closer zoom: not on the first view's path.
+    expect(urls.some((u) => u.includes("devices") || u.includes("video"))).toBe(false);
+  });
+
+  it("leave out what the user may not read, and the units when the map remembers its view", () => {
+    expect(firstPaintRequests(at("/"), storage(user(["events.read"], { "cityops.map.d1": { bounds: [[1, 2], [3, 4]] } }))))
+      .toEqual(["/api/events/map/cases"]);
+  });
+});

@@ -99,7 +99,8 @@ export function boundsOf(geometry) {
   return Number.isFinite(minx) ? [[minx, miny], [maxx, maxy]] : null;
 }
 
-/** The live layers: key, what they need, and how they load. */
+/** The live layers: key, what they need, how they load, and (minzoom) from which zoom their style draws them: a
+ * map opening further out asks for those after the others (src/first-paint.js asks for the others at page start). */
 export const LIVE_LAYERS = [
   { key: "incidents", permission: "tasks.read", async load() {
     const list = await api.get("/api/incidents", { params: { status: "active" } });
@@ -114,7 +115,7 @@ export const LIVE_LAYERS = [
     const body = await api.get("/api/sensing/alarms", { params: { status: "active,acknowledged", limit: 1000 } });
     return { geojson: alarmFeatures(body.items), items: body.items };
   } },
-  { key: "sensors", permission: "sensing.read", async load() {
+  { key: "sensors", permission: "sensing.read", minzoom: 10.5, async load() {
     const items = await getAll("/api/sensing/devices", { pageSize: 5000 });
     return { geojson: sensorFeatures(items), items };
   } },
@@ -127,7 +128,7 @@ export const LIVE_LAYERS = [
     return { geojson: shelterFeatures(list), items: list };
   } },
   // 视频监控: each camera and its view cone (GET /api/video/map draws both, part = camera | cone).
-  { key: "cameras", permission: "video.read", async load() {
+  { key: "cameras", permission: "video.read", minzoom: 10, async load() {
     const body = await api.get("/api/video/map");
     return { geojson: body, items: body.features.filter((f) => f.properties.part === "camera").map((f) => f.properties) };
   } },
