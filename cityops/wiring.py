@@ -9,8 +9,12 @@ is off, and the CLI for its commands):
   reading the sensing time series (``warning.evaluate``; the adapter is ``sensing_series``);
 - ``warning.level_changed`` → the emergency plan responds (``tasks.plan_response``) and the risk point's alarm
   follows the level (``sensing.warning_alarm``);
-- ``incident.activated`` / ``incident.closed`` → the event center opens (or joins) and closes the incident's case
-  (``events.incident_case``), and ``case.linked`` → the incident keeps its reference (``tasks.case_link``);
+- ``alarm.changed`` (raised or escalated at the policy's severity) → the alarm's event-center case is opened, or
+  the danger's open case joined, and the alarm keeps its reference (``sensing.alarm_case``);
+- ``incident.activated`` / ``incident.closed`` → the incident's case is opened (or the danger's open one joined),
+  the incident keeps its reference, and the case is closed with the incident (``tasks.incident_case``);
+- ``indicator.breached`` / ``indicator.recovered`` → the breach's case (when its definition asks for one) is opened
+  and closed (``indicators.breach_case``);
 - ``building.changed`` → the building tiles are stale (``tiles.buildings_changed``);
 - ``warning.level_changed``, ``plan.activated``, ``case.changed``, ``indicator.breached`` → notifications
   (``notify.*``: the responsible people, the plan's list and the tasks' assignees, the case's handler, the level
@@ -44,10 +48,10 @@ from cityops.base.manifest import LayerChanged, LayerVersionCreated
 from cityops.core.bus import Bus, Envelope, Subscription, Timer
 from cityops.demo.generator import DemoContext, register_step
 from cityops.directives.manifest import DirectiveChanged
-from cityops.events.manifest import CaseChanged, CaseLinked
+from cityops.events.manifest import CaseChanged
 from cityops.housing.manifest import BuildingChanged
 from cityops.identity.manifest import AccessChanged
-from cityops.indicators.manifest import IndicatorBreached
+from cityops.indicators.manifest import IndicatorBreached, IndicatorRecovered
 from cityops.notify.manifest import NotificationChanged, NotificationQueued
 from cityops.org.manifest import UnitsChanged
 from cityops.sensing.manifest import AlarmChanged, ObservationBatchStored
@@ -63,8 +67,8 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
     """Who listens to what. ``wired=False`` (one capability alone) keeps only the live streams and the caches:
     they are each capability's own, fed by its own events."""
     from cityops.base import catalogue as layer_catalogue
-    from cityops.events import subscriptions as events
     from cityops.identity import subscriptions as identity
+    from cityops.indicators import subscriptions as indicators
     from cityops.sensing import subscriptions as sensing
     from cityops.notify import subscriptions as notify
     from cityops.tasks import subscriptions as tasks
@@ -95,10 +99,12 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
             Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
             Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
             Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
-            # An incident's case: opened (or the danger's open case joined) and closed by the event center, the
-            # reference kept by the task center.
-            Subscription("events.incident_case", (IncidentActivated, IncidentClosed), events.incident_event),
-            Subscription("tasks.case_link", (CaseLinked,), tasks.case_link),
+            # The cases the event center files for other capabilities' facts, each asked for by the consumer of the
+            # capability whose fact it is (the event center is below them all): an alarm's, an incident's (opened,
+            # or the danger's open case joined, and closed with it), an indicator breach's (closed on recovery).
+            Subscription("sensing.alarm_case", (AlarmChanged,), sensing.alarm_case),
+            Subscription("tasks.incident_case", (IncidentActivated, IncidentClosed), tasks.incident_case),
+            Subscription("indicators.breach_case", (IndicatorBreached, IndicatorRecovered), indicators.breach_case),
             Subscription("tiles.buildings_changed", (BuildingChanged,), tiles.buildings_changed, ordered=False),
             # Every capability speaks: notifications of warnings, plan activations and tasks, cases, indicator breaches.
             Subscription("notify.warning", (WarningLevelChanged,), notify.warning_level),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from shapely.geometry import MultiPolygon, Point, box
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cityops.core import audit
 from cityops.events.models import Case
@@ -21,6 +21,7 @@ from cityops.org.models import Unit
 from cityops.sensing.models import Alarm
 from cityops.tasks.models import Shelter
 from cityops.warning.tables import RiskPoint, RiskWarning
+from tests.bus_helpers import deliver, handle_again, outbox_head
 
 D, T1, T2 = "500154", "500154001", "500154002"
 V1, V2 = T1 + "001", T2 + "001"
@@ -221,7 +222,10 @@ def test_history_as_of_a_past_day(store, tmp_path):
 
 
 def test_breach_opens_its_case_and_recovery_closes_it(store, tmp_path):
+    """Through the bus: the computation commits the breaches and their ``indicator.breached``; the consumer of those
+    has the event center open each case (once, whatever the redeliveries), and ``indicator.recovered`` closes it."""
     cat = _catalogue(tmp_path)
+    since = outbox_head(store)
     with store.sessions() as session:
         _units(session)
         _facts(session)
@@ -230,10 +234,16 @@ def test_breach_opens_its_case_and_recovery_closes_it(store, tmp_path):
         session.commit()
         open_ = {b.unit_code: b for b in session.scalars(select(Breach).where(Breach.closed_at.is_(None)))}
         assert set(open_) == {D, T1, V1}
+        assert all(b.case_id is None for b in open_.values()), "not in the computation's transaction"
+    envs = deliver(store, "indicators.breach_case", since, twice=True)
+    handle_again(store, "indicators.breach_case", envs)
+    with store.sessions() as session:
+        open_ = {b.unit_code: b for b in session.scalars(select(Breach).where(Breach.closed_at.is_(None)))}
         for b in open_.values():
             case = session.get(Case, b.case_id)
             assert case is not None and case.external_key == f"indicator-breach:{b.id}" and case.source == "indicator"
-            assert case.attributes["indicator"] == "risk_red" and case.closed_at is None
+            assert case.attributes["indicator"] == "risk_red" and case.closed_at is None and b.case_number == case.number
+        assert session.scalar(select(func.count()).select_from(Case).where(Case.source == "indicator")) == 3
         # Running again opens nothing new.
         again = service.run(session, cat, "day", NOW, codes={"risk_red"})
         assert again.breaches_opened == 0
@@ -242,11 +252,15 @@ def test_breach_opens_its_case_and_recovery_closes_it(store, tmp_path):
         session.add(RiskWarning(risk_point_id=p1.id, identifier="w-clear", msg_type="Update", level="none",
                                 previous_level="red", issued_at=NOW + timedelta(seconds=1), reasons={}, unit_path=p1.unit_path))
         session.commit()
+        since = outbox_head(store)
         closed = service.run(session, cat, "day", NOW + timedelta(seconds=2), codes={"risk_red"})
         session.commit()
         assert closed.breaches_closed == 3
-        for b in open_.values():
-            session.refresh(b)
+    envs = deliver(store, "indicators.breach_case", since, twice=True)
+    handle_again(store, "indicators.breach_case", envs)
+    with store.sessions() as session:
+        for old in open_.values():
+            b = session.get(Breach, old.id)
             assert b.closed_at is not None and b.recovered_value == 0
             assert session.get(Case, b.case_id).closed_at is not None
 

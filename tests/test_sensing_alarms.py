@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from cityops.sensing import alarms, catalog, rules
 from cityops.sensing.models import Alarm
+from tests.bus_helpers import deliver, handle_again, outbox_head, published
 from tests.conftest import table_counts
 from tests.sensing_helpers import make_device, township
 
@@ -241,25 +242,40 @@ def test_life_cycle_actions_and_illegal_transitions(api, yihe):
 
 def test_case_is_opened_at_the_configured_level(api, yihe):
     """At or above the policy's severity an alarm opens one event-center case (filed, with the device type's
-    class); below it, none. A repeat of the alarm opens no second case."""
+    class) through the bus: the alarm is committed first, and the consumer of its ``alarm.changed`` asks the event
+    center; below it, none. A repeat of the alarm, and a redelivery of its event, open no second case."""
     from cityops.events.models import Case
 
+    since = start = outbox_head(api.store)
     with api.store.sessions() as s:
         low = alarms.raise_alarm(s, key="case:low", severity="yellow", title="黄色", unit_code=yihe, risk_point_code=None,
                                  datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
-        assert low.case_ref is None
         red = alarms.raise_alarm(s, key="case:red", severity="red", title="红色", unit_code=yihe, risk_point_code="RP-3",
                                  datastream_id=None, evidence={"v": 2}, observed_at=datetime.now(UTC), lon=None, lat=None,
                                  device_type="tilt_meter")
+        assert red.case_ref is None, "not in the alarm's transaction"
+        s.commit()
+        low_id, red_id = low.id, red.id
+    envs = deliver(api.store, "sensing.alarm_case", since, twice=True)
+    handle_again(api.store, "sensing.alarm_case", envs)
+    with api.store.sessions() as s:
+        assert s.get(Alarm, low_id).case_ref is None
+        red = s.get(Alarm, red_id)
         assert red.case_ref
         case = s.get(Case, int(red.case_ref))
         assert case.class_code == "10082" and case.external_key == "alarm:case:red" and case.state in ("filed", "dispatched")
         assert case.unit_path.startswith(f"/500100/500154/{yihe}/"), "located from the alarm's unit"
+        since = outbox_head(api.store)
         again = alarms.raise_alarm(s, key="case:red", severity="red", title="红色", unit_code=yihe, risk_point_code="RP-3",
                                    datastream_id=None, evidence={"v": 3}, observed_at=datetime.now(UTC))
-        assert again.case_ref == red.case_ref
+        s.commit()
+    deliver(api.store, "sensing.alarm_case", since)
+    with api.store.sessions() as s:
+        assert s.get(Alarm, red_id).case_ref == red.case_ref
         assert s.scalar(select(func.count()).select_from(Case).where(Case.external_key == "alarm:case:red")) == 1
-        s.rollback()
+    # The live streams hear that the alarm holds its case, once.
+    assert [e.payload.change for e in published(api.store, start, "alarm.changed") if e.payload.key == "case:red"] == \
+        ["raised", "case_linked"]
 
 
 def test_live_stream_delivers_scoped_alarm_changes(api, yihe):

@@ -290,16 +290,17 @@ def test_the_storm_notifies_the_right_people_and_escalates_past_the_silent(wired
 
 
 def test_one_danger_one_case_and_titles_that_follow_the_level(wired):
-    """A proposed response activated after its warning alarm opened a case joins that case (the event center's
-    consumer of incident.activated; the incident keeps the reference from case.linked); the title names the risk
-    point, follows the response level, and a second response there is numbered. Closing the incident closes the
-    case (incident.closed)."""
+    """A proposed response activated after its warning alarm opened a case (the consumer of its alarm.changed)
+    joins that case (the task center's consumer of incident.activated, which keeps the reference); the title names
+    the risk point, follows the response level, and a second response there is numbered. Closing the incident
+    closes the case (incident.closed)."""
     from datetime import UTC, datetime
 
     from shapely.geometry import Point
 
     from cityops.core.spatial import buffer_m
     from cityops.sensing import alarms
+    from cityops.sensing.models import Alarm
     from cityops.tasks.plans import on_warning_level
 
     api, bus = wired, wired.app.state.ctx.bus
@@ -317,9 +318,10 @@ def test_one_danger_one_case_and_titles_that_follow_the_level(wired):
                                        observed_at=datetime.now(UTC), source="warning", lon=point.x, lat=point.y,
                                        case_ref=incident.case_ref)
             session.commit()
-            result = incident.id, alarm.case_ref
+            ids = incident.id, alarm.id
         bus.wait_idle()
-        return result
+        with api.store.sessions() as session:
+            return ids[0], session.get(Alarm, ids[1]).case_ref
 
     iid, alarm_case = warn("orange")  # the flood plan proposes: no case yet, the alarm opens one
     assert alarm_case and api.get(f"/api/incidents/{iid}", headers=yihe).json()["title"] == "老沟湾测试积水点II级响应"
@@ -342,3 +344,72 @@ def test_one_danger_one_case_and_titles_that_follow_the_level(wired):
                                  unit_code=grid, geometry=body, evidence={}, place_name="老沟湾测试积水点")
         session.commit()
         assert again.id != iid and again.title == "老沟湾测试积水点II级响应（第2次）"
+
+
+# ------------------------------------------------------------------------ cases opened by consumers on the bus
+
+def test_an_alarm_opens_its_case_through_the_bus_once(wired):
+    """A red alarm is committed without its case; the running bus's consumer of its alarm.changed (sensing.alarm_case)
+    has the event center open it and the alarm keeps the reference. Delivered again (a lost acknowledgement) or
+    handled again past the bus's record, nothing more is opened."""
+    from datetime import UTC, datetime
+
+    from cityops.sensing import alarms
+    from cityops.sensing.models import Alarm
+    from tests.bus_helpers import deliver, handle_again, outbox_head
+
+    api, bus = wired, wired.app.state.ctx.bus
+    grid = api.get("/api/places", params={"q": "老沟湾"}, headers=api.login("admin")).json()[0]["unit_code"]
+    since = outbox_head(api.store)
+    with api.store.sessions() as s:
+        alarm = alarms.raise_alarm(s, key="bus-case-red", severity="red", title="总线告警立案", unit_code=grid,
+                                   risk_point_code=None, datastream_id=None, evidence={}, observed_at=datetime.now(UTC))
+        s.commit()
+        alarm_id = alarm.id
+        assert alarm.case_ref is None
+    bus.wait_idle()
+    with api.store.sessions() as s:
+        case_ref = s.get(Alarm, alarm_id).case_ref
+    assert case_ref
+    envs = deliver(api.store, "sensing.alarm_case", since, twice=True)
+    handle_again(api.store, "sensing.alarm_case", envs)
+    with api.store.sessions() as s:
+        assert s.get(Alarm, alarm_id).case_ref == case_ref
+        assert s.scalars(select(Case.id).where(Case.external_key == "alarm:bus-case-red")).all() == [int(case_ref)]
+
+
+def test_an_incident_opens_and_closes_its_case_through_the_bus_once(wired):
+    """An activated response is committed without its case; the consumer of incident.activated (tasks.incident_case)
+    opens it and the incident keeps the reference; redelivered, nothing more; incident.closed closes it."""
+    from shapely.geometry import Point
+
+    from cityops.core.spatial import buffer_m
+    from cityops.tasks.models import Incident
+    from cityops.tasks.plans import on_warning_level
+    from tests.bus_helpers import deliver, handle_again, outbox_head
+
+    api, bus = wired, wired.app.state.ctx.bus
+    yihe = api.login("yihe")
+    place = api.get("/api/places", params={"q": "老沟湾"}, headers=api.login("admin")).json()[0]
+    body = buffer_m(Point(place["lon"], place["lat"]), 30, api.store.settings.metric_crs)
+    since = outbox_head(api.store)
+    with api.store.sessions() as session:
+        incident = on_warning_level(session, risk_point_code="BUS-CASE-1", hazard_type="landslide", level="red",
+                                    unit_code=place["unit_code"], geometry=body, evidence={}, place_name="总线立案测试点")
+        session.commit()
+        iid = incident.id
+        assert incident.status == "active" and incident.case_ref is None
+    bus.wait_idle()
+    case_ref = api.get(f"/api/incidents/{iid}", headers=yihe).json()["case_ref"]
+    assert case_ref
+    envs = deliver(api.store, "tasks.incident_case", since, twice=True)
+    handle_again(api.store, "tasks.incident_case", envs)
+    with api.store.sessions() as session:
+        assert session.get(Incident, iid).case_ref == case_ref
+        assert session.scalars(select(Case.id).where(Case.external_key == f"incident:{iid}")).all() == [int(case_ref)]
+    timeline = api.get(f"/api/incidents/{iid}/timeline", params={"decisions_only": False}, headers=yihe).json()
+    assert sum(e["kind"] == "case.linked" for e in timeline) == 1
+    assert api.post(f"/api/incidents/{iid}/stand-down", headers=yihe, json={"reason": "测试结束"}).status_code == 200
+    assert api.post(f"/api/incidents/{iid}/close", headers=yihe, json={"note": "结束"}).status_code == 200
+    bus.wait_idle()
+    assert api.get(f"/api/events/cases/{case_ref}", headers=api.login("admin")).json()["state"] == "closed"

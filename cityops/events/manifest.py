@@ -1,5 +1,6 @@
-"""What the event center (事件中心) publishes and consumes on the bus (cityops.core.bus). Sensing still calls it to open
-an alarm's case (sensing/escalation.py)."""
+"""What the event center (事件中心) publishes on the bus (cityops.core.bus). It consumes nothing: it is below the
+capabilities whose facts open cases — an alarm (sensing), an incident (tasks), an indicator breach (indicators) —
+and their consumers of those facts call it (each declares ``events`` in its ``depends_on``)."""
 
 from __future__ import annotations
 
@@ -37,30 +38,8 @@ class CaseChanged(DomainEvent):
     outbox_ids: list[int] = []
 
 
-@event_type
-class CaseLinked(DomainEvent):
-    """A case holds another capability's record: opened for it, or an open case of the same danger that it joined
-    (``joined``). ``subject_kind``/``subject_id``: what it holds (``incident``)."""
-    name = "case.linked"
-    version = 1
-    case_id: int
-    number: str
-    subject_kind: str
-    subject_id: int
-    joined: bool = False
-    unit_path: str
-
-
-# After this module's own event types: the task center's manifest consumes case.linked from here, and this one
-# consumes its incident events (an incident's case is a request and an answer between the two).
-from cityops.tasks.manifest import IncidentActivated, IncidentClosed  # noqa: E402
-
-
 MANIFEST = Manifest(
-    "events", publishes=(CaseChanged, CaseLinked),
-    # An activated incident gets its case (opened, or joined to the open case of its danger); a closed one closes it
-    # (events.subscriptions).
-    consumes=(IncidentActivated, IncidentClosed),
+    "events", publishes=(CaseChanged,),
     depends_on=("org", "identity", "housing"), catalogues=(
     Catalogue("taxonomy.toml", "cityops.events.catalogue:load_taxonomy"),
     Catalogue("calendar.toml", "cityops.events.catalogue:load_calendar"),

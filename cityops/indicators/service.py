@@ -21,7 +21,7 @@ from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators.catalogue import BAND_ZH, Catalogue, Indicator
 from cityops.core.bus import publish
-from cityops.indicators.manifest import IndicatorBreached
+from cityops.indicators.manifest import IndicatorBreached, IndicatorRecovered
 from cityops.indicators.compute import PERIOD_KINDS, bands_matrix, compute, period_bounds, store, sync_versions
 from cityops.indicators.models import Breach, Change, Value
 from cityops.org.levels import active_levels
@@ -79,7 +79,8 @@ def run_all(session: Session, cat: Catalogue, at: datetime | None = None, *, act
 
 
 def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tuple[int, int]:
-    """Open a breach for every unit newly in red, close those that recovered; cases through the event center."""
+    """Open a breach for every unit newly in red, close those that recovered; each publishes its fact, whose
+    consumer opens or closes the breach's case (cityops.indicators.subscriptions)."""
     tree = computed.tree
     codes = [c for c in computed.values if cat.indicators[c].stored_period == computed.period]
     open_rows = {(b.indicator_code, b.unit_code): b for b in session.scalars(
@@ -103,43 +104,19 @@ def judge(session: Session, cat: Catalogue, computed, actor: audit.Actor) -> tup
                            period_start=computed.start, value=value, band="red", opened_at=now)
                 session.add(b)
                 session.flush()
-                if ind.breach.open_case:
-                    _open_case(session, ind, b, actor)
                 publish(session, IndicatorBreached(breach_id=b.id, indicator_code=code, indicator_name=ind.name_zh,
                                                    owner=ind.owner, unit_code=b.unit_code, unit_path=b.unit_path,
-                                                   period=computed.period, value=value, unit=getattr(ind, "unit", None)))
+                                                   period=computed.period, value=value, unit=getattr(ind, "unit", None),
+                                                   case_class=ind.breach.case_class if ind.breach.open_case else None,
+                                                   red=ind.bands.red, actor=actor.name))
                 opened += 1
             elif not red[i] and current is not None:
                 current.closed_at, current.recovered_value = now, value
-                if current.case_id is not None:
-                    _close_case(session, ind, current, actor)
+                publish(session, IndicatorRecovered(breach_id=current.id, indicator_code=code, indicator_name=ind.name_zh,
+                                                    unit_code=current.unit_code, unit_path=current.unit_path, value=value,
+                                                    unit=getattr(ind, "unit", None), actor=actor.name))
                 closed += 1
     return opened, closed
-
-
-def _open_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
-    from cityops.events import creation  # the event center owns cases; it is optional here
-
-    try:
-        with session.begin_nested():
-            case = creation.create_case(
-                session, source="indicator", class_code=ind.breach.case_class, unit_code=b.unit_code,
-                title=f"{ind.name_zh}进入红色区间", external_key=f"indicator-breach:{b.id}", urgency="urgent",
-                description=f"{ind.name_zh} = {b.value:g} {ind.unit}(红色阈值 {ind.bands.red:g})",
-                attributes={"indicator": ind.code, "breach_id": b.id, "value": b.value}, actor=actor)
-            b.case_id, b.case_number = case.id, case.number
-    except Exception:  # a refused case never undoes the breach; it is logged and stays without case
-        log.exception("indicator breach: the event center refused the case", extra={"indicator": ind.code})
-
-
-def _close_case(session: Session, ind: Indicator, b: Breach, actor: audit.Actor) -> None:
-    from cityops.events import actions
-
-    try:
-        with session.begin_nested():
-            actions.close_case(session, b.case_id, f"{ind.name_zh}已恢复({b.recovered_value:g} {ind.unit})", actor)
-    except Exception:
-        log.exception("indicator recovery: the event center did not close the case", extra={"case": b.case_id})
 
 
 # ------------------------------------------------------------------------------------------------ reading

@@ -58,12 +58,14 @@ class AlarmHub(sse.LiveHub):
         super().publish(data, lambda scope: scope.covers(data.get("unit_path")))
 
 
-def _emit(session: Session, alarm: Alarm, change: str) -> None:
+def _emit(session: Session, alarm: Alarm, change: str, device_type: str | None = None) -> None:
     """The change as an ``alarm.changed`` event in the caller's transaction: live streams in every worker hear
-    it once it is committed (sensing.subscriptions.alarm_stream)."""
+    it once it is committed (sensing.subscriptions.alarm_stream), and a raised or escalated alarm gets its case
+    (sensing.subscriptions.alarm_case)."""
     session.flush()
     publish(session, AlarmChanged(alarm_id=alarm.id, key=alarm.key, change=change, severity=alarm.severity,
-                                  status=alarm.status, unit_path=alarm.unit_path, alarm=alarm_dict(alarm)))
+                                  status=alarm.status, unit_path=alarm.unit_path, alarm=alarm_dict(alarm),
+                                  device_type=device_type))
 
 
 def _history(alarm: Alarm, at: datetime, what: str, **extra) -> None:
@@ -121,8 +123,7 @@ def raise_alarm(session: Session, *, key: str, severity: str, title: str, unit_c
                 alarm.status = "active"  # worse than what was acknowledged: needs attention again
             audit.record(session, audit.Actor(source), f"alarm.{what.replace('-', '_')}", "alarm", key,
                          after={"severity": severity}, unit_path=alarm.unit_path)
-            _maybe_case(session, alarm, device_type)
-            _emit(session, alarm, what)
+            _emit(session, alarm, what, device_type)
         return alarm
     window = observed_at - timedelta(minutes=policy.suppression_minutes)
     recent = session.scalar(select(Alarm).where(Alarm.key == key, Alarm.status == "cleared", Alarm.cleared_at >= window)
@@ -142,16 +143,19 @@ def raise_alarm(session: Session, *, key: str, severity: str, title: str, unit_c
     session.flush()
     audit.record(session, audit.Actor(source), "alarm.raise", "alarm", key, after={"severity": severity, "title": title},
                  unit_path=path)
-    _maybe_case(session, alarm, device_type)
-    _emit(session, alarm, "raised")
+    _emit(session, alarm, "raised", device_type)
     return alarm
 
 
-def _maybe_case(session: Session, alarm: Alarm, device_type: str | None) -> None:
-    from cityops.sensing import escalation
+def wants_case(alarm: Alarm, severity: str) -> bool:
+    """An alarm without a case, at or above the policy's severity, is to get one (sensing.subscriptions.alarm_case)."""
+    return alarm.case_ref is None and _rank(severity) >= _rank(catalog.rulebook().alarm.case_min_severity)
 
-    if alarm.case_ref is None and _rank(alarm.severity) >= _rank(catalog.rulebook().alarm.case_min_severity):
-        alarm.case_ref = escalation.open_case(session, alarm, device_type=device_type)
+
+def link_case(session: Session, alarm: Alarm, case_ref: str) -> None:
+    """The alarm holds its event-center case: the live streams hear it (``case_linked``)."""
+    alarm.case_ref = case_ref
+    _emit(session, alarm, "case_linked")
 
 
 def resolve_condition(session: Session, key: str, at: datetime, reason: str = "condition returned to normal") -> Alarm | None:
@@ -250,7 +254,6 @@ def escalate_overdue(session: Session, now: datetime | None = None) -> list[Alar
                 alarm.peak_severity = new
             audit.record(session, audit.SYSTEM, "alarm.escalate", "alarm", alarm.key, after={"severity": new},
                          unit_path=alarm.unit_path)
-            _maybe_case(session, alarm, None)
             _emit(session, alarm, "escalated")
             out.append(alarm)
     return out

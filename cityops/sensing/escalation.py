@@ -1,7 +1,8 @@
 """An alarm at or above the configured severity opens an event-center case (事件中心).
 
-The event center is its own capability (declared in the sensing manifest's ``depends_on``); this is the one
-place that calls it, in the alarm's transaction.
+The event center is its own capability, below sensing (declared in the sensing manifest's ``depends_on``); this
+is the one place that calls it, from the consumer of the alarm's ``alarm.changed`` (sensing.subscriptions.alarm_case),
+in the consumer's transaction: the alarm is committed without waiting for the case.
 """
 
 from __future__ import annotations

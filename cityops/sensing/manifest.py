@@ -32,14 +32,18 @@ class AlarmChanged(DomainEvent):
     status: str
     unit_path: str
     alarm: dict
+    #: The device type whose rule raised it (its event class files the alarm's case); None for other sources.
+    device_type: str | None = None
 
 
 MANIFEST = Manifest(
     "sensing",
     publishes=(ObservationBatchStored, AlarmChanged),
-    # A warning's level raises, updates or clears the risk point's alarm (sensing.subscriptions).
-    consumes=(WarningLevelChanged,),
-    # events: the alarm → case escalation (sensing/escalation.py); warning: the one tilt rule and level ladder.
+    # A warning's level raises, updates or clears the risk point's alarm; a raised or escalated alarm gets its
+    # event-center case (sensing.subscriptions).
+    consumes=(WarningLevelChanged, AlarmChanged),
+    # events: the case an alarm opens, from its consumer (sensing/escalation.py); warning: the one tilt rule and
+    # level ladder.
     depends_on=("org", "identity", "housing", "warning", "events"),
     catalogues=(Catalogue("device_types.toml", "cityops.sensing.catalog:device_types"),
                 Catalogue("rules.toml", "cityops.sensing.catalog:rulebook")),

@@ -1,6 +1,6 @@
-"""Links from the task center to the event center's records, by reference only: an incident's case is opened and
-closed by the event center's consumers of ``incident.activated`` / ``incident.closed`` (cityops.events.subscriptions),
-and the reference comes back with ``case.linked`` (cityops.tasks.subscriptions). ``case_ref`` is kept as opaque text.
+"""Links from the task center to the event center's records, by reference: an incident's case is opened (or
+joined) and closed by the task center's consumers of ``incident.activated`` / ``incident.closed``
+(cityops.tasks.subscriptions), which keep its reference. ``case_ref`` is kept as text.
 """
 
 from __future__ import annotations

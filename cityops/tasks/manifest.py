@@ -29,8 +29,9 @@ class PlanActivated(DomainEvent):
 
 @event_type
 class IncidentActivated(DomainEvent):
-    """A response took effect (activated at once or confirmed): the event center opens the incident's case, or
-    joins the open case of the same danger (its risk point's warning alarm), and answers with ``case.linked``.
+    """A response took effect (activated at once or confirmed): its consumer (tasks.subscriptions) has the
+    event center open the incident's case, or join the open case of the same danger (its risk point's warning
+    alarm), and the incident keeps the reference.
     ``lon``/``lat``: a point inside the hazard (None: the case is placed by ``unit_code``)."""
     name = "incident.activated"
     version = 1
@@ -51,7 +52,7 @@ class IncidentActivated(DomainEvent):
 
 @event_type
 class IncidentClosed(DomainEvent):
-    """A response ended: its case (``case_ref``, when the event center linked one) is closed with the closing note,
+    """A response ended: its case (``case_ref``, when one was linked) is closed with the closing note,
     which carries the figures."""
     name = "incident.closed"
     version = 1
@@ -64,17 +65,13 @@ class IncidentClosed(DomainEvent):
     actor: str
 
 
-# After this module's own event types: the event center's manifest consumes them, and this one consumes its
-# case.linked (an incident's case is a request and an answer between the two).
-from cityops.events.manifest import CaseLinked  # noqa: E402
-
-
 MANIFEST = Manifest(
     "tasks",
     publishes=(PlanActivated, IncidentActivated, IncidentClosed),
-    # A warning level activates, proposes, upgrades or stands down the emergency plan; the event center's case of an
-    # incident is linked to it (tasks.subscriptions).
-    consumes=(WarningLevelChanged, CaseLinked),
-    depends_on=("org", "identity", "housing"),
+    # A warning level activates, proposes, upgrades or stands down the emergency plan; an activated or closed
+    # response opens (or joins) and closes its event-center case (tasks.subscriptions).
+    consumes=(WarningLevelChanged, IncidentActivated, IncidentClosed),
+    # events: the incident's case, from the consumer of its own incident.activated / incident.closed.
+    depends_on=("org", "identity", "housing", "events"),
     catalogues=(Catalogue("plans.toml", "cityops.tasks.catalogue:catalogue"),),
 )
