@@ -19,7 +19,7 @@ def test_every_declared_catalogue_loads_from_the_shipped_files(tmp_path):
     loaded = load_all(_settings(tmp_path))
     for name in ("levels.toml", "roles.toml", "categories.toml", "tilesets.toml", "device_types.toml", "rules.toml",
                  "catalogue.toml", "taxonomy.toml", "calendar.toml", "events.toml", "plans.toml", "indicators",
-                 "policies", "shifts.toml", "directives.toml"):
+                 "policies", "shifts.toml", "directives.toml", "gb28181.toml"):
         assert loaded[name] is not None, name
 
 

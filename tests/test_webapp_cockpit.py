@@ -17,6 +17,7 @@ from cityops.demo.generator import build_demo
 from cityops.tasks.plans import on_warning_level
 from tests.browser import (chromium, Steps, assert_local_only, assert_no_internal_codes, assert_no_page_errors, login,
                            new_page, require_browser, token, wait_map_idle)
+from tests.bus_helpers import deliver, outbox_head
 from tests.conftest import SMALL_DEMO, make_store, serve_in_thread
 
 pytestmark = pytest.mark.browser
@@ -40,9 +41,12 @@ def world(tmp_path_factory):
                              evidence={"rain_24h_mm": 182})
             session.commit()
         # The demo has computed 30 days of history; now again with the response active, acting on breaches (the red
-        # risk point's opens its case).
+        # risk point's opens its case, through the consumer of its indicator.breached: delivered here, the app
+        # running its capabilities apart).
+        since = outbox_head(store)
         r = client.post("/api/indicators/compute", headers=admin, json={})
         assert r.status_code == 200, r.text
+        assert deliver(store, "indicators.breach_case", since)
         units = client.get("/api/units", params={"level": "township"}, headers=admin).json()["items"]
         yield {"url": url, "client": client, "admin": admin, "place": place, "townships": units}
         client.close()

@@ -110,7 +110,7 @@ def test_the_storm_unfolds_on_the_command_view_live(served):
         times = [w["issued_at"] for w in rp["history"]]
         alarms = client.get("/api/sensing/alarms", params={"risk_point": SCENARIO_CODE}, headers=district).json()["items"]
         times += [a[k] for a in alarms for k in ("first_at", "last_at")]
-        # The incident's case reference arrives after its activation (case.linked, on the bus): read it now.
+        # The incident's case reference arrives after its activation (its consumer on the bus): read it now.
         case_ref = client.get(f"/api/incidents/{seen['id']}", headers=district).json()["case_ref"]
         case = client.get(f"/api/events/cases/{case_ref}", headers=district).json()
         times += [seen["created_at"], case["reported_at"]] if "reported_at" in case else [seen["created_at"]]

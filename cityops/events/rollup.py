@@ -44,8 +44,8 @@ METRICS = ("reported", "valid_reports", "filed", "public_filed", "voided", "due"
 FIELDS = ("source", "state", "grid_code", "unit_path", "department_code", "assigned_unit_code", "reported_by",
           "filed_by", "dispatched_by", "reported_at", "filed_at", "deadline_at", "handled_at", "dispatched_at",
           "dispatch_due_at", "closed_at", "voided_at", "rework_count", "returned_count", "supervision_count")
-#: The area groups: unit levels whose codes prefix a case's grid code (lengths from the levels catalogue).
-AREA_LEVELS = ("district", "township", "village", "grid")
+# The area groups are the levels catalogue's territorial chain (active_levels): unit levels whose codes prefix a
+# case's grid code.
 DIMENSION_OF = {"department": "department", "reporter": "reporter", "filer": "filer", "dispatcher": "dispatcher"}
 
 
@@ -82,15 +82,16 @@ def full_months(start: datetime, end: datetime) -> tuple[list[str], datetime, da
 
 def _township_path(path: str) -> str:
     codes = [c for c in path.strip("/").split("/") if c]
+    township = active_levels().code_length("township")
     for i, code in enumerate(codes):
-        if len(code) >= 9:
+        if len(code) >= township:
             return "/" + "/".join(codes[: i + 1]) + "/"
     return path
 
 
 def scope_fits(scope, group: str) -> bool:
     """Whether the rollup answers ``group`` exactly for ``scope`` (see the module docstring)."""
-    if group in AREA_LEVELS or scope.all_units:
+    if group in active_levels().territorial_chain or scope.all_units:
         return True
     township = active_levels().code_length("township")
     return all(len(_last_code(root)) <= township for root in scope.unit_paths)
@@ -240,7 +241,7 @@ def rebuild(conn: Connection, batch: int = 20_000) -> int:
 def counts(session, scope, months: list[str], group: str) -> dict[str, dict[str, int]]:
     """Sums of the rollups of ``months`` per group key, within ``scope``."""
     r = EvaluationRollup
-    if group in AREA_LEVELS:
+    if group in active_levels().territorial_chain:
         n = None if group == "grid" else active_levels().code_length(group)
         key, dim = (r.key if n is None else func.substr(r.key, 1, n)), "grid"
     else:

@@ -36,10 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cityops.indicators import formula as formulas
 from cityops.indicators.metrics import Registry, registry as default_registry
+from cityops.org.levels import active_levels
 
 PACKAGE_DIR = Path(__file__).with_name("catalogues")
 DEFAULT_PACK = PACKAGE_DIR / "default.toml"
-LEVELS = ("district", "township", "village", "grid")
+def unit_levels() -> tuple[str, ...]:
+    """The unit levels indicators are computed at, top down: the levels catalogue's territorial chain."""
+    return tuple(active_levels().territorial_chain)
+
+
 PERIODS = ("live", "hourly", "daily", "weekly", "monthly", "quarterly")
 #: Where each period's values are stored: live indicators keep one value per day, refreshed while the day runs.
 STORED_PERIOD = {"live": "day", "hourly": "hour", "daily": "day", "weekly": "week", "monthly": "month", "quarterly": "quarter"}
@@ -311,9 +316,10 @@ def _references(cat: Catalogue, where, metrics: Registry) -> list[Problem]:
         problems.append(Problem(name, lines.of(kind, index, key.split(".")[0]), f"{kind} {code}: {key}", message))
 
     def levels(kind: str, code: str, values: list[str]):
+        chain = unit_levels()
         for lv in values:
-            if lv not in LEVELS:
-                bad(kind, code, "levels", f"unknown unit level {lv!r}; use {', '.join(LEVELS)}")
+            if lv not in chain:
+                bad(kind, code, "levels", f"unknown unit level {lv!r}; use {', '.join(chain)}")
 
     for code, r in cat.runways.items():
         if r.sector not in cat.sectors:

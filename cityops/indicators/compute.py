@@ -23,7 +23,7 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from cityops.core.types import utcnow
-from cityops.indicators.catalogue import LEVELS, Catalogue, Indicator
+from cityops.indicators.catalogue import Catalogue, Indicator, unit_levels
 from cityops.core.metrics import Window
 from cityops.indicators.metrics import Registry, registry as default_registry
 from cityops.indicators.models import Change, DefinitionVersion, Digest, Report, Value
@@ -98,7 +98,7 @@ class UnitTree:
 
 def unit_tree(session: Session) -> UnitTree:
     rows = session.execute(select(Unit.code, Unit.path, Unit.level, Unit.parent_code)
-                           .where(Unit.level.in_(LEVELS)).order_by(Unit.path)).all()
+                           .where(Unit.level.in_(unit_levels())).order_by(Unit.path)).all()
     codes = [r.code for r in rows]
     index = {c: i for i, c in enumerate(codes)}
     parent = np.array([index.get(r.parent_code, -1) if r.parent_code else -1 for r in rows], dtype=np.int64)
@@ -138,13 +138,14 @@ def _roll(values: np.ndarray, tree: UnitTree, lowest: str, how: str, direction: 
     """Fill the levels above ``lowest`` from their children (sum, mean, max, min or worst), level by level, each
     level in one vectorised pass. ``keep_own``: a unit's own value (a reported one) wins over its children's."""
     out = np.full(len(tree.codes), np.nan)
-    low = LEVELS.index(lowest)
-    for level in LEVELS[:low + 1] if keep_own else (lowest,):
+    chain = unit_levels()
+    low = chain.index(lowest)
+    for level in chain[:low + 1] if keep_own else (lowest,):
         idx = tree.level_index(level)
         out[idx] = values[idx]
     if how == "worst":
         how = "max" if direction == "lower" else "min"
-    for child_level in reversed(LEVELS[1:low + 1]):
+    for child_level in reversed(chain[1:low + 1]):
         kids = tree.level_index(child_level)
         kids = kids[~np.isnan(out[kids]) & (tree.parent[kids] >= 0)]
         if not len(kids):
@@ -276,13 +277,13 @@ def compute(session: Session, cat: Catalogue, period: str, at: datetime, *, metr
 
 
 def _lowest(ind: Indicator) -> str:
-    return max(ind.levels, key=LEVELS.index)
+    return max(ind.levels, key=unit_levels().index)
 
 
 def _fold_extreme(own: np.ndarray, tree: UnitTree, fold: str) -> np.ndarray:
     """A unit's highest (lowest) record in its subtree: its own, or its children's, level by level."""
     out = own.copy()
-    for child_level in reversed(LEVELS[1:]):
+    for child_level in reversed(unit_levels()[1:]):
         kids = tree.level_index(child_level)
         kids = kids[~np.isnan(out[kids]) & (tree.parent[kids] >= 0)]
         if len(kids):

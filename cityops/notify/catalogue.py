@@ -14,13 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from cityops.core import ladder
 from cityops.core.errors import ValidationFailed
 
 SHIPPED = Path(__file__).with_name("policies") / "default.toml"
 CHANNELS = ("inapp", "webpush", "email", "sms", "dingtalk", "wecom", "feishu")
 #: The channels delivered through Apprise (their URL templates are in Settings.notify_apprise_urls).
 APPRISE_CHANNELS = ("sms", "dingtalk", "wecom", "feishu")
-SEVERITIES = ("info", "blue", "yellow", "orange", "red")
+#: A message's severity: information, or a colour of the one warning ladder.
+SEVERITIES = ("info", *ladder.COLOURS)
 WHERE = ("unit", "parent", "grid", "village", "township", "district")
 ADDRESS = re.compile(
     r"^(?:message"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cityops.core import ladder
 from cityops.core.bus import Envelope
 
 
@@ -22,8 +23,6 @@ def inbox_stream(hub, wake):
 # messages with the event id's dedup key, so a redelivered event sends nothing twice. Addresses that name nobody
 # go on the message's timeline (strict=False) rather than failing the consumer.
 
-LEVEL_ZH = {"blue": "蓝色", "yellow": "黄色", "orange": "橙色", "red": "红色"}
-LEVEL_RANK = {"none": 0, "blue": 1, "yellow": 2, "orange": 3, "red": 4}
 #: A task's assignee role → who that is, relative to the task's unit.
 ROLE_ADDRESS = {"grid_worker": "post:grid_worker@grid", "village_cadre": "post:village_cadre@village",
                 "township_operator": "duty:operator@township", "district_operator": "duty:operator@district"}
@@ -36,7 +35,7 @@ def warning_level(session, env: Envelope) -> int | None:
     from cityops.notify.service import Message, send
 
     p = env.payload
-    if LEVEL_RANK.get(p.level, 0) < 2 or LEVEL_RANK.get(p.level, 0) <= LEVEL_RANK.get(p.previous_level, 0):
+    if ladder.RANK.get(p.level, 0) < ladder.RANK["yellow"] or ladder.RANK.get(p.level, 0) <= ladder.RANK.get(p.previous_level, 0):
         return None
     to = ["unit:unit", "post:village_cadre@village", "post:grid_worker@grid"]
     if p.level == "orange":
@@ -45,8 +44,8 @@ def warning_level(session, env: Envelope) -> int | None:
         to += ["duty:operator@township"]
     reasons = "；".join(p.reasons[:5])
     return send(session, Message(
-        kind=f"warning.{p.level}", severity=p.level, title=f"{p.risk_point_name} {LEVEL_ZH[p.level]}预警",
-        body=f"{p.risk_point_name}（{p.hazard_type}）预警升至{LEVEL_ZH[p.level]}。{reasons}".strip(),
+        kind=f"warning.{p.level}", severity=p.level, title=f"{p.risk_point_name} {ladder.ZH[p.level]}色预警",
+        body=f"{p.risk_point_name}（{p.hazard_type}）预警升至{ladder.ZH[p.level]}色。{reasons}".strip(),
         subject_kind="warning", subject_id=str(p.warning_id), link=f"/warning?risk_point={p.risk_point_code}",
         unit_code=p.unit_code, to=to, dedup_key=f"warning:{p.warning_id}",
         data={"risk_point_code": p.risk_point_code, "level": p.level, "event": env.id}), actor="system:warning", strict=False)

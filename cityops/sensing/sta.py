@@ -949,16 +949,12 @@ class Writer:
 
 
 def _check_geojson(geom: dict) -> None:
-    from shapely.geometry import shape
-
-    try:
-        g = shape(geom)
-    except Exception as exc:  # shapely raises several kinds for malformed GeoJSON
-        raise InvalidInput(f"invalid GeoJSON geometry: {exc}") from None
-    if g.is_empty or not g.is_valid:
-        raise InvalidInput("invalid GeoJSON geometry: empty or not valid")
+    """The one GeoJSON reader (cityops.core.geojson), and WGS 84 longitude, latitude ranges."""
     import shapely
 
+    from cityops.core.geojson import read_geometry
+
+    g = read_geometry(geom)
     xy = shapely.get_coordinates(g)
     if not (np.all(np.abs(xy[:, 0]) <= 180) and np.all(np.abs(xy[:, 1]) <= 90)):
         # GeoJSON is WGS 84 longitude, latitude (RFC 7946): [999, 999] is nowhere.

@@ -13,7 +13,6 @@ from cityops.core import ladder
 from cityops.core.errors import InvalidInput
 
 CATALOGUE = Path(__file__).with_name("plans.toml")
-LEVELS = ("district", "township", "village", "grid")
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV"}
 
 

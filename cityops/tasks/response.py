@@ -107,7 +107,7 @@ def dismiss(session: Session, actor: audit.Actor, scope: Scope, incident_id: int
 def _activate(session: Session, actor: audit.Actor, incident: Incident) -> None:
     plan = catalogue().plan(incident.plan_key)
     incident.activated_at = utcnow()
-    # The event center opens the incident's case (or joins the danger's open one) and answers case.linked.
+    # The consumer of incident.activated has the event center open the incident's case (or join the danger's open one).
     geometry = incident.hazard_geom
     point = geometry.representative_point() if geometry is not None and not geometry.is_empty else None
     publish(session, IncidentActivated(

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from cityops.org.levels import active_levels
+
 CATALOGUE = Path(__file__).with_name("tilesets.toml")
 SOURCES = ("units", "buildings")
-UNIT_LEVELS = ("district", "township", "village", "grid")
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ def parse(data: dict, source: str = str(CATALOGUE)) -> Catalogue:
             raise ValueError(f"{where}: duplicate layer id {lid!r}")
         seen.add(lid)
         level = layer.get("level")
-        if src == "units" and level not in UNIT_LEVELS:
-            raise ValueError(f"{where}: level must be one of {', '.join(UNIT_LEVELS)}")
+        chain = active_levels().territorial_chain
+        if src == "units" and level not in chain:
+            raise ValueError(f"{where}: level must be one of {', '.join(chain)}")
         layers.append(BaseLayer(lid, src, _need(layer, "min_zoom", int, where), level,
                                 float(layer.get("storey_height_m", 3.0))))
     keys = tuple(basemap.get("key_categories", []))
