@@ -212,3 +212,47 @@ def test_map_tiles_3d_layers_inspection_and_threatened(served, browser):
     assert_local_only(page)
     assert_no_page_errors(page)
     page.context.close()
+
+
+FAST_3G = {"offline": False, "latency": 562.5, "downloadThroughput": 1.6 * 1_000_000 / 8 * 0.9,
+           "uploadThroughput": 750 * 1000 / 8 * 0.9}
+
+
+def test_the_first_view_is_drawn_by_the_server_before_the_map_and_gives_way_to_it(served, browser):
+    """On a slow link the page shows the server's drawing of the map's first view (base map, names, live things)
+    before any script has run, over the place of the map and lined up with it, and removes it once the map has
+    drawn the same view with its live layers."""
+    page = new_page(browser, served, service_workers="block")  # a first visit: every file over the slow link
+    steps = Steps("map-overview")
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    cdp = page.context.new_cdp_session(page)
+    cdp.send("Network.enable")
+    cdp.send("Network.setCacheDisabled", {"cacheDisabled": True})
+    cdp.send("Network.emulateNetworkConditions", FAST_3G)
+    page.reload(wait_until="commit")
+    page.wait_for_selector("#overview > svg", timeout=30_000)
+    seen = page.evaluate("""() => { const svg = document.querySelector('#overview > svg');
+        return { map: document.body.dataset.mapReady === '1' || !!document.body.dataset.liveLoaded, live: Number(svg.dataset.live), bounds: svg.dataset.bounds,
+                 names: [...svg.querySelectorAll('.labels text')].map((t) => t.textContent),
+                 parts: ['.relief', '.water', '.road', '.district', '.township', '.live.risk-points', '.live.shelters']
+                   .filter((s) => svg.querySelector(s)).length,
+                 box: svg.getBoundingClientRect().toJSON() }; }""")
+    assert not seen["map"], "the drawing came after the map had drawn"
+    assert seen["parts"] == 7 and seen["live"] > 0 and "义和镇" in seen["names"], seen
+    steps.shot(page, "server-drawing")
+    cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1,
+                                                  "uploadThroughput": -1})
+    page.wait_for_function("document.body.dataset.mapReady === '1' && !document.getElementById('overview')", timeout=120_000)
+    # The drawing covered what the map shows now: the same box, to a few pixels.
+    w, s, e, n = map(float, seen["bounds"].split(","))
+    shown = page.evaluate("""() => { const b = window.cityopsMap.getBounds(); const c = window.cityopsMap.getContainer().getBoundingClientRect();
+        return { b: [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()], top: c.top, width: c.width, height: c.height }; }""")
+    assert shown["top"] == pytest.approx(seen["box"]["y"], abs=2) and shown["width"] == pytest.approx(seen["box"]["width"], abs=2)
+    px = (e - w) / seen["box"]["width"]  # degrees per pixel
+    for mine, theirs in zip((w, s, e, n), shown["b"]):
+        assert mine == pytest.approx(theirs, abs=3 * px), (seen["bounds"], shown["b"])
+    steps.shot(page, "map")
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()

@@ -73,9 +73,9 @@ class View:
     def zoom(self) -> float:
         return math.log2(self.scale / _TILE)
 
-    def bounds(self) -> tuple[float, float, float, float]:
-        """The lon/lat box the drawing covers (with a small margin)."""
-        m = 8 / self.scale
+    def bounds(self, margin_px: float = 8) -> tuple[float, float, float, float]:
+        """The lon/lat box the drawing covers (with a margin for what reaches in from outside)."""
+        m = margin_px / self.scale
         x0, x1 = self.cx - self.width / 2 / self.scale - m, self.cx + self.width / 2 / self.scale + m
         y0, y1 = self.cy - self.height / 2 / self.scale - m, self.cy + self.height / 2 / self.scale + m
         return (_lon(x0), _lat(y1), _lon(x1), _lat(y0))
@@ -463,7 +463,7 @@ def overview_svg(session: Session, principal, *, width: int, height: int, bbox: 
     view = fit(box, width, height, padding)
     base = _base(session, principal.scope, view, lang)
     live, shown = _live(session, principal, view)
-    w, s, e, n = view.bounds()
+    w, s, e, n = view.bounds(0)
     return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
             f'data-zoom="{view.zoom:.4f}" data-live="{shown}" data-bounds="{w:.6f},{s:.6f},{e:.6f},{n:.6f}">'
             f'<rect width="100%" height="100%" fill="{BACKGROUND}"/><g class="base">{base}</g>'
