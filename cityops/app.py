@@ -35,6 +35,7 @@ from cityops.org.locate import LocatorCache
 from cityops.org.service import OrgConfig
 from cityops.sensing import routes as sensing_routes
 from cityops.sensing import sta_routes as sensing_sta_routes
+from cityops.sensing import timeseries
 from cityops.indicators.live import LiveIndicators
 from cityops.sensing.alarms import AlarmHub
 from cityops.sensing.service import start_mqtt
@@ -98,7 +99,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     # the first message sent through the API).
     app.state.notify_dispatcher = Dispatcher(ctx.bus, settings)
     if settings.wiring:
-        ctx.series_source = wiring.series_source
+        ctx.series_source = timeseries.model_series
         _start_bus(ctx.bus)
         if ctx.bus.started:
             app.state.notify_dispatcher.start()

@@ -17,4 +17,4 @@ from cityops.video.models import Camera  # noqa: F401
 from cityops.calls.models import CallLog  # noqa: F401
 from cityops.duty.models import DutyAssignment, DutyHandover  # noqa: F401
 from cityops.directives.models import Directive, LogEntry, Receipt  # noqa: F401
-import cityops.wiring  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)
+import cityops.demo.link_sensors  # noqa: E402,F401  (its demo step links risk points to the demo's sensors)

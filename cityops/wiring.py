@@ -1,12 +1,12 @@
-"""Where the capabilities meet (集成): the bus subscriptions, and the one adapter they need.
+"""Where the capabilities meet (集成): the bus subscriptions and the deployment's periodic jobs.
 
 Capabilities publish typed events into the outbox in the transaction of the change (cityops.core.bus) and
-never call each other here. This module only says who listens to what (``subscriptions()``) and builds the
-bus of a database (``make_bus``; the app factory starts it, with every subscription unless ``settings.wiring``
-is off, and the CLI for its commands):
+never call each other here. This module only says who listens to what (``subscriptions()``), which jobs run
+once per deployment (``timers()``), and builds the bus of a database (``make_bus``; the app factory starts it,
+with every subscription unless ``settings.wiring`` is off, and the CLI for its commands):
 
 - ``observation.batch_stored`` → the warning models re-evaluate the risk points the batch's datastreams feed,
-  reading the sensing time series (``warning.evaluate``; the adapter is ``sensing_series``);
+  on the sensing time series (``warning.evaluate``: sensing's consumer, the warning models below it);
 - ``warning.level_changed`` → the emergency plan responds (``tasks.plan_response``) and the risk point's alarm
   follows the level (``sensing.warning_alarm``);
 - ``alarm.changed`` (raised or escalated at the policy's severity) → the alarm's event-center case is opened, or
@@ -30,23 +30,17 @@ is off, and the CLI for its commands):
   ``base.layer_catalogue``: the read paths of /ogc take layers from it);
 - ``alarm.changed``, ``warning.level_changed`` → the live indicators of every worker recompute (those the fact
   moves) at once and reach the open cockpits; ``unit.changed`` → they build their unit tree again (broadcast,
-  ``indicators.live``);
-- the demo step ``link_sensors`` links every risk point to the demo's real datastreams.
+  ``indicators.live``).
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 
-import numpy as np
-from shapely.geometry import Point, shape
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.base.manifest import LayerChanged, LayerVersionCreated
-from cityops.core.bus import Bus, Envelope, Subscription, Timer
-from cityops.demo.generator import DemoContext, register_step
+from cityops.core.bus import Bus, Subscription, Timer
 from cityops.directives.manifest import DirectiveChanged
 from cityops.events.manifest import CaseChanged
 from cityops.housing.manifest import BuildingChanged
@@ -96,7 +90,7 @@ def subscriptions(*, wired: bool = True, alarm_hub=None, inbox_hub=None, notify_
                                  kind="broadcast"))
     if wired:
         subs += [
-            Subscription("warning.evaluate", (ObservationBatchStored,), evaluate_fed_risk_points),
+            Subscription("warning.evaluate", (ObservationBatchStored,), sensing.evaluate_fed_risk_points),
             Subscription("tasks.plan_response", (WarningLevelChanged,), tasks.plan_response),
             Subscription("sensing.warning_alarm", (WarningLevelChanged,), sensing.warning_alarm),
             # The cases the event center files for other capabilities' facts, each asked for by the consumer of the
@@ -158,86 +152,3 @@ def make_bus(engine, settings, registry=None, *, alarm_hub=None, inbox_hub=None,
         for timer in timers(settings):
             bus.every(timer)
     return bus
-
-
-def sensing_series(session: Session):
-    """A warning-model ``series`` over the SensorThings observations: (POSIX seconds, numeric results)."""
-    from cityops.sensing.models import Observation
-
-    def series(datastream_id: int, start: datetime, end: datetime):
-        rows = session.execute(
-            select(Observation.t_ms, Observation.result_num)
-            .where(Observation.datastream_id == datastream_id, Observation.result_num.is_not(None),
-                   Observation.t_ms >= int(start.timestamp() * 1000), Observation.t_ms <= int(end.timestamp() * 1000))
-            .order_by(Observation.t_ms)).all()
-        return (np.array([r[0] / 1000.0 for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float))
-
-    return series
-
-
-def evaluate_fed_risk_points(session: Session, env: Envelope) -> list[str]:
-    """``observation.batch_stored``: re-evaluate, at the newest observation's time, every risk point fed by one
-    of the batch's datastreams (in the consumer's transaction)."""
-    from cityops.warning import service as warning
-    from cityops.warning.tables import RiskPoint
-
-    written = set(env.payload.datastream_ids)
-    fed = sorted(code for code, links in session.execute(select(RiskPoint.code, RiskPoint.datastreams))
-                 if written & _linked_ids(links or {}))
-    now = datetime.fromtimestamp(env.payload.newest_ms / 1000.0, UTC)
-    for code in fed:
-        warning.evaluate_risk_point(session, code, sensing_series(session), now, commit=False)
-    return fed
-
-
-def _linked_ids(links: dict) -> set[int]:
-    ids = set()
-    for value in links.values():
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict):
-                item = item.get("id")
-            if item is not None:
-                ids.add(int(item))
-    return ids
-
-
-def series_source(session: Session):
-    """The warning routes' observations: the sensing time series (the app context carries this when wired)."""
-    return sensing_series(session)
-
-
-# ------------------------------------------------------------------------------------------- demo step
-
-def step_link_sensors(ctx: DemoContext) -> None:
-    """Link each risk point to the demo's datastreams: its own GNSS and tilt meters (things carrying its
-    code) and the nearest rain gauge. Their levels stay those of the replayed July history until the next
-    observations arrive."""
-    from cityops.sensing.models import Datastream, Location, Thing, ThingLocation
-    from cityops.warning.tables import RiskPoint
-
-    with ctx.sessions() as session:
-        streams: dict[int, list[int]] = {}
-        for thing_id, ds_id in session.execute(select(Datastream.thing_id, Datastream.id).order_by(Datastream.id)):
-            streams.setdefault(thing_id, []).append(ds_id)
-        things = session.execute(select(Thing.id, Thing.device_type, Thing.risk_point_code, Thing.building_code)).all()
-        where = {tid: shape(loc) for tid, loc in session.execute(
-            select(ThingLocation.thing_id, Location.location).join(Location, Location.id == ThingLocation.location_id))}
-        gauges = [(where[t.id], streams[t.id][0]) for t in things
-                  if t.device_type == "rain_gauge" and t.id in where and streams.get(t.id)]
-        if not gauges:
-            return
-        gauge_xy = np.array([[g.x, g.y] for g, _ in gauges])
-        for rp in session.scalars(select(RiskPoint)):
-            point: Point = rp.geom
-            nearest = int(np.argmin(((gauge_xy - [point.x, point.y]) ** 2).sum(axis=1)))
-            links = {"rainfall": gauges[nearest][1]}
-            own = [t for t in things if t.risk_point_code == rp.code and streams.get(t.id)]
-            if gnss := [streams[t.id][0] for t in own if t.device_type == "gnss"]:
-                links["displacement"] = gnss
-            if tilt := [{"id": streams[t.id][0], "building_code": t.building_code} for t in own if t.device_type == "tilt_meter"]:
-                links["tilt"] = tilt
-            rp.datastreams = links
-        session.commit()
-
-
-register_step("link_sensors", step_link_sensors)

@@ -42,7 +42,7 @@ class AppContext:
     locator: "object"  # cityops.org.locate.LocatorCache
     registry: CollectorRegistry
     #: Where the warning models read observations (a ``session → series`` factory): the warning store alone, or
-    #: the sensing time series when the app is wired (cityops.wiring.series_source).
+    #: the sensing time series when the app is wired (cityops.sensing.timeseries.model_series).
     series_source: "object" = None
     #: The database's event bus (cityops.core.bus.Bus): started with the app when wired, else by the first live
     #: stream that needs it (``bus.ensure_started()``).

@@ -338,6 +338,8 @@ register_step("users", step_users)
 def build_demo(sessions: sessionmaker[Session], org_config: org.OrgConfig, config: DemoConfig | None = None,
                progress: Callable[[str], None] | None = None) -> dict:
     """Run every registered step into an empty database; returns a summary of what was made."""
+    import cityops.models  # noqa: F401  (every capability's steps registered, then link_sensors last)
+
     config = config or DemoConfig()
     with sessions() as session:
         if session.scalar(select(Unit.id).limit(1)) is not None:

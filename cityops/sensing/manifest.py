@@ -39,9 +39,10 @@ class AlarmChanged(DomainEvent):
 MANIFEST = Manifest(
     "sensing",
     publishes=(ObservationBatchStored, AlarmChanged),
-    # A warning's level raises, updates or clears the risk point's alarm; a raised or escalated alarm gets its
-    # event-center case (sensing.subscriptions).
-    consumes=(WarningLevelChanged, AlarmChanged),
+    # A stored batch re-evaluates the risk points it feeds (the warning models, below sensing); a warning's level
+    # raises, updates or clears the risk point's alarm; a raised or escalated alarm gets its event-center case
+    # (sensing.subscriptions).
+    consumes=(WarningLevelChanged, AlarmChanged, ObservationBatchStored),
     # events: the case an alarm opens, from its consumer (sensing/escalation.py); warning: the one tilt rule and
     # level ladder.
     depends_on=("org", "identity", "housing", "warning", "events"),

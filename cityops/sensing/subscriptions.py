@@ -2,12 +2,42 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cityops.core import ladder
 from cityops.core.bus import Envelope
-from cityops.sensing import alarms, escalation
+from cityops.sensing import alarms, escalation, timeseries
 from cityops.sensing.models import Alarm
+
+
+def evaluate_fed_risk_points(session: Session, env: Envelope) -> list[str]:
+    """``observation.batch_stored``: re-evaluate, at the newest observation's time, every risk point fed by one
+    of the batch's datastreams (in the consumer's transaction), on the sensing time series. The warning models
+    are below sensing (its manifest's ``depends_on``)."""
+    from cityops.warning import service as warning
+    from cityops.warning.tables import RiskPoint
+
+    written = set(env.payload.datastream_ids)
+    fed = sorted(code for code, links in session.execute(select(RiskPoint.code, RiskPoint.datastreams))
+                 if written & _linked_ids(links or {}))
+    now = datetime.fromtimestamp(env.payload.newest_ms / 1000.0, UTC)
+    for code in fed:
+        warning.evaluate_risk_point(session, code, timeseries.model_series(session), now, commit=False)
+    return fed
+
+
+def _linked_ids(links: dict) -> set[int]:
+    ids = set()
+    for value in links.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict):
+                item = item.get("id")
+            if item is not None:
+                ids.add(int(item))
+    return ids
 
 
 def warning_alarm(session: Session, env: Envelope) -> None:

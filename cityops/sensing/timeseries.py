@@ -240,3 +240,20 @@ def apply_retention(session: Session, now: int | None = None, retention: dict | 
             res = session.execute(delete(Rollup).where(Rollup.tier == tier, Rollup.bucket_ms < cutoff))
         removed[tier] = res.rowcount
     return removed
+
+
+def model_series(session: Session):
+    """A warning-model ``series`` over the SensorThings observations: (POSIX seconds, numeric results). The warning
+    routes read it when the app is wired (``AppContext.series_source``), and so does the consumer that re-evaluates
+    the risk points a batch feeds (sensing.subscriptions.evaluate_fed_risk_points)."""
+    import numpy as np
+
+    def series(datastream_id: int, start, end):
+        rows = session.execute(
+            select(Observation.t_ms, Observation.result_num)
+            .where(Observation.datastream_id == datastream_id, Observation.result_num.is_not(None),
+                   Observation.t_ms >= int(start.timestamp() * 1000), Observation.t_ms <= int(end.timestamp() * 1000))
+            .order_by(Observation.t_ms)).all()
+        return (np.array([r[0] / 1000.0 for r in rows], dtype=float), np.array([r[1] for r in rows], dtype=float))
+
+    return series
