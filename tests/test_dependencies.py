@@ -176,3 +176,11 @@ def test_a_capability_loaded_by_name_fails(tmp_path):
     (tmp_path / "tasks" / "links.py").write_text(
         "import importlib\n\n\ndef f():\n    return importlib.import_module('cityops.events.service')\n", encoding="utf-8")
     assert dynamic_imports(tmp_path, ["tasks"]) == ["tasks/links.py:1", "tasks/links.py:5"]
+
+
+def test_wiring_only_registers():
+    """cityops/wiring.py says who listens to what and which jobs run once per deployment, and builds the bus: no
+    consumer, adapter or demo step of its own (those live in their capability)."""
+    tree = ast.parse((ROOT / "wiring.py").read_text(encoding="utf-8"))
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert defined == {"subscriptions", "timers", "make_bus"}
