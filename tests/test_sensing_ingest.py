@@ -121,6 +121,41 @@ def test_bad_bulk_is_rejected_whole_and_changes_nothing(api, gauge):
     assert table_counts(api.store) == before
 
 
+def test_a_large_bulk_with_one_bad_observation_is_refused_whole_naming_it(api, gauge):
+    """A bulk of the common shape is checked a column at a time; one bad observation deep inside still refuses
+    the whole body, and the answer names its index and its field (in the message and in ``details``)."""
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    good = [{"datastream_id": ds, "phenomenonTime": f"2026-07-16T{h:02d}:{m:02d}:{s:02d}Z", "result": float(m % 7)}
+            for h in range(3) for m in range(60) for s in (0, 30)]  # 360 observations
+    before = table_counts(api.store)
+    cases = [
+        (250, {"result": 1e6}, 422, "result", "possible range"),
+        (251, {"result": "heavy"}, 422, "result", "numeric"),
+        (252, {"result": None}, 422, "result", "numeric"),
+        (253, {"phenomenonTime": "2026-07-16T01:00:00"}, 422, "phenomenonTime", "time zone"),
+        (254, {"phenomenonTime": "2031-01-01T00:00:00Z"}, 422, "phenomenonTime", "implausible"),
+        (255, {"datastream_id": 999999}, 404, "datastream_id", "unknown datastream"),
+        (256, {"datastream_id": True}, 422, "datastream_id", "datastream_id"),
+    ]
+    for index, change, status, field, words in cases:
+        observations = [dict(o) for o in good]
+        observations[index].update(change)
+        r = api.post("/api/sensing/observations", json={"observations": observations}, headers=admin)
+        assert r.status_code == status, r.text
+        answer = r.json()
+        assert f"observation {index}" in answer["message"] and words in answer["message"], r.text
+        assert answer["details"] == {"field": field, "observation": index}, r.text
+    assert table_counts(api.store) == before
+    # The same bulk without the bad one is stored whole (the column path), every observation once.
+    r = api.post("/api/sensing/observations", json={"observations": good}, headers=admin)
+    assert r.status_code == 201 and r.json()["accepted"] == len(good)
+    with api.store.sessions() as s:
+        stored = s.scalar(select(func.count()).select_from(Observation).where(
+            Observation.datastream_id == ds, Observation.t_ms >= 1784160000000, Observation.t_ms < 1784170800000))
+    assert stored == len(good)
+
+
 def test_backpressure_answers_503_with_retry_after_and_metrics_show_it(api, gauge):
     admin = api.login("admin")
     app_state = api.app.state

@@ -119,6 +119,7 @@ def test_validation_fast_path_gives_what_check_gives(api, streams):
     items = [{"datastream_id": ds, "phenomenonTime": t, "result": v} for t in times for v in (0.0, 12.25, 199.5)]
     rows, _ = ing.validate(items)
     assert rows == [check(meta, it["result"], it["phenomenonTime"]) for it in items]
+    assert ing._validate_columns(items, None) == (rows, {ds: meta})  # the column path took them, with check's numbers
     for bad, words in (({"phenomenonTime": "2026-07-14 01:02", "result": 1.0}, "time zone"),
                        ({"phenomenonTime": "2026-07-14T01:02:03Z", "result": 1e9}, "possible range"),
                        ({"phenomenonTime": "2026-07-14T01:02:03Z", "result": float("nan")}, "numeric"),
@@ -127,3 +128,4 @@ def test_validation_fast_path_gives_what_check_gives(api, streams):
         with pytest.raises(InvalidInput) as exc:
             ing.validate([items[0], {"datastream_id": ds, **bad}])
         assert words in exc.value.message and "observation 1" in exc.value.message
+        assert exc.value.details["observation"] == 1

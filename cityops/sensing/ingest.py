@@ -20,9 +20,13 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
+from itertools import repeat
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,6 +38,7 @@ from cityops.core.types import JSONText
 from cityops.sensing import catalog
 from cityops.sensing.manifest import ObservationBatchStored
 from cityops.sensing.models import Datastream, Thing
+from cityops.sensing.timeseries import DAY, HOUR, LOCAL_OFFSET, MINUTE, ROLLUP_FOLD
 from cityops.sensing.timeutil import now_ms, parse_instant, parse_time
 
 log = logging.getLogger("cityops.sensing.ingest")
@@ -41,6 +46,7 @@ log = logging.getLogger("cityops.sensing.ingest")
 #: Oldest plausible observation, and how far in the future a device clock may run ahead.
 EARLIEST_MS = parse_instant("2000-01-01T00:00:00Z")
 FUTURE_SLACK_MS = 10 * 60 * 1000
+_UTC_MICROS = pa.timestamp("us", tz="UTC")
 
 
 class Backpressure(Busy):
@@ -115,26 +121,36 @@ class MetaCache:
 
 
 def check(meta: StreamMeta, result, phenomenon_time, result_time=None, unit: str | None = None, *, now: int | None = None) -> Row:
-    """Validate one observation against its datastream; raises InvalidInput naming what is wrong."""
+    """Validate one observation against its datastream; raises InvalidInput naming what is wrong (the message, and
+    the field in ``details``)."""
     if unit is not None and unit != meta.symbol:
-        raise InvalidInput(f"datastream {meta.id} records {meta.symbol!r}, the observation says {unit!r}")
+        raise InvalidInput(f"datastream {meta.id} records {meta.symbol!r}, the observation says {unit!r}", {"field": "unit"})
     if phenomenon_time is None:
         t_ms, t_end = now_ms(), None
     elif isinstance(phenomenon_time, (int, float)) and not isinstance(phenomenon_time, bool):
         t_ms, t_end = int(phenomenon_time), None
     else:
-        t_ms, t_end = parse_time(phenomenon_time, "phenomenonTime")
+        try:
+            t_ms, t_end = parse_time(phenomenon_time, "phenomenonTime")
+        except InvalidInput as exc:
+            exc.details = {"field": "phenomenonTime"}
+            raise
     limit = (now or now_ms()) + FUTURE_SLACK_MS
     if t_ms < EARLIEST_MS or t_ms > limit:
-        raise InvalidInput(f"phenomenonTime of datastream {meta.id} is implausible (before 2000 or more than 10 min ahead)")
-    rt = parse_instant(result_time, "resultTime") if isinstance(result_time, str) else None
+        raise InvalidInput(f"phenomenonTime of datastream {meta.id} is implausible (before 2000 or more than 10 min ahead)",
+                           {"field": "phenomenonTime"})
+    try:
+        rt = parse_instant(result_time, "resultTime") if isinstance(result_time, str) else None
+    except InvalidInput as exc:
+        exc.details = {"field": "resultTime"}
+        raise
     if meta.numeric:
         if isinstance(result, bool) or not isinstance(result, (int, float)) or not math.isfinite(result):
-            raise InvalidInput(f"datastream {meta.id} takes numeric results, got {result!r}")
+            raise InvalidInput(f"datastream {meta.id} takes numeric results, got {result!r}", {"field": "result"})
         value = float(result)
         if meta.low is not None and not (meta.low <= value <= meta.high):
             raise InvalidInput(f"result {value} {meta.symbol} of datastream {meta.id} is outside the possible range "
-                               f"[{meta.low}, {meta.high}]")
+                               f"[{meta.low}, {meta.high}]", {"field": "result"})
         return Row(meta.id, t_ms, t_end, rt, value)
     value = float(result) if isinstance(result, (int, float)) and not isinstance(result, bool) else None
     return Row(meta.id, t_ms, t_end, rt, value, None if value is not None else result)
@@ -204,7 +220,7 @@ _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, res
 
 def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> tuple[list[tuple[int, int, int]], bool]:
     """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored, and whether the
-    datastreams' state already follows them (the COPY path's statement updated it)."""
+    datastreams' state and the rollups already follow them (the COPY path's statement kept both)."""
     if storage_of(session).copy_in:
         return _insert_copy(session, rows, fois), True
     return _insert_sqlite(session, rows, fois), False
@@ -240,9 +256,12 @@ def _insert_sqlite(session: Session, rows: list[Row], fois: dict[int, int | None
 
 
 #: The PostgreSQL write of a staged batch, one statement: the staging rows taken out (DELETE … RETURNING, so the next
-#: batch of the transaction starts empty without a TRUNCATE round trip), inserted skipping resends, and the
+#: batch of the transaction starts empty without a TRUNCATE round trip), inserted skipping resends, the
 #: datastreams' time bounds and latest value moved by what was stored (``timeseries.update_stream_state`` in SQL:
-#: it was a pipelined UPDATE per datastream, the statement the batch waited on longest).
+#: it was a pipelined UPDATE per datastream, the statement the batch waited on longest), and what was stored folded
+#: into the 1m/1h/1d rollups (``timeseries.update_rollups`` in SQL: the Python pass over every row and its own
+#: round trip were a fifth of a batch together with the state). Each part sees only what was stored, so resends
+#: count nothing; the three tiers' keys are distinct, as one ON CONFLICT DO UPDATE requires.
 _PG_STORE = f"""
 WITH staged AS (DELETE FROM sensing_ingest_stage RETURNING *),
 ins AS (
@@ -260,7 +279,21 @@ state AS (
                                  ELSE d.phenomenon_end_ms END,
         last_value = CASE WHEN d.last_ms IS NULL OR d.last_ms <= per.t THEN per.v ELSE d.last_value END,
         last_ms = CASE WHEN d.last_ms IS NULL OR d.last_ms < per.t THEN per.t ELSE d.last_ms END
-    FROM per WHERE d.id = per.datastream_id RETURNING 1)
+    FROM per WHERE d.id = per.datastream_id RETURNING 1),
+minute AS (
+    SELECT datastream_id, (t_ms / {MINUTE}) * {MINUTE} AS b, min(result_num) AS lo, max(result_num) AS hi,
+           sum(result_num) AS s, count(*) AS c
+    FROM ins WHERE result_num IS NOT NULL GROUP BY 1, 2),
+rollups AS (
+    INSERT INTO sensing_rollups (datastream_id, tier, bucket_ms, vmin, vmax, vsum, vcount)
+    SELECT datastream_id, '1m', b, lo, hi, s, c FROM minute
+    UNION ALL
+    SELECT datastream_id, '1h', (b / {HOUR}) * {HOUR}, min(lo), max(hi), sum(s), sum(c) FROM minute GROUP BY 1, 3
+    UNION ALL
+    SELECT datastream_id, '1d', ((b + {LOCAL_OFFSET}) / {DAY}) * {DAY} - {LOCAL_OFFSET}, min(lo), max(hi), sum(s), sum(c)
+    FROM minute GROUP BY 1, 3
+    {ROLLUP_FOLD.format(lo="least", hi="greatest")}
+    RETURNING 1)
 SELECT id, datastream_id, t_ms FROM ins"""
 
 
@@ -315,21 +348,22 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
                 new.discard(key)
                 kept.append(r)
         rows = kept
-    changes = post_process(session, rows, metas, engine_state, state_kept=state_kept) if rows else []
+    changes = post_process(session, rows, metas, engine_state, kept=state_kept) if rows else []
     return BatchResult(inserted, changes, fois)
 
 
 def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None, *,
-                 state_kept: bool = False) -> list:
-    """Rollups, datastream state (unless the insert kept it: ``state_kept``) and rules for stored ``rows``; the
+                 kept: bool = False) -> list:
+    """Rollups and datastream state (unless the insert's statement kept them: ``kept``) and rules for stored
+    ``rows``; the
     ``observation.batch_stored`` event (other capabilities react to new observations through it: the warning
     models re-evaluate the risk points the rows feed)."""
     from cityops.sensing import rules, timeseries
 
     publish(session, ObservationBatchStored(datastream_ids=sorted({r.datastream_id for r in rows}), count=len(rows),
                                             newest_ms=max(r.t_ms for r in rows)))
-    timeseries.update_rollups(session, rows)
-    if not state_kept:
+    if not kept:
+        timeseries.update_rollups(session, rows)
         timeseries.update_stream_state(session, rows)
     return rules.evaluate(session, rows, metas, engine_state)
 
@@ -412,12 +446,65 @@ class Ingestor:
             self._thread = None
 
     def validate(self, items: list[dict], scope=None) -> tuple[list[Row], dict[int, StreamMeta]]:
-        """Check a whole submission; any bad observation rejects it all (InvalidInput names which).
-        The datastream lookup and the scope check run once per datastream, not per observation."""
+        """Check a whole submission; any bad observation rejects it all (InvalidInput names which, by its index in
+        the message and ``details``, and the field). The common submission — numeric readings at ISO instants,
+        nothing else — is checked a column at a time (``_validate_columns``); anything else, or anything that
+        fails there, goes through the per-observation path, which finds the first bad one and words its error."""
+        rows = self._validate_columns(items, scope)
+        if rows is not None:
+            return rows
+        return self._validate_items(items, scope)
+
+    def _validate_columns(self, items: list, scope) -> tuple[list[Row], dict[int, StreamMeta]] | None:
+        """The common submission as columns: types checked over each column at once, the times parsed by Arrow's
+        ISO 8601 reader in one call (it takes only instants with a zone, as ``parse_instant`` requires), the
+        plausible-time window and each stream's range compared in NumPy. None: not the common shape, or some
+        observation fails (the per-observation path then says which and why); nothing is judged twice
+        differently, since both paths apply the same rules."""
+        if not items or set(map(type, items)) != {dict} or set(map(len, items)) != {3}:
+            return None
+        try:
+            ds = [o["datastream_id"] for o in items]
+            times = [o["phenomenonTime"] for o in items]
+            results = [o["result"] for o in items]
+        except KeyError:
+            return None
+        if set(map(type, ds)) != {int} or set(map(type, times)) != {str} or not set(map(type, results)) <= {float, int}:
+            return None
+        try:
+            ds_arr = np.array(ds, dtype=np.int64)
+            values = np.array(results, dtype=np.float64)
+        except OverflowError:
+            return None
+        streams, which = np.unique(ds_arr, return_inverse=True)
+        metas: dict[int, StreamMeta] = {}
+        for ds_id in streams.tolist():
+            try:
+                meta = self.metas.get(ds_id)
+            except NotFound:
+                return None
+            if not meta.numeric or (scope is not None and not scope.covers(meta.unit_path)):
+                return None
+            metas[ds_id] = meta
+        try:
+            us = pc.cast(pa.array(times, pa.string()), _UTC_MICROS).cast(pa.int64()).to_numpy()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        t_ms = np.rint(us / 1000.0).astype(np.int64)  # round half to even, as check's round(timestamp * 1000)
+        if t_ms.min() < EARLIEST_MS or t_ms.max() > now_ms() + FUTURE_SLACK_MS or not np.isfinite(values).all():
+            return None
+        per = list(metas.values())
+        low = np.array([-np.inf if m.low is None else m.low for m in per])[which]
+        high = np.array([np.inf if m.high is None else m.high for m in per])[which]
+        if not ((values >= low) & (values <= high)).all():
+            return None
+        return list(map(Row, ds, t_ms.tolist(), repeat(None), repeat(None), values.tolist())), metas
+
+    def _validate_items(self, items: list, scope) -> tuple[list[Row], dict[int, StreamMeta]]:
+        """Observation by observation: the path of everything unusual (intervals, resultTime, unit, text results),
+        and the one that names the first bad observation."""
         rows, metas, now = [], {}, now_ms()
         append = rows.append
-        limit = now + FUTURE_SLACK_MS
-        fromisoformat, isfinite = datetime.fromisoformat, math.isfinite
         for i, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
@@ -427,31 +514,22 @@ class Ingestor:
                     link = item.get("Datastream")
                     ds_id = link.get("@iot.id") if isinstance(link, dict) else None
                 if type(ds_id) is not int:  # noqa: E721 - bool is an int subclass and no datastream id
-                    raise InvalidInput("datastream_id (an integer) is required")
+                    raise InvalidInput("datastream_id (an integer) is required", {"field": "datastream_id"})
                 meta = metas.get(ds_id)
                 if meta is None:
-                    meta = self.metas.get(ds_id)
-                    if scope is not None and not scope.covers(meta.unit_path):
-                        raise NotFound(f"unknown datastream {ds_id}")
-                    metas[ds_id] = meta
-                result, pt = item.get("result"), item.get("phenomenonTime")
-                # The common case inline (a float reading at an ISO instant, nothing else): the same numbers as
-                # check(), which handles everything else and words every error.
-                if (type(result) is float and type(pt) is str and meta.numeric and "/" not in pt  # noqa: E721
-                        and "resultTime" not in item and "unit" not in item):
                     try:
-                        dt = fromisoformat(pt)
-                    except ValueError:
-                        dt = None
-                    if dt is not None and dt.tzinfo is not None:
-                        t_ms = int(round(dt.timestamp() * 1000))
-                        if (EARLIEST_MS <= t_ms <= limit and isfinite(result)
-                                and (meta.low is None or meta.low <= result <= meta.high)):
-                            append(Row(ds_id, t_ms, None, None, result))
-                            continue
-                append(check(meta, result, pt, item.get("resultTime"), item.get("unit"), now=now))
+                        meta = self.metas.get(ds_id)
+                        if scope is not None and not scope.covers(meta.unit_path):
+                            raise NotFound(f"unknown datastream {ds_id}")
+                    except NotFound as exc:
+                        exc.details = {"field": "datastream_id"}
+                        raise
+                    metas[ds_id] = meta
+                append(check(meta, item.get("result"), item.get("phenomenonTime"), item.get("resultTime"), item.get("unit"),
+                             now=now))
             except CityOpsError as exc:
                 exc.message = f"observation {i}: {exc.message}"
+                exc.details = {**(exc.details if isinstance(exc.details, dict) else {}), "observation": i}
                 raise
         return rows, metas
 

@@ -39,6 +39,15 @@ _UPSERT = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET vmin = ex
            "vsum = excluded.vsum, vcount = excluded.vcount")
 
 
+#: Folding a batch's bucket rows into the stored ones (``lo``/``hi``: the backend's least/greatest): also the rollup
+#: part of the PostgreSQL ingest statement (``ingest._PG_STORE``).
+ROLLUP_FOLD = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
+               "vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
+               "vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
+               "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, "
+               "vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount")
+
+
 def _floor(t: int, size: int, offset: int = 0) -> int:
     return ((t + offset) // size) * size - offset
 
@@ -84,10 +93,7 @@ def update_rollups(session: Session, rows) -> None:
         return
     storage = storage_of(session)
     lo, hi = storage.least_greatest
-    fold = ("ON CONFLICT (datastream_id, tier, bucket_ms) DO UPDATE SET "
-            f"vmin = {lo}(coalesce(sensing_rollups.vmin, excluded.vmin), excluded.vmin), "
-            f"vmax = {hi}(coalesce(sensing_rollups.vmax, excluded.vmax), excluded.vmax), "
-            "vsum = coalesce(sensing_rollups.vsum, 0) + excluded.vsum, vcount = coalesce(sensing_rollups.vcount, 0) + excluded.vcount")
+    fold = ROLLUP_FOLD.format(lo=lo, hi=hi)
     items = sorted(agg.items())
     if storage.arrays:
         # One statement over arrays: an executemany of ~1,000 bucket rows a batch was 15 % of the writer's time,
