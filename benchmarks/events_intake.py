@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/events_intake.py [--seconds 10] [--concurrency 16] [--rate 0] [--backends sqlite,postgis] [--workers 1] [--raw-group 64] [--profile DIR]
 
 For each backend a fresh small demo district (the test district: 3 townships, 120 grids, its departments
-and people) is built, and ``uvicorn cityops.app:create_app --factory`` (one process) serves it. The load
+and people) is built, and uvicorn serves it (``intake_server:create_app``: the app as deployed plus the floor route
+of measure 4; ``--workers`` processes). The load
 generator is this process, on the same 2 cores. It speaks HTTP/1.1 over keep-alive asyncio streams: a
 general client such as httpx costs more CPU per request than the server handler and would measure itself.
 
@@ -17,10 +18,14 @@ general client such as httpx costs more CPU per request than the server handler 
    writes), and ``--raw-group`` cases per transaction with multi-row inserts (the ceiling of the group
    commit the server uses; the ratio is taken to this one).
 
+4. The HTTP floor: the closed loop of 1 against ``POST /bench/floor`` on the same server (authenticated, the same
+   body parsed and checked, answered without the case writer): what the HTTP stack leaves for intake at all.
+
 Every created case is checked afterwards: count of cases = count of 201 answers. Exit code is always 0.
 
 ``--profile DIR``: the server runs under ``py-spy record --subprocesses`` (``--py-spy`` names the program), and
-its samples over the whole run land in ``DIR/intake-<backend>.txt`` (collapsed stacks, one line per stack).
+its samples over the whole run land in ``DIR/intake-<backend>.txt`` (collapsed stacks, one line per stack). The
+server runs in a process group of its own, ended as a whole (no uvicorn worker outlives its measure).
 """
 
 from __future__ import annotations
@@ -154,7 +159,7 @@ def case_body(rng: random.Random, pts) -> bytes:
     return json.dumps({"class_code": rng.choice(CLASSES), "lon": lon, "lat": lat, "description": "巡查发现问题"}).encode()
 
 
-async def closed_loop(port, headers, pts, seconds, concurrency) -> tuple[list[float], int, int, float]:
+async def closed_loop(port, headers, pts, seconds, concurrency, path="/api/events/cases") -> tuple[list[float], int, int, float]:
     conns = [await Conn.open(port) for _ in range(concurrency)]
     lat, errors = [], 0
     end = time.perf_counter() + seconds
@@ -165,7 +170,7 @@ async def closed_loop(port, headers, pts, seconds, concurrency) -> tuple[list[fl
         while time.perf_counter() < end:
             body = case_body(rng, pts)
             t = time.perf_counter()
-            status, _ = await c.request("POST", "/api/events/cases", body, headers)
+            status, _ = await c.request("POST", path, body, headers)
             lat.append(time.perf_counter() - t)
             if status != 201:
                 errors += 1
@@ -287,9 +292,12 @@ def run_backend(backend: str, args) -> dict:
     port = free_port()
     spy = [args.py_spy, "record", "--subprocesses", "--nonblocking", "-f", "raw", "-o",
            str(Path(args.profile) / f"intake-{backend}.txt"), "--"] if args.profile else []
-    server = subprocess.Popen([*spy, sys.executable, "-m", "uvicorn", "cityops.app:create_app", "--factory", "--host", "127.0.0.1",
+    # The app as deployed plus the benchmark's floor route (intake_server.py). A process group of its own: the
+    # server's uvicorn workers (and py-spy's) are ended with it, whatever reaches them of the first signal.
+    server = subprocess.Popen([*spy, sys.executable, "-m", "uvicorn", "intake_server:create_app", "--factory",
+                               "--app-dir", str(ROOT / "benchmarks"), "--host", "127.0.0.1",
                                "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
-                              env={**os.environ, **env}, cwd=ROOT)
+                              env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
     try:
         import httpx
 
@@ -316,10 +324,12 @@ def run_backend(backend: str, args) -> dict:
         rate = args.rate or max(1.0, round(n_c / elapsed / 2))
         lat_o, n_o, err_o = asyncio.run(open_loop(port, headers, pts, args.seconds, rate))
         created = count_cases(env) - before
+        # The HTTP floor: the same client and connections against the floor route (authenticated, the same body
+        # parsed and checked, no case writer) on the same server processes.
+        lat_f, n_f, err_f, elapsed_f = asyncio.run(closed_loop(port, headers, pts, args.seconds, args.concurrency,
+                                                               path="/bench/floor"))
     finally:
-        # py-spy writes its samples when interrupted; uvicorn stops on the same signal.
-        server.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-        server.wait(60)
+        stop_group(server, signal.SIGINT if args.profile else signal.SIGTERM)
     raw = raw_insert(env, pts, 5)
     raw_core = raw_insert(env, pts, 5, group=args.raw_group)
     raw_driver = raw_insert(env, pts, 5, group=args.raw_group, driver=True)
@@ -327,9 +337,35 @@ def run_backend(backend: str, args) -> dict:
     cleanup()
     shutil.rmtree(tmp, ignore_errors=True)
     warm = None  # warm-up cases are counted in `created`; report the check against all 201s
-    return {"backend": backend, "throughput": n_c / elapsed, "closed_p50": pct(lat_c, 0.5), "closed_p99": pct(lat_c, 0.99),
+    return {"backend": backend, "throughput": n_c / elapsed, "floor": n_f / elapsed_f, "floor_p50": pct(lat_f, 0.5),
+            "floor_errors": err_f, "closed_p50": pct(lat_c, 0.5), "closed_p99": pct(lat_c, 0.99),
             "rate": rate, "open_p50": pct(lat_o, 0.5), "open_p99": pct(lat_o, 0.99), "errors": err_c + err_o,
             "raw": raw, "raw_group": raw_group, "raw_core": raw_core, "raw_driver": raw_driver, "created": created, "answered": n_c + n_o, "warm": warm, "gen_cpu": gen_cpu}
+
+
+def stop_group(server: subprocess.Popen, sig: int) -> None:
+    """End the server's process group: ``sig`` first (py-spy writes its samples on SIGINT; uvicorn stops on either),
+    then, after up to 30 s, SIGKILL to whatever of the group is left. py-spy's interrupt never reached uvicorn's
+    spawned workers, which kept spinning on their deleted store beside every later measure."""
+    try:
+        os.killpg(server.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(server.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def main() -> None:
@@ -347,13 +383,16 @@ def main() -> None:
     t = Table(title=f"Case creation over HTTP (locate+route+persist+log+outbox), {os.cpu_count()} cores, "
               f"{args.workers} server process(es), load generator on the same cores")
     for col in ("backend", "HTTP cases/s (closed loop)", "p50 / p99 ms", "open loop: rate, p50 / p99 ms",
+                "HTTP floor req/s (p50 ms)", "intake / floor",
                 "raw, one case per commit (cases/s)", f"raw, {args.raw_group} per commit: Core / driver (cases/s)", "HTTP / raw grouped",
                 "errors", "load generator CPU (of all cores)", "target"):
         t.add_column(col)
     for r in results:
         ok = r["throughput"] / r["raw_group"] >= 0.5 and r["open_p99"] < 100
         t.add_row(r["backend"], f"{r['throughput']:.0f}", f"{r['closed_p50']:.1f} / {r['closed_p99']:.1f}",
-                  f"{r['rate']:g}/s: {r['open_p50']:.1f} / {r['open_p99']:.1f}", f"{r['raw']:.0f}", f"{r['raw_core']:.0f} / {r['raw_driver']:.0f}",
+                  f"{r['rate']:g}/s: {r['open_p50']:.1f} / {r['open_p99']:.1f}",
+                  f"{r['floor']:.0f} ({r['floor_p50']:.1f}){' ERRORS' if r['floor_errors'] else ''}",
+                  f"{r['throughput'] / r['floor']:.2f}", f"{r['raw']:.0f}", f"{r['raw_core']:.0f} / {r['raw_driver']:.0f}",
                   f"{r['throughput'] / r['raw_group']:.2f}",
                   str(r["errors"]), f"{r['gen_cpu'] * 100:.0f} %", ("PASS" if ok else "FAIL") + " (≥ 0.5× raw grouped, p99 < 100 ms at half)")
     console.print(t)
@@ -361,7 +400,8 @@ def main() -> None:
         record(f"case intake over HTTP, {args.workers} process(es) ({r['backend']})", f"{r['throughput']:.0f} cases/s",
                f"grouped raw insert {r['raw_group']:.0f}/s", r["throughput"] / r["raw_group"], "≥ 0.5× limit",
                r["throughput"] / r["raw_group"] >= 0.5 and not r["errors"],
-               note=f"p99 {r['open_p99']:.0f} ms at {r['rate']:g}/s = half capacity (target < 100 ms); {r['errors']} errors")
+               note=f"p99 {r['open_p99']:.0f} ms at {r['rate']:g}/s = half capacity (target < 100 ms); {r['errors']} errors; "
+                    f"HTTP floor (authenticated route, body parsed, no writer) {r['floor']:.0f} req/s")
     for r in results:
         console.print(f"{r['backend']}: cases in the database grew by {r['created']} (measured answers {r['answered']} + warm-up)")
 

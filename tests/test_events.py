@@ -850,6 +850,54 @@ def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
     assert table_counts(api.store) == after
 
 
+def test_the_writer_stores_a_group_without_savepoints_and_a_collision_still_fails_alone(api, places):
+    """The case writer inserts a group with no savepoint; when one of the group collides with a stored case, the
+    transaction is rolled back and the group written again one savepoint per case: the colliding report is
+    refused, the others are stored once, and each request hears its own answer."""
+    import time
+    import uuid
+
+    from prometheus_client import CollectorRegistry
+
+    from cityops.core.errors import Conflict
+    from cityops.events import intake
+
+    registry = CollectorRegistry()
+    writer = intake.CaseWriter(api.store.sessions, registry=registry)
+    taken = _new(api, places)["number"]
+    key = f"writer:{uuid.uuid4().hex}"
+    clash = _draft(api, places)
+    clash.values["number"] = taken
+    before = table_counts(api.store)
+    blocker = api.store.engine.connect()
+    try:
+        _hold_case_writes(blocker)
+        first = writer.submit(_draft(api, places, key="dade0"))
+        deadline = time.monotonic() + 10
+        while writer.pending and time.monotonic() < deadline:  # the writer took it and now waits for the lock
+            time.sleep(0.01)
+        group = [writer.submit(d) for d in (_draft(api, places, external_key=key), clash,
+                                            _draft(api, places, external_key=key), _draft(api, places, key="yihe1"))]
+        blocker.rollback()
+        answers = [first.result(timeout=30)]
+        for f in group:
+            try:
+                answers.append(f.result(timeout=30))
+            except Exception as exc:  # noqa: BLE001 - the refusal is the answer under test
+                answers.append(exc)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert answers[0][1] is True and answers[1][1] is True and answers[4][1] is True
+    assert isinstance(answers[2], Conflict)
+    assert answers[3] == (answers[1][0], False)  # the same key twice in the group: one case
+    after = table_counts(api.store)
+    for table in ("event_cases", "event_transitions", "event_outbox"):
+        assert after[table] == before[table] + 3, table
+    assert registry.get_sample_value("cityops_events_intake_group_size_count") == 2
+    assert registry.get_sample_value("cityops_events_intake_committed_total") == 4
+
+
 def _hold_case_writes(conn) -> None:
     """Block every insert into event_cases until ``conn`` ends its transaction."""
     if conn.dialect.name == "sqlite":

@@ -146,13 +146,15 @@ def draft_view(draft: CaseDraft, case_id: int) -> dict:
     return case_dict(SimpleNamespace(**{**_CASE_COLUMNS, **draft.values, "id": case_id}))
 
 
-def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, bool] | Exception]:
+def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool = True) -> list[tuple[int, bool] | Exception]:
     """Store drafts in the session's transaction: per draft ``(case id, created)`` or the error that refused it
     (one draft's failure leaves the others stored). Idempotent on ``external_key``: a key already stored, or
     repeated within ``drafts``, answers with that case (``created`` False).
 
     All the new cases go in with one multi-row INSERT of each table (a savepoint around it); only if that fails
-    are they retried one by one, each in its own savepoint, so the bad one fails alone. The evaluation rollups
+    are they retried one by one, each in its own savepoint, so the bad one fails alone. ``savepoint=False``: no
+    savepoint, and a collision raises IntegrityError with the transaction lost — for a caller that owns the whole
+    transaction and writes the drafts again with savepoints then (the case writer). The evaluation rollups
     are folded in here (Core inserts bypass the ORM hook that keeps them)."""
     out: list = [None] * len(drafts)
     keys = list({d.values["external_key"] for d in drafts if d.values["external_key"]})
@@ -172,6 +174,25 @@ def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, 
             if key:
                 first_of_key[key] = i
             fresh.append(i)
+    if not savepoint:
+        stored = list(zip(fresh, _insert_rows(session, [drafts[i] for i in fresh])))
+    else:
+        stored = _insert_guarded(session, drafts, fresh, out)
+    for i, cid in stored:
+        out[i] = (cid, True)
+    for i, first in repeats:
+        out[i] = (out[first][0], False) if isinstance(out[first], tuple) else out[first]
+    if stored:
+        from cityops.events import rollup
+
+        conn = session.connection()
+        if rollup.enabled(conn):
+            rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
+    return out
+
+
+def _insert_guarded(session: Session, drafts: list[CaseDraft], fresh: list[int], out: list) -> list[tuple[int, int]]:
+    """``fresh`` drafts in one savepoint; on a collision each in its own, the colliding one answered in ``out``."""
     try:
         with session.begin_nested():
             ids = _insert_rows(session, [drafts[i] for i in fresh])
@@ -186,17 +207,7 @@ def insert_drafts(session: Session, drafts: list[CaseDraft]) -> list[tuple[int, 
                 key = drafts[i].values["external_key"]
                 cid = key and session.scalar(select(Case.id).where(Case.external_key == key))
                 out[i] = (cid, False) if cid else Conflict("the case could not be stored (a unique value collides)")
-    for i, cid in stored:
-        out[i] = (cid, True)
-    for i, first in repeats:
-        out[i] = (out[first][0], False) if isinstance(out[first], tuple) else out[first]
-    if stored:
-        from cityops.events import rollup
-
-        conn = session.connection()
-        if rollup.enabled(conn):
-            rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
-    return out
+    return stored
 
 
 def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:

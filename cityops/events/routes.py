@@ -189,7 +189,7 @@ async def create_case(request: Request) -> Response:
         item = creation.PointReport(report)
     else:
         item = await asyncio.to_thread(draft)
-    case_id, created = await asyncio.wrap_future(intake.writer(request.app.state).submit(item))
+    case_id, created = await intake.writer(request.app.state).submit_async(item)
     d = item.draft if isinstance(item, creation.PointReport) else item
     # An idempotent retry (not created) answers with the case stored the first time.
     out = creation.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)

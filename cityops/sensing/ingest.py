@@ -70,7 +70,7 @@ class StreamMeta:
     risk_point_code: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     datastream_id: int
     t_ms: int
