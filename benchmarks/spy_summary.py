@@ -20,12 +20,17 @@ _FRAME = re.compile(r"^(?P<func>[^ (]+) \((?P<file>[^:]*):?(?P<line>\d*)\)$")
 
 def load(path: str) -> list[tuple[list[str], int]]:
     stacks = []
+    pending = ""  # a stack whose process name spans lines (``python -c "…"`` with --subprocesses)
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
-            line = line.rstrip("\n")
+            line = pending + line.rstrip("\n")
             if not line:
                 continue
             frames, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                pending = line + " "
+                continue
+            pending = ""
             stacks.append((frames.split(";"), int(count)))
     return stacks
 

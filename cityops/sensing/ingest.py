@@ -13,6 +13,7 @@ Idempotency: ``(datastream_id, t_ms)`` is unique and inserts skip conflicts, so 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -221,8 +222,8 @@ _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, res
 def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> tuple[list[tuple[int, int, int]], bool]:
     """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored, and whether the
     datastreams' state and the rollups already follow them (the COPY path's statement kept both)."""
-    if storage_of(session).copy_in:
-        return _insert_copy(session, rows, fois), True
+    if storage_of(session).arrays:
+        return _insert_arrays(session, rows, fois), True
     return _insert_sqlite(session, rows, fois), False
 
 
@@ -255,17 +256,23 @@ def _insert_sqlite(session: Session, rows: list[Row], fois: dict[int, int | None
     return stored
 
 
-#: The PostgreSQL write of a staged batch, one statement: the staging rows taken out (DELETE … RETURNING, so the next
-#: batch of the transaction starts empty without a TRUNCATE round trip), inserted skipping resends, the
-#: datastreams' time bounds and latest value moved by what was stored (``timeseries.update_stream_state`` in SQL:
-#: it was a pipelined UPDATE per datastream, the statement the batch waited on longest), and what was stored folded
-#: into the 1m/1h/1d rollups (``timeseries.update_rollups`` in SQL: the Python pass over every row and its own
-#: round trip were a fifth of a batch together with the state). Each part sees only what was stored, so resends
-#: count nothing; the three tiers' keys are distinct, as one ON CONFLICT DO UPDATE requires.
+#: The PostgreSQL write of a batch, one statement: the rows come as one array per column (``unnest … WITH
+#: ORDINALITY``: no staging table, no COPY, so the batch is one round trip where it was four — the staging table's
+#: DDL, the COPY's start and end, the statement), are inserted skipping resends (in batch order, so duplicates inside
+#: a batch keep the first), the datastreams' time bounds and latest value are moved by what was stored
+#: (``timeseries.update_stream_state`` in SQL: it was a pipelined UPDATE per datastream, the statement the batch
+#: waited on longest), and what was stored is folded into the 1m/1h/1d rollups (``timeseries.update_rollups`` in SQL:
+#: the Python pass over every row and its own round trip were a fifth of a batch together with the state). Each part
+#: sees only what was stored, so resends count nothing; the three tiers' keys are distinct, as one ON CONFLICT DO
+#: UPDATE requires.
 _PG_STORE = f"""
-WITH staged AS (DELETE FROM sensing_ingest_stage RETURNING *),
+WITH staged AS (
+    SELECT * FROM unnest(%(d)s::integer[], %(t)s::bigint[], %(te)s::bigint[], %(rt)s::bigint[], %(v)s::float8[],
+                         %(j)s::text[], %(f)s::integer[]) WITH ORDINALITY
+        AS s(datastream_id, t_ms, t_end_ms, result_time_ms, result_num, result_json, foi_id, n)),
 ins AS (
-    INSERT INTO sta_observations ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM staged ORDER BY n
+    INSERT INTO sta_observations ({_STAGE_COLUMNS})
+    SELECT datastream_id, t_ms, t_end_ms, result_time_ms, result_num, result_json::jsonb, foi_id FROM staged ORDER BY n
     ON CONFLICT (datastream_id, t_ms) DO NOTHING RETURNING id, datastream_id, t_ms, t_end_ms, result_num),
 per AS (
     SELECT datastream_id, min(t_ms) AS lo, max(coalesce(t_end_ms, t_ms)) AS hi, max(t_ms) AS t,
@@ -297,26 +304,17 @@ rollups AS (
 SELECT id, datastream_id, t_ms FROM ins"""
 
 
-def _insert_copy(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
-    """PostgreSQL: COPY into a per-connection staging table, then one statement (``_PG_STORE``) that inserts with
-    ON CONFLICT DO NOTHING (idempotent as the row-wise insert; duplicates inside a batch keep the first), returns
-    what was stored and updates the datastreams' state: three round trips a batch besides the rollups (there were
-    four and a pipelined UPDATE per datastream: the staging table's DDL, COPY, INSERT, TRUNCATE, the state)."""
-    conn = session.connection()
-    # Each batch: the table made in a transaction that later rolled back is gone with it.
-    conn.exec_driver_sql(
-        "CREATE TEMP TABLE IF NOT EXISTS sensing_ingest_stage (n bigserial, datastream_id integer, t_ms bigint, "
-        "t_end_ms bigint, result_time_ms bigint, result_num double precision, result_json jsonb, foi_id integer) "
-        "ON COMMIT DELETE ROWS")
-    from psycopg.types.json import Jsonb
-
-    cur = conn.connection.driver_connection.cursor()
-    with cur.copy(f"COPY sensing_ingest_stage ({_STAGE_COLUMNS}) FROM STDIN") as copy:
-        write = copy.write_row
-        for r in rows:
-            write((r.datastream_id, r.t_ms, r.t_end_ms, r.result_time_ms, r.value,
-                   None if r.result_json is None else Jsonb(r.result_json), fois.get(r.datastream_id)))
-    cur.execute(_PG_STORE)
+def _insert_arrays(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
+    """PostgreSQL: the batch as one array per column in one statement (``_PG_STORE``) that inserts with ON CONFLICT
+    DO NOTHING (idempotent as the row-wise insert), returns what was stored and keeps the datastreams' state and
+    the rollups: one round trip a batch. The arrays travel in the driver's binary format."""
+    ds = [r.datastream_id for r in rows]
+    params = {"d": ds, "t": [r.t_ms for r in rows], "te": [r.t_end_ms for r in rows],
+              "rt": [r.result_time_ms for r in rows], "v": [r.value for r in rows],
+              "j": [None if r.result_json is None else json.dumps(r.result_json, ensure_ascii=False) for r in rows],
+              "f": [fois.get(d) for d in ds]}
+    cur = session.connection().connection.driver_connection.cursor()
+    cur.execute(_PG_STORE, params)
     return cur.fetchall()  # tuples straight from the driver (a Result row at a time was 8 % of a batch)
 
 
