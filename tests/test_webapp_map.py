@@ -256,3 +256,27 @@ def test_the_first_view_is_drawn_by_the_server_before_the_map_and_gives_way_to_i
     assert_local_only(page)
     assert_no_page_errors(page)
     page.context.close()
+
+
+def test_a_frame_draws_no_sky_pass_when_the_style_has_no_sky(served, browser):
+    """MapLibre draws a full-canvas sky pass on every frame, even for a style without a sky (transparent colours);
+    on WebGL in software it was the largest single cost of a frame. The app's maps draw it only when a sky shows:
+    with every layer hidden a frame draws nothing, and a coloured sky adds its pass back."""
+    page = new_page(browser, served)
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    counts = page.evaluate("""() => { const m = window.cityopsMap; const gl = m.painter.context.gl;
+        for (const l of m.getStyle().layers) m.setLayoutProperty(l.id, 'visibility', 'none');
+        m.jumpTo({pitch: 70});
+        let draws = 0; const drawElements = gl.drawElements;
+        gl.drawElements = function (...args) { draws++; return drawElements.apply(this, args); };
+        const frame = () => { draws = 0; m.redraw(); return draws; };
+        const none = [frame(), frame()];
+        m.setSky({'sky-color': '#ff0000', 'horizon-color': '#ff0000', 'sky-horizon-blend': 0.5});
+        const sky = [frame(), frame()];
+        gl.drawElements = drawElements;
+        return {none, sky}; }""")
+    assert counts == {"none": [0, 0], "sky": [1, 1]}, counts  # the sky pass, back only when a sky shows
+    assert_no_page_errors(page)
+    page.context.close()

@@ -4,6 +4,7 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
+import { drawSkyOnlyWhenItShows } from "./frames.js";
 import { trackLoad } from "./ready.js";
 import { baseStyle, mapOptions, nameField } from "./style.js";
 
@@ -33,6 +34,7 @@ export function createMap(container, { lang = "zh-CN", units = true, buildings =
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
   map.touchZoomRotate.disableRotation();
+  drawSkyOnlyWhenItShows(map);
   return map;
 }
 
