@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     web.install(app, registry, max_body=settings.max_upload_bytes + 64 * 1024)
     # FastAPI tries the routes one by one in this order (every router has its own prefix, so the order decides
     # nothing else): the high-rate paths — case intake, sensor ingest, map tiles, OGC feature pages — come first.
+    ogc_routes.install_items(app)  # the OGC bbox page first: a plain route, no included router walked
     for module in (ops_routes, events_routes, events_open311, sensing_routes, sensing_sta_routes, tiles_routes,
                    ogc_routes, identity_routes, org_routes, base_routes, housing_routes, warning_routes, tasks_routes,
                    indicators_routes, notify_routes, video_routes, calls_routes, duty_routes, directives_routes):

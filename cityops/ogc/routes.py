@@ -312,26 +312,95 @@ def _now() -> str:
 _read_principal = interface_principal("ogc", optional=True)
 
 
-@router.get("/collections/{collection_id}/items")
-async def items(collection_id: str, request: Request) -> Response:
-    """The hot path of the interface (a client panning a map asks for page after page): no dependencies for
-    FastAPI to solve, and one hand-off to a worker thread, in which the read session lives and ends (the
-    principal comes from the token cache on the event loop, as ``Reader`` does). Dependency solving, the
-    session's own exit hand-off and the routing were a third of a bbox page's time on the event loop."""
+ITEMS_PATH = "/ogc/collections/{collection_id}/items"
+
+
+async def items(request: Request) -> Response:
+    """The hot path of the interface (a client panning a map asks for page after page): a plain Starlette route
+    that the application tries before any other (``install_items``): no route list to walk, no dependencies for
+    FastAPI to solve, and one hand-off to a worker thread, in which the database work lives and ends (the
+    principal comes from the token cache on the event loop, as ``Reader`` does). Matching through the included
+    routers, dependency solving and the session's own exit hand-off were a third of a bbox page's time on the
+    event loop."""
     principal = await _read_principal(request, request.app.state.ctx)
-    return await run_in_threadpool(_items, collection_id, request, principal)
+    return await run_in_threadpool(_items, request.path_params["collection_id"], request, principal)
+
+
+def install_items(app) -> None:
+    """Register ``GET /ogc/collections/{id}/items`` ahead of every router (called before they are included). Its
+    other methods (POST, OPTIONS) stay on ``router``: Starlette prefers their full match to this partial one."""
+    app.router.add_route(ITEMS_PATH, items, methods=["GET"], include_in_schema=False)
 
 
 def _items(collection_id: str, request: Request, principal) -> Response:
     with read_sessionmaker(request.app.state.ctx.engine)() as session:
-        return _items_page(collection_id, request, session, principal)
+        try:
+            layer = _readable(session, collection_id, principal, _catalogue(request))
+        except CityOpsError as exc:
+            return _error(request, exc)
+        page = _bbox_page(request, session, layer)
+        return page if page is not None else _items_page(request, session, layer)
 
 
-def _items_page(collection_id: str, request: Request, session, principal) -> Response:
+#: The parameters of a page that ``_bbox_page`` answers itself; anything else goes the general way.
+_BBOX_PAGE_PARAMS = frozenset(("bbox", "bbox-crs", "crs", "limit", "offset", "cursor", "f", "datetime"))
+
+
+def _bbox_page(request: Request, session, layer) -> Response | None:
+    """A bbox page of a layer's own table, written as bytes (``service.bbox_page``): the features come ready as
+    GeoJSON and are joined as they are, nothing is decoded or encoded again per feature. None when the request
+    needs the general path: a filter, a queryable as a parameter, or something to refuse (the general path
+    answers it with its 400, checks in the same order)."""
+    params = request.query_params
+    multi = params.multi_items()
+    if params.get("bbox") is None or len(multi) != len(params) or any(k not in _BBOX_PAGE_PARAMS for k, _ in multi):
+        return None
+    metric = _metric(request)
+    try:
+        limit = service.parse_limit(params.get("limit"))
+        offset = service.parse_offset(params.get("offset"))
+        cursor = service.parse_cursor(params.get("cursor"))
+        out_crs = service.served_crs(params.get("crs"), "crs", metric)
+        area = service.parse_bbox(params["bbox"], service.served_crs(params.get("bbox-crs"), "bbox-crs", metric))
+        service.check_datetime(params.get("datetime"))
+    except CityOpsError:
+        return None
+    if (cursor is not None and offset) or params.get("f", "json") not in service.FORMATS:
+        return None
+    page = service.bbox_page(session.connection(), layer, area=area, limit=limit, offset=offset, cursor=cursor,
+                             out_crs=out_crs)
+    if page is None:
+        return None
+    links = _page_links(request, layer, params, limit, offset, cursor, page.ids, page.more_after, page.more_before)
+    tail = orjson.dumps({"numberMatched": page.number_matched, "numberReturned": len(page.ids),
+                         "timeStamp": _now(), "links": links})
+    body = b'{"type":"FeatureCollection","features":[' + b",".join(page.features) + b"]," + tail[1:]
+    return Response(body, media_type=GEOJSON, headers={"Content-Crs": f"<{out_crs.uri}>"})
+
+
+def _page_links(request: Request, layer, params, limit: int, offset: int, cursor, ids: list[int], more_after: bool,
+                more_before: bool) -> list[dict]:
+    base = f"{_root(request)}/collections/{layer.key}"
+    kept = [(k, v) for k, v in params.multi_items() if k not in ("limit", "offset", "cursor")]
+
+    def page_url(extra: list[tuple[str, str]]) -> str:
+        return f"{base}/items?" + urlencode(kept + [("limit", str(limit))] + extra)
+
+    here = [("cursor", params["cursor"])] if cursor else ([("offset", str(offset))] if offset else [])
+    links = [_link(page_url(here), "self", GEOJSON, "this page"), _link(base, "collection", title="the collection")]
+    if ids and more_after:
+        links.append(_link(page_url([("cursor", f"a{ids[-1]}")]), "next", GEOJSON, "next page"))
+    if ids and more_before:
+        links.append(_link(page_url([("cursor", f"b{ids[0]}")]), "prev", GEOJSON, "previous page"))
+    elif not ids and offset > 0:
+        links.append(_link(page_url([("offset", str(max(0, offset - limit)))]), "prev", GEOJSON, "previous page"))
+    return links
+
+
+def _items_page(request: Request, session, layer) -> Response:
     params = request.query_params
     metric = _metric(request)
     try:
-        layer = _readable(session, collection_id, principal, _catalogue(request))
         by_value = filtering.query_parameter_names(layer, service.ITEMS_PARAMS)
         service.check_params(params, service.ITEMS_PARAMS + by_value, params.multi_items())
         limit = service.parse_limit(params.get("limit"))
@@ -361,20 +430,7 @@ def _items_page(collection_id: str, request: Request, session, principal) -> Res
             geoms = _geojson(service.to_output(page.geometries, out_crs))
     except CityOpsError as exc:
         return _error(request, exc)
-    base = f"{_root(request)}/collections/{layer.key}"
-    kept = [(k, v) for k, v in params.multi_items() if k not in ("limit", "offset", "cursor")]
-
-    def page_url(extra: list[tuple[str, str]]) -> str:
-        return f"{base}/items?" + urlencode(kept + [("limit", str(limit))] + extra)
-
-    here = [("cursor", params["cursor"])] if cursor else ([("offset", str(offset))] if offset else [])
-    links = [_link(page_url(here), "self", GEOJSON, "this page"), _link(base, "collection", title="the collection")]
-    if page.ids and page.more_after:
-        links.append(_link(page_url([("cursor", f"a{page.ids[-1]}")]), "next", GEOJSON, "next page"))
-    if page.ids and page.more_before:
-        links.append(_link(page_url([("cursor", f"b{page.ids[0]}")]), "prev", GEOJSON, "previous page"))
-    elif not page.ids and offset > 0:
-        links.append(_link(page_url([("offset", str(max(0, offset - limit)))]), "prev", GEOJSON, "previous page"))
+    links = _page_links(request, layer, params, limit, offset, cursor, page.ids, page.more_after, page.more_before)
     body = {
         "type": "FeatureCollection",
         # Properties are the stored JSON text, written as they are (no decode and re-encode per feature).
