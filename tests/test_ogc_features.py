@@ -323,23 +323,31 @@ def test_bbox_page_is_written_as_the_general_path_writes_it(api, admin):
     url = f"/ogc/collections/{key}/items"
     box = "108.3,31.1,108.5,31.3"
     everything = "S_INTERSECTS(geometry, BBOX(108.0, 31.0, 109.0, 32.0))"
-    for extra in ({}, {"crs": EPSG.format(4326)}, {"crs": EPSG.format(3857)}, {"offset": "4"},
-                  {"bbox-crs": EPSG.format(4490), "bbox": "31.1,108.3,31.3,108.5"}):
-        params = {"bbox": box, "limit": 7, **extra}
-        lean = api.get(url, params=params, headers=admin)
-        general = api.get(url, params={**params, "filter": everything}, headers=admin)
-        assert lean.status_code == general.status_code == 200, (lean.text, general.text)
-        assert _features_bytes(lean.text) == _features_bytes(general.text), extra
-        a, b = lean.json(), general.json()
-        assert a["numberMatched"] == b["numberMatched"] == 30 and a["numberReturned"] == b["numberReturned"] == 7
-        assert [lk["rel"] for lk in a["links"]] == [lk["rel"] for lk in b["links"]]
-        assert lean.headers["content-crs"] == general.headers["content-crs"]
-        # Every next and prev link leads to the same page on both paths.
-        for rel in ("next", "prev"):
-            if link(a, rel):
-                there = api.get(path_of(link(a, rel)), headers=admin)
-                back = api.get(path_of(link(b, rel)), headers=admin)
-                assert _features_bytes(there.text) == _features_bytes(back.text), (extra, rel)
+    cases = ({}, {"crs": EPSG.format(4326)}, {"crs": EPSG.format(3857)}, {"offset": "4"},
+             {"bbox-crs": EPSG.format(4490), "bbox": "31.1,108.3,31.3,108.5"})
+    # First in a session (no bus: the layer row is read), then as a running server does it (the bus runs: the
+    # layer comes from the worker's catalogue and the page is read on a bare connection).
+    for wired in (False, True):
+        if wired:
+            api.app.state.ctx.bus.ensure_started()  # stopped with the module's client
+        for extra in cases:
+            params = {"bbox": box, "limit": 7, **extra}
+            lean = api.get(url, params=params, headers=admin)
+            general = api.get(url, params={**params, "filter": everything}, headers=admin)
+            assert lean.status_code == general.status_code == 200, (lean.text, general.text)
+            assert _features_bytes(lean.text) == _features_bytes(general.text), extra
+            a, b = lean.json(), general.json()
+            assert a["numberMatched"] == b["numberMatched"] == 30 and a["numberReturned"] == b["numberReturned"] == 7
+            assert [lk["rel"] for lk in a["links"]] == [lk["rel"] for lk in b["links"]]
+            assert lean.headers["content-crs"] == general.headers["content-crs"]
+            # Every next and prev link leads to the same page on both paths.
+            for rel in ("next", "prev"):
+                if link(a, rel):
+                    there = api.get(path_of(link(a, rel)), headers=admin)
+                    back = api.get(path_of(link(b, rel)), headers=admin)
+                    assert _features_bytes(there.text) == _features_bytes(back.text), (extra, rel)
+    assert api.app.state.layer_catalogue.all(), "the bbox pages read the layer from the catalogue"
+    assert api.get(f"/ogc/collections/{key}x/items", params={"bbox": box}, headers=admin).status_code == 404
     # HEAD answers as GET does (the Allow list has always named it).
     assert api.head(url, params={"bbox": box}, headers=admin).status_code == 200
     # Bad values on the bbox page are still 400s naming the parameter.

@@ -333,12 +333,25 @@ def install_items(app) -> None:
 
 
 def _items(collection_id: str, request: Request, principal) -> Response:
-    with read_sessionmaker(request.app.state.ctx.engine)() as session:
+    sessions = read_sessionmaker(request.app.state.ctx.engine)
+    catalogue = _catalogue(request)
+    if catalogue is not None:
+        # The layer from memory and the page on a bare connection: no session, no transaction to begin and end
+        # (each statement reads its own snapshot, as the read sessions on PostgreSQL do).
         try:
-            layer = _readable(session, collection_id, principal, _catalogue(request))
+            layer = _readable(None, collection_id, principal, catalogue)
         except CityOpsError as exc:
             return _error(request, exc)
-        page = _bbox_page(request, session, layer)
+        with sessions.kw["bind"].connect() as conn:
+            page = _bbox_page(request, conn, layer)
+        if page is not None:
+            return page
+    with sessions() as session:
+        try:
+            layer = _readable(session, collection_id, principal, catalogue)
+        except CityOpsError as exc:
+            return _error(request, exc)
+        page = _bbox_page(request, session.connection(), layer) if catalogue is None else None
         return page if page is not None else _items_page(request, session, layer)
 
 
@@ -346,7 +359,7 @@ def _items(collection_id: str, request: Request, principal) -> Response:
 _BBOX_PAGE_PARAMS = frozenset(("bbox", "bbox-crs", "crs", "limit", "offset", "cursor", "f", "datetime"))
 
 
-def _bbox_page(request: Request, session, layer) -> Response | None:
+def _bbox_page(request: Request, conn, layer) -> Response | None:
     """A bbox page of a layer's own table, written as bytes (``service.bbox_page``): the features come ready as
     GeoJSON and are joined as they are, nothing is decoded or encoded again per feature. None when the request
     needs the general path: a filter, a queryable as a parameter, or something to refuse (the general path
@@ -367,8 +380,7 @@ def _bbox_page(request: Request, session, layer) -> Response | None:
         return None
     if (cursor is not None and offset) or params.get("f", "json") not in service.FORMATS:
         return None
-    page = service.bbox_page(session.connection(), layer, area=area, limit=limit, offset=offset, cursor=cursor,
-                             out_crs=out_crs)
+    page = service.bbox_page(conn, layer, area=area, limit=limit, offset=offset, cursor=cursor, out_crs=out_crs)
     if page is None:
         return None
     links = _page_links(request, layer, params, limit, offset, cursor, page.ids, page.more_after, page.more_before)

@@ -382,18 +382,34 @@ class _PgStatement:
 
 
 def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, where, *, kind: str,
-                  simplify: bool, thresholds: bool) -> _PgStatement:
+                  simplify: bool, thresholds: bool, uncapped: bool = False) -> _PgStatement:
     """The ST_AsMVT statement of one layer as driver SQL, with the tile and the zoom's rule as parameters.
 
     ``kind``: "point", "line", "polygon" (the table's geometry type) or "mixed" (decided per row). Each
     feature's size (area or length in tile units) is computed once per row; ``thresholds``: whether the
-    zoom's rule has a minimum size to filter on (z14+ has none)."""
+    zoom's rule has a minimum size to filter on (z14+ has none).
+
+    ``uncapped``: the statement for a zoom with nothing to drop or simplify, as long as the tile's candidates do
+    not exceed the cap: the rows go straight into ST_AsMVT (the shape of a plain ST_AsMVT query), with at most
+    ``max_features + 1`` of them and their count beside the tile, so the caller knows when the cap applies and
+    runs the sorted statement instead. Ordering every candidate by size only to keep them all was a sort of the
+    transformed geometries on every z14+ tile."""
     stmt = _PG_STATEMENTS.get(key)
     if stmt is not None:
         _PG_STATEMENTS.move_to_end(key)
         return stmt
     p = {n: bindparam(n, type_=t, required=False) for n, t in _PG_PARAMS}
     merc = func.ST_Transform(geom_col, 3857)
+    if uncapped:
+        # The tile envelope as an init plan: computed once, not per row, in the server's generic plan.
+        envelope = select(func.ST_TileEnvelope(p["z"], p["x"], p["y"])).scalar_subquery()
+        mvt_geom = func.ST_AsMVTGeom(merc, envelope, p["extent"], p["buffer"], True)
+        rows = select(id_col.label("id"), *attrs(), mvt_geom.label("geom")).select_from(table) \
+            .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where()) \
+            .limit(p["max_features"] + 1).subquery("k")
+        full = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id"), func.count()) \
+            .select_from(rows)
+        return _keep_statement(session, key, full)
     inner = select(id_col.label("id"), *attrs(), merc.label("g")).select_from(table) \
         .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where())
     if kind == "point":
@@ -433,6 +449,10 @@ def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, 
     rows = select(*[c for c in kept.c if c.key != "g"], mvt_geom.label("geom")).subquery("k")
     # ST_AsMVT skips rows whose geometry ST_AsMVTGeom dropped (NULL); a WHERE here would compute it twice.
     full = select(func.ST_AsMVT(literal_column("k"), p["name"], p["extent"], "geom", "id")).select_from(rows)
+    return _keep_statement(session, key, full)
+
+
+def _keep_statement(session: Session, key: tuple, full) -> _PgStatement:
     # render_postcompile: IN lists of the scope become plain parameters, so the SQL is complete.
     compiled = full.compile(dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True})
     named = {n for n, _ in _PG_PARAMS}
@@ -450,17 +470,24 @@ def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key
     rule = req.rule
     scale = cat.extent / (req.frame.maxx - req.frame.minx)  # tile units per EPSG:3857 metre at this zoom
     thresholds = rule.min_area > 0 or rule.min_length > 0
-    stmt = _pg_statement(session, key + (kind, rule.simplify > 0, thresholds), table, id_col, geom_col, attrs, where,
-                         kind=kind, simplify=rule.simplify > 0, thresholds=thresholds)
     minx, miny, maxx, maxy = req.bbox
-    params = {**stmt.params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale,
+    values = {"minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy, "scale": scale,
               "scale2": scale * scale, "min_area": rule.min_area, "min_length": rule.min_length,
               "tol": rule.simplify / scale, "max_features": rule.max_features, "z": req.z, "x": req.x, "y": req.y,
               "extent": cat.extent, "buffer": cat.buffer, "name": name}
     # Straight to the driver, in the session's transaction: no SQLAlchemy compile or result layer per tile,
     # and a statement prepared on the server.
     with session.connection().connection.dbapi_connection.cursor() as cursor:
-        cursor.execute(stmt.sql, params, prepare=True)
+        if kind != "point" and not thresholds and rule.simplify <= 0:
+            stmt = _pg_statement(session, key + (kind, "uncapped"), table, id_col, geom_col, attrs, where, kind=kind,
+                                 simplify=False, thresholds=False, uncapped=True)
+            cursor.execute(stmt.sql, {**stmt.params, **values}, prepare=True)
+            data, candidates = cursor.fetchone()
+            if candidates <= rule.max_features:
+                return bytes(data) if data else b""
+        stmt = _pg_statement(session, key + (kind, rule.simplify > 0, thresholds), table, id_col, geom_col, attrs,
+                             where, kind=kind, simplify=rule.simplify > 0, thresholds=thresholds)
+        cursor.execute(stmt.sql, {**stmt.params, **values}, prepare=True)
         data = cursor.fetchone()[0]
     return bytes(data) if data else b""
 
