@@ -199,6 +199,84 @@ def test_an_event_committed_late_is_not_skipped(store):
         bus.stop()
 
 
+def test_the_frontier_waits_for_this_database_only_and_remembers(store):
+    """The read's frontier (store.Frontier): an event of a transaction that wrote first and commits last is held
+    back until it commits, read after read (the classic outbox gap: reading 2 and moving the cursor past 1 loses
+    1); a running transaction of another database does not hold anything back; which database a running
+    transaction belongs to is looked up once (pg_stat_activity), not at every read."""
+    if store.backend != "postgis":
+        pytest.skip("SQLite has one writer at a time: outbox order is commit order")
+    import psycopg
+
+    from cityops.core.bus.store import Frontier, read_after
+    from tests.conftest import create_pg_database, drop_pg_database, pg_database_url
+
+    def read(frontier):
+        with store.sessions() as s:
+            return [e.payload.n for e in read_after(s, (0, 0), {"testbus.counted"}, 100, frontier)]
+
+    other_db = create_pg_database("cityops_test_other")
+    other = psycopg.connect(pg_database_url(other_db).replace("postgresql+psycopg", "postgresql"))
+    try:
+        frontier = Frontier()
+        other.execute("SELECT pg_current_xact_id()")  # another database's transaction, running, older than ours
+        _publish(store, 1)
+        assert read(frontier) == [1]  # not held back by the other database's transaction
+        assert frontier.lookups == 1
+        _publish(store, 2)
+        assert read(frontier) == [1, 2] and frontier.lookups == 1  # remembered: no second backend scan
+
+        late = store.sessions()
+        publish(late, Counted(n=3))
+        late.flush()  # its transaction id is older than the next one's
+        _publish(store, 4)
+        assert read(frontier) == [1, 2]  # 4 is committed, but 3's transaction is running: nothing past it
+        assert read(frontier) == [1, 2] and frontier.lookups == 2  # still held, without another lookup
+        assert read(Frontier()) == [1, 2]  # a reader that knows nothing yet decides the same
+        late.commit()
+        late.close()
+        assert read(frontier) == [1, 2, 3, 4]
+    finally:
+        other.rollback()
+        other.close()
+        drop_pg_database(other_db)
+
+
+def test_the_reader_keeps_its_cursor_and_rereads_it_when_it_takes_the_lease_again(store):
+    """One transaction per batch, the cursor in memory while the lease is held: what another holder applied
+    meanwhile is not applied again when this process takes the lease back (its cursor is read again)."""
+    bus = _bus(store, Subscription("c", (Counted,), _record("c")))
+    try:
+        _publish(store, 1, 2)
+        bus.wait_idle()
+        reader = next(w for w in bus._workers if w.name == "c")
+        assert reader.position is not None
+        with store.sessions() as s:
+            row = s.get(Cursor, "c")
+            assert (row.tx, row.seq) == reader.position  # written in the batch's own transaction
+        # Another holder applied 3 (its effect -3) and moved the cursor past it, while this process, which
+        # remembers its old position, did not hold the lease (the processed record is left out here so that a
+        # reader which did not read its cursor again would apply 3 a second time, and the test would see it).
+        bus._lease.clear()  # as when a renewal fails: the lease thread takes it again at its next renewal
+        with store.sessions() as s:
+            publish(s, Counted(n=3))
+            s.flush()
+            last = s.scalars(select(OutboxEvent).order_by(OutboxEvent.seq.desc()).limit(1)).one()
+            s.execute(insert(APPLIED).values(consumer="c", n=-3))
+            s.execute(update(Cursor).where(Cursor.consumer == "c").values(tx=last.tx, seq=last.seq))
+            s.commit()
+        term = bus._lease_term
+        deadline = time.monotonic() + 3 * store.settings.bus_lease_seconds
+        while bus._lease_term == term and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert bus._lease.is_set()
+        _publish(store, 4)
+        bus.wait_idle()
+        assert _applied(store) == [1, 2, -3, 4]
+    finally:
+        bus.stop()
+
+
 def test_a_timer_runs_once_per_period_whatever_the_number_of_buses(store):
     """Two buses on one database (two workers): each tick of a periodic job is claimed once, in the job's own
     transaction; the first sighting only starts the clock."""

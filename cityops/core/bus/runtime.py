@@ -61,7 +61,12 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
     if not events:
         return []
     ids = store.append(session, list(events))
-    store.announce(session)
+    # Once per transaction (a round trip on PostgreSQL); the innermost one, since a rolled-back savepoint takes its
+    # NOTIFY with it. Holding the transaction object keeps its identity unique while it is remembered.
+    tx = session.get_nested_transaction() or session.get_transaction()
+    if session.info.get("cityops_bus_announced") is not tx:
+        store.announce(session)
+        session.info["cityops_bus_announced"] = tx
     if not session.info.get("cityops_bus_poke"):
         session.info["cityops_bus_poke"] = True
         # A listener on this session only (not a global one), removed after it fires.
@@ -71,6 +76,7 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
 
 def _after_commit(session: Session) -> None:
     session.info.pop("cityops_bus_poke", None)
+    session.info.pop("cityops_bus_announced", None)
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
         bus.wake()
@@ -114,6 +120,7 @@ class Bus:
         self._threads: list[threading.Thread] = []
         self._workers: list[_Reader] = []
         self._lease = threading.Event()  # set while this process holds the dispatch lease
+        self._lease_term = 0  # counts the times this process took the lease (readers reload their cursors)
         self._start_lock = threading.Lock()
         self.transport = None
         self.started = False
@@ -236,6 +243,7 @@ class Bus:
                 held = self._renew(file_lease, ttl)
                 if held and not self._lease.is_set():
                     log.info("bus: this process dispatches (lease %s)", self.holder)
+                    self._lease_term += 1
                     self._lease.set()
                     self.wake()
                 elif not held:
@@ -339,12 +347,19 @@ def run_timer(bus: "Bus", timer: Timer) -> bool:
 
 class _Reader:
     """Reads the outbox in order after its cursor and applies each event (a durable consumer), or hands
-    batches to the JetStream relay. Runs only in the lease holder."""
+    batches to the JetStream relay. Runs only in the lease holder.
+
+    One transaction per batch: read after the cursor, claim, handle, move the cursor, commit. While this process
+    holds the lease the cursor is kept in memory (it is also written in each batch's transaction, for the next
+    holder); it is read from the database again whenever the lease is taken anew."""
 
     def __init__(self, bus: Bus, name: str, sub: Subscription | None, relay=None):
         self.bus, self.name, self.sub, self.relay = bus, name, sub, relay
         self.wake = threading.Event()
         self._busy = True
+        self.frontier = store.Frontier()
+        self.position: tuple[int, int] | None = None
+        self._term = -1  # the lease term the position was read in
 
     def idle(self) -> bool:
         return not self._busy and not self.wake.is_set()
@@ -355,6 +370,7 @@ class _Reader:
             self.wake.wait(bus.settings.bus_poll_seconds)
             self.wake.clear()
             if not bus._lease.is_set():
+                self.position = None
                 self._busy = False
                 continue
             self._busy = True
@@ -362,31 +378,48 @@ class _Reader:
                 while not bus._stop.is_set() and self._round():
                     pass
             except Exception:  # noqa: BLE001 - the database went away: the loop tries again
+                self.position = None
                 log.exception("bus reader %s failed", self.name)
                 bus._stop.wait(1.0)
             self._busy = False
 
+    def _start(self) -> tuple[int, int]:
+        term = self.bus._lease_term
+        if self.position is None or self._term != term:
+            with self.bus.sessions() as s:
+                self.position = store.cursor(s, self.name)
+                s.commit()
+            self._term = term
+        return self.position
+
     def _round(self) -> bool:
         """One batch; True when there may be more."""
         bus, limit = self.bus, self.bus.settings.bus_batch
-        with bus.sessions() as s:
-            position = store.cursor(s, self.name)
-            s.commit()
-            batch = store.read_after(s, position, self.sub.names if self.sub else None, limit)
-        if not batch:
-            return False
+        position = self._start()
+        names = self.sub.names if self.sub else None
         if self.relay is not None:
-            self.relay(batch)
             with bus.sessions() as s:
+                batch = store.read_after(s, position, names, limit, self.frontier)
+                if not batch:
+                    return False
+                self.relay(batch)  # acknowledged by JetStream before the cursor moves
                 store.begin_write(s)
                 store.advance(s, self.name, batch[-1].position)
                 s.commit()
-        elif not apply_batch(bus, self.sub, batch, advance=True):
-            for env in batch:  # one of them failed: each on its own, with retries and dead letters
-                if bus._stop.is_set():
-                    return False
-                if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
-                    return False
+            self.position = batch[-1].position
+        else:
+            batch, done = read_and_apply(bus, self.sub, lambda s: store.read_after(s, position, names, limit, self.frontier))
+            if not batch:
+                return False
+            if done:
+                self.position = batch[-1].position
+            else:
+                for env in batch:  # one of them failed: each on its own, with retries and dead letters
+                    if bus._stop.is_set():
+                        return False
+                    if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
+                        return False
+                    self.position = env.position
         bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_at.timestamp()))
         return len(batch) == limit
 
@@ -395,22 +428,43 @@ def apply_batch(bus: Bus, sub: Subscription, envs: list[Envelope], *, advance: b
     """Apply several events in one transaction (one commit for the lot, then the acknowledgement); False, with
     nothing applied, when any of them fails (the caller then applies them one by one)."""
     try:
-        applied = 0
         with bus.sessions() as s:
-            store.begin_write(s)
-            claimed = store.claim_many(s, sub.consumer, [env.id for env in envs])
-            for env in envs:
-                if env.id in claimed:
-                    claimed.discard(env.id)  # the same event twice in one batch (a redelivery): applied once
-                    sub.handler(s, env)
-                    applied += 1
-            if advance:
-                store.advance(s, sub.consumer, envs[-1].position)
-            s.commit()
+            applied = _apply_in(s, sub, envs, advance)
     except Exception:  # noqa: BLE001 - found again, with its error, one by one
         return False
     bus.metrics.delivered.labels(sub.consumer).inc(applied)
     return True
+
+
+def read_and_apply(bus: Bus, sub: Subscription, read: Callable[[Session], list[Envelope]]) -> tuple[list[Envelope], bool]:
+    """The in-process reader's batch: read after the cursor and apply in the same transaction (the read before it
+    becomes the writer, so an empty read never holds SQLite's writer lock). Returns the batch and whether it was
+    applied; a failed read raises."""
+    with bus.sessions() as s:
+        batch = read(s)
+        if not batch:
+            return batch, True
+        try:
+            applied = _apply_in(s, sub, batch, True)
+        except Exception:  # noqa: BLE001 - found again, with its error, one by one
+            return batch, False
+    bus.metrics.delivered.labels(sub.consumer).inc(applied)
+    return batch, True
+
+
+def _apply_in(s: Session, sub: Subscription, envs: list[Envelope], advance: bool) -> int:
+    store.begin_write(s)
+    applied = 0
+    claimed = store.claim_many(s, sub.consumer, [env.id for env in envs])
+    for env in envs:
+        if env.id in claimed:
+            claimed.discard(env.id)  # the same event twice in one batch (a redelivery): applied once
+            sub.handler(s, env)
+            applied += 1
+    if advance:
+        store.advance(s, sub.consumer, envs[-1].position)
+    s.commit()
+    return applied
 
 
 def apply(bus: Bus, sub: Subscription, env: Envelope, *, advance: bool, attempt: int | None = None) -> str:
@@ -463,6 +517,7 @@ class _Broadcast:
         self.names = set().union(*(s.names for s in subs))
         self.wake = threading.Event()
         self._busy = True
+        self.frontier = store.Frontier()
         with bus.sessions() as s:
             self.position = store.head(s)
 
@@ -478,7 +533,7 @@ class _Broadcast:
             try:
                 while True:
                     with bus.sessions() as s:
-                        batch = store.read_after(s, self.position, self.names, bus.settings.bus_batch)
+                        batch = store.read_after(s, self.position, self.names, bus.settings.bus_batch, self.frontier)
                     for env in batch:
                         deliver_broadcast(self.subs, env)
                     if batch:

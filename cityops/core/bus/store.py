@@ -4,7 +4,7 @@ Reading in order without skipping: outbox rows get their ``seq`` when inserted, 
 their own order. On SQLite there is one writer at a time, so ``seq`` is commit order. On PostgreSQL a reader
 could see seq 12 committed while seq 11 is still in flight, move past it, and never see 11. So each row carries
 its transaction id (``tx``) and readers take only rows of transactions older than every transaction of this
-database still running (``_FRONTIER``), in (tx, seq) order: that set never grows below the cursor.
+database still running (``Frontier``), in (tx, seq) order: that set never grows below the cursor.
 """
 
 from __future__ import annotations
@@ -34,35 +34,69 @@ def append(session: Session, events: list[DomainEvent]) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
-#: The oldest transaction of this database still running at the reader's snapshot (else the snapshot's xmax).
-#: Transaction ids are cluster-wide, so the snapshot's own xmin would wait for every database's transactions
-#: (another application's long one); an in-progress transaction is skipped only when it is known to belong to
-#: another database (one that ended since the snapshot still counts, to be safe: the next read passes it).
-_FRONTIER = text("""(
-  WITH snap AS (SELECT pg_current_snapshot() AS s)
-  SELECT coalesce(
-    (SELECT min(x::text::bigint) FROM snap, pg_snapshot_xip(snap.s) AS x
-      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a
-                         WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296
-                           AND a.datname IS DISTINCT FROM current_database())),
-    (SELECT pg_snapshot_xmax(snap.s)::text::bigint FROM snap)))""")
+class Frontier:
+    """Where a PostgreSQL reader may read up to: events of transactions older than every transaction *of this
+    database* still running at the read's snapshot (``tx < frontier``).
+
+    The read's statement also returns its snapshot (``pg_current_snapshot()``, the same snapshot as its rows).
+    The snapshot's running transaction ids (``xip``) are cluster-wide: one of another database never writes this
+    outbox, so it must not hold the frontier back (another application's long transaction would stall delivery);
+    telling them apart needs ``pg_stat_activity``, a scan of every backend. So which database a running
+    transaction belongs to is remembered here (it never changes), and ``pg_stat_activity`` is read only when an
+    unknown running transaction would hold back rows this read found. A running id not found there (it ended
+    since the snapshot, or it is a subtransaction) blocks this read only: the next snapshot no longer has it."""
+
+    def __init__(self):
+        #: running transaction id (64-bit) → True when it belongs to this database.
+        self.ours: dict[int, bool] = {}
+        self.lookups = 0  # pg_stat_activity reads (tests, profiles)
+
+    def limit(self, session: Session, snapshot: str, candidates: list[int]) -> int:
+        """The frontier for ``snapshot`` ('xmin:xmax:xip,...'), given the ``tx`` of the rows read beyond the cursor."""
+        xmin, xmax, xip = snapshot.split(":")
+        running = [int(x) for x in xip.split(",") if x]
+        xmin = int(xmin)
+        for x in [x for x in self.ours if x < xmin]:  # ended: forget
+            del self.ours[x]
+        top = max(candidates, default=0)
+        unknown = [x for x in running if x < top and x not in self.ours]
+        if unknown:
+            self.lookups += 1
+            found = {x: ours for x, ours in session.execute(_RUNNING)}
+            for x in unknown:
+                if (db := found.get(x % 4294967296)) is not None:
+                    self.ours[x] = db
+        blocking = [x for x in running if self.ours.get(x, True)]
+        return min(blocking, default=int(xmax))
 
 
-def _visible(session: Session):
-    if session.get_bind().dialect.name == "postgresql":
-        return OutboxEvent.tx < _FRONTIER
-    return None
+#: Running transactions (with an id) and whether each belongs to this database.
+_RUNNING = text("SELECT backend_xid::text::bigint, datname IS NOT DISTINCT FROM current_database() "
+                "FROM pg_stat_activity WHERE backend_xid IS NOT NULL")
 
 
-def read_after(session: Session, position: tuple[int, int], names: set[str] | None, limit: int) -> list[Envelope]:
-    """Up to ``limit`` events after ``position`` (tx, seq), in order; only ``names`` when given."""
-    q = select(OutboxEvent).where(tuple_(OutboxEvent.tx, OutboxEvent.seq) > tuple_(*position))
-    if (visible := _visible(session)) is not None:
-        q = q.where(visible)
+_OUTBOX = OutboxEvent.__table__
+#: The columns an envelope is made of, read as plain rows (Core: no ORM identity map for rows only passed on).
+_COLUMNS = (_OUTBOX.c.event_id, _OUTBOX.c.seq, _OUTBOX.c.tx, _OUTBOX.c.name, _OUTBOX.c.version, _OUTBOX.c.created_ms,
+            _OUTBOX.c.payload)
+
+
+def read_after(session: Session, position: tuple[int, int], names: set[str] | None, limit: int,
+               frontier: Frontier | None = None) -> list[Envelope]:
+    """Up to ``limit`` events after ``position`` (tx, seq), in order; only ``names`` when given. On PostgreSQL only
+    events below the frontier (``Frontier``; a reader passes its own to keep what it learnt between reads)."""
+    q = select(*_COLUMNS).where(tuple_(_OUTBOX.c.tx, _OUTBOX.c.seq) > tuple_(*position))
     if names is not None:
-        q = q.where(OutboxEvent.name.in_(sorted(names)))
-    rows = session.scalars(q.order_by(OutboxEvent.tx, OutboxEvent.seq).limit(limit)).all()
-    return [envelope(r) for r in rows]
+        q = q.where(_OUTBOX.c.name.in_(sorted(names)))
+    q = q.order_by(_OUTBOX.c.tx, _OUTBOX.c.seq).limit(limit)
+    if session.get_bind().dialect.name != "postgresql":
+        return [envelope(r) for r in session.execute(q).all()]
+    # One statement: the rows and the snapshot they were read in (a read is one round trip, no backend scan).
+    rows = session.execute(q.add_columns(text("pg_current_snapshot()::text"))).all()
+    if not rows:
+        return []
+    frontier = (frontier or Frontier()).limit(session, rows[0][-1], [r.tx for r in rows])
+    return [envelope(r) for r in rows if r.tx < frontier]
 
 
 def has_after(session: Session, position: tuple[int, int], names: set[str] | None) -> bool:
@@ -73,7 +107,8 @@ def has_after(session: Session, position: tuple[int, int], names: set[str] | Non
     return session.execute(q.limit(1)).first() is not None
 
 
-def envelope(row: OutboxEvent) -> Envelope:
+def envelope(row) -> Envelope:
+    """An outbox row (an ``OutboxEvent`` or a row of its columns) as an envelope."""
     from datetime import UTC, datetime
 
     payload = lookup(row.name, row.version).model_validate(row.payload)
@@ -82,11 +117,17 @@ def envelope(row: OutboxEvent) -> Envelope:
 
 
 def head(session: Session) -> tuple[int, int]:
-    """The position of the newest visible event ((0, 0) when the outbox is empty)."""
-    q = select(OutboxEvent.tx, OutboxEvent.seq)
-    if (visible := _visible(session)) is not None:
-        q = q.where(visible)
-    row = session.execute(q.order_by(OutboxEvent.tx.desc(), OutboxEvent.seq.desc()).limit(1)).first()
+    """The position of the newest event a reader may read now ((0, 0) when the outbox is empty)."""
+    q = select(OutboxEvent.tx, OutboxEvent.seq).order_by(OutboxEvent.tx.desc(), OutboxEvent.seq.desc()).limit(1)
+    if session.get_bind().dialect.name == "postgresql":
+        row = session.execute(q.add_columns(text("pg_current_snapshot()::text"))).first()
+        if row is None:
+            return 0, 0
+        frontier = Frontier().limit(session, row[2], [row[0]])
+        if row[0] >= frontier:  # the newest is held back: the newest below the frontier
+            row = session.execute(q.where(OutboxEvent.tx < frontier)).first()
+    else:
+        row = session.execute(q).first()
     return (row[0], row[1]) if row else (0, 0)
 
 
@@ -137,9 +178,11 @@ def claim_many(session: Session, consumer: str, event_ids: list[str]) -> set[str
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
     ms = now_ms()
     table = Processed.__table__
-    stmt = (dialect_insert(table).values([{"consumer": consumer, "event_id": i, "processed_ms": ms} for i in event_ids])
-            .on_conflict_do_nothing().returning(table.c.event_id))
-    return set(session.scalars(stmt))
+    # An executemany of one cached statement, which SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"):
+    # a VALUES list built per batch was compiled anew each time (its length varies), the reader's largest cost.
+    stmt = dialect_insert(table).on_conflict_do_nothing().returning(table.c.event_id)
+    rows = [{"consumer": consumer, "event_id": i, "processed_ms": ms} for i in event_ids]
+    return set(session.execute(stmt, rows).scalars())
 
 
 def dead_letter(session: Session, consumer: str, env: Envelope, error: str, attempts: int) -> None:
