@@ -135,7 +135,7 @@ def direct(count: int = 100_000) -> dict:
         handle(None, env)
     rate = count / (time.perf_counter() - start)
     return {"published": count, "offered": count, "reached": rate, "drain_s": 0.0, "sustained": True, "verdict": "",
-            "target_ms": None, **_stats(lat)}
+            "target_ms": None, "cpu_us": 1e6 / rate, **_stats(lat)}
 
 
 def in_process(settings: Settings, args, rate: int, target_ms: float) -> dict:
@@ -149,14 +149,16 @@ def in_process(settings: Settings, args, rate: int, target_ms: float) -> dict:
     bus.subscribe(Subscription(f"bench.consumer{time.time_ns()}", (Pinged,), _handler(lat, seen), ordered=False))
     bus.start()
     time.sleep(0.5)
+    cpu = time.process_time()
     pub = _publish(settings, rate, args.seconds, args.per_commit)
     try:
         bus.wait_idle(timeout=max(60.0, 10 * args.seconds))
     except TimeoutError:
         pass  # reported as "not sustained" (fewer events than published)
+    cpu = time.process_time() - cpu
     bus.stop()
     engine.dispose()
-    return _verdict(pub, lat, seen, args.seconds, target_ms)
+    return {**_verdict(pub, lat, seen, args.seconds, target_ms), "cpu_us": cpu / max(1, pub["published"]) * 1e6}
 
 
 def consumer_main(args) -> None:
@@ -169,13 +171,15 @@ def consumer_main(args) -> None:
     bus.subscribe(Subscription(args.consumer_name, (Pinged,), _handler(lat, seen), ordered=False))
     bus.start()
     print("ready", flush=True)
+    cpu = time.process_time()
     sys.stdin.readline()
     expected = int(sys.stdin.readline())
     deadline = time.monotonic() + 120
     while len(lat) < expected and time.monotonic() < deadline:
         time.sleep(0.05)
+    cpu = time.process_time() - cpu
     bus.stop()
-    print(json.dumps({"lat": lat, "seen": seen}), flush=True)
+    print(json.dumps({"lat": lat, "seen": seen, "cpu": cpu}), flush=True)
 
 
 def _free_port() -> int:
@@ -214,14 +218,17 @@ def jetstream(settings_kw: dict, args, work: Path, rate: int, target_ms: float) 
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert consumer.stdout.readline().strip() == "ready"
         time.sleep(1.0)
+        cpu = time.process_time()
         pub = _publish(settings, rate, args.seconds, args.per_commit)
         consumer.stdin.write(f"go\n{pub['published']}\n")
         consumer.stdin.flush()
         got = json.loads(consumer.stdout.readline())
+        cpu = time.process_time() - cpu
         consumer.wait(30)
         relay.stop()
         engine.dispose()
-        return _verdict(pub, got["lat"], got["seen"], args.seconds, target_ms)
+        return {**_verdict(pub, got["lat"], got["seen"], args.seconds, target_ms),
+                "cpu_us": (cpu + got["cpu"]) / max(1, pub["published"]) * 1e6}
     finally:
         if consumer is not None and consumer.poll() is None:
             consumer.kill()
@@ -303,13 +310,17 @@ def main() -> None:
     print(f"\nbus latency, publish (before commit) → durable consumer; {args.seconds:g} s per rate in commits of "
           f"{args.per_commit}; load average before {load_before[0]:.2f}, after {load_after[0]:.2f} ({os.cpu_count()} CPUs)")
     head = (f"{'path':<48} {'offered/s':>9} {'reached/s':>9} {'events':>8} {'p50 ms':>9} {'p95 ms':>9} {'p99 ms':>9} "
-            f"{'drain s':>7}  verdict")
+            f"{'drain s':>7} {'CPU µs/ev':>9}  verdict")
     print(head)
     print(f"{'direct function call':<48} {'':>9} {floor['reached']:>9.0f} {floor['events']:>8} {floor['p50_ms']:>9.4f} "
-          f"{floor['p95_ms']:>9.4f} {floor['p99_ms']:>9.4f} {'':>7}")
+          f"{floor['p95_ms']:>9.4f} {floor['p99_ms']:>9.4f} {'':>7} {floor['cpu_us']:>9.2f}")
     for path, r in rows:
         print(f"{PATHS[path][0]:<48} {r['offered']:>9} {r['reached']:>9.0f} {r['events']:>8} {r['p50_ms']:>9.2f} "
-              f"{r['p95_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['drain_s']:>7.2f}  {r['verdict']} (p95 < {r['target_ms']:g} ms)")
+              f"{r['p95_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['drain_s']:>7.2f} {r['cpu_us']:>9.1f}  {r['verdict']} "
+              f"(p95 < {r['target_ms']:g} ms)")
+    print("CPU µs/ev: the CPU time of the run's processes (publisher with its bus, and on JetStream the consumer's "
+          "process; not PostgreSQL or nats-server) per event published — the bus's cost where the wall-clock "
+          "latency is queueing for a busy machine's cores")
     for path in paths:
         print(f"highest rate offered and absorbed, {PATHS[path][0]}: "
               + (f"{best[path]}/s" if best[path] else f"none of {', '.join(str(r['offered']) for q, r in rows if q == path)}/s"))

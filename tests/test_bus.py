@@ -277,6 +277,34 @@ def test_the_reader_keeps_its_cursor_and_rereads_it_when_it_takes_the_lease_agai
         bus.stop()
 
 
+def test_other_processes_hear_of_a_publishing_commit_and_only_then(store):
+    """PostgreSQL: the outbox's statement trigger sends the NOTIFY that wakes other processes' readers; it is
+    delivered when the publishing transaction commits, never for one rolled back."""
+    if store.backend != "postgis":
+        pytest.skip("SQLite processes poll")
+    import psycopg
+
+    listener = psycopg.connect(store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                               autocommit=True)
+    try:
+        listener.execute("LISTEN cityops_bus")
+
+        def heard() -> int:
+            return sum(1 for _ in listener.notifies(timeout=0.5, stop_after=10))
+
+        _publish(store, 1, commit=False)
+        assert heard() == 0
+        with store.sessions() as s:
+            publish(s, Counted(n=2))
+            s.flush()
+            assert heard() == 0  # not before the commit
+            publish(s, Counted(n=3))
+            s.commit()
+        assert heard() == 1  # one per transaction, however many statements wrote events
+    finally:
+        listener.close()
+
+
 def test_a_timer_runs_once_per_period_whatever_the_number_of_buses(store):
     """Two buses on one database (two workers): each tick of a periodic job is claimed once, in the job's own
     transaction; the first sighting only starts the clock."""

@@ -60,13 +60,9 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
     the buses of this database hear of them after the commit."""
     if not events:
         return []
+    # Other processes hear of them at commit: on PostgreSQL the outbox's statement trigger sends NOTIFY (migration
+    # 0026c: no round trip of its own); SQLite processes poll.
     ids = store.append(session, list(events))
-    # Once per transaction (a round trip on PostgreSQL); the innermost one, since a rolled-back savepoint takes its
-    # NOTIFY with it. Holding the transaction object keeps its identity unique while it is remembered.
-    tx = session.get_nested_transaction() or session.get_transaction()
-    if session.info.get("cityops_bus_announced") is not tx:
-        store.announce(session)
-        session.info["cityops_bus_announced"] = tx
     if not session.info.get("cityops_bus_poke"):
         session.info["cityops_bus_poke"] = True
         # A listener on this session only (not a global one), removed after it fires.
@@ -76,7 +72,6 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
 
 def _after_commit(session: Session) -> None:
     session.info.pop("cityops_bus_poke", None)
-    session.info.pop("cityops_bus_announced", None)
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
         bus.wake()

@@ -29,8 +29,11 @@ def append(session: Session, events: list[DomainEvent]) -> list[str]:
     ms = now_ms()
     rows = [{"event_id": Envelope.new_id(), "name": e.name, "version": e.version,
              "payload": e.model_dump(mode="json"), "created_ms": ms} for e in events]
-    # Core's executemany on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs.
-    session.execute(insert(OutboxEvent.__table__), rows)
+    # Core on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs. RETURNING makes
+    # SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"): on PostgreSQL one statement for a batch,
+    # not one execution per row.
+    table = OutboxEvent.__table__
+    session.execute(insert(table).returning(table.c.seq), rows)
     return [r["event_id"] for r in rows]
 
 
@@ -147,9 +150,13 @@ def cursor(session: Session, consumer: str) -> tuple[int, int]:
     return tx, seq
 
 
+_CURSORS = Cursor.__table__
+
+
 def advance(session: Session, consumer: str, position: tuple[int, int]) -> None:
-    session.execute(update(Cursor).where(Cursor.consumer == consumer,
-                                         tuple_(Cursor.tx, Cursor.seq) < tuple_(*position))
+    # On the table (Core), not the mapped class: an ORM UPDATE first works out which loaded objects to refresh.
+    session.execute(update(_CURSORS).where(_CURSORS.c.consumer == consumer,
+                                           tuple_(_CURSORS.c.tx, _CURSORS.c.seq) < tuple_(*position))
                     .values(tx=position[0], seq=position[1], updated_ms=now_ms()))
 
 
@@ -251,15 +258,9 @@ def release_lease(session: Session, name: str, holder: str) -> None:
     session.execute(delete(Lease).where(and_(Lease.name == name, Lease.holder == holder)))
 
 
-def announce(session: Session) -> None:
-    """Tell the other processes at commit that events were written (PostgreSQL NOTIFY is delivered at commit,
-    and only then). SQLite has no such signal: other processes poll (``bus_poll_seconds``)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("NOTIFY cityops_bus"))
-
-
 def listen(engine, stop, wake, poll_seconds: float) -> None:
-    """Call ``wake`` whenever another process announces events, until ``stop`` is set (PostgreSQL LISTEN)."""
+    """Call ``wake`` whenever another process commits events (PostgreSQL LISTEN; the outbox's statement trigger
+    sends the NOTIFY, delivered at commit), until ``stop`` is set."""
     if engine.dialect.name != "postgresql":
         return
     import psycopg
