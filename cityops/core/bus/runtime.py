@@ -450,14 +450,16 @@ def read_and_apply(bus: Bus, sub: Subscription, read: Callable[[Session], list[E
 def _apply_in(s: Session, sub: Subscription, envs: list[Envelope], advance: bool) -> int:
     store.begin_write(s)
     applied = 0
-    claimed = store.claim_many(s, sub.consumer, [env.id for env in envs])
+    ids = [env.id for env in envs]
+    if advance:
+        claimed = store.claim_and_advance(s, sub.consumer, ids, envs[-1].position)
+    else:
+        claimed = store.claim_many(s, sub.consumer, ids)
     for env in envs:
         if env.id in claimed:
             claimed.discard(env.id)  # the same event twice in one batch (a redelivery): applied once
             sub.handler(s, env)
             applied += 1
-    if advance:
-        store.advance(s, sub.consumer, envs[-1].position)
     s.commit()
     return applied
 
