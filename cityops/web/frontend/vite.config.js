@@ -94,7 +94,7 @@ const FETCHED_ASSETS = /\.(mjs|woff2)$/; // fetched by the page's code (worker, 
 export function earlyRequests() {
   return `(function(){try{var f=${firstPaintRequests.toString()};var u=f(location,localStorage);`
     + "if(!u.length)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
-    + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};var g=window.cityopsGate;"
+    + "var h={Accept:'application/json',Authorization:'Bearer '+s.token};window.cityopsEarly={};var g=window.cityopsOverviewGate;"
     // After the map's drawing has begun to arrive (earlyOverview), like the scripts: not sharing the link with it.
     + "u.forEach(function(x){var r=g?g.then(function(){return fetch(x,{headers:h});}):fetch(x,{headers:h});"
     + "r.catch(function(){});window.cityopsEarly[x]=r;});}catch(e){}})();";
@@ -102,20 +102,28 @@ export function earlyRequests() {
 
 /**
  * The operations map's first view drawn by the server (src/overview.js), asked for before anything else and shown
- * as soon as it arrives. `window.cityopsGate` resolves when its answer has begun (or failed, or after 2.5 s): the
- * page's scripts start then, so that the drawing does not share the link with ~600 kB of them (a throttled link is
- * shared evenly by the requests in flight); their own round trip overlaps the drawing's transfer.
+ * as soon as it arrives. `window.cityopsOverviewGate` resolves when its answer has begun (or failed, or after 2.5 s):
+ * the page's scripts (`window.cityopsGate`; when the entry is already in the browser's cache, once the drawing is
+ * painted: those scripts then cost the main thread, not the link) and the live layers' first requests start then,
+ * so that the drawing does not share the link with ~600 kB of them (a throttled link is shared evenly by the
+ * requests in flight); their own round trip overlaps the drawing's transfer.
  */
-export function earlyOverview() {
+export function earlyOverview(entry) {
   return `(function(){try{var f=${overviewRequest.toString()};var u=f(location,localStorage,innerWidth,innerHeight);`
     + "if(!u)return;var s=JSON.parse(localStorage.getItem('cityops.session'));"
+    + "var done,shown=new Promise(function(ok){done=ok;});setTimeout(done,2500);"
     + "var r=fetch(u,{headers:{Authorization:'Bearer '+s.token}});"
-    + "window.cityopsGate=new Promise(function(ok){r.then(ok,ok);setTimeout(ok,2500);});"
+    + "var o=new Promise(function(ok){r.then(ok,ok);setTimeout(ok,2500);});window.cityopsOverviewGate=o;"
+    // Scripts already in the browser's cache take nothing from the link but the main thread: they start once the
+    // drawing is painted. Scripts from the network start when its answer has begun.
+    + `var c=fetch('/${entry}',{cache:'only-if-cached',mode:'same-origin'});`
+    + "window.cityopsGate=new Promise(function(ok){c.then(function(x){(x.ok?shown:o).then(ok);},function(){o.then(ok);});});"
     + "r.then(function(x){if(!x.ok)throw 0;return x.text();}).then(function(t){function show(){"
-    + "if(window.cityopsMapDrawn||location.pathname!=='/')return;var d=document.createElement('div');d.id='overview';"
+    + "if(window.cityopsMapDrawn||location.pathname!=='/'){done();return;}var d=document.createElement('div');d.id='overview';"
     + "d.setAttribute('aria-hidden','true');d.style.cssText='position:fixed;left:0;right:0;bottom:0;top:52px;z-index:1;"
-    + "pointer-events:none;overflow:hidden;background:#0d1d30';d.innerHTML=t;document.body.appendChild(d);}"
-    + "if(document.body)show();else document.addEventListener('DOMContentLoaded',show);}).catch(function(){});"
+    + "pointer-events:none;overflow:hidden;background:#0d1d30';d.innerHTML=t;document.body.appendChild(d);"
+    + "requestAnimationFrame(function(){setTimeout(done,0);});}"
+    + "if(document.body)show();else document.addEventListener('DOMContentLoaded',show);}).catch(function(){done();});"
     + "}catch(e){}})();";
 }
 
@@ -188,7 +196,7 @@ function firstPaintPreload() {
           + "function run(){document.head.appendChild(m);}"
           + "if(document.readyState==='loading')document.addEventListener('DOMContentLoaded',run);else run();}"
           + "if(window.cityopsGate)window.cityopsGate.then(go);else go();})();";
-        return withEarlyScript(html, earlyOverview() + earlyRequests() + script);
+        return withEarlyScript(html, earlyOverview(entry.fileName) + earlyRequests() + script);
       },
     },
   };
