@@ -173,10 +173,15 @@ def test_threatened_groups_exact_on_every_page(api, world, size_m):
     assert pages == -(-max(expected["buildings"], expected["households"], expected["vulnerable"]) // 7)
     assert sorted(b["code"] for b in seen["buildings"]) == sorted(body["building_codes"])
     assert len({b["code"] for b in seen["buildings"]}) == expected["buildings"]
+    # Households and vulnerable residents go building by building (building code, household code, resident id).
+    building_code = {b.id: b.code for b in world["buildings"]}
+    household_of = {h.code: building_code[h.building_id] for h in world["households"]}
     codes = [h["code"] for h in seen["households"]]
-    assert codes == sorted(codes) and len(set(codes)) == expected["households"]
+    order = [(household_of[c], c) for c in codes]
+    assert order == sorted(order) and len(set(codes)) == expected["households"]
     ids = [v["id"] for v in seen["vulnerable_residents"]]
-    assert ids == sorted(ids) and len(set(ids)) == expected["vulnerable"]
+    order = [(household_of[v["household_code"]], v["household_code"], v["id"]) for v in seen["vulnerable_residents"]]
+    assert order == sorted(order) and len(set(ids)) == expected["vulnerable"]
     # Per-building counts in the items add up to the totals.
     for key in ("households", "residents", "vulnerable"):
         assert sum(b[key] for b in seen["buildings"]) == expected[key]

@@ -260,6 +260,16 @@ def _building_page(session: Session, ids: list[int]) -> list:
     return [rows[i] for i in ids if i in rows]
 
 
+def _page_window(counts: np.ndarray, offset: int, limit: int) -> tuple[np.ndarray, int]:
+    """For a list that goes building by building, each building holding ``counts`` items (in list order): the
+    positions of the buildings holding items [offset, offset + limit), and how many of the first one's items
+    come before ``offset``."""
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    chosen = np.flatnonzero((counts > 0) & (ends > offset) & (starts < offset + limit))
+    return chosen, (offset - int(starts[chosen[0]]) if len(chosen) else 0)
+
+
 def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str, list], dict[str, list]]:
     """Grid workers of each grid and village cadres over it (closest unit first), in one query for all grids."""
     from cityops.org.models import Person, person_units
@@ -302,7 +312,8 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     ``scope``; those outside it are counted, never described.
 
     Totals, ``outside_scope``, ``by_village`` and ``by_grid`` are exact and complete. The three item lists
-    (buildings by id, households by code, vulnerable residents by id) are pages: ``limit`` items from
+    (buildings by id; households building by building — building code, then household code —;
+    vulnerable residents the same way, then by resident id) are pages: ``limit`` items from
     ``offset`` of each; ``page.next_offset`` is the offset of the next page while any list has more, and
     ``building_codes`` names every building in scope in the zone (for highlighting on the map)."""
     if zone is None or zone.is_empty:
@@ -363,30 +374,34 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
         for b in _building_page(session, list(mine)):
             building_items.append({**building_dict(b), "households": mine[b.id][0], "residents": mine[b.id][1],
                                    "vulnerable": mine[b.id][2]})
-        inside_ids = inside.ids.tolist()
-        code_by_id = dict(zip(inside_ids, inside.codes))
-        # Each page reads only the buildings its counts say hold something (households; vulnerable residents):
-        # about 40 % of a zone's buildings hold no vulnerable resident, and each is an index probe the less.
-        with_households = inside.ids[inside.counts[:, 0] > 0].tolist()
-        with_vulnerable = inside.ids[inside.counts[:, 2] > 0].tolist()
+        code_by_id = dict(zip(inside.ids.tolist(), inside.codes))
+        # The household and vulnerable-resident lists go building by building (building code, then household code,
+        # then resident id). The per-building counts (kept exact at write time by housing.counts) say which
+        # buildings hold a page's items, so a page reads only those buildings' rows: ~100 households, not every
+        # household of the zone sorted for a top-N (at census density most of the answer's time).
+        by_code = np.array(sorted(range(len(inside.codes)), key=inside.codes.__getitem__), dtype=np.int64)
+        ordered_ids, ordered_counts = inside.ids[by_code], inside.counts[by_code]
         if offset < total["households"]:
+            chosen, skip = _page_window(ordered_counts[:, 0], offset, limit)
+            rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
             h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
-            # The sort keys are expressions, not bare columns, on purpose: with a bare ``code`` / ``id`` and a LIMIT,
-            # PostgreSQL walks the whole table's index in that order hoping to meet the zone's rows early; at the
-            # census scale (32 million residents) that took minutes. So: the zone's rows first, then a top-N sort.
-            stmt = (select(*h_columns).where(_in_ids(session, Household.building_id, with_households))
-                    .order_by(Household.code + "").limit(limit).offset(offset))
-            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id]) for h in conn.execute(stmt)]
+            rows = conn.execute(select(*h_columns).where(_in_ids(session, Household.building_id, list(rank)))).all()
+            rows.sort(key=lambda h: (rank[h.building_id], h.code))
+            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id])
+                               for h in rows[skip:skip + limit]]
         if offset < total["vulnerable"]:
+            chosen, skip = _page_window(ordered_counts[:, 2], offset, limit)
+            rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
             r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
             # The same predicate as the partial index ix_residents_vulnerable_household, so both databases use it.
             vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-            stmt = (select(*r_columns, Household.code.label("household_code"))
+            stmt = (select(*r_columns, Household.code.label("household_code"), Household.building_id)
                     .join(Household, Household.id == Resident.household_id)
-                    .where(_in_ids(session, Household.building_id, with_vulnerable), vulnerable)
-                    .order_by(Resident.id + 0).limit(limit).offset(offset))
+                    .where(_in_ids(session, Household.building_id, list(rank)), vulnerable))
+            rows = conn.execute(stmt).all()
+            rows.sort(key=lambda r: (rank[r.building_id], r.household_code, r.id))
             vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
-                                for r in conn.execute(stmt)]
+                                for r in rows[skip:skip + limit]]
     largest = max(len(inside.ids), total["households"], total["vulnerable"])
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
