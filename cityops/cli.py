@@ -119,6 +119,16 @@ def _register_bus(engine, settings) -> None:
         _BUSES.append(wiring.make_bus(engine, settings).register())
 
 
+def _consumed(*events) -> bool:
+    """Whether a capability consumes one of ``events`` (its manifest's ``consumes``). Events nobody consumes are read
+    from the outbox only by the servers' own caches (broadcast), so a command that publishes only those needs no
+    bus of its own, nor the import of every capability's subscriptions that building one takes."""
+    from cityops.core.bus.manifest import manifests
+
+    names = {e.name for e in events}
+    return any(names & manifest.consumed_names for manifest in manifests().values())
+
+
 def _fail(message: str, code: int = 1):
     err.print(f"[red]error:[/red] {message}")
     raise typer.Exit(code)
@@ -392,7 +402,10 @@ def import_layer(
 
         if not file.exists():
             raise FileNotFoundError(f"{file} does not exist")
-        _, sessions, _ = _store(settings)
+        from cityops.base.manifest import LayerChanged, LayerVersionCreated
+
+        # The bus (every capability's subscriptions) only when some capability consumes what an import publishes.
+        _, sessions, _ = _store(settings, bus=_consumed(LayerVersionCreated, LayerChanged))
         everything, actor = Scope(all_units=True), audit.Actor("cli")
         with sessions() as session:
             if create:

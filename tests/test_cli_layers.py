@@ -44,3 +44,41 @@ def test_layer_commands(tmp_path):
     assert any("missing" in line for line in r.messages)
     r = ok(cli("layers", "versions", "shelters", "--data-dir", data))
     assert r.stdout.count("import_") == 2  # the failed imports left no version
+
+
+def test_import_layer_loads_only_what_an_import_needs(tmp_path):
+    """``import-layer`` on a store that is up to date: no migration machinery (Alembic, every capability's tables),
+    no bus (nothing consumes a layer's events but the servers' caches), no demo steps and their SciPy."""
+    import subprocess
+    import sys
+
+    from cityops.core.db import MIGRATIONS, script_heads
+
+    data = tmp_path / "data"
+    ok(cli("init", "--data-dir", data))
+    district = ("import shapely\nfrom pathlib import Path\nfrom cityops.core.settings import Settings\n"
+                "from cityops.core.db import make_engine, make_sessionmaker\nfrom cityops.org.models import Unit\n"
+                f"e = make_engine(Settings(data_dir=Path({str(data)!r})))\n"
+                "with make_sessionmaker(e)() as s:\n"
+                "    s.add(Unit(code='500154', name='开州区', level='district', path='/500154/', attributes={},\n"
+                "               geom=shapely.MultiPolygon([shapely.box(107.9, 30.8, 108.9, 31.7)])))\n"
+                "    s.commit()\n")
+    assert subprocess.run([sys.executable, "-c", district], capture_output=True, timeout=300).returncode == 0
+    source = tmp_path / "a.geojson"
+    source.write_text(_points(5, "a"))
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['cityops', 'import-layer', {str(source)!r}, '--layer', 'shelters', '--create', '--title', 't',"
+            f" '--category', '0701', '--geometry-type', 'POINT', '--data-dir', {str(data)!r}]\n"
+            "try:\n    runpy.run_module('cityops.cli', run_name='__main__')\nexcept SystemExit as exc:\n    assert not exc.code\n"
+            "loaded = [m for m in ('alembic', 'scipy', 'cityops.wiring', 'cityops.models', 'cityops.sensing.ingest')"
+            " if m in sys.modules]\nprint('LOADED', loaded)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "5 added" in r.stdout and "LOADED []" in r.stdout, r.stdout[-2000:]
+    # The heads read from the scripts are Alembic's own.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert script_heads() == frozenset(ScriptDirectory.from_config(config).get_heads())

@@ -25,8 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import shapely
-from scipy import ndimage
-from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree
 from shapely.ops import polylabel, substring
 from sqlalchemy import select
 
@@ -34,6 +32,7 @@ from cityops.base import service
 from cityops.core import audit
 from cityops.core.crs import LocalPlane
 from cityops.demo.generator import DemoContext, register_step
+from cityops.base import demo as _base_demo  # noqa: F401  (the "base_layers" step this one follows)
 from cityops.housing.demo import road_meander, road_segments
 from cityops.identity.scope import Scope
 from cityops.org.models import Place, Unit
@@ -112,6 +111,8 @@ class Geography:
 
     # ------------------------------------------------------------------------------------------- water
     def _drainage(self) -> None:
+        from scipy.sparse.csgraph import breadth_first_order, minimum_spanning_tree  # the demo's build only
+
         c = self.centres
         n = len(c)
         distances = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1])
@@ -200,6 +201,8 @@ class Geography:
     # ----------------------------------------------------------------------------------------- terrain
     def elevation(self, rivers: list[tuple[int, int, np.ndarray]]):
         """(xs, ys, z): cell centres (metres) and elevations (metres above sea level) of the elevation model."""
+        from scipy import ndimage  # the demo's build only (not the catalogue's check at start-up)
+
         terrain = self.spec["terrain"]
         minx, miny, maxx, maxy = self.district_m.bounds
         margin = 3000.0
@@ -251,6 +254,7 @@ class Geography:
     def features(self) -> dict[str, tuple[list[dict], np.ndarray]]:
         """Every layer's (properties, geometries in lon/lat)."""
         import contourpy
+        from scipy import ndimage
 
         spec, terrain = self.spec, self.spec["terrain"]
         shapely.prepare(self.district_m)

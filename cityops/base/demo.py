@@ -21,6 +21,7 @@ from cityops.base import service
 from cityops.core import audit
 from cityops.core.crs import LocalPlane
 from cityops.demo.generator import DemoContext, register_step
+from cityops.housing import demo as _housing_demo  # noqa: F401  (the "buildings" step this one follows)
 from cityops.identity.scope import Scope
 from cityops.housing.models import Building
 from cityops.org.models import Place, Unit

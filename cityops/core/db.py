@@ -10,15 +10,14 @@ import time
 import weakref
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from functools import lru_cache
+from typing import TYPE_CHECKING, Iterator
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX
     fcntl = None
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -26,6 +25,9 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from cityops.core.errors import Busy
 from cityops.core.geometry import register_sqlite_functions
 from cityops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 #: How long a SQLite writer waits for the one write lock (other threads, other processes) before giving up.
 SQLITE_WRITE_WAIT_S = 30
@@ -313,19 +315,59 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def alembic_config(engine: Engine) -> Config:
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+_REVISION = re.compile(r"^(revision|down_revision)\b[^=]*=\s*(.+?)\s*$", re.M)
+
+
+def alembic_config(engine: Engine) -> "Config":
+    from alembic.config import Config
+
     config = Config()
-    config.set_main_option("script_location", str(Path(__file__).resolve().parent.parent / "migrations"))
+    config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["engine"] = engine
     return config
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent); creates the PostGIS extension when missing."""
+    """Bring the schema to ``revision`` (idempotent); creates the PostGIS extension when missing. A store already at
+    the head costs one query: Alembic, and the environment that imports every capability's tables, are loaded only
+    when there is something to migrate (a command such as ``import-layer`` pays neither)."""
+    if revision == "head" and _at_head(engine):
+        return
+    from alembic import command
+
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("CREATE EXTENSION IF NOT EXISTS postgis"))
     command.upgrade(alembic_config(engine), revision)
+
+
+@lru_cache(maxsize=1)
+def script_heads() -> frozenset[str]:
+    """The head revisions of ``migrations/versions``: the revisions no script names as its ``down_revision``, read
+    from the scripts' two assignments (what Alembic's ScriptDirectory finds, without importing every revision)."""
+    import ast
+
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for name, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            value = ast.literal_eval(value)
+            if name == "revision":
+                revisions.add(value)
+            elif value is not None:
+                parents.update([value] if isinstance(value, str) else value)
+    return frozenset(revisions - parents)
+
+
+def _at_head(engine: Engine) -> bool:
+    from sqlalchemy.exc import DBAPIError
+
+    try:
+        with engine.connect() as conn:
+            current = {row[0] for row in conn.execute(text("SELECT version_num FROM alembic_version"))}
+    except DBAPIError:  # no alembic_version table yet: a new store
+        return False
+    return bool(current) and current == script_heads()
 
 
 def current_revision(engine: Engine) -> str | None:

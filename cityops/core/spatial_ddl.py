@@ -6,7 +6,6 @@ such as the per-layer feature tables of the digital base (pass ``bind``).
 
 from __future__ import annotations
 
-from alembic import op
 from pyproj import CRS
 
 from cityops.core.geometry import CANONICAL_SRID
@@ -16,7 +15,11 @@ GPKG_USER_VERSION = 10400  # GeoPackage 1.4
 
 
 def _bind(bind=None):
-    return bind if bind is not None else op.get_bind()
+    if bind is not None:
+        return bind
+    from alembic import op  # inside a migration only: a layer's tables are made at run time with their connection
+
+    return op.get_bind()
 
 
 def create_geopackage_core(bind=None) -> None:

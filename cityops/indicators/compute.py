@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import numpy as np
-from scipy import sparse
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
@@ -97,6 +96,8 @@ class UnitTree:
 
 
 def unit_tree(session: Session) -> UnitTree:
+    from scipy import sparse  # here, not at import: the catalogue's check at every start needs none of it
+
     rows = session.execute(select(Unit.code, Unit.path, Unit.level, Unit.parent_code)
                            .where(Unit.level.in_(unit_levels())).order_by(Unit.path)).all()
     codes = [r.code for r in rows]

@@ -18,6 +18,7 @@ from shapely.geometry import mapping
 from sqlalchemy import select
 
 from cityops.demo.generator import DemoContext, register_step
+from cityops.housing import demo as _housing_demo  # noqa: F401  (the "buildings" step this one follows)
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
 from cityops.org.models import Place, Unit
