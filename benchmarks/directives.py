@@ -34,6 +34,7 @@ from cityops.core import audit  # noqa: E402
 from cityops.core.bus import Bus  # noqa: E402
 from cityops.core.db import make_engine, make_sessionmaker, migrate  # noqa: E402
 from cityops.core.settings import Settings  # noqa: E402
+import cityops.models  # noqa: E402,F401  (registers every capability's demo steps)
 from cityops.demo.generator import STEPS, DemoConfig, DemoContext, load_catalogue  # noqa: E402
 from cityops.directives import service  # noqa: E402
 from cityops.directives.models import Receipt  # noqa: E402
