@@ -27,7 +27,8 @@ Measured (targets from the issue; the exact definitions beside PROBE below and i
 2. **Map frame rate** — every live layer on, the base map at zoom 11 over 义和镇, the map panned on every
    animation frame for ``--pan-seconds``; frames = MapLibre ``render`` events per second of panning, 1280×800 and
    1920×1080. Target > 30 frames/s. Beside it the base map alone and the raw limit of the browser on this machine
-   (the background layer alone).
+   (the background layer alone). Beside each rate, the CPU time per drawn frame of Chromium's GPU process (where
+   SwiftShader draws) and of the page's renderer, from /proc: what a frame costs, whatever the machine's load.
 
 Prints a table with each figure beside its target and the load average; exit code 0 (a report).
 """
@@ -235,7 +236,7 @@ def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode:
     page.wait_for_function("document.body.dataset.liveLoaded === '1'", timeout=120_000)
     page.evaluate("([ll]) => window.cityopsMap.jumpTo({center: ll, zoom: 11})", [list(centre)])
     page.wait_for_function("window.cityopsMap.loaded() && window.cityopsMap.areTilesLoaded()", timeout=120_000)
-    live_sources = ["incidents", "risk_points", "alarms", "sensors", "cases", "shelters"]
+    live_sources = ["incidents", "risk_points", "alarms", "sensors", "cases", "shelters", "cameras"]
     layers = page.evaluate("""(sources) => { const m = window.cityopsMap;
         return new Set(m.getStyle().layers.filter((l) => sources.includes(l.source)
           && m.getLayoutProperty(l.id, 'visibility') !== 'none').map((l) => l.source)).size; }""", live_sources)
@@ -245,6 +246,7 @@ def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode:
               if (mode === 'background' ? l.type !== 'background' : sources.includes(l.source)) m.setLayoutProperty(l.id, 'visibility', 'none');
             } }""", [mode, live_sources])
         page.wait_for_function("window.cityopsMap.loaded()", timeout=60_000)
+    cpu_before, started = _browser_cpu(), time.perf_counter()
     result = page.evaluate("""(seconds) => new Promise((resolve) => {
         const m = window.cityopsMap; let frames = 0; const start = performance.now(); let dir = 1;
         m.on('render', () => { frames++; });
@@ -256,8 +258,38 @@ def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode:
         }
         requestAnimationFrame(step);
     })""", seconds)
+    frames = result * (time.perf_counter() - started)
+    cpu_after = _browser_cpu()
+    # CPU time per drawn frame: what the frame costs, whatever share of the cores the machine's load leaves us.
+    cpu = {kind: 1000 * (cpu_after.get(kind, 0) - cpu_before.get(kind, 0)) / max(frames, 1)
+           for kind in ("gpu-process", "renderer")}
     context.close()
-    return result, layers
+    return result, layers, cpu
+
+
+def _browser_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this script's Chromium processes, by process type (browser,
+    gpu-process — where SwiftShader draws —, renderer, utility…), read from /proc (Linux)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents.setdefault(int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    ticks, totals, todo = os.sysconf("SC_CLK_TCK"), {}, [os.getpid()]
+    while todo:
+        for pid in parents.get(todo.pop(), []):
+            todo.append(pid)
+            try:  # Chromium rewrites its command line: arguments separated by spaces, not NULs
+                args = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").split()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if args and "chrom" in Path(args[0]).name:
+                kind = next((a.split("=", 1)[1] for a in args if a.startswith("--type=")), "browser")
+                totals[kind] = totals.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return totals
 
 
 def main() -> None:
@@ -347,17 +379,21 @@ def main() -> None:
                 if "fps" in only:
                     for viewport in ({"width": 1280, "height": 800}, wall):
                         for mode in FRAME_MODES:
-                            values = []
+                            values, costs = [], []
                             for _ in range(args.fps_runs):
-                                fps, layers = frame_rate(browser, base, viewport, (place["lon"], place["lat"]),
-                                                         args.pan_seconds, mode)
+                                fps, layers, cpu = frame_rate(browser, base, viewport, (place["lon"], place["lat"]),
+                                                              args.pan_seconds, mode)
                                 values.append(fps)
+                                costs.append(cpu)
                             med = statistics.median(values)
                             what = f"{layers} live layers on" if mode == "all" else FRAME_MODES[mode]
+                            gpu = statistics.median(c["gpu-process"] for c in costs)
+                            renderer = statistics.median(c["renderer"] for c in costs)
                             rows.append((f"map panning, {viewport['width']}×{viewport['height']}, {what}, SwiftShader",
                                          f"{med:.1f} fps", "> 30 fps" if mode == "all" else "",
                                          ("ok" if med > 30 else "FAIL") if mode == "all" else "",
-                                         " ".join(f"{v:.1f}" for v in values)))
+                                         " ".join(f"{v:.1f}" for v in values)
+                                         + f"; CPU per frame: GPU process {gpu:.0f} ms, page {renderer:.0f} ms"))
                 browser.close()
         width = max(len(r[0]) for r in rows)
         print(f"\n{'measure'.ljust(width)}  {'median':>10}  {'target':>9}  result  runs")
