@@ -551,15 +551,17 @@ def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, c
         return FeaturesPage(matched, [r[0] for r in rows], [r[1].encode() for r in rows], more_after, more_before)
     if not storage.rtree_index:
         return None
-    src = Source(current, current.name)
-    ids = _sqlite_bbox_ids(conn, src, area)
-    if ids is None:
-        return None
-    page_ids, more_after, more_before = _page_of(ids, limit, offset, cursor)
-    if not page_ids:
-        return FeaturesPage(len(ids), [], [], more_after, more_before)
     cur = raw.cursor()
     try:
+        found = _sqlite_rtree_page(cur, current.name, area, limit, offset, cursor)
+        if found is None:  # not a rectangle: every candidate's box into one vectorised pass
+            ids = _sqlite_bbox_ids(conn, Source(current, current.name), area)
+            if ids is None:
+                return None
+            found = (len(ids), *_page_of(ids, limit, offset, cursor))
+        matched, page_ids, more_after, more_before = found
+        if not page_ids:
+            return FeaturesPage(matched, [], [], more_after, more_before)
         rows = cur.execute(f"SELECT id, fid, properties, geom FROM {table} WHERE id IN "
                            f"({','.join('?' * len(page_ids))}) ORDER BY id", page_ids).fetchall()
     finally:
@@ -569,4 +571,45 @@ def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, c
     features = [_feature_bytes(r[1] if r[1] is not None else str(r[0]),
                                b"null" if g is None else g.encode(), _properties_bytes(r[2]))
                 for r, g in zip(rows, texts.tolist())]
-    return FeaturesPage(len(ids), [r[0] for r in rows], features, more_after, more_before)
+    return FeaturesPage(matched, [r[0] for r in rows], features, more_after, more_before)
+
+
+def _sqlite_rtree_page(cur, table: str, area: shapely.Geometry, limit: int, offset: int,
+                       cursor: tuple[str, int] | None) -> tuple[int, list[int], bool, bool] | None:
+    """(number matched, page ids, more after, more before) of a bbox on SQLite, the R*Tree doing the counting: an
+    entry whose box lies inside a rectangular area intersects it (its box is rounded outwards), so those are
+    counted and paged in SQLite itself, and only the entries crossing the area's edge come into Python, to be
+    tested exactly with GEOS. Reading every candidate's box as Python tuples was the largest cost of the page.
+    None when the area is not a rectangle (a box given in a projected CRS): ``_sqlite_bbox_ids`` then."""
+    minx, miny, maxx, maxy = area.bounds
+    if not shapely.equals(area, shapely.box(minx, miny, maxx, maxy)):
+        return None
+    rtree = f"rtree_{table}_geom"
+    overlap = "minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?"
+    inside = "minx >= ? AND maxx <= ? AND miny >= ? AND maxy <= ?"
+    o_args, i_args = (maxx, minx, maxy, miny), (minx, maxx, miny, maxy)
+    edge = [r[0] for r in cur.execute(f"SELECT id FROM {rtree} WHERE {overlap} AND NOT ({inside})",
+                                      o_args + i_args).fetchall()]
+    hits: list[int] = []
+    if edge:
+        blobs = dict(cur.execute(f"SELECT id, geom FROM {table} WHERE id IN ({','.join('?' * len(edge))})",
+                                 edge).fetchall())
+        geoms = from_gpkg_many([blobs.get(i) for i in edge])
+        present = ~shapely.is_missing(geoms)
+        exact = np.zeros(len(edge), dtype=bool)
+        shapely.prepare(area)
+        exact[present] = shapely.intersects(area, geoms[present])
+        hits = sorted(np.asarray(edge, dtype=np.int64)[exact].tolist())
+    matched = cur.execute(f"SELECT count(*) FROM {rtree} WHERE {inside}", i_args).fetchone()[0] + len(hits)
+    # The first ids of the union after (or before) the cursor are among the first of each part.
+    if cursor is not None and cursor[0] == "b":
+        ids = [r[0] for r in cur.execute(f"SELECT id FROM {rtree} WHERE {inside} AND id < ? ORDER BY id DESC "
+                                         f"LIMIT ?", i_args + (cursor[1], limit + 1)).fetchall()]
+        ids = sorted(ids + [i for i in hits if i < cursor[1]])[-(limit + 1):]
+        more_before = len(ids) > limit
+        return matched, ids[-limit:] if ids else ids, True, more_before
+    after = cursor[1] if cursor is not None else INT64_MIN
+    ids = [r[0] for r in cur.execute(f"SELECT id FROM {rtree} WHERE {inside} AND id > ? ORDER BY id LIMIT ?",
+                                     i_args + (after, offset + limit + 1)).fetchall()]
+    ids = sorted(ids + [i for i in hits if i > after])[offset:offset + limit + 1]
+    return matched, ids[:limit], len(ids) > limit, cursor is not None or offset > 0
