@@ -38,6 +38,20 @@ class CaseChanged(DomainEvent):
     outbox_ids: list[int] = []
 
 
+@event_type
+class CaseLinked(DomainEvent):
+    """No longer published (the consumer that asks for a case keeps its reference itself): kept registered so that
+    outboxes written before still read."""
+    name = "case.linked"
+    version = 1
+    case_id: int
+    number: str
+    subject_kind: str
+    subject_id: int
+    joined: bool = False
+    unit_path: str
+
+
 MANIFEST = Manifest(
     "events", publishes=(CaseChanged,),
     depends_on=("org", "identity", "housing"), catalogues=(
