@@ -304,7 +304,9 @@ def make_workers(store, grids: list[list[str]], prefix: str = "bench_gw") -> lis
 
 async def _load(base_url: str, plan: list[tuple[dict, list]], think: float, make_request) -> list[float]:
     latencies: list[float] = []
-    limits = httpx.Limits(max_connections=len(plan), max_keepalive_connections=len(plan))
+    # Idle connections are dropped before uvicorn's keep-alive timeout (5 s): at the same 5 s a request could go out
+    # on a connection the server was closing ("Server disconnected without sending a response").
+    limits = httpx.Limits(max_connections=len(plan), max_keepalive_connections=len(plan), keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
         async def worker(headers, jobs, rng):
             for job in jobs:
