@@ -68,9 +68,10 @@ def catalogue(language: str) -> dict[str, str]:
 @router.get("/api/map/overview", summary="The operations map's first view as one SVG: base map and live things, scoped",
             response_class=Response, responses={200: {"content": {"image/svg+xml": {}}}})
 def map_overview(session: ReadDB, principal=Depends(require("layers.read")),
-                 width: int = Query(..., description="pixels"), height: int = Query(..., description="pixels"),
+                 width: int = Query(..., ge=overview.MIN_SIDE, le=overview.MAX_SIDE, description="pixels"),
+                 height: int = Query(..., ge=overview.MIN_SIDE, le=overview.MAX_SIDE, description="pixels"),
                  bbox: str | None = Query(None, description="w,s,e,n to fit (the map's last view); default: the scope"),
-                 padding: int = Query(40, description="pixels around the box, as the map's fitBounds"),
+                 padding: int = Query(40, ge=0, le=overview.MAX_PADDING, description="pixels around the box, as the map's fitBounds"),
                  lang: str = Query("zh-CN")) -> Response:
     """Drawn from the current data on every request (live things) over a cached base part; never cached by the
     browser: it is the state of the moment."""
