@@ -163,6 +163,26 @@ def test_a_new_consumer_starts_at_the_head(store):
         bus.stop()
 
 
+def test_a_renamed_consumer_takes_over_the_old_ones_position_on_upgrade(store):
+    """An upgrade that renames a consumer (migration 0027: the incident's case moved to the task center) carries its
+    position and its record of events applied over, instead of starting the new name at the head and skipping what
+    the old one had not applied yet."""
+    from alembic import command
+    from cityops.core.db import alembic_config, migrate
+
+    command.downgrade(alembic_config(store.engine), "0026c")
+    with store.sessions() as s, s.begin():
+        s.add(Cursor(consumer="events.incident_case", tx=5, seq=7, updated_ms=1))
+        s.add(Processed(consumer="events.incident_case", event_id="e-1", processed_ms=1))
+        s.add(Cursor(consumer="notify.warning", tx=9, seq=11, updated_ms=1))
+    migrate(store.engine)
+    with store.sessions() as s:
+        cursors = {c.consumer: (c.tx, c.seq) for c in s.scalars(select(Cursor))}
+        processed = {(p.consumer, p.event_id) for p in s.scalars(select(Processed))}
+    assert cursors == {"tasks.incident_case": (5, 7), "notify.warning": (9, 11)}
+    assert processed == {("tasks.incident_case", "e-1")}
+
+
 def test_one_process_dispatches(store):
     """Two buses on one database (two workers): each event is applied once, by the lease holder."""
     one = _bus(store, Subscription("c", (Counted,), _record("c")))
