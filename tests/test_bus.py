@@ -138,6 +138,32 @@ def test_retried_then_dead_lettered_and_the_consumer_goes_on(store):
         bus.stop()
 
 
+def test_a_payload_is_validated_when_read_and_a_stored_one_that_fails_is_dead_lettered(store):
+    """An envelope read from the outbox validates its payload on first use (a relay that never reads it pays
+    nothing); a stored payload that no longer validates fails in the handler, is retried, dead-lettered with its
+    stored JSON, and the consumer goes on."""
+    from cityops.core.bus.store import read_after
+
+    _publish(store, 7)
+    with store.sessions() as s:
+        (env,) = read_after(s, (0, 0), {"testbus.counted"}, 10)
+    assert env.data == {"n": 7, "label": ""} and env.payload == Counted(n=7) and env.payload is env.payload
+    bus = _bus(store, Subscription("c", (Counted,), _record("c")))
+    try:
+        with store.sessions() as s:
+            ids = publish(s, Counted(n=1), Counted(n=2), Counted(n=3))
+            # 2 as an older publisher might have stored it (in the same transaction: the reader never sees it valid)
+            s.execute(update(OutboxEvent).where(OutboxEvent.event_id == ids[1]).values(payload={"n": "two"}))
+            s.commit()
+        bus.wait_idle()
+        assert _applied(store) == [1, 3]
+        dead = bus.dead_letters()
+        assert [(d.payload, d.attempts) for d in dead] == [({"n": "two"}, 3)]
+        assert "ValidationError" in dead[0].error
+    finally:
+        bus.stop()
+
+
 def test_each_consumer_on_its_own_and_broadcast_hears_everything(store):
     heard = []
     bus = _bus(store, Subscription("a", (Counted,), _record("a")), Subscription("b", (Counted,), _record("b", {1: 9})),

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -53,23 +52,61 @@ def lookup(name: str, version: int) -> type[DomainEvent]:
         raise LookupError(f"unknown event {name} v{version}: no payload class registered") from None
 
 
-@dataclass(frozen=True)
 class Envelope:
     """An event as it travels: its identity (``id``, the de-duplication key everywhere), its position in the
-    outbox (``seq``) and its typed payload."""
+    outbox (``seq``) and its typed payload.
 
-    id: str
-    seq: int
-    #: The writing transaction (PostgreSQL; 0 on SQLite): (tx, seq) orders the outbox (store.py).
-    tx: int
-    name: str
-    version: int
-    occurred_at: datetime
-    payload: DomainEvent
+    Built from a stored row or a JetStream message, an envelope keeps the payload's JSON (``data``) and validates
+    it into its class on first use of ``payload``: a relay or a consumer that never reads it pays no validation
+    (one per event was the reader's largest cost). Type safety stays at publishing, where the payload is built as
+    its class; a stored payload that no longer validates fails in the consumer's handler, which retries it and
+    then dead-letters it."""
+
+    __slots__ = ("id", "seq", "tx", "name", "version", "occurred_ms", "_payload", "_data", "_cls")
+
+    def __init__(self, id: str, seq: int, tx: int, name: str, version: int, occurred_at: datetime | None = None,
+                 payload: DomainEvent | None = None, *, occurred_ms: int | None = None, data: dict | None = None):
+        self.id, self.seq, self.name, self.version = id, seq, name, version
+        #: The writing transaction (PostgreSQL; 0 on SQLite): (tx, seq) orders the outbox (store.py).
+        self.tx = tx
+        if occurred_ms is None:
+            occurred_ms = int(occurred_at.timestamp() * 1000)
+        self.occurred_ms = occurred_ms
+        if payload is None and data is None:
+            raise TypeError("an envelope needs its payload or its payload's JSON")
+        self._payload, self._data = payload, data
+        # The class is looked up now: an event of no registered class fails where it is read, as before.
+        self._cls = type(payload) if payload is not None else lookup(name, version)
+
+    @property
+    def payload(self) -> DomainEvent:
+        if self._payload is None:
+            self._payload = self._cls.model_validate(self._data)
+        return self._payload
+
+    @property
+    def data(self) -> dict:
+        """The payload as JSON (as stored in the outbox)."""
+        if self._data is None:
+            self._data = self._payload.model_dump(mode="json")
+        return self._data
+
+    @property
+    def occurred_at(self) -> datetime:
+        return datetime.fromtimestamp(self.occurred_ms / 1000, UTC)
 
     @property
     def position(self) -> tuple[int, int]:
         return self.tx, self.seq
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Envelope) and (self.id, self.seq, self.tx) == (other.id, other.seq, other.tx)
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Envelope(id={self.id!r}, seq={self.seq}, tx={self.tx}, name={self.name!r}, version={self.version})"
 
     @staticmethod
     def new_id() -> str:

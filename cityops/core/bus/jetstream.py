@@ -21,9 +21,8 @@ import asyncio
 import json
 import logging
 import threading
-from datetime import UTC, datetime
 
-from cityops.core.bus.events import Envelope, lookup
+from cityops.core.bus.events import Envelope
 from cityops.core.bus.runtime import Subscription, apply, apply_batch, deliver_broadcast
 
 log = logging.getLogger("cityops.bus.jetstream")
@@ -31,14 +30,12 @@ log = logging.getLogger("cityops.bus.jetstream")
 
 def encode(env: Envelope) -> bytes:
     return json.dumps({"id": env.id, "seq": env.seq, "tx": env.tx, "name": env.name, "version": env.version,
-                       "occurred_ms": int(env.occurred_at.timestamp() * 1000),
-                       "payload": env.payload.model_dump(mode="json")}, ensure_ascii=False).encode()
+                       "occurred_ms": env.occurred_ms, "payload": env.data}, ensure_ascii=False).encode()
 
 
 def decode(data: bytes) -> Envelope:
     d = json.loads(data)
-    return Envelope(d["id"], d["seq"], d["tx"], d["name"], d["version"],
-                    datetime.fromtimestamp(d["occurred_ms"] / 1000, UTC), lookup(d["name"], d["version"]).model_validate(d["payload"]))
+    return Envelope(d["id"], d["seq"], d["tx"], d["name"], d["version"], occurred_ms=d["occurred_ms"], data=d["payload"])
 
 
 def _durable_name(consumer: str, event_name: str) -> str:

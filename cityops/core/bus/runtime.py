@@ -415,7 +415,7 @@ class _Reader:
                     if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
                         return False
                     self.position = env.position
-        bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_at.timestamp()))
+        bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_ms / 1000))
         return len(batch) == limit
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cityops.core import db
-from cityops.core.bus.events import DomainEvent, Envelope, lookup
+from cityops.core.bus.events import DomainEvent, Envelope
 from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed, TimerRun
 
 
@@ -111,12 +111,8 @@ def has_after(session: Session, position: tuple[int, int], names: set[str] | Non
 
 
 def envelope(row) -> Envelope:
-    """An outbox row (an ``OutboxEvent`` or a row of its columns) as an envelope."""
-    from datetime import UTC, datetime
-
-    payload = lookup(row.name, row.version).model_validate(row.payload)
-    return Envelope(row.event_id, row.seq, row.tx, row.name, row.version, datetime.fromtimestamp(row.created_ms / 1000, UTC),
-                    payload)
+    """An outbox row (an ``OutboxEvent`` or a row of its columns) as an envelope (its payload validated on use)."""
+    return Envelope(row.event_id, row.seq, row.tx, row.name, row.version, occurred_ms=row.created_ms, data=row.payload)
 
 
 def head(session: Session) -> tuple[int, int]:
@@ -215,7 +211,7 @@ def dead_letter(session: Session, consumer: str, env: Envelope, error: str, atte
     if session.scalar(select(DeadLetter.id).where(DeadLetter.consumer == consumer, DeadLetter.event_id == env.id)):
         return
     session.add(DeadLetter(consumer=consumer, event_id=env.id, seq=env.seq, name=env.name, version=env.version,
-                           payload=env.payload.model_dump(mode="json"), error=error[:4000], attempts=attempts,
+                           payload=env.data, error=error[:4000], attempts=attempts,
                            dead_ms=now_ms()))
 
 
