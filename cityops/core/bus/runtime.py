@@ -439,12 +439,24 @@ def read_and_apply(bus: Bus, sub: Subscription, read: Callable[[Session], list[E
         batch = read(s)
         if not batch:
             return batch, True
+        _validate(batch)
         try:
             applied = _apply_in(s, sub, batch, True)
         except Exception:  # noqa: BLE001 - found again, with its error, one by one
             return batch, False
     bus.metrics.delivered.labels(sub.consumer).inc(applied)
     return batch, True
+
+
+def _validate(batch: list[Envelope]) -> None:
+    """Validate the payloads before the transaction becomes the writer, so that (on SQLite) the writer lock the
+    publisher also needs is not held for it. A payload that fails is left for its handler to meet again (retried,
+    then dead-lettered)."""
+    for env in batch:
+        try:
+            env.payload
+        except Exception:  # noqa: BLE001, S110 - raised again where the handler reads it
+            pass
 
 
 def _apply_in(s: Session, sub: Subscription, envs: list[Envelope], advance: bool) -> int:
