@@ -225,7 +225,7 @@ def test_long_in_lists_and_many_predicates(api, admin):
 def _send_chunked(url: str, path: str, headers: dict, content_type: str, total: int, chunk: int = 64 * 1024,
                   prefix: bytes = b""):
     """POST a chunked body of up to ``total`` bytes on a raw socket, stopping as soon as the server answers.
-    Returns (status line, bytes sent before the answer)."""
+    Returns (status line, bytes sent before the answer, the answer's first bytes as read)."""
     import select
     import socket
     from urllib.parse import urlsplit
@@ -256,7 +256,7 @@ def _send_chunked(url: str, path: str, headers: dict, content_type: str, total: 
                 answer += data
         except ConnectionResetError:
             pass  # the close reached us as a reset (we were still sending), which can drop the answer: see caller
-    return answer.split(b"\r\n", 1)[0].decode(), sent
+    return answer.split(b"\r\n", 1)[0].decode(), sent, answer[:600]
 
 
 MULTIPART_FILE = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
@@ -274,10 +274,10 @@ MULTIPART_FILE = b'--xyz\r\nContent-Disposition: form-data; name="file"; filenam
 def test_chunked_bodies_above_the_limit_get_413_without_being_read(live, admin, path, content_type, prefix):
     """Without Content-Length the limit used to be no limit: a chunked 512 MiB login grew the server by 1 GiB."""
     for _ in range(3):  # a reset can overtake the answer on the wire; then the answer is simply lost: ask again
-        status, sent = _send_chunked(live.url, path, admin, content_type, total=64 * LIVE_MAX_UPLOAD, prefix=prefix)
+        status, sent, answer = _send_chunked(live.url, path, admin, content_type, total=64 * LIVE_MAX_UPLOAD, prefix=prefix)
         if status:
             break
-    assert status.startswith("HTTP/1.1 413"), (status, sent)
+    assert status.startswith("HTTP/1.1 413"), (status, sent, answer)  # the answer's headers and body say who refused
     # Answered once the limit was passed (what was sent beyond it sat in socket buffers), not after 64 MiB.
     assert sent < 16 * LIVE_MAX_UPLOAD, sent
     assert_alive(live)

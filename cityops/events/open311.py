@@ -26,7 +26,7 @@ from fastapi.responses import Response
 from sqlalchemy import or_, select
 
 from cityops.core.errors import Busy, CityOpsError, Forbidden, InvalidInput, NotFound, OutsideJurisdiction, Unauthenticated
-from cityops.core.web import DB, Ctx, bearer_token
+from cityops.core.web import DB, AppContext, Ctx, bearer_token
 from cityops.events import actions, catalogue, creation, intake, queries, routing
 from cityops.events.models import Case
 from cityops.events.workflow import PUBLIC_STEP
@@ -88,6 +88,15 @@ def _answer(fmt: str, root: str, item: str, rows, status: int = 200) -> Response
 def error_response(fmt: str, status: int, errors: list[tuple[str, str]]) -> Response:
     rows = [{"code": c, "description": d} for c, d in errors]
     return _answer(fmt if fmt in ("json", "xml") else "xml", "errors", "error", rows, status)
+
+
+async def _form(request: Request, ctx: AppContext) -> dict:
+    """The form-encoded body. The request body limit (``max_upload_bytes``, enforced as the body arrives) is the one
+    size gate: the form parser's own per-field cap (1 MiB by default) would otherwise answer a long field with a 400
+    before the limit's 413."""
+    if "form" not in (request.headers.get("content-type") or ""):
+        return {}
+    return dict(await request.form(max_part_size=2 * ctx.settings.max_upload_bytes))
 
 
 def _jurisdiction(request: Request, form: dict | None = None) -> None:
@@ -226,7 +235,7 @@ def service_definition(code: str, fmt: str, request: Request):
 
 @router.post("/requests.{fmt}", summary="Open311 create a service request (form-encoded, api_key required)")
 async def create_request(fmt: str, request: Request, ctx: Ctx, session: DB):
-    form = dict(await request.form()) if "form" in (request.headers.get("content-type") or "") else {}
+    form = await _form(request, ctx)
 
     def run(fmt):
         from cityops.identity.service import resolve_token
@@ -357,8 +366,8 @@ def get_rating(request_id: str, fmt: str, request: Request, session: DB):
 
 @router.post("/requests/{request_id}/rating.{fmt}",
              summary="The reporter rates a closed request 1–5 once (form-encoded: token, rating, comment)")
-async def post_rating(request_id: str, fmt: str, request: Request, session: DB):
-    form = dict(await request.form()) if "form" in (request.headers.get("content-type") or "") else {}
+async def post_rating(request_id: str, fmt: str, request: Request, ctx: Ctx, session: DB):
+    form = await _form(request, ctx)
 
     def run(fmt):
         _jurisdiction(request, form)
