@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cityops.base import featurestore
+from cityops.core import ladder
 from cityops.core.errors import InvalidInput
 from cityops.core.storage import storage_of
 from cityops.identity.scope import Scope
@@ -50,7 +51,6 @@ RELIEF_MIN_AREA_PX = 24.0
 BACKGROUND = "#0d1d30"
 BANDS = [(0, "#10273a"), (400, "#15303f"), (800, "#1b3a44"), (1200, "#244348"), (1600, "#2f4c4b"), (2200, "#3d5551")]
 LEVEL_COLOURS = {"red": "#e5484d", "orange": "#f5821f", "yellow": "#f2c037", "blue": "#3b82f6", "none": "#8a99ab"}
-LEVEL_ORDER = ["none", "blue", "yellow", "orange", "red"]  # drawn in this order: the most severe on top
 ROAD_COLOURS = {"national": "#e0a84a", "provincial": "#d3b36c"}
 CJK_FONTS = ("'Noto Sans CJK SC','Source Han Sans SC','PingFang SC','Microsoft YaHei','WenQuanYi Micro Hei',"
              "'Hiragino Sans GB',sans-serif")
@@ -428,7 +428,7 @@ def _live(session: Session, principal, view: View) -> tuple[str, int]:
                 halos.append(f'<circle cx="{x:.0f}" cy="{y:.0f}" r="10" fill="{LEVEL_COLOURS[level]}"/>')
         if halos:
             out.append(f'<g class="live risk-halos" fill-opacity="0.28">{"".join(halos)}</g>')
-        for level in LEVEL_ORDER:
+        for level in ladder.LEVELS:  # ascending: the most severe drawn on top
             if by_level.get(level):
                 shown += len(by_level[level])
                 out.append(f'<g class="live risk-points" data-level="{level}" fill="{LEVEL_COLOURS[level]}" stroke="#0b1320" '
