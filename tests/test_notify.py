@@ -274,11 +274,10 @@ def test_escalation_runs_its_steps_until_someone_acknowledges(env):
     assert ("acknowledged", None, 2) in _timeline(env, mid)
 
 
-def test_escalation_runs_as_the_deployments_bus_timer(env):
+def test_escalation_runs_as_the_deployments_bus_timer(env, monkeypatch):
     """The policy's next step comes from the bus timer ``notify.escalate`` (once per period per deployment, its
     tick claimed in bus_timers), not from the dispatcher: its round hands over deliveries only."""
-    import time
-
+    from cityops.core.bus import store as bus_store
     from cityops.core.bus.runtime import run_timer
     from cityops.wiring import timers
 
@@ -291,10 +290,17 @@ def test_escalation_runs_as_the_deployments_bus_timer(env):
     env.dispatcher.round()
     with env.store.sessions() as s:
         assert [r.name for r in service.recipients(s, mid)] == ["书记丙"]  # the dispatcher does not escalate
-    settings = env.settings.model_copy(update={"timer_notify_escalate_seconds": 0.2})
+    # The timers' clock moved by hand: a period passes when the test says so, however slow a busy machine runs the
+    # job (a 0.2 s period and a fixed sleep failed "once per period" whenever the escalation took longer than that).
+    shift = [0]
+    real = bus_store.now_ms
+    monkeypatch.setattr(bus_store, "now_ms", lambda: real() + shift[0])
+    settings = env.settings.model_copy(update={"timer_notify_escalate_seconds": 60})
     (timer,) = [t for t in timers(settings) if t.name == "notify.escalate"]
     assert not run_timer(env.bus, timer)  # the first sighting starts its clock
-    time.sleep(0.3)
+    shift[0] += 30_000
+    assert not run_timer(env.bus, timer)  # half a period on: not yet
+    shift[0] += 30_000
     assert run_timer(env.bus, timer)
     with env.store.sessions() as s:
         assert [r.name for r in service.recipients(s, mid)] == ["书记丙", "镇长乙"]
