@@ -41,9 +41,10 @@ def _main(show_version: bool = typer.Option(False, "--version", callback=_versio
     """CityOps — 城市运行和治理中心 command line"""
 
 
-def _settings(data_dir: Optional[Path], *, create: bool = False):
+def _settings(data_dir: Optional[Path], *, create: bool = False, catalogues: dict[str, tuple[str, ...]] | None = None):
     """The settings for ``--data-dir``. Only ``init`` and ``demo`` (``create``) may make a new store: any other
-    command pointed at a directory without one fails, instead of answering from a new, empty store."""
+    command pointed at a directory without one fails, instead of answering from a new, empty store.
+    ``catalogues`` limits the start-up check to the catalogues the command reads (``load_all``'s ``only``)."""
     from pydantic import ValidationError
 
     from cityops.core.logging import configure_logging
@@ -71,7 +72,7 @@ def _settings(data_dir: Optional[Path], *, create: bool = False):
     from cityops.core.catalogues import CatalogueError, load_all
 
     try:
-        load_all(settings)  # every catalogue file validated, and read from where the settings say
+        load_all(settings, catalogues)  # the catalogue files validated, and read from where the settings say
     except CatalogueError as exc:
         _fail(str(exc))
     return settings
@@ -376,6 +377,10 @@ def locate(
     _run(body)
 
 
+#: What an import reads: the layer categories (``--create``) and the unit levels (the store's org settings).
+IMPORT_CATALOGUES = {"base": ("categories.toml",), "org": ("levels.toml",)}
+
+
 @app.command("import-layer")
 def import_layer(
     file: Path = typer.Argument(..., help="GeoJSON, GeoJSON-seq, GeoPackage, Shapefile (.shp/.zip), FlatGeobuf or CSV"),
@@ -391,7 +396,7 @@ def import_layer(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report only"),
 ) -> None:
     """Import a file as a layer's next version: streamed, all-or-nothing, with a progress bar."""
-    settings = _settings(data_dir)
+    settings = _settings(data_dir, catalogues=IMPORT_CATALOGUES)
 
     def body():
         from rich.progress import BarColumn, MofNCompleteColumn

@@ -23,6 +23,13 @@ def test_every_declared_catalogue_loads_from_the_shipped_files(tmp_path):
         assert loaded[name] is not None, name
 
 
+def test_a_command_checks_only_the_catalogues_it_names(tmp_path):
+    loaded = load_all(_settings(tmp_path), {"base": ("categories.toml",), "org": ("levels.toml",)})
+    assert sorted(loaded) == ["categories.toml", "levels.toml"]
+    with pytest.raises(ValueError, match="no catalogue"):
+        load_all(_settings(tmp_path), {"base": ("plans.toml",)})
+
+
 def test_a_bad_taxonomy_stops_the_server_naming_file_and_field(tmp_path):
     from cityops.app import create_app
 

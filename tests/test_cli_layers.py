@@ -48,7 +48,8 @@ def test_layer_commands(tmp_path):
 
 def test_import_layer_loads_only_what_an_import_needs(tmp_path):
     """``import-layer`` on a store that is up to date: no migration machinery (Alembic, every capability's tables),
-    no bus (nothing consumes a layer's events but the servers' caches), no demo steps and their SciPy."""
+    no bus (nothing consumes a layer's events but the servers' caches), no demo steps and their SciPy, and only the
+    catalogues an import reads checked (not the indicators' metric registry, the notification policies, the plans)."""
     import subprocess
     import sys
 
@@ -70,7 +71,8 @@ def test_import_layer_loads_only_what_an_import_needs(tmp_path):
             f"sys.argv = ['cityops', 'import-layer', {str(source)!r}, '--layer', 'shelters', '--create', '--title', 't',"
             f" '--category', '0701', '--geometry-type', 'POINT', '--data-dir', {str(data)!r}]\n"
             "try:\n    runpy.run_module('cityops.cli', run_name='__main__')\nexcept SystemExit as exc:\n    assert not exc.code\n"
-            "loaded = [m for m in ('alembic', 'scipy', 'cityops.wiring', 'cityops.models', 'cityops.sensing.ingest')"
+            "loaded = [m for m in ('alembic', 'scipy', 'cityops.wiring', 'cityops.models', 'cityops.sensing.ingest',"
+            " 'cityops.indicators.metrics', 'cityops.notify.service', 'cityops.base.demo', 'cityops.tasks.catalogue')"
             " if m in sys.modules]\nprint('LOADED', loaded)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -100,13 +100,26 @@ def _field_in(message: str) -> str | None:
     return m.group(1) if m else None
 
 
-def load_all(settings) -> dict[str, object]:
+def load_all(settings, only: dict[str, tuple[str, ...]] | None = None) -> dict[str, object]:
     """Load and validate every capability's catalogues (``Manifest.catalogues``); the first bad one raises
-    ``CatalogueError``. Returns {file: loaded catalogue}."""
+    ``CatalogueError``. Returns {file: loaded catalogue}.
+
+    ``only`` ({capability: (file, …)}) limits the check to the catalogues a command reads: a command that
+    touches one capability need not import every other one's loaders (for ``import-layer`` that was most of its
+    start-up). The servers check them all."""
+    import importlib
+
     from cityops.core.bus.manifest import manifests
 
+    if only is None:
+        chosen = [(m, None) for m in manifests().values()]
+    else:
+        chosen = [(importlib.import_module(f"cityops.{cap}.manifest").MANIFEST, set(files)) for cap, files in only.items()]
     loaded = {}
-    for manifest in manifests().values():
+    for manifest, files in chosen:
         for catalogue in manifest.catalogues:
-            loaded[catalogue.file] = catalogue.load(settings)
+            if files is None or catalogue.file in files:
+                loaded[catalogue.file] = catalogue.load(settings)
+        if files is not None and (unknown := files - {c.file for c in manifest.catalogues}):
+            raise ValueError(f"{manifest.capability} declares no catalogue {sorted(unknown)}")
     return loaded
