@@ -104,9 +104,9 @@ class BulkWriter:
         if self._rtree is not None:
             if exc_type is None:
                 self._rtree.finish()
-            else:  # the transaction is being abandoned; the temporary table goes with the connection's next use
+            else:  # the transaction is being abandoned; a temporary table goes with the connection's next use
                 try:
-                    self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{self._rtree.temp}")
+                    self._rtree.discard()
                 except Exception:  # noqa: BLE001 - cleanup on a failed load must not mask its error
                     pass
         if self._deferred_index and exc_type is None:
