@@ -18,7 +18,11 @@ from cityops.core.params import Id, Int32, NonNegInt64
 from cityops.core.web import DB, Ctx, request_id, require
 from cityops.org.routes import geometry_from_geojson
 from cityops.tasks import evacuation, incidents, report, response, shelters, work, zones
+from cityops.tasks.catalogue import Plan
 from cityops.tasks.plans import plans_summary
+from cityops.tasks.schemas import (EvacuationOut, EvacuationPage, IncidentDetail, IncidentOut, LogEntry, MyHouseholdsOut,
+                                   OverdueOut, RemovedOut, ShelterItem, ShelterOut, StateChange, StatsOut, TaskOut, TaskTree,
+                                   TotalsOut, WarningOut, ZoneOut, ZoneThreatOut)
 
 router = APIRouter(prefix="/api", tags=["tasks"])
 
@@ -58,7 +62,7 @@ def _near(lon: float | None, lat: float | None):
 
 # ---------------------------------------------------------------------------------------- plans, incidents
 
-@router.get("/plans", summary="Emergency plan catalogue (应急预案): per hazard type and response level I–IV")
+@router.get("/plans", response_model=list[Plan], summary="Emergency plan catalogue (应急预案): per hazard type and response level I–IV")
 def list_plans(principal=Depends(require("tasks.read"))) -> list[dict]:
     return plans_summary()
 
@@ -75,13 +79,13 @@ class IncidentIn(BaseModel):
     drill: bool = False
 
 
-@router.get("/incidents", summary="Incidents (应急响应) you see; drills are marked")
+@router.get("/incidents", response_model=list[IncidentOut], summary="Incidents (应急响应) you see; drills are marked")
 def list_incidents(session: DB, principal=Depends(require("tasks.read")), status: str | None = None,
                    drill: bool | None = None) -> list[dict]:
     return [incidents.incident_dict(i) for i in incidents.list_incidents(session, principal.scope, status=status, drill=drill)]
 
 
-@router.post("/incidents", status_code=201, summary="Start a response by hand under a plan (or run it as a drill)")
+@router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Start a response by hand under a plan (or run it as a drill)")
 def open_incident(body: IncidentIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     geometry = geometry_from_geojson(body.geometry, body.crs) if body.geometry else None
@@ -104,7 +108,7 @@ class WarningIn(BaseModel):
     drill: bool = False
 
 
-@router.post("/incidents/warning", summary="Deliver a warning level change to the plans (as the warning engine does)")
+@router.post("/incidents/warning", response_model=WarningOut, summary="Deliver a warning level change to the plans (as the warning engine does)")
 def warning(body: WarningIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     geometry = geometry_from_geojson(body.geometry, body.crs) if body.geometry else None
@@ -119,12 +123,12 @@ def warning(body: WarningIn, request: Request, ctx: Ctx, session: DB, principal=
     return {"incident": incidents.incident_dict(incident) if incident else None}
 
 
-@router.get("/incidents/stats", summary="Real statistics (drills excluded unless asked)")
+@router.get("/incidents/stats", response_model=StatsOut, summary="Real statistics (drills excluded unless asked)")
 def stats(session: DB, principal=Depends(require("tasks.read")), include_drills: bool = False) -> dict:
     return incidents.statistics(session, principal.scope, include_drills=include_drills)
 
 
-@router.get("/incidents/{incident_id}", summary="An incident with its current zone and totals at your scope")
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail, summary="An incident with its current zone and totals at your scope")
 def get_incident(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     incident = incidents.get_incident(session, principal.scope, incident_id)
     data = incidents.incident_dict(incident)
@@ -153,36 +157,36 @@ def _command(fn, incident_id: int, request: Request, ctx: Ctx, session, principa
     return incidents.incident_dict(incident)
 
 
-@router.post("/incidents/{incident_id}/activate", summary="Confirm a proposed response (one click)")
+@router.post("/incidents/{incident_id}/activate", response_model=IncidentOut, summary="Confirm a proposed response (one click)")
 def activate(incident_id: Id, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.activate, incident_id, request, ctx, session, principal)
 
 
-@router.post("/incidents/{incident_id}/dismiss", summary="Decline a proposed response")
+@router.post("/incidents/{incident_id}/dismiss", response_model=IncidentOut, summary="Decline a proposed response")
 def dismiss(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
             principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.dismiss, incident_id, request, ctx, session, principal, body.reason)
 
 
-@router.post("/incidents/{incident_id}/level", summary="Upgrade or lower the response level")
+@router.post("/incidents/{incident_id}/level", response_model=IncidentOut, summary="Upgrade or lower the response level")
 def change_level(incident_id: Id, body: LevelIn, request: Request, ctx: Ctx, session: DB,
                  principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.change_level, incident_id, request, ctx, session, principal, body.level, body.reason)
 
 
-@router.post("/incidents/{incident_id}/stand-down", summary="Stand the response down (解除响应): households may return")
+@router.post("/incidents/{incident_id}/stand-down", response_model=IncidentOut, summary="Stand the response down (解除响应): households may return")
 def stand_down(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
                principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.stand_down, incident_id, request, ctx, session, principal, body.reason)
 
 
-@router.post("/incidents/{incident_id}/close", summary="Close: the note gets the figures, the case is closed")
+@router.post("/incidents/{incident_id}/close", response_model=IncidentOut, summary="Close: the note gets the figures, the case is closed")
 def close(incident_id: Id, body: CloseIn, request: Request, ctx: Ctx, session: DB,
           principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.close, incident_id, request, ctx, session, principal, body.note)
 
 
-@router.delete("/incidents/{incident_id}", summary="Remove a drill and everything it made (real incidents refuse)")
+@router.delete("/incidents/{incident_id}", response_model=RemovedOut, summary="Remove a drill and everything it made (real incidents refuse)")
 def remove_drill(incident_id: Id, request: Request, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     counts = response.remove_drill(session, _actor(principal, request), principal.scope, incident_id)
     session.commit()
@@ -230,7 +234,7 @@ def _zone_geometry(body: ZoneIn, incident, metric_crs: str):
     return buffer_m(incident.hazard_geom, body.buffer_m, metric_crs), "computed"
 
 
-@router.post("/incidents/{incident_id}/zones", status_code=201, summary="A new risk-zone version: drawn, imported or computed")
+@router.post("/incidents/{incident_id}/zones", status_code=201, response_model=ZoneOut, summary="A new risk-zone version: drawn, imported or computed")
 def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session: DB,
              principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
@@ -241,7 +245,7 @@ def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session:
     return zones.zone_dict(zone)
 
 
-@router.get("/incidents/{incident_id}/zones", summary="Every version of the incident's risk zone")
+@router.get("/incidents/{incident_id}/zones", response_model=list[ZoneOut], summary="Every version of the incident's risk zone")
 def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), geometry: bool = True) -> list[dict]:
     from sqlalchemy import select
 
@@ -252,27 +256,20 @@ def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.re
             session.scalars(select(RiskZone).where(RiskZone.incident_id == incident.id).order_by(RiskZone.version))]
 
 
-@router.get("/incidents/{incident_id}/threatened", summary="Who is threatened in the current zone, by village and grid, with the event grade")
+@router.get("/incidents/{incident_id}/threatened", response_model=ZoneThreatOut, summary="Who is threatened in the current zone, by village and grid, with the event grade")
 def threatened(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return zones.zone_threat(session, principal.scope, principal.role.allows("personal.read"), incident_id)
 
 
 # ------------------------------------------------------------------------------------------- evacuation
 
-@router.get("/incidents/{incident_id}/evacuations", summary="Household evacuation tasks at your scope; nearest first with lon/lat")
+@router.get("/incidents/{incident_id}/evacuations", response_model=EvacuationPage, summary="Household evacuation tasks at your scope; nearest first with lon/lat")
 def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), state: str | None = None,
                      grid: str | None = None, lon: float | None = None, lat: float | None = None,
                      limit: int = Query(500, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
     states = [s.strip() for s in state.split(",")] if state else None
     return evacuation.list_evacuations(session, principal.scope, incident_id, states=states, grid=grid, near=_near(lon, lat),
                                     limit=limit, offset=offset, personal=principal.role.allows("personal.read"))
-
-
-class MyHouseholdsOut(BaseModel):
-    incidents: list[dict[str, Any]] = Field(description="active incidents you see, each with `mine`: how many of its households are yours")
-    incident_id: int | None = Field(description="the incident chosen: the one asked for, else the first with households of yours")
-    evacuations: dict[str, Any] = Field(description="its households ({total, items}), nearest first with lon/lat")
-    totals: dict[str, Any] | None = Field(description="its live totals at your scope")
 
 
 @router.get("/evacuations/mine", response_model=MyHouseholdsOut,
@@ -284,12 +281,12 @@ def my_households(session: DB, principal=Depends(require("tasks.read")), inciden
                                     personal=principal.role.allows("personal.read"))
 
 
-@router.get("/incidents/{incident_id}/totals", summary="Live totals: district, townships, villages, grids (they always agree)")
+@router.get("/incidents/{incident_id}/totals", response_model=TotalsOut, summary="Live totals: district, townships, villages, grids (they always agree)")
 def totals(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return evacuation.totals(session, principal.scope, incident_id)
 
 
-@router.get("/incidents/{incident_id}/timeline", summary="The decision timeline (决策时间线)")
+@router.get("/incidents/{incident_id}/timeline", response_model=list[LogEntry], summary="The decision timeline (决策时间线)")
 def timeline(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), after: Id = 0,
              decisions_only: bool = True, limit: int = Query(1000, ge=1, le=10000)) -> list[dict]:
     return incidents.timeline(session, principal.scope, incident_id, after=after, decisions_only=decisions_only, limit=limit)
@@ -319,7 +316,7 @@ class StateIn(BaseModel):
     request_key: str | None = Field(default=None, max_length=100, description="idempotency key: a retry changes nothing")
 
 
-@router.post("/evacuations/{evacuation_id}/state", summary="Record a household's new state, with time and position")
+@router.post("/evacuations/{evacuation_id}/state", response_model=EvacuationOut, summary="Record a household's new state, with time and position")
 def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB,
                  principal=Depends(require("tasks.evacuate"))) -> dict:
     with _writer(session):
@@ -331,7 +328,7 @@ def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB
     return data
 
 
-@router.get("/evacuations/{evacuation_id}/history", summary="Every state change of a household: when, who, where")
+@router.get("/evacuations/{evacuation_id}/history", response_model=list[StateChange], summary="Every state change of a household: when, who, where")
 def evacuation_history(evacuation_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> list[dict]:
     return evacuation.history(session, principal.scope, evacuation_id)
 
@@ -354,13 +351,13 @@ class ShelterIn(BaseModel):
     attributes: dict[str, Any] = {}
 
 
-@router.get("/shelters", summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
+@router.get("/shelters", response_model=list[ShelterItem], summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
 def list_shelters(session: DB, principal=Depends(require("tasks.read")), lon: float | None = None, lat: float | None = None,
                   incident_id: Id | None = Query(None, description="nearest first from this incident's risk zone")) -> list[dict]:
     return shelters.list_shelters(session, principal.scope, _near(lon, lat), incident_id=incident_id)
 
 
-@router.post("/shelters", status_code=201, summary="Register a shelter")
+@router.post("/shelters", status_code=201, response_model=ShelterOut, summary="Register a shelter")
 def create_shelter(body: ShelterIn, request: Request, session: DB, principal=Depends(require("tasks.shelter"))) -> dict:
     shelter = shelters.create_shelter(session, _actor(principal, request), principal.scope, **body.model_dump())
     session.commit()
@@ -405,7 +402,7 @@ class ProgressIn(BaseModel):
     note: str | None = Field(default=None, max_length=4000)
 
 
-@router.get("/tasks", summary="Tasks in your scope, with rolled-up progress")
+@router.get("/tasks", response_model=list[TaskOut], summary="Tasks in your scope, with rolled-up progress")
 def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_id: Id | None = None, status: str | None = None,
                overdue: bool = False, source_ref: str | None = None, include_drills: bool = True,
                limit: int = Query(200, ge=1, le=1000)) -> list[dict]:
@@ -413,7 +410,7 @@ def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_i
                               source_ref=source_ref, include_drills=include_drills, limit=limit)
 
 
-@router.post("/tasks", status_code=201, summary="Publish a task (goal, deadline, attachments, target units)")
+@router.post("/tasks", status_code=201, response_model=TaskTree, summary="Publish a task (goal, deadline, attachments, target units)")
 def publish(body: TaskIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     task = work.publish_task(session, _actor(principal, request), principal.scope, title=body.title, goal=body.goal,
                                 deadline=body.deadline, unit_code=body.unit_code, target_units=body.target_units,
@@ -423,19 +420,19 @@ def publish(body: TaskIn, request: Request, session: DB, principal=Depends(requi
     return work.task_tree(session, principal.scope, task.id)
 
 
-@router.post("/tasks/check-overdue", summary="Remind overdue tasks and escalate those long overdue (run by a timer)")
+@router.post("/tasks/check-overdue", response_model=OverdueOut, summary="Remind overdue tasks and escalate those long overdue (run by a timer)")
 def check_overdue(request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     result = work.check_overdue(session, _actor(principal, request), principal.scope)
     session.commit()
     return result
 
 
-@router.get("/tasks/{task_id}", summary="A task with its sub-tasks and rolled-up progress")
+@router.get("/tasks/{task_id}", response_model=TaskTree, summary="A task with its sub-tasks and rolled-up progress")
 def get_task(task_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return work.task_tree(session, principal.scope, task_id)
 
 
-@router.post("/tasks/{task_id}/subtasks", status_code=201, summary="Decompose a task for the next level down")
+@router.post("/tasks/{task_id}/subtasks", status_code=201, response_model=TaskTree, summary="Decompose a task for the next level down")
 def decompose(task_id: Id, body: SubtasksIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     items = [{**i.model_dump(), "attachments": [a.model_dump() for a in i.attachments]} for i in body.items]
     work.decompose(session, _actor(principal, request), principal.scope, task_id, items)
@@ -443,7 +440,7 @@ def decompose(task_id: Id, body: SubtasksIn, request: Request, session: DB, prin
     return work.task_tree(session, principal.scope, task_id)
 
 
-@router.post("/tasks/{task_id}/progress", summary="Report progress (done rolls up to the parent)")
+@router.post("/tasks/{task_id}/progress", response_model=TaskTree, summary="Report progress (done rolls up to the parent)")
 def report_progress(task_id: Id, body: ProgressIn, request: Request, session: DB,
                     principal=Depends(require("tasks.progress"))) -> dict:
     task = work.report_progress(session, _actor(principal, request), principal.scope, task_id, status=body.status, note=body.note)
