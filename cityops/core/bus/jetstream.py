@@ -7,7 +7,8 @@
   (nats-server 2.9 has one filter subject per consumer). An unordered subscription is pulled by every worker
   (JetStream gives each event to one of them); an ordered one only by the lease holder, so a risk point's
   levels are applied in the order they were decided (a dead holder's unacknowledged events come back to the
-  next after ``bus_ack_wait_seconds``). A fetched batch is applied in one transaction with each event's processed record
+  next after ``bus_ack_wait_seconds``). A pull request is always outstanding and what has arrived is one batch (not
+  a size to wait for), applied in one transaction with each event's processed record
   (runtime.apply_batch), committed, then acked. A failure is nak'ed with back-off; after ``bus_max_attempts``
   deliveries the event is written to ``bus_dead_letters`` and published to ``<stream>.dead.<consumer>`` with
   its error, and acked.
@@ -101,7 +102,7 @@ class JetStream:
                     config=ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT, ack_wait=settings.bus_ack_wait_seconds,
                                           deliver_policy=DeliverPolicy.NEW, max_ack_pending=settings.bus_batch))
                 self._subs.append((sub, event.name, psub))
-                self._tasks.append(asyncio.create_task(self._consume(sub, psub)))
+                self._tasks.append(asyncio.create_task(self._consume(sub, psub, name)))
         if self.broadcast:
             await self.nc.subscribe(f"{self.prefix}.>", cb=self._heard, pending_msgs_limit=settings.bus_batch * 20)
         await self.nc.flush()
@@ -123,45 +124,92 @@ class JetStream:
         await asyncio.gather(*acks)
 
     # -- durable consumers
-    async def _consume(self, sub: Subscription, psub) -> None:
-        from nats.errors import TimeoutError as NatsTimeout
+    async def _consume(self, sub: Subscription, psub, durable: str) -> None:
+        """Pull continuously and apply whatever has arrived as one batch.
 
+        Not ``fetch``: nats-py's fetch, once a first message came on a waiting pull, waits for the rest of the
+        requested batch (up to ``bus_batch``) or for the pull to expire — at 5,000 events/s that held a batch for
+        ~100 ms, and at low rates up to the timeout. Here a pull request for up to ``bus_batch`` events is always
+        outstanding (the next is sent when less than half of the requested events are still to come), and each
+        round takes what is queued the moment the first event is there: the batch is what arrived while the previous
+        one was being applied, not a size to wait for."""
         bus = self.bus
+        batch = bus.settings.bus_batch
+        expires = 1.0  # a pull lapses after this, so a worker that stops pulling (lease lost) stops receiving soon
+        queue: asyncio.Queue = asyncio.Queue()
+        inbox = self.nc.new_inbox()
+        nats_sub = await self.nc.subscribe(inbox, cb=queue.put, pending_msgs_limit=4 * batch)
+        pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}"
+        requested: list[int] = []  # events still to come per outstanding pull request, oldest first (JetStream fills in order)
         pulling = False
-        while True:
-            if sub.ordered and not bus._lease.is_set():  # ordered: only the lease holder pulls
-                pulling = False
-                await asyncio.sleep(0.2)
-                continue
-            if sub.ordered and not pulling:
-                pulling = True
-                await self._after_takeover(sub, psub)
-            try:
-                msgs = await psub.fetch(bus.settings.bus_batch, timeout=1.0)
-            except (NatsTimeout, asyncio.TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the connection is re-established by the client
-                log.exception("JetStream fetch for %s failed", sub.consumer)
-                await asyncio.sleep(1.0)
-                continue
-            envs = [decode(m.data) for m in msgs]
-            if await asyncio.to_thread(apply_batch, bus, sub, envs, advance=False):
-                for msg in msgs:
-                    await msg.ack()
-                continue
-            for msg, env in zip(msgs, envs):  # one failed: each on its own (JetStream counts the deliveries)
-                attempt = msg.metadata.num_delivered
-                outcome = await asyncio.to_thread(apply, bus, sub, env, advance=False, attempt=attempt)
-                if outcome == "retry":
-                    await msg.nak(delay=min(2.0, 0.05 * 2 ** attempt))
+        try:
+            while True:
+                if sub.ordered and not bus._lease.is_set():  # ordered: only the lease holder pulls
+                    pulling = False
+                    requested.clear()
+                    if queue.empty():
+                        await asyncio.sleep(0.2)
+                        continue
+                    # else: what a pull in flight brought is applied, as a fetch in flight was before
+                else:
+                    if sub.ordered and not pulling:
+                        pulling = True
+                        await self._after_takeover(sub, psub)
+                    if sum(requested) <= batch // 2:
+                        want = batch - sum(requested)
+                        try:
+                            await self.nc.publish(pull_subject, json.dumps({"batch": want, "expires": int(expires * 1e9)}).encode(),
+                                                  reply=inbox)
+                            requested.append(want)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:  # noqa: BLE001 - the connection is re-established by the client
+                            log.exception("JetStream pull for %s failed", sub.consumer)
+                            await asyncio.sleep(1.0)
+                            continue
+                try:
+                    first = await asyncio.wait_for(queue.get(), expires + 0.5)
+                except asyncio.TimeoutError:
+                    requested.clear()  # a reconnect drops pull requests without a word: ask anew
                     continue
-                if outcome == "dead":
-                    await self.js.publish(f"{self.prefix}.dead.{sub.consumer}", msg.data, stream=self.stream,
-                                          headers={"Nats-Msg-Id": f"dead:{sub.consumer}:{env.id}",
-                                                   "CityOps-Error": " ".join(bus.last_error(sub.consumer).split())})
+                arrived = [first]
+                while not queue.empty() and len(arrived) < batch:
+                    arrived.append(queue.get_nowait())
+                msgs = []
+                for msg in arrived:
+                    status = msg.headers.get("Status") if msg.headers else None
+                    if status is None:
+                        msgs.append(msg)
+                        if requested:
+                            requested[0] -= 1
+                            if requested[0] <= 0:
+                                requested.pop(0)
+                    elif status != "100" and requested:  # 408 lapsed, 409 ended: the oldest pull is over
+                        requested.pop(0)
+                if msgs:
+                    await self._apply(sub, msgs)
+        finally:
+            await nats_sub.unsubscribe()
+
+    async def _apply(self, sub: Subscription, msgs: list) -> None:
+        """One batch in one transaction, committed, then acknowledged; a batch with a failing event one by one."""
+        bus = self.bus
+        envs = [decode(m.data) for m in msgs]
+        if await asyncio.to_thread(apply_batch, bus, sub, envs, advance=False):
+            for msg in msgs:
                 await msg.ack()
+            return
+        for msg, env in zip(msgs, envs):  # one failed: each on its own (JetStream counts the deliveries)
+            attempt = msg.metadata.num_delivered
+            outcome = await asyncio.to_thread(apply, bus, sub, env, advance=False, attempt=attempt)
+            if outcome == "retry":
+                await msg.nak(delay=min(2.0, 0.05 * 2 ** attempt))
+                continue
+            if outcome == "dead":
+                await self.js.publish(f"{self.prefix}.dead.{sub.consumer}", msg.data, stream=self.stream,
+                                      headers={"Nats-Msg-Id": f"dead:{sub.consumer}:{env.id}",
+                                               "CityOps-Error": " ".join(bus.last_error(sub.consumer).split())})
+            await msg.ack()
 
     async def _after_takeover(self, sub: Subscription, psub) -> None:
         """An ordered consumer whose previous puller died holding events (fetched, never acknowledged): wait
