@@ -288,3 +288,64 @@ def _case_reaches_the_stream(api, live):
     assert arrived, "the new case never reached the stream"
     assert arrived[0] - created < 5, arrived[0] - created  # not the hour of the periodic refresh
     t.join(30)
+
+
+def test_a_burst_of_changes_reaches_an_open_stream_whole_and_at_once(api, computed, monkeypatch):
+    """A new day stores every live value anew: one recomputation writes thousands of changes. An open stream sends
+    them all at once, page after page, not one page each time the live indicators wake it (a cockpit stayed tens of
+    seconds behind such a burst, and a case created meanwhile waited behind it)."""
+    import json as _json
+    import threading
+    import time
+
+    from sqlalchemy import delete
+
+    from cityops.indicators import routes
+    from cityops.indicators.models import Change, Digest
+
+    live = api.app.state.indicators_live
+    settings = live.settings
+    # No other wake: the periodic refreshes an hour away, and the streams' own re-read far beyond the deadline.
+    live.settings = settings.model_copy(update={"indicators_live_seconds": 3600, "indicators_full_seconds": 3600})
+    monkeypatch.setattr(routes, "STREAM_READ_SECONDS", 120.0)
+    monkeypatch.setattr(service, "CHANGES_PAGE", 50)  # the test district's day is ~550 changes: pages of 50
+    cat = service.load_catalogue(settings)
+    codes = [c for c, i in cat.indicators.items() if i.period == "live"]
+    start, _ = period_bounds("day", datetime.now(UTC))
+    with api.store.sessions() as session:  # as at midnight: no value of the live indicators stored for the day yet
+        for table in (Value, Digest):
+            session.execute(delete(table).where(table.period == "day", table.period_start == start,
+                                                table.indicator_code.in_(codes)))
+        session.commit()
+        before = service.last_change_id(session)
+    admin = api.login("admin")
+    got: list[int] = []
+
+    def listen():
+        with api.stream("GET", "/api/indicators/stream", headers=admin, params={"timeout": 60}) as r:
+            for line in r.iter_lines():
+                if line.startswith("id: "):
+                    got.append(int(line[4:]))
+                if stop.is_set():
+                    return
+
+    stop = threading.Event()
+    runs = live.runs
+    try:
+        t = threading.Thread(target=listen, daemon=True)
+        t.start()
+        deadline = time.monotonic() + 60
+        while live.runs == runs and time.monotonic() < deadline:  # the first watcher's computation: the whole day
+            time.sleep(0.05)
+        assert live.runs > runs
+        with api.store.sessions() as session:
+            written = list(session.scalars(select(Change.id).where(Change.id > before).order_by(Change.id)))
+        assert len(written) > 5 * service.CHANGES_PAGE  # a burst of several pages
+        deadline = time.monotonic() + 30  # a page per wake would not get past the first page in this time
+        while time.monotonic() < deadline and not set(written) <= set(got):
+            time.sleep(0.05)
+        assert set(written) <= set(got), f"{len(set(written) - set(got))} of {len(written)} changes not sent"
+        assert got == sorted(got)
+    finally:
+        stop.set()
+        live.settings = settings

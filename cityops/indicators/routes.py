@@ -310,17 +310,23 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicato
     # What is there now is read without recomputing; the live thread recomputes and wakes this stream.
     first = await run_in_threadpool(read, since)
     since = first[-1].id if first else since
+    # A full page means more is stored: the next page is read at once, not at the next wake. One recomputation can
+    # store thousands of changes (a new day stores every live value anew); a page per wake (about one a second)
+    # kept an open cockpit tens of seconds behind, and the facts that followed waited behind that backlog.
+    more = len(first) >= service.CHANGES_PAGE
     handle = None
 
     async def source(timeout: float) -> list[sse.Event]:
-        nonlocal since, handle
+        nonlocal since, handle, more
         if handle is None:  # inside the stream's body, so that its end always unwatches
             handle = live.watch()
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
-            await live.wait(handle, max(0.0, min(STREAM_READ_SECONDS, remaining)))
+            if not more:
+                await live.wait(handle, max(0.0, min(STREAM_READ_SECONDS, remaining)))
             batch = await run_in_threadpool(read, since)
+            more = len(batch) >= service.CHANGES_PAGE
             if batch:
                 since = batch[-1].id
                 return batch

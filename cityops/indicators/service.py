@@ -276,9 +276,13 @@ def breaches(session: Session, scope: Scope, *, unit: Unit | None = None, open_o
     return list(session.scalars(stmt.order_by(Breach.opened_at.desc(), Breach.id.desc()).limit(limit)))
 
 
-def changes_after(session: Session, scope: Scope, after: int, limit: int = 500) -> list[Change]:
+#: Changes read at most at once (a stream's page).
+CHANGES_PAGE = 500
+
+
+def changes_after(session: Session, scope: Scope, after: int, limit: int | None = None) -> list[Change]:
     return list(session.scalars(select(Change).where(Change.id > after, scope.sees_clause(Change.unit_path))
-                                .order_by(Change.id).limit(limit)))
+                                .order_by(Change.id).limit(limit or CHANGES_PAGE)))
 
 
 def last_change_id(session: Session) -> int:
