@@ -132,9 +132,10 @@ def token(base_url: str, username: str, password: str = DEMO_PASSWORD) -> dict:
 
 
 def wait_map_idle(page, handle: str = "window.cityopsMap", timeout: float = 60_000) -> None:
-    """Until the map has drawn what it shows (SwiftShader on a shared machine can take a while)."""
-    page.wait_for_function(f"{handle} && {handle}.loaded() && !{handle}.isMoving() && {handle}.areTilesLoaded()",
-                           timeout=timeout)
+    """Until the map has drawn what it shows (SwiftShader on a shared machine can take a while), at full resolution
+    (in software the moving map is drawn at a lower one until it rests: src/map/frames.js)."""
+    page.wait_for_function(f"{handle} && {handle}.loaded() && !{handle}.isMoving() && {handle}.areTilesLoaded()"
+                           f" && !{handle}.getContainer().dataset.resolutionLowered", timeout=timeout)
 
 
 def pixel(page, lonlat, handle: str = "window.cityopsMap", container: str = "#map") -> tuple[float, float]:

@@ -49,7 +49,7 @@ def test_the_base_map_is_drawn_offline_with_its_names(served, browser):
     login(page, served, "district")
     page.wait_for_function("document.body.dataset.mapReady === '1'")
     wait_map_idle(page)
-    drawn = page.evaluate("""() => { const m = window.cityopsMap; const ids = ['relief', 'hillshade-dark', 'rivers', 'roads',
+    drawn = page.evaluate("""() => { const m = window.cityopsMap; const ids = ['relief', 'hillshade', 'rivers', 'roads',
         'place-labels', 'township-line', 'district-line'];
         return Object.fromEntries(ids.map((id) => [id, m.queryRenderedFeatures({layers: [id]}).length])); }""")
     assert all(n > 0 for n in drawn.values()), drawn
@@ -278,5 +278,54 @@ def test_a_frame_draws_no_sky_pass_when_the_style_has_no_sky(served, browser):
         gl.drawElements = drawElements;
         return {none, sky}; }""")
     assert counts == {"none": [0, 0], "sky": [1, 1]}, counts  # the sky pass, back only when a sky shows
+    assert_no_page_errors(page)
+    page.context.close()
+
+
+def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_rest_at_full(served, browser):
+    """On WebGL in software (SwiftShader here, as on a desktop without a GPU) the map is drawn at half resolution
+    while it moves and at full resolution once it rests, drawn again at once (no blank canvas); the user's switch
+    (localStorage cityops.map.fullResolution = 1) keeps full resolution while moving."""
+    def pan_and_watch(page):
+        return page.evaluate("""() => new Promise((resolve) => {
+            const m = window.cityopsMap; const canvas = m.getCanvas(); const widths = []; let n = 0;
+            function step() {
+              m.panBy([8, 4], {duration: 0});
+              widths.push(canvas.width);
+              if (++n < 10) { requestAnimationFrame(step); return; }
+              const moving = canvas.width;
+              setTimeout(() => resolve({widths, moving, rest: canvas.width, css: canvas.clientWidth,
+                lowered: m.getContainer().dataset.resolutionLowered || null}), 1000);
+            }
+            requestAnimationFrame(step);
+        })""")
+
+    page = new_page(browser, served)
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    assert page.evaluate("window.cityopsMap.getContainer().dataset.movingResolution") == "0.5"
+    assert page.evaluate("window.cityopsMap.getCanvas().width === window.cityopsMap.getCanvas().clientWidth")
+    seen = pan_and_watch(page)
+    assert seen["moving"] == seen["css"] // 2 and all(w == seen["css"] // 2 for w in seen["widths"]), seen
+    assert seen["rest"] == seen["css"] and seen["lowered"] is None, seen
+    # At rest the map is drawn, sharp: its features are where they were, the canvas is not blank.
+    wait_map_idle(page)
+    drawn = page.evaluate("""() => { const m = window.cityopsMap; m.redraw();
+        return m.queryRenderedFeatures({layers: ['district-line', 'relief']}).length; }""")
+    assert drawn > 0
+    steps = Steps("map-resolution")
+    steps.shot(page, "at-rest")
+    assert_no_page_errors(page)
+    page.context.close()
+
+    page = new_page(browser, served)
+    page.add_init_script("localStorage.setItem('cityops.map.fullResolution', '1')")
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    assert page.evaluate("window.cityopsMap.getContainer().dataset.movingResolution || null") is None
+    seen = pan_and_watch(page)
+    assert all(w == seen["css"] for w in seen["widths"]) and seen["rest"] == seen["css"], seen
     assert_no_page_errors(page)
     page.context.close()

@@ -1,6 +1,8 @@
-// The map's frame work: the sky pass is drawn only when the sky can change a pixel.
+// The map's frame work: the sky pass is drawn only when the sky can change a pixel; on WebGL in software the moving
+// map is drawn at a lower resolution and the map at rest at full resolution.
 import { describe, expect, it } from "vitest";
-import { drawSkyOnlyWhenItShows, skyShows } from "../src/map/frames.js";
+import { drawSkyOnlyWhenItShows, FULL_RESOLUTION_KEY, lowerResolutionWhileMoving, skyShows, softwareRenderer }
+  from "../src/map/frames.js";
 
 const transparent = { r: 0, g: 0, b: 0, a: 0 };
 const blue = { r: 0.2, g: 0.4, b: 0.9, a: 1 };
@@ -45,5 +47,98 @@ describe("drawSkyOnlyWhenItShows", () => {
   it("leaves a map it does not recognise alone", () => {
     expect(drawSkyOnlyWhenItShows({})).toBe(false);
     expect(drawSkyOnlyWhenItShows({ painter: { drawFunctions: {} } })).toBe(false);
+  });
+});
+
+const RENDERERS = {
+  swiftshader: "ANGLE (Google, Vulkan 1.3.0 (SwiftShader Device (Subzero) (0x0000C0DE)), SwiftShader driver)",
+  llvmpipe: "llvmpipe (LLVM 15.0.6, 256 bits)",
+  gpu: "ANGLE (Intel, Mesa Intel(R) UHD Graphics 620 (KBL GT2), OpenGL 4.6)",
+};
+
+function fakeGl(renderer, { extension = true } = {}) {
+  return {
+    RENDERER: 0x1f01,
+    getExtension: (name) => (extension && name === "WEBGL_debug_renderer_info" ? { UNMASKED_RENDERER_WEBGL: 0x9246 } : null),
+    getParameter: (p) => (p === 0x9246 || p === 0x1f01 ? renderer : null),
+  };
+}
+
+describe("softwareRenderer", () => {
+  it("names SwiftShader and llvmpipe, not a GPU", () => {
+    expect(softwareRenderer(fakeGl(RENDERERS.swiftshader))).toBe(RENDERERS.swiftshader);
+    expect(softwareRenderer(fakeGl(RENDERERS.llvmpipe))).toBe(RENDERERS.llvmpipe);
+    expect(softwareRenderer(fakeGl(RENDERERS.gpu))).toBe(null);
+  });
+  it("reads the plain renderer name when the debug extension is withheld, and survives no context", () => {
+    expect(softwareRenderer(fakeGl("Google SwiftShader", { extension: false }))).toBe("Google SwiftShader");
+    expect(softwareRenderer(fakeGl("WebKit WebGL", { extension: false }))).toBe(null);
+    expect(softwareRenderer(null)).toBe(null);
+  });
+});
+
+describe("lowerResolutionWhileMoving", () => {
+  // A map with MapLibre's events and pixel ratio (setPixelRatio fires a move of its own, as MapLibre's resize does),
+  // a clock the test advances.
+  function fakeMap(renderer, ratio = 1) {
+    const handlers = {};
+    const ratios = [];
+    let redraws = 0;
+    const map = {
+      style: {},
+      painter: { context: { gl: fakeGl(renderer) } },
+      on: (type, fn) => { (handlers[type] ||= []).push(fn); },
+      off: (type, fn) => { handlers[type] = (handlers[type] || []).filter((h) => h !== fn); },
+      fire: (type) => (handlers[type] || []).slice().forEach((fn) => fn()),
+      getPixelRatio: () => ratio,
+      setPixelRatio(r) { ratio = r; ratios.push(r); map.fire("movestart"); map.fire("move"); map.fire("moveend"); },
+      redraw() { redraws++; },
+    };
+    const timers = new Map();
+    let next = 1;
+    const clock = {
+      schedule: (fn, ms) => { timers.set(next, fn); return next++; },
+      cancel: (id) => timers.delete(id),
+      runAll: () => { const fns = [...timers.values()]; timers.clear(); fns.forEach((fn) => fn()); },
+      pending: () => timers.size,
+    };
+    return { map, ratios, clock, redraws: () => redraws };
+  }
+  const pan = (map) => { map.fire("movestart"); map.fire("move"); map.fire("moveend"); };
+  const tick = () => new Promise((resolve) => queueMicrotask(resolve));
+
+  it("draws a moving map at half resolution in software and at full resolution once it rests", async () => {
+    const { map, ratios, clock, redraws } = fakeMap(RENDERERS.swiftshader, 2);
+    const control = lowerResolutionWhileMoving(map, { storage: null, ...clock });
+    expect(control.renderer).toBe(RENDERERS.swiftshader);
+    for (let i = 0; i < 10; i++) pan(map); // a pan by code: a whole move on every frame
+    expect(ratios).toEqual([1]); // lowered once, not on every frame
+    expect(control.moving()).toBe(true);
+    expect(clock.pending()).toBe(1); // one rest timer, restarted by each move
+    await tick();
+    expect(redraws()).toBe(1); // drawn again at once: no blank canvas on screen
+    clock.runAll();
+    expect(ratios).toEqual([1, 2]);
+    expect(control.moving()).toBe(false);
+    expect(clock.pending()).toBe(0); // the resize's own move did not lower it again
+    pan(map);
+    expect(ratios).toEqual([1, 2, 1]);
+    control.stop();
+    expect(ratios).toEqual([1, 2, 1, 2]);
+    pan(map);
+    expect(ratios).toEqual([1, 2, 1, 2]);
+  });
+
+  it("does nothing with a GPU, or when full resolution is asked for", () => {
+    const gpu = fakeMap(RENDERERS.gpu);
+    expect(lowerResolutionWhileMoving(gpu.map, { storage: null, ...gpu.clock })).toBe(null);
+    pan(gpu.map);
+    expect(gpu.ratios).toEqual([]);
+    const asked = fakeMap(RENDERERS.llvmpipe);
+    const storage = { getItem: (k) => (k === FULL_RESOLUTION_KEY ? "1" : null) };
+    expect(lowerResolutionWhileMoving(asked.map, { storage, ...asked.clock })).toBe(null);
+    pan(asked.map);
+    expect(asked.ratios).toEqual([]);
+    expect(lowerResolutionWhileMoving({}, { storage: null })).toBe(null);
   });
 });

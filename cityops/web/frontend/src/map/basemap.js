@@ -4,7 +4,7 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
-import { drawSkyOnlyWhenItShows } from "./frames.js";
+import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving } from "./frames.js";
 import { trackLoad } from "./ready.js";
 import { baseStyle, mapOptions, nameField } from "./style.js";
 
@@ -35,6 +35,9 @@ export function createMap(container, { lang = "zh-CN", units = true, buildings =
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
   map.touchZoomRotate.disableRotation();
   drawSkyOnlyWhenItShows(map);
+  // WebGL in software: the moving map at a lower resolution, the map at rest at full resolution (frames.js).
+  const resolution = lowerResolutionWhileMoving(map);
+  if (resolution) map.getContainer().dataset.movingResolution = String(resolution.scale);
   return map;
 }
 

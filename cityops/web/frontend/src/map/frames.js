@@ -28,3 +28,95 @@ export function drawSkyOnlyWhenItShows(map) {
   } };
   return true;
 }
+
+// While the map moves on a software renderer, draw it at a lower resolution; at rest, at full resolution again.
+// On WebGL in software (SwiftShader, llvmpipe: the virtual desktops and thin clients of duty rooms often have no
+// GPU) a frame costs what its fills and lines cover in pixels, so a pan at full resolution stutters at a few
+// frames a second. Drawing the moving map at `MOVING_SCALE` of the device's pixel ratio (a quarter of the pixels
+// at 0.5; the browser scales the canvas up) is what CesiumJS's resolutionScale does; the map at rest — what is
+// read, printed or captured — is always drawn at full resolution, `REST_MS` after the last move. With a GPU
+// nothing changes. A user (or a measurement) can keep full resolution: localStorage `cityops.map.fullResolution`
+// = "1".
+export const MOVING_SCALE = 0.5;
+export const REST_MS = 250;
+export const FULL_RESOLUTION_KEY = "cityops.map.fullResolution";
+const SOFTWARE = /swiftshader|llvmpipe|softpipe|lavapipe|software|basic render/i;
+
+/** The renderer's name when WebGL is drawn in software (what WEBGL_debug_renderer_info reports), else null. */
+export function softwareRenderer(gl) {
+  if (!gl || typeof gl.getParameter !== "function") return null;
+  let name = null;
+  try {
+    const info = gl.getExtension("WEBGL_debug_renderer_info");
+    name = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+  } catch (err) {
+    return null;
+  }
+  return typeof name === "string" && SOFTWARE.test(name) ? name : null;
+}
+
+function fullResolutionAsked(storage) {
+  try {
+    return storage != null && storage.getItem(FULL_RESOLUTION_KEY) === "1";
+  } catch (err) {
+    return false;
+  }
+}
+
+/**
+ * Lower `map`'s pixel ratio while it moves when its WebGL is drawn in software, and draw it at full resolution
+ * once it has not moved for `restMs`. Returns the controller ({renderer, scale, moving(), stop()}) or null when nothing
+ * is done (a GPU, full resolution asked for, or a map this code does not recognise).
+ */
+export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, restMs = REST_MS,
+  storage = globalThis.localStorage, schedule = globalThis.setTimeout, cancel = globalThis.clearTimeout } = {}) {
+  const gl = map && map.painter && map.painter.context && map.painter.context.gl;
+  const renderer = softwareRenderer(gl);
+  if (!renderer || fullResolutionAsked(storage) || typeof map.setPixelRatio !== "function") return null;
+  let full = map.getPixelRatio();
+  let lowered = false;
+  let changing = false;
+  let timer = null;
+  // setPixelRatio resizes the canvas, which clears it, and fires a move of its own (ignored here). The map is drawn
+  // again at once, after the code that moved it has returned, so no blank frame reaches the screen.
+  // The container says so while the map is drawn at the lower resolution (what waits for a sharp map reads it).
+  const container = typeof map.getContainer === "function" ? map.getContainer() : null;
+  const setRatio = (ratio) => {
+    if (container) {
+      if (ratio < full) container.dataset.resolutionLowered = "1";
+      else delete container.dataset.resolutionLowered;
+    }
+    changing = true;
+    try { map.setPixelRatio(ratio); } finally { changing = false; }
+    queueMicrotask(() => { if (map.style) map.redraw(); });
+  };
+  const rest = () => {
+    timer = null;
+    if (!lowered) return;
+    lowered = false;
+    setRatio(full);
+  };
+  const onMove = () => {
+    if (changing) return;
+    if (!lowered) {
+      lowered = true;
+      full = map.getPixelRatio();
+      setRatio(full * scale);
+    }
+    if (timer !== null) cancel(timer);
+    timer = schedule(rest, restMs);
+  };
+  map.on("movestart", onMove);
+  map.on("move", onMove);
+  return {
+    renderer,
+    scale,
+    moving: () => lowered,
+    stop() {
+      map.off("movestart", onMove);
+      map.off("move", onMove);
+      if (timer !== null) cancel(timer);
+      rest();
+    },
+  };
+}
