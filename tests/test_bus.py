@@ -354,6 +354,48 @@ def test_other_processes_hear_of_a_publishing_commit_and_only_then(store):
         listener.close()
 
 
+def test_a_process_ignores_the_notify_of_its_own_commits_and_hears_others(store):
+    """PostgreSQL: a process's commits wake its readers directly, so the NOTIFY of such a commit does not wake them a
+    second time (that was a second, empty read per batch); a commit through a connection of someone else does."""
+    if store.backend != "postgis":
+        pytest.skip("SQLite processes poll")
+    import threading
+
+    import psycopg
+
+    from cityops.core.bus import store as bus_store
+
+    woken, stop, own = [], threading.Event(), set()
+    listener = threading.Thread(target=bus_store.listen, args=(store.engine, stop, lambda: woken.append(1), 0.1),
+                                kwargs={"own": own}, daemon=True)
+    with store.sessions() as s:
+        publish(s, Counted(n=1))
+        own.add(bus_store.backend_id(s))
+        s.rollback()
+    listener.start()
+    try:
+        time.sleep(0.5)  # listening
+        with store.sessions() as s:
+            publish(s, Counted(n=2))
+            assert bus_store.backend_id(s) in own  # the pool hands back the same connection
+            s.commit()
+        time.sleep(0.5)
+        assert woken == []
+        other = psycopg.connect(store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                                autocommit=True)
+        try:
+            other.execute("NOTIFY cityops_bus")
+        finally:
+            other.close()
+        deadline = time.monotonic() + 5
+        while not woken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert woken
+    finally:
+        stop.set()
+        listener.join(5)
+
+
 def test_a_timer_runs_once_per_period_whatever_the_number_of_buses(store, monkeypatch):
     """Two buses on one database (two workers): each tick of a periodic job is claimed once, in the job's own
     transaction; the first sighting only starts the clock."""

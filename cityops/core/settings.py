@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     bus_ack_wait_seconds: float = Field(default=30.0, ge=1, le=3600)
     #: The dispatch lease: a dead holder's work moves to another worker after this long.
     bus_lease_seconds: float = Field(default=10.0, ge=1, le=600)
+    #: JetStream: the relay writes its cursor at most this often (not once per batch). A relay that dies in between
+    #: leaves its successor to publish those events again, which the stream drops as duplicates of their message ids
+    #: (its de-duplication window is 120 s; consumers' processed records catch any later).
+    bus_relay_checkpoint_seconds: float = Field(default=1.0, gt=0, le=60)
     #: Video (cityops.video): the directory whose ``<camera code>/`` folders this server plays as HLS
     #: (``/api/video/cameras/{code}/stream/…``; empty = ``<data_dir>/video``), and a media server (MediaMTX, SRS …)
     #: that serves ``<video_stream_base>/<code>/index.m3u8`` for cameras without an HLS URL of their own

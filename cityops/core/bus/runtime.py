@@ -65,6 +65,10 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
     ids = store.append(session, list(events))
     if not session.info.get("cityops_bus_poke"):
         session.info["cityops_bus_poke"] = True
+        # This process wakes its own buses at the commit (below); the NOTIFY of that commit is for other processes,
+        # so the listener here leaves it alone (else every batch cost its reader a second, empty read).
+        if (backend := store.backend_id(session)) is not None:
+            _OWN_BACKENDS.setdefault(_key(session.get_bind().engine), set()).add(backend)
         # A listener on this session only (not a global one), removed after it fires.
         event.listen(session, "after_commit", _after_commit, once=True)
     return ids
@@ -79,6 +83,8 @@ def _after_commit(session: Session) -> None:
 
 #: The running buses per database URL (a process may serve several databases, e.g. in tests).
 _BUSES: dict[str, list["Bus"]] = {}
+#: Per database URL, the server backends this process has published through (their NOTIFYs are its own).
+_OWN_BACKENDS: dict[str, set[int]] = {}
 
 
 def _key(engine: Engine) -> str:
@@ -225,8 +231,10 @@ class Bus:
             w.wake.set()
 
     def _listen(self) -> None:
-        """Wake the readers when another process commits events (PostgreSQL NOTIFY); else poll."""
-        store.listen(self.engine, self._stop, self.wake, self.settings.bus_poll_seconds)
+        """Wake the readers when another process commits events (PostgreSQL NOTIFY; this process's own commits
+        wake them directly); else poll."""
+        store.listen(self.engine, self._stop, self.wake, self.settings.bus_poll_seconds,
+                     own=_OWN_BACKENDS.setdefault(_key(self.engine), set()))
 
     def _keep_lease(self) -> None:
         """One process per deployment dispatches durable consumers (or relays to JetStream): the lease holder.
@@ -296,7 +304,9 @@ class Bus:
             return True
         with self.sessions() as s:
             for w in self._workers:
-                if isinstance(w, _Reader) and store.has_after(s, store.cursor(s, w.name), w.sub and w.sub.names):
+                # The relay's own position when it runs here (its cursor is written only every so often).
+                position = (w.unsaved or w.position) if isinstance(w, _Reader) and w.relay is not None else None
+                if isinstance(w, _Reader) and store.has_after(s, position or store.cursor(s, w.name), w.sub and w.sub.names):
                     return True
         return self.transport is not None and not self.transport.idle()
 
@@ -355,6 +365,9 @@ class _Reader:
         self.frontier = store.Frontier()
         self.position: tuple[int, int] | None = None
         self._term = -1  # the lease term the position was read in
+        #: The relay's position not yet written to its cursor, and when the cursor was last written.
+        self.unsaved: tuple[int, int] | None = None
+        self.saved_at = 0.0
 
     def idle(self) -> bool:
         return not self._busy and not self.wake.is_set()
@@ -362,7 +375,15 @@ class _Reader:
     def run(self) -> None:
         bus = self.bus
         while not bus._stop.is_set():
-            self.wake.wait(bus.settings.bus_poll_seconds)
+            wait = bus.settings.bus_poll_seconds
+            if self.unsaved is not None:
+                wait = min(wait, max(0.0, self.saved_at + bus.settings.bus_relay_checkpoint_seconds - time.monotonic()))
+            if (not self.wake.wait(wait) and self.unsaved is not None
+                    and time.monotonic() - self.saved_at >= bus.settings.bus_relay_checkpoint_seconds):
+                try:
+                    self._checkpoint()  # the relay went quiet: the cursor it still owes
+                except Exception:  # noqa: BLE001 - the database went away: a successor republishes (de-duplicated)
+                    log.exception("bus relay could not write its cursor")
             self.wake.clear()
             if not bus._lease.is_set():
                 self.position = None
@@ -377,6 +398,20 @@ class _Reader:
                 log.exception("bus reader %s failed", self.name)
                 bus._stop.wait(1.0)
             self._busy = False
+        if self.unsaved is not None:
+            try:
+                self._checkpoint()
+            except Exception:  # noqa: BLE001 - the next holder publishes those events again (dropped as duplicates)
+                log.exception("bus relay could not write its cursor on stopping")
+
+    def _checkpoint(self) -> None:
+        """Write the relay's cursor (only ever forward: a later holder may have moved it on)."""
+        position, self.unsaved = self.unsaved, None
+        with self.bus.sessions() as s:
+            store.begin_write(s)
+            store.advance(s, self.name, position)
+            s.commit()
+        self.saved_at = time.monotonic()
 
     def _start(self) -> tuple[int, int]:
         term = self.bus._lease_term
@@ -395,13 +430,14 @@ class _Reader:
         if self.relay is not None:
             with bus.sessions() as s:
                 batch = store.read_after(s, position, names, limit, self.frontier)
-                if not batch:
-                    return False
-                self.relay(batch)  # acknowledged by JetStream before the cursor moves
-                store.begin_write(s)
-                store.advance(s, self.name, batch[-1].position)
-                s.commit()
-            self.position = batch[-1].position
+            if not batch:
+                return False
+            self.relay(batch)  # acknowledged by JetStream before the position moves
+            self.position = self.unsaved = batch[-1].position
+            # The cursor is written at most every bus_relay_checkpoint_seconds, not in a transaction per batch: the
+            # stream's de-duplication by message id covers what a successor publishes again.
+            if time.monotonic() - self.saved_at >= bus.settings.bus_relay_checkpoint_seconds:
+                self._checkpoint()
         else:
             batch, done = read_and_apply(bus, self.sub, lambda s: store.read_after(s, position, names, limit, self.frontier))
             if not batch:

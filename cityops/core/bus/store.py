@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import and_, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy import Integer, and_, bindparam, delete, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,9 +32,13 @@ def append(session: Session, events: list[DomainEvent]) -> list[str]:
     # Core on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs. RETURNING makes
     # SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"): on PostgreSQL one statement for a batch,
     # not one execution per row.
-    table = OutboxEvent.__table__
-    session.execute(insert(table).returning(table.c.seq), rows)
+    session.execute(_APPEND, rows)
     return [r["event_id"] for r in rows]
+
+
+#: The hot path's statements are built once: building a statement and computing its cache key on every call cost
+#: more of the reader's time than the database did on SQLite (a built statement keeps its cache key).
+_APPEND = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.seq)
 
 
 class Frontier:
@@ -88,18 +92,27 @@ def read_after(session: Session, position: tuple[int, int], names: set[str] | No
                frontier: Frontier | None = None) -> list[Envelope]:
     """Up to ``limit`` events after ``position`` (tx, seq), in order; only ``names`` when given. On PostgreSQL only
     events below the frontier (``Frontier``; a reader passes its own to keep what it learnt between reads)."""
-    q = select(*_COLUMNS).where(tuple_(_OUTBOX.c.tx, _OUTBOX.c.seq) > tuple_(*position))
-    if names is not None:
-        q = q.where(_OUTBOX.c.name.in_(sorted(names)))
-    q = q.order_by(_OUTBOX.c.tx, _OUTBOX.c.seq).limit(limit)
-    if session.get_bind().dialect.name != "postgresql":
-        return [envelope(r) for r in session.execute(q).all()]
-    # One statement: the rows and the snapshot they were read in (a read is one round trip, no backend scan).
-    rows = session.execute(q.add_columns(text("pg_current_snapshot()::text"))).all()
+    pg = session.get_bind().dialect.name == "postgresql"
+    key = (frozenset(names) if names is not None else None, pg)
+    if (q := _READS.get(key)) is None:
+        q = select(*_COLUMNS).where(tuple_(_OUTBOX.c.tx, _OUTBOX.c.seq) > tuple_(bindparam("tx"), bindparam("seq")))
+        if names is not None:
+            q = q.where(_OUTBOX.c.name.in_(sorted(names)))
+        q = q.order_by(_OUTBOX.c.tx, _OUTBOX.c.seq).limit(bindparam("limit", type_=Integer))
+        if pg:  # one statement: the rows and the snapshot they were read in (one round trip, no backend scan)
+            q = q.add_columns(text("pg_current_snapshot()::text"))
+        _READS[key] = q
+    rows = session.execute(q, {"tx": position[0], "seq": position[1], "limit": limit}).all()
+    if not pg:
+        return [envelope(r) for r in rows]
     if not rows:
         return []
     frontier = (frontier or Frontier()).limit(session, rows[0][-1], [r.tx for r in rows])
     return [envelope(r) for r in rows if r.tx < frontier]
+
+
+#: read_after's statements per (event names, PostgreSQL), built once.
+_READS: dict = {}
 
 
 def has_after(session: Session, position: tuple[int, int], names: set[str] | None) -> bool:
@@ -149,11 +162,15 @@ def cursor(session: Session, consumer: str) -> tuple[int, int]:
 _CURSORS = Cursor.__table__
 
 
+#: On the table (Core), not the mapped class: an ORM UPDATE first works out which loaded objects to refresh.
+_ADVANCE = (update(_CURSORS).where(_CURSORS.c.consumer == bindparam("name"),
+                                   tuple_(_CURSORS.c.tx, _CURSORS.c.seq) < tuple_(bindparam("to_tx"), bindparam("to_seq")))
+            .values(tx=bindparam("to_tx"), seq=bindparam("to_seq"), updated_ms=bindparam("ms")))
+
+
 def advance(session: Session, consumer: str, position: tuple[int, int]) -> None:
-    # On the table (Core), not the mapped class: an ORM UPDATE first works out which loaded objects to refresh.
-    session.execute(update(_CURSORS).where(_CURSORS.c.consumer == consumer,
-                                           tuple_(_CURSORS.c.tx, _CURSORS.c.seq) < tuple_(*position))
-                    .values(tx=position[0], seq=position[1], updated_ms=now_ms()))
+    """Move the consumer's cursor to ``position`` (only ever forward)."""
+    session.execute(_ADVANCE, {"name": consumer, "to_tx": position[0], "to_seq": position[1], "ms": now_ms()})
 
 
 def claim(session: Session, consumer: str, event_id: str) -> bool:
@@ -175,17 +192,22 @@ def claim_many(session: Session, consumer: str, event_ids: list[str]) -> set[str
     if not event_ids:
         return set()
     dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    if (stmt := _CLAIMS.get(dialect)) is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        table = Processed.__table__
+        # An executemany of one statement, which SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"): a
+        # VALUES list built per batch was compiled anew each time (its length varies), the reader's largest cost.
+        stmt = _CLAIMS[dialect] = dialect_insert(table).on_conflict_do_nothing().returning(table.c.event_id)
     ms = now_ms()
-    table = Processed.__table__
-    # An executemany of one cached statement, which SQLAlchemy sends as multi-row INSERTs ("insertmanyvalues"):
-    # a VALUES list built per batch was compiled anew each time (its length varies), the reader's largest cost.
-    stmt = dialect_insert(table).on_conflict_do_nothing().returning(table.c.event_id)
     rows = [{"consumer": consumer, "event_id": i, "processed_ms": ms} for i in event_ids]
     return set(session.execute(stmt, rows).scalars())
+
+
+#: claim_many's statement per dialect, built once.
+_CLAIMS: dict = {}
 
 
 #: PostgreSQL: a batch's claims and its cursor in one statement (one round trip; a data-modifying WITH always runs).
@@ -273,9 +295,19 @@ def release_lease(session: Session, name: str, holder: str) -> None:
     session.execute(delete(Lease).where(and_(Lease.name == name, Lease.holder == holder)))
 
 
-def listen(engine, stop, wake, poll_seconds: float) -> None:
+def backend_id(session: Session) -> int | None:
+    """The server backend (PostgreSQL process id) of the session's connection, as a NOTIFY names its sender; None
+    on SQLite. Read from the driver's connection, no round trip."""
+    dbapi = session.connection().connection.dbapi_connection
+    info = getattr(dbapi, "info", None)
+    return getattr(info, "backend_pid", None)
+
+
+def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset()) -> None:
     """Call ``wake`` whenever another process commits events (PostgreSQL LISTEN; the outbox's statement trigger
-    sends the NOTIFY, delivered at commit), until ``stop`` is set."""
+    sends the NOTIFY, delivered at commit), until ``stop`` is set. NOTIFYs sent by the backends in ``own`` (this
+    process's connections, whose commits wake the readers directly) are ignored; should the server reuse such a
+    process id for another client, its events are found by the readers' poll instead (``poll_seconds``)."""
     if engine.dialect.name != "postgresql":
         return
     import psycopg
@@ -286,8 +318,9 @@ def listen(engine, stop, wake, poll_seconds: float) -> None:
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("LISTEN cityops_bus")
                 while not stop.is_set():
-                    for _ in conn.notifies(timeout=poll_seconds, stop_after=1):
-                        wake()
+                    for note in conn.notifies(timeout=poll_seconds, stop_after=1):
+                        if note.pid not in own:
+                            wake()
         except Exception:  # noqa: BLE001 - the server went away: readers still poll; listen again shortly
             stop.wait(1.0)
 
