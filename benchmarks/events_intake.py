@@ -220,8 +220,9 @@ def pct(values, q):
 def raw_insert(env: dict, pts, seconds: float, group: int = 1, driver: bool = False) -> float:
     """Committed writes of the same three rows per case with Core, ``group`` cases per transaction (multi-row
     inserts): the storage ceiling for one case per commit (group 1) and for grouped commits. ``driver``: the rows
-    on the driver instead (ids reserved, executemany on SQLite, COPY on PostgreSQL), past SQLAlchemy's statement
-    building — the grouped limit is the better of the two."""
+    as the server writes them instead (``Storage.insert_family``: ids reserved and executemany on SQLite, one
+    statement for the three tables on PostgreSQL), past SQLAlchemy's statement building — the grouped limit is the
+    better of the two."""
     from datetime import UTC, datetime
 
     import shapely
@@ -250,15 +251,15 @@ def raw_insert(env: dict, pts, seconds: float, group: int = 1, driver: bool = Fa
                 "reported_at": now, "updated_at": now, "seq": 1, "returned_count": 0, "rework_count": 0, "extension_count": 0,
                 "supervision_count": 0, "escalation_level": 0, "due_soon_warned": 0})
         with engine.begin() as conn:
-            if driver:  # ids drawn first, then each table's rows on the driver (executemany / COPY)
+            if driver:  # as the server writes a group: ids drawn, then the rows past SQLAlchemy's statement building
                 storage = storage_of(conn)
                 geoms = storage.bulk_geometries([c["geom"] for c in cases])
-                ids = storage.insert_rows(conn, Case, [{**c, "geom": g} for c, g in zip(cases, geoms)], returning_ids=True)
-                storage.insert_rows(conn, Transition, [
-                    {"case_id": cid, "seq": 1, "action": "report", "to_state": "reported", "at": now, "actor": "bench",
-                     "data": {}, "unit_path": path} for cid in ids])
-                storage.insert_rows(conn, Outbox, [{"case_id": cid, "topic": "case.report", "payload": {},
-                                                              "unit_path": path, "created_at": now} for cid in ids])
+                # insert_family: the three tables as the server writes them (one statement on PostgreSQL)
+                storage.insert_family(conn, Case, [{**c, "geom": g} for c, g in zip(cases, geoms)], [
+                    (Transition, "case_id", [{"seq": 1, "action": "report", "to_state": "reported", "at": now,
+                                              "actor": "bench", "data": {}, "unit_path": path} for _ in cases]),
+                    (Outbox, "case_id", [{"topic": "case.report", "payload": {}, "unit_path": path, "created_at": now}
+                                         for _ in cases])])
             else:
                 ids = conn.execute(insert(Case).returning(Case.id, sort_by_parameter_order=True), cases).scalars().all()
                 conn.execute(insert(Transition), [{"case_id": cid, "seq": 1, "action": "report", "to_state": "reported",

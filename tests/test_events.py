@@ -850,6 +850,48 @@ def test_a_group_stores_each_report_once_and_a_bad_one_fails_alone(api, places):
     assert table_counts(api.store) == after
 
 
+def test_a_group_goes_in_with_each_case_linked_to_its_own_log_entry_and_outbox_row(api, places):
+    """``insert_drafts`` writes the case, its first log entry and its outbox row of a whole group through the
+    storage strategy's ``insert_family`` (one statement on PostgreSQL): each case gets its own entry and row, the
+    ids come back in the group's order, and every value reads back as given (time zones, JSON, the point)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from cityops.core.storage import storage_of
+
+    keys = ["yihe0", "dade0", "yihe1"]
+    drafts = [_draft(api, places, key=k, attributes={"n": i, "名": "值"}, reporter={"phone": f"1380000000{i}"},
+                     reported_at=datetime(2026, 3, 1, 9, i, tzinfo=ZoneInfo("Asia/Shanghai")))
+              for i, k in enumerate(keys)]
+    with api.store.sessions() as session:
+        ids = [cid for cid, created in creation.insert_drafts(session, drafts, savepoint=False)]
+        session.commit()
+    assert len(set(ids)) == 3
+    with api.store.sessions() as session:
+        for cid, d, k in zip(ids, drafts, keys, strict=True):
+            case = session.get(Case, cid)
+            assert case.number == d.values["number"] and case.attributes == d.values["attributes"]
+            assert case.reporter == d.values["reporter"] and case.route == d.values["route"]
+            assert case.reported_at == d.values["reported_at"] and case.reported_at.utcoffset() == timedelta(0)
+            assert (case.lon, case.lat) == places[k][:2]
+            storage = storage_of(session)
+            geom = storage.decode_geometries(session.execute(
+                select(storage.raw_geometry(Case.geom)).where(Case.id == cid)).scalars().all())[0]
+            assert (geom.x, geom.y) == places[k][:2]
+            [entry] = session.scalars(select(Transition).where(Transition.case_id == cid)).all()
+            assert (entry.seq, entry.action, entry.to_state, entry.at) == (1, "report", "reported", d.values["reported_at"])
+            [notice] = session.scalars(select(Outbox).where(Outbox.case_id == cid)).all()
+            assert notice.topic == "case.report" and notice.payload["number"] == case.number
+    # A collision (a number taken) refuses the whole statement: nothing of the group is left behind.
+    before = table_counts(api.store)
+    clash = _draft(api, places)
+    clash.values["number"] = drafts[0].values["number"]
+    with api.store.sessions() as session:
+        with pytest.raises(IntegrityError):
+            creation.insert_drafts(session, [_draft(api, places, key="dade0"), clash], savepoint=False)
+        session.rollback()
+    assert table_counts(api.store) == before
+
+
 def test_the_writer_stores_a_group_without_savepoints_and_a_collision_still_fails_alone(api, places):
     """The case writer inserts a group with no savepoint; when one of the group collides with a stored case, the
     transaction is rolled back and the group written again one savepoint per case: the colliding report is

@@ -211,19 +211,18 @@ def _insert_guarded(session: Session, drafts: list[CaseDraft], fresh: list[int],
 
 
 def _insert_rows(session: Session, drafts: list[CaseDraft]) -> list[int]:
-    """The drafts' cases (ids drawn first), first log entries and outbox rows through the storage strategy's
-    ``insert_rows``: the driver's executemany (SQLite) or COPY (PostgreSQL). SQLAlchemy's multi-row INSERT …
-    RETURNING built and bound a parameter set per row and column, the largest share of a group's write."""
+    """The drafts' cases, first log entries and outbox rows through the storage strategy's ``insert_family``
+    (one statement for the three tables on PostgreSQL; the driver's executemany per table on SQLite).
+    SQLAlchemy's multi-row INSERT … RETURNING built and bound a parameter set per row and column, the largest
+    share of a group's write."""
     if not drafts:
         return []
     storage = storage_of(session)
     # The points of the group encoded in one vectorised pass (the geometry is lon/lat until here).
     geoms = storage.bulk_geometries(shapely.points([d.values["lon"] for d in drafts], [d.values["lat"] for d in drafts]))
-    ids = storage.insert_rows(session, Case, [{**_CASE_DEFAULTS, **d.values, "geom": g} for d, g in zip(drafts, geoms)],
-                              returning_ids=True)
-    storage.insert_rows(session, Transition, [{**_ENTRY_DEFAULTS, **d.entry, "case_id": cid} for d, cid in zip(drafts, ids)])
-    storage.insert_rows(session, Outbox, [{**_NOTICE_DEFAULTS, **d.notice, "case_id": cid} for d, cid in zip(drafts, ids)])
-    return ids
+    return storage.insert_family(session, Case, [{**_CASE_DEFAULTS, **d.values, "geom": g} for d, g in zip(drafts, geoms)], [
+        (Transition, "case_id", [{**_ENTRY_DEFAULTS, **d.entry} for d in drafts]),
+        (Outbox, "case_id", [{**_NOTICE_DEFAULTS, **d.notice} for d in drafts])])
 
 
 #: Every column a draft may leave out, so each group's rows carry the same keys (the driver's executemany and COPY
