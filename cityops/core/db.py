@@ -301,6 +301,22 @@ def read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return made
 
 
+_STATEMENT_SESSIONS: "weakref.WeakKeyDictionary[Engine, sessionmaker[Session]]" = weakref.WeakKeyDictionary()
+
+
+def statement_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for a write that is ONE statement (``Storage.insert_family`` where ``Storage.family_statement``):
+    on PostgreSQL in autocommit, so the statement is its own transaction, committed (and durable) when it returns,
+    without the BEGIN and COMMIT round trips around it; a failed statement leaves nothing. On SQLite the ordinary
+    sessions (the writer lock is taken by a transaction, and there are no round trips to save). A write of more
+    than one statement needs the ordinary sessions on every backend."""
+    made = _STATEMENT_SESSIONS.get(engine)
+    if made is None:
+        bind = engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
+        made = _STATEMENT_SESSIONS[engine] = sessionmaker(bind, expire_on_commit=False)
+    return made
+
+
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A unit of work: commit on success, roll back on any error."""

@@ -49,6 +49,9 @@ class Storage:
     copy_in: bool = False
     #: Array parameters (``unnest``, ``= ANY``): a batch of rows as one statement with one value per column.
     arrays: bool = False
+    #: ``insert_family`` is one statement (atomic by itself): a caller writing nothing else may run it in a session
+    #: of ``core.db.statement_sessionmaker``, without a transaction's BEGIN and COMMIT around it (PostgreSQL).
+    family_statement: bool = False
     #: The names of the two-or-more-argument minimum and maximum functions (``least``/``greatest``; SQLite's
     #: ``min``/``max`` with several arguments).
     least_greatest: tuple[str, str] = ("least", "greatest")
@@ -347,6 +350,7 @@ class PostgreSQLStorage(Storage):
     spatial_sql = True
     copy_in = True
     arrays = True
+    family_statement = True
 
     def bulk_geometries(self, geoms):
         geoms = np.asarray(geoms, dtype=object)

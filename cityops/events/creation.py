@@ -191,6 +191,15 @@ def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool 
     return out
 
 
+def one_statement(bind) -> bool:
+    """Whether ``insert_drafts(…, savepoint=False)`` writes with one statement on this store (the three tables by
+    ``insert_family`` in one statement, no rollups to fold in): the case writer then runs it in a session of
+    ``core.db.statement_sessionmaker``, the statement its own transaction."""
+    from cityops.events import rollup
+
+    return storage_of(bind).family_statement and not rollup.enabled(bind)
+
+
 def _insert_guarded(session: Session, drafts: list[CaseDraft], fresh: list[int], out: list) -> list[tuple[int, int]]:
     """``fresh`` drafts in one savepoint; on a collision each in its own, the colliding one answered in ``out``."""
     try:

@@ -13,7 +13,9 @@ drafted.
 
 Guarantees: a request is answered only after the transaction holding its case committed; a bad draft fails
 alone (the group goes in without savepoints; if a unique value collides, the transaction is rolled back and the
-group written again one savepoint per case, ``creation.insert_drafts``); retries are idempotent on ``external_key``. The queue is bounded
+group written again one savepoint per case, ``creation.insert_drafts``); retries are idempotent on ``external_key``.
+On PostgreSQL a group's case rows, first log entries and outbox rows are one statement (``Storage.insert_family``),
+run as its own transaction (``core.db.statement_sessionmaker``): it has committed when it returns. The queue is bounded
 (``CITYOPS_EVENTS_QUEUE`` drafts, default 2,000): when it is full ``submit`` raises ``IntakeBusy`` (HTTP 503 with
 Retry-After) instead of waiting without limit. The thread starts on the first submission and ends after a
 minute without one.
@@ -33,7 +35,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from cityops.core.errors import Busy
 from cityops.core.web import per_app
-from cityops.events.creation import CaseDraft, PointReport, draft_reports, insert_drafts
+from cityops.core.db import statement_sessionmaker
+from cityops.events.creation import CaseDraft, PointReport, draft_reports, insert_drafts, one_statement
 from cityops.events.routing import write_section
 from cityops.org.locate import LocatorCache
 
@@ -59,6 +62,7 @@ class CaseWriter:
         self._q: queue.Queue[tuple[CaseDraft | PointReport, object]] = queue.Queue(maxsize=capacity)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._one_statement: sessionmaker[Session] | None = None
         self._metrics(registry)
 
     def _metrics(self, registry) -> None:
@@ -126,12 +130,21 @@ class CaseWriter:
                     break
             self._store(group)
 
+    def _group_sessions(self) -> sessionmaker[Session]:
+        """Where a group's write is one statement (PostgreSQL: ``creation.one_statement``), a session whose
+        statement is its own transaction: committed when it returns, no BEGIN and COMMIT round trips (they were
+        the writer's waits once the three tables went into one statement). Else the ordinary sessions."""
+        if self._one_statement is None:
+            engine = self.sessions.kw["bind"]
+            self._one_statement = statement_sessionmaker(engine) if one_statement(engine) else self.sessions
+        return self._one_statement
+
     def _store(self, group: list[tuple[CaseDraft | PointReport, object]]) -> None:
         started = time.perf_counter()
         waiters = [w for _, w in group]
         drafts: list = [item for item, _ in group]
         try:
-            with self.sessions() as session:
+            with self._group_sessions()() as session:
                 reports = [i for i, item in enumerate(drafts) if isinstance(item, PointReport)]
                 if reports:  # before the write lock: located and routed from cached data
                     for i, d in zip(reports, draft_reports(session, [drafts[i] for i in reports], self.locator), strict=True):
@@ -150,9 +163,9 @@ class CaseWriter:
                         # A unique value collided (a key stored meanwhile by another process): the transaction is
                         # gone with it, so the group is written again, each case in its own savepoint, and only
                         # the colliding one is refused.
-                        with write_section(session):
-                            stored = insert_drafts(session, batch)
-                            session.commit()
+                        with self.sessions() as again, write_section(again):
+                            stored = insert_drafts(again, batch)
+                            again.commit()
         except Exception as exc:  # the transaction failed: nothing of the group is stored, every request hears it
             log.exception("case intake group of %d failed", len(group))
             _answer(waiters, [exc] * len(waiters))
