@@ -9,10 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from cityops.events.models import Case
+from cityops.identity.scope import Scope
 from cityops.indicators import catalogue as catalogues
 from cityops.indicators import service
 from cityops.indicators.compute import compute, period_bounds
-from cityops.indicators.models import Value
+from cityops.indicators.models import Change, Value
 from cityops.org.models import Unit
 
 
@@ -301,7 +302,7 @@ def test_a_burst_of_changes_reaches_an_open_stream_whole_and_at_once(api, comput
     from sqlalchemy import delete
 
     from cityops.indicators import routes
-    from cityops.indicators.models import Change, Digest
+    from cityops.indicators.models import Digest
 
     live = api.app.state.indicators_live
     settings = live.settings
@@ -349,3 +350,51 @@ def test_a_burst_of_changes_reaches_an_open_stream_whole_and_at_once(api, comput
     finally:
         stop.set()
         live.settings = settings
+
+
+def test_changes_are_numbered_in_commit_order(demo_store, computed):
+    """Two recomputations storing changes at once (two worker processes): the one that commits first has the lower
+    ids, so a stream that read the later ids has not passed over the earlier (it reads after the last id it sent)."""
+    import threading
+
+    from sqlalchemy import delete
+
+    from cityops.indicators.models import Digest
+
+    cat, _ = computed
+    start, _ = period_bounds("day", datetime.now(UTC))
+
+    def recompute(session, code):  # as a new day: the value stored anew, so the recomputation writes changes
+        for table in (Value, Digest):
+            session.execute(delete(table).where(table.period == "day", table.period_start == start,
+                                                table.indicator_code == code))
+        assert service.run(session, cat, "day", codes={code}, act=False).inserted
+
+    with demo_store.sessions() as session:
+        before = service.last_change_id(session)
+    first = demo_store.sessions()
+    recompute(first, "cases_open")  # its changes written, not committed yet
+    done = threading.Event()
+
+    def second():
+        with demo_store.sessions() as session:
+            recompute(session, "alarms_open")
+            session.commit()
+        done.set()
+
+    t = threading.Thread(target=second, daemon=True)
+    t.start()
+    try:
+        done.wait(5)  # the second commits now if nothing makes it wait for the first
+        with demo_store.sessions() as session:
+            seen = [c.id for c in service.changes_after(session, Scope(all_units=True), before, limit=100_000)]
+        first.commit()
+    finally:
+        first.close()
+    t.join(60)
+    assert done.is_set()
+    since = max(seen, default=before)
+    with demo_store.sessions() as session:
+        later = [c.id for c in service.changes_after(session, Scope(all_units=True), since, limit=100_000)]
+        written = set(session.scalars(select(Change.id).where(Change.id > before)))
+    assert written and set(seen) | set(later) == written, "a change committed after a later id was read is never sent"

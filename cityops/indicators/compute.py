@@ -21,6 +21,7 @@ import numpy as np
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
+from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.indicators.catalogue import Catalogue, Indicator, unit_levels
 from cityops.core.metrics import Window
@@ -476,6 +477,11 @@ def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[s
                 changes.append(dict(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=period,
                                     period_start=start, value=value, band=b,
                                     previous_band=BAND_CODES[old_band[k, i]] if old_band[k, i] >= 0 else None, at=now))
+    if changes:
+        # The streams read the changes after the last id they sent, so ids must be given in commit order: on
+        # PostgreSQL two recomputations (two worker processes) could take ids and commit the other way round, and a
+        # stream that had read the later ids would never send the earlier. One writer of changes at a time.
+        storage_of(session).serialize(session, "indicator_changes")
     if inserts:
         session.execute(Value.__table__.insert(), inserts)
     if updates:
