@@ -1,8 +1,8 @@
 // The cockpit's logic: red first, a runway's worst band, the band of a value, the ranking with its change, the
 // slider's days, the drill path and how values read.
 import { describe, expect, it } from "vitest";
-import { bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, rankUnits, sliderDays,
-  worstBand, worstFirst }
+import { bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, Pushed, rankUnits,
+  sliderDays, worstBand, worstFirst }
   from "../src/cockpit/model.js";
 
 describe("bands", () => {
@@ -112,5 +112,24 @@ describe("band of a value", () => {
   it("reads a time as a day on the district's clock", () => {
     expect(districtDay("2026-07-23T16:30:00Z")).toBe("2026-07-24");
     expect(endOfDay("2026-07-24")).toBe("2026-07-24T23:59:59+08:00");
+  });
+});
+
+describe("values pushed while a board was asked for", () => {
+  it("are drawn again over the board's answer: the latest of each indicator and unit after the mark, in order", () => {
+    const pushed = new Pushed();
+    pushed.add({ indicator: "cases_open", unit_code: "d", value: 110 });
+    const mark = pushed.mark(); // the board is asked for here
+    expect(pushed.since(mark)).toEqual([]);
+    pushed.add({ indicator: "cases_open", unit_code: "d", value: 111 });
+    pushed.add({ indicator: "alarms_open", unit_code: "d", value: 6 });
+    pushed.add({ indicator: "cases_open", unit_code: "d", value: 112 });
+    pushed.add({ indicator: "cases_open", unit_code: "t1", value: 3 });
+    expect(pushed.since(mark).map((c) => [c.indicator, c.unit_code, c.value]))
+      .toEqual([["alarms_open", "d", 6], ["cases_open", "d", 112], ["cases_open", "t1", 3]]);
+    const later = pushed.mark();
+    pushed.add({ indicator: "alarms_open", unit_code: "d", value: 7 });
+    expect(pushed.since(later).map((c) => c.value)).toEqual([7]);
+    expect(pushed.since(0).map((c) => c.value)).toEqual([112, 3, 7]);
   });
 });

@@ -111,3 +111,30 @@ export function formatIndicator(value, unit, lang = "zh-CN") {
   if (!unit) return text;
   return unit === "%" ? `${text}%` : `${text} ${unit}`;
 }
+
+/**
+ * The values the stream pushed, the latest per indicator and unit, numbered as they arrived. A board asked for
+ * before some of them arrived may have been read before they were stored: its answer would draw an older number
+ * over a newer one until the next change (a case count shown one lower, for as long as nothing else moved). So the
+ * page takes `mark()` when it asks for a board and draws `since(mark)` again over the answer.
+ */
+export class Pushed {
+  constructor() {
+    this.n = 0;
+    this.latest = new Map();
+  }
+
+  add(change) {
+    this.n += 1;
+    this.latest.set(`${change.indicator}\u0000${change.unit_code}`, { n: this.n, change });
+  }
+
+  mark() {
+    return this.n;
+  }
+
+  /** The latest change of each indicator and unit pushed after `mark`, in the order they arrived. */
+  since(mark) {
+    return [...this.latest.values()].filter((e) => e.n > mark).sort((a, b) => a.n - b.n).map((e) => e.change);
+  }
+}
