@@ -18,7 +18,11 @@ Geometry = dict[str, Any]
 
 class ApiModel(BaseModel):
     """Base of response models. A key the snapshot returns but the model does not declare is an error (a 500,
-    which the tests see) rather than silently left out of the answer: the model and the snapshot stay in step."""
+    which the tests see) rather than silently left out of the answer: the model and the snapshot stay in step.
+
+    A key a snapshot gives only sometimes (a geometry on request, ``masked``, a distance) has a default; routes
+    answering such a model set ``response_model_exclude_unset=True`` so that the key stays out when the
+    snapshot leaves it out, as before."""
 
     model_config = ConfigDict(extra="forbid")
 

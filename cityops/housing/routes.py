@@ -37,7 +37,8 @@ def _with_geometry(data: dict, crs: str | None) -> dict:
     return data
 
 
-@router.get("/buildings", response_model=BuildingPage, summary="List buildings in your scope, by bbox, unit subtree and JGJ 125 safety grade")
+@router.get("/buildings", response_model=BuildingPage, response_model_exclude_unset=True,
+            summary="List buildings in your scope, by bbox, unit subtree and JGJ 125 safety grade")
 def list_buildings(session: DB, principal=Depends(require("housing.read")), bbox: str | None = None,
                    root: str | None = None, grade: str | None = Query(None, description="e.g. C,D or none"),
                    q: str | None = Query(None, min_length=2, max_length=64,
@@ -111,7 +112,8 @@ class BuildingPatch(BaseModel):
     attributes: dict | None = None
 
 
-@router.post("/buildings", status_code=201, response_model=BuildingOut, summary="Register a building (footprint, floors, structure, JGJ 125 grade)")
+@router.post("/buildings", status_code=201, response_model=BuildingOut, response_model_exclude_unset=True,
+             summary="Register a building (footprint, floors, structure, JGJ 125 grade)")
 def create_building(body: BuildingIn, request: Request, session: DB, principal=Depends(require("housing.write"))) -> dict:
     data = body.model_dump(exclude={"geometry", "crs"})
     footprint = geometry_from_geojson(body.geometry, body.crs)
@@ -120,7 +122,8 @@ def create_building(body: BuildingIn, request: Request, session: DB, principal=D
     return service.building_dict(building)
 
 
-@router.patch("/buildings/{code}", response_model=BuildingOut, summary="Change a building's attributes or footprint")
+@router.patch("/buildings/{code}", response_model=BuildingOut, response_model_exclude_unset=True,
+              summary="Change a building's attributes or footprint")
 def update_building(code: str, body: BuildingPatch, request: Request, session: DB,
                     principal=Depends(require("housing.write"))) -> dict:
     changes = body.model_dump(exclude_unset=True, exclude={"geometry", "crs"})
@@ -130,13 +133,15 @@ def update_building(code: str, body: BuildingPatch, request: Request, session: D
     return service.building_dict(building)
 
 
-@router.get("/buildings/{code}", response_model=BuildingDetail, summary="A building with its households and residents (personal data masked without personal.read)")
+@router.get("/buildings/{code}", response_model=BuildingDetail, response_model_exclude_unset=True,
+            summary="A building with its households and residents (personal data masked without personal.read)")
 def get_building(code: str, session: DB, principal=Depends(require("housing.read")), crs: str | None = None) -> dict:
     data = service.building_detail(session, principal.scope, _personal(principal), code)
     return _with_geometry(data, crs)
 
 
-@router.get("/households/{code}", response_model=HouseholdDetail, summary="A household with its residents (personal data masked without personal.read)")
+@router.get("/households/{code}", response_model=HouseholdDetail, response_model_exclude_unset=True,
+            summary="A household with its residents (personal data masked without personal.read)")
 def get_household(code: str, session: DB, principal=Depends(require("housing.read"))) -> dict:
     return service.household_detail(session, principal.scope, _personal(principal), code)
 
@@ -150,7 +155,8 @@ class ThreatIn(BaseModel):
     offset: NonNegInt64 = Field(default=0, description="Offset of the page in each list (see `page.next_offset`)")
 
 
-@router.post("/threatened", response_model=ThreatOut, summary="Who is threatened: buildings, households, residents and vulnerable people in a zone")
+@router.post("/threatened", response_model=ThreatOut, response_model_exclude_unset=True,
+             summary="Who is threatened: buildings, households, residents and vulnerable people in a zone")
 def threatened(body: ThreatIn, session: DB, principal=Depends(require("housing.read"))) -> dict:
     geometry = body.geometry.get("geometry") if body.geometry.get("type") == "Feature" else body.geometry
     zone = geometry_from_geojson(geometry, body.crs)
@@ -209,14 +215,16 @@ def _household_out(session, principal, code: str) -> dict:
     return service.household_detail(session, principal.scope, _personal(principal), code)
 
 
-@router.post("/households", status_code=201, response_model=HouseholdDetail, summary="Register a household in a building")
+@router.post("/households", status_code=201, response_model=HouseholdDetail, response_model_exclude_unset=True,
+             summary="Register a household in a building")
 def create_household(body: HouseholdIn, request: Request, session: DB, principal=Depends(require("housing.write"))) -> dict:
     household = service.create_household(session, principal.actor(request_id(request)), principal.scope, body.model_dump())
     session.commit()
     return _household_out(session, principal, household.code)
 
 
-@router.patch("/households/{code}", response_model=HouseholdDetail, summary="Change a household (head, contact, room, members)")
+@router.patch("/households/{code}", response_model=HouseholdDetail, response_model_exclude_unset=True,
+              summary="Change a household (head, contact, room, members)")
 def update_household(code: str, body: HouseholdPatch, request: Request, session: DB,
                      principal=Depends(require("housing.write"))) -> dict:
     service.update_household(session, principal.actor(request_id(request)), principal.scope, code,
@@ -225,7 +233,8 @@ def update_household(code: str, body: HouseholdPatch, request: Request, session:
     return _household_out(session, principal, code)
 
 
-@router.post("/households/{code}/residents", status_code=201, response_model=ResidentOut, summary="Register a resident of a household")
+@router.post("/households/{code}/residents", status_code=201, response_model=ResidentOut, response_model_exclude_unset=True,
+             summary="Register a resident of a household")
 def create_resident(code: str, body: ResidentIn, request: Request, session: DB,
                     principal=Depends(require("housing.write"))) -> dict:
     data = {k: v for k, v in body.model_dump().items() if v is not None}
@@ -234,7 +243,8 @@ def create_resident(code: str, body: ResidentIn, request: Request, session: DB,
     return service.resident_dict(resident, principal.scope, _personal(principal))
 
 
-@router.patch("/residents/{resident_id}", response_model=ResidentOut, summary="Change a resident (vulnerable flags, contact, id number …)")
+@router.patch("/residents/{resident_id}", response_model=ResidentOut, response_model_exclude_unset=True,
+              summary="Change a resident (vulnerable flags, contact, id number …)")
 def update_resident(resident_id: Id, body: ResidentPatch, request: Request, session: DB,
                     principal=Depends(require("housing.write"))) -> dict:
     resident = service.update_resident(session, principal.actor(request_id(request)), principal.scope, resident_id,

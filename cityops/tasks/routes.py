@@ -62,7 +62,8 @@ def _near(lon: float | None, lat: float | None):
 
 # ---------------------------------------------------------------------------------------- plans, incidents
 
-@router.get("/plans", response_model=list[Plan], summary="Emergency plan catalogue (应急预案): per hazard type and response level I–IV")
+@router.get("/plans", response_model=list[Plan],
+            summary="Emergency plan catalogue (应急预案): per hazard type and response level I–IV")
 def list_plans(principal=Depends(require("tasks.read"))) -> list[dict]:
     return plans_summary()
 
@@ -85,7 +86,8 @@ def list_incidents(session: DB, principal=Depends(require("tasks.read")), status
     return [incidents.incident_dict(i) for i in incidents.list_incidents(session, principal.scope, status=status, drill=drill)]
 
 
-@router.post("/incidents", status_code=201, response_model=IncidentOut, summary="Start a response by hand under a plan (or run it as a drill)")
+@router.post("/incidents", status_code=201, response_model=IncidentOut,
+             summary="Start a response by hand under a plan (or run it as a drill)")
 def open_incident(body: IncidentIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     geometry = geometry_from_geojson(body.geometry, body.crs) if body.geometry else None
@@ -108,7 +110,8 @@ class WarningIn(BaseModel):
     drill: bool = False
 
 
-@router.post("/incidents/warning", response_model=WarningOut, summary="Deliver a warning level change to the plans (as the warning engine does)")
+@router.post("/incidents/warning", response_model=WarningOut,
+             summary="Deliver a warning level change to the plans (as the warning engine does)")
 def warning(body: WarningIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
     geometry = geometry_from_geojson(body.geometry, body.crs) if body.geometry else None
@@ -128,7 +131,8 @@ def stats(session: DB, principal=Depends(require("tasks.read")), include_drills:
     return incidents.statistics(session, principal.scope, include_drills=include_drills)
 
 
-@router.get("/incidents/{incident_id}", response_model=IncidentDetail, summary="An incident with its current zone and totals at your scope")
+@router.get("/incidents/{incident_id}", response_model=IncidentDetail, response_model_exclude_unset=True,
+            summary="An incident with its current zone and totals at your scope")
 def get_incident(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     incident = incidents.get_incident(session, principal.scope, incident_id)
     data = incidents.incident_dict(incident)
@@ -174,19 +178,22 @@ def change_level(incident_id: Id, body: LevelIn, request: Request, ctx: Ctx, ses
     return _command(response.change_level, incident_id, request, ctx, session, principal, body.level, body.reason)
 
 
-@router.post("/incidents/{incident_id}/stand-down", response_model=IncidentOut, summary="Stand the response down (解除响应): households may return")
+@router.post("/incidents/{incident_id}/stand-down", response_model=IncidentOut,
+             summary="Stand the response down (解除响应): households may return")
 def stand_down(incident_id: Id, body: ReasonIn, request: Request, ctx: Ctx, session: DB,
                principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.stand_down, incident_id, request, ctx, session, principal, body.reason)
 
 
-@router.post("/incidents/{incident_id}/close", response_model=IncidentOut, summary="Close: the note gets the figures, the case is closed")
+@router.post("/incidents/{incident_id}/close", response_model=IncidentOut,
+             summary="Close: the note gets the figures, the case is closed")
 def close(incident_id: Id, body: CloseIn, request: Request, ctx: Ctx, session: DB,
           principal=Depends(require("tasks.command"))) -> dict:
     return _command(response.close, incident_id, request, ctx, session, principal, body.note)
 
 
-@router.delete("/incidents/{incident_id}", response_model=RemovedOut, summary="Remove a drill and everything it made (real incidents refuse)")
+@router.delete("/incidents/{incident_id}", response_model=RemovedOut,
+               summary="Remove a drill and everything it made (real incidents refuse)")
 def remove_drill(incident_id: Id, request: Request, session: DB, principal=Depends(require("tasks.command"))) -> dict:
     counts = response.remove_drill(session, _actor(principal, request), principal.scope, incident_id)
     session.commit()
@@ -234,7 +241,8 @@ def _zone_geometry(body: ZoneIn, incident, metric_crs: str):
     return buffer_m(incident.hazard_geom, body.buffer_m, metric_crs), "computed"
 
 
-@router.post("/incidents/{incident_id}/zones", status_code=201, response_model=ZoneOut, summary="A new risk-zone version: drawn, imported or computed")
+@router.post("/incidents/{incident_id}/zones", status_code=201, response_model=ZoneOut, response_model_exclude_unset=True,
+             summary="A new risk-zone version: drawn, imported or computed")
 def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session: DB,
              principal=Depends(require("tasks.command"))) -> dict:
     _prepare(session, ctx)
@@ -245,7 +253,8 @@ def set_zone(incident_id: Id, body: ZoneIn, request: Request, ctx: Ctx, session:
     return zones.zone_dict(zone)
 
 
-@router.get("/incidents/{incident_id}/zones", response_model=list[ZoneOut], summary="Every version of the incident's risk zone")
+@router.get("/incidents/{incident_id}/zones", response_model=list[ZoneOut], response_model_exclude_unset=True,
+            summary="Every version of the incident's risk zone")
 def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), geometry: bool = True) -> list[dict]:
     from sqlalchemy import select
 
@@ -256,14 +265,16 @@ def list_zones(incident_id: Id, session: DB, principal=Depends(require("tasks.re
             session.scalars(select(RiskZone).where(RiskZone.incident_id == incident.id).order_by(RiskZone.version))]
 
 
-@router.get("/incidents/{incident_id}/threatened", response_model=ZoneThreatOut, summary="Who is threatened in the current zone, by village and grid, with the event grade")
+@router.get("/incidents/{incident_id}/threatened", response_model=ZoneThreatOut, response_model_exclude_unset=True,
+            summary="Who is threatened in the current zone, by village and grid, with the event grade")
 def threatened(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return zones.zone_threat(session, principal.scope, principal.role.allows("personal.read"), incident_id)
 
 
 # ------------------------------------------------------------------------------------------- evacuation
 
-@router.get("/incidents/{incident_id}/evacuations", response_model=EvacuationPage, summary="Household evacuation tasks at your scope; nearest first with lon/lat")
+@router.get("/incidents/{incident_id}/evacuations", response_model=EvacuationPage, response_model_exclude_unset=True,
+            summary="Household evacuation tasks at your scope; nearest first with lon/lat")
 def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("tasks.read")), state: str | None = None,
                      grid: str | None = None, lon: float | None = None, lat: float | None = None,
                      limit: int = Query(500, ge=1, le=5000), offset: NonNegInt64 = 0) -> dict:
@@ -272,7 +283,7 @@ def list_evacuations(incident_id: Id, session: DB, principal=Depends(require("ta
                                     limit=limit, offset=offset, personal=principal.role.allows("personal.read"))
 
 
-@router.get("/evacuations/mine", response_model=MyHouseholdsOut,
+@router.get("/evacuations/mine", response_model=MyHouseholdsOut, response_model_exclude_unset=True,
             summary="Your households to move: your active incidents, the chosen one's households nearest first and its totals, in one answer")
 def my_households(session: DB, principal=Depends(require("tasks.read")), incident_id: Id | None = None,
                   state: str | None = None, lon: float | None = None, lat: float | None = None) -> dict:
@@ -281,7 +292,8 @@ def my_households(session: DB, principal=Depends(require("tasks.read")), inciden
                                     personal=principal.role.allows("personal.read"))
 
 
-@router.get("/incidents/{incident_id}/totals", response_model=TotalsOut, summary="Live totals: district, townships, villages, grids (they always agree)")
+@router.get("/incidents/{incident_id}/totals", response_model=TotalsOut,
+            summary="Live totals: district, townships, villages, grids (they always agree)")
 def totals(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> dict:
     return evacuation.totals(session, principal.scope, incident_id)
 
@@ -292,7 +304,8 @@ def timeline(incident_id: Id, session: DB, principal=Depends(require("tasks.read
     return incidents.timeline(session, principal.scope, incident_id, after=after, decisions_only=decisions_only, limit=limit)
 
 
-@router.get("/incidents/{incident_id}/stream", summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
+@router.get("/incidents/{incident_id}/stream",
+            summary="Live stream (SSE) of the incident's steps at your scope; resumes from Last-Event-ID")
 async def stream(incident_id: Id, request: Request, ctx: Ctx, principal=Depends(require("tasks.read")),
                  after: Id = 0, seconds: float = Query(sse.MAX_SECONDS, ge=0, le=sse.MAX_SECONDS)):
     def fetch(since: int) -> list[sse.Event]:
@@ -316,7 +329,8 @@ class StateIn(BaseModel):
     request_key: str | None = Field(default=None, max_length=100, description="idempotency key: a retry changes nothing")
 
 
-@router.post("/evacuations/{evacuation_id}/state", response_model=EvacuationOut, summary="Record a household's new state, with time and position")
+@router.post("/evacuations/{evacuation_id}/state", response_model=EvacuationOut,
+             summary="Record a household's new state, with time and position")
 def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB,
                  principal=Depends(require("tasks.evacuate"))) -> dict:
     with _writer(session):
@@ -328,12 +342,14 @@ def change_state(evacuation_id: Id, body: StateIn, request: Request, session: DB
     return data
 
 
-@router.get("/evacuations/{evacuation_id}/history", response_model=list[StateChange], summary="Every state change of a household: when, who, where")
+@router.get("/evacuations/{evacuation_id}/history", response_model=list[StateChange],
+            summary="Every state change of a household: when, who, where")
 def evacuation_history(evacuation_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> list[dict]:
     return evacuation.history(session, principal.scope, evacuation_id)
 
 
-@router.get("/incidents/{incident_id}/report", summary="After-action report (总结报告) as an HTML document", response_class=HTMLResponse)
+@router.get("/incidents/{incident_id}/report",
+            summary="After-action report (总结报告) as an HTML document", response_class=HTMLResponse)
 def after_action_report(incident_id: Id, session: DB, principal=Depends(require("tasks.read"))) -> HTMLResponse:
     html = report.render_html(session, principal.scope, incident_id)
     return HTMLResponse(html, headers={"Content-Disposition": f'attachment; filename="incident-{incident_id}-report.html"'})
@@ -351,7 +367,8 @@ class ShelterIn(BaseModel):
     attributes: dict[str, Any] = {}
 
 
-@router.get("/shelters", response_model=list[ShelterItem], summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
+@router.get("/shelters", response_model=list[ShelterItem], response_model_exclude_unset=True,
+            summary="Shelters (安置点) you see, with capacity and occupancy; nearest first with lon/lat")
 def list_shelters(session: DB, principal=Depends(require("tasks.read")), lon: float | None = None, lat: float | None = None,
                   incident_id: Id | None = Query(None, description="nearest first from this incident's risk zone")) -> list[dict]:
     return shelters.list_shelters(session, principal.scope, _near(lon, lat), incident_id=incident_id)
@@ -410,7 +427,8 @@ def list_tasks(session: DB, principal=Depends(require("tasks.read")), incident_i
                               source_ref=source_ref, include_drills=include_drills, limit=limit)
 
 
-@router.post("/tasks", status_code=201, response_model=TaskTree, summary="Publish a task (goal, deadline, attachments, target units)")
+@router.post("/tasks", status_code=201, response_model=TaskTree,
+             summary="Publish a task (goal, deadline, attachments, target units)")
 def publish(body: TaskIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     task = work.publish_task(session, _actor(principal, request), principal.scope, title=body.title, goal=body.goal,
                                 deadline=body.deadline, unit_code=body.unit_code, target_units=body.target_units,
@@ -420,7 +438,8 @@ def publish(body: TaskIn, request: Request, session: DB, principal=Depends(requi
     return work.task_tree(session, principal.scope, task.id)
 
 
-@router.post("/tasks/check-overdue", response_model=OverdueOut, summary="Remind overdue tasks and escalate those long overdue (run by a timer)")
+@router.post("/tasks/check-overdue", response_model=OverdueOut,
+             summary="Remind overdue tasks and escalate those long overdue (run by a timer)")
 def check_overdue(request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     result = work.check_overdue(session, _actor(principal, request), principal.scope)
     session.commit()
@@ -432,7 +451,8 @@ def get_task(task_id: Id, session: DB, principal=Depends(require("tasks.read")))
     return work.task_tree(session, principal.scope, task_id)
 
 
-@router.post("/tasks/{task_id}/subtasks", status_code=201, response_model=TaskTree, summary="Decompose a task for the next level down")
+@router.post("/tasks/{task_id}/subtasks", status_code=201, response_model=TaskTree,
+             summary="Decompose a task for the next level down")
 def decompose(task_id: Id, body: SubtasksIn, request: Request, session: DB, principal=Depends(require("tasks.write"))) -> dict:
     items = [{**i.model_dump(), "attachments": [a.model_dump() for a in i.attachments]} for i in body.items]
     work.decompose(session, _actor(principal, request), principal.scope, task_id, items)
