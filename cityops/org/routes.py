@@ -26,6 +26,8 @@ from cityops.core.params import Id, NonNegInt64
 from cityops.core.web import DB, Ctx, read_upload_limited, request_id, require
 from cityops.org import service, unitfiles
 from cityops.org.models import Unit
+from cityops.org.schemas import (AuditOut, BatchLocateOut, DepartmentOut, ImportOut, LocatedOut, PersonOut, PersonPage, PlaceOut,
+                                 UnitDetail, UnitOut, UnitPage)
 from cityops.org.unitfiles import UnitRecord
 
 router = APIRouter(prefix="/api", tags=["org"])
@@ -85,7 +87,8 @@ def unit_out(unit: Unit, *, geometry: bool = False, crs: str | None = None) -> d
 
 # ---------------------------------------------------------------------------------------------- units
 
-@router.get("/units", summary="List units inside your scope (and the ancestors of your scope)")
+@router.get("/units", response_model=UnitPage, response_model_exclude_unset=True,
+            summary="List units inside your scope (and the ancestors of your scope)")
 def list_units(session: DB, principal=Depends(require("units.read")), level: str | None = None,
                parent: str | None = None, root: str | None = None, q: str | None = Query(None, max_length=64),
                bbox: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
@@ -108,7 +111,8 @@ def export_units(session: DB, principal=Depends(require("units.export")), format
                         background=BackgroundTask(shutil.rmtree, workdir, ignore_errors=True))
 
 
-@router.post("/units/import", summary="Import units from a file, all-or-nothing, with a validation report")
+@router.post("/units/import", response_model=ImportOut,
+             summary="Import units from a file, all-or-nothing, with a validation report")
 async def import_units(request: Request, ctx: Ctx, session: DB, principal=Depends(require("units.import")),
                        file: UploadFile = File(...), crs: str | None = Form(None), replace: bool = Form(False),
                        dry_run: bool = Form(False),
@@ -130,7 +134,8 @@ async def import_units(request: Request, ctx: Ctx, session: DB, principal=Depend
     return await run_in_threadpool(run)
 
 
-@router.get("/units/{code}", summary="One unit with its chain and bounding box; geometry on request")
+@router.get("/units/{code}", response_model=UnitDetail, response_model_exclude_unset=True,
+            summary="One unit with its chain and bounding box; geometry on request")
 def get_unit(code: str, session: DB, principal=Depends(require("units.read")), geometry: bool = False,
              crs: str | None = None) -> dict:
     unit = service.get_unit(session, code, principal.scope)
@@ -146,7 +151,8 @@ def get_unit(code: str, session: DB, principal=Depends(require("units.read")), g
     return data
 
 
-@router.post("/units", status_code=201, summary="Create one unit (validated like an import)")
+@router.post("/units", status_code=201, response_model=UnitOut, response_model_exclude_unset=True,
+             summary="Create one unit (validated like an import)")
 def create_unit(body: UnitIn, request: Request, ctx: Ctx, session: DB, principal=Depends(require("units.write"))) -> dict:
     record = UnitRecord(code=body.code.strip(), name=body.name.strip(), level=body.level, parent_code=body.parent_code,
                         geometry=geometry_from_geojson(body.geometry, body.crs), name_en=body.name_en,
@@ -157,7 +163,8 @@ def create_unit(body: UnitIn, request: Request, ctx: Ctx, session: DB, principal
     return unit_out(service.get_unit(session, record.code, principal.scope))
 
 
-@router.patch("/units/{code}", summary="Rename a unit, change attributes or geometry (validated)")
+@router.patch("/units/{code}", response_model=UnitOut, response_model_exclude_unset=True,
+              summary="Rename a unit, change attributes or geometry (validated)")
 def patch_unit(code: str, body: UnitPatch, request: Request, ctx: Ctx, session: DB,
                principal=Depends(require("units.write"))) -> dict:
     changes = body.model_dump(exclude_unset=True)
@@ -207,7 +214,7 @@ def _located_out(located, principal) -> dict:
     return {"status": "ok", **located.to_dict()}
 
 
-@router.get("/locate", summary="Point → district / township / village / grid (定位)")
+@router.get("/locate", response_model=LocatedOut, summary="Point → district / township / village / grid (定位)")
 def locate(ctx: Ctx, principal=Depends(require("locate")), lon: float = Query(..., description="x in `crs`"),
            lat: float = Query(..., description="y in `crs`"), crs: str | None = None) -> dict:
     x, y = to_canonical_xy(np.array([lon]), np.array([lat]), parse_crs(crs))
@@ -219,7 +226,7 @@ def locate(ctx: Ctx, principal=Depends(require("locate")), lon: float = Query(..
     return located.to_dict()
 
 
-@router.post("/locate/batch", summary="Locate many points at once")
+@router.post("/locate/batch", response_model=BatchLocateOut, summary="Locate many points at once")
 def locate_batch(body: BatchLocateIn, ctx: Ctx, principal=Depends(require("locate"))) -> dict:
     if len(body.points) > ctx.settings.max_locate_batch:
         raise InvalidInput(f"{len(body.points)} points exceed the batch limit of {ctx.settings.max_locate_batch}")
@@ -255,17 +262,17 @@ class DepartmentPatch(BaseModel):
     attributes: dict[str, Any] | None = None
 
 
-@router.get("/departments", summary="Departments visible in your scope")
+@router.get("/departments", response_model=list[DepartmentOut], summary="Departments visible in your scope")
 def list_departments(session: DB, principal=Depends(require("departments.read"))) -> list[dict]:
     return [service.department_snapshot(d) for d in service.list_departments(session, principal.scope)]
 
 
-@router.get("/departments/{code}")
+@router.get("/departments/{code}", response_model=DepartmentOut)
 def get_department(code: str, session: DB, principal=Depends(require("departments.read"))) -> dict:
     return service.department_snapshot(service.get_department(session, code, principal.scope))
 
 
-@router.post("/departments", status_code=201)
+@router.post("/departments", status_code=201, response_model=DepartmentOut)
 def create_department(body: DepartmentIn, request: Request, session: DB,
                       principal=Depends(require("departments.write"))) -> dict:
     d = service.save_department(session, principal.actor(request_id(request)), principal.scope, body.model_dump())
@@ -273,7 +280,7 @@ def create_department(body: DepartmentIn, request: Request, session: DB,
     return service.department_snapshot(d)
 
 
-@router.patch("/departments/{code}")
+@router.patch("/departments/{code}", response_model=DepartmentOut)
 def patch_department(code: str, body: DepartmentPatch, request: Request, session: DB,
                      principal=Depends(require("departments.write"))) -> dict:
     d = service.save_department(session, principal.actor(request_id(request)), principal.scope,
@@ -312,7 +319,7 @@ class PersonPatch(BaseModel):
     attributes: dict[str, Any] | None = None
 
 
-@router.get("/people", summary="People on duty inside your scope")
+@router.get("/people", response_model=PersonPage, summary="People on duty inside your scope")
 def list_people(session: DB, principal=Depends(require("people.read")), unit: str | None = None,
                 post: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     if unit:
@@ -321,19 +328,19 @@ def list_people(session: DB, principal=Depends(require("people.read")), unit: st
     return {"total": total, "items": [service.person_snapshot(p) for p in rows]}
 
 
-@router.get("/people/{person_id}")
+@router.get("/people/{person_id}", response_model=PersonOut)
 def get_person(person_id: Id, session: DB, principal=Depends(require("people.read"))) -> dict:
     return service.person_snapshot(service.get_person(session, person_id, principal.scope))
 
 
-@router.post("/people", status_code=201)
+@router.post("/people", status_code=201, response_model=PersonOut)
 def create_person(body: PersonIn, request: Request, session: DB, principal=Depends(require("people.write"))) -> dict:
     p = service.save_person(session, principal.actor(request_id(request)), principal.scope, body.model_dump())
     session.commit()
     return service.person_snapshot(p)
 
 
-@router.patch("/people/{person_id}")
+@router.patch("/people/{person_id}", response_model=PersonOut)
 def patch_person(person_id: Id, body: PersonPatch, request: Request, session: DB,
                  principal=Depends(require("people.write"))) -> dict:
     p = service.save_person(session, principal.actor(request_id(request)), principal.scope,
@@ -348,7 +355,7 @@ def delete_person(person_id: Id, request: Request, session: DB, principal=Depend
     session.commit()
 
 
-@router.get("/places", summary="Named places (地名) inside your scope")
+@router.get("/places", response_model=list[PlaceOut], summary="Named places (地名) inside your scope")
 def list_places(session: DB, principal=Depends(require("units.read")), q: str | None = Query(None, max_length=64),
                 limit: int = Query(50, ge=1, le=MAX_PAGE)) -> list[dict]:
     return [{"id": p.id, "name": p.name, "kind": p.kind, "unit_code": p.unit_code,
@@ -356,7 +363,7 @@ def list_places(session: DB, principal=Depends(require("units.read")), q: str | 
             for p in service.list_places(session, principal.scope, q=q, limit=limit)]
 
 
-@router.get("/audit", summary="Audit log (审计日志) entries inside your scope, newest first")
+@router.get("/audit", response_model=list[AuditOut], summary="Audit log (审计日志) entries inside your scope, newest first")
 def audit(session: DB, principal=Depends(require("audit.read")), entity_key: str | None = None,
           action: str | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> list[dict]:
     E = audit_log.AuditEntry
