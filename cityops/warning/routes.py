@@ -18,6 +18,7 @@ from cityops.core.web import DB, Ctx, bearer_token, request_id, require
 from cityops.org.routes import MAX_PAGE, geometry_from_geojson
 from cityops.warning import cap, service
 from cityops.warning.catalogue import catalogue
+from cityops.warning.schemas import AssessmentOut, RiskPointDetail, RiskPointPage, WarningModelsOut, WarningPage
 from cityops.warning.tables import RiskPoint, RiskWarning
 
 router = APIRouter(tags=["warning"])
@@ -51,7 +52,8 @@ def _with_crs(item: dict, crs: str | None) -> dict:
     return item
 
 
-@router.get("/api/risk-points", summary="Risk points in your scope with their current warning level (most severe first)")
+@router.get("/api/risk-points", response_model=RiskPointPage, response_model_exclude_unset=True,
+            summary="Risk points in your scope with their current warning level (most severe first)")
 def list_risk_points(session: DB, principal=Depends(require("warning.read")),
                      level: str | None = Query(None, description="e.g. orange,red"),
                      min_level: str | None = Query(None, description="at or above this level"),
@@ -64,7 +66,8 @@ def list_risk_points(session: DB, principal=Depends(require("warning.read")),
     return {"total": total, "limit": limit, "offset": offset, "items": [_with_crs(service.risk_point_dict(r), crs) for r in rows]}
 
 
-@router.post("/api/risk-points", status_code=201, summary="Register a risk point (validated; inside your scope)")
+@router.post("/api/risk-points", status_code=201, response_model=RiskPointDetail,
+             summary="Register a risk point (validated; inside your scope)")
 def create_risk_point(body: RiskPointIn, request: Request, session: DB, principal=Depends(require("warning.write"))) -> dict:
     data = body.model_dump()
     geom = geometry_from_geojson(body.geometry, body.crs)
@@ -76,7 +79,8 @@ def create_risk_point(body: RiskPointIn, request: Request, session: DB, principa
     return service.risk_point_detail(session, principal.scope, rp.code)
 
 
-@router.get("/api/risk-points/{code}", summary="One risk point: level, the reasons (observations and model output) and history")
+@router.get("/api/risk-points/{code}", response_model=RiskPointDetail,
+            summary="One risk point: level, the reasons (observations and model output) and history")
 def get_risk_point(code: str, session: DB, principal=Depends(require("warning.read")),
                    history: int = Query(50, ge=0, le=1000)) -> dict:
     return service.risk_point_detail(session, principal.scope, code, history=history)
@@ -86,7 +90,7 @@ class EvaluateIn(BaseModel):
     at: datetime | None = Field(default=None, description="evaluation time with a UTC offset (default: now)")
 
 
-@router.post("/api/risk-points/{code}/evaluate",
+@router.post("/api/risk-points/{code}/evaluate", response_model=AssessmentOut,
              summary="Evaluate a risk point now (or at `at`) from its datastreams; stores the level and any change")
 def evaluate_risk_point(code: str, session: DB, request: Request, body: EvaluateIn | None = None,
                         principal=Depends(require("warning.write"))) -> dict:
@@ -98,14 +102,16 @@ def evaluate_risk_point(code: str, session: DB, request: Request, body: Evaluate
     return service.evaluate_risk_point(session, code, series(session), at).as_dict()
 
 
-@router.get("/api/warnings", summary="Warning history (level changes) of the risk points in your scope, newest first")
+@router.get("/api/warnings", response_model=WarningPage,
+            summary="Warning history (level changes) of the risk points in your scope, newest first")
 def list_warnings(session: DB, principal=Depends(require("warning.read")), level: str | None = None,
                   since: datetime | None = None, limit: int = Query(100, ge=1, le=MAX_PAGE), offset: NonNegInt64 = 0) -> dict:
     items, total = service.list_warnings(session, principal.scope, level=level, since=since, limit=limit, offset=offset)
     return {"total": total, "limit": limit, "offset": offset, "items": items}
 
 
-@router.get("/api/warning-models", summary="The warning model catalogue: levels, published curves, threshold sets, defaults")
+@router.get("/api/warning-models", response_model=WarningModelsOut,
+            summary="The warning model catalogue: levels, published curves, threshold sets, defaults")
 def warning_models(principal=Depends(require("warning.read"))) -> dict:
     cat = catalogue()
     return {"levels": cat.levels, "curves": [c.metadata() for c in cat.curves.values()],
