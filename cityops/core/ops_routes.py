@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from cityops.core.db import current_revision, head_revision
@@ -12,12 +15,21 @@ from cityops.core.web import Ctx
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/api/health", summary="Liveness: the process answers")
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="database, schema: ok or what is wrong")
+
+
+@router.get("/api/health", response_model=HealthOut, summary="Liveness: the process answers")
 def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/api/ready", summary="Readiness: the database answers and its schema is current")
+@router.get("/api/ready", response_model=ReadyOut, summary="Readiness: the database answers and its schema is current")
 def ready(ctx: Ctx, response: Response) -> dict:
     checks: dict[str, str] = {}
     try:

@@ -59,6 +59,31 @@ class UserPatch(BaseModel):
     active: bool | None = None
 
 
+class RoleName(BaseModel):
+    zh_cn: str = Field(alias="zh-CN")
+    en: str
+
+
+class MeOut(UserOut):
+    role_name: RoleName
+    permissions: list[str]
+    scope_paths: list[str] = Field(description="unit paths of your scope")
+    all_units: bool = Field(description="your scope is every unit")
+
+
+class RoleOut(BaseModel):
+    key: str
+    name_zh: str
+    name_en: str
+    permissions: list[str]
+
+
+class ApiKeyOut(BaseModel):
+    api_key: str = Field(description="shown once")
+    name: str
+    expires_at: datetime | None
+
+
 class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
@@ -89,7 +114,7 @@ def logout(request: Request, ctx: Ctx, session: DB, principal=Depends(current_pr
     session.commit()
 
 
-@router.get("/auth/me", summary="The current user, role, permissions and scope")
+@router.get("/auth/me", response_model=MeOut, summary="The current user, role, permissions and scope")
 def me(session: DB, principal=Depends(current_principal)) -> dict:
     user = session.get(User, principal.user_id)
     return {
@@ -101,7 +126,7 @@ def me(session: DB, principal=Depends(current_principal)) -> dict:
     }
 
 
-@router.get("/roles", summary="The role catalogue")
+@router.get("/roles", response_model=list[RoleOut], summary="The role catalogue")
 def roles(principal=Depends(current_principal)) -> list[dict]:
     return [{"key": r.key, "name_zh": r.name_zh, "name_en": r.name_en, "permissions": sorted(r.permissions)}
             for r in load_roles().values()]
@@ -128,7 +153,7 @@ def patch_user(username: str, body: UserPatch, request: Request, session: DB,
     return _user_out(user)
 
 
-@router.post("/users/{username}/api-keys", status_code=201,
+@router.post("/users/{username}/api-keys", status_code=201, response_model=ApiKeyOut,
              summary="Issue an API key (shown once); for another user an administrator's act (users.credentials)")
 def create_api_key(username: str, body: ApiKeyIn, request: Request, ctx: Ctx, session: DB,
                    principal=Depends(require("users.manage"))) -> dict:
