@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from cityops.core import sse
@@ -145,7 +145,8 @@ def _actor(principal, request: Request):
     return principal.actor(request_id(request))
 
 
-@router.post("", status_code=201, summary="Issue a directive (一键智达) to levels, units, posts in a zone, departments or a runway's owners")
+@router.post("", status_code=201,
+             summary="Issue a directive (一键智达) to levels, units, posts in a zone, departments or a runway's owners")
 def issue(body: DirectiveIn, request: Request, session: DB, principal=Depends(require("directives.issue"))) -> BoardOut:
     if body.deadline is not None and body.deadline.tzinfo is None:
         raise InvalidInput("deadline must carry its time zone")
@@ -173,7 +174,18 @@ def board(directive_id: Id, session: DB, principal=Depends(require("directives.r
     return service.board(session, principal.scope, directive_id)
 
 
-@router.get("/{directive_id}/timeline", summary="A directive's timeline (issued, read, confirmed, reminded, escalated …)")
+class TimelineOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int
+    receipt_id: int | None = Field(description="the receipt the step concerns; null: the directive itself")
+    action: str = Field(description="issued, read, confirmed, reminded, escalated …")
+    actor: str
+    at: str
+    data: dict[str, Any]
+
+
+@router.get("/{directive_id}/timeline", response_model=list[TimelineOut],
+            summary="A directive's timeline (issued, read, confirmed, reminded, escalated …)")
 def timeline(directive_id: Id, session: DB, limit: int = Query(500, ge=1, le=5000),
              principal=Depends(require("directives.read"))) -> list[dict]:
     return service.timeline(session, principal.scope, directive_id, limit)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from cityops.core import sse
@@ -236,7 +236,27 @@ def get_catalogue(ctx: Ctx, session: DB, unit: UnitQ = None, principal=Depends(r
             "scorecards": [s.model_dump() for s in cat.scorecards.values()]}
 
 
-@router.get("/metrics", summary="Platform metrics an indicator may be defined on (named, parameterised measures)")
+class MetricParamOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(description="str, int, float or list")
+    choices: list[Any] = Field(description="allowed values (a list parameter takes a subset); empty: any")
+    required: bool
+    default: Any
+
+
+class MetricOut(BaseModel):
+    """A platform metric an indicator may be defined on."""
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    name_zh: str
+    name_en: str
+    fold: str = Field(description="how values roll up: sum, max or min")
+    ratio: bool = Field(description="a rate: rolls up as the ratio of the sums")
+    params: dict[str, MetricParamOut]
+
+
+@router.get("/metrics", response_model=list[MetricOut],
+            summary="Platform metrics an indicator may be defined on (named, parameterised measures)")
 def get_metrics(principal=Depends(require("indicators.read"))) -> list[dict[str, Any]]:
     return registry().describe()
 
@@ -257,7 +277,8 @@ def get_values(ctx: Ctx, session: DB, unit: UnitQ = None, at: AtQ = None, princi
     return {"unit_code": u.code, "unit_name": u.name, "at": at, "items": sorted(items.values(), key=lambda d: d["indicator"])}
 
 
-@router.get("/breaches", response_model=BreachesOut, summary="Breaches (red band entered) in your scope; ?open=true for the open ones")
+@router.get("/breaches", response_model=BreachesOut,
+            summary="Breaches (red band entered) in your scope; ?open=true for the open ones")
 def get_breaches(ctx: Ctx, session: DB, unit: UnitQ = None, open: bool = False, indicator: str | None = Query(None, max_length=64),
                  limit: int = Query(200, ge=1, le=1000), principal=Depends(require("indicators.read"))):
     cat = _cat(ctx)

@@ -4,11 +4,11 @@ point, an incident or a case, and the HLS files of cameras this server plays its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from shapely.geometry import Point
 
 from cityops.core.crs import check_lonlat
@@ -149,7 +149,35 @@ def update_camera(code: str, body: CameraPatch, request: Request, session: DB, c
     return _detail(cam, ctx)
 
 
-@router.get("/map", summary="GeoJSON of the cameras in your scope: points (part=camera) and view cones (part=cone)")
+class CameraProps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    name: str
+    status: str
+    direction_deg: float
+    fov_deg: float
+    range_m: float
+    unit_code: str
+    part: Literal["camera", "cone"] = Field(description="the camera's point, or its view cone (视域)")
+
+
+class CameraFeature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["Feature"]
+    id: int = Field(description="the camera's id; its cone's is the negative")
+    geometry: dict[str, Any]
+    properties: CameraProps
+
+
+class CameraMap(BaseModel):
+    """GeoJSON FeatureCollection of the cameras in your scope."""
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["FeatureCollection"]
+    features: list[CameraFeature]
+
+
+@router.get("/map", response_model=CameraMap,
+            summary="GeoJSON of the cameras in your scope: points (part=camera) and view cones (part=cone)")
 def camera_map(session: DB, ctx: Ctx, principal=Depends(require("video.read")),
                bbox: str | None = Query(None, description="minLon,minLat,maxLon,maxLat")) -> dict:
     box = None
