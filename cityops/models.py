@@ -22,6 +22,7 @@ from cityops.directives.models import Directive, LogEntry, Receipt  # noqa: F401
 # which is the steps' order: the same seed builds the same district; the packages themselves do not import
 # them, so a command that needs one capability does not load every demo's dependencies).
 from cityops.housing import demo as _housing_demo  # noqa: E402,F401
+from cityops.tiles import demo as _tiles_demo  # noqa: E402,F401
 from cityops.notify import demo as _notify_demo  # noqa: E402,F401
 from cityops.duty import demo as _duty_demo  # noqa: E402,F401
 from cityops.base import demo as _base_demo  # noqa: E402,F401

@@ -7,7 +7,7 @@ way out (``cityops.housing.service.mask_personal``) for principals without ``per
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, Text, text
+from sqlalchemy import Boolean, Double, ForeignKey, Index, Integer, LargeBinary, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from cityops.core.db import Base
@@ -45,6 +45,8 @@ class Building(Base):
     disabled: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     child: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     bedridden: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
+    # The footprint ready for the dense vector tiles, written with it (cityops.tiles.prepared); read only there.
+    tile_geom: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class Household(Base):

@@ -50,6 +50,8 @@ class Catalogue:
     key_layers_min_zoom: int
     #: A key layer's own first zoom, by layer key (layers not named start at key_layers_min_zoom).
     key_layer_min_zoom: tuple[tuple[str, int], ...] = ()
+    #: The zoom whose building geometry the writers store ready to encode (cityops/tiles/prepared.py).
+    prepared_zoom: int = 14
 
     def key_min_zoom(self, key: str) -> int:
         return dict(self.key_layer_min_zoom).get(key, self.key_layers_min_zoom)
@@ -118,10 +120,16 @@ def parse(data: dict, source: str = str(CATALOGUE)) -> Catalogue:
     own = basemap.get("key_layer_min_zoom", {})
     if not isinstance(own, dict) or not all(isinstance(z, int) and min_zoom <= z <= max_zoom for z in own.values()):
         raise ValueError(f"{source} [basemap.key_layer_min_zoom]: zooms must be integers in [{min_zoom}, {max_zoom}]")
+    prepared_zoom = data.get("prepared_zoom", 14)
+    if not isinstance(prepared_zoom, int) or isinstance(prepared_zoom, bool) or not min_zoom <= prepared_zoom <= max_zoom \
+            or extent << prepared_zoom >= 1 << 31:
+        raise ValueError(f"{source}: prepared_zoom must be an integer in [{min_zoom}, {max_zoom}] whose pixel grid "
+                         f"(extent × 2^zoom) fits 32-bit integers")
     return Catalogue(1, extent, buffer, min_zoom, max_zoom, _need(data, "max_tile_bytes", int, source),
                      _need(cache, "max_bytes", int, f"{source} [cache]"), _need(cache, "check_seconds", float, f"{source} [cache]"),
                      tuple(rules), {k: v for k, v in basemap.items() if k not in ("layers", "key_layer_min_zoom")},
-                     tuple(layers), keys, int(basemap.get("key_layers_min_zoom", 10)), tuple(sorted(own.items())))
+                     tuple(layers), keys, int(basemap.get("key_layers_min_zoom", 10)), tuple(sorted(own.items())),
+                     prepared_zoom)
 
 
 @lru_cache(maxsize=1)

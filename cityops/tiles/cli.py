@@ -1,4 +1,5 @@
-"""``cityops tiles``: list tile sets and export a tile pyramid ({z}/{x}/{y}.mvt) for offline use.
+"""``cityops tiles``: list tile sets, export a tile pyramid ({z}/{x}/{y}.mvt) for offline use, and prepare the
+buildings' z14 tile geometry for rows written past the platform's writers.
 
 The command line acts with the whole district in scope, as the other store-level commands do. The exported
 ``tilejson.json`` has a relative ``tiles`` template (``{z}/{x}/{y}.mvt``): make it absolute where the
@@ -100,6 +101,27 @@ def register(root: typer.Typer, settings_fn, store_fn, run_fn, console, data_dir
                 table.add_row(str(z), str(len(values)), str(sum(1 for v in values if not v)),
                               f"{int(statistics.median(values)):,}", f"{max(values):,}")
             console.print(table)
+
+        run_fn(body)
+
+    @app.command("prepare")
+    def prepare(
+        every: bool = typer.Option(False, "--all", help="rewrite every building's bytes, not only the missing ones"),
+        data_dir: Optional[Path] = data_dir_option,
+    ) -> None:
+        """Write the buildings' prepared z14 tile geometry where it is missing (rows loaded past the platform's
+        writers, e.g. with SQL or GDAL), or for every building with --all (after a change of the catalogue's
+        prepared_zoom or extent)."""
+        settings = settings_fn(data_dir)
+
+        def body():
+            from cityops.tiles import prepared
+
+            _, sessions, _ = store_fn(settings)
+            with sessions() as session:
+                n = prepared.fill(session.connection(), only_missing=not every)
+                session.commit()
+            console.print(f"{n:,} buildings prepared")
 
         run_fn(body)
 

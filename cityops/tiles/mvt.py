@@ -78,9 +78,13 @@ def prepare_tile(geoms: np.ndarray, frame: TileFrame, *, simplify: float = 0.0) 
         geoms[crossing] = shapely.clip_by_rect(geoms[crossing], lo, lo, hi, hi)
     if simplify > 0:
         geoms = shapely.simplify(geoms, simplify, preserve_topology=True)
-    # Snap to the integer grid MVT stores, then repair only what snapping broke (as ST_AsMVTGeom does):
-    # rounding is exact for the valid majority, and a full set_precision on every feature costs ~5x more.
-    geoms = shapely.transform(geoms, np.rint)
+    return snap(geoms)
+
+
+def snap(geoms: np.ndarray) -> np.ndarray:
+    """Geometry snapped to the integer grid MVT stores, repaired only where snapping broke it (as ST_AsMVTGeom
+    does): rounding is exact for the valid majority, and a full set_precision on every feature costs ~5x more."""
+    geoms = shapely.transform(np.array(geoms, dtype=object), np.rint)
     types = shapely.get_type_id(geoms)
     polygonal = (types == 3) | (types == 6)
     if polygonal.any():
@@ -299,6 +303,9 @@ class _Values:
             return out
         typed: dict[type, list] = {}
         for j, col in enumerate(columns):
+            if isinstance(col, pa.Array) and col.type in _CLASS_OF:  # typed by the caller already
+                typed.setdefault(_CLASS_OF[col.type], []).append((j, col))
+                continue
             types = set(map(type, col))
             types.discard(type(None))
             cls = types.pop() if len(types) == 1 else None
@@ -337,6 +344,7 @@ class _Values:
 
 #: Column types encoded through Arrow.
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_CLASS_OF = {t: cls for cls, t in _ARROW_TYPES.items()}
 _SKIP = (dict, list)
 
 
@@ -361,6 +369,13 @@ def _value_fields(cls: type, values: pa.Array) -> bytes:
         data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if k and offsets[-1] > offsets[0] else \
             np.zeros(0, dtype=np.uint8)
         lengths = np.diff(offsets).astype(np.int64)
+        if k and lengths.max() < 126:
+            # Short strings (nearly all): 0x22 (n + 2) 0x0A n data, both lengths single bytes.
+            start = np.arange(k, dtype=np.int64) * 4 + (offsets[:-1] - offsets[0])
+            out = np.empty(4 * k + int(lengths.sum()), dtype=np.uint8)
+            out[start], out[start + 1], out[start + 2], out[start + 3] = 0x22, lengths + 2, 0x0A, lengths
+            _place(out, start + 4, lengths, data[offsets[0]:offsets[-1]])
+            return out.tobytes()
         inner = _framed(0x0A, data[offsets[0]:offsets[-1]], lengths)
         inner_len = 1 + _varint_sizes(lengths.astype(np.uint64)) + lengths
     elif cls is float:
@@ -443,12 +458,19 @@ def _place(tokens: np.ndarray, starts: np.ndarray, counts: np.ndarray, flat: np.
 
 
 def _features_bytes(kind: int, ids: np.ndarray, has_id: np.ndarray, tag_counts: np.ndarray, tags: np.ndarray,
-                    geom_offsets: np.ndarray, geometry: np.ndarray) -> bytes:
-    """The Feature messages (with their Layer.features keys) of one geometry kind, as bytes."""
+                    geom_offsets: np.ndarray, geometry: np.ndarray, tails: np.ndarray | None = None,
+                    tail_len: np.ndarray | None = None, tail_start: np.ndarray | None = None) -> bytes:
+    """The Feature messages (with their Layer.features keys) of one geometry kind, as bytes.
+
+    ``tails``/``tail_len``: bytes already encoded that end each feature's geometry (concatenated, and each
+    feature's length), written after its ``geometry`` varints: the prepared part of a geometry (prepared.py).
+    ``tail_start``: where each feature's tail starts in ``tails`` when they are not consecutive."""
     geom_counts = np.diff(geom_offsets)
     tag_offsets = np.concatenate(([0], np.cumsum(tag_counts)))
     tag_len = _segment_sums(_varint_sizes(tags.astype(np.uint64)), tag_offsets)
     geom_len = _segment_sums(_varint_sizes(geometry.astype(np.uint64)), geom_offsets)
+    if tails is not None:
+        geom_len = geom_len + tail_len
     has_tags = tag_counts > 0
     body = (np.where(has_id, 1 + _varint_sizes(ids.astype(np.uint64)), 0)
             + np.where(has_tags, 1 + _varint_sizes(tag_len.astype(np.uint64)) + tag_len, 0)
@@ -466,7 +488,67 @@ def _features_bytes(kind: int, ids: np.ndarray, has_id: np.ndarray, tag_counts: 
     after = base + 6 + tag_counts
     tokens[after], tokens[after + 1], tokens[after + 2], tokens[after + 3] = 0x18, kind, 0x22, geom_len
     _place(tokens, after + 4, geom_counts, geometry)
-    return _varints(tokens[keep])
+    tokens = tokens[keep]
+    if tails is None:
+        return _varints(tokens)
+    # Each feature's varints, then its tail: two scatters into the output.
+    head = np.frombuffer(_varints(tokens), dtype=np.uint8)
+    kept = count - 2 * ~has_id - 2 * ~has_tags
+    head_len = _segment_sums(_varint_sizes(tokens), np.concatenate(([0], np.cumsum(kept))))
+    start = np.concatenate(([0], np.cumsum(head_len + tail_len)[:-1])).astype(np.int64)
+    out = np.empty(len(head) + int(tail_len.sum()), dtype=np.uint8)
+    _place(out, start, head_len, head)
+    if tail_start is None:
+        _place(out, start + head_len, tail_len, tails)
+    else:
+        _gather(out, start + head_len, tail_len, tails, tail_start)
+    return out.tobytes()
+
+
+def _gather(out: np.ndarray, starts: np.ndarray, counts: np.ndarray, src: np.ndarray, src_starts: np.ndarray) -> None:
+    """Copy run i of ``src`` (``counts[i]`` long from ``src_starts[i]``) to ``starts[i]`` in ``out``."""
+    total = int(counts.sum())
+    if not total:
+        return
+    shift = np.repeat(starts - np.cumsum(counts) + counts, counts)  # out position minus rank
+    rank = np.arange(total)
+    out[shift + rank] = src[np.repeat(src_starts - np.cumsum(counts) + counts, counts) + rank]
+
+
+def _layer_message(name: str, columns: dict, values: "_Values", extent: int, features: list[bytes]) -> bytes:
+    # Layer: 15 version, 1 name, 3 keys, 4 values, 5 extent, 2 features.
+    head = [b"\x78\x02", _field_bytes(0x0A, name.encode())]
+    head += [_field_bytes(0x1A, k.encode()) for k in columns]
+    head += values.fields
+    head.append(b"\x28" + _varint(extent))
+    return b"".join(head) + b"".join(features)
+
+
+def add_encoded_layer(tile: "Tile", name: str, kind: int, ids: np.ndarray, columns: dict,
+                      geometry: np.ndarray, geom_offsets: np.ndarray, tails: np.ndarray, tail_len: np.ndarray,
+                      tail_start: np.ndarray | None = None, *, extent: int = 4096) -> int:
+    """Append a layer of one geometry kind whose features' geometry is already encoded: for feature i the command
+    varints ``geometry[geom_offsets[i]:geom_offsets[i + 1]]`` followed by ``tail_len[i]`` bytes of ``tails``
+    (varints too), from ``tail_start[i]`` (default: the tails are consecutive, in feature order). ``ids``:
+    unsigned feature ids; ``columns``: equally long lists or Arrow arrays (string, int64, float64, bool)."""
+    n = len(ids)
+    values = _Values()
+    kidx, vidx = _tag_matrix(values, columns, n)
+    valid = vidx >= 0
+    tags = np.stack((kidx, vidx), axis=2)[valid].reshape(-1)
+    data = _features_bytes(kind, np.asarray(ids, dtype=np.int64), np.ones(n, dtype=bool), valid.sum(axis=1) * 2, tags,
+                           np.asarray(geom_offsets, dtype=np.int64), np.asarray(geometry, dtype=np.int64),
+                           np.asarray(tails, dtype=np.uint8), np.asarray(tail_len, dtype=np.int64),
+                           None if tail_start is None else np.asarray(tail_start, dtype=np.int64))
+    tile.layers.append(_layer_message(name, columns, values, extent, [data]))
+    return n
+
+
+def encode_geometries(geoms: np.ndarray, kind: int) -> tuple[np.ndarray, np.ndarray]:
+    """Command varints (as integers) of prepared (tile-space) geometries of one kind, and each one's [start,
+    end) offsets; a geometry with nothing left has none."""
+    points, starts, counts, part_feature = _parts(np.asarray(geoms, dtype=object), kind)
+    return _feature_streams(points, starts, counts, part_feature, len(geoms), kind)
 
 
 class Tile:
@@ -524,12 +606,7 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
         tags = pairs[rows][sel_valid].reshape(-1)  # row-major: each feature's (key, value) pairs in column order
         out.append(_features_bytes(kind, id_values[chosen], id_present[chosen], sel_valid.sum(axis=1) * 2, tags,
                                    offsets, stream))
-    # Layer: 15 version, 1 name, 3 keys, 4 values, 5 extent, 2 features.
-    head = [b"\x78\x02", _field_bytes(0x0A, name.encode())]
-    head += [_field_bytes(0x1A, k.encode()) for k in columns]
-    head += values.fields
-    head.append(b"\x28" + _varint(extent))
-    tile.layers.append(b"".join(head) + b"".join(out))
+    tile.layers.append(_layer_message(name, columns, values, extent, out))
     return len(written)
 
 

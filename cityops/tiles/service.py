@@ -5,6 +5,9 @@
   generalised and encoded in Python (``cityops.tiles.mvt``); on PostGIS each layer is one ``ST_AsMVTGeom``
   + ``ST_AsMVT`` query with the same rules, the layers' bytes concatenated (a tile is a sequence of
   layers). The tests decode both with GDAL and compare the two paths on PostGIS.
+* Buildings at the catalogue's ``prepared_zoom`` (z14): assembled from the bytes stored with each building
+  (``cityops.tiles.prepared``), only footprints crossing the buffered tile edge clipped per tile; on PostGIS
+  ``ST_AsMVTGeom`` reads the stored Web Mercator copy ``footprint_3857`` instead of transforming per tile.
 * Scope: catalogue layers are visible whole when the viewer sees the layer's unit (as in /api/layers);
   units are those the viewer sees, with ``covered`` telling whether the scope covers them; buildings only
   inside the scope (as /api/buildings).
@@ -31,8 +34,9 @@ from pathlib import Path
 
 import morecantile
 import numpy as np
+import pyarrow as pa
 import shapely
-from sqlalchemy import (Double, Integer, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_, select,
+from sqlalchemy import (Double, Integer, LargeBinary, Numeric, Text, bindparam, case, cast, func, literal, literal_column, or_, select,
                         update)
 from sqlalchemy.orm import Session
 
@@ -46,7 +50,7 @@ from cityops.core.types import utcnow
 from cityops.housing.models import Building
 from cityops.identity.scope import Scope
 from cityops.org.models import Unit
-from cityops.tiles import mvt
+from cityops.tiles import mvt, prepared
 from cityops.tiles.catalogue import BaseLayer, Catalogue, Rule, load_catalogue
 from cityops.tiles.manifest import TileSourceChanged
 from cityops.tiles.models import TileSource
@@ -304,7 +308,8 @@ def _buildings_statement(session: Session, scope: Scope, storage: Storage) -> _D
         return stmt
     query = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
                    Building.safety_grade, Building.year_built, Building.grid_code,
-                   storage.raw_geometry(Building.footprint).label("g")) \
+                   storage.raw_geometry(Building.footprint).label("g"),
+                   func.coalesce(Building.tile_geom, literal(b"", LargeBinary)).label("t")) \
         .where(scope.covers_clause(Building.unit_path))
     # The bounds as named parameters (minx … maxy), given at each run.
     bounds = tuple(bindparam(n, 0.0, type_=Double) for n in ("minx", "miny", "maxx", "maxy"))
@@ -319,7 +324,10 @@ def _buildings_statement(session: Session, scope: Scope, storage: Storage) -> _D
     return stmt
 
 
-def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage):
+def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
+               cat: Catalogue) -> None:
+    """The buildings layer into ``tile``: at the prepared zoom assembled from the stored bytes (``_prepared_layer``),
+    else each footprint generalised and encoded."""
     stmt = _buildings_statement(session, scope, storage)
     minx, miny, maxx, maxy = req.bbox
     params = {**stmt.params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
@@ -331,17 +339,87 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
     finally:
         cursor.close()
     if not rows:
-        return None
+        return
+    rule = req.rule
+    if (req.z == cat.prepared_zoom and rule.simplify <= 0 and rule.min_area <= 0 and len(rows) <= rule.max_features):
+        _prepared_layer(rows, layer, req, storage, tile, cat)
+        return
     geoms, kept = _generalise(storage.decode_geometries([r[9] for r in rows]), rows, req.rule, req.frame)
-    if not kept:
-        return None
+    if kept:
+        mvt.add_layer(tile, layer.id, geoms, [r[0] for r in kept], _building_columns(kept, layer), extent=cat.extent)
+
+
+def _building_columns(rows: list, layer: BaseLayer) -> dict[str, list]:
     storey = layer.storey_height_m
-    ids, code, floors, height_m, use, structure, grade, year, grid, _ = zip(*kept)  # column-wise from here on
+    ids, code, floors, height_m, use, structure, grade, year, grid = list(zip(*rows))[:9]  # column-wise from here on
     height = [float(h) if h is not None else round(f * storey, 1) for h, f in zip(height_m, floors)]
-    columns = {"code": list(code), "floors": list(floors), "height": height, "use": list(use),
-               "structure": list(structure), "safety_grade": list(grade), "year_built": list(year),
-               "grid_code": list(grid)}
-    return geoms, list(ids), columns
+    return {"code": list(code), "floors": list(floors), "height": height, "use": list(use),
+            "structure": list(structure), "safety_grade": list(grade), "year_built": list(year),
+            "grid_code": list(grid)}
+
+
+def _prepared_layer(rows: list, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
+                    cat: Catalogue) -> None:
+    """The buildings layer at the prepared zoom, from each building's stored tile geometry (prepared.py): a
+    footprint wholly inside the buffered tile is its first MoveTo, relative to this tile's corner, followed by the
+    stored varints; one wholly outside is left out; the few crossing the buffer's edge, and any without a usable
+    blob, are clipped and encoded here from the footprint (``ST_AsMVTGeom``'s clip)."""
+    extent, buffer = cat.extent, cat.buffer
+    n = len(rows)
+    columns = list(zip(*rows))
+    # Every blob in one buffer: headers and tails are read from it by offset.
+    sizes = np.fromiter(map(len, columns[10]), dtype=np.int64, count=n)
+    data = np.frombuffer(b"".join(columns[10]), dtype=np.uint8)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    usable = sizes >= prepared.HEADER_SIZE
+    head = np.zeros(n, dtype=prepared.HEADER)
+    if usable.any():
+        at = starts[usable]
+        head[usable] = data[at[:, None] + np.arange(prepared.HEADER_SIZE)].view(prepared.HEADER).reshape(-1)
+    usable &= (head["format"] == prepared.FORMAT) & (head["zoom"] == req.z) & (head["extent"] == extent)
+    ox, oy = req.x * extent, req.y * extent
+    minx, maxx = head["minx"].astype(np.int64) - ox, head["maxx"].astype(np.int64) - ox
+    miny, maxy = head["miny"].astype(np.int64) - oy, head["maxy"].astype(np.int64) - oy
+    lo, hi = -buffer, extent + buffer
+    empty = head["minx"] > head["maxx"]  # collapsed when snapped: in no tile
+    inside = usable & ~empty & (minx >= lo) & (miny >= lo) & (maxx <= hi) & (maxy <= hi)
+    outside = usable & (empty | (maxx < lo) | (minx > hi) | (maxy < lo) | (miny > hi))
+    counts = np.where(inside, 3, 0).astype(np.int64)
+    encode = np.flatnonzero(~inside & ~outside)
+    stream = np.zeros(0, dtype=np.int64)
+    if len(encode):
+        blobs = [columns[9][i] for i in encode.tolist()]
+        geoms = mvt.prepare_tile(req.frame.to_tile(storage.decode_geometries(blobs)), req.frame)
+        stream, offsets = mvt.encode_geometries(geoms, mvt.POLYGON)
+        counts[encode] = np.diff(offsets)
+    offsets = np.concatenate(([0], np.cumsum(counts)))
+    geometry = np.empty(int(offsets[-1]), dtype=np.int64)
+    at = offsets[:-1][inside]
+    geometry[at] = (1 << 3) | mvt.MOVE_TO  # MoveTo, one point
+    geometry[at + 1] = mvt._zigzag(head["x0"][inside].astype(np.int64) - ox)
+    geometry[at + 2] = mvt._zigzag(head["y0"][inside].astype(np.int64) - oy)
+    if len(encode):
+        mvt._place(geometry, offsets[:-1][encode], counts[encode], stream)
+    tail_len = np.where(inside, sizes - prepared.HEADER_SIZE, 0)
+    keep = counts > 0
+    if not keep.any():
+        return
+    if not keep.all():
+        columns = [[c[i] for i in np.flatnonzero(keep).tolist()] for c in columns[:9]]
+    mvt.add_encoded_layer(tile, layer.id, mvt.POLYGON, np.array(columns[0], dtype=np.int64),
+                          _building_arrays(columns, layer), geometry, np.concatenate(([0], np.cumsum(counts[keep]))),
+                          data, tail_len[keep], (starts + prepared.HEADER_SIZE)[keep], extent=extent)
+
+
+def _building_arrays(columns: list, layer: BaseLayer) -> dict[str, pa.Array]:
+    """The buildings layer's attributes as typed Arrow columns (no type detection per value)."""
+    storey = layer.storey_height_m
+    ids, code, floors, height_m, use, structure, grade, year, grid = columns[:9]
+    height = [float(h) if h is not None else round(f * storey, 1) for h, f in zip(height_m, floors)]
+    s, i = pa.string(), pa.int64()
+    return {"code": pa.array(code, s), "floors": pa.array(floors, i), "height": pa.array(height, pa.float64()),
+            "use": pa.array(use, s), "structure": pa.array(structure, s), "safety_grade": pa.array(grade, s),
+            "year_built": pa.array(year, i), "grid_code": pa.array(grid, s)}
 
 
 def _layer_features(session: Session, layer: Layer, req: TileRequest, storage: Storage):
@@ -382,7 +460,7 @@ class _PgStatement:
 
 
 def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, where, *, kind: str,
-                  simplify: bool, thresholds: bool, uncapped: bool = False) -> _PgStatement:
+                  simplify: bool, thresholds: bool, uncapped: bool = False, merc_col=None) -> _PgStatement:
     """The ST_AsMVT statement of one layer as driver SQL, with the tile and the zoom's rule as parameters.
 
     ``kind``: "point", "line", "polygon" (the table's geometry type) or "mixed" (decided per row). Each
@@ -399,7 +477,8 @@ def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, 
         _PG_STATEMENTS.move_to_end(key)
         return stmt
     p = {n: bindparam(n, type_=t, required=False) for n, t in _PG_PARAMS}
-    merc = func.ST_Transform(geom_col, 3857)
+    # A stored Web Mercator copy where the table has one (buildings, migration 0028): no transform per row.
+    merc = merc_col if merc_col is not None else func.ST_Transform(geom_col, 3857)
     if uncapped:
         # The tile envelope as an init plan: computed once, not per row, in the server's generic plan.
         envelope = select(func.ST_TileEnvelope(p["z"], p["x"], p["y"])).scalar_subquery()
@@ -464,7 +543,7 @@ def _keep_statement(session: Session, key: tuple, full) -> _PgStatement:
 
 
 def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key: tuple, table, id_col, geom_col,
-              attrs, where, *, kind: str = "mixed") -> bytes:
+              attrs, where, *, kind: str = "mixed", merc_col=None) -> bytes:
     """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
     then ST_AsMVTGeom clips, snaps and validates what is kept."""
     rule = req.rule
@@ -480,13 +559,13 @@ def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key
     with session.connection().connection.dbapi_connection.cursor() as cursor:
         if kind != "point" and not thresholds and rule.simplify <= 0:
             stmt = _pg_statement(session, key + (kind, "uncapped"), table, id_col, geom_col, attrs, where, kind=kind,
-                                 simplify=False, thresholds=False, uncapped=True)
+                                 simplify=False, thresholds=False, uncapped=True, merc_col=merc_col)
             cursor.execute(stmt.sql, {**stmt.params, **values}, prepare=True)
             data, candidates = cursor.fetchone()
             if candidates <= rule.max_features:
                 return bytes(data) if data else b""
         stmt = _pg_statement(session, key + (kind, rule.simplify > 0, thresholds), table, id_col, geom_col, attrs,
-                             where, kind=kind, simplify=rule.simplify > 0, thresholds=thresholds)
+                             where, kind=kind, simplify=rule.simplify > 0, thresholds=thresholds, merc_col=merc_col)
         cursor.execute(stmt.sql, {**stmt.params, **values}, prepare=True)
         data = cursor.fetchone()[0]
     return bytes(data) if data else b""
@@ -516,7 +595,8 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
                     Building.__table__.c.footprint,
                     lambda: [Building.code, Building.floors, height.label("height"), Building.use, Building.structure,
                              Building.safety_grade, Building.year_built, Building.grid_code],
-                    lambda: [scope.covers_clause(Building.unit_path)], kind="polygon"))
+                    lambda: [scope.covers_clause(Building.unit_path)], kind="polygon",
+                    merc_col=literal_column("buildings.footprint_3857")))
         if req.z >= cat.key_layers_min_zoom:
             names = {b.id for b in cat.base_layers}
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):
@@ -606,8 +686,10 @@ def render(session: Session, scope: Scope, tileset: str, z: int, x: int, y: int,
         for layer in cat.base_layers:
             if z < layer.min_zoom or (layer.source == "buildings" and not buildings):
                 continue
-            fn = _units if layer.source == "units" else _buildings
-            got = fn(session, scope, layer, req, storage)
+            if layer.source == "buildings":
+                _buildings(session, scope, layer, req, storage, tile, cat)
+                continue
+            got = _units(session, scope, layer, req, storage)
             if got:
                 mvt.add_layer(tile, layer.id, *got, extent=cat.extent)
         if z >= cat.key_layers_min_zoom:
