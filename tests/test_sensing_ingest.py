@@ -91,6 +91,25 @@ def test_bulk_ingest_is_idempotent_out_of_order_and_rolls_up(api, gauge):
     assert len(rows) == 38 and rows[0]["phenomenon_time"] == "2026-07-15T00:55:00.000Z" and rows[0]["unit"] == "mm"
 
 
+def test_a_key_twice_in_one_bulk_is_stored_once_and_counted_once(api, gauge):
+    """The same (datastream, time) twice in one body: the first is stored, the rollups count it once (on PostgreSQL
+    the plain insert fails on the unique key and the batch goes through the statement that skips conflicts)."""
+    admin = api.login("admin")
+    ds = gauge["datastream"]
+    body = [_obs(ds, 14, 0, 3.0, day=16), _obs(ds, 14, 1, 1.0, day=16), _obs(ds, 14, 0, 9.0, day=16)]
+    r = api.post("/api/sensing/observations", json={"observations": body}, headers=admin)
+    assert r.status_code == 201, r.text
+    t0 = 1784181600000  # 2026-07-16T14:00:00+08:00
+    with api.store.sessions() as s:
+        stored = s.execute(select(Observation.t_ms, Observation.result_num).where(
+            Observation.datastream_id == ds, Observation.t_ms.in_([t0, t0 + 60_000])).order_by(Observation.t_ms)).all()
+        minute = s.execute(select(Rollup.vsum, Rollup.vcount).where(
+            Rollup.datastream_id == ds, Rollup.tier == "1m", Rollup.bucket_ms.in_([t0, t0 + 60_000]))
+            .order_by(Rollup.bucket_ms)).all()
+    assert [tuple(x) for x in stored] == [(t0, 3.0), (t0 + 60_000, 1.0)]
+    assert [tuple(x) for x in minute] == [(3.0, 1), (1.0, 1)]
+
+
 def test_bad_bulk_is_rejected_whole_and_changes_nothing(api, gauge):
     admin = api.login("admin")
     ds = gauge["datastream"]
