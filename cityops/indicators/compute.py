@@ -477,10 +477,12 @@ def store(session: Session, cat: Catalogue, computed: Computed, versions: dict[s
                 changes.append(dict(indicator_code=code, unit_code=tree.codes[i], unit_path=tree.paths[i], period=period,
                                     period_start=start, value=value, band=b,
                                     previous_band=BAND_CODES[old_band[k, i]] if old_band[k, i] >= 0 else None, at=now))
-    if changes:
+    if inserts or updates or changes or todo:
         # The streams read the changes after the last id they sent, so ids must be given in commit order: on
         # PostgreSQL two recomputations (two worker processes) could take ids and commit the other way round, and a
-        # stream that had read the later ids would never send the earlier. One writer of changes at a time.
+        # stream that had read the later ids would never send the earlier. One writer of values at a time, taken
+        # before its first row lock (a writer holding value rows while waiting for it could deadlock with one
+        # holding it).
         storage_of(session).serialize(session, "indicator_changes")
     if inserts:
         session.execute(Value.__table__.insert(), inserts)
