@@ -329,9 +329,10 @@ def main() -> None:
         settings = Settings(data_dir=data_dir, log_json=False, log_level="WARNING")
         app = create_app(settings)
         with serve_in_thread(app, "uvicorn-web-bench") as base:
+            # (Timeouts for a busy machine: a login's password hash alone can take seconds there.)
             admin = {"Authorization": "Bearer " + httpx.post(f"{base}/api/auth/login", json={"username": "admin",
-                                                             "password": PASSWORD}).json()["access_token"]}
-            place = httpx.get(f"{base}/api/places", params={"q": "老沟湾"}, headers=admin).json()[0]
+                                                             "password": PASSWORD}, timeout=60).json()["access_token"]}
+            place = httpx.get(f"{base}/api/places", params={"q": "老沟湾"}, headers=admin, timeout=60).json()[0]
             engine = make_engine(settings)
             if not httpx.get(f"{base}/api/incidents", params={"status": "active"}, headers=admin).json():
                 start_incident(make_sessionmaker(engine), place)
