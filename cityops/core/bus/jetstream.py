@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import threading
@@ -136,18 +137,28 @@ class JetStream:
         bus = self.bus
         batch = bus.settings.bus_batch
         expires = 1.0  # a pull lapses after this, so a worker that stops pulling (lease lost) stops receiving soon
-        queue: asyncio.Queue = asyncio.Queue()
+        arrived_msgs: collections.deque = collections.deque()
+        came = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def arrive(msg) -> None:
+            arrived_msgs.append(msg)
+            came.set()
+
         inbox = self.nc.new_inbox()
-        nats_sub = await self.nc.subscribe(inbox, cb=queue.put, pending_msgs_limit=4 * batch)
+        nats_sub = await self.nc.subscribe(inbox, cb=arrive, pending_msgs_limit=4 * batch)
         pull_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}"
-        requested: list[int] = []  # events still to come per outstanding pull request, oldest first (JetStream fills in order)
+        # Outstanding pull requests, oldest first (JetStream fills them in order): [events still to come, lapse time].
+        # A request is counted until it is filled or its expiry passes here, whatever status messages arrive (a
+        # count kept on them could believe in requests the server had dropped, and stop pulling until a timeout).
+        requested: list[list] = []
         pulling = False
         try:
             while True:
                 if sub.ordered and not bus._lease.is_set():  # ordered: only the lease holder pulls
                     pulling = False
                     requested.clear()
-                    if queue.empty():
+                    if not arrived_msgs:
                         await asyncio.sleep(0.2)
                         continue
                     # else: what a pull in flight brought is applied, as a fetch in flight was before
@@ -155,37 +166,38 @@ class JetStream:
                     if sub.ordered and not pulling:
                         pulling = True
                         await self._after_takeover(sub, psub)
-                    if sum(requested) <= batch // 2:
-                        want = batch - sum(requested)
+                    now = loop.time()
+                    requested[:] = [r for r in requested if r[1] > now]
+                    if sum(r[0] for r in requested) <= batch // 2:
+                        want = batch - sum(r[0] for r in requested)
                         try:
                             await self.nc.publish(pull_subject, json.dumps({"batch": want, "expires": int(expires * 1e9)}).encode(),
                                                   reply=inbox)
-                            requested.append(want)
+                            requested.append([want, now + expires])
                         except asyncio.CancelledError:
                             raise
                         except Exception:  # noqa: BLE001 - the connection is re-established by the client
                             log.exception("JetStream pull for %s failed", sub.consumer)
                             await asyncio.sleep(1.0)
                             continue
-                try:
-                    first = await asyncio.wait_for(queue.get(), expires + 0.5)
-                except asyncio.TimeoutError:
-                    requested.clear()  # a reconnect drops pull requests without a word: ask anew
-                    continue
-                arrived = [first]
-                while not queue.empty() and len(arrived) < batch:
-                    arrived.append(queue.get_nowait())
+                # Wait for an event until the oldest request lapses (then ask again).
+                until = min((r[1] for r in requested), default=loop.time() + 0.2)
+                if not arrived_msgs:
+                    came.clear()
+                    try:
+                        await asyncio.wait_for(came.wait(), max(0.01, until - loop.time()))
+                    except asyncio.TimeoutError:
+                        continue
+                arrived = [arrived_msgs.popleft() for _ in range(min(batch, len(arrived_msgs)))]
                 msgs = []
                 for msg in arrived:
-                    status = msg.headers.get("Status") if msg.headers else None
-                    if status is None:
-                        msgs.append(msg)
-                        if requested:
-                            requested[0] -= 1
-                            if requested[0] <= 0:
-                                requested.pop(0)
-                    elif status != "100" and requested:  # 408 lapsed, 409 ended: the oldest pull is over
-                        requested.pop(0)
+                    if msg.headers and msg.headers.get("Status"):
+                        continue  # 408 a pull lapsed, 409 ended, 100 heartbeat: no event (lapses are counted above)
+                    msgs.append(msg)
+                    if requested:
+                        requested[0][0] -= 1
+                        if requested[0][0] <= 0:
+                            requested.pop(0)
                 if msgs:
                     await self._apply(sub, msgs)
         finally:
