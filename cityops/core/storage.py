@@ -18,7 +18,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import orjson
-import psycopg
 import shapely
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
@@ -218,8 +217,12 @@ class Storage:
         raise NotImplementedError
 
     def array_param(self, values, kind: str):
-        """``values`` (a sequence or NumPy array of numbers, no NULLs) as one array parameter of the driver's cursor,
-        ``kind`` "int4", "int8" or "float8" (backends with ``arrays``)."""
+        """``values`` (a sequence or NumPy array of numbers, no NULLs) as one array parameter for a cursor of
+        ``array_cursor``, ``kind`` "int4", "int8" or "float8" (backends with ``arrays``)."""
+        raise NotImplementedError
+
+    def array_cursor(self, session: Session):
+        """A cursor of the driver on ``session``'s connection (in its transaction) that takes ``array_param`` values."""
         raise NotImplementedError
 
 
@@ -524,6 +527,12 @@ class PostgreSQLStorage(Storage):
     def array_param(self, values, kind):
         return _BinaryArray.of(values, kind)
 
+    def array_cursor(self, session):
+        cursor = session.connection().connection.driver_connection.cursor()
+        # on the cursor: a connection copies the driver's global adapters when it is made, maybe before this import
+        cursor.adapters.register_dumper(_BinaryArray, _BinaryArrayDumper)
+        return cursor
+
     def in_ids(self, column, ids):
         # One text value cast to integer[] by the server: dumping a Python list element by element cost more
         # client CPU than the whole query did on the server.
@@ -570,9 +579,6 @@ class _BinaryArrayDumper(Dumper):
         dumper = _BinaryArrayDumper(self.cls)
         dumper.oid = obj.oid  # the array's type, so the server reads the binary value as such
         return dumper
-
-
-psycopg.adapters.register_dumper(_BinaryArray, _BinaryArrayDumper)
 
 
 _FAMILY_SQL: dict = {}  # (table, key column, columns) of each table → PostgreSQLStorage.insert_family's statement

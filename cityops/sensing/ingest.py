@@ -361,7 +361,7 @@ def _insert_arrays(session: Session, rows: list[Row], fois: dict[int, int | None
               "v": values if None in values else storage.array_param(values, "float8"),
               "j": _nullable([None if r.result_json is None else json.dumps(r.result_json, ensure_ascii=False) for r in rows]),
               "f": foi if None in foi else storage.array_param(foi, "int4")}
-    cur = session.connection().connection.driver_connection.cursor()
+    cur = storage.array_cursor(session)
     cur.execute("SAVEPOINT cityops_ingest")
     try:
         cur.execute(_PG_STORE_NEW, params)
