@@ -45,7 +45,7 @@ class Building(Base):
     disabled: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     child: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     bedridden: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
-    # The footprint ready for the dense vector tiles, written with it (cityops.tiles.prepared); read only there.
+    # The footprint ready for the dense vector tiles (cityops.tiles.prepared, after building.changed); read only there.
     tile_geom: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 

@@ -20,7 +20,3 @@ class TileSource(Base):
     source: Mapped[str] = mapped_column(Text, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-
-
-# The buildings' writers keep their prepared tile geometry through the ORM's events (registered on import).
-from cityops.tiles import prepared as _prepared  # noqa: E402,F401

@@ -14,15 +14,16 @@ format, zoom or extent is ignored by the reader (the footprint is encoded instea
 without its blob leaves NULL there (a trigger clears a blob the footprint has moved away from, migration 0028):
 a stale blob is never read.
 
-Writers: every ORM insert or footprint update of a building (mapper events below), the demo's bulk load
-(``fill``), the migration that added the column (``fill``) and ``cityops tiles prepare``.
+Writers, all through ``fill``: the tiles' consumer of ``building.changed`` (the buildings a housing writer
+created or changed; until it has run, their tiles encode the footprints themselves), the demo's bulk load, the
+migration that added the column and ``cityops tiles prepare``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import shapely
-from sqlalchemy import bindparam, event, inspect, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from cityops.housing.models import Building
@@ -100,23 +101,9 @@ def encode(footprints, zoom: int | None = None, extent: int | None = None) -> li
     return out
 
 
-# --------------------------------------------------------------------------------------------- writers
-
-@event.listens_for(Building, "before_insert")
-def _on_insert(_mapper, _connection, target) -> None:
-    if target.footprint is not None:
-        target.tile_geom = encode([target.footprint])[0]
-
-
-@event.listens_for(Building, "before_update")
-def _on_update(_mapper, _connection, target) -> None:
-    if inspect(target).attrs.footprint.history.has_changes():
-        target.tile_geom = encode([target.footprint])[0] if target.footprint is not None else None
-
-
-def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True) -> int:
-    """Write the prepared blob of the buildings that have none (``only_missing``), or of all of them, in batches
-    by id; returns how many were written. For loads past the ORM (the demo's), the migration and the CLI."""
+def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True, codes: list[str] | None = None) -> int:
+    """Write the prepared blob of the buildings that have none (``only_missing``), or of all of them, or of
+    those with the given ``codes``, in batches by id; returns how many were written."""
     from cityops.core.storage import storage_of
 
     storage = storage_of(conn)
@@ -126,6 +113,8 @@ def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True) ->
         stmt = select(Building.id, storage.raw_geometry(Building.footprint).label("g")).where(Building.id > last)
         if only_missing:
             stmt = stmt.where(Building.tile_geom.is_(None))
+        if codes is not None:
+            stmt = stmt.where(Building.code.in_(codes))
         rows = conn.execute(stmt.order_by(Building.id).limit(batch)).all()
         if not rows:
             return written

@@ -5,12 +5,15 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from cityops.core.bus import Envelope
+from cityops.tiles import prepared
 from cityops.tiles.service import TileService, invalidate
 
 
-def buildings_changed(session: Session, _env: Envelope) -> None:
-    """``building.changed``: every cached tile showing buildings is stale (the source's generation moves; each
-    worker's tile cache keys carry it)."""
+def buildings_changed(session: Session, env: Envelope) -> None:
+    """``building.changed``: the changed buildings' footprints are prepared for the dense zoom again (those
+    still prepared are left: a footprint's change clears its bytes), and every cached tile showing buildings is
+    stale (the source's generation moves; each worker's tile cache keys carry it)."""
+    prepared.fill(session.connection(), codes=env.payload.codes)
     invalidate(session, "buildings")
 
 

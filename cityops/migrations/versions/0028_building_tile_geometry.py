@@ -2,8 +2,8 @@
 
 * ``buildings.tile_geom`` (both backends): each footprint in the z14 pixel grid, snapped, repaired and oriented,
   with its MVT command stream after the first MoveTo as varints (cityops/tiles/prepared.py): a z14 building tile
-  is assembled from these bytes instead of encoding every footprint per request. Written by the ORM writers and
-  the bulk loads; filled here for the buildings already stored. A trigger clears the blob when a footprint is
+  is assembled from these bytes instead of encoding every footprint per request. Written after each
+  ``building.changed`` by the tiles' consumer and after the bulk loads; filled here for the buildings already stored. A trigger clears the blob when a footprint is
   changed without it, so a stale blob is never read (the footprint is then encoded per tile).
 * PostgreSQL: ``buildings.footprint_3857``, the footprint in Web Mercator as a stored generated column (PostgreSQL
   keeps it in step on every write, COPY included), so ``ST_AsMVTGeom`` does not transform each footprint per tile.
