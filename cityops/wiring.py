@@ -15,7 +15,8 @@ with every subscription unless ``settings.wiring`` is off, and the CLI for its c
   the incident keeps its reference, and the case is closed with the incident (``tasks.incident_case``);
 - ``indicator.breached`` / ``indicator.recovered`` → the breach's case (when its definition asks for one) is opened
   and closed (``indicators.breach_case``);
-- ``building.changed`` → the building tiles are stale (``tiles.buildings_changed``);
+- ``building.changed`` → the changed footprints are prepared for the dense tiles again and the building tiles
+  are stale (``tiles.buildings_changed``);
 - ``warning.level_changed``, ``plan.activated``, ``case.changed``, ``indicator.breached`` → notifications
   (``notify.*``: the responsible people, the plan's list and the tasks' assignees, the case's handler, the level
   above and the reporter, the indicator's owner), and ``notification.*`` → every worker's live inbox;
