@@ -82,6 +82,46 @@ def test_payloads_are_typed_and_registered():
             version = 1
 
 
+@event_type
+class Unrelated(DomainEvent):
+    name = "testbus.unrelated"
+    version = 1
+
+
+class _CountedWake:
+    """A reader's wake flag that counts who set it (the reader clears it as it goes)."""
+
+    def __init__(self, flag):
+        self.flag, self.sets = flag, 0
+
+    def set(self):
+        self.sets += 1
+        self.flag.set()
+
+    def __getattr__(self, name):
+        return getattr(self.flag, name)
+
+
+def test_a_commit_wakes_only_the_readers_of_what_it_published(store):
+    """A commit wakes the readers that consume the events it wrote, not every reader of the bus (each woken
+    reader reads the outbox); those events are applied and the other consumer sees none."""
+    bus = _bus(store, Subscription("c", (Counted,), _record("c")),
+               Subscription("u", (Unrelated,), lambda s, env: None))
+    try:
+        bus.wait_idle()
+        flags = {w.name: w for w in bus._workers}
+        for w in flags.values():
+            w.wake = _CountedWake(w.wake)
+        _publish(store, 1, 2)
+        assert flags["c"].wake.sets == 1 and flags["u"].wake.sets == 0
+        bus.wake()  # an unnamed wake (another process's NOTIFY, the poll) still reaches every reader
+        assert flags["c"].wake.sets == 2 and flags["u"].wake.sets == 1
+        bus.wait_idle()
+        assert _applied(store) == [1, 2]
+    finally:
+        bus.stop()
+
+
 def test_event_only_with_its_change_and_applied_once_in_order(store):
     bus = _bus(store, Subscription("c", (Counted,), _record("c")))
     try:

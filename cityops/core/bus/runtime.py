@@ -63,6 +63,9 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
     # Other processes hear of them at commit: on PostgreSQL the outbox's statement trigger sends NOTIFY (migration
     # 0026c: no round trip of its own); SQLite processes poll.
     ids = store.append(session, list(events))
+    # The names committed: at the commit only the readers that consume them are woken (a reader woken for
+    # nothing still reads the outbox, and with every capability subscribed that was most of the wakes).
+    session.info.setdefault("cityops_bus_names", set()).update(e.name for e in events)
     if not session.info.get("cityops_bus_poke"):
         session.info["cityops_bus_poke"] = True
         # This process wakes its own buses at the commit (below); the NOTIFY of that commit is for other processes,
@@ -76,9 +79,10 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
 
 def _after_commit(session: Session) -> None:
     session.info.pop("cityops_bus_poke", None)
+    names = session.info.pop("cityops_bus_names", None)
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
-        bus.wake()
+        bus.wake(names)
 
 
 #: The running buses per database URL (a process may serve several databases, e.g. in tests).
@@ -226,9 +230,12 @@ class Bus:
         self.started = False
 
     # -- waking
-    def wake(self) -> None:
+    def wake(self, names: set[str] | None = None) -> None:
+        """Wake the readers that consume any of ``names`` (the relay and the broadcast reader when they do),
+        or every reader."""
         for w in self._workers:
-            w.wake.set()
+            if names is None or w.names is None or not w.names.isdisjoint(names):
+                w.wake.set()
 
     def _listen(self) -> None:
         """Wake the readers when another process commits events (PostgreSQL NOTIFY; this process's own commits
@@ -360,6 +367,8 @@ class _Reader:
 
     def __init__(self, bus: Bus, name: str, sub: Subscription | None, relay=None):
         self.bus, self.name, self.sub, self.relay = bus, name, sub, relay
+        #: What this reader applies; None: everything (the JetStream relay).
+        self.names = sub.names if sub is not None else None
         self.wake = threading.Event()
         self._busy = True
         self.frontier = store.Frontier()
@@ -426,7 +435,7 @@ class _Reader:
         """One batch; True when there may be more."""
         bus, limit = self.bus, self.bus.settings.bus_batch
         position = self._start()
-        names = self.sub.names if self.sub else None
+        names = self.names
         if self.relay is not None:
             with bus.sessions() as s:
                 batch = store.read_after(s, position, names, limit, self.frontier)
