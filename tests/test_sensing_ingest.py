@@ -493,6 +493,18 @@ def _count_range(api, ds, day):
                                                                              Observation.t_ms < lo + 86_400_000))
 
 
+def test_the_rows_each_batch_updates_have_room_on_their_pages_on_postgresql(api):
+    """Migration 0030: the datastreams' state and the rollups are updated by every batch; half of each page is left
+    free so the new row versions stay on their page (heap-only updates, no index entries)."""
+    if api.store.backend != "postgis":
+        pytest.skip("PostgreSQL only (SQLite has no fill factor)")
+    with api.store.engine.connect() as conn:
+        options = dict(conn.execute(text(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('sta_datastreams', 'sensing_rollups') "
+            "AND relkind = 'r' AND relnamespace = 'public'::regnamespace")).all())
+    assert options == {"sta_datastreams": ["fillfactor=50"], "sensing_rollups": ["fillfactor=50"]}
+
+
 def test_sqlite_file_is_consistent(api):
     if api.store.backend != "sqlite":
         pytest.skip("SQLite only")
