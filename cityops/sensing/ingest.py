@@ -256,11 +256,13 @@ def fois_for(session: Session, ds_ids, cache: dict | None = None) -> dict[int, i
 _STAGE_COLUMNS = "datastream_id, t_ms, t_end_ms, result_time_ms, result_num, result_json, foi_id"
 
 
-def _insert(session: Session, rows: list[Row], fois: dict[int, int | None]) -> tuple[list[tuple[int, int, int]], bool]:
-    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored, and whether the
-    datastreams' state and the rollups already follow them (the COPY path's statement kept both)."""
+def _insert(session: Session, rows: list[Row], fois: dict[int, int | None],
+            ids: bool = True) -> tuple[list[tuple[int, int, int]] | None, bool]:
+    """Insert, skipping resends; returns (id, datastream_id, t_ms) of the rows actually stored — or None when every
+    row was stored and ``ids`` was not asked for — and whether the datastreams' state and the rollups already follow
+    them (the PostgreSQL statement keeps both)."""
     if storage_of(session).arrays:
-        return _insert_arrays(session, rows, fois), True
+        return _insert_arrays(session, rows, fois, ids), True
     return _insert_sqlite(session, rows, fois), False
 
 
@@ -337,21 +339,27 @@ rollups AS (
     FROM minute GROUP BY 1, 3
     {ROLLUP_FOLD.format(lo="least", hi="greatest")}
     RETURNING 1)
-SELECT id, datastream_id, t_ms FROM ins"""
+{{result}}"""
+_IDS = "SELECT id, datastream_id, t_ms FROM ins"
 #: Skipping resends (in batch order, so duplicates inside a batch keep the first): the statement for any batch.
-_PG_STORE = _PG_STORE_TEMPLATE.format(conflict="ON CONFLICT (datastream_id, t_ms) DO NOTHING")
+_PG_STORE = _PG_STORE_TEMPLATE.format(conflict="ON CONFLICT (datastream_id, t_ms) DO NOTHING", result=_IDS)
 #: A plain insert: for a batch of only new observations, the common case. ON CONFLICT's speculative insertion (the
 #: unique index probed, then the row inserted with a token, then confirmed) cost the server a third more than the
 #: plain insert; a batch that does hold a resend fails here with a unique violation and goes through ``_PG_STORE``.
-_PG_STORE_NEW = _PG_STORE_TEMPLATE.format(conflict="")
+_PG_STORE_NEW = _PG_STORE_TEMPLATE.format(conflict="", result=_IDS)
+#: The same, answering only how many were stored: when nobody needs the ids (the MQTT bridge's notifications do),
+#: the 10,000 rows of a batch are neither sent back nor turned into tuples.
+_PG_STORE_NEW_COUNT = _PG_STORE_TEMPLATE.format(conflict="", result="SELECT count(*) FROM ins")
 
 
-def _insert_arrays(session: Session, rows: list[Row], fois: dict[int, int | None]) -> list[tuple[int, int, int]]:
+def _insert_arrays(session: Session, rows: list[Row], fois: dict[int, int | None],
+                   ids: bool = True) -> list[tuple[int, int, int]] | None:
     """PostgreSQL: the batch as one array per column in one statement that inserts, returns what was stored and keeps
     the datastreams' state and the rollups: one round trip a batch. First as a plain insert behind a savepoint
     (``_PG_STORE_NEW``); on a unique violation — a resend, or a key twice in the batch — back to the savepoint and
     the statement that skips conflicts (``_PG_STORE``): idempotent either way. The numeric columns travel as binary
-    arrays built by NumPy (``Storage.array_param``); a column with no value in any row as one NULL."""
+    arrays built by NumPy (``Storage.array_param``); a column with no value in any row as one NULL. Without
+    ``ids`` a batch stored whole answers None (the resend path always reads the keys: they say what was new)."""
     storage = storage_of(session)
     ds = [r.datastream_id for r in rows]
     values = [r.value for r in rows]
@@ -364,10 +372,16 @@ def _insert_arrays(session: Session, rows: list[Row], fois: dict[int, int | None
     cur = storage.array_cursor(session)
     cur.execute("SAVEPOINT cityops_ingest")
     try:
-        cur.execute(_PG_STORE_NEW, params)
+        cur.execute(_PG_STORE_NEW if ids else _PG_STORE_NEW_COUNT, params)
     except psycopg.errors.UniqueViolation:
         cur.execute("ROLLBACK TO SAVEPOINT cityops_ingest")
         cur.execute(_PG_STORE, params)
+    else:
+        if not ids:
+            stored = cur.fetchone()[0]
+            if stored != len(rows):  # a plain insert stores every row or fails
+                raise RuntimeError(f"ingest batch: {stored} of {len(rows)} rows stored")
+            return None
     return cur.fetchall()  # tuples straight from the driver (a Result row at a time was 8 % of a batch)
 
 
@@ -378,22 +392,27 @@ def _nullable(column: list) -> list | None:
 
 @dataclass
 class BatchResult:
-    #: (id, datastream_id, t_ms) of the observations stored (resends are not in it)
+    #: (id, datastream_id, t_ms) of the observations stored (resends are not in it); empty when the ids were not
+    #: asked for (``write_batch(ids=False)``)
     inserted: list[tuple[int, int, int]]
     #: alarm keys raised or cleared: (key, severity or None)
     changes: list
     fois: dict[int, int | None]
 
 
-def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None) -> BatchResult:
+def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state: "Any" = None,
+                ids: bool = True) -> BatchResult:
     """Store ``rows`` (resends skipped), then rollups, datastream state and rules for what was stored.
+    ``ids``: whether ``BatchResult.inserted`` must hold the stored observations' ids (the MQTT notifications).
     The caller commits."""
     if not rows:
         return BatchResult([], [], {})
     cache = engine_state.fois if engine_state is not None else {}
     fois = fois_for(session, list(metas), cache)
-    inserted, state_kept = _insert(session, rows, fois)
-    if len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
+    inserted, state_kept = _insert(session, rows, fois, ids)
+    if inserted is None:  # all stored, ids not read
+        inserted = []
+    elif len(inserted) < len(rows):  # resends: only what is new feeds rollups and rules
         # Each stored key once (the first occurrence is the one stored, when a batch repeats it): the rollups
         # fold rows in, so a key counted twice would count twice.
         new = {(ds, t) for _, ds, t in inserted}
@@ -641,7 +660,7 @@ class Ingestor:
         result = None
         try:
             with self.sessions() as session:
-                result = write_batch(session, rows, metas, self.state)
+                result = write_batch(session, rows, metas, self.state, ids=self._notifier is not None)
                 session.commit()
         except Exception as exc:  # the whole batch failed: every submitter hears it, nothing is acknowledged
             log.exception("ingest batch failed")
