@@ -36,6 +36,7 @@ NOT_MODEL_CODE = {
     "warning/tables.py": "table definitions: column defaults",
     "warning/demo.py": "the demo district's synthetic July storm: data, not thresholds",
     "warning/manifest.py": "the events it publishes: payload types",
+    "warning/schemas.py": "the API's response models: shapes, not thresholds",
     "warning/metrics.py": "the metrics it contributes to the indicators: definitions, not thresholds",
     "sensing/__init__.py": "package marker",
     "sensing/catalog.py": "the loader of rules.toml and device_types.toml: schema bounds",
