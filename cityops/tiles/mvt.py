@@ -562,8 +562,9 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
               extent: int = 4096) -> int:
     """Append one layer of prepared (tile-space) geometries to ``tile``; returns the feature count.
 
-    ``properties``: one dict per feature, or a dict of columns (lists as long as ``geoms``). Features
-    whose geometry is empty (or collapsed when snapped) are left out. Mixed kinds are written kind by kind."""
+    ``properties``: one dict per feature, or a dict of columns (lists, or typed Arrow arrays, as long as
+    ``geoms``). Features whose geometry is empty (or collapsed when snapped) are left out. Mixed kinds are
+    written kind by kind."""
     geoms = np.asarray(geoms, dtype=object)
     type_ids = shapely.get_type_id(geoms)
     nonempty = ~shapely.is_empty(geoms) & (type_ids >= 0)
@@ -591,7 +592,8 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
     written = np.concatenate([g[1] for g in groups]) if groups else np.zeros(0, dtype=np.int64)
     keep = written.tolist()
     if isinstance(properties, dict):
-        columns = {k: [col[i] for i in keep] for k, col in properties.items()}
+        columns = {k: col.take(keep) if isinstance(col, pa.Array) else [col[i] for i in keep]
+                   for k, col in properties.items()}
     else:
         columns = _columns([properties[i] for i in keep])
     values = _Values()

@@ -346,16 +346,8 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
         return
     geoms, kept = _generalise(storage.decode_geometries([r[9] for r in rows]), rows, req.rule, req.frame)
     if kept:
-        mvt.add_layer(tile, layer.id, geoms, [r[0] for r in kept], _building_columns(kept, layer), extent=cat.extent)
-
-
-def _building_columns(rows: list, layer: BaseLayer) -> dict[str, list]:
-    storey = layer.storey_height_m
-    ids, code, floors, height_m, use, structure, grade, year, grid = list(zip(*rows))[:9]  # column-wise from here on
-    height = [float(h) if h is not None else round(f * storey, 1) for h, f in zip(height_m, floors)]
-    return {"code": list(code), "floors": list(floors), "height": height, "use": list(use),
-            "structure": list(structure), "safety_grade": list(grade), "year_built": list(year),
-            "grid_code": list(grid)}
+        mvt.add_layer(tile, layer.id, geoms, [r[0] for r in kept], _building_arrays(list(zip(*kept)), layer),
+                      extent=cat.extent)
 
 
 def _prepared_layer(rows: list, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
