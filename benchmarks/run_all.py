@@ -100,7 +100,9 @@ def plan(args, data_dir: Path | None, url: str | None) -> list[tuple[str, list[s
                                               "--rounds", "3" if q else "5"]))
     runs.append(("indicators", ["indicators.py", "--backends", both, *district, "--rounds", "3" if q else "5",
                                 "--naive-units", "6" if q else "12"]))
-    runs.append(("events_intake", ["events_intake.py", "--backends", both, "--workers", "2", "--seconds", "4" if q else "10"]))
+    # The single-case row (and its HTTP floor) and the row of intake in batches of 100, both beside the grouped raw insert.
+    runs.append(("events_intake", ["events_intake.py", "--backends", both, "--workers", "2", "--seconds", "4" if q else "10",
+                                   "--batch", "100"]))
     runs.append(("ogc_items", ["ogc_items.py", "--backends", *args.backends, "--buildings", "30000" if q else "100000",
                                "--requests", "200" if q else "600", "--rounds", "2" if q else "3",
                                "--pygeoapi-venv", args.pygeoapi_venv]))

@@ -49,6 +49,9 @@ def scope_cases(api, world) -> dict:
         ("GET", "/api/events/map/cases"): [dict(check=foreign)],
         ("POST", "/api/events/cases"): [dict(json={"class_code": "06010", "lon": point.x, "lat": point.y}, check=_denied),
                                         dict(json={"class_code": "06010", "unit_code": grid["code"]}, check=_denied)],
+        ("POST", "/api/events/cases/batch"): [dict(json=[{"class_code": "06010", "lon": point.x, "lat": point.y}],
+                                                   check=_denied),
+                                              dict(json=[{"class_code": "06010", "unit_code": grid["code"]}], check=_denied)],
         ("GET", "/api/events/cases/{number}"): [dict(path={"number": number}, check=_denied)],
         ("POST", "/api/events/cases/{number}/actions/{action}"): [
             dict(path={"number": number, "action": "accept"}, json={}, check=_denied),

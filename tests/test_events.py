@@ -998,3 +998,145 @@ def test_intake_commits_queued_reports_together_answers_after_commit_and_503_whe
     assert registry.get_sample_value("cityops_events_intake_group_size_sum") == 4
     assert registry.get_sample_value("cityops_events_intake_rejected_total") == 2
     assert registry.get_sample_value("cityops_events_intake_committed_total") == 4
+
+
+# ------------------------------------------------------------------------------------------ batch intake
+
+def _batch(api, places, keys=("yihe0", "yihe1", "dade0"), headers=None, **extra):
+    items = []
+    for n, key in enumerate(keys):
+        lon, lat, _ = places[key]
+        items.append({"class_code": "06010", "lon": lon, "lat": lat, "description": f"批量上报 {n}", **extra})
+    return items
+
+
+def test_batch_intake_stores_every_report_and_answers_their_numbers(api, places):
+    admin = api.login("admin")
+    _, _, grid = places["yihe1"]
+    items = _batch(api, places) + [{"class_code": "06010", "unit_code": grid, "source": "hotline",
+                                    "reporter": {"channel": "12345"}}]
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases/batch", headers=admin, json=items)
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["created"] == 4 and out["existing"] == 0
+    assert [c["index"] for c in out["cases"]] == [0, 1, 2, 3] and all(c["created"] for c in out["cases"])
+    after = table_counts(api.store)
+    for table in ("event_cases", "event_transitions", "event_outbox"):
+        assert after[table] == before[table] + 4
+    # Each number is a case located where its report lies, logged once, as the single route would have made it.
+    for c, key in zip(out["cases"], ("yihe0", "yihe1", "dade0", "yihe1")):
+        detail = api.get(f"/api/events/cases/{c['number']}", headers=admin).json()
+        assert detail["grid_code"] == places[key][2] and [h["action"] for h in detail["history"]] == ["report"]
+    assert api.get(f"/api/events/cases/{out['cases'][3]['number']}", headers=admin).json()["source"] == "hotline"
+    doc = api.get("/api/openapi.json").json()["paths"]["/api/events/cases/batch"]["post"]
+    assert doc["requestBody"]["content"]["application/json"]["schema"]["type"] == "array"
+    assert "CaseBatchOut" in str(doc["responses"]["201"])
+
+
+@pytest.mark.parametrize("bad, status, needle", [
+    ({"class_code": "99999"}, 422, "item 2 (class_code): unknown case class '99999'"),
+    ({"lon": 116.4, "lat": 39.9}, 404, "item 2 (lon/lat): the point"),
+    ({"urgency": "whenever"}, 422, "item 2 (urgency)"),
+    ({"lon": None, "lat": None, "unit_code": "999999999"}, 422, "item 2 (unit_code): unknown unit code"),
+    ({"lon": "east"}, 422, "body.2.lon: Input should be a valid number"),
+    ({"source": "sensor"}, 422, "item 2 (source)"),
+])
+def test_batch_with_a_bad_report_is_refused_whole_naming_its_index_and_field(api, places, bad, status, needle):
+    items = _batch(api, places, keys=("yihe0", "dade0", "yihe1", "dade1"))
+    items[2].update(bad)
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases/batch", headers=api.login("admin"), json=items)
+    assert r.status_code == status, r.text
+    assert needle in r.json()["message"] and r.json()["request_id"], r.json()
+    if status != 422 or "item" in needle:
+        assert r.json()["details"]["index"] == 2
+    assert table_counts(api.store) == before  # nothing of the batch stored
+
+
+def test_batch_bounds_and_shape(api, places):
+    admin = api.login("admin")
+    limit = min(api.store.settings.events_batch_max, api.store.settings.events_queue)
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases/batch", headers=admin, json=_batch(api, places, keys=("yihe0",) * (limit + 1)))
+    assert r.status_code == 413, r.text
+    assert f"at most {limit} per request" in r.json()["message"] and r.json()["details"]["limit"] == limit
+    for body, needle in (([], "empty"), ({"class_code": "06010"}, "JSON array")):
+        r = api.post("/api/events/cases/batch", headers=admin, json=body)
+        assert r.status_code == 422 and needle in r.json()["message"], r.text
+    r = api.post("/api/events/cases/batch", headers={**admin, "Content-Type": "application/json"}, content=b"[{")
+    assert r.status_code == 422 and "not valid JSON" in r.json()["message"]
+    assert api.post("/api/events/cases/batch", json=_batch(api, places)).status_code == 401
+    assert table_counts(api.store) == before
+
+
+def test_batch_scope_is_checked_per_report_and_refuses_the_whole_batch(api, places):
+    """义和镇's operator may report in 义和镇 only: one 大德镇 report refuses the batch, nothing stored."""
+    yihe = api.login("yihe")
+    before = table_counts(api.store)
+    r = api.post("/api/events/cases/batch", headers=yihe, json=_batch(api, places, keys=("yihe0", "dade0")))
+    assert r.status_code == 403 and "item 1" in r.json()["message"], r.text
+    assert "大德" not in r.json()["message"]
+    assert table_counts(api.store) == before
+    r = api.post("/api/events/cases/batch", headers=yihe, json=_batch(api, places, keys=("yihe0", "yihe1")))
+    assert r.status_code == 201 and r.json()["created"] == 2, r.text
+    # Without events.report (the leader reads only): 403 before the body is read.
+    r = api.post("/api/events/cases/batch", headers=api.login("leader"), json=_batch(api, places, keys=("yihe0",)))
+    assert r.status_code == 403 and "events.report" in r.json()["message"], r.text
+    assert table_counts(api.store)["event_cases"] == before["event_cases"] + 2
+
+
+def test_batch_retry_is_idempotent_on_external_key_shared_with_the_single_route(api, places):
+    admin = api.login("admin")
+    items = _batch(api, places, keys=("yihe0", "yihe1", "dade0"))
+    for n, item in enumerate(items):
+        item["external_key"] = f"gw-batch-{n}"
+    first = api.post("/api/events/cases/batch", headers=admin, json=items)
+    assert first.status_code == 201 and first.json()["created"] == 3, first.text
+    numbers = [c["number"] for c in first.json()["cases"]]
+    before = table_counts(api.store)
+    # The gateway retries the whole batch (it lost the answer), plus one new report and one key twice.
+    extra = _batch(api, places, keys=("dade1",))[0] | {"external_key": "gw-batch-3"}
+    again = api.post("/api/events/cases/batch", headers=admin, json=[*items, extra, dict(items[0])])
+    assert again.status_code == 201, again.text
+    out = again.json()
+    assert out["created"] == 1 and out["existing"] == 4
+    assert [c["number"] for c in out["cases"][:3]] == numbers and out["cases"][4]["number"] == numbers[0]
+    assert [c["created"] for c in out["cases"]] == [False, False, False, True, False]
+    assert table_counts(api.store)["event_cases"] == before["event_cases"] + 1
+    # The same key through the single route is the same case (one key space per caller).
+    single = _new(api, places, external_key="gw-batch-1")
+    assert single["number"] == numbers[1]
+    # Another caller's key of the same name is another case, not theirs.
+    lon, lat, _ = places["yihe0"]
+    mine = api.post("/api/events/cases/batch", headers=api.login("yihe"),
+                    json=[{"class_code": "06010", "lon": lon, "lat": lat, "external_key": "gw-batch-0"}])
+    assert mine.status_code == 201 and mine.json()["cases"][0]["number"] not in numbers
+
+
+def test_writer_refuses_a_batch_whole_when_one_of_its_stored_keys_is_outside_scope(api, places):
+    """insert_drafts with units: a stored key of another scope refuses the whole unit, the rest of the group goes
+    in (on both paths: without savepoints, and with them after a collision)."""
+    with api.store.sessions() as session:
+        outside = creation.insert_drafts(session, [_draft(api, places, key="dade0")])[0]
+        session.commit()
+    path = _draft(api, places, key="yihe0").values["unit_path"]
+    yihe_scope = Scope(unit_paths=(path[: path.index(places["yihe"]) + len(places["yihe"]) + 1],))
+    assert yihe_scope.covers(path) and not yihe_scope.covers(_draft(api, places, key="dade0").values["unit_path"])
+    for savepoint in (False, True):
+        drafts = [_draft(api, places, key="yihe0"), _draft(api, places, key="yihe1"), _draft(api, places, key="yihe0")]
+        with api.store.sessions() as session:
+            key = session.get(Case, outside[0]).number
+            session.get(Case, outside[0]).external_key = f"outside-{savepoint}"
+            session.commit()
+        drafts[1].values["external_key"] = f"outside-{savepoint}"
+        for d in drafts[:2]:
+            d.scope = yihe_scope
+        before = table_counts(api.store)
+        with api.store.sessions() as session:
+            out = creation.insert_drafts(session, drafts, savepoint=savepoint, units=[[0, 1]])
+            session.commit()
+        assert isinstance(out[0], creation.BatchRefused) and out[0] is out[1] and out[0].index == 1
+        assert isinstance(out[0].error, Forbidden) and key not in str(out[0])
+        assert out[2][1] is True  # the report outside the unit is stored
+        assert table_counts(api.store)["event_cases"] == before["event_cases"] + 1

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     sensing_queue: int = Field(default=500_000, ge=1)
     #: Case intake queue bound, in reports (full → 503 intake_busy with Retry-After).
     events_queue: int = Field(default=2_000, ge=1)
+    #: Case reports one request of the batch intake route may carry (``POST /api/events/cases/batch``); a batch
+    #: takes that many places of the case writer's queue (``events_queue``), so the bound is the smaller of the two.
+    events_batch_max: int = Field(default=500, ge=1)
     #: A directory with the event center's own taxonomy.toml / calendar.toml / events.toml (else the shipped ones).
     events_dir: Path | None = None
     #: SensorThings over MQTT: the broker (mqtt://host:port; empty = no bridge), the server's public URL for the

@@ -126,7 +126,7 @@ class Taxonomy:
             kind, code = code.split(":", 1)
         kinds = (kind,) if kind else ("matter", "component")
         if kind and kind not in KINDS:
-            raise InvalidInput(f"unknown class kind {kind!r}; use one of {', '.join(KINDS)}")
+            raise InvalidInput(f"unknown class kind {kind!r}; use one of {', '.join(KINDS)}", {"field": "kind"})
         for k in kinds:
             if (k, code) in self.classes:
                 return self.classes[(k, code)]

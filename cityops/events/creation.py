@@ -95,7 +95,7 @@ def draft_case(session: Session, *, source: str, class_code: str, title: str | N
     path = where.located.path
     if not scope.covers(path):
         # Never name the place: it belongs to someone else's scope.
-        raise Forbidden("the location is outside your scope")
+        raise Forbidden("the location is outside your scope", {"field": "location"})
     at = reported_at or utcnow()
     if at.tzinfo is None:
         raise InvalidInput("reported_at needs a time zone", {"field": "reported_at"})
@@ -146,28 +146,45 @@ def draft_view(draft: CaseDraft, case_id: int) -> dict:
     return case_dict(SimpleNamespace(**{**_CASE_COLUMNS, **draft.values, "id": case_id}))
 
 
-def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool = True) -> list[tuple[int, bool] | Exception]:
+def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool = True,
+                  units: list[list[int]] | None = None) -> list[tuple[int, bool] | Exception]:
     """Store drafts in the session's transaction: per draft ``(case id, created)`` or the error that refused it
     (one draft's failure leaves the others stored). Idempotent on ``external_key``: a key already stored, or
     repeated within ``drafts``, answers with that case (``created`` False).
 
+    ``units``: lists of indexes into ``drafts`` that are stored all or nothing (a batch of the batch intake route);
+    a draft in no unit stands alone. If one draft of a unit is refused, every draft of the unit is answered with
+    that error (a ``BatchRefused``) and none of them is stored.
+
     All the new cases go in with one multi-row INSERT of each table (a savepoint around it); only if that fails
-    are they retried one by one, each in its own savepoint, so the bad one fails alone. ``savepoint=False``: no
+    are they retried unit by unit, each in its own savepoint, so the bad one fails alone. ``savepoint=False``: no
     savepoint, and a collision raises IntegrityError with the transaction lost — for a caller that owns the whole
     transaction and writes the drafts again with savepoints then (the case writer). The evaluation rollups
     are folded in here (Core inserts bypass the ORM hook that keeps them)."""
     out: list = [None] * len(drafts)
+    unit_of = {}
+    for u, members in enumerate(units or ()):
+        for i in members:
+            unit_of[i] = u
     keys = list({d.values["external_key"] for d in drafts if d.values["external_key"]})
     known = {}
     if keys:
         known = {k: (cid, path) for k, cid, path in
                  session.execute(select(Case.external_key, Case.id, Case.unit_path).where(Case.external_key.in_(keys)))}
-    fresh, first_of_key, repeats = [], {}, []
+    # A stored key outside the reporter's scope refuses its draft, and with it the draft's unit, before anything
+    # is written: the whole transaction may be one statement that commits as it returns.
     for i, d in enumerate(drafts):
         key = d.values["external_key"]
+        if key in known and not d.scope.covers(known[key][1]):
+            out[i] = Forbidden(f"the case of key {key!r} is outside your scope", {"field": "external_key"})
+    refuse_units(out, units)
+    fresh, first_of_key, repeats = [], {}, []
+    for i, d in enumerate(drafts):
+        if out[i] is not None:
+            continue
+        key = d.values["external_key"]
         if key in known:
-            cid, path = known[key]
-            out[i] = (cid, False) if d.scope.covers(path) else Forbidden(f"the case of key {key!r} is outside your scope")
+            out[i] = (known[key][0], False)
         elif key in first_of_key:
             repeats.append((i, first_of_key[key]))
         else:
@@ -177,11 +194,14 @@ def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool 
     if not savepoint:
         stored = list(zip(fresh, _insert_rows(session, [drafts[i] for i in fresh])))
     else:
-        stored = _insert_guarded(session, drafts, fresh, out)
+        stored = _insert_guarded(session, drafts, fresh, out, unit_of, repeats)
     for i, cid in stored:
         out[i] = (cid, True)
     for i, first in repeats:
         out[i] = (out[first][0], False) if isinstance(out[first], tuple) else out[first]
+    # A repeat whose first draft failed refuses its unit; _insert_guarded kept such a unit in the savepoint of the
+    # first draft's, so none of it was stored.
+    refuse_units(out, units)
     if stored:
         from cityops.events import rollup
 
@@ -189,6 +209,28 @@ def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool 
         if rollup.enabled(conn):
             rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
     return out
+
+
+class BatchRefused(Exception):
+    """Marks the drafts of a unit refused because one of them was: ``index`` is the unit's refused draft (its
+    position in the unit), ``error`` what refused it."""
+
+    def __init__(self, index: int, error: Exception):
+        super().__init__(f"item {index}: {error}")
+        self.index, self.error = index, error
+
+
+def refuse_units(out: list, units: list[list[int]] | None) -> None:
+    """Every item of a unit with a refused item (an exception in ``out``) answered with a ``BatchRefused`` naming
+    the first refused one."""
+    for members in units or ():
+        bad = next((k for k, i in enumerate(members) if isinstance(out[i], Exception)), None)
+        if bad is None:
+            continue
+        err = out[members[bad]]
+        refused = err if isinstance(err, BatchRefused) else BatchRefused(bad, err)
+        for i in members:
+            out[i] = refused
 
 
 def one_statement(bind) -> bool:
@@ -200,22 +242,49 @@ def one_statement(bind) -> bool:
     return storage_of(bind).family_statement and not rollup.enabled(bind)
 
 
-def _insert_guarded(session: Session, drafts: list[CaseDraft], fresh: list[int], out: list) -> list[tuple[int, int]]:
-    """``fresh`` drafts in one savepoint; on a collision each in its own, the colliding one answered in ``out``."""
+def _insert_guarded(session: Session, drafts: list[CaseDraft], fresh: list[int], out: list,
+                    unit_of: dict | None = None, repeats: list[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+    """``fresh`` drafts in one savepoint; on a collision each alone (a unit's drafts together, and with the unit of
+    the first draft of a key a unit repeats) in its own, the colliding one answered in ``out`` (a unit's drafts all
+    with its error)."""
     try:
         with session.begin_nested():
             ids = _insert_rows(session, [drafts[i] for i in fresh])
-        stored = list(zip(fresh, ids))
+        return list(zip(fresh, ids))
     except IntegrityError:  # rare: one of them collides (a key stored meanwhile by another process)
-        stored = []
-        for i in fresh:
-            try:
-                with session.begin_nested():
-                    stored.append((i, _insert_rows(session, [drafts[i]])[0]))
-            except IntegrityError:
+        pass
+    unit_of = unit_of or {}
+    part_of = {i: ("unit", unit_of[i]) if i in unit_of else ("one", i) for i in range(len(drafts))}
+    joined: dict = {}  # part → the part it is stored with
+
+    def root(p):
+        while p in joined:
+            p = joined[p]
+        return p
+
+    for i, first in repeats:  # a unit with a repeat stands or falls with its first draft's part
+        a, b = root(part_of[i]), root(part_of[first])
+        if a != b:
+            joined[a] = b
+    parts: dict = {}
+    for i in fresh:
+        parts.setdefault(root(part_of[i]), []).append(i)
+    stored = []
+    for part in parts.values():
+        try:
+            with session.begin_nested():
+                stored.extend(zip(part, _insert_rows(session, [drafts[i] for i in part])))
+        except IntegrityError:
+            if len(part) == 1 and part[0] not in unit_of:
+                i = part[0]
                 key = drafts[i].values["external_key"]
                 cid = key and session.scalar(select(Case.id).where(Case.external_key == key))
                 out[i] = (cid, False) if cid else Conflict("the case could not be stored (a unique value collides)")
+                continue
+            # A unit: none of it stored; a retry is idempotent on the keys stored meanwhile.
+            conflict = Conflict("a unique value collides (a key stored meanwhile); nothing of the batch stored, retry")
+            for i in part:
+                out[i] = conflict
     return stored
 
 

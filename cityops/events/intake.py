@@ -14,10 +14,12 @@ drafted.
 Guarantees: a request is answered only after the transaction holding its case committed; a bad draft fails
 alone (the group goes in without savepoints; if a unique value collides, the transaction is rolled back and the
 group written again one savepoint per case, ``creation.insert_drafts``); retries are idempotent on ``external_key``.
+A ``Batch`` (the batch intake route: several reports of one request) joins a group as one unit, all or nothing: if
+one of its reports is refused (drafting or storing), none of them is stored and its request hears which.
 On PostgreSQL a group's case rows, first log entries and outbox rows are one statement (``Storage.insert_family``),
 run as its own transaction (``core.db.statement_sessionmaker``): it has committed when it returns. The queue is bounded
-(``CITYOPS_EVENTS_QUEUE`` drafts, default 2,000): when it is full ``submit`` raises ``IntakeBusy`` (HTTP 503 with
-Retry-After) instead of waiting without limit. The thread starts on the first submission and ends after a
+(``CITYOPS_EVENTS_QUEUE`` reports, default 2,000, a batch counting its reports): when it is full ``submit`` raises
+``IntakeBusy`` (HTTP 503 with Retry-After) instead of waiting without limit. The thread starts on the first submission and ends after a
 minute without one.
 """
 
@@ -29,6 +31,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -36,7 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from cityops.core.errors import Busy
 from cityops.core.web import per_app
 from cityops.core.db import statement_sessionmaker
-from cityops.events.creation import CaseDraft, PointReport, draft_reports, insert_drafts, one_statement
+from cityops.events.creation import (CaseDraft, PointReport, refuse_units, draft_reports, insert_drafts,
+                                     one_statement)
 from cityops.events.routing import write_section
 from cityops.org.locate import LocatorCache
 
@@ -45,6 +49,22 @@ log = logging.getLogger("cityops.events.intake")
 
 class IntakeBusy(Busy):
     code = "intake_busy"
+
+
+@dataclass
+class Batch:
+    """Reports of one request stored all or nothing (``POST /api/events/cases/batch``): drafts, or point reports
+    the writer drafts with the rest of its group. Its future gives the list of ``(case id, created)`` in order, or
+    a ``creation.BatchRefused`` naming the report that refused it."""
+
+    items: list
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _size(item) -> int:
+    return len(item) if isinstance(item, Batch) else 1
 
 
 class CaseWriter:
@@ -58,8 +78,10 @@ class CaseWriter:
         self.locator = locator
         self.capacity = capacity
         self.max_group = max_group
-        #: (draft or report, waiter): a ``concurrent.futures.Future``, or (event loop, asyncio future)
-        self._q: queue.Queue[tuple[CaseDraft | PointReport, object]] = queue.Queue(maxsize=capacity)
+        #: (draft, report or batch, waiter): a ``concurrent.futures.Future``, or (event loop, asyncio future). The
+        #: bound is on reports (``_pending``), not entries: a batch takes as many places as it has reports.
+        self._q: queue.Queue[tuple[CaseDraft | PointReport | Batch, object]] = queue.Queue()
+        self._pending = 0
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._one_statement: sessionmaker[Session] | None = None
@@ -72,7 +94,7 @@ class CaseWriter:
         from prometheus_client import Counter, Gauge, Histogram
 
         Gauge("cityops_events_intake_pending", "Case reports queued for the group commit", registry=registry
-              ).set_function(self._q.qsize)
+              ).set_function(lambda: self._pending)
         Gauge("cityops_events_intake_capacity", "Capacity of the case intake queue (reports)", registry=registry).set(self.capacity)
         self._committed = Counter("cityops_events_intake_committed", "Case reports stored by the group commit", registry=registry)
         self._rejected = Counter("cityops_events_intake_rejected", "Case reports refused with 503 (queue full)", registry=registry)
@@ -81,16 +103,16 @@ class CaseWriter:
 
     @property
     def pending(self) -> int:
-        return self._q.qsize()
+        return self._pending
 
-    def submit(self, draft: CaseDraft | PointReport) -> Future:
+    def submit(self, draft: CaseDraft | PointReport | Batch) -> Future:
         """Queue a draft or a point report; the future gives ``(case id, created)`` after the commit, or the error
         that refused it (a point report's draft is then in its ``draft``). For callers in a thread (Open311)."""
         fut: Future = Future()
         self._put(draft, fut)
         return fut
 
-    def submit_async(self, draft: CaseDraft | PointReport) -> asyncio.Future:
+    def submit_async(self, draft: CaseDraft | PointReport | Batch) -> asyncio.Future:
         """``submit`` for a request on an event loop: the answer comes as an asyncio future of that loop, settled
         together with the rest of its group in one call onto the loop (``_answer``). A ``concurrent.futures``
         future per request, wrapped, cost a cross-thread wake-up of the loop per case (``Future.set_result`` was
@@ -100,15 +122,16 @@ class CaseWriter:
         self._put(draft, (loop, fut))
         return fut
 
-    def _put(self, draft: CaseDraft | PointReport, waiter) -> None:
+    def _put(self, draft: CaseDraft | PointReport | Batch, waiter) -> None:
+        n = _size(draft)
         with self._lock:
-            try:
-                self._q.put_nowait((draft, waiter))
-            except queue.Full:
+            if self._pending + n > self.capacity:
                 if self._rejected is not None:
-                    self._rejected.inc()
-                raise IntakeBusy(f"case intake queue full ({self.capacity} reports pending); retry shortly",
-                                 {"capacity": self.capacity}) from None
+                    self._rejected.inc(n)
+                raise IntakeBusy(f"case intake queue full ({self._pending} of {self.capacity} reports pending); "
+                                 "retry shortly", {"capacity": self.capacity, "pending": self._pending})
+            self._pending += n
+            self._q.put_nowait((draft, waiter))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="events-intake", daemon=True)
                 self._thread.start()
@@ -123,11 +146,15 @@ class CaseWriter:
                         self._thread = None
                         return
                 continue
-            while len(group) < self.max_group:
+            size = _size(group[0][0])
+            while size < self.max_group:  # a batch goes in whole, so a group may pass max_group by one batch
                 try:
                     group.append(self._q.get_nowait())
                 except queue.Empty:
                     break
+                size += _size(group[-1][0])
+            with self._lock:
+                self._pending -= size
             self._store(group)
 
     def _group_sessions(self) -> sessionmaker[Session]:
@@ -139,17 +166,31 @@ class CaseWriter:
             self._one_statement = statement_sessionmaker(engine) if one_statement(engine) else self.sessions
         return self._one_statement
 
-    def _store(self, group: list[tuple[CaseDraft | PointReport, object]]) -> None:
+    def _store(self, group: list[tuple[CaseDraft | PointReport | Batch, object]]) -> None:
         started = time.perf_counter()
         waiters = [w for _, w in group]
-        drafts: list = [item for item, _ in group]
+        # The group's reports in one list; a batch's reports are a unit of it (stored all or nothing).
+        drafts: list = []
+        spans: list[tuple[int, int]] = []
+        units: list[list[int]] = []
+        for item, _ in group:
+            start = len(drafts)
+            if isinstance(item, Batch):
+                drafts.extend(item.items)
+                units.append(list(range(start, len(drafts))))
+            else:
+                drafts.append(item)
+            spans.append((start, len(drafts)))
         try:
             with self._group_sessions()() as session:
                 reports = [i for i, item in enumerate(drafts) if isinstance(item, PointReport)]
                 if reports:  # before the write lock: located and routed from cached data
                     for i, d in zip(reports, draft_reports(session, [drafts[i] for i in reports], self.locator), strict=True):
                         drafts[i] = d
+                refuse_units(drafts, units)  # a batch with a report that cannot be drafted is refused whole
                 ready = [i for i, d in enumerate(drafts) if not isinstance(d, Exception)]
+                at = {i: k for k, i in enumerate(ready)}
+                ready_units = [[at[i] for i in u] for u in units if u and u[0] in at]
                 stored = []
                 if ready:
                     batch = [drafts[i] for i in ready]
@@ -157,27 +198,34 @@ class CaseWriter:
                         # The drafts are validated, located and routed: the group goes in without a savepoint
                         # (on PostgreSQL its SAVEPOINT/RELEASE round trips were 28 % of the group's insert).
                         with write_section(session):
-                            stored = insert_drafts(session, batch, savepoint=False)
+                            stored = insert_drafts(session, batch, savepoint=False, units=ready_units)
                             session.commit()
                     except IntegrityError:
                         # A unique value collided (a key stored meanwhile by another process): the transaction is
-                        # gone with it, so the group is written again, each case in its own savepoint, and only
-                        # the colliding one is refused.
+                        # gone with it, so the group is written again, each case (each batch) in its own
+                        # savepoint, and only the colliding one is refused.
                         with self.sessions() as again, write_section(again):
-                            stored = insert_drafts(again, batch)
+                            stored = insert_drafts(again, batch, units=ready_units)
                             again.commit()
         except Exception as exc:  # the transaction failed: nothing of the group is stored, every request hears it
-            log.exception("case intake group of %d failed", len(group))
+            log.exception("case intake group of %d reports failed", len(drafts))
             _answer(waiters, [exc] * len(waiters))
             return
         results = list(drafts)
         for i, result in zip(ready, stored, strict=True):
             results[i] = result
-        _answer(waiters, results)
+        answers = []
+        for (item, _), (start, end) in zip(group, spans, strict=True):
+            if isinstance(item, Batch):
+                part = results[start:end]
+                answers.append(next((r for r in part if isinstance(r, Exception)), part))
+            else:
+                answers.append(results[start])
+        _answer(waiters, answers)
         if self._committed is not None:
             self._committed.inc(sum(1 for r in results if not isinstance(r, Exception)))
-            self._groups.observe(len(group))
-        log.debug("stored %d case reports in %.1f ms", len(group), 1000 * (time.perf_counter() - started))
+            self._groups.observe(len(drafts))
+        log.debug("stored %d case reports in %.1f ms", len(drafts), 1000 * (time.perf_counter() - started))
 
 
 def _answer(waiters: list, results: list) -> None:

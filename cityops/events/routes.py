@@ -9,16 +9,17 @@ from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, RootModel, TypeAdapter, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from cityops.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadTooLarge
 from cityops.core import sse
 from cityops.core.params import Id, Int32, NonNegInt64
-from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, parse_body, read_upload_limited,
-                              request_id, require)
+from cityops.core.web import (DB, AppContext, Ctx, current_principal, json_body_schema, loads_json, parse_body,
+                              read_upload_limited, request_id, require)
 from cityops.events import actions, attachments, catalogue, creation, evaluation, hotline, intake, queries, routing, sla
 from cityops.events.models import Attachment, Case
 from cityops.events.workflow import ACTIVE
@@ -153,6 +154,23 @@ def map_cases(session: DB, principal=Depends(require("events.read")),
     return CaseMap(features=features, total=total, truncated=total > limit)
 
 
+def _report(body: CaseIn, principal, request: Request) -> dict:
+    """``creation.draft_case``'s arguments for a report of the REST routes (one case or a batch): the same checks,
+    and the client's ``external_key`` under the caller's name, so a report retried alone or in a batch is one case."""
+    if body.source in ("sensor", "open311"):
+        raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
+    return dict(source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
+                description=body.description, lon=body.lon, lat=body.lat, address=body.address,
+                address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
+                attributes=body.attributes,
+                external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
+                actor=principal.actor(request_id(request)), scope=principal.scope)
+
+
+def _has_point(report: dict) -> bool:
+    return report["lon"] is not None and report["lat"] is not None
+
+
 @router.post("/cases", status_code=201,
              summary="Report a case (REST intake): located, routed, logged; answered after commit (503 + Retry-After when busy)",
              openapi_extra=json_body_schema(CaseIn))
@@ -163,16 +181,7 @@ async def create_case(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     principal = await current_principal(request, ctx)
     principal.require("events.report")
-    body = parse_body(CaseIn, await request.body())
-    if body.source in ("sensor", "open311"):
-        raise InvalidInput(f"source {body.source!r} has its own entry point", {"field": "source"})
-
-    report = dict(source=body.source, class_code=body.class_code, kind=body.kind, title=body.title,
-                  description=body.description, lon=body.lon, lat=body.lat, address=body.address,
-                  address_id=body.address_id, unit_code=body.unit_code, urgency=body.urgency, reporter=body.reporter,
-                  attributes=body.attributes,
-                  external_key=f"rest:{principal.username}:{body.external_key}" if body.external_key else None,
-                  actor=principal.actor(request_id(request)), scope=principal.scope)
+    report = _report(parse_body(CaseIn, await request.body()), principal, request)
 
     def draft() -> creation.CaseDraft:
         with ctx.sessions() as session:  # an address, building or unit code is looked up in the database
@@ -185,16 +194,108 @@ async def create_case(request: Request) -> Response:
     # With a point, the report goes to the case writer as it is: the writer locates and routes its whole group
     # at once (a vectorised Locator pass, cached routing rules) before the transaction, so the event loop only
     # authenticates, parses and answers. An address, building or unit code is drafted here, in a thread.
-    if body.lon is not None and body.lat is not None:
-        item = creation.PointReport(report)
-    else:
-        item = await asyncio.to_thread(draft)
+    item = creation.PointReport(report) if _has_point(report) else await asyncio.to_thread(draft)
     case_id, created = await intake.writer(request.app.state).submit_async(item)
     d = item.draft if isinstance(item, creation.PointReport) else item
     # An idempotent retry (not created) answers with the case stored the first time.
     out = creation.draft_view(d, case_id) if created else await asyncio.to_thread(stored, case_id)
     # orjson directly: the dict is JSON-ready, and FastAPI's generic encoder was a visible share of an intake request.
     return Response(orjson.dumps(out), status_code=201, media_type="application/json")
+
+
+class CaseBatchIn(RootModel[list[CaseIn]]):
+    """A JSON array of case reports, each as ``POST /api/events/cases`` takes it (at most ``events_batch_max``)."""
+
+
+_BATCH = TypeAdapter(list[CaseIn])
+
+
+class BatchCase(BaseModel):
+    index: int = Field(description="position of the report in the request's array")
+    number: str = Field(description="the case number")
+    created: bool = Field(description="false: a report with this external_key was stored before (a retry)")
+
+
+class CaseBatchOut(BaseModel):
+    created: int = Field(description="cases made by this request")
+    existing: int = Field(description="reports answered with a case stored before (same external_key)")
+    cases: list[BatchCase]
+
+
+def _item_error(index: int, exc: Exception) -> Exception:
+    """A report's error, as the batch's answer: the same status, naming the report's position and field."""
+    if not isinstance(exc, CityOpsError):
+        return exc
+    details = exc.details if isinstance(exc.details, dict) else {}
+    field = details.get("field")
+    err = type(exc)(f"item {index}{f' ({field})' if field else ''}: {exc.message}; nothing of the batch stored",
+                    {**details, "index": index})
+    return err
+
+
+@router.post("/cases/batch", status_code=201, response_model=CaseBatchOut,
+             summary="Report several cases at once (12345 platforms, IoT gateways, upstream systems): all or nothing; "
+                     "idempotent per external_key; answered after commit",
+             openapi_extra=json_body_schema(CaseBatchIn))
+async def create_cases(request: Request) -> Response:
+    """A batch goes through the case writer as one unit (``intake.Batch``): every report is validated, located,
+    routed and scope-checked before any is stored, and the first refused one answers for the batch (its status,
+    ``item N (field): …``) with nothing stored. Reports with a point are drafted by the writer with the rest of its
+    group; the others here, in a thread."""
+    ctx: AppContext = request.app.state.ctx
+    principal = await current_principal(request, ctx)
+    principal.require("events.report")
+    data = loads_json(await request.body())
+    if not isinstance(data, list):
+        raise InvalidInput("the body must be a JSON array of case reports", {"field": "body"})
+    limit = min(ctx.settings.events_batch_max, ctx.settings.events_queue)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{len(data)} case reports in one batch; at most {limit} per request",
+                              {"limit": limit, "count": len(data)})
+    if not data:
+        raise InvalidInput("the batch is empty: send at least one case report", {"field": "body"})
+    try:
+        bodies = _BATCH.validate_python(data)
+    except ValidationError as exc:  # the standard 422: body.<index>.<field>: …
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    reports = []
+    for i, body in enumerate(bodies):
+        try:
+            reports.append(_report(body, principal, request))
+        except CityOpsError as exc:
+            raise _item_error(i, exc) from None
+    items: list = [creation.PointReport(r) if _has_point(r) else None for r in reports]
+    others = [i for i, item in enumerate(items) if item is None]
+
+    def draft() -> None:
+        with ctx.sessions() as session:  # addresses, building or unit codes are looked up in the database
+            locator = routing.FixedLocator(ctx.locator)
+            for i in others:
+                try:
+                    items[i] = creation.draft_case(session, **reports[i], locator=locator)
+                except CityOpsError as exc:
+                    raise _item_error(i, exc) from None
+
+    if others:
+        await asyncio.to_thread(draft)
+    try:
+        results = await intake.writer(request.app.state).submit_async(intake.Batch(items))
+    except creation.BatchRefused as exc:
+        raise _item_error(exc.index, exc.error) from None
+    drafts = [item.draft if isinstance(item, creation.PointReport) else item for item in items]
+    numbers = {i: d.values["number"] for i, (d, (_, created)) in enumerate(zip(drafts, results)) if created}
+    if len(numbers) < len(results):  # retries: the numbers of the cases stored the first time
+
+        def stored() -> dict[int, str]:
+            ids = {cid for cid, created in results if not created}
+            with ctx.sessions() as session:
+                return dict(session.execute(select(Case.id, Case.number).where(Case.id.in_(ids))).all())
+
+        known = await asyncio.to_thread(stored)
+        numbers.update({i: known[cid] for i, (cid, created) in enumerate(results) if not created})
+    out = CaseBatchOut(created=sum(1 for _, c in results if c), existing=sum(1 for _, c in results if not c),
+                       cases=[BatchCase(index=i, number=numbers[i], created=c) for i, (_, c) in enumerate(results)])
+    return Response(out.model_dump_json(), status_code=201, media_type="application/json")
 
 
 @router.get("/cases/{number}", summary="A case with its full history, photos, children and the actions allowed now")

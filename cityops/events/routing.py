@@ -166,7 +166,7 @@ def _point(lon, lat) -> tuple[float, float]:
 def _where(lon: float, lat: float, located: Located | None, how: str) -> Where:
     if located is None:
         raise OutsideJurisdiction(f"the point {lon:.6f}, {lat:.6f} lies outside the district's jurisdiction",
-                                  {"lon": lon, "lat": lat})
+                                  {"field": "lon/lat", "lon": lon, "lat": lat})
     return Where(lon, lat, located, how)
 
 _DEPTS: dict[str, tuple[float, list]] = {}
