@@ -613,3 +613,31 @@ def test_gdal_sends_its_cql_text_and_gets_exact_answers(admin, live_logged, grid
             assert all(" 200" in r for r in sent), sent
     finally:
         pyogrio.set_gdal_config_options({"GDAL_HTTP_AUTH": None, "GDAL_HTTP_BEARER": None})
+
+
+def test_bbox_pages_follow_edits_of_imported_features(api, admin, editable):
+    """A bbox page joins the Feature texts written with the imported rows (SQLite); an edit, a delete and a
+    rollback must never leave an old text behind."""
+    items = f"/ogc/collections/{editable}/items"
+    box = {"bbox": "108.3,31.1,108.5,31.3", "limit": 10}
+
+    def page() -> list[tuple]:
+        body = api.get(items, params=box, headers=admin).json()
+        return [(f["properties"], f["geometry"]["coordinates"]) for f in body["features"]]
+
+    assert page() == [({"name": "一", "n": 1}, [108.41, 31.21])]
+    first = api.get(items, headers=admin).json()["features"][0]
+    here = f"{items}/{first['id']}"
+    r = api.put(here, headers={**admin, "Content-Type": "application/geo+json"},
+                json={"type": "Feature", "properties": {"name": "一改", "n": 11},
+                      "geometry": {"type": "Point", "coordinates": [108.42, 31.22]}})
+    assert r.status_code == 204, r.text
+    assert page() == [({"name": "一改", "n": 11}, [108.42, 31.22])]
+    r = api.patch(here, headers={**admin, "Content-Type": "application/merge-patch+json"}, json={"properties": {"n": 12}})
+    assert r.status_code == 204, r.text
+    assert page() == [({"name": "一改", "n": 12}, [108.42, 31.22])]
+    imported = versions(api, admin, editable)[-1]["version"]
+    assert api.delete(here, headers=admin).status_code == 204
+    assert page() == []
+    assert api.post(f"/api/layers/{editable}/rollback", headers=admin, json={"version": imported}).status_code == 200
+    assert page() == [({"name": "一", "n": 1}, [108.41, 31.21])]

@@ -5,6 +5,12 @@ row is current). It is a GeoPackage feature table on SQLite and has a GiST index
 ``layer_<key>_history`` keeps every superseded row with the versions it was current for,
 [v_from, v_to), so any earlier version can be restored exactly. Ids are never reused (AUTOINCREMENT /
 identity), so a restored row keeps its id.
+
+On SQLite ``geojson_<key>`` keeps each current feature as the GeoJSON Feature text OGC API – Features serves in
+CRS84, written by the bulk writer in the pass that inserts the rows (PostGIS writes that text in SQL per page;
+in SQLite every byte of it would be Python under the GIL of the serving process). Triggers delete a row's text
+when the row is updated or deleted, so a stale text is never read; a row without text (written by another path,
+or by a client such as QGIS) is written per request, as before (``feature_texts``).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from functools import lru_cache
 from itertools import repeat
 
 import numpy as np
+import orjson
 import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
@@ -62,11 +69,74 @@ def create(conn: Connection, key: str, geometry_type: str, title: str) -> None:
     history.create(conn)
     # identifier = the table name: unique, where a bare key could clash with a core table (e.g. "buildings").
     register_spatial_table(current.name, "geom", geometry_type, title, bind=conn)
+    if storage_of(conn).rtree_index:
+        create_geojson_table(conn, current.name)
+
+
+def geojson_table(current_name: str) -> str:
+    """The SQLite table of the prepared Feature texts of the layer table ``current_name`` (``layer_<key>``)."""
+    return "geojson_" + current_name.removeprefix("layer_")
+
+
+def create_geojson_table(conn: Connection, current_name: str) -> None:
+    """The prepared texts' table and the triggers that drop a text when its row changes (SQLite)."""
+    side = geojson_table(current_name)
+    conn.exec_driver_sql(f'CREATE TABLE IF NOT EXISTS "{side}" (id INTEGER PRIMARY KEY, feature BLOB NOT NULL)')
+    for event in ("UPDATE", "DELETE"):
+        conn.exec_driver_sql(f'CREATE TRIGGER IF NOT EXISTS "{side}_{event.lower()}" AFTER {event} ON "{current_name}" '
+                             f'BEGIN DELETE FROM "{side}" WHERE id = OLD.id; END')
+
+
+def properties_bytes(text: str) -> bytes:
+    """Stored properties as they are; Python's json wrote non-finite numbers as NaN/Infinity, which are not JSON:
+    such text is parsed and written again (orjson makes them null, as the general path does)."""
+    if "NaN" in text or "Infinity" in text:
+        return orjson.dumps(json.loads(text))
+    return text.encode()
+
+
+def feature_texts(ids, fids, properties: list[str], geoms: np.ndarray) -> list[bytes]:
+    """GeoJSON Feature texts (type, id, geometry, properties: the order the general path writes) of canonical
+    (lon/lat) rows: the geometries in one vectorised GEOS call at full precision, properties as stored."""
+    texts = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+    return [b'{"type":"Feature","id":' + orjson.dumps(f if f is not None else str(i)) + b',"geometry":'
+            + (b"null" if g is None else g.encode()) + b',"properties":' + properties_bytes(p) + b"}"
+            for i, f, p, g in zip(ids, fids, properties, texts)]
+
+
+def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms) -> None:
+    """Store the Feature texts of new rows (SQLite). Only rows whose text is certain to equal what a reader writes
+    from the stored row: a text (or no) fid, as SQLite keeps it, and a geometry that is missing or not empty (an
+    empty one can come back from its blob as another type); the others are written per request."""
+    ids, geoms = np.asarray(ids), np.asarray(geoms, dtype=object)
+    fid_ok = np.array([f is None or isinstance(f, str) for f in fids], dtype=bool)
+    at = np.flatnonzero(fid_ok & ~(shapely.is_geometry(geoms) & shapely.is_empty(geoms)))
+    if not len(at):
+        return
+    texts = feature_texts(ids[at].tolist(), [fids[i] for i in at], [properties[i] for i in at], geoms[at])
+    conn.exec_driver_sql(f'INSERT INTO "{geojson_table(current_name)}" (id, feature) VALUES (?, ?)',
+                         list(zip(ids[at].tolist(), texts)))
+
+
+def fill_texts(conn: Connection, current_name: str, batch: int = 20_000) -> int:
+    """Write the Feature texts of the rows that have none (a layer stored before the texts existed); SQLite."""
+    storage, side, written, last = storage_of(conn), geojson_table(current_name), 0, 0
+    while True:
+        rows = conn.exec_driver_sql(
+            f'SELECT t.id, t.fid, t.properties, t.geom FROM "{current_name}" t LEFT JOIN "{side}" g ON g.id = t.id '
+            f"WHERE t.id > ? AND g.id IS NULL ORDER BY t.id LIMIT ?", (last, batch)).all()
+        if not rows:
+            return written
+        write_texts(conn, current_name, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                    storage.decode_geometries([r[3] for r in rows]))
+        written, last = written + len(rows), rows[-1][0]
 
 
 def drop(conn: Connection, key: str, geometry_type: str) -> None:
     current, history = tables(key, geometry_type)
     unregister_spatial_table(current.name, "geom", conn)
+    if storage_of(conn).rtree_index:
+        conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{geojson_table(current.name)}"')
     history.drop(conn, checkfirst=True)
     current.drop(conn, checkfirst=True)
 
@@ -142,10 +212,12 @@ class BulkWriter:
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
+        ids = np.arange(start + 1, end + 1)
+        write_texts(self.conn, name, ids, fids, properties, geoms)
         if self._rtree is not None:
-            self._rtree.add(np.arange(start + 1, end + 1), geoms)
+            self._rtree.add(ids, geoms)
         elif self.index_by_hand:
-            write_rtree(self.conn, name, np.arange(start + 1, end + 1), geoms)
+            write_rtree(self.conn, name, ids, geoms)
         return len(properties)
 
 

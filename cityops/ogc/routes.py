@@ -374,13 +374,16 @@ def _bbox_page(request: Request, conn, layer) -> Response | None:
         offset = service.parse_offset(params.get("offset"))
         cursor = service.parse_cursor(params.get("cursor"))
         out_crs = service.served_crs(params.get("crs"), "crs", metric)
-        area = service.parse_bbox(params["bbox"], service.served_crs(params.get("bbox-crs"), "bbox-crs", metric))
+        bbox_crs = service.served_crs(params.get("bbox-crs"), "bbox-crs", metric)
+        area = service.parse_bbox(params["bbox"], bbox_crs)
         service.check_datetime(params.get("datetime"))
     except CityOpsError:
         return None
     if (cursor is not None and offset) or params.get("f", "json") not in service.FORMATS:
         return None
-    page = service.bbox_page(conn, layer, area=area, limit=limit, offset=offset, cursor=cursor, out_crs=out_crs)
+    # A box in a geographic CRS is the rectangle of its bounds in lon/lat (parse_bbox): no need to test it.
+    page = service.bbox_page(conn, layer, area=area, limit=limit, offset=offset, cursor=cursor, out_crs=out_crs,
+                             rectangle=True if bbox_crs.geographic else None)
     if page is None:
         return None
     links = _page_links(request, layer, params, limit, offset, cursor, page.ids, page.more_after, page.more_before)

@@ -31,7 +31,6 @@ from functools import lru_cache
 from datetime import datetime
 
 import numpy as np
-import orjson
 import pyproj
 import shapely
 from sqlalchemy import func, literal, select
@@ -499,25 +498,14 @@ def _pg_page_sql(table: str, backwards: bool) -> str:
     return sql
 
 
-def _feature_bytes(fid: str, geometry: bytes, properties: bytes) -> bytes:
-    return b'{"type":"Feature","id":' + orjson.dumps(fid) + b',"geometry":' + geometry + b',"properties":' \
-        + properties + b"}"
-
-
-def _properties_bytes(text: str) -> bytes:
-    """Stored properties as they are; Python's json wrote non-finite numbers as NaN/Infinity, which are not JSON:
-    such text is parsed and written again (orjson makes them null, as the general path does)."""
-    if "NaN" in text or "Infinity" in text:
-        return orjson.dumps(json.loads(text))
-    return text.encode()
-
-
 def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, cursor: tuple[str, int] | None,
-              out_crs: ServedCRS) -> FeaturesPage | None:
+              out_crs: ServedCRS, rectangle: bool | None = None) -> FeaturesPage | None:
     """A bbox page of a layer's own table with every feature written as GeoJSON bytes, on the driver's cursor of
     ``conn`` (a SQLAlchemy connection; read only): the same features, count and paging as ``items`` with a bbox
     alone, without a statement built per request. None where this path does not apply (a source restricted per
-    reader, PostGIS output in another CRS than CRS84, too many candidates): the caller uses ``items``."""
+    reader, PostGIS output in another CRS than CRS84, too many candidates): the caller uses ``items``.
+    ``rectangle``: whether ``area`` is the rectangle of its bounds in lon/lat (a bbox given in a geographic CRS),
+    when the caller knows; else it is tested."""
     if hasattr(layer, "ogc_source"):
         return None
     storage = storage_of(conn)
@@ -553,7 +541,7 @@ def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, c
         return None
     cur = raw.cursor()
     try:
-        found = _sqlite_rtree_page(cur, current.name, area, limit, offset, cursor)
+        found = _sqlite_rtree_page(cur, current.name, area, limit, offset, cursor, rectangle)
         if found is None:  # not a rectangle: every candidate's box into one vectorised pass
             ids = _sqlite_bbox_ids(conn, Source(current, current.name), area)
             if ids is None:
@@ -562,27 +550,43 @@ def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, c
         matched, page_ids, more_after, more_before = found
         if not page_ids:
             return FeaturesPage(matched, [], [], more_after, more_before)
-        rows = cur.execute(f"SELECT id, fid, properties, geom FROM {table} WHERE id IN "
-                           f"({','.join('?' * len(page_ids))}) ORDER BY id", page_ids).fetchall()
+        marks = ",".join("?" * len(page_ids))
+        if out_crs.key == "OGC:CRS84":
+            # The texts written with the rows (featurestore); a row without one is read and written here.
+            side = featurestore.geojson_table(current.name)
+            rows = cur.execute(f'SELECT t.id, g.feature, CASE WHEN g.feature IS NULL THEN t.fid END, '
+                               f'CASE WHEN g.feature IS NULL THEN t.properties END, '
+                               f'CASE WHEN g.feature IS NULL THEN t.geom END '
+                               f'FROM {table} t LEFT JOIN "{side}" g ON g.id = t.id WHERE t.id IN ({marks}) '
+                               f'ORDER BY t.id', page_ids).fetchall()
+        else:
+            rows = cur.execute(f"SELECT id, NULL, fid, properties, geom FROM {table} WHERE id IN ({marks}) "
+                               f"ORDER BY id", page_ids).fetchall()
     finally:
         cur.close()
-    geoms = to_output(storage.decode_geometries([r[3] for r in rows]), out_crs)
-    texts = shapely.to_geojson(np.asarray(geoms, dtype=object))  # one vectorised GEOS call, full precision
-    features = [_feature_bytes(r[1] if r[1] is not None else str(r[0]),
-                               b"null" if g is None else g.encode(), _properties_bytes(r[2]))
-                for r, g in zip(rows, texts.tolist())]
+    features = [r[1] for r in rows]
+    missing = [i for i, f in enumerate(features) if f is None]
+    if missing:
+        todo = [rows[i] for i in missing]
+        geoms = to_output(storage.decode_geometries([r[4] for r in todo]), out_crs)
+        texts = featurestore.feature_texts([r[0] for r in todo], [r[2] for r in todo], [r[3] for r in todo], geoms)
+        for i, text in zip(missing, texts):
+            features[i] = text
     return FeaturesPage(matched, [r[0] for r in rows], features, more_after, more_before)
 
 
 def _sqlite_rtree_page(cur, table: str, area: shapely.Geometry, limit: int, offset: int,
-                       cursor: tuple[str, int] | None) -> tuple[int, list[int], bool, bool] | None:
+                       cursor: tuple[str, int] | None,
+                       rectangle: bool | None = None) -> tuple[int, list[int], bool, bool] | None:
     """(number matched, page ids, more after, more before) of a bbox on SQLite, the R*Tree doing the counting: an
     entry whose box lies inside a rectangular area intersects it (its box is rounded outwards), so those are
     counted and paged in SQLite itself, and only the entries crossing the area's edge come into Python, to be
     tested exactly with GEOS. Reading every candidate's box as Python tuples was the largest cost of the page.
     None when the area is not a rectangle (a box given in a projected CRS): ``_sqlite_bbox_ids`` then."""
     minx, miny, maxx, maxy = area.bounds
-    if not shapely.equals(area, shapely.box(minx, miny, maxx, maxy)):
+    if rectangle is None:
+        rectangle = bool(shapely.equals(area, shapely.box(minx, miny, maxx, maxy)))
+    if not rectangle:
         return None
     rtree = f"rtree_{table}_geom"
     overlap = "minx <= ? AND maxx >= ? AND miny <= ? AND maxy >= ?"
