@@ -237,13 +237,16 @@ def demo(
         engine, sessions, org_config = _store(settings, bus=False)
         with sessions() as session:
             empty = session.scalar(select(Unit.id).limit(1)) is None
+        # Steps that only make reads faster run once the server answers (a served map sooner; readers do without).
+        deferred: list = []
         if empty:
             start = time.perf_counter()
             with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
                 task = bar.add_task("building the demo district", total=None)
                 summary = build_demo(sessions, org_config, DemoConfig(seed=seed, grids=grids, buildings=buildings,
                                                                       boreholes=boreholes),
-                                     progress=lambda m: bar.update(task, description=m))
+                                     progress=lambda m: bar.update(task, description=m),
+                                     deferred=deferred if serve else None)
             console.print(f"demo district built in {time.perf_counter() - start:.1f} s: {json.dumps(summary, ensure_ascii=False)}")
             console.print(f"log in as admin / district / leader / yihe / taikang / gridworker / laogouwan / zhujian "
                           f"with password [bold]{DEMO_PASSWORD}[/bold]")
@@ -254,6 +257,8 @@ def demo(
             _start_storm(sessions, storm_speed)
         if serve and worker_every > 0:
             _start_workers(sessions, worker_every)
+        if deferred:
+            _after_start(host, port, deferred)
         if serve:
             _serve(settings, host, port)
         engine.dispose()
@@ -276,6 +281,32 @@ def _start_storm(sessions, speed: float) -> None:
 
     threading.Thread(target=run, name="storm-simulator", daemon=True).start()
     console.print(f"July storm simulator running live at {speed:g}× (24 h in {24 * 60 / speed:.0f} min)")
+
+
+def _after_start(host: str, port: int, steps: list) -> None:
+    """Run the demo's deferred steps in a daemon thread once the server accepts connections."""
+    import socket
+    import threading
+
+    def run():
+        log = logging.getLogger("cityops.demo")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        for name, call in steps:
+            started = time.perf_counter()
+            try:
+                call()
+                log.info("demo step done after start", extra={"step": name, "seconds": time.perf_counter() - started})
+            except Exception:  # noqa: BLE001 - the server keeps serving; readers do without what the step writes
+                log.exception("demo step after start failed", extra={"step": name})
+
+    threading.Thread(target=run, name="demo-deferred-steps", daemon=True).start()
+    console.print(f"after start: {', '.join(name for name, _ in steps)}")
 
 
 def _start_workers(sessions, every_s: float) -> None:

@@ -584,3 +584,28 @@ def test_building_change_reaches_its_tile(api, admin, dense):
         bus.wait_idle()
         bus.stop()
         assert r.status_code == 200, r.text
+
+
+def test_demo_defers_the_building_tiles_until_asked(store):
+    """``cityops demo`` serves before the buildings' tile geometry is prepared: build_demo hands the deferrable step
+    back instead of running it (tiles encode the footprints meanwhile), and running it later prepares every one."""
+    from sqlalchemy import func, select
+
+    from cityops.demo.generator import DemoConfig, build_demo
+    from cityops.housing.models import Building
+
+    deferred: list = []
+    build_demo(store.sessions, store.org, DemoConfig(grids=40, village_scale=0.2, townships=("义和镇",)),
+               deferred=deferred)
+    assert [name for name, _ in deferred] == ["building_tiles"]
+
+    def unprepared() -> tuple[int, int]:
+        with store.sessions() as session:
+            return (session.scalar(select(func.count()).select_from(Building).where(Building.tile_geom.is_(None))),
+                    session.scalar(select(func.count()).select_from(Building)))
+
+    missing, total = unprepared()
+    assert total > 0 and missing == total
+    for _, call in deferred:
+        call()
+    assert unprepared() == (0, total)

@@ -68,12 +68,18 @@ class DemoContext:
 
 Step = Callable[[DemoContext], None]
 STEPS: list[tuple[str, Step]] = []
+#: Steps that only make reads faster: what they write is derived from what earlier steps wrote, and every reader
+#: does without it (more slowly). ``cityops demo`` runs them after its server answers (``build_demo(deferred=…)``).
+DEFERRABLE: set[str] = set()
 
 
-def register_step(name: str, step: Step, after: str | None = None) -> None:
-    """Add a generation step (at the end, or right after the step named ``after``)."""
+def register_step(name: str, step: Step, after: str | None = None, *, deferrable: bool = False) -> None:
+    """Add a generation step (at the end, or right after the step named ``after``); ``deferrable``: see
+    ``DEFERRABLE``."""
     if any(existing == name for existing, _ in STEPS):
         return
+    if deferrable:
+        DEFERRABLE.add(name)
     if after is None:
         STEPS.append((name, step))
         return
@@ -336,8 +342,10 @@ register_step("users", step_users)
 
 
 def build_demo(sessions: sessionmaker[Session], org_config: org.OrgConfig, config: DemoConfig | None = None,
-               progress: Callable[[str], None] | None = None) -> dict:
-    """Run every registered step into an empty database; returns a summary of what was made."""
+               progress: Callable[[str], None] | None = None,
+               deferred: list[tuple[str, Callable[[], None]]] | None = None) -> dict:
+    """Run every registered step into an empty database; returns a summary of what was made. With a ``deferred``
+    list, the deferrable steps are not run but appended to it as (name, call) for the caller to run later."""
     import cityops.models  # noqa: F401  (every capability's steps registered, then link_sensors last)
 
     config = config or DemoConfig()
@@ -347,6 +355,9 @@ def build_demo(sessions: sessionmaker[Session], org_config: org.OrgConfig, confi
     ctx = DemoContext(sessions, org_config, config, load_catalogue(), random.Random(config.seed),
                       progress=progress or (lambda message: None))
     for name, step in STEPS:
+        if deferred is not None and name in DEFERRABLE:
+            deferred.append((name, lambda step=step: step(ctx)))
+            continue
         ctx.progress(f"step {name}")
         step(ctx)
     return ctx.summary

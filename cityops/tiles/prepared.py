@@ -21,6 +21,8 @@ migration that added the column and ``cityops tiles prepare``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import shapely
 from sqlalchemy import bindparam, select, update
@@ -101,9 +103,11 @@ def encode(footprints, zoom: int | None = None, extent: int | None = None) -> li
     return out
 
 
-def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True, codes: list[str] | None = None) -> int:
+def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True, codes: list[str] | None = None,
+         on_batch: Callable[[], None] | None = None) -> int:
     """Write the prepared blob of the buildings that have none (``only_missing``), or of all of them, or of
-    those with the given ``codes``, in batches by id; returns how many were written."""
+    those with the given ``codes``, in batches by id, calling ``on_batch`` after each (to commit it, say);
+    returns how many were written."""
     from cityops.core.storage import storage_of
 
     storage = storage_of(conn)
@@ -124,3 +128,5 @@ def fill(conn: Connection, *, batch: int = 20_000, only_missing: bool = True, co
                      [{"b_id": r.id, "b_blob": b} for r, b in zip(rows, blobs)])
         written += len(rows)
         last = rows[-1].id
+        if on_batch is not None:
+            on_batch()
