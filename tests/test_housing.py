@@ -229,6 +229,32 @@ def test_threatened_service_matches_brute_force_in_scope(demo_store, world):
     assert answer["buildings"] == answer["households"] == answer["vulnerable_residents"] == []
 
 
+def test_threatened_decides_buildings_across_the_zone_edge_by_their_footprints(demo_store, world):
+    """Envelopes decide the buildings wholly inside or wholly apart; one whose envelope meets the zone's edge is
+    decided by its footprint: a zone over the empty corner of a rotated building's envelope does not hold it, a
+    zone reaching into the footprint does."""
+    from cityops.housing.service import threatened
+    from cityops.identity.scope import Scope
+
+    everyone = Scope(all_units=True)
+    tried = 0
+    for b in world["buildings"]:
+        minx, miny, maxx, maxy = b.footprint.bounds
+        corner = shapely.box(minx - 1e-6, miny - 1e-6, minx + (maxx - minx) * 0.1, miny + (maxy - miny) * 0.1)
+        if shapely.intersects(corner, b.footprint) or shapely.area(b.footprint) > 0.8 * shapely.area(shapely.box(minx, miny, maxx, maxy)):
+            continue  # not rotated enough to leave its envelope's corner empty
+        into = shapely.box(minx - 1e-6, miny - 1e-6, *b.footprint.centroid.coords[0])
+        with demo_store.sessions() as s:
+            for zone, holds in ((corner, False), (into, True)):
+                answer = threatened(s, everyone, False, zone, limit=1000)
+                assert answer["totals"] == brute_force(world, zone)
+                assert (b.code in answer["building_codes"]) is holds
+        tried += 1
+        if tried == 5:
+            break
+    assert tried == 5
+
+
 def test_threatened_accepts_a_feature_and_projected_crs(api, world):
     from cityops.core.crs import from_canonical, parse_crs
 

@@ -23,6 +23,7 @@ from psycopg.adapt import Dumper
 from psycopg.pq import Format
 from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, case, cast, func, insert, literal, literal_column,
                         select, text, type_coerce)
+from sqlalchemy.sql import column as sql_column, table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
@@ -156,6 +157,21 @@ class Storage:
         """Keep rows whose envelope meets ``bounds`` (minx, miny, maxx, maxy, canonical CRS): the index step of
         every spatial query, ``&&`` on the GiST index (PostGIS) or the GeoPackage R*Tree (SQLite). Callers apply
         the exact predicate afterwards."""
+        raise NotImplementedError
+
+    def bbox_envelopes(self, stmt: Select, table: str, id_column, geom_column,
+                       bounds: tuple[float, float, float, float], geom_name: str = "geom") -> Select:
+        """``bbox_prefilter`` that also selects each row's envelope as four columns (minx, miny, maxx, maxy), read
+        from the index entry where it holds one (GeoPackage R*Tree) or from the geometry's header (PostGIS). An
+        envelope may be a little larger than the geometry's (single-precision boxes rounded outwards), never
+        smaller: a caller may decide "inside" or "outside" from it and test only the rest exactly."""
+        raise NotImplementedError
+
+    def column_lists(self, conn: Connection, stmt: Select) -> list[list]:
+        """The rows of ``stmt`` as one list per column, all in the same row order, aggregated by the database into
+        a single row (PostgreSQL arrays, SQLite JSON arrays): thousands of rows come back without a row tuple and
+        a Python object per row and column. Numbers and text only; floats may be rounded in their last digits
+        (SQLite's JSON writes 15 significant digits)."""
         raise NotImplementedError
 
     def raw_geometry(self, column):
@@ -312,6 +328,19 @@ class SQLiteStorage(Storage):
         candidates = text(f"SELECT id FROM rtree_{table}_{geom_name} "
                           "WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
         return stmt.where(id_column.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
+
+    def bbox_envelopes(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
+        minx, miny, maxx, maxy = bounds
+        rtree = sql_table(f"rtree_{table}_{geom_name}", *[sql_column(c) for c in ("id", "minx", "miny", "maxx", "maxy")])
+        # The R*Tree drives: its entries hold the boxes, and each entry finds its row by primary key.
+        return (stmt.add_columns(rtree.c.minx, rtree.c.miny, rtree.c.maxx, rtree.c.maxy)
+                .join_from(rtree, id_column.table, rtree.c.id == id_column)
+                .where(rtree.c.minx <= maxx, rtree.c.maxx >= minx, rtree.c.miny <= maxy, rtree.c.maxy >= miny))
+
+    def column_lists(self, conn, stmt):
+        sub = stmt.subquery()
+        row = conn.execute(select(*[func.json_group_array(c) for c in sub.c])).one()
+        return [orjson.loads(v) for v in row]
 
     def raw_geometry(self, column):
         return type_coerce(column, LargeBinary)
@@ -483,6 +512,17 @@ class PostgreSQLStorage(Storage):
         minx, miny, maxx, maxy = bounds
         raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
         return stmt.where(raw.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
+
+    def bbox_envelopes(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
+        raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
+        box = func.Box2D(raw)
+        return self.bbox_prefilter(stmt.add_columns(func.ST_XMin(box), func.ST_YMin(box), func.ST_XMax(box),
+                                                    func.ST_YMax(box)), table, id_column, geom_column, bounds, geom_name)
+
+    def column_lists(self, conn, stmt):
+        sub = stmt.subquery()
+        row = conn.execute(select(*[func.array_agg(c) for c in sub.c])).one()
+        return [v if v is not None else [] for v in row]
 
     def raw_geometry(self, column):
         return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
