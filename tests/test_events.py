@@ -1140,3 +1140,41 @@ def test_writer_refuses_a_batch_whole_when_one_of_its_stored_keys_is_outside_sco
         assert isinstance(out[0].error, Forbidden) and key not in str(out[0])
         assert out[2][1] is True  # the report outside the unit is stored
         assert table_counts(api.store)["event_cases"] == before["event_cases"] + 1
+
+
+def test_a_batch_that_collides_in_the_writers_group_is_refused_whole_and_the_rest_stored(api, places):
+    """A batch whose report collides with a stored case (a number taken) fails the group's single statement; the
+    group is written again, each single report and each batch in its own savepoint: that batch is refused whole,
+    the other batch and the single reports are stored."""
+    import time
+
+    from cityops.core.errors import Conflict
+    from cityops.events import intake
+
+    writer = intake.CaseWriter(api.store.sessions)
+    clash = _draft(api, places)
+    clash.values["number"] = _new(api, places)["number"]
+    before = table_counts(api.store)
+    blocker = api.store.engine.connect()
+    try:
+        _hold_case_writes(blocker)
+        first = writer.submit(_draft(api, places, key="dade0"))
+        deadline = time.monotonic() + 10
+        while writer.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        bad = writer.submit(intake.Batch([_draft(api, places, key="yihe1"), clash]))
+        good = writer.submit(intake.Batch([_draft(api, places, key="dade1"), _draft(api, places, key="yihe0")]))
+        single = writer.submit(_draft(api, places, key="yihe1"))
+        blocker.rollback()
+        assert first.result(timeout=30)[1] and single.result(timeout=30)[1]
+        stored = good.result(timeout=30)
+        with pytest.raises(creation.BatchRefused) as refused:
+            bad.result(timeout=30)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert [created for _, created in stored] == [True, True]
+    assert isinstance(refused.value.error, Conflict)
+    after = table_counts(api.store)
+    for table in ("event_cases", "event_transitions", "event_outbox"):
+        assert after[table] == before[table] + 4, table

@@ -169,28 +169,49 @@ def _where(lon: float, lat: float, located: Located | None, how: str) -> Where:
                                   {"field": "lon/lat", "lon": lon, "lat": lat})
     return Where(lon, lat, located, how)
 
-_DEPTS: dict[str, tuple[float, list]] = {}
+_DEPTS: dict[str, tuple[float, list, dict]] = {}
+#: Routes memoised per snapshot of the departments are bounded (then started afresh).
+_ROUTE_MEMO_MAX = 20_000
 
 
-def _departments(session: Session) -> list[tuple[str, str, str, list, list]]:
-    """(code, name, unit_path, matter_classes, covered_units) of every department, cached for 2 s."""
+def _snapshot(session: Session) -> tuple[list[tuple[str, str, str, list, list]], dict]:
+    """(code, name, unit_path, matter_classes, covered_units) of every department, cached for 2 s, with the routes
+    worked out from this snapshot so far."""
     key = str(session.get_bind().url)
     hit = _DEPTS.get(key)
     if hit and time.monotonic() - hit[0] < 2.0:
-        return hit[1]
+        return hit[1], hit[2]
     rows = [(d.code, d.name, d.unit_path, list(d.matter_classes or []), list(d.covered_units or []))
             for d in session.scalars(select(Department))]
-    _DEPTS[key] = (time.monotonic(), rows)
-    return rows
+    memo = hit[2] if hit and hit[1] == rows else {}  # the rules unchanged: the routes worked out stand
+    _DEPTS[key] = (time.monotonic(), rows, memo)
+    return rows, memo
 
 
 def route(session: Session, cls: catalogue.CaseClass, path: str) -> dict:
     """Routing rules as data: each department's ``matter_classes`` ("kind:major" or "kind:code") and its
     area (owning unit, or ``covered_units``). The most specific class match wins, then the most local
-    department; a tie goes to the dispatch queue; no match falls back to the territorial unit (属地兜底)."""
+    department; a tie goes to the dispatch queue; no match falls back to the territorial unit (属地兜底).
+
+    The answer depends only on the class, the unit path and the rules, so it is worked out once per class and
+    unit path while the departments' rules stay the same (re-read every 2 s): a group of the case writer, or a batch, repeats them,
+    and scanning every department's classes for each case was the largest part of drafting a located report."""
+    rows, memo = _snapshot(session)
+    settings, levels = catalogue.settings(), active_levels()
+    key = (cls.kind, cls.code, path, id(settings), id(levels))
+    hit = memo.get(key)
+    if hit is None:
+        if len(memo) >= _ROUTE_MEMO_MAX:
+            memo.clear()
+        hit = memo[key] = _route(rows, cls, path, settings, levels)
+    # A copy: a draft's route is its own (stored with the case and in its first log entry).
+    return {**hit, "candidates": list(hit["candidates"])}
+
+
+def _route(departments: list, cls: catalogue.CaseClass, path: str, settings, levels) -> dict:
     codes = [c for c in path.strip("/").split("/") if c]
     best: list[tuple[tuple[int, int], str, str]] = []
-    for code, name, unit_path, classes, covered in _departments(session):
+    for code, name, unit_path, classes, covered in departments:
         if covered:
             if not any(c in codes for c in covered):
                 continue
@@ -207,7 +228,6 @@ def route(session: Session, cls: catalogue.CaseClass, path: str) -> dict:
                 spec = max(spec, 1)
         if spec:
             best.append(((spec, unit_path.count("/")), code, name))
-    settings = catalogue.settings()
     if best:
         top = max(b[0] for b in best)
         winners = sorted((c, n) for s, c, n in best if s == top)
@@ -216,7 +236,6 @@ def route(session: Session, cls: catalogue.CaseClass, path: str) -> dict:
                     "department_name": winners[0][1], "unit_code": None, "candidates": [winners[0][0]]}
         return {"mode": "queue", "department_code": None, "unit_code": None,
                 "candidates": [c for c, _ in winners], "reason": "several departments answer equally"}
-    levels = active_levels()
     target = levels.code_length(settings.fallback_level if settings.fallback_level in levels.by_key else "township")
     fallback = next((c for c in codes if len(c) == target), codes[min(1, len(codes) - 1)])
     return {"mode": "fallback", "department_code": None, "unit_code": fallback, "candidates": [],
