@@ -609,3 +609,47 @@ def test_demo_defers_the_building_tiles_until_asked(store):
     for _, call in deferred:
         call()
     assert unprepared() == (0, total)
+
+
+def test_a_tile_attribute_written_past_the_orm_is_not_read_stale(api, dense):
+    """The blob also holds the layer's attribute values (format 2): a writer that changes one of them without the
+    blob leaves none (the trigger clears it), and the tile encodes that building, showing the new value."""
+    from sqlalchemy import select, update
+
+    from cityops.housing.models import Building
+
+    tile, buildings = dense
+    code = sorted(buildings)[len(buildings) // 4]
+    with api.store.sessions() as session:
+        bid = session.scalar(select(Building.id).where(Building.code == code))
+        before = _buildings_of(session, tile, _only_buildings(True))[bid]
+        session.execute(update(Building).where(Building.id == bid).values(use="仓储", year_built=1901))  # no ORM events
+        assert session.scalar(select(Building.tile_geom).where(Building.id == bid)) is None
+        fast, slow = _buildings_of(session, tile, _only_buildings(True)), _buildings_of(session, tile, _only_buildings(False))
+        assert fast[bid]["properties"]["use"] == "仓储" and fast[bid]["properties"]["year_built"] == 1901
+        assert fast[bid] == slow[bid] and fast[bid]["geometry"] == before["geometry"]
+        session.rollback()
+
+
+def test_postgis_z14_tiles_from_the_stored_pixel_footprints(api, dense, monkeypatch):
+    """On PostGIS the z14 buildings' ST_AsMVT statement moves ``footprint_z14`` (ST_AsMVTGeom over the whole zoom,
+    stored) to the tile's corner for the footprints wholly inside the buffered tile: the decoded tiles around the
+    densest equal clipping every footprint per tile, vertex for vertex."""
+    if api.store.backend != "postgis":
+        pytest.skip("the stored pixel footprints are PostGIS's (SQLite reads the prepared blob)")
+    from cityops.tiles import prepared
+
+    tile, _ = dense
+    cat = _only_buildings(True)
+
+    def layer(session, t):
+        data = service.render(session, Scope(all_units=True), "basemap", t.z, t.x, t.y, cat, visible_layers=[])
+        return {f["id"]: f for f in mapbox_vector_tile.decode(data).get("buildings", {}).get("features", [])}
+
+    with api.store.sessions() as session:
+        tiles = [morecantile.Tile(tile.x + dx, tile.y + dy, tile.z) for dx in (-1, 0, 1) for dy in (-1, 0, 1)]
+        stored = [layer(session, t) for t in tiles]
+        monkeypatch.setattr(prepared, "PIXEL_GRID", (-1, -1))  # no zoom has it: every footprint clipped per tile
+        clipped = [layer(session, t) for t in tiles]
+    assert sum(map(len, stored)) > 100
+    assert stored == clipped

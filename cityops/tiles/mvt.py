@@ -256,6 +256,31 @@ def _field_bytes(key: int, data: bytes) -> bytes:
     return bytes((key,)) + _varint(len(data)) + data
 
 
+def value_field(value) -> bytes:
+    """One Layer.values field (key 4, length-prefixed Value message) of a str, bool, float or int value; other
+    values are written as their text. The same bytes as the column-wise writer (``_value_fields``)."""
+    cls = value.__class__
+    if cls is str:
+        data = value.encode()
+        n = len(data)
+        # Short strings (nearly all) in one step: both lengths fit a single byte.
+        field = bytes((0x22, n + 2, 0x0A, n)) + data if n < 126 else _field_bytes(0x22, _field_bytes(0x0A, data))
+    elif cls is bool:
+        field = b"\x22\x02\x38\x01" if value else b"\x22\x02\x38\x00"
+    elif cls is float or isinstance(value, float):
+        field = b"\x22\x09\x19" + struct.pack("<d", float(value))
+    elif isinstance(value, int):
+        value = int(value)
+        if 0 <= value < 128:
+            field = bytes((0x22, 2, 0x28, value))
+        else:
+            msg = b"\x30" + _varint((value << 1) ^ (value >> 63)) if value < 0 else b"\x28" + _varint(value)
+            field = _field_bytes(0x22, msg)
+    else:
+        field = _field_bytes(0x22, _field_bytes(0x0A, str(value).encode()))
+    return field
+
+
 class _Values:
     """The layer's value dictionary (Layer.values; Value message: 1 string, 3 double, 5 uint, 6 sint (zigzag),
     7 bool). Columns of one type are encoded together, as NumPy byte arrays: every distinct value of every
@@ -269,25 +294,7 @@ class _Values:
         self.count = 0
 
     def add(self, value, key) -> int:
-        cls = value.__class__
-        if cls is str:
-            data = value.encode()
-            n = len(data)
-            # Short strings (nearly all) in one step: both lengths fit a single byte.
-            field = bytes((0x22, n + 2, 0x0A, n)) + data if n < 126 else _field_bytes(0x22, _field_bytes(0x0A, data))
-        elif cls is bool:
-            field = b"\x22\x02\x38\x01" if value else b"\x22\x02\x38\x00"
-        elif cls is float or isinstance(value, float):
-            field = b"\x22\x09\x19" + struct.pack("<d", float(value))
-        elif isinstance(value, int):
-            value = int(value)
-            if 0 <= value < 128:
-                field = bytes((0x22, 2, 0x28, value))
-            else:
-                msg = b"\x30" + _varint((value << 1) ^ (value >> 63)) if value < 0 else b"\x28" + _varint(value)
-                field = _field_bytes(0x22, msg)
-        else:
-            field = _field_bytes(0x22, _field_bytes(0x0A, str(value).encode()))
+        field = value_field(value)
         self.fields.append(field)
         n = self.index[key] = self.count
         self.count += 1
@@ -515,11 +522,11 @@ def _gather(out: np.ndarray, starts: np.ndarray, counts: np.ndarray, src: np.nda
     out[shift + rank] = src[np.repeat(src_starts - np.cumsum(counts) + counts, counts) + rank]
 
 
-def _layer_message(name: str, columns: dict, values: "_Values", extent: int, features: list[bytes]) -> bytes:
+def _layer_message(name: str, columns, values: list[bytes], extent: int, features: list[bytes]) -> bytes:
     # Layer: 15 version, 1 name, 3 keys, 4 values, 5 extent, 2 features.
     head = [b"\x78\x02", _field_bytes(0x0A, name.encode())]
     head += [_field_bytes(0x1A, k.encode()) for k in columns]
-    head += values.fields
+    head += values
     head.append(b"\x28" + _varint(extent))
     return b"".join(head) + b"".join(features)
 
@@ -540,7 +547,35 @@ def add_encoded_layer(tile: "Tile", name: str, kind: int, ids: np.ndarray, colum
                            np.asarray(geom_offsets, dtype=np.int64), np.asarray(geometry, dtype=np.int64),
                            np.asarray(tails, dtype=np.uint8), np.asarray(tail_len, dtype=np.int64),
                            None if tail_start is None else np.asarray(tail_start, dtype=np.int64))
-    tile.layers.append(_layer_message(name, columns, values, extent, [data]))
+    tile.layers.append(_layer_message(name, columns, values.fields, extent, [data]))
+    return n
+
+
+def add_prepared_layer(tile: "Tile", name: str, kind: int, keys: list[str], ids: np.ndarray, value_data: np.ndarray,
+                       value_start: np.ndarray, value_len: np.ndarray, geometry: np.ndarray, geom_offsets: np.ndarray,
+                       tails: np.ndarray, tail_len: np.ndarray, tail_start: np.ndarray, *, extent: int = 4096) -> int:
+    """Append a layer whose features' attribute values are already encoded as Layer.values fields (``value_field``),
+    as their geometry is (``add_encoded_layer``): value k of feature i is ``value_len[i, k]`` bytes of
+    ``value_data`` from ``value_start[i, k]`` (0 bytes: no tag). The value dictionary is then a hash of byte
+    strings (Arrow's ``dictionary_encode``, in C) and its bytes are the distinct fields themselves; equal bytes
+    are equal typed values, as the field starts with the Value's type."""
+    n = len(ids)
+    present = value_len > 0
+    lens = value_len[present].astype(np.int64)
+    offsets = np.concatenate(([0], np.cumsum(lens))).astype(np.int32)
+    flat = np.empty(int(offsets[-1]), dtype=np.uint8)
+    _gather(flat, offsets[:-1].astype(np.int64), lens, value_data, value_start[present].astype(np.int64))
+    strings = pa.Array.from_buffers(pa.binary(), len(lens), [None, pa.py_buffer(offsets), pa.py_buffer(flat)])
+    encoded = strings.dictionary_encode()
+    dictionary = encoded.dictionary
+    d_off = np.frombuffer(dictionary.buffers()[1], dtype=np.int32)[dictionary.offset:dictionary.offset + len(dictionary) + 1]
+    fields = [np.frombuffer(dictionary.buffers()[2], dtype=np.uint8)[d_off[0]:d_off[-1]].tobytes()] if len(dictionary) else []
+    kidx = np.broadcast_to(np.arange(len(keys), dtype=np.int64), present.shape)[present]
+    tags = np.column_stack((kidx, encoded.indices.to_numpy().astype(np.int64))).reshape(-1)
+    data = _features_bytes(kind, np.asarray(ids, dtype=np.int64), np.ones(n, dtype=bool), present.sum(axis=1) * 2, tags,
+                           np.asarray(geom_offsets, dtype=np.int64), np.asarray(geometry, dtype=np.int64),
+                           tails, np.asarray(tail_len, dtype=np.int64), np.asarray(tail_start, dtype=np.int64))
+    tile.layers.append(_layer_message(name, keys, fields, extent, [data]))
     return n
 
 
@@ -608,7 +643,7 @@ def add_layer(tile: Tile, name: str, geoms: np.ndarray, ids: list[int] | None, p
         tags = pairs[rows][sel_valid].reshape(-1)  # row-major: each feature's (key, value) pairs in column order
         out.append(_features_bytes(kind, id_values[chosen], id_present[chosen], sel_valid.sum(axis=1) * 2, tags,
                                    offsets, stream))
-    tile.layers.append(_layer_message(name, columns, values, extent, out))
+    tile.layers.append(_layer_message(name, columns, values.fields, extent, out))
     return len(written)
 
 

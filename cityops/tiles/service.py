@@ -6,8 +6,10 @@
   + ``ST_AsMVT`` query with the same rules, the layers' bytes concatenated (a tile is a sequence of
   layers). The tests decode both with GDAL and compare the two paths on PostGIS.
 * Buildings at the catalogue's ``prepared_zoom`` (z14): assembled from the bytes stored with each building
-  (``cityops.tiles.prepared``), only footprints crossing the buffered tile edge clipped per tile; on PostGIS
-  ``ST_AsMVTGeom`` reads the stored Web Mercator copy ``footprint_3857`` instead of transforming per tile.
+  (``cityops.tiles.prepared``: geometry and attribute values; a row is an id and that blob), only footprints
+  crossing the buffered tile edge clipped per tile. On PostGIS ``ST_AsMVT`` takes the stored ``footprint_z14``
+  (``ST_AsMVTGeom`` over the whole zoom) moved to the tile's corner for those wholly inside the buffered tile, and
+  ``ST_AsMVTGeom`` of the stored Web Mercator copy ``footprint_3857`` for the others.
 * Scope: catalogue layers are visible whole when the viewer sees the layer's unit (as in /api/layers);
   units are those the viewer sees, with ``covered`` telling whether the scope covers them; buildings only
   inside the scope (as /api/buildings).
@@ -300,17 +302,19 @@ class _DriverStatement:
     order: tuple | None  # parameter names in order, for drivers with positional parameters (SQLite)
 
 
-def _buildings_statement(session: Session, scope: Scope, storage: Storage) -> _DriverStatement:
-    key = (storage.__class__, _scope_key(scope))  # the SQL differs by backend and scope only
+def _buildings_statement(session: Session, scope: Scope, storage: Storage, prepared_only: bool = False) -> _DriverStatement:
+    """The buildings of a tile by scope and bbox: every column a tile needs, or (``prepared_only``) only the id and
+    the prepared blob, all the prepared zoom reads of a building whose blob is usable (most)."""
+    key = (storage.__class__, _scope_key(scope), prepared_only)  # the SQL differs by backend, scope and shape only
     stmt = _PY_STATEMENTS.get(key)
     if stmt is not None:
         _PY_STATEMENTS.move_to_end(key)
         return stmt
-    query = select(Building.id, Building.code, Building.floors, Building.height_m, Building.use, Building.structure,
-                   Building.safety_grade, Building.year_built, Building.grid_code,
-                   storage.raw_geometry(Building.footprint).label("g"),
-                   func.coalesce(Building.tile_geom, literal(b"", LargeBinary)).label("t")) \
-        .where(scope.covers_clause(Building.unit_path))
+    blob = func.coalesce(Building.tile_geom, literal(b"", LargeBinary)).label("t")
+    query = select(Building.id, blob) if prepared_only else \
+        select(Building.id, *[getattr(Building, c) for c in prepared.SOURCE_COLUMNS],
+               storage.raw_geometry(Building.footprint).label("g"))
+    query = query.where(scope.covers_clause(Building.unit_path))
     # The bounds as named parameters (minx … maxy), given at each run.
     bounds = tuple(bindparam(n, 0.0, type_=Double) for n in ("minx", "miny", "maxx", "maxy"))
     query = storage.bbox_prefilter(query, "buildings", Building.id, Building.footprint, bounds, "footprint")
@@ -324,25 +328,32 @@ def _buildings_statement(session: Session, scope: Scope, storage: Storage) -> _D
     return stmt
 
 
-def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
-               cat: Catalogue) -> None:
-    """The buildings layer into ``tile``: at the prepared zoom assembled from the stored bytes (``_prepared_layer``),
-    else each footprint generalised and encoded."""
-    stmt = _buildings_statement(session, scope, storage)
+def _fetch(session: Session, stmt: _DriverStatement, req: TileRequest) -> list:
     minx, miny, maxx, maxy = req.bbox
     params = {**stmt.params, "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy}
     # Straight to the driver, in the session's transaction: rows as plain tuples, no result layer per row.
     cursor = session.connection().connection.dbapi_connection.cursor()
     try:
         cursor.execute(stmt.sql, tuple(params[n] for n in stmt.order) if stmt.order is not None else params)
-        rows = cursor.fetchall()
+        return cursor.fetchall()
     finally:
         cursor.close()
-    if not rows:
-        return
+
+
+def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
+               cat: Catalogue) -> None:
+    """The buildings layer into ``tile``: at the prepared zoom assembled from the stored bytes (``_prepared_layer``),
+    else each footprint generalised and encoded."""
     rule = req.rule
-    if (req.z == cat.prepared_zoom and rule.simplify <= 0 and rule.min_area <= 0 and len(rows) <= rule.max_features):
-        _prepared_layer(rows, layer, req, storage, tile, cat)
+    if req.z == cat.prepared_zoom and rule.simplify <= 0 and rule.min_area <= 0:
+        rows = _fetch(session, _buildings_statement(session, scope, storage, prepared_only=True), req)
+        if not rows:
+            return
+        if len(rows) <= rule.max_features:
+            _prepared_layer(session, rows, layer, req, storage, tile, cat)
+            return
+    rows = _fetch(session, _buildings_statement(session, scope, storage), req)
+    if not rows:
         return
     geoms, kept = _generalise(storage.decode_geometries([r[9] for r in rows]), rows, req.rule, req.frame)
     if kept:
@@ -350,25 +361,27 @@ def _buildings(session: Session, scope: Scope, layer: BaseLayer, req: TileReques
                       extent=cat.extent)
 
 
-def _prepared_layer(rows: list, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
+def _prepared_layer(session: Session, rows: list, layer: BaseLayer, req: TileRequest, storage: Storage, tile: mvt.Tile,
                     cat: Catalogue) -> None:
-    """The buildings layer at the prepared zoom, from each building's stored tile geometry (prepared.py): a
-    footprint wholly inside the buffered tile is its first MoveTo, relative to this tile's corner, followed by the
-    stored varints; one wholly outside is left out; the few crossing the buffer's edge, and any without a usable
-    blob, are clipped and encoded here from the footprint (``ST_AsMVTGeom``'s clip)."""
+    """The buildings layer at the prepared zoom, from each building's stored blob (prepared.py): a footprint wholly
+    inside the buffered tile is its first MoveTo, relative to this tile's corner, followed by the stored varints; one
+    wholly outside is left out; its attributes are the stored value fields. The few crossing the buffer's edge are
+    clipped and encoded here from the footprint (``ST_AsMVTGeom``'s clip), read for them alone; any without a usable
+    blob is encoded whole, attributes included."""
     extent, buffer = cat.extent, cat.buffer
     n = len(rows)
-    columns = list(zip(*rows))
-    # Every blob in one buffer: headers and tails are read from it by offset.
-    sizes = np.fromiter(map(len, columns[10]), dtype=np.int64, count=n)
-    data = np.frombuffer(b"".join(columns[10]), dtype=np.uint8)
+    ids, blobs = zip(*rows)
+    # Every blob in one buffer: headers, tails and attribute fields are read from it by offset.
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
+    data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
     starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
     usable = sizes >= prepared.HEADER_SIZE
     head = np.zeros(n, dtype=prepared.HEADER)
     if usable.any():
         at = starts[usable]
         head[usable] = data[at[:, None] + np.arange(prepared.HEADER_SIZE)].view(prepared.HEADER).reshape(-1)
-    usable &= (head["format"] == prepared.FORMAT) & (head["zoom"] == req.z) & (head["extent"] == extent)
+    usable &= (head["format"] == prepared.FORMAT) & (head["zoom"] == req.z) & (head["extent"] == extent) \
+        & (head["storey"] == layer.storey_height_m)
     ox, oy = req.x * extent, req.y * extent
     minx, maxx = head["minx"].astype(np.int64) - ox, head["maxx"].astype(np.int64) - ox
     miny, maxy = head["miny"].astype(np.int64) - oy, head["maxy"].astype(np.int64) - oy
@@ -377,13 +390,31 @@ def _prepared_layer(rows: list, layer: BaseLayer, req: TileRequest, storage: Sto
     inside = usable & ~empty & (minx >= lo) & (miny >= lo) & (maxx <= hi) & (maxy <= hi)
     outside = usable & (empty | (maxx < lo) | (minx > hi) | (maxy < lo) | (miny > hi))
     counts = np.where(inside, 3, 0).astype(np.int64)
+    tail_len = np.where(inside, head["tail"].astype(np.int64), 0)
+    value_len = head["values"].astype(np.int64)
+    value_start = (starts + prepared.HEADER_SIZE + head["tail"].astype(np.int64))[:, None] \
+        + np.cumsum(value_len, axis=1) - value_len
     encode = np.flatnonzero(~inside & ~outside)
     stream = np.zeros(0, dtype=np.int64)
     if len(encode):
-        blobs = [columns[9][i] for i in encode.tolist()]
-        geoms = mvt.prepare_tile(req.frame.to_tile(storage.decode_geometries(blobs)), req.frame)
+        # The footprints and attributes of these alone, encoded as a blob-less building is; their attribute fields
+        # go after the blobs in the one buffer.
+        sql = select(Building.id, *[getattr(Building, c) for c in prepared.SOURCE_COLUMNS],
+                     storage.raw_geometry(Building.footprint)) \
+            .where(storage.in_ids(Building.id, [ids[i] for i in encode.tolist()])).order_by(Building.id)
+        found = {r[0]: r for r in session.execute(sql).all()}
+        missing = [i for i in encode.tolist() if ids[i] not in found]  # deleted since the first read
+        if missing:
+            outside[missing] = True
+            encode = np.flatnonzero(~inside & ~outside)
+        fresh = [found[ids[i]] for i in encode.tolist()]
+        geoms = mvt.prepare_tile(req.frame.to_tile(storage.decode_geometries([r[9] for r in fresh])), req.frame)
         stream, offsets = mvt.encode_geometries(geoms, mvt.POLYGON)
         counts[encode] = np.diff(offsets)
+        extra, extra_len = prepared.attribute_values([r[1:9] for r in fresh], layer.storey_height_m)
+        value_len[encode] = extra_len
+        value_start[encode] = len(data) + np.cumsum(extra_len).reshape(extra_len.shape) - extra_len
+        data = np.concatenate((data, extra))
     offsets = np.concatenate(([0], np.cumsum(counts)))
     geometry = np.empty(int(offsets[-1]), dtype=np.int64)
     at = offsets[:-1][inside]
@@ -392,15 +423,13 @@ def _prepared_layer(rows: list, layer: BaseLayer, req: TileRequest, storage: Sto
     geometry[at + 2] = mvt._zigzag(head["y0"][inside].astype(np.int64) - oy)
     if len(encode):
         mvt._place(geometry, offsets[:-1][encode], counts[encode], stream)
-    tail_len = np.where(inside, sizes - prepared.HEADER_SIZE, 0)
     keep = counts > 0
     if not keep.any():
         return
-    if not keep.all():
-        columns = [[c[i] for i in np.flatnonzero(keep).tolist()] for c in columns[:9]]
-    mvt.add_encoded_layer(tile, layer.id, mvt.POLYGON, np.array(columns[0], dtype=np.int64),
-                          _building_arrays(columns, layer), geometry, np.concatenate(([0], np.cumsum(counts[keep]))),
-                          data, tail_len[keep], (starts + prepared.HEADER_SIZE)[keep], extent=extent)
+    mvt.add_prepared_layer(tile, layer.id, mvt.POLYGON, list(prepared.ATTRIBUTES), np.array(ids, dtype=np.int64)[keep],
+                           data, value_start[keep], value_len[keep], geometry,
+                           np.concatenate(([0], np.cumsum(counts[keep]))), data, tail_len[keep],
+                           (starts + prepared.HEADER_SIZE)[keep], extent=extent)
 
 
 def _building_arrays(columns: list, layer: BaseLayer) -> dict[str, pa.Array]:
@@ -452,7 +481,7 @@ class _PgStatement:
 
 
 def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, where, *, kind: str,
-                  simplify: bool, thresholds: bool, uncapped: bool = False, merc_col=None) -> _PgStatement:
+                  simplify: bool, thresholds: bool, uncapped: bool = False, merc_col=None, pixel_col=None) -> _PgStatement:
     """The ST_AsMVT statement of one layer as driver SQL, with the tile and the zoom's rule as parameters.
 
     ``kind``: "point", "line", "polygon" (the table's geometry type) or "mixed" (decided per row). Each
@@ -463,7 +492,8 @@ def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, 
     not exceed the cap: the rows go straight into ST_AsMVT (the shape of a plain ST_AsMVT query), with at most
     ``max_features + 1`` of them and their count beside the tile, so the caller knows when the cap applies and
     runs the sorted statement instead. Ordering every candidate by size only to keep them all was a sort of the
-    transformed geometries on every z14+ tile."""
+    transformed geometries on every z14+ tile. ``pixel_col``: the table's geometry already through ST_AsMVTGeom for
+    the whole of this zoom (uncapped only)."""
     stmt = _PG_STATEMENTS.get(key)
     if stmt is not None:
         _PG_STATEMENTS.move_to_end(key)
@@ -475,6 +505,16 @@ def _pg_statement(session: Session, key: tuple, table, id_col, geom_col, attrs, 
         # The tile envelope as an init plan: computed once, not per row, in the server's generic plan.
         envelope = select(func.ST_TileEnvelope(p["z"], p["x"], p["y"])).scalar_subquery()
         mvt_geom = func.ST_AsMVTGeom(merc, envelope, p["extent"], p["buffer"], True)
+        if pixel_col is not None:
+            # ST_AsMVTGeom's own output for the whole zoom, stored (buildings.footprint_z14, migration 0031): a
+            # footprint wholly inside the buffered tile is that, moved to the tile's corner (the same snapped,
+            # validated and oriented vertices: the transform is an affine map and the rest works on integers),
+            # and only those crossing the buffer's edge are clipped per tile.
+            # In double precision: the parameters' integer types are the driver's choice (int2 overflows).
+            ext, buf = cast(p["extent"], Double), cast(p["buffer"], Double)
+            ox, oy = cast(p["x"], Double) * ext, cast(p["y"], Double) * ext
+            inner = func.ST_MakeEnvelope(ox - buf, oy - buf, ox + ext + buf, oy + ext + buf)
+            mvt_geom = case((pixel_col.op("@")(inner), func.ST_Translate(pixel_col, -ox, -oy)), else_=mvt_geom)
         rows = select(id_col.label("id"), *attrs(), mvt_geom.label("geom")).select_from(table) \
             .where(geom_col.op("&&")(func.ST_MakeEnvelope(p["minx"], p["miny"], p["maxx"], p["maxy"], 4490)), *where()) \
             .limit(p["max_features"] + 1).subquery("k")
@@ -535,7 +575,7 @@ def _keep_statement(session: Session, key: tuple, full) -> _PgStatement:
 
 
 def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key: tuple, table, id_col, geom_col,
-              attrs, where, *, kind: str = "mixed", merc_col=None) -> bytes:
+              attrs, where, *, kind: str = "mixed", merc_col=None, pixel_col=None) -> bytes:
     """One layer as ST_AsMVT: the same drops and cap as the Python path (whole-feature size in tile units),
     then ST_AsMVTGeom clips, snaps and validates what is kept."""
     rule = req.rule
@@ -550,8 +590,10 @@ def _pg_layer(session: Session, name: str, req: TileRequest, cat: Catalogue, key
     # and a statement prepared on the server.
     with session.connection().connection.dbapi_connection.cursor() as cursor:
         if kind != "point" and not thresholds and rule.simplify <= 0:
-            stmt = _pg_statement(session, key + (kind, "uncapped"), table, id_col, geom_col, attrs, where, kind=kind,
-                                 simplify=False, thresholds=False, uncapped=True, merc_col=merc_col)
+            pixel = pixel_col if pixel_col is not None and (req.z, cat.extent) == prepared.PIXEL_GRID else None
+            stmt = _pg_statement(session, key + (kind, "uncapped", pixel is not None), table, id_col, geom_col, attrs,
+                                 where, kind=kind, simplify=False, thresholds=False, uncapped=True, merc_col=merc_col,
+                                 pixel_col=pixel)
             cursor.execute(stmt.sql, {**stmt.params, **values}, prepare=True)
             data, candidates = cursor.fetchone()
             if candidates <= rule.max_features:
@@ -588,7 +630,8 @@ def _pg_render(session: Session, scope: Scope, tileset: str, req: TileRequest, c
                     lambda: [Building.code, Building.floors, height.label("height"), Building.use, Building.structure,
                              Building.safety_grade, Building.year_built, Building.grid_code],
                     lambda: [scope.covers_clause(Building.unit_path)], kind="polygon",
-                    merc_col=literal_column("buildings.footprint_3857")))
+                    merc_col=literal_column("buildings.footprint_3857"),
+                    pixel_col=literal_column("buildings.footprint_z14")))
         if req.z >= cat.key_layers_min_zoom:
             names = {b.id for b in cat.base_layers}
             for layer in visible_layers if visible_layers is not None else key_layers(session, scope, cat):

@@ -11,7 +11,7 @@ from cityops.tiles.service import TileService, invalidate
 
 def buildings_changed(session: Session, env: Envelope) -> None:
     """``building.changed``: the changed buildings' footprints are prepared for the dense zoom again (those
-    still prepared are left: a footprint's change clears its bytes), and every cached tile showing buildings is
+    still prepared are left: a change of the footprint or of a tile attribute clears its bytes), and every cached tile showing buildings is
     stale (the source's generation moves; each worker's tile cache keys carry it)."""
     prepared.fill(session.connection(), codes=env.payload.codes)
     invalidate(session, "buildings")
