@@ -31,7 +31,10 @@ Measured (targets from the issue; the exact definitions beside PROBE below and i
    SwiftShader draws) and of the page's renderer, from /proc: what a frame costs, whatever the machine's load.
    On WebGL in software the app draws the moving map at half resolution (full resolution at rest): the first row
    is the map as the app draws it, the second the same map kept at full resolution while moving (the app's own
-   switch, localStorage ``cityops.map.fullResolution``), as are the base map and raw limit rows.
+   switch, localStorage ``cityops.map.fullResolution``), as are the base map and raw limit rows. On WebGL in software
+   the app also draws the static base map (relief, contours, water, roads, unit boundaries) from the server's raster
+   tiles; the "vector base map" row is the same map with that switched off (localStorage ``cityops.map.vectorBase``).
+   ``--fps-modes`` chooses the rows.
 
 Prints a table with each figure beside its target and the load average; exit code 0 (a report).
 """
@@ -228,6 +231,7 @@ VISITS = {"cold": "cold", "warm": "warm (HTTP cache)", "sw": "repeat visit (serv
 # at full resolution at rest; src/map/frames.js); every other row keeps full resolution while moving.
 FRAME_MODES = {
     "all": "every live layer on",
+    "all-vector": "every live layer on, vector base map",
     "all-full": "every live layer on, full resolution while moving",
     "base": "base map only (live layers hidden), full resolution",
     "background": "raw limit: the background layer alone, full resolution",
@@ -237,8 +241,10 @@ FRAME_MODES = {
 def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode: str = "all") -> tuple[float, str, dict]:
     context = browser.new_context(viewport=viewport, locale="zh-CN", service_workers="block")
     context.add_init_script(session_script(base, "district"))
-    if mode != "all":  # the app's own switch: full resolution while the map moves
+    if mode not in ("all", "all-vector"):  # the app's own switch: full resolution while the map moves
         context.add_init_script("localStorage.setItem('cityops.map.fullResolution', '1');")
+    if mode == "all-vector":  # the app's own switch: the static base map as vectors, not the server's raster tiles
+        context.add_init_script("localStorage.setItem('cityops.map.vectorBase', '1');")
     page = context.new_page()
     page.goto(base + "/")
     page.wait_for_function("document.body.dataset.liveLoaded === '1'", timeout=120_000)
@@ -249,8 +255,10 @@ def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode:
         return new Set(m.getStyle().layers.filter((l) => sources.includes(l.source)
           && m.getLayoutProperty(l.id, 'visibility') !== 'none').map((l) => l.source)).size; }""", live_sources)
     moving = page.evaluate("window.cityopsMap.getContainer().dataset.movingResolution || ''")
-    what = f"{layers} live layers on" + (f", moving at {moving} resolution" if moving else "")
-    if mode not in ("all", "all-full"):
+    raster = page.evaluate("window.cityopsMap.getContainer().dataset.rasterBase || ''")
+    what = f"{layers} live layers on" + (f", moving at {moving} resolution" if moving else "") \
+        + (", raster base map" if raster else ", vector base map")
+    if mode not in ("all", "all-vector", "all-full"):
         page.evaluate("""([mode, sources]) => { const m = window.cityopsMap;
             for (const l of m.getStyle().layers) {
               if (mode === 'background' ? l.type !== 'background' : sources.includes(l.source)) m.setLayoutProperty(l.id, 'visibility', 'none');
@@ -309,6 +317,8 @@ def main() -> None:
     parser.add_argument("--pan-seconds", type=float, default=5.0)
     parser.add_argument("--fps-runs", type=int, default=3)
     parser.add_argument("--fps-sizes", default="1280x800,1920x1080", help="viewports of the frame rate (comma-separated)")
+    parser.add_argument("--fps-modes", default=",".join(FRAME_MODES),
+                        help="rows of the frame rate (comma-separated): " + ", ".join(FRAME_MODES))
     parser.add_argument("--only", default="map,phone,cockpit,fps", help="what to measure (comma-separated)")
     parser.add_argument("--profile", action="store_true", help="print every request of one cold load of each page")
     args = parser.parse_args()
@@ -391,7 +401,7 @@ def main() -> None:
                 if "fps" in only:
                     sizes = [dict(zip(("width", "height"), map(int, size.split("x")))) for size in args.fps_sizes.split(",")]
                     for viewport in sizes:
-                        for mode in FRAME_MODES:
+                        for mode in [m for m in args.fps_modes.split(",") if m]:
                             values, costs = [], []
                             for _ in range(args.fps_runs):
                                 fps, shown, cpu = frame_rate(browser, base, viewport, (place["lon"], place["lat"]),
@@ -399,7 +409,7 @@ def main() -> None:
                                 values.append(fps)
                                 costs.append(cpu)
                             med = statistics.median(values)
-                            what = shown if mode == "all" else (f"{shown}, full resolution while moving"
+                            what = shown if mode in ("all", "all-vector") else (f"{shown}, full resolution while moving"
                                                                  if mode == "all-full" else FRAME_MODES[mode])
                             gpu = statistics.median(c["gpu-process"] for c in costs)
                             renderer = statistics.median(c["renderer"] for c in costs)

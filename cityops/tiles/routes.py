@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -25,7 +25,7 @@ from cityops.core.errors import CityOpsError, NotFound, Unauthenticated
 from cityops.core.params import Int64
 from cityops.base.service import PUBLIC
 from cityops.core.web import DB, Ctx, interface_principal, request_id
-from cityops.tiles import service
+from cityops.tiles import raster, service
 from cityops.tiles.mvt import MEDIA_TYPE
 from cityops.tiles.service import BASEMAP, TMS_ID
 
@@ -143,6 +143,25 @@ def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, sessi
              principal=Depends(_tileset_reader)) -> Response:
     data, cached = _tiles(request).tile(session, _scope(principal, tileset, session), tileset, z, x, y, buildings=_with_buildings(principal))
     return _tile_response(request, data, cached)
+
+
+@router.get("/api/tiles/raster/{style}/{z}/{x}/{y}.png",
+            summary="The static base map as a PNG raster tile (relief, contours, water, roads, unit boundaries)",
+            responses={200: {"content": {raster.MEDIA_TYPE: {}}}})
+def raster_tile(style: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB, principal=Reader,
+                parts: str | None = Query(None, description="comma-separated parts to draw (default: all of the style's): "
+                                          + ", ".join(raster.PARTS))) -> Response:
+    """What the map draws from the vector tile set ``basemap`` except labels and buildings, drawn by the server:
+    for maps whose WebGL is drawn in software (one textured quad per tile instead of the layers' fills and lines).
+    Styles: ``base`` (with the unit boundaries, units outside the viewer's scope dimmed), ``terrain`` (without)."""
+    chosen = raster.parse_parts(style, parts)
+    data, cached = _tiles(request).raster(session, _scope(principal), style, chosen, z, x, y)
+    etag = '"' + hashlib.sha1(data).hexdigest()[:20] + '"'
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={MAX_AGE}", "X-Tile-Cache": "hit" if cached else "miss",
+               "Vary": "Authorization, X-API-Key"}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=raster.MEDIA_TYPE, headers=headers)
 
 
 # ------------------------------------------------------------------------------------------- OGC

@@ -701,6 +701,25 @@ class TileService:
         self.cache.put(tileset, stamp, key, data)
         return data, False
 
+    def raster(self, session: Session, scope: Scope, style: str, parts: tuple[str, ...], z: int, x: int,
+               y: int) -> tuple[bytes, bool]:
+        """(PNG bytes, served from cache) of the static base map (``cityops.tiles.raster``): cached beside the vector
+        tiles under the stamps of units and the key layers, so the same changes make it stale."""
+        from cityops.tiles import raster
+
+        cat = self.catalogue
+        tile_request(cat, z, x, y)  # the address is checked before anything is read
+        stamps = self.stamps.get(session)
+        visible = key_layers(session, scope, cat)
+        stamp = _stamp(stamps["units"], sorted(_layer_stamp(layer) for layer in visible))
+        key = f"{_scope_key(scope)}|{','.join(parts)}|{z}/{x}/{y}"
+        cached = self.cache.get(f"raster/{style}", stamp, key)
+        if cached is not None:
+            return cached, True
+        data = raster.render(session, scope, style, parts, z, x, y, cat, visible)
+        self.cache.put(f"raster/{style}", stamp, key, data)
+        return data, False
+
     def changed(self) -> None:
         """This process wrote tile data: re-read the stamps at the next request."""
         self.stamps.refresh()

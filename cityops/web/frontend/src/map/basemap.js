@@ -4,9 +4,10 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
-import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving } from "./frames.js";
+import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving, rasterBaseMap } from "./frames.js";
 import { trackLoad } from "./ready.js";
-import { baseStyle, mapOptions, nameField } from "./style.js";
+import { RASTER_PARTS, RASTER_SOURCE, baseStyle, mapOptions, nameField, rasterPartsOf, rasterStyleOf, rasterTileUrl }
+  from "./style.js";
 
 // The bundler renames MapLibre's module, so it cannot find its worker beside itself: tell it where it is.
 maplibregl.setWorkerUrl(new URL(workerUrl, location.href).href);
@@ -24,9 +25,11 @@ const LABEL_LAYERS = ["place-labels", "river-labels", "road-labels", "peak-label
 
 /** A map in `container` with the base map; `options` go to baseStyle (units, buildings, lang) and to MapLibre. */
 export function createMap(container, { lang = "zh-CN", units = true, buildings = true, bounds = null, ...extra } = {}) {
+  // WebGL in software: the static base map from the server's raster tiles (frames.js, rasterBaseMap).
+  const raster = rasterBaseMap();
   const map = trackLoad(new maplibregl.Map(mapOptions({
     container,
-    style: baseStyle({ lang, units, buildings }),
+    style: baseStyle({ lang, units, buildings, raster }),
     transformRequest,
     ...(bounds ? { bounds, fitBoundsOptions: { padding: 30 } } : { center: [108.4, 31.2], zoom: 8 }),
     ...extra,
@@ -38,7 +41,24 @@ export function createMap(container, { lang = "zh-CN", units = true, buildings =
   // WebGL in software: the moving map at a lower resolution, the map at rest at full resolution (frames.js).
   const resolution = lowerResolutionWhileMoving(map);
   if (resolution) map.getContainer().dataset.movingResolution = String(resolution.scale);
+  if (raster) map.getContainer().dataset.rasterBase = rasterStyleOf(units);
   return map;
+}
+
+/**
+ * Follow the layer list's switches on the raster base map (when the map has one): the parts whose every layer is
+ * hidden are left out of the server's tiles.
+ */
+export function syncRasterParts(map) {
+  const source = map.getSource(RASTER_SOURCE);
+  if (!source) return;
+  const style = map.getContainer().dataset.rasterBase || "base";
+  const all = rasterPartsOf(style === "base");
+  const shown = all.filter((part) => RASTER_PARTS[part].some((id) => map.getLayer(id)
+    && map.getLayoutProperty(id, "visibility") !== "none"));
+  const url = rasterTileUrl(style, shown.length === all.length ? null : shown);
+  if (source.tiles && source.tiles[0] === url) return;
+  source.setTiles([url]);
 }
 
 /** Switch the labels of the base map to another language. */

@@ -120,3 +120,44 @@ export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, restMs =
     },
   };
 }
+
+// The static base map as the server's raster tiles on a software renderer. Relief, contours, water, roads and unit
+// boundaries are ~150 fills and lines over the whole view; in software each is a pass over the pixels it covers on
+// every frame of a pan, and the frame rate halves and halves again. The server draws the same layers, in the same
+// colours, into one image per tile (`/api/tiles/raster/…`, cityops/tiles/raster.py): one textured quad per tile,
+// about what the background costs. Labels, buildings and the live layers stay vectors (CJK text from the system's
+// font, clickable). With a GPU the vector base map stays: it is sharp at every zoom and pitch and costs nothing
+// there. A user (or a measurement) can keep the vector base map: localStorage `cityops.map.vectorBase` = "1".
+export const VECTOR_BASE_KEY = "cityops.map.vectorBase";
+let probed;
+
+/** The name of the software renderer this browser draws WebGL with (probed once with a throwaway context), else null. */
+export function probeSoftwareRenderer(makeCanvas = () => globalThis.document && globalThis.document.createElement("canvas")) {
+  if (probed !== undefined) return probed;
+  probed = null;
+  try {
+    const canvas = makeCanvas();
+    const gl = canvas && (canvas.getContext("webgl2") || canvas.getContext("webgl"));
+    probed = softwareRenderer(gl);
+    const lose = gl && gl.getExtension("WEBGL_lose_context");
+    if (lose) lose.loseContext();
+  } catch (err) {
+    probed = null;
+  }
+  return probed;
+}
+
+/** Whether maps draw their static base map from the server's raster tiles: on a software renderer, unless asked not to. */
+export function rasterBaseMap({ storage = globalThis.localStorage, renderer = probeSoftwareRenderer } = {}) {
+  try {
+    if (storage != null && storage.getItem(VECTOR_BASE_KEY) === "1") return false;
+  } catch (err) {
+    // no storage: decide by the renderer
+  }
+  return Boolean(renderer());
+}
+
+/** For tests: forget the probed renderer. */
+export function resetRendererProbe() {
+  probed = undefined;
+}

@@ -27,6 +27,26 @@ export function tileUrl(tileset) {
   return `${location.origin}/api/tiles/${tileset}/{z}/{x}/{y}.mvt`;
 }
 
+/**
+ * The parts of the static base map the server's raster tiles draw (cityops/tiles/raster.py `PARTS`) and the layers
+ * of this style each one stands for; the server mirrors those layers' colours, widths and zoom rules.
+ */
+export const RASTER_PARTS = {
+  relief: ["relief", "hillshade"], contours: ["contours"], water: ["lakes", "rivers"], roads: ["roads-casing", "roads"],
+  units: ["township-dim", "village-line", "township-line", "district-line"], grids: ["grid-line"],
+};
+export const RASTER_SOURCE = "basemap-raster";
+
+/** The raster style of a map with or without unit boundaries, and its parts. */
+export const rasterStyleOf = (units) => (units ? "base" : "terrain");
+export const rasterPartsOf = (units) => Object.keys(RASTER_PARTS).filter((p) => units || (p !== "units" && p !== "grids"));
+
+/** The raster tiles' URL template; `parts` (a subset of the style's) when some are switched off. */
+export function rasterTileUrl(style, parts = null) {
+  const query = parts ? `?parts=${parts.join(",")}` : "";
+  return `${location.origin}/api/tiles/raster/${style}/{z}/{x}/{y}.png${query}`;
+}
+
 /** The style's font files: the Latin range from the build, so digits in "6组" and English names render offline. */
 export function fontFaces() {
   return { [LABEL_FONT]: [{ url: new URL(latinFontUrl, location.href).href, "unicode-range": ["U+0000-024F", "U+2000-206F"] }] };
@@ -36,7 +56,7 @@ export function fontFaces() {
  * The base map style. `options.units` toggles the unit boundaries (the command view draws only its zone),
  * `options.lang` chooses the label language, `options.bounds` limits tile requests to the district.
  */
-export function baseStyle({ lang = "zh-CN", units = true, buildings = true, bounds = null } = {}) {
+export function baseStyle({ lang = "zh-CN", units = true, buildings = true, bounds = null, raster = false } = {}) {
   const src = { source: "basemap" };
   const name = nameField(lang);
   const layers = [
@@ -153,15 +173,25 @@ export function baseStyle({ lang = "zh-CN", units = true, buildings = true, boun
         "text-padding": 4 },
       paint: { ...halo, "text-color": ["match", ["get", "kind"], "township", "#ffffff", "village", "#dbe9f7", "#f6e3b4"] } },
   );
-  return {
-    version: 8,
-    "font-faces": fontFaces(),
-    sources: {
-      basemap: { type: "vector", tiles: [tileUrl("basemap")], minzoom: 0, maxzoom: 18, promoteId: "code",
-        ...(bounds ? { bounds } : {}) },
-    },
-    layers,
+  const sources = {
+    basemap: { type: "vector", tiles: [tileUrl("basemap")], minzoom: 0, maxzoom: 18, promoteId: "code",
+      ...(bounds ? { bounds } : {}) },
   };
+  if (raster) {
+    // The static layers drawn by the server (frames.js, rasterBaseMap): one image per tile over the background.
+    // Their vector layers stay in the style at layer opacity 0 — MapLibre skips them when drawing, while the
+    // features stay there to be picked and queried (queryRenderedFeatures ignores the opacity), and the layer
+    // list's switches still apply to them.
+    sources[RASTER_SOURCE] = { type: "raster", tiles: [rasterTileUrl(rasterStyleOf(units))], tileSize: 512,
+      minzoom: 0, maxzoom: 18, ...(bounds ? { bounds } : {}) };
+    const drawn = new Set(rasterPartsOf(units).flatMap((part) => RASTER_PARTS[part]));
+    for (const layer of layers) {
+      if (drawn.has(layer.id)) layer.paint = { ...layer.paint, [`${layer.type}-layer-opacity`]: 0 };
+    }
+    layers.splice(1, 0, { id: RASTER_SOURCE, type: "raster", source: RASTER_SOURCE,
+      paint: { "raster-fade-duration": 0 } });
+  }
+  return { version: 8, "font-faces": fontFaces(), sources, layers };
 }
 
 /** Map options shared by every map of the app. */
