@@ -28,16 +28,20 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import geocoordinates_ffi as _gc
 import numpy as np
-import pyproj
 import shapely
-from pyproj.exceptions import CRSError
 from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
 from cityops.core.errors import InvalidInput, UnknownCRS
+
+if TYPE_CHECKING:
+    import pyproj
+
+# PROJ (pyproj) and the GCJ-02/BD-09 library are imported where a conversion or a lookup needs them: a file in the
+# canonical CRS (or WGS 84) is imported without either (their imports were ~0.25 s of CPU of ``import-layer``).
 
 __all__ = [
     "CANONICAL",
@@ -130,7 +134,16 @@ def _resolve(norm: str) -> CRSRef | str:
     )
 
 
+#: The geographic 2D CRSs the platform treats as the canonical one (see the module's docstring), known without PROJ.
+_KNOWN_EPSG = {4490: CRSRef("EPSG:4490", 4490, True), 4326: CRSRef("EPSG:4326", 4326, True)}
+
+
 def _resolve_epsg(code: int) -> CRSRef | str:
+    if code in _KNOWN_EPSG:
+        return _KNOWN_EPSG[code]
+    import pyproj
+    from pyproj.exceptions import CRSError
+
     try:
         crs = pyproj.CRS.from_authority("EPSG", str(code))
     except CRSError:
@@ -236,6 +249,13 @@ _INV_TOL_DEG = 1e-10
 _INV_MAX_ITER = 50
 
 
+@lru_cache(maxsize=1)
+def _lib():
+    import geocoordinates_ffi
+
+    return geocoordinates_ffi
+
+
 def _lib_call(fn: Callable[[float, float], object], lon: np.ndarray, lat: np.ndarray):
     out_lon = np.empty(lon.size)
     out_lat = np.empty(lat.size)
@@ -243,25 +263,29 @@ def _lib_call(fn: Callable[[float, float], object], lon: np.ndarray, lat: np.nda
         for i, (lo, la) in enumerate(zip(lon.ravel().tolist(), lat.ravel().tolist(), strict=True)):
             p = fn(lo, la)
             out_lon[i], out_lat[i] = p.lon, p.lat
-    except _gc.GeoError as exc:  # pragma: no cover - inputs are validated before
+    except _lib().GeoError as exc:  # pragma: no cover - inputs are validated before
         raise InvalidInput(f"coordinate conversion failed: {exc}") from exc
     return out_lon.reshape(lon.shape), out_lat.reshape(lat.shape)
 
 
 def _lib_wgs84_to_gcj02(lon, lat):
-    return _lib_call(lambda lo, la: _gc.wgs84_to_gcj02(_gc.Wgs84(lat=la, lon=lo)), lon, lat)
+    gc = _lib()
+    return _lib_call(lambda lo, la: gc.wgs84_to_gcj02(gc.Wgs84(lat=la, lon=lo)), lon, lat)
 
 
 def _lib_gcj02_to_wgs84(lon, lat):
-    return _lib_call(lambda lo, la: _gc.gcj02_to_wgs84_refined(_gc.Gcj02(lat=la, lon=lo)), lon, lat)
+    gc = _lib()
+    return _lib_call(lambda lo, la: gc.gcj02_to_wgs84_refined(gc.Gcj02(lat=la, lon=lo)), lon, lat)
 
 
 def _lib_wgs84_to_bd09(lon, lat):
-    return _lib_call(lambda lo, la: _gc.wgs84_to_bd09(_gc.Wgs84(lat=la, lon=lo)), lon, lat)
+    gc = _lib()
+    return _lib_call(lambda lo, la: gc.wgs84_to_bd09(gc.Wgs84(lat=la, lon=lo)), lon, lat)
 
 
 def _lib_bd09_to_wgs84(lon, lat):
-    return _lib_call(lambda lo, la: _gc.bd09_to_wgs84_refined(_gc.Bd09(lat=la, lon=lo)), lon, lat)
+    gc = _lib()
+    return _lib_call(lambda lo, la: gc.bd09_to_wgs84_refined(gc.Bd09(lat=la, lon=lo)), lon, lat)
 
 
 def _np_out_of_china(lon, lat):
@@ -373,7 +397,9 @@ _IDENTICAL_TO_CANONICAL = {"EPSG:4490", "EPSG:4326", "OGC:CRS84"}
 
 
 @lru_cache(maxsize=128)
-def _transformer(src: str, dst: str) -> pyproj.Transformer:
+def _transformer(src: str, dst: str) -> "pyproj.Transformer":
+    import pyproj
+
     # pyproj >= 3.1 Transformers are thread-safe, so a process-wide cache is fine.
     return pyproj.Transformer.from_crs(src, dst, always_xy=True)
 
@@ -472,6 +498,8 @@ def _coords_xy(geom: BaseGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _metric_ref(metric_crs) -> CRSRef:
+    import pyproj
+
     ref = parse_crs(metric_crs)
     unit = None if ref.geographic else pyproj.CRS.from_user_input(ref.key).axis_info[0].unit_name
     if unit != "metre":
@@ -492,7 +520,11 @@ def from_metric(geom: BaseGeometry, metric_crs: str) -> BaseGeometry:
     return to_canonical(geom, _metric_ref(metric_crs))
 
 
-_GEOD = pyproj.Geod(ellps="GRS80")  # the CGCS2000 ellipsoid differs from GRS80 by < 0.1 mm in b
+@lru_cache(maxsize=1)
+def _geod():
+    import pyproj
+
+    return pyproj.Geod(ellps="GRS80")  # the CGCS2000 ellipsoid differs from GRS80 by < 0.1 mm in b
 
 
 def geodesic_area_m2(geom: BaseGeometry) -> float:
@@ -504,7 +536,7 @@ def geodesic_area_m2(geom: BaseGeometry) -> float:
     total = 0.0
     for part in shapely.get_parts(geom):
         if part.geom_type == "Polygon":
-            area, _ = _GEOD.geometry_area_perimeter(orient(part, 1.0))
+            area, _ = _geod().geometry_area_perimeter(orient(part, 1.0))
             total += abs(area)
         elif part.geom_type in ("MultiPolygon", "GeometryCollection"):
             total += geodesic_area_m2(part)
@@ -524,8 +556,8 @@ class LocalPlane:
     def __init__(self, lon0: float, lat0: float):
         self.lon0, self.lat0 = lon0, lat0
         # Metres per degree at (lon0, lat0), from the ellipsoid.
-        self.kx = _GEOD.inv(lon0 - 0.005, lat0, lon0 + 0.005, lat0)[2] / 0.01
-        self.ky = _GEOD.inv(lon0, lat0 - 0.005, lon0, lat0 + 0.005)[2] / 0.01
+        self.kx = _geod().inv(lon0 - 0.005, lat0, lon0 + 0.005, lat0)[2] / 0.01
+        self.ky = _geod().inv(lon0, lat0 - 0.005, lon0, lat0 + 0.005)[2] / 0.01
 
     @classmethod
     def around(cls, geoms) -> "LocalPlane":

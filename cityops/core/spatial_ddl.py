@@ -6,8 +6,6 @@ such as the per-layer feature tables of the digital base (pass ``bind``).
 
 from __future__ import annotations
 
-from pyproj import CRS
-
 from cityops.core.geometry import CANONICAL_SRID
 
 GPKG_APPLICATION_ID = 0x47504B47  # "GPKG"
@@ -61,6 +59,8 @@ def create_geopackage_core(bind=None) -> None:
         ("Undefined cartesian SRS", -1, "NONE", -1, "undefined", "undefined cartesian coordinate reference system"),
         ("Undefined geographic SRS", 0, "NONE", 0, "undefined", "undefined geographic coordinate reference system"),
     ]
+    from pyproj import CRS  # only here, when a store is created: not at every import of the DDL helpers
+
     for srid in (4326, CANONICAL_SRID):
         crs = CRS.from_epsg(srid)
         rows.append((crs.name, srid, "EPSG", srid, crs.to_wkt("WKT1_GDAL"), crs.name))

@@ -15,12 +15,11 @@ import json
 import struct
 from collections.abc import Iterable
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 import orjson
 import shapely
-from psycopg.adapt import Dumper
-from psycopg.pq import Format
 from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, case, cast, func, insert, literal, literal_column,
                         select, text, type_coerce)
 from sqlalchemy.sql import column as sql_column, table as sql_table
@@ -570,7 +569,7 @@ class PostgreSQLStorage(Storage):
     def array_cursor(self, session):
         cursor = session.connection().connection.driver_connection.cursor()
         # on the cursor: a connection copies the driver's global adapters when it is made, maybe before this import
-        cursor.adapters.register_dumper(_BinaryArray, _BinaryArrayDumper)
+        cursor.adapters.register_dumper(_BinaryArray, _binary_array_dumper())
         return cursor
 
     def in_ids(self, column, ids):
@@ -606,19 +605,28 @@ class _BinaryArray:
         return cls(head + items.tobytes(), oid)
 
 
-class _BinaryArrayDumper(Dumper):
-    format = Format.BINARY
+@lru_cache(maxsize=1)
+def _binary_array_dumper() -> type:
+    """psycopg's dumper of ``_BinaryArray``, made on first use: psycopg is imported by PostgreSQL's code paths
+    only (its import was ~0.25 s of CPU of every SQLite command that reached this module)."""
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
 
-    def dump(self, obj):
-        return obj.data
+    class _BinaryArrayDumper(Dumper):
+        format = Format.BINARY
 
-    def get_key(self, obj, format):
-        return (self.cls, obj.oid)
+        def dump(self, obj):
+            return obj.data
 
-    def upgrade(self, obj, format):
-        dumper = _BinaryArrayDumper(self.cls)
-        dumper.oid = obj.oid  # the array's type, so the server reads the binary value as such
-        return dumper
+        def get_key(self, obj, format):
+            return (self.cls, obj.oid)
+
+        def upgrade(self, obj, format):
+            dumper = _BinaryArrayDumper(self.cls)
+            dumper.oid = obj.oid  # the array's type, so the server reads the binary value as such
+            return dumper
+
+    return _BinaryArrayDumper
 
 
 _FAMILY_SQL: dict = {}  # (table, key column, columns) of each table → PostgreSQLStorage.insert_family's statement

@@ -24,9 +24,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,6 +33,9 @@ from cityops.core.bus import store
 from cityops.core.bus.events import DomainEvent, Envelope
 from cityops.core.bus.models import DeadLetter
 from cityops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 log = logging.getLogger("cityops.bus")
 
@@ -115,6 +117,9 @@ def _key(engine: Engine) -> str:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None):
+        # Here, not at the module's import: a command that only publishes (writes to the outbox) runs no bus.
+        from prometheus_client import CollectorRegistry, Counter, Gauge
+
         registry = registry if registry is not None else CollectorRegistry()
         self.delivered = Counter("cityops_bus_delivered_total", "Events applied by a durable consumer", ["consumer"], registry=registry)
         self.redeliveries = Counter("cityops_bus_redeliveries_total", "Event deliveries retried after a failure", ["consumer"], registry=registry)
