@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # ``python -m cityops.cli``: a well-formed import-layer runs before Typer loads
+    from cityops.commands import run_without_typer
+
+    run_without_typer(sys.argv[1:])
+
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -14,7 +20,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cityops.core.errors import CityOpsError
+from cityops import commands
 
 app = typer.Typer(help="CityOps — 城市运行和治理中心 command line", no_args_is_help=True, add_completion=False)
 users_app = typer.Typer(help="Users: add, list, issue tokens, login lockouts", no_args_is_help=True)
@@ -42,92 +48,27 @@ def _main(show_version: bool = typer.Option(False, "--version", callback=_versio
 
 
 def _settings(data_dir: Optional[Path], *, create: bool = False, catalogues: dict[str, tuple[str, ...]] | None = None):
-    """The settings for ``--data-dir``. Only ``init`` and ``demo`` (``create``) may make a new store: any other
-    command pointed at a directory without one fails, instead of answering from a new, empty store.
-    ``catalogues`` limits the start-up check to the catalogues the command reads (``load_all``'s ``only``)."""
-    from pydantic import ValidationError
-
-    from cityops.core.logging import configure_logging
-    from cityops.core.settings import Settings
-
+    """The settings for ``--data-dir`` (``commands.settings_for``); a failure is the command's one-line error."""
     try:
-        settings = Settings(**({"data_dir": data_dir} if data_dir is not None else {}))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        _fail(f"invalid configuration: {problems}")
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(f"invalid configuration: {exc}")
-    if not create and settings.is_sqlite:
-        from cityops.core.settings import DATABASE_FILE
-
-        if not (settings.data_dir / DATABASE_FILE).is_file():
-            where = settings.data_dir.resolve()
-            what = "does not exist" if not where.exists() else f"holds no CityOps store ({DATABASE_FILE})"
-            _fail(f"the data directory {where} {what}; create one with `cityops init --data-dir {where}` "
-                  "(or `cityops demo`), or give the right --data-dir / CITYOPS_DATA_DIR")
-    configure_logging(settings.log_level, settings.log_json)
-    # Before the catalogues: loading them imports Alembic, whose plugins announce themselves at INFO and would
-    # bury a command's one-line answer on stderr.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    from cityops.core.catalogues import CatalogueError, load_all
-
-    try:
-        load_all(settings, catalogues)  # the catalogue files validated, and read from where the settings say
-    except CatalogueError as exc:
-        _fail(str(exc))
-    return settings
+        return commands.settings_for(data_dir, create=create, catalogues=catalogues)
+    except commands.CommandFailed as exc:
+        _fail(exc.message, exc.code)
 
 
 def _store(settings, *, bus: bool = True):
-    from cityops.core.db import make_engine, make_sessionmaker, migrate
-    from cityops.org.levels import load_levels
-    from cityops.org.service import OrgConfig
-
-    engine = make_engine(settings)
-    migrate(engine)
-    if bus:
-        _register_bus(engine, settings)
-    levels = load_levels(settings.grid_code_length)
-    org_config = OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs)
-    return engine, make_sessionmaker(engine), org_config
-
-
-#: The buses of a command's databases (``_store``): what the command published is applied before it returns (by
-#: this process or by a server on the same database, whichever holds the dispatch lease).
-_BUSES: list = []
+    return commands.open_store(settings, bus=bus)
 
 
 def _finish_buses() -> None:
-    # A command's end-of-run delivery is not a deployment's dispatcher: its lease notices would bury the command's
-    # own one-line answer on stderr. Warnings and errors still show.
-    logging.getLogger("cityops.bus").setLevel(logging.WARNING)
-    while _BUSES:
-        bus = _BUSES.pop()
-        try:
-            bus.start()
-            bus.wait_idle(timeout=120)
-        except Exception:  # noqa: BLE001 - the events are in the outbox: a server on this database applies them
-            err.print("[yellow]warning:[/yellow] events still pending; a server on this database will apply them")
-        bus.stop()
+    commands.finish_buses(lambda text: err.print(f"[yellow]warning:[/yellow] {text}"))
 
 
 def _register_bus(engine, settings) -> None:
-    """The bus of the command's database, registered now and delivering at the end of the command: on SQLite a
-    consumer writing alongside the command's own transactions would make them fail with "database is locked"."""
-    if settings.wiring:
-        from cityops import wiring
-
-        _BUSES.append(wiring.make_bus(engine, settings).register())
+    commands.register_bus(engine, settings)
 
 
 def _consumed(*events) -> bool:
-    """Whether a capability consumes one of ``events`` (its manifest's ``consumes``). Events nobody consumes are read
-    from the outbox only by the servers' own caches (broadcast), so a command that publishes only those needs no
-    bus of its own, nor the import of every capability's subscriptions that building one takes."""
-    from cityops.core.bus.manifest import manifests
-
-    names = {e.name for e in events}
-    return any(names & manifest.consumed_names for manifest in manifests().values())
+    return commands.consumed(*events)
 
 
 def _fail(message: str, code: int = 1):
@@ -141,15 +82,11 @@ def _run(fn):
         return fn()
     except (typer.Exit, typer.Abort):
         raise  # click's Exit is a RuntimeError: let our own exits through untouched
-    except CityOpsError as exc:
-        details = ""
-        if isinstance(exc.details, dict) and exc.details.get("issues"):
-            lines = [f"  - {i.get('check')}: {i.get('message')}" for i in exc.details["issues"][:20]]
-            more = len(exc.details["issues"]) - len(lines)
-            details = "\n" + "\n".join(lines) + (f"\n  … and {more} more" if more > 0 else "")
-        _fail(exc.message + details)
-    except (FileNotFoundError, PermissionError, RuntimeError, ValueError) as exc:
-        _fail(str(exc))
+    except Exception as exc:
+        message = commands.failure(exc)
+        if message is None:
+            raise
+        _fail(message, exc.code if isinstance(exc, commands.CommandFailed) else 1)
     finally:
         _finish_buses()
 
@@ -408,8 +345,7 @@ def locate(
     _run(body)
 
 
-#: What an import reads: the layer categories (``--create``) and the unit levels (the store's org settings).
-IMPORT_CATALOGUES = {"base": ("categories.toml",), "org": ("levels.toml",)}
+IMPORT_CATALOGUES = commands.IMPORT_CATALOGUES
 
 
 @app.command("import-layer")
@@ -427,42 +363,13 @@ def import_layer(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report only"),
 ) -> None:
     """Import a file as a layer's next version: streamed, all-or-nothing, with a progress bar."""
+    # A well-formed invocation from the entry points runs in ``commands.run_without_typer``, before Typer loads;
+    # this is the same command for everything else (Typer's own callers, e.g. its test runner).
     settings = _settings(data_dir, catalogues=IMPORT_CATALOGUES)
-
-    def body():
-        from rich.progress import BarColumn, MofNCompleteColumn
-
-        from cityops.base import service
-        from cityops.core import audit
-        from cityops.identity.scope import Scope
-
-        if not file.exists():
-            raise FileNotFoundError(f"{file} does not exist")
-        from cityops.base.manifest import LayerChanged, LayerVersionCreated
-
-        # The bus (every capability's subscriptions) only when some capability consumes what an import publishes.
-        _, sessions, _ = _store(settings, bus=_consumed(LayerVersionCreated, LayerChanged))
-        everything, actor = Scope(all_units=True), audit.Actor("cli")
-        with sessions() as session:
-            if create:
-                if not title or not category:
-                    _fail("--create needs --title and --category")
-                service.create_layer(session, actor, everything, {"key": layer, "title_zh": title, "category": category,
-                                                                  "geometry_type": geometry_type})
-            with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=console) as bar:
-                task = bar.add_task(f"importing {file.name}", total=None)
-                report = service.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
-                                             source_layer=source_layer, dry_run=dry_run,
-                                             progress=lambda done, total: bar.update(task, completed=done, total=total))
-            session.commit()
-        verb = "validated" if dry_run else f"imported as version {report['version']}"
-        console.print(f"{verb}: {report['read']} read, {report['added']} added, {report['removed']} replaced, "
-                      f"{report['repaired']} repaired")
-        for issue in report["issues"][:20]:
-            console.print(f"  - {issue['check']}: {issue['message']}")
-
-    _run(body)
+    _run(lambda: commands.import_layer(
+        settings, file, layer, create=create, title=title, category=category, geometry_type=geometry_type, mode=mode,
+        crs=crs, source_layer=source_layer, dry_run=dry_run,
+        progress=lambda description: commands.rich_progress(description, console), say=console.print))
 
 
 @app.command("export-layer")

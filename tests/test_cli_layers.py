@@ -72,7 +72,8 @@ def test_import_layer_loads_only_what_an_import_needs(tmp_path):
             f" '--category', '0701', '--geometry-type', 'POINT', '--data-dir', {str(data)!r}]\n"
             "try:\n    runpy.run_module('cityops.cli', run_name='__main__')\nexcept SystemExit as exc:\n    assert not exc.code\n"
             "loaded = [m for m in ('alembic', 'scipy', 'cityops.wiring', 'cityops.models', 'cityops.sensing.ingest',"
-            " 'cityops.indicators.metrics', 'cityops.notify.service', 'cityops.base.demo', 'cityops.tasks.catalogue')"
+            " 'cityops.indicators.metrics', 'cityops.notify.service', 'cityops.base.demo', 'cityops.tasks.catalogue',"
+            " 'typer', 'rich', 'cityops.cli', 'psycopg', 'prometheus_client', 'geocoordinates_ffi')"
             " if m in sys.modules]\nprint('LOADED', loaded)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -84,3 +85,30 @@ def test_import_layer_loads_only_what_an_import_needs(tmp_path):
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     assert script_heads() == frozenset(ScriptDirectory.from_config(config).get_heads())
+
+
+def test_import_layer_without_typer_takes_typers_options(tmp_path):
+    """The entry points run a well-formed ``import-layer`` before Typer loads (``commands.run_without_typer``): its
+    option table is the Typer command's, and whatever it does not take (help, a usage error) is Typer's answer."""
+    import typer.main
+
+    from cityops import cli as cli_module
+    from cityops import commands
+
+    command = typer.main.get_command(cli_module.app).commands["import-layer"]
+    declared = {opt: p.name for p in command.params for opt in (*p.opts, *p.secondary_opts) if opt.startswith("--")}
+    flags = {opt for p in command.params if getattr(p, "is_flag", False) for opt in (*p.opts, *p.secondary_opts)}
+    assert {o: declared[o] for o in declared if o not in flags} == commands.IMPORT_OPTIONS
+    assert {o: declared[o] for o in flags} == {o: name for o, (name, _) in commands.IMPORT_FLAGS.items()}
+    assert commands.parse_import_layer(["a.fgb", "--layer=x", "--create", "--no-create", "--mode", "append"]) == {
+        "create": False, "dry_run": False, "geometry_type": "GEOMETRY", "mode": "append", "layer": "x",
+        "file": __import__("pathlib").Path("a.fgb")}
+    for args in (["a.fgb"], ["--layer", "x"], ["a.fgb", "--layer"], ["a.fgb", "b.fgb", "--layer", "x"],
+                 ["a.fgb", "--layer", "x", "--help"], ["a.fgb", "--layer", "x", "--dry-run=1"], ["a.fgb", "--layer", "x", "-v"]):
+        assert commands.parse_import_layer(args) is None, args
+    r = ok(cli("import-layer", "--help"))
+    assert "--source-layer" in r.stdout and "--geometry-type" in r.stdout
+    r = cli("import-layer", tmp_path / "a.fgb", "--data-dir", tmp_path)
+    assert r.returncode == 2 and "--layer" in r.stderr
+    r = failed(cli("import-layer", tmp_path / "a.fgb", "--layer", "x", "--data-dir", tmp_path / "none"))
+    assert r.returncode == 1 and any(line.startswith("error: the data directory") for line in r.messages)
