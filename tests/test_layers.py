@@ -259,3 +259,62 @@ def test_scope_on_layers(api, admin):
     assert api.post(f"/api/layers/{key}/rollback", json={"version": 0}, headers=yihe).status_code == 403
     assert api.delete(f"/api/layers/{key}", headers=yihe).status_code == 403
     assert table_counts(api.store) == before
+
+
+def test_an_imported_geometry_is_stored_as_the_encoder_writes_it(api, admin, tmp_path):
+    """The import writes the file's own WKB where the geometry is stored as parsed (canonical CRS, valid, the layer's
+    type) and encodes the others: either way the stored bytes are what the encoder gives, with the canonical SRID
+    (PostGIS: binary COPY of plain WKB, the SRID from the column's type)."""
+    import numpy as np
+
+    from cityops.core.geometry import from_gpkg
+
+    polygons = [square(108.4 + i * 0.002, 31.2) for i in range(40)]
+    for name, crs, shapes in (("canonical", "EPSG:4490", polygons), ("wgs84", "EPSG:4326", polygons[:7])):
+        key = new_layer(api, admin, geometry_type="MULTIPOLYGON" if name == "wgs84" else "POLYGON", category="0201")
+        path = tmp_path / f"{name}.fgb"
+        codes = np.array([f"b{i}" for i in range(len(shapes))], dtype=object)
+        pyogrio.raw.write(path, shapely.to_wkb(shapes), [codes], ["code"],
+                          driver="FlatGeobuf", geometry_type="Polygon", crs=crs)
+        r = upload(api, admin, key, path.name, path.read_bytes())
+        assert r.status_code == 200, r.text
+        with api.store.engine.connect() as conn:
+            if api.store.backend == "sqlite":
+                rows = conn.exec_driver_sql(f"SELECT properties, geom, 4490 FROM layer_{key} ORDER BY id").all()
+                stored = [(json.loads(p), from_gpkg(g), g[40:]) for p, g, _ in rows]
+                assert all(bytes(g[:8]) == b"GP\x00\x03\x8a\x11\x00\x00" for _, g, _ in rows)  # header, SRID 4490
+            else:
+                rows = conn.exec_driver_sql(f"SELECT properties, ST_AsBinary(geom, 'NDR'), ST_SRID(geom) FROM layer_{key} "
+                                            "ORDER BY id").all()
+                assert {srid for _, _, srid in rows} == {4490}
+                stored = [(p, shapely.from_wkb(bytes(g)), bytes(g)) for p, g, _ in rows]
+        by_code = {p["code"]: (geom, raw) for p, geom, raw in stored}  # FlatGeobuf keeps its features in index order
+        assert sorted(by_code) == sorted(codes)
+        for code, shape in zip(codes, shapes):
+            geom, raw = by_code[code]
+            expected = shapely.multipolygons([shape]) if name == "wgs84" else shape
+            assert geom.equals_exact(expected, 1e-9)
+            assert raw == shapely.to_wkb(geom, byte_order=1, flavor="iso")
+
+
+def test_the_files_wkb_is_reused_only_where_it_is_what_would_be_written():
+    """``featurestore.reusable_wkb``: the same geometry object as parsed, plain 2D little-endian WKB; the blobs and
+    the COPY rows built from it are byte for byte those of the encoder."""
+    import numpy as np
+    import pyarrow as pa
+
+    from cityops.base import featurestore
+
+    parsed = np.array([square(108.4 + i * 0.01, 31.2) for i in range(6)] + [Point(108.4, 31.2), None], dtype=object)
+    raw = pa.array(list(shapely.to_wkb(parsed[:7], byte_order=1, flavor="iso")) + [None], pa.binary())
+    stored = parsed.copy()
+    stored[2] = square(108.0, 31.0)  # replaced (a repair, a transformation)
+    reused = featurestore.reusable_wkb(stored, (parsed, raw))
+    assert reused.is_valid().to_pylist() == [True, True, False, True, True, True, True, False]
+    assert featurestore.gpkg_blobs(stored, wkb=reused) == featurestore.gpkg_blobs(stored)
+    big_endian = pa.array(list(shapely.to_wkb(parsed[:7], byte_order=0)) + [None], pa.binary())
+    with_z = pa.array(list(shapely.to_wkb(shapely.force_3d(parsed[:7]), byte_order=1)) + [None], pa.binary())
+    assert featurestore.reusable_wkb(stored, (parsed, big_endian)) is None
+    assert featurestore.reusable_wkb(stored, (parsed, with_z)) is None
+    assert b"".join(map(bytes, featurestore.copy_rows(["a"] * 8, ["{}"] * 8, stored, 3, reused))) == \
+        b"".join(map(bytes, featurestore.copy_rows(["a"] * 8, ["{}"] * 8, stored, 3)))

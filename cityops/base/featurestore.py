@@ -16,11 +16,15 @@ or by a client such as QGIS) is written per request, as before (``feature_texts`
 from __future__ import annotations
 
 import json
+import operator
+import struct
 from functools import lru_cache
 from itertools import repeat
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
@@ -184,8 +188,10 @@ class BulkWriter:
         self._cache.__exit__(exc_type, *exc)
         self._suspension.__exit__(exc_type, *exc)
 
-    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int) -> int:
-        """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise)."""
+    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int, *, source=None) -> int:
+        """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise).
+        ``source``: (the geometries as parsed from a file, the file's WKB as an Arrow array), from which the WKB of
+        the geometries stored unchanged is written as it came instead of encoded again (``reusable_wkb``)."""
         if not len(properties):
             return 0
         if not isinstance(properties[0], str):
@@ -193,18 +199,15 @@ class BulkWriter:
         geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
         if not self.storage.rtree_index:
-            # COPY, with the geometry as hex EWKB carrying its SRID: several times a multi-row INSERT.
-            present = np.array([g is not None for g in geoms], dtype=bool)
-            hexes = np.full(len(geoms), None, dtype=object)
-            if present.any():
-                hexes[present] = shapely.to_wkb(shapely.set_srid(geoms[present], CANONICAL_SRID), hex=True,
-                                                include_srid=True, flavor="extended")
+            # COPY in the binary format, the batch's rows built column by column into one buffer (``copy_rows``):
+            # no per-row call, no hex encoding for the server to decode.
             cursor = self.conn.connection.driver_connection.cursor()
-            with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN") as copy:
-                for row in zip(fids, properties, hexes.tolist(), repeat(version)):
-                    copy.write_row(row)
+            with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN (FORMAT binary)") as copy:
+                for part in copy_rows(fids, properties, geoms, version, reusable_wkb(geoms, source)):
+                    copy.write(part)
             return len(properties)
-        blobs = gpkg_blobs(geoms)
+        bounds = shapely.bounds(geoms)  # once, for the blobs' envelopes and the R*Tree
+        blobs = gpkg_blobs(geoms, bounds=bounds, wkb=reusable_wkb(geoms, source))
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
         self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)",
@@ -215,20 +218,102 @@ class BulkWriter:
         ids = np.arange(start + 1, end + 1)
         write_texts(self.conn, name, ids, fids, properties, geoms)
         if self._rtree is not None:
-            self._rtree.add(ids, geoms)
+            self._rtree.add(ids, geoms, bounds=bounds)
         elif self.index_by_hand:
             write_rtree(self.conn, name, ids, geoms)
         return len(properties)
+
+
+def reusable_wkb(geoms: np.ndarray, source) -> pa.Array | None:
+    """The file's own WKB for the rows whose geometry is stored as it was parsed (the same object: no CRS
+    transformation, repair or change of type replaced it) and whose bytes are plain 2D little-endian WKB (what
+    ``shapely.to_wkb(byte_order=1, flavor="iso")`` writes for them); null for the other rows, None when no row
+    qualifies. GDAL's Arrow reader gives the geometry as WKB already: encoding it again was the import's largest
+    single step after the inserts."""
+    parsed, wkb = source if source is not None else (None, None)
+    if parsed is None or wkb is None or len(parsed) != len(geoms) or len(wkb) != len(geoms):
+        return None
+    same = np.fromiter(map(operator.is_, geoms, parsed), dtype=bool, count=len(geoms))
+    same &= np.array([g is not None for g in geoms], dtype=bool)
+    if not same.any():
+        return None
+    wkb = wkb.cast(pa.large_binary())
+    n = len(wkb)
+    _, offsets_buffer, data_buffer = wkb.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int64, count=n + 1, offset=wkb.offset * 8)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(0, dtype=np.uint8)
+    rows = np.flatnonzero(same & (np.diff(offsets) >= 5) & wkb.is_valid().to_numpy(zero_copy_only=False))
+    at = offsets[rows]
+    code = (data[at + 1].astype(np.uint32) | data[at + 2].astype(np.uint32) << 8 | data[at + 3].astype(np.uint32) << 16
+            | data[at + 4].astype(np.uint32) << 24)
+    rows = rows[(data[at] == 1) & (code >= 1) & (code <= 7)]  # little-endian; Point … GeometryCollection, no Z or M
+    if not len(rows):
+        return None
+    keep = np.zeros(n, dtype=bool)
+    keep[rows] = True
+    return pc.if_else(pa.array(keep), wkb, pa.scalar(None, pa.large_binary()))
 
 
 _GPKG_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srid", "<i4"), ("minx", "<f8"),
                          ("maxx", "<f8"), ("miny", "<f8"), ("maxy", "<f8")])
 
 
-def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID) -> list:
+_LB = pa.large_binary()
+_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # PostgreSQL's binary COPY header: signature, flags, extension
+_COPY_TRAILER = b"\xff\xff"
+
+
+def wkb_column(geoms: np.ndarray, given: pa.Array | None = None) -> pa.Array:
+    """ISO WKB (little-endian) of every geometry as an Arrow array, null for None: ``given``'s bytes where it has
+    them (``reusable_wkb``), the others encoded."""
+    present = np.array([g is not None for g in geoms], dtype=bool)
+    encode = present if given is None else present & given.is_null().to_numpy(zero_copy_only=False)
+    if given is not None and not encode.any():
+        return given.cast(_LB)
+    body = np.full(len(geoms), None, dtype=object)
+    body[encode] = shapely.to_wkb(geoms[encode], byte_order=1, flavor="iso")
+    if given is not None:
+        keep = given.is_valid().to_numpy(zero_copy_only=False)
+        body[keep] = given.filter(pa.array(keep)).to_pylist()
+    return pa.array(body, _LB)
+
+
+def _be_int32(values: np.ndarray) -> pa.Array:
+    raw = np.asarray(values).astype(">i4").tobytes()
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(4), len(values), [None, pa.py_buffer(raw)]).cast(_LB)
+
+
+def _field_length(column: pa.Array, extra: int = 0) -> pa.Array:
+    """The length word of a binary COPY field: the value's size (+ ``extra`` bytes of prefix), -1 for NULL."""
+    size = pc.fill_null(pc.binary_length(column), -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return _be_int32(np.where(size >= 0, size + extra, -1))
+
+
+def copy_rows(fids: list, properties: list[str], geoms: np.ndarray, version: int, wkb: pa.Array | None = None) -> list:
+    """(fid text, properties jsonb, geom geometry, v_from int4) rows in PostgreSQL's binary COPY format: the
+    signature, one buffer of every row joined by Arrow column by column, the trailer. The geometry goes as plain
+    WKB: the column's type modifier gives it its SRID (PostGIS sets the column's SRID on a geometry that has none)."""
+    fid = pa.array(fids, pa.string()).cast(_LB)
+    props = pa.array(properties, pa.string()).cast(_LB)
+    geom = wkb_column(geoms, wkb)
+    rows = pc.binary_join_element_wise(
+        pa.scalar(b"\x00\x04", _LB),  # four fields
+        _field_length(fid), fid,
+        _field_length(props, 1), pa.scalar(b"\x01", _LB), props,  # jsonb's binary form: version 1, then the text
+        _field_length(geom), geom,
+        pa.scalar(struct.pack(">ii", 4, version), _LB),
+        pa.scalar(b"", _LB), null_handling="replace", null_replacement="")
+    _, offsets, data = rows.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int64, count=len(rows) + 1, offset=rows.offset * 8)
+    return [_COPY_SIGNATURE, memoryview(data)[int(bounds[0]):int(bounds[-1])], _COPY_TRAILER]
+
+
+def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID, *, bounds: np.ndarray | None = None,
+               wkb: pa.Array | None = None) -> list:
     """GeoPackage geometry blobs (little-endian header with an xy envelope + ISO WKB) for a batch: the headers
-    are one NumPy record array, so the per-row work is a bytes concatenation. Empty geometries get no
-    envelope, as the GeoPackage spec asks; None stays None."""
+    are one NumPy record array, joined to the WKB by Arrow in one pass. Empty geometries get no envelope, as the
+    GeoPackage spec asks; None stays None. ``bounds``: ``shapely.bounds(geoms)`` when the caller has them; ``wkb``:
+    the WKB of some rows already (``reusable_wkb``; null where it must be encoded)."""
     out: list = [None] * len(geoms)
     present = np.flatnonzero(np.array([g is not None for g in geoms], dtype=bool))
     if not len(present):
@@ -242,11 +327,14 @@ def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID) -> list:
         return out
     header = np.zeros(len(chosen), dtype=_GPKG_HEADER)
     header["magic"], header["version"], header["flags"], header["srid"] = b"GP", 0, 0b00000011, srid
-    bounds = shapely.bounds(chosen)
-    header["minx"], header["maxx"], header["miny"], header["maxy"] = bounds[:, 0], bounds[:, 2], bounds[:, 1], bounds[:, 3]
-    raw = header.tobytes()
-    size = _GPKG_HEADER.itemsize
-    wkb = shapely.to_wkb(chosen, byte_order=1, flavor="iso")
-    for j, (i, blob) in enumerate(zip(present.tolist(), wkb)):
-        out[i] = raw[j * size:(j + 1) * size] + blob
+    box = shapely.bounds(chosen) if bounds is None else bounds[present]
+    header["minx"], header["maxx"], header["miny"], header["maxy"] = box[:, 0], box[:, 2], box[:, 1], box[:, 3]
+    headers = pa.FixedSizeBinaryArray.from_buffers(pa.binary(_GPKG_HEADER.itemsize), len(chosen),
+                                                   [None, pa.py_buffer(header.tobytes())]).cast(pa.large_binary())
+    given = wkb_column(chosen, wkb.take(pa.array(present)) if wkb is not None else None)
+    blobs = pc.binary_join_element_wise(headers, given, pa.scalar(b"", pa.large_binary())).to_pylist()
+    if len(present) == len(geoms):
+        return blobs
+    for i, blob in zip(present.tolist(), blobs):
+        out[i] = blob
     return out

@@ -101,6 +101,10 @@ class Batch:
     properties_json: list[str]
     geometries: np.ndarray  # canonical, valid, or None where rejected
     issues: list[Issue] = field(default_factory=list)
+    #: The geometries as parsed from the file and the file's own WKB (Arrow) they were parsed from: where a geometry
+    #: is stored unchanged (no CRS transformation, no repair), its bytes can be written as they came.
+    parsed: np.ndarray | None = None
+    wkb: pa.Array | None = None
 
     @property
     def properties(self) -> list[dict]:
@@ -290,8 +294,10 @@ def _to_batch(record_batch, start_row: int, ref, geometry_name: str, fid_column:
         missing = column.is_null().to_numpy(zero_copy_only=False)
         # One vectorised parse; unreadable blobs come back as None and are looked at one by one below.
         geoms = np.asarray(shapely.from_wkb(blobs, on_invalid="ignore"), dtype=object)
+        wkb = column if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type) else None
     else:
-        missing, geoms = np.ones(n, dtype=bool), np.full(n, None, dtype=object)
+        missing, geoms, wkb = np.ones(n, dtype=bool), np.full(n, None, dtype=object), None
+    parsed = geoms.copy()  # the transformation and the repairs below replace elements of ``geoms``, never these
     for i in np.flatnonzero(missing):
         issues.append(Issue(start_row + i, fids[i], "missing_geometry", f"feature {start_row + i} has no geometry"))
     for i in np.flatnonzero(~missing & np.array([g is None for g in geoms], dtype=bool)):
@@ -308,7 +314,7 @@ def _to_batch(record_batch, start_row: int, ref, geometry_name: str, fid_column:
         except InvalidInput as exc:
             raise InvalidInput(f"coordinates do not fit CRS {ref}: {exc.message}") from None
     _check_and_repair(geoms, start_row, fids, issues)
-    return Batch(start_row, fids, properties, geoms, issues)
+    return Batch(start_row, fids, properties, geoms, issues, parsed, wkb)
 
 
 def _check_and_repair(geoms: np.ndarray, start_row: int, fids: list, issues: list[Issue]) -> None:

@@ -78,13 +78,14 @@ class DeferredRtree:
         self._count = 0
         self._spilled = False  # the entries are in the temporary table (a load larger than IN_MEMORY)
 
-    def add(self, ids, geoms) -> None:
+    def add(self, ids, geoms, *, bounds: np.ndarray | None = None) -> None:
+        """Entries for ``ids``; ``bounds``: ``shapely.bounds(geoms)`` when the caller has them already."""
         geoms = np.asarray(geoms, dtype=object)
         ids = np.asarray(ids)
         keep = shapely.is_geometry(geoms) & ~shapely.is_empty(geoms)
         if not keep.any():
             return
-        b = shapely.bounds(geoms[keep])
+        b = shapely.bounds(geoms[keep]) if bounds is None else bounds[keep]
         key = _zorder((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2)
         rows = np.column_stack((ids[keep].astype(float), b[:, 0], b[:, 2], b[:, 1], b[:, 3]))
         self._count += len(rows)

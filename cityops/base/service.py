@@ -193,7 +193,8 @@ def import_file(
                 if len(issues) < MAX_REPORTED_ISSUES:
                     issues.append(issue)
             if not counts["errors"] and not dry_run:
-                counts["added"] += bulk.insert(batch.fids, batch.properties_json, geoms, version)
+                counts["added"] += bulk.insert(batch.fids, batch.properties_json, geoms, version,
+                                               source=(batch.parsed, batch.wkb))
             if progress:
                 progress(counts["read"], info.count)
     report = {"layer": key, "version": None if dry_run else version, "mode": mode, "source_crs": info.crs,
