@@ -19,7 +19,6 @@ import json
 import operator
 import struct
 from functools import lru_cache
-from itertools import repeat
 
 import numpy as np
 import orjson
@@ -210,8 +209,9 @@ class BulkWriter:
         blobs = gpkg_blobs(geoms, bounds=bounds, wkb=reusable_wkb(geoms, source))
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
-        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, ?)",
-                                  list(zip(fids, properties, blobs, repeat(version))))
+        # The batch's one version in the statement, not bound again on every row.
+        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, {int(version)})",
+                                  list(zip(fids, properties, blobs)))
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
@@ -251,7 +251,7 @@ def reusable_wkb(geoms: np.ndarray, source) -> pa.Array | None:
         return None
     keep = np.zeros(n, dtype=bool)
     keep[rows] = True
-    return pc.if_else(pa.array(keep), wkb, pa.scalar(None, pa.large_binary()))
+    return pc.if_else(_arrow(keep), wkb, pa.scalar(None, pa.large_binary()))
 
 
 _GPKG_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srid", "<i4"), ("minx", "<f8"),
@@ -261,6 +261,16 @@ _GPKG_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("
 _LB = pa.large_binary()
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # PostgreSQL's binary COPY header: signature, flags, extension
 _COPY_TRAILER = b"\xff\xff"
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """A NumPy bool or integer array as an Arrow array over the same memory. Not ``pa.array(ndarray)``: its
+    masked-array check imports ``numpy.ma``, a fixed cost of every import for nothing."""
+    values = np.ascontiguousarray(values)
+    if values.dtype == np.bool_:
+        return pa.Array.from_buffers(pa.uint8(), len(values), [None, pa.py_buffer(values.view(np.uint8))]).cast(pa.bool_())
+    values = values.astype(np.int64, copy=False)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def wkb_column(geoms: np.ndarray, given: pa.Array | None = None) -> pa.Array:
@@ -274,8 +284,8 @@ def wkb_column(geoms: np.ndarray, given: pa.Array | None = None) -> pa.Array:
     body[encode] = shapely.to_wkb(geoms[encode], byte_order=1, flavor="iso")
     if given is not None:
         keep = given.is_valid().to_numpy(zero_copy_only=False)
-        body[keep] = given.filter(pa.array(keep)).to_pylist()
-    return pa.array(body, _LB)
+        body[keep] = given.filter(_arrow(keep)).to_pylist()
+    return pa.array(body.tolist(), _LB)
 
 
 def _be_int32(values: np.ndarray) -> pa.Array:
@@ -331,7 +341,7 @@ def gpkg_blobs(geoms: np.ndarray, srid: int = CANONICAL_SRID, *, bounds: np.ndar
     header["minx"], header["maxx"], header["miny"], header["maxy"] = box[:, 0], box[:, 2], box[:, 1], box[:, 3]
     headers = pa.FixedSizeBinaryArray.from_buffers(pa.binary(_GPKG_HEADER.itemsize), len(chosen),
                                                    [None, pa.py_buffer(header.tobytes())]).cast(pa.large_binary())
-    given = wkb_column(chosen, wkb.take(pa.array(present)) if wkb is not None else None)
+    given = wkb_column(chosen, wkb.take(_arrow(present)) if wkb is not None else None)
     blobs = pc.binary_join_element_wise(headers, given, pa.scalar(b"", pa.large_binary())).to_pylist()
     if len(present) == len(geoms):
         return blobs

@@ -244,6 +244,11 @@ class _ReadAhead:
 _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 
 
+def _text(value: str) -> pa.Scalar:
+    # Typed: a Python value whose Arrow type must be inferred makes pyarrow probe for pandas and import dateutil.
+    return pa.scalar(value, pa.string())
+
+
 def _json_fragments(name: str, column: pa.Array) -> pa.Array:
     """``"name":value`` JSON text for every row of an Arrow column, computed on the whole column: Arrow's
     kernels do the formatting; Python's json only sees the rare strings that need escaping and types Arrow
@@ -252,9 +257,9 @@ def _json_fragments(name: str, column: pa.Array) -> pa.Array:
     kind = column.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         column = column.cast(pa.string())
-        quote = pa.scalar('"')
-        text = pc.binary_join_element_wise(quote, column, quote, "")
-        escape = pc.fill_null(pc.match_substring_regex(column, _NEEDS_ESCAPE), False)
+        quote = _text('"')
+        text = pc.binary_join_element_wise(quote, column, quote, _text(""))
+        escape = pc.fill_null(pc.match_substring_regex(column, _NEEDS_ESCAPE), pa.scalar(False, pa.bool_()))
         if pc.any(escape).as_py():
             values = text.to_pylist()
             raw = column.to_pylist()
@@ -269,7 +274,7 @@ def _json_fragments(name: str, column: pa.Array) -> pa.Array:
     else:
         values = [None if v is None else json.dumps(_json_value(v), ensure_ascii=False) for v in column.to_pylist()]
         text = pa.array(values, pa.string())
-    return pc.binary_join_element_wise(pa.scalar(key), pc.fill_null(text, "null"), "")
+    return pc.binary_join_element_wise(_text(key), pc.fill_null(text, _text("null")), _text(""))
 
 
 def properties_json(record_batch, names: list[str]) -> list[str]:
@@ -278,8 +283,8 @@ def properties_json(record_batch, names: list[str]) -> list[str]:
     if not present:
         return ["{}"] * record_batch.num_rows
     parts = [_json_fragments(n, record_batch.column(n)) for n in present]
-    body = pc.binary_join_element_wise(*parts, ",") if len(parts) > 1 else parts[0]
-    return pc.binary_join_element_wise(pa.scalar("{"), body, pa.scalar("}"), "").to_pylist()
+    body = pc.binary_join_element_wise(*parts, _text(",")) if len(parts) > 1 else parts[0]
+    return pc.binary_join_element_wise(_text("{"), body, _text("}"), _text("")).to_pylist()
 
 
 def _to_batch(record_batch, start_row: int, ref, geometry_name: str, fid_column: str | None, names: list[str]) -> Batch:

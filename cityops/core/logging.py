@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import sys
 
-from pythonjsonlogger.json import JsonFormatter
-
 
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if json_output:
+        from pythonjsonlogger.json import JsonFormatter  # only for JSON logs (CITYOPS_LOG_JSON=false: plain lines)
+
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
