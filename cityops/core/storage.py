@@ -514,13 +514,19 @@ class PostgreSQLStorage(Storage):
 
     def bbox_envelopes(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
         raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
-        box = func.Box2D(raw)
-        return self.bbox_prefilter(stmt.add_columns(func.ST_XMin(box), func.ST_YMin(box), func.ST_XMax(box),
-                                                    func.ST_YMax(box)), table, id_column, geom_column, bounds, geom_name)
+        return self.bbox_prefilter(stmt.add_columns(func.ST_XMin(raw), func.ST_YMin(raw), func.ST_XMax(raw),
+                                                    func.ST_YMax(raw)), table, id_column, geom_column, bounds, geom_name)
 
     def column_lists(self, conn, stmt):
         sub = stmt.subquery()
-        row = conn.execute(select(*[func.array_agg(c) for c in sub.c])).one()
+        compiled = select(*[func.array_agg(c) for c in sub.c]).compile(dialect=conn.dialect)
+        # Binary results on the driver's cursor (in the connection's transaction): number arrays arrive as NumPy arrays
+        # (_numpy_array_loader), not as lists built element by element.
+        cursor = conn.connection.driver_connection.cursor(binary=True)
+        for oid in _NUMPY_ARRAYS:
+            cursor.adapters.register_loader(oid, _numpy_array_loader())
+        row = cursor.execute(str(compiled), compiled.params).fetchone()
+        cursor.close()
         return [v if v is not None else [] for v in row]
 
     def raw_geometry(self, column):
@@ -603,6 +609,37 @@ class _BinaryArray:
         # header: dimensions, has-NULLs flag, element type, then (length, lower bound) of the one dimension
         head = struct.pack(">iiIii", 1, 0, element, n, 1) if n else struct.pack(">iiI", 0, 0, element)
         return cls(head + items.tobytes(), oid)
+
+
+#: array type oid → big-endian NumPy type of its elements (int4[], int8[], float8[]): the arrays
+#: ``_numpy_array_loader`` reads.
+_NUMPY_ARRAYS = {1007: ">i4", 1016: ">i8", 1022: ">f8"}
+
+
+@lru_cache(maxsize=1)
+def _numpy_array_loader() -> type:
+    """psycopg's loader of a one-dimensional integer or float array in the binary format, without NULLs, as a NumPy
+    array read in one pass (psycopg builds a list, one Python number per element). Hand-written: psycopg has no
+    NumPy loaders. Made on first use, as ``_binary_array_dumper``."""
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    class _NumpyArrayLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data):
+            dtype = np.dtype(_NUMPY_ARRAYS[self.oid])
+            ndim, has_nulls, _ = struct.unpack_from(">iii", data)
+            if ndim == 0:
+                return np.zeros(0, dtype=dtype.newbyteorder("="))
+            if ndim != 1 or has_nulls:
+                raise ValueError("only one-dimensional arrays without NULLs load as NumPy arrays")
+            n = struct.unpack_from(">i", data, 12)[0]
+            # After the 20-byte header each element is its length (4 bytes) and its value.
+            elements = np.frombuffer(data, dtype=[("length", ">i4"), ("value", dtype)], count=n, offset=20)
+            return elements["value"].astype(dtype.newbyteorder("="))
+
+    return _NumpyArrayLoader
 
 
 @lru_cache(maxsize=1)
