@@ -100,11 +100,46 @@ def properties_bytes(text: str) -> bytes:
 
 def feature_texts(ids, fids, properties: list[str], geoms: np.ndarray) -> list[bytes]:
     """GeoJSON Feature texts (type, id, geometry, properties: the order the general path writes) of canonical
-    (lon/lat) rows: the geometries in one vectorised GEOS call at full precision, properties as stored."""
-    texts = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
-    return [b'{"type":"Feature","id":' + orjson.dumps(f if f is not None else str(i)) + b',"geometry":'
-            + (b"null" if g is None else g.encode()) + b',"properties":' + properties_bytes(p) + b"}"
-            for i, f, p, g in zip(ids, fids, properties, texts)]
+    (lon/lat) rows: the geometries in one vectorised GEOS call at full precision, properties as stored, the
+    texts joined column by column by Arrow (a Python concatenation per row was most of an import's text cost)."""
+    n = len(properties)
+    if not n:
+        return []
+    ids = [f if f is not None else str(i) for i, f in zip(ids, fids)]
+    geojson = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+    return pc.binary_join_element_wise(
+        _text('{"type":"Feature","id":'), _json_strings(ids), _text(',"geometry":'),
+        pc.fill_null(pa.array(geojson, pa.string()), _text("null")), _text(',"properties":'),
+        _stored_properties(properties), _text("}"), _text("")).cast(pa.binary()).to_pylist()
+
+
+def _text(value: str) -> pa.Scalar:
+    return pa.scalar(value, pa.string())  # typed: inferring the type makes pyarrow probe for pandas
+
+
+def _json_strings(values: list) -> pa.Array:
+    """JSON string literals, as orjson writes them: quoted by Arrow; the rare value that needs escaping by orjson."""
+    column = pa.array(values, pa.string())
+    text = pc.binary_join_element_wise(_text('"'), column, _text('"'), _text(""))
+    escape = pc.match_substring_regex(column, r'["\\\x00-\x1f]')
+    if not pc.any(escape).as_py():
+        return text
+    out = text.to_pylist()
+    for i in np.flatnonzero(escape.to_numpy(zero_copy_only=False)):
+        out[i] = orjson.dumps(values[i]).decode()
+    return pa.array(out, pa.string())
+
+
+def _stored_properties(properties: list[str]) -> pa.Array:
+    """``properties_bytes`` of every row: the text as stored, or written again where it holds NaN or Infinity."""
+    column = pa.array(properties, pa.string())
+    odd = pc.match_substring_regex(column, "NaN|Infinity")
+    if not pc.any(odd).as_py():
+        return column
+    out = column.to_pylist()
+    for i in np.flatnonzero(odd.to_numpy(zero_copy_only=False)):
+        out[i] = properties_bytes(out[i]).decode()
+    return pa.array(out, pa.string())
 
 
 def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms) -> None:
