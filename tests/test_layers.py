@@ -318,3 +318,20 @@ def test_the_files_wkb_is_reused_only_where_it_is_what_would_be_written():
     assert featurestore.reusable_wkb(stored, (parsed, with_z)) is None
     assert b"".join(map(bytes, featurestore.copy_rows(["a"] * 8, ["{}"] * 8, stored, 3, reused))) == \
         b"".join(map(bytes, featurestore.copy_rows(["a"] * 8, ["{}"] * 8, stored, 3)))
+
+
+def test_feature_texts_escape_ids_and_rewrite_non_finite_properties():
+    """``featurestore.feature_texts`` (joined by Arrow): ids that need escaping and stored properties holding NaN
+    (Python's json wrote it; not JSON) come out as valid JSON, the rest as stored."""
+    import numpy as np
+
+    from cityops.base import featurestore
+
+    texts = featurestore.feature_texts([1, 2, 3], ['a"b', None, "tab\there"], ['{"v":NaN}', "{}", '{"s":"NaN"}'],
+                                       np.array([Point(1, 2), None, Point(3, 4)], dtype=object))
+    assert [json.loads(t) for t in texts] == [
+        {"type": "Feature", "id": 'a"b', "geometry": {"type": "Point", "coordinates": [1.0, 2.0]}, "properties": {"v": None}},
+        {"type": "Feature", "id": "2", "geometry": None, "properties": {}},
+        {"type": "Feature", "id": "tab\there", "geometry": {"type": "Point", "coordinates": [3.0, 4.0]},
+         "properties": {"s": "NaN"}}]
+    assert texts[2].endswith(b'"properties":{"s":"NaN"}}')  # stored text kept as it was
