@@ -20,8 +20,8 @@ from functools import lru_cache
 import numpy as np
 import orjson
 import shapely
-from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, case, cast, func, insert, literal, literal_column,
-                        select, text, type_coerce)
+from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, bindparam, case, cast, func, insert, literal,
+                        literal_column, select, text, type_coerce)
 from sqlalchemy.sql import column as sql_column, table as sql_table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -231,6 +231,15 @@ class Storage:
         json_each): compiling hundreds of bind parameters per query costs more than the query on hot paths."""
         raise NotImplementedError
 
+    def in_bound_ids(self, column, name: str):
+        """``column IN`` the ids given at each run as ONE value named ``name`` (``ids_value``), for a statement
+        compiled once and run by the driver (``in_ids`` puts the ids into the statement)."""
+        raise NotImplementedError
+
+    def ids_value(self, ids) -> str:
+        """The value of an ``in_bound_ids`` parameter: integer ids as one text."""
+        raise NotImplementedError
+
     def array_param(self, values, kind: str):
         """``values`` (a sequence or NumPy array of numbers, no NULLs) as one array parameter for a cursor of
         ``array_cursor``, ``kind`` "int4", "int8" or "float8" (backends with ``arrays``)."""
@@ -382,6 +391,12 @@ class SQLiteStorage(Storage):
     def in_ids(self, column, ids):
         ids = [int(i) for i in ids]
         return column.in_(select(literal_column("value")).select_from(func.json_each(literal(json.dumps(ids)))))
+
+    def in_bound_ids(self, column, name):
+        return column.in_(select(literal_column("value")).select_from(func.json_each(bindparam(name, type_=Text))))
+
+    def ids_value(self, ids):
+        return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
 
 class PostgreSQLStorage(Storage):
@@ -582,6 +597,12 @@ class PostgreSQLStorage(Storage):
         # One text value cast to integer[] by the server: dumping a Python list element by element cost more
         # client CPU than the whole query did on the server.
         return column == any_(cast(literal("{" + ",".join(str(int(i)) for i in ids) + "}", Text), ARRAY(Integer)))
+
+    def in_bound_ids(self, column, name):
+        return column == any_(cast(bindparam(name, type_=Text), ARRAY(Integer)))
+
+    def ids_value(self, ids):
+        return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 class _BinaryArray:
