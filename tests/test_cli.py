@@ -51,7 +51,8 @@ def _popen(args: list[str], cwd: Path | None = None, env: dict | None = None) ->
 
 
 def _finish(proc: subprocess.Popen, args) -> Result:
-    out, err = proc.communicate(timeout=120)
+    # A guard against a hung command, not a speed check: a demo build on two busy cores can take minutes.
+    out, err = proc.communicate(timeout=420)
     result = Result([str(a) for a in args], proc.returncode, out, err)
     assert "Traceback" not in result.stderr, str(result)
     return result
