@@ -84,7 +84,7 @@ class Api(httpx.Client):
 @pytest.mark.parametrize("transport", ["jetstream", "inprocess"])
 def test_storm_on_three_workers_survives_a_killed_worker(tmp_path, transport):
     """On JetStream, and on the in-process transport (durable consumers in the lease holder, the other workers'
-    commits heard by NOTIFY, the holder's own handed over from memory)."""
+    commits heard by NOTIFY)."""
     store, close = make_store("postgis", tmp_path / "data")
     build_demo(store.sessions, store.org, SMALL_DEMO)
     with store.sessions() as s:
