@@ -1,9 +1,13 @@
-"""Scope rows for the vector tile routes (see tests/test_api_scope.py): the outsider scoped to 义和镇 gets
-no tile set of a 大德镇 layer, and base map tiles over 大德镇 without its buildings or its villages/grids."""
+"""Scope rows for the tile routes (see tests/test_api_scope.py): the outsider scoped to 义和镇 gets no tile set of
+a 大德镇 layer, base map tiles over 大德镇 without its buildings or its villages/grids, vector or raster."""
 
 from __future__ import annotations
 
+import io
+
 import mapbox_vector_tile
+import numpy as np
+from PIL import Image
 import morecantile
 import shapely
 from shapely.geometry import shape
@@ -32,6 +36,23 @@ def _no_foreign_features(dade: str, dade_building: str):
     return check
 
 
+def _brightness(png: bytes) -> float:
+    """Mean lightness of the tile laid over white (its pixels are partly transparent: the map's background shows)."""
+    tile = Image.open(io.BytesIO(png)).convert("RGBA")
+    over_white = Image.alpha_composite(Image.new("RGBA", tile.size, "white"), tile)
+    return float(np.asarray(over_white.convert("L"), dtype=np.float64).mean())
+
+
+def _without_foreign_lines(admin_png: bytes):
+    def check(r):
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "image/png"
+        # 大德镇's village and grid lines (light blue and yellow over the dark relief) are drawn for the admin only.
+        assert r.content != admin_png
+        assert _brightness(r.content) < _brightness(admin_png) - 0.5, (_brightness(r.content), _brightness(admin_png))
+    return check
+
+
 def scope_cases(api, world) -> dict:
     admin = api.login("admin")
     detail = api.get(f"/api/buildings/{world['dade_building']}", params={"geometry": True}, headers=admin).json()
@@ -41,7 +62,11 @@ def scope_cases(api, world) -> dict:
     seen = mapbox_vector_tile.decode(api.get(f"/api/tiles/basemap/{t.z}/{t.x}/{t.y}.mvt", headers=admin).content)
     assert world["dade_building"] in {f["properties"]["code"] for f in seen["buildings"]["features"]}
     tile = {"tileset": "basemap", "z": t.z, "x": t.x, "y": t.y}
+    raster = {"style": "base", "z": t.z, "x": t.x, "y": t.y}
+    admin_png = api.get("/api/tiles/raster/base/{z}/{x}/{y}.png".format(**raster), headers=admin)
+    assert admin_png.status_code == 200, admin_png.text
     return {
+        ("GET", "/api/tiles/raster/{style}/{z}/{x}/{y}.png"): [dict(path=raster, check=_without_foreign_lines(admin_png.content))],
         ("GET", "/api/tiles"): [dict(check=_no_foreign_tileset)],
         ("GET", "/api/tiles/{tileset}/tilejson.json"): [dict(path={"tileset": "dade_layer"}, check=_denied)],
         ("GET", "/api/tiles/{tileset}/{z}/{x}/{y}.mvt"): [

@@ -148,7 +148,8 @@ def xyz_tile(tileset: str, z: Int64, x: Int64, y: Int64, request: Request, sessi
 @router.get("/api/tiles/raster/{style}/{z}/{x}/{y}.png",
             summary="The static base map as a PNG raster tile (relief, contours, water, roads, unit boundaries)",
             responses={200: {"content": {raster.MEDIA_TYPE: {}}}})
-def raster_tile(style: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB, principal=Reader,
+def raster_tile(style: str, z: Int64, x: Int64, y: Int64, request: Request, session: DB,
+                principal=Depends(interface_principal("tiles")),  # no public raster: 401 before the address is read
                 parts: str | None = Query(None, description="comma-separated parts to draw (default: all of the style's): "
                                           + ", ".join(raster.PARTS))) -> Response:
     """What the map draws from the vector tile set ``basemap`` except labels and buildings, drawn by the server:
