@@ -149,3 +149,16 @@ def test_raster_tiles_are_cached_until_a_layer_or_a_unit_changes(api):
         session.commit()
     api.app.state.tiles.changed()
     assert api.get(url, headers=admin).headers["x-tile-cache"] == "miss"
+
+
+def test_the_raster_draws_with_the_colours_of_the_web_maps_style():
+    """``raster.LAYERS`` repeats the colours of the vector base map's style (``map/style.js``) for the server's
+    drawing: a colour changed on one side only would make the two base maps disagree."""
+    import re
+    from pathlib import Path
+
+    root = Path(raster.__file__).resolve().parents[1]
+    style = (root / "web" / "frontend" / "src" / "map" / "style.js").read_text(encoding="utf-8").lower()
+    colours = set(re.findall(r"#[0-9a-f]{6}\b", Path(raster.__file__).read_text(encoding="utf-8").lower()))
+    assert len(colours) >= 10  # relief bands, water, roads, boundaries
+    assert not {c for c in colours if c not in style}, "colours of the raster base map missing from map/style.js"
