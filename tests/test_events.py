@@ -6,6 +6,7 @@ spec-conforming calls and the independent ``georeport`` client over a real HTTP 
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -896,7 +897,6 @@ def test_the_writer_stores_a_group_without_savepoints_and_a_collision_still_fail
     """The case writer inserts a group with no savepoint; when one of the group collides with a stored case, the
     transaction is rolled back and the group written again one savepoint per case: the colliding report is
     refused, the others are stored once, and each request hears its own answer."""
-    import time
     import uuid
 
     from prometheus_client import CollectorRegistry
@@ -911,25 +911,16 @@ def test_the_writer_stores_a_group_without_savepoints_and_a_collision_still_fail
     clash = _draft(api, places)
     clash.values["number"] = taken
     before = table_counts(api.store)
-    blocker = api.store.engine.connect()
-    try:
-        _hold_case_writes(blocker)
-        first = writer.submit(_draft(api, places, key="dade0"))
-        deadline = time.monotonic() + 10
-        while writer.pending and time.monotonic() < deadline:  # the writer took it and now waits for the lock
-            time.sleep(0.01)
+    with _writer_held(api, writer, _draft(api, places, key="dade0")) as (first, release):
         group = [writer.submit(d) for d in (_draft(api, places, external_key=key), clash,
                                             _draft(api, places, external_key=key), _draft(api, places, key="yihe1"))]
-        blocker.rollback()
+        release()
         answers = [first.result(timeout=30)]
         for f in group:
             try:
                 answers.append(f.result(timeout=30))
             except Exception as exc:  # noqa: BLE001 - the refusal is the answer under test
                 answers.append(exc)
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert answers[0][1] is True and answers[1][1] is True and answers[4][1] is True
     assert isinstance(answers[2], Conflict)
     assert answers[3] == (answers[1][0], False)  # the same key twice in the group: one case
@@ -940,13 +931,28 @@ def test_the_writer_stores_a_group_without_savepoints_and_a_collision_still_fail
     assert registry.get_sample_value("cityops_events_intake_committed_total") == 4
 
 
-def _hold_case_writes(conn) -> None:
-    """Block every insert into event_cases until ``conn`` ends its transaction."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("ROLLBACK")  # the engine's plain BEGIN, replaced as in routing.write_section
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("LOCK TABLE event_cases IN EXCLUSIVE MODE")
+@contextmanager
+def _writer_held(api, writer, first_draft):
+    """Every insert into event_cases blocked, ``first_draft`` handed to ``writer`` and taken by it (it now waits
+    for the lock), so what is submitted next queues up as one group. Yields the first report's future and the
+    call that lets the writes go; they go at the end in any case."""
+    import time
+
+    blocker = api.store.engine.connect()
+    try:
+        if blocker.dialect.name == "sqlite":
+            blocker.exec_driver_sql("ROLLBACK")  # the engine's plain BEGIN, replaced as in routing.write_section
+            blocker.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            blocker.exec_driver_sql("LOCK TABLE event_cases IN EXCLUSIVE MODE")
+        first = writer.submit(first_draft)
+        deadline = time.monotonic() + 10
+        while writer.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        yield first, blocker.rollback
+    finally:
+        blocker.rollback()
+        blocker.close()
 
 
 def test_intake_commits_queued_reports_together_answers_after_commit_and_503_when_full(api, places):
@@ -966,29 +972,22 @@ def test_intake_commits_queued_reports_together_answers_after_commit_and_503_whe
     lon, lat, _ = places["yihe0"]
     key = api.post("/api/users/admin/api-keys", headers=admin, json={"name": "busy"}).json()
     api_key = key.get("api_key") or key.get("token") or key.get("key")
-    blocker = api.store.engine.connect()
+    before = table_counts(api.store)
     try:
-        before = table_counts(api.store)
-        _hold_case_writes(blocker)
-        first = writer.submit(_draft(api, places))
-        deadline = time.monotonic() + 10
-        while writer.pending and time.monotonic() < deadline:  # the writer took it and now waits for the lock
-            time.sleep(0.01)
-        queued = [writer.submit(_draft(api, places, key=k)) for k in ("yihe0", "yihe1", "dade0")]
-        r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": lon, "lat": lat})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
-        assert r.json()["error"] == "intake_busy" and "queue full" in r.json()["message"]
-        r = api.post("/open311/v2/requests.json", data={"api_key": api_key, "service_code": "06010", "lat": str(lat),
-                                                        "long": str(lon)})
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
-        assert r.json()[0]["code"] == "intake_busy"
-        time.sleep(0.2)
-        assert not any(f.done() for f in (first, *queued))  # nothing answered before its commit
-        blocker.rollback()
-        results = [f.result(timeout=30) for f in (first, *queued)]
+        with _writer_held(api, writer, _draft(api, places)) as (first, release):
+            queued = [writer.submit(_draft(api, places, key=k)) for k in ("yihe0", "yihe1", "dade0")]
+            r = api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": lon, "lat": lat})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["error"] == "intake_busy" and "queue full" in r.json()["message"]
+            r = api.post("/open311/v2/requests.json", data={"api_key": api_key, "service_code": "06010", "lat": str(lat),
+                                                            "long": str(lon)})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()[0]["code"] == "intake_busy"
+            time.sleep(0.2)
+            assert not any(f.done() for f in (first, *queued))  # nothing answered before its commit
+            release()
+            results = [f.result(timeout=30) for f in (first, *queued)]
     finally:
-        blocker.rollback()
-        blocker.close()
         state.events_writer = real
     assert all(created for _, created in results) and len({cid for cid, _ in results}) == 4
     after = table_counts(api.store)
@@ -1146,8 +1145,6 @@ def test_a_batch_that_collides_in_the_writers_group_is_refused_whole_and_the_res
     """A batch whose report collides with a stored case (a number taken) fails the group's single statement; the
     group is written again, each single report and each batch in its own savepoint: that batch is refused whole,
     the other batch and the single reports are stored."""
-    import time
-
     from cityops.core.errors import Conflict
     from cityops.events import intake
 
@@ -1155,24 +1152,15 @@ def test_a_batch_that_collides_in_the_writers_group_is_refused_whole_and_the_res
     clash = _draft(api, places)
     clash.values["number"] = _new(api, places)["number"]
     before = table_counts(api.store)
-    blocker = api.store.engine.connect()
-    try:
-        _hold_case_writes(blocker)
-        first = writer.submit(_draft(api, places, key="dade0"))
-        deadline = time.monotonic() + 10
-        while writer.pending and time.monotonic() < deadline:
-            time.sleep(0.01)
+    with _writer_held(api, writer, _draft(api, places, key="dade0")) as (first, release):
         bad = writer.submit(intake.Batch([_draft(api, places, key="yihe1"), clash]))
         good = writer.submit(intake.Batch([_draft(api, places, key="dade1"), _draft(api, places, key="yihe0")]))
         single = writer.submit(_draft(api, places, key="yihe1"))
-        blocker.rollback()
+        release()
         assert first.result(timeout=30)[1] and single.result(timeout=30)[1]
         stored = good.result(timeout=30)
         with pytest.raises(creation.BatchRefused) as refused:
             bad.result(timeout=30)
-    finally:
-        blocker.rollback()
-        blocker.close()
     assert [created for _, created in stored] == [True, True]
     assert isinstance(refused.value.error, Conflict)
     after = table_counts(api.store)
