@@ -64,10 +64,18 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
         return []
     # Other processes hear of them at commit: on PostgreSQL the outbox's statement trigger sends NOTIFY (migration
     # 0026c: no round trip of its own); SQLite processes poll.
-    ids = store.append(session, list(events))
-    # The names committed: at the commit only the readers that consume them are woken (a reader woken for
-    # nothing still reads the outbox, and with every capability subscribed that was most of the wakes).
-    session.info.setdefault("cityops_bus_names", set()).update(e.name for e in events)
+    appended = store.append(session, list(events))
+    # After the commit this process's readers take these envelopes from memory (the outbox stays the record: a
+    # reader that cannot tell that nothing lies before them reads it as before).
+    if (handoff := session.info.get("cityops_bus_handoff")) is None:
+        session.info["cityops_bus_handoff"] = appended
+    else:
+        handoff.envelopes.extend(appended.envelopes)  # the first insert's place stands for the transaction's
+    if not session.info.get("cityops_bus_rollbacks"):
+        session.info["cityops_bus_rollbacks"] = True
+        # Any rollback after the insert (a savepoint's included) may have taken rows of it: those envelopes are
+        # not handed on (the readers read the outbox). A listener on this session only, for its life.
+        event.listen(session, "after_soft_rollback", _after_rollback)
     if not session.info.get("cityops_bus_poke"):
         session.info["cityops_bus_poke"] = True
         # This process wakes its own buses at the commit (below); the NOTIFY of that commit is for other processes,
@@ -76,15 +84,23 @@ def publish(session: Session, *events: DomainEvent) -> list[str]:
             _OWN_BACKENDS.setdefault(_key(session.get_bind().engine), set()).add(backend)
         # A listener on this session only (not a global one), removed after it fires.
         event.listen(session, "after_commit", _after_commit, once=True)
-    return ids
+    return [env.id for env in appended.envelopes]
+
+
+def _after_rollback(session: Session, _transaction) -> None:
+    if (handoff := session.info.get("cityops_bus_handoff")) is not None:
+        handoff.void = True
 
 
 def _after_commit(session: Session) -> None:
     session.info.pop("cityops_bus_poke", None)
-    names = session.info.pop("cityops_bus_names", None)
+    handoff = session.info.pop("cityops_bus_handoff", None)
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
-        bus.wake(names)
+        if handoff is None or handoff.void:
+            bus.wake(None if handoff is None else {env.name for env in handoff.envelopes})
+        else:
+            bus.offer(handoff)
 
 
 #: The running buses per database URL (a process may serve several databases, e.g. in tests).
@@ -236,11 +252,16 @@ class Bus:
 
     # -- waking
     def wake(self, names: set[str] | None = None) -> None:
-        """Wake the readers that consume any of ``names`` (the relay and the broadcast reader when they do),
-        or every reader."""
+        """Have the readers that consume any of ``names`` (the relay and the broadcast reader when they do), or every
+        reader, read the outbox."""
         for w in self._workers:
             if names is None or w.names is None or not w.names.isdisjoint(names):
-                w.wake.set()
+                w.poke()
+
+    def offer(self, handoff: store.Appended) -> None:
+        """A commit of this process: its events, for the readers to take from memory."""
+        for w in self._workers:
+            w.offer(handoff)
 
     def _listen(self) -> None:
         """Wake the readers when another process commits events (PostgreSQL NOTIFY; this process's own commits
@@ -366,9 +387,20 @@ class _Reader:
     """Reads the outbox in order after its cursor and applies each event (a durable consumer), or hands
     batches to the JetStream relay. Runs only in the lease holder.
 
-    One transaction per batch: read after the cursor, claim, handle, move the cursor, commit. While this process
-    holds the lease the cursor is kept in memory (it is also written in each batch's transaction, for the next
-    holder); it is read from the database again whenever the lease is taken anew."""
+    One transaction per batch: claim, handle, move the cursor, commit. While this process holds the lease the
+    cursor is kept in memory (it is also written in each batch's transaction, for the next holder); it is read from
+    the database again whenever the lease is taken anew.
+
+    Where a batch comes from: the events a commit of this process wrote are handed over from memory
+    (``offer``) when the reader knows that no event it has not seen lies before them in the outbox's order —
+    its ``chain``: every event at or below it has been applied or is waiting in ``pending``. The chain grows by
+    the commits of this process, each of which says where its events stand (``store.Appended``: the greatest
+    position committed before them and, on PostgreSQL, the transactions still running that might commit events
+    ordered before them), and is set again by every read of the outbox. Anything else — another process's commit
+    (its NOTIFY, or the poll on SQLite), a commit that did not follow on, a rollback inside the publishing
+    transaction, the lease taken anew, more than ``bus_batch`` events waiting — makes the reader read the outbox
+    after its cursor, as it always did. Either way an event is applied in the transaction that moves the cursor
+    past it and records it as processed, so nothing is lost and nothing applied twice."""
 
     def __init__(self, bus: Bus, name: str, sub: Subscription | None, relay=None):
         self.bus, self.name, self.sub, self.relay = bus, name, sub, relay
@@ -382,9 +414,59 @@ class _Reader:
         #: The relay's position not yet written to its cursor, and when the cursor was last written.
         self.unsaved: tuple[int, int] | None = None
         self.saved_at = 0.0
+        self._lock = threading.Lock()  # chain, pending and must_read (publishing threads offer, this one takes)
+        self.chain: tuple[int, int] | None = None
+        self.pending: list[Envelope] = []
+        self.must_read = True
+        self.read_at = 0.0  # when the outbox was last read, and batches taken from memory since
+        self.since_read = 0
+        self.held = False  # the last read found committed events held back behind a running transaction
+        #: Batches taken from memory and read from the outbox (tests, profiles).
+        self.handed = self.read = 0
 
     def idle(self) -> bool:
         return not self._busy and not self.wake.is_set()
+
+    def poke(self) -> None:
+        """Read the outbox."""
+        with self._lock:
+            self.must_read = True
+        self.wake.set()
+
+    def offer(self, handoff: store.Appended) -> None:
+        """A commit of this process (called in the publishing thread, after the commit)."""
+        if self.relay is not None:
+            # The JetStream relay reads the outbox for every commit, as before: the hand-over is the in-process
+            # transport's (the relay's path across workers is not shown safe with it yet).
+            self.poke()
+            return
+        mine = [e for e in handoff.envelopes if e.name in self.names]
+        last = handoff.last
+        with self._lock:
+            chain = self.chain
+            if chain is not None and last <= chain:
+                return  # already read from the outbox
+            if (chain is not None and handoff.prev <= chain and self.bus._lease.is_set()
+                    and len(self.pending) + len(mine) <= self.bus.settings.bus_batch
+                    and all(self.frontier.ours.get(x) is False for x in handoff.running)):
+                self.pending.extend(mine)
+                self.chain = last
+                if not mine:
+                    return
+            else:
+                # Not known to follow on: the outbox after the cursor has it (and what lies before it).
+                self.chain = None
+                self.pending.clear()
+                if not mine:
+                    return
+                self.must_read = True
+        self.wake.set()
+
+    def _reset(self) -> None:
+        with self._lock:
+            self.chain = None
+            self.pending.clear()
+            self.must_read = True
 
     def run(self) -> None:
         bus = self.bus
@@ -392,15 +474,20 @@ class _Reader:
             wait = bus.settings.bus_poll_seconds
             if self.unsaved is not None:
                 wait = min(wait, max(0.0, self.saved_at + bus.settings.bus_relay_checkpoint_seconds - time.monotonic()))
-            if (not self.wake.wait(wait) and self.unsaved is not None
+            woken = self.wake.wait(wait)
+            if (not woken and self.unsaved is not None
                     and time.monotonic() - self.saved_at >= bus.settings.bus_relay_checkpoint_seconds):
                 try:
                     self._checkpoint()  # the relay went quiet: the cursor it still owes
                 except Exception:  # noqa: BLE001 - the database went away: a successor republishes (de-duplicated)
                     log.exception("bus relay could not write its cursor")
             self.wake.clear()
+            if not woken:
+                with self._lock:
+                    self.must_read = True  # the poll: another process's commit (SQLite) is found this way
             if not bus._lease.is_set():
                 self.position = None
+                self._reset()
                 self._busy = False
                 continue
             self._busy = True
@@ -409,6 +496,7 @@ class _Reader:
                     pass
             except Exception:  # noqa: BLE001 - the database went away: the loop tries again
                 self.position = None
+                self._reset()
                 log.exception("bus reader %s failed", self.name)
                 bus._stop.wait(1.0)
             self._busy = False
@@ -430,43 +518,94 @@ class _Reader:
     def _start(self) -> tuple[int, int]:
         term = self.bus._lease_term
         if self.position is None or self._term != term:
+            self._reset()
             with self.bus.sessions() as s:
                 self.position = store.cursor(s, self.name)
                 s.commit()
             self._term = term
         return self.position
 
+    def _take(self, position: tuple[int, int]) -> tuple[list[Envelope], bool]:
+        """The events handed over from memory (after ``position``), else whether the outbox must be read."""
+        with self._lock:
+            if self.since_read and time.monotonic() - self.read_at >= self.bus.settings.bus_poll_seconds:
+                self.must_read = True  # the poll, also while commits of this process keep the reader busy
+            if self.must_read and not (self.held and self.pending):
+                # A read first (another process committed, say): a stream of commits handed over must not hold it
+                # off. What waits in memory stays: after the read it is taken beyond the new position, or passed.
+                # (After a read that found events held back, what waits is taken first: reading again at once
+                # would find them held back still.)
+                self.must_read = False
+                self.read_at = time.monotonic()
+                self.since_read = 0
+                return [], True
+            batch = [env for env in self.pending if env.position > position]
+            self.pending.clear()
+            self.held = False
+            self.since_read += bool(batch)
+        return batch, False
+
+    def _covered(self, covered: tuple[int, int] | None) -> None:
+        """A read saw every event up to ``covered``, and its batch is applied: the chain goes on from there."""
+        if covered is None:
+            return
+        with self._lock:
+            if self.chain is None or covered > self.chain:
+                self.chain = covered
+
     def _round(self) -> bool:
         """One batch; True when there may be more."""
         bus, limit = self.bus, self.bus.settings.bus_batch
         position = self._start()
         names = self.names
+        batch, must_read = self._take(position)
+        covered: list = [None]
+        from_memory = bool(batch)
+        if batch:
+            self.handed += 1
+            taken = batch
+
+            def read(_s):
+                return taken
+        elif not must_read:
+            return False
+        else:
+            self.read += 1
+
+            def read(s):
+                got, covered[0] = store.read_covered(s, position, names, limit, self.frontier)
+                if s.info.pop("cityops_bus_held_back", False):
+                    # Committed events held back behind a running transaction (another process's, say, behind one of
+                    # this process): read again at the next wake (a commit handed over says nothing of them).
+                    with self._lock:
+                        self.must_read = self.held = True
+                return got
         if self.relay is not None:
             with bus.sessions() as s:
-                batch = store.read_after(s, position, names, limit, self.frontier)
-            if not batch:
-                return False
-            self.relay(batch)  # acknowledged by JetStream before the position moves
-            self.position = self.unsaved = batch[-1].position
-            # The cursor is written at most every bus_relay_checkpoint_seconds, not in a transaction per batch: the
-            # stream's de-duplication by message id covers what a successor publishes again.
-            if time.monotonic() - self.saved_at >= bus.settings.bus_relay_checkpoint_seconds:
-                self._checkpoint()
+                batch = read(s)
+            if batch:
+                self.relay(batch)  # acknowledged by JetStream before the position moves
+                self.position = self.unsaved = batch[-1].position
+                # The cursor is written at most every bus_relay_checkpoint_seconds, not in a transaction per batch:
+                # the stream's de-duplication by message id covers what a successor publishes again.
+                if time.monotonic() - self.saved_at >= bus.settings.bus_relay_checkpoint_seconds:
+                    self._checkpoint()
         else:
-            batch, done = read_and_apply(bus, self.sub, lambda s: store.read_after(s, position, names, limit, self.frontier))
-            if not batch:
-                return False
-            if done:
+            batch, done = read_and_apply(bus, self.sub, read)
+            if batch and done:
                 self.position = batch[-1].position
-            else:
+            elif batch:
                 for env in batch:  # one of them failed: each on its own, with retries and dead letters
                     if bus._stop.is_set():
                         return False
                     if apply(bus, self.sub, env, advance=True) == "retry":  # stopping
                         return False
                     self.position = env.position
-        bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_ms / 1000))
-        return len(batch) == limit
+        self._covered(covered[0])  # the batch is applied (or relayed): what the read saw is accounted for
+        if batch:
+            bus.metrics.lag.labels(self.name).set(max(0.0, time.time() - batch[-1].occurred_ms / 1000))
+        # Taken from memory: look again; read: more when the batch was full, or what waits in memory.
+        return from_memory or len(batch) == limit or bool(self.pending)
 
 
 def apply_batch(bus: Bus, sub: Subscription, envs: list[Envelope], *, advance: bool) -> bool:
@@ -582,6 +721,14 @@ class _Broadcast:
 
     def idle(self) -> bool:
         return not self._busy and not self.wake.is_set()
+
+    def poke(self) -> None:
+        self.wake.set()
+
+    def offer(self, handoff: store.Appended) -> None:
+        """A commit of this process: read the outbox when it wrote anything listened to."""
+        if any(env.name in self.names for env in handoff.envelopes):
+            self.wake.set()
 
     def run(self) -> None:
         bus = self.bus

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import Integer, and_, bindparam, delete, insert, or_, select, text, tuple_, update
+from sqlalchemy import Integer, and_, bindparam, delete, func, insert, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,21 +24,82 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def append(session: Session, events: list[DomainEvent]) -> list[str]:
-    """Add events to the outbox in the session's transaction; returns their ids."""
+class Appended:
+    """What a transaction wrote to the outbox, as its envelopes, and where they stand in the outbox's order: what the
+    in-process readers may take from memory once it commits (``runtime._Reader.offer``)."""
+
+    __slots__ = ("envelopes", "prev", "running", "void")
+
+    def __init__(self, envelopes: list[Envelope], prev: tuple[int, int], running: tuple[int, ...]):
+        self.envelopes = envelopes
+        #: The greatest position committed before these events in the outbox's order, at the insert: every event
+        #: ordered before them is at or below it, once ``running`` are over.
+        self.prev = prev
+        #: PostgreSQL: the transactions running at the insert with a lower id (they may still commit events ordered
+        #: before these, unless they belong to another database).
+        self.running = running
+        #: A rollback happened in the transaction after the insert (a savepoint's rows may be gone): not handed on.
+        self.void = False
+
+    @property
+    def last(self) -> tuple[int, int]:
+        return max(env.position for env in self.envelopes)
+
+
+def append(session: Session, events: list[DomainEvent]) -> Appended:
+    """Add events to the outbox in the session's transaction; returns them as envelopes, with their place in the
+    outbox's order."""
     ms = now_ms()
-    rows = [{"event_id": Envelope.new_id(), "name": e.name, "version": e.version,
-             "payload": e.model_dump(mode="json"), "created_ms": ms} for e in events]
+    ids = [Envelope.new_id() for _ in events]
+    rows = [{"event_id": i, "name": e.name, "version": e.version, "payload": e.model_dump(mode="json"), "created_ms": ms}
+            for i, e in zip(ids, events)]
+    pg = session.get_bind().dialect.name == "postgresql"
     # Core on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs. RETURNING makes
     # SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"): on PostgreSQL one statement for a batch,
     # not one execution per row.
-    session.execute(_APPEND, rows)
-    return [r["event_id"] for r in rows]
+    returned = session.execute(_APPEND_PG if pg else _APPEND, rows).all()
+    where = {r.event_id: r for r in returned}
+    envelopes = []
+    for i, e in zip(ids, events):
+        r = where[i]
+        envelopes.append(Envelope(i, r.seq, r.tx, e.name, e.version, occurred_ms=ms, payload=e))
+    if not pg:
+        # One writer at a time, which holds the database from before this insert to its commit, and seq = the
+        # greatest rowid + 1: every event committed before these has a lower seq.
+        return Appended(envelopes, (0, min(r.seq for r in returned) - 1), ())
+    first = returned[0]
+    prev = tuple(int(x) for x in first.prev.split(":")) if first.prev else (0, 0)
+    _xmin, xmax, xip = first.snap.split(":")
+    running = [x for x in (int(v) for v in xip.split(",") if v) if x < first.tx]
+    # A snapshot's xmax is one past the highest *completed* transaction id, and its xip lists running ids below xmax
+    # only: an id in [xmax, tx) was handed to a transaction that had not completed when the insert ran (another
+    # process's, typically, that got its id just before this one), so it is running too and may still commit events
+    # ordered before these. Left out, such a commit was passed by a reader that took these from memory and moved
+    # its cursor beyond them (events lost with several workers publishing at once).
+    gap = first.tx - int(xmax)
+    if gap > _GAP_LISTED:
+        appended = Appended(envelopes, prev, ())
+        appended.void = True  # too many to know of: the readers read the outbox
+        return appended
+    running.extend(range(int(xmax), first.tx))
+    return Appended(envelopes, prev, tuple(running))
+
+
+#: The most ids between a snapshot's xmax and the inserting transaction's own id listed as running (beyond that the
+#: hand-over is not tried: a reader would not know them all).
+_GAP_LISTED = 64
 
 
 #: The hot path's statements are built once: building a statement and computing its cache key on every call cost
 #: more of the reader's time than the database did on SQLite (a built statement keeps its cache key).
-_APPEND = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.seq)
+_APPEND = insert(OutboxEvent.__table__).returning(OutboxEvent.__table__.c.event_id, OutboxEvent.__table__.c.seq,
+                                                  OutboxEvent.__table__.c.tx)
+#: PostgreSQL: also, from the insert's snapshot, the greatest position of an earlier transaction (the index on
+#: (tx, seq) read backwards: one entry) and the transactions still running; both uncorrelated, evaluated once.
+_APPEND_PG = _APPEND.returning(
+    literal_column("(SELECT o.tx::text || ':' || o.seq::text FROM bus_outbox o WHERE o.tx < pg_current_xact_id()::text::bigint"
+                   " ORDER BY o.tx DESC, o.seq DESC LIMIT 1)").label("prev"),
+    literal_column("pg_current_snapshot()::text").label("snap"))
 
 
 class Frontier:
@@ -70,7 +131,7 @@ class Frontier:
         if unknown:
             self.lookups += 1
             found = {x: ours for x, ours in session.execute(_RUNNING)}
-            for x in unknown:
+            for x in running:  # all of them: a commit handed over in memory is checked against them too
                 if (db := found.get(x % 4294967296)) is not None:
                     self.ours[x] = db
         blocking = [x for x in running if self.ours.get(x, True)]
@@ -92,6 +153,18 @@ def read_after(session: Session, position: tuple[int, int], names: set[str] | No
                frontier: Frontier | None = None) -> list[Envelope]:
     """Up to ``limit`` events after ``position`` (tx, seq), in order; only ``names`` when given. On PostgreSQL only
     events below the frontier (``Frontier``; a reader passes its own to keep what it learnt between reads)."""
+    return read_covered(session, position, names, limit, frontier)[0]
+
+
+#: A position after every event of a transaction (seq is a 64-bit integer).
+END = 2**63
+
+
+def read_covered(session: Session, position: tuple[int, int], names: set[str] | None, limit: int,
+                 frontier: Frontier | None = None) -> tuple[list[Envelope], tuple[int, int] | None]:
+    """``read_after``, and the position up to which the read saw every event there will ever be (of ``names``): no
+    event at or below it is missing from the batch or before ``position``. None when the batch is full (there may
+    be more) or, on PostgreSQL, when nothing was found (the snapshot comes with the rows)."""
     pg = session.get_bind().dialect.name == "postgresql"
     key = (frozenset(names) if names is not None else None, pg)
     if (q := _READS.get(key)) is None:
@@ -104,11 +177,21 @@ def read_after(session: Session, position: tuple[int, int], names: set[str] | No
         _READS[key] = q
     rows = session.execute(q, {"tx": position[0], "seq": position[1], "limit": limit}).all()
     if not pg:
-        return [envelope(r) for r in rows]
+        batch = [envelope(r) for r in rows]
+        # One writer at a time: whatever commits after this read gets a greater seq than the newest now.
+        covered = (0, session.execute(_NEWEST).scalar() or 0) if len(batch) < limit else None
+        return batch, covered
     if not rows:
-        return []
-    frontier = (frontier or Frontier()).limit(session, rows[0][-1], [r.tx for r in rows])
-    return [envelope(r) for r in rows if r.tx < frontier]
+        return [], None
+    limit_tx = (frontier or Frontier()).limit(session, rows[0][-1], [r.tx for r in rows])
+    batch = [envelope(r) for r in rows if r.tx < limit_tx]
+    if len(batch) < len(rows):
+        session.info["cityops_bus_held_back"] = True  # committed events a running transaction holds back
+    # Every transaction below the frontier is over: all its events were visible to this read.
+    return batch, ((limit_tx - 1, END) if len(batch) < limit else None)
+
+
+_NEWEST = select(func.max(_OUTBOX.c.seq))
 
 
 #: read_after's statements per (event names, PostgreSQL), built once.
