@@ -65,17 +65,21 @@ def settings_for(data_dir: Path | None, *, create: bool = False, catalogues: dic
     return settings
 
 
-def open_store(settings, *, bus: bool = True):
+def open_store(settings, *, bus: bool = True, org: bool = True):
     """(engine, sessionmaker, org config) of the settings' store, migrated to the head; with ``bus``, the store's bus
-    registered to deliver what the command publishes at its end (``finish_buses``)."""
+    registered to deliver what the command publishes at its end (``finish_buses``). Without ``org`` the org config is
+    None: a command that does not use it (``import-layer``) does not import the org capability's service and models."""
     from cityops.core.db import make_engine, make_sessionmaker, migrate
-    from cityops.org.levels import load_levels
-    from cityops.org.service import OrgConfig
 
     engine = make_engine(settings)
     migrate(engine)
     if bus:
         register_bus(engine, settings)
+    if not org:
+        return engine, make_sessionmaker(engine), None
+    from cityops.org.levels import load_levels
+    from cityops.org.service import OrgConfig
+
     levels = load_levels(settings.grid_code_length)
     org_config = OrgConfig(levels, settings.grid_code_length, settings.topology_tolerance_m2, settings.metric_crs)
     return engine, make_sessionmaker(engine), org_config
@@ -153,7 +157,7 @@ def import_layer(settings, file: Path, layer: str, *, create: bool = False, titl
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist")
     # The bus (every capability's subscriptions) only when some capability consumes what an import publishes.
-    _, sessions, _ = open_store(settings, bus=consumed(LayerVersionCreated, LayerChanged))
+    _, sessions, _ = open_store(settings, bus=consumed(LayerVersionCreated, LayerChanged), org=False)
     everything, actor = Scope(all_units=True), audit.Actor("cli")
     with sessions() as session:
         if create:

@@ -102,15 +102,41 @@ def feature_texts(ids, fids, properties: list[str], geoms: np.ndarray) -> list[b
     """GeoJSON Feature texts (type, id, geometry, properties: the order the general path writes) of canonical
     (lon/lat) rows: the geometries in one vectorised GEOS call at full precision, properties as stored, the
     texts joined column by column by Arrow (a Python concatenation per row was most of an import's text cost)."""
-    n = len(properties)
-    if not n:
+    if not len(properties):
         return []
-    ids = [f if f is not None else str(i) for i, f in zip(ids, fids)]
+    parts = text_parts(fids, properties, geoms)
+    return joined_texts(np.asarray(ids), parts).to_pylist()
+
+
+class TextParts:
+    """What a Feature text needs besides the row's id, prepared before the row is written: ``fid`` (the JSON string
+    of the feature's fid; null where the row id stands in for it) and ``tail`` (``,"geometry":…,"properties":…}``).
+    An import prepares them on its read-ahead thread (GEOS releases the GIL), so that only joining the ids, known
+    once the rows are inserted, is left on the writing thread."""
+
+    __slots__ = ("fid", "tail")
+
+    def __init__(self, fid: pa.Array, tail: pa.Array):
+        self.fid, self.tail = fid, tail
+
+    def __len__(self) -> int:
+        return len(self.tail)
+
+
+def text_parts(fids, properties: list[str], geoms: np.ndarray) -> TextParts:
+    """``TextParts`` of canonical (lon/lat) rows (every row; see ``texts_wanted`` for the rows whose text is stored)."""
     geojson = shapely.to_geojson(np.asarray(geoms, dtype=object)).tolist()
+    tail = pc.binary_join_element_wise(
+        _text(',"geometry":'), pc.fill_null(pa.array(geojson, pa.string()), _text("null")), _text(',"properties":'),
+        _stored_properties(properties), _text("}"), _text(""))
+    return TextParts(_json_strings(list(fids)), tail)
+
+
+def joined_texts(ids: np.ndarray, parts: TextParts) -> pa.Array:
+    """The Feature texts (binary) of rows with ``ids``: the id is the fid, or the row id as a string."""
+    row_id = pc.binary_join_element_wise(_text('"'), _arrow(np.asarray(ids)).cast(pa.string()), _text('"'), _text(""))
     return pc.binary_join_element_wise(
-        _text('{"type":"Feature","id":'), _json_strings(ids), _text(',"geometry":'),
-        pc.fill_null(pa.array(geojson, pa.string()), _text("null")), _text(',"properties":'),
-        _stored_properties(properties), _text("}"), _text("")).cast(pa.binary()).to_pylist()
+        _text('{"type":"Feature","id":'), pc.coalesce(parts.fid, row_id), parts.tail, _text("")).cast(pa.binary())
 
 
 def _text(value: str) -> pa.Scalar:
@@ -118,10 +144,11 @@ def _text(value: str) -> pa.Scalar:
 
 
 def _json_strings(values: list) -> pa.Array:
-    """JSON string literals, as orjson writes them: quoted by Arrow; the rare value that needs escaping by orjson."""
+    """JSON string literals, as orjson writes them (null stays null): quoted by Arrow; the rare value that needs
+    escaping by orjson."""
     column = pa.array(values, pa.string())
     text = pc.binary_join_element_wise(_text('"'), column, _text('"'), _text(""))
-    escape = pc.match_substring_regex(column, r'["\\\x00-\x1f]')
+    escape = pc.fill_null(pc.match_substring_regex(column, r'["\\\x00-\x1f]'), pa.scalar(False, pa.bool_()))
     if not pc.any(escape).as_py():
         return text
     out = text.to_pylist()
@@ -142,18 +169,31 @@ def _stored_properties(properties: list[str]) -> pa.Array:
     return pa.array(out, pa.string())
 
 
-def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms) -> None:
-    """Store the Feature texts of new rows (SQLite). Only rows whose text is certain to equal what a reader writes
-    from the stored row: a text (or no) fid, as SQLite keeps it, and a geometry that is missing or not empty (an
-    empty one can come back from its blob as another type); the others are written per request."""
-    ids, geoms = np.asarray(ids), np.asarray(geoms, dtype=object)
+def texts_wanted(fids: list, geoms: np.ndarray) -> np.ndarray:
+    """The rows whose text is stored: only those whose text is certain to equal what a reader writes from the
+    stored row: a text (or no) fid, as SQLite keeps it, and a geometry that is missing or not empty (an empty one
+    can come back from its blob as another type); the others are written per request."""
+    geoms = np.asarray(geoms, dtype=object)
     fid_ok = np.array([f is None or isinstance(f, str) for f in fids], dtype=bool)
-    at = np.flatnonzero(fid_ok & ~(shapely.is_geometry(geoms) & shapely.is_empty(geoms)))
+    return fid_ok & ~(shapely.is_geometry(geoms) & shapely.is_empty(geoms))
+
+
+def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms,
+                parts: TextParts | None = None) -> None:
+    """Store the Feature texts of new rows (SQLite), of the rows ``texts_wanted`` keeps. ``parts``: ``text_parts``
+    of all the rows, when the caller prepared them already."""
+    ids, geoms = np.asarray(ids), np.asarray(geoms, dtype=object)
+    at = np.flatnonzero(texts_wanted(fids, geoms))
     if not len(at):
         return
-    texts = feature_texts(ids[at].tolist(), [fids[i] for i in at], [properties[i] for i in at], geoms[at])
+    if parts is None or len(parts) != len(ids):
+        parts = text_parts([fids[i] for i in at], [properties[i] for i in at], geoms[at])
+    elif len(at) < len(ids):
+        take = _arrow(at)
+        parts = TextParts(parts.fid.take(take), parts.tail.take(take))
+    texts = joined_texts(ids[at], parts)
     conn.exec_driver_sql(f'INSERT INTO "{geojson_table(current_name)}" (id, feature) VALUES (?, ?)',
-                         list(zip(ids[at].tolist(), texts)))
+                         list(zip(ids[at].tolist(), texts.to_pylist())))
 
 
 def fill_texts(conn: Connection, current_name: str, batch: int = 20_000) -> int:
@@ -222,41 +262,70 @@ class BulkWriter:
         self._cache.__exit__(exc_type, *exc)
         self._suspension.__exit__(exc_type, *exc)
 
-    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int, *, source=None) -> int:
+    def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int, *, source=None,
+               prepared: "PreparedRows | None" = None) -> int:
         """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise).
         ``source``: (the geometries as parsed from a file, the file's WKB as an Arrow array), from which the WKB of
-        the geometries stored unchanged is written as it came instead of encoded again (``reusable_wkb``)."""
+        the geometries stored unchanged is written as it came instead of encoded again (``reusable_wkb``).
+        ``prepared``: ``prepare_rows`` of this batch for this version, when the caller encoded it already (an import
+        does, on its reading thread)."""
         if not len(properties):
             return 0
         if not isinstance(properties[0], str):
             properties = [json.dumps(p, ensure_ascii=False, separators=(",", ":")) for p in properties]
         geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
+        if prepared is None or prepared.version != version:
+            prepared = prepare_rows(self.storage.rtree_index, fids, properties, geoms, version, source)
         if not self.storage.rtree_index:
             # COPY in the binary format, the batch's rows built column by column into one buffer (``copy_rows``):
             # no per-row call, no hex encoding for the server to decode.
             cursor = self.conn.connection.driver_connection.cursor()
             with cursor.copy(f"COPY {name} (fid, properties, geom, v_from) FROM STDIN (FORMAT binary)") as copy:
-                for part in copy_rows(fids, properties, geoms, version, reusable_wkb(geoms, source)):
+                for part in prepared.copy:
                     copy.write(part)
             return len(properties)
-        bounds = shapely.bounds(geoms)  # once, for the blobs' envelopes and the R*Tree
-        blobs = gpkg_blobs(geoms, bounds=bounds, wkb=reusable_wkb(geoms, source))
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
         start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
         # The batch's one version in the statement, not bound again on every row.
         self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, {int(version)})",
-                                  list(zip(fids, properties, blobs)))
+                                  list(zip(fids, properties, prepared.blobs)))
         end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
         ids = np.arange(start + 1, end + 1)
-        write_texts(self.conn, name, ids, fids, properties, geoms)
+        write_texts(self.conn, name, ids, fids, properties, geoms, prepared.texts)
         if self._rtree is not None:
-            self._rtree.add(ids, geoms, bounds=bounds)
+            self._rtree.add(ids, geoms, bounds=prepared.bounds)
         elif self.index_by_hand:
             write_rtree(self.conn, name, ids, geoms)
         return len(properties)
+
+
+class PreparedRows:
+    """A batch's rows encoded for the store, ready for the writing thread: on PostgreSQL the binary COPY buffers
+    (``copy``), on SQLite the GeoPackage blobs, the bounds (blobs' envelopes and R*Tree entries) and, with
+    ``texts``, the ``TextParts`` of the Feature texts. Everything here depends on the batch alone (and the version it
+    is written as), not on what is already stored, so an import makes it on its reading thread while the writing
+    thread inserts the batch before (Arrow, GEOS and the WKB reuse release the GIL for most of it)."""
+
+    __slots__ = ("version", "copy", "blobs", "bounds", "texts")
+
+    def __init__(self, version: int, *, copy=None, blobs=None, bounds=None, texts=None):
+        self.version, self.copy, self.blobs, self.bounds, self.texts = version, copy, blobs, bounds, texts
+
+
+def prepare_rows(sqlite: bool, fids: list, properties: list[str], geoms: np.ndarray, version: int, source=None, *,
+                 texts: bool = True) -> PreparedRows:
+    """``PreparedRows`` of a batch (``properties`` as JSON text; ``source`` as for ``BulkWriter.insert``); ``texts``:
+    also the Feature texts' parts (SQLite only)."""
+    geoms = np.asarray(geoms, dtype=object)
+    wkb = reusable_wkb(geoms, source)
+    if not sqlite:
+        return PreparedRows(version, copy=copy_rows(fids, properties, geoms, version, wkb))
+    bounds = shapely.bounds(geoms)  # once, for the blobs' envelopes and the R*Tree
+    return PreparedRows(version, blobs=gpkg_blobs(geoms, bounds=bounds, wkb=wkb), bounds=bounds,
+                        texts=text_parts(fids, properties, geoms) if texts else None)
 
 
 def reusable_wkb(geoms: np.ndarray, source) -> pa.Array | None:

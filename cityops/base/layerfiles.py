@@ -11,7 +11,7 @@ import json
 import queue
 import threading
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +105,8 @@ class Batch:
     #: is stored unchanged (no CRS transformation, no repair), its bytes can be written as they came.
     parsed: np.ndarray | None = None
     wkb: pa.Array | None = None
+    #: What the consumer's ``prepare`` (``open_layer_file``) made of the batch on the reading thread, if anything.
+    prepared: object = None
 
     @property
     def properties(self) -> list[dict]:
@@ -137,8 +139,11 @@ def _json_value(value):
 
 @contextmanager
 def open_layer_file(path: Path, fmt: str | None = None, *, crs: str | None = None, layer: str | None = None,
-                    batch_size: int = BATCH_SIZE) -> Iterator[tuple[SourceInfo, Iterator[Batch]]]:
-    """Open a file for streamed reading: (info, batches). Errors name the file and what is wrong."""
+                    batch_size: int = BATCH_SIZE,
+                    prepare: Callable[[Batch], None] | None = None) -> Iterator[tuple[SourceInfo, Iterator[Batch]]]:
+    """Open a file for streamed reading: (info, batches). Errors name the file and what is wrong. ``prepare(batch)``
+    runs on the reading thread after the batch's own checks, before the consumer sees it: work of the consumer's that
+    needs only the batch (fitting the layer's type, the texts of the rows) overlaps the consumer's writes."""
     path = Path(path)
     fmt = fmt or detect_format(path.name)
     if not path.exists() or path.stat().st_size == 0:
@@ -181,7 +186,16 @@ def open_layer_file(path: Path, fmt: str | None = None, *, crs: str | None = Non
             except (DataSourceError, DataLayerError, GeometryError, OSError, RuntimeError, pa.ArrowException) as exc:
                 raise InvalidInput(f"{path.name}: reading stopped near feature {row}: {str(exc).splitlines()[0]}") from None
 
-        ahead = _ReadAhead(batches())
+        def prepared() -> Iterator[Batch]:
+            source = batches()
+            try:
+                for batch in source:
+                    prepare(batch)
+                    yield batch
+            finally:
+                source.close()
+
+        ahead = _ReadAhead(prepared() if prepare is not None else batches())
         try:
             yield source_info, iter(ahead)
         finally:

@@ -183,10 +183,20 @@ def import_file(
         removed = _retire(conn, current, history, current.c.id.is_not(None), version)
     issues: list[layerfiles.Issue] = []
     counts = {"read": 0, "added": 0, "repaired": 0, "errors": 0}
+    geometry_type, sqlite = layer.geometry_type, storage_of(conn).rtree_index
+
+    def prepare(batch: layerfiles.Batch) -> None:
+        """On the reading thread: the batch fitted to the layer's type and its rows encoded for the store (blobs or
+        COPY buffers, and on SQLite the Feature texts), while the writing thread inserts the batch before."""
+        batch.geometries = layerfiles.conform(batch.geometries, geometry_type, batch.start_row, batch.fids, batch.issues)
+        if not dry_run and not counts["errors"] and not any(i.severity == "error" for i in batch.issues):
+            batch.prepared = featurestore.prepare_rows(sqlite, batch.fids, batch.properties_json, batch.geometries,
+                                                       version, (batch.parsed, batch.wkb))
+
     bulk = featurestore.BulkWriter(conn, current)
-    with bulk, layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer) as (info, batches):
+    with bulk, layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer, prepare=prepare) as (info, batches):
         for batch in batches:
-            geoms = layerfiles.conform(batch.geometries, layer.geometry_type, batch.start_row, batch.fids, batch.issues)
+            geoms = batch.geometries
             counts["read"] += len(geoms)
             for issue in batch.issues:
                 counts["errors" if issue.severity == "error" else "repaired"] += 1
@@ -194,7 +204,7 @@ def import_file(
                     issues.append(issue)
             if not counts["errors"] and not dry_run:
                 counts["added"] += bulk.insert(batch.fids, batch.properties_json, geoms, version,
-                                               source=(batch.parsed, batch.wkb))
+                                               source=(batch.parsed, batch.wkb), prepared=batch.prepared)
             if progress:
                 progress(counts["read"], info.count)
     report = {"layer": key, "version": None if dry_run else version, "mode": mode, "source_crs": info.crs,

@@ -23,8 +23,7 @@ import shapely
 from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_, bindparam, case, cast, func, insert, literal,
                         literal_column, select, text, type_coerce)
 from sqlalchemy.sql import column as sql_column, table as sql_table
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -501,6 +500,8 @@ class PostgreSQLStorage(Storage):
         conn.exec_driver_sql(f"CREATE INDEX {index} ON {table} USING gist (geom)")
 
     def insert(self, table):
+        from sqlalchemy.dialects import postgresql  # here: its module is a fixed cost of every SQLite process otherwise
+
         return postgresql.insert(table)
 
     def lock_for_update(self, stmt):
@@ -596,9 +597,13 @@ class PostgreSQLStorage(Storage):
     def in_ids(self, column, ids):
         # One text value cast to integer[] by the server: dumping a Python list element by element cost more
         # client CPU than the whole query did on the server.
+        from sqlalchemy.dialects.postgresql import ARRAY
+
         return column == any_(cast(literal("{" + ",".join(str(int(i)) for i in ids) + "}", Text), ARRAY(Integer)))
 
     def in_bound_ids(self, column, name):
+        from sqlalchemy.dialects.postgresql import ARRAY
+
         return column == any_(cast(bindparam(name, type_=Text), ARRAY(Integer)))
 
     def ids_value(self, ids):

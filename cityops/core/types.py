@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, Text
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 
@@ -18,6 +17,9 @@ class JSONText(TypeDecorator):
 
     def load_dialect_impl(self, dialect):
         if dialect.name == "postgresql":
+            # Imported here: the PostgreSQL dialect's module is a fixed cost of every SQLite process otherwise.
+            from sqlalchemy.dialects.postgresql import JSONB
+
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(Text())
 
