@@ -42,6 +42,14 @@ def test_layer_commands(tmp_path):
     assert any("broken.geojson" in line for line in r.messages)
     r = failed(cli("import-layer", first, "--layer", "missing", "--data-dir", data))
     assert any("missing" in line for line in r.messages)
+    # A feature of the wrong type in the last of several batches (the file is read, and fitted to the layer's type,
+    # on the reading thread while the command starts): rejected naming it, and nothing of the earlier batches kept.
+    mixed = json.loads(_points(45_000, "m"))
+    mixed["features"][44_000]["geometry"] = {"type": "LineString", "coordinates": [[108.4, 31.2], [108.5, 31.3]]}
+    wrong = tmp_path / "wrong.geojson"
+    wrong.write_text(json.dumps(mixed))
+    r = failed(cli("import-layer", wrong, "--layer", "shelters", "--data-dir", data))
+    assert any("wrong_geometry_type" in line and "44001" in line for line in r.messages), r.messages
     r = ok(cli("layers", "versions", "shelters", "--data-dir", data))
     assert r.stdout.count("import_") == 2  # the failed imports left no version
 

@@ -188,10 +188,24 @@ def open_layer_file(path: Path, fmt: str | None = None, *, crs: str | None = Non
 
         def prepared() -> Iterator[Batch]:
             source = batches()
+            ready = getattr(prepare, "ready", None)  # a LatePrepare: batches are read before it is told what to do
+            held: list[Batch] = []
             try:
                 for batch in source:
-                    prepare(batch)
-                    yield batch
+                    if ready is not None and not ready.is_set() and len(held) < EARLY_BATCHES:
+                        held.append(batch)
+                        continue
+                    if ready is not None:
+                        ready.wait()
+                    for each in (*held, batch):
+                        prepare(each)
+                        yield each
+                    held = []
+                if held:
+                    ready.wait()
+                    for each in held:
+                        prepare(each)
+                        yield each
             finally:
                 source.close()
 
@@ -199,9 +213,73 @@ def open_layer_file(path: Path, fmt: str | None = None, *, crs: str | None = Non
         try:
             yield source_info, iter(ahead)
         finally:
+            if isinstance(prepare, LatePrepare):
+                prepare.cancel()  # a reading thread still waiting to be told what to prepare stops
             ahead.close()  # the reading thread is done with GDAL before the file is closed below
     finally:
         arrow_cm.__exit__(None, None, None)
+
+
+#: Batches a file opened early (``OpenedFile``) reads and checks before its consumer says how to prepare them.
+EARLY_BATCHES = 3
+
+
+class LatePrepare:
+    """A ``prepare`` for a file opened before its consumer knows what to prepare: the reading thread reads, parses
+    and checks up to ``EARLY_BATCHES`` batches meanwhile, then waits for ``set(fn)`` (or ``cancel()``)."""
+
+    def __init__(self):
+        self._fn: Callable[[Batch], None] | None = None
+        self.ready = threading.Event()
+
+    def set(self, fn: Callable[[Batch], None]) -> None:
+        self._fn = fn
+        self.ready.set()
+
+    def cancel(self) -> None:
+        self.ready.set()
+
+    def __call__(self, batch: Batch) -> None:
+        if self._fn is not None:
+            self._fn(batch)
+
+
+class OpenedFile:
+    """A layer file opened, and its reading begun, before the import that consumes it (``service.import_file``'s
+    ``opened``): the command line opens the file first and loads the platform (SQLAlchemy, the settings, the store)
+    while the reading thread reads, parses and checks the first batches; GDAL, GEOS and Arrow release the GIL, so
+    on two cores most of that reading costs no time. An error of opening is kept and raised where the import would
+    have opened the file, so what an import reports, and in which order, is unchanged."""
+
+    def __init__(self, path: Path, fmt: str | None = None, *, crs: str | None = None, layer: str | None = None):
+        self.key = (Path(path), fmt, crs, layer)
+        self.prepare = LatePrepare()
+        self._cm = open_layer_file(Path(path), fmt, crs=crs, layer=layer, prepare=self.prepare)
+        self.value, self.error, self._open = None, None, False
+        try:
+            self.value = self._cm.__enter__()
+            self._open = True
+        except Exception as exc:  # noqa: BLE001 - raised by ``use``, where the import opens its file
+            self.error = exc
+
+    def matches(self, path: Path, fmt: str | None, crs: str | None, layer: str | None) -> bool:
+        return self.key == (Path(path), fmt, crs, layer)
+
+    @contextmanager
+    def use(self, prepare: Callable[[Batch], None]) -> Iterator[tuple[SourceInfo, Iterator[Batch]]]:
+        """What ``open_layer_file(…, prepare=prepare)`` gives, from the file opened already."""
+        try:
+            if self.error is not None:
+                raise self.error
+            self.prepare.set(prepare)
+            yield self.value
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            self._cm.__exit__(None, None, None)
 
 
 class _ReadAhead:

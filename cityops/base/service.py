@@ -168,10 +168,12 @@ def import_file(
     source_layer: str | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    opened: layerfiles.OpenedFile | None = None,
 ) -> dict:
     """Import a file as the layer's next version. Streams the file in batches; any error rejects the whole
     import (ValidationFailed with a report naming the records) and nothing is written. Unambiguous
-    geometry repairs are applied and reported as warnings."""
+    geometry repairs are applied and reported as warnings. ``opened``: the same file opened already (its reading
+    begun while the caller started up); used when it is that file with these options."""
     if mode not in ("replace", "append"):
         raise InvalidInput(f"unknown import mode {mode!r}; use replace or append")
     layer = _writable(session, key, scope)
@@ -194,7 +196,11 @@ def import_file(
                                                        version, (batch.parsed, batch.wkb))
 
     bulk = featurestore.BulkWriter(conn, current)
-    with bulk, layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer, prepare=prepare) as (info, batches):
+    if opened is not None and opened.matches(Path(path), fmt, crs, source_layer):
+        reading = opened.use(prepare)
+    else:
+        reading = layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer, prepare=prepare)
+    with bulk, reading as (info, batches):
         for batch in batches:
             geoms = batch.geometries
             counts["read"] += len(geoms)
