@@ -284,8 +284,9 @@ def test_a_frame_draws_no_sky_pass_when_the_style_has_no_sky(served, browser):
 
 def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_rest_at_full(served, browser):
     """On WebGL in software (SwiftShader here, as on a desktop without a GPU) the map is drawn at half resolution
-    while it moves and at full resolution once it rests, drawn again at once (no blank canvas); the user's switch
-    (localStorage cityops.map.fullResolution = 1) keeps full resolution while moving."""
+    while it moves — lower on a large screen, within the pixels of a 1280×800 map at half resolution — and at full
+    resolution once it rests, drawn again at once (no blank canvas); its canvas is opaque (no alpha for the browser
+    to blend); the user's switch (localStorage cityops.map.fullResolution = 1) keeps full resolution while moving."""
     def pan_and_watch(page):
         return page.evaluate("""() => new Promise((resolve) => {
             const m = window.cityopsMap; const canvas = m.getCanvas(); const widths = []; let n = 0;
@@ -293,21 +294,36 @@ def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_r
               m.panBy([8, 4], {duration: 0});
               widths.push(canvas.width);
               if (++n < 10) { requestAnimationFrame(step); return; }
-              const moving = canvas.width;
-              setTimeout(() => resolve({widths, moving, rest: canvas.width, css: canvas.clientWidth,
+              const moving = canvas.width; const movingHeight = canvas.height;
+              setTimeout(() => resolve({widths, moving, movingHeight, rest: canvas.width, css: canvas.clientWidth,
                 lowered: m.getContainer().dataset.resolutionLowered || null}), 1000);
             }
             requestAnimationFrame(step);
         })""")
 
-    page = new_page(browser, served)
+    page = new_page(browser, served, viewport={"width": 1280, "height": 800})
     login(page, served, "district")
     page.wait_for_function("document.body.dataset.mapReady === '1'")
     wait_map_idle(page)
     assert page.evaluate("window.cityopsMap.getContainer().dataset.movingResolution") == "0.5"
     assert page.evaluate("window.cityopsMap.getCanvas().width === window.cityopsMap.getCanvas().clientWidth")
+    assert page.evaluate("window.cityopsMap.painter.context.gl.getContextAttributes().alpha") is False
     seen = pan_and_watch(page)
-    assert seen["moving"] == seen["css"] // 2 and all(w == seen["css"] // 2 for w in seen["widths"]), seen
+    assert abs(seen["moving"] - seen["css"] / 2) <= 1 and all(w == seen["moving"] for w in seen["widths"]), seen
+    assert seen["rest"] == seen["css"] and seen["lowered"] is None, seen
+    page.context.close()
+
+    # A 1920×1080 screen: lower than half while moving (the drawn pixels of 1280×800 at half), full at rest.
+    page = new_page(browser, served, viewport={"width": 1920, "height": 1080})
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1'")
+    wait_map_idle(page)
+    scale = float(page.evaluate("window.cityopsMap.getContainer().dataset.movingResolution"))
+    assert 0.3 <= scale < 0.45, scale
+    seen = pan_and_watch(page)
+    assert abs(seen["moving"] - seen["css"] * scale) <= seen["css"] * 0.01 + 1, seen
+    assert seen["moving"] * seen["movingHeight"] <= 1280 * 800 / 4 * 1.02, seen
+    assert all(w == seen["moving"] for w in seen["widths"]), seen
     assert seen["rest"] == seen["css"] and seen["lowered"] is None, seen
     # At rest the map is drawn, sharp: its features are where they were, the canvas is not blank.
     wait_map_idle(page)

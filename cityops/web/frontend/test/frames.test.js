@@ -1,8 +1,8 @@
 // The map's frame work: the sky pass is drawn only when the sky can change a pixel; on WebGL in software the moving
 // map is drawn at a lower resolution and the map at rest at full resolution.
 import { describe, expect, it } from "vitest";
-import { drawSkyOnlyWhenItShows, FULL_RESOLUTION_KEY, lowerResolutionWhileMoving, skyShows, softwareRenderer }
-  from "../src/map/frames.js";
+import { drawSkyOnlyWhenItShows, FULL_RESOLUTION_KEY, lowerResolutionWhileMoving, MIN_MOVING_RATIO, MOVING_PIXELS,
+  movingRatio, skyShows, softwareRenderer, withOpaqueCanvas } from "../src/map/frames.js";
 
 const transparent = { r: 0, g: 0, b: 0, a: 0 };
 const blue = { r: 0.2, g: 0.4, b: 0.9, a: 1 };
@@ -80,11 +80,13 @@ describe("softwareRenderer", () => {
 describe("lowerResolutionWhileMoving", () => {
   // A map with MapLibre's events and pixel ratio (setPixelRatio fires a move of its own, as MapLibre's resize does),
   // a clock the test advances.
-  function fakeMap(renderer, ratio = 1) {
+  function fakeMap(renderer, ratio = 1, size = null) {
     const handlers = {};
     const ratios = [];
     let redraws = 0;
+    const container = size ? { clientWidth: size[0], clientHeight: size[1], dataset: {} } : null;
     const map = {
+      ...(container ? { getContainer: () => container } : {}),
       style: {},
       painter: { context: { gl: fakeGl(renderer) } },
       on: (type, fn) => { (handlers[type] ||= []).push(fn); },
@@ -140,5 +142,109 @@ describe("lowerResolutionWhileMoving", () => {
     pan(asked.map);
     expect(asked.ratios).toEqual([]);
     expect(lowerResolutionWhileMoving({}, { storage: null })).toBe(null);
+  });
+
+  it("lowers a large map further, to the pixels of a 1280×800 map at half resolution, and restores it at rest", async () => {
+    const { map, ratios, clock } = fakeMap(RENDERERS.swiftshader, 1, [1920, 1080]);
+    const control = lowerResolutionWhileMoving(map, { storage: null, ...clock });
+    expect(control.movingScale()).toBeCloseTo(Math.sqrt(MOVING_PIXELS / (1920 * 1080)), 6);
+    pan(map);
+    pan(map);
+    expect(ratios.length).toBe(1);
+    expect(ratios[0] * ratios[0] * 1920 * 1080).toBeLessThanOrEqual(MOVING_PIXELS + 1e-6);
+    expect(ratios[0]).toBeLessThan(0.5);
+    expect(map.getContainer().dataset.resolutionLowered).toBe("1");
+    expect(map.getContainer().dataset.movingResolution).toBe("0.35");
+    clock.runAll();
+    expect(ratios).toEqual([ratios[0], 1]);
+    expect(map.getContainer().dataset.resolutionLowered).toBe(undefined);
+    // A 1280×800 map keeps half resolution.
+    const small = fakeMap(RENDERERS.swiftshader, 1, [1280, 800]);
+    lowerResolutionWhileMoving(small.map, { storage: null, ...small.clock });
+    pan(small.map);
+    expect(small.ratios).toEqual([0.5]);
+  });
+});
+
+describe("movingRatio", () => {
+  it("is half the full ratio for a map within the budget, lower for a larger one, never below the floor", () => {
+    expect(movingRatio(1, 1280, 800)).toBe(0.5);
+    expect(movingRatio(1, 800, 600)).toBe(0.5);
+    const big = movingRatio(1, 1920, 1080);
+    expect(big).toBeLessThan(0.5);
+    expect(big * big * 1920 * 1080).toBeCloseTo(MOVING_PIXELS, 3);
+    // A high-density screen: its full ratio of 2 is lowered to the same number of pixels.
+    expect(movingRatio(2, 1920, 1080)).toBeCloseTo(big, 9);
+    expect(movingRatio(1, 7680, 4320)).toBe(MIN_MOVING_RATIO);
+    // Never above the full ratio (a screen whose ratio is already below the floor).
+    expect(movingRatio(0.2, 1920, 1080)).toBe(0.2);
+    expect(movingRatio(1, 0, 0)).toBe(0.5);
+  });
+});
+
+describe("withOpaqueCanvas", () => {
+  function fakeProto() {
+    const asked = [];
+    const proto = { getContext(type, attributes) { asked.push([type, attributes]); return { type }; } };
+    return { proto, asked, original: proto.getContext };
+  }
+
+  it("asks for WebGL contexts without alpha while the map is created, and only then", () => {
+    const { proto, asked, original } = fakeProto();
+    const canvas = Object.create(proto);
+    const made = withOpaqueCanvas(() => {
+      canvas.getContext("webgl2", { alpha: true, depth: true, antialias: false });
+      canvas.getContext("2d", { willReadFrequently: true });
+      return "map";
+    }, proto);
+    expect(made).toBe("map");
+    expect(asked[0]).toEqual(["webgl2", { alpha: false, depth: true, antialias: false }]);
+    expect(asked[1]).toEqual(["2d", { willReadFrequently: true }]);
+    expect(proto.getContext).toBe(original);
+    canvas.getContext("webgl2", { alpha: true });
+    expect(asked[2]).toEqual(["webgl2", { alpha: true }]);
+  });
+
+  it("puts getContext back when creating the map throws", () => {
+    const { proto, original } = fakeProto();
+    expect(() => withOpaqueCanvas(() => { throw new Error("no WebGL"); }, proto)).toThrow("no WebGL");
+    expect(proto.getContext).toBe(original);
+  });
+});
+
+describe("lowerResolutionWhileMoving at rest", () => {
+  it("waits for a frame without a move after the rest timer: a slow pan is not restored between its frames", () => {
+    const handlers = {};
+    const ratios = [];
+    let ratio = 1;
+    const map = {
+      style: {},
+      painter: { context: { gl: { getExtension: () => null, getParameter: () => "SwiftShader Device" } } },
+      on: (type, fn) => { (handlers[type] ||= []).push(fn); },
+      off: () => {},
+      fire: (type) => (handlers[type] || []).slice().forEach((fn) => fn()),
+      getPixelRatio: () => ratio,
+      setPixelRatio(r) { ratio = r; ratios.push(r); map.fire("move"); },
+      redraw() {},
+    };
+    let timer = null;
+    let frames = [];
+    const control = lowerResolutionWhileMoving(map, { storage: null,
+      schedule: (fn) => { timer = fn; return 1; }, cancel: () => { timer = null; },
+      frame: (fn) => { frames.push(fn); } });
+    map.fire("move");
+    expect(ratios).toEqual([0.5]);
+    // The rest timer fires between two frames of a slow pan; the next frame moves the map first.
+    const fired = timer; timer = null; fired();
+    expect(frames.length).toBe(1);
+    map.fire("move");
+    frames.shift()();
+    expect(ratios).toEqual([0.5]);
+    expect(control.moving()).toBe(true);
+    // Then the pan stops: the timer, then a frame without a move.
+    const again = timer; timer = null; again();
+    frames.shift()();
+    expect(ratios).toEqual([0.5, 1]);
+    expect(control.moving()).toBe(false);
   });
 });

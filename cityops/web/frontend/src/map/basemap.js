@@ -4,7 +4,7 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
-import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving, rasterBaseMap } from "./frames.js";
+import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving, rasterBaseMap, withOpaqueCanvas } from "./frames.js";
 import { trackLoad } from "./ready.js";
 import { RASTER_PARTS, RASTER_SOURCE, baseStyle, mapOptions, nameField, rasterPartsOf, rasterStyleOf, rasterTileUrl }
   from "./style.js";
@@ -27,20 +27,21 @@ const LABEL_LAYERS = ["place-labels", "river-labels", "road-labels", "peak-label
 export function createMap(container, { lang = "zh-CN", units = true, buildings = true, bounds = null, ...extra } = {}) {
   // WebGL in software: the static base map from the server's raster tiles (frames.js, rasterBaseMap).
   const raster = rasterBaseMap();
-  const map = trackLoad(new maplibregl.Map(mapOptions({
+  // An opaque canvas: the background layer covers it, and the browser need not blend it over the page (frames.js).
+  const map = trackLoad(withOpaqueCanvas(() => new maplibregl.Map(mapOptions({
     container,
     style: baseStyle({ lang, units, buildings, raster }),
     transformRequest,
     ...(bounds ? { bounds, fitBoundsOptions: { padding: 30 } } : { center: [108.4, 31.2], zoom: 8 }),
     ...extra,
-  })));
+  }))));
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }), "top-right");
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
   map.touchZoomRotate.disableRotation();
   drawSkyOnlyWhenItShows(map);
   // WebGL in software: the moving map at a lower resolution, the map at rest at full resolution (frames.js).
   const resolution = lowerResolutionWhileMoving(map);
-  if (resolution) map.getContainer().dataset.movingResolution = String(resolution.scale);
+  if (resolution) map.getContainer().dataset.movingResolution = String(Math.round(100 * resolution.movingScale()) / 100);
   if (raster) map.getContainer().dataset.rasterBase = rasterStyleOf(units);
   return map;
 }

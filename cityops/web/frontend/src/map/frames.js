@@ -34,11 +34,16 @@ export function drawSkyOnlyWhenItShows(map) {
 // GPU) a frame costs what its fills and lines cover in pixels, so a pan at full resolution stutters at a few
 // frames a second. Drawing the moving map at `MOVING_SCALE` of the device's pixel ratio (a quarter of the pixels
 // at 0.5; the browser scales the canvas up) is what CesiumJS's resolutionScale does; the map at rest — what is
-// read, printed or captured — is always drawn at full resolution, `REST_MS` after the last move. With a GPU
-// nothing changes. A user (or a measurement) can keep full resolution: localStorage `cityops.map.fullResolution`
-// = "1".
+// read, printed or captured — is always drawn at full resolution, `REST_MS` after the last move. A large map is
+// lowered further, to at most `MOVING_PIXELS` drawn pixels (a 1280×800 map at half resolution, which pans above
+// 30 frames a second there): at 1920×1080 half resolution still drew twice those pixels, and the browser's own
+// compositing of the larger page left no room for them (18 frames a second). With a GPU nothing changes. A user
+// (or a measurement) can keep full resolution: localStorage `cityops.map.fullResolution` = "1".
 export const MOVING_SCALE = 0.5;
 export const REST_MS = 250;
+export const MOVING_PIXELS = (1280 * 800) / 4;
+// Below this pixel ratio the moving map's labels and points blur into each other.
+export const MIN_MOVING_RATIO = 0.3;
 export const FULL_RESOLUTION_KEY = "cityops.map.fullResolution";
 const SOFTWARE = /swiftshader|llvmpipe|softpipe|lavapipe|software|basic render/i;
 
@@ -55,6 +60,17 @@ export function softwareRenderer(gl) {
   return typeof name === "string" && SOFTWARE.test(name) ? name : null;
 }
 
+/**
+ * The pixel ratio of a moving map of `width` × `height` CSS pixels drawn at `full` at rest: `scale` of it, lowered
+ * further so that the drawn pixels stay within `pixels`, never below MIN_MOVING_RATIO (nor above `full`).
+ */
+export function movingRatio(full, width, height, { scale = MOVING_SCALE, pixels = MOVING_PIXELS } = {}) {
+  let ratio = full * scale;
+  const area = width * height;
+  if (area > 0 && ratio * ratio * area > pixels) ratio = Math.sqrt(pixels / area);
+  return Math.min(full, Math.max(ratio, MIN_MOVING_RATIO));
+}
+
 function fullResolutionAsked(storage) {
   try {
     return storage != null && storage.getItem(FULL_RESOLUTION_KEY) === "1";
@@ -65,11 +81,12 @@ function fullResolutionAsked(storage) {
 
 /**
  * Lower `map`'s pixel ratio while it moves when its WebGL is drawn in software, and draw it at full resolution
- * once it has not moved for `restMs`. Returns the controller ({renderer, scale, moving(), stop()}) or null when nothing
- * is done (a GPU, full resolution asked for, or a map this code does not recognise).
+ * once it has not moved for `restMs`. Returns the controller ({renderer, movingScale(), moving(), stop()}) or null when
+ * nothing is done (a GPU, full resolution asked for, or a map this code does not recognise).
  */
-export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, restMs = REST_MS,
-  storage = globalThis.localStorage, schedule = globalThis.setTimeout, cancel = globalThis.clearTimeout } = {}) {
+export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, pixels = MOVING_PIXELS, restMs = REST_MS,
+  storage = globalThis.localStorage, schedule = globalThis.setTimeout, cancel = globalThis.clearTimeout,
+  frame = globalThis.requestAnimationFrame } = {}) {
   const gl = map && map.painter && map.painter.context && map.painter.context.gl;
   const renderer = softwareRenderer(gl);
   if (!renderer || fullResolutionAsked(storage) || typeof map.setPixelRatio !== "function") return null;
@@ -81,27 +98,42 @@ export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, restMs =
   // again at once, after the code that moved it has returned, so no blank frame reaches the screen.
   // The container says so while the map is drawn at the lower resolution (what waits for a sharp map reads it).
   const container = typeof map.getContainer === "function" ? map.getContainer() : null;
+  // The moving map's share of the full resolution, for the map's size now.
+  const movingScale = () => {
+    const ratio = lowered ? full : map.getPixelRatio();
+    const size = container ? [container.clientWidth, container.clientHeight] : [0, 0];
+    return movingRatio(ratio, size[0], size[1], { scale, pixels }) / ratio;
+  };
   const setRatio = (ratio) => {
     if (container) {
-      if (ratio < full) container.dataset.resolutionLowered = "1";
-      else delete container.dataset.resolutionLowered;
+      if (ratio < full) {
+        container.dataset.resolutionLowered = "1";
+        container.dataset.movingResolution = String(Math.round((100 * ratio) / full) / 100);
+      } else delete container.dataset.resolutionLowered;
     }
     changing = true;
     try { map.setPixelRatio(ratio); } finally { changing = false; }
     queueMicrotask(() => { if (map.style) map.redraw(); });
   };
-  const rest = () => {
-    timer = null;
+  const restore = () => {
     if (!lowered) return;
     lowered = false;
     setRatio(full);
+  };
+  // At rest: `restMs` without a move, and then one more frame without one. On a machine so busy that frames come
+  // slower than `restMs`, the timer alone fired between two frames of a pan, and every frame was drawn at full
+  // resolution after resizing the canvas twice (a few frames a second turned into one or two).
+  const rest = () => {
+    timer = null;
+    if (typeof frame !== "function") return restore();
+    frame(() => { if (timer === null) restore(); });
   };
   const onMove = () => {
     if (changing) return;
     if (!lowered) {
       lowered = true;
       full = map.getPixelRatio();
-      setRatio(full * scale);
+      setRatio(full * movingScale());
     }
     if (timer !== null) cancel(timer);
     timer = schedule(rest, restMs);
@@ -110,15 +142,43 @@ export function lowerResolutionWhileMoving(map, { scale = MOVING_SCALE, restMs =
   map.on("move", onMove);
   return {
     renderer,
-    scale,
+    movingScale,
     moving: () => lowered,
     stop() {
       map.off("movestart", onMove);
       map.off("move", onMove);
       if (timer !== null) cancel(timer);
-      rest();
+      timer = null;
+      restore();
     },
   };
+}
+
+// An opaque map canvas. MapLibre asks for a WebGL context with an alpha channel, so the browser blends the whole
+// canvas over the page under it on every frame, and draws that page too. The map's background layer covers every
+// pixel, so the alpha channel shows nothing; without it the canvas is opaque, the browser's compositor copies it
+// and skips what lies under it. With WebGL in software the compositor is software too: this took 10-15 % off the
+// GPU process's time per frame of a 1920×1080 map while panning.
+
+/**
+ * Run `create` (which makes a MapLibre map) with its WebGL context asked for without alpha. MapLibre has no option
+ * for it (it sets alpha: true after the user's context attributes), so canvases' getContext is wrapped for the
+ * duration of the call only: MapLibre creates its context inside the Map constructor.
+ */
+export function withOpaqueCanvas(create, proto = globalThis.HTMLCanvasElement && globalThis.HTMLCanvasElement.prototype) {
+  if (!proto || typeof proto.getContext !== "function") return create();
+  const own = Object.prototype.hasOwnProperty.call(proto, "getContext");
+  const getContext = proto.getContext;
+  proto.getContext = function opaqueContext(type, attributes) {
+    const gl = type === "webgl2" || type === "webgl";
+    return getContext.call(this, type, gl && attributes ? { ...attributes, alpha: false } : attributes);
+  };
+  try {
+    return create();
+  } finally {
+    if (own) proto.getContext = getContext;
+    else delete proto.getContext;
+  }
 }
 
 // The static base map as the server's raster tiles on a software renderer. Relief, contours, water, roads and unit
