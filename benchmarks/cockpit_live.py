@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from sensing_ingest import _JSON, N_STREAMS, SERVE, Clock, _body, _iso  # noqa: E402
-from web import ARGS, CHROMIUM, PASSWORD, session_script  # noqa: E402
+from web import ARGS, CHROMIUM, PASSWORD, logged_in  # noqa: E402
 
 from report import record  # noqa: E402
 from tests.conftest import free_port, wait_for_port  # noqa: E402
@@ -148,7 +148,7 @@ def main() -> None:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             context = browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN", service_workers="block")
-            context.add_init_script(session_script(base, "leader"))
+            logged_in(context, base, "leader")
             context.add_init_script(WATCH)
             page = context.new_page()
             page.goto(base + "/cockpit")

@@ -11,12 +11,14 @@ Measured (targets from the issue; the exact definitions beside PROBE below and i
 
 1. **First meaningful paint on "Fast 3G"** — the network throttled with the DevTools protocol
    (``Network.emulateNetworkConditions``: 562.5 ms latency, 1.6 Mb/s × 0.9 down, 750 kb/s × 0.9 up; Puppeteer's
-   "Fast 3G" profile), logged in already (the session in localStorage):
+   "Fast 3G" profile), logged in already (the session in localStorage and the session cookie, as the login leaves them):
    - operations map (1440×900): the first frame showing the base map of the view (district outline, relief, place
      names) and the live things of the first view, whoever draws them: the server's drawing of the first view
      (index.html asks for it before any script) or MapLibre. Target < 2 s. Beside it "map interactive": MapLibre
      has drawn the base map and the live layers (the figure before the server's drawing existed).
-   - phone command room (390×844): the first render of the households list with its summary. Target < 1.5 s.
+   - phone command room (390×844): the first frame showing the households list with its summary, whoever draws it:
+     the server (written into phone.html for the session cookie's user) or the app. Target < 1.5 s. Beside it the
+     app's own list (the figure before the server's list existed).
    Each cold (empty cache), warm (a second visit with the HTTP cache of the first; service worker blocked) and
    repeat visit with the service worker the first visit installed (the app shell from its cache; API and tiles
    cross the throttle, checked). Median of ``--runs``. One profiled cold load per page gives the requests, the
@@ -75,14 +77,19 @@ PASSWORD = "cityops-demo"
 #                   layer's data has arrived (the page sets data-live-loaded once each source has its data), every
 #                   live source is parsed (MapLibre's isSourceLoaded) and at least one live feature is on screen
 #                   (queryRenderedFeatures). The map can be used from here on;
+#   __firstView   — phone: the server's households list (written into phone.html for the session cookie's user) is
+#                   shown: the incident's name, its summary (households left / moved / total) and the households
+#                   (or a total of none);
+#   __appList     — phone: the app's own list rendered with its summary (the figure before the server's list existed);
 #   __fmp         — first meaningful paint. Operations map: the first frame that shows the district's base map and
 #                   the live things of the first view, whoever drew them: the earlier of __overview and
-#                   __interactive. Phone: the households list rendered with its summary (the incident's name,
-#                   households left / moved / total). Cockpit: the runway cards' values and the district outline.
+#                   __interactive. Phone: the households list with its summary (the incident's name,
+#                   households left / moved / total), whoever drew it: the earlier of __firstView and __appList. Cockpit: the runway cards' values and the district outline.
 #   __done        — nothing more to wait for (the map: __interactive).
 PROBE = """
 (() => {
   window.__base = null; window.__fmp = null; window.__overview = null; window.__interactive = null; window.__done = false;
+  window.__firstView = null; window.__appList = null;
   const LIVE_SOURCES = ['incidents', 'risk_points', 'alarms', 'sensors', 'cases', 'shelters'];
   const LIVE_LAYERS = ['incidents-fill', 'incidents-marker', 'risk_points', 'alarms', 'sensors', 'cases', 'cases-clusters', 'shelters'];
   const seen = (now) => { if (window.__fmp === null) window.__fmp = now; };
@@ -113,8 +120,16 @@ PROBE = """
         if (c.queryRenderedFeatures({layers: ['district-line']}).length) { seen(now); window.__done = true; return; }
       } catch (e) {}
     }
+    if (window.__firstView === null) {
+      const v = document.getElementById('first-view');
+      if (v && !v.hidden && v.querySelector('.fv-title') && v.querySelector('.fv-counts[data-total]')
+          && (v.querySelector('.fv-hh') || v.querySelector('.fv-counts[data-total="0"]'))
+          && v.getBoundingClientRect().height > 0) { window.__firstView = now; seen(now); }
+    }
     const summary = document.querySelector('#summary');
-    if (summary && summary.dataset.total !== undefined && document.body.dataset.rendered) { seen(now); window.__done = true; return; }
+    if (summary && summary.dataset.total !== undefined && document.body.dataset.rendered) {
+      window.__appList = now; seen(now); window.__done = true; return;
+    }
     requestAnimationFrame(check);
   }
   requestAnimationFrame(check);
@@ -156,11 +171,16 @@ def start_incident(sessions, place) -> None:
         session.commit()
 
 
-def session_script(base: str, username: str) -> str:
-    tok = httpx.post(f"{base}/api/auth/login", json={"username": username, "password": PASSWORD}, timeout=30).json()
-    me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=30).json()
+def logged_in(context, base: str, username: str) -> None:
+    """``context`` logged in as ``username`` as the login page leaves a browser: the session in localStorage and the
+    session cookie the login answer sets (which lets the server write a page's first view into its HTML)."""
+    answer = httpx.post(f"{base}/api/auth/login", json={"username": username, "password": PASSWORD}, timeout=60)
+    tok = answer.json()
+    me = httpx.get(f"{base}/api/auth/me", headers={"Authorization": f"Bearer {tok['access_token']}"}, timeout=60).json()
     data = json.dumps({"token": tok["access_token"], "expiresAt": tok["expires_at"], "user": me})
-    return f"localStorage.setItem('cityops.session', {json.dumps(data)});"
+    context.add_init_script(f"localStorage.setItem('cityops.session', {json.dumps(data)});")
+    context.add_cookies([{"name": name, "value": value, "url": base, "httpOnly": True, "sameSite": "Strict"}
+                         for name, value in answer.cookies.items()])
 
 
 def first_paint(browser, base: str, path: str, username: str, viewport: dict, visit: str,
@@ -173,7 +193,7 @@ def first_paint(browser, base: str, path: str, username: str, viewport: dict, vi
     and the tiles from the network, which passes through the throttle because the worker does not answer them).
     """
     context = browser.new_context(viewport=viewport, locale="zh-CN", service_workers="allow" if visit == "sw" else "block")
-    context.add_init_script(session_script(base, username))
+    logged_in(context, base, username)
     context.add_init_script(PROBE)
     if visit != "cold":  # a first visit fills the HTTP cache (and installs the service worker)
         page = context.new_page()
@@ -194,17 +214,23 @@ def first_paint(browser, base: str, path: str, username: str, viewport: dict, vi
         cdp.send("Network.emulateNetworkConditions", network)
     page.goto(base + path, wait_until="commit")
     page.wait_for_function("window.__done", timeout=180_000, polling=100)
-    fmp, overview, interactive, base_map = page.evaluate("[window.__fmp, window.__overview, window.__interactive, window.__base]")
+    fmp, overview, interactive, base_map, first_view, app_list = page.evaluate(
+        "[window.__fmp, window.__overview, window.__interactive, window.__base, window.__firstView, window.__appList]")
     # Honest throttling: the page's API answers (through the service worker too) took at least the profile's latency.
-    api_min = page.evaluate("""Math.min(...performance.getEntriesByType('resource')
-        .filter((e) => e.name.includes('/api/') && e.responseEnd > 0).map((e) => e.responseEnd - e.startTime))""")
-    summary = {"api_min_ms": api_min if network else None}
+    api_min, api_fastest = page.evaluate("""(() => { const e = performance.getEntriesByType('resource')
+        .filter((e) => e.name.includes('/api/') && e.responseEnd > 0)
+        // Tiles may come from the browser's HTTP cache on a second visit (Cache-Control: max-age=60): no transfer.
+        .filter((e) => !(e.name.includes('/api/tiles/') && e.transferSize === 0))
+        .map((e) => [e.responseEnd - e.startTime, e.name + ' (' + visit + ', ' + e.initiatorType + ', ' + e.transferSize + ' B)'])
+        .sort((a, b) => a[0] - b[0]); return e[0] || [Infinity, '']; })()""".replace("' + visit + '", visit))
+    summary = {"api_min_ms": api_min if network else None, "api_fastest": api_fastest}
     if profile:
         page.wait_for_timeout(2000)
         summary["requests"] = _requests(finished, base)
     context.close()
     parts = {k: (v / 1000 if v is not None else None)
-             for k, v in (("overview", overview), ("interactive", interactive), ("base", base_map))}
+             for k, v in (("overview", overview), ("interactive", interactive), ("base", base_map),
+                          ("first_view", first_view), ("app_list", app_list))}
     return fmp / 1000, parts, summary
 
 
@@ -240,7 +266,7 @@ FRAME_MODES = {
 
 def frame_rate(browser, base: str, viewport: dict, centre, seconds: float, mode: str = "all") -> tuple[float, str, dict]:
     context = browser.new_context(viewport=viewport, locale="zh-CN", service_workers="block")
-    context.add_init_script(session_script(base, "district"))
+    logged_in(context, base, "district")
     if mode not in ("all", "all-vector"):  # the app's own switch: full resolution while the map moves
         context.add_init_script("localStorage.setItem('cityops.map.fullResolution', '1');")
     if mode == "all-vector":  # the app's own switch: the static base map as vectors, not the server's raster tiles
@@ -384,15 +410,17 @@ def main() -> None:
                         results = [first_paint(browser, base, path, user, viewport, visit, network) for _ in range(args.runs)]
                         values = [r[0] for r in results]
                         if network:
-                            api_min = min(r[2]["api_min_ms"] for r in results)
-                            assert api_min >= network["latency"] * 0.95, f"an API answer in {api_min:.0f} ms: not throttled"
+                            api_min, fastest = min((r[2]["api_min_ms"], r[2]["api_fastest"]) for r in results)
+                            assert api_min >= network["latency"] * 0.95, f"an API answer in {api_min:.0f} ms: not throttled: {fastest}"
                         med = statistics.median(values)
                         rows.append((f"first meaningful paint, {label}, {'Fast 3G' if network else 'unthrottled'}, "
                                      f"{VISITS[visit]}", f"{med:.2f} s", f"< {target} s", "ok" if med < target else "FAIL",
                                      " ".join(f"{v:.2f}" for v in values)))
                         for part, what in (("overview", "the server's drawing of the first view shown"),
                                            ("interactive", "map interactive: MapLibre drew the base map and the live layers"),
-                                           ("base", "MapLibre drew the base map")):
+                                           ("base", "MapLibre drew the base map"),
+                                           ("first_view", "the server's households list shown"),
+                                           ("app_list", "the app's households list rendered")):
                             got = [r[1][part] for r in results]
                             if any(v is None for v in got):
                                 continue

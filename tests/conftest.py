@@ -163,6 +163,7 @@ def make_client(store: Store):
         if username not in tokens:
             r = client.post("/api/auth/login", json={"username": username, "password": password})
             assert r.status_code == 200, r.text
+            client.cookies.clear()  # the login's page cookie: requests here carry the token they are given, no other
             tokens[username] = {"Authorization": f"Bearer {r.json()['access_token']}"}
         return tokens[username]
 

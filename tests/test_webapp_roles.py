@@ -349,6 +349,67 @@ def test_village_cadre_moves_households_from_the_phone(world, browser):
     page.context.close()
 
 
+def test_the_phone_shows_the_servers_households_before_its_script_then_its_own(world, browser):
+    """The login sets the session cookie (HttpOnly, SameSite=Strict); /phone then carries the worker's households,
+    shown before any script answer — here with the app's own request for them held — and replaced by the app's list
+    once that answer comes. An incident other than the one drawn (the one the app will show) hides it at once."""
+    from playwright.sync_api import expect
+
+    base, steps, place = world["url"], Steps("firstview"), world["place"]
+    worker = token(base, *LGW_WORKER)
+    near = {"lon": place["lon"], "lat": place["lat"]}
+    # Without the service worker: a repeat visit is answered from its cache (the app shell) and is not this path.
+    page = new_page(browser, base, viewport=PHONE, is_mobile=True, has_touch=True, service_workers="block")
+    login(page, base, *LGW_WORKER)
+    cookie = next(c for c in page.context.cookies() if c["name"] == "cityops_page")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    mine = world["client"].get("/api/evacuations/mine", headers=worker,
+                               params={"state": "to_move,refused,not_home", **near}).json()
+    items, totals = mine["evacuations"]["items"], mine["totals"]["district"]
+    assert items
+    held, hold = [], [True]
+    page.route("**/api/evacuations/mine*", lambda route: held.append(route) if hold[0] else route.continue_())
+
+    def release():
+        hold[0] = False
+        while held:
+            held.pop().continue_()
+
+    page.goto(f"{base}/phone?lon={place['lon']}&lat={place['lat']}", wait_until="commit")
+    view = page.locator("#first-view")
+    expect(view).to_be_visible()
+    rows = view.locator(".fv-hh")
+    expect(rows).to_have_count(min(len(items), 30))
+    assert rows.first.get_attribute("data-id") == str(items[0]["id"])  # nearest first, as the app lists them
+    expect(rows.first).to_contain_text(items[0]["head_name"])
+    expect(view.locator(".fv-counts")).to_contain_text(f"待转移 {totals['remaining_households']} 户")
+    expect(view.locator(".fv-title")).to_have_text(next(i["title"] for i in mine["incidents"] if i["id"] == mine["incident_id"]))
+    assert held and page.get_by_test_id("household").count() == 0  # the app has not listed them: the server's list
+    steps.shot(page, "servers-list")
+    assert_no_internal_codes(page)
+    release()
+    expect(page.get_by_test_id("household").first).to_be_visible()
+    expect(view).to_have_count(0)
+    assert page.get_by_test_id("household").first.get_attribute("data-id") == str(items[0]["id"])
+    steps.shot(page, "apps-list")
+    # The app will show another incident (the one of the last visit): the server's drawing is never shown.
+    page.evaluate("""([key, id]) => { const c = JSON.parse(localStorage.getItem(key) || '{}');
+        localStorage.setItem(key, JSON.stringify({ ...c, incidentId: id })); }""", [f"cityops.phone.{LGW_WORKER[0]}", 987654])
+    hold[0] = True
+    page.goto(f"{base}/phone?lon={place['lon']}&lat={place['lat']}", wait_until="domcontentloaded")
+    for _ in range(100):  # the held request reaches its handler at the next turn of Playwright's events
+        if held:
+            break
+        page.wait_for_timeout(100)
+    assert held and "incident_id=987654" in held[0].request.url
+    assert view.count() == 0 and page.get_by_test_id("household").count() == 0
+    release()
+    expect(page.get_by_test_id("household").first).to_be_visible()
+    assert_local_only(page)
+    assert_no_page_errors(page)
+    page.context.close()
+
+
 def test_grid_worker_on_a_poor_connection_loses_nothing_and_counts_once(world, browser):
     from playwright.sync_api import expect
 

@@ -179,6 +179,43 @@ async def current_principal(request: Request, ctx: Ctx):
     return await run_in_threadpool(lookup)
 
 
+#: The session cookie set at login beside the bearer token (HttpOnly, SameSite=Strict). A page request (the HTML)
+#: carries no Authorization header; the cookie lets the server draw the page's first view into its HTML for that
+#: user. Only the pages read it: the API never takes it, so a forged request from another site gains nothing.
+PAGE_COOKIE = "cityops_page"
+
+
+def set_page_cookie(response, request: Request, raw: str, max_age_s: int) -> None:
+    response.set_cookie(PAGE_COOKIE, raw, max_age=max_age_s, path="/", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+
+
+def clear_page_cookie(response, request: Request) -> None:
+    response.delete_cookie(PAGE_COOKIE, path="/", httponly=True, samesite="strict", secure=request.url.scheme == "https")
+
+
+async def page_principal(request: Request, ctx: AppContext):
+    """The principal of the page cookie, or None (no cookie, or a token expired, revoked or unknown): a page is
+    served without a first view then, never refused."""
+    from cityops.identity.service import cached_principal, resolve_token
+
+    raw = request.cookies.get(PAGE_COOKIE)
+    if not raw or len(raw) > 256:
+        return None
+    principal = cached_principal(ctx.engine.url, ctx.settings.resolved_secret, raw)
+    if principal is not None:
+        return principal
+
+    def lookup():
+        with ctx.sessions() as session:
+            try:
+                return resolve_token(session, ctx.settings.resolved_secret, raw)
+            except Unauthenticated:
+                return None
+
+    return await run_in_threadpool(lookup)
+
+
 def interface_principal(channel: str, *, optional: bool = False):
     """Dependency of the standard interfaces (/ogc, the tiles, /sta): the caller's principal from a token, an API
     key or HTTP Basic. ``optional``: a request without credentials is anonymous (None) — it sees public-read

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from cityops.core import audit
 from cityops.core.errors import NotFound
-from cityops.core.web import DB, Ctx, bearer_token, client_address, current_principal, request_id, require
+from cityops.core.web import (DB, Ctx, bearer_token, clear_page_cookie, client_address, current_principal, request_id,
+                              require, set_page_cookie)
 from cityops.identity import service, throttle
 from cityops.identity.models import User
 from cityops.identity.roles import load_roles
@@ -96,7 +97,7 @@ def _user_out(user: User) -> UserOut:
 
 
 @router.post("/auth/login", response_model=LoginOut, summary="Password login (登录) → expiring bearer token")
-def login(body: LoginIn, request: Request, ctx: Ctx, session: DB) -> LoginOut:
+def login(body: LoginIn, request: Request, response: Response, ctx: Ctx, session: DB) -> LoginOut:
     user = service.authenticate_limited(session, ctx.settings, body.username, body.password,
                                         address=client_address(request), channel="api")
     raw, token = service.issue_token(session, ctx.settings.resolved_secret, user,
@@ -104,12 +105,14 @@ def login(body: LoginIn, request: Request, ctx: Ctx, session: DB) -> LoginOut:
     audit.record(session, audit.Actor(user.username, user.id, request_id(request)), "auth.login", "user", user.username,
                  after={"token_id": token.id, "expires_at": token.expires_at.isoformat()})
     session.commit()
+    set_page_cookie(response, request, raw, ctx.settings.token_ttl_minutes * 60)
     return LoginOut(access_token=raw, expires_at=token.expires_at, user=_user_out(user))
 
 
 @router.post("/auth/logout", status_code=204, summary="Revoke the token used for this request")
-def logout(request: Request, ctx: Ctx, session: DB, principal=Depends(current_principal)) -> None:
+def logout(request: Request, response: Response, ctx: Ctx, session: DB, principal=Depends(current_principal)) -> None:
     service.revoke_token(session, ctx.settings.resolved_secret, bearer_token(request))
+    clear_page_cookie(response, request)
     audit.record(session, principal.actor(request_id(request)), "auth.logout", "user", principal.username)
     session.commit()
 

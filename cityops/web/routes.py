@@ -7,6 +7,8 @@ import json
 import logging
 import mimetypes
 import stat
+import struct
+import zlib
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,9 +21,10 @@ from starlette.datastructures import Headers
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from cityops.core.db import read_sessionmaker
 from cityops.core.errors import NotFound
-from cityops.core.web import ReadDB, require
-from cityops.web import overview
+from cityops.core.web import PAGE_COOKIE, Ctx, ReadDB, page_principal, require
+from cityops.web import firstview, overview
 
 #: The Vite build output (gitignored): index.html, assets/ (content-hashed), docs/ (Swagger UI, ReDoc), the
 #: service worker, the web manifest and the icons.
@@ -37,6 +40,8 @@ ENCODINGS = (("br", ".br"), ("gzip", ".gz"))
 NO_CACHE = frozenset({"index.html", "phone.html", "sw.js", "manifest.webmanifest", "registerSW.js"})
 #: The phone command room's own page (its app inlined, for a first visit on a poor connection): its paths.
 PHONE_PATHS = frozenset({"phone", "phone/households", "phone/report", "phone/tasks"})
+#: Those that open on the households list: the server writes the list into the page for the cookie's user.
+PHONE_LIST_PATHS = frozenset({"phone", "phone/households"})
 
 log = logging.getLogger("cityops.web")
 router = APIRouter(tags=["web"])
@@ -163,6 +168,71 @@ async def _app_page(request: Request, page: str = "index.html") -> Response:
     return await _ROOT_FILES.get_response(page if (DIST_DIR / page).is_file() else "index.html", request.scope)
 
 
+class _PageParts:
+    """phone.html split at the first view's place, each part compressed once as raw deflate (the part before with a
+    sync flush, so another deflate stream may follow; the part after finished): a page with a first view is the
+    gzip of prefix + view + suffix, made per request by compressing the few kB of the view alone and joining the
+    three streams (a fresh compressor's output refers to nothing before it), instead of ~250 kB per request."""
+
+    def __init__(self, text: bytes):
+        prefix, _, suffix = text.partition(firstview.MARKER.encode())
+        self.prefix, self.suffix = prefix, suffix
+        self.prefix_z = self._deflate(prefix, zlib.Z_SYNC_FLUSH)
+        self.suffix_z = self._deflate(suffix, zlib.Z_FINISH)
+        self.prefix_crc = zlib.crc32(prefix)
+
+    @staticmethod
+    def _deflate(data: bytes, mode: int) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15, 9)
+        return c.compress(data) + c.flush(mode)
+
+    def page(self, view: bytes, gzip: bool) -> bytes:
+        if not gzip:
+            return self.prefix + view + self.suffix
+        crc = zlib.crc32(self.suffix, zlib.crc32(view, self.prefix_crc))
+        size = (len(self.prefix) + len(view) + len(self.suffix)) & 0xFFFFFFFF
+        header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        return (header + self.prefix_z + self._deflate(view, zlib.Z_SYNC_FLUSH) + self.suffix_z
+                + struct.pack("<II", crc, size))
+
+
+@lru_cache(maxsize=2)
+def _page_parts(path: Path, mtime_ns: int) -> _PageParts | None:
+    text = path.read_bytes()
+    return _PageParts(text) if firstview.MARKER.encode() in text else None
+
+
+def _first_view(ctx, principal, query) -> bytes | None:
+    with read_sessionmaker(ctx.engine)() as session:
+        view = firstview.phone_first_view(session, principal, query, messages()["zh-CN"])
+    return view.encode() if view else None
+
+
+async def _phone_page(request: Request, ctx) -> Response | None:
+    """phone.html with the households list of the cookie's user written in, or None (no cookie or an invalid one,
+    no list to show, no room for it in the build): the page as built then."""
+    if not request.cookies.get(PAGE_COOKIE):
+        return None
+    path = DIST_DIR / "phone.html"
+    try:
+        parts = _page_parts(path, path.stat().st_mtime_ns)
+    except OSError:
+        return None
+    principal = await page_principal(request, ctx) if parts is not None else None
+    if principal is None:
+        return None
+    view = await anyio.to_thread.run_sync(_first_view, ctx, principal, request.query_params)
+    if view is None:
+        return None
+    gzip = "gzip" in accepted_encodings(request.headers.get("accept-encoding", ""))
+    # The user's own households: for this user's browser only, never stored by a cache; a page for another
+    # cookie (or none) differs.
+    headers = {"Cache-Control": "private, no-store", "Vary": "Cookie, Accept-Encoding"}
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+    return Response(parts.page(view, gzip), media_type="text/html; charset=utf-8", headers=headers)
+
+
 @router.get("/", include_in_schema=False)
 async def index(request: Request) -> Response:
     return await _app_page(request)
@@ -188,7 +258,7 @@ _MOVED = {"static/index.html": "/", "static/events.html": "/workbench", "static/
 
 
 @router.get("/{path:client}", include_in_schema=False)
-async def app_route(path: str, request: Request) -> Response:
+async def app_route(path: str, request: Request, ctx: Ctx) -> Response:
     """A file at the root of the build (service worker, manifest, icons), else the app's page for its client-side
     routes (/workbench, /command, /phone …): the router in the browser decides what to show, so a new page needs
     no change here."""
@@ -200,6 +270,8 @@ async def app_route(path: str, request: Request) -> Response:
         return await _ROOT_FILES.get_response(path, request.scope)
     if "." in path.rsplit("/", 1)[-1]:
         raise NotFound(f"no such file: /{path}")
+    if path.rstrip("/") in PHONE_LIST_PATHS and (page := await _phone_page(request, ctx)) is not None:
+        return page
     return await _app_page(request, "phone.html" if path.rstrip("/") in PHONE_PATHS else "index.html")
 
 

@@ -5,7 +5,9 @@
 // transfer overlaps the answer's round trip instead of taking one of its own. The server sends phone.html for /phone
 // (cityops/web/routes.py). Everything is in the one script (no lazily loaded chunk: a chunk would import the inlined
 // entry again as a second copy of the app), so the page keeps out whatever it does not show: the desk pages and
-// frame, the map, the charts.
+// frame, the map, the charts. For a user with the session cookie the server also writes the households into the page
+// (cityops/web/firstview.py, at the marker after <body>), before the app's styles and script at the end of the body:
+// the list is painted from the page's first kilobytes, one round trip, while the rest of the page arrives.
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,6 +18,8 @@ import { defineConfig } from "vite";
 import { DEFINE, earlyRequests, messageCatalogue, precompressed, withEarlyScript } from "./vite.config.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
+/** Where the server writes the first view (cityops/web/firstview.py MARKER). */
+const FIRST_VIEW_MARKER = "<!--cityops-first-view-->";
 
 /** The entry's script and stylesheet written into phone.html, and removed as files. */
 function inlineIntoPage() {
@@ -26,23 +30,30 @@ function inlineIntoPage() {
     generateBundle(_, bundle) {
       const page = bundle["phone.html"];
       let html = String(page.source);
+      // The server writes the user's households here (cityops/web/firstview.py): before the inlined app, which
+      // goes to the end of the body, so the list is painted from the page's first kilobytes while the rest arrives.
+      if (!html.includes(FIRST_VIEW_MARKER)) throw new Error(`phone.html: the first view's marker ${FIRST_VIEW_MARKER} is gone`);
+      let tail = "";
       for (const [name, file] of Object.entries(bundle)) {
         if (file.type === "chunk" && file.isEntry) {
           const tag = new RegExp(`<script type="module" crossorigin src="/${name.replace(/[.$]/g, "\\$&")}"></script>`);
           if (!tag.test(html)) throw new Error(`phone.html: no script tag for ${name}`);
           // A "</script" inside the code would end the element: written as "<\/script" (the same string in JS).
-          html = html.replace(tag, () => `<script type="module">${file.code.replace(/<\/script/gi, "<\\/script")}</script>`);
+          html = html.replace(tag, "");
+          tail += `<script type="module">${file.code.replace(/<\/script/gi, "<\\/script")}</script>`;
           delete bundle[name];
         } else if (file.type === "chunk") {
           throw new Error(`phone.html: a second chunk (${name}) would load the inlined app again`);
         } else if (name.endsWith(".css")) {
           const tag = new RegExp(`<link rel="stylesheet" crossorigin href="/${name.replace(/[.$]/g, "\\$&")}">`);
           if (!tag.test(html)) throw new Error(`phone.html: no stylesheet link for ${name}`);
-          html = html.replace(tag, () => `<style>${String(file.source).replace(/<\/style/gi, "<\\/style")}</style>`);
+          html = html.replace(tag, "");
+          tail = `<style>${String(file.source).replace(/<\/style/gi, "<\\/style")}</style>` + tail;
           delete bundle[name];
         }
       }
-      page.source = html;
+      if (!html.includes("</body>")) throw new Error("phone.html: no </body>");
+      page.source = html.replace("</body>", () => `${tail}\n</body>`);
     },
   };
 }
