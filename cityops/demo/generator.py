@@ -52,6 +52,10 @@ class DemoConfig:
     buildings: int | None = None
     #: Geological boreholes (None: in proportion to the buildings, 600,000 at the census scale).
     boreholes: int | None = None
+    #: Only these blocks of neighbouring villages (``housing.demo``, ~250,000 buildings each at the census scale)
+    #: get their buildings, at the density ``buildings`` gives them; None = all. For benchmarks that need the
+    #: density of a large district but not its size (building it all takes most of an hour).
+    building_blocks: tuple[int, ...] | None = None
 
 
 @dataclass
