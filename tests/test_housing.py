@@ -367,3 +367,34 @@ def test_department_staff_see_buildings_but_masked_people(api, world):
     household = world["households"][0]
     body = api.get(f"/api/households/{household.code}", headers=headers).json()
     assert body["masked"] is True and body["head_name"] == household.head_name[0] + "**"
+
+
+@pytest.mark.parametrize("shape", ["rectangle", "triangle", "holed", "L", "sliver"])
+def test_inner_box_lies_inside_the_zone_with_its_margin(shape):
+    """PostGIS decides the buildings whose box lies within ``_inner_box`` without GEOS: that box, grown by the
+    margin single-precision boxes may add, must lie inside the zone whatever its shape (else a building outside
+    the zone would be counted)."""
+    from shapely.geometry import Polygon, box
+
+    from cityops.housing.service import _INNER_BOX_MARGIN, _NO_BOX, _inner_box
+
+    x0, y0 = 108.40, 31.16
+    zone = {
+        "rectangle": box(x0, y0, x0 + 0.01, y0 + 0.008),
+        "triangle": Polygon([(x0, y0), (x0 + 0.02, y0), (x0, y0 + 0.02)]),
+        "holed": box(x0, y0, x0 + 0.01, y0 + 0.01).difference(box(x0 + 0.004, y0 + 0.004, x0 + 0.006, y0 + 0.006)),
+        "L": Polygon([(x0, y0), (x0 + 0.01, y0), (x0 + 0.01, y0 + 0.002), (x0 + 0.002, y0 + 0.002),
+                      (x0 + 0.002, y0 + 0.01), (x0, y0 + 0.01)]),
+        "sliver": box(x0, y0, x0 + 0.01, y0 + 0.00005),
+    }[shape]
+    inner = _inner_box(zone)
+    if shape == "sliver":  # narrower than twice the margin: no box, nothing decided without GEOS
+        assert inner == _NO_BOX
+        return
+    assert inner != _NO_BOX
+    grown = box(*inner).buffer(_INNER_BOX_MARGIN * 0.9, join_style="mitre")
+    assert zone.contains(grown)
+    if shape == "rectangle":  # the whole zone but the margin
+        assert box(*inner).area > 0.95 * zone.area
+    else:
+        assert box(*inner).area > 0.02 * zone.area

@@ -104,3 +104,30 @@ def test_wal_mode_on_embedded_backend(store):
         pytest.skip("SQLite only")
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_row_sets_answer_as_the_statements_one_by_one(demo_store):
+    """``Storage.row_sets`` (one round trip on PostgreSQL, the rows through JSON) gives each statement's rows with
+    their types: JSON columns decoded, floats to the last bit, booleans, NULLs, an empty result."""
+    from sqlalchemy import Float, literal
+
+    from cityops.core.storage import storage_of
+    from cityops.housing.models import Building, Resident
+
+    statements = [
+        select(Building.id, Building.code, Building.height_m, Building.attributes, Building.safety_grade, Building.name)
+        .order_by(Building.id).limit(60),
+        select(Resident.id, Resident.elderly, Resident.child, Resident.phone, Resident.birth_year).order_by(Resident.id).limit(60),
+        select(Building.id).where(Building.id < 0),
+        select(literal(0.1 + 0.2, Float(53)).label("x"), literal(2 / 3 * 1e-7, Float(53)).label("y")),
+    ]
+    with demo_store.sessions() as session:
+        conn = session.connection()
+        got = storage_of(conn).row_sets(conn, statements)
+        want = [conn.execute(stmt).all() for stmt in statements]
+    assert [len(rows) for rows in got] == [60, 60, 0, 1]
+    for rows, expected in zip(got, want):
+        assert [tuple(r) for r in sorted(rows, key=lambda r: r[0])] == [tuple(r) for r in sorted(expected, key=lambda r: r[0])]
+    assert {r.code for r in got[0]} == {r.code for r in want[0]}
+    assert any(r.name is None for r in got[0]) and all(isinstance(r.attributes, dict) for r in got[0])
+    assert got[3][0].x == 0.1 + 0.2 and got[3][0].y == 2 / 3 * 1e-7

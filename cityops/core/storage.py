@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
 from functools import lru_cache
@@ -179,6 +180,14 @@ class Storage:
         a Python object per row and column. Numbers and text only; floats may be rounded in their last digits
         (SQLite's JSON writes 15 significant digits)."""
         raise NotImplementedError
+
+    def row_sets(self, conn: Connection, stmts: list[Select], params: dict | None = None) -> list[list]:
+        """The rows of several independent statements, one list per statement, each row with attribute access by
+        column key (as Core rows). PostgreSQL: one statement and one round trip for all (each statement's rows
+        aggregated into a JSON array, parsed by orjson); SQLite: each statement in turn (in process, there is no
+        round trip to save). Text, numbers, booleans and JSON columns (decoded) only. ``params``: the values of the
+        statements' bound parameters (one namespace for all)."""
+        return [conn.execute(stmt, params or {}).all() for stmt in stmts]
 
     def raw_geometry(self, column):
         """``column`` selected as the stored bytes, not decoded row by row (``decode_geometries`` decodes a batch)."""
@@ -568,15 +577,47 @@ class PostgreSQLStorage(Storage):
 
     def column_lists(self, conn, stmt):
         sub = stmt.subquery()
-        compiled = select(*[func.array_agg(c) for c in sub.c]).compile(dialect=conn.dialect)
+        aggregated = select(*[func.array_agg(c) for c in sub.c])
+        # Compiled once per shape of statement, as SQLAlchemy's own cache would (its execute path cannot take the
+        # binary cursor below); the values of this call's bound parameters come from the cache key.
+        key = aggregated._generate_cache_key()
+        compiled = _COMPILED.get((conn.dialect.name, key.key)) if key is not None else None
+        if compiled is None:
+            compiled = aggregated.compile(dialect=conn.dialect, cache_key=key)
+            if key is not None:
+                if len(_COMPILED) > 256:
+                    _COMPILED.clear()
+                _COMPILED[(conn.dialect.name, key.key)] = compiled
+        params = compiled.construct_params(extracted_parameters=key.bindparams) if key is not None else compiled.params
         # Binary results on the driver's cursor (in the connection's transaction): number arrays arrive as NumPy arrays
         # (_numpy_array_loader), not as lists built element by element.
         cursor = conn.connection.driver_connection.cursor(binary=True)
         for oid in _NUMPY_ARRAYS:
             cursor.adapters.register_loader(oid, _numpy_array_loader())
-        row = cursor.execute(str(compiled), compiled.params).fetchone()
+        row = cursor.execute(compiled.string, params).fetchone()
         cursor.close()
         return [v if v is not None else [] for v in row]
+
+    def row_sets(self, conn, stmts, params=None):
+        if not stmts:
+            return []
+        combined = _COMBINED.get(tuple(stmts))
+        if combined is None:
+            parts = []
+            for stmt in stmts:
+                sub = stmt.subquery()
+                # json_build_array keeps each value's JSON type (jsonb nested, float8 in its shortest exact form).
+                parts.append(select(func.coalesce(func.json_agg(func.json_build_array(*sub.c)), literal_column("'[]'::json")))
+                             .select_from(sub).scalar_subquery())
+            combined = select(*parts)
+            if len(_COMBINED) > 256:
+                _COMBINED.clear()
+            _COMBINED[tuple(stmts)] = combined  # statements built once by the caller: built once here too
+        # Through SQLAlchemy's execute: its cache compiles each shape of the statement once (compiling it here on
+        # every call cost more client CPU than the rest of the answer).
+        row = conn.execute(combined, params or {}).one()
+        return [[shape(*values) for values in rows] for shape, rows in
+                zip((_row_shape(tuple(stmt.selected_columns.keys())) for stmt in stmts), row)]
 
     def raw_geometry(self, column):
         return func.ST_AsBinary(type_coerce(column, LargeBinary), type_=LargeBinary)
@@ -668,6 +709,18 @@ class _BinaryArray:
         # header: dimensions, has-NULLs flag, element type, then (length, lower bound) of the one dimension
         head = struct.pack(">iiIii", 1, 0, element, n, 1) if n else struct.pack(">iiI", 0, 0, element)
         return cls(head + items.tobytes(), oid)
+
+
+#: Compiled statements of ``PostgreSQLStorage.column_lists`` by dialect and cache key.
+_COMPILED: dict = {}
+#: ``PostgreSQLStorage.row_sets``' one statement, by the statements it combines.
+_COMBINED: dict = {}
+
+
+@lru_cache(maxsize=64)
+def _row_shape(keys: tuple[str, ...]) -> type:
+    """A row type with attribute access by column key, for ``row_sets``."""
+    return namedtuple("Row", keys, rename=True)
 
 
 #: array type oid → big-endian NumPy type of its elements (int4[], int8[], float8[]): the arrays

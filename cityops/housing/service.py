@@ -15,13 +15,14 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
-from sqlalchemy import func, select, update
+from sqlalchemy import LargeBinary, bindparam, func, literal, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from cityops.core import audit
 from cityops.core.bus import publish
 from cityops.core.crs import geodesic_area_m2
 from cityops.core.errors import Conflict, InvalidGeometry, InvalidInput, NotFound
+from cityops.core.geometry import CANONICAL_SRID
 from cityops.core.spatial import spatial_filter
 from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
@@ -232,6 +233,32 @@ class _ZoneBuildings:
 _ENVELOPE_SLACK = 1e-9
 
 
+#: How far (degrees, ~5 m) ``_inner_box`` keeps from the zone's edge: PostGIS compares boxes in single precision,
+#: rounded outwards (up to ~1.5e-5 degrees at 180° of longitude), so the box it compares stays inside the zone.
+_INNER_BOX_MARGIN = 5e-5
+#: A box that holds nothing (no inner box found).
+_NO_BOX = (0.0, 0.0, 0.0, 0.0)
+
+
+def _inner_box(zone: BaseGeometry) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of a box inside ``zone``, ``_INNER_BOX_MARGIN`` from its edge: the zone's envelope
+    when the zone is a rectangle, else the envelope scaled about a point inside the zone until the zone holds it
+    (a dozen tests of the prepared zone). ``_NO_BOX`` when none is found."""
+    minx, miny, maxx, maxy = zone.bounds
+    shapely.prepare(zone)
+    cx, cy = zone.representative_point().coords[0]
+    lo, hi = 0.0, 1.0
+    if not zone.contains(shapely.box(minx, miny, maxx, maxy)):
+        for _ in range(12):
+            mid = (lo + hi) / 2
+            box = shapely.box(cx + (minx - cx) * mid, cy + (miny - cy) * mid, cx + (maxx - cx) * mid, cy + (maxy - cy) * mid)
+            lo, hi = (mid, hi) if zone.contains(box) else (lo, mid)
+        hi = lo
+    box = (cx + (minx - cx) * hi + _INNER_BOX_MARGIN, cy + (miny - cy) * hi + _INNER_BOX_MARGIN,
+           cx + (maxx - cx) * hi - _INNER_BOX_MARGIN, cy + (maxy - cy) * hi - _INNER_BOX_MARGIN)
+    return box if box[0] < box[2] and box[1] < box[3] else _NO_BOX
+
+
 def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
     """Buildings whose footprint intersects ``zone``, by id (the hot path of an evacuation and of "who is
     threatened"). At the census density a 1 km² zone holds ~2,800 buildings, so nothing here goes row by row:
@@ -239,19 +266,40 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
     - the spatial index narrows by envelope, and the candidates' columns (id, code, grid, unit path, the counts
       and the envelope) come back as one list per column, aggregated by the database (``Storage.column_lists``):
       no row tuple, no per-row Python;
-    - the envelopes decide most buildings: one inside the zone holds a footprint inside it, one apart from it a
-      footprint apart. Only the buildings near the zone's edge (a few per cent of a 1 km² zone) have their
-      footprints read, and GEOS decides those exactly, the zone prepared once (on both backends, so both give
-      the same answer).
+    - PostGIS decides in that statement: a candidate whose box lies within a box inside the zone by that
+      comparison, the others by GEOS;
+    - on SQLite the envelopes decide most buildings: one inside the zone holds a footprint inside it, one apart
+      from it a footprint apart. Only the buildings near the zone's edge (a few per cent of a 1 km² zone) have
+      their footprints read, and GEOS decides those exactly, the zone prepared once.
 
-    The other columns are read only for the page of items returned (``_building_page``)."""
+    The other columns are read only for the page of items returned (``threatened``)."""
     storage = storage_of(session)
     conn = session.connection()
     columns = [Building.id, Building.code, Building.grid_code, Building.unit_path, *[getattr(Building, c) for c in COUNT_COLUMNS]]
+    k = len(COUNT_COLUMNS)
+    if storage.spatial_sql:
+        # PostGIS decides exactly in the same statement (GEOS, as below; the zone is a constant, prepared once for
+        # the statement's rows): only the zone's buildings come back, in one round trip. Deciding by envelopes here
+        # took a second round trip for the footprints near the edge, and at census density every zone has some.
+        # A building whose box lies within a box inside the zone is in it without GEOS (a box comparison; GEOS for
+        # every candidate was two thirds of the statement's server time at census density).
+        zone_sql = func.ST_GeomFromWKB(literal(shapely.to_wkb(zone), LargeBinary), CANONICAL_SRID)
+        footprint = Building.footprint.expression
+        stmt = storage.bbox_prefilter(select(*columns), Building.__tablename__, Building.id, Building.footprint,
+                                      zone.bounds, geom_name="footprint")
+        inside_box = footprint.op("@")(func.ST_MakeEnvelope(*_inner_box(zone), CANONICAL_SRID))
+        ids, codes, grids, paths, *rest = storage.column_lists(
+            conn, stmt.where(or_(inside_box, func.ST_Intersects(footprint, zone_sql))))
+        if len(ids) == 0:
+            return _ZoneBuildings(np.zeros(0, dtype=np.int64), [], [], [], np.zeros((0, k), dtype=np.int64))
+        ids = np.asarray(ids, dtype=np.int64)
+        order = np.argsort(ids, kind="stable")  # by id; sorted here, not in SQL (the spatial index drives)
+        listed = order.tolist()
+        return _ZoneBuildings(ids[order], [codes[i] for i in listed], [grids[i] for i in listed],
+                              [paths[i] for i in listed], np.array(rest, dtype=np.int64).T[order])
     stmt = storage.bbox_envelopes(select(*columns), Building.__tablename__, Building.id, Building.footprint, zone.bounds,
                                   geom_name="footprint")
     ids, codes, grids, paths, *rest = storage.column_lists(conn, stmt)
-    k = len(COUNT_COLUMNS)
     if len(ids) == 0:
         return _ZoneBuildings(np.zeros(0, dtype=np.int64), [], [], [], np.zeros((0, k), dtype=np.int64))
     ids = np.asarray(ids, dtype=np.int64)
@@ -285,15 +333,6 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
                           counts[rows])
 
 
-def _building_page(session: Session, ids: list[int]) -> list:
-    """Every column of the buildings ``ids`` (a page of the answer), in the order of ``ids``."""
-    if not ids:
-        return []
-    columns = [getattr(Building, c) for c in _BUILDING_COLUMNS]
-    rows = {r.id: r for r in session.connection().execute(select(*columns).where(_in_ids(session, Building.id, ids)))}
-    return [rows[i] for i in ids if i in rows]
-
-
 def _page_window(counts: np.ndarray, offset: int, limit: int) -> tuple[np.ndarray, int]:
     """For a list that goes building by building, each building holding ``counts`` items (in list order): the
     positions of the buildings holding items [offset, offset + limit), and how many of the first one's items
@@ -304,23 +343,50 @@ def _page_window(counts: np.ndarray, offset: int, limit: int) -> tuple[np.ndarra
     return chosen, (offset - int(starts[chosen[0]]) if len(chosen) else 0)
 
 
-def _responsible(session: Session, grid_paths: dict[str, str]) -> tuple[dict[str, list], dict[str, list]]:
-    """Grid workers of each grid and village cadres over it (closest unit first), in one query for all grids."""
+_DETAILS: dict = {}
+
+
+def _detail_statements(storage, names: tuple[str, ...]) -> list:
+    """The statements of a "who is threatened" answer after its zone (``names`` of them, in that order), built
+    once per backend with their values as bound parameters: building them on every call cost more than running
+    them. Parameters: ``grid_codes``, ``unit_codes`` (lists), ``page_ids``, ``household_buildings``,
+    ``vulnerable_buildings`` (``storage.ids_value``)."""
     from cityops.org.models import Person, person_units
 
-    ancestors = {code: [c for c in path.strip("/").split("/") if c] for code, path in grid_paths.items()}
-    codes = sorted({c for chain in ancestors.values() for c in chain})
+    built = _DETAILS.get(storage.name)
+    if built is None:
+        parent_unit = aliased(Unit)
+        # The same predicate as the partial index ix_residents_vulnerable_household, so both databases use it.
+        vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
+        built = _DETAILS[storage.name] = {
+            "grids": (select(Unit.code, Unit.name, Unit.parent_code, parent_unit.name.label("parent_name"))
+                      .outerjoin(parent_unit, parent_unit.code == Unit.parent_code)
+                      .where(Unit.code.in_(bindparam("grid_codes", expanding=True)))),
+            # People linked to a zone's grids and every unit above them. The post is filtered in Python
+            # (``_responsible``), not in SQL: with it in the WHERE clause SQLite walks the post index (thousands
+            # of grid workers) instead of the unit index (a handful of people per unit).
+            "people": (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
+                       .join(person_units, person_units.c.person_id == Person.id)
+                       .where(person_units.c.unit_code.in_(bindparam("unit_codes", expanding=True)))),
+            "buildings": select(*[getattr(Building, c) for c in _BUILDING_COLUMNS]).where(
+                storage.in_bound_ids(Building.id, "page_ids")),
+            "households": select(*[getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]).where(
+                storage.in_bound_ids(Household.building_id, "household_buildings")),
+            "vulnerable": (select(*[getattr(Resident, c) for c in _RESIDENT_COLUMNS],
+                                  Household.code.label("household_code"), Household.building_id)
+                           .join(Household, Household.id == Resident.household_id)
+                           .where(storage.in_bound_ids(Household.building_id, "vulnerable_buildings"), vulnerable)),
+        }
+    return [built[name] for name in names]
+
+
+def _responsible(ancestors: dict[str, list[str]], rows) -> tuple[dict[str, list], dict[str, list]]:
+    """Grid workers of each grid and village cadres over it (closest unit first), from the rows of the "people"
+    statement (``_detail_statements``) for every grid's chain of units (``ancestors``: grid code → unit codes, top first)."""
     linked: dict[str, list] = defaultdict(list)
-    for chunk in _chunks(codes):
-        # The post is filtered here, not in SQL: with it in the WHERE clause SQLite walks the post index
-        # (thousands of grid workers) instead of the unit index (a handful of people per unit).
-        stmt = (select(Person.id, Person.name, Person.post, Person.title, Person.phone, person_units.c.unit_code)
-                .join(person_units, person_units.c.person_id == Person.id)
-                .where(person_units.c.unit_code.in_(chunk))
-                .order_by(Person.id))
-        for row in session.connection().execute(stmt):
-            if row.post in ("grid_worker", "village_cadre"):
-                linked[row.unit_code].append(row)
+    for row in sorted(rows, key=lambda r: r.id):
+        if row.post in ("grid_worker", "village_cadre"):
+            linked[row.unit_code].append(row)
     workers, cadres = {}, {}
     for code, chain in ancestors.items():
         workers[code] = [_person(p) for p in linked.get(code, []) if p.post == "grid_worker"]
@@ -384,14 +450,46 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
                for code, n, sums in zip(grid_codes.tolist(), grid_buildings, grid_sums.tolist())}
     grid_paths = {code: path for code, path in zip(inside.grids, inside.paths)}
 
-    conn = session.connection()
-    # The grids and the names of their villages in one statement (one round trip the less).
-    parent_unit = aliased(Unit)
-    grids = {u.code: u for u in conn.execute(
-        select(Unit.code, Unit.name, Unit.parent_code, parent_unit.name.label("parent_name"))
-        .outerjoin(parent_unit, parent_unit.code == Unit.parent_code).where(Unit.code.in_(list(by_grid))))} if by_grid else {}
+    storage = storage_of(session)
+    # Everything else the answer reads depends only on the zone's buildings found above: the grids with their
+    # villages' names, the people answering for them, and the three pages. One round trip for all
+    # (``Storage.row_sets``), each statement's rows in any order (sorted here).
+    statements, params = [], {}
+    if by_grid:
+        ancestors = {code: [c for c in path.strip("/").split("/") if c] for code, path in grid_paths.items()}
+        statements += ["grids", "people"]
+        params.update(grid_codes=list(by_grid), unit_codes=sorted({c for chain in ancestors.values() for c in chain}))
+    page_ids = household_rank = vulnerable_rank = code_by_id = mine = None
+    if limit and len(inside.ids):
+        page = slice(offset, offset + limit)
+        mine = dict(zip(inside.ids[page].tolist(), inside.counts[page, :3].tolist()))
+        page_ids = list(mine)
+        if page_ids:
+            statements.append("buildings")
+            params["page_ids"] = storage.ids_value(page_ids)
+        # The household and vulnerable-resident lists go building by building (building code, then household code,
+        # then resident id). The per-building counts (kept exact at write time by housing.counts) say which
+        # buildings hold a page's items, so a page reads only those buildings' rows: ~100 households, not every
+        # household of the zone sorted for a top-N (at census density most of the answer's time).
+        by_code = np.argsort(np.array(inside.codes, dtype=str), kind="stable")
+        ordered_ids, ordered_counts = inside.ids[by_code], inside.counts[by_code]
+        if offset < total["households"]:
+            chosen, household_skip = _page_window(ordered_counts[:, 0], offset, limit)
+            household_rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
+            code_by_id = {i: inside.codes[j] for i, j in zip(ordered_ids[chosen].tolist(), by_code[chosen].tolist())}
+            statements.append("households")
+            params["household_buildings"] = storage.ids_value(list(household_rank))
+        if offset < total["vulnerable"]:
+            chosen, vulnerable_skip = _page_window(ordered_counts[:, 2], offset, limit)
+            vulnerable_rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
+            statements.append("vulnerable")
+            params["vulnerable_buildings"] = storage.ids_value(list(vulnerable_rank))
+    rows_of = dict(zip(statements, storage.row_sets(session.connection(), _detail_statements(storage, tuple(statements)),
+                                                    params)))
+
+    grids = {u.code: u for u in rows_of.get("grids", ())}
     villages = {g.parent_code: g.parent_name for g in grids.values() if g.parent_code and g.parent_name is not None}
-    workers, cadres_of = _responsible(session, grid_paths) if grid_paths else ({}, {})
+    workers, cadres_of = _responsible(ancestors, rows_of["people"]) if by_grid else ({}, {})
     grid_groups, village_groups = [], {}
     for code in sorted(by_grid):
         grid = grids.get(code)
@@ -406,40 +504,21 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
             village[key] += value
 
     building_items, household_items, vulnerable_items = [], [], []
-    if limit and len(inside.ids):
-        page = slice(offset, offset + limit)
-        mine = dict(zip(inside.ids[page].tolist(), inside.counts[page, :3].tolist()))
-        for b in _building_page(session, list(mine)):
-            building_items.append({**building_dict(b), "households": mine[b.id][0], "residents": mine[b.id][1],
-                                   "vulnerable": mine[b.id][2]})
-        # The household and vulnerable-resident lists go building by building (building code, then household code,
-        # then resident id). The per-building counts (kept exact at write time by housing.counts) say which
-        # buildings hold a page's items, so a page reads only those buildings' rows: ~100 households, not every
-        # household of the zone sorted for a top-N (at census density most of the answer's time).
-        by_code = np.argsort(np.array(inside.codes, dtype=str), kind="stable")
-        ordered_ids, ordered_counts = inside.ids[by_code], inside.counts[by_code]
-        if offset < total["households"]:
-            chosen, skip = _page_window(ordered_counts[:, 0], offset, limit)
-            rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
-            code_by_id = {i: inside.codes[j] for i, j in zip(ordered_ids[chosen].tolist(), by_code[chosen].tolist())}
-            h_columns = [getattr(Household, c) for c in _HOUSEHOLD_COLUMNS]
-            rows = conn.execute(select(*h_columns).where(_in_ids(session, Household.building_id, list(rank)))).all()
-            rows.sort(key=lambda h: (rank[h.building_id], h.code))
-            household_items = [household_dict(h, scope, personal, code_by_id[h.building_id])
-                               for h in rows[skip:skip + limit]]
-        if offset < total["vulnerable"]:
-            chosen, skip = _page_window(ordered_counts[:, 2], offset, limit)
-            rank = dict(zip(ordered_ids[chosen].tolist(), range(len(chosen))))
-            r_columns = [getattr(Resident, c) for c in _RESIDENT_COLUMNS]
-            # The same predicate as the partial index ix_residents_vulnerable_household, so both databases use it.
-            vulnerable = Resident.elderly | Resident.disabled | Resident.child | Resident.bedridden
-            stmt = (select(*r_columns, Household.code.label("household_code"), Household.building_id)
-                    .join(Household, Household.id == Resident.household_id)
-                    .where(_in_ids(session, Household.building_id, list(rank)), vulnerable))
-            rows = conn.execute(stmt).all()
-            rows.sort(key=lambda r: (rank[r.building_id], r.household_code, r.id))
-            vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
-                                for r in rows[skip:skip + limit]]
+    if page_ids:
+        by_id = {b.id: b for b in rows_of["buildings"]}
+        for i in page_ids:
+            if i in by_id:
+                b = by_id[i]
+                building_items.append({**building_dict(b), "households": mine[i][0], "residents": mine[i][1],
+                                       "vulnerable": mine[i][2]})
+    if "households" in rows_of:
+        rows = sorted(rows_of["households"], key=lambda h: (household_rank[h.building_id], h.code))
+        household_items = [household_dict(h, scope, personal, code_by_id[h.building_id])
+                           for h in rows[household_skip:household_skip + limit]]
+    if "vulnerable" in rows_of:
+        rows = sorted(rows_of["vulnerable"], key=lambda r: (vulnerable_rank[r.building_id], r.household_code, r.id))
+        vulnerable_items = [{**resident_dict(r, scope, personal), "household_code": r.household_code}
+                            for r in rows[vulnerable_skip:vulnerable_skip + limit]]
     largest = max(len(inside.ids), total["households"], total["vulnerable"])
     return {
         "zone_area_m2": round(geodesic_area_m2(zone), 1),
