@@ -31,7 +31,8 @@ Measured (targets from the issue; the exact definitions beside PROBE below and i
    1920×1080. Target > 30 frames/s. Beside it the base map alone and the raw limit of the browser on this machine
    (the background layer alone). Beside each rate, the CPU time per drawn frame of Chromium's GPU process (where
    SwiftShader draws) and of the page's renderer, from /proc: what a frame costs, whatever the machine's load.
-   On WebGL in software the app draws the moving map at half resolution (full resolution at rest): the first row
+   On WebGL in software the app draws the moving map at half resolution, lower on a screen larger than 1280×800 (at
+   most the drawn pixels of 1280×800 at half: 0.35 at 1920×1080), full resolution at rest: the first row
    is the map as the app draws it, the second the same map kept at full resolution while moving (the app's own
    switch, localStorage ``cityops.map.fullResolution``), as are the base map and raw limit rows. On WebGL in software
    the app also draws the static base map (relief, contours, water, roads, unit boundaries) from the server's raster
@@ -253,7 +254,7 @@ def _requests(finished, base: str) -> list[tuple]:
 
 
 VISITS = {"cold": "cold", "warm": "warm (HTTP cache)", "sw": "repeat visit (service worker)"}
-# The first row is the map as this browser shows it (on WebGL in software: drawn at half resolution while it moves,
+# The first row is the map as this browser shows it (on WebGL in software: drawn at half resolution or lower while it moves,
 # at full resolution at rest; src/map/frames.js); every other row keeps full resolution while moving.
 FRAME_MODES = {
     "all": "every live layer on",
