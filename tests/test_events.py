@@ -999,6 +999,41 @@ def test_intake_commits_queued_reports_together_answers_after_commit_and_503_whe
     assert registry.get_sample_value("cityops_events_intake_committed_total") == 4
 
 
+def test_under_load_the_writer_waits_for_reports_on_their_way_and_a_lone_report_goes_at_once(api, places):
+    """The writer's gather wait (``events_group_wait_ms``): after a group of several reports, the next group's
+    first report waits the set time, so reports arriving meanwhile share its commit; after a lone report (an idle
+    server) a report is stored without waiting. Every report is answered after its commit, once."""
+    import threading
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from cityops.events import intake
+
+    registry = CollectorRegistry()
+    writer = intake.CaseWriter(api.store.sessions, registry=registry, group_wait=0.5)
+    drafts = {k: [_draft(api, places, key=k) for _ in range(3)] for k in ("yihe0", "dade0")}
+    lone = writer.submit(_draft(api, places, key="yihe1"))  # an idle server: no wait
+    start = time.monotonic()
+    assert lone.result(timeout=30)[1] is True
+    assert time.monotonic() - start < 0.45, "a lone report waited for company"
+    with _writer_held(api, writer, _draft(api, places)) as (first, release):
+        queued = [writer.submit(d) for d in drafts["yihe0"]]  # queue behind the held group
+        release()
+        assert all(f.result(timeout=30)[1] for f in (first, *queued))
+    groups = registry.get_sample_value("cityops_events_intake_group_size_count")
+    # The last group held several reports: the next one's first waits, and the two sent 0.1 s after it join it.
+    later = []
+    head = writer.submit(drafts["dade0"][0])
+    timer = threading.Timer(0.1, lambda: later.extend(writer.submit(d) for d in drafts["dade0"][1:]))
+    timer.start()
+    timer.join()
+    results = [f.result(timeout=30) for f in (head, *later)]
+    assert all(created for _, created in results) and len({cid for cid, _ in results}) == 3
+    assert registry.get_sample_value("cityops_events_intake_group_size_count") == groups + 1
+    assert registry.get_sample_value("cityops_events_intake_committed_total") == 1 + 4 + 3
+
+
 # ------------------------------------------------------------------------------------------ batch intake
 
 def _batch(api, places, keys=("yihe0", "yihe1", "dade0"), headers=None, **extra):

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     #: Case reports one request of the batch intake route may carry (``POST /api/events/cases/batch``); a batch
     #: takes that many places of the case writer's queue (``events_queue``), so the bound is the smaller of the two.
     events_batch_max: int = Field(default=500, ge=1)
+    #: Under load (the last group held more than one report), the case writer waits this long after a group's first
+    #: report for the requests already on their way, so that a group shares its fixed cost (session, BEGIN, commit,
+    #: the rollup upsert, the answer's wake-up: ~1.4 ms of CPU on SQLite) among more cases. 0: no wait.
+    events_group_wait_ms: float = Field(default=1.0, ge=0, le=50)
     #: A directory with the event center's own taxonomy.toml / calendar.toml / events.toml (else the shipped ones).
     events_dir: Path | None = None
     #: SensorThings over MQTT: the broker (mqtt://host:port; empty = no bridge), the server's public URL for the
