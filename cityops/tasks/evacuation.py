@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from cityops.core import audit
+from cityops.core.db import begin_write
 from cityops.core.errors import Conflict, InvalidInput, NotFound
 from cityops.core.types import utcnow
 from cityops.housing import service as housing
@@ -113,10 +114,23 @@ def change_state(session: Session, actor: audit.Actor, scope: Scope, evacuation_
     The same change sent many times at once (a phone retrying over a bad link) gets the same answer every time:
     a request that lost the race to the one that recorded its key (PostgreSQL: it read the household before the
     winner committed, and its guarded UPDATE then found the version moved on) answers with the recorded state
-    instead of a conflict; whatever it had done is rolled back."""
+    instead of a conflict; whatever it had done is rolled back.
+
+    The reads and checks run before the embedded store's writer lock is taken (the first UPDATE takes it,
+    ``core.db.WriterConnection``): held through them, the lock queued every other writer behind this request's
+    Python work, and on a busy machine that queue was the updaters' tail. The UPDATE guarded by the version read
+    finds a change made in between; that, and any other conflict judged on the first read, has the change done once
+    more from a fresh read as the store's writer (``core.db.begin_write``: nothing can come in between), so every
+    answer is the one the lock alone gave before."""
+    change = dict(state=state, shelter_id=shelter_id, lon=lon, lat=lat, note=note, expected_version=expected_version,
+                  request_key=request_key)
     try:
-        return _change_state(session, actor, scope, evacuation_id, state=state, shelter_id=shelter_id, lon=lon, lat=lat,
-                             note=note, expected_version=expected_version, request_key=request_key)
+        try:
+            return _change_state(session, actor, scope, evacuation_id, **change)
+        except Conflict:  # judged on a read another writer may have overtaken: judged again as the writer
+            session.rollback()
+            begin_write(session)
+            return _change_state(session, actor, scope, evacuation_id, **change)
     except Conflict:
         if not request_key:
             raise

@@ -11,7 +11,6 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from cityops.core.db import begin_write
 from cityops.core.errors import InvalidGeometry, InvalidInput
 from cityops.core import sse
 from cityops.core.params import Id, Int32, NonNegInt64
@@ -41,10 +40,10 @@ def _prepare(session, ctx) -> None:
 
 @contextmanager
 def _writer(session):
-    """A write transaction for the hot, concurrent writes (household state changes), begun as the embedded
-    store's writer before it reads what it changes (``core.db.begin_write``)."""
+    """A write transaction for the hot, concurrent writes (household state changes): a fresh one (the
+    credentials were read in the request's first), rolled back on any error. It reads before it takes the
+    embedded store's writer lock (``evacuation.change_state`` says why and how a change in between is found)."""
     session.commit()
-    begin_write(session)
     try:
         yield
     except BaseException:
