@@ -150,7 +150,7 @@ def import_layer(settings, file: Path, layer: str, *, create: bool = False, titl
     """``cityops import-layer``: the file as the layer's next version, all or nothing. ``progress(description)`` is a
     context manager giving an ``update(done, total)`` callback (a progress bar), ``say`` prints a line of the answer.
     ``opened``: the file opened already (``layerfiles.OpenedFile``), its reading begun while the command started."""
-    from cityops.base import service
+    from cityops.base import importing
     from cityops.base.manifest import LayerChanged, LayerVersionCreated
     from cityops.core import audit
     from cityops.identity.scope import Scope
@@ -164,11 +164,15 @@ def import_layer(settings, file: Path, layer: str, *, create: bool = False, titl
         if create:
             if not title or not category:
                 raise CommandFailed("--create needs --title and --category")
+            # Creating a layer is the ORM's (the unit it belongs to, the department): imported for it only.
+            from cityops.base import service
+
             service.create_layer(session, actor, everything, {"key": layer, "title_zh": title, "category": category,
                                                               "geometry_type": geometry_type})
+        # The import itself in Core statements: without --create the ORM models are never imported.
         with (progress or _no_progress)(f"importing {file.name}") as update:
-            report = service.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
-                                         source_layer=source_layer, dry_run=dry_run, progress=update, opened=opened)
+            report = importing.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
+                                           source_layer=source_layer, dry_run=dry_run, progress=update, opened=opened)
         session.commit()
     verb = "validated" if dry_run else f"imported as version {report['version']}"
     say(f"{verb}: {report['read']} read, {report['added']} added, {report['removed']} replaced, "

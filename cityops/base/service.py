@@ -12,18 +12,17 @@ import shapely
 from sqlalchemy import Connection, func, insert, literal, or_, select
 from sqlalchemy.orm import Session
 
-from cityops.base import catalogue, featurestore, layerfiles
+from cityops.base import catalogue, featurestore, importing, layerfiles
 from cityops.base.categories import load_categories
 from cityops.base.models import Layer, LayerVersion
 from cityops.core import audit
-from cityops.core.errors import Conflict, InvalidInput, NotFound, ValidationFailed
+from cityops.core.errors import Conflict, InvalidInput, NotFound
 from cityops.core.storage import storage_of
 from cityops.core.types import utcnow
 from cityops.identity.scope import Scope
 from cityops.org.models import Department, Unit
 
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{1,47}$")
-MAX_REPORTED_ISSUES = 200
 #: Collection ids of /ogc that are not layers (cityops.housing.collection).
 RESERVED_KEYS = ("buildings",)
 EXPORT_BATCH = 10_000
@@ -146,9 +145,7 @@ def versions(session: Session, key: str, scope: Scope) -> list[LayerVersion]:
     return list(session.scalars(select(LayerVersion).where(LayerVersion.layer_id == layer.id).order_by(LayerVersion.version.desc())))
 
 
-def _merge_schema(old: list[dict], new: list[dict]) -> list[dict]:
-    names = {f["name"] for f in old}
-    return old + [f for f in new if f["name"] not in names]
+_merge_schema = importing.merge_schema
 
 
 def _bounds(conn: Connection, table) -> list[float] | None:
@@ -173,82 +170,18 @@ def import_file(
     """Import a file as the layer's next version. Streams the file in batches; any error rejects the whole
     import (ValidationFailed with a report naming the records) and nothing is written. Unambiguous
     geometry repairs are applied and reported as warnings. ``opened``: the same file opened already (its reading
-    begun while the caller started up); used when it is that file with these options."""
-    if mode not in ("replace", "append"):
-        raise InvalidInput(f"unknown import mode {mode!r}; use replace or append")
-    layer = _writable(session, key, scope)
-    conn = session.connection()
-    current, history = featurestore.tables(layer.key, layer.geometry_type)
-    version = layer.current_version + 1
-    removed = 0
-    if mode == "replace" and not dry_run:
-        removed = _retire(conn, current, history, current.c.id.is_not(None), version)
-    issues: list[layerfiles.Issue] = []
-    counts = {"read": 0, "added": 0, "repaired": 0, "errors": 0}
-    geometry_type, sqlite = layer.geometry_type, storage_of(conn).rtree_index
-
-    def prepare(batch: layerfiles.Batch) -> None:
-        """On the reading thread: the batch fitted to the layer's type and its rows encoded for the store (blobs or
-        COPY buffers, and on SQLite the Feature texts), while the writing thread inserts the batch before."""
-        batch.geometries = layerfiles.conform(batch.geometries, geometry_type, batch.start_row, batch.fids, batch.issues)
-        if not dry_run and not counts["errors"] and not any(i.severity == "error" for i in batch.issues):
-            batch.prepared = featurestore.prepare_rows(sqlite, batch.fids, batch.properties_json, batch.geometries,
-                                                       version, (batch.parsed, batch.wkb))
-
-    bulk = featurestore.BulkWriter(conn, current)
-    if opened is not None and opened.matches(Path(path), fmt, crs, source_layer):
-        reading = opened.use(prepare)
-    else:
-        reading = layerfiles.open_layer_file(Path(path), fmt, crs=crs, layer=source_layer, prepare=prepare)
-    with bulk, reading as (info, batches):
-        for batch in batches:
-            geoms = batch.geometries
-            counts["read"] += len(geoms)
-            for issue in batch.issues:
-                counts["errors" if issue.severity == "error" else "repaired"] += 1
-                if len(issues) < MAX_REPORTED_ISSUES:
-                    issues.append(issue)
-            if not counts["errors"] and not dry_run:
-                counts["added"] += bulk.insert(batch.fids, batch.properties_json, geoms, version,
-                                               source=(batch.parsed, batch.wkb), prepared=batch.prepared)
-            if progress:
-                progress(counts["read"], info.count)
-    report = {"layer": key, "version": None if dry_run else version, "mode": mode, "source_crs": info.crs,
-              "read": counts["read"], "added": counts["added"], "removed": removed, "repaired": counts["repaired"],
-              "errors": counts["errors"], "issues": [i.to_dict() for i in issues],
-              "issues_truncated": counts["errors"] + counts["repaired"] > len(issues)}
-    if counts["read"] == 0:
-        raise InvalidInput(f"{Path(path).name} holds no features")
-    if counts["errors"]:
-        raise ValidationFailed(f"import rejected: {counts['errors']} feature(s) with errors; nothing was imported",
-                               details=report)
-    if dry_run:
-        return report
-    layer.feature_count = conn.execute(select(func.count()).select_from(current)).scalar()
-    layer.bounds = _bounds(conn, current)
-    layer.attribute_schema = info.fields if mode == "replace" else _merge_schema(layer.attribute_schema, info.fields)
-    layer.source_crs = info.crs
-    layer.current_version = version
-    layer.updated_at = utcnow()
-    session.add(LayerVersion(layer_id=layer.id, version=version, actor=actor.name, action=f"import_{mode}",
-                             source_name=Path(path).name, added=counts["added"], removed=removed,
-                             repaired=counts["repaired"], feature_count=layer.feature_count))
-    session.flush()
-    audit.record(session, actor, "layer.import", "layer", key, unit_path=layer.unit_path,
-                 after={k: report[k] for k in ("version", "mode", "read", "added", "removed", "repaired")})
-    catalogue.version_created(session, layer, f"import_{mode}")
+    begun while the caller started up); used when it is that file with these options. The writes are Core
+    statements (``importing.import_file``); a ``Layer`` of this session is expired, to be read again."""
+    report = importing.import_file(session, actor, scope, key, path, fmt=fmt, crs=crs, mode=mode,
+                                   source_layer=source_layer, dry_run=dry_run, progress=progress, opened=opened,
+                                   announce=catalogue.announce)
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, (Layer, LayerVersion)):
+            session.expire(obj)
     return report
 
 
-def _retire(conn: Connection, current, history, where, version: int) -> int:
-    """Move current rows matching ``where`` to history, current until ``version``."""
-    # Counted, not taken from rowcount: drivers report -1 for INSERT … SELECT.
-    moved = conn.execute(select(func.count()).select_from(current).where(where)).scalar()
-    columns = [current.c.id, current.c.fid, current.c.properties, current.c.geom, current.c.v_from, literal(version)]
-    conn.execute(insert(history).from_select(
-        ["feature_id", "fid", "properties", "geom", "v_from", "v_to"], select(*columns).where(where)))
-    conn.execute(current.delete().where(where))
-    return moved
+_retire = importing.retire
 
 
 def rollback(session: Session, actor: audit.Actor, scope: Scope, key: str, target: int) -> LayerVersion:
