@@ -160,23 +160,28 @@ def principal_from_request(request: Request, ctx: AppContext, session: Session, 
     return principal
 
 
-async def current_principal(request: Request, ctx: Ctx):
-    """Dependency: the caller's principal. A token resolved in the last few seconds comes from the cache on
-    the event loop; only a miss reads the database, in the thread pool with a session of its own. (A plain
-    def dependency with the request's session cost three thread hand-offs on every request.)"""
-    from cityops.identity.service import cached_principal
+async def _token_principal(ctx: AppContext, raw: str):
+    """The principal of a bearer token: from the cache on the event loop when resolved in the last few seconds, else
+    read in the thread pool with a session of its own (raises ``Unauthenticated`` for an unknown or expired one)."""
+    from cityops.identity.service import cached_principal, resolve_token
 
-    raw = _raw_token(request)
     principal = cached_principal(ctx.engine.url, ctx.settings.resolved_secret, raw)
     if principal is not None:
-        request.state.principal = principal
         return principal
 
     def lookup():
         with ctx.sessions() as session:
-            return principal_from_request(request, ctx, session)
+            return resolve_token(session, ctx.settings.resolved_secret, raw)
 
     return await run_in_threadpool(lookup)
+
+
+async def current_principal(request: Request, ctx: Ctx):
+    """Dependency: the caller's principal (``_token_principal``: a plain def dependency with the request's session
+    cost three thread hand-offs on every request)."""
+    principal = await _token_principal(ctx, _raw_token(request))
+    request.state.principal = principal
+    return principal
 
 
 #: The session cookie set at login beside the bearer token (HttpOnly, SameSite=Strict). A page request (the HTML)
@@ -197,23 +202,13 @@ def clear_page_cookie(response, request: Request) -> None:
 async def page_principal(request: Request, ctx: AppContext):
     """The principal of the page cookie, or None (no cookie, or a token expired, revoked or unknown): a page is
     served without a first view then, never refused."""
-    from cityops.identity.service import cached_principal, resolve_token
-
     raw = request.cookies.get(PAGE_COOKIE)
     if not raw or len(raw) > 256:
         return None
-    principal = cached_principal(ctx.engine.url, ctx.settings.resolved_secret, raw)
-    if principal is not None:
-        return principal
-
-    def lookup():
-        with ctx.sessions() as session:
-            try:
-                return resolve_token(session, ctx.settings.resolved_secret, raw)
-            except Unauthenticated:
-                return None
-
-    return await run_in_threadpool(lookup)
+    try:
+        return await _token_principal(ctx, raw)
+    except Unauthenticated:
+        return None
 
 
 def interface_principal(channel: str, *, optional: bool = False):
