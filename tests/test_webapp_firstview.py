@@ -12,7 +12,7 @@ import pytest
 from shapely.geometry import Point, mapping
 
 from cityops.core.spatial import buffer_m
-from cityops.core.web import PAGE_COOKIE
+from cityops.core.web import LANGUAGE_COOKIE, PAGE_COOKIE
 from cityops.web.routes import DIST_DIR
 
 METRIC = "EPSG:4545"
@@ -155,3 +155,29 @@ def test_the_page_with_a_first_view_is_valid_gzip_of_the_whole_page(api, scene):
     plain = _with_cookie(api, cookie, "get", "/phone", headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers and _view(plain.text) == _view(text)
     api.cookies.clear()
+
+
+def test_the_first_view_is_written_in_the_language_the_user_chose(api, scene):
+    """The app's language choice travels as a cookie (src/i18n.js setLanguage); an unknown one means 简体中文."""
+    _, cookie = _login(api, "fv_worker")
+
+    def page(language):
+        api.cookies.clear()
+        api.cookies.set(PAGE_COOKIE, cookie)
+        if language is not None:
+            api.cookies.set(LANGUAGE_COOKIE, language)
+        try:
+            r = api.get("/phone")
+        finally:
+            api.cookies.clear()
+        assert r.status_code == 200
+        return r.text
+
+    chinese, english = page(None), page("en")
+    assert 'data-lang="zh-CN"' in chinese and "掌上指挥室" in chinese and "待转移" in chinese
+    assert 'data-lang="en"' in english and "Field phone" in english and " to move · " in english
+    drawn = english[english.index('<div id="first-view"'):english.index("</main></div>")]
+    assert "掌上指挥室" not in drawn and "待转移" not in drawn and "户" not in drawn
+    assert _view(english)["rows"] == _view(chinese)["rows"]
+    for unknown in ("fr", "<script>", "x" * 300):
+        assert 'data-lang="zh-CN"' in page(unknown) and "掌上指挥室" in page(unknown)

@@ -405,6 +405,20 @@ def test_the_phone_shows_the_servers_households_before_its_script_then_its_own(w
     assert view.count() == 0 and page.get_by_test_id("household").count() == 0
     release()
     expect(page.get_by_test_id("household").first).to_be_visible()
+    # The worker switches the app to English: the next visit's drawing is in English, shown before the app's list.
+    page.evaluate("key => localStorage.removeItem(key)", f"cityops.phone.{LGW_WORKER[0]}")
+    page.get_by_test_id("language-select").select_option("en")
+    expect(page.locator("html")).to_have_attribute("lang", "en")  # the English messages loaded, the choice stored
+    hold[0] = True
+    page.goto(f"{base}/phone?lon={place['lon']}&lat={place['lat']}", wait_until="commit")
+    expect(view).to_be_visible()
+    expect(view.locator(".fv-counts")).to_contain_text(f"{totals['remaining_households']} to move")
+    assert page.get_by_test_id("household").count() == 0
+    steps.shot(page, "servers-list-english")
+    release()
+    expect(page.get_by_test_id("household").first).to_be_visible()
+    expect(view).to_have_count(0)
+    page.get_by_test_id("language-select").select_option("zh-CN")
     assert_local_only(page)
     assert_no_page_errors(page)
     page.context.close()

@@ -188,6 +188,9 @@ async def current_principal(request: Request, ctx: Ctx):
 #: carries no Authorization header; the cookie lets the server draw the page's first view into its HTML for that
 #: user. Only the pages read it: the API never takes it, so a forged request from another site gains nothing.
 PAGE_COOKIE = "cityops_page"
+#: The language the user chose in the app (set by the app's script, src/i18n.js setLanguage): the server writes a
+#: page's first view in it. Not a secret; an unknown value means the default language.
+LANGUAGE_COOKIE = "cityops_language"
 
 
 def set_page_cookie(response, request: Request, raw: str, max_age_s: int) -> None:

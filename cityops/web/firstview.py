@@ -88,9 +88,11 @@ def _distance(metres: float | None) -> str:
     return f"{round(metres)} m" if metres < 1000 else f"{metres / 1000:.1f} km" if metres < 10000 else f"{metres / 1000:.0f} km"
 
 
-def phone_first_view(session: Session, principal: Principal, query, messages: dict[str, str]) -> str | None:
-    """The markup (style, the drawing, its check) of the households list for ``principal``, or None when the page
-    shows no list (no permission, no active incident). ``query``: the page's query parameters (incident, lon, lat)."""
+def phone_first_view(session: Session, principal: Principal, query, messages: dict[str, str],
+                     language: str) -> str | None:
+    """The markup (style, the drawing, its check) of the households list for ``principal`` in ``language`` (whose
+    ``messages``), or None when the page shows no list (no permission, no active incident). ``query``: the page's
+    query parameters (incident, lon, lat)."""
     if not principal.role.allows("tasks.read"):
         return None
     mine = evacuation.my_households(session, principal.scope, incident_id=_incident(query.get("incident")),
@@ -124,7 +126,7 @@ def phone_first_view(session: Session, principal: Principal, query, messages: di
                     f'<div class="fv-meta">{escape(h.get("address") or "")}<br>{" · ".join(meta)}{nav}</div></article>')
     if total and not rows:
         rows.append(f'<div class="fv-summary done">{escape(t("tasks.phone.all_done"))}</div>')
-    return (f'{STYLE}<div id="first-view" hidden data-user="{escape(principal.username)}" data-lang="zh-CN" '
+    return (f'{STYLE}<div id="first-view" hidden data-user="{escape(principal.username)}" data-lang="{escape(language)}" '
             f'data-incident="{int(mine["incident_id"])}"><header class="fv-bar"><strong>{escape(t("tasks.phone.title"))}</strong>'
             f'<span>{escape(principal.display_name or principal.username)}</span></header><main class="fv-main">'
             f'<div class="fv-summary {tone}"><div class="fv-title">{escape(incident["title"])}</div>'

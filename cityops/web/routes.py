@@ -23,7 +23,7 @@ from starlette.types import Scope
 
 from cityops.core.db import read_sessionmaker
 from cityops.core.errors import NotFound
-from cityops.core.web import PAGE_COOKIE, Ctx, ReadDB, page_principal, require
+from cityops.core.web import LANGUAGE_COOKIE, PAGE_COOKIE, Ctx, ReadDB, page_principal, require
 from cityops.web import firstview, overview
 
 #: The Vite build output (gitignored): index.html, assets/ (content-hashed), docs/ (Swagger UI, ReDoc), the
@@ -202,9 +202,11 @@ def _page_parts(path: Path, mtime_ns: int) -> _PageParts | None:
     return _PageParts(text) if firstview.MARKER.encode() in text else None
 
 
-def _first_view(ctx, principal, query) -> bytes | None:
+def _first_view(ctx, principal, query, language: str | None) -> bytes | None:
+    catalogue = messages()
+    language = language if language in catalogue else "zh-CN"
     with read_sessionmaker(ctx.engine)() as session:
-        view = firstview.phone_first_view(session, principal, query, messages()["zh-CN"])
+        view = firstview.phone_first_view(session, principal, query, catalogue[language], language)
     return view.encode() if view else None
 
 
@@ -221,7 +223,8 @@ async def _phone_page(request: Request, ctx) -> Response | None:
     principal = await page_principal(request, ctx) if parts is not None else None
     if principal is None:
         return None
-    view = await anyio.to_thread.run_sync(_first_view, ctx, principal, request.query_params)
+    view = await anyio.to_thread.run_sync(_first_view, ctx, principal, request.query_params,
+                                          request.cookies.get(LANGUAGE_COOKIE))
     if view is None:
         return None
     gzip = "gzip" in accepted_encodings(request.headers.get("accept-encoding", ""))

@@ -40,7 +40,10 @@ function inlineIntoPage() {
           if (!tag.test(html)) throw new Error(`phone.html: no script tag for ${name}`);
           // A "</script" inside the code would end the element: written as "<\/script" (the same string in JS).
           html = html.replace(tag, "");
-          tail += `<script type="module">${file.code.replace(/<\/script/gi, "<\\/script")}</script>`;
+          // Vite fills its dynamic-import helper's placeholder only after this hook (with modulePreload off, as
+          // `void 0`): left as it is, the inlined English catalogue's import() threw and the phone stayed in Chinese.
+          const code = file.code.replaceAll("__VITE_PRELOAD__", "void 0");
+          tail += `<script type="module">${code.replace(/<\/script/gi, "<\\/script")}</script>`;
           delete bundle[name];
         } else if (file.type === "chunk") {
           throw new Error(`phone.html: a second chunk (${name}) would load the inlined app again`);

@@ -57,6 +57,8 @@ export async function setLanguage(code) {
     /* private mode: the choice lasts for this page */
   }
   if (typeof document === "undefined") return; // the unit tests (no page)
+  // The server writes a page's first view (the phone's households) in this language (core/web.py LANGUAGE_COOKIE).
+  document.cookie = `cityops_language=${code}; Path=/; Max-Age=31536000; SameSite=Strict`;
   document.documentElement.lang = code;
   document.title = t("app.title");
 }
