@@ -131,3 +131,48 @@ def test_row_sets_answer_as_the_statements_one_by_one(demo_store):
     assert {r.code for r in got[0]} == {r.code for r in want[0]}
     assert any(r.name is None for r in got[0]) and all(isinstance(r.attributes, dict) for r in got[0])
     assert got[3][0].x == 0.1 + 0.2 and got[3][0].y == 2 / 3 * 1e-7
+
+
+def test_bbox_undecided_decides_by_index_boxes_within_the_inner_box(demo_store):
+    """``Storage.bbox_undecided`` (built once, boxes bound per run): every building whose footprint's envelope meets
+    the box comes back once; one flagged inside has its footprint within the inner box and no envelope; every
+    other has an envelope holding its footprint's; the same flags on both backends' index boxes."""
+    import math
+
+    import numpy as np
+
+    from cityops.core.storage import storage_of
+    from cityops.housing.models import Building
+
+    with demo_store.sessions() as session:
+        conn = session.connection()
+        storage = storage_of(conn)
+        stmt = storage.bbox_undecided(select(Building.id, Building.code), Building.__tablename__, Building.id,
+                                      Building.footprint, geom_name="footprint")
+        buildings = {b.id: b.footprint for b in session.scalars(select(Building))}
+        xs = [g.bounds for g in buildings.values()]
+        minx, miny = min(b[0] for b in xs), min(b[1] for b in xs)
+        maxx, maxy = max(b[2] for b in xs), max(b[3] for b in xs)
+        w, h = maxx - minx, maxy - miny
+        for frac in (0.3, 0.6, 1.0):  # boxes over part of the district, then all of it
+            bounds = (minx, miny, minx + w * frac, miny + h * frac)
+            inner = (minx + w * frac * 0.2, miny + h * frac * 0.2, minx + w * frac * 0.8, miny + h * frac * 0.8)
+            ids, codes, flags, *envelope = storage.column_lists(conn, stmt, storage.bbox_params(bounds, inner))
+            want = {i for i, g in buildings.items() if shapely.intersects(shapely.box(*bounds), g.envelope)}
+            assert sorted(ids) == sorted(want) and len(ids) == len(set(ids)) and len(codes) == len(ids)
+            envelope = [np.asarray(v, dtype=np.float64) for v in envelope]
+            inside = 0
+            for k, (i, flag) in enumerate(zip(ids, flags)):
+                b = buildings[i].bounds
+                if flag:
+                    inside += 1
+                    assert inner[0] <= b[0] and inner[1] <= b[1] and b[2] <= inner[2] and b[3] <= inner[3]
+                    assert all(math.isnan(v[k]) for v in envelope)
+                else:
+                    got = [v[k] for v in envelope]
+                    assert got[0] <= b[0] + 1e-9 and got[1] <= b[1] + 1e-9 and got[2] >= b[2] - 1e-9 and got[3] >= b[3] - 1e-9
+            # The inner box of a box over many buildings holds some of them, and not every candidate.
+            assert 0 < inside < len(ids)
+        # A run with the same statement and other boxes answers for those boxes (nothing cached from the last).
+        ids, *_ = storage.column_lists(conn, stmt, storage.bbox_params((0.0, 0.0, 0.001, 0.001), (0.0, 0.0, 0.0, 0.0)))
+        assert ids == [] or len(ids) == 0

@@ -166,19 +166,28 @@ class Storage:
         the exact predicate afterwards."""
         raise NotImplementedError
 
-    def bbox_envelopes(self, stmt: Select, table: str, id_column, geom_column,
-                       bounds: tuple[float, float, float, float], geom_name: str = "geom") -> Select:
-        """``bbox_prefilter`` that also selects each row's envelope as four columns (minx, miny, maxx, maxy), read
-        from the index entry where it holds one (GeoPackage R*Tree) or from the geometry's header (PostGIS). An
-        envelope may be a little larger than the geometry's (single-precision boxes rounded outwards), never
-        smaller: a caller may decide "inside" or "outside" from it and test only the rest exactly."""
+    def bbox_undecided(self, stmt: Select, table: str, id_column, geom_column, geom_name: str = "geom") -> Select:
+        """``bbox_prefilter`` built once, its box given at each run (``bbox_params``), that also selects whether
+        each row's envelope lies within a second box (``inner``, 1 or 0) and, only for the rows whose envelope
+        does not, that envelope as four columns (minx, miny, maxx, maxy; for the others no number: NULL in
+        SQLite's JSON, NaN on PostgreSQL, both NaN once read into a float NumPy array). An envelope may be
+        a little larger than the geometry's, never smaller: an envelope within a box inside a zone puts the row
+        inside the zone without its geometry, and only the others' envelopes are written out (SQLite writes
+        each float as text into JSON: for every row that was a third of the zone statement)."""
         raise NotImplementedError
 
-    def column_lists(self, conn: Connection, stmt: Select) -> list[list]:
+    @staticmethod
+    def bbox_params(bounds: tuple[float, float, float, float], inner: tuple[float, float, float, float]) -> dict:
+        """The bound values of a ``bbox_undecided`` statement: the box the rows' envelopes meet and the inner box."""
+        return dict(zip(("bbox_minx", "bbox_miny", "bbox_maxx", "bbox_maxy", "inner_minx", "inner_miny",
+                         "inner_maxx", "inner_maxy"), (*bounds, *inner)))
+
+    def column_lists(self, conn: Connection, stmt: Select, params: dict | None = None) -> list[list]:
         """The rows of ``stmt`` as one list per column, all in the same row order, aggregated by the database into
         a single row (PostgreSQL arrays, SQLite JSON arrays): thousands of rows come back without a row tuple and
         a Python object per row and column. Numbers and text only; floats may be rounded in their last digits
-        (SQLite's JSON writes 15 significant digits)."""
+        (SQLite's JSON writes 15 significant digits). ``params``: values of the statement's bound parameters
+        (for a statement built once)."""
         raise NotImplementedError
 
     def row_sets(self, conn: Connection, stmts: list[Select], params: dict | None = None) -> list[list]:
@@ -353,17 +362,27 @@ class SQLiteStorage(Storage):
                           "WHERE minx <= :maxx AND maxx >= :minx AND miny <= :maxy AND maxy >= :miny")
         return stmt.where(id_column.in_(candidates.bindparams(minx=minx, maxx=maxx, miny=miny, maxy=maxy)))
 
-    def bbox_envelopes(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
-        minx, miny, maxx, maxy = bounds
+    def bbox_undecided(self, stmt, table, id_column, geom_column, geom_name="geom"):
         rtree = sql_table(f"rtree_{table}_{geom_name}", *[sql_column(c) for c in ("id", "minx", "miny", "maxx", "maxy")])
+        # The R*Tree's boxes are single precision rounded outwards (as PostGIS's): within the inner box means within.
+        inner = ((rtree.c.minx >= bindparam("inner_minx")) & (rtree.c.miny >= bindparam("inner_miny"))
+                 & (rtree.c.maxx <= bindparam("inner_maxx")) & (rtree.c.maxy <= bindparam("inner_maxy")))
+        envelope = [case((inner, None), else_=c) for c in (rtree.c.minx, rtree.c.miny, rtree.c.maxx, rtree.c.maxy)]
         # The R*Tree drives: its entries hold the boxes, and each entry finds its row by primary key.
-        return (stmt.add_columns(rtree.c.minx, rtree.c.miny, rtree.c.maxx, rtree.c.maxy)
+        return (stmt.add_columns(cast(inner, Integer), *envelope)
                 .join_from(rtree, id_column.table, rtree.c.id == id_column)
-                .where(rtree.c.minx <= maxx, rtree.c.maxx >= minx, rtree.c.miny <= maxy, rtree.c.maxy >= miny))
+                .where(rtree.c.minx <= bindparam("bbox_maxx"), rtree.c.maxx >= bindparam("bbox_minx"),
+                       rtree.c.miny <= bindparam("bbox_maxy"), rtree.c.maxy >= bindparam("bbox_miny")))
 
-    def column_lists(self, conn, stmt):
-        sub = stmt.subquery()
-        row = conn.execute(select(*[func.json_group_array(c) for c in sub.c])).one()
+    def column_lists(self, conn, stmt, params=None):
+        aggregated = _AGGREGATED.get(stmt)
+        if aggregated is None:
+            sub = stmt.subquery()
+            aggregated = select(*[func.json_group_array(c) for c in sub.c])
+            if len(_AGGREGATED) > 256:
+                _AGGREGATED.clear()
+            _AGGREGATED[stmt] = aggregated  # a statement built once by its caller is wrapped once (not per call)
+        row = conn.execute(aggregated, params or {}).one()
         return [orjson.loads(v) for v in row]
 
     def raw_geometry(self, column):
@@ -570,12 +589,18 @@ class PostgreSQLStorage(Storage):
         raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
         return stmt.where(raw.op("&&")(func.ST_MakeEnvelope(minx, miny, maxx, maxy, CANONICAL_SRID)))
 
-    def bbox_envelopes(self, stmt, table, id_column, geom_column, bounds, geom_name="geom"):
+    def bbox_undecided(self, stmt, table, id_column, geom_column, geom_name="geom"):
         raw = geom_column.expression if hasattr(geom_column, "expression") else geom_column
-        return self.bbox_prefilter(stmt.add_columns(func.ST_XMin(raw), func.ST_YMin(raw), func.ST_XMax(raw),
-                                                    func.ST_YMax(raw)), table, id_column, geom_column, bounds, geom_name)
+        inner = raw.op("@")(func.ST_MakeEnvelope(bindparam("inner_minx"), bindparam("inner_miny"), bindparam("inner_maxx"),
+                                                 bindparam("inner_maxy"), CANONICAL_SRID))
+        # NaN, not NULL: the binary array loader of column_lists takes no NULLs.
+        envelope = [case((inner, literal_column("'NaN'::float8")), else_=f(raw))
+                    for f in (func.ST_XMin, func.ST_YMin, func.ST_XMax, func.ST_YMax)]
+        box = func.ST_MakeEnvelope(bindparam("bbox_minx"), bindparam("bbox_miny"), bindparam("bbox_maxx"),
+                                   bindparam("bbox_maxy"), CANONICAL_SRID)
+        return stmt.add_columns(cast(inner, Integer), *envelope).where(raw.op("&&")(box))
 
-    def column_lists(self, conn, stmt):
+    def column_lists(self, conn, stmt, params=None):
         sub = stmt.subquery()
         aggregated = select(*[func.array_agg(c) for c in sub.c])
         # Compiled once per shape of statement, as SQLAlchemy's own cache would (its execute path cannot take the
@@ -588,7 +613,8 @@ class PostgreSQLStorage(Storage):
                 if len(_COMPILED) > 256:
                     _COMPILED.clear()
                 _COMPILED[(conn.dialect.name, key.key)] = compiled
-        params = compiled.construct_params(extracted_parameters=key.bindparams) if key is not None else compiled.params
+        params = (compiled.construct_params(params, extracted_parameters=key.bindparams) if key is not None
+                  else compiled.construct_params(params))
         # Binary results on the driver's cursor (in the connection's transaction): number arrays arrive as NumPy arrays
         # (_numpy_array_loader), not as lists built element by element.
         cursor = conn.connection.driver_connection.cursor(binary=True)
@@ -715,6 +741,8 @@ class _BinaryArray:
 _COMPILED: dict = {}
 #: ``PostgreSQLStorage.row_sets``' one statement, by the statements it combines.
 _COMBINED: dict = {}
+#: SQLite: the aggregated form of each statement given to ``column_lists`` (built once per statement).
+_AGGREGATED: dict = {}
 
 
 @lru_cache(maxsize=64)

@@ -187,11 +187,6 @@ def _chunks(values: list, size: int = _CHUNK):
         yield values[i : i + size]
 
 
-def _in_ids(session: Session, column, ids: list[int]):
-    """``column IN ids`` with the ids as ONE bound value (``Storage.in_ids``)."""
-    return storage_of(session).in_ids(column, ids)
-
-
 def _totals(counts: np.ndarray) -> dict:
     """Totals over buildings whose count rows (COUNT_COLUMNS order) are ``counts``: one column sum."""
     return {"buildings": len(counts), **dict(zip(COUNT_COLUMNS, counts.sum(axis=0).tolist()))}
@@ -259,18 +254,23 @@ def _inner_box(zone: BaseGeometry) -> tuple[float, float, float, float]:
     return box if box[0] < box[2] and box[1] < box[3] else _NO_BOX
 
 
+#: The statements of ``_buildings_in`` where the envelopes decide (SQLite), built once per backend.
+_ZONE_STATEMENTS: dict = {}
+
+
 def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
     """Buildings whose footprint intersects ``zone``, by id (the hot path of an evacuation and of "who is
     threatened"). At the census density a 1 km² zone holds ~2,800 buildings, so nothing here goes row by row:
 
-    - the spatial index narrows by envelope, and the candidates' columns (id, code, grid, unit path, the counts
-      and the envelope) come back as one list per column, aggregated by the database (``Storage.column_lists``):
-      no row tuple, no per-row Python;
+    - the spatial index narrows by envelope, and the candidates' columns (id, code, grid, unit path, the counts)
+      come back as one list per column, aggregated by the database (``Storage.column_lists``): no row tuple, no
+      per-row Python;
     - PostGIS decides in that statement: a candidate whose box lies within a box inside the zone by that
       comparison, the others by GEOS;
-    - on SQLite the envelopes decide most buildings: one inside the zone holds a footprint inside it, one apart
-      from it a footprint apart. Only the buildings near the zone's edge (a few per cent of a 1 km² zone) have
-      their footprints read, and GEOS decides those exactly, the zone prepared once.
+    - on SQLite the R*Tree's boxes decide most buildings in that statement: one within a box inside the zone is
+      in (``Storage.bbox_undecided``), and only the others' envelopes come back. Of those, one whose envelope
+      lies inside the zone is in, one apart from it out; only the buildings near the zone's edge (a few per
+      cent of a 1 km² zone) have their footprints read, and GEOS decides those exactly, the zone prepared once.
 
     The other columns are read only for the page of items returned (``threatened``)."""
     storage = storage_of(session)
@@ -297,33 +297,47 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
         listed = order.tolist()
         return _ZoneBuildings(ids[order], [codes[i] for i in listed], [grids[i] for i in listed],
                               [paths[i] for i in listed], np.array(rest, dtype=np.int64).T[order])
-    stmt = storage.bbox_envelopes(select(*columns), Building.__tablename__, Building.id, Building.footprint, zone.bounds,
-                                  geom_name="footprint")
-    ids, codes, grids, paths, *rest = storage.column_lists(conn, stmt)
+    # Built once (its boxes are bound at each run): building and wrapping the statement on every call cost more
+    # than SQLite's R*Tree search.
+    stmt = _ZONE_STATEMENTS.get(storage.name)
+    if stmt is None:
+        stmt = _ZONE_STATEMENTS[storage.name] = storage.bbox_undecided(
+            select(*columns), Building.__tablename__, Building.id, Building.footprint, geom_name="footprint")
+    # A candidate whose index box lies within a box inside the zone is in it; only the others' envelopes come back.
+    ids, codes, grids, paths, *rest = storage.column_lists(conn, stmt, storage.bbox_params(zone.bounds, _inner_box(zone)))
     if len(ids) == 0:
         return _ZoneBuildings(np.zeros(0, dtype=np.int64), [], [], [], np.zeros((0, k), dtype=np.int64))
     ids = np.asarray(ids, dtype=np.int64)
     counts = np.array(rest[:k], dtype=np.int64).T
-    minx, miny, maxx, maxy = (np.asarray(v, dtype=np.float64) for v in rest[k:])
+    hit = np.asarray(rest[k], dtype=bool)
+    undecided = np.flatnonzero(~hit)
+    minx, miny, maxx, maxy = (np.asarray(v, dtype=np.float64)[undecided] for v in rest[k + 1:])
     # Each envelope lies within ``reach`` of its centre (half its diagonal). Beyond ``radius`` the zone's
     # edge band would grow for a few large buildings: those are decided by their footprints.
     cx, cy, reach = (minx + maxx) / 2, (miny + maxy) / 2, np.hypot(maxx - minx, maxy - miny) / 2 + _ENVELOPE_SLACK
-    radius = float(np.quantile(reach, 0.99))
-    # The zone shrunk and grown by the radius (5 % more: GEOS draws the round corners of a buffer with chords
-    # inside the arcs): a centre in the shrunk zone has its whole envelope inside the zone, a centre outside the
-    # grown one an envelope apart from it. Points, not envelope polygons: GEOS tests them without building an
-    # object per building.
-    inner, outer = shapely.buffer(zone, -1.05 * radius), shapely.buffer(zone, 1.05 * radius)
-    shapely.prepare(inner)
-    shapely.prepare(outer)
-    small = reach <= radius
-    hit = small & shapely.contains_xy(inner, cx, cy)
-    apart = small & ~shapely.intersects_xy(outer, cx, cy)
-    edge = np.flatnonzero(~hit & ~apart)
+    edge = undecided
+    if len(undecided):
+        radius = float(np.quantile(reach, 0.99))
+        # The zone shrunk and grown by the radius (5 % more: GEOS draws the round corners of a buffer with chords
+        # inside the arcs): a centre in the shrunk zone has its whole envelope inside the zone, a centre outside
+        # the grown one an envelope apart from it. Points, not envelope polygons: GEOS tests them without building
+        # an object per building.
+        inner, outer = shapely.buffer(zone, -1.05 * radius), shapely.buffer(zone, 1.05 * radius)
+        shapely.prepare(inner)
+        shapely.prepare(outer)
+        small = reach <= radius
+        inside = small & shapely.contains_xy(inner, cx, cy)
+        apart = small & ~shapely.intersects_xy(outer, cx, cy)
+        hit[undecided[inside]] = True
+        edge = undecided[~inside & ~apart]
     shapely.prepare(zone)
     if len(edge):
-        wkb = dict(conn.execute(select(Building.id, storage.raw_geometry(Building.footprint))
-                                .where(_in_ids(session, Building.id, ids[edge].tolist()))).all())
+        footprint_stmt = _ZONE_STATEMENTS.get((storage.name, "footprints"))
+        if footprint_stmt is None:
+            footprint_stmt = _ZONE_STATEMENTS[(storage.name, "footprints")] = (
+                select(Building.id, storage.raw_geometry(Building.footprint))
+                .where(storage.in_bound_ids(Building.id, "edge_ids")))
+        wkb = dict(conn.execute(footprint_stmt, {"edge_ids": storage.ids_value(ids[edge].tolist())}).all())
         footprints = storage.decode_geometries([wkb[i] for i in ids[edge].tolist()])
         hit[edge[shapely.intersects(zone, footprints)]] = True
     rows = np.flatnonzero(hit)
@@ -431,10 +445,10 @@ def threatened(session: Session, scope: Scope, personal: bool, zone: BaseGeometr
     session.flush()
     hits = _buildings_in(session, zone)
     covered_path = {path: scope.covers(path) for path in set(hits.paths)}  # a few grids' paths, not every building
-    covered = np.fromiter((covered_path[p] for p in hits.paths), dtype=bool, count=len(hits.paths))
-    if covered.all():  # the usual case: the caller's scope holds the whole zone
+    if all(covered_path.values()):  # the usual case: the caller's scope holds the whole zone
         inside, outside = hits, hits.take(np.zeros(0, dtype=np.int64))
     else:
+        covered = np.fromiter(map(covered_path.__getitem__, hits.paths), dtype=bool, count=len(hits.paths))
         inside, outside = hits.take(np.flatnonzero(covered)), hits.take(np.flatnonzero(~covered))
 
     outside_total = _totals(outside.counts)
