@@ -653,3 +653,33 @@ def test_postgis_z14_tiles_from_the_stored_pixel_footprints(api, dense, monkeypa
         clipped = [layer(session, t) for t in tiles]
     assert sum(map(len, stored)) > 100
     assert stored == clipped
+
+
+def test_varints_are_the_scalar_writers_bytes():
+    """The vectorised varint writer (a byte plane at a time) gives protobuf's bytes at every length boundary,
+    for unsigned values and for negative int64 (ten bytes, two's complement)."""
+    from cityops.tiles import mvt
+
+    values = [0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**35 - 1, 2**49, 2**56, 2**63 - 1, 2**63,
+              2**64 - 1]
+    assert mvt._varints(np.array(values, dtype=np.uint64)) == b"".join(mvt._varint(v) for v in values)
+    assert mvt._varint_sizes(np.array(values, dtype=np.uint64)).tolist() == [len(mvt._varint(v)) for v in values]
+    assert mvt._varint_sizes(np.array([-1, -2**63, 5])).tolist() == [10, 10, 1]
+    assert mvt._varints(np.array([-1]).astype(np.uint64)) == mvt._varint(2**64 - 1)
+    assert mvt._varints(np.zeros(0, dtype=np.uint64)) == b""
+
+
+def test_a_footprint_clipped_to_nothing_has_no_commands():
+    """A footprint crossing the buffered edge that the clip leaves empty (it only touches the buffer) is encoded as
+    nothing, beside others or alone: alone it raised IndexError, a 500 on z14 tile 14/13117/6694 of the demo."""
+    from cityops.tiles import mvt
+
+    frame = mvt.TileFrame(0.0, 0.0, 1.0, 1.0)
+    square = shapely.box(100, 100, 200, 200)
+    touching = shapely.box(4160, 10, 4200, 20)  # shares only its edge with the buffered tile
+    prepared = mvt.prepare_tile(np.array([touching]), frame)
+    assert shapely.is_empty(prepared).all()
+    stream, offsets = mvt.encode_geometries(prepared, mvt.POLYGON)
+    assert len(stream) == 0 and offsets.tolist() == [0, 0]
+    stream, offsets = mvt.encode_geometries(mvt.prepare_tile(np.array([square, touching]), frame), mvt.POLYGON)
+    assert offsets[1] > 0 and offsets[2] == offsets[1]

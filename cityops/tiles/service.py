@@ -394,14 +394,18 @@ def _prepared_layer(session: Session, rows: list, layer: BaseLayer, req: TileReq
     # Every blob in one buffer: headers, tails and attribute fields are read from it by offset.
     sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
     data = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    starts = np.cumsum(sizes) - sizes
     usable = sizes >= prepared.HEADER_SIZE
     head = np.zeros(n, dtype=prepared.HEADER)
     if usable.any():
-        at = starts[usable]
-        head[usable] = data[at[:, None] + np.arange(prepared.HEADER_SIZE)].view(prepared.HEADER).reshape(-1)
+        # Rows of a window view over the buffer (no index array per header byte).
+        windows = np.lib.stride_tricks.sliding_window_view(data, prepared.HEADER_SIZE)
+        head[usable] = np.ascontiguousarray(windows[starts[usable]]).view(prepared.HEADER).reshape(-1)
+    tail = head["tail"].astype(np.int64)
+    value_len = head["values"].astype(np.int64)
     usable &= (head["format"] == prepared.FORMAT) & (head["zoom"] == req.z) & (head["extent"] == extent) \
-        & (head["storey"] == layer.storey_height_m)
+        & (head["storey"] == layer.storey_height_m) & (prepared.HEADER_SIZE + tail + value_len.sum(axis=1) <= sizes)
+    value_len[~usable] = 0
     ox, oy = req.x * extent, req.y * extent
     minx, maxx = head["minx"].astype(np.int64) - ox, head["maxx"].astype(np.int64) - ox
     miny, maxy = head["miny"].astype(np.int64) - oy, head["maxy"].astype(np.int64) - oy
@@ -409,51 +413,62 @@ def _prepared_layer(session: Session, rows: list, layer: BaseLayer, req: TileReq
     empty = head["minx"] > head["maxx"]  # collapsed when snapped: in no tile
     inside = usable & ~empty & (minx >= lo) & (miny >= lo) & (maxx <= hi) & (maxy <= hi)
     outside = usable & (empty | (maxx < lo) | (minx > hi) | (maxy < lo) | (miny > hi))
-    counts = np.where(inside, 3, 0).astype(np.int64)
-    tail_len = np.where(inside, head["tail"].astype(np.int64), 0)
-    value_len = head["values"].astype(np.int64)
-    value_start = (starts + prepared.HEADER_SIZE + head["tail"].astype(np.int64))[:, None] \
-        + np.cumsum(value_len, axis=1) - value_len
+    # The buffer as segments, each blob cut into header and tail, its attribute fields, and any rest: a field is
+    # then one entry of a binary array over the buffer itself, taken from it in C for the value dictionary.
+    width = len(prepared.ATTRIBUTES)
+    segments = np.zeros((n, width + 2), dtype=np.int64)
+    segments[:, 0] = np.where(usable, prepared.HEADER_SIZE + tail, sizes)
+    segments[:, 1:-1] = value_len
+    segments[:, -1] = sizes - segments[:, :-1].sum(axis=1)
+    value_index = np.arange(n * (width + 2)).reshape(n, width + 2)[:, 1:-1].copy()
+    # The first MoveTo of a feature inside, relative to this tile; its stored varints follow.
+    geometry = np.empty((n, 3), dtype=np.int64)
+    geometry[:, 0] = (1 << 3) | mvt.MOVE_TO
+    geometry[:, 1] = mvt._zigzag(head["x0"].astype(np.int64) - ox)
+    geometry[:, 2] = mvt._zigzag(head["y0"].astype(np.int64) - oy)
+    geometry_count = np.where(inside, 3, 0)
+    tail_start = starts + prepared.HEADER_SIZE
+    tail_len = np.where(inside, tail, 0)
+    keep = inside
     encode = np.flatnonzero(~inside & ~outside)
-    stream = np.zeros(0, dtype=np.int64)
     if len(encode):
-        # The footprints of these alone (and the attributes of any without a usable blob, whose fields go after
-        # the blobs in the one buffer), by a statement compiled once.
+        # The footprints of these alone (and the attributes of any without a usable blob), by a statement compiled
+        # once; their bytes go after the blobs in the one buffer.
         stmt = _crossing_statement(session, storage)
         found = {r[0]: r for r in _run(session, stmt, {**stmt.params,
                                                         "ids": storage.ids_value([ids[i] for i in encode.tolist()])})}
-        missing = [i for i in encode.tolist() if ids[i] not in found]  # deleted since the first read
-        if missing:
-            outside[missing] = True
-            encode = np.flatnonzero(~inside & ~outside)
+        encode = np.array([i for i in encode.tolist() if ids[i] in found], dtype=np.int64)  # else deleted since
+    if len(encode):
         fresh = [found[ids[i]] for i in encode.tolist()]
         geoms = mvt.prepare_tile(req.frame.to_tile(storage.decode_geometries([r[9] for r in fresh])), req.frame)
         stream, offsets = mvt.encode_geometries(geoms, mvt.POLYGON)
-        counts[encode] = np.diff(offsets)
+        token_bytes = np.concatenate(([0], np.cumsum(mvt._varint_sizes(stream.astype(np.uint64)))))
+        byte_at = token_bytes[offsets]
+        extra = [np.frombuffer(mvt._varints(stream), dtype=np.uint8)]
+        tail_start[encode] = len(data) + byte_at[:-1]
+        tail_len[encode] = np.diff(byte_at)
+        keep = inside.copy()
+        keep[encode] = np.diff(offsets) > 0  # nothing left after the clip: left out
         # Attributes from the blob where it is usable (the geometry alone depends on the tile); encoded only for
-        # a building without one.
+        # a building without one, as segments after the others.
         bare = encode[~usable[encode]]
         if len(bare):
-            extra, extra_len = prepared.attribute_values([found[ids[i]][1:9] for i in bare.tolist()],
-                                                         layer.storey_height_m)
-            value_len[bare] = extra_len
-            value_start[bare] = len(data) + np.cumsum(extra_len).reshape(extra_len.shape) - extra_len
-            data = np.concatenate((data, extra))
-    offsets = np.concatenate(([0], np.cumsum(counts)))
-    geometry = np.empty(int(offsets[-1]), dtype=np.int64)
-    at = offsets[:-1][inside]
-    geometry[at] = (1 << 3) | mvt.MOVE_TO  # MoveTo, one point
-    geometry[at + 1] = mvt._zigzag(head["x0"][inside].astype(np.int64) - ox)
-    geometry[at + 2] = mvt._zigzag(head["y0"][inside].astype(np.int64) - oy)
-    if len(encode):
-        mvt._place(geometry, offsets[:-1][encode], counts[encode], stream)
-    keep = counts > 0
+            fields, field_len = prepared.attribute_values([found[ids[i]][1:9] for i in bare.tolist()],
+                                                          layer.storey_height_m)
+            extra.append(fields)
+            value_index[bare] = n * (width + 2) + np.arange(len(bare) * width).reshape(len(bare), width)
+            value_len[bare] = field_len
+            segments = np.concatenate((segments.reshape(-1), [len(extra[0])], field_len.reshape(-1)))
+            value_index[bare] += 1  # after the segment of the encoded geometry
+        data = np.concatenate((data, *extra))
     if not keep.any():
         return
+    value_index[value_len == 0] = -1
+    offsets = np.concatenate(([0], np.cumsum(segments.reshape(-1)))).astype(np.int32)
+    fields = pa.Array.from_buffers(pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     mvt.add_prepared_layer(tile, layer.id, mvt.POLYGON, list(prepared.ATTRIBUTES), np.array(ids, dtype=np.int64)[keep],
-                           data, value_start[keep], value_len[keep], geometry,
-                           np.concatenate(([0], np.cumsum(counts[keep]))), data, tail_len[keep],
-                           (starts + prepared.HEADER_SIZE)[keep], extent=extent)
+                           fields, value_index[keep], geometry[keep], geometry_count[keep], data, tail_start[keep],
+                           tail_len[keep], extent=extent)
 
 
 def _building_arrays(columns: list, layer: BaseLayer) -> dict[str, pa.Array]:
