@@ -4,7 +4,8 @@
 
 For each backend a fresh small demo district (the test district: 3 townships, 120 grids, its departments
 and people) is built, and uvicorn serves it (``intake_server:create_app``: the app as deployed plus the floor route
-of measure 4; ``--workers`` processes). The load
+of measure 4; ``--workers`` processes, each with its own listening socket as ``cityops serve`` runs them;
+``--shared-socket``: uvicorn's own workers sharing one). The load
 generator is this process, on the same 2 cores. It speaks HTTP/1.1 over keep-alive asyncio streams: a
 general client such as httpx costs more CPU per request than the server handler and would measure itself.
 
@@ -303,9 +304,10 @@ def run_backend(backend: str, args) -> dict:
            str(Path(args.profile) / f"intake-{backend}.txt"), "--"] if args.profile else []
     # The app as deployed plus the benchmark's floor route (intake_server.py). A process group of its own: the
     # server's uvicorn workers (and py-spy's) are ended with it, whatever reaches them of the first signal.
-    server = subprocess.Popen([*spy, sys.executable, "-m", "uvicorn", "intake_server:create_app", "--factory",
-                               "--app-dir", str(ROOT / "benchmarks"), "--host", "127.0.0.1",
-                               "--port", str(port), "--log-level", "warning", "--no-access-log", "--workers", str(args.workers)],
+    serve = ([sys.executable, "-m", "uvicorn", "intake_server:create_app", "--factory", "--app-dir", str(ROOT / "benchmarks"),
+              "--host", "127.0.0.1", "--log-level", "warning", "--no-access-log"] if args.shared_socket else
+             [sys.executable, str(ROOT / "benchmarks" / "intake_server.py")])
+    server = subprocess.Popen([*spy, *serve, "--port", str(port), "--workers", str(args.workers)],
                               env={**os.environ, **env}, cwd=ROOT, start_new_session=True)
     try:
         import httpx
@@ -394,7 +396,10 @@ def main() -> None:
     p.add_argument("--profile", help="directory for py-spy samples of the server (collapsed stacks)")
     p.add_argument("--py-spy", default="py-spy", help="the py-spy program")
     p.add_argument("--backends", default="sqlite,postgis")
-    p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=1, help="server worker processes (a listening socket each, as "
+                                                            "`cityops serve --workers` runs them)")
+    p.add_argument("--shared-socket", action="store_true", help="the workers as `uvicorn --workers` runs them instead: "
+                                                                "one listening socket shared by all (for comparison)")
     p.add_argument("--raw-group", type=int, default=64, help="cases per transaction of the grouped raw insert")
     p.add_argument("--batch", type=int, default=100, help="reports per request of the batch measure (0: none)")
     p.add_argument("--batch-concurrency", type=int, default=4, help="connections of the batch measure")

@@ -7,10 +7,15 @@ Measured on the same server processes by the same client, its rate is what the H
 the middleware) and the per-request work leave for intake at all: the part of the gap to the raw insert that is
 the framework's, not the storage's.
 
-    uvicorn intake_server:create_app --factory --app-dir benchmarks
+    python benchmarks/intake_server.py --port PORT --workers N
+
+served as ``cityops serve --workers N`` serves: a process per worker, each with its own listening socket
+(``core.serving``, ``SO_REUSEPORT``).
 """
 
 from __future__ import annotations
+
+import argparse
 
 import orjson
 from fastapi import Request
@@ -35,3 +40,15 @@ def create_app():
     # First in the route table: the web application's catch-all is matched in order and would take it otherwise.
     app.router.routes.insert(0, app.router.routes.pop())
     return app
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    a = p.parse_args()
+    from cityops.core import serving
+
+    serving.serve("intake_server:create_app", a.host, a.port, a.workers, factory=True, access_log=False,
+                  log_level="warning")

@@ -118,6 +118,7 @@ def _serve(settings, host: str, port: int, workers: int = 1) -> None:
                     timeout_keep_alive=settings.keep_alive_seconds)
         return
     # Each worker process builds its app by importing the factory: the settings are handed over in a file.
+    from cityops.core import serving
     from cityops.core.db import make_engine, migrate
     from cityops.core.settings import hand_over
 
@@ -126,8 +127,9 @@ def _serve(settings, host: str, port: int, workers: int = 1) -> None:
     engine.dispose()
     handed = hand_over(settings, workers=workers)
     try:
-        uvicorn.run("cityops.app:create_app", factory=True, host=host, port=port, workers=workers, log_config=None,
-                    access_log=False, timeout_keep_alive=settings.keep_alive_seconds)
+        # A listening socket per worker (SO_REUSEPORT): connections spread evenly over the processes.
+        serving.serve("cityops.app:create_app", host, port, workers, factory=True, access_log=False,
+                      timeout_keep_alive=settings.keep_alive_seconds)
     finally:
         handed.unlink(missing_ok=True)
 

@@ -1,0 +1,118 @@
+"""Worker processes of ``cityops serve --workers``: a listening socket each (``core.serving``), so connections
+opened together spread over the workers instead of landing in the one that accepts first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from cityops.core import serving
+
+pytestmark = pytest.mark.skipif(not serving.reuse_port_supported(), reason="no SO_REUSEPORT on this platform")
+
+
+def pid_app():
+    """An ASGI app answering with its process id (the factory the workers import)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = str(os.getpid()).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def _ask(sock: socket.socket) -> int:
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length:
+        body += sock.recv(4096)
+    return int(body)
+
+
+def _pids_of_connections(port: int, n: int) -> list[int]:
+    """``n`` keep-alive connections opened one after the other before any request (as a client pool does), then a
+    request on each: the process that accepted each connection."""
+    conns = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n)]
+    try:
+        return [_ask(c) for c in conns]
+    finally:
+        for c in conns:
+            c.close()
+
+
+def _wait_ready(port: int, workers: serving.Workers, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(p is not None and p.is_alive() for p in workers.processes):
+            try:
+                # Every worker answers: ask until each process id was seen.
+                seen = set()
+                for _ in range(20):
+                    seen.update(_pids_of_connections(port, 8))
+                    if len(seen) == len(workers.processes):
+                        return
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise AssertionError("the workers did not answer in time")
+
+
+@pytest.fixture()
+def workers():
+    w = serving.Workers("tests.test_serving:pid_app", "127.0.0.1", 0, 2, factory=True, log_level="warning")
+    thread = threading.Thread(target=w.run, daemon=True)
+    thread.start()
+    try:
+        _wait_ready(w.port, w)
+        yield w
+    finally:
+        w.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert all(not p.is_alive() for p in w.processes), "a worker outlived its supervisor"
+
+
+def test_connections_opened_together_spread_over_the_workers(workers):
+    pids = _pids_of_connections(workers.port, 256)
+    counts = {pid: pids.count(pid) for pid in set(pids)}
+    assert set(counts) == {p.pid for p in workers.processes}
+    # A hash of the addresses picks the socket: 256 connections fall about evenly (fewer than 35 % on one side
+    # has a chance of about 1e-6 for a fair coin; measured 47 %). One socket shared by both (uvicorn --workers)
+    # left the other worker 33 %, 43 % and 36 % of them in three tries here, and 5 % in the intake benchmark.
+    assert min(counts.values()) >= 0.35 * len(pids), counts
+
+
+def test_a_worker_that_dies_is_started_again_on_its_socket(workers):
+    dead = workers.processes[0]
+    os.kill(dead.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (workers.processes[0] is dead or not workers.processes[0].is_alive()):
+        time.sleep(0.1)
+    assert workers.processes[0] is not dead and workers.processes[0].is_alive()
+    _wait_ready(workers.port, workers)
+    pids = _pids_of_connections(workers.port, 32)
+    assert dead.pid not in pids and set(pids) == {p.pid for p in workers.processes}
+
+
+def test_a_port_taken_by_another_server_fails_before_any_worker_starts():
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        with pytest.raises(OSError):
+            serving.Workers("tests.test_serving:pid_app", "127.0.0.1", taken.getsockname()[1], 2, factory=True)
+    finally:
+        taken.close()
