@@ -1034,6 +1034,33 @@ def test_under_load_the_writer_waits_for_reports_on_their_way_and_a_lone_report_
     assert registry.get_sample_value("cityops_events_intake_committed_total") == 1 + 4 + 3
 
 
+def test_the_gather_wait_ends_once_as_many_reports_as_the_last_group_are_queued(api, places):
+    """The gather wait is a bound, not a sleep: after a group of four, the next four reports (the clients it
+    answered, sending again together) go in as one group as soon as they are all queued, long before the wait
+    (here 3 s) has passed; each is answered after its commit, once."""
+    import time
+
+    from prometheus_client import CollectorRegistry
+
+    from cityops.events import intake
+
+    registry = CollectorRegistry()
+    writer = intake.CaseWriter(api.store.sessions, registry=registry, group_wait=3.0)
+    drafts = [_draft(api, places, key=k) for k in ("yihe0", "dade0", "yihe1", "dade0")]
+    with _writer_held(api, writer, _draft(api, places)) as (first, release):
+        queued = [writer.submit(_draft(api, places)) for _ in range(3)]
+        release()
+        assert all(f.result(timeout=30)[1] for f in (first, *queued))
+    groups = registry.get_sample_value("cityops_events_intake_group_size_count")
+    start = time.monotonic()
+    futures = [writer.submit(d) for d in drafts]
+    results = [f.result(timeout=30) for f in futures]
+    assert time.monotonic() - start < 2.0, "the group waited out the whole gather wait"
+    assert all(created for _, created in results) and len({cid for cid, _ in results}) == 4
+    assert registry.get_sample_value("cityops_events_intake_group_size_count") == groups + 1
+    assert registry.get_sample_value("cityops_events_intake_committed_total") == 4 + 4
+
+
 # ------------------------------------------------------------------------------------------ batch intake
 
 def _batch(api, places, keys=("yihe0", "yihe1", "dade0"), headers=None, **extra):
