@@ -65,10 +65,11 @@ def settings_for(data_dir: Path | None, *, create: bool = False, catalogues: dic
     return settings
 
 
-def open_store(settings, *, bus: bool = True, org: bool = True):
+def open_store(settings, *, bus: bool = True, org: bool = True, orm: bool = True):
     """(engine, sessionmaker, org config) of the settings' store, migrated to the head; with ``bus``, the store's bus
     registered to deliver what the command publishes at its end (``finish_buses``). Without ``org`` the org config is
-    None: a command that does not use it (``import-layer``) does not import the org capability's service and models."""
+    None: a command that does not use it (``import-layer``) does not import the org capability's service and models.
+    Without ``orm`` the sessionmaker is None too: a command that writes through Core never imports the ORM."""
     from cityops.core.db import make_engine, make_sessionmaker, migrate
 
     engine = make_engine(settings)
@@ -76,7 +77,7 @@ def open_store(settings, *, bus: bool = True, org: bool = True):
     if bus:
         register_bus(engine, settings)
     if not org:
-        return engine, make_sessionmaker(engine), None
+        return engine, make_sessionmaker(engine) if orm else None, None
     from cityops.org.levels import load_levels
     from cityops.org.service import OrgConfig
 
@@ -152,28 +153,39 @@ def import_layer(settings, file: Path, layer: str, *, create: bool = False, titl
     ``opened``: the file opened already (``layerfiles.OpenedFile``), its reading begun while the command started."""
     from cityops.base import importing
     from cityops.base.manifest import LayerChanged, LayerVersionCreated
-    from cityops.core import audit
+    from cityops.core.actor import Actor
     from cityops.identity.scope import Scope
 
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist")
     # The bus (every capability's subscriptions) only when some capability consumes what an import publishes.
-    _, sessions, _ = open_store(settings, bus=consumed(LayerVersionCreated, LayerChanged), org=False)
-    everything, actor = Scope(all_units=True), audit.Actor("cli")
-    with sessions() as session:
-        if create:
-            if not title or not category:
-                raise CommandFailed("--create needs --title and --category")
-            # Creating a layer is the ORM's (the unit it belongs to, the department): imported for it only.
-            from cityops.base import service
+    bus = consumed(LayerVersionCreated, LayerChanged)
+    engine, sessions, _ = open_store(settings, bus=bus, org=False, orm=create or bus)
+    everything, actor = Scope(all_units=True), Actor("cli")
 
-            service.create_layer(session, actor, everything, {"key": layer, "title_zh": title, "category": category,
-                                                              "geometry_type": geometry_type})
-        # The import itself in Core statements: without --create the ORM models are never imported.
+    def run(session) -> dict:
         with (progress or _no_progress)(f"importing {file.name}") as update:
-            report = importing.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
-                                           source_layer=source_layer, dry_run=dry_run, progress=update, opened=opened)
-        session.commit()
+            return importing.import_file(session, actor, everything, layer, file, crs=crs, mode=mode,
+                                         source_layer=source_layer, dry_run=dry_run, progress=update, opened=opened)
+
+    if create or bus:
+        # Creating a layer is the ORM's (the unit it belongs to, the department), and so is publishing to a bus of
+        # this process (it is told of the events at the commit): imported for these only.
+        with sessions() as session:
+            if create:
+                if not title or not category:
+                    raise CommandFailed("--create needs --title and --category")
+                from cityops.base import service
+
+                service.create_layer(session, actor, everything, {"key": layer, "title_zh": title,
+                                                                  "category": category, "geometry_type": geometry_type})
+            report = run(session)
+            session.commit()
+    else:
+        # The import on a Core connection, its outbox event included: the ORM is never imported.
+        with engine.connect() as conn:
+            report = run(conn)
+            conn.commit()
     verb = "validated" if dry_run else f"imported as version {report['version']}"
     say(f"{verb}: {report['read']} read, {report['added']} added, {report['removed']} replaced, "
         f"{report['repaired']} repaired")

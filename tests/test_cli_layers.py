@@ -86,6 +86,12 @@ def test_import_layer_loads_only_what_an_import_needs(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "5 added" in r.stdout and "LOADED []" in r.stdout, r.stdout[-2000:]
+    # Into the layer that exists (no --create): Core alone, its outbox event included; the ORM never loads.
+    code = code.replace(", '--create', '--title', 't', '--category', '0701', '--geometry-type', 'POINT'", "")
+    code = code.replace("'alembic', ", "'alembic', 'sqlalchemy.orm', 'cityops.core.bus.models', 'cityops.core.audit', ")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "version 2" in r.stdout and "LOADED []" in r.stdout, r.stdout[-2000:]
     # The heads read from the scripts are Alembic's own.
     from alembic.config import Config
     from alembic.script import ScriptDirectory

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import column, func, insert, literal, select, table, update
+from sqlalchemy import Connection, column, func, insert, literal, select, table, update
 from sqlalchemy.types import Boolean, Integer, Text
 
 from cityops.base import featurestore, layerfiles
@@ -55,11 +55,13 @@ def import_file(session, actor, scope, key: str, path: Path, *, fmt: str | None 
                 mode: str = "replace", source_layer: str | None = None, dry_run: bool = False,
                 progress: Callable[[int, int | None], None] | None = None,
                 opened: layerfiles.OpenedFile | None = None, announce: Callable | None = None) -> dict:
-    """Import a file as the layer's next version (``service.import_file`` says how). ``announce(session, event)``
-    publishes ``layer.version_created`` in the session's transaction (default: the outbox, ``bus.publish``)."""
+    """Import a file as the layer's next version (``service.import_file`` says how), in the transaction of
+    ``session``: an ORM session, or a Core connection (then nothing of the ORM is used). ``announce(session, event)``
+    publishes ``layer.version_created`` in that transaction (default: ``bus.publish`` for a session; for a
+    connection the outbox row alone, ``bus.outbox.write``, as a command with no bus of its own writes it)."""
     if mode not in ("replace", "append"):
         raise InvalidInput(f"unknown import mode {mode!r}; use replace or append")
-    conn = session.connection()
+    conn = session if isinstance(session, Connection) else session.connection()
     layer = writable_layer(conn, key, scope)
     current, history = featurestore.tables(layer.key, layer.geometry_type)
     version = layer.current_version + 1
@@ -124,7 +126,11 @@ def import_file(session, actor, scope, key: str, path: Path, *, fmt: str | None 
     from cityops.base.manifest import LayerVersionCreated
 
     event = LayerVersionCreated(key=layer.key, layer_version=version, action=f"import_{mode}")
-    if announce is None:
+    if announce is None and conn is session:
+        from cityops.core.bus import outbox
+
+        outbox.write(conn, event)
+    elif announce is None:
         from cityops.core.bus import publish
 
         publish(session, event)

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Integer, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from cityops.core.actor import SYSTEM, Actor  # noqa: F401 - audit.Actor and audit.SYSTEM, as every writer names them
 from cityops.core.db import Base
 from cityops.core.types import JSONText, UTCDateTime, utcnow
 
@@ -32,18 +33,6 @@ class AuditEntry(Base):
     before: Mapped[Any] = mapped_column(JSONText)
     after: Mapped[Any] = mapped_column(JSONText)
     request_id: Mapped[str | None] = mapped_column(Text)
-
-
-class Actor:
-    """Who performs a write: a user, or the system (CLI, generator, migration)."""
-
-    def __init__(self, name: str, user_id: int | None = None, request_id: str | None = None):
-        self.name = name
-        self.user_id = user_id
-        self.request_id = request_id
-
-
-SYSTEM = Actor("system")
 
 
 def record(

@@ -20,7 +20,6 @@ except ImportError:  # pragma: no cover - not POSIX
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from cityops.core.errors import Busy
 from cityops.core.geometry import register_sqlite_functions
@@ -28,6 +27,7 @@ from cityops.core.settings import Settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.orm import Session, sessionmaker
 
 #: How long a SQLite writer waits for the one write lock (other threads, other processes) before giving up.
 SQLITE_WRITE_WAIT_S = 30
@@ -42,8 +42,24 @@ POOL_CAPACITY = 60
 POOL_WAIT_S = 120
 
 
-class Base(DeclarativeBase):
-    """Declarative base shared by every capability package's tables."""
+def __getattr__(name: str):
+    """``Base``, the declarative base shared by every capability package's tables, made when first asked for: the
+    ORM (``sqlalchemy.orm``) is then imported only by what maps tables to classes, not by every user of the engine
+    (``cityops import-layer`` writes through Core alone and starts faster without it)."""
+    if name != "Base":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _BASE_LOCK:  # one Base, even if two threads import models at once
+        if "Base" not in globals():
+            from sqlalchemy.orm import DeclarativeBase
+
+            class Base(DeclarativeBase):
+                """Declarative base shared by every capability package's tables."""
+
+            globals()["Base"] = Base
+    return globals()["Base"]
+
+
+_BASE_LOCK = threading.Lock()
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -336,6 +352,8 @@ def begin_write(session: Session) -> None:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    from sqlalchemy.orm import sessionmaker
+
     return sessionmaker(engine, expire_on_commit=False)
 
 
@@ -350,6 +368,8 @@ def read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     through these sessions."""
     made = _READ_SESSIONS.get(engine)
     if made is None:
+        from sqlalchemy.orm import sessionmaker
+
         bind = engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
         made = _READ_SESSIONS[engine] = sessionmaker(bind, expire_on_commit=False)
     return made
@@ -366,6 +386,8 @@ def statement_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     than one statement needs the ordinary sessions on every backend."""
     made = _STATEMENT_SESSIONS.get(engine)
     if made is None:
+        from sqlalchemy.orm import sessionmaker
+
         bind = engine if engine.dialect.name == "sqlite" else engine.execution_options(isolation_level="AUTOCOMMIT")
         made = _STATEMENT_SESSIONS[engine] = sessionmaker(bind, expire_on_commit=False)
     return made

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -27,11 +29,13 @@ from sqlalchemy.sql import column as sql_column, table as sql_table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from cityops.core.db import WriterConnection, begin_write
 from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
 from cityops.core.types import JSONText
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 class Storage:
@@ -293,7 +297,7 @@ class SQLiteStorage(Storage):
         if not rows:
             return []
         table = getattr(table, "__table__", table)
-        conn = bind.connection() if isinstance(bind, Session) else bind
+        conn = bind.connection() if _is_session(bind) else bind
         ids: list[int] = []
         if returning_ids:
             # What SQLite itself would give (largest rowid + 1; no AUTOINCREMENT), under the writer lock.
@@ -460,7 +464,7 @@ class PostgreSQLStorage(Storage):
         table = getattr(table, "__table__", table)
         columns = list(rows[0])
         as_json = {c for c in columns if isinstance(table.c[c].type, JSONText)}
-        conn = bind.connection() if isinstance(bind, Session) else bind
+        conn = bind.connection() if _is_session(bind) else bind
         ids: list[int] = []
         if returning_ids:
             ids = list(conn.execute(text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
@@ -485,7 +489,7 @@ class PostgreSQLStorage(Storage):
         if not rows:
             return []
         table = getattr(table, "__table__", table)
-        conn = bind.connection() if isinstance(bind, Session) else bind
+        conn = bind.connection() if _is_session(bind) else bind
         tables = [(table, "id", rows)] + [(getattr(t, "__table__", t), fk, r) for t, fk, r in children]
         key = tuple((t.name, fk, tuple(r[0])) for t, fk, r in tables)
         sql = _FAMILY_SQL.get(key)
@@ -843,6 +847,12 @@ def like_to_glob(pattern: str) -> str:
     return "".join(out)
 
 
+def _is_session(bind) -> bool:
+    """Whether ``bind`` is an ORM session; without importing the ORM where nothing has (then nothing is one)."""
+    orm = sys.modules.get("sqlalchemy.orm")
+    return orm is not None and isinstance(bind, orm.Session)
+
+
 def storage_of(bind: "Session | Connection | Engine | Storage | str") -> Storage:
     """The storage strategy of a session, connection, engine (or dialect name; a Storage is its own)."""
     if isinstance(bind, Storage):
@@ -850,7 +860,7 @@ def storage_of(bind: "Session | Connection | Engine | Storage | str") -> Storage
     if isinstance(bind, str):
         name = bind
     else:
-        if isinstance(bind, Session):
+        if _is_session(bind):
             bind = bind.get_bind()
         name = bind.dialect.name
     try:

@@ -9,6 +9,18 @@
 
 from cityops.core.bus.events import DomainEvent, Envelope, event_type
 from cityops.core.bus.manifest import Manifest
-from cityops.core.bus.runtime import Bus, Subscription, Timer, publish
+
+#: Loaded when first used: the runtime brings the outbox's tables and SQLAlchemy's ORM, which a process that only
+#: declares or checks events (the capabilities' manifests, the catalogue check of ``cityops import-layer``) never needs.
+_RUNTIME = ("Bus", "Subscription", "Timer", "publish")
+
+
+def __getattr__(name: str):
+    if name in _RUNTIME:
+        from cityops.core.bus import runtime
+
+        return getattr(runtime, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["Bus", "DomainEvent", "Envelope", "Manifest", "Subscription", "Timer", "event_type", "publish"]

@@ -9,19 +9,16 @@ database still running (``Frontier``), in (tx, seq) order: that set never grows 
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import Integer, and_, bindparam, delete, func, insert, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cityops.core import db
 from cityops.core.bus.events import DomainEvent, Envelope
+from cityops.core.bus.outbox import now_ms, rows as outbox_rows
 from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed, TimerRun
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Appended:
@@ -50,9 +47,7 @@ def append(session: Session, events: list[DomainEvent]) -> Appended:
     """Add events to the outbox in the session's transaction; returns them as envelopes, with their place in the
     outbox's order."""
     ms = now_ms()
-    ids = [Envelope.new_id() for _ in events]
-    rows = [{"event_id": i, "name": e.name, "version": e.version, "payload": e.model_dump(mode="json"), "created_ms": ms}
-            for i, e in zip(ids, events)]
+    ids, rows = outbox_rows(events, ms)
     pg = session.get_bind().dialect.name == "postgresql"
     # Core on the table: the ORM's bulk path adds per-row bookkeeping an outbox row never needs. RETURNING makes
     # SQLAlchemy send the rows as multi-row INSERTs ("insertmanyvalues"): on PostgreSQL one statement for a batch,
