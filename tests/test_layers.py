@@ -335,3 +335,34 @@ def test_feature_texts_escape_ids_and_rewrite_non_finite_properties():
         {"type": "Feature", "id": "tab\there", "geometry": {"type": "Point", "coordinates": [3.0, 4.0]},
          "properties": {"s": "NaN"}}]
     assert texts[2].endswith(b'"properties":{"s":"NaN"}}')  # stored text kept as it was
+
+
+def test_rows_and_texts_prepared_ahead_follow_the_ids_the_rows_get(api, admin):
+    """SQLite: an import builds each batch's insert parameters and Feature texts on its reading thread, for the ids
+    the rows are predicted to get (``prepare_rows``'s ``first_id``). Where the sequence moved in between (another
+    writer appended), the writing thread builds them again for the ids the rows did get."""
+    import numpy as np
+
+    from cityops.base import featurestore
+
+    if api.store.backend != "sqlite":
+        pytest.skip("the Feature texts are stored on SQLite only")
+    key = new_layer(api, admin)
+    current, _ = featurestore.tables(key, "POINT")
+    geoms = np.array([Point(108.4, 31.2), Point(108.5, 31.3)], dtype=object)
+    with api.store.engine.connect() as conn:
+        with featurestore.BulkWriter(conn, current) as bulk:
+            first = bulk.next_id()
+            right = featurestore.prepare_rows(True, ["a", None], ['{"n":1}', "{}"], geoms, 1, first_id=first)
+            bulk.insert(["a", None], ['{"n":1}', "{}"], geoms, 1, prepared=right)
+            stale = featurestore.prepare_rows(True, ["b", None], ['{"n":2}', "{}"], geoms, 1, first_id=first)
+            bulk.insert(["b", None], ['{"n":2}', "{}"], geoms, 1, prepared=stale)
+        rows = conn.exec_driver_sql(f'SELECT t.id, t.fid, t.properties, g.feature FROM "{current.name}" t '
+                                    f'JOIN "{featurestore.geojson_table(current.name)}" g USING (id) ORDER BY t.id').all()
+        conn.rollback()
+    assert right.rows is not None and right.text_rows.rest[0][0] == first
+    assert [(r[0], r[1], r[2]) for r in rows] == [(first, "a", '{"n":1}'), (first + 1, None, "{}"),
+                                                  (first + 2, "b", '{"n":2}'), (first + 3, None, "{}")]
+    texts = [json.loads(r[3]) for r in rows]
+    assert [t["id"] for t in texts] == ["a", str(first + 1), "b", str(first + 3)]
+    assert [t["properties"] for t in texts] == [{"n": 1}, {}, {"n": 2}, {}]

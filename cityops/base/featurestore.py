@@ -28,7 +28,7 @@ import shapely
 from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text
 
 from cityops.base.rtree_bulk import DeferredRtree
-from cityops.core.bulk import rtree_trigger_suspended, write_rtree
+from cityops.core.bulk import Grouped, grouped, insert_grouped, rtree_trigger_suspended, write_rtree
 from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
 from cityops.core.storage import storage_of
@@ -178,22 +178,27 @@ def texts_wanted(fids: list, geoms: np.ndarray) -> np.ndarray:
     return fid_ok & ~(shapely.is_geometry(geoms) & shapely.is_empty(geoms))
 
 
-def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms,
-                parts: TextParts | None = None) -> None:
-    """Store the Feature texts of new rows (SQLite), of the rows ``texts_wanted`` keeps. ``parts``: ``text_parts``
-    of all the rows, when the caller prepared them already."""
+def text_rows(ids, fids: list, properties: list[str], geoms, parts: TextParts | None = None) -> list[tuple[int, bytes]]:
+    """(id, Feature text) of the rows ``texts_wanted`` keeps, as ``write_texts`` stores them. ``parts``:
+    ``text_parts`` of all the rows, when the caller prepared them already."""
     ids, geoms = np.asarray(ids), np.asarray(geoms, dtype=object)
     at = np.flatnonzero(texts_wanted(fids, geoms))
     if not len(at):
-        return
+        return []
     if parts is None or len(parts) != len(ids):
         parts = text_parts([fids[i] for i in at], [properties[i] for i in at], geoms[at])
     elif len(at) < len(ids):
         take = _arrow(at)
         parts = TextParts(parts.fid.take(take), parts.tail.take(take))
-    texts = joined_texts(ids[at], parts)
-    conn.exec_driver_sql(f'INSERT INTO "{geojson_table(current_name)}" (id, feature) VALUES (?, ?)',
-                         list(zip(ids[at].tolist(), texts.to_pylist())))
+    return list(zip(ids[at].tolist(), joined_texts(ids[at], parts).to_pylist()))
+
+
+def write_texts(conn: Connection, current_name: str, ids, fids: list, properties: list[str], geoms,
+                parts: TextParts | None = None, *, rows: Grouped | None = None) -> None:
+    """Store the Feature texts of new rows (SQLite), of the rows ``texts_wanted`` keeps. ``parts``: ``text_parts``
+    of all the rows, when the caller prepared them already; ``rows``: their ``text_rows``, ``grouped``, likewise."""
+    rows = grouped(text_rows(ids, fids, properties, geoms, parts)) if rows is None else rows
+    insert_grouped(conn, f'INSERT INTO "{geojson_table(current_name)}" (id, feature) VALUES ', "(?, ?)", rows)
 
 
 def fill_texts(conn: Connection, current_name: str, batch: int = 20_000) -> int:
@@ -262,6 +267,13 @@ class BulkWriter:
         self._cache.__exit__(exc_type, *exc)
         self._suspension.__exit__(exc_type, *exc)
 
+    def next_id(self) -> int | None:
+        """SQLite: the id the next inserted row gets (AUTOINCREMENT: one past the table's sequence); None elsewhere."""
+        if not self.storage.rtree_index:
+            return None
+        name = self.table.name
+        return (self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0) + 1
+
     def insert(self, fids: list, properties: list, geoms: np.ndarray, version: int, *, source=None,
                prepared: "PreparedRows | None" = None) -> int:
         """Insert a batch; ``properties`` are dicts or JSON text already (imports encode them column-wise).
@@ -286,15 +298,20 @@ class BulkWriter:
                     copy.write(part)
             return len(properties)
         # AUTOINCREMENT ids are consecutive inside our write transaction: the next ones follow the sequence.
-        start = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar() or 0
+        start = self.next_id() - 1
+        # The rows and texts built on the reading thread hold the right ids if the sequence is where it was
+        # predicted (``prepare_rows``'s ``first_id``); otherwise (another writer appended in between) they are
+        # built again here.
+        ahead = prepared.first_id == start + 1
         # The batch's one version in the statement, not bound again on every row.
-        self.conn.exec_driver_sql(f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES (?, ?, ?, {int(version)})",
-                                  list(zip(fids, properties, prepared.blobs)))
-        end = self.conn.exec_driver_sql("SELECT seq FROM sqlite_sequence WHERE name = ?", (name,)).scalar()
+        insert_grouped(self.conn, f"INSERT INTO {name} (fid, properties, geom, v_from) VALUES ", f"(?, ?, ?, {int(version)})",
+                       prepared.rows if ahead else grouped(list(zip(fids, properties, prepared.blobs))))
+        end = self.next_id() - 1
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
         ids = np.arange(start + 1, end + 1)
-        write_texts(self.conn, name, ids, fids, properties, geoms, prepared.texts)
+        write_texts(self.conn, name, ids, fids, properties, geoms, prepared.texts,
+                    rows=prepared.text_rows if ahead else None)
         if self._rtree is not None:
             self._rtree.add(ids, geoms, bounds=prepared.bounds)
         elif self.index_by_hand:
@@ -309,23 +326,34 @@ class PreparedRows:
     is written as), not on what is already stored, so an import makes it on its reading thread while the writing
     thread inserts the batch before (Arrow, GEOS and the WKB reuse release the GIL for most of it)."""
 
-    __slots__ = ("version", "copy", "blobs", "bounds", "texts")
+    __slots__ = ("version", "copy", "blobs", "bounds", "texts", "first_id", "rows", "text_rows")
 
     def __init__(self, version: int, *, copy=None, blobs=None, bounds=None, texts=None):
         self.version, self.copy, self.blobs, self.bounds, self.texts = version, copy, blobs, bounds, texts
+        #: SQLite, with ``first_id``: the rows' parameters for the insert and their ``text_rows``, for ids from it.
+        self.first_id, self.rows, self.text_rows = None, None, None
 
 
 def prepare_rows(sqlite: bool, fids: list, properties: list[str], geoms: np.ndarray, version: int, source=None, *,
-                 texts: bool = True) -> PreparedRows:
+                 texts: bool = True, first_id: int | None = None) -> PreparedRows:
     """``PreparedRows`` of a batch (``properties`` as JSON text; ``source`` as for ``BulkWriter.insert``); ``texts``:
-    also the Feature texts' parts (SQLite only)."""
+    also the Feature texts' parts (SQLite only). ``first_id`` (SQLite): the id the batch's first row will get
+    (``BulkWriter.next_id`` plus the rows of the batches before it): then the insert's parameters and the complete
+    Feature texts are built here too, so that the writing thread only hands them to SQLite."""
     geoms = np.asarray(geoms, dtype=object)
     wkb = reusable_wkb(geoms, source)
     if not sqlite:
         return PreparedRows(version, copy=copy_rows(fids, properties, geoms, version, wkb))
     bounds = shapely.bounds(geoms)  # once, for the blobs' envelopes and the R*Tree
-    return PreparedRows(version, blobs=gpkg_blobs(geoms, bounds=bounds, wkb=wkb), bounds=bounds,
-                        texts=text_parts(fids, properties, geoms) if texts else None)
+    prepared = PreparedRows(version, blobs=gpkg_blobs(geoms, bounds=bounds, wkb=wkb), bounds=bounds,
+                            texts=text_parts(fids, properties, geoms) if texts else None)
+    if first_id is not None:
+        prepared.first_id = first_id
+        prepared.rows = grouped(list(zip(fids, properties, prepared.blobs)))
+        if prepared.texts is not None:
+            ids = np.arange(first_id, first_id + len(fids))
+            prepared.text_rows = grouped(text_rows(ids, fids, properties, geoms, prepared.texts))
+    return prepared
 
 
 def reusable_wkb(geoms: np.ndarray, source) -> pa.Array | None:

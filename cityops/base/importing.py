@@ -72,15 +72,22 @@ def import_file(session, actor, scope, key: str, path: Path, *, fmt: str | None 
     counts = {"read": 0, "added": 0, "repaired": 0, "errors": 0}
     geometry_type, sqlite = layer.geometry_type, storage_of(conn).rtree_index
 
+    bulk = featurestore.BulkWriter(conn, current)
+    # SQLite: the id of the next row inserted, so the reading thread builds the rows' texts with their ids. Only
+    # batches without errors are inserted, each after the one before, so the reading thread counts their rows.
+    ahead = {"next_id": None if dry_run else bulk.next_id(), "failed": False}
+
     def prepare(batch: layerfiles.Batch) -> None:
         """On the reading thread: the batch fitted to the layer's type and its rows encoded for the store (blobs or
-        COPY buffers, and on SQLite the Feature texts), while the writing thread inserts the batch before."""
+        COPY buffers, and on SQLite the insert's parameters and the Feature texts), while the writing thread inserts
+        the batch before."""
         batch.geometries = layerfiles.conform(batch.geometries, geometry_type, batch.start_row, batch.fids, batch.issues)
-        if not dry_run and not counts["errors"] and not any(i.severity == "error" for i in batch.issues):
+        ahead["failed"] = ahead["failed"] or any(i.severity == "error" for i in batch.issues)
+        if not dry_run and not counts["errors"] and not ahead["failed"]:
             batch.prepared = featurestore.prepare_rows(sqlite, batch.fids, batch.properties_json, batch.geometries,
-                                                       version, (batch.parsed, batch.wkb))
-
-    bulk = featurestore.BulkWriter(conn, current)
+                                                       version, (batch.parsed, batch.wkb), first_id=ahead["next_id"])
+            if ahead["next_id"] is not None:
+                ahead["next_id"] += len(batch.fids)
     if opened is not None and opened.matches(Path(path), fmt, crs, source_layer):
         reading = opened.use(prepare)
     else:

@@ -26,6 +26,8 @@ import numpy as np
 import shapely
 from sqlalchemy import Connection
 
+from cityops.core.bulk import grouped, insert_grouped
+
 _CELL = 24  # i64 id + 4 × f32
 _CHUNK = 51 * 2000  # entries read per step from the sorted temporary table
 #: Entries held in memory before they move to the temporary table: 2,000,000 × 48 bytes ≈ 92 MiB at most.
@@ -202,9 +204,8 @@ class DeferredRtree:
         others = [n for n in nodes if n[0] != 1]
         if root:
             self.conn.exec_driver_sql(f"UPDATE {self.name}_node SET data = ? WHERE nodeno = 1", (root[0][1],))
-        if others:
-            self.conn.exec_driver_sql(f"INSERT INTO {self.name}_node (nodeno, data) VALUES (?, ?)", others)
-        if rowids:
-            self.conn.exec_driver_sql(f"INSERT INTO {self.name}_rowid (rowid, nodeno) VALUES (?, ?)", rowids)
-        if parents:
-            self.conn.exec_driver_sql(f"INSERT INTO {self.name}_parent (nodeno, parentnode) VALUES (?, ?)", parents)
+        # Many rows per statement (``insert_grouped``): one entry of ``_rowid`` per feature.
+        for table, columns, rows in (("node", "nodeno, data", others), ("rowid", "rowid, nodeno", rowids),
+                                     ("parent", "nodeno, parentnode", parents)):
+            if rows:
+                insert_grouped(self.conn, f"INSERT INTO {self.name}_{table} ({columns}) VALUES ", "(?, ?)", grouped(rows))

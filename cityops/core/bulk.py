@@ -8,6 +8,7 @@ failed load rolls the trigger change back too). On PostGIS the GiST index needs 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,3 +46,36 @@ def write_rtree(conn: Connection, table: str, ids, geoms, column: str = "geom") 
         f"INSERT INTO rtree_{table}_{column} (id, minx, maxx, miny, maxy) VALUES (?, ?, ?, ?, ?)",
         list(zip(ids[keep].tolist(), bounds[:, 0].tolist(), bounds[:, 2].tolist(), bounds[:, 1].tolist(),
                  bounds[:, 3].tolist())))
+
+
+#: Rows per INSERT statement of a bulk load into SQLite (a multi-row VALUES list): executemany of a one-row
+#: statement steps and resets it once per row, which cost ~40 % more CPU than binding the same values into one
+#: statement per 250 rows (100,000 Feature texts: 0.105 → 0.065 s). 250 rows of up to 3 values stay under 999
+#: parameters, the limit of SQLite builds before 3.32.
+ROWS_PER_STATEMENT = 250
+
+
+class Grouped:
+    """Rows as the parameters of multi-row INSERTs: ``full`` holds one flat tuple per ``ROWS_PER_STATEMENT`` rows,
+    ``rest`` the rows after the last full group, one tuple each."""
+
+    __slots__ = ("full", "rest")
+
+    def __init__(self, full: list[tuple], rest: list[tuple]):
+        self.full, self.rest = full, rest
+
+
+def grouped(rows: list[tuple]) -> Grouped:
+    """``rows`` (tuples of equal length) as ``Grouped`` parameters, for ``insert_grouped``."""
+    cut = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    chain = itertools.chain.from_iterable
+    return Grouped([tuple(chain(rows[i:i + ROWS_PER_STATEMENT])) for i in range(0, cut, ROWS_PER_STATEMENT)], rows[cut:])
+
+
+def insert_grouped(conn: Connection, head: str, values: str, rows: Grouped) -> None:
+    """``head`` + ``values`` once per row, in the rows' order (AUTOINCREMENT ids follow it), ``ROWS_PER_STATEMENT``
+    rows per statement."""
+    if rows.full:
+        conn.exec_driver_sql(head + ", ".join([values] * ROWS_PER_STATEMENT), rows.full)
+    if rows.rest:
+        conn.exec_driver_sql(head + values, rows.rest)
