@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -101,6 +102,44 @@ def densest_tile(sessions, zoom: int = 14) -> tuple[morecantile.Tile, int]:
     return morecantile.Tile(int(row.tx), int(row.ty), zoom), int(row.c)
 
 
+def _backend_cpu(session) -> tuple[int, float] | None:
+    """(pid, CPU seconds so far) of the PostgreSQL backend serving ``session``, read from /proc (a local server)."""
+    pid = session.connection().exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return pid, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_table(console: Console, runs: int, renderers: list, server_sessions: dict) -> None:
+    """CPU time per tile, interleaved rounds: the client thread's (time.thread_time) plus, for the peer and PostGIS,
+    the server backend's over all rounds (its /proc counters tick every 10 ms, so many rounds). On a machine shared
+    with other work, wall time mostly measures the scheduler; CPU time compares the work each renderer does."""
+    client = {label: 0.0 for label, _ in renderers}
+    start = {label: _backend_cpu(s) if s is not None else None for label, s in server_sessions.items() if label in client}
+    if any(v is None for label, v in start.items() if server_sessions.get(label) is not None):
+        console.print("CPU per tile: the PostgreSQL backend's counters are not readable here (not a local server)")
+        return
+    for _ in range(runs):
+        for label, fn in renderers:
+            t0 = time.thread_time()
+            fn()
+            client[label] += time.thread_time() - t0
+    server = {label: _backend_cpu(server_sessions[label])[1] - start[label][1] if start.get(label) else 0.0
+              for label in client}
+    total = {label: (client[label] + server[label]) / runs * 1000 for label in client}
+    peer = next((t for label, t in total.items() if "peer" in label), None)
+    table = Table(title=f"CPU per z14 tile, {runs} interleaved rounds (ms): client thread + server backend")
+    for col in ("renderer", "client", "server", "total", "ratio vs ST_AsMVT"):
+        table.add_column(col, justify="right" if col != "renderer" else "left")
+    for label in client:
+        table.add_row(label, f"{client[label] / runs * 1000:.2f}", f"{server[label] / runs * 1000:.2f}",
+                      f"{total[label]:.2f}", f"{total[label] / peer:.2f}" if peer else "")
+    console.print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, help="SQLite district directory (the demo is built there when empty)")
@@ -110,6 +149,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--skip-sizes", action="store_true", help="skip the z10–z13 size sweep")
     ap.add_argument("--keep-pg", action="store_true", help="keep the PostGIS benchmark database")
+    ap.add_argument("--cpu-runs", type=int, default=0,
+                    help="also CPU time per z14 tile over this many interleaved rounds: the client thread's, plus the "
+                         "server backend's (from /proc, a local PostgreSQL only) for the peer and PostGIS")
     args = ap.parse_args()
     console = Console()
     backends, engines = {}, []
@@ -140,7 +182,7 @@ def main() -> None:
                 with engine.begin() as conn:
                     conn.execute(text("ANALYZE"))
                 console.print(f"PostGIS demo built in {time.perf_counter() - t0:.1f} s (database {name})")
-        run(console, args.runs, backends, not args.skip_sizes)
+        run(console, args.runs, backends, not args.skip_sizes, args.cpu_runs)
     finally:
         for engine in engines:
             engine.dispose()
@@ -148,7 +190,7 @@ def main() -> None:
             drop_pg_database(name, PG_ADMIN)
 
 
-def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -> None:
+def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True, cpu_runs: int = 0) -> None:
     cat = load_catalogue()
     buildings_only = dataclasses.replace(cat, base_layers=tuple(b for b in cat.base_layers if b.source == "buildings"))
     first = next(iter(backends.values()))
@@ -202,6 +244,12 @@ def run(console: Console, runs: int, backends: dict, sizes_sweep: bool = True) -
             record(f"z14 building tile {tile.z}/{tile.x}/{tile.y} uncached, {count} buildings ({label.rsplit(', ', 1)[-1]})",
                    f"{med:.1f} ms", f"ST_AsMVT {ref:.1f} ms", med / ref, "≤ 1.0× ST_AsMVT", med / ref <= 1.0)
     console.print(table)
+    if cpu_runs:
+        # One renderer per server session (the Python encoder shares ours on PostGIS: left out).
+        cpu_table(console, cpu_runs, [(label, fn) for label, fn in renderers
+                                      if "whole base map" not in label and "Python encoder" not in label],
+                  {label: (peer_session if "peer" in label else sessions.get("postgis") if "postgis" in label else None)
+                   for label, _ in renderers})
     for session in sessions.values():
         session.close()
     if peer_session is not None:

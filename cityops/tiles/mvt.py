@@ -705,4 +705,4 @@ def new_tile() -> Tile:
 
 def serialize(tile: Tile) -> bytes:
     """The tile message: each layer as field 3 (key 0x1A), length-prefixed."""
-    return b"".join(b"\x1a" + _varints(np.array([len(layer)])) + layer for layer in tile.layers)
+    return b"".join(b"\x1a" + _varint(len(layer)) + layer for layer in tile.layers)
