@@ -282,6 +282,41 @@ def test_a_frame_draws_no_sky_pass_when_the_style_has_no_sky(served, browser):
     page.context.close()
 
 
+def test_a_frame_skips_the_clipping_masks_and_texture_samples_that_change_no_pixel(served, browser):
+    """Before a fill or line layer MapLibre writes a stencil mask per tile of its source, even when the layer then
+    draws nothing (a line in the opaque pass, a layer at opacity 0 such as the raster base map's vector layers, an
+    empty source); its raster shader samples each tile's parent for a cross-fade on every pixel, even with no fade.
+    The app's maps skip both: fewer draws and samples a frame, the same pixels as MapLibre's own drawing."""
+    page = new_page(browser, served)
+    login(page, served, "district")
+    page.wait_for_function("document.body.dataset.mapReady === '1' && document.body.dataset.liveLoaded === '1'")
+    wait_map_idle(page)
+    seen = page.evaluate("""() => { const m = window.cityopsMap; const gl = m.painter.context.gl;
+        const {clippingMasks, rasterSample} = m.cityopsFrames;
+        let draws = 0; const drawElements = gl.drawElements;
+        gl.drawElements = function (...args) { draws++; return drawElements.apply(this, args); };
+        // Drawn at once, read before the browser takes the frame (the drawing buffer is not preserved after).
+        const frame = () => { draws = 0; m.redraw(); return [draws, m.getCanvas().toDataURL()]; };
+        const raster = () => Object.entries(m.painter.programCache.programs).filter(([key]) => key.startsWith('raster'));
+        const shaders = () => raster().flatMap(([, p]) => gl.getAttachedShaders(p.program).map((s) => gl.getShaderSource(s))).join(' ');
+        const before = clippingMasks.skipped();
+        const [skipping, pixels] = frame();
+        const skipped = clippingMasks.skipped() - before;
+        const once = shaders().includes('if (u_fade_t > 0.0)');
+        // MapLibre's own: every mask, the raster programs compiled again from its shader text.
+        clippingMasks.stop(); rasterSample.stop();
+        for (const [key] of raster()) delete m.painter.programCache.programs[key];
+        const [all, allPixels] = frame();
+        const twice = !shaders().includes('if (u_fade_t > 0.0)') && raster().length > 0;
+        gl.drawElements = drawElements;
+        return {skipping, all, skipped, rewritten: rasterSample.rewritten(), once, twice, same: pixels === allPixels}; }""")
+    assert seen["skipped"] > 0 and seen["skipping"] < seen["all"], seen
+    assert seen["rewritten"] > 0 and seen["once"] and seen["twice"], seen
+    assert seen["same"], "the map drawn with the savings differs from MapLibre's own drawing"
+    assert_no_page_errors(page)
+    page.context.close()
+
+
 def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_rest_at_full(served, browser):
     """On WebGL in software (SwiftShader here, as on a desktop without a GPU) the map is drawn at half resolution
     while it moves — lower on a large screen, within the pixels of a 1280×800 map at half resolution — and at full

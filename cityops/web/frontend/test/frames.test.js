@@ -1,8 +1,9 @@
 // The map's frame work: the sky pass is drawn only when the sky can change a pixel; on WebGL in software the moving
 // map is drawn at a lower resolution and the map at rest at full resolution.
 import { describe, expect, it } from "vitest";
-import { drawSkyOnlyWhenItShows, FULL_RESOLUTION_KEY, lowerResolutionWhileMoving, MIN_MOVING_RATIO, MOVING_PIXELS,
-  movingRatio, skyShows, softwareRenderer, withOpaqueCanvas } from "../src/map/frames.js";
+import { drawSkyOnlyWhenItShows, drawsNothing, FULL_RESOLUTION_KEY, lowerResolutionWhileMoving, MIN_MOVING_RATIO,
+  MOVING_PIXELS, movingRatio, PARENT_SAMPLE, sampleParentOnlyWhenFading, sampleRasterOnce, skipIdleClippingMasks, skyShows,
+  softwareRenderer, withOpaqueCanvas } from "../src/map/frames.js";
 
 const transparent = { r: 0, g: 0, b: 0, a: 0 };
 const blue = { r: 0.2, g: 0.4, b: 0.9, a: 1 };
@@ -246,5 +247,128 @@ describe("lowerResolutionWhileMoving at rest", () => {
     frames.shift()();
     expect(ratios).toEqual([0.5, 1]);
     expect(control.moving()).toBe(false);
+  });
+});
+
+// A MapLibre style layer as the painter sees it: evaluated paint properties, data-driven ones with constantOr.
+function layerOf(type, source, props = {}) {
+  const constant = (v) => ({ constantOr: () => v });
+  const defaults = type === "line"
+    ? { "line-opacity": constant(1), "line-width": constant(1), "line-layer-opacity": 1 }
+    : { "fill-opacity": constant(1), "fill-layer-opacity": 1 };
+  const values = { ...defaults, ...Object.fromEntries(Object.entries(props).map(([k, v]) => [k, k.endsWith("layer-opacity") ? v : constant(v)])) };
+  return { id: `${source}-${type}`, type, source, paint: { get: (name) => values[name] } };
+}
+const tilesWith = (...keys) => ({ getTile: (coord) => ({ getBucket: () => (keys.includes(coord) ? {} : undefined) }) });
+const translucent = { currentPass: "translucent" };
+const opaque = { currentPass: "opaque" };
+
+describe("drawsNothing", () => {
+  it("is true for a line outside the translucent pass, and for a layer at opacity or layer opacity 0", () => {
+    const tiles = tilesWith("a");
+    expect(drawsNothing(layerOf("line", "s"), opaque, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("line", "s"), translucent, ["a"], tiles)).toBe(false);
+    expect(drawsNothing(layerOf("line", "s", { "line-layer-opacity": 0 }), translucent, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("line", "s", { "line-opacity": 0 }), translucent, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-layer-opacity": 0 }), translucent, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-opacity": 0 }), translucent, ["a"], tiles)).toBe(true);
+  });
+  it("keeps an opaque fill's opaque pass and any fill's translucent one", () => {
+    const tiles = tilesWith("a");
+    expect(drawsNothing(layerOf("fill", "s"), opaque, ["a"], tiles)).toBe(false);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-opacity": 0.2 }), opaque, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-opacity": 0.2 }), translucent, ["a"], tiles)).toBe(false);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-layer-opacity": 0.5 }), opaque, ["a"], tiles)).toBe(true);
+    expect(drawsNothing(layerOf("fill", "s", { "fill-layer-opacity": 0.5 }), translucent, ["a"], tiles)).toBe(false);
+  });
+  it("is true when no tile in view holds features of the layer", () => {
+    expect(drawsNothing(layerOf("fill", "s"), translucent, ["a", "b"], tilesWith())).toBe(true);
+    expect(drawsNothing(layerOf("fill", "s"), translucent, ["a", "b"], tilesWith("b"))).toBe(false);
+    expect(drawsNothing(layerOf("fill", "s"), translucent, ["a"], null)).toBe(false);
+  });
+  it("leaves other layer types (not clipped by masks) alone", () => {
+    expect(drawsNothing({ type: "circle", paint: { get: () => 0 } }, translucent, [], tilesWith())).toBe(false);
+    expect(drawsNothing({ type: "symbol" }, translucent, [], tilesWith())).toBe(false);
+  });
+});
+
+describe("skipIdleClippingMasks", () => {
+  function fakeMap(tileManagers) {
+    const skies = [];
+    const shared = { sky: (mesh) => skies.push(mesh) };
+    return { skies, shared, map: { painter: { drawFunctions: shared }, style: { tileManagers } } };
+  }
+  function fakeFrame(pass) {
+    const masks = [];
+    class Frame { renderTileClippingMasks(layer) { masks.push(layer.source); } }
+    const frame = new Frame();
+    frame.currentPass = pass;
+    return { frame, masks };
+  }
+
+  it("draws the masks of layers that draw and skips the others, on each frame of this map only", () => {
+    const { skies, shared, map } = fakeMap({ zones: tilesWith("a"), empty: tilesWith(), base: tilesWith("a") });
+    const masks = skipIdleClippingMasks(map);
+    expect(shared.sky).not.toBe(map.painter.drawFunctions.sky);
+    const { frame, masks: drawn } = fakeFrame("translucent");
+    map.painter.drawFunctions.sky("mesh", frame);
+    expect(skies).toEqual(["mesh"]);
+    frame.renderTileClippingMasks(layerOf("fill", "base", { "fill-layer-opacity": 0 }), ["a"]);
+    frame.renderTileClippingMasks(layerOf("fill", "zones", { "fill-opacity": 0.18 }), ["a"]);
+    frame.renderTileClippingMasks(layerOf("line", "empty"), ["a"]);
+    expect(drawn).toEqual(["zones"]);
+    expect(masks.skipped()).toBe(2);
+    // Stopped: the next frames draw every mask again.
+    masks.stop();
+    const next = fakeFrame("translucent");
+    map.painter.drawFunctions.sky("mesh", next.frame);
+    next.frame.renderTileClippingMasks(layerOf("line", "empty"), ["a"]);
+    expect(next.masks).toEqual(["empty"]);
+  });
+
+  it("leaves a map it does not recognise alone", () => {
+    expect(skipIdleClippingMasks({})).toBe(null);
+    expect(skipIdleClippingMasks({ painter: { drawFunctions: {} } })).toBe(null);
+  });
+});
+
+// MapLibre's raster fragment shader, as 6.17 ships it (the part that matters).
+const RASTER = "uniform float u_fade_t;uniform sampler2D u_image0;uniform sampler2D u_image1;in vec3 v_pos0;in vec3 v_pos1;"
+  + "void main() {vec4 color0=texture(u_image0,v_pos0.xy/v_pos0.z);" + PARENT_SAMPLE
+  + "vec4 color=mix(color0,color1,u_fade_t);fragColor=color;}";
+
+describe("sampleParentOnlyWhenFading", () => {
+  it("samples the parent tile only while a fade is under way", () => {
+    const once = sampleParentOnlyWhenFading(RASTER);
+    expect(once).not.toContain(PARENT_SAMPLE);
+    expect(once).toContain("vec4 color1=color0;if (u_fade_t > 0.0) {color1=texture(u_image1,v_pos1.xy/v_pos1.z);}");
+    expect(once.replace(/vec4 color1=.*?\}\}?/, "")).toBe(RASTER.replace(PARENT_SAMPLE, ""));
+  });
+  it("leaves other shaders, and a raster shader it does not recognise, as they are", () => {
+    const fill = "uniform vec4 u_color;void main() {fragColor=u_color;}";
+    expect(sampleParentOnlyWhenFading(fill)).toBe(fill);
+    const other = RASTER.replace(PARENT_SAMPLE, "vec4 color1=texture(u_image1,v_pos1.xy);");
+    expect(sampleParentOnlyWhenFading(other)).toBe(other);
+    expect(sampleParentOnlyWhenFading(undefined)).toBe(undefined);
+  });
+});
+
+describe("sampleRasterOnce", () => {
+  it("rewrites the raster shader this map's context compiles, until stopped", () => {
+    const compiled = [];
+    const gl = { shaderSource(shader, source) { compiled.push([this, shader, source]); } };
+    const raster = sampleRasterOnce({ painter: { context: { gl } } });
+    gl.shaderSource("s1", RASTER);
+    gl.shaderSource("s2", "void main() {}");
+    expect(compiled.map(([self]) => self)).toEqual([gl, gl]);
+    expect(compiled[0][2]).toBe(sampleParentOnlyWhenFading(RASTER));
+    expect(compiled[1][2]).toBe("void main() {}");
+    expect(raster.rewritten()).toBe(1);
+    raster.stop();
+    gl.shaderSource("s3", RASTER);
+    expect(compiled[2][2]).toBe(RASTER);
+  });
+  it("leaves a map it does not recognise alone", () => {
+    expect(sampleRasterOnce({})).toBe(null);
   });
 });

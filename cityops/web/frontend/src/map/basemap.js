@@ -4,7 +4,8 @@ import * as maplibregl from "maplibre-gl";
 import workerUrl from "maplibre-gl/dist/maplibre-gl-worker.mjs?url";
 import "maplibre-gl/dist/maplibre-gl.css";
 import { authHeaders } from "../api/client.js";
-import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving, rasterBaseMap, withOpaqueCanvas } from "./frames.js";
+import { drawSkyOnlyWhenItShows, lowerResolutionWhileMoving, rasterBaseMap, sampleRasterOnce, skipIdleClippingMasks,
+  withOpaqueCanvas } from "./frames.js";
 import { trackLoad } from "./ready.js";
 import { RASTER_PARTS, RASTER_SOURCE, baseStyle, mapOptions, nameField, rasterPartsOf, rasterStyleOf, rasterTileUrl }
   from "./style.js";
@@ -39,6 +40,9 @@ export function createMap(container, { lang = "zh-CN", units = true, buildings =
   map.addControl(new maplibregl.ScaleControl({ unit: "metric" }), "bottom-right");
   map.touchZoomRotate.disableRotation();
   drawSkyOnlyWhenItShows(map);
+  // No stencil masks for layers that draw nothing, one texture sample a pixel of a raster tile (frames.js; the
+  // controllers for the browser tests).
+  map.cityopsFrames = { clippingMasks: skipIdleClippingMasks(map), rasterSample: sampleRasterOnce(map) };
   // WebGL in software: the moving map at a lower resolution, the map at rest at full resolution (frames.js).
   const resolution = lowerResolutionWhileMoving(map);
   if (resolution) map.getContainer().dataset.movingResolution = String(Math.round(100 * resolution.movingScale()) / 100);

@@ -29,6 +29,112 @@ export function drawSkyOnlyWhenItShows(map) {
   return true;
 }
 
+// The tile clipping masks of layers that draw nothing. Before a fill or line layer is drawn, MapLibre writes one
+// stencil mask per tile of its source (a quad over the tile's pixels), whenever the previous clipped layer had
+// another source — in both the opaque and the translucent pass, and even when the layer then draws nothing: a line
+// in the opaque pass, a layer at opacity 0 (the raster base map's vector layers, the unit highlights at rest), a
+// source with no feature in view (the empty drawing and threat-zone sources). On the operations map that was 105
+// of ~230 draw calls a frame at 1920×1080 while only the incident zones' 15 were used; with WebGL in software each
+// is a pass over the pixels of a tile.
+
+/** Whether `layer` (a MapLibre style layer) draws nothing in `frame`'s pass over the tiles `coords` of `tiles`. */
+export function drawsNothing(layer, frame, coords, tiles) {
+  const paint = layer && layer.paint;
+  if (!paint || typeof paint.get !== "function") return false;
+  const constant = (name, otherwise) => {
+    const value = paint.get(name);
+    return value && typeof value.constantOr === "function" ? value.constantOr(otherwise) : value;
+  };
+  const translucent = frame.currentPass === "translucent";
+  if (layer.type === "line") {
+    // (MapLibre draws lines in the translucent pass only.)
+    if (!translucent || constant("line-opacity", 1) === 0 || constant("line-width", 1) === 0
+      || paint.get("line-layer-opacity") === 0) return true;
+  } else if (layer.type === "fill") {
+    const layerOpacity = paint.get("fill-layer-opacity");
+    if (constant("fill-opacity", 1) === 0 || layerOpacity === 0) return true;
+    // Outside the translucent pass only a fill opaque throughout is drawn.
+    if (!translucent && (layerOpacity !== 1 || constant("fill-opacity", 0) !== 1)) return true;
+  } else {
+    return false;
+  }
+  // A tile draws a layer only where it holds features of it.
+  if (!tiles || !Array.isArray(coords)) return false;
+  return !coords.some((coord) => {
+    const tile = tiles.getTile(coord);
+    return !tile || typeof tile.getBucket !== "function" || tile.getBucket(layer);
+  });
+}
+
+/**
+ * Draw the tile clipping masks of `map`'s layers only for layers that draw something. The frame's own
+ * renderTileClippingMasks is wrapped, on each frame of this map (MapLibre makes a frame context per frame and hands
+ * it to the sky's draw function first), so a skipped layer leaves the masks of the last drawn source in place, as
+ * when MapLibre finds them already there. Returns {stop(), skipped()} or null when this MapLibre differs.
+ */
+export function skipIdleClippingMasks(map) {
+  const painter = map && map.painter;
+  const draw = painter && painter.drawFunctions;
+  if (!draw || typeof draw.sky !== "function") return null;
+  const drawSky = draw.sky;
+  let skipped = 0;
+  let on = true;
+  const sky = (mesh, frame) => {
+    const masks = frame && frame.renderTileClippingMasks;
+    const style = map.style;
+    if (on && typeof masks === "function" && style && style.tileManagers && !Object.hasOwn(frame, "renderTileClippingMasks")) {
+      frame.renderTileClippingMasks = function renderTileClippingMasks(layer, coords) {
+        if (drawsNothing(layer, frame, coords, layer && style.tileManagers[layer.source])) {
+          skipped += 1;
+          return undefined;
+        }
+        return masks.call(frame, layer, coords);
+      };
+    }
+    return drawSky(mesh, frame);
+  };
+  painter.drawFunctions = { ...draw, sky };
+  return {
+    skipped: () => skipped,
+    stop() { on = false; },
+  };
+}
+
+// The raster pass with one texture sample a pixel where it needs one. MapLibre's raster shader samples each
+// pixel's tile and the tile's parent (for a cross-fade) and mixes them by the fade — on every frame, also when
+// nothing fades (the app's raster base map has raster-fade-duration 0: the fade is 0 and the parent is the tile
+// itself). With WebGL in software the second sample was a third of the raster pass (the base map's 15 tiles at
+// 1920×1080): the parent is now sampled only while a fade is under way. The shader's text is MapLibre's own,
+// rewritten as this map's WebGL context compiles it; a MapLibre whose raster shader reads otherwise is left as it is.
+export const PARENT_SAMPLE = "vec4 color1=texture(u_image1,v_pos1.xy/v_pos1.z);";
+const PARENT_SAMPLE_WHEN_FADING = "vec4 color1=color0;if (u_fade_t > 0.0) {color1=texture(u_image1,v_pos1.xy/v_pos1.z);}";
+
+/** MapLibre's raster fragment shader with the parent sampled only while fading; other sources unchanged. */
+export function sampleParentOnlyWhenFading(source) {
+  if (typeof source !== "string" || !source.includes("uniform sampler2D u_image1") || !source.includes(PARENT_SAMPLE)) {
+    return source;
+  }
+  return source.replace(PARENT_SAMPLE, PARENT_SAMPLE_WHEN_FADING);
+}
+
+/**
+ * Compile `map`'s raster shader with the parent sampled only while fading (its WebGL context's shaderSource is
+ * wrapped; MapLibre compiles a program when it first draws with it). Returns {rewritten(), stop()} or null.
+ */
+export function sampleRasterOnce(map) {
+  const gl = map && map.painter && map.painter.context && map.painter.context.gl;
+  if (!gl || typeof gl.shaderSource !== "function") return null;
+  const shaderSource = gl.shaderSource;
+  let rewritten = 0;
+  let on = true;
+  gl.shaderSource = function rasterShaderSource(shader, source) {
+    const once = on ? sampleParentOnlyWhenFading(source) : source;
+    if (once !== source) rewritten += 1;
+    return shaderSource.call(this, shader, once);
+  };
+  return { rewritten: () => rewritten, stop() { on = false; } };
+}
+
 // While the map moves on a software renderer, draw it at a lower resolution; at rest, at full resolution again.
 // On WebGL in software (SwiftShader, llvmpipe: the virtual desktops and thin clients of duty rooms often have no
 // GPU) a frame costs what its fills and lines cover in pixels, so a pan at full resolution stutters at a few
