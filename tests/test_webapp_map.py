@@ -319,7 +319,8 @@ def test_a_frame_skips_the_clipping_masks_and_texture_samples_that_change_no_pix
 
 def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_rest_at_full(served, browser):
     """On WebGL in software (SwiftShader here, as on a desktop without a GPU) the map is drawn at half resolution
-    while it moves — lower on a large screen, within the pixels of a 1280×800 map at half resolution — and at full
+    while it moves — lower on a large screen, within the pixels of a 1280×800 map at half resolution, scaled up by
+    nearest pixels — and at full
     resolution once it rests, drawn again at once (no blank canvas); its canvas is opaque (no alpha for the browser
     to blend); the user's switch (localStorage cityops.map.fullResolution = 1) keeps full resolution while moving."""
     def pan_and_watch(page):
@@ -330,7 +331,9 @@ def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_r
               widths.push(canvas.width);
               if (++n < 10) { requestAnimationFrame(step); return; }
               const moving = canvas.width; const movingHeight = canvas.height;
+              const scaling = getComputedStyle(canvas).imageRendering;
               setTimeout(() => resolve({widths, moving, movingHeight, rest: canvas.width, css: canvas.clientWidth,
+                scaling, restScaling: getComputedStyle(canvas).imageRendering,
                 lowered: m.getContainer().dataset.resolutionLowered || null}), 1000);
             }
             requestAnimationFrame(step);
@@ -360,6 +363,8 @@ def test_in_software_the_moving_map_is_drawn_at_half_resolution_and_the_map_at_r
     assert seen["moving"] * seen["movingHeight"] <= 1280 * 800 / 4 * 1.02, seen
     assert all(w == seen["moving"] for w in seen["widths"]), seen
     assert seen["rest"] == seen["css"] and seen["lowered"] is None, seen
+    # The browser scales the lowered canvas up by nearest pixels (cheaper to composite), and draws it 1:1 at rest.
+    assert seen["scaling"] == "pixelated" and seen["restScaling"] == "auto", seen
     # At rest the map is drawn, sharp: its features are where they were, the canvas is not blank.
     wait_map_idle(page)
     drawn = page.evaluate("""() => { const m = window.cityopsMap; m.redraw();

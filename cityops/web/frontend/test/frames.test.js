@@ -86,8 +86,10 @@ describe("lowerResolutionWhileMoving", () => {
     const ratios = [];
     let redraws = 0;
     const container = size ? { clientWidth: size[0], clientHeight: size[1], dataset: {} } : null;
+    const canvas = { style: {} };
     const map = {
       ...(container ? { getContainer: () => container } : {}),
+      getCanvas: () => canvas,
       style: {},
       painter: { context: { gl: fakeGl(renderer) } },
       on: (type, fn) => { (handlers[type] ||= []).push(fn); },
@@ -156,9 +158,11 @@ describe("lowerResolutionWhileMoving", () => {
     expect(ratios[0]).toBeLessThan(0.5);
     expect(map.getContainer().dataset.resolutionLowered).toBe("1");
     expect(map.getContainer().dataset.movingResolution).toBe("0.35");
+    expect(map.getCanvas().style.imageRendering).toBe("pixelated"); // scaled up by nearest pixels while moving
     clock.runAll();
     expect(ratios).toEqual([ratios[0], 1]);
     expect(map.getContainer().dataset.resolutionLowered).toBe(undefined);
+    expect(map.getCanvas().style.imageRendering).toBe(""); // drawn 1:1 at rest, the browser's default
     // A 1280×800 map keeps half resolution.
     const small = fakeMap(RENDERERS.swiftshader, 1, [1280, 800]);
     lowerResolutionWhileMoving(small.map, { storage: null, ...small.clock });
