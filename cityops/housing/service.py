@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import shapely
@@ -254,8 +255,23 @@ def _inner_box(zone: BaseGeometry) -> tuple[float, float, float, float]:
     return box if box[0] < box[2] and box[1] < box[3] else _NO_BOX
 
 
-#: The statements of ``_buildings_in`` where the envelopes decide (SQLite), built once per backend.
-_ZONE_STATEMENTS: dict = {}
+def _zone_columns() -> list:
+    return [Building.id, Building.code, Building.grid_code, Building.unit_path,
+            *[getattr(Building, c) for c in COUNT_COLUMNS]]
+
+
+# The statements of ``_buildings_in`` where the envelopes decide (SQLite), built once per backend (their boxes and
+# ids are bound at each run): building and wrapping them on every call cost more than SQLite's R*Tree search.
+@lru_cache(maxsize=None)
+def _zone_statement(storage):
+    return storage.bbox_undecided(select(*_zone_columns()), Building.__tablename__, Building.id, Building.footprint,
+                                  geom_name="footprint")
+
+
+@lru_cache(maxsize=None)
+def _footprints_statement(storage):
+    return (select(Building.id, storage.raw_geometry(Building.footprint))
+            .where(storage.in_bound_ids(Building.id, "edge_ids")))
 
 
 def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
@@ -275,7 +291,7 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
     The other columns are read only for the page of items returned (``threatened``)."""
     storage = storage_of(session)
     conn = session.connection()
-    columns = [Building.id, Building.code, Building.grid_code, Building.unit_path, *[getattr(Building, c) for c in COUNT_COLUMNS]]
+    columns = _zone_columns()
     k = len(COUNT_COLUMNS)
     if storage.spatial_sql:
         # PostGIS decides exactly in the same statement (GEOS, as below; the zone is a constant, prepared once for
@@ -297,14 +313,9 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
         listed = order.tolist()
         return _ZoneBuildings(ids[order], [codes[i] for i in listed], [grids[i] for i in listed],
                               [paths[i] for i in listed], np.array(rest, dtype=np.int64).T[order])
-    # Built once (its boxes are bound at each run): building and wrapping the statement on every call cost more
-    # than SQLite's R*Tree search.
-    stmt = _ZONE_STATEMENTS.get(storage.name)
-    if stmt is None:
-        stmt = _ZONE_STATEMENTS[storage.name] = storage.bbox_undecided(
-            select(*columns), Building.__tablename__, Building.id, Building.footprint, geom_name="footprint")
     # A candidate whose index box lies within a box inside the zone is in it; only the others' envelopes come back.
-    ids, codes, grids, paths, *rest = storage.column_lists(conn, stmt, storage.bbox_params(zone.bounds, _inner_box(zone)))
+    ids, codes, grids, paths, *rest = storage.column_lists(conn, _zone_statement(storage),
+                                                           storage.bbox_params(zone.bounds, _inner_box(zone)))
     if len(ids) == 0:
         return _ZoneBuildings(np.zeros(0, dtype=np.int64), [], [], [], np.zeros((0, k), dtype=np.int64))
     ids = np.asarray(ids, dtype=np.int64)
@@ -332,12 +343,8 @@ def _buildings_in(session: Session, zone: BaseGeometry) -> _ZoneBuildings:
         edge = undecided[~inside & ~apart]
     shapely.prepare(zone)
     if len(edge):
-        footprint_stmt = _ZONE_STATEMENTS.get((storage.name, "footprints"))
-        if footprint_stmt is None:
-            footprint_stmt = _ZONE_STATEMENTS[(storage.name, "footprints")] = (
-                select(Building.id, storage.raw_geometry(Building.footprint))
-                .where(storage.in_bound_ids(Building.id, "edge_ids")))
-        wkb = dict(conn.execute(footprint_stmt, {"edge_ids": storage.ids_value(ids[edge].tolist())}).all())
+        wkb = dict(conn.execute(_footprints_statement(storage),
+                                {"edge_ids": storage.ids_value(ids[edge].tolist())}).all())
         footprints = storage.decode_geometries([wkb[i] for i in ids[edge].tolist()])
         hit[edge[shapely.intersects(zone, footprints)]] = True
     rows = np.flatnonzero(hit)

@@ -431,12 +431,16 @@ def _tag_matrix(values: _Values, columns: dict[str, list], n: int) -> tuple[np.n
 #   0x12 len (Layer.features)  0x08 id  0x12 len tags…  0x18 type  0x22 len geometry…
 # The layer's own fields (name, keys, values, extent, version) are a few bytes each, written below.
 
+def _unsigned(v) -> np.ndarray:
+    """Integers as the unsigned 64-bit values their varints encode (a negative int64 in two's complement, no copy)."""
+    v = np.asarray(v)
+    return v.astype(np.int64, copy=False).view(np.uint64) if v.dtype.kind == "i" else v
+
+
 def _varint_sizes(v: np.ndarray) -> np.ndarray:
     """Bytes of each integer as a varint (a negative int64 as protobuf writes it, 10 bytes): one comparison pass per
     byte of the largest."""
-    v = np.asarray(v)
-    if v.dtype.kind == "i":
-        v = v.astype(np.int64, copy=False).view(np.uint64)  # two's complement, no copy
+    v = _unsigned(v)
     sizes = np.ones(v.shape, dtype=np.int64)
     top = int(v.max()) if v.size else 0
     limit = 1 << 7
@@ -453,9 +457,7 @@ def _varint_bytes(v: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     width = int(sizes.max()) if sizes.size else 0
     out = np.empty(np.shape(v) + (width,), dtype=np.uint8)
     written = np.empty(out.shape, dtype=bool)
-    rest = np.asarray(v)
-    if rest.dtype.kind == "i":
-        rest = rest.astype(np.int64, copy=False).view(np.uint64)
+    rest = _unsigned(v)
     for b in range(width):
         out[..., b] = (rest & 0x7F).astype(np.uint8) | ((sizes > b + 1).view(np.uint8) << 7)
         written[..., b] = sizes > b

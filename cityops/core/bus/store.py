@@ -19,8 +19,6 @@ from cityops.core.bus.outbox import now_ms, rows as outbox_rows
 from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed, TimerRun
 
 
-
-
 class Appended:
     """What a transaction wrote to the outbox, as its envelopes, and where they stand in the outbox's order: what the
     in-process readers may take from memory once it commits (``runtime._Reader.offer``)."""
