@@ -10,10 +10,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from cityops.sensing import alarms, catalog, rules
-from cityops.sensing.models import Alarm
+from cityops.sensing.models import Alarm, Observation
 from tests.bus_helpers import deliver, handle_again, outbox_head, published
 from tests.conftest import table_counts
 from tests.sensing_helpers import make_device, township
@@ -327,3 +327,63 @@ def test_rule_book_is_validated(tmp_path):
     without = {k: v for k, v in policy.items() if k != "suppression_minutes"}
     with pytest.raises(Exception, match="suppression_minutes"):
         catalog.rules_from_dict({"version": 1, "alarm": without, "rules": []})
+
+
+def _deadlock_the_writer(api, gauge: int, alarm_id: int, post) -> None:
+    """Run ``post`` (an ingest that escalates alarm ``alarm_id`` of datastream ``gauge``) while another transaction
+    holds the alarm's row and then asks for the datastream's: the ingest's transaction, which took the datastream's
+    row before it waited for the alarm's, is the deadlock's victim (the other one waits 20 s before it checks)."""
+    other = api.store.engine.connect()
+    watcher = api.store.engine.connect()
+    try:
+        other.execute(text("SET deadlock_timeout = '20s'"))
+        other.execute(text("UPDATE sensing_alarms SET occurrences = occurrences WHERE id = :a"), {"a": alarm_id})
+        worker = threading.Thread(target=post)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not watcher.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")).scalar():
+            assert time.monotonic() < deadline, "the ingest never waited for the alarm's row"
+            time.sleep(0.05)
+        other.execute(text("UPDATE sta_datastreams SET name = name WHERE id = :d"), {"d": gauge})
+        other.commit()
+        worker.join(60)
+    finally:
+        other.close()
+        watcher.close()
+
+
+@pytest.mark.parametrize("attempts, status", [(3, 201), (1, 503)])
+def test_an_ingest_that_loses_a_deadlock_is_written_again(api, yihe, monkeypatch, attempts, status):
+    """PostgreSQL: a batch whose transaction a concurrent one rolled back (another worker's, a bus consumer's) is
+    written again, once, its alarm escalated once; when it keeps losing, the sender hears 503 + Retry-After, not
+    500, and nothing of it is stored."""
+    if api.store.backend != "postgis":
+        pytest.skip("PostgreSQL only: SQLite has one writer at a time, no transaction is rolled back for another")
+    from cityops.sensing import ingest
+
+    monkeypatch.setattr(ingest, "WRITE_ATTEMPTS", attempts)
+    gauge = make_device(api, yihe, "water_level", "depth", "cm", name=f"下穿道水位{attempts}")["datastream"]
+    key = f"waterlogging:ds{gauge}"
+    _post(api, gauge, "2026-07-04T08:00:00+08:00", 16.0)
+    [alarm] = _open(api, key)
+    assert alarm["severity"] == "yellow"
+    answers = []
+    body = {"observations": [{"datastream_id": gauge, "phenomenonTime": "2026-07-04T08:05:00+08:00", "result": 55.0}]}
+    headers = api.login("admin")
+    _deadlock_the_writer(api, gauge, alarm["id"],
+                         lambda: answers.append(api.post("/api/sensing/observations", json=body, headers=headers)))
+    [r] = answers
+    assert r.status_code == status, r.text
+    stored = api.get(f"/api/sensing/alarms/{alarm['id']}", headers=headers).json()
+    with api.store.sessions() as s:
+        readings = s.scalar(select(func.count()).select_from(Observation).where(Observation.datastream_id == gauge))
+    if status == 201:
+        assert readings == 2
+        assert stored["severity"] == "red" and [h["what"] for h in stored["history"]] == ["raised", "escalated"]
+        assert stored["occurrences"] == 2
+    else:
+        assert r.headers["Retry-After"] == "1" and r.json()["error"] == "busy", r.text
+        assert readings == 1 and stored["severity"] == "yellow" and stored["occurrences"] == 1
+        # What the writer remembered of the rolled-back batch (the alarm at red) is read again: the resend escalates.
+        _post(api, gauge, "2026-07-04T08:05:00+08:00", 55.0)
+        assert api.get(f"/api/sensing/alarms/{alarm['id']}", headers=headers).json()["severity"] == "red"

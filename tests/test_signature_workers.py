@@ -148,7 +148,8 @@ def test_storm_on_three_workers_survives_a_killed_worker(tmp_path, transport):
                     if r.status_code == 503:
                         time.sleep(float(r.headers.get("Retry-After", "1")))
                         continue
-                    assert r.status_code == 201, r.text
+                    # A failure names its cause: the server's log holds the traceback.
+                    assert r.status_code == 201, (r.text, (tmp_path / "server.log").read_text()[-6000:])
                     return
                 raise AssertionError("the server did not take a batch")
 

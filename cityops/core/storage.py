@@ -65,6 +65,11 @@ class Storage:
 
     # ----------------------------------------------------------------------------------- writing
 
+    def write_conflict(self, error: BaseException) -> bool:
+        """Whether the driver error ``error`` says the transaction lost to a concurrent one and was rolled back
+        whole: the same work run again may succeed (a deadlock's victim, a serialization failure)."""
+        return False
+
     def insert(self, table):
         """An INSERT for ``table`` (model or Table) that offers ``on_conflict_do_update`` / ``on_conflict_do_nothing``
         and ``.excluded``: an upsert, the same on both backends."""
@@ -445,6 +450,11 @@ class PostgreSQLStorage(Storage):
     copy_in = True
     arrays = True
     family_statement = True
+    #: deadlock_detected, serialization_failure: the server rolled the whole transaction back.
+    _CONFLICT_STATES = frozenset({"40P01", "40001"})
+
+    def write_conflict(self, error):
+        return getattr(error, "sqlstate", None) in self._CONFLICT_STATES
 
     def bulk_geometries(self, geoms):
         geoms = np.asarray(geoms, dtype=object)
@@ -867,3 +877,10 @@ def storage_of(bind: "Session | Connection | Engine | Storage | str") -> Storage
         return _BY_NAME[name]
     except KeyError:
         raise RuntimeError(f"unsupported database backend {name!r}: CityOps runs on SQLite and PostgreSQL") from None
+
+
+def write_conflict(error: BaseException) -> bool:
+    """Whether ``error`` (a SQLAlchemy or driver error of either backend) is a transaction that lost to a concurrent
+    one and was rolled back whole: nothing of it stayed, and running it again may succeed."""
+    orig = getattr(error, "orig", None) or error
+    return any(storage.write_conflict(orig) for storage in _BY_NAME.values())

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
-from sqlalchemy.exc import DataError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError, OperationalError, TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,6 +29,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from cityops.core.db import read_sessionmaker
 from cityops.core.errors import Busy, CityOpsError, InvalidInput, PayloadTooLarge, Unauthenticated
 from cityops.core.settings import Settings
+from cityops.core.storage import write_conflict
 
 log = logging.getLogger("cityops.web")
 
@@ -428,6 +429,15 @@ def install(app: FastAPI, registry: CollectorRegistry, max_body: int) -> None:
         # Every pooled connection stayed taken for POOL_WAIT_S: the server is overloaded, the request not wrong.
         return JSONResponse(_error_body("busy", "the server is busy (no database connection came free); try again",
                                         rid=request_id(request)), status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(OperationalError)
+    async def _write_conflict(request: Request, exc: OperationalError):
+        # PostgreSQL rolled the request's transaction back because it crossed a concurrent one (a deadlock's victim,
+        # a serialization failure): nothing of it was stored and the same request sent again may succeed.
+        if not write_conflict(exc):
+            raise exc
+        return JSONResponse(_error_body("busy", "the request crossed a concurrent change and nothing was stored; try again",
+                                        rid=request_id(request)), status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(DataError)
     async def _data_error(request: Request, exc: DataError):

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cityops.core.bus import publish
 from cityops.core.db import begin_write
 from cityops.core.errors import Busy, CityOpsError, InvalidInput, NotFound
-from cityops.core.storage import storage_of
+from cityops.core.storage import storage_of, write_conflict
 from cityops.core.types import JSONText
 from cityops.sensing import catalog
 from cityops.sensing.manifest import ObservationBatchStored
@@ -465,6 +465,10 @@ class _Item:
     enqueued: float
 
 
+#: Tries of one batch that a concurrent transaction rolled back (``core.storage.write_conflict``).
+WRITE_ATTEMPTS = 3
+
+
 class Ingestor:
     """Bounded queue + one writer thread. ``capacity`` counts observations, not submissions."""
 
@@ -671,9 +675,20 @@ class Ingestor:
             metas.update(it.metas)
         result = None
         try:
-            with self.sessions() as session:
-                result = write_batch(session, rows, metas, self.state, ids=self._notifier is not None)
-                session.commit()
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                try:
+                    with self.sessions() as session:
+                        result = write_batch(session, rows, metas, self.state, ids=self._notifier is not None)
+                        session.commit()
+                    break
+                except Exception as exc:
+                    # What the rules remembered of the rolled-back batch (alarms it opened) is not so.
+                    self.state.forget_alarms()
+                    # Crossed by a concurrent transaction (another worker's, a bus consumer's) and rolled back
+                    # whole: the same batch again (resends inside it are recognised as before).
+                    if attempt == WRITE_ATTEMPTS or not write_conflict(exc):
+                        raise
+                    log.warning("ingest batch crossed a concurrent write (%s); writing it again", exc.__class__.__name__)
         except Exception as exc:  # the whole batch failed: every submitter hears it, nothing is acknowledged
             log.exception("ingest batch failed")
             for it in batch:

@@ -40,6 +40,11 @@ class EngineState:
                 self.open[key] = sev
             self.loaded = True
 
+    def forget_alarms(self) -> None:
+        """After a rollback: read the open alarms from the database again at the next batch."""
+        self.open.clear()
+        self.loaded = False
+
 
 def rules_for(book, device_type: str | None, stream: str | None, ds_id: int, risk_point: str | None) -> list[Rule]:
     out = []

@@ -97,10 +97,16 @@ def _after_commit(session: Session) -> None:
     handoff = session.info.pop("cityops_bus_handoff", None)
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
-        if handoff is None or handoff.void:
-            bus.wake(None if handoff is None else {env.name for env in handoff.envelopes})
-        else:
-            bus.offer(handoff)
+        try:
+            if handoff is None or handoff.void:
+                bus.wake(None if handoff is None else {env.name for env in handoff.envelopes})
+            else:
+                bus.offer(handoff)
+        except Exception:  # noqa: BLE001
+            # The transaction has committed: its caller must hear so (an ingest batch answered 500 would be sent
+            # again for nothing). The readers find the events in the outbox at their next read.
+            log.exception("waking the bus after a commit failed")
+            bus.wake()
 
 
 #: The running buses per database URL (a process may serve several databases, e.g. in tests).
