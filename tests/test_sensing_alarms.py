@@ -387,3 +387,32 @@ def test_an_ingest_that_loses_a_deadlock_is_written_again(api, yihe, monkeypatch
         # What the writer remembered of the rolled-back batch (the alarm at red) is read again: the resend escalates.
         _post(api, gauge, "2026-07-04T08:05:00+08:00", 55.0)
         assert api.get(f"/api/sensing/alarms/{alarm['id']}", headers=headers).json()["severity"] == "red"
+
+
+def test_an_alarm_cleared_elsewhere_is_raised_again_by_every_writer(api, yihe):
+    """Two writers on one store (two worker processes; the HTTP and the MQTT paths): one raises 黄, the other clears
+    it when the water falls; when the water rises again past the suppression window, the first raises a new alarm —
+    it asks the database which alarms are open, not its memory of what it raised."""
+    from cityops.sensing.ingest import Ingestor
+
+    gauge = make_device(api, yihe, "water_level", "depth", "cm", name="两个写入者的水位")["datastream"]
+    key = f"waterlogging:ds{gauge}"
+    first, second = Ingestor(api.store.sessions), Ingestor(api.store.sessions)
+    first.start()
+    second.start()
+    try:
+        def write(ing, t, depth):
+            rows, metas = ing.validate([{"datastream_id": gauge, "phenomenonTime": t, "result": depth}])
+            ing.submit(rows, metas).result(30)
+
+        write(first, "2026-07-05T08:00:00+08:00", 16.0)
+        assert [a["severity"] for a in _open(api, key)] == ["yellow"]
+        write(second, "2026-07-05T08:05:00+08:00", 2.0)
+        assert not _open(api, key)
+        write(first, "2026-07-05T10:00:00+08:00", 16.0)
+        again = _open(api, key)
+        assert [a["severity"] for a in again] == ["yellow"], again
+        assert [h["what"] for h in again[0]["history"]] == ["raised"]  # a new alarm, not the cleared one
+    finally:
+        first.stop()
+        second.stop()

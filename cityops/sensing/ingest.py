@@ -435,15 +435,13 @@ def write_batch(session: Session, rows: list[Row], metas: dict[int, StreamMeta],
                 new.discard(key)
                 kept.append(r)
         rows = kept
-    changes = post_process(session, rows, metas, engine_state, kept=state_kept) if rows else []
+    changes = post_process(session, rows, metas, kept=state_kept) if rows else []
     return BatchResult(inserted, changes, fois)
 
 
-def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], engine_state=None, *,
-                 kept: bool = False) -> list:
+def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta], *, kept: bool = False) -> list:
     """Rollups and datastream state (unless the insert's statement kept them: ``kept``) and rules for stored
-    ``rows``; the
-    ``observation.batch_stored`` event (other capabilities react to new observations through it: the warning
+    ``rows``; the ``observation.batch_stored`` event (other capabilities react to new observations through it: the warning
     models re-evaluate the risk points the rows feed)."""
     from cityops.sensing import rules, timeseries
 
@@ -452,7 +450,7 @@ def post_process(session: Session, rows: list[Row], metas: dict[int, StreamMeta]
     if not kept:
         timeseries.update_rollups(session, rows)
         timeseries.update_stream_state(session, rows)
-    return rules.evaluate(session, rows, metas, engine_state)
+    return rules.evaluate(session, rows, metas)
 
 
 # ---------------------------------------------------------------------------------------------- Ingestor
@@ -682,8 +680,6 @@ class Ingestor:
                         session.commit()
                     break
                 except Exception as exc:
-                    # What the rules remembered of the rolled-back batch (alarms it opened) is not so.
-                    self.state.forget_alarms()
                     # Crossed by a concurrent transaction (another worker's, a bus consumer's) and rolled back
                     # whole: the same batch again (resends inside it are recognised as before).
                     if attempt == WRITE_ATTEMPTS or not write_conflict(exc):

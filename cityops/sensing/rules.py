@@ -27,23 +27,10 @@ MS_PER_HOUR = 3_600_000
 
 @dataclass
 class EngineState:
-    """Per-process memory: which alarm keys are open and at which severity (saves a query per stream)."""
+    """Per-process memory of the writer."""
 
-    open: dict[str, str] = field(default_factory=dict)
-    loaded: bool = False
     #: FeatureOfInterest per datastream for observations that name none (see ingest.foi_for)
     fois: dict[int, int] = field(default_factory=dict)
-
-    def load(self, session: Session) -> None:
-        if not self.loaded:
-            for key, sev in session.execute(select(alarms.Alarm.key, alarms.Alarm.severity).where(alarms.Alarm.status.in_(alarms.OPEN))):
-                self.open[key] = sev
-            self.loaded = True
-
-    def forget_alarms(self) -> None:
-        """After a rollback: read the open alarms from the database again at the next batch."""
-        self.open.clear()
-        self.loaded = False
 
 
 def rules_for(book, device_type: str | None, stream: str | None, ds_id: int, risk_point: str | None) -> list[Rule]:
@@ -82,40 +69,40 @@ def _level(rule: Rule, value: float) -> str | None:
     return None
 
 
-def evaluate(session: Session, rows, metas: dict, state: EngineState | None = None, book=None) -> list:
+def evaluate(session: Session, rows, metas: dict, book=None) -> list:
     book = book or catalog.rulebook()
-    state = state or EngineState()
-    state.load(session)
     tz = ZoneInfo(book.alarm.timezone)
     by_ds: dict[int, list] = defaultdict(list)
     for r in rows:
         if r.value is not None:
             by_ds[r.datastream_id].append(r)
+    judged = [(ds_id, items, rule, f"{rule.id}:ds{ds_id}") for ds_id, items in by_ds.items()
+              for rule in rules_for(book, metas[ds_id].device_type, metas[ds_id].stream, ds_id, metas[ds_id].risk_point_code)]
+    if not judged:
+        return []
+    # Which of these alarms are open, and at what severity, as the database says: one query a batch. Not a memory of
+    # this process — other workers' writers, the no-signal timer and people clearing alarms change them too, and an
+    # alarm remembered open after another cleared it was never raised again at the same level.
+    open_now = dict(session.execute(select(alarms.Alarm.key, alarms.Alarm.severity).where(
+        alarms.Alarm.key.in_([key for *_, key in judged]), alarms.Alarm.status.in_(alarms.OPEN))).all())
     changes = []
-    for ds_id, items in by_ds.items():
+    for ds_id, items, rule, key in judged:
         meta = metas[ds_id]
-        rules = rules_for(book, meta.device_type, meta.stream, ds_id, meta.risk_point_code)
-        if not rules:
-            continue
         latest = max(items, key=lambda r: r.t_ms)
-        for rule in rules:
-            key = f"{rule.id}:ds{ds_id}"
-            level, evidence, at = _evaluate_rule(session, rule, meta, items, latest, tz)
-            at_dt = to_datetime(at)
-            if level is None:
-                if key in state.open:
-                    alarms.resolve_condition(session, key, at_dt)
-                    state.open.pop(key, None)
-                    changes.append((key, None))
-                continue
-            if state.open.get(key) == level:
-                continue  # already open at this level: nothing new to say
-            alarms.raise_alarm(session, key=key, severity=level, title=rule.title, unit_code=meta.unit_code,
-                               risk_point_code=meta.risk_point_code, datastream_id=ds_id,
-                               evidence={"rule": rule.id, "kind": rule.kind, "source": rule.source, **evidence},
-                               observed_at=at_dt, rule_id=rule.id, device_type=meta.device_type)
-            state.open[key] = level
-            changes.append((key, level))
+        level, evidence, at = _evaluate_rule(session, rule, meta, items, latest, tz)
+        at_dt = to_datetime(at)
+        if level is None:
+            if key in open_now:
+                alarms.resolve_condition(session, key, at_dt)
+                changes.append((key, None))
+            continue
+        if open_now.get(key) == level:
+            continue  # already open at this level: nothing new to say
+        alarms.raise_alarm(session, key=key, severity=level, title=rule.title, unit_code=meta.unit_code,
+                           risk_point_code=meta.risk_point_code, datastream_id=ds_id,
+                           evidence={"rule": rule.id, "kind": rule.kind, "source": rule.source, **evidence},
+                           observed_at=at_dt, rule_id=rule.id, device_type=meta.device_type)
+        changes.append((key, level))
     return changes
 
 
@@ -217,7 +204,7 @@ def _negation(op: str) -> str:
     return {"gt": "le", "ge": "lt", "lt": "ge", "le": "gt", "abs_gt": "abs_le", "abs_ge": "abs_lt"}[op]
 
 
-def check_no_signal(session: Session, now: int | None = None, state: EngineState | None = None, book=None) -> list:
+def check_no_signal(session: Session, now: int | None = None, book=None) -> list:
     """Devices silent longer than their no-signal rule raise an alarm; those heard again clear it."""
     book = book or catalog.rulebook()
     now = now or now_ms()
@@ -236,11 +223,7 @@ def check_no_signal(session: Session, now: int | None = None, state: EngineState
                                    evidence={"rule": rule.id, "kind": "no_signal", "last": to_datetime(ds.last_ms).isoformat()
                                              if ds.last_ms else None, "minutes": rule.minutes},
                                    observed_at=to_datetime(now), rule_id=rule.id, device_type=thing.device_type)
-                if state:
-                    state.open[key] = rule.severity
                 changes.append((key, rule.severity))
             elif alarms.resolve_condition(session, key, to_datetime(now), "signal received again") is not None:
-                if state:
-                    state.open.pop(key, None)
                 changes.append((key, None))
     return changes

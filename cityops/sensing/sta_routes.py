@@ -108,7 +108,7 @@ def _finish(request: Request, session, writer: "sta.Writer") -> None:
         rows = [ingest.Row(o.datastream_id, o.t_ms, o.t_end_ms, o.result_time_ms, o.result_num, o.result_json)
                 for o in writer.observations]
         metas = {r.datastream_id: ing.metas.get(r.datastream_id) for r in rows}
-        ingest.post_process(session, rows, metas, ing.state)
+        ingest.post_process(session, rows, metas)
     session.commit()
     bridge = getattr(request.app.state, "sensing_mqtt", None)
     if bridge is not None:
