@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from shapely.geometry import shape
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from cityops.core import audit
 from cityops.core.errors import Forbidden
@@ -579,6 +579,73 @@ def test_evaluation_from_monthly_rollups_equals_the_per_case_query(api, places):
         assert _rollup_rows(session) == kept
         session.rollback()
 
+
+def test_the_rollup_rows_of_new_cases_in_one_pass_equal_each_case_folded_alone(api):
+    """``rollup.new_case_rows`` (the case writer's one pass over a group) gives the rows of ``contributions``
+    summed case by case: cases just reported (counted per bucket together, two in the same grid and month, one
+    across a month end in the duty calendar's zone, one without a reporter), and cases that arrive with later
+    facts (filed, dispatched, supervised), which take the general path."""
+    from collections import defaultdict
+
+    from cityops.events import rollup
+
+    def case(at, grid="500154101001001", path="/500100/500154/500154101/500154101001/500154101001001/", **more):
+        return {**dict.fromkeys(rollup.FIELDS), "source": "rest", "state": "reported", "grid_code": grid,
+                "unit_path": path, "reported_by": "tester", "reported_at": at, "rework_count": 0, "returned_count": 0,
+                "supervision_count": 0, **more}
+
+    at = local(2025, 4, 30, 23, 30)  # in the duty calendar's zone
+    cases = [case(at), case(at + timedelta(minutes=20)),  # 30 April 23:50 local: the same buckets
+             case(at + timedelta(minutes=40)),  # 1 May 00:10 local: the next month
+             case(at, grid="500154101001002", path="/500100/500154/500154101/500154101001/500154101001002/", reported_by=None),
+             case(at, assigned_unit_code="500154101"),  # routed to a unit at once: its department bucket
+             case(at, state="filed", filed_at=at + timedelta(hours=1), filed_by="filer", department_code="d1",
+                  deadline_at=at + timedelta(days=2)),
+             case(at, dispatched_at=at + timedelta(hours=2), dispatched_by="disp", dispatch_due_at=at + timedelta(hours=3),
+                  returned_count=1),
+             case(at, supervision_count=1), case(None)]
+    summed: dict = defaultdict(lambda: defaultdict(int))
+    for c in cases:
+        rollup._add(summed, rollup.contributions(c))
+    key = lambda r: (r["dim"], r["month"], r["key"], r["path"])  # noqa: E731
+    fast = sorted(rollup.new_case_rows(cases), key=key)
+    assert fast == sorted(rollup._delta({}, summed), key=key)
+    assert {r["month"] for r in fast} == {"2025-04", "2025-05"}
+    grid = {r["month"]: r for r in fast if r["dim"] == "grid" and r["key"] == "500154101001001"}
+    # Six reported on 30 April, one 40 minutes later on 1 May; the filed one filed on 1 May.
+    assert grid["2025-04"]["reported"] == 6 and grid["2025-05"]["reported"] == 1 and grid["2025-05"]["filed"] == 1
+
+
+def test_cases_taken_in_by_the_case_writer_keep_the_rollups_a_rebuild_gives(api, places):
+    """Cases reported through the single-case route (several at once, so the writer stores them as groups), the
+    batch route and an idempotent retry: the rollups kept by the writer's one pass equal a rebuild from the cases
+    (SQLite; PostgreSQL keeps none)."""
+    import concurrent.futures
+
+    from cityops.events import rollup
+
+    admin = api.login("admin")
+    bodies = [{"class_code": "06010", "lon": places[k][0], "lat": places[k][1], "source": s}
+              for k in ("yihe0", "yihe1", "dade0") for s in ("patrol", "public", "hotline")]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda b: api.post("/api/events/cases", headers=admin, json=b), bodies))
+    assert [r.status_code for r in answers] == [201] * len(bodies)
+    retried = {"class_code": "06010", "lon": places["dade0"][0], "lat": places["dade0"][1], "external_key": "rollup-1"}
+    first = api.post("/api/events/cases", headers=admin, json=retried)
+    again = api.post("/api/events/cases", headers=admin, json=retried)
+    assert first.status_code == again.status_code == 201 and first.json()["id"] == again.json()["id"]
+    assert api.post("/api/events/cases/batch", headers=admin, json=_batch(api, places)).status_code == 201
+    with api.store.sessions() as session:
+        kept = _rollup_rows(session)
+        if api.store.backend != "sqlite":  # kept on SQLite only (see rollup.enabled)
+            assert kept == {}
+            return
+        month = rollup.month_key(datetime.now(UTC))
+        assert sum(v[0] for k, v in kept.items() if k[0] == "grid" and k[1] == month) >= len(bodies) + 1 + 3
+        rollup.rebuild(session.connection())
+        assert _rollup_rows(session) == kept
+        session.rollback()
+
 def test_evaluation_api_exports_csv_and_xlsx(api, places):
     from openpyxl import load_workbook
 
@@ -1059,6 +1126,47 @@ def test_the_gather_wait_ends_once_as_many_reports_as_the_last_group_are_queued(
     assert all(created for _, created in results) and len({cid for cid, _ in results}) == 4
     assert registry.get_sample_value("cityops_events_intake_group_size_count") == groups + 1
     assert registry.get_sample_value("cityops_events_intake_committed_total") == 4 + 4
+
+
+def test_where_the_store_takes_concurrent_writes_a_second_writer_stores_while_the_first_waits(api, places):
+    """``events_writers``: on PostgreSQL, while one writer thread waits on its group's write (here: held by another
+    transaction's uncommitted row with the same key), the next report is stored and answered by the second; once
+    the other transaction rolls back, the first is stored too, each once. On SQLite (one writer at a time) the
+    writer has one thread, and the next report waits its turn."""
+    import time
+    import uuid
+
+    from cityops.events import intake
+
+    writer = intake.CaseWriter(api.store.sessions, writers=2)
+    concurrent = api.store.backend != "sqlite"
+    assert writer.writers == (2 if concurrent else 1)
+    key = f"pipe-{uuid.uuid4().hex}"
+    held, first_draft, second_draft = (_draft(api, places, external_key=key), _draft(api, places, external_key=key),
+                                       _draft(api, places, key="dade0"))
+    with api.store.sessions() as blocker:
+        creation.insert_drafts(blocker, [held])  # uncommitted: the key's index entry (PostgreSQL), the write lock (SQLite)
+        first = writer.submit(first_draft)
+        deadline = time.monotonic() + 10
+        while writer.pending and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the first writer is in its write now, waiting
+        second = writer.submit(second_draft)
+        if concurrent:
+            second_id, created = second.result(timeout=10)
+            assert created and not first.done()
+        else:
+            time.sleep(0.5)
+            assert not second.done() and not first.done()
+        blocker.rollback()
+    first_id, created = first.result(timeout=30)
+    assert created  # the other transaction's row with its key was rolled back: the first report is new
+    if not concurrent:
+        second_id, created = second.result(timeout=30)
+        assert created
+    with api.store.sessions() as session:
+        assert session.scalar(select(func.count(Case.id)).where(Case.external_key == key)) == 1
+        assert session.get(Case, second_id) is not None and session.get(Case, first_id).external_key == key
 
 
 # ------------------------------------------------------------------------------------------ batch intake

@@ -59,6 +59,9 @@ class Storage:
     #: ``insert_family`` is one statement (atomic by itself): a caller writing nothing else may run it in a session
     #: of ``core.db.statement_sessionmaker``, without a transaction's BEGIN and COMMIT around it (PostgreSQL).
     family_statement: bool = False
+    #: Write transactions of several connections proceed together (row locks, each commit's flush overlapping the
+    #: others'): a writer may keep more than one in flight. Not SQLite, whose write lock takes one at a time.
+    concurrent_writes: bool = False
     #: The names of the two-or-more-argument minimum and maximum functions (``least``/``greatest``; SQLite's
     #: ``min``/``max`` with several arguments).
     least_greatest: tuple[str, str] = ("least", "greatest")
@@ -450,6 +453,7 @@ class PostgreSQLStorage(Storage):
     copy_in = True
     arrays = True
     family_statement = True
+    concurrent_writes = True
     #: deadlock_detected, serialization_failure: the server rolled the whole transaction back.
     _CONFLICT_STATES = frozenset({"40P01", "40001"})
 

@@ -207,7 +207,7 @@ def insert_drafts(session: Session, drafts: list[CaseDraft], *, savepoint: bool 
 
         conn = session.connection()
         if rollup.enabled(conn):
-            rollup.apply_changes(conn, [{f: drafts[i].values.get(f) for f in rollup.FIELDS} for i, _ in stored], {})
+            rollup.add_new_cases(conn, [drafts[i].values for i, _ in stored])
     return out
 
 

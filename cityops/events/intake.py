@@ -1,6 +1,7 @@
 """Group commit of case creations (集中提交): the single-case HTTP channels (REST, Open311) hand their validated,
-located and routed drafts (``creation.draft_case``) to one writer thread per process, which stores whatever has
-queued up meanwhile in one transaction and commits once.
+located and routed drafts (``creation.draft_case``) to the process's case writer, whose thread stores whatever has
+queued up meanwhile in one transaction and commits once. Where the store takes concurrent writes (PostgreSQL),
+``events_writers`` threads take turns: one gathers the next group while another waits for its commit.
 
 Why: one committed transaction per case is itself limited to a few hundred to ~1,500 commits/s (SQLite's and
 PostgreSQL's commit waits for the disk flush, and SQLite takes one writer at a time), below the intake target
@@ -39,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cityops.core.errors import Busy
 from cityops.core.web import per_app
 from cityops.core.db import statement_sessionmaker
+from cityops.core.storage import storage_of
 from cityops.events.creation import (CaseDraft, PointReport, refuse_units, draft_reports, insert_drafts,
                                      one_statement)
 from cityops.events.routing import write_section
@@ -73,8 +75,11 @@ class CaseWriter:
     IDLE_SECONDS = 60.0
 
     def __init__(self, sessions: sessionmaker[Session], capacity: int = 2000, max_group: int = 256, registry=None,
-                 locator: LocatorCache | None = None, group_wait: float = 0.0):
+                 locator: LocatorCache | None = None, group_wait: float = 0.0, writers: int = 1):
         self.sessions = sessions
+        #: Writer threads: while one waits for its group's commit, the next gathers, drafts and sends its group.
+        #: One where the store takes one writer at a time (SQLite's write lock: a second would only queue for it).
+        self.writers = writers if storage_of(sessions.kw["bind"]).concurrent_writes else 1
         #: Seconds to wait for more reports after a group's first, when the last group was not a lone report.
         self.group_wait = group_wait
         self.locator = locator
@@ -85,7 +90,9 @@ class CaseWriter:
         self._q: queue.Queue[tuple[CaseDraft | PointReport | Batch, object]] = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        #: Held by the writer thread gathering a group: the others store theirs meanwhile, never split one.
+        self._taking = threading.Lock()
+        self._running = 0  # writer threads alive (started on demand, each ends after IDLE_SECONDS without work)
         self._one_statement: sessionmaker[Session] | None = None
         self._metrics(registry)
 
@@ -134,37 +141,48 @@ class CaseWriter:
                                  "retry shortly", {"capacity": self.capacity, "pending": self._pending})
             self._pending += n
             self._q.put_nowait((draft, waiter))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="events-intake", daemon=True)
-                self._thread.start()
+            if self._running < self.writers:
+                self._running += 1
+                threading.Thread(target=self._run, name="events-intake", daemon=True).start()
 
     def _run(self) -> None:
         last = 1
         while True:
+            # One thread takes a group at a time; the others meanwhile store theirs (PostgreSQL: the commit's WAL
+            # flush, ~5 ms a group whatever its size, overlaps the next group's gathering, drafting and sending).
+            with self._taking:
+                group, size = self._take(last)
+            if group is None:
+                return
+            last = size
+            self._store(group)
+
+    def _take(self, last: int) -> tuple[list | None, int]:
+        """The next group (None: idle for IDLE_SECONDS, this thread ends) and its size in reports."""
+        while True:
             try:
                 group = [self._q.get(timeout=self.IDLE_SECONDS)]
+                break
             except queue.Empty:
                 with self._lock:  # submit() starts a new thread under this lock, so nothing is left unserved
                     if self._q.empty():
-                        self._thread = None
-                        return
-                continue
-            size = _size(group[0][0])
-            if self.group_wait and last > 1 and size < self.max_group:
-                # Under load: the other requests in flight reach the queue within about a millisecond of this one,
-                # and the group shares one transaction's fixed cost among them. A lone report (an idle server) is
-                # stored at once.
-                self._gather(min(last, self.max_group))
-            while size < self.max_group:  # a batch goes in whole, so a group may pass max_group by one batch
-                try:
-                    group.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-                size += _size(group[-1][0])
-            with self._lock:
-                self._pending -= size
-            last = size
-            self._store(group)
+                        self._running -= 1
+                        return None, 0
+        size = _size(group[0][0])
+        if self.group_wait and last > 1 and size < self.max_group:
+            # Under load: the other requests in flight reach the queue within about a millisecond of this one,
+            # and the group shares one transaction's fixed cost among them. A lone report (an idle server) is
+            # stored at once.
+            self._gather(min(last, self.max_group))
+        while size < self.max_group:  # a batch goes in whole, so a group may pass max_group by one batch
+            try:
+                group.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+            size += _size(group[-1][0])
+        with self._lock:
+            self._pending -= size
+        return group, size
 
     def _gather(self, expected: int) -> None:
         """Wait up to ``group_wait`` for the reports on their way, or only until ``expected`` (the last group's
@@ -285,4 +303,4 @@ def writer(app_state) -> CaseWriter:
     """The app's case writer, made on first use."""
     return per_app(app_state, "events_writer", lambda ctx: CaseWriter(
         ctx.sessions, capacity=ctx.settings.events_queue, registry=ctx.registry, locator=ctx.locator,
-        group_wait=ctx.settings.events_group_wait_ms / 1000))
+        group_wait=ctx.settings.events_group_wait_ms / 1000, writers=ctx.settings.events_writers))

@@ -195,6 +195,45 @@ def apply_changes(conn: Connection, new_cases: list, changed: dict[int, object |
     _upsert(conn, _delta(old, new))
 
 
+#: The facts of a case besides its report: a case with none of them (and never supervised) counts "reported" only.
+_LATER = ("filed_at", "deadline_at", "handled_at", "dispatched_at")
+
+
+def new_case_rows(cases: list) -> list[dict]:
+    """The rollup rows ``apply_changes(conn, cases, {})`` upserts for new cases (mappings of at least FIELDS), in
+    one pass over the group: a case just reported adds 1 to "reported" in its month for each of its dimensions'
+    keys, counted per bucket together; any other case goes through ``contributions``. Per case the general path
+    built two nested dicts and a township path (a fifth of the case writer's Python per case on SQLite)."""
+    acc: dict = defaultdict(lambda: defaultdict(int))
+    reported: dict = defaultdict(int)
+    towns: dict = {}
+    for v in cases:
+        at = v.get("reported_at")
+        if at is None:
+            continue
+        if any(v.get(f) is not None for f in _LATER) or (v.get("supervision_count") or 0) > 0:
+            _add(acc, contributions({f: v.get(f) for f in FIELDS}))
+            continue
+        month, path = month_key(at), v["unit_path"]
+        town = towns.get(path)
+        if town is None:
+            town = towns[path] = _township_path(path)
+        for dim, key, where in (("grid", v.get("grid_code"), path),
+                                ("department", v.get("department_code") or v.get("assigned_unit_code"), town),
+                                ("reporter", v.get("reported_by"), town), ("filer", v.get("filed_by"), town),
+                                ("dispatcher", v.get("dispatched_by"), town)):
+            if key is not None:
+                reported[(dim, month, key, where)] += 1
+    for bucket, n in reported.items():
+        acc[bucket]["reported"] += n
+    return _delta({}, acc)
+
+
+def add_new_cases(conn: Connection, cases: list) -> None:
+    """``apply_changes(conn, cases, {})`` for new cases, through ``new_case_rows``."""
+    _upsert(conn, new_case_rows(cases))
+
+
 def values_of(case) -> dict:
     """The FIELDS of a case as they are now: take them before changing a case, for ``fold_change``."""
     return {f: getattr(case, f) for f in FIELDS}
