@@ -308,6 +308,41 @@ def _features_bytes(text: str) -> str:
     return text[text.index('"features":[') + len('"features":['):text.index('],"numberMatched"')]
 
 
+def test_feature_texts_are_written_behind_an_import(api, admin):
+    """SQLite: a file import stores no Feature texts (the rows alone, as ogr2ogr writes a layer); the first bbox
+    page writes its features per request and has the filler write the layer's texts behind. The pages read before
+    and after hold the same bytes, and every text stored is the one a request writes from its row."""
+    from cityops.base import featurestore
+
+    if api.store.backend != "sqlite":
+        pytest.skip("the Feature texts are stored on SQLite only")
+    feats = [{"type": "Feature", "id": f"F-{i}" if i % 3 else None,
+              "properties": {"name": f"名{i}", "n": i, "x": i / 7, "tag": None if i % 2 else "a\"b"},
+              "geometry": mapping(Polygon([(108.40 + i * 0.001, 31.20), (108.4005 + i * 0.001, 31.20),
+                                           (108.40 + i * 0.001, 31.2005 + i * 1e-5)]))} for i in range(30)]
+    for f in feats:
+        if f["id"] is None:
+            del f["id"]
+    key = make_layer(api, admin, feats, geometry_type="POLYGON")
+    current, _ = featurestore.tables(key, "POLYGON")
+    side = featurestore.geojson_table(current.name)
+
+    def stored() -> list:
+        with api.store.engine.connect() as conn:
+            return conn.exec_driver_sql(f'SELECT id, feature FROM "{side}" ORDER BY id').all()
+
+    assert stored() == [], "the import writes no texts"
+    params = {"bbox": "108.3,31.1,108.5,31.3", "limit": 50}
+    before = api.get(f"/ogc/collections/{key}/items", params=params, headers=admin)
+    assert before.status_code == 200 and before.json()["numberReturned"] == 30
+    assert featurestore.TEXTS.wait(30)
+    texts = stored()
+    assert len(texts) == 30
+    after = api.get(f"/ogc/collections/{key}/items", params=params, headers=admin)
+    assert _features_bytes(after.text) == _features_bytes(before.text)
+    assert _features_bytes(after.text) == ",".join(t[1].decode() for t in texts)
+
+
 def test_bbox_page_is_written_as_the_general_path_writes_it(api, admin):
     """A bbox page (the map's hot path) is written from the features' ready GeoJSON; the same page asked with a
     filter that changes nothing goes the general way. Both answers hold the same bytes for every feature, the

@@ -7,17 +7,21 @@ row is current). It is a GeoPackage feature table on SQLite and has a GiST index
 identity), so a restored row keeps its id.
 
 On SQLite ``geojson_<key>`` keeps each current feature as the GeoJSON Feature text OGC API – Features serves in
-CRS84, written by the bulk writer in the pass that inserts the rows (PostGIS writes that text in SQL per page;
-in SQLite every byte of it would be Python under the GIL of the serving process). Triggers delete a row's text
-when the row is updated or deleted, so a stale text is never read; a row without text (written by another path,
-or by a client such as QGIS) is written per request, as before (``feature_texts``).
+CRS84 (PostGIS writes that text in SQL per page; in SQLite every byte of it would be Python under the GIL of the
+serving process). The bulk writer of generated features writes them with the rows; a file import does not (they
+were 60 % of the bytes it wrote and its GIL-bound share): the server that reads them writes them behind
+(``TextFiller``). Triggers delete a row's text when the row is updated or deleted, so a stale text is never read;
+a row without text (imported and not yet filled, or written by another path or by a client such as QGIS) is
+written per request (``feature_texts``), byte for byte the same.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import operator
 import struct
+import threading
 from functools import lru_cache
 
 import numpy as np
@@ -33,6 +37,8 @@ from cityops.core.geometry import CANONICAL_SRID, Geometry, encode_many
 from cityops.core.spatial_ddl import register_spatial_table, unregister_spatial_table
 from cityops.core.storage import storage_of
 from cityops.core.types import JSONText
+
+log = logging.getLogger("cityops.base.featurestore")
 
 GEOMETRY_TYPES = ("POINT", "MULTIPOINT", "LINESTRING", "MULTILINESTRING", "POLYGON", "MULTIPOLYGON", "GEOMETRY")
 
@@ -203,16 +209,92 @@ def write_texts(conn: Connection, current_name: str, ids, fids: list, properties
 
 def fill_texts(conn: Connection, current_name: str, batch: int = 20_000) -> int:
     """Write the Feature texts of the rows that have none (a layer stored before the texts existed); SQLite."""
-    storage, side, written, last = storage_of(conn), geojson_table(current_name), 0, 0
+    written, last = 0, 0
     while True:
-        rows = conn.exec_driver_sql(
-            f'SELECT t.id, t.fid, t.properties, t.geom FROM "{current_name}" t LEFT JOIN "{side}" g ON g.id = t.id '
-            f"WHERE t.id > ? AND g.id IS NULL ORDER BY t.id LIMIT ?", (last, batch)).all()
-        if not rows:
+        got = fill_some(conn, current_name, last, batch)
+        if got is None:
             return written
-        write_texts(conn, current_name, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                    storage.decode_geometries([r[3] for r in rows]))
-        written, last = written + len(rows), rows[-1][0]
+        written, last = written + got[0], got[1]
+
+
+def fill_some(conn: Connection, current_name: str, after: int, limit: int) -> tuple[int, int] | None:
+    """Write the Feature texts of up to ``limit`` rows with ids above ``after`` that have none, in ``conn``'s
+    transaction: (rows read, the last id read), or None when no such row is left (SQLite)."""
+    side = geojson_table(current_name)
+    rows = conn.exec_driver_sql(
+        f'SELECT t.id, t.fid, t.properties, t.geom FROM "{current_name}" t LEFT JOIN "{side}" g ON g.id = t.id '
+        f"WHERE t.id > ? AND g.id IS NULL ORDER BY t.id LIMIT ?", (after, limit)).all()
+    if not rows:
+        return None
+    write_texts(conn, current_name, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                storage_of(conn).decode_geometries([r[3] for r in rows]))
+    return len(rows), rows[-1][0]
+
+
+class TextFiller:
+    """Writes behind, on a thread of this process, the Feature texts of a layer's rows that have none (what a file
+    import leaves), once a read has met such a row (``request``): one write transaction per ``chunk`` rows, so
+    other writers wait at most one chunk. Until then, and for the rows it does not reach, readers write the texts
+    per request, so nothing a reader gets depends on it.
+
+    Each chunk takes the store's write lock before it reads its rows (a no-op DELETE first: ``WriterConnection``
+    then begins the transaction again as BEGIN IMMEDIATE), so no row can change between being read and its text
+    being written: a text is always that of the row as it stands (the triggers drop it when the row changes
+    later). Rows are filled in id order from the highest id this process has filled up to: an import's rows
+    come above it (AUTOINCREMENT never reuses an id), while the rows below it that still lack a text (edited,
+    restored by a rollback, or without a text of their own: ``texts_wanted``) stay per request, as before."""
+
+    def __init__(self, chunk: int = 20_000):
+        self.chunk = chunk
+        self._lock = threading.Lock()
+        self._running: set[tuple[str, str]] = set()
+        #: (database, layer table) → the highest id this process has filled texts up to.
+        self.filled: dict[tuple[str, str], int] = {}
+
+    def request(self, engine, current_name: str, missing_ids) -> None:
+        """A reader met the rows ``missing_ids`` of ``current_name`` without text: fill the layer's texts from the
+        last id filled, unless that is running already or none of these ids lies beyond it."""
+        key = (str(engine.url), current_name)
+        with self._lock:
+            if key in self._running or max(missing_ids, default=0) <= self.filled.get(key, 0):
+                return
+            self._running.add(key)
+        threading.Thread(target=self._fill, args=(engine, current_name, key), name="ogc-feature-texts",
+                         daemon=True).start()
+
+    def _fill(self, engine, current_name: str, key: tuple[str, str]) -> None:
+        try:
+            while True:
+                with engine.connect() as conn:
+                    # The write lock before the read (see the class).
+                    conn.exec_driver_sql(f'DELETE FROM "{geojson_table(current_name)}" WHERE id < 0')
+                    got = fill_some(conn, current_name, self.filled.get(key, 0), self.chunk)
+                    conn.commit()
+                if got is None:
+                    return
+                with self._lock:
+                    self.filled[key] = max(self.filled.get(key, 0), got[1])
+        except Exception as exc:  # noqa: BLE001 - a cache: readers write what is missing, the next read asks again
+            log.info("feature texts of %s not filled: %s", current_name, exc)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Until no fill runs (tests, benchmarks): whether they all ended within ``timeout`` seconds."""
+        import time
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            with self._lock:
+                if not self._running:
+                    return True
+            time.sleep(0.01)
+        return False
+
+
+#: This process's filler (the OGC bbox pages ask it).
+TEXTS = TextFiller()
 
 
 def drop(conn: Connection, key: str, geometry_type: str) -> None:
@@ -233,9 +315,11 @@ class BulkWriter:
     encoded once per batch and handed to the driver's executemany, past SQLAlchemy's per-row processing;
     on SQLite the R*Tree is filled from the batch's bounds (see ``core.bulk``)."""
 
-    def __init__(self, conn: Connection, table: Table):
+    def __init__(self, conn: Connection, table: Table, *, texts: bool = True):
         self.conn, self.table = conn, table
         self.storage = storage_of(conn)
+        #: SQLite: the rows' Feature texts written with them (an import leaves them to ``TextFiller``).
+        self.texts = texts and self.storage.rtree_index
         self._suspension = rtree_trigger_suspended(conn, table.name)
         self.index_by_hand = False
 
@@ -288,7 +372,7 @@ class BulkWriter:
         geoms = np.asarray(geoms, dtype=object)
         name = self.table.name
         if prepared is None or prepared.version != version:
-            prepared = prepare_rows(self.storage.rtree_index, fids, properties, geoms, version, source)
+            prepared = prepare_rows(self.storage.rtree_index, fids, properties, geoms, version, source, texts=self.texts)
         if not self.storage.rtree_index:
             # COPY in the binary format, the batch's rows built column by column into one buffer (``copy_rows``):
             # no per-row call, no hex encoding for the server to decode.
@@ -310,8 +394,9 @@ class BulkWriter:
         if end - start != len(properties):
             raise RuntimeError(f"unexpected id sequence in {name}: {start} → {end} for {len(properties)} rows")
         ids = np.arange(start + 1, end + 1)
-        write_texts(self.conn, name, ids, fids, properties, geoms, prepared.texts,
-                    rows=prepared.text_rows if ahead else None)
+        if self.texts:
+            write_texts(self.conn, name, ids, fids, properties, geoms, prepared.texts,
+                        rows=prepared.text_rows if ahead else None)
         if self._rtree is not None:
             self._rtree.add(ids, geoms, bounds=prepared.bounds)
         elif self.index_by_hand:

@@ -72,7 +72,8 @@ def import_file(session, actor, scope, key: str, path: Path, *, fmt: str | None 
     counts = {"read": 0, "added": 0, "repaired": 0, "errors": 0}
     geometry_type, sqlite = layer.geometry_type, storage_of(conn).rtree_index
 
-    bulk = featurestore.BulkWriter(conn, current)
+    # Without the OGC Feature texts: the server that serves them writes them behind (``featurestore.TextFiller``).
+    bulk = featurestore.BulkWriter(conn, current, texts=False)
     # SQLite: the id of the next row inserted, so the reading thread builds the rows' texts with their ids. Only
     # batches without errors are inserted, each after the one before, so the reading thread counts their rows.
     ahead = {"next_id": None if dry_run else bulk.next_id(), "failed": False}
@@ -85,7 +86,8 @@ def import_file(session, actor, scope, key: str, path: Path, *, fmt: str | None 
         ahead["failed"] = ahead["failed"] or any(i.severity == "error" for i in batch.issues)
         if not dry_run and not counts["errors"] and not ahead["failed"]:
             batch.prepared = featurestore.prepare_rows(sqlite, batch.fids, batch.properties_json, batch.geometries,
-                                                       version, (batch.parsed, batch.wkb), first_id=ahead["next_id"])
+                                                       version, (batch.parsed, batch.wkb), texts=False,
+                                                       first_id=ahead["next_id"])
             if ahead["next_id"] is not None:
                 ahead["next_id"] += len(batch.fids)
     if opened is not None and opened.matches(Path(path), fmt, crs, source_layer):

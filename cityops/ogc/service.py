@@ -572,6 +572,8 @@ def bbox_page(conn, layer, *, area: shapely.Geometry, limit: int, offset: int, c
         texts = featurestore.feature_texts([r[0] for r in todo], [r[2] for r in todo], [r[3] for r in todo], geoms)
         for i, text in zip(missing, texts):
             features[i] = text
+        if out_crs.key == "OGC:CRS84":  # rows an import left without text: written behind for the next reads
+            featurestore.TEXTS.request(conn.engine, current.name, [r[0] for r in todo])
     return FeaturesPage(matched, [r[0] for r in rows], features, more_after, more_before)
 
 
