@@ -343,6 +343,37 @@ def test_feature_texts_are_written_behind_an_import(api, admin):
     assert _features_bytes(after.text) == ",".join(t[1].decode() for t in texts)
 
 
+def test_feature_texts_written_behind_are_those_of_the_rows_as_committed(api, admin):
+    """The filler takes the write lock before it reads a chunk's rows: a row changed by a transaction that holds
+    the lock when the filler starts gets the text of its committed state, never that of the state before."""
+    import time
+
+    from cityops.base import featurestore
+    from cityops.core.storage import storage_of
+
+    if api.store.backend != "sqlite":
+        pytest.skip("the Feature texts are stored on SQLite only")
+    key = make_layer(api, admin, [{"type": "Feature", "properties": {"n": i}, "geometry": mapping(Point(*POINTS[i]))}
+                                  for i in range(5)])
+    current, _ = featurestore.tables(key, "POINT")
+    side = featurestore.geojson_table(current.name)
+    engine = api.store.engine
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'UPDATE "{current.name}" SET properties = ? WHERE id = (SELECT min(id) FROM '
+                             f'"{current.name}")', ('{"n":"changed"}',))
+        featurestore.TEXTS.request(engine, current.name, [10 ** 9])
+        time.sleep(0.5)  # the filler has started, and waits for this transaction's lock
+        conn.commit()
+    assert featurestore.TEXTS.wait(30)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f'SELECT t.id, t.fid, t.properties, t.geom, g.feature FROM "{current.name}" t '
+                                    f'JOIN "{side}" g USING (id) ORDER BY t.id').all()
+        geoms = storage_of(conn).decode_geometries([r[3] for r in rows])
+    assert len(rows) == 5 and b'"properties":{"n":"changed"}' in rows[0][4]
+    assert [r[4] for r in rows] == featurestore.feature_texts([r[0] for r in rows], [r[1] for r in rows],
+                                                              [r[2] for r in rows], geoms)
+
+
 def test_bbox_page_is_written_as_the_general_path_writes_it(api, admin):
     """A bbox page (the map's hot path) is written from the features' ready GeoJSON; the same page asked with a
     filter that changes nothing goes the general way. Both answers hold the same bytes for every feature, the
