@@ -234,7 +234,8 @@ def fill_some(conn: Connection, current_name: str, after: int, limit: int) -> tu
 class TextFiller:
     """Writes behind, on a thread of this process, the Feature texts of a layer's rows that have none (what a file
     import leaves), once a read has met such a row (``request``): one write transaction per ``chunk`` rows, so
-    other writers wait at most one chunk. Until then, and for the rows it does not reach, readers write the texts
+    other writers wait at most one chunk (5,000 rows: ~0.04 s of CPU; 100,000 texts cost the server 0.8–1.1 s
+    of CPU). Until then, and for the rows it does not reach, readers write the texts
     per request, so nothing a reader gets depends on it.
 
     Each chunk takes the store's write lock before it reads its rows (a no-op DELETE first: ``WriterConnection``
@@ -244,7 +245,7 @@ class TextFiller:
     come above it (AUTOINCREMENT never reuses an id), while the rows below it that still lack a text (edited,
     restored by a rollback, or without a text of their own: ``texts_wanted``) stay per request, as before."""
 
-    def __init__(self, chunk: int = 20_000):
+    def __init__(self, chunk: int = 5_000):
         self.chunk = chunk
         self._lock = threading.Lock()
         self._running: set[tuple[str, str]] = set()
