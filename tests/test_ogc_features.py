@@ -36,8 +36,8 @@ def admin(api):
     return api.login("admin")
 
 
-def make_layer(api, admin, features, geometry_type="POINT", **extra) -> str:
-    key = "ogc_" + uuid.uuid4().hex[:10]
+def make_layer(api, admin, features, geometry_type="POINT", key=None, **extra) -> str:
+    key = key or "ogc_" + uuid.uuid4().hex[:10]
     r = api.post("/api/layers", headers=admin, json={"key": key, "title_zh": "测试图层", "title_en": "OGC test layer",
                                                     "description_zh": "OGC 测试", "category": "0701",
                                                     "geometry_type": geometry_type, **extra})
@@ -372,6 +372,34 @@ def test_feature_texts_written_behind_are_those_of_the_rows_as_committed(api, ad
     assert len(rows) == 5 and b'"properties":{"n":"changed"}' in rows[0][4]
     assert [r[4] for r in rows] == featurestore.feature_texts([r[0] for r in rows], [r[1] for r in rows],
                                                               [r[2] for r in rows], geoms)
+
+
+def test_feature_texts_written_behind_a_layer_made_again(api, admin):
+    """A layer deleted and created again under the same key begins its row ids anew, below what the filler of
+    this process had filled: its texts are written behind all the same, and are the new rows'."""
+    from cityops.base import featurestore
+
+    if api.store.backend != "sqlite":
+        pytest.skip("the Feature texts are stored on SQLite only")
+    params = {"bbox": "108.3,31.1,108.5,31.3", "limit": 50}
+    key = make_layer(api, admin, point_features())
+    assert api.get(f"/ogc/collections/{key}/items", params=params, headers=admin).status_code == 200
+    assert featurestore.TEXTS.wait(30)
+    assert api.delete(f"/api/layers/{key}", headers=admin).status_code == 204
+    make_layer(api, admin, [{"type": "Feature", "properties": {"again": i}, "geometry": mapping(Point(*POINTS[i]))}
+                            for i in range(3)], key=key)
+    featurestore.TEXTS.recheck_s = 0.0  # a new table is looked at again without waiting
+    try:
+        page = api.get(f"/ogc/collections/{key}/items", params=params, headers=admin)
+        assert featurestore.TEXTS.wait(30)
+    finally:
+        featurestore.TEXTS.recheck_s = 30.0
+    current, _ = featurestore.tables(key, "POINT")
+    with api.store.engine.connect() as conn:
+        texts = [r[0] for r in conn.exec_driver_sql(
+            f'SELECT feature FROM "{featurestore.geojson_table(current.name)}" ORDER BY id')]
+    assert len(texts) == 3 and all(b'"again"' in t for t in texts)
+    assert _features_bytes(page.text) == ",".join(t.decode() for t in texts)
 
 
 def test_bbox_page_is_written_as_the_general_path_writes_it(api, admin):

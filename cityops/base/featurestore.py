@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import operator
 import struct
 import threading
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -243,28 +245,41 @@ class TextFiller:
     being written: a text is always that of the row as it stands (the triggers drop it when the row changes
     later). Rows are filled in id order from the highest id this process has filled up to: an import's rows
     come above it (AUTOINCREMENT never reuses an id), while the rows below it that still lack a text (edited,
-    restored by a rollback, or without a text of their own: ``texts_wanted``) stay per request, as before."""
+    restored by a rollback, or without a text of their own: ``texts_wanted``) stay per request, as before. A
+    table made again under the same name (a layer deleted and created again) begins its ids anew: a fill that
+    finds the table's highest id below the mark starts again from the first row."""
 
-    def __init__(self, chunk: int = 5_000):
-        self.chunk = chunk
+    def __init__(self, chunk: int = 5_000, recheck_s: float = 30.0):
+        self.chunk, self.recheck_s = chunk, recheck_s
         self._lock = threading.Lock()
         self._running: set[tuple[str, str]] = set()
+        self._started: dict[tuple[str, str], float] = {}
         #: (database, layer table) → the highest id this process has filled texts up to.
         self.filled: dict[tuple[str, str], int] = {}
 
     def request(self, engine, current_name: str, missing_ids) -> None:
         """A reader met the rows ``missing_ids`` of ``current_name`` without text: fill the layer's texts from the
-        last id filled, unless that is running already or none of these ids lies beyond it."""
-        key = (str(engine.url), current_name)
+        last id filled, unless that is running already. Ids all at or below the mark (rows edited since, or a
+        table made again) start a fill at most every ``recheck_s`` seconds."""
+        key, now = (str(engine.url), current_name), time.monotonic()
         with self._lock:
-            if key in self._running or max(missing_ids, default=0) <= self.filled.get(key, 0):
+            if key in self._running:
+                return
+            if (max(missing_ids, default=0) <= self.filled.get(key, 0)
+                    and now - self._started.get(key, -math.inf) < self.recheck_s):
                 return
             self._running.add(key)
+            self._started[key] = now
         threading.Thread(target=self._fill, args=(engine, current_name, key), name="ogc-feature-texts",
                          daemon=True).start()
 
     def _fill(self, engine, current_name: str, key: tuple[str, str]) -> None:
         try:
+            with engine.connect() as conn:
+                top = conn.exec_driver_sql(f'SELECT max(id) FROM "{current_name}"').scalar() or 0
+            with self._lock:
+                if top < self.filled.get(key, 0):  # the table was made again: its ids begin anew
+                    self.filled[key] = 0
             while True:
                 with engine.connect() as conn:
                     # The write lock before the read (see the class).
@@ -283,8 +298,6 @@ class TextFiller:
 
     def wait(self, timeout: float = 60.0) -> bool:
         """Until no fill runs (tests, benchmarks): whether they all ended within ``timeout`` seconds."""
-        import time
-
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             with self._lock:
