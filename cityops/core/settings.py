@@ -95,8 +95,9 @@ class Settings(BaseSettings):
     events_group_wait_ms: float = Field(default=1.0, ge=0, le=50)
     #: Case writer threads per process where the store takes concurrent writes (PostgreSQL; SQLite always one):
     #: while one waits for its group's commit (the WAL flush, a few ms whatever the group's size), the next group
-    #: is gathered, drafted and sent.
-    events_writers: int = Field(default=2, ge=1, le=8)
+    #: is gathered, drafted and sent. One by default: on 2 busy cores two split the groups, and the capacity
+    #: measured lower with two (docs/benchmarks.md); more may pay where cores are free and the flush is slow.
+    events_writers: int = Field(default=1, ge=1, le=8)
     #: A directory with the event center's own taxonomy.toml / calendar.toml / events.toml (else the shipped ones).
     events_dir: Path | None = None
     #: SensorThings over MQTT: the broker (mqtt://host:port; empty = no bridge), the server's public URL for the

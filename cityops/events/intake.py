@@ -1,7 +1,7 @@
 """Group commit of case creations (集中提交): the single-case HTTP channels (REST, Open311) hand their validated,
 located and routed drafts (``creation.draft_case``) to the process's case writer, whose thread stores whatever has
 queued up meanwhile in one transaction and commits once. Where the store takes concurrent writes (PostgreSQL),
-``events_writers`` threads take turns: one gathers the next group while another waits for its commit.
+``events_writers`` threads (default 1) may take turns: one gathers the next group while another waits for its commit.
 
 Why: one committed transaction per case is itself limited to a few hundred to ~1,500 commits/s (SQLite's and
 PostgreSQL's commit waits for the disk flush, and SQLite takes one writer at a time), below the intake target
