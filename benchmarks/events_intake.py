@@ -344,7 +344,7 @@ def run_backend(backend: str, args) -> dict:
             sweep.append({"concurrency": concurrency, "lat": lat, "n": n, "errors": err, "elapsed": el,
                           "rate": n / el, "gen_cpu": (time.process_time() - cpu0) / el / (os.cpu_count() or 1)})
         best = max(sweep, key=lambda m: m["rate"])
-        lat_c, n_c, err_c, elapsed, gen_cpu = best["lat"], best["n"], best["errors"], best["elapsed"], best["gen_cpu"]
+        lat_c, n_c, elapsed, gen_cpu = best["lat"], best["n"], best["elapsed"], best["gen_cpu"]
         err_c = sum(m["errors"] for m in sweep)
         n_all = sum(m["n"] for m in sweep)
         rate = args.rate or max(1.0, round(n_c / elapsed / 2))

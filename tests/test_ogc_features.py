@@ -308,6 +308,18 @@ def _features_bytes(text: str) -> str:
     return text[text.index('"features":[') + len('"features":['):text.index('],"numberMatched"')]
 
 
+def _thirty_triangles() -> list[dict]:
+    """Features with and without ids, properties with CJK text, a quote and nulls: what the texts must carry."""
+    feats = [{"type": "Feature", "id": f"F-{i}" if i % 3 else None,
+              "properties": {"name": f"名{i}", "n": i, "x": i / 7, "tag": None if i % 2 else "a\"b"},
+              "geometry": mapping(Polygon([(108.40 + i * 0.001, 31.20), (108.4005 + i * 0.001, 31.20),
+                                           (108.40 + i * 0.001, 31.2005 + i * 1e-5)]))} for i in range(30)]
+    for f in feats:
+        if f["id"] is None:
+            del f["id"]
+    return feats
+
+
 def test_feature_texts_are_written_behind_an_import(api, admin):
     """SQLite: a file import stores no Feature texts (the rows alone, as ogr2ogr writes a layer); the first bbox
     page writes its features per request and has the filler write the layer's texts behind. The pages read before
@@ -316,14 +328,7 @@ def test_feature_texts_are_written_behind_an_import(api, admin):
 
     if api.store.backend != "sqlite":
         pytest.skip("the Feature texts are stored on SQLite only")
-    feats = [{"type": "Feature", "id": f"F-{i}" if i % 3 else None,
-              "properties": {"name": f"名{i}", "n": i, "x": i / 7, "tag": None if i % 2 else "a\"b"},
-              "geometry": mapping(Polygon([(108.40 + i * 0.001, 31.20), (108.4005 + i * 0.001, 31.20),
-                                           (108.40 + i * 0.001, 31.2005 + i * 1e-5)]))} for i in range(30)]
-    for f in feats:
-        if f["id"] is None:
-            del f["id"]
-    key = make_layer(api, admin, feats, geometry_type="POLYGON")
+    key = make_layer(api, admin, _thirty_triangles(), geometry_type="POLYGON")
     current, _ = featurestore.tables(key, "POLYGON")
     side = featurestore.geojson_table(current.name)
 
@@ -406,14 +411,7 @@ def test_bbox_page_is_written_as_the_general_path_writes_it(api, admin):
     """A bbox page (the map's hot path) is written from the features' ready GeoJSON; the same page asked with a
     filter that changes nothing goes the general way. Both answers hold the same bytes for every feature, the
     same count and the same paging, in every served CRS."""
-    feats = [{"type": "Feature", "id": f"F-{i}" if i % 3 else None,
-              "properties": {"name": f"名{i}", "n": i, "x": i / 7, "tag": None if i % 2 else "a\"b"},
-              "geometry": mapping(Polygon([(108.40 + i * 0.001, 31.20), (108.4005 + i * 0.001, 31.20),
-                                           (108.40 + i * 0.001, 31.2005 + i * 1e-5)]))} for i in range(30)]
-    for f in feats:
-        if f["id"] is None:
-            del f["id"]
-    key = make_layer(api, admin, feats, geometry_type="POLYGON")
+    key = make_layer(api, admin, _thirty_triangles(), geometry_type="POLYGON")
     url = f"/ogc/collections/{key}/items"
     box = "108.3,31.1,108.5,31.3"
     everything = "S_INTERSECTS(geometry, BBOX(108.0, 31.0, 109.0, 32.0))"

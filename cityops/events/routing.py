@@ -170,8 +170,8 @@ def _where(lon: float, lat: float, located: Located | None, how: str) -> Where:
                                   {"field": "lon/lat", "lon": lon, "lat": lat})
     return Where(lon, lat, located, how)
 
-_DEPTS: dict[str, tuple[float, list, dict]] = {}
-_URL_KEYS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: Per engine (not its URL rendered as text: per case that was a tenth of drafting a located report).
+_DEPTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: Routes memoised per snapshot of the departments are bounded (then started afresh).
 _ROUTE_MEMO_MAX = 20_000
 
@@ -179,10 +179,7 @@ _ROUTE_MEMO_MAX = 20_000
 def _snapshot(session: Session) -> tuple[list[tuple[str, str, str, list, list]], dict]:
     """(code, name, unit_path, matter_classes, covered_units) of every department, cached for 2 s, with the routes
     worked out from this snapshot so far."""
-    bind = session.get_bind()
-    key = _URL_KEYS.get(bind)
-    if key is None:  # the URL rendered once per engine: per case it was a tenth of drafting a located report
-        key = _URL_KEYS[bind] = str(bind.url)
+    key = session.get_bind().engine
     hit = _DEPTS.get(key)
     if hit and time.monotonic() - hit[0] < 2.0:
         return hit[1], hit[2]
