@@ -271,7 +271,7 @@ class Bus:
 
     def _listen(self) -> None:
         """Wake the readers when another process commits events (PostgreSQL NOTIFY; this process's own commits
-        wake them directly); else poll."""
+        wake them directly); on SQLite one poll of the outbox's newest event for all of them."""
         store.listen(self.engine, self._stop, self.wake, self.settings.bus_poll_seconds,
                      own=_OWN_BACKENDS.setdefault(_key(self.engine), set()))
 
@@ -477,7 +477,7 @@ class _Reader:
     def run(self) -> None:
         bus = self.bus
         while not bus._stop.is_set():
-            wait = bus.settings.bus_poll_seconds
+            wait = store.reader_poll_seconds(bus.engine, bus.settings.bus_poll_seconds)
             if self.unsaved is not None:
                 wait = min(wait, max(0.0, self.saved_at + bus.settings.bus_relay_checkpoint_seconds - time.monotonic()))
             woken = self.wake.wait(wait)
@@ -490,7 +490,7 @@ class _Reader:
             self.wake.clear()
             if not woken:
                 with self._lock:
-                    self.must_read = True  # the poll: another process's commit (SQLite) is found this way
+                    self.must_read = True  # the backstop: a wake-up missed
             if not bus._lease.is_set():
                 self.position = None
                 self._reset()
@@ -739,7 +739,7 @@ class _Broadcast:
     def run(self) -> None:
         bus = self.bus
         while not bus._stop.is_set():
-            self.wake.wait(bus.settings.bus_poll_seconds)
+            self.wake.wait(store.reader_poll_seconds(bus.engine, bus.settings.bus_poll_seconds))
             self.wake.clear()
             self._busy = True
             try:
