@@ -176,3 +176,60 @@ def test_bbox_undecided_decides_by_index_boxes_within_the_inner_box(demo_store):
         # A run with the same statement and other boxes answers for those boxes (nothing cached from the last).
         ids, *_ = storage.column_lists(conn, stmt, storage.bbox_params((0.0, 0.0, 0.001, 0.001), (0.0, 0.0, 0.0, 0.0)))
         assert ids == [] or len(ids) == 0
+
+
+def _slow_write_beside_another(engine, table: str) -> None:
+    """A thread named ``probe-slow-writer`` holds the writer for 150 ms while this thread's write queues behind it."""
+    import threading
+    import time
+
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {table} (x INTEGER)")
+    held = threading.Event()
+
+    def slow_writer():
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {table} VALUES (1)")
+            held.set()
+            time.sleep(0.15)
+
+    thread = threading.Thread(target=slow_writer, name="probe-slow-writer")
+    thread.start()
+    assert held.wait(10)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE {table} SET x = 2")
+    thread.join(10)
+
+
+def test_slow_writes_of_the_embedded_store_are_logged_with_their_holder(store, caplog):
+    """``sqlite_writer_log_ms``: a write that waited for the writer lock, or held it, longer than the threshold is
+    logged with the thread that held it and its first writing statement; off by default, nothing is logged."""
+    import logging
+    import re
+
+    from cityops.core.db import make_engine
+
+    if store.backend != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has no writer lock of ours")
+    caplog.set_level(logging.WARNING, logger="cityops.db")
+    quiet = make_engine(store.settings.model_copy(update={"data_dir": store.settings.data_dir.parent / "quiet"}))
+    try:
+        _slow_write_beside_another(quiet, "writer_log_quiet")
+    finally:
+        quiet.dispose()
+    assert not [r for r in caplog.records if r.name == "cityops.db"]
+
+    engine = make_engine(store.settings.model_copy(update={"sqlite_writer_log_ms": 30.0}))
+    try:
+        _slow_write_beside_another(engine, "writer_log_probe")
+    finally:
+        engine.dispose()
+    lines = [r.getMessage() for r in caplog.records if r.name == "cityops.db"]
+
+    def ms(what: str, line: str) -> float:
+        return float(re.search(rf"{what} ([0-9.]+) ms", line).group(1))
+
+    assert any("thread probe-slow-writer" in m and "first write INSERT INTO writer_log_probe" in m and ms("held", m) >= 140
+               for m in lines), lines
+    assert any("thread MainThread" in m and "first write UPDATE writer_log_probe" in m and ms("waited", m) >= 100
+               for m in lines), lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -28,6 +29,8 @@ from cityops.core.settings import Settings
 if TYPE_CHECKING:
     from alembic.config import Config
     from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("cityops.db")
 
 #: How long a SQLite writer waits for the one write lock (other threads, other processes) before giving up.
 SQLITE_WRITE_WAIT_S = 30
@@ -73,6 +76,8 @@ def make_engine(settings: Settings) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, _record):
             dbapi_connection.writers = _writers(engine.url.database)
+            if settings.sqlite_writer_log_ms:
+                dbapi_connection.writers.log_over_s = settings.sqlite_writer_log_ms / 1000
             register_sqlite_functions(dbapi_connection)
             # pysqlite's own transaction handling would defer BEGIN; we issue it ourselves below so
             # that SAVEPOINT and write locks behave (SQLAlchemy's documented recipe).
@@ -216,15 +221,25 @@ def _writes(sql: str) -> bool:
 
 class _Writers:
     """The writers of one SQLite database in this process: a lock for its threads and an ``flock`` for the
-    other processes (uvicorn ``--workers``, the command line, the storm simulation)."""
+    other processes (uvicorn ``--workers``, the command line, the storm simulation).
+
+    With ``log_over_s`` set (``Settings.sqlite_writer_log_ms``) each write that waited for the lock, or held it,
+    longer than that is logged with its thread and first writing statement: who held the one writer while others
+    queued, to lay beside a slow request's time."""
+
+    log_over_s: float | None = None
 
     def __init__(self, database: str | None):
         self.lock = threading.Lock()
         self.fd = None
         if fcntl is not None and database and database != ":memory:":
             self.fd = os.open(f"{database}-writers", os.O_RDWR | os.O_CREAT, 0o644)
+        # The holder's timing (written only by the thread that holds the lock).
+        self._asked = self._taken = 0.0
+        self._statement = ""
 
-    def acquire(self) -> None:
+    def acquire(self, statement: str = "") -> None:
+        asked = time.perf_counter() if self.log_over_s is not None else 0.0
         if not self.lock.acquire(timeout=SQLITE_WRITE_WAIT_S):
             raise Busy(f"the database is busy with another write for more than {SQLITE_WRITE_WAIT_S} s; try again")
         if self.fd is not None:
@@ -233,11 +248,22 @@ class _Writers:
             except BaseException:
                 self.lock.release()
                 raise
+        if self.log_over_s is not None:
+            self._asked, self._taken, self._statement = asked, time.perf_counter(), statement
 
     def release(self) -> None:
+        slow = None
+        if self.log_over_s is not None and self._taken:
+            waited, held = self._taken - self._asked, time.perf_counter() - self._taken
+            if max(waited, held) > self.log_over_s:
+                slow = (waited * 1000, held * 1000, self._statement)
+            self._taken = 0.0
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.lock.release()
+        if slow is not None:  # logged once the lock is handed on
+            log.warning("sqlite writer: waited %.1f ms, held %.1f ms, thread %s, first write %s", slow[0], slow[1],
+                        threading.current_thread().name, " ".join(slow[2].split())[:120])
 
 
 _WRITERS: dict[tuple[str, int], _Writers] = {}
@@ -290,14 +316,14 @@ class WriterConnection(sqlite3.Connection):
 
     def before(self, sql: str) -> None:
         if not self.holds and self.writers is not None and _writes(sql):
-            self.begin_write()
+            self.begin_write(sql)
 
-    def begin_write(self) -> None:
+    def begin_write(self, statement: str = "begin_write()") -> None:
         """Make this connection's transaction the database's writer now: take the writer lock, and restart the
         transaction as BEGIN IMMEDIATE unless it has already changed rows (it then keeps them and its luck)."""
         if self.holds or self.writers is None:
             return
-        self.writers.acquire()
+        self.writers.acquire(statement)
         self.holds = True
         try:
             if not self.in_transaction:

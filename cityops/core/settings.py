@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     #: this close when returned). 5 was fewer than a wired server's bus readers and 8 concurrent readers use at
     #: once: every request past them opened a new connection (a fork on the server) and closed it again.
     pool_size: int = Field(default=16, ge=1)
+    #: Embedded store: log (logger ``cityops.db``, warning) each write transaction that waited for this process's
+    #: writer lock, or held it, longer than this many milliseconds, with its thread and first writing statement:
+    #: who holds the one writer when writes queue. 0 = off (the default; on, every write reads the clock twice more).
+    sqlite_writer_log_ms: float = Field(default=0.0, ge=0)
     #: Brute-force protection of password logins (identity.throttle): this many failures of one username, or
     #: from one client address, within login_failure_window_s lock it for login_lockout_s (an operator may lift
     #: the lock earlier). Behind a reverse proxy, let uvicorn take the client address from X-Forwarded-For
