@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import random
 import socket
@@ -303,7 +304,7 @@ def make_workers(store, grids: list[list[str]], prefix: str = "bench_gw") -> lis
 
 
 async def _load(base_url: str, plan: list[tuple[dict, list]], think: float, make_request,
-                dropped: list | None = None) -> list[float]:
+                dropped: list | None = None, starts: list | None = None) -> list[float]:
     """Latencies of every request; a request whose connection the server dropped is appended to ``dropped``
     (a failure, never a latency) instead of stopping the run, so a busy machine still gives its figures."""
     latencies: list[float] = []
@@ -323,6 +324,8 @@ async def _load(base_url: str, plan: list[tuple[dict, list]], think: float, make
                     dropped.append(f"{type(exc).__name__} after {time.perf_counter() - start:.1f} s")
                     continue
                 latencies.append(time.perf_counter() - start)
+                if starts is not None:
+                    starts.append(time.time() - latencies[-1])
                 if r.status_code != 200:
                     raise RuntimeError(f"{r.status_code}: {r.text[:200]}")
 
@@ -330,11 +333,31 @@ async def _load(base_url: str, plan: list[tuple[dict, list]], think: float, make
     return latencies
 
 
+def _without_gc(run):
+    """``run()`` with this process's garbage collector off: the load generator's own pauses are not the server's latency.
+
+    The script holds the whole demo district it built, so a full collection in the generator walked it all: with the
+    server's own timings beside the updates' (``--latencies``, 2026-12-07), the generator's full collections paused it
+    400–570 ms once or twice a run, and the 25–35 updates that finished during a pause (answered in milliseconds by the
+    server) were over 200 ms, more than the 20 slowest of 2,000 that set the p99. What exists before the load is
+    frozen out of collection; the load's own garbage is collected after it."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        return run()
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q))
 
 
-def concurrent_updates(store, base_url: str, incident_id: int, workers: int, think: float) -> dict:
+def concurrent_updates(store, base_url: str, incident_id: int, workers: int, think: float,
+                       latencies_file: Path | None = None) -> dict:
     with store.sessions() as session:
         rows = session.execute(select(Evacuation.id, Evacuation.grid_code).where(Evacuation.incident_id == incident_id)
                                .order_by(Evacuation.grid_code, Evacuation.id)).all()
@@ -353,10 +376,13 @@ def concurrent_updates(store, base_url: str, incident_id: int, workers: int, thi
 
     dropped: list[str] = []
     start = time.perf_counter()
-    floor = asyncio.run(_load(base_url, plan, think, health, dropped))
+    floor = _without_gc(lambda: asyncio.run(_load(base_url, plan, think, health, dropped)))
     floor_wall = time.perf_counter() - start
     start = time.perf_counter()
-    lat = asyncio.run(_load(base_url, plan, think, update, dropped))
+    starts: list[float] = []
+    lat = _without_gc(lambda: asyncio.run(_load(base_url, plan, think, update, dropped, starts)))
+    if latencies_file is not None:  # each update's start (Unix time) and latency, to lay beside the server's own timings
+        latencies_file.write_text("".join(f"{t:.4f} {x * 1000:.1f}\n" for t, x in zip(starts, lat)))
     wall = time.perf_counter() - start
     with httpx.Client(base_url=base_url, headers=keys[0], timeout=30) as client:
         totals = client.get(f"/api/incidents/{incident_id}/totals").json()
@@ -383,6 +409,8 @@ def main() -> None:
     parser.add_argument("--bus", choices=("none", "jetstream"), default="none",
                         help="jetstream: the warning reaches the plan through the bus, `cityops serve --workers` on JetStream "
                              "(PostGIS); none: the plan's response called in this process, as the engine's consumer would")
+    parser.add_argument("--latencies", type=Path, help="write each update's start (Unix time) and latency in ms to this "
+                        "file, one line each (per backend: the backend's name is added to the file name)")
     parser.add_argument("--skip-updaters", action="store_true", help="only the warning → evacuation rounds")
     args = parser.parse_args()
     if args.bus == "jetstream" and (args.data_dir or "sqlite" in args.backends.split(",")) and not args.database_url:
@@ -422,7 +450,8 @@ def main() -> None:
                 load = None
                 if not args.skip_updaters:
                     console.print(f"[bold]{backend}[/]: {args.workers} workers updating concurrently …")
-                    load = concurrent_updates(store, base_url, rounds[-1]["incident"], args.workers, args.think)
+                    load = concurrent_updates(store, base_url, rounds[-1]["incident"], args.workers, args.think,
+                                              args.latencies.with_suffix(f".{backend}") if args.latencies else None)
                     # At once: a later backend's failure must not lose this one's figures.
                     console.print(f"[bold]{backend}[/]: {load['updates']} updates, p50 {load['p50']:.1f} / p99 "
                                   f"{load['p99']:.1f} / max {load['max']:.1f} ms, health p99 {load['floor_p99']:.1f} ms, "
