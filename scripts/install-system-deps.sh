@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian packages the test suite needs: PostGIS for the PostgreSQL service, Chromium (and a CJK font) for
+# Debian packages the test suite and the benchmarks need: PostGIS for the PostgreSQL service, Chromium (and a CJK font) for
 # the browser test.
 set -euo pipefail
 packages=()
@@ -15,6 +15,8 @@ dpkg -s gdal-bin >/dev/null 2>&1 || packages+=(gdal-bin)
 dpkg -s python3-qgis >/dev/null 2>&1 || packages+=(qgis python3-qgis)
 # mosquitto_pub: the C load generator of the MQTT ingest benchmark (benchmarks/sensing_ingest.py).
 dpkg -s mosquitto-clients >/dev/null 2>&1 || packages+=(mosquitto-clients)
+# wrk: the load generator of the case intake benchmark's closed loops (benchmarks/events_intake.py).
+dpkg -s wrk >/dev/null 2>&1 || packages+=(wrk)
 # ffmpeg: the HLS test stream the video player's browser test plays (tests/test_webapp_video.py).
 dpkg -s ffmpeg >/dev/null 2>&1 || packages+=(ffmpeg)
 if ((${#packages[@]})); then
