@@ -22,7 +22,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from cityops.app import create_app as create_cityops_app
-from cityops.core.web import current_principal, parse_body
+from cityops.core.web import add_plain_route, current_principal, parse_body
 from cityops.events.routes import CaseIn
 
 
@@ -36,8 +36,9 @@ def create_app():
         return Response(orjson.dumps({"class_code": body.class_code, "lon": body.lon, "lat": body.lat}),
                         status_code=201, media_type="application/json")
 
-    app.add_api_route("/bench/floor", floor, methods=["POST"], status_code=201)
-    # First in the route table: the web application's catch-all is matched in order and would take it otherwise.
+    # First in the route table, a plain route as the intake routes are (``events.routes.install_intake``): the web
+    # application's catch-all is matched in order and would take it otherwise.
+    add_plain_route(app, "/bench/floor", floor, ["POST"])
     app.router.routes.insert(0, app.router.routes.pop())
     return app
 

@@ -6,6 +6,7 @@ spec-conforming calls and the independent ``georeport`` client over a real HTTP 
 from __future__ import annotations
 
 import io
+import re
 from contextlib import contextmanager
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
@@ -1177,6 +1178,29 @@ def _batch(api, places, keys=("yihe0", "yihe1", "dade0"), headers=None, **extra)
         lon, lat, _ = places[key]
         items.append({"class_code": "06010", "lon": lon, "lat": lat, "description": f"批量上报 {n}", **extra})
     return items
+
+
+def test_intake_routes_are_matched_before_every_router_and_stay_documented_and_counted(api, places):
+    """The intake routes are plain routes ahead of the included routers (no router walk, no dependency solving a
+    request), yet they are in the OpenAPI document, counted under their template, and the path's other method (the
+    case list) still answers."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+
+    routes = api.app.router.routes
+    first_router_route = next(i for i, r in enumerate(routes) if isinstance(r, APIRoute) or not isinstance(r, Route))
+    for path in ("/api/events/cases", "/api/events/cases/batch"):
+        at = next(i for i, r in enumerate(routes) if getattr(r, "path", None) == path and "POST" in (r.methods or ()))
+        assert at < first_router_route and not isinstance(routes[at], APIRoute), path
+        assert "post" in api.get("/api/openapi.json").json()["paths"][path]
+    admin = api.login("admin")
+    _new(api, places)
+    assert api.post("/api/events/cases", headers=admin, json={"class_code": "06010", "lon": "x"}).status_code == 422
+    assert api.post("/api/events/cases", json={"class_code": "06010"}).status_code == 401
+    assert api.get("/api/events/cases", headers=admin, params={"limit": 1}).status_code == 200
+    metrics = api.get("/metrics").text
+    assert re.search(r'cityops_http_requests_total\{method="POST",route="/api/events/cases",status="201"\} [1-9]', metrics)
+    assert re.search(r'cityops_http_requests_total\{method="POST",route="/api/events/cases",status="422"\} [1-9]', metrics)
 
 
 def test_batch_intake_stores_every_report_and_answers_their_numbers(api, places):

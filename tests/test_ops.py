@@ -173,6 +173,26 @@ def test_request_ids_differ_between_requests(ops):
     assert len(ids) == 5
 
 
+def test_request_ids_are_32_hex_digits_and_unique_per_process(ops):
+    ids = [ops.get("/api/health").headers["x-request-id"] for _ in range(50)]
+    assert len(set(ids)) == 50
+    assert all(re.fullmatch(r"[0-9a-f]{32}", rid) for rid in ids)
+
+
+def test_a_request_does_not_consult_the_opentelemetry_providers(ops, monkeypatch):
+    """The server's metrics are Prometheus; FastAPI's OpenTelemetry hooks are off, so a request does not look up the
+    global tracer, meter or logger provider (FastAPI's default looked each up on every request)."""
+    from opentelemetry import _logs, metrics, trace
+
+    calls = []
+    for module, name in ((trace, "get_tracer_provider"), (metrics, "get_meter_provider"), (_logs, "get_logger_provider")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda real=real, name=name: calls.append(name) or real())
+    assert ops.get("/api/health").status_code == 200
+    assert ops.post("/api/auth/login", json={"username": "nobody", "password": "whatever-123"}).status_code == 401
+    assert calls == []
+
+
 # ------------------------------------------------------------------------------------- request size
 
 @pytest.fixture
