@@ -14,7 +14,7 @@ the closed loops — the capacity sweep and the HTTP floor, the same tool for bo
 with wrk, a compiled, standard load generator: one thread, a Lua script sending the bearer token and a body per
 request drawn from the same sample as below (4,096 reports drawn per run, taken in turn). Measured on this
 machine (2026-12-07, load 8–10; the server's and the client's CPU from /proc and ``getrusage``): the asyncio client
-took 61–81 µs a request, 22 % of all CPU on the floor route and 8 % on intake; wrk 16–35 µs, 5–9 % and 2–4 %.
+took 61–81 µs a request, 22 % of all CPU on the floor route and 8 % on intake; wrk 13–38 µs, 8–12 % and 2–7 %.
 ``--client python`` keeps the asyncio client of this process (HTTP/1.1 over keep-alive streams; a general client
 such as httpx costs more CPU per request than the server handler). The open loop (2.) is always the asyncio client:
 it sends on a schedule, counting latency from the scheduled time (no coordinated omission), at half the capacity,
