@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -230,6 +231,16 @@ def test_items_default_page_and_document(api, admin, points_layer):
     assert 108 < lon < 109 and 31 < lat < 32  # CRS84 is lon, lat
     assert parse_qs(urlsplit(link(body, "self")).query)["limit"] == ["10"]
     assert link(body, "prev") is None and link(body, "next")
+
+
+def test_items_pages_are_counted_under_their_route_template(api, admin, points_layer):
+    """The items route is matched ahead of the routers; the request metrics still name it by its template (one series
+    for every collection), not as an unmatched request."""
+    assert api.get(f"/ogc/collections/{points_layer}/items", headers=admin).status_code == 200
+    metrics = api.get("/metrics").text
+    assert re.search(r'cityops_http_requests_total\{method="GET",route="/ogc/collections/\{collection_id\}/items",'
+                     r'status="200"\} [1-9]', metrics)
+    assert points_layer not in metrics
 
 
 def test_paging_links_cover_every_feature_once(api, admin, points_layer):

@@ -37,7 +37,7 @@ from cityops.core.errors import CityOpsError, InvalidInput, NotFound, PayloadToo
 from cityops.core.params import INT64_MAX, INT64_MIN
 from cityops.core.db import read_sessionmaker
 from cityops.core.storage import storage_of
-from cityops.core.web import DB, ReadDB, interface_principal, loads_json, per_app, request_id
+from cityops.core.web import DB, ReadDB, add_plain_route, interface_principal, loads_json, per_app, request_id
 from cityops.housing.collection import KEY as BUILDINGS, BuildingsCollection
 from cityops.ogc import edit, filtering, service
 from cityops.ogc.service import CRS84, MAX_LIMIT, STORAGE_CRS
@@ -329,7 +329,7 @@ async def items(request: Request) -> Response:
 def install_items(app) -> None:
     """Register ``GET /ogc/collections/{id}/items`` ahead of every router (called before they are included). Its
     other methods (POST, OPTIONS) stay on ``router``: Starlette prefers their full match to this partial one."""
-    app.router.add_route(ITEMS_PATH, items, methods=["GET"], include_in_schema=False)
+    add_plain_route(app, ITEMS_PATH, items, methods=["GET"])
 
 
 def _items(collection_id: str, request: Request, principal) -> Response:
