@@ -615,6 +615,14 @@ def test_the_rollup_rows_of_new_cases_in_one_pass_equal_each_case_folded_alone(a
     grid = {r["month"]: r for r in fast if r["dim"] == "grid" and r["key"] == "500154101001001"}
     # Six reported on 30 April, one 40 minutes later on 1 May; the filed one filed on 1 May.
     assert grid["2025-04"]["reported"] == 6 and grid["2025-05"]["reported"] == 1 and grid["2025-05"]["filed"] == 1
+    # A group of reports only (the case writer's usual group) gives its rows without the general path's deltas.
+    reports = [c for c in cases if c["reported_at"] is not None and c["filed_at"] is None
+               and c["dispatched_at"] is None and not c["supervision_count"]]
+    alone: dict = defaultdict(lambda: defaultdict(int))
+    for c in reports:
+        rollup._add(alone, rollup.contributions(c))
+    assert len(reports) >= 4
+    assert sorted(rollup.new_case_rows(reports), key=key) == sorted(rollup._delta({}, alone), key=key)
 
 
 def test_cases_taken_in_by_the_case_writer_keep_the_rollups_a_rebuild_gives(api, places):
@@ -1360,3 +1368,24 @@ def test_a_batch_that_collides_in_the_writers_group_is_refused_whole_and_the_res
     after = table_counts(api.store)
     for table in ("event_cases", "event_transitions", "event_outbox"):
         assert after[table] == before[table] + 4, table
+
+
+def test_the_month_and_day_of_consecutive_reports_follow_the_local_calendar_across_its_boundaries():
+    """``rollup.month_key`` and the case number's day keep the span of the last month and day they worked out (a
+    group's reports come within the same one): instants on both sides of a local midnight that ends a month, in
+    any order, a year apart, and in other zones, get the month and day of the duty calendar's time zone."""
+    from cityops.events import catalogue, rollup
+
+    tz = catalogue.calendar().tz
+    edge = datetime(2026, 12, 1, tzinfo=tz)  # local midnight: the month and the day change
+    instants = [edge - timedelta(microseconds=1), edge, edge + timedelta(hours=5), edge - timedelta(hours=7),
+                edge + timedelta(days=365), edge - timedelta(microseconds=1),
+                (edge - timedelta(seconds=1)).astimezone(ZoneInfo("America/New_York")), edge.astimezone(UTC),
+                datetime(2026, 11, 30, 15, 59, 59, 999999, tzinfo=UTC), datetime(2026, 11, 30, 16, tzinfo=UTC)]
+    for at in instants + instants[::-1]:
+        local = at.astimezone(tz)
+        assert rollup.month_key(at) == local.strftime("%Y-%m"), at
+        number = creation._number(at)
+        assert number[:8] == local.strftime("%Y%m%d") and len(number) == 19, at
+    assert rollup.month_key(datetime(2026, 11, 30, 15, 59, 59, 999999, tzinfo=UTC)) == "2026-11"
+    assert rollup.month_key(datetime(2026, 11, 30, 16, tzinfo=UTC)) == "2026-12"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime, timedelta, timezone
+
 import pyogrio
 import pytest
 import shapely
@@ -233,3 +236,103 @@ def test_slow_writes_of_the_embedded_store_are_logged_with_their_holder(store, c
                for m in lines), lines
     assert any("thread MainThread" in m and "first write UPDATE writer_log_probe" in m and ms("waited", m) >= 100
                for m in lines), lines
+
+
+def _stored_rows(store, table: str, ids: list[int], fk: str = "id") -> list[dict]:
+    """The rows of ``table`` as the driver reads them back (stored text on SQLite, the server's values on
+    PostgreSQL), without the columns that differ by construction (ids, the case's number and key)."""
+    with store.engine.connect() as conn:
+        result = conn.exec_driver_sql(
+            f"SELECT * FROM {table} WHERE {fk} IN ({', '.join(str(int(i)) for i in ids)}) ORDER BY {fk}")
+        names = list(result.keys())
+        rows = [dict(zip(names, r)) for r in result]
+    return [{k: v for k, v in r.items() if k not in ("id", "case_id", "number", "external_key")} for r in rows]
+
+
+_AT = datetime(2026, 3, 1, 9, 5, 7, 123456, tzinfo=timezone(timedelta(hours=8)))
+
+
+def _case_family(i: int, payload: dict, at: datetime = _AT) -> tuple[dict, dict, dict]:
+    """A case's row, its first log entry and its outbox row (without ids), as the case writer writes them."""
+    later = datetime(2026, 3, 2, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5)))
+    whole = datetime(2026, 3, 3, 0, 0, 0, tzinfo=timezone.utc)
+    case = dict(number=f"T-{i}-{uuid.uuid4().hex}", source="public", external_key=None, kind="matter", class_code="06010",
+                title=f"标题 {i}", description=None if i % 2 else "描述", urgency="normal", state="reported",
+                lon=108.4 + i / 1000, lat=31.1, address=None, grid_code="500154101001001", township_code=None,
+                unit_path="/500100/500154/", department_code=None, assigned_unit_code=None, route=payload,
+                reporter=payload, reported_by="tester", attributes=payload, reported_at=at,
+                updated_at=at if i % 2 else later, filed_at=None if i % 2 else whole, seq=1, returned_count=0,
+                rework_count=i, extension_count=0, supervision_count=0, escalation_level=0, due_soon_warned=0)
+    entry = dict(seq=1, action="report", from_state=None, to_state="reported", at=at, actor="tester", actor_id=None,
+                 note=None, data=payload, lon=108.4, lat=31.1, unit_path="/500100/500154/")
+    notice = dict(topic="case.report", unit_path="/500100/500154/", created_at=at, payload=payload)
+    return case, entry, notice
+
+
+def _insert_driver(store, families: list[tuple[dict, dict, dict]]) -> list[int]:
+    """The families through ``Storage.insert_family``, as the case writer writes a group; their case ids."""
+    from sqlalchemy.orm import Session
+
+    from cityops.core.storage import storage_of
+    from cityops.events.models import Case, Outbox, Transition
+
+    with Session(store.engine) as s:
+        storage = storage_of(s)
+        geoms = storage.bulk_geometries([shapely.Point(c["lon"], c["lat"]) for c, _, _ in families])
+        ids = storage.insert_family(s, Case, [{**c, "geom": g} for (c, _, _), g in zip(families, geoms)], [
+            (Transition, "case_id", [e for _, e, _ in families]), (Outbox, "case_id", [o for _, _, o in families])])
+        s.commit()
+    return ids
+
+
+def test_the_driver_insert_stores_what_the_orm_stores(store):
+    """``Storage.insert_family`` (the case writer's rows, past SQLAlchemy's per-row bind processing: JSON through
+    orjson, a timestamp formatted once per insert) stores every column of the case, its log entry and its outbox
+    row as the ORM's INSERT does: the same text of JSON and timestamps on SQLite, the same values on PostgreSQL."""
+    from sqlalchemy.orm import Session
+
+    from cityops.events.models import Case, Outbox, Transition
+
+    payloads = [
+        {"名": "值", "nested": {"list": [1, 2.5, None, True, False, "é\u2028\x1f\"\\"]}, "small": 0.125, "big": 2**62},
+        {}, {"x": -0.0, "e": 1e22, "tiny": 1.5e-3, "s": "🙂"}]
+    n = 6
+    with Session(store.engine) as s:  # the ORM's INSERTs
+        families = [_case_family(i, payloads[i % 3]) for i in range(n)]
+        cases = [Case(**c, geom=shapely.Point(c["lon"], c["lat"])) for c, _, _ in families]
+        s.add_all(cases)
+        s.flush()
+        s.add_all([Transition(case_id=c.id, **e) for c, (_, e, _) in zip(cases, families)])
+        s.add_all([Outbox(case_id=c.id, **o) for c, (_, _, o) in zip(cases, families)])
+        s.commit()
+        orm_ids = [c.id for c in cases]
+    fast_ids = _insert_driver(store, [_case_family(i, payloads[i % 3]) for i in range(n)])
+    for table, fk in (("event_cases", "id"), ("event_transitions", "case_id"), ("event_outbox", "case_id")):
+        orm, fast = _stored_rows(store, table, orm_ids, fk), _stored_rows(store, table, fast_ids, fk)
+        assert len(orm) == n and fast == orm, table
+    if store.backend == "sqlite":  # the stored text itself: UTC, microseconds, compact JSON
+        first = _stored_rows(store, "event_cases", fast_ids[:1])[0]
+        assert first["reported_at"] == "2026-03-01 01:05:07.123456"
+        assert first["filed_at"] == "2026-03-03 00:00:00.000000"
+        assert first["attributes"].startswith('{"名":"值","nested":{"list":[1,2.5,null,true,false,')
+
+
+def test_json_values_that_are_not_json_are_stored_as_null_on_both_backends(store):
+    """NaN and ±Infinity (not JSON; PostgreSQL's jsonb refuses them, and the case writer's one statement there
+    writes them as null) are stored as null on SQLite too, by the driver insert and the ORM alike; integers beyond
+    64 bits and keys that are not text keep the standard library's form."""
+    from sqlalchemy.orm import Session
+
+    from cityops.core.types import json_text
+    from cityops.events.models import Case
+
+    assert json_text({"a": float("nan"), "b": [float("inf")]}) == '{"a":null,"b":[null]}'
+    assert json_text({1: 2**70}) == '{"1":%d}' % 2**70
+    [cid] = _insert_driver(store, [_case_family(0, {"v": float("nan")})])
+    with Session(store.engine) as s:
+        assert s.get(Case, cid).attributes == {"v": None}
+        if store.backend == "sqlite":  # the ORM's bind of the same value
+            case = s.get(Case, cid)
+            case.reporter = {"w": float("-inf")}
+            s.commit()
+            assert _stored_rows(store, "event_cases", [cid])[0]["reporter"] == '{"w":null}'

@@ -18,6 +18,7 @@ from collections import namedtuple
 from collections.abc import Iterable
 from contextlib import contextmanager
 from functools import lru_cache
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cityops.core.db import WriterConnection, begin_write
 from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
-from cityops.core.types import JSONText
+from cityops.core.types import JSONText, UTCDateTime, json_text
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -301,7 +302,7 @@ class SQLiteStorage(Storage):
             conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                                  values)
 
-    def insert_rows(self, bind, table, rows, *, returning_ids=False):
+    def insert_rows(self, bind, table, rows, *, returning_ids=False, _memo=None):
         if not rows:
             return []
         table = getattr(table, "__table__", table)
@@ -322,13 +323,25 @@ class SQLiteStorage(Storage):
             calls = [c for c in missing if c.default.is_callable]
             rows = [{**row, **fill, **{c.name: c.default.arg(None) for c in calls}} for row in rows]
             columns = list(rows[0])
-        procs = [_bind_processor(table.c[c].type, conn.dialect) for c in columns]
-        values = [tuple(v if p is None or v is None else p(v) for v, p in zip(map(row.__getitem__, columns), procs))
-                  for row in rows]
+        # Column by column: the rows' values taken out in one C-level pass, and only the columns whose type
+        # processes its binds (JSON, timestamps, geometry) walked in Python — per value, as SQLAlchemy would.
+        cols = list(zip(*map(_getter(columns), rows)))
+        memo = _memo if _memo is not None else {}
+        for n, c in enumerate(columns):
+            convert = _column_processor(table.c[c].type, conn.dialect)
+            if convert is not None:
+                cols[n] = convert(cols[n], memo)
         if returning_ids:
-            values = [(i, *v) for i, v in zip(ids, values)]
+            cols.insert(0, ids)
             columns = ["id", *columns]
-        self.bulk_insert(conn, table.name, columns, values)
+        self.bulk_insert(conn, table.name, columns, list(zip(*cols)))
+        return ids
+
+    def insert_family(self, bind, table, rows, children=()):
+        memo: dict = {}  # a timestamp shared by the tables' rows (a case's report time) is formatted once
+        ids = self.insert_rows(bind, table, rows, returning_ids=True, _memo=memo)
+        for child, fk, child_rows in children:
+            self.insert_rows(bind, child, [{**row, fk: i} for row, i in zip(child_rows, ids, strict=True)], _memo=memo)
         return ids
 
     @contextmanager
@@ -488,8 +501,7 @@ class PostgreSQLStorage(Storage):
         try:
             with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
                 for n, row in enumerate(rows):
-                    values = [json.dumps(row[c], ensure_ascii=False) if c in as_json and row[c] is not None else row[c]
-                              for c in columns]
+                    values = [json_text(row[c]) if c in as_json and row[c] is not None else row[c] for c in columns]
                     copy.write_row([ids[n], *values] if returning_ids else values)
         except conn.dialect.dbapi.IntegrityError as exc:  # COPY runs on the driver's cursor: SQLAlchemy's error type
             raise IntegrityError(f"COPY {table.name}", None, exc) from exc
@@ -834,6 +846,49 @@ def _bind_processor(type_, dialect):
     if key not in _PROCESSORS:
         _PROCESSORS[key] = type_.dialect_impl(dialect).bind_processor(dialect)
     return _PROCESSORS[key]
+
+
+_COLUMN_PROCESSORS: dict = {}  # (type, dialect) → column processor (or None), for SQLiteStorage.insert_rows
+
+
+def _column_processor(type_, dialect):
+    """A function (values of one column, memo) → the values as the driver takes them, applying what
+    ``_bind_processor`` applies to each; None where the type processes nothing. JSON columns go through
+    ``types.json_text`` (what ``JSONText`` binds), each value once; a timestamp object is formatted once per
+    ``memo`` (a dict one insert shares: the same datetime is a case's report time, its update time, its log
+    entry's and its outbox row's), keyed by the object's identity, the objects alive while the memo is."""
+    key = (id(type_), dialect.name)
+    if key in _COLUMN_PROCESSORS:
+        return _COLUMN_PROCESSORS[key]
+    proc = _bind_processor(type_, dialect)
+    if proc is None:
+        convert = None
+    elif isinstance(type_, JSONText) and dialect.name == "sqlite":
+        def convert(values, memo):
+            return [None if v is None else json_text(v) for v in values]
+    elif isinstance(type_, UTCDateTime):
+        def convert(values, memo):
+            out = []
+            for v in values:
+                if v is None:
+                    out.append(None)
+                    continue
+                text = memo.get(id(v))
+                if text is None:
+                    text = memo[id(v)] = proc(v)
+                out.append(text)
+            return out
+    else:
+        def convert(values, memo):
+            return [None if v is None else proc(v) for v in values]
+    _COLUMN_PROCESSORS[key] = convert
+    return convert
+
+
+def _getter(columns: list[str]):
+    """row → tuple of its values of ``columns`` (``itemgetter`` gives a bare value for one column)."""
+    get = itemgetter(*columns)
+    return get if len(columns) > 1 else (lambda row: (get(row),))
 
 
 SQLITE = SQLiteStorage()
