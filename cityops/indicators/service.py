@@ -57,12 +57,12 @@ class RunResult:
 
 
 def run(session: Session, cat: Catalogue, period: str, at: datetime | None = None, *, act: bool = True,
-        codes: set[str] | None = None, actor: audit.Actor = SYSTEM, tree=None) -> RunResult:
+        codes: set[str] | None = None, actor: audit.Actor = SYSTEM, tree=None, metrics=None) -> RunResult:
     """Compute, store and judge one period; with ``act`` a unit entering red opens a breach (and its case where
     the definition asks) and a recovered one closes it. ``tree``: the unit tree when the caller keeps one
-    (``compute.unit_tree``). The caller commits."""
+    (``compute.unit_tree``); ``metrics``: a registry other than the platform's. The caller commits."""
     at = at or utcnow()
-    computed = compute(session, cat, period, at, codes=codes, tree=tree)
+    computed = compute(session, cat, period, at, codes=codes, tree=tree, metrics=metrics)
     versions = sync_versions(session, cat)
     stored = store(session, cat, computed, versions)
     opened = closed = 0
