@@ -398,3 +398,41 @@ def test_changes_are_numbered_in_commit_order(demo_store, computed):
         later = [c.id for c in service.changes_after(session, Scope(all_units=True), since, limit=100_000)]
         written = set(session.scalars(select(Change.id).where(Change.id > before)))
     assert written and set(seen) | set(later) == written, "a change committed after a later id was read is never sent"
+
+
+def test_the_demo_history_groups_the_buildings_once(demo_store, computed, monkeypatch):
+    """The demo's 30-day history runs its periods with a registry whose as-they-stand metrics (the housing registry,
+    not windowed) answer each parameter set once: the same values as the platform's registry, one grouping of the
+    buildings for every period instead of one per period."""
+    from dataclasses import replace
+
+    from cityops.indicators import demo as indicators_demo
+    from cityops.indicators.metrics import Registry, registry
+
+    cat, _ = computed
+    calls = []
+    platform = registry()
+
+    def counted(metric):
+        def compute_counted(session, window, param_sets):
+            calls.append(metric.name)
+            return metric.compute(session, window, param_sets)
+        return replace(metric, compute=compute_counted)
+
+    monkeypatch.setattr(indicators_demo, "registry",
+                        lambda: Registry([counted(m) if m.name in indicators_demo.AS_THEY_STAND else m
+                                          for m in platform.metrics.values()]))
+    history = indicators_demo._history_registry()
+    days = [datetime(2026, 7, 20, 12, tzinfo=UTC), datetime(2026, 7, 21, 12, tzinfo=UTC)]
+    with demo_store.sessions() as session:
+        for at in days:
+            service.run(session, cat, "day", at, act=False, metrics=history)
+        assert calls == ["housing.buildings"]
+        for at in days:
+            fresh = compute(session, cat, "day", at)
+            stored = dict(session.execute(select(Value.unit_code, Value.value).where(
+                Value.indicator_code == "houses_grade_d", Value.period == "day",
+                Value.period_start == period_bounds("day", at)[0])).all())
+            district = fresh.tree.codes[fresh.tree.by_level["district"][0]]
+            assert stored[district] == fresh.values["houses_grade_d"][fresh.tree.index[district]] > 0
+        session.rollback()
