@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from sqlalchemy import DateTime, Text
@@ -75,3 +75,45 @@ class UTCDateTime(TypeDecorator):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _start_of_day(local: datetime) -> datetime:
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _start_of_month(local: datetime) -> datetime:
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def next_month(first: datetime) -> datetime:
+    """The first instant of the month after ``first`` (itself a month's first instant), in its zone."""
+    return first.replace(year=first.year + (first.month == 12), month=first.month % 12 + 1)
+
+
+class LocalPeriodLabel:
+    """An instant's local day or month as text (``strftime`` ``fmt``), the last period's bounds kept: a writer asks
+    for nearly the same instant for every row of a group, and ``astimezone`` + ``strftime`` per row were a visible
+    share of the case writer. ``LocalPeriodLabel.DAY("%Y%m%d")``, ``LocalPeriodLabel.MONTH("%Y-%m")``."""
+
+    def __init__(self, fmt: str, start_of, next_start):
+        self.fmt, self._start_of, self._next_start = fmt, start_of, next_start
+        self._last: tuple | None = None  # (first instant, first instant of the next period, text, time zone)
+
+    @classmethod
+    def DAY(cls, fmt: str) -> "LocalPeriodLabel":  # noqa: N802 - reads as a unit
+        return cls(fmt, _start_of_day, lambda first: first + timedelta(days=1))
+
+    @classmethod
+    def MONTH(cls, fmt: str) -> "LocalPeriodLabel":  # noqa: N802
+        return cls(fmt, _start_of_month, next_month)
+
+    def __call__(self, at: datetime, tz) -> str:
+        last = self._last
+        if last is not None and last[3] is tz and at.tzinfo is not None and last[0] <= at < last[1]:
+            return last[2]
+        local = at.astimezone(tz)
+        text = local.strftime(self.fmt)
+        if tz is not None:  # without a zone (the system's own), nothing is kept
+            first = self._start_of(local)
+            self._last = (first, self._next_start(first), text, tz)
+        return text

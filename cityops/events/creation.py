@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import SimpleNamespace
 
 import shapely
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from cityops.core import audit, ladder
 from cityops.core.errors import Conflict, Forbidden, InvalidInput
 from cityops.core.storage import storage_of
+from cityops.core.types import LocalPeriodLabel
 from cityops.events import catalogue
 from cityops.events.actions import log_rows, act, current_state
 from cityops.events.models import Case, Outbox, Transition
@@ -43,23 +44,13 @@ def _alarm_urgency(level) -> str | None:
     return None if key == "none" else ("urgent" if ladder.urgent(key) else "normal")
 
 
-#: (first instant, first instant of the next day, "YYYYMMDD", time zone) of the last local day ``_number`` formatted:
-#: a group's cases are reported within the same day but for a few at midnight.
-_last_day: tuple | None = None
+_DAY = LocalPeriodLabel.DAY("%Y%m%d")
 
 
 def _number(at: datetime) -> str:
     """The case number: the report's day in the duty calendar's time zone and 40 random bits (as many as the first
     ten hex digits of a version-4 UUID, without building one)."""
-    global _last_day
-    tz = catalogue.calendar().tz
-    last = _last_day
-    if last is None or last[3] is not tz or at.tzinfo is None or not last[0] <= at < last[1]:
-        local = at.astimezone(tz)
-        first = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        last = (first, first + timedelta(days=1), f"{local:%Y%m%d}", tz) if tz is not None else (at, at, f"{local:%Y%m%d}", tz)
-        _last_day = last
-    return f"{last[2]}-{os.urandom(5).hex()}"
+    return f"{_DAY(at, catalogue.calendar().tz)}-{os.urandom(5).hex()}"
 
 
 def _clean_text(value: str | None, field: str, limit: int) -> str | None:

@@ -34,6 +34,7 @@ from operator import itemgetter
 from sqlalchemy import Connection, delete, func, select
 
 from cityops.core.storage import Storage, storage_of
+from cityops.core.types import LocalPeriodLabel, next_month
 from cityops.events import catalogue
 from cityops.events.models import Case, EvaluationRollup
 from cityops.org.levels import active_levels
@@ -59,25 +60,11 @@ def _tz():
     return catalogue.calendar().tz or UTC
 
 
-#: (first instant, first instant of the next month, key, time zone) of the last month ``month_key`` computed:
-#: the case writer asks for the month of nearly the same instant for every case of a group.
-_last_month: tuple | None = None
+_MONTH = LocalPeriodLabel.MONTH("%Y-%m")
 
 
 def month_key(at: datetime) -> str:
-    global _last_month
-    tz = _tz()
-    last = _last_month
-    if last is not None and last[3] is tz and at.tzinfo is not None and last[0] <= at < last[1]:
-        return last[2]
-    local = at.astimezone(tz)
-    first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    _last_month = (first, _next_month(first), local.strftime("%Y-%m"), tz)
-    return _last_month[2]
-
-
-def _next_month(m: datetime) -> datetime:
-    return m.replace(year=m.year + (m.month == 12), month=m.month % 12 + 1)
+    return _MONTH(at, _tz())
 
 
 def full_months(start: datetime, end: datetime) -> tuple[list[str], datetime, datetime] | None:
@@ -86,11 +73,11 @@ def full_months(start: datetime, end: datetime) -> tuple[list[str], datetime, da
     local = start.astimezone(tz)
     first = local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     if first < start:
-        first = _next_month(first)
+        first = next_month(first)
     keys, m = [], first
-    while _next_month(m) <= end:
+    while next_month(m) <= end:
         keys.append(m.strftime("%Y-%m"))
-        m = _next_month(m)
+        m = next_month(m)
     return (keys, first, m) if keys else None
 
 
