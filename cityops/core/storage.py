@@ -63,6 +63,9 @@ class Storage:
     #: Write transactions of several connections proceed together (row locks, each commit's flush overlapping the
     #: others'): a writer may keep more than one in flight. Not SQLite, whose write lock takes one at a time.
     concurrent_writes: bool = False
+    #: Commits notify the other connections (PostgreSQL LISTEN/NOTIFY): the bus's readers are woken, not polling.
+    #: Without it (SQLite) one poll per process of the outbox's newest event wakes them.
+    commit_notifications: bool = False
     #: The names of the two-or-more-argument minimum and maximum functions (``least``/``greatest``; SQLite's
     #: ``min``/``max`` with several arguments).
     least_greatest: tuple[str, str] = ("least", "greatest")
@@ -467,6 +470,7 @@ class PostgreSQLStorage(Storage):
     arrays = True
     family_statement = True
     concurrent_writes = True
+    commit_notifications = True
     #: deadlock_detected, serialization_failure: the server rolled the whole transaction back.
     _CONFLICT_STATES = frozenset({"40P01", "40001"})
 

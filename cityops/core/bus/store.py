@@ -17,6 +17,7 @@ from cityops.core import db
 from cityops.core.bus.events import DomainEvent, Envelope
 from cityops.core.bus.outbox import now_ms, rows as outbox_rows
 from cityops.core.bus.models import Cursor, DeadLetter, Lease, OutboxEvent, Processed, TimerRun
+from cityops.core.storage import storage_of
 
 
 class Appended:
@@ -387,7 +388,7 @@ def reader_poll_seconds(engine, poll_seconds: float) -> float:
     """How long a reader waits for a wake-up before it reads the outbox anyway: ``poll_seconds`` on PostgreSQL
     (its LISTEN ignores this process's own connections, whose process ids the server may hand to another client),
     a backstop on SQLite, where ``listen`` polls for every reader."""
-    return poll_seconds if engine.dialect.name == "postgresql" else max(poll_seconds, SQLITE_READER_BACKSTOP_S)
+    return poll_seconds if storage_of(engine).commit_notifications else max(poll_seconds, SQLITE_READER_BACKSTOP_S)
 
 
 def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset()) -> None:
@@ -400,10 +401,8 @@ def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset())
     Each of a server's 20-odd readers polled the outbox itself every ``poll_seconds`` before: 40 reads a second
     with nothing to find, a tenth of the server's CPU under 500 household updaters (py-spy), each read a pooled
     connection that the updaters' peak then had to open anew."""
-    if engine.dialect.name == "sqlite":
+    if not storage_of(engine).commit_notifications:
         _poll_newest(engine, stop, wake, poll_seconds)
-        return
-    if engine.dialect.name != "postgresql":
         return
     import psycopg
 
