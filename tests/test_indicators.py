@@ -352,6 +352,87 @@ def test_a_burst_of_changes_reaches_an_open_stream_whole_and_at_once(api, comput
         live.settings = settings
 
 
+def test_an_open_stream_sends_the_current_periods_only(api, computed, monkeypatch):
+    """Past days' values written while a cockpit is open (the demo's history after its server answers, a day
+    recomputed) are not sent as live values: the stream sends each indicator's changes of its current period only.
+    Pages of past changes only move the stream on (it does not stall on them, nor read them again), so the current
+    changes stored after them arrive; and a stream resumed from before them (Last-Event-ID) sends the same."""
+    import json as _json
+    import threading
+    import time
+    from datetime import timedelta
+
+    from sqlalchemy import delete
+
+    from cityops.indicators.compute import PERIOD_KINDS
+    from cityops.indicators.models import Digest
+
+    cat, _ = computed
+    monkeypatch.setattr(service, "CHANGES_PAGE", 50)  # the past days' changes fill many pages
+    live = api.app.state.indicators_live
+    admin = api.login("admin")
+    now = datetime.now(UTC)
+    current = {kind: period_bounds(kind, now)[0] for kind in PERIOD_KINDS}
+    past = [now - timedelta(days=d) for d in (1, 2, 3)]
+
+    def restore(session, at, codes=None):  # stored anew: the same values, each written again as a change
+        start = period_bounds("day", at)[0]
+        for table in (Value, Digest):
+            session.execute(delete(table).where(table.period == "day", table.period_start == start,
+                                                *([table.indicator_code.in_(codes)] if codes else [])))
+        return service.run(session, cat, "day", at, codes=set(codes) if codes else None, act=False)
+
+    got: list[tuple[int, dict]] = []
+    stop = threading.Event()
+
+    def listen():
+        with api.stream("GET", "/api/indicators/stream", headers=admin, params={"timeout": 25}) as r:
+            event_id = None
+            for line in r.iter_lines():
+                if line.startswith("id: "):
+                    event_id = int(line[4:])
+                elif line.startswith("data: "):
+                    got.append((event_id, _json.loads(line[6:])))
+                if stop.is_set():
+                    return
+
+    runs = live.runs
+    t = threading.Thread(target=listen, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while live.runs == runs and time.monotonic() < deadline:  # the stream is open: its watcher's computation
+            time.sleep(0.05)
+        assert live.runs > runs
+        with api.store.sessions() as session:
+            before = service.last_change_id(session)
+            for at in past:
+                assert restore(session, at).inserted
+            session.commit()
+            middle = service.last_change_id(session)
+            assert middle - before > 5 * service.CHANGES_PAGE  # past changes only, page after page
+            assert restore(session, now, ["cases_open", "alarms_open"]).inserted
+            session.commit()
+            written = list(session.execute(select(Change.id, Change.period, Change.period_start)
+                                           .where(Change.id > before).order_by(Change.id)))
+        mine = {i for i, period, start in written if i > middle}
+        assert mine and all(start == current[period] for i, period, start in written if i > middle)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not mine <= {i for i, _ in got}:
+            time.sleep(0.05)
+        assert mine <= {i for i, _ in got}, "the current changes after the past ones never arrived"
+        stale = [e for _, e in got if datetime.fromisoformat(e["period_start"]) != current[e["period"]]]
+        assert not stale, f"{len(stale)} changes of past periods sent, e.g. {stale[0]}"
+    finally:
+        stop.set()
+        t.join(40)
+    # Resumed from before the past days' changes: the same current changes, nothing of the past.
+    r = api.get("/api/indicators/stream", headers={**admin, "Last-Event-ID": str(before)}, params={"timeout": 3})
+    ids = [int(line[4:]) for line in r.text.splitlines() if line.startswith("id: ")]
+    events = [_json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: ")]
+    assert mine <= set(ids) and all(datetime.fromisoformat(e["period_start"]) == current[e["period"]] for e in events)
+
+
 def test_changes_are_numbered_in_commit_order(demo_store, computed):
     """Two recomputations storing changes at once (two worker processes): the one that commits first has the lower
     ids, so a stream that read the later ids has not passed over the earlier (it reads after the last id it sent)."""
@@ -436,3 +517,4 @@ def test_the_demo_history_groups_the_buildings_once(demo_store, computed, monkey
             district = fresh.tree.codes[fresh.tree.by_level["district"][0]]
             assert stored[district] == fresh.values["houses_grade_d"][fresh.tree.index[district]] > 0
         session.rollback()
+

@@ -319,22 +319,25 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicato
     if after == 0 and not request.headers.get("last-event-id"):
         after = await run_in_threadpool(_last, ctx)
 
-    def read(since: int) -> list[sse.Event]:
+    def read(since: int) -> tuple[list[sse.Event], int, bool]:
+        """The events of the current periods' changes after ``since``, the last id read and whether more is stored.
+        A past period's change (a history being written while the cockpit is open) is not sent: a live view shows
+        the current periods, and would draw an old day's value as today's."""
         with ctx.sessions() as session:
-            return [sse.Event({"indicator": c.indicator_code, "unit_code": c.unit_code, "period": c.period,
-                               "period_start": c.period_start.isoformat(), "value": c.value, "band": c.band,
-                               "band_zh": BAND_ZH.get(c.band) if c.band else None, "previous_band": c.previous_band,
-                               "at": c.at.isoformat()}, "value", c.id)
-                    for c in service.changes_after(session, scope, since)]
+            page = service.current_changes_after(session, scope, since)
+            return ([sse.Event({"indicator": c.indicator_code, "unit_code": c.unit_code, "period": c.period,
+                                "period_start": c.period_start.isoformat(), "value": c.value, "band": c.band,
+                                "band_zh": BAND_ZH.get(c.band) if c.band else None, "previous_band": c.previous_band,
+                                "at": c.at.isoformat()}, "value", c.id)
+                     for c in page.changes], page.last, page.full)
 
     since = sse.resume_point(request, after)
     # What is there now is read without recomputing; the live thread recomputes and wakes this stream.
-    first = await run_in_threadpool(read, since)
-    since = first[-1].id if first else since
+    first, since, more = await run_in_threadpool(read, since)
     # A full page means more is stored: the next page is read at once, not at the next wake. One recomputation can
     # store thousands of changes (a new day stores every live value anew); a page per wake (about one a second)
-    # kept an open cockpit tens of seconds behind, and the facts that followed waited behind that backlog.
-    more = len(first) >= service.CHANGES_PAGE
+    # kept an open cockpit tens of seconds behind, and the facts that followed waited behind that backlog. A page
+    # of past periods only sends nothing but moves ``since`` on all the same (the next read starts after it).
     handle = None
 
     async def source(timeout: float) -> list[sse.Event]:
@@ -346,10 +349,8 @@ async def stream(request: Request, ctx: Ctx, principal=Depends(require("indicato
             remaining = deadline - time.monotonic()
             if not more:
                 await live.wait(handle, max(0.0, min(STREAM_READ_SECONDS, remaining)))
-            batch = await run_in_threadpool(read, since)
-            more = len(batch) >= service.CHANGES_PAGE
+            batch, since, more = await run_in_threadpool(read, since)
             if batch:
-                since = batch[-1].id
                 return batch
             if deadline - time.monotonic() <= 0:
                 return []

@@ -285,5 +285,28 @@ def changes_after(session: Session, scope: Scope, after: int, limit: int | None 
                                 .order_by(Change.id).limit(limit or CHANGES_PAGE)))
 
 
+@dataclass
+class CurrentChanges:
+    """A page of the change feed, of which only the current periods' changes are kept: ``last`` is the last id
+    read (kept or not), where the next page starts; ``full``: the page was full, so more may be stored."""
+
+    changes: list[Change]
+    last: int
+    full: bool
+
+
+def current_changes_after(session: Session, scope: Scope, after: int, now: datetime | None = None,
+                          limit: int | None = None) -> CurrentChanges:
+    """The changes after id ``after`` of each indicator's current period (the day, month … holding ``now`` on the
+    district's calendar): what a live view shows. A past period's value written meanwhile (a history being
+    filled, a recomputed day) is passed over, not shown as today's. The page is cut before filtering, so a
+    page of past periods only still moves the reader on (``last``) instead of being read again and again."""
+    now = now or utcnow()
+    page = changes_after(session, scope, after, limit)
+    current = {kind: period_bounds(kind, now)[0] for kind in PERIOD_KINDS}
+    kept = [c for c in page if current.get(c.period) == c.period_start]
+    return CurrentChanges(kept, page[-1].id if page else after, len(page) >= (limit or CHANGES_PAGE))
+
+
 def last_change_id(session: Session) -> int:
     return session.scalar(select(func.max(Change.id))) or 0

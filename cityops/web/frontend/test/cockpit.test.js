@@ -1,8 +1,8 @@
 // The cockpit's logic: red first, a runway's worst band, the band of a value, the ranking with its change, the
 // slider's days, the drill path and how values read.
 import { describe, expect, it } from "vitest";
-import { bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, Pushed, rankUnits,
-  sliderDays, worstBand, worstFirst }
+import { applyChange, bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, olderPeriod, Pushed,
+  rankUnits, sliderDays, worstBand, worstFirst }
   from "../src/cockpit/model.js";
 
 describe("bands", () => {
@@ -131,5 +131,47 @@ describe("values pushed while a board was asked for", () => {
     pushed.add({ indicator: "alarms_open", unit_code: "d", value: 7 });
     expect(pushed.since(later).map((c) => c.value)).toEqual([7]);
     expect(pushed.since(0).map((c) => c.value)).toEqual([112, 3, 7]);
+  });
+});
+
+describe("a pushed change on a card", () => {
+  // Today is 2026-07-24 on the district's clock (its day starts at 16:00 UTC the day before).
+  const today = "2026-07-23T16:00:00+00:00";
+  const yesterday = "2026-07-22T16:00:00+00:00";
+  const card = () => ({
+    shown: { value: 12, band: "green", period_start: today },
+    series: [{ day: "2026-07-22", value: 9, band: "green" }, { day: "2026-07-24", value: 12, band: "green" }],
+  });
+
+  it("of the period shown replaces the value and today's point of the trend", () => {
+    const next = applyChange(card(), { indicator: "cases_open", unit_code: "d", period_start: today, value: 14, band: "yellow" });
+    expect(next.shown).toEqual({ value: 14, band: "yellow", period_start: today });
+    expect(next.series).toEqual([{ day: "2026-07-22", value: 9, band: "green" }, { day: "2026-07-24", value: 14, band: "yellow" }]);
+    expect(next.moved).toBe(true);
+  });
+
+  it("of a past day (a history written while the cockpit is open) is not shown as today's, nor drawn in the trend", () => {
+    const ind = card();
+    expect(applyChange(ind, { indicator: "cases_open", unit_code: "d", period_start: yesterday, value: 3, band: "red" })).toBeNull();
+    expect(olderPeriod({ period_start: yesterday }, today)).toBe(true);
+    expect(olderPeriod({ period_start: today }, today)).toBe(false);
+    expect(olderPeriod({ period_start: today }, null)).toBe(false);
+  });
+
+  it("of a new day adds its point; a card without a value takes any", () => {
+    const tomorrow = "2026-07-24T16:00:00+00:00";
+    const next = applyChange(card(), { period_start: tomorrow, value: 1, band: null });
+    expect(next.shown).toEqual({ value: 1, band: "none", period_start: tomorrow });
+    expect(next.series.map((p) => p.day)).toEqual(["2026-07-22", "2026-07-24", "2026-07-25"]);
+    const empty = { shown: { value: null, band: "none", period_start: null }, series: [] };
+    expect(applyChange(empty, { period_start: today, value: 5, band: "green" }).series)
+      .toEqual([{ day: "2026-07-24", value: 5, band: "green" }]);
+  });
+
+  it("of a past period does not replace the latest pushed value drawn again over a board", () => {
+    const pushed = new Pushed();
+    pushed.add({ indicator: "cases_open", unit_code: "d", period_start: today, value: 12 });
+    pushed.add({ indicator: "cases_open", unit_code: "d", period_start: yesterday, value: 3 });
+    expect(pushed.since(0).map((c) => c.value)).toEqual([12]);
   });
 });

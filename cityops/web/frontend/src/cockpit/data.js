@@ -10,7 +10,7 @@ const name = (x, zh = "name_zh", en = "name_en") => ({ name: x[zh], name_en: x[e
 
 /**
  * The board of a unit as the page draws it: each runway's cards grouped by sub-runway (in the board's order,
- * worst first), each indicator with `shown` {value, band} and its trend as [{day, value, band}].
+ * worst first), each indicator with `shown` {value, band, period_start} and its trend as [{day, value, band}].
  */
 export function shapeBoard(board) {
   const sectors = board.sectors.map((s) => ({
@@ -22,7 +22,7 @@ export function shapeBoard(board) {
         if (!sub) subs.push(sub = { code: c.subrunway, ...name(c, "subrunway_zh", "subrunway_en"), inds: [] });
         sub.inds.push({
           code: c.indicator, ...name(c), unit: c.unit, direction: c.direction, period: c.period, target: c.target,
-          bands: c.bands, shown: { value: c.value, band: c.band || "none" },
+          bands: c.bands, shown: { value: c.value, band: c.band || "none", period_start: c.period_start },
           series: c.trend.map(([at, value]) => ({ day: districtDay(at), value, band: bandOf(value, c.bands, c.direction) })),
         });
       }
@@ -37,13 +37,14 @@ export async function loadBoard(unit, at) {
 }
 
 /**
- * One indicator at each child of `unit`: code → {value, band, previous}, `previous` being the value of the period
+ * One indicator at each child of `unit`: code → {value, band, period_start, previous}, `previous` being the value of the period
  * before (for the ranking's change), read in the same two requests for every child.
  */
 export async function loadChildValues(indicator, unit, at) {
   const path = `/api/indicators/${encodeURIComponent(indicator)}/children`;
   const now = await api.get(path, { params: { unit, at } });
-  const out = Object.fromEntries(now.items.map((v) => [v.unit_code, { value: v.value, band: v.band || "none", previous: null }]));
+  const out = Object.fromEntries(now.items.map((v) => [v.unit_code,
+    { value: v.value, band: v.band || "none", period_start: v.period_start, previous: null }]));
   const starts = now.items.map((v) => Date.parse(v.period_start)).filter(Number.isFinite);
   if (starts.length) {
     const before = await api.get(path, { params: { unit, at: new Date(Math.min(...starts) - 1000).toISOString() } });

@@ -125,8 +125,11 @@ export class Pushed {
   }
 
   add(change) {
+    const key = `${change.indicator}\u0000${change.unit_code}`;
+    const held = this.latest.get(key);
+    if (held && olderPeriod(change, held.change.period_start)) return; // a past period's value is not the latest
     this.n += 1;
-    this.latest.set(`${change.indicator}\u0000${change.unit_code}`, { n: this.n, change });
+    this.latest.set(key, { n: this.n, change });
   }
 
   mark() {
@@ -137,4 +140,30 @@ export class Pushed {
   since(mark) {
     return [...this.latest.values()].filter((e) => e.n > mark).sort((a, b) => a.n - b.n).map((e) => e.change);
   }
+}
+
+/** Whether a pushed change is of a period older than the one starting at `shownStart` (an ISO time; none: no). */
+export function olderPeriod(change, shownStart) {
+  const mine = Date.parse(change && change.period_start);
+  const shown = Date.parse(shownStart);
+  return Number.isFinite(mine) && Number.isFinite(shown) && mine < shown;
+}
+
+/**
+ * A pushed change drawn on an indicator card `{shown: {value, band, period_start}, series: [{day, value, band}]}`:
+ * the card's new `shown` and `series` and whether its band `moved`; null when the change is of a period older than
+ * the one shown (a past day written while the cockpit is open is history, not today's value). The trend's last
+ * point is replaced when the change is of its day, a point is added for a later day, and an earlier day leaves
+ * the trend as it is.
+ */
+export function applyChange(ind, change) {
+  if (olderPeriod(change, ind.shown.period_start)) return null;
+  const band = change.band || "none";
+  const point = { day: districtDay(change.period_start), value: change.value, band };
+  const last = ind.series[ind.series.length - 1];
+  let series = ind.series;
+  if (last && last.day === point.day) series = [...series.slice(0, -1), point]; // a new array: the sparkline redraws
+  else if (!last || last.day < point.day) series = [...series, point];
+  return { shown: { value: change.value, band, period_start: change.period_start ?? ind.shown.period_start },
+    series, moved: ind.shown.band !== band };
 }
