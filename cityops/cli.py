@@ -169,7 +169,7 @@ def demo(
     def body():
         from sqlalchemy import select
 
-        from cityops.demo.generator import DEMO_PASSWORD, DemoConfig, build_demo
+        from cityops.demo.generator import DEMO_PASSWORD, DemoConfig, build_demo, unfinished
         from cityops.org.models import Unit
 
         # The demo's history is not live: the bus's consumers start after it (with what the storm then sends).
@@ -191,6 +191,13 @@ def demo(
                           f"with password [bold]{DEMO_PASSWORD}[/bold]")
         else:
             console.print("data directory already holds a district; serving it as it is")
+            # A demo stopped while writing what it writes after start: the rest is written (again after start).
+            deferred = unfinished(sessions)
+            if deferred and not serve:
+                for name, call in deferred:
+                    console.print(f"completing {name}")
+                    call()
+                deferred = []
         _register_bus(engine, settings)
         if serve and storm_speed > 0:
             _start_storm(sessions, storm_speed)

@@ -518,3 +518,74 @@ def test_the_demo_history_groups_the_buildings_once(demo_store, computed, monkey
             assert stored[district] == fresh.values["houses_grade_d"][fresh.tree.index[district]] > 0
         session.rollback()
 
+
+def test_the_demo_history_is_written_after_start_and_completed_after_a_restart(store, monkeypatch):
+    """``cityops demo`` serves before the indicators' 30-day history is written: build_demo hands it back as a
+    deferred step (the cockpit has today's values, its trend one day). Written one committed day at a time, a
+    process stopped mid-way leaves whole days; the next start finds the history unfinished and writes the days still
+    missing, none twice: one change per value, the values those a straight computation stores."""
+    from datetime import timedelta
+
+    from cityops.demo.generator import DemoConfig, build_demo, unfinished
+    from cityops.indicators import demo as indicators_demo
+    from cityops.indicators.models import Digest
+
+    deferred: list = []
+    build_demo(store.sessions, store.org, DemoConfig(grids=40, village_scale=0.2, townships=("义和镇",)), deferred=deferred)
+    assert [name for name, _ in deferred] == ["building_tiles", "indicators_history"]
+    cat = catalogues.load()
+    now = datetime.now(UTC)
+    today = period_bounds("day", now)[0]
+
+    def days() -> list[datetime]:
+        with store.sessions() as session:
+            return sorted(session.scalars(select(Value.period_start).where(Value.period == "day").distinct()))
+
+    def trend() -> int:
+        with store.sessions() as session:
+            district = session.scalar(select(Unit).where(Unit.level == "district"))
+            b = service.board(session, cat, Scope(all_units=True), district, datetime.now(UTC))
+            return max(len(c["trend"]) for s in b["sectors"] for r in s["runways"] for c in r["cards"])
+
+    assert days() == [today] and trend() == 1  # served with today's values; the history comes after
+    assert [name for name, _ in unfinished(store.sessions)] == ["indicators_history"]
+
+    # The process stops while writing the 4th day: that day's rows were written, not committed.
+    real, calls = service.run, []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        result = real(*args, **kwargs)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("stopped")
+        return result
+
+    monkeypatch.setattr(service, "run", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        dict(deferred)["indicators_history"]()
+    monkeypatch.setattr(service, "run", real)
+    assert len(days()) == 1 + 3 and 1 < trend() <= 4
+
+    # The next start: the history is unfinished, and completing it writes the 27 days left.
+    resumed = unfinished(store.sessions)
+    assert [name for name, _ in resumed] == ["indicators_history"]
+    resumed[0][1]()
+    assert unfinished(store.sessions) == [] and indicators_demo.pending_history(store.sessions) is None
+    stored = days()
+    assert stored == [today - timedelta(days=d) for d in range(indicators_demo.HISTORY_DAYS, -1, -1)]
+    assert trend() >= indicators_demo.HISTORY_DAYS  # the board's 30 days back from now
+    with store.sessions() as session:
+        history = (Value.period == "day", Value.period_start < today)
+        values = session.scalar(select(func.count()).select_from(Value).where(*history, Value.value.is_not(None)))
+        changes = session.scalar(select(func.count()).select_from(Change).where(Change.period == "day",
+                                                                                 Change.period_start < today))
+        assert values and changes == values  # each value stored once
+        digests = session.scalar(select(func.count()).select_from(Digest).where(Digest.period == "day",
+                                                                                 Digest.period_start < today))
+        per_day = session.scalar(select(func.count()).select_from(Digest).where(Digest.period == "day",
+                                                                                 Digest.period_start == today))
+        assert digests == indicators_demo.HISTORY_DAYS * per_day
+        for at in (now - timedelta(days=29), now - timedelta(days=4)):  # one day written before the stop, one after
+            again = real(session, cat, "day", at, act=False)
+            assert again.inserted == again.updated == 0, at
+        session.rollback()

@@ -68,6 +68,8 @@ class DemoContext:
     progress: Callable[[str], None] = lambda message: None
     units: list[UnitRecord] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    #: What a step leaves for a later one (a deferred step runs later in the same process, with this context).
+    carry: dict = field(default_factory=dict)
 
 
 Step = Callable[[DemoContext], None]
@@ -75,15 +77,22 @@ STEPS: list[tuple[str, Step]] = []
 #: Steps that only make reads faster: what they write is derived from what earlier steps wrote, and every reader
 #: does without it (more slowly). ``cityops demo`` runs them after its server answers (``build_demo(deferred=…)``).
 DEFERRABLE: set[str] = set()
+#: Deferred steps that a process stopped before they ended can finish later: given the store's sessions, each
+#: answers the call that completes what is missing, or None when nothing is (``unfinished``).
+Resume = Callable[[sessionmaker[Session]], Callable[[], object] | None]
+RESUMABLE: dict[str, Resume] = {}
 
 
-def register_step(name: str, step: Step, after: str | None = None, *, deferrable: bool = False) -> None:
+def register_step(name: str, step: Step, after: str | None = None, *, deferrable: bool = False,
+                  resume: Resume | None = None) -> None:
     """Add a generation step (at the end, or right after the step named ``after``); ``deferrable``: see
-    ``DEFERRABLE``."""
+    ``DEFERRABLE``; ``resume``: see ``RESUMABLE``."""
     if any(existing == name for existing, _ in STEPS):
         return
     if deferrable:
         DEFERRABLE.add(name)
+    if resume is not None:
+        RESUMABLE[name] = resume
     if after is None:
         STEPS.append((name, step))
         return
@@ -343,6 +352,18 @@ register_step("hierarchy", step_hierarchy)
 register_step("places", step_places)
 register_step("departments_people", step_departments_and_people)
 register_step("users", step_users)
+
+
+def unfinished(sessions: sessionmaker[Session]) -> list[tuple[str, Callable[[], object]]]:
+    """The deferred steps a demo directory still needs (its process stopped before they ended), as (name, call)."""
+    import cityops.models  # noqa: F401  (every capability's steps registered)
+
+    out = []
+    for name, _ in STEPS:
+        call = RESUMABLE[name](sessions) if name in RESUMABLE else None
+        if call is not None:
+            out.append((name, call))
+    return out
 
 
 def build_demo(sessions: sessionmaker[Session], org_config: org.OrgConfig, config: DemoConfig | None = None,
