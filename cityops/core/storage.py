@@ -16,6 +16,7 @@ import struct
 import sys
 from collections import namedtuple
 from collections.abc import Iterable
+from itertools import chain
 from contextlib import contextmanager
 from functools import lru_cache
 from operator import itemgetter
@@ -117,14 +118,19 @@ class Storage:
         raise NotImplementedError
 
     def bulk_insert(self, conn: Connection, table: str, columns: list[str], values: list[tuple]) -> None:
-        """Rows already in storage form, past SQLAlchemy's per-row bind processing: the driver's executemany
-        (SQLite), COPY (PostgreSQL, about ten times a multi-row INSERT)."""
+        """Rows already in storage form, past SQLAlchemy's per-row bind processing: multi-row INSERTs
+        (SQLite, ``execute_rows``), COPY (PostgreSQL, about ten times a multi-row INSERT)."""
         raise NotImplementedError
+
+    def execute_rows(self, conn: Connection, sql: str, rows: list) -> None:
+        """A one-row INSERT (positional or named parameters as the driver takes them) run for every row of
+        ``rows``: the driver's executemany; SQLite: multi-row statements (positional rows only)."""
+        conn.exec_driver_sql(sql, rows)
 
     def insert_rows(self, bind: Session | Connection, table, rows: list[dict], *, returning_ids: bool = False) -> list[int]:
         """Many rows of a mapped table (model or Table, integer primary key ``id``) in the caller's transaction:
         values as the ORM takes them (aware datetimes, Python objects for JSON columns); with ``returning_ids`` the
-        new ids in the order of ``rows``. SQLite: the driver's executemany, each column's SQLAlchemy bind
+        new ids in the order of ``rows``. SQLite: multi-row INSERTs (``execute_rows``), each column's SQLAlchemy bind
         processing applied once per column (SQLAlchemy's own executemany built a parameter set per row), the ids
         reserved under the writer lock first. PostgreSQL: COPY, the ids drawn from the table's sequence first
         (multi-row INSERTs of a few thousand rows spent more time in the driver's parsing of their thousands of
@@ -301,9 +307,29 @@ class SQLiteStorage(Storage):
         return encode_many(geoms, self.name)
 
     def bulk_insert(self, conn, table, columns, values):
-        if values:
-            conn.exec_driver_sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                                 values)
+        self.execute_rows(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                          values)
+
+    def execute_rows(self, conn, sql, rows):
+        """Multi-row statements instead of the driver's executemany, whose every row is one ``sqlite3_step``
+        with the GIL released and taken back around it: beside a busy event loop each row waited for the GIL
+        again while this process held the store's one write lock (an executemany of 32 rows took 3× its time
+        with another Python thread running; one statement of 32 rows 2.5×, and less CPU alone). The rows go in
+        chunks of powers of two (a group of 37: 32 + 4 + 1), so the driver's statement cache holds a few
+        statements per table rather than one per group size."""
+        if not rows:
+            return
+        rows = rows if isinstance(rows, list) else list(rows)
+        width = len(rows[0])
+        most = _MULTI_ROWS
+        while most > 1 and most * width > _SQLITE_VARIABLES:
+            most //= 2
+        run = conn.exec_driver_sql
+        i, n = 0, len(rows)
+        while i < n:
+            k = min(most, 1 << ((n - i).bit_length() - 1))
+            run(_multi_row_sql(sql, k), tuple(chain.from_iterable(rows[i:i + k])) if k > 1 else tuple(rows[i]))
+            i += k
 
     def insert_rows(self, bind, table, rows, *, returning_ids=False, _memo=None):
         if not rows:
@@ -776,6 +802,26 @@ _COMPILED: dict = {}
 #: ``PostgreSQLStorage.row_sets``' one statement, by the statements it combines.
 _COMBINED: dict = {}
 #: SQLite: the aggregated form of each statement given to ``column_lists`` (built once per statement).
+#: Rows per multi-row statement at most (``SQLiteStorage.execute_rows``), and bound values per statement at most:
+#: SQLite's default SQLITE_MAX_VARIABLE_NUMBER since 3.32.
+_MULTI_ROWS = 256
+_SQLITE_VARIABLES = 32766
+
+
+@lru_cache(maxsize=512)
+def _multi_row_sql(sql: str, k: int) -> str:
+    """``sql`` (one ``VALUES (?, …)`` group, as the caller writes it or SQLAlchemy compiles it, maybe followed by
+    ``ON CONFLICT …``) with ``k`` value groups."""
+    if k == 1:
+        return sql
+    head, values, rest = sql.partition(" VALUES (")
+    group, close, tail = rest.partition(")")
+    if not values or not close:
+        raise ValueError(f"not a one-row INSERT: {sql[:80]!r}")
+    one = f"({group})"
+    return f"{head} VALUES {', '.join([one] * k)}{tail}"
+
+
 _AGGREGATED: dict = {}
 
 

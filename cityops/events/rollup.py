@@ -172,12 +172,13 @@ def _upsert(conn: Connection, rows: list[dict]) -> None:
     rows = sorted(rows, key=lambda r: (r["dim"], r["month"], r["key"], r["path"]))
     sql, order = _upsert_sql(storage_of(conn), conn.dialect)
     # On the driver, the statement compiled once: the values are text and integers (nothing to process), and
-    # SQLAlchemy's executemany built a parameter set per row (a tenth of the case writer's time on SQLite).
+    # SQLAlchemy's executemany built a parameter set per row (a tenth of the case writer's time on SQLite); on
+    # SQLite multi-row statements (``Storage.execute_rows``).
     if order is None:
         conn.exec_driver_sql(sql, [{c: r[c] for c in _COLUMNS} for r in rows])
     else:
         get = itemgetter(*order)
-        conn.exec_driver_sql(sql, [get(r) for r in rows])
+        storage_of(conn).execute_rows(conn, sql, [get(r) for r in rows])
 
 
 _UPSERT_SQL: dict = {}  # (dialect name, driver) → _upsert_sql's answer
