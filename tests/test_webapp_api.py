@@ -262,6 +262,10 @@ def test_api_answers_are_compressed_for_slow_links(api):
     assert data["items"] and len(body) * 3 < len(gzip.decompress(body))
     body, r = _raw(api, "/api/risk-points?limit=1000", **{"Accept-Encoding": "identity", **admin})
     assert "content-encoding" not in r.headers and json.loads(body) == data
+    # As it is to a client without gzip, with the Vary a shared cache needs to keep the two apart.
+    assert "Accept-Encoding" in r.headers["vary"]
+    small = api.get("/api/auth/me", headers={"Accept-Encoding": "identity", **admin})
+    assert small.status_code == 200 and "content-encoding" not in small.headers and small.json()["username"]
 
 
 def test_a_unit_gives_its_bounding_box(api):
