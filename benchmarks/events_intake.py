@@ -353,14 +353,24 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))] * 1000 if values else float("nan")
 
 
+def point_report(item: dict, actor):
+    """A sample report (``case_item``) as the intake route hands it to the case writer."""
+    from cityops.events.creation import PointReport
+    from cityops.events.routing import ALL
+
+    return PointReport(dict(
+        source="public", class_code=item["class_code"], kind=None, title=None, description=item["description"],
+        lon=item["lon"], lat=item["lat"], address=None, address_id=None, unit_code=None, urgency="normal",
+        reporter=None, attributes=None, external_key=None, actor=actor, scope=ALL))
+
+
 def sample_drafts(env: dict, pts, n: int = 4096) -> list:
     """``n`` reports of the benchmark's sample drafted as the server drafts them (located, routed, numbered; the
     writer's ``creation.draft_reports``), for the raw insert limits: the rows they store are the server's own."""
     from cityops.core.audit import Actor
     from cityops.core.db import make_engine, make_sessionmaker
     from cityops.core.settings import Settings
-    from cityops.events import routing
-    from cityops.events.creation import PointReport, draft_reports
+    from cityops.events.creation import draft_reports
     from cityops.org.levels import load_levels
     from cityops.org.locate import LocatorCache
 
@@ -369,13 +379,7 @@ def sample_drafts(env: dict, pts, n: int = 4096) -> list:
     sessions = make_sessionmaker(engine)
     locator = LocatorCache(sessions, load_levels(settings.grid_code_length))
     rng, actor = random.Random(6), Actor("bench", None, None)
-    reports = []
-    for _ in range(n):
-        item = case_item(rng, pts)
-        reports.append(PointReport(dict(
-            source="public", class_code=item["class_code"], kind=None, title=None, description=item["description"],
-            lon=item["lon"], lat=item["lat"], address=None, address_id=None, unit_code=None, urgency="normal",
-            reporter=None, attributes=None, external_key=None, actor=actor, scope=routing.ALL)))
+    reports = [point_report(case_item(rng, pts), actor) for _ in range(n)]
     with sessions() as session:
         drafts = draft_reports(session, reports, locator)
     engine.dispose()

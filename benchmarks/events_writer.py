@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from events_intake import build, case_item, count_cases, sample_points  # noqa: E402
+from events_intake import build, case_item, count_cases, point_report, sample_points  # noqa: E402
 
 
 def measure(env: dict, pts, groups: list[int], seconds: float, profile: Path | None, backend: str) -> dict:
@@ -34,9 +34,7 @@ def measure(env: dict, pts, groups: list[int], seconds: float, profile: Path | N
     from cityops.core.db import make_engine, make_sessionmaker
     from cityops.core.settings import Settings
     from cityops.events import routing
-    from cityops.events.creation import PointReport
     from cityops.events.intake import CaseWriter
-    from cityops.events.routing import ALL
     from cityops.org.levels import load_levels
     from cityops.org.locate import LocatorCache
 
@@ -51,14 +49,7 @@ def measure(env: dict, pts, groups: list[int], seconds: float, profile: Path | N
     actor = Actor("bench", None, None)
 
     def group(g: int) -> list:
-        reports = []
-        for _ in range(g):
-            item = case_item(rng, pts)
-            reports.append(PointReport(dict(
-                source="public", class_code=item["class_code"], kind=None, title=None, description=item["description"],
-                lon=item["lon"], lat=item["lat"], address=None, address_id=None, unit_code=None, urgency="normal",
-                reporter=None, attributes=None, external_key=None, actor=actor, scope=ALL)))
-        return [(r, Future()) for r in reports]
+        return [(point_report(case_item(rng, pts), actor), Future()) for _ in range(g)]
 
     out = {}
     for g in groups:
