@@ -30,7 +30,7 @@ from sqlalchemy import (Float, Integer, LargeBinary, Select, String, Text, any_,
 from sqlalchemy.sql import column as sql_column, table as sql_table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from cityops.core.db import WriterConnection, begin_write
 from cityops.core.geometry import CANONICAL_SRID, encode_many, from_gpkg_many
@@ -527,13 +527,12 @@ class PostgreSQLStorage(Storage):
                                     {"t": table.name, "n": len(rows)}).scalars())
         cursor = conn.connection.driver_connection.cursor()
         names = (["id"] if returning_ids else []) + columns
-        try:
-            with cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-                for n, row in enumerate(rows):
-                    values = [json_text(row[c]) if c in as_json and row[c] is not None else row[c] for c in columns]
-                    copy.write_row([ids[n], *values] if returning_ids else values)
-        except conn.dialect.dbapi.IntegrityError as exc:  # COPY runs on the driver's cursor: SQLAlchemy's error type
-            raise IntegrityError(f"COPY {table.name}", None, exc) from exc
+        # COPY runs on the driver's cursor: its errors raised as SQLAlchemy's (IntegrityError …), as callers catch them.
+        with _as_sqlalchemy_errors(conn, f"COPY {table.name}"), \
+                cursor.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+            for n, row in enumerate(rows):
+                values = [json_text(row[c]) if c in as_json and row[c] is not None else row[c] for c in columns]
+                copy.write_row([ids[n], *values] if returning_ids else values)
         return ids
 
     def insert_family(self, bind, table, rows, children=()):
@@ -913,7 +912,7 @@ def _insert_plan(table, keys: tuple, dialect) -> _InsertPlan:
     if plan is None:
         missing = [c for c in table.columns if c.name not in keys and c.default is not None and c.name != "id"]
         fill = {c.name: c.default.arg if c.default.is_scalar else None for c in missing}
-        columns = [*keys, *(c for c in fill if c not in keys)]
+        columns = [*keys, *fill]
         converts = [(n, convert) for n, c in enumerate(columns)
                     if (convert := _column_processor(table.c[c].type, dialect)) is not None]
         plan = _INSERT_PLANS[key] = _InsertPlan(columns, _getter(columns), converts, fill,
