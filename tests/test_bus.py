@@ -497,6 +497,53 @@ def test_sqlite_readers_read_the_outbox_only_when_another_process_wrote_to_it(st
         other.dispose()
 
 
+def test_sqlite_poll_wakes_the_readers_for_other_processes_commits_not_for_its_own(store):
+    """SQLite: this process's commits wake its readers at the commit, so the newest-event poll leaves them out (each
+    poll woke every reader during case intake); an event another process commits still wakes every reader within a
+    poll or so, also when a commit of this process follows it before the poll (the newest is then this process's)."""
+    from cityops.core.bus import store as bus_store
+
+    if store.backend != "sqlite":
+        pytest.skip("PostgreSQL processes hear of other processes' commits by NOTIFY")
+    bus = _bus(store, Subscription("c", (Counted,), _record("c")),
+               Subscription("u", (Unrelated,), lambda s, env: None))
+    (unrelated,) = [w for w in bus._workers if w.name == "u"]
+    poll = store.settings.bus_poll_seconds
+
+    def another_process(event):  # into the outbox as another process would: no hand-over, nothing recorded
+        with store.sessions() as s:
+            bus_store.append(s, [event])
+            s.commit()
+
+    def woken_within(seconds) -> bool:
+        deadline = time.monotonic() + seconds
+        while not unrelated.wake.sets and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return unrelated.wake.sets > 0
+
+    try:
+        bus.wait_idle()
+        time.sleep(4 * poll)  # the poll's first round wakes every reader once
+        unrelated.wake = _CountedWake(unrelated.wake)
+        for n in range(1, 6):
+            _publish(store, n)
+            time.sleep(3 * poll)  # a poll or more after each commit
+        assert _applied(store) == [1, 2, 3, 4, 5]
+        assert unrelated.wake.sets == 0  # the poll saw the newest change five times, all of this process
+        another_process(Unrelated())
+        assert woken_within(5)
+        unrelated.wake.sets = 0
+        time.sleep(3 * poll)
+        assert unrelated.wake.sets == 0  # once
+        another_process(Unrelated())
+        _publish(store, 6)  # the newest is this process's, and another process's lies before it
+        assert woken_within(5)
+        bus.wait_idle()
+        assert _applied(store) == [1, 2, 3, 4, 5, 6]
+    finally:
+        bus.stop()
+
+
 def test_other_processes_hear_of_a_publishing_commit_and_only_then(store):
     """PostgreSQL: the outbox's statement trigger sends the NOTIFY that wakes other processes' readers; it is
     delivered when the publishing transaction commits, never for one rolled back."""

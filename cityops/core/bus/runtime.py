@@ -33,6 +33,7 @@ from cityops.core.bus import store
 from cityops.core.bus.events import DomainEvent, Envelope
 from cityops.core.bus.models import DeadLetter
 from cityops.core.settings import Settings
+from cityops.core.storage import storage_of
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -98,6 +99,8 @@ def _after_commit(session: Session) -> None:
     bind = session.get_bind()
     for bus in list(_BUSES.get(_key(getattr(bind, "engine", bind)), ())):
         try:
+            if bus.published is not None and handoff is not None:
+                bus.published.add(handoff)  # SQLite: the poll does not wake the readers for it again
             if handoff is None or handoff.void:
                 bus.wake(None if handoff is None else {env.name for env in handoff.envelopes})
             else:
@@ -158,6 +161,9 @@ class Bus:
         self.started = False
         #: The last error of each consumer (for the dead-letter subject's header).
         self.errors: dict[str, str] = {}
+        #: SQLite: what this process's commits wrote to the outbox (``store.Published``); PostgreSQL tells them apart
+        #: by the NOTIFY's sender instead.
+        self.published = None if storage_of(engine).commit_notifications else store.Published()
 
     def last_error(self, consumer: str) -> str:
         return self.errors.get(consumer, "")[:1000]
@@ -271,9 +277,10 @@ class Bus:
 
     def _listen(self) -> None:
         """Wake the readers when another process commits events (PostgreSQL NOTIFY; this process's own commits
-        wake them directly); on SQLite one poll of the outbox's newest event for all of them."""
+        wake them directly); on SQLite one poll of the outbox's newest event for all of them, which leaves out
+        what this process committed."""
         store.listen(self.engine, self._stop, self.wake, self.settings.bus_poll_seconds,
-                     own=_OWN_BACKENDS.setdefault(_key(self.engine), set()))
+                     own=_OWN_BACKENDS.setdefault(_key(self.engine), set()), published=self.published)
 
     def _keep_lease(self) -> None:
         """One process per deployment dispatches durable consumers (or relays to JetStream): the lease holder.

@@ -9,6 +9,8 @@ database still running (``Frontier``), in (tx, seq) order: that set never grows 
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import Integer, and_, bindparam, delete, func, insert, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -391,18 +393,20 @@ def reader_poll_seconds(engine, poll_seconds: float) -> float:
     return poll_seconds if storage_of(engine).commit_notifications else max(poll_seconds, SQLITE_READER_BACKSTOP_S)
 
 
-def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset()) -> None:
+def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset(),
+           published: "Published | None" = None) -> None:
     """Call ``wake`` whenever another process commits events (PostgreSQL LISTEN; the outbox's statement trigger
     sends the NOTIFY, delivered at commit), until ``stop`` is set. NOTIFYs sent by the backends in ``own`` (this
     process's connections, whose commits wake the readers directly) are ignored; should the server reuse such a
     process id for another client, its events are found by the readers' poll instead (``poll_seconds``).
 
-    SQLite has no NOTIFY: one query every ``poll_seconds`` for the newest event, and ``wake`` when it changed.
-    Each of a server's 20-odd readers polled the outbox itself every ``poll_seconds`` before: 40 reads a second
-    with nothing to find, a tenth of the server's CPU under 500 household updaters (py-spy), each read a pooled
-    connection that the updaters' peak then had to open anew."""
+    SQLite has no NOTIFY: one query every ``poll_seconds`` for the newest event, and ``wake`` when events came
+    that this process did not commit itself (``published``: what its commits wrote; without it, whenever the newest
+    changed). Each of a server's 20-odd readers polled the outbox itself every ``poll_seconds`` before: 40 reads a
+    second with nothing to find, a tenth of the server's CPU under 500 household updaters (py-spy), each read a
+    pooled connection that the updaters' peak then had to open anew."""
     if not storage_of(engine).commit_notifications:
-        _poll_newest(engine, stop, wake, poll_seconds)
+        _poll_newest(engine, stop, wake, poll_seconds, published)
         return
     import psycopg
 
@@ -419,7 +423,57 @@ def listen(engine, stop, wake, poll_seconds: float, own: set[int] = frozenset())
             stop.wait(1.0)
 
 
-def _poll_newest(engine, stop, wake, poll_seconds: float) -> None:
+class Published:
+    """SQLite: the stretches of the outbox that this process's commits wrote, for the newest-event poll to tell them
+    from other processes' commits. This process wakes its own readers at each commit, so a poll that woke them
+    for those too gave each of 20-odd readers an extra read per poll during case intake (thousands of commits a
+    second). One writer at a time, and seq = the greatest rowid + 1: a commit's events are every seq in
+    ``(prev, last]`` of its ``Appended`` (the outbox is written by ``publish`` only)."""
+
+    #: Stretches kept at most: a poll that keeps failing must not let them grow without bound (those dropped make
+    #: the next poll wake the readers, as before).
+    LIMIT = 10_000
+
+    def __init__(self):
+        self._lock = threading.Lock()  # publishing threads add, the poll's thread takes
+        self._spans: list[tuple[int, int]] = []
+
+    def add(self, appended: Appended) -> None:
+        """A commit of this process (after it committed: recorded before, a commit that failed would leave its seqs
+        for another process's events)."""
+        prev, last = appended.prev[1], appended.last[1]
+        with self._lock:
+            spans = self._spans
+            if spans and spans[-1][1] == prev:  # follows on from the previous commit (intake: the usual case)
+                spans[-1] = (spans[-1][0], last)
+            else:
+                if len(spans) >= self.LIMIT:
+                    spans.clear()
+                spans.append((prev, last))
+
+    def covers(self, since: int, newest: int) -> bool:
+        """Whether this process committed every event after seq ``since`` up to ``newest``."""
+        with self._lock:
+            spans = sorted(self._spans)
+        reach = since
+        for prev, last in spans:
+            if prev > reach:
+                break
+            reach = max(reach, last)
+        return reach >= newest
+
+    def forget(self, newest: int) -> None:
+        """The poll has seen up to seq ``newest``: the stretches at or below it are of no more use."""
+        with self._lock:
+            self._spans = [s for s in self._spans if s[1] > newest]
+
+
+#: How long the poll waits for this process's publishing threads to record commits it already sees (the record
+#: follows the commit; a thread waiting for the GIL takes a few ms) before it takes them for another process's.
+_RECORD_GRACE_S = 0.05
+
+
+def _poll_newest(engine, stop, wake, poll_seconds: float, published: Published | None = None) -> None:
     newest = -1  # the first poll wakes the readers: whatever came before it is read once more, never missed
     while not stop.wait(poll_seconds):
         try:
@@ -427,8 +481,17 @@ def _poll_newest(engine, stop, wake, poll_seconds: float) -> None:
                 seen = conn.execute(_NEWEST).scalar() or 0
         except Exception:  # noqa: BLE001 - the store went away for a moment: the next poll tries again
             continue
-        if seen != newest:
-            newest = seen
+        if seen == newest:
+            continue
+        # Only this process's commits since the last poll: its readers heard of each at its commit. In doubt (the
+        # first poll, the outbox emptied, a stretch not recorded), wake: a needless read, never a missed event.
+        own = published is not None and 0 <= newest < seen and (
+            published.covers(newest, seen)
+            or (not stop.wait(min(_RECORD_GRACE_S, poll_seconds)) and published.covers(newest, seen)))
+        if published is not None:
+            published.forget(seen)
+        newest = seen
+        if not own:
             wake()
 
 
