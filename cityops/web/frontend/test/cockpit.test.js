@@ -1,8 +1,9 @@
 // The cockpit's logic: red first, a runway's worst band, the band of a value, the ranking with its change, the
 // slider's days, the drill path and how values read.
 import { describe, expect, it } from "vitest";
-import { applyChange, bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, olderPeriod, Pushed,
-  rankUnits, sliderDays, worstBand, worstFirst }
+import { shapeBoard } from "../src/cockpit/data.js";
+import { addDays, applyChange, bandOf, bandRank, childLevel, districtDay, drillPath, endOfDay, formatIndicator, isolated,
+  olderPeriod, Pushed, rankUnits, sliderDays, trendDays, TREND_DAYS, worstBand, worstFirst }
   from "../src/cockpit/model.js";
 
 describe("bands", () => {
@@ -158,14 +159,19 @@ describe("a pushed change on a card", () => {
     expect(olderPeriod({ period_start: today }, null)).toBe(false);
   });
 
-  it("of a new day adds its point; a card without a value takes any", () => {
+  it("of a new day moves the trend's window on to it; a card without a value takes any", () => {
     const tomorrow = "2026-07-24T16:00:00+00:00";
     const next = applyChange(card(), { period_start: tomorrow, value: 1, band: null });
     expect(next.shown).toEqual({ value: 1, band: "none", period_start: tomorrow });
-    expect(next.series.map((p) => p.day)).toEqual(["2026-07-22", "2026-07-24", "2026-07-25"]);
+    expect(next.series).toHaveLength(TREND_DAYS);
+    expect(next.series[0].day).toBe(addDays("2026-07-25", 1 - TREND_DAYS));
+    expect(next.series.slice(-4)).toEqual([{ day: "2026-07-22", value: 9, band: "green" },
+      { day: "2026-07-23", value: null, band: "none" }, { day: "2026-07-24", value: 12, band: "green" },
+      { day: "2026-07-25", value: 1, band: "none" }]);
     const empty = { shown: { value: null, band: "none", period_start: null }, series: [] };
-    expect(applyChange(empty, { period_start: today, value: 5, band: "green" }).series)
-      .toEqual([{ day: "2026-07-24", value: 5, band: "green" }]);
+    const first = applyChange(empty, { period_start: today, value: 5, band: "green" }).series;
+    expect(first.at(-1)).toEqual({ day: "2026-07-24", value: 5, band: "green" });
+    expect(first.slice(0, -1).every((p) => p.value === null)).toBe(true);
   });
 
   it("of a past period does not replace the latest pushed value drawn again over a board", () => {
@@ -173,5 +179,52 @@ describe("a pushed change on a card", () => {
     pushed.add({ indicator: "cases_open", unit_code: "d", period_start: today, value: 12 });
     pushed.add({ indicator: "cases_open", unit_code: "d", period_start: yesterday, value: 3 });
     expect(pushed.since(0).map((c) => c.value)).toEqual([12]);
+  });
+});
+
+describe("an indicator's trend", () => {
+  const point = (day, value) => ({ day, value, band: "green" });
+
+  it("spans every day of the window, those without a value as gaps, ending on the board's day", () => {
+    // The demo serves before it writes its month of history: the first days written and today, nothing between.
+    const written = [point("2026-11-09", 2), point("2026-11-10", 4), point("2026-11-11", 2), point("2026-12-08", 20)];
+    const days = trendDays(written, "2026-12-08");
+    expect(days).toHaveLength(30);
+    expect(days[0]).toEqual(point("2026-11-09", 2));
+    expect(days.at(-1)).toEqual(point("2026-12-08", 20)); // today at the end, where the axis says
+    expect(days.at(-2)).toEqual({ day: "2026-12-07", value: null, band: "none" }); // not a line from 11-11 to today
+    expect(days.filter((p) => p.value !== null)).toHaveLength(4);
+    expect(days.map((p) => p.day)).toEqual(Array.from({ length: 30 }, (_, i) => addDays("2026-11-09", i)));
+  });
+
+  it("ends on the board's day even without a value that day, and keeps an indicator without day values empty", () => {
+    const days = trendDays([point("2026-12-01", 3)], "2026-12-08");
+    expect(days.at(-1)).toEqual({ day: "2026-12-08", value: null, band: "none" });
+    expect(days.find((p) => p.day === "2026-12-01").value).toBe(3);
+    expect(trendDays([], "2026-12-08")).toEqual([]);
+    expect(addDays("2024-03-01", -1)).toBe("2024-02-29"); // calendar days, whatever the clock's zone
+  });
+
+  it("marks a day alone between gaps (a dot: a line needs two days)", () => {
+    const days = trendDays([point("2026-11-09", 2), point("2026-11-10", 4), point("2026-12-08", 20)], "2026-12-08");
+    expect(isolated(days, 29)).toBe(true);
+    expect(isolated(days, 0)).toBe(false);
+    expect(isolated(days, 5)).toBe(false); // no value
+  });
+
+  it("as the board is shaped: the trend's days on the district's clock, up to the board's", () => {
+    const card = { indicator: "cases_reported", name_zh: "上报案件数", name_en: "Cases reported", subrunway: "s",
+      subrunway_zh: "s", subrunway_en: "s", unit: "件", direction: "lower", period: "day", target: null,
+      bands: null, value: 20, band: "green", period_start: "2026-12-07T16:00:00+00:00",
+      trend: [["2026-11-08T16:00:00+00:00", 2], ["2026-11-09T16:00:00+00:00", 4], ["2026-12-07T16:00:00+00:00", 20]] };
+    const board = { unit: { code: "d" }, at: "2026-12-07T21:32:04Z", red_list: [], children: [],
+      sectors: [{ code: "x", name_zh: "x", name_en: "x", red: 0, runways: [{ code: "r", name_zh: "r", name_en: "r",
+        owner: null, band: "green", cards: [card] }] }] };
+    const series = shapeBoard(board).sectors[0].runways[0].subs[0].inds[0].series;
+    expect(series).toHaveLength(30);
+    expect(series[0]).toMatchObject({ day: "2026-11-09", value: 2 });
+    expect(series[1]).toMatchObject({ day: "2026-11-10", value: 4 });
+    expect(series[2]).toMatchObject({ day: "2026-11-11", value: null });
+    expect(series.at(-1)).toMatchObject({ day: "2026-12-08", value: 20 });
   });
 });

@@ -4,15 +4,17 @@
 //   GET /api/indicators/{code}/children?unit=&at=   one indicator at each child unit (ranking, map colours)
 //   GET /api/indicators/stream                 SSE: {indicator, unit_code, value, band, previous_band} per change
 import { api } from "../api/client.js";
-import { bandOf, districtDay } from "./model.js";
+import { bandOf, districtDay, trendDays } from "./model.js";
 
 const name = (x, zh = "name_zh", en = "name_en") => ({ name: x[zh], name_en: x[en] });
 
 /**
  * The board of a unit as the page draws it: each runway's cards grouped by sub-runway (in the board's order,
- * worst first), each indicator with `shown` {value, band, period_start} and its trend as [{day, value, band}].
+ * worst first), each indicator with `shown` {value, band, period_start} and its trend as [{day, value, band}]: the
+ * 30 days ending on the board's day, a day without a value with `value: null` (`trendDays`).
  */
 export function shapeBoard(board) {
+  const day = board.at ? districtDay(board.at) : null; // the trends end on the board's day, with or without a value
   const sectors = board.sectors.map((s) => ({
     code: s.code, ...name(s), red: s.red,
     runways: s.runways.filter((rw) => rw.cards.length).map((rw) => {
@@ -23,7 +25,8 @@ export function shapeBoard(board) {
         sub.inds.push({
           code: c.indicator, ...name(c), unit: c.unit, direction: c.direction, period: c.period, target: c.target,
           bands: c.bands, shown: { value: c.value, band: c.band || "none", period_start: c.period_start },
-          series: c.trend.map(([at, value]) => ({ day: districtDay(at), value, band: bandOf(value, c.bands, c.direction) })),
+          series: trendDays(c.trend.map(([at, value]) => ({ day: districtDay(at), value, band: bandOf(value, c.bands, c.direction) })),
+            day),
         });
       }
       return { code: rw.code, ...name(rw), owner: rw.owner, band: rw.band || "none", subs };

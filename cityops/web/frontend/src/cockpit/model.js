@@ -93,6 +93,40 @@ export function sliderDays(now = new Date(), days = SLIDER_DAYS) {
   return out;
 }
 
+/** The days of an indicator's trend (the board's `trend`, "近30天走势"). */
+export const TREND_DAYS = 30;
+
+/** The day (YYYY-MM-DD) `n` calendar days after `day` (before it when negative). */
+export function addDays(day, n) {
+  return new Date(Date.parse(`${day}T00:00:00Z`) + n * 86400000).toISOString().slice(0, 10);
+}
+
+/**
+ * An indicator's trend as drawn: every day of the `days` ending on `lastDay` (YYYY-MM-DD, or the last point's day
+ * when later), oldest first, a day without a stored value as `{day, value: null, band: "none"}`. The charts draw
+ * such a day as a gap, never as a line across it: while the demo still writes its month of history, the days
+ * written so far and today's value were drawn side by side, a month's change as one day's step. An indicator
+ * without day values (a monthly one) keeps its empty trend.
+ */
+export function trendDays(points, lastDay, days = TREND_DAYS) {
+  if (!points.length) return [];
+  const latest = points[points.length - 1].day;
+  const end = lastDay && lastDay > latest ? lastDay : latest;
+  const byDay = new Map(points.map((p) => [p.day, p]));
+  const out = [];
+  for (let i = days - 1; i >= 0; i -= 1) {
+    const day = addDays(end, -i);
+    out.push(byDay.get(day) || { day, value: null, band: "none" });
+  }
+  return out;
+}
+
+/** Whether the `i`th point stands alone between days without a value (drawn as a dot: a line needs two). */
+export function isolated(points, i) {
+  const known = (p) => p && p.value !== null && p.value !== undefined;
+  return known(points[i]) && !known(points[i - 1]) && !known(points[i + 1]);
+}
+
 /**
  * The path shown in the breadcrumb when drilling: from the user's top unit down to `unit`. `chain` is the unit's
  * chain of ancestors from the API (top first, the unit last); units above the user's top unit are dropped.
@@ -153,8 +187,8 @@ export function olderPeriod(change, shownStart) {
  * A pushed change drawn on an indicator card `{shown: {value, band, period_start}, series: [{day, value, band}]}`:
  * the card's new `shown` and `series` and whether its band `moved`; null when the change is of a period older than
  * the one shown (a past day written while the cockpit is open is history, not today's value). The trend's last
- * point is replaced when the change is of its day, a point is added for a later day, and an earlier day leaves
- * the trend as it is.
+ * point is replaced when the change is of its day, a later day moves its window on (the days between without a
+ * value), and an earlier day leaves the trend as it is.
  */
 export function applyChange(ind, change) {
   if (olderPeriod(change, ind.shown.period_start)) return null;
@@ -163,7 +197,7 @@ export function applyChange(ind, change) {
   const last = ind.series[ind.series.length - 1];
   let series = ind.series;
   if (last && last.day === point.day) series = [...series.slice(0, -1), point]; // a new array: the sparkline redraws
-  else if (!last || last.day < point.day) series = [...series, point];
+  else if (!last || last.day < point.day) series = trendDays([...series, point], point.day); // the window moves on
   return { shown: { value: change.value, band, period_start: change.period_start ?? ind.shown.period_start },
     series, moved: ind.shown.band !== band };
 }
