@@ -116,3 +116,118 @@ def test_a_port_taken_by_another_server_fails_before_any_worker_starts():
             serving.Workers("tests.test_serving:pid_app", "127.0.0.1", taken.getsockname()[1], 2, factory=True)
     finally:
         taken.close()
+
+
+def answers_app():
+    """An ASGI app with the answers the gathering protocol must deliver intact (``core.http_protocol``): a small
+    one, a large one, a stream whose parts come a second apart, and one that closes the connection."""
+    import asyncio
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        if path == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            for part in (b"one", b"two"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                await asyncio.sleep(1.0)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = b"x" * (1 << 20) if path == "/large" else b'{"ok": true}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if path == "/close":
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.fixture()
+def answers():
+    w = serving.Workers("tests.test_serving:answers_app", "127.0.0.1", 0, 1, factory=True, log_level="warning")
+    thread = threading.Thread(target=w.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", w.port), timeout=5) as c:
+                    _answer(c, "/small")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield w.port
+    finally:
+        w.stop()
+        thread.join(60)
+
+
+def _answer(sock: socket.socket, path: str) -> tuple[bytes, bytes]:
+    """Send a GET and read one answer with a Content-Length: (head, body)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return _read_answer(sock, b"")[:2]
+
+
+def _read_answer(sock: socket.socket, data: bytes) -> tuple[bytes, bytes, bytes]:
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head, rest[:length], rest[length:]
+
+
+def _data_segments_in(sock: socket.socket) -> int | None:
+    """The data segments this socket received so far (Linux ``tcp_info.tcpi_data_segs_in``), or None."""
+    import struct
+
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    except (AttributeError, OSError):
+        return None
+    return struct.unpack_from("I", info, 152)[0] if len(info) >= 156 else None
+
+
+def test_a_small_answer_leaves_in_one_segment(answers):
+    # Status line, headers and body in one write: uvicorn wrote the head and the body apart, two segments (and
+    # two wake-ups of the client) for every answer.
+    with socket.create_connection(("127.0.0.1", answers), timeout=10) as c:
+        _answer(c, "/small")  # the connection's first answer
+        before = _data_segments_in(c)
+        if before is None:
+            pytest.skip("no tcp_info data segment count on this platform")
+        for _ in range(5):
+            head, body = _answer(c, "/small")
+            assert head.startswith(b"HTTP/1.1 200") and body == b'{"ok": true}'
+        assert _data_segments_in(c) - before == 5
+
+
+def test_large_pipelined_streamed_and_closing_answers_arrive_whole(answers):
+    with socket.create_connection(("127.0.0.1", answers), timeout=10) as c:
+        _, body = _answer(c, "/large")
+        assert body == b"x" * (1 << 20)
+        # Two requests in one send: both answered, in order, on the same connection.
+        c.sendall(b"GET /small HTTP/1.1\r\nHost: t\r\n\r\nGET /large HTTP/1.1\r\nHost: t\r\n\r\n")
+        _, first, rest = _read_answer(c, b"")
+        _, second, _ = _read_answer(c, rest)
+        assert (first, second) == (b'{"ok": true}', b"x" * (1 << 20))
+    with socket.create_connection(("127.0.0.1", answers), timeout=10) as c:
+        # A stream's parts leave as they are sent, not gathered until its end.
+        c.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"one" not in data:
+            data += c.recv(65536)
+        assert b"two" not in data
+        while not data.endswith(b"0\r\n\r\n"):
+            data += c.recv(65536)
+        assert b"two" in data
+    with socket.create_connection(("127.0.0.1", answers), timeout=10) as c:
+        # An answer that closes the connection is written whole before the close.
+        head, body = _answer(c, "/close")
+        assert b"connection: close" in head.lower() and body == b'{"ok": true}'
+        assert c.recv(10) == b""

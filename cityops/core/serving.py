@@ -22,6 +22,8 @@ import signal
 import socket
 import threading
 
+from cityops.core.http_protocol import GatheringHttpToolsProtocol
+
 log = logging.getLogger("cityops.serving")
 
 multiprocessing.allow_connection_pickling()  # a socket handed to a spawned process is duplicated into it
@@ -72,7 +74,9 @@ class Workers:
     RESTART_PAUSE = 1.0
 
     def __init__(self, target: str, host: str, port: int, count: int, **options):
-        self.target, self.options = target, {"log_config": None, **options}
+        # One write per answer (``core.http_protocol``); no websockets (the app takes none).
+        self.target, self.options = target, {"log_config": None, "http": GatheringHttpToolsProtocol, "ws": "none",
+                                             **options}
         self.sockets = listen_sockets(host, port, count, backlog=self.options.get("backlog", 2048))
         self.port = self.sockets[0].getsockname()[1]
         self.processes: list = [None] * count
@@ -133,6 +137,7 @@ def serve(target: str, host: str, port: int, workers: int, **options) -> None:
     if not reuse_port_supported():
         import uvicorn
 
-        uvicorn.run(target, host=host, port=port, workers=workers, **{"log_config": None, **options})
+        uvicorn.run(target, host=host, port=port, workers=workers,
+                    **{"log_config": None, "http": GatheringHttpToolsProtocol, "ws": "none", **options})
         return
     Workers(target, host, port, workers, **options).run()
