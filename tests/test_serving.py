@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,16 +31,24 @@ def pid_app():
     return app
 
 
-def _ask(sock: socket.socket) -> int:
-    sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-    data = b""
+def _answer(sock: socket.socket, path: str) -> tuple[bytes, bytes]:
+    """Send a GET and read one answer with a Content-Length: (head, body)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return _read_answer(sock, b"")[:2]
+
+
+def _read_answer(sock: socket.socket, data: bytes) -> tuple[bytes, bytes, bytes]:
     while b"\r\n\r\n" not in data:
-        data += sock.recv(4096)
-    head, _, body = data.partition(b"\r\n\r\n")
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(body) < length:
-        body += sock.recv(4096)
-    return int(body)
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head, rest[:length], rest[length:]
+
+
+def _ask(sock: socket.socket) -> int:
+    return int(_answer(sock, "/")[1])
 
 
 def _pids_of_connections(port: int, n: int) -> list[int]:
@@ -70,19 +79,26 @@ def _wait_ready(port: int, workers: serving.Workers, timeout: float = 60) -> Non
     raise AssertionError("the workers did not answer in time")
 
 
-@pytest.fixture()
-def workers():
-    w = serving.Workers("tests.test_serving:pid_app", "127.0.0.1", 0, 2, factory=True, log_level="warning")
+@contextmanager
+def _served(factory: str, count: int, ready):
+    """``count`` workers serving ``factory``, supervised in a thread; ``ready(workers)`` waits until they answer."""
+    w = serving.Workers(factory, "127.0.0.1", 0, count, factory=True, log_level="warning")
     thread = threading.Thread(target=w.run, daemon=True)
     thread.start()
     try:
-        _wait_ready(w.port, w)
+        ready(w)
         yield w
     finally:
         w.stop()
         thread.join(60)
     assert not thread.is_alive()
     assert all(not p.is_alive() for p in w.processes), "a worker outlived its supervisor"
+
+
+@pytest.fixture()
+def workers():
+    with _served("tests.test_serving:pid_app", 2, lambda w: _wait_ready(w.port, w)) as w:
+        yield w
 
 
 def test_connections_opened_together_spread_over_the_workers(workers):
@@ -144,42 +160,23 @@ def answers_app():
     return app
 
 
+def _answers_ready(w: serving.Workers, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", w.port), timeout=5) as c:
+                _answer(c, "/small")
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 @pytest.fixture()
 def answers():
-    w = serving.Workers("tests.test_serving:answers_app", "127.0.0.1", 0, 1, factory=True, log_level="warning")
-    thread = threading.Thread(target=w.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", w.port), timeout=5) as c:
-                    _answer(c, "/small")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with _served("tests.test_serving:answers_app", 1, _answers_ready) as w:
         yield w.port
-    finally:
-        w.stop()
-        thread.join(60)
-
-
-def _answer(sock: socket.socket, path: str) -> tuple[bytes, bytes]:
-    """Send a GET and read one answer with a Content-Length: (head, body)."""
-    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    return _read_answer(sock, b"")[:2]
-
-
-def _read_answer(sock: socket.socket, data: bytes) -> tuple[bytes, bytes, bytes]:
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-    while len(rest) < length:
-        rest += sock.recv(65536)
-    return head, rest[:length], rest[length:]
 
 
 def _data_segments_in(sock: socket.socket) -> int | None:
