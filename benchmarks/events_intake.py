@@ -319,6 +319,44 @@ async def closed_loop(port, headers, pts, seconds, concurrency, path="/api/event
     return lat, len(lat) * max(1, batch), errors, elapsed
 
 
+class _Answering(asyncio.Protocol):
+    """One keep-alive connection of the open loop as a protocol: ``request`` writes a request and returns a future of
+    its answer's status (answers with a Content-Length, as the intake route gives). About a fifth of the CPU of
+    ``Conn``'s stream reader (a ``readline`` per header): the open loop shares the server's 2 cores."""
+
+    def __init__(self):
+        self.transport = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future | None = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        head = bytes(self.buffer[:end]).lower()
+        at = head.find(b"content-length:")
+        length = int(head[at + 15:head.find(b"\r\n", at) % (len(head) + 1)]) if at >= 0 else 0
+        if len(self.buffer) < end + 4 + length:
+            return
+        del self.buffer[:end + 4 + length]
+        waiter, self.waiter = self.waiter, None
+        waiter.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc):
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionError("the server closed the connection"))
+
+    def request(self, data: bytes) -> asyncio.Future:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(data)
+        return self.waiter
+
+
 async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) -> tuple[list[float], int, int, dict]:
     """Requests sent on a fixed schedule, one every 1/rate s whatever the answers (no coordinated omission), each
     on a free connection of ``connections`` kept open (a request finding none free waits for one, and that wait is
@@ -326,24 +364,39 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
     client's making is told apart from the server's: ``send_lag`` (the scheduled time to the request written)
     and ``service`` (written to answered).
 
-    One dispatcher sleeps until each send time and starts that request. Until 2026-12-07 every request of the run
-    was a task from the start (18,000 sleeping tasks at 1,800/s): the client's loop then ran up to 130 ms late
-    (p99 of its own lateness 46–88 ms at 1,800/s on PostGIS, against the server's p99 of 39–41 ms), and all 64
-    connections of its pool were taken whenever it caught up, so its own lateness was counted as the server's."""
+    One dispatcher sleeps until each send time and starts that request; the connections are ``_Answering``
+    protocols, and ``main`` runs this on uvloop. Until 2026-12-07 every request of the run was a task from the start
+    (18,000 sleeping tasks at 1,800/s), on asyncio streams: the client's loop then ran up to 130 ms late (p99 of
+    its own lateness 46–88 ms at 1,800/s on PostGIS, against the server's p99 of 39–41 ms; in the evening's
+    ``make bench``, with the dispatcher alone, still 235 ms on SQLite), and all 64 connections of its pool were
+    taken whenever it caught up, so its own lateness was counted as the server's."""
+    loop = asyncio.get_running_loop()
+
+    async def connect() -> _Answering:
+        return (await loop.create_connection(_Answering, "127.0.0.1", port))[1]
+
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(connections):
-        pool.put_nowait(await Conn.open(port))
-    lat, lag, service, errors = [], [], [], 0
+        pool.put_nowait(await connect())
+    head = ("POST /api/events/cases HTTP/1.1\r\nHost: bench\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
     rng = random.Random(2)
+    # The requests made beforehand, 4,096 taken in turn (as the wrk script does): none is built on the schedule.
+    requests = [f"{head}Content-Length: {len(b)}\r\n\r\n".encode() + b for b in (case_body(rng, pts) for _ in range(4096))]
+    lat, lag, service, errors = [], [], [], 0
     n = int(seconds * rate)
     tasks = set()
 
-    async def one(scheduled):
+    async def one(scheduled, request):
         nonlocal errors
         c = await pool.get()
+        if c.transport is None or c.transport.is_closing():  # closed by the server's keep-alive timeout
+            c = await connect()
         sent = time.perf_counter()
         try:
-            status, _ = await c.request("POST", "/api/events/cases", case_body(rng, pts), headers)
+            status = await c.request(request)
+        except ConnectionError:
+            status = 0
         finally:
             pool.put_nowait(c)
         done = time.perf_counter()
@@ -359,13 +412,25 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        t = asyncio.create_task(one(scheduled))
+        t = asyncio.create_task(one(scheduled, requests[i % len(requests)]))
         tasks.add(t)
         t.add_done_callback(tasks.discard)
     await asyncio.gather(*tasks)
     while not pool.empty():
-        pool.get_nowait().writer.close()
+        c = pool.get_nowait()
+        if c.transport is not None:
+            c.transport.close()
     return lat, n, errors, {"send_lag_p99": pct(lag, 0.99), "service_p99": pct(service, 0.99)}
+
+
+def on_uvloop(coro):
+    """``asyncio.run`` on uvloop where it is installed (it comes with uvicorn's standard extras)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def pct(values, q):
@@ -520,7 +585,7 @@ def run_backend(backend: str, args) -> dict:
         n_all = sum(m["n"] for m in sweep)
         in_flight = sum(m["in_flight"] for m in sweep)
         rate = args.rate or max(1.0, round(best["rate"] / 2))
-        lat_o, n_o, err_o, client_o = asyncio.run(open_loop(port, headers, pts, args.seconds, rate))
+        lat_o, n_o, err_o, client_o = on_uvloop(open_loop(port, headers, pts, args.seconds, rate))
         created = count_cases(env) - before
         # The HTTP floor: the same client and connections against the floor route (authenticated, the same body
         # parsed and checked, no case writer) on the same server processes.
