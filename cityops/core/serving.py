@@ -26,6 +26,10 @@ from cityops.core.http_protocol import GatheringHttpToolsProtocol
 
 log = logging.getLogger("cityops.serving")
 
+#: uvicorn's settings for every worker: one write per answer (``core.http_protocol``), no websockets (the app
+#: takes none).
+UVICORN_DEFAULTS = {"log_config": None, "http": GatheringHttpToolsProtocol, "ws": "none"}
+
 multiprocessing.allow_connection_pickling()  # a socket handed to a spawned process is duplicated into it
 _SPAWN = multiprocessing.get_context("spawn")
 
@@ -74,9 +78,7 @@ class Workers:
     RESTART_PAUSE = 1.0
 
     def __init__(self, target: str, host: str, port: int, count: int, **options):
-        # One write per answer (``core.http_protocol``); no websockets (the app takes none).
-        self.target, self.options = target, {"log_config": None, "http": GatheringHttpToolsProtocol, "ws": "none",
-                                             **options}
+        self.target, self.options = target, {**UVICORN_DEFAULTS, **options}
         self.sockets = listen_sockets(host, port, count, backlog=self.options.get("backlog", 2048))
         self.port = self.sockets[0].getsockname()[1]
         self.processes: list = [None] * count
@@ -137,7 +139,6 @@ def serve(target: str, host: str, port: int, workers: int, **options) -> None:
     if not reuse_port_supported():
         import uvicorn
 
-        uvicorn.run(target, host=host, port=port, workers=workers,
-                    **{"log_config": None, "http": GatheringHttpToolsProtocol, "ws": "none", **options})
+        uvicorn.run(target, host=host, port=port, workers=workers, **{**UVICORN_DEFAULTS, **options})
         return
     Workers(target, host, port, workers, **options).run()
