@@ -1,12 +1,12 @@
 """Uvicorn's HTTP/1.1 protocol (httptools) with one ``write`` per answer instead of two.
 
 Uvicorn writes a response's status line and headers when the app sends ``http.response.start`` and its body at
-``http.response.body``: two ``write`` system calls and two TCP segments for every answer, which the client's
-kernel and the client then each handle. Here uvicorn is handed a transport that holds an answer's head (the write that starts with
-the status line) until the next write, and writes both together: the app sends the body in the same step as the
-head, so the two leave in one call, at once. A head that no write follows within the loop's turn (a stream whose
-first part is not ready) is written at the end of that turn. Every other write goes out as it comes: holding the
-body too, until the end of the turn, delayed each answer behind whatever else the turn did (a large request's
+``http.response.body``: two ``write`` system calls and two TCP segments for every answer, which the client's kernel
+and the client then each handle. Here uvicorn is handed a transport that holds an answer's head (the write that
+starts with the status line) until the next write, and writes both together: the app sends the body in the same step
+as the head, so the two leave in one call, at once. A head that no write follows within the loop's turn (a stream
+whose first part is not ready) is written at the end of that turn. Every other write goes out as it comes: holding
+the body too, until the end of the turn, delayed each answer behind whatever else the turn did (a large request's
 parsing): the sensing bulk ingest on PostgreSQL measured 0.47–0.49 of COPY with it, 0.51–0.59 without.
 
 Why by hand: uvicorn offers no option to join the two writes, and its ``http`` setting takes a protocol class, the
