@@ -148,6 +148,12 @@ def sample_points(env: dict, n: int = 5000) -> list[tuple[float, float]]:
     return pts
 
 
+def http_request(method: str, path: str, body: bytes, headers: dict) -> bytes:
+    """An HTTP/1.1 request as the benchmark's clients write it."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
+    return (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+
+
 class Conn:
     """One keep-alive HTTP/1.1 connection: write a request, read status line, headers and the body."""
 
@@ -160,14 +166,13 @@ class Conn:
         return cls(r, w, port)
 
     async def request(self, method: str, path: str, body: bytes, headers: dict) -> tuple[int, bytes]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.writer.write(head.encode() + body)
+        request = http_request(method, path, body, headers)
+        self.writer.write(request)
         status_line = await self.reader.readline()
         if not status_line:  # the server closed a connection idle past its keep-alive (a slow open loop): reconnect
             self.writer.close()
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            self.writer.write(head.encode() + body)
+            self.writer.write(request)
             status_line = await self.reader.readline()
         status = int(status_line.split()[1])
         length = 0
@@ -339,7 +344,8 @@ class _Answering(asyncio.Protocol):
             return
         head = bytes(self.buffer[:end]).lower()
         at = head.find(b"content-length:")
-        length = int(head[at + 15:head.find(b"\r\n", at) % (len(head) + 1)]) if at >= 0 else 0
+        line_end = head.find(b"\r\n", at)
+        length = int(head[at + 15:line_end if line_end >= 0 else None]) if at >= 0 else 0
         if len(self.buffer) < end + 4 + length:
             return
         del self.buffer[:end + 4 + length]
@@ -365,7 +371,7 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
     and ``service`` (written to answered).
 
     One dispatcher sleeps until each send time and starts that request; the connections are ``_Answering``
-    protocols, and ``main`` runs this on uvloop. Until 2026-12-07 every request of the run was a task from the start
+    protocols, on uvloop (``on_uvloop``). Until 2026-12-07 every request of the run was a task from the start
     (18,000 sleeping tasks at 1,800/s), on asyncio streams: the client's loop then ran up to 130 ms late (p99 of
     its own lateness 46–88 ms at 1,800/s on PostGIS, against the server's p99 of 39–41 ms; in the evening's
     ``make bench``, with the dispatcher alone, still 235 ms on SQLite), and all 64 connections of its pool were
@@ -378,11 +384,9 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
     pool: asyncio.Queue = asyncio.Queue()
     for _ in range(connections):
         pool.put_nowait(await connect())
-    head = ("POST /api/events/cases HTTP/1.1\r\nHost: bench\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items()))
     rng = random.Random(2)
     # The requests made beforehand, 4,096 taken in turn (as the wrk script does): none is built on the schedule.
-    requests = [f"{head}Content-Length: {len(b)}\r\n\r\n".encode() + b for b in (case_body(rng, pts) for _ in range(4096))]
+    requests = [http_request("POST", "/api/events/cases", case_body(rng, pts), headers) for _ in range(4096)]
     lat, lag, service, errors = [], [], [], 0
     n = int(seconds * rate)
     tasks = set()
