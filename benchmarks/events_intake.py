@@ -71,6 +71,7 @@ import time
 import uuid
 from pathlib import Path
 from report import record  # noqa: E402
+from settle import checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -570,6 +571,8 @@ def run_backend(backend: str, args) -> dict:
         # collector leaves it alone.
         gc.collect()
         gc.freeze()
+        # The district just built wrote a great deal: its checkpoint runs now, not during the sweep (settle.py).
+        checkpoint()
         # The capacity: the closed loop at each of --concurrency's client counts, the saturated (highest) throughput
         # taken. A closed loop of C clients is bounded by C / round trip, a latency figure while C is below what
         # the server can take in; a city's intake has hundreds of reporters at once, and the writer's group (the
@@ -604,6 +607,7 @@ def run_backend(backend: str, args) -> dict:
     finally:
         stop_group(server, signal.SIGINT if args.profile else signal.SIGTERM)
     drafts = sample_drafts(env, pts)
+    checkpoint()  # the limit from the same state as the server's measures
     raw = raw_insert(env, drafts, 5)
     raw_core = raw_insert(env, drafts, 5, group=args.raw_group)
     raw_driver = raw_insert(env, drafts, 5, group=args.raw_group, driver=True)
