@@ -389,6 +389,7 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
     # The requests made beforehand, 4,096 taken in turn (as the wrk script does): none is built on the schedule.
     requests = [http_request("POST", "/api/events/cases", case_body(rng, pts), headers) for _ in range(4096)]
     lat, lag, service, errors = [], [], [], 0
+    failures: dict[int, int] = {}  # status → requests not answered 201 (0: the connection closed or failed)
     n = int(seconds * rate)
     tasks = set()
 
@@ -410,6 +411,7 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
         service.append(done - sent)
         if status != 201:
             errors += 1
+            failures[status] = failures.get(status, 0) + 1
 
     start = time.perf_counter()
     for i in range(n):
@@ -425,7 +427,7 @@ async def open_loop(port, headers, pts, seconds, rate, connections: int = 64) ->
         c = pool.get_nowait()
         if c.transport is not None:
             c.transport.close()
-    return lat, n, errors, {"send_lag_p99": pct(lag, 0.99), "service_p99": pct(service, 0.99)}
+    return lat, n, errors, {"send_lag_p99": pct(lag, 0.99), "service_p99": pct(service, 0.99), "failures": failures}
 
 
 def on_uvloop(coro):
@@ -720,7 +722,10 @@ def main() -> None:
                     + ", ".join(f"{m['concurrency']}: {m['rate']:.0f}/s" for m in r["sweep"]) + "); "
                     f"p99 {r['open_p99']:.0f} ms at {r['rate']:g}/s = half capacity (target < 100 ms; the client's own lateness "
                     f"p99 {r['open_send_lag_p99']:.0f} ms, written to answered p99 {r['open_service_p99']:.0f} ms); "
-                    f"{r['errors']} errors; "
+                    f"{r['errors']} errors"
+                    + (" (open loop by status, 0 = connection closed: "
+                       + ", ".join(f"{k}: {v}" for k, v in sorted(r["open_failures"].items())) + ")"
+                       if r["open_failures"] else "") + "; "
                     f"HTTP floor (authenticated route, body parsed, no writer) {r['floor']:.0f} req/s, "
                     f"intake / floor {r['throughput'] / r['floor']:.2f}; load generator {r['client']}, "
                     f"server CPU {r['server_us']:.0f} µs a case (floor {r['floor_server_us']:.0f} µs a request)")
