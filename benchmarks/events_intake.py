@@ -594,6 +594,9 @@ def run_backend(backend: str, args) -> dict:
         n_all = sum(m["n"] for m in sweep)
         in_flight = sum(m["in_flight"] for m in sweep)
         rate = args.rate or max(1.0, round(best["rate"] / 2))
+        # The sweep wrote up to ~510 MB of WAL on PostGIS, near the ~540 MB at which the default max_wal_size starts a
+        # checkpoint: it starts now, not during the open loop (settle.py).
+        checkpoint()
         lat_o, n_o, err_o, client_o = on_uvloop(open_loop(port, headers, pts, args.seconds, rate))
         created = count_cases(env) - before
         # The HTTP floor: the same client and connections against the floor route (authenticated, the same body

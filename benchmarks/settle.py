@@ -6,8 +6,9 @@ runs during the next one: its page writes compete for the disk, and after it beg
 writes the whole page to the WAL, so commits wait longer. On 2026-12-07 a time-triggered checkpoint covered one
 intake open loop and took its p99 from 62–77 ms to 1.7 s. A checkpoint just before a measure starts its ~5 minutes
 afresh (the server counts the timeout from the last checkpoint of any kind), so a measure shorter than that meets
-no time-triggered one, and one triggered by WAL volume only if it writes about half of ``max_wal_size`` (the intake
-sweep on PostGIS wrote 350 MB of the 1 GB default); the peer or raw limit beside it is measured after the same call. A deployment meets checkpoints
+no time-triggered one, and one triggered by WAL volume only if it writes about half of ``max_wal_size`` (on PostGIS
+the intake sweep wrote up to 511 MB, near the ~540 MB at which the 1 GB default starts one: it checkpoints again
+before its open loop); the peer or raw limit beside it is measured after the same call. A deployment meets checkpoints
 all the time: the README (Configuration) says how to spread them.
 """
 
