@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import sys
 import threading
 from contextlib import asynccontextmanager
 
@@ -111,6 +112,8 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
     web_routes.install(app)  # last: the web app's client-side routes catch what no other route answers
     log.info("app ready", extra={"database": engine.url.render_as_string(hide_password=True)})
     _freeze_once()
+    # The GIL's switch interval of this server process (``Settings.gil_switch_interval_ms``, why there).
+    sys.setswitchinterval(settings.gil_switch_interval_ms / 1000)
     return app
 
 

@@ -193,6 +193,24 @@ def test_a_request_does_not_consult_the_opentelemetry_providers(ops, monkeypatch
     assert calls == []
 
 
+def test_a_server_process_hands_the_gil_on_at_its_setting(tmp_path):
+    """A server process's threads keep the GIL at most ``gil_switch_interval_ms`` while another waits: a write
+    transaction's thread back from each statement waited Python's default 5 ms, holding the embedded store's one
+    writer lock all the while."""
+    import sys
+
+    before = sys.getswitchinterval()
+    store, close = make_store("sqlite", tmp_path / "data", gil_switch_interval_ms=2.0)
+    try:
+        create_app(store.settings, run_migrations=False)
+        assert sys.getswitchinterval() == pytest.approx(0.002)
+        create_app(store.settings.model_copy(update={"gil_switch_interval_ms": 0.5}), run_migrations=False)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    finally:
+        sys.setswitchinterval(before)
+        close()
+
+
 # ------------------------------------------------------------------------------------- request size
 
 @pytest.fixture

@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     #: writer lock, or held it, longer than this many milliseconds, with its thread and first writing statement:
     #: who holds the one writer when writes queue. 0 = off (the default; on, every write reads the clock twice more).
     sqlite_writer_log_ms: float = Field(default=0.0, ge=0)
+    #: How long a thread may keep the GIL while another waits for it, milliseconds (Python's default is 5). A thread
+    #: back from the database (each SQLite statement, each PostgreSQL round trip) waits that long for the GIL
+    #: whenever another thread is running Python: a write transaction of a few statements then held the embedded
+    #: store's one writer lock 5-30 ms instead of 1-3 ms, and under 500 household updaters the writes queued behind it
+    #: for up to 1 s. At 0.5 ms the hold's p90 fell from 8.7-11.6 to 2.7-4.7 ms, and the updates' p99 from 139-982
+    #: to 41-107 ms (docs/benchmarks.md, 2026-12-08).
+    gil_switch_interval_ms: float = Field(default=0.5, gt=0, le=100)
     #: Brute-force protection of password logins (identity.throttle): this many failures of one username, or
     #: from one client address, within login_failure_window_s lock it for login_lockout_s (an operator may lift
     #: the lock earlier). Behind a reverse proxy, let uvicorn take the client address from X-Forwarded-For
