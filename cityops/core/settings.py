@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     #: who holds the one writer when writes queue. 0 = off (the default; on, every write reads the clock twice more).
     sqlite_writer_log_ms: float = Field(default=0.0, ge=0)
     #: How long a thread may keep the GIL while another waits for it, milliseconds (Python's default is 5). A thread
-    #: back from the database (each SQLite statement, each PostgreSQL round trip) waits that long for the GIL
+    #: back from the database (each SQLite statement, each PostgreSQL round trip) waits up to that long for the GIL
     #: whenever another thread is running Python: a write transaction of a few statements then held the embedded
     #: store's one writer lock 5-30 ms instead of 1-3 ms, and under 500 household updaters the writes queued behind it
     #: for up to 1 s. At 0.5 ms the hold's p90 fell from 8.7-11.6 to 2.7-4.7 ms, and the updates' p99 from 139-982
